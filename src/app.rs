@@ -1,0 +1,257 @@
+//! Wiring: builds the shared state from a validated config, once, and runs
+//! the proxy and admin listeners on pingora until a shutdown signal.
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::admin::{Admin, Readiness};
+use crate::config::Config;
+use crate::gateway::{Gateway, State};
+use crate::metrics::Metrics;
+use crate::routing::Router;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// An upstream host name did not resolve: fix `app[..].upstream` or DNS.
+    #[error("app[{app}].upstream: cannot resolve {host}:{port}: {reason}")]
+    Resolve {
+        /// The app.
+        app: String,
+        /// The upstream host.
+        host: String,
+        /// The upstream port.
+        port: u16,
+        /// Resolver message.
+        reason: String,
+    },
+    /// A listen address is taken or not allowed: pick another `server.listen`/`server.admin_listen`.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// OS message.
+        reason: String,
+    },
+    /// TLS files could not be loaded: check `server.tls`.
+    #[error("server.tls: {0}")]
+    Tls(String),
+    /// Metrics registry failure (a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The server thread did not come up.
+    #[error("the gateway did not start listening on {0} within 10 s")]
+    NotListening(SocketAddr),
+}
+
+/// The addresses the gateway actually listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Admin listener, if configured.
+    pub admin: Option<SocketAddr>,
+}
+
+/// SIGTERM and SIGINT both drain in-flight requests before exiting.
+struct GracefulOnSignals;
+
+#[async_trait]
+impl ShutdownSignalWatch for GracefulOnSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            // Without signal handlers the process can still be killed; wait forever.
+            std::future::pending::<()>().await;
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
+            _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests"),
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Shuts down when notified; used by tests and embedders.
+struct NotifiedShutdown(Arc<tokio::sync::Notify>);
+
+#[async_trait]
+impl ShutdownSignalWatch for NotifiedShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        self.0.notified().await;
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// A gateway running on its own thread.
+pub struct Running {
+    /// Where it listens.
+    pub bound: Bound,
+    stop: Arc<tokio::sync::Notify>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts a graceful shutdown and waits for the server to finish.
+    pub fn shutdown(mut self) {
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Starts a graceful shutdown without waiting.
+    pub fn begin_shutdown(&self) {
+        self.stop.notify_one();
+    }
+}
+
+/// Runs the gateway until SIGTERM or SIGINT. Blocks.
+pub fn serve(config: Config) -> Result<(), StartError> {
+    let (server, bound) = build(config)?;
+    tracing::info!(listen = %bound.listen, admin = ?bound.admin, "portcullis is serving");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(GracefulOnSignals),
+    });
+    Ok(())
+}
+
+/// Runs the gateway on a thread and returns once its listener accepts connections.
+pub fn spawn(config: Config) -> Result<Running, StartError> {
+    let (server, bound) = build(config)?;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let watch = NotifiedShutdown(stop.clone());
+    let thread = std::thread::spawn(move || {
+        server.run(RunArgs {
+            shutdown_signal: Box::new(watch),
+        })
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(bound.listen).is_err() {
+        if Instant::now() > deadline {
+            return Err(StartError::NotListening(bound.listen));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(Running {
+        bound,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// A concrete address for `addr`: port 0 is replaced by a port free right now.
+fn concrete(addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let l = TcpListener::bind(addr).map_err(|e| StartError::Listen {
+        addr,
+        reason: e.to_string(),
+    })?;
+    l.local_addr().map_err(|e| StartError::Listen {
+        addr,
+        reason: e.to_string(),
+    })
+}
+
+/// One prepared peer per app; host names are resolved here, once.
+fn peers(config: &Config) -> Result<Vec<HttpPeer>, StartError> {
+    let mut out = Vec::new();
+    for app in &config.apps {
+        let up = &app.upstream;
+        let addr = (up.host.as_str(), up.port)
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())
+            .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
+            .map_err(|reason| StartError::Resolve {
+                app: app.name.clone(),
+                host: up.host.clone(),
+                port: up.port,
+                reason,
+            })?;
+        let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
+        peer.options.connection_timeout = Some(config.server.upstream_connect_timeout);
+        peer.options.read_timeout = Some(config.server.upstream_read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        out.push(peer);
+    }
+    Ok(out)
+}
+
+fn build(mut config: Config) -> Result<(Server, Bound), StartError> {
+    config.server.listen = concrete(config.server.listen)?;
+    if let Some(a) = config.server.admin_listen {
+        config.server.admin_listen = Some(concrete(a)?);
+    }
+    let bound = Bound {
+        listen: config.server.listen,
+        admin: config.server.admin_listen,
+    };
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs().max(1)),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let app_names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
+    let metrics = Arc::new(Metrics::new(&app_names)?);
+    let readiness = Arc::new(Readiness::new(
+        config.sources.iter().map(|s| s.slug.as_str()),
+        true,
+    ));
+    let state = Arc::new(State {
+        router: Router::new(&config.apps),
+        peers: peers(&config)?,
+        metrics: metrics.clone(),
+        scheme: if config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        config,
+    });
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(state.clone()),
+        "portcullis proxy",
+    );
+    let listen = bound.listen.to_string();
+    match &state.config.server.tls {
+        None => proxy.add_tcp(&listen),
+        Some(tls) => {
+            let cert = tls.cert_file.to_string_lossy();
+            let key = tls.key_file.to_string_lossy();
+            let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            settings.enable_h2();
+            proxy.add_tls_with_settings(&listen, None, settings);
+        }
+    }
+    server.add_service(proxy);
+
+    if let Some(admin_addr) = bound.admin {
+        let mut admin = Service::new(
+            "portcullis admin".to_string(),
+            Admin::new(metrics, readiness),
+        );
+        admin.add_tcp(&admin_addr.to_string());
+        server.add_service(admin);
+    }
+    Ok((server, bound))
+}

@@ -1,0 +1,215 @@
+//! Reads the TOML file with figment, lays `PORTCULLIS_` environment overrides
+//! over it, and deserializes each table on its own so every problem is found.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Value};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+
+use super::error::{ConfigError, KeyPath, Problem, Segment};
+
+/// The prefix of every environment override.
+pub const ENV_PREFIX: &str = "PORTCULLIS_";
+
+/// Top-level tables an environment variable may reach; any other
+/// `PORTCULLIS_*` variable (`PORTCULLIS_CONFIG`, …) is not a config key.
+const SECTIONS: &[&str] = &["server", "session", "store", "source", "app"];
+
+/// The merged document plus where each overridden key came from.
+pub struct Merged {
+    /// File values with environment overrides applied.
+    pub root: Dict,
+    /// Canonical env var name (index form) -> the variable actually set.
+    pub env_origin: BTreeMap<String, String>,
+    /// Problems met while applying the environment.
+    pub problems: Vec<Problem>,
+}
+
+/// Reads `file` and applies the overrides found in `env`.
+pub fn read_merged(
+    file: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Merged, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Unreadable {
+        file: file.to_path_buf(),
+        reason: format!("{e} (pass --config FILE or set PORTCULLIS_CONFIG)"),
+    })?;
+    let value: Value =
+        Figment::from(Toml::string(&text))
+            .extract()
+            .map_err(|e| ConfigError::Unreadable {
+                file: file.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+    let Value::Dict(_, mut root) = value else {
+        return Err(ConfigError::Unreadable {
+            file: file.to_path_buf(),
+            reason: "the top level is not a table".into(),
+        });
+    };
+    let mut env_origin = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    // Apply in a stable order so that the result never depends on the process's env order.
+    vars.sort();
+    for (name, raw) in vars {
+        let rest = &name[ENV_PREFIX.len()..];
+        let segments: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        let Some(first) = segments.first() else {
+            continue;
+        };
+        if segments.len() < 2 || !SECTIONS.contains(&first.as_str()) {
+            continue;
+        }
+        match apply_env(&mut root, &segments, &raw) {
+            Ok(canonical) => {
+                env_origin.insert(canonical.env_var(), name.clone());
+            }
+            Err(message) => problems.push(Problem {
+                key: KeyPath(segments.iter().map(|s| Segment::Key(s.clone())).collect()),
+                message,
+                from_env: Some(name.clone()),
+            }),
+        }
+    }
+    Ok(Merged {
+        root,
+        env_origin,
+        problems,
+    })
+}
+
+/// Sets one overridden value; returns the canonical path (indices for array items).
+fn apply_env(root: &mut Dict, segments: &[String], raw: &str) -> Result<KeyPath, String> {
+    let (last, parents) = segments
+        .split_last()
+        .ok_or_else(|| "empty variable name".to_string())?;
+    let mut path = KeyPath::default();
+    let mut node: &mut Value = root_entry(root, parents, &mut path)?;
+    for seg in parents.iter().skip(1) {
+        node = step(node, seg, &mut path)?;
+    }
+    let Value::Dict(_, dict) = node else {
+        return Err(format!("{path} is not a table"));
+    };
+    let parsed = parse_env_value(raw, dict.get(last.as_str()));
+    dict.insert(last.clone(), parsed);
+    path.0.push(Segment::Key(last.clone()));
+    Ok(path)
+}
+
+fn root_entry<'a>(
+    root: &'a mut Dict,
+    parents: &[String],
+    path: &mut KeyPath,
+) -> Result<&'a mut Value, String> {
+    let first = parents
+        .first()
+        .ok_or_else(|| "name a key inside a table, e.g. PORTCULLIS_SERVER__LISTEN".to_string())?;
+    path.0.push(Segment::Key(first.clone()));
+    let is_array = first == "source" || first == "app";
+    Ok(root.entry(first.clone()).or_insert_with(|| {
+        if is_array {
+            Value::from(Vec::<Value>::new())
+        } else {
+            Value::from(Dict::new())
+        }
+    }))
+}
+
+/// Descends one segment: a table key, or an array element by index or by its slug/name.
+fn step<'a>(node: &'a mut Value, seg: &str, path: &mut KeyPath) -> Result<&'a mut Value, String> {
+    match node {
+        Value::Dict(_, dict) => {
+            path.0.push(Segment::Key(seg.to_string()));
+            Ok(dict
+                .entry(seg.to_string())
+                .or_insert_with(|| Value::from(Dict::new())))
+        }
+        Value::Array(_, items) => {
+            let index = match seg.parse::<usize>() {
+                Ok(i) => Some(i),
+                Err(_) => items
+                    .iter()
+                    .position(|item| item_label(item).as_deref() == Some(seg)),
+            };
+            let len = items.len();
+            let index = index.filter(|i| *i < len).ok_or_else(|| {
+                format!("{path} has no entry `{seg}` ({len} defined in the file)")
+            })?;
+            path.0.push(Segment::Item(index, None));
+            items
+                .get_mut(index)
+                .ok_or_else(|| format!("{path} has no entry `{seg}`"))
+        }
+        _ => Err(format!("{path} is not a table")),
+    }
+}
+
+/// The slug of a source or the name of an app, lower-cased, to address it from the env.
+fn item_label(item: &Value) -> Option<String> {
+    let dict = item.as_dict()?;
+    dict.get("slug")
+        .or_else(|| dict.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase)
+}
+
+/// Parses an env value like figment does (`true`, `42`, `["a","b"]`), but keeps
+/// it a string where the file has a string, so `CONSUMER_KEY=123` stays text.
+fn parse_env_value(raw: &str, existing: Option<&Value>) -> Value {
+    let parsed = Value::from_str(raw).unwrap_or_else(|never| match never {});
+    match (existing, &parsed) {
+        (Some(Value::String(..)), Value::Num(..) | Value::Bool(..)) => Value::from(raw.to_string()),
+        _ => parsed,
+    }
+}
+
+/// Deserializes one table into its raw struct, turning a serde error into a problem at its key.
+pub fn table<T: DeserializeOwned + Default>(
+    value: Option<&Value>,
+    at: &KeyPath,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let Some(value) = value else {
+        return Some(T::default());
+    };
+    match value.deserialize::<T>() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            problems.push(figment_problem(e, at));
+            None
+        }
+    }
+}
+
+fn figment_problem(e: figment::Error, at: &KeyPath) -> Problem {
+    use figment::error::Kind;
+    let mut key = at.clone();
+    for p in &e.path {
+        match p.parse::<usize>() {
+            Ok(i) => key.0.push(Segment::Item(i, None)),
+            Err(_) => key.0.push(Segment::Key(p.clone())),
+        }
+    }
+    let message = match &e.kind {
+        Kind::UnknownField(name, expected) => {
+            key.0.push(Segment::Key(name.clone()));
+            format!("unknown key; expected one of: {}", expected.join(", "))
+        }
+        Kind::MissingField(name) => {
+            key.0.push(Segment::Key(name.to_string()));
+            "missing".to_string()
+        }
+        Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
+        other => other.to_string(),
+    };
+    Problem::new(key, message)
+}

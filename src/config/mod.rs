@@ -1,0 +1,54 @@
+//! Configuration: load (figment) -> raw (serde, deny_unknown_fields) -> model (validated, typed).
+//! Imports nothing else from the crate.
+
+mod error;
+mod load;
+pub mod model;
+mod raw;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, KeyPath, Problem, Segment};
+pub use model::*;
+pub use validate::{decode_secret, parse_duration, JWT_ALGORITHMS, MIN_SECRET_BYTES};
+
+/// The default config path: `$PORTCULLIS_CONFIG`, else `config/portcullis.toml`.
+pub fn default_path() -> PathBuf {
+    std::env::var_os("PORTCULLIS_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("config/portcullis.toml"))
+}
+
+/// Loads `file` with the overrides of this process's environment.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    load_with_env(file, std::env::vars())
+}
+
+/// Loads `file` with the overrides in `env` (name, value) pairs.
+pub fn load_with_env(
+    file: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let merged = load::read_merged(file, env)?;
+    let mut problems = merged.problems;
+    match validate::build(file, &merged.root) {
+        Ok(config) if problems.is_empty() => return Ok(config),
+        Ok(_) => {}
+        Err(more) => problems.extend(more),
+    }
+    for p in &mut problems {
+        if p.from_env.is_none() {
+            p.from_env = merged.env_origin.get(&p.key.env_var()).cloned();
+        }
+    }
+    Err(ConfigError::Invalid {
+        file: file.to_path_buf(),
+        problems,
+    })
+}
+
+/// The resolved config as TOML, secrets redacted, for `portcullis check`.
+pub fn render(config: &Config) -> String {
+    toml::to_string_pretty(config).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+}

@@ -1,0 +1,951 @@
+//! Turns the raw tables into the typed model, collecting every problem with its key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use figment::value::{Dict, Value};
+use ipnet::IpNet;
+use url::Url;
+
+use super::error::{KeyPath, Problem};
+use super::load::table;
+use super::model::*;
+use super::raw::*;
+
+/// The shortest session secret accepted, in decoded bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Collects problems while building the model.
+struct Check<'a> {
+    problems: Vec<Problem>,
+    /// Directory of the config file, for relative `*_file` paths.
+    base_dir: &'a Path,
+}
+
+impl Check<'_> {
+    fn fail(&mut self, key: KeyPath, message: impl Into<String>) {
+        self.problems.push(Problem::new(key, message));
+    }
+
+    fn duration(&mut self, key: KeyPath, raw: Option<&str>, default: Duration) -> Duration {
+        match raw {
+            None => default,
+            Some(s) => match parse_duration(s) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.fail(key, e);
+                    default
+                }
+            },
+        }
+    }
+
+    fn opt_duration(&mut self, key: KeyPath, raw: Option<&str>) -> Option<Duration> {
+        let s = raw?;
+        match parse_duration(s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.fail(key, e);
+                None
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, key: KeyPath, raw: &str) -> Option<SocketAddr> {
+        match raw.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.fail(
+                    key,
+                    format!("`{raw}` is not an address; write IP:PORT, e.g. 127.0.0.1:8080"),
+                );
+                None
+            }
+        }
+    }
+
+    /// An absolute http(s) URL.
+    fn http_url(&mut self, key: KeyPath, raw: Option<&str>) -> Option<Url> {
+        let raw = raw?;
+        match parse_http_url(raw) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                self.fail(key, e);
+                None
+            }
+        }
+    }
+
+    fn read_file(&mut self, key: KeyPath, raw: &str) -> Option<String> {
+        let path = self.resolve(raw);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) => {
+                self.fail(key, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    fn resolve(&self, raw: &str) -> PathBuf {
+        let p = PathBuf::from(raw);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn one_of<T: Copy>(
+        &mut self,
+        key: KeyPath,
+        raw: Option<&str>,
+        choices: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some(raw) = raw else { return default };
+        match choices.iter().find(|(name, _)| *name == raw) {
+            Some((_, v)) => *v,
+            None => {
+                let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+                self.fail(
+                    key,
+                    format!("`{raw}` is not allowed; use one of: {}", names.join(", ")),
+                );
+                default
+            }
+        }
+    }
+}
+
+/// Parses `30s`, `12h`, `1h 30m`; zero is refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s.trim()) {
+        Ok(d) if d.is_zero() => Err(format!("`{s}` is zero; give a positive duration")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "`{s}` is not a duration ({e}); write e.g. 30s, 10m, 12h"
+        )),
+    }
+}
+
+/// Parses an absolute `http` or `https` URL with a host.
+pub fn parse_http_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL ({e})"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("`{raw}` must be an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{raw}` has no host"));
+    }
+    Ok(url)
+}
+
+/// The top-level tables of a config file.
+const TOP_KEYS: &[&str] = &["server", "session", "store", "source", "app"];
+
+/// Builds the model from the merged document.
+pub fn build(file: &Path, root: &Dict) -> Result<Config, Vec<Problem>> {
+    let base_dir = file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut c = Check {
+        problems: Vec::new(),
+        base_dir: &base_dir,
+    };
+    let mut known = Dict::new();
+    for (k, v) in root {
+        if TOP_KEYS.contains(&k.as_str()) {
+            known.insert(k.clone(), v.clone());
+        } else {
+            c.fail(
+                KeyPath::root(k),
+                format!("unknown key; expected one of: {}", TOP_KEYS.join(", ")),
+            );
+        }
+    }
+    let top: RawTop = table(
+        Some(&Value::from(known)),
+        &KeyPath::default(),
+        &mut c.problems,
+    )
+    .unwrap_or_default();
+
+    let server_raw: RawServer = table(
+        top.server.as_ref(),
+        &KeyPath::root("server"),
+        &mut c.problems,
+    )
+    .unwrap_or_default();
+    let session_raw: RawSession = table(
+        top.session.as_ref(),
+        &KeyPath::root("session"),
+        &mut c.problems,
+    )
+    .unwrap_or_default();
+    let store_raw: RawStore =
+        table(top.store.as_ref(), &KeyPath::root("store"), &mut c.problems).unwrap_or_default();
+
+    let server = server(&mut c, server_raw);
+    let session = session(&mut c, session_raw);
+    let store = store(&mut c, store_raw);
+
+    let mut sources = Vec::new();
+    let mut slugs = BTreeSet::new();
+    for (i, v) in top.source.iter().enumerate() {
+        let label = label_of(v, "slug");
+        let at = KeyPath::root("source").item(i, label.as_deref());
+        let Some(raw) = table::<RawSource>(Some(v), &at, &mut c.problems) else {
+            continue;
+        };
+        if let Some(s) = source(&mut c, &at, raw) {
+            if !slugs.insert(s.slug.clone()) {
+                c.fail(
+                    at.key("slug"),
+                    format!(
+                        "`{}` is used by another source; slugs must be unique",
+                        s.slug
+                    ),
+                );
+            }
+            sources.push(s);
+        }
+    }
+
+    let mut apps = Vec::new();
+    let mut names = BTreeSet::new();
+    let mut routes = BTreeSet::new();
+    for (i, v) in top.app.iter().enumerate() {
+        let label = label_of(v, "name");
+        let at = KeyPath::root("app").item(i, label.as_deref());
+        let Some(raw) = table::<RawApp>(Some(v), &at, &mut c.problems) else {
+            continue;
+        };
+        if let Some(a) = app(&mut c, &at, raw, &sources) {
+            if !names.insert(a.name.clone()) {
+                c.fail(
+                    at.key("name"),
+                    format!("`{}` is used by another app; names must be unique", a.name),
+                );
+            }
+            if !routes.insert((a.host.clone(), a.path_prefix.clone())) {
+                c.fail(
+                    at.key("path_prefix"),
+                    format!(
+                        "another app already serves host {} with path_prefix `{}`; give each app its own host or prefix",
+                        a.host.as_deref().unwrap_or("(any)"),
+                        a.path_prefix
+                    ),
+                );
+            }
+            apps.push(a);
+        }
+    }
+    if top.app.is_empty() {
+        c.fail(
+            KeyPath::root("app"),
+            "no [[app]] is defined; add at least one with a name and an upstream",
+        );
+    }
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    match (server, session) {
+        (Some(server), Some(session)) => Ok(Config {
+            file: file.to_path_buf(),
+            server,
+            session,
+            store,
+            sources,
+            apps,
+        }),
+        // Both return None only after recording a problem, handled above.
+        _ => Err(vec![Problem::new(KeyPath::default(), "invalid config")]),
+    }
+}
+
+fn label_of(v: &Value, key: &str) -> Option<String> {
+    v.as_dict()?.get(key)?.as_str().map(str::to_string)
+}
+
+fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
+    let at = KeyPath::root("server");
+    let listen = match raw.listen.as_deref() {
+        Some(s) => c.socket_addr(at.key("listen"), s),
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+    };
+    let admin_listen = match raw.admin_listen.as_deref() {
+        Some(s) => c.socket_addr(at.key("admin_listen"), s),
+        None => None,
+    };
+    let tls = raw.tls.map(|t| Tls {
+        cert_file: c.resolve(&t.cert_file),
+        key_file: c.resolve(&t.key_file),
+    });
+    let public_url = match raw.public_url.as_deref() {
+        Some(s) => {
+            let u = c.http_url(at.key("public_url"), Some(s));
+            if let Some(u) = &u {
+                if (u.path() != "/" && !u.path().is_empty()) || u.query().is_some() {
+                    c.fail(
+                        at.key("public_url"),
+                        format!("`{s}` must be an origin only (scheme, host, port), without path or query"),
+                    );
+                }
+            }
+            u
+        }
+        None => listen.and_then(|l| {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            Url::parse(&format!("{scheme}://{l}")).ok()
+        }),
+    };
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in raw.trusted_proxies.unwrap_or_default().iter().enumerate() {
+        let parsed = p
+            .parse::<IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => c.fail(
+                at.key("trusted_proxies").item(i, None),
+                format!("`{p}` is not an IP address or CIDR range, e.g. 10.0.0.0/8"),
+            ),
+        }
+    }
+    let threads = raw.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    if threads == 0 {
+        c.fail(at.key("threads"), "must be at least 1");
+    }
+    let shutdown_timeout = c.duration(
+        at.key("shutdown_timeout"),
+        raw.shutdown_timeout.as_deref(),
+        Duration::from_secs(30),
+    );
+    let upstream_connect_timeout = c.duration(
+        at.key("upstream_connect_timeout"),
+        raw.upstream_connect_timeout.as_deref(),
+        Duration::from_secs(5),
+    );
+    let upstream_read_timeout = c.duration(
+        at.key("upstream_read_timeout"),
+        raw.upstream_read_timeout.as_deref(),
+        Duration::from_secs(60),
+    );
+    Some(Server {
+        listen: listen?,
+        admin_listen,
+        public_url: public_url?,
+        trusted_proxies,
+        tls,
+        threads: threads.max(1),
+        shutdown_timeout,
+        upstream_connect_timeout,
+        upstream_read_timeout,
+    })
+}
+
+/// Decodes a session secret written in standard or URL-safe base64, padded or not.
+pub fn decode_secret(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let s = s.trim();
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|e| e.decode(s).ok())
+}
+
+fn session(c: &mut Check<'_>, raw: RawSession) -> Option<Session> {
+    let at = KeyPath::root("session");
+    let mut written: Vec<(KeyPath, String)> = Vec::new();
+    if let Some(s) = raw.secret {
+        written.push((at.key("secret"), s));
+    }
+    if let Some(list) = raw.secrets {
+        for (i, s) in list.into_vec().into_iter().enumerate() {
+            written.push((at.key("secrets").item(i, None), s));
+        }
+    }
+    if let Some(f) = raw.secrets_file.as_deref() {
+        if let Some(text) = c.read_file(at.key("secrets_file"), f) {
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                written.push((at.key("secrets_file"), line.to_string()));
+            }
+        }
+    }
+    let none_written = written.is_empty();
+    let mut secrets = Vec::new();
+    for (key, s) in written {
+        match decode_secret(&s) {
+            Some(bytes) if bytes.len() >= MIN_SECRET_BYTES => secrets.push(Secret::new(bytes)),
+            Some(bytes) => c.fail(
+                key,
+                format!(
+                    "a session secret must be at least {MIN_SECRET_BYTES} bytes; this one is {} — generate one with `portcullis keygen`",
+                    bytes.len()
+                ),
+            ),
+            None => c.fail(
+                key,
+                "a session secret must be base64 — generate one with `portcullis keygen`",
+            ),
+        }
+    }
+    if none_written {
+        c.fail(
+            at.key("secrets"),
+            "missing: set at least one secret of 32 bytes or more, in base64 (generate one with `portcullis keygen`)",
+        );
+    }
+    let cookie_name = raw.cookie_name.unwrap_or_else(|| "portcullis".to_string());
+    if cookie_name.is_empty()
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        c.fail(
+            at.key("cookie_name"),
+            format!(
+                "`{cookie_name}` is not a valid cookie name; use letters, digits, `-`, `_`, `.`"
+            ),
+        );
+    }
+    let lifetime = c.duration(
+        at.key("lifetime"),
+        raw.lifetime.as_deref(),
+        Duration::from_secs(12 * 3600),
+    );
+    let identity_cache_ttl = c.duration(
+        at.key("identity_cache_ttl"),
+        raw.identity_cache_ttl.as_deref(),
+        Duration::from_secs(30),
+    );
+    Some(Session {
+        secrets,
+        cookie_name,
+        lifetime,
+        identity_cache_ttl,
+    })
+}
+
+fn store(c: &mut Check<'_>, raw: RawStore) -> Store {
+    let url = raw
+        .url
+        .unwrap_or_else(|| "sqlite://portcullis.db".to_string());
+    let known = ["sqlite:", "postgres://", "postgresql://"];
+    if !known.iter().any(|p| url.starts_with(p)) {
+        c.fail(
+            KeyPath::root("store").key("url"),
+            format!(
+                "`{}` is not a supported store; use sqlite://FILE or postgres://USER@HOST/DB",
+                redact_url_password(&url)
+            ),
+        );
+    }
+    Store {
+        url: Secret::new(url),
+    }
+}
+
+const PKCE: &[(&str, Pkce)] = &[
+    ("none", Pkce::None),
+    ("plain", Pkce::Plain),
+    ("S256", Pkce::S256),
+];
+const TOKEN_AUTH: &[(&str, TokenAuthMethod)] = &[
+    ("client_secret_basic", TokenAuthMethod::ClientSecretBasic),
+    ("client_secret_post", TokenAuthMethod::ClientSecretPost),
+];
+const MATCHING: &[(&str, UserMatchingMode)] = &[
+    ("identifier", UserMatchingMode::Identifier),
+    ("email_link", UserMatchingMode::EmailLink),
+    ("email_deny", UserMatchingMode::EmailDeny),
+    ("username_link", UserMatchingMode::UsernameLink),
+    ("username_deny", UserMatchingMode::UsernameDeny),
+];
+/// Algorithms a machine token may use: asymmetric only (RFC 8725 §3.1).
+pub const JWT_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+fn valid_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
+    let slug = match raw.slug {
+        Some(s) if valid_slug(&s) => Some(s),
+        Some(s) => {
+            c.fail(at.key("slug"), format!("`{s}` must match [a-z0-9-]+"));
+            None
+        }
+        None => {
+            c.fail(
+                at.key("slug"),
+                "missing: every source needs a slug, e.g. slug = \"corp\"",
+            );
+            None
+        }
+    };
+    let kind = match raw.kind.as_deref() {
+        Some(k) => match SourceKind::ALL.iter().find(|(n, _)| *n == k) {
+            Some((_, kind)) => Some(*kind),
+            None => {
+                let names: Vec<&str> = SourceKind::ALL.iter().map(|(n, _)| *n).collect();
+                c.fail(
+                    at.key("type"),
+                    format!(
+                        "`{k}` is not a source type; use one of: {}",
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
+        },
+        None => {
+            c.fail(at.key("type"), "missing: e.g. type = \"openidconnect\"");
+            None
+        }
+    };
+    let consumer_secret = match (raw.consumer_secret, raw.consumer_secret_file.as_deref()) {
+        (Some(_), Some(_)) => {
+            c.fail(
+                at.key("consumer_secret_file"),
+                "set consumer_secret or consumer_secret_file, not both",
+            );
+            None
+        }
+        (Some(s), None) => Some(Secret::new(s)),
+        (None, Some(f)) => c
+            .read_file(at.key("consumer_secret_file"), f)
+            .map(Secret::new),
+        (None, None) => None,
+    };
+    let oidc_well_known_url = c.http_url(
+        at.key("oidc_well_known_url"),
+        raw.oidc_well_known_url.as_deref(),
+    );
+    let authorization_url = c.http_url(
+        at.key("authorization_url"),
+        raw.authorization_url.as_deref(),
+    );
+    let access_token_url = c.http_url(at.key("access_token_url"), raw.access_token_url.as_deref());
+    let profile_url = c.http_url(at.key("profile_url"), raw.profile_url.as_deref());
+    let request_token_url = c.http_url(
+        at.key("request_token_url"),
+        raw.request_token_url.as_deref(),
+    );
+    let oidc_jwks_url = c.http_url(at.key("oidc_jwks_url"), raw.oidc_jwks_url.as_deref());
+    if let Some(jwks) = raw.oidc_jwks.as_deref() {
+        let ok = serde_json::from_str::<serde_json::Value>(jwks)
+            .ok()
+            .and_then(|v| v.get("keys").map(serde_json::Value::is_array))
+            .unwrap_or(false);
+        if !ok {
+            c.fail(
+                at.key("oidc_jwks"),
+                "must be a JWKS document: {\"keys\": [...]}",
+            );
+        }
+    }
+    if let Some(iss) = raw.issuer.as_deref() {
+        if let Err(e) = parse_http_url(iss) {
+            c.fail(at.key("issuer"), e);
+        }
+    }
+    let pkce = c.one_of(at.key("pkce"), raw.pkce.as_deref(), PKCE, Pkce::S256);
+    let token_auth_method = c.one_of(
+        at.key("token_auth_method"),
+        raw.token_auth_method.as_deref(),
+        TOKEN_AUTH,
+        TokenAuthMethod::ClientSecretBasic,
+    );
+    let user_matching_mode = c.one_of(
+        at.key("user_matching_mode"),
+        raw.user_matching_mode.as_deref(),
+        MATCHING,
+        UserMatchingMode::Identifier,
+    );
+    let mut jwt_algorithms = Vec::new();
+    for (i, a) in raw
+        .jwt_algorithms
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        if JWT_ALGORITHMS.contains(&a.as_str()) {
+            jwt_algorithms.push(a);
+        } else {
+            c.fail(
+                at.key("jwt_algorithms").item(i, None),
+                format!(
+                    "`{a}` is not allowed for machine tokens (never none or HMAC); use one of: {}",
+                    JWT_ALGORITHMS.join(", ")
+                ),
+            );
+        }
+    }
+    let jwt_max_age = c.opt_duration(at.key("jwt_max_age"), raw.jwt_max_age.as_deref());
+
+    let has_jwks =
+        oidc_jwks_url.is_some() || raw.oidc_jwks.is_some() || oidc_well_known_url.is_some();
+    let kind = kind?;
+    if raw.consumer_key.is_some() {
+        if consumer_secret.is_none() && kind != SourceKind::Apple {
+            c.fail(
+                at.key("consumer_secret"),
+                "missing: a source with a consumer_key needs consumer_secret or consumer_secret_file",
+            );
+        }
+        let need: &[(&str, bool)] = match kind {
+            SourceKind::OAuth2 => &[
+                ("authorization_url", authorization_url.is_some()),
+                ("access_token_url", access_token_url.is_some()),
+                ("profile_url", profile_url.is_some()),
+            ],
+            SourceKind::OAuth1 => &[
+                ("request_token_url", request_token_url.is_some()),
+                ("authorization_url", authorization_url.is_some()),
+                ("access_token_url", access_token_url.is_some()),
+                ("profile_url", profile_url.is_some()),
+            ],
+            SourceKind::OpenIdConnect if oidc_well_known_url.is_none() => &[
+                ("authorization_url", authorization_url.is_some()),
+                ("access_token_url", access_token_url.is_some()),
+                ("issuer", raw.issuer.is_some()),
+            ],
+            _ => &[],
+        };
+        for (key, present) in need {
+            if !present {
+                c.fail(
+                    at.key(key),
+                    format!(
+                        "missing: a source of type `{}` needs it",
+                        raw.kind.as_deref().unwrap_or("")
+                    ),
+                );
+            }
+        }
+    } else if !has_jwks {
+        c.fail(
+            at.key("consumer_key"),
+            "missing: a source needs consumer_key (for sign-in) or a JWKS (oidc_jwks_url, oidc_jwks or oidc_well_known_url, for machine tokens)",
+        );
+    }
+
+    let mut claims: BTreeMap<String, String> = [
+        ("identifier", "sub"),
+        ("username", "preferred_username"),
+        ("email", "email"),
+        ("name", "name"),
+        ("groups", "groups"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    const CLAIM_KEYS: &[&str] = &[
+        "identifier",
+        "username",
+        "email",
+        "email_verified",
+        "name",
+        "groups",
+    ];
+    for (k, v) in raw.claims.unwrap_or_default() {
+        if !CLAIM_KEYS.contains(&k.as_str()) {
+            c.fail(
+                at.key("claims").key(&k),
+                format!(
+                    "unknown claim mapping; expected one of: {}",
+                    CLAIM_KEYS.join(", ")
+                ),
+            );
+        } else if v.is_empty() {
+            c.fail(
+                at.key("claims").key(&k),
+                "empty path; write a dotted path such as \"data.id\"",
+            );
+        } else {
+            claims.insert(k, v);
+        }
+    }
+    let scopes = raw.scopes.unwrap_or_else(|| match kind {
+        SourceKind::OpenIdConnect => vec!["openid".into(), "email".into(), "profile".into()],
+        _ => Vec::new(),
+    });
+    let policies = policies(
+        c,
+        at,
+        &raw.policy,
+        &[
+            ("authenticate", PolicyAction::Authenticate),
+            ("enroll", PolicyAction::Enroll),
+            ("link", PolicyAction::Link),
+        ],
+    );
+    let slug = slug?;
+    Some(Source {
+        name: raw.name.unwrap_or_else(|| slug.clone()),
+        slug,
+        kind,
+        consumer_key: raw.consumer_key,
+        consumer_secret,
+        oidc_well_known_url,
+        authorization_url,
+        access_token_url,
+        profile_url,
+        request_token_url,
+        oidc_jwks_url,
+        oidc_jwks: raw.oidc_jwks,
+        scopes,
+        pkce,
+        token_auth_method,
+        user_matching_mode,
+        enroll: raw.enroll.unwrap_or(true),
+        trust_email: raw.trust_email.unwrap_or(false),
+        claims,
+        authorize_params: raw.authorize_params.unwrap_or_default(),
+        issuer: raw.issuer,
+        jwt_algorithms,
+        jwt_max_age,
+        policies,
+    })
+}
+
+fn policies(
+    c: &mut Check<'_>,
+    at: &KeyPath,
+    raw: &[Value],
+    actions: &[(&str, PolicyAction)],
+) -> Vec<Policy> {
+    let mut out = Vec::new();
+    for (i, v) in raw.iter().enumerate() {
+        let at = at.key("policy").item(i, None);
+        let Some(p) = table::<RawPolicy>(Some(v), &at, &mut c.problems) else {
+            continue;
+        };
+        let on_raw = p.on.map(StringOrList::into_vec).unwrap_or_default();
+        if on_raw.is_empty() {
+            let names: Vec<&str> = actions.iter().map(|(n, _)| *n).collect();
+            c.fail(
+                at.key("on"),
+                format!(
+                    "missing: name the actions it governs, any of: {}",
+                    names.join(", ")
+                ),
+            );
+        }
+        let mut on = Vec::new();
+        for (j, a) in on_raw.iter().enumerate() {
+            let key = at.key("on").item(j, None);
+            if actions.iter().any(|(n, _)| n == a) {
+                on.push(c.one_of(key, Some(a), actions, PolicyAction::Access));
+            } else {
+                let names: Vec<&str> = actions.iter().map(|(n, _)| *n).collect();
+                c.fail(
+                    key,
+                    format!(
+                        "`{a}` is not an action here; use any of: {}",
+                        names.join(", ")
+                    ),
+                );
+            }
+        }
+        let effect = match p.effect.as_deref() {
+            None => {
+                c.fail(at.key("effect"), "missing: allow or deny");
+                Effect::Deny
+            }
+            e => c.one_of(
+                at.key("effect"),
+                e,
+                &[("allow", Effect::Allow), ("deny", Effect::Deny)],
+                Effect::Deny,
+            ),
+        };
+        if let Some(pp) = p.path_prefix.as_deref() {
+            if !pp.starts_with('/') {
+                c.fail(at.key("path_prefix"), format!("`{pp}` must start with /"));
+            }
+        }
+        out.push(Policy {
+            on,
+            effect,
+            email_domains: p
+                .email_domains
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            groups: p.groups.unwrap_or_default(),
+            users: p.users.unwrap_or_default(),
+            expression: p.expression,
+            message: p.message,
+            path_prefix: p.path_prefix,
+        });
+    }
+    out
+}
+
+/// Checks a path prefix: absolute, no dot segments, no empty segments.
+fn check_prefix(c: &mut Check<'_>, key: KeyPath, p: &str) -> bool {
+    let bad = !p.starts_with('/')
+        || p.contains("//")
+        || p.contains('\\')
+        || p.contains('?')
+        || p.contains('#')
+        || p.split('/').any(|s| s == "." || s == "..");
+    if bad {
+        c.fail(
+            key,
+            format!("`{p}` must be an absolute path such as /static/, without //, . or .. segments, ? or #"),
+        );
+    }
+    !bad
+}
+
+fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Option<App> {
+    let name = match raw.name {
+        Some(n) if !n.trim().is_empty() => Some(n),
+        _ => {
+            c.fail(at.key("name"), "missing: every app needs a unique name");
+            None
+        }
+    };
+    let host = raw.host.map(|h| h.to_ascii_lowercase());
+    if let Some(h) = &host {
+        let ok = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && !h.starts_with('.')
+            && !h.ends_with('.');
+        if !ok {
+            c.fail(
+                at.key("host"),
+                format!(
+                    "`{h}` must be a host name without scheme, port or path, e.g. wiki.example"
+                ),
+            );
+        }
+    }
+    let path_prefix = raw.path_prefix.unwrap_or_else(|| "/".to_string());
+    check_prefix(c, at.key("path_prefix"), &path_prefix);
+    let upstream = match raw.upstream.as_deref() {
+        None => {
+            c.fail(
+                at.key("upstream"),
+                "missing: e.g. upstream = \"http://127.0.0.1:3000\"",
+            );
+            None
+        }
+        Some(u) => match parse_http_url(u) {
+            Err(e) => {
+                c.fail(at.key("upstream"), e);
+                None
+            }
+            Ok(url) => {
+                if (url.path() != "/" && !url.path().is_empty())
+                    || url.query().is_some()
+                    || !url.username().is_empty()
+                {
+                    c.fail(
+                        at.key("upstream"),
+                        format!("`{u}` must be an origin only (scheme, host, port), without path, query or user"),
+                    );
+                    None
+                } else {
+                    let tls = url.scheme() == "https";
+                    let host = match url.host() {
+                        Some(url::Host::Ipv6(a)) => a.to_string(),
+                        Some(h) => h.to_string(),
+                        None => String::new(),
+                    };
+                    let port = url
+                        .port_or_known_default()
+                        .unwrap_or(if tls { 443 } else { 80 });
+                    Some(Upstream {
+                        url,
+                        host,
+                        port,
+                        tls,
+                    })
+                }
+            }
+        },
+    };
+    let login_sources: Vec<String> = sources
+        .iter()
+        .filter(|s| s.is_login())
+        .map(|s| s.slug.clone())
+        .collect();
+    let app_sources = match raw.sources {
+        None => login_sources,
+        Some(list) => {
+            for (i, s) in list.iter().enumerate() {
+                match sources.iter().find(|x| &x.slug == s) {
+                    None => c.fail(
+                        at.key("sources").item(i, None),
+                        format!("`{s}` is not a defined source; define a [[source]] with slug = \"{s}\" or remove it"),
+                    ),
+                    Some(x) if !x.is_login() => c.fail(
+                        at.key("sources").item(i, None),
+                        format!("`{s}` has no consumer_key, so nobody can sign in through it; list it in jwt_sources instead"),
+                    ),
+                    Some(_) => {}
+                }
+            }
+            list
+        }
+    };
+    let jwt_sources = raw.jwt_sources.unwrap_or_default();
+    for (i, s) in jwt_sources.iter().enumerate() {
+        match sources.iter().find(|x| &x.slug == s) {
+            None => c.fail(
+                at.key("jwt_sources").item(i, None),
+                format!("`{s}` is not a defined source; define a [[source]] with slug = \"{s}\" or remove it"),
+            ),
+            Some(x) if x.issuer.is_none() && x.oidc_well_known_url.is_none() => c.fail(
+                at.key("jwt_sources").item(i, None),
+                format!("source `{s}` has no issuer; set its `issuer` (or oidc_well_known_url) so tokens can be matched to it"),
+            ),
+            Some(x) if x.oidc_jwks_url.is_none() && x.oidc_jwks.is_none() && x.oidc_well_known_url.is_none() => c.fail(
+                at.key("jwt_sources").item(i, None),
+                format!("source `{s}` has no keys; set its oidc_jwks_url, oidc_jwks or oidc_well_known_url"),
+            ),
+            Some(_) => {}
+        }
+    }
+    let mut public_paths = Vec::new();
+    for (i, p) in raw.public_paths.unwrap_or_default().into_iter().enumerate() {
+        if check_prefix(c, at.key("public_paths").item(i, None), &p) {
+            public_paths.push(p);
+        }
+    }
+    let policies = policies(c, at, &raw.policy, &[("access", PolicyAction::Access)]);
+    Some(App {
+        name: name?,
+        host,
+        path_prefix,
+        upstream: upstream?,
+        sources: app_sources,
+        jwt_sources,
+        jwt_audiences: raw.jwt_audiences.unwrap_or_default(),
+        public_paths,
+        policies,
+    })
+}

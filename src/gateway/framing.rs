@@ -1,0 +1,272 @@
+//! Refuses requests whose framing or target could be read two ways by the
+//! gateway and the upstream (request smuggling, path confusion). Pure: it reads
+//! the raw header block and the path, and says what is wrong.
+
+/// Most header fields a request may carry (Envoy's default).
+pub const MAX_HEADER_FIELDS: usize = 100;
+/// Most bytes of request line plus headers (Envoy's default, 60 KiB).
+pub const MAX_HEADER_BYTES: usize = 60 * 1024;
+/// Longest request line.
+pub const MAX_REQUEST_LINE: usize = 8 * 1024;
+
+/// Why a request is refused before anything is forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    /// Ambiguous or malformed framing: answer 400 and close the connection.
+    #[error("bad request framing: {0}")]
+    BadFraming(&'static str),
+    /// The request target could mean another path upstream: answer 400.
+    #[error("ambiguous request path: {0}")]
+    AmbiguousPath(&'static str),
+    /// Too many or too large header fields: answer 431.
+    #[error("request headers too large")]
+    HeadersTooLarge,
+    /// The request line is too long: answer 414.
+    #[error("request line too long")]
+    UriTooLong,
+}
+
+impl FramingError {
+    /// The HTTP status to answer with.
+    pub fn status(self) -> u16 {
+        match self {
+            FramingError::BadFraming(_) | FramingError::AmbiguousPath(_) => 400,
+            FramingError::HeadersTooLarge => 431,
+            FramingError::UriTooLong => 414,
+        }
+    }
+}
+
+/// Checks the raw HTTP/1.x header block (request line, fields, without body).
+pub fn check_raw_head(raw: &[u8], http10: bool) -> Result<(), FramingError> {
+    let mut lines = raw.split(|&b| b == b'\n');
+    let request_line = lines.next().unwrap_or_default();
+    if request_line.len() > MAX_REQUEST_LINE {
+        return Err(FramingError::UriTooLong);
+    }
+    if raw.len() > MAX_HEADER_BYTES {
+        return Err(FramingError::HeadersTooLarge);
+    }
+    let (mut fields, mut cl, mut te, mut host) = (0usize, 0usize, 0usize, 0usize);
+    let mut cl_value: &[u8] = b"";
+    let mut te_value: &[u8] = b"";
+    for line in lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        if line.contains(&b'\r') || line.contains(&0) {
+            return Err(FramingError::BadFraming("bare CR or NUL in a header"));
+        }
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            return Err(FramingError::BadFraming("folded header line"));
+        }
+        fields += 1;
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(FramingError::BadFraming("header line without a colon"));
+        };
+        let (name, value) = line.split_at(colon);
+        let value = trim(value.get(1..).unwrap_or_default());
+        if name.eq_ignore_ascii_case(b"content-length") {
+            cl += 1;
+            cl_value = value;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te += 1;
+            te_value = value;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            host += 1;
+        }
+    }
+    if fields > MAX_HEADER_FIELDS {
+        return Err(FramingError::HeadersTooLarge);
+    }
+    if cl > 0 && te > 0 {
+        return Err(FramingError::BadFraming(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if cl > 1 {
+        return Err(FramingError::BadFraming("more than one Content-Length"));
+    }
+    if cl == 1
+        && (cl_value.is_empty() || cl_value.len() > 18 || !cl_value.iter().all(u8::is_ascii_digit))
+    {
+        return Err(FramingError::BadFraming("invalid Content-Length"));
+    }
+    if te > 1 {
+        return Err(FramingError::BadFraming("more than one Transfer-Encoding"));
+    }
+    if te == 1 && (http10 || !te_value.eq_ignore_ascii_case(b"chunked")) {
+        return Err(FramingError::BadFraming(
+            "Transfer-Encoding other than a single chunked",
+        ));
+    }
+    if host > 1 {
+        return Err(FramingError::BadFraming("more than one Host"));
+    }
+    if host == 0 && !http10 {
+        return Err(FramingError::BadFraming("missing Host"));
+    }
+    Ok(())
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
+    v.get(start..end).unwrap_or_default()
+}
+
+/// Checks that the path means the same to every server: no dot segments, no
+/// NUL, no backslash, also when percent-encoded or hidden behind `;params`.
+/// The path checked is then the path forwarded, unchanged.
+pub fn check_path(path: &str) -> Result<(), FramingError> {
+    if !path.starts_with('/') {
+        return Err(FramingError::AmbiguousPath("the path must start with /"));
+    }
+    for segment in path.split('/') {
+        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+        if decoded.contains(&0) || decoded.contains(&b'\\') {
+            return Err(FramingError::AmbiguousPath("NUL or backslash in the path"));
+        }
+        // `%2F` is kept (APIs such as GitLab's use it) unless it hides a dot segment.
+        for part in decoded.split(|&b| b == b'/') {
+            let part = part.split(|&b| b == b';').next().unwrap_or_default();
+            if part == b"." || part == b".." {
+                return Err(FramingError::AmbiguousPath("dot segment in the path"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(fields: &str) -> Vec<u8> {
+        format!("POST /x HTTP/1.1\r\nHost: a\r\n{fields}\r\n").into_bytes()
+    }
+
+    #[test]
+    fn prx08_content_length_with_transfer_encoding_is_refused() {
+        let r = check_raw_head(
+            &head("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
+            false,
+        );
+        assert_eq!(r.unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn prx09_duplicate_or_invalid_content_length_is_refused() {
+        for cl in [
+            "Content-Length: 5\r\nContent-Length: 5\r\n",
+            "Content-Length: 5\r\ncontent-length: 6\r\n",
+            "Content-Length: +5\r\n",
+            "Content-Length: -1\r\n",
+            "Content-Length: 0x10\r\n",
+            "Content-Length: 5 6\r\n",
+            "Content-Length: 1000000000000000000000\r\n",
+            "Content-Length:\r\n",
+        ] {
+            assert!(
+                check_raw_head(&head(cl), false).is_err(),
+                "{cl:?} was accepted"
+            );
+        }
+        assert!(check_raw_head(&head("Content-Length: 5\r\n"), false).is_ok());
+    }
+
+    #[test]
+    fn prx10_only_a_single_chunked_transfer_encoding_is_accepted() {
+        for te in [
+            "gzip, chunked",
+            "chunked, chunked",
+            "identity",
+            "xchunked",
+            "\x0bchunked",
+        ] {
+            let h = head(&format!("Transfer-Encoding: {te}\r\n"));
+            assert!(check_raw_head(&h, false).is_err(), "{te:?} was accepted");
+        }
+        assert!(check_raw_head(
+            &head("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
+            false
+        )
+        .is_err());
+        assert!(check_raw_head(&head("Transfer-Encoding: chunked\r\n"), false).is_ok());
+        // PRX-11: HTTP/1.0 cannot use Transfer-Encoding.
+        assert!(check_raw_head(&head("Transfer-Encoding: chunked\r\n"), true).is_err());
+    }
+
+    #[test]
+    fn prx14_host_must_appear_once() {
+        assert!(check_raw_head(b"GET / HTTP/1.1\r\n\r\n", false).is_err());
+        assert!(check_raw_head(&head("Host: b\r\n"), false).is_err());
+        assert!(check_raw_head(b"GET / HTTP/1.0\r\n\r\n", true).is_ok());
+    }
+
+    #[test]
+    fn prx20_header_limits_answer_431_and_414() {
+        let many: String = (0..=MAX_HEADER_FIELDS)
+            .map(|i| format!("X-{i}: v\r\n"))
+            .collect();
+        assert_eq!(
+            check_raw_head(&head(&many), false),
+            Err(FramingError::HeadersTooLarge)
+        );
+        let big = format!("X-Big: {}\r\n", "a".repeat(MAX_HEADER_BYTES));
+        assert_eq!(
+            check_raw_head(&head(&big), false),
+            Err(FramingError::HeadersTooLarge)
+        );
+        let line = format!(
+            "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "a".repeat(MAX_REQUEST_LINE)
+        );
+        assert_eq!(
+            check_raw_head(line.as_bytes(), false),
+            Err(FramingError::UriTooLong)
+        );
+    }
+
+    #[test]
+    fn prx13_folded_and_bare_cr_lines_are_refused() {
+        assert!(check_raw_head(&head("X-A: b\r\n c\r\n"), false).is_err());
+        assert!(check_raw_head(&head("X-A: b\rc\r\n"), false).is_err());
+    }
+
+    #[test]
+    fn prx06_paths_that_change_meaning_upstream_are_refused() {
+        for p in [
+            "/public/../admin",
+            "/public/%2e%2e/admin",
+            "/public/%2E%2e/admin",
+            "/./admin",
+            "/public/..;/admin",
+            "/public%2f..%2fadmin",
+            "/a%00b",
+            "/a\\..\\b",
+            "/a%5cb",
+            "admin",
+            "/..",
+        ] {
+            assert!(check_path(p).is_err(), "{p} was accepted");
+        }
+        for p in [
+            "/",
+            "/static/app.js",
+            "/api/v4/projects/group%2Fproject",
+            "/a;b",
+            "/...",
+            "/.well-known/x",
+        ] {
+            assert!(check_path(p).is_ok(), "{p} was refused");
+        }
+    }
+}

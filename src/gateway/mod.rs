@@ -1,0 +1,271 @@
+//! The proxy: the only code that names pingora types. Each phase copies facts
+//! out of the request, calls the pure checks below, and acts on the answer.
+
+pub mod ctx;
+pub mod framing;
+pub mod pages;
+pub mod rescue;
+pub mod routes;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::ServerSession;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::{path_has_prefix, Config};
+use crate::metrics::Metrics;
+use crate::routing::{request_host, Router};
+use ctx::{Ctx, Outcome};
+use framing::FramingError;
+use rescue::Rejection;
+
+/// Everything the request path reads, built once at start.
+pub struct State {
+    /// The validated config.
+    pub config: Config,
+    /// App routing table.
+    pub router: Router,
+    /// One prepared peer per app, in config order.
+    pub peers: Vec<HttpPeer>,
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+    /// `https` when the listener has TLS.
+    pub scheme: &'static str,
+}
+
+/// The pingora proxy application.
+pub struct Gateway {
+    state: Arc<State>,
+}
+
+impl Gateway {
+    /// A gateway over shared state.
+    pub fn new(state: Arc<State>) -> Self {
+        Gateway { state }
+    }
+}
+
+/// What to do with a request once its head has been read.
+enum Decision {
+    /// Forward it to the routed app's upstream.
+    Proxy(Outcome),
+    /// Answer it with this refusal.
+    Reject(Rejection),
+}
+
+impl Gateway {
+    fn decide(&self, session: &Session, ctx: &mut Ctx) -> Decision {
+        let req = session.req_header();
+        if let Err(e) = check_head(session) {
+            return Decision::Reject(Rejection::Framing(e));
+        }
+        if req.method == http::Method::CONNECT || req.method == http::Method::TRACE {
+            return Decision::Reject(Rejection::Framing(FramingError::BadFraming(
+                "CONNECT and TRACE are not served",
+            )));
+        }
+        let path = req.uri.path();
+        if let Err(e) = framing::check_path(path) {
+            return Decision::Reject(Rejection::Framing(e));
+        }
+        let host_header = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok());
+        ctx.host = request_host(req.uri.authority().map(|a| a.as_str()), host_header);
+        let host = ctx.host.as_deref();
+        if routes::is_auth_path(path) {
+            ctx.app = self.state.router.route_host(host);
+            if ctx.app.is_none() {
+                return Decision::Reject(Rejection::NoApp);
+            }
+            return Decision::Reject(routes::anonymous_answer(&routes::classify(path)));
+        }
+        let Some(index) = self.state.router.route(host, path) else {
+            return Decision::Reject(Rejection::NoApp);
+        };
+        ctx.app = Some(index);
+        let Some(app) = self.state.config.apps.get(index) else {
+            return Decision::Reject(Rejection::NoApp);
+        };
+        if app.public_paths.iter().any(|p| path_has_prefix(path, p)) {
+            return Decision::Proxy(Outcome::Public);
+        }
+        let rd = req
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
+        Decision::Reject(Rejection::Unauthenticated { rd })
+    }
+}
+
+/// Framing checks on the raw head for HTTP/1, header limits for HTTP/2.
+fn check_head(session: &Session) -> Result<(), FramingError> {
+    match session.as_downstream() {
+        ServerSession::H1(h1) => {
+            let http10 = h1.req_header().version == http::Version::HTTP_10;
+            framing::check_raw_head(&h1.get_headers_raw_bytes(), http10)
+        }
+        other => {
+            let h = &other.req_header().headers;
+            let bytes: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+            if h.len() > framing::MAX_HEADER_FIELDS || bytes > framing::MAX_HEADER_BYTES {
+                Err(FramingError::HeadersTooLarge)
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        let req = session.req_header();
+        ctx.span = tracing::info_span!(
+            "request",
+            http.method = %req.method,
+            url.path = %req.uri.path(),
+            app.name = tracing::field::Empty,
+        );
+        match self.decide(session, ctx) {
+            Decision::Proxy(outcome) => {
+                ctx.outcome = Some(outcome);
+                if let Some(app) = ctx.app.and_then(|i| self.state.config.apps.get(i)) {
+                    ctx.span.record("app.name", app.name.as_str());
+                }
+                Ok(false)
+            }
+            Decision::Reject(rejection) => {
+                rescue::respond(session, ctx, rejection).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        match ctx.app.and_then(|i| self.state.peers.get(i)) {
+            Some(peer) => Ok(Box::new(peer.clone())),
+            // request_filter only lets routed requests through; this is unreachable in practice.
+            None => Err(pingora::Error::explain(
+                pingora::ErrorType::HTTPStatus(404),
+                "no app routed",
+            )),
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        upstream::strip_client_headers(upstream_request);
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let trusted = client.is_some_and(|ip| self.state.config.server.is_trusted_proxy(ip));
+        upstream::set_forwarding_headers(
+            upstream_request,
+            client,
+            trusted,
+            self.state.scheme,
+            ctx.host.as_deref(),
+        )
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        ctx: &mut Ctx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            pingora::ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => 502,
+                pingora::ErrorSource::Downstream => 0,
+                _ => 500,
+            },
+        };
+        ctx.outcome = Some(if code == 502 {
+            Outcome::UpstreamError
+        } else {
+            Outcome::Error
+        });
+        if code == 502 && session.response_written().is_none() {
+            if let Err(err) = rescue::respond(session, ctx, Rejection::UpstreamFailed).await {
+                ctx.span
+                    .in_scope(|| tracing::debug!(error = %err, "could not write the 502 page"));
+            }
+            ctx.outcome = Some(Outcome::UpstreamError);
+        } else if code > 0 && session.response_written().is_none() {
+            let _ = session.respond_error(code).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.status)
+            .unwrap_or(0);
+        let outcome = match (ctx.outcome, e) {
+            (Some(o), None) => o,
+            (Some(Outcome::UpstreamError), Some(_)) => Outcome::UpstreamError,
+            (_, Some(_)) => Outcome::Error,
+            (None, None) => Outcome::Error,
+        };
+        let elapsed = ctx.started.elapsed();
+        self.state
+            .metrics
+            .observe(ctx.app, outcome, elapsed.as_secs_f64());
+        let app = ctx
+            .app
+            .and_then(|i| self.state.config.apps.get(i))
+            .map_or(crate::metrics::NO_APP, |a| a.name.as_str());
+        let req = session.req_header();
+        ctx.span.in_scope(|| {
+            tracing::info!(
+                target: "portcullis::access",
+                method = %req.method,
+                host = ctx.host.as_deref().unwrap_or("-"),
+                path = %req.uri.path(),
+                app,
+                status,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                outcome = outcome.label(),
+                error = e.map(|e| e.etype().as_str()),
+                "request"
+            )
+        });
+    }
+}

@@ -1,0 +1,64 @@
+//! HTML pages the gateway answers with: pure functions from facts to markup;
+//! every reflected value is escaped by `html-escape`.
+
+use html_escape::encode_text;
+
+/// A complete, self-contained page (no script, no external assets).
+pub fn page(title: &str, heading: &str, body_html: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>{title}</title>
+<style>
+:root {{ color-scheme: light dark; }}
+body {{ margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       background: Canvas; color: CanvasText; display: grid; place-items: center; min-height: 100vh; }}
+main {{ width: min(26rem, 100% - 2rem); padding: 2rem 1.5rem; border: 1px solid color-mix(in srgb, CanvasText 15%, transparent);
+       border-radius: 12px; box-shadow: 0 1px 4px color-mix(in srgb, CanvasText 10%, transparent); }}
+h1 {{ font-size: 1.35rem; margin: 0 0 1rem; }}
+p {{ margin: 0 0 1rem; }}
+.hint {{ opacity: .75; font-size: .9rem; }}
+a.button {{ display: block; text-align: center; padding: .75rem 1rem; margin: .5rem 0; border-radius: 8px;
+           background: #2952cc; color: #fff; text-decoration: none; font-weight: 600; }}
+a.button:focus-visible {{ outline: 3px solid #f5b700; outline-offset: 2px; }}
+</style>
+</head>
+<body>
+<main>
+<h1>{heading}</h1>
+{body_html}
+</main>
+</body>
+</html>
+"#,
+        title = encode_text(title),
+        heading = encode_text(heading),
+    )
+}
+
+/// A page that says what went wrong and what the person can do.
+pub fn error_page(status: u16, heading: &str, reason: &str, hint: &str) -> String {
+    let body = format!(
+        "<p>{}</p>\n<p class=\"hint\">{}</p>",
+        encode_text(reason),
+        encode_text(hint)
+    );
+    page(&format!("{status} {heading}"), heading, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prx26_reflected_text_is_escaped() {
+        let html = error_page(404, "Not <found>", "<script>alert(1)</script>", "\"&'");
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("&lt;script&gt;"));
+        assert!(html.contains("Not &lt;found&gt;"));
+    }
+}

@@ -1,0 +1,216 @@
+//! The one place that turns a refusal into a response: a page for browsers,
+//! JSON (with RFC 6750 headers where it applies) for everything else.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use super::ctx::{Ctx, Outcome};
+use super::framing::FramingError;
+use super::pages;
+
+/// Why the gateway answers a request itself instead of proxying it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Framing or path the gateway will not forward; the connection is closed.
+    Framing(FramingError),
+    /// No app serves this host and path.
+    NoApp,
+    /// No such `/_auth` endpoint.
+    UnknownAuthEndpoint,
+    /// The path needs a signed-in user or a bearer token; `rd` is where to return.
+    Unauthenticated {
+        /// The original path and query, to come back to after signing in.
+        rd: String,
+    },
+    /// The upstream could not be reached or failed.
+    UpstreamFailed,
+}
+
+impl Rejection {
+    fn status(&self) -> u16 {
+        match self {
+            Rejection::Framing(f) => f.status(),
+            Rejection::NoApp | Rejection::UnknownAuthEndpoint => 404,
+            Rejection::Unauthenticated { .. } => 401,
+            Rejection::UpstreamFailed => 502,
+        }
+    }
+
+    fn outcome(&self, browser: bool) -> Outcome {
+        match self {
+            Rejection::Framing(_) => Outcome::BadRequest,
+            Rejection::NoApp | Rejection::UnknownAuthEndpoint => Outcome::NotFound,
+            Rejection::Unauthenticated { .. } if browser => Outcome::Redirected,
+            Rejection::Unauthenticated { .. } => Outcome::Unauthorized,
+            Rejection::UpstreamFailed => Outcome::UpstreamError,
+        }
+    }
+
+    /// (heading, reason, what to do), shown to people and sent to API clients.
+    fn explain(&self) -> (&'static str, String, &'static str) {
+        match self {
+            Rejection::Framing(f) => (
+                "Bad request",
+                f.to_string(),
+                "Send the request again without the ambiguous parts.",
+            ),
+            Rejection::NoApp => (
+                "Not found",
+                "No application is served at this address.".into(),
+                "Check the address; the host or path may be mistyped.",
+            ),
+            Rejection::UnknownAuthEndpoint => (
+                "Not found",
+                "This sign-in address does not exist.".into(),
+                "Go back to the application and start again.",
+            ),
+            Rejection::Unauthenticated { .. } => (
+                "Sign-in required",
+                "This resource needs a signed-in user or a bearer token.".into(),
+                "Send an Authorization: Bearer token, or sign in through a browser.",
+            ),
+            Rejection::UpstreamFailed => (
+                "Bad gateway",
+                "The application behind this gateway did not answer.".into(),
+                "Try again in a moment; if it persists, tell the operator.",
+            ),
+        }
+    }
+}
+
+/// Whether the client is a browser that should see pages and redirects.
+pub fn wants_html(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
+}
+
+/// Writes the response for `rejection` and records the outcome in `ctx`.
+pub async fn respond(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    rejection: Rejection,
+) -> pingora::Result<()> {
+    let browser = wants_html(session);
+    ctx.outcome = Some(rejection.outcome(browser));
+    if let Rejection::Unauthenticated { rd } = &rejection {
+        if browser {
+            let location = format!(
+                "/_auth/sign_in?rd={}",
+                percent_encoding::utf8_percent_encode(rd, QUERY_VALUE)
+            );
+            return write(
+                session,
+                ctx,
+                302,
+                &[("location", location)],
+                "text/plain; charset=utf-8",
+                Bytes::new(),
+            )
+            .await;
+        }
+    }
+    let status = rejection.status();
+    let (heading, reason, hint) = rejection.explain();
+    let mut extra: Vec<(&'static str, String)> = Vec::new();
+    if let Rejection::Unauthenticated { .. } = rejection {
+        extra.push(("www-authenticate", "Bearer realm=\"portcullis\"".into()));
+    }
+    if let Rejection::Framing(_) = rejection {
+        // Bytes after a refused head could be a smuggled request: never read them.
+        session.set_keepalive(None);
+        extra.push(("connection", "close".into()));
+    }
+    if browser {
+        let html = pages::error_page(status, heading, &reason, hint);
+        write(
+            session,
+            ctx,
+            status,
+            &extra,
+            "text/html; charset=utf-8",
+            Bytes::from(html),
+        )
+        .await
+    } else {
+        let json = serde_json::json!({ "error": error_code(status), "error_description": reason, "hint": hint });
+        write(
+            session,
+            ctx,
+            status,
+            &extra,
+            "application/json",
+            Bytes::from(json.to_string()),
+        )
+        .await
+    }
+}
+
+fn error_code(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        404 => "not_found",
+        414 => "uri_too_long",
+        431 => "headers_too_large",
+        _ => "bad_gateway",
+    }
+}
+
+/// Characters escaped in a query value.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Writes a complete gateway response with the headers every gateway page carries.
+pub async fn write(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    status: u16,
+    extra: &[(&'static str, String)],
+    content_type: &str,
+    body: Bytes,
+) -> pingora::Result<()> {
+    // A body the client sent with a refused request is not read: close instead
+    // of parsing its bytes as the next request (PRX-18).
+    if request_has_body(session) {
+        session.set_keepalive(None);
+    }
+    let mut resp = ResponseHeader::build(status, Some(8))?;
+    resp.insert_header("content-type", content_type)?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header("referrer-policy", "no-referrer")?;
+    resp.insert_header("x-frame-options", "DENY")?;
+    resp.insert_header("x-content-type-options", "nosniff")?;
+    resp.insert_header(
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
+    )?;
+    for (name, value) in extra {
+        resp.insert_header(*name, value.as_str())?;
+    }
+    ctx.status = Some(status);
+    session
+        .write_response_header(Box::new(resp), body.is_empty())
+        .await?;
+    if !body.is_empty() {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+fn request_has_body(session: &Session) -> bool {
+    let h = &session.req_header().headers;
+    h.contains_key(http::header::TRANSFER_ENCODING)
+        || h.get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}

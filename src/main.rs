@@ -1,0 +1,110 @@
+//! The `portcullis` command: serve, check, keygen.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use base64::Engine as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use portcullis::config;
+
+/// An authentication gateway: a reverse proxy that signs people in through
+/// OAuth/OpenID Connect sources and verifies machine JWTs.
+#[derive(Parser)]
+#[command(name = "portcullis", version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file (default: $PORTCULLIS_CONFIG, else config/portcullis.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the config and print it resolved, secrets redacted.
+    Check {
+        /// Config file (default: $PORTCULLIS_CONFIG, else config/portcullis.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print a fresh random session secret (32 bytes, base64).
+    Keygen,
+}
+
+/// Exit code for a config that cannot be used.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Keygen => {
+            println!("{}", keygen());
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => {
+            let path = config.unwrap_or_else(config::default_path);
+            match config::load(&path) {
+                Ok(c) => {
+                    println!("# {}: valid\n", path.display());
+                    print!("{}", config::render(&c));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Command::Serve { config } => {
+            let path = config.unwrap_or_else(config::default_path);
+            let c = match config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match portcullis::app::serve(c) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis: {:#}", anyhow::Error::from(e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn keygen() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    // pingora logs every client hang-up as an error; keep its noise at warn unless asked.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,136 @@
+//! Picks the `[[app]]` for a request: an app naming the request's host beats a
+//! host-less one, then the longest matching path prefix wins. Pure.
+
+use crate::config::{path_has_prefix, App};
+
+/// Routes built once from the config; a lookup is a short linear scan.
+#[derive(Debug, Clone)]
+pub struct Router {
+    /// (app index, host, prefix), most specific first.
+    order: Vec<(usize, Option<String>, String)>,
+}
+
+impl Router {
+    /// Orders the apps by specificity.
+    pub fn new(apps: &[App]) -> Self {
+        let mut order: Vec<(usize, Option<String>, String)> = apps
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (i, a.host.clone(), a.path_prefix.clone()))
+            .collect();
+        order.sort_by(|a, b| {
+            b.1.is_some()
+                .cmp(&a.1.is_some())
+                .then(b.2.len().cmp(&a.2.len()))
+                .then(a.0.cmp(&b.0))
+        });
+        Router { order }
+    }
+
+    /// The app serving `host` (lower-case, no port) and `path`.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        self.order
+            .iter()
+            .find(|(_, h, prefix)| {
+                host_matches(h.as_deref(), host) && path_has_prefix(path, prefix)
+            })
+            .map(|(i, _, _)| *i)
+    }
+
+    /// The app that owns `/_auth/*` on `host`: the most specific app of that
+    /// host, whatever its path prefix.
+    pub fn route_host(&self, host: Option<&str>) -> Option<usize> {
+        self.order
+            .iter()
+            .find(|(_, h, _)| host_matches(h.as_deref(), host))
+            .map(|(i, _, _)| *i)
+    }
+}
+
+fn host_matches(app_host: Option<&str>, request_host: Option<&str>) -> bool {
+    match app_host {
+        None => true,
+        Some(h) => request_host == Some(h),
+    }
+}
+
+/// The host a request names, lower-cased and without port: the authority of an
+/// absolute-form target, else the `Host` header.
+pub fn request_host<'a>(
+    authority: Option<&'a str>,
+    host_header: Option<&'a str>,
+) -> Option<String> {
+    let raw = authority.or(host_header)?.trim();
+    let without_port = if let Some(rest) = raw.strip_prefix('[') {
+        // IPv6 literal: keep the brackets' content.
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    Some(without_port.trim_end_matches('.').to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Upstream;
+
+    fn app(name: &str, host: Option<&str>, prefix: &str) -> App {
+        App {
+            name: name.into(),
+            host: host.map(str::to_string),
+            path_prefix: prefix.into(),
+            upstream: Upstream {
+                url: url::Url::parse("http://127.0.0.1:1").unwrap(),
+                host: "127.0.0.1".into(),
+                port: 1,
+                tls: false,
+            },
+            sources: vec![],
+            jwt_sources: vec![],
+            jwt_audiences: vec![],
+            public_paths: vec![],
+            policies: vec![],
+        }
+    }
+
+    #[test]
+    fn most_specific_app_wins() {
+        let apps = vec![
+            app("any", None, "/"),
+            app("any-api", None, "/api"),
+            app("wiki", Some("wiki.example"), "/"),
+            app("wiki-api", Some("wiki.example"), "/api/"),
+        ];
+        let r = Router::new(&apps);
+        let name = |h: Option<&str>, p: &str| r.route(h, p).map(|i| apps[i].name.as_str());
+        assert_eq!(name(Some("wiki.example"), "/"), Some("wiki"));
+        assert_eq!(name(Some("wiki.example"), "/api/x"), Some("wiki-api"));
+        assert_eq!(name(Some("other.example"), "/api/x"), Some("any-api"));
+        assert_eq!(name(Some("other.example"), "/apix"), Some("any"));
+        assert_eq!(name(None, "/"), Some("any"));
+    }
+
+    #[test]
+    fn no_app_for_unknown_host_without_catch_all() {
+        let apps = vec![app("wiki", Some("wiki.example"), "/")];
+        let r = Router::new(&apps);
+        assert_eq!(r.route(Some("evil.example"), "/"), None);
+        assert_eq!(r.route(None, "/"), None);
+        assert_eq!(r.route_host(Some("wiki.example")), Some(0));
+    }
+
+    #[test]
+    fn request_host_strips_port_and_case() {
+        assert_eq!(
+            request_host(None, Some("Wiki.Example:8080")).as_deref(),
+            Some("wiki.example")
+        );
+        assert_eq!(
+            request_host(Some("a.example"), Some("b.example")).as_deref(),
+            Some("a.example")
+        );
+        assert_eq!(request_host(None, Some("[::1]:80")).as_deref(), Some("::1"));
+        assert_eq!(request_host(None, None), None);
+    }
+}
