@@ -2,6 +2,7 @@
 //! the proxy and admin listeners on pingora until a shutdown signal.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,8 +61,9 @@ pub struct Bound {
     pub admin: Option<SocketAddr>,
 }
 
-/// SIGTERM and SIGINT both drain in-flight requests before exiting.
-struct GracefulOnSignals;
+/// SIGTERM and SIGINT both drain in-flight requests before exiting; the flag
+/// tells the drain watcher that shutdown has begun.
+struct GracefulOnSignals(Arc<AtomicBool>);
 
 #[async_trait]
 impl ShutdownSignalWatch for GracefulOnSignals {
@@ -79,6 +81,7 @@ impl ShutdownSignalWatch for GracefulOnSignals {
             _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
             _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests"),
         }
+        self.0.store(true, Ordering::Release);
         ShutdownSignal::GracefulTerminate
     }
 }
@@ -119,17 +122,43 @@ impl Running {
 
 /// Runs the gateway until SIGTERM or SIGINT. Blocks.
 pub fn serve(config: Config) -> Result<(), StartError> {
-    let (server, bound) = build(config)?;
+    let (server, bound, in_flight) = build(config)?;
     tracing::info!(listen = %bound.listen, admin = ?bound.admin, "portcullis is serving");
+    let signalled = Arc::new(AtomicBool::new(false));
+    watch_drain(signalled.clone(), in_flight);
     server.run(RunArgs {
-        shutdown_signal: Box::new(GracefulOnSignals),
+        shutdown_signal: Box::new(GracefulOnSignals(signalled)),
     });
     Ok(())
 }
 
+/// pingora waits its whole grace period before stopping, busy or not; this
+/// ends the process as soon as no request is left in flight after a signal.
+fn watch_drain(signalled: Arc<AtomicBool>, in_flight: Arc<AtomicUsize>) {
+    std::thread::spawn(move || {
+        let mut idle_checks = 0;
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            if !signalled.load(Ordering::Acquire) {
+                continue;
+            }
+            if in_flight.load(Ordering::Acquire) == 0 {
+                idle_checks += 1;
+            } else {
+                idle_checks = 0;
+            }
+            // Two idle checks in a row: listeners are closed and nothing is being served.
+            if idle_checks >= 2 {
+                tracing::info!("drained; exiting");
+                std::process::exit(0);
+            }
+        }
+    });
+}
+
 /// Runs the gateway on a thread and returns once its listener accepts connections.
 pub fn spawn(config: Config) -> Result<Running, StartError> {
-    let (server, bound) = build(config)?;
+    let (server, bound, _in_flight) = build(config)?;
     let stop = Arc::new(tokio::sync::Notify::new());
     let watch = NotifiedShutdown(stop.clone());
     let thread = std::thread::spawn(move || {
@@ -190,7 +219,7 @@ fn peers(config: &Config) -> Result<Vec<HttpPeer>, StartError> {
     Ok(out)
 }
 
-fn build(mut config: Config) -> Result<(Server, Bound), StartError> {
+fn build(mut config: Config) -> Result<(Server, Bound, Arc<AtomicUsize>), StartError> {
     config.server.listen = concrete(config.server.listen)?;
     if let Some(a) = config.server.admin_listen {
         config.server.admin_listen = Some(concrete(a)?);
@@ -201,8 +230,9 @@ fn build(mut config: Config) -> Result<(Server, Bound), StartError> {
     };
     let conf = ServerConf {
         threads: config.server.threads,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs().max(1)),
+        // In-flight requests may finish during the grace period; then runtimes stop.
+        grace_period_seconds: Some(config.server.shutdown_timeout.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -214,7 +244,9 @@ fn build(mut config: Config) -> Result<(Server, Bound), StartError> {
         config.sources.iter().map(|s| s.slug.as_str()),
         true,
     ));
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let state = Arc::new(State {
+        in_flight: in_flight.clone(),
         router: Router::new(&config.apps),
         peers: peers(&config)?,
         metrics: metrics.clone(),
@@ -253,5 +285,5 @@ fn build(mut config: Config) -> Result<(Server, Bound), StartError> {
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
     }
-    Ok((server, bound))
+    Ok((server, bound, in_flight))
 }

@@ -201,11 +201,16 @@ fn figment_problem(e: figment::Error, at: &KeyPath) -> Problem {
     }
     let message = match &e.kind {
         Kind::UnknownField(name, expected) => {
-            key.0.push(Segment::Key(name.clone()));
+            // figment usually ends the path with the field already; add it only when not.
+            if key.0.last() != Some(&Segment::Key(name.clone())) {
+                key.0.push(Segment::Key(name.clone()));
+            }
             format!("unknown key; expected one of: {}", expected.join(", "))
         }
         Kind::MissingField(name) => {
-            key.0.push(Segment::Key(name.to_string()));
+            if key.0.last() != Some(&Segment::Key(name.to_string())) {
+                key.0.push(Segment::Key(name.to_string()));
+            }
             "missing".to_string()
         }
         Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),

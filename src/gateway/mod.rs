@@ -35,6 +35,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// `https` when the listener has TLS.
     pub scheme: &'static str,
+    /// Requests being handled right now (for draining on shutdown).
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The pingora proxy application.
@@ -127,7 +129,7 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::new()
+        Ctx::new(&self.state.in_flight)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {

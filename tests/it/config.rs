@@ -1,0 +1,194 @@
+//! Config loading: every error names its key, file and env variable, all
+//! problems come together, env overrides nest, and `check` passes on config/.
+
+use std::process::Command;
+
+use portcullis::config::{load_with_env, ConfigError};
+
+use crate::support::{base_config, config_file, SECRET};
+
+const APP: &str = r#"
+[[app]]
+name = "wiki"
+upstream = "http://127.0.0.1:3000"
+"#;
+
+fn problems(body: &str) -> String {
+    problems_with_env(body, Vec::new())
+}
+
+fn problems_with_env(body: &str, env: Vec<(&str, &str)>) -> String {
+    let file = config_file(body);
+    let env = env.into_iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    match load_with_env(&file.path, env) {
+        Ok(_) => panic!("config was accepted:\n{body}"),
+        Err(e @ ConfigError::Invalid { .. }) => e.to_string().replace(&file.path.display().to_string(), "FILE"),
+        Err(e) => panic!("unexpected error kind: {e}"),
+    }
+}
+
+#[test]
+fn unknown_key_is_named_with_file_and_env() {
+    let msg = problems(&format!("{}\n[store]\nurll = \"x\"\n{APP}", base_config()));
+    assert!(msg.contains("store.urll: unknown key"), "{msg}");
+    assert!(msg.contains("set it in FILE or PORTCULLIS_STORE__URLL"), "{msg}");
+}
+
+#[test]
+fn unknown_key_inside_a_source_names_the_source() {
+    let msg = problems(&format!(
+        "{}\n[[source]]\nslug = \"corp\"\ntype = \"oauth2\"\nclient_id = \"x\"\n{APP}",
+        base_config()
+    ));
+    assert!(msg.contains("source[corp].client_id: unknown key"), "{msg}");
+    assert!(msg.contains("PORTCULLIS_SOURCE__0__CLIENT_ID"), "{msg}");
+}
+
+#[test]
+fn bad_duration_bad_url_and_short_secret_are_reported_together() {
+    let body = r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "not a url"
+[session]
+secrets = ["c2hvcnQ="]
+lifetime = "forever"
+[[app]]
+name = "wiki"
+upstream = "ftp://127.0.0.1:3000"
+"#;
+    let msg = problems(body);
+    assert!(msg.contains("4 problems"), "{msg}");
+    assert!(msg.contains("server.public_url: `not a url` is not a URL"), "{msg}");
+    assert!(msg.contains("session.lifetime: `forever` is not a duration"), "{msg}");
+    assert!(msg.contains("session.secrets[0]: a session secret must be at least 32 bytes; this one is 5"), "{msg}");
+    assert!(msg.contains("portcullis keygen"), "{msg}");
+    assert!(msg.contains("app[wiki].upstream: `ftp://127.0.0.1:3000` must be an http:// or https:// URL"), "{msg}");
+    assert!(msg.contains("PORTCULLIS_SESSION__LIFETIME"), "{msg}");
+}
+
+#[test]
+fn missing_secret_is_an_error() {
+    let msg = problems(&format!("[server]\nlisten = \"127.0.0.1:0\"\n{APP}"));
+    assert!(msg.contains("session.secrets: missing"), "{msg}");
+}
+
+#[test]
+fn duplicate_slugs_and_app_names_are_errors() {
+    let source = r#"
+[[source]]
+slug = "corp"
+type = "oauth2"
+consumer_key = "k"
+consumer_secret = "s"
+authorization_url = "https://idp.example/a"
+access_token_url = "https://idp.example/t"
+profile_url = "https://idp.example/p"
+"#;
+    let msg = problems(&format!("{}{source}{source}{APP}{APP}", base_config()));
+    assert!(msg.contains("source[corp].slug: `corp` is used by another source"), "{msg}");
+    assert!(msg.contains("app[wiki].name: `wiki` is used by another app"), "{msg}");
+}
+
+#[test]
+fn app_naming_an_undefined_source_is_an_error() {
+    let body = format!(
+        "{}\n[[app]]\nname = \"wiki\"\nupstream = \"http://127.0.0.1:3000\"\nsources = [\"nope\"]\njwt_sources = [\"ghost\"]\n",
+        base_config()
+    );
+    let msg = problems(&body);
+    assert!(msg.contains("app[wiki].sources[0]: `nope` is not a defined source"), "{msg}");
+    assert!(msg.contains("app[wiki].jwt_sources[0]: `ghost` is not a defined source"), "{msg}");
+}
+
+#[test]
+fn a_problem_from_the_environment_names_the_variable() {
+    let msg = problems_with_env(
+        &format!("{}{APP}", base_config()),
+        vec![("PORTCULLIS_SESSION__LIFETIME", "soon")],
+    );
+    assert!(msg.contains("session.lifetime: `soon` is not a duration"), "{msg}");
+    assert!(msg.contains("the value came from PORTCULLIS_SESSION__LIFETIME"), "{msg}");
+}
+
+#[test]
+fn env_overrides_nested_keys_and_array_entries() {
+    let body = format!(
+        "{}\n[[source]]\nslug = \"corp\"\ntype = \"oauth2\"\nconsumer_key = \"k\"\nconsumer_secret = \"file-secret\"\nauthorization_url = \"https://idp.example/a\"\naccess_token_url = \"https://idp.example/t\"\nprofile_url = \"https://idp.example/p\"\n{APP}",
+        base_config()
+    );
+    let file = config_file(&body);
+    let env = vec![
+        ("PORTCULLIS_SERVER__LISTEN".to_string(), "127.0.0.1:4321".to_string()),
+        ("PORTCULLIS_SESSION__IDENTITY_CACHE_TTL".to_string(), "5s".to_string()),
+        ("PORTCULLIS_SOURCE__0__CONSUMER_SECRET".to_string(), "env-secret".to_string()),
+        ("PORTCULLIS_APP__WIKI__UPSTREAM".to_string(), "http://127.0.0.1:3999".to_string()),
+        ("PORTCULLIS_CONFIG".to_string(), "/ignored".to_string()),
+    ];
+    let c = load_with_env(&file.path, env).unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:4321");
+    assert_eq!(c.session.identity_cache_ttl, std::time::Duration::from_secs(5));
+    assert_eq!(c.sources[0].consumer_secret.as_ref().unwrap().expose(), "env-secret");
+    assert_eq!(c.apps[0].upstream.port, 3999);
+}
+
+#[test]
+fn single_secret_from_env_is_accepted() {
+    let body = format!("[server]\nlisten = \"127.0.0.1:0\"\n{APP}");
+    let file = config_file(&body);
+    let env = vec![("PORTCULLIS_SESSION__SECRET".to_string(), SECRET.to_string())];
+    let c = load_with_env(&file.path, env).unwrap();
+    assert_eq!(c.session.secrets.len(), 1);
+}
+
+#[test]
+fn invalid_config_exits_with_code_2_and_check_prints_redacted() {
+    let bad = config_file("[server]\nlisten = \"nope\"\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config"])
+        .arg(&bad.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.listen: `nope` is not an address"), "{err}");
+
+    let good = config_file(&format!("{}{APP}", base_config()));
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config"])
+        .arg(&good.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("<redacted>"), "{text}");
+    assert!(!text.contains(SECRET), "the secret was printed:\n{text}");
+}
+
+#[test]
+fn check_passes_on_every_shipped_config() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                .args(["check", "--config"])
+                .arg(&path)
+                .env_remove("PORTCULLIS_CONFIG")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no config files in {}", dir.display());
+}
+
+#[test]
+fn keygen_prints_a_secret_the_config_accepts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis")).arg("keygen").output().unwrap();
+    assert!(out.status.success());
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(portcullis::config::decode_secret(&secret).unwrap().len(), 32);
+}

@@ -1,0 +1,274 @@
+//! The proxy path: routing, public paths byte-for-byte, 302 vs 401, header
+//! stripping, WebSocket, smuggling refused, admin endpoints, graceful shutdown.
+
+use std::time::Duration;
+
+use crate::support::{client, raw_exchange, websocket_echo, Gateway, Upstream};
+
+async fn two_apps() -> (Gateway, Upstream, Upstream, Upstream) {
+    let wiki = Upstream::start("wiki").await;
+    let api = Upstream::start("wiki-api").await;
+    let other = Upstream::start("default").await;
+    let gw = Gateway::start(&format!(
+        r#"
+[[app]]
+name = "wiki"
+host = "wiki.example"
+upstream = "{}"
+public_paths = ["/", "/static/"]
+
+[[app]]
+name = "wiki-api"
+host = "wiki.example"
+path_prefix = "/api"
+upstream = "{}"
+public_paths = ["/api/open"]
+
+[[app]]
+name = "default"
+path_prefix = "/pub"
+upstream = "{}"
+public_paths = ["/pub"]
+"#,
+        wiki.url(),
+        api.url(),
+        other.url()
+    ));
+    (gw, wiki, api, other)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_by_host_then_longest_prefix() {
+    let (gw, wiki, api, other) = two_apps().await;
+    let c = client();
+    let get = |host: &'static str, path: &'static str| {
+        let c = c.clone();
+        let url = gw.url(path);
+        async move { c.get(url).header("host", host).send().await.unwrap() }
+    };
+    let r = get("wiki.example", "/page").await;
+    assert_eq!(r.headers()["x-upstream"], "wiki");
+    let r = get("WIKI.example:8080", "/api/open/x").await;
+    assert_eq!(r.headers()["x-upstream"], "wiki-api");
+    // `/apix` is not under `/api`: the host's catch-all serves it.
+    let r = get("wiki.example", "/apix").await;
+    assert_eq!(r.headers()["x-upstream"], "wiki");
+    let r = get("other.example", "/pub/x").await;
+    assert_eq!(r.headers()["x-upstream"], "default");
+    // No app for this host and path: a 404 from the gateway, never a default upstream.
+    let r = c.get(gw.url("/elsewhere")).header("host", "other.example").header("accept", "text/html").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("No application is served at this address"));
+    assert_eq!(wiki.requests().len(), 2);
+    assert_eq!(api.requests().len(), 1);
+    assert_eq!(other.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn public_path_reaches_upstream_byte_for_byte() {
+    let (gw, wiki, _api, _other) = two_apps().await;
+    let body = b"\x00binary\xffbody with bytes".to_vec();
+    let r = client()
+        .put(gw.url("/static/a%20b/file.txt?x=1&y=%2F&x=2"))
+        .header("host", "wiki.example")
+        .header("x-custom", "Value With Case")
+        .header("content-type", "application/octet-stream")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "hello from wiki");
+    let seen = wiki.requests();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    assert_eq!(s.method, "PUT");
+    assert_eq!(s.uri, "/static/a%20b/file.txt?x=1&y=%2F&x=2");
+    assert_eq!(s.body.as_ref(), body.as_slice());
+    assert_eq!(s.header("x-custom"), Some("Value With Case"));
+    assert_eq!(s.header("host"), Some("wiki.example"));
+    assert_eq!(s.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(s.header("content-length"), Some(body.len().to_string().as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protected_path_redirects_browsers_and_refuses_others() {
+    let (gw, _wiki, api, _other) = two_apps().await;
+    let c = client();
+    let r = c
+        .get(gw.url("/api/private?q=1"))
+        .header("host", "wiki.example")
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/_auth/sign_in?rd=/api/private%3Fq%3D1");
+    let r = c
+        .get(gw.url("/api/private"))
+        .header("host", "wiki.example")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"portcullis\"");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(json["error"], "unauthorized");
+    assert!(api.requests().is_empty(), "a protected request reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx01_prx02_prx03_identity_headers_are_stripped_in_every_spelling() {
+    let (gw, wiki, _api, _other) = two_apps().await;
+    let (resp, _) = raw_exchange(
+        gw.addr,
+        b"GET /static/x HTTP/1.1\r\nHost: wiki.example\r\nX-Forwarded-User: admin\r\nx-forwarded-user: root\r\n\
+X_Forwarded_Email: boss@example.com\r\nX-FORWARDED-GROUPS: admins\r\nX-Forwarded-Preferred_Username: admin\r\n\
+X-Auth-Request-User: admin\r\nx_auth_request_email: a@b\r\nX-Kept: yes\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let seen = wiki.requests();
+    assert_eq!(seen.len(), 1);
+    for (name, _) in &seen[0].headers {
+        let n = name.to_ascii_lowercase().replace('_', "-");
+        assert!(
+            !(n.starts_with("x-forwarded-user")
+                || n.starts_with("x-forwarded-email")
+                || n.starts_with("x-forwarded-groups")
+                || n.starts_with("x-forwarded-preferred-username")
+                || n.starts_with("x-auth-request-")),
+            "spoofed header {name} reached the upstream"
+        );
+    }
+    assert_eq!(seen[0].header("x-kept"), Some("yes"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx08_content_length_with_transfer_encoding_is_refused_and_closed() {
+    let (gw, wiki, _api, _other) = two_apps().await;
+    let (resp, closed) = raw_exchange(
+        gw.addr,
+        b"POST /static/x HTTP/1.1\r\nHost: wiki.example\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+0\r\n\r\nGET /static/smuggled HTTP/1.1\r\nHost: wiki.example\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(closed, "the connection stayed open after a smuggling attempt");
+    assert_eq!(resp.matches("HTTP/1.1").count(), 1, "{resp}");
+    assert!(wiki.requests().is_empty(), "bytes reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx09_duplicate_content_length_is_refused() {
+    let (gw, wiki, _api, _other) = two_apps().await;
+    for head in [
+        "Content-Length: 3\r\nContent-Length: 3\r\n",
+        "Content-Length: 3\r\nContent-Length: 30\r\n",
+        "Content-Length: 3, 3\r\n",
+    ] {
+        let req = format!("POST /static/x HTTP/1.1\r\nHost: wiki.example\r\n{head}\r\nabc");
+        let (resp, closed) = raw_exchange(gw.addr, req.as_bytes());
+        assert!(resp.starts_with("HTTP/1.1 400"), "{head:?}: {resp}");
+        assert!(closed, "{head:?}: connection left open");
+    }
+    assert!(wiki.requests().is_empty(), "bytes reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx20_too_many_headers_get_431() {
+    let (gw, wiki, _api, _other) = two_apps().await;
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let req = format!("GET /static/x HTTP/1.1\r\nHost: wiki.example\r\n{many}\r\n");
+    let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    // The gateway's own answer, not the upstream's.
+    assert!(resp.contains("headers_too_large"), "{resp}");
+    let big = format!("GET /static/x HTTP/1.1\r\nHost: wiki.example\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let (resp, _) = raw_exchange(gw.addr, big.as_bytes());
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    assert!(wiki.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx06_dot_segments_under_a_public_path_are_refused() {
+    let (gw, wiki, api, _other) = two_apps().await;
+    for path in ["/static/../api/private", "/static/%2e%2e/api/private", "/static/..;/api/private"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: wiki.example\r\nConnection: close\r\n\r\n");
+        let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+        assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
+    }
+    assert!(wiki.requests().is_empty() && api.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_upgrade_passes_through() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let ws = websocket_echo().await;
+    let gw = Gateway::start(&format!(
+        "[[app]]\nname = \"ws\"\nupstream = \"http://{ws}\"\npublic_paths = [\"/ws\"]\n"
+    ));
+    let (mut socket, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr)).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    socket.send(Message::text("ping through the gate")).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "ping through the gate");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_endpoints_report_health_readiness_and_metrics() {
+    let (gw, _wiki, _api, _other) = two_apps().await;
+    let c = client();
+    let r = c.get(gw.admin_url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ready: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ready["ready"], true);
+    // Traffic of three outcomes, then the counters must show them.
+    c.get(gw.url("/static/x")).header("host", "wiki.example").send().await.unwrap();
+    c.get(gw.url("/api/private")).header("host", "wiki.example").send().await.unwrap();
+    c.get(gw.url("/nothing")).header("host", "nowhere.example").send().await.unwrap();
+    let text = c.get(gw.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"portcullis_requests_total{app="wiki",outcome="public"} 1"#), "{text}");
+    assert!(text.contains(r#"portcullis_requests_total{app="wiki-api",outcome="unauthorized"} 1"#), "{text}");
+    assert!(text.contains(r#"portcullis_requests_total{app="-",outcome="not_found"} 1"#), "{text}");
+    assert!(text.contains("portcullis_request_duration_seconds_bucket"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_endpoints_answer_anonymous_clients() {
+    let (gw, wiki, _api, _other) = two_apps().await;
+    let c = client();
+    let r = c.get(gw.url("/_auth/check")).header("host", "wiki.example").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c.get(gw.url("/_auth/nope")).header("host", "wiki.example").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(wiki.requests().is_empty(), "/_auth must never be proxied");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    let up = Upstream::start("slow").await;
+    let mut gw = Gateway::start(&format!(
+        "[[app]]\nname = \"slow\"\nupstream = \"{}\"\npublic_paths = [\"/\"]\n",
+        up.url()
+    ));
+    let url = gw.url("/slow");
+    let pending = tokio::spawn(async move { client().get(url).send().await });
+    // Wait until the upstream has the request, then ask the gateway to stop.
+    for _ in 0..100 {
+        if !up.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(up.requests().len(), 1);
+    let running = gw.running.take().unwrap();
+    let stopper = std::thread::spawn(move || running.shutdown());
+    let resp = pending.await.unwrap().expect("the in-flight request was cut off");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "hello from slow");
+    stopper.join().unwrap();
+}

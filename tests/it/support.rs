@@ -1,0 +1,218 @@
+//! Test harness: an echo upstream that records what it receives, a WebSocket
+//! echo, config files in temp dirs, and the gateway started on 127.0.0.1:0.
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// A valid session secret (32 bytes, base64).
+pub const SECRET: &str = "k1p0fLq2pQm7WQ0r5V9o3cL1yW6m2sQ8tR4uE7iO0aA=";
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    /// Header names as received (lower-case, hyper normalises), with values.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An HTTP/1.1 upstream that records every request and answers 200 with a
+/// body naming itself; `/slow` waits before answering.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start(name: &'static str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            log.lock().unwrap().push(Seen {
+                                method: parts.method.to_string(),
+                                uri: parts.uri.to_string(),
+                                headers: parts
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                    .collect(),
+                                body,
+                            });
+                            if parts.uri.path() == "/slow" {
+                                tokio::time::sleep(Duration::from_millis(700)).await;
+                            }
+                            let resp = Response::builder()
+                                .header("x-upstream", name)
+                                .body(Full::new(Bytes::from(format!("hello from {name}"))))
+                                .unwrap();
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A WebSocket server that echoes every message.
+pub async fn websocket_echo() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        let _ = ws.send(msg).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A config file in its own temp dir.
+pub struct ConfigFile {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+/// Writes `body` as a config file.
+pub fn config_file(body: &str) -> ConfigFile {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, body).unwrap();
+    ConfigFile { dir, path }
+}
+
+/// The common top of a test config: ephemeral listeners, a valid secret.
+pub fn base_config() -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:8080"
+threads = 1
+shutdown_timeout = "2s"
+
+[session]
+secrets = ["{SECRET}"]
+"#
+    )
+}
+
+/// A gateway running in-process.
+pub struct Gateway {
+    pub running: Option<portcullis::app::Running>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    _config: ConfigFile,
+}
+
+impl Gateway {
+    /// Starts the gateway with `base_config()` followed by `rest`.
+    pub fn start(rest: &str) -> Gateway {
+        let file = config_file(&format!("{}{rest}", base_config()));
+        let config = portcullis::config::load_with_env(&file.path, Vec::new())
+            .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let running = portcullis::app::spawn(config).unwrap();
+        Gateway {
+            addr: running.bound.listen,
+            admin: running.bound.admin.unwrap(),
+            running: Some(running),
+            _config: file,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(r) = &self.running {
+            r.begin_shutdown();
+        }
+    }
+}
+
+/// A client that never follows redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Sends raw bytes and returns everything the gateway answers until it closes
+/// the connection (or 3 s pass).
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> (String, bool) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
