@@ -22,7 +22,9 @@ fn problems_with_env(body: &str, env: Vec<(&str, &str)>) -> String {
     let env = env.into_iter().map(|(k, v)| (k.to_string(), v.to_string()));
     match load_with_env(&file.path, env) {
         Ok(_) => panic!("config was accepted:\n{body}"),
-        Err(e @ ConfigError::Invalid { .. }) => e.to_string().replace(&file.path.display().to_string(), "FILE"),
+        Err(e @ ConfigError::Invalid { .. }) => e
+            .to_string()
+            .replace(&file.path.display().to_string(), "FILE"),
         Err(e) => panic!("unexpected error kind: {e}"),
     }
 }
@@ -31,7 +33,10 @@ fn problems_with_env(body: &str, env: Vec<(&str, &str)>) -> String {
 fn unknown_key_is_named_with_file_and_env() {
     let msg = problems(&format!("{}\n[store]\nurll = \"x\"\n{APP}", base_config()));
     assert!(msg.contains("store.urll: unknown key"), "{msg}");
-    assert!(msg.contains("set it in FILE or PORTCULLIS_STORE__URLL"), "{msg}");
+    assert!(
+        msg.contains("set it in FILE or PORTCULLIS_STORE__URLL"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -59,11 +64,27 @@ upstream = "ftp://127.0.0.1:3000"
 "#;
     let msg = problems(body);
     assert!(msg.contains("4 problems"), "{msg}");
-    assert!(msg.contains("server.public_url: `not a url` is not a URL"), "{msg}");
-    assert!(msg.contains("session.lifetime: `forever` is not a duration"), "{msg}");
-    assert!(msg.contains("session.secrets[0]: a session secret must be at least 32 bytes; this one is 5"), "{msg}");
+    assert!(
+        msg.contains("server.public_url: `not a url` is not a URL"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("session.lifetime: `forever` is not a duration"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(
+            "session.secrets[0]: a session secret must be at least 32 bytes; this one is 5"
+        ),
+        "{msg}"
+    );
     assert!(msg.contains("portcullis keygen"), "{msg}");
-    assert!(msg.contains("app[wiki].upstream: `ftp://127.0.0.1:3000` must be an http:// or https:// URL"), "{msg}");
+    assert!(
+        msg.contains(
+            "app[wiki].upstream: `ftp://127.0.0.1:3000` must be an http:// or https:// URL"
+        ),
+        "{msg}"
+    );
     assert!(msg.contains("PORTCULLIS_SESSION__LIFETIME"), "{msg}");
 }
 
@@ -86,8 +107,14 @@ access_token_url = "https://idp.example/t"
 profile_url = "https://idp.example/p"
 "#;
     let msg = problems(&format!("{}{source}{source}{APP}{APP}", base_config()));
-    assert!(msg.contains("source[corp].slug: `corp` is used by another source"), "{msg}");
-    assert!(msg.contains("app[wiki].name: `wiki` is used by another app"), "{msg}");
+    assert!(
+        msg.contains("source[corp].slug: `corp` is used by another source"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("app[wiki].name: `wiki` is used by another app"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -97,8 +124,14 @@ fn app_naming_an_undefined_source_is_an_error() {
         base_config()
     );
     let msg = problems(&body);
-    assert!(msg.contains("app[wiki].sources[0]: `nope` is not a defined source"), "{msg}");
-    assert!(msg.contains("app[wiki].jwt_sources[0]: `ghost` is not a defined source"), "{msg}");
+    assert!(
+        msg.contains("app[wiki].sources[0]: `nope` is not a defined source"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("app[wiki].jwt_sources[0]: `ghost` is not a defined source"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -107,8 +140,14 @@ fn a_problem_from_the_environment_names_the_variable() {
         &format!("{}{APP}", base_config()),
         vec![("PORTCULLIS_SESSION__LIFETIME", "soon")],
     );
-    assert!(msg.contains("session.lifetime: `soon` is not a duration"), "{msg}");
-    assert!(msg.contains("the value came from PORTCULLIS_SESSION__LIFETIME"), "{msg}");
+    assert!(
+        msg.contains("session.lifetime: `soon` is not a duration"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("the value came from PORTCULLIS_SESSION__LIFETIME"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -119,16 +158,34 @@ fn env_overrides_nested_keys_and_array_entries() {
     );
     let file = config_file(&body);
     let env = vec![
-        ("PORTCULLIS_SERVER__LISTEN".to_string(), "127.0.0.1:4321".to_string()),
-        ("PORTCULLIS_SESSION__IDENTITY_CACHE_TTL".to_string(), "5s".to_string()),
-        ("PORTCULLIS_SOURCE__0__CONSUMER_SECRET".to_string(), "env-secret".to_string()),
-        ("PORTCULLIS_APP__WIKI__UPSTREAM".to_string(), "http://127.0.0.1:3999".to_string()),
+        (
+            "PORTCULLIS_SERVER__LISTEN".to_string(),
+            "127.0.0.1:4321".to_string(),
+        ),
+        (
+            "PORTCULLIS_SESSION__IDENTITY_CACHE_TTL".to_string(),
+            "5s".to_string(),
+        ),
+        (
+            "PORTCULLIS_SOURCE__0__CONSUMER_SECRET".to_string(),
+            "env-secret".to_string(),
+        ),
+        (
+            "PORTCULLIS_APP__WIKI__UPSTREAM".to_string(),
+            "http://127.0.0.1:3999".to_string(),
+        ),
         ("PORTCULLIS_CONFIG".to_string(), "/ignored".to_string()),
     ];
     let c = load_with_env(&file.path, env).unwrap();
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:4321");
-    assert_eq!(c.session.identity_cache_ttl, std::time::Duration::from_secs(5));
-    assert_eq!(c.sources[0].consumer_secret.as_ref().unwrap().expose(), "env-secret");
+    assert_eq!(
+        c.session.identity_cache_ttl,
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(
+        c.sources[0].consumer_secret.as_ref().unwrap().expose(),
+        "env-secret"
+    );
     assert_eq!(c.apps[0].upstream.port, 3999);
 }
 
@@ -151,7 +208,10 @@ fn invalid_config_exits_with_code_2_and_check_prints_redacted() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("server.listen: `nope` is not an address"), "{err}");
+    assert!(
+        err.contains("server.listen: `nope` is not an address"),
+        "{err}"
+    );
 
     let good = config_file(&format!("{}{APP}", base_config()));
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -159,7 +219,12 @@ fn invalid_config_exits_with_code_2_and_check_prints_redacted() {
         .arg(&good.path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("<redacted>"), "{text}");
     assert!(!text.contains(SECRET), "the secret was printed:\n{text}");
@@ -178,7 +243,12 @@ fn check_passes_on_every_shipped_config() {
                 .env_remove("PORTCULLIS_CONFIG")
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             checked += 1;
         }
     }
@@ -187,8 +257,14 @@ fn check_passes_on_every_shipped_config() {
 
 #[test]
 fn keygen_prints_a_secret_the_config_accepts() {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis")).arg("keygen").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("keygen")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let secret = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert_eq!(portcullis::config::decode_secret(&secret).unwrap().len(), 32);
+    assert_eq!(
+        portcullis::config::decode_secret(&secret).unwrap().len(),
+        32
+    );
 }

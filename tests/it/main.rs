@@ -1,5 +1,12 @@
 //! One integration binary: the gateway in-process on ephemeral ports, with
 //! in-process upstreams. Modules by subject.
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod support;
 

@@ -56,9 +56,19 @@ async fn routes_by_host_then_longest_prefix() {
     let r = get("other.example", "/pub/x").await;
     assert_eq!(r.headers()["x-upstream"], "default");
     // No app for this host and path: a 404 from the gateway, never a default upstream.
-    let r = c.get(gw.url("/elsewhere")).header("host", "other.example").header("accept", "text/html").send().await.unwrap();
+    let r = c
+        .get(gw.url("/elsewhere"))
+        .header("host", "other.example")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    assert!(r.text().await.unwrap().contains("No application is served at this address"));
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("No application is served at this address"));
     assert_eq!(wiki.requests().len(), 2);
     assert_eq!(api.requests().len(), 1);
     assert_eq!(other.requests().len(), 1);
@@ -88,7 +98,10 @@ async fn public_path_reaches_upstream_byte_for_byte() {
     assert_eq!(s.header("x-custom"), Some("Value With Case"));
     assert_eq!(s.header("host"), Some("wiki.example"));
     assert_eq!(s.header("content-type"), Some("application/octet-stream"));
-    assert_eq!(s.header("content-length"), Some(body.len().to_string().as_str()));
+    assert_eq!(
+        s.header("content-length"),
+        Some(body.len().to_string().as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -103,7 +116,10 @@ async fn protected_path_redirects_browsers_and_refuses_others() {
         .await
         .unwrap();
     assert_eq!(r.status(), 302);
-    assert_eq!(r.headers()["location"], "/_auth/sign_in?rd=/api/private%3Fq%3D1");
+    assert_eq!(
+        r.headers()["location"],
+        "/_auth/sign_in?rd=/api/private%3Fq%3D1"
+    );
     let r = c
         .get(gw.url("/api/private"))
         .header("host", "wiki.example")
@@ -112,11 +128,17 @@ async fn protected_path_redirects_browsers_and_refuses_others() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"portcullis\"");
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"portcullis\""
+    );
     assert_eq!(r.headers()["cache-control"], "no-store");
     let json: serde_json::Value = r.json().await.unwrap();
     assert_eq!(json["error"], "unauthorized");
-    assert!(api.requests().is_empty(), "a protected request reached the upstream");
+    assert!(
+        api.requests().is_empty(),
+        "a protected request reached the upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,7 +176,10 @@ async fn prx08_content_length_with_transfer_encoding_is_refused_and_closed() {
 0\r\n\r\nGET /static/smuggled HTTP/1.1\r\nHost: wiki.example\r\n\r\n",
     );
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
-    assert!(closed, "the connection stayed open after a smuggling attempt");
+    assert!(
+        closed,
+        "the connection stayed open after a smuggling attempt"
+    );
     assert_eq!(resp.matches("HTTP/1.1").count(), 1, "{resp}");
     assert!(wiki.requests().is_empty(), "bytes reached the upstream");
 }
@@ -184,7 +209,10 @@ async fn prx20_too_many_headers_get_431() {
     assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
     // The gateway's own answer, not the upstream's.
     assert!(resp.contains("headers_too_large"), "{resp}");
-    let big = format!("GET /static/x HTTP/1.1\r\nHost: wiki.example\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let big = format!(
+        "GET /static/x HTTP/1.1\r\nHost: wiki.example\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
     let (resp, _) = raw_exchange(gw.addr, big.as_bytes());
     assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
     assert!(wiki.requests().is_empty());
@@ -193,7 +221,11 @@ async fn prx20_too_many_headers_get_431() {
 #[tokio::test(flavor = "multi_thread")]
 async fn prx06_dot_segments_under_a_public_path_are_refused() {
     let (gw, wiki, api, _other) = two_apps().await;
-    for path in ["/static/../api/private", "/static/%2e%2e/api/private", "/static/..;/api/private"] {
+    for path in [
+        "/static/../api/private",
+        "/static/%2e%2e/api/private",
+        "/static/..;/api/private",
+    ] {
         let req = format!("GET {path} HTTP/1.1\r\nHost: wiki.example\r\nConnection: close\r\n\r\n");
         let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
         assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
@@ -209,11 +241,23 @@ async fn websocket_upgrade_passes_through() {
     let gw = Gateway::start(&format!(
         "[[app]]\nname = \"ws\"\nupstream = \"http://{ws}\"\npublic_paths = [\"/ws\"]\n"
     ));
-    let (mut socket, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr)).await.unwrap();
+    let (mut socket, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 101);
-    socket.send(Message::text("ping through the gate")).await.unwrap();
-    let echoed = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(echoed.into_text().unwrap().as_str(), "ping through the gate");
+    socket
+        .send(Message::text("ping through the gate"))
+        .await
+        .unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        echoed.into_text().unwrap().as_str(),
+        "ping through the gate"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -227,23 +271,64 @@ async fn admin_endpoints_report_health_readiness_and_metrics() {
     let ready: serde_json::Value = r.json().await.unwrap();
     assert_eq!(ready["ready"], true);
     // Traffic of three outcomes, then the counters must show them.
-    c.get(gw.url("/static/x")).header("host", "wiki.example").send().await.unwrap();
-    c.get(gw.url("/api/private")).header("host", "wiki.example").send().await.unwrap();
-    c.get(gw.url("/nothing")).header("host", "nowhere.example").send().await.unwrap();
-    let text = c.get(gw.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains(r#"portcullis_requests_total{app="wiki",outcome="public"} 1"#), "{text}");
-    assert!(text.contains(r#"portcullis_requests_total{app="wiki-api",outcome="unauthorized"} 1"#), "{text}");
-    assert!(text.contains(r#"portcullis_requests_total{app="-",outcome="not_found"} 1"#), "{text}");
-    assert!(text.contains("portcullis_request_duration_seconds_bucket"), "{text}");
+    c.get(gw.url("/static/x"))
+        .header("host", "wiki.example")
+        .send()
+        .await
+        .unwrap();
+    c.get(gw.url("/api/private"))
+        .header("host", "wiki.example")
+        .send()
+        .await
+        .unwrap();
+    c.get(gw.url("/nothing"))
+        .header("host", "nowhere.example")
+        .send()
+        .await
+        .unwrap();
+    let text = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"portcullis_requests_total{app="wiki",outcome="public"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"portcullis_requests_total{app="wiki-api",outcome="unauthorized"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"portcullis_requests_total{app="-",outcome="not_found"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("portcullis_request_duration_seconds_bucket"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_endpoints_answer_anonymous_clients() {
     let (gw, wiki, _api, _other) = two_apps().await;
     let c = client();
-    let r = c.get(gw.url("/_auth/check")).header("host", "wiki.example").send().await.unwrap();
+    let r = c
+        .get(gw.url("/_auth/check"))
+        .header("host", "wiki.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = c.get(gw.url("/_auth/nope")).header("host", "wiki.example").send().await.unwrap();
+    let r = c
+        .get(gw.url("/_auth/nope"))
+        .header("host", "wiki.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert!(wiki.requests().is_empty(), "/_auth must never be proxied");
 }
@@ -267,7 +352,10 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     assert_eq!(up.requests().len(), 1);
     let running = gw.running.take().unwrap();
     let stopper = std::thread::spawn(move || running.shutdown());
-    let resp = pending.await.unwrap().expect("the in-flight request was cut off");
+    let resp = pending
+        .await
+        .unwrap()
+        .expect("the in-flight request was cut off");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "hello from slow");
     stopper.join().unwrap();

@@ -53,21 +53,32 @@ impl Upstream {
         let log = seen.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let log = log.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let log = log.clone();
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
                             log.lock().unwrap().push(Seen {
                                 method: parts.method.to_string(),
                                 uri: parts.uri.to_string(),
                                 headers: parts
                                     .headers
                                     .iter()
-                                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                    .map(|(k, v)| {
+                                        (
+                                            k.to_string(),
+                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                        )
+                                    })
                                     .collect(),
                                 body,
                             });
@@ -107,7 +118,9 @@ pub async fn websocket_echo() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
                 while let Some(Ok(msg)) = ws.next().await {
                     if msg.is_text() || msg.is_binary() {
                         let _ = ws.send(msg).await;
@@ -121,7 +134,7 @@ pub async fn websocket_echo() -> SocketAddr {
 
 /// A config file in its own temp dir.
 pub struct ConfigFile {
-    pub dir: tempfile::TempDir,
+    pub _dir: tempfile::TempDir,
     pub path: PathBuf,
 }
 
@@ -130,7 +143,7 @@ pub fn config_file(body: &str) -> ConfigFile {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, body).unwrap();
-    ConfigFile { dir, path }
+    ConfigFile { _dir: dir, path }
 }
 
 /// The common top of a test config: ephemeral listeners, a valid secret.

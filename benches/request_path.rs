@@ -1,0 +1,77 @@
+//! The pure work the gateway does on every request before proxying: framing
+//! checks on the raw head, path check, routing, and header stripping.
+// A bench that cannot set up should stop loudly.
+#![allow(clippy::unwrap_used)]
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use pingora::http::RequestHeader;
+use portcullis::config::{App, Upstream};
+use portcullis::gateway::{framing, upstream};
+use portcullis::routing::Router;
+
+fn app(name: &str, host: Option<&str>, prefix: &str) -> App {
+    App {
+        name: name.into(),
+        host: host.map(str::to_string),
+        path_prefix: prefix.into(),
+        upstream: Upstream {
+            url: url::Url::parse("http://127.0.0.1:3000").unwrap(),
+            host: "127.0.0.1".into(),
+            port: 3000,
+            tls: false,
+        },
+        sources: vec![],
+        jwt_sources: vec![],
+        jwt_audiences: vec![],
+        public_paths: vec!["/static/".into()],
+        policies: vec![],
+    }
+}
+
+const HEAD: &[u8] = b"GET /static/app.js?v=3 HTTP/1.1\r\nHost: wiki.example\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n\
+Accept: text/html,application/xhtml+xml\r\nAccept-Language: en-US,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n\
+Cookie: portcullis=abcdefghijklmnopqrstuvwxyz0123456789\r\nConnection: keep-alive\r\n\r\n";
+
+fn bench(c: &mut Criterion) {
+    c.bench_function("framing::check_raw_head (8 headers)", |b| {
+        b.iter(|| framing::check_raw_head(black_box(HEAD), false))
+    });
+    c.bench_function("framing::check_path", |b| {
+        b.iter(|| framing::check_path(black_box("/static/js/app.bundle.min.js")))
+    });
+    let apps: Vec<App> = (0..20)
+        .map(|i| app(&format!("app{i}"), Some(&format!("app{i}.example")), "/"))
+        .chain([
+            app("wiki-api", Some("wiki.example"), "/api"),
+            app("wiki", Some("wiki.example"), "/"),
+        ])
+        .collect();
+    let router = Router::new(&apps);
+    c.bench_function("routing::route (22 apps)", |b| {
+        b.iter(|| router.route(black_box(Some("wiki.example")), black_box("/api/v1/pages")))
+    });
+    let mut req = RequestHeader::build("GET", b"/static/app.js", None).unwrap();
+    for (k, v) in [
+        ("host", "wiki.example"),
+        ("user-agent", "Mozilla/5.0"),
+        ("accept", "text/html"),
+        ("accept-language", "en"),
+        ("x-forwarded-user", "spoof"),
+        ("connection", "keep-alive"),
+    ] {
+        req.append_header(k, v).unwrap();
+    }
+    c.bench_function("upstream::strip_client_headers (6 headers)", |b| {
+        b.iter_batched(
+            || req.clone(),
+            |mut r| {
+                upstream::strip_client_headers(&mut r);
+                r
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
