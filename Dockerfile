@@ -50,7 +50,9 @@ RUN groupadd --system --gid 10001 portcullis \
 COPY --from=builder /out/portcullis /usr/local/bin/portcullis
 COPY config/portcullis.toml /etc/portcullis/portcullis.toml
 
-ENV PORTCULLIS_CONFIG=/etc/portcullis/portcullis.toml
+ENV PORTCULLIS_CONFIG=/etc/portcullis/portcullis.toml \
+    PORTCULLIS_SERVER__LISTEN=0.0.0.0:8080 \
+    PORTCULLIS_SERVER__ADMIN_LISTEN=0.0.0.0:9090
 WORKDIR /var/lib/portcullis
 USER 10001:10001
 

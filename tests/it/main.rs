@@ -10,5 +10,6 @@
 
 mod support;
 
+mod binary;
 mod config;
 mod proxy;
