@@ -120,12 +120,13 @@ impl Running {
     }
 }
 
-/// Runs the gateway until SIGTERM or SIGINT. Blocks.
-pub fn serve(config: Config) -> Result<(), StartError> {
+/// Runs the gateway until SIGTERM or SIGINT. Blocks. `before_exit` runs just
+/// before the process ends (flush logs there).
+pub fn serve(config: Config, before_exit: Box<dyn FnOnce() + Send>) -> Result<(), StartError> {
     let (server, bound, in_flight) = build(config)?;
     tracing::info!(listen = %bound.listen, admin = ?bound.admin, "portcullis is serving");
     let signalled = Arc::new(AtomicBool::new(false));
-    watch_drain(signalled.clone(), in_flight);
+    watch_drain(signalled.clone(), in_flight, before_exit);
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulOnSignals(signalled)),
     });
@@ -134,7 +135,11 @@ pub fn serve(config: Config) -> Result<(), StartError> {
 
 /// pingora waits its whole grace period before stopping, busy or not; this
 /// ends the process as soon as no request is left in flight after a signal.
-fn watch_drain(signalled: Arc<AtomicBool>, in_flight: Arc<AtomicUsize>) {
+fn watch_drain(
+    signalled: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
+    before_exit: Box<dyn FnOnce() + Send>,
+) {
     std::thread::spawn(move || {
         let mut idle_checks = 0;
         loop {
@@ -150,6 +155,7 @@ fn watch_drain(signalled: Arc<AtomicBool>, in_flight: Arc<AtomicUsize>) {
             // Two idle checks in a row: listeners are closed and nothing is being served.
             if idle_checks >= 2 {
                 tracing::info!("drained; exiting");
+                before_exit();
                 std::process::exit(0);
             }
         }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -48,7 +49,9 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Dropping the guard flushes buffered log lines: at the end of main, or
+    // just before the drain watcher ends the process.
+    let log_guard = Arc::new(Mutex::new(Some(init_logging(cli.log_format))));
     match cli.command {
         Command::Keygen => {
             println!("{}", keygen());
@@ -77,7 +80,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match portcullis::app::serve(c) {
+            let flush = move || {
+                if let Ok(mut g) = log_guard.lock() {
+                    g.take();
+                }
+            };
+            match portcullis::app::serve(c, Box::new(flush)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("portcullis: {:#}", anyhow::Error::from(e));
@@ -95,16 +103,23 @@ fn keygen() -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go through a background writer so the request path never blocks on
+/// stderr; the writer blocks (never drops) when its buffer is full.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(64 * 1024)
+        .finish(std::io::stderr());
     // pingora logs every client hang-up as an error; keep its noise at warn unless asked.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().with_current_span(true).init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }

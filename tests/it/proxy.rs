@@ -360,3 +360,19 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     assert_eq!(resp.text().await.unwrap(), "hello from slow");
     stopper.join().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx18_body_of_a_refused_request_is_never_parsed_as_a_request() {
+    let (gw, wiki, api, _other) = two_apps().await;
+    // The body of a refused POST is itself a request for a public path.
+    let inner = "GET /static/smuggled HTTP/1.1\r\nHost: wiki.example\r\n\r\n";
+    let req = format!(
+        "POST /api/private HTTP/1.1\r\nHost: wiki.example\r\nContent-Length: {}\r\n\r\n{inner}",
+        inner.len()
+    );
+    let (resp, closed) = raw_exchange(gw.addr, req.as_bytes());
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{resp}");
+    assert!(closed);
+    assert!(wiki.requests().is_empty() && api.requests().is_empty());
+}
