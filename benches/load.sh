@@ -118,12 +118,16 @@ if [[ "$SKIP_PORTCULLIS" != "1" ]]; then
         BIN="$PORTCULLIS_BIN"
     else
         log "building portcullis (cargo build --release --locked)"
-        (cd "$REPO_DIR" && cargo build --release --locked) || die "cargo build failed"
+        (cd "$REPO_DIR" && cargo build --release --locked --bin portcullis --example bare_proxy) || die "cargo build failed"
         target_dir="${CARGO_TARGET_DIR:-target}"
         [[ "$target_dir" = /* ]] || target_dir="$REPO_DIR/$target_dir"
         BIN="$target_dir/release/portcullis"
     fi
     [[ -x "$BIN" ]] || die "portcullis binary not found or not executable: $BIN (set PORTCULLIS_BIN, or SKIP_PORTCULLIS=1)"
+    # Servers run from their temp dirs: make the path absolute.
+    BIN="$(realpath "$BIN")"
+    # The pingora baseline sits next to the binary (examples/bare_proxy.rs); optional.
+    BARE_BIN="${BARE_BIN:-$(dirname "$BIN")/examples/bare_proxy}"
 fi
 
 # ---------------------------------------------------------------- cleanup
@@ -184,7 +188,7 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 ' "$1"
 }
 
-read -r PORT_U PORT_N PORT_P PORT_A <<<"$(free_ports 4)" || die "could not pick free ports"
+read -r PORT_U PORT_N PORT_P PORT_A PORT_B <<<"$(free_ports 5)" || die "could not pick free ports"
 [[ -n "${PORT_A:-}" ]] || die "could not pick free ports"
 
 # ---------------------------------------------------------------- servers
@@ -365,6 +369,18 @@ EOF
     PC_URL="http://127.0.0.1:$PORT_P/"
     wait_ready portcullis "$PC_URL" "$PC_PID" "$PC_LOG"
     log "portcullis ready on $PC_URL"
+
+    # d. pingora with nothing but a fixed peer: the framework's own ceiling.
+    if [[ -x "$BARE_BIN" ]]; then
+        BARE_LOG="$PC_DIR/bare.log"
+        "$BARE_BIN" "127.0.0.1:$PORT_B" "127.0.0.1:$PORT_U" "$NPROC" >"$BARE_LOG" 2>&1 &
+        PIDS+=("$!")
+        BARE_URL="http://127.0.0.1:$PORT_B/"
+        wait_ready pingora-bare "$BARE_URL" "$!" "$BARE_LOG"
+        log "pingora baseline ready on $BARE_URL"
+    else
+        log "no pingora baseline at $BARE_BIN (cargo build --release --example bare_proxy); row skipped"
+    fi
 fi
 
 # ---------------------------------------------------------------- measuring
@@ -460,6 +476,7 @@ measure() {
 measure upstream-direct "$UP_URL"
 measure nginx-proxy "$NX_URL"
 if [[ "$SKIP_PORTCULLIS" != "1" ]]; then
+    [[ -z "${BARE_URL:-}" ]] || measure pingora-bare "$BARE_URL"
     measure portcullis-public "$PC_URL"
 fi
 
@@ -518,4 +535,9 @@ p99_ratio="$(ratio "$pc_p99" "$nx_p99")"
 echo "portcullis-public / nginx-proxy:"
 printf '  throughput ratio %6s   (target >= %s)  %s\n' "${rps_ratio:-n/a}" "$TARGET_RPS_RATIO" "$(verdict '>=' "$rps_ratio" "$TARGET_RPS_RATIO")"
 printf '  p99 ratio        %6s   (target <= %s)  %s\n' "${p99_ratio:-n/a}" "$TARGET_P99_RATIO" "$(verdict '<=' "$p99_ratio" "$TARGET_P99_RATIO")"
+if [[ -n "${RPS[pingora-bare]:-}" ]]; then
+    echo "portcullis-public / pingora-bare (the framework's own ceiling):"
+    printf '  throughput ratio %6s\n' "$(ratio "$pc_rps" "${RPS[pingora-bare]}")"
+    printf '  p99 ratio        %6s\n' "$(ratio "$pc_p99" "${P99[pingora-bare]}")"
+fi
 exit 0

@@ -44,6 +44,11 @@ enum Command {
     Keygen,
 }
 
+// pingora allocates per request; mimalloc measured +22% throughput over the
+// system allocator on the load benchmark (README, Performance).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a config that cannot be used.
 const EXIT_CONFIG: u8 = 2;
 
