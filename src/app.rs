@@ -16,7 +16,11 @@ use crate::admin::{Admin, Readiness};
 use crate::config::Config;
 use crate::gateway::{Gateway, State};
 use crate::metrics::Metrics;
+use crate::outbound::Http;
 use crate::routing::Router;
+use crate::session::cookie::Sealer;
+use crate::session::service::Sessions;
+use crate::source::{LoadError, LoadReport, Sources};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,95 @@ pub enum StartError {
     /// The server thread did not come up.
     #[error("the gateway did not start listening on {0} within 10 s")]
     NotListening(SocketAddr),
+    /// A source was refused at load (its discovery document names another issuer): fix the source.
+    #[error("{0}")]
+    Source(#[from] LoadError),
+    /// The user store could not be opened: check `store.url` and that the database is reachable.
+    #[error("store.url: {0}")]
+    Store(#[from] crate::identity::store::StoreError),
+    /// The outbound HTTP client or the background runtime could not be built.
+    #[error("cannot set up outbound I/O: {0}")]
+    Io(String),
+}
+
+/// Timeouts for calls to identity providers (SECURITY.md: 5 s).
+const PROVIDER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const PROVIDER_TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The outbound client every provider call goes through.
+fn provider_http() -> Result<Http, StartError> {
+    Http::new(PROVIDER_CONNECT_TIMEOUT, PROVIDER_TOTAL_TIMEOUT)
+        .map_err(|e| StartError::Io(e.to_string()))
+}
+
+/// A small runtime for provider and store I/O begun outside requests
+/// (discovery at load and its retries). It lives as long as the gateway, so
+/// connections opened on it keep working when requests reuse them.
+fn background_runtime() -> Result<tokio::runtime::Runtime, StartError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("portcullis-bg")
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Io(e.to_string()))
+}
+
+/// Runs discovery for `check`: every source's effective endpoints, or the
+/// source that is refused.
+pub fn check_sources(config: &Config) -> Result<LoadReport, StartError> {
+    let rt = background_runtime()?;
+    let http = provider_http()?;
+    let readiness = Arc::new(Readiness::new(
+        config.sources.iter().map(|s| s.slug.as_str()),
+        false,
+    ));
+    let (_, report) = rt.block_on(Sources::load(config, http, readiness))?;
+    Ok(report)
+}
+
+/// What needs async set-up before the listeners start.
+struct Prepared {
+    background: tokio::runtime::Runtime,
+    sources: Arc<Sources>,
+    sessions: Arc<Sessions>,
+    readiness: Arc<Readiness>,
+}
+
+fn prepare(config: &Config) -> Result<Prepared, StartError> {
+    let background = background_runtime()?;
+    let http = provider_http()?;
+    let readiness = Arc::new(Readiness::new(
+        config.sources.iter().map(|s| s.slug.as_str()),
+        false,
+    ));
+    let (sources, report) = background.block_on(Sources::load(config, http, readiness.clone()))?;
+    for (slug, reason) in &report.pending {
+        tracing::warn!(source = %slug, reason = %reason, "source not ready; discovery will be retried");
+    }
+    for (slug, key, discovered, configured) in &report.overridden {
+        tracing::info!(source = %slug, key, discovered = %discovered, configured = %configured, "a URL set in the config replaces the discovered one");
+    }
+    let store = background.block_on(crate::identity::store::open(config.store.url.expose()))?;
+    let secure = config.server.public_url.scheme() == "https";
+    let sessions = Arc::new(Sessions::new(
+        Sealer::new(&config.session.secrets),
+        store,
+        &config.session.cookie_name,
+        secure,
+        config.session.lifetime,
+        config.session.identity_cache_ttl,
+    ));
+    let sources = Arc::new(sources);
+    if !report.pending.is_empty() {
+        let retry = sources.clone();
+        background.spawn(async move { retry.retry_discovery().await });
+    }
+    Ok(Prepared {
+        background,
+        sources,
+        sessions,
+        readiness,
+    })
 }
 
 /// The addresses the gateway actually listens on.
@@ -123,7 +216,7 @@ impl Running {
 /// Runs the gateway until SIGTERM or SIGINT. Blocks. `before_exit` runs just
 /// before the process ends (flush logs there).
 pub fn serve(config: Config, before_exit: Box<dyn FnOnce() + Send>) -> Result<(), StartError> {
-    let (server, bound, in_flight) = build(config)?;
+    let (server, bound, in_flight, _background) = build(config)?;
     tracing::info!(listen = %bound.listen, admin = ?bound.admin, "portcullis is serving");
     let signalled = Arc::new(AtomicBool::new(false));
     watch_drain(signalled.clone(), in_flight, before_exit);
@@ -162,16 +255,30 @@ fn watch_drain(
     });
 }
 
-/// Runs the gateway on a thread and returns once its listener accepts connections.
+/// Runs the gateway on a thread and returns once its listener accepts
+/// connections. Safe to call from async code: all set-up happens on that thread.
 pub fn spawn(config: Config) -> Result<Running, StartError> {
-    let (server, bound, _in_flight) = build(config)?;
     let stop = Arc::new(tokio::sync::Notify::new());
     let watch = NotifiedShutdown(stop.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
+        let (server, bound, _in_flight, background) = match build(config) {
+            Ok(built) => built,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let _ = tx.send(Ok(bound));
         server.run(RunArgs {
             shutdown_signal: Box::new(watch),
-        })
+        });
+        // Dropped here, on a plain thread: never inside another runtime.
+        drop(background);
     });
+    let bound = rx
+        .recv()
+        .map_err(|_| StartError::Io("the gateway thread ended during set-up".into()))??;
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(bound.listen).is_err() {
         if Instant::now() > deadline {
@@ -225,7 +332,9 @@ fn peers(config: &Config) -> Result<Vec<HttpPeer>, StartError> {
     Ok(out)
 }
 
-fn build(mut config: Config) -> Result<(Server, Bound, Arc<AtomicUsize>), StartError> {
+fn build(
+    mut config: Config,
+) -> Result<(Server, Bound, Arc<AtomicUsize>, tokio::runtime::Runtime), StartError> {
     config.server.listen = concrete(config.server.listen)?;
     if let Some(a) = config.server.admin_listen {
         config.server.admin_listen = Some(concrete(a)?);
@@ -244,14 +353,14 @@ fn build(mut config: Config) -> Result<(Server, Bound, Arc<AtomicUsize>), StartE
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let prepared = prepare(&config)?;
+    let readiness = prepared.readiness.clone();
     let app_names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(&app_names)?);
-    let readiness = Arc::new(Readiness::new(
-        config.sources.iter().map(|s| s.slug.as_str()),
-        true,
-    ));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let state = Arc::new(State {
+        sources: prepared.sources.clone(),
+        sessions: prepared.sessions.clone(),
         in_flight: in_flight.clone(),
         router: Router::new(&config.apps),
         peers: peers(&config)?,
@@ -291,5 +400,5 @@ fn build(mut config: Config) -> Result<(Server, Bound, Arc<AtomicUsize>), StartE
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
     }
-    Ok((server, bound, in_flight))
+    Ok((server, bound, in_flight, prepared.background))
 }

@@ -6,6 +6,15 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod demo;
+pub mod discovery;
 pub mod gateway;
+pub mod identity;
+pub mod jwks;
 pub mod metrics;
+pub mod outbound;
+pub mod principal;
+pub mod redirect;
 pub mod routing;
+pub mod session;
+pub mod source;

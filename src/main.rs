@@ -65,11 +65,7 @@ fn main() -> ExitCode {
         Command::Check { config } => {
             let path = config.unwrap_or_else(config::default_path);
             match config::load(&path) {
-                Ok(c) => {
-                    println!("# {}: valid\n", path.display());
-                    print!("{}", config::render(&c));
-                    ExitCode::SUCCESS
-                }
+                Ok(c) => check(&path, &c),
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::from(EXIT_CONFIG)
@@ -99,6 +95,38 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Prints the resolved config and what discovery found for each source.
+fn check(path: &std::path::Path, c: &config::Config) -> ExitCode {
+    let report = match portcullis::app::check_sources(c) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    println!("# {}: valid\n", path.display());
+    for (slug, endpoints) in &report.endpoints {
+        let show = |u: &Option<url::Url>| u.as_ref().map_or("-".to_string(), |u| u.to_string());
+        println!(
+            "# source {slug}: authorization {}, token {}, profile {}, jwks {}, issuer {}",
+            show(&endpoints.authorization),
+            show(&endpoints.token),
+            show(&endpoints.profile),
+            show(&endpoints.jwks),
+            endpoints.issuer.as_deref().unwrap_or("-")
+        );
+    }
+    for (slug, key, discovered, configured) in &report.overridden {
+        println!("# source {slug}: {key} = {configured} (set in the config; discovery said {discovered})");
+    }
+    for (slug, reason) in &report.pending {
+        println!("# source {slug}: NOT READY: {reason} (serve will start and retry discovery)");
+    }
+    println!();
+    print!("{}", config::render(c));
+    ExitCode::SUCCESS
 }
 
 fn keygen() -> String {

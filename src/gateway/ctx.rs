@@ -42,6 +42,10 @@ pub struct Ctx {
     pub outcome: Option<Outcome>,
     /// Status written by the gateway itself, when it answered.
     pub status: Option<u16>,
+    /// Who the request is from, once authenticated.
+    pub principal: Option<Arc<crate::principal::Principal>>,
+    /// A `Set-Cookie` re-sealing the session with the current secret.
+    pub reseal: Option<String>,
 }
 
 impl Ctx {
@@ -55,6 +59,8 @@ impl Ctx {
             host: None,
             outcome: None,
             status: None,
+            principal: None,
+            reseal: None,
         }
     }
 }

@@ -18,7 +18,10 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{path_has_prefix, Config};
 use crate::metrics::Metrics;
+use crate::principal::Principal;
 use crate::routing::{request_host, Router};
+use crate::session::service::Sessions;
+use crate::source::Sources;
 use ctx::{Ctx, Outcome};
 use framing::FramingError;
 use rescue::Rejection;
@@ -37,6 +40,32 @@ pub struct State {
     pub scheme: &'static str,
     /// Requests being handled right now (for draining on shutdown).
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The identity providers.
+    pub sources: Arc<Sources>,
+    /// Session cookies, cache and store.
+    pub sessions: Arc<Sessions>,
+}
+
+/// The principal of the request's session cookie on `host`, if any; a cookie
+/// sealed with an older secret gets a re-sealed copy queued in `ctx`.
+pub async fn authenticate(
+    state: &State,
+    session: &Session,
+    ctx: &mut Ctx,
+    host: &str,
+) -> Option<Arc<Principal>> {
+    let now = routes::now();
+    let (claims, stale) = {
+        let headers = session.req_header().headers.get_all(http::header::COOKIE);
+        state
+            .sessions
+            .read(headers.iter().filter_map(|v| v.to_str().ok()), host, now)?
+    };
+    let principal = state.sessions.principal(&claims, now).await?;
+    if stale {
+        ctx.reseal = state.sessions.reseal(&claims, now);
+    }
+    Some(principal)
 }
 
 /// The pingora proxy application.
@@ -53,8 +82,15 @@ impl Gateway {
 
 /// What to do with a request once its head has been read.
 enum Decision {
-    /// Forward it to the routed app's upstream.
-    Proxy(Outcome),
+    /// Forward it to the routed app's upstream without authentication.
+    Public,
+    /// Authenticate it, then forward it; `rd` is where to come back after signing in.
+    Protected {
+        /// The original path and query.
+        rd: String,
+    },
+    /// A gateway endpoint.
+    Auth(routes::AuthRoute),
     /// Answer it with this refusal.
     Reject(Rejection),
 }
@@ -85,7 +121,7 @@ impl Gateway {
             if ctx.app.is_none() {
                 return Decision::Reject(Rejection::NoApp);
             }
-            return Decision::Reject(routes::anonymous_answer(&routes::classify(path)));
+            return Decision::Auth(routes::classify(path));
         }
         let Some(index) = self.state.router.route(host, path) else {
             return Decision::Reject(Rejection::NoApp);
@@ -95,13 +131,13 @@ impl Gateway {
             return Decision::Reject(Rejection::NoApp);
         };
         if app.public_paths.iter().any(|p| path_has_prefix(path, p)) {
-            return Decision::Proxy(Outcome::Public);
+            return Decision::Public;
         }
         let rd = req
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
-        Decision::Reject(Rejection::Unauthenticated { rd })
+        Decision::Protected { rd }
     }
 }
 
@@ -140,13 +176,32 @@ impl ProxyHttp for Gateway {
             url.path = %req.uri.path(),
             app.name = tracing::field::Empty,
         );
-        match self.decide(session, ctx) {
-            Decision::Proxy(outcome) => {
-                ctx.outcome = Some(outcome);
-                if let Some(app) = ctx.app.and_then(|i| self.state.config.apps.get(i)) {
-                    ctx.span.record("app.name", app.name.as_str());
-                }
+        let decision = self.decide(session, ctx);
+        if let Some(app) = ctx.app.and_then(|i| self.state.config.apps.get(i)) {
+            ctx.span.record("app.name", app.name.as_str());
+        }
+        match decision {
+            Decision::Public => {
+                ctx.outcome = Some(Outcome::Public);
                 Ok(false)
+            }
+            Decision::Protected { rd } => {
+                let host = ctx.host.clone().unwrap_or_default();
+                match authenticate(&self.state, session, ctx, &host).await {
+                    Some(p) => {
+                        ctx.principal = Some(p);
+                        ctx.outcome = Some(Outcome::Authenticated);
+                        Ok(false)
+                    }
+                    None => {
+                        rescue::respond(session, ctx, Rejection::Unauthenticated { rd }).await?;
+                        Ok(true)
+                    }
+                }
+            }
+            Decision::Auth(route) => {
+                routes::handle(&self.state, session, ctx, route).await?;
+                Ok(true)
             }
             Decision::Reject(rejection) => {
                 rescue::respond(session, ctx, rejection).await?;
@@ -177,6 +232,18 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         upstream::strip_client_headers(upstream_request);
+        upstream::strip_gateway_cookies(
+            upstream_request,
+            &[
+                &self.state.sessions.cookie_name,
+                &self.state.sessions.login_cookie_name,
+            ],
+        )?;
+        if let Some(p) = &ctx.principal {
+            for (name, value) in p.headers(false) {
+                upstream_request.insert_header(name, value)?;
+            }
+        }
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -194,9 +261,20 @@ impl ProxyHttp for Gateway {
     async fn response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
-        _ctx: &mut Ctx,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        // The upstream may not set the gateway's own cookies (PRX-23).
+        upstream::drop_gateway_set_cookies(
+            upstream_response,
+            &[
+                &self.state.sessions.cookie_name,
+                &self.state.sessions.login_cookie_name,
+            ],
+        )?;
+        if let Some(set) = ctx.reseal.take() {
+            upstream_response.append_header("set-cookie", set)?;
+        }
         Ok(())
     }
 

@@ -50,6 +50,36 @@ pub fn error_page(status: u16, heading: &str, reason: &str, hint: &str) -> Strin
     page(&format!("{status} {heading}"), heading, &body)
 }
 
+/// The sign-in page: one button per source offered by the app.
+pub fn sign_in(app: &str, sources: &[(String, String)], rd: &str) -> String {
+    let rd_q: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    let mut body = format!(
+        "<p>Sign in to continue to <strong>{}</strong>.</p>\n",
+        encode_text(app)
+    );
+    if sources.is_empty() {
+        body.push_str("<p>No sign-in method is configured for this application. Ask the operator to add a source.</p>\n");
+    }
+    for (slug, name) in sources {
+        let href = format!("/_auth/login/{slug}?rd={rd_q}");
+        body.push_str(&format!(
+            "<a class=\"button\" href=\"{}\">Sign in with {}</a>\n",
+            html_escape::encode_double_quoted_attribute(&href),
+            encode_text(name)
+        ));
+    }
+    page(&format!("Sign in · {app}"), "Sign in", &body)
+}
+
+/// A page that says the person is signed out.
+pub fn signed_out(rd: &str) -> String {
+    let body = format!(
+        "<p>You are signed out.</p>\n<a class=\"button\" href=\"{}\">Continue</a>\n",
+        html_escape::encode_double_quoted_attribute(rd)
+    );
+    page("Signed out", "Signed out", &body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,19 @@ pub enum Rejection {
     },
     /// The upstream could not be reached or failed.
     UpstreamFailed,
+    /// A sign-in was refused; `status` 400/401/403/502, the reason is shown.
+    SignInRefused {
+        /// HTTP status.
+        status: u16,
+        /// What happened, safe to show.
+        reason: String,
+    },
+    /// The source is not ready yet (discovery pending): 503 with Retry-After.
+    SourceNotReady,
+    /// A body over the limit was sent to a gateway endpoint: 413.
+    TooLarge,
+    /// The method is not allowed on this endpoint: 405.
+    MethodNotAllowed,
 }
 
 impl Rejection {
@@ -34,6 +47,10 @@ impl Rejection {
             Rejection::NoApp | Rejection::UnknownAuthEndpoint => 404,
             Rejection::Unauthenticated { .. } => 401,
             Rejection::UpstreamFailed => 502,
+            Rejection::SignInRefused { status, .. } => *status,
+            Rejection::SourceNotReady => 503,
+            Rejection::TooLarge => 413,
+            Rejection::MethodNotAllowed => 405,
         }
     }
 
@@ -44,6 +61,10 @@ impl Rejection {
             Rejection::Unauthenticated { .. } if browser => Outcome::Redirected,
             Rejection::Unauthenticated { .. } => Outcome::Unauthorized,
             Rejection::UpstreamFailed => Outcome::UpstreamError,
+            Rejection::SignInRefused { status: 401, .. } => Outcome::Unauthorized,
+            Rejection::SignInRefused { status: 403, .. } => Outcome::Forbidden,
+            Rejection::SignInRefused { .. } | Rejection::SourceNotReady => Outcome::AuthEndpoint,
+            Rejection::TooLarge | Rejection::MethodNotAllowed => Outcome::BadRequest,
         }
     }
 
@@ -75,6 +96,30 @@ impl Rejection {
                 "The application behind this gateway did not answer.".into(),
                 "Try again in a moment; if it persists, tell the operator.",
             ),
+            Rejection::SignInRefused { reason, status } => (
+                "Sign-in refused",
+                reason.clone(),
+                if *status >= 500 {
+                    "The provider had a problem; try signing in again in a moment."
+                } else {
+                    "Go back to the application and sign in again; if this repeats, tell the operator."
+                },
+            ),
+            Rejection::SourceNotReady => (
+                "Sign-in unavailable",
+                "The identity provider is not reachable right now.".into(),
+                "Try again in a minute.",
+            ),
+            Rejection::TooLarge => (
+                "Request too large",
+                "The request body is larger than this endpoint accepts.".into(),
+                "Send a smaller request.",
+            ),
+            Rejection::MethodNotAllowed => (
+                "Method not allowed",
+                "This address does not accept that method.".into(),
+                "Use GET (or POST where a form is expected).",
+            ),
         }
     }
 }
@@ -95,6 +140,16 @@ pub async fn respond(
     ctx: &mut Ctx,
     rejection: Rejection,
 ) -> pingora::Result<()> {
+    respond_with(session, ctx, rejection, Vec::new()).await
+}
+
+/// [`respond`] with extra headers (e.g. a `Set-Cookie` clearing the login state).
+pub async fn respond_with(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    rejection: Rejection,
+    mut extra: Vec<(&'static str, String)>,
+) -> pingora::Result<()> {
     let browser = wants_html(session);
     ctx.outcome = Some(rejection.outcome(browser));
     if let Rejection::Unauthenticated { rd } = &rejection {
@@ -103,11 +158,12 @@ pub async fn respond(
                 "/_auth/sign_in?rd={}",
                 percent_encoding::utf8_percent_encode(rd, QUERY_VALUE)
             );
+            extra.push(("location", location));
             return write(
                 session,
                 ctx,
                 302,
-                &[("location", location)],
+                &extra,
                 "text/plain; charset=utf-8",
                 Bytes::new(),
             )
@@ -116,7 +172,9 @@ pub async fn respond(
     }
     let status = rejection.status();
     let (heading, reason, hint) = rejection.explain();
-    let mut extra: Vec<(&'static str, String)> = Vec::new();
+    if let Rejection::SourceNotReady = rejection {
+        extra.push(("retry-after", "30".into()));
+    }
     if let Rejection::Unauthenticated { .. } = rejection {
         extra.push(("www-authenticate", "Bearer realm=\"portcullis\"".into()));
     }
@@ -154,7 +212,11 @@ fn error_code(status: u16) -> &'static str {
     match status {
         400 => "bad_request",
         401 => "unauthorized",
+        403 => "forbidden",
         404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "too_large",
+        503 => "unavailable",
         414 => "uri_too_long",
         431 => "headers_too_large",
         _ => "bad_gateway",
@@ -195,7 +257,8 @@ pub async fn write(
         "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
     )?;
     for (name, value) in extra {
-        resp.insert_header(*name, value.as_str())?;
+        // append: a response may set several cookies.
+        resp.append_header(*name, value.as_str())?;
     }
     ctx.status = Some(status);
     session

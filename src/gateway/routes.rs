@@ -1,12 +1,35 @@
-//! `/_auth/*`: the gateway's own endpoints, answered on every app host.
-//! Sign-in itself arrives with the sources; until a request can carry an
-//! identity, the identity endpoints answer as for an anonymous client.
+//! `/_auth/*`: the gateway's own endpoints, answered on every app host:
+//! sign-in page, login start, callback, sign-out, forward auth, userinfo.
 
-use super::rescue::Rejection;
+use std::sync::Arc;
 
-/// What an `/_auth/*` request resolves to.
+use bytes::Bytes;
+use pingora::proxy::Session;
+
+use super::ctx::{Ctx, Outcome};
+use super::rescue::{self, Rejection};
+use super::{pages, State};
+use crate::identity::store::StoreError;
+use crate::redirect::safe_rd;
+use crate::session::cookie::{self, Lookup, Purpose};
+use crate::session::LoginState;
+use crate::source::flow::{self, Callback, FlowError};
+use crate::source::{callback_url, SourceError};
+
+/// Largest body accepted by a gateway endpoint (PRX-21).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What an `/_auth/...` request resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthRoute {
+    /// `/_auth/sign_in`
+    SignIn,
+    /// `/_auth/login/{slug}`
+    Login(String),
+    /// `/_auth/callback/{slug}`
+    Callback(String),
+    /// `/_auth/sign_out`
+    SignOut,
     /// `/_auth/check`: forward auth.
     Check,
     /// `/_auth/userinfo`: the current identity as JSON.
@@ -17,10 +40,24 @@ pub enum AuthRoute {
 
 /// Maps an `/_auth/...` path to its endpoint.
 pub fn classify(path: &str) -> AuthRoute {
-    match path {
-        "/_auth/check" => AuthRoute::Check,
-        "/_auth/userinfo" => AuthRoute::Userinfo,
-        _ => AuthRoute::Unknown,
+    let rest = path.strip_prefix("/_auth/").unwrap_or_default();
+    let slug = |s: &str| {
+        (!s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        .then(|| s.to_string())
+    };
+    match rest.split_once('/') {
+        None => match rest {
+            "sign_in" => AuthRoute::SignIn,
+            "sign_out" => AuthRoute::SignOut,
+            "check" => AuthRoute::Check,
+            "userinfo" => AuthRoute::Userinfo,
+            _ => AuthRoute::Unknown,
+        },
+        Some(("login", s)) => slug(s).map_or(AuthRoute::Unknown, AuthRoute::Login),
+        Some(("callback", s)) => slug(s).map_or(AuthRoute::Unknown, AuthRoute::Callback),
+        Some(_) => AuthRoute::Unknown,
     }
 }
 
@@ -29,11 +66,545 @@ pub fn is_auth_path(path: &str) -> bool {
     path == "/_auth" || path.starts_with("/_auth/")
 }
 
-/// The answer to an anonymous request for `route`: forward auth and userinfo
-/// both say 401 (RFC 6750 challenge); unknown URLs are 404.
-pub fn anonymous_answer(route: &AuthRoute) -> Rejection {
+/// Unix time now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn query_param(session: &Session, name: &str) -> Option<String> {
+    let q = session.req_header().uri.query()?;
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn method_is(session: &Session, m: &http::Method) -> bool {
+    session.req_header().method == *m
+}
+
+/// Answers an `/_auth/*` request; always writes a response.
+pub async fn handle(
+    state: &Arc<State>,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    route: AuthRoute,
+) -> pingora::Result<()> {
+    ctx.outcome = Some(Outcome::AuthEndpoint);
+    let get_or_post = method_is(session, &http::Method::GET)
+        || method_is(session, &http::Method::POST)
+        || method_is(session, &http::Method::HEAD);
+    if !get_or_post {
+        return rescue::respond(session, ctx, Rejection::MethodNotAllowed).await;
+    }
     match route {
-        AuthRoute::Check | AuthRoute::Userinfo => Rejection::Unauthenticated { rd: "/".into() },
-        AuthRoute::Unknown => Rejection::UnknownAuthEndpoint,
+        AuthRoute::SignIn => sign_in(state, session, ctx).await,
+        AuthRoute::Login(slug) => login(state, session, ctx, &slug).await,
+        AuthRoute::Callback(slug) => callback(state, session, ctx, &slug).await,
+        AuthRoute::SignOut => sign_out(state, session, ctx).await,
+        AuthRoute::Check => check(state, session, ctx).await,
+        AuthRoute::Userinfo => userinfo(state, session, ctx).await,
+        AuthRoute::Unknown => rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint).await,
+    }
+}
+
+async fn sign_in(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
+    let rd = safe_rd(query_param(session, "rd").as_deref());
+    let Some(app) = ctx.app.and_then(|i| state.config.apps.get(i)) else {
+        return rescue::respond(session, ctx, Rejection::NoApp).await;
+    };
+    let offered: Vec<(String, String)> = app
+        .sources
+        .iter()
+        .filter_map(|slug| state.config.source(slug))
+        .map(|s| (s.slug.clone(), s.name.clone()))
+        .collect();
+    let html = pages::sign_in(&app.name, &offered, &rd);
+    rescue::write(
+        session,
+        ctx,
+        200,
+        &[],
+        "text/html; charset=utf-8",
+        Bytes::from(html),
+    )
+    .await
+}
+
+async fn login(
+    state: &Arc<State>,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    slug: &str,
+) -> pingora::Result<()> {
+    let rd = safe_rd(query_param(session, "rd").as_deref());
+    let offered = ctx
+        .app
+        .and_then(|i| state.config.apps.get(i))
+        .is_some_and(|a| a.sources.iter().any(|s| s == slug));
+    let Some(rt) = state.sources.get(slug).filter(|_| offered) else {
+        return rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint).await;
+    };
+    let Some(endpoints) = rt.endpoints() else {
+        return rescue::respond(session, ctx, Rejection::SourceNotReady).await;
+    };
+    let redirect_uri = callback_url(&state.config.server.public_url, slug);
+    let started = flow::Fresh::generate().and_then(|fresh| {
+        flow::start(
+            &rt.config,
+            &endpoints,
+            &redirect_uri,
+            &rd,
+            false,
+            fresh,
+            now(),
+        )
+    });
+    let start = match started {
+        Ok(s) => s,
+        Err(FlowError::NotReady) => {
+            return rescue::respond(session, ctx, Rejection::SourceNotReady).await
+        }
+        Err(e) => return refuse(session, ctx, 500, e.to_string(), Vec::new()).await,
+    };
+    let sessions = &state.sessions;
+    let sealed = match sessions.sealer.seal(
+        &sessions.login_cookie_name,
+        Purpose::LoginState,
+        &start.state,
+    ) {
+        Ok(s) => s,
+        Err(e) => return refuse(session, ctx, 500, e.to_string(), Vec::new()).await,
+    };
+    let set = cookie::set_cookie(
+        &sessions.login_cookie_name,
+        &sealed,
+        flow::LOGIN_STATE_SECS as i64,
+        sessions.secure,
+        false,
+    );
+    ctx.span
+        .in_scope(|| tracing::info!(auth.source = slug, "sign-in started"));
+    let headers = [("location", start.url.to_string()), ("set-cookie", set)];
+    rescue::write(
+        session,
+        ctx,
+        302,
+        &headers,
+        "text/plain; charset=utf-8",
+        Bytes::new(),
+    )
+    .await
+}
+
+/// Reads a request body up to [`MAX_BODY`]; `None` when it is larger.
+async fn read_body(session: &mut Session) -> pingora::Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+async fn callback(
+    state: &Arc<State>,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    slug: &str,
+) -> pingora::Result<()> {
+    let sessions = state.sessions.clone();
+    // The login state is one-time: every answer from here clears it (SECURITY.md REJECT-LOGIN).
+    let clear_login = (
+        "set-cookie",
+        cookie::clear_cookie(&sessions.login_cookie_name, sessions.secure, false),
+    );
+    let post = method_is(session, &http::Method::POST);
+    let params = if post {
+        match read_body(session).await? {
+            Some(b) => String::from_utf8_lossy(&b).into_owned(),
+            None => {
+                return rescue::respond_with(session, ctx, Rejection::TooLarge, vec![clear_login])
+                    .await
+            }
+        }
+    } else {
+        session
+            .req_header()
+            .uri
+            .query()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let cb = Callback::parse(&params);
+    let login: Option<LoginState> = {
+        let headers = session.req_header().headers.get_all(http::header::COOKIE);
+        match cookie::find(
+            headers.iter().filter_map(|v| v.to_str().ok()),
+            &sessions.login_cookie_name,
+        ) {
+            Lookup::One(v) => sessions
+                .sealer
+                .open::<LoginState>(&sessions.login_cookie_name, Purpose::LoginState, v)
+                .ok()
+                .map(|o| o.value),
+            _ => None,
+        }
+    };
+    let Some(rt) = state.sources.get(slug) else {
+        return rescue::respond_with(
+            session,
+            ctx,
+            Rejection::UnknownAuthEndpoint,
+            vec![clear_login],
+        )
+        .await;
+    };
+    let endpoints = rt.endpoints();
+    let issuer = endpoints.as_ref().and_then(|e| e.issuer.clone());
+    let now = now();
+    let code = match flow::check_callback(&cb, login.as_ref(), slug, issuer.as_deref(), now) {
+        Ok(c) => c,
+        Err(e) => {
+            let status = if matches!(e, FlowError::Provider(_)) {
+                403
+            } else {
+                400
+            };
+            return refuse(session, ctx, status, e.to_string(), vec![clear_login]).await;
+        }
+    };
+    let Some(login) = login else {
+        return refuse(
+            session,
+            ctx,
+            400,
+            FlowError::NoLoginState.to_string(),
+            vec![clear_login],
+        )
+        .await;
+    };
+    // One-time: a second callback with the same state is a replay (OIDC-11).
+    if !sessions.consume_state(&login.state) {
+        return refuse(
+            session,
+            ctx,
+            400,
+            FlowError::NoLoginState.to_string(),
+            vec![clear_login],
+        )
+        .await;
+    }
+    let redirect_uri = callback_url(&state.config.server.public_url, slug);
+    let proven = match state
+        .sources
+        .finish(&rt, &code, &login, &redirect_uri, now)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            let status = match &e {
+                SourceError::IdToken(_) | SourceError::SubjectMismatch => 401,
+                SourceError::TokenRefused(_) => 400,
+                SourceError::NotReady => 503,
+                SourceError::Provider(_) | SourceError::Mapping(_) => 502,
+            };
+            ctx.span.in_scope(
+                || tracing::warn!(auth.source = slug, auth.error = %e, "sign-in refused"),
+            );
+            return refuse(session, ctx, status, e.to_string(), vec![clear_login]).await;
+        }
+    };
+    let host = ctx.host.clone().unwrap_or_default();
+    let record =
+        match sessions.new_record(slug, now, proven.id_token.clone(), proven.oidc_sid.clone()) {
+            Ok(r) => r,
+            Err(e) => return refuse(session, ctx, 500, e.to_string(), vec![clear_login]).await,
+        };
+    let store = sessions.store();
+    let identity = &proven.identity;
+    let outcome = match store
+        .user_by_connection(&identity.source, &identity.identifier)
+        .await
+    {
+        Ok(Some(user)) => store.sign_in(&user.id, identity, &record, now as i64).await,
+        Ok(None) if !rt.config.enroll => {
+            let msg = format!("New accounts cannot be created through {}.", rt.config.name);
+            return refuse(session, ctx, 403, msg, vec![clear_login]).await;
+        }
+        Ok(None) => match store.enroll(identity, &record, now as i64).await {
+            // Another replica enrolled the same identity a moment ago: sign in as that user.
+            Err(StoreError::AlreadyConnected) => match store
+                .user_by_connection(&identity.source, &identity.identifier)
+                .await
+            {
+                Ok(Some(user)) => store.sign_in(&user.id, identity, &record, now as i64).await,
+                Ok(None) => Err(StoreError::AlreadyConnected),
+                Err(e) => Err(e),
+            },
+            other => other,
+        },
+        Err(e) => Err(e),
+    };
+    let user = match outcome {
+        Ok(u) => u,
+        Err(StoreError::Disabled) => {
+            return refuse(
+                session,
+                ctx,
+                403,
+                "This account is disabled.".into(),
+                vec![clear_login],
+            )
+            .await;
+        }
+        Err(e) => {
+            ctx.span
+                .in_scope(|| tracing::error!(error = %e, "store failed during sign-in"));
+            return refuse(
+                session,
+                ctx,
+                503,
+                "The user directory is unavailable; try again.".into(),
+                vec![clear_login],
+            )
+            .await;
+        }
+    };
+    let set = match sessions.cookie_for(&record, &user, &host, now) {
+        Ok(s) => s,
+        Err(e) => return refuse(session, ctx, 500, e.to_string(), vec![clear_login]).await,
+    };
+    ctx.span
+        .in_scope(|| tracing::info!(auth.source = slug, user = %user.username, "signed in"));
+    // A redirect answering a POST uses 303 so the browser follows with GET (PRX-27).
+    let status = if post { 303 } else { 302 };
+    let headers = [
+        ("location", login.rd.clone()),
+        clear_login,
+        ("set-cookie", set),
+    ];
+    rescue::write(
+        session,
+        ctx,
+        status,
+        &headers,
+        "text/plain; charset=utf-8",
+        Bytes::new(),
+    )
+    .await
+}
+
+async fn refuse(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    status: u16,
+    reason: String,
+    extra: Vec<(&'static str, String)>,
+) -> pingora::Result<()> {
+    rescue::respond_with(
+        session,
+        ctx,
+        Rejection::SignInRefused { status, reason },
+        extra,
+    )
+    .await
+}
+
+async fn sign_out(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
+    let rd = safe_rd(query_param(session, "rd").as_deref());
+    let sessions = state.sessions.clone();
+    let host = ctx.host.clone().unwrap_or_default();
+    let claims = {
+        let headers = session.req_header().headers.get_all(http::header::COOKIE);
+        sessions.read(headers.iter().filter_map(|v| v.to_str().ok()), &host, now())
+    };
+    let mut location = rd.clone();
+    if let Some((c, _)) = claims {
+        let record = sessions.record(&c.sid).await;
+        sessions.revoke(&c.sid).await;
+        // RP-initiated logout: the provider ends its own session too.
+        if let Some(r) = record {
+            let rt = state.sources.get(&r.source);
+            if let (Some(rt), Some(end)) = (
+                rt.as_ref(),
+                rt.as_ref()
+                    .and_then(|rt| rt.endpoints())
+                    .and_then(|e| e.end_session.clone()),
+            ) {
+                let mut url = end;
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(t) = &r.id_token {
+                        q.append_pair("id_token_hint", t);
+                    }
+                    if let Some(id) = &rt.config.consumer_key {
+                        q.append_pair("client_id", id);
+                    }
+                    let back = format!(
+                        "{}{rd}",
+                        state
+                            .config
+                            .server
+                            .public_url
+                            .origin()
+                            .ascii_serialization()
+                    );
+                    q.append_pair("post_logout_redirect_uri", &back);
+                }
+                location = url.to_string();
+            }
+        }
+    }
+    let status = if method_is(session, &http::Method::POST) {
+        303
+    } else {
+        302
+    };
+    let headers = [("location", location), ("set-cookie", sessions.clear())];
+    rescue::write(
+        session,
+        ctx,
+        status,
+        &headers,
+        "text/plain; charset=utf-8",
+        Bytes::new(),
+    )
+    .await
+}
+
+/// The original request a forward-auth call is about: from `X-Original-URL`
+/// or `X-Forwarded-Host`/`-Uri`, believed only from trusted proxies. `None`
+/// path: the caller did not (or may not) say which path it asks about.
+fn forwarded_target(
+    state: &State,
+    session: &Session,
+    ctx: &Ctx,
+) -> (Option<String>, Option<String>) {
+    let req = session.req_header();
+    let trusted = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .is_some_and(|a| state.config.server.is_trusted_proxy(a.ip()));
+    let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+    if trusted {
+        if let Some(u) = header("x-original-url").and_then(|u| url::Url::parse(u).ok()) {
+            return (
+                u.host_str().map(str::to_ascii_lowercase),
+                Some(u.path().to_string()),
+            );
+        }
+        if let Some(h) = header("x-forwarded-host") {
+            let path = header("x-forwarded-uri").unwrap_or("/");
+            let path = path.split('?').next().unwrap_or("/").to_string();
+            return (crate::routing::request_host(None, Some(h)), Some(path));
+        }
+    }
+    (ctx.host.clone(), None)
+}
+
+async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
+    let (host, path) = forwarded_target(state, session, ctx);
+    // A public path of the app asked about needs no identity.
+    if let Some(path) = &path {
+        let app = state.router.route(host.as_deref(), path);
+        if let Some(a) = app.and_then(|i| state.config.apps.get(i)) {
+            if super::framing::check_path(path).is_ok()
+                && a.public_paths
+                    .iter()
+                    .any(|p| crate::config::path_has_prefix(path, p))
+            {
+                return rescue::write(
+                    session,
+                    ctx,
+                    200,
+                    &[],
+                    "text/plain; charset=utf-8",
+                    Bytes::new(),
+                )
+                .await;
+            }
+        }
+    }
+    let principal = match &host {
+        Some(h) => super::authenticate(state, session, ctx, h).await,
+        None => None,
+    };
+    match principal {
+        Some(p) => {
+            ctx.outcome = Some(Outcome::Authenticated);
+            let headers = p.headers(true);
+            rescue::write(
+                session,
+                ctx,
+                200,
+                &headers,
+                "text/plain; charset=utf-8",
+                Bytes::new(),
+            )
+            .await
+        }
+        None => {
+            let json = serde_json::json!({"error": "unauthorized", "error_description": "no valid session or token"});
+            let headers = [(
+                "www-authenticate",
+                "Bearer realm=\"portcullis\"".to_string(),
+            )];
+            ctx.outcome = Some(Outcome::Unauthorized);
+            rescue::write(
+                session,
+                ctx,
+                401,
+                &headers,
+                "application/json",
+                Bytes::from(json.to_string()),
+            )
+            .await
+        }
+    }
+}
+
+async fn userinfo(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
+    let host = ctx.host.clone().unwrap_or_default();
+    match super::authenticate(state, session, ctx, &host).await {
+        Some(p) => {
+            let body = serde_json::to_vec(&*p).unwrap_or_default();
+            rescue::write(
+                session,
+                ctx,
+                200,
+                &[],
+                "application/json",
+                Bytes::from(body),
+            )
+            .await
+        }
+        None => rescue::respond(session, ctx, Rejection::Unauthenticated { rd: "/".into() }).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_paths_map_to_endpoints() {
+        assert_eq!(classify("/_auth/sign_in"), AuthRoute::SignIn);
+        assert_eq!(
+            classify("/_auth/login/corp"),
+            AuthRoute::Login("corp".into())
+        );
+        assert_eq!(
+            classify("/_auth/callback/corp-2"),
+            AuthRoute::Callback("corp-2".into())
+        );
+        assert_eq!(classify("/_auth/login/Corp"), AuthRoute::Unknown);
+        assert_eq!(classify("/_auth/login/"), AuthRoute::Unknown);
+        assert_eq!(classify("/_auth/login/a/b"), AuthRoute::Unknown);
+        assert_eq!(classify("/_auth/nope"), AuthRoute::Unknown);
     }
 }

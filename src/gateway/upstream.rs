@@ -59,6 +59,60 @@ pub fn strip_client_headers(req: &mut RequestHeader) {
     }
 }
 
+/// Removes the gateway's own cookies from `Cookie` so they never reach the upstream.
+pub fn strip_gateway_cookies(req: &mut RequestHeader, names: &[&str]) -> pingora::Result<()> {
+    let values: Vec<String> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    if values.is_empty() || !values.iter().any(|v| names.iter().any(|n| v.contains(n))) {
+        return Ok(());
+    }
+    req.remove_header(&http::header::COOKIE);
+    for v in values {
+        if let Some(kept) = crate::session::cookie::without(&v, names) {
+            req.append_header(http::header::COOKIE, kept)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes `Set-Cookie` headers of the upstream that would overwrite a gateway cookie.
+pub fn drop_gateway_set_cookies(
+    resp: &mut pingora::http::ResponseHeader,
+    names: &[&str],
+) -> pingora::Result<()> {
+    let owned = |v: &http::HeaderValue| {
+        v.to_str()
+            .ok()
+            .and_then(|s| s.split_once('='))
+            .is_some_and(|(n, _)| names.contains(&n.trim()))
+    };
+    if !resp
+        .headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .any(owned)
+    {
+        return Ok(());
+    }
+    let kept: Vec<http::HeaderValue> = resp
+        .headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter(|v| !owned(v))
+        .cloned()
+        .collect();
+    resp.remove_header(&http::header::SET_COOKIE);
+    for v in kept {
+        resp.append_header(http::header::SET_COOKIE, v)?;
+    }
+    Ok(())
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host`: kept and extended only when the peer is
 /// a trusted proxy, replaced otherwise (PRX-05).
 pub fn set_forwarding_headers(

@@ -31,7 +31,8 @@ fn problems_with_env(body: &str, env: Vec<(&str, &str)>) -> String {
 
 #[test]
 fn unknown_key_is_named_with_file_and_env() {
-    let msg = problems(&format!("{}\n[store]\nurll = \"x\"\n{APP}", base_config()));
+    let body = base_config().replace("url = ", "urll = \"x\"\nurl = ");
+    let msg = problems(&format!("{body}{APP}"));
     assert!(msg.contains("store.urll: unknown key"), "{msg}");
     assert!(
         msg.contains("set it in FILE or PORTCULLIS_STORE__URLL"),

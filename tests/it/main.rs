@@ -13,3 +13,4 @@ mod support;
 mod binary;
 mod config;
 mod proxy;
+mod signin;

@@ -159,6 +159,9 @@ shutdown_timeout = "2s"
 
 [session]
 secrets = ["{SECRET}"]
+
+[store]
+url = "sqlite::memory:"
 "#
     )
 }
@@ -171,10 +174,24 @@ pub struct Gateway {
     _config: ConfigFile,
 }
 
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Gateway {
     /// Starts the gateway with `base_config()` followed by `rest`.
     pub fn start(rest: &str) -> Gateway {
-        let file = config_file(&format!("{}{rest}", base_config()));
+        Self::start_full(&format!("{}{rest}", base_config()))
+    }
+
+    /// Starts the gateway with exactly this config.
+    pub fn start_full(body: &str) -> Gateway {
+        let file = config_file(body);
         let config = portcullis::config::load_with_env(&file.path, Vec::new())
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let running = portcullis::app::spawn(config).unwrap();

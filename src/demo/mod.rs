@@ -1,0 +1,83 @@
+//! In-process demo parts: an OpenID provider that misbehaves on demand and an
+//! echo app. `portcullis serve --dev` runs them behind the gateway; the
+//! integration tests drive the provider's [`Faults`] and read its call counters.
+
+pub mod echo;
+pub mod provider;
+
+pub use echo::EchoApp;
+pub use provider::{
+    DemoClient, DemoUser, Endpoint, Faults, KidFault, NonceFault, Provider, ProviderConfig,
+    SignAlg, TokenRequestSeen,
+};
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Serves HTTP/1.1 on `listener` until the returned sender says stop (or is
+/// dropped): one task per connection, every open connection closed on stop.
+pub(crate) fn spawn_server<H, Fut>(listener: TcpListener, handler: H) -> watch::Sender<bool>
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(accept_loop(listener, stop_rx, handler));
+    stop_tx
+}
+
+async fn accept_loop<H, Fut>(listener: TcpListener, mut stop: watch::Receiver<bool>, handler: H)
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            () = stopped(&mut stop) => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "demo server: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let handler = handler.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler(req).await) }
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                served = conn => {
+                    if let Err(error) = served {
+                        tracing::debug!(%error, "demo server: connection ended with an error");
+                    }
+                }
+                () = stopped(&mut stop) => {}
+            }
+        });
+    }
+}
+
+/// Resolves once stop was requested or the owner is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender was dropped: that is a stop too.
+    let _ = stop.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,7 @@
+//! The user directory: local users, their source connections and groups,
+//! and the session records that make sessions revocable.
+
+pub mod store;
+mod types;
+
+pub use types::{Connection, Identity, NewSession, SessionRecord, User};

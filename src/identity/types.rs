@@ -1,0 +1,171 @@
+//! The identity vocabulary: local users, what a source proved at sign-in, the
+//! links between them, and the session records the store keeps.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A local user: enrolled through a source, refreshed on every sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Random 128-bit id, base64url without padding; never reused.
+    pub id: String,
+    /// Unique (case-insensitively) local username; `X-Forwarded-User`.
+    pub username: String,
+    /// Email as the source last reported it.
+    pub email: Option<String>,
+    /// Display name as the source last reported it.
+    pub name: Option<String>,
+    /// Group names from every connected source, sorted, without duplicates.
+    pub groups: Vec<String>,
+    /// A disabled user cannot sign in and its sessions are revoked.
+    pub disabled: bool,
+    /// Enrollment time, unix seconds.
+    pub created_at: i64,
+}
+
+/// What a source proved at sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Slug of the source that proved it.
+    pub source: String,
+    /// The source's stable id for the person (OIDC `sub`, a provider user id).
+    pub identifier: String,
+    /// Preferred username, if the source gives one.
+    pub username: Option<String>,
+    /// Email, if the source gives one.
+    pub email: Option<String>,
+    /// Whether the source vouches for the email (or the source is trusted for it).
+    pub email_verified: bool,
+    /// Display name, if the source gives one.
+    pub name: Option<String>,
+    /// Groups the source says the person is in now.
+    pub groups: Vec<String>,
+}
+
+/// A link from a source identity to a local user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// The local user.
+    pub user_id: String,
+    /// Slug of the source.
+    pub source: String,
+    /// The source's id for the person.
+    pub identifier: String,
+    /// When the link was made, unix seconds.
+    pub created_at: i64,
+}
+
+/// A session to write together with a sign-in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewSession {
+    /// Random session id (the cookie carries it, sealed).
+    pub id: String,
+    /// Slug of the source signed in with.
+    pub source: String,
+    /// Absolute expiry, unix seconds.
+    pub expires_at: i64,
+    /// The provider's `sid`, for back-channel logout.
+    pub oidc_sid: Option<String>,
+    /// The ID token, for RP-initiated logout's `id_token_hint`.
+    pub id_token: Option<String>,
+}
+
+/// A stored session.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Session id.
+    pub id: String,
+    /// The signed-in user.
+    pub user_id: String,
+    /// Slug of the source signed in with.
+    pub source: String,
+    /// Creation time, unix seconds.
+    pub created_at: i64,
+    /// Absolute expiry, unix seconds.
+    pub expires_at: i64,
+    /// Revoked by sign-out, `users disable`, unlink or back-channel logout.
+    pub revoked: bool,
+    /// The provider's `sid`, for back-channel logout.
+    pub oidc_sid: Option<String>,
+    /// The ID token, for RP-initiated logout's `id_token_hint`.
+    pub id_token: Option<String>,
+}
+
+impl SessionRecord {
+    /// Whether the session still grants access at `now` (the user's own state aside).
+    pub fn is_live(&self, now: i64) -> bool {
+        !self.revoked && self.expires_at > now
+    }
+}
+
+/// How an ID token shows in logs: whether there is one, never its text.
+fn redacted(token: &Option<String>) -> &'static str {
+    match token {
+        Some(_) => "Some(<redacted>)",
+        None => "None",
+    }
+}
+
+impl fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewSession")
+            .field("id", &self.id)
+            .field("source", &self.source)
+            .field("expires_at", &self.expires_at)
+            .field("oidc_sid", &self.oidc_sid)
+            .field("id_token", &format_args!("{}", redacted(&self.id_token)))
+            .finish()
+    }
+}
+
+impl fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("source", &self.source)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("revoked", &self.revoked)
+            .field("oidc_sid", &self.oidc_sid)
+            .field("id_token", &format_args!("{}", redacted(&self.id_token)))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_debug_never_shows_the_id_token() {
+        let s = NewSession {
+            id: "sid".into(),
+            source: "corp".into(),
+            expires_at: 10,
+            oidc_sid: None,
+            id_token: Some("eyJhbGciOi.secret.sig".into()),
+        };
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn a_revoked_or_expired_session_is_not_live() {
+        let r = SessionRecord {
+            id: "s".into(),
+            user_id: "u".into(),
+            source: "corp".into(),
+            created_at: 0,
+            expires_at: 100,
+            revoked: false,
+            oidc_sid: None,
+            id_token: None,
+        };
+        assert!(r.is_live(99));
+        assert!(!r.is_live(100));
+        assert!(!SessionRecord { revoked: true, ..r }.is_live(0));
+    }
+}

@@ -1,0 +1,41 @@
+//! Sessions: what the sealed cookies carry, and how they are sealed (`cookie`).
+//! `cookie` is pure (the time is a parameter); `service` reads and writes the store.
+
+pub mod cookie;
+pub mod service;
+
+use serde::{Deserialize, Serialize};
+
+/// The session cookie's sealed payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// Session id: the key of the session record in the store (random, 128 bits, base64url).
+    pub sid: String,
+    /// The local user's id.
+    pub uid: String,
+    /// The host the session was issued for; a session presented on another host is ignored (SES-18).
+    pub host: String,
+    /// Issued at, unix seconds.
+    pub iat: u64,
+    /// Absolute expiry, unix seconds.
+    pub exp: u64,
+}
+
+/// The login-state cookie's sealed payload: one sign-in attempt in one browser.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginState {
+    /// Slug of the source the flow was started with.
+    pub source: String,
+    /// The `state` sent to the provider.
+    pub state: String,
+    /// The OIDC `nonce` sent to the provider, if any.
+    pub nonce: Option<String>,
+    /// The PKCE code verifier, if PKCE is used.
+    pub pkce_verifier: Option<String>,
+    /// Where to return after signing in (already validated).
+    pub rd: String,
+    /// Whether this flow links a new identity to the signed-in user.
+    pub link: bool,
+    /// Expiry, unix seconds (10 minutes after start).
+    pub exp: u64,
+}

@@ -1,0 +1,214 @@
+//! Sessions at run time: read the sealed cookie, resolve it to a principal
+//! through a per-replica cache (the store only on a miss), create and revoke.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::identity::store::UserStore;
+use crate::identity::{NewSession, SessionRecord, User};
+use crate::principal::Principal;
+use crate::session::cookie::{self, Lookup, Purpose, Sealer};
+use crate::session::SessionClaims;
+
+/// Most sessions held in one replica's cache.
+pub const CACHE_ENTRIES: u64 = 100_000;
+
+/// Session handling for one gateway.
+pub struct Sessions {
+    /// Seals and opens every gateway cookie.
+    pub sealer: Sealer,
+    store: Arc<dyn UserStore>,
+    /// sid -> the principal, or `None` for a session that is revoked, expired or of a disabled user.
+    cache: moka::sync::Cache<String, Option<Arc<Principal>>>,
+    /// Session cookie name (with `__Host-` on https).
+    pub cookie_name: String,
+    /// Login-state cookie name.
+    pub login_cookie_name: String,
+    /// Whether cookies are `Secure` (public URL is https).
+    pub secure: bool,
+    lifetime: Duration,
+    /// `state` values already consumed on this replica, so a replayed callback
+    /// (same login cookie, same state) is refused even before the provider sees the code.
+    used_states: moka::sync::Cache<String, ()>,
+}
+
+impl Sessions {
+    /// Builds the session service.
+    pub fn new(
+        sealer: Sealer,
+        store: Arc<dyn UserStore>,
+        base_name: &str,
+        secure: bool,
+        lifetime: Duration,
+        cache_ttl: Duration,
+    ) -> Self {
+        Sessions {
+            sealer,
+            store,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(CACHE_ENTRIES)
+                .time_to_live(cache_ttl)
+                .build(),
+            cookie_name: cookie::cookie_name(base_name, secure),
+            login_cookie_name: cookie::login_cookie_name(base_name, secure),
+            secure,
+            lifetime,
+            used_states: moka::sync::Cache::builder()
+                .max_capacity(CACHE_ENTRIES)
+                .time_to_live(Duration::from_secs(crate::source::flow::LOGIN_STATE_SECS))
+                .build(),
+        }
+    }
+
+    /// Marks a login `state` as consumed; `false` when it already was (a replay).
+    pub fn consume_state(&self, state: &str) -> bool {
+        let entry = self.used_states.entry(state.to_string()).or_insert(());
+        entry.is_fresh()
+    }
+
+    /// The store behind the sessions.
+    pub fn store(&self) -> &Arc<dyn UserStore> {
+        &self.store
+    }
+
+    /// The session claims in the request's cookies, if exactly one valid,
+    /// unexpired session cookie for this host is present. Any doubt is "no session".
+    /// The flag says the cookie was sealed with an older secret and should be re-sealed.
+    pub fn read<'a>(
+        &self,
+        cookie_headers: impl Iterator<Item = &'a str>,
+        host: &str,
+        now: u64,
+    ) -> Option<(SessionClaims, bool)> {
+        let Lookup::One(value) = cookie::find(cookie_headers, &self.cookie_name) else {
+            return None;
+        };
+        let opened = self
+            .sealer
+            .open::<SessionClaims>(&self.cookie_name, Purpose::Session, value)
+            .ok()?;
+        let c = opened.value;
+        (c.host == host && !cookie::is_expired(c.exp, now)).then_some((c, opened.stale_key))
+    }
+
+    /// `Set-Cookie` carrying the same session sealed with the current secret (SES-05).
+    pub fn reseal(&self, claims: &SessionClaims, now: u64) -> Option<String> {
+        let sealed = self
+            .sealer
+            .seal(&self.cookie_name, Purpose::Session, claims)
+            .ok()?;
+        let max_age = claims.exp.saturating_sub(now) as i64;
+        Some(cookie::set_cookie(
+            &self.cookie_name,
+            &sealed,
+            max_age,
+            self.secure,
+            false,
+        ))
+    }
+
+    /// The principal of a session: from the cache, else from the store once.
+    pub async fn principal(&self, claims: &SessionClaims, now: u64) -> Option<Arc<Principal>> {
+        if let Some(hit) = self.cache.get(&claims.sid) {
+            return hit;
+        }
+        let resolved = match self.store.session(&claims.sid).await {
+            Ok(Some((record, user))) => {
+                usable(&record, &user, claims, now).then(|| Arc::new(principal_of(&record, &user)))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                // Not cached: a store hiccup must not lock a person out for the whole TTL.
+                tracing::warn!(error = %e, "session lookup failed");
+                return None;
+            }
+        };
+        self.cache.insert(claims.sid.clone(), resolved.clone());
+        resolved
+    }
+
+    /// A new session record for `source`, to be written with the sign-in.
+    pub fn new_record(
+        &self,
+        source: &str,
+        now: u64,
+        id_token: Option<String>,
+        oidc_sid: Option<String>,
+    ) -> Result<NewSession, crate::source::flow::FlowError> {
+        Ok(NewSession {
+            id: crate::source::flow::random_token()?,
+            source: source.to_string(),
+            expires_at: (now + self.lifetime.as_secs()) as i64,
+            oidc_sid,
+            id_token,
+        })
+    }
+
+    /// The `Set-Cookie` value for a session just written to the store.
+    pub fn cookie_for(
+        &self,
+        record: &NewSession,
+        user: &User,
+        host: &str,
+        now: u64,
+    ) -> Result<String, cookie::SessionError> {
+        let claims = SessionClaims {
+            sid: record.id.clone(),
+            uid: user.id.clone(),
+            host: host.to_string(),
+            iat: now,
+            exp: now + self.lifetime.as_secs(),
+        };
+        let sealed = self
+            .sealer
+            .seal(&self.cookie_name, Purpose::Session, &claims)?;
+        Ok(cookie::set_cookie(
+            &self.cookie_name,
+            &sealed,
+            self.lifetime.as_secs() as i64,
+            self.secure,
+            false,
+        ))
+    }
+
+    /// Revokes a session in the store and in this replica's cache.
+    pub async fn revoke(&self, sid: &str) {
+        if let Err(e) = self.store.revoke_session(sid).await {
+            tracing::warn!(error = %e, "session revocation failed");
+        }
+        self.cache.insert(sid.to_string(), None);
+    }
+
+    /// The session record itself (for sign-out: its source and ID token).
+    pub async fn record(&self, sid: &str) -> Option<SessionRecord> {
+        self.store.session(sid).await.ok().flatten().map(|(r, _)| r)
+    }
+
+    /// `Set-Cookie` that removes the session cookie.
+    pub fn clear(&self) -> String {
+        cookie::clear_cookie(&self.cookie_name, self.secure, false)
+    }
+}
+
+/// Whether a stored session still grants access.
+fn usable(record: &SessionRecord, user: &User, claims: &SessionClaims, now: u64) -> bool {
+    !record.revoked
+        && !user.disabled
+        && record.expires_at > now as i64
+        && record.user_id == claims.uid
+        && user.id == claims.uid
+}
+
+/// The principal of a signed-in person.
+pub fn principal_of(record: &SessionRecord, user: &User) -> Principal {
+    Principal {
+        user: user.username.clone(),
+        user_id: Some(user.id.clone()),
+        email: user.email.clone(),
+        name: user.name.clone(),
+        groups: user.groups.clone(),
+        preferred_username: Some(user.username.clone()),
+        source: record.source.clone(),
+        kind: "session",
+    }
+}

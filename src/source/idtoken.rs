@@ -1,0 +1,298 @@
+//! ID token validation (OpenID Connect Core §3.1.3.7), pure: the signature
+//! against this issuer's keys with the algorithm the key allows, then every
+//! claim checked against the flow's expectations and the given time.
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+use crate::jwks::KeySet;
+
+/// Clock leeway for `exp` and `iat` (SECURITY.md: 60 s).
+pub const LEEWAY_SECS: u64 = 60;
+/// Largest ID token accepted.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// What the ID token must say.
+#[derive(Debug, Clone)]
+pub struct Expect<'a> {
+    /// Exact `iss`.
+    pub issuer: &'a str,
+    /// The client id: the only accepted audience.
+    pub client_id: &'a str,
+    /// The client secret, for HS256/384/512 ID tokens (only if allowed).
+    pub client_secret: Option<&'a str>,
+    /// The nonce bound to this browser's flow.
+    pub nonce: Option<&'a str>,
+    /// Algorithms allowed for this provider (never `none`).
+    pub algorithms: &'a [Algorithm],
+    /// Now, unix seconds.
+    pub now: u64,
+    /// Oldest acceptable `iat`, in seconds before now.
+    pub max_age_secs: u64,
+}
+
+/// Why an ID token is refused. Each ends the sign-in with a refusal page.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdTokenError {
+    /// Not a compact JWS, too large, or an unreadable header.
+    #[error("the ID token is malformed")]
+    Malformed,
+    /// `alg: none` or an algorithm this provider may not use.
+    #[error("the ID token's algorithm `{0}` is not allowed")]
+    Algorithm(String),
+    /// The header carries `crit` extensions we do not understand (RFC 7515 §4.1.11).
+    #[error("the ID token has critical header extensions")]
+    Critical,
+    /// No key of this issuer fits the token's `kid`/`alg`: the caller may refetch the JWKS once.
+    #[error("no key of the provider matches the ID token")]
+    UnknownKey,
+    /// No candidate key verified the signature.
+    #[error("the ID token's signature is invalid")]
+    Signature,
+    /// `iss` is not exactly the provider's issuer.
+    #[error("the ID token was issued by someone else")]
+    Issuer,
+    /// `aud` is missing, does not contain the client id, or contains others.
+    #[error("the ID token is not (only) for this client")]
+    Audience,
+    /// `azp` is present and not the client id.
+    #[error("the ID token's authorized party is not this client")]
+    AuthorizedParty,
+    /// `exp` missing or passed.
+    #[error("the ID token has expired")]
+    Expired,
+    /// `iat` missing, in the future, or too old.
+    #[error("the ID token's issue time is missing or out of range")]
+    IssuedAt,
+    /// `nonce` missing or not this flow's.
+    #[error("the ID token's nonce does not match this sign-in")]
+    Nonce,
+    /// `sub` missing, not a string, empty or over 255 characters.
+    #[error("the ID token has no valid subject")]
+    Subject,
+}
+
+/// The algorithm and `kid` of a token, read without trusting it; refuses `none` and `crit`.
+pub fn peek(token: &str) -> Result<(Algorithm, Option<String>), IdTokenError> {
+    if token.len() > MAX_TOKEN_BYTES || token.split('.').count() != 3 {
+        return Err(IdTokenError::Malformed);
+    }
+    let head_b64 = token.split('.').next().ok_or(IdTokenError::Malformed)?;
+    let head_json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head_b64)
+        .map_err(|_| IdTokenError::Malformed)?;
+    let head: Value = serde_json::from_slice(&head_json).map_err(|_| IdTokenError::Malformed)?;
+    let alg = head
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(IdTokenError::Malformed)?;
+    if head.get("crit").is_some() {
+        return Err(IdTokenError::Critical);
+    }
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|_| IdTokenError::Algorithm(alg.to_string()))?;
+    Ok((header.alg, header.kid))
+}
+
+/// Verifies the signature and every claim; returns the claims.
+pub fn validate(token: &str, keys: &KeySet, e: &Expect<'_>) -> Result<Value, IdTokenError> {
+    let (alg, kid) = peek(token)?;
+    if !e.algorithms.contains(&alg) {
+        return Err(IdTokenError::Algorithm(format!("{alg:?}")));
+    }
+    let mut validation = Validation::new(alg);
+    // Every claim is checked below against `e.now`, so the check is pure and uses our leeway.
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let claims = match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            let secret = e
+                .client_secret
+                .ok_or(IdTokenError::Algorithm(format!("{alg:?}")))?;
+            let key = DecodingKey::from_secret(secret.as_bytes());
+            jsonwebtoken::decode::<Value>(token, &key, &validation)
+                .map_err(|_| IdTokenError::Signature)?
+                .claims
+        }
+        _ => {
+            let candidates = keys.candidates(kid.as_deref(), alg);
+            if candidates.is_empty() {
+                return Err(IdTokenError::UnknownKey);
+            }
+            // Without a kid, every key of this issuer that allows the algorithm is tried (OIDC-17).
+            candidates
+                .iter()
+                .find_map(|k| jsonwebtoken::decode::<Value>(token, &k.key, &validation).ok())
+                .ok_or(IdTokenError::Signature)?
+                .claims
+        }
+    };
+    check_claims(&claims, e)?;
+    Ok(claims)
+}
+
+/// The claim checks of OIDC Core §3.1.3.7 steps 2–5 and 9–11, and §2 for `sub`.
+pub fn check_claims(c: &Value, e: &Expect<'_>) -> Result<(), IdTokenError> {
+    if c.get("iss").and_then(Value::as_str) != Some(e.issuer) {
+        return Err(IdTokenError::Issuer);
+    }
+    let aud_ok = match c.get("aud") {
+        Some(Value::String(a)) => a == e.client_id,
+        Some(Value::Array(items)) => {
+            !items.is_empty() && items.iter().all(|a| a.as_str() == Some(e.client_id))
+        }
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(IdTokenError::Audience);
+    }
+    if let Some(azp) = c.get("azp") {
+        if azp.as_str() != Some(e.client_id) {
+            return Err(IdTokenError::AuthorizedParty);
+        }
+    }
+    let exp = c
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(IdTokenError::Expired)?;
+    if e.now > exp.saturating_add(LEEWAY_SECS) {
+        return Err(IdTokenError::Expired);
+    }
+    let iat = c
+        .get("iat")
+        .and_then(Value::as_u64)
+        .ok_or(IdTokenError::IssuedAt)?;
+    if iat > e.now.saturating_add(LEEWAY_SECS) || e.now.saturating_sub(iat) > e.max_age_secs {
+        return Err(IdTokenError::IssuedAt);
+    }
+    if let Some(expected) = e.nonce {
+        if c.get("nonce").and_then(Value::as_str) != Some(expected) {
+            return Err(IdTokenError::Nonce);
+        }
+    }
+    match c.get("sub").and_then(Value::as_str) {
+        Some(s) if !s.is_empty() && s.len() <= 255 => Ok(()),
+        _ => Err(IdTokenError::Subject),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn expect(now: u64) -> Expect<'static> {
+        Expect {
+            issuer: "https://idp.example",
+            client_id: "portcullis",
+            client_secret: Some("s3cret-s3cret-s3cret-s3cret-s3cret"),
+            nonce: Some("n-1"),
+            algorithms: &[Algorithm::RS256, Algorithm::HS256],
+            now,
+            max_age_secs: 900,
+        }
+    }
+
+    fn good(now: u64) -> Value {
+        json!({"iss": "https://idp.example", "aud": "portcullis", "sub": "u1", "exp": now + 300, "iat": now, "nonce": "n-1"})
+    }
+
+    fn with(mut v: Value, key: &str, val: Value) -> Value {
+        if val.is_null() {
+            v.as_object_mut().unwrap().remove(key);
+        } else {
+            v[key] = val;
+        }
+        v
+    }
+
+    #[test]
+    fn each_claim_rule_refuses_its_case() {
+        let now = 1_700_000_000;
+        let e = expect(now);
+        assert_eq!(check_claims(&good(now), &e), Ok(()));
+        let cases = [
+            ("iss", json!("https://idp.example/"), IdTokenError::Issuer), // OIDC-03
+            ("iss", Value::Null, IdTokenError::Issuer),                   // OIDC-02
+            ("aud", json!("other"), IdTokenError::Audience),              // OIDC-05
+            ("aud", Value::Null, IdTokenError::Audience),                 // OIDC-05
+            ("aud", json!(["portcullis", "evil"]), IdTokenError::Audience), // OIDC-06
+            ("azp", json!("evil"), IdTokenError::AuthorizedParty),        // OIDC-06
+            ("exp", Value::Null, IdTokenError::Expired),                  // OIDC-08
+            ("exp", json!(now - 301), IdTokenError::Expired),             // OIDC-08
+            ("iat", Value::Null, IdTokenError::IssuedAt),                 // OIDC-07
+            ("iat", json!(now - 7 * 86400), IdTokenError::IssuedAt),      // OIDC-09
+            ("iat", json!(now + 120), IdTokenError::IssuedAt),            // OIDC-09
+            ("nonce", json!("n-2"), IdTokenError::Nonce),                 // OIDC-10
+            ("nonce", Value::Null, IdTokenError::Nonce),                  // OIDC-10
+            ("sub", Value::Null, IdTokenError::Subject),                  // OIDC-04
+            ("sub", json!(42), IdTokenError::Subject),                    // OIDC-04
+            ("sub", json!("x".repeat(256)), IdTokenError::Subject),       // OIDC-04
+        ];
+        for (key, val, want) in cases {
+            let c = with(good(now), key, val.clone());
+            assert_eq!(check_claims(&c, &e), Err(want), "{key} = {val}");
+        }
+        // Within the leeway: accepted (OIDC-08), and an aud array of only us (OIDC-06).
+        assert_eq!(
+            check_claims(&with(good(now), "exp", json!(now - 55)), &e),
+            Ok(())
+        );
+        assert_eq!(
+            check_claims(&with(good(now), "aud", json!(["portcullis"])), &e),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn oidc15_alg_none_and_crit_are_refused_before_any_key_is_used() {
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let body = b64(&good(1_700_000_000));
+        let none = format!("{}.{body}.", b64(&json!({"alg": "none"})));
+        assert!(matches!(peek(&none), Err(IdTokenError::Algorithm(_))));
+        let crit = format!(
+            "{}.{body}.c2ln",
+            b64(&json!({"alg": "RS256", "crit": ["exp"], "exp": 1}))
+        );
+        assert_eq!(peek(&crit), Err(IdTokenError::Critical));
+        assert_eq!(peek("a.b"), Err(IdTokenError::Malformed));
+        assert_eq!(
+            peek(&"a".repeat(MAX_TOKEN_BYTES + 1)),
+            Err(IdTokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn oidc13_hs256_verifies_with_the_client_secret_and_rejects_a_flipped_byte() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let e = expect(now);
+        let key = jsonwebtoken::EncodingKey::from_secret(e.client_secret.unwrap().as_bytes());
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &good(now),
+            &key,
+        )
+        .unwrap();
+        let keys = KeySet::default();
+        assert!(validate(&token, &keys, &e).is_ok());
+        let mut bad = token.clone().into_bytes();
+        let last = bad.len() - 2;
+        bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            validate(&String::from_utf8(bad).unwrap(), &keys, &e),
+            Err(IdTokenError::Signature)
+        );
+        // Not allowed for this provider: refused whatever the signature.
+        let e2 = Expect {
+            algorithms: &[Algorithm::RS256],
+            ..e
+        };
+        assert!(matches!(
+            validate(&token, &keys, &e2),
+            Err(IdTokenError::Algorithm(_))
+        ));
+    }
+}

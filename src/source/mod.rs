@@ -1,0 +1,430 @@
+//! Sources: the identity providers people sign in through. The flow itself is
+//! pure (`flow`, `idtoken`, `claims`); this module is the thin adapter that
+//! makes the HTTP calls (discovery, token, JWKS, profile) in between.
+
+pub mod claims;
+pub mod flow;
+pub mod idtoken;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde_json::Value;
+use url::Url;
+
+use crate::admin::Readiness;
+use crate::config::{Config, Source, SourceKind, TokenAuthMethod};
+use crate::discovery::{self, DiscoveryError, Endpoints};
+use crate::identity::Identity;
+use crate::jwks::{JwksCache, JwksError};
+use crate::outbound::{FetchError, Http, MAX_RESPONSE_BYTES};
+use crate::session::LoginState;
+
+/// How old an ID token's `iat` may be when it arrives.
+pub const ID_TOKEN_MAX_AGE_SECS: u64 = 15 * 60;
+
+/// Why a sign-in through a source failed after the callback was accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The provider could not be reached or answered garbage: try again later (502).
+    #[error("the provider did not answer properly: {0}")]
+    Provider(String),
+    /// The token endpoint refused the code (expired, replayed, bad client): start again.
+    #[error("the provider refused the authorization code ({0})")]
+    TokenRefused(String),
+    /// The ID token failed validation: nothing from it is used (401).
+    #[error("{0}")]
+    IdToken(#[from] idtoken::IdTokenError),
+    /// The profile's `sub` differs from the ID token's (OIDC-20).
+    #[error("the provider's profile is for another subject than its ID token")]
+    SubjectMismatch,
+    /// The profile could not be mapped to an identity.
+    #[error("{0}")]
+    Mapping(#[from] claims::MapError),
+    /// The source is not ready (discovery pending): retry later (503).
+    #[error("the provider is not ready yet")]
+    NotReady,
+}
+
+impl From<FetchError> for SourceError {
+    fn from(e: FetchError) -> Self {
+        SourceError::Provider(e.to_string())
+    }
+}
+
+impl From<JwksError> for SourceError {
+    fn from(e: JwksError) -> Self {
+        SourceError::Provider(e.to_string())
+    }
+}
+
+/// What a successful callback proves.
+#[derive(Debug, Clone)]
+pub struct Proven {
+    /// The identity at the source.
+    pub identity: Identity,
+    /// The raw ID token, for `id_token_hint` at logout.
+    pub id_token: Option<String>,
+    /// The provider's session id (`sid`), for back-channel logout.
+    pub oidc_sid: Option<String>,
+}
+
+/// One source at run time.
+pub struct Runtime {
+    /// Its config.
+    pub config: Source,
+    endpoints: RwLock<Option<Arc<Endpoints>>>,
+}
+
+impl Runtime {
+    /// Its endpoints, once known.
+    pub fn endpoints(&self) -> Option<Arc<Endpoints>> {
+        self.endpoints.read().ok().and_then(|e| e.clone())
+    }
+
+    fn set_endpoints(&self, e: Endpoints) {
+        if let Ok(mut cur) = self.endpoints.write() {
+            *cur = Some(Arc::new(e));
+        }
+    }
+}
+
+/// Every source, with the shared HTTP client and key sets.
+pub struct Sources {
+    http: Http,
+    /// Key sets per source.
+    pub jwks: JwksCache,
+    by_slug: HashMap<String, Arc<Runtime>>,
+    readiness: Arc<Readiness>,
+}
+
+/// What loading the sources found, for `check` and the start-up log.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Sources whose discovery failed now and will be retried: (slug, reason).
+    pub pending: Vec<(String, String)>,
+    /// Hand-set URLs that replaced discovered ones: (slug, key, discovered, configured).
+    pub overridden: Vec<(String, &'static str, String, String)>,
+    /// Each source's effective endpoints.
+    pub endpoints: Vec<(String, Endpoints)>,
+}
+
+/// A source refused at load: its discovery document names another issuer.
+#[derive(Debug, thiserror::Error)]
+#[error("source[{slug}].oidc_well_known_url: {error}")]
+pub struct LoadError {
+    /// The source.
+    pub slug: String,
+    /// Why.
+    pub error: DiscoveryError,
+}
+
+impl Sources {
+    /// Runs discovery for every source that has a well-known URL. A provider
+    /// that is down leaves its source not ready (retried later); one whose
+    /// document names another issuer is refused.
+    pub async fn load(
+        config: &Config,
+        http: Http,
+        readiness: Arc<Readiness>,
+    ) -> Result<(Sources, LoadReport), LoadError> {
+        let mut report = LoadReport::default();
+        let mut by_slug = HashMap::new();
+        for s in &config.sources {
+            let rt = Arc::new(Runtime {
+                config: s.clone(),
+                endpoints: RwLock::new(None),
+            });
+            match &s.oidc_well_known_url {
+                None => {
+                    let e = discovery::resolve(s, None).map_err(|error| LoadError {
+                        slug: s.slug.clone(),
+                        error,
+                    })?;
+                    report.endpoints.push((s.slug.clone(), e.clone()));
+                    rt.set_endpoints(e);
+                    readiness.set(&s.slug, true);
+                }
+                Some(wk) => match discovery::fetch(&http, wk).await {
+                    Ok(doc) => {
+                        let e = discovery::resolve(s, Some(&doc)).map_err(|error| LoadError {
+                            slug: s.slug.clone(),
+                            error,
+                        })?;
+                        for (key, d, c) in &e.overridden {
+                            report
+                                .overridden
+                                .push((s.slug.clone(), key, d.clone(), c.clone()));
+                        }
+                        report.endpoints.push((s.slug.clone(), e.clone()));
+                        rt.set_endpoints(e);
+                        readiness.set(&s.slug, true);
+                    }
+                    Err(
+                        error @ (DiscoveryError::IssuerMismatch { .. }
+                        | DiscoveryError::BadField { .. }),
+                    ) => {
+                        return Err(LoadError {
+                            slug: s.slug.clone(),
+                            error,
+                        });
+                    }
+                    Err(e) => {
+                        readiness.set(&s.slug, false);
+                        report.pending.push((s.slug.clone(), e.to_string()));
+                    }
+                },
+            }
+            by_slug.insert(s.slug.clone(), rt);
+        }
+        let jwks = JwksCache::new(http.clone(), &config.sources);
+        Ok((
+            Sources {
+                http,
+                jwks,
+                by_slug,
+                readiness,
+            },
+            report,
+        ))
+    }
+
+    /// The source with this slug.
+    pub fn get(&self, slug: &str) -> Option<Arc<Runtime>> {
+        self.by_slug.get(slug).cloned()
+    }
+
+    /// Retries discovery of not-ready sources with backoff (1 s doubling to 60 s)
+    /// until each succeeds; returns when all are ready.
+    pub async fn retry_discovery(&self) {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            let pending: Vec<Arc<Runtime>> = self
+                .by_slug
+                .values()
+                .filter(|r| r.endpoints().is_none())
+                .cloned()
+                .collect();
+            if pending.is_empty() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            for rt in pending {
+                let Some(wk) = &rt.config.oidc_well_known_url else {
+                    continue;
+                };
+                match discovery::fetch(&self.http, wk)
+                    .await
+                    .and_then(|doc| discovery::resolve(&rt.config, Some(&doc)))
+                {
+                    Ok(e) => {
+                        tracing::info!(source = %rt.config.slug, "discovery succeeded; source ready");
+                        rt.set_endpoints(e);
+                        self.readiness.set(&rt.config.slug, true);
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %rt.config.slug, error = %e, retry_in = ?delay, "discovery failed")
+                    }
+                }
+            }
+            delay = (delay * 2).min(Duration::from_secs(60));
+        }
+    }
+
+    /// Finishes a sign-in: exchanges the code, validates the ID token (no
+    /// further call after an invalid one), fetches the profile, maps it.
+    pub async fn finish(
+        &self,
+        rt: &Runtime,
+        code: &str,
+        login: &LoginState,
+        redirect_uri: &str,
+        now: u64,
+    ) -> Result<Proven, SourceError> {
+        let src = &rt.config;
+        let endpoints = rt.endpoints().ok_or(SourceError::NotReady)?;
+        let token_url = endpoints.token.as_ref().ok_or(SourceError::NotReady)?;
+        let client_id = src.consumer_key.as_deref().unwrap_or_default();
+        let secret = src
+            .consumer_secret
+            .as_ref()
+            .map(|s| s.expose().as_str())
+            .unwrap_or_default();
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+        ];
+        if let Some(v) = &login.pkce_verifier {
+            form.push(("code_verifier", v));
+        }
+        let basic = match src.token_auth_method {
+            TokenAuthMethod::ClientSecretBasic => Some((client_id, secret)),
+            TokenAuthMethod::ClientSecretPost => {
+                form.push(("client_id", client_id));
+                form.push(("client_secret", secret));
+                None
+            }
+        };
+        let resp = self
+            .http
+            .post_form(token_url, &form, basic, MAX_RESPONSE_BYTES)
+            .await?;
+        let body = resp.json().unwrap_or(Value::Null);
+        if resp.status != 200 {
+            let err = body
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no error code");
+            return Err(SourceError::TokenRefused(format!(
+                "HTTP {}, {}",
+                resp.status,
+                sanitize(err)
+            )));
+        }
+        let access_token = body
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                SourceError::Provider("the token response has no access_token".into())
+            })?;
+
+        let oidc = src.kind == SourceKind::OpenIdConnect;
+        let (id_claims, id_token) = if oidc {
+            let raw = body
+                .get("id_token")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    SourceError::Provider("the token response has no id_token".into())
+                })?;
+            let claims = self
+                .validate_id_token(src, &endpoints, raw, login.nonce.as_deref(), now)
+                .await?;
+            (Some(claims), Some(raw.to_string()))
+        } else {
+            (None, None)
+        };
+
+        let profile = match &endpoints.profile {
+            Some(url) => {
+                let resp = self
+                    .http
+                    .get(url, Some(access_token), MAX_RESPONSE_BYTES)
+                    .await?;
+                match (resp.status, resp.json()) {
+                    (200, Some(v @ Value::Object(_))) => v,
+                    (status, _) => {
+                        return Err(SourceError::Provider(format!(
+                            "the profile endpoint answered {status}"
+                        )))
+                    }
+                }
+            }
+            None => Value::Object(Default::default()),
+        };
+        if let Some(claims) = &id_claims {
+            // OIDC Core §5.3.2: userinfo must be about the ID token's subject.
+            if profile.get("sub").is_some() && profile.get("sub") != claims.get("sub") {
+                return Err(SourceError::SubjectMismatch);
+            }
+            if endpoints.profile.is_some() && profile.get("sub").is_none() {
+                return Err(SourceError::SubjectMismatch);
+            }
+        }
+        let mapped = claims::map(&src.claims, &profile, id_claims.as_ref())?;
+        let oidc_sid = id_claims
+            .as_ref()
+            .and_then(|c| c.get("sid"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Ok(Proven {
+            identity: Identity {
+                source: src.slug.clone(),
+                identifier: mapped.identifier,
+                username: mapped.username,
+                email: mapped.email,
+                email_verified: mapped.email_verified || src.trust_email,
+                name: mapped.name,
+                groups: mapped.groups,
+            },
+            id_token,
+            oidc_sid,
+        })
+    }
+
+    async fn validate_id_token(
+        &self,
+        src: &Source,
+        endpoints: &Endpoints,
+        raw: &str,
+        nonce: Option<&str>,
+        now: u64,
+    ) -> Result<Value, SourceError> {
+        let issuer = endpoints.issuer.as_deref().ok_or(SourceError::NotReady)?;
+        let (alg, kid) = idtoken::peek(raw)?;
+        let algorithms = id_token_algorithms(&endpoints.id_token_algs);
+        let expect = idtoken::Expect {
+            issuer,
+            client_id: src.consumer_key.as_deref().unwrap_or_default(),
+            client_secret: src.consumer_secret.as_ref().map(|s| s.expose().as_str()),
+            nonce,
+            algorithms: &algorithms,
+            now,
+            max_age_secs: ID_TOKEN_MAX_AGE_SECS,
+        };
+        let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+        let keys = if hmac {
+            Arc::new(crate::jwks::KeySet::default())
+        } else {
+            self.jwks
+                .keys_for(&src.slug, endpoints.jwks.as_ref(), kid.as_deref())
+                .await?
+        };
+        match idtoken::validate(raw, &keys, &expect) {
+            // No key fits a kid-less token: the provider may have rotated; one refetch (OIDC-18).
+            Err(idtoken::IdTokenError::UnknownKey) if !hmac => {
+                let keys = self
+                    .jwks
+                    .refetch(&src.slug, endpoints.jwks.as_ref(), Some(&keys))
+                    .await?;
+                Ok(idtoken::validate(raw, &keys, &expect)?)
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+/// The algorithms a provider's ID tokens may use: what its discovery document
+/// lists (never `none`), else the asymmetric ones.
+pub fn id_token_algorithms(listed: &[String]) -> Vec<Algorithm> {
+    let parsed: Vec<Algorithm> = listed
+        .iter()
+        .filter_map(|a| a.parse::<Algorithm>().ok())
+        .collect();
+    if parsed.is_empty() {
+        let mut all = jsonwebtoken::AlgorithmFamily::Rsa.algorithms().to_vec();
+        all.extend_from_slice(jsonwebtoken::AlgorithmFamily::Ec.algorithms());
+        all.extend_from_slice(jsonwebtoken::AlgorithmFamily::Ed.algorithms());
+        all
+    } else {
+        parsed
+    }
+}
+
+/// Provider-sent text, cut to printable ASCII for logs and pages.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(80)
+        .collect()
+}
+
+/// The callback URL of a source: `{public_url}/_auth/callback/{slug}`.
+pub fn callback_url(public_url: &Url, slug: &str) -> String {
+    format!(
+        "{}/_auth/callback/{slug}",
+        public_url.origin().ascii_serialization()
+    )
+}

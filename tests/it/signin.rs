@@ -1,0 +1,558 @@
+//! People signing in through an OpenID Connect source: the whole flow through
+//! the gateway against the in-process provider, and every way the provider
+//! can misbehave (SECURITY.md section 1), each asserting no session, no user
+//! written, and no provider call after the failure point.
+
+use std::time::Duration;
+
+use portcullis::demo::{Endpoint, Faults, KidFault, NonceFault, Provider, SignAlg};
+use serde_json::json;
+
+use crate::support::{client, free_port, Gateway, Upstream, SECRET};
+
+/// The provider, the gateway in front of an echo upstream, and a cookie jar.
+pub struct Setup {
+    pub provider: Provider,
+    pub gw: Gateway,
+    pub upstream: Upstream,
+    pub db: String,
+    pub jar: Jar,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// A minimal cookie jar: name -> value, honouring `Max-Age=0`.
+#[derive(Default, Clone, Debug)]
+pub struct Jar(pub Vec<(String, String)>);
+
+impl Jar {
+    pub fn absorb(&mut self, resp: &reqwest::Response) {
+        for v in resp.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            self.0.retain(|(n, _)| n != name);
+            if !attrs.to_ascii_lowercase().contains("max-age=0") {
+                self.0.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+    pub fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn session_cookies_set(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .filter(|v| v.starts_with("portcullis=") && !v.contains("Max-Age=0"))
+        .collect()
+}
+
+impl Setup {
+    pub async fn start() -> Setup {
+        Self::start_with("", |_| {}).await
+    }
+
+    /// `source_extra` is appended to the `[[source]]` table.
+    pub async fn start_with(source_extra: &str, faults: impl FnOnce(&mut Faults)) -> Setup {
+        let port = free_port();
+        let public = format!("http://127.0.0.1:{port}");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg =
+            portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"));
+        let client_id = cfg.clients[0].client_id.clone();
+        let secret = cfg.clients[0].client_secret.clone();
+        let provider = portcullis::demo::provider::start(listener, cfg).await;
+        provider.set_faults(|f| {
+            f.auto_approve_as = Some("alice".into());
+            faults(f);
+        });
+        let upstream = Upstream::start("app").await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}/portcullis.db", dir.path().display());
+        let gw = Gateway::start_full(&format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
+public_url = "{public}"
+threads = 1
+shutdown_timeout = "2s"
+
+[session]
+secrets = ["{SECRET}"]
+
+[store]
+url = "{db}"
+
+[[source]]
+slug = "demo"
+name = "Demo IdP"
+type = "openidconnect"
+consumer_key = "{client_id}"
+consumer_secret = "{secret}"
+oidc_well_known_url = "{wk}"
+{source_extra}
+
+[[app]]
+name = "app"
+upstream = "{up}"
+public_paths = ["/public"]
+"#,
+            wk = provider.well_known_url(),
+            up = upstream.url(),
+        ));
+        Setup {
+            provider,
+            gw,
+            upstream,
+            db,
+            jar: Jar::default(),
+            client: client(),
+            _dir: dir,
+        }
+    }
+
+    pub async fn get(&mut self, url: &str) -> reqwest::Response {
+        let resp = self
+            .client
+            .get(url)
+            .header("accept", "text/html")
+            .header("cookie", self.jar.header())
+            .send()
+            .await
+            .unwrap();
+        self.jar.absorb(&resp);
+        resp
+    }
+
+    /// Login start → provider (auto-approve) → callback; returns the callback's response.
+    pub async fn sign_in(&mut self) -> reqwest::Response {
+        let start = self
+            .get(&self.gw.url("/_auth/login/demo?rd=/private%3Fx%3D1"))
+            .await;
+        assert_eq!(start.status(), 302, "login start");
+        let authorize = start.headers()["location"].to_str().unwrap().to_string();
+        assert!(
+            authorize.starts_with(&self.provider.issuer()),
+            "{authorize}"
+        );
+        let back = self.get(&authorize).await;
+        assert_eq!(back.status(), 302, "provider authorize");
+        let callback = back.headers()["location"].to_str().unwrap().to_string();
+        self.get(&callback).await
+    }
+
+    pub async fn users(&self) -> u64 {
+        let store = portcullis::identity::store::open(&self.db).await.unwrap();
+        store.counts().await.unwrap().users
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc01_full_sign_in_enrolls_and_the_app_sees_identity_headers() {
+    let mut s = Setup::start().await;
+    // A browser is sent to the sign-in page, which offers the source.
+    let r = s.get(&s.gw.url("/private?x=1")).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()["location"],
+        "/_auth/sign_in?rd=/private%3Fx%3D1"
+    );
+    let page = s
+        .get(&s.gw.url("/_auth/sign_in?rd=/private%3Fx%3D1"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Sign in with Demo IdP"), "{page}");
+    assert!(
+        page.contains("/_auth/login/demo?rd=%2Fprivate%3Fx%3D1"),
+        "{page}"
+    );
+
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(r.headers()["location"], "/private?x=1");
+    let set = session_cookies_set(&r);
+    assert_eq!(set.len(), 1);
+    assert!(
+        set[0].contains("HttpOnly") && set[0].contains("SameSite=Lax") && set[0].contains("Path=/"),
+        "{}",
+        set[0]
+    );
+    assert_eq!(s.users().await, 1);
+    // PKCE S256, nonce and state were sent; the token request used client_secret_basic.
+    let q = s.provider.last_authorize_query().unwrap();
+    assert_eq!(
+        q.get("code_challenge_method").map(String::as_str),
+        Some("S256")
+    );
+    assert!(q.contains_key("nonce") && q.contains_key("state"));
+    assert!(s.provider.last_token_request().unwrap().basic_auth);
+
+    // Cookie-only requests now reach the app with the identity, and spoofed headers are replaced.
+    let r = s
+        .client
+        .get(s.gw.url("/private?x=1"))
+        .header("cookie", format!("{}; other=1", s.jar.header()))
+        .header("x-forwarded-user", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = s.upstream.requests();
+    let last = seen.last().unwrap();
+    assert_eq!(last.header("x-forwarded-user"), Some("alice"));
+    assert_eq!(last.header("x-forwarded-email"), Some("alice@example.com"));
+    assert_eq!(last.header("x-forwarded-groups"), Some("admins,staff"));
+    assert_eq!(last.header("x-forwarded-preferred-username"), Some("alice"));
+    assert_eq!(
+        last.header("cookie"),
+        Some("other=1"),
+        "the session cookie reached the upstream"
+    );
+
+    // userinfo and forward auth answer for the same session.
+    let info: serde_json::Value = s
+        .client
+        .get(s.gw.url("/_auth/userinfo"))
+        .header("cookie", s.jar.header())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["user"], "alice");
+    assert_eq!(info["groups"], json!(["admins", "staff"]));
+    let r = s
+        .client
+        .get(s.gw.url("/_auth/check"))
+        .header("cookie", s.jar.header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-auth-request-user"], "alice");
+
+    // Signing in again reuses the user (authenticate an existing connection).
+    s.jar.0.clear();
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(s.users().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_out_revokes_the_session_and_logs_out_at_the_provider() {
+    let mut s = Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let cookie = s.jar.header();
+    let r = s.get(&s.gw.url("/_auth/sign_out?rd=/bye")).await;
+    assert_eq!(r.status(), 302);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        loc.starts_with(&format!("{}/end_session", s.provider.issuer())),
+        "{loc}"
+    );
+    assert!(loc.contains("id_token_hint="), "{loc}");
+    assert!(loc.contains("post_logout_redirect_uri="), "{loc}");
+    assert!(
+        s.jar.get("portcullis").is_none(),
+        "the cookie was not cleared"
+    );
+    // SES-07: the old cookie, replayed, no longer works.
+    let r = s
+        .client
+        .get(s.gw.url("/private"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+/// Runs one sign-in against a misbehaving provider and checks the refusal.
+async fn refused(faults: impl FnOnce(&mut Faults), status: u16, userinfo_calls: usize) {
+    let mut s = Setup::start_with("", faults).await;
+    let r = s.sign_in().await;
+    let code = r.status().as_u16();
+    assert!(session_cookies_set(&r).is_empty(), "a session was set");
+    let cleared = r.headers().get_all("set-cookie").iter().any(|v| {
+        let v = v.to_str().unwrap();
+        v.starts_with("portcullis_login=") && v.contains("Max-Age=0")
+    });
+    let body = r.text().await.unwrap();
+    assert_eq!(code, status, "{body}");
+    assert!(cleared, "the login state was not cleared");
+    assert_eq!(s.users().await, 0, "a user was written");
+    assert_eq!(
+        s.provider.calls(Endpoint::Userinfo),
+        userinfo_calls,
+        "userinfo calls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc12_bad_signatures_are_refused() {
+    refused(|f| f.bad_signature = true, 401, 0).await;
+    refused(
+        |f| {
+            f.alg = SignAlg::ES256;
+            f.bad_signature = true;
+        },
+        401,
+        0,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc15_alg_none_is_refused() {
+    refused(|f| f.alg = SignAlg::None, 401, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc02_oidc05_oidc06_issuer_and_audience_faults_are_refused() {
+    refused(|f| f.iss = Some("https://evil.example".into()), 401, 0).await;
+    refused(|f| f.aud = Some(json!("someone-else")), 401, 0).await;
+    refused(|f| f.aud = Some(serde_json::Value::Null), 401, 0).await;
+    refused(
+        |f| f.aud = Some(json!(["portcullis-demo", "untrusted"])),
+        401,
+        0,
+    )
+    .await;
+    refused(|f| f.azp = Some(Some("someone-else".into())), 401, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc07_oidc08_oidc10_time_and_nonce_faults_are_refused() {
+    refused(|f| f.omit_iat = true, 401, 0).await;
+    refused(|f| f.exp_offset_secs = -3600, 401, 0).await;
+    refused(|f| f.nonce = NonceFault::Omit, 401, 0).await;
+    refused(|f| f.nonce = NonceFault::Wrong, 401, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc20_userinfo_for_another_subject_is_refused() {
+    refused(|f| f.userinfo_sub = Some("mallory".into()), 401, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_error_access_denied_is_refused_before_any_token_call() {
+    let mut s = Setup::start_with("", |f| f.authorize_error = Some("access_denied".into())).await;
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 403);
+    assert!(session_cookies_set(&r).is_empty());
+    assert!(r.text().await.unwrap().contains("access_denied"));
+    assert_eq!(s.provider.calls(Endpoint::Token), 0);
+    assert_eq!(s.users().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc13_oidc16_oidc17_oidc19_valid_variants_are_accepted() {
+    for faults in [
+        Faults {
+            alg: SignAlg::ES256,
+            ..Faults::default()
+        },
+        Faults {
+            alg: SignAlg::HS256,
+            ..Faults::default()
+        },
+        Faults {
+            kid: KidFault::Omit,
+            ..Faults::default()
+        },
+        Faults {
+            kid: KidFault::Omit,
+            jwks_extra_keys: 2,
+            ..Faults::default()
+        },
+        Faults {
+            jwks_unparseable_key: true,
+            ..Faults::default()
+        },
+    ] {
+        let label = format!("{faults:?}");
+        let mut s = Setup::start_with("", move |f| {
+            *f = Faults {
+                auto_approve_as: f.auto_approve_as.clone(),
+                ..faults
+            };
+        })
+        .await;
+        let r = s.sign_in().await;
+        let status = r.status();
+        assert_eq!(
+            status,
+            302,
+            "{label}: {}",
+            r.text().await.unwrap_or_default()
+        );
+        assert_eq!(s.users().await, 1, "{label}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc18_key_rotation_is_accepted_after_one_refetch() {
+    let mut s = Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let jwks_before = s.provider.calls(Endpoint::Jwks);
+    s.provider.set_faults(|f| f.rotate_signing_key = true);
+    s.jar.0.clear();
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(s.provider.calls(Endpoint::Jwks), jwks_before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_missing_mismatched_or_replayed_is_refused() {
+    let mut s = Setup::start().await;
+    let start = s.get(&s.gw.url("/_auth/login/demo")).await;
+    let authorize = start.headers()["location"].to_str().unwrap().to_string();
+    let back = s.get(&authorize).await;
+    let callback = back.headers()["location"].to_str().unwrap().to_string();
+    let login_cookie = s.jar.header();
+    // Mismatched state.
+    let forged = regex_replace_state(&callback, "forged");
+    let r = s
+        .client
+        .get(&forged)
+        .header("cookie", &login_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(session_cookies_set(&r).is_empty());
+    // No login cookie at all (CSRF: the flow was not started in this browser).
+    let r = s.client.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // The real one succeeds once...
+    let r = s
+        .client
+        .get(&callback)
+        .header("cookie", &login_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    // ...and its replay with the same cookie is refused (OIDC-11).
+    let r = s
+        .client
+        .get(&callback)
+        .header("cookie", &login_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(session_cookies_set(&r).is_empty());
+    assert_eq!(s.users().await, 1);
+}
+
+fn regex_replace_state(url: &str, state: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "state" {
+                state.to_string()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    u.query_pairs_mut().clear().extend_pairs(pairs);
+    u.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enrollment_can_be_closed() {
+    let mut s = Setup::start_with("enroll = false", |_| {}).await;
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("cannot be created"));
+    assert_eq!(s.users().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_secret_post_is_used_when_configured() {
+    let mut s = Setup::start_with("token_auth_method = \"client_secret_post\"", |_| {}).await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let t = s.provider.last_token_request().unwrap();
+    assert!(!t.basic_auth);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_down_at_start_then_recovers() {
+    let mut s = Setup::start_with("", |f| f.down = true).await;
+    let r = s
+        .client
+        .get(s.gw.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("demo"));
+    let r = s.get(&s.gw.url("/_auth/login/demo")).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    s.provider.set_faults(|f| f.down = false);
+    let mut ready = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if s.client
+            .get(s.gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready, "the source never became ready");
+    assert_eq!(s.sign_in().await.status(), 302);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_issuer_mismatch_refuses_the_source_at_load() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let provider = portcullis::demo::provider::start(
+        listener,
+        portcullis::demo::ProviderConfig::example("http://127.0.0.1:1/cb"),
+    )
+    .await;
+    provider.set_faults(|f| f.discovery_issuer = Some("https://elsewhere.example".into()));
+    let file = crate::support::config_file(&format!(
+        "{}\n[[source]]\nslug = \"demo\"\ntype = \"openidconnect\"\nconsumer_key = \"c\"\nconsumer_secret = \"s\"\noidc_well_known_url = \"{}\"\n[[app]]\nname = \"a\"\nupstream = \"http://127.0.0.1:1\"\n",
+        crate::support::base_config(),
+        provider.well_known_url()
+    ));
+    let config = portcullis::config::load_with_env(&file.path, Vec::new()).unwrap();
+    let err = portcullis::app::spawn(config)
+        .err()
+        .expect("the gateway started");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("source[demo].oidc_well_known_url") && msg.contains("elsewhere.example"),
+        "{msg}"
+    );
+}
