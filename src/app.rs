@@ -226,6 +226,83 @@ pub fn serve(config: Config, before_exit: Box<dyn FnOnce() + Send>) -> Result<()
     Ok(())
 }
 
+/// `serve --dev`: a demo OpenID provider and an echo app on loopback, the
+/// gateway in front of the echo app, a temporary SQLite store and a random
+/// secret. Blocks like [`serve`].
+pub fn serve_dev(port: u16, before_exit: Box<dyn FnOnce() + Send>) -> Result<(), StartError> {
+    let demo_rt = background_runtime()?;
+    let listen = concrete(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    let public = format!("http://{listen}");
+    let provider_cfg =
+        crate::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"));
+    let client = provider_cfg
+        .clients
+        .first()
+        .cloned()
+        .ok_or_else(|| StartError::Io("demo provider has no client".into()))?;
+    let (provider, echo) = demo_rt
+        .block_on(async {
+            let p = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let e = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            Ok::<_, std::io::Error>((
+                crate::demo::provider::start(p, provider_cfg).await,
+                crate::demo::echo::start(e).await,
+            ))
+        })
+        .map_err(|e| StartError::Io(e.to_string()))?;
+    let dir = std::env::temp_dir().join(format!("portcullis-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| StartError::Io(e.to_string()))?;
+    let secret = {
+        use base64::Engine as _;
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| StartError::Io("no random source".into()))?;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let toml = format!(
+        r#"[server]
+listen = "{listen}"
+public_url = "{public}"
+[session]
+secrets = ["{secret}"]
+[store]
+url = "sqlite://{db}"
+[[source]]
+slug = "demo"
+name = "the demo provider"
+type = "openidconnect"
+consumer_key = "{id}"
+consumer_secret = "{client_secret}"
+oidc_well_known_url = "{wk}"
+scopes = ["openid", "email", "profile", "groups"]
+[[app]]
+name = "echo"
+upstream = "http://{echo}"
+"#,
+        db = dir.join("portcullis.db").display(),
+        id = client.client_id,
+        client_secret = client.client_secret,
+        wk = provider.well_known_url(),
+        echo = echo.addr,
+    );
+    let file = dir.join("portcullis.toml");
+    std::fs::write(&file, toml).map_err(|e| StartError::Io(e.to_string()))?;
+    let config = crate::config::load_with_env(&file, Vec::<(String, String)>::new())
+        .map_err(|e| StartError::Io(e.to_string()))?;
+    let warning = "DEMO MODE: a built-in provider that signs anyone in, a random secret and a throw-away store. NOT FOR PRODUCTION.";
+    eprintln!("\n!!! {warning}\n");
+    tracing::warn!("{warning}");
+    println!(
+        "portcullis demo: open {public}/ in a browser (provider {}, echo app http://{})",
+        provider.issuer(),
+        echo.addr
+    );
+    let result = serve(config, before_exit);
+    // The provider and the echo app live until the gateway stops.
+    drop((provider, echo));
+    drop(demo_rt);
+    result
+}
+
 /// pingora waits its whole grace period before stopping, busy or not; this
 /// ends the process as soon as no request is left in flight after a signal.
 fn watch_drain(

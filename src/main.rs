@@ -31,8 +31,14 @@ enum Command {
     /// Run the gateway.
     Serve {
         /// Config file (default: $PORTCULLIS_CONFIG, else config/portcullis.toml).
-        #[arg(long, short)]
+        #[arg(long, short, conflicts_with = "dev")]
         config: Option<PathBuf>,
+        /// Demo mode, no config: a built-in provider and echo app on loopback. Not for production.
+        #[arg(long)]
+        dev: bool,
+        /// Port of the gateway in demo mode (0: any free port).
+        #[arg(long, default_value_t = 8080, requires = "dev")]
+        port: u16,
     },
     /// Validate the config and print it resolved, secrets redacted.
     Check {
@@ -72,7 +78,23 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config } => {
+        Command::Serve {
+            dev: true, port, ..
+        } => {
+            let flush = move || {
+                if let Ok(mut g) = log_guard.lock() {
+                    g.take();
+                }
+            };
+            match portcullis::app::serve_dev(port, Box::new(flush)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis: {:#}", anyhow::Error::from(e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Serve { config, .. } => {
             let path = config.unwrap_or_else(config::default_path);
             let c = match config::load(&path) {
                 Ok(c) => c,
