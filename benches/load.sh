@@ -188,7 +188,7 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 ' "$1"
 }
 
-read -r PORT_U PORT_N PORT_P PORT_A PORT_B <<<"$(free_ports 5)" || die "could not pick free ports"
+read -r PORT_U PORT_N PORT_P PORT_A PORT_B PORT_S <<<"$(free_ports 6)" || die "could not pick free ports"
 [[ -n "${PORT_A:-}" ]] || die "could not pick free ports"
 
 # ---------------------------------------------------------------- servers
@@ -381,6 +381,55 @@ EOF
     else
         log "no pingora baseline at $BARE_BIN (cargo build --release --example bare_proxy); row skipped"
     fi
+
+    # e. portcullis in demo mode in front of the same upstream, every path
+    #    protected: a signed-in session (cookie, cache hit) is measured.
+    SESS_LOG="$PC_DIR/session.log"
+    (cd "$PC_DIR" && exec env "${unset_args[@]}" "$BIN" serve --dev --port "$PORT_S" --upstream "http://127.0.0.1:$PORT_U") >"$SESS_LOG" 2>&1 &
+    PIDS+=("$!")
+    SESS_PID="$!"
+    SESS_URL="http://127.0.0.1:$PORT_S/"
+    deadline=$((SECONDS + READY_TIMEOUT_S))
+    until curl -s -o /dev/null "${SESS_URL}_auth/sign_in"; do
+        kill -0 "$SESS_PID" 2>/dev/null || { tail -n 20 "$SESS_LOG" >&2; die "portcullis --dev exited"; }
+        ((SECONDS < deadline)) || die "portcullis --dev did not answer within ${READY_TIMEOUT_S}s"
+        sleep 0.2
+    done
+    # Sign in as alice through the demo provider's form, as a browser would.
+    SESSION_COOKIE="$(python3 - "$SESS_URL" <<'PY'
+import html.parser, sys, urllib.parse, urllib.request
+base = sys.argv[1].rstrip("/")
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **k):
+        return None
+opener = urllib.request.build_opener(NoRedirect)
+def call(url, data=None, cookie=""):
+    req = urllib.request.Request(url, data=data, headers={"Cookie": cookie} if cookie else {})
+    try:
+        r = opener.open(req, timeout=10)
+    except urllib.error.HTTPError as e:
+        r = e
+    return r.status, r.headers, r.read().decode("utf-8", "replace")
+def cookies(headers):
+    return "; ".join(v.split(";")[0] for v in headers.get_all("Set-Cookie") or [])
+_, h, _ = call(base + "/_auth/login/demo?rd=/")
+login_cookie, authorize = cookies(h), h["Location"]
+_, _, page = call(authorize)
+class Form(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__(); self.fields = {}
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "input" and a.get("type") == "hidden":
+            self.fields[a["name"]] = a.get("value", "")
+f = Form(); f.feed(page); f.fields["user"] = "alice"
+p = urllib.parse.urlsplit(authorize)
+_, h, _ = call(f"{p.scheme}://{p.netloc}/authorize", urllib.parse.urlencode(f.fields).encode())
+_, h, _ = call(h["Location"], cookie=login_cookie)
+print(next(c for c in cookies(h).split("; ") if c.startswith("portcullis=")))
+PY
+)" || die "could not sign in to portcullis --dev (log: $SESS_LOG)"
+    log "signed in to portcullis --dev; session cookie obtained"
 fi
 
 # ---------------------------------------------------------------- measuring
@@ -478,6 +527,7 @@ measure nginx-proxy "$NX_URL"
 if [[ "$SKIP_PORTCULLIS" != "1" ]]; then
     [[ -z "${BARE_URL:-}" ]] || measure pingora-bare "$BARE_URL"
     measure portcullis-public "$PC_URL"
+    measure portcullis-session "$SESS_URL" -H "Cookie: $SESSION_COOKIE"
 fi
 
 # ---------------------------------------------------------------- report
@@ -535,6 +585,10 @@ p99_ratio="$(ratio "$pc_p99" "$nx_p99")"
 echo "portcullis-public / nginx-proxy:"
 printf '  throughput ratio %6s   (target >= %s)  %s\n' "${rps_ratio:-n/a}" "$TARGET_RPS_RATIO" "$(verdict '>=' "$rps_ratio" "$TARGET_RPS_RATIO")"
 printf '  p99 ratio        %6s   (target <= %s)  %s\n' "${p99_ratio:-n/a}" "$TARGET_P99_RATIO" "$(verdict '<=' "$p99_ratio" "$TARGET_P99_RATIO")"
+ss_rps="${RPS[portcullis-session]:-}"
+ss_ratio="$(ratio "$ss_rps" "$nx_rps")"
+echo "portcullis-session (signed-in, cache hit) / nginx-proxy:"
+printf '  throughput ratio %6s   (target >= 0.85)  %s\n' "${ss_ratio:-n/a}" "$(verdict '>=' "$ss_ratio" "0.85")"
 if [[ -n "${RPS[pingora-bare]:-}" ]]; then
     echo "portcullis-public / pingora-bare (the framework's own ceiling):"
     printf '  throughput ratio %6s\n' "$(ratio "$pc_rps" "${RPS[pingora-bare]}")"

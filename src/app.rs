@@ -229,7 +229,7 @@ pub fn serve(config: Config, before_exit: Box<dyn FnOnce() + Send>) -> Result<()
 /// `serve --dev`: a demo OpenID provider and an echo app on loopback, the
 /// gateway in front of the echo app, a temporary SQLite store and a random
 /// secret. Blocks like [`serve`].
-pub fn serve_dev(port: u16, before_exit: Box<dyn FnOnce() + Send>) -> Result<(), StartError> {
+pub fn serve_dev(port: u16, upstream: Option<String>, before_exit: Box<dyn FnOnce() + Send>) -> Result<(), StartError> {
     let demo_rt = background_runtime()?;
     let listen = concrete(SocketAddr::from(([127, 0, 0, 1], port)))?;
     let public = format!("http://{listen}");
@@ -275,14 +275,14 @@ consumer_secret = "{client_secret}"
 oidc_well_known_url = "{wk}"
 scopes = ["openid", "email", "profile", "groups"]
 [[app]]
-name = "echo"
-upstream = "http://{echo}"
+name = "demo"
+upstream = "{upstream}"
 "#,
+        upstream = upstream.unwrap_or_else(|| format!("http://{}", echo.addr)),
         db = dir.join("portcullis.db").display(),
         id = client.client_id,
         client_secret = client.client_secret,
         wk = provider.well_known_url(),
-        echo = echo.addr,
     );
     let file = dir.join("portcullis.toml");
     std::fs::write(&file, toml).map_err(|e| StartError::Io(e.to_string()))?;

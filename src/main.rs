@@ -39,6 +39,9 @@ enum Command {
         /// Port of the gateway in demo mode (0: any free port).
         #[arg(long, default_value_t = 8080, requires = "dev")]
         port: u16,
+        /// In demo mode, put this app behind the gateway instead of the built-in echo app.
+        #[arg(long, requires = "dev")]
+        upstream: Option<String>,
     },
     /// Validate the config and print it resolved, secrets redacted.
     Check {
@@ -79,14 +82,17 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve {
-            dev: true, port, ..
+            dev: true,
+            port,
+            upstream,
+            ..
         } => {
             let flush = move || {
                 if let Ok(mut g) = log_guard.lock() {
                     g.take();
                 }
             };
-            match portcullis::app::serve_dev(port, Box::new(flush)) {
+            match portcullis::app::serve_dev(port, upstream, Box::new(flush)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("portcullis: {:#}", anyhow::Error::from(e));

@@ -79,6 +79,16 @@ impl Check<'_> {
         }
     }
 
+    /// A provider URL: https, or http on loopback only (tokens and keys must not travel in clear).
+    fn provider_url(&mut self, key: KeyPath, raw: Option<&str>) -> Option<Url> {
+        let url = self.http_url(key.clone(), raw)?;
+        if url.scheme() == "http" && !is_loopback(&url) {
+            self.fail(key, format!("`{url}` must be https:// (plain http is allowed only on loopback)"));
+            return None;
+        }
+        Some(url)
+    }
+
     fn read_file(&mut self, key: KeyPath, raw: &str) -> Option<String> {
         let path = self.resolve(raw);
         match std::fs::read_to_string(&path) {
@@ -129,6 +139,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Err(e) => Err(format!(
             "`{s}` is not a duration ({e}); write e.g. 30s, 10m, 12h"
         )),
+    }
+}
+
+/// Whether a URL's host is the loopback interface (where plain http is acceptable).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
     }
 }
 
@@ -291,6 +311,13 @@ fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         Some(s) => {
             let u = c.http_url(at.key("public_url"), Some(s));
             if let Some(u) = &u {
+                // SES-02: without https the session cookie cannot be Secure/__Host-.
+                if u.scheme() == "http" && !is_loopback(u) {
+                    c.fail(
+                        at.key("public_url"),
+                        format!("`{s}` is plain http on a non-loopback host: session cookies would travel unprotected; use https:// (terminate TLS here with server.tls or in front)"),
+                    );
+                }
                 if (u.path() != "/" && !u.path().is_empty()) || u.query().is_some() {
                     c.fail(
                         at.key("public_url"),
@@ -535,21 +562,21 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
             .map(Secret::new),
         (None, None) => None,
     };
-    let oidc_well_known_url = c.http_url(
+    let oidc_well_known_url = c.provider_url(
         at.key("oidc_well_known_url"),
         raw.oidc_well_known_url.as_deref(),
     );
-    let authorization_url = c.http_url(
+    let authorization_url = c.provider_url(
         at.key("authorization_url"),
         raw.authorization_url.as_deref(),
     );
-    let access_token_url = c.http_url(at.key("access_token_url"), raw.access_token_url.as_deref());
-    let profile_url = c.http_url(at.key("profile_url"), raw.profile_url.as_deref());
-    let request_token_url = c.http_url(
+    let access_token_url = c.provider_url(at.key("access_token_url"), raw.access_token_url.as_deref());
+    let profile_url = c.provider_url(at.key("profile_url"), raw.profile_url.as_deref());
+    let request_token_url = c.provider_url(
         at.key("request_token_url"),
         raw.request_token_url.as_deref(),
     );
-    let oidc_jwks_url = c.http_url(at.key("oidc_jwks_url"), raw.oidc_jwks_url.as_deref());
+    let oidc_jwks_url = c.provider_url(at.key("oidc_jwks_url"), raw.oidc_jwks_url.as_deref());
     if let Some(jwks) = raw.oidc_jwks.as_deref() {
         let ok = serde_json::from_str::<serde_json::Value>(jwks)
             .ok()
