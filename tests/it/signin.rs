@@ -18,6 +18,8 @@ pub struct Setup {
     pub db: String,
     pub jar: Jar,
     pub client: reqwest::Client,
+    /// The gateway's config, to start another replica on the same store.
+    pub config: String,
     _dir: tempfile::TempDir,
 }
 
@@ -83,7 +85,7 @@ impl Setup {
         let upstream = Upstream::start("app").await;
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}/portcullis.db", dir.path().display());
-        let gw = Gateway::start_full(&format!(
+        let config = format!(
             r#"
 [server]
 listen = "127.0.0.1:{port}"
@@ -114,8 +116,10 @@ public_paths = ["/public"]
 "#,
             wk = provider.well_known_url(),
             up = upstream.url(),
-        ));
+        );
+        let gw = Gateway::start_full(&config);
         Setup {
+            config,
             provider,
             gw,
             upstream,
@@ -555,4 +559,39 @@ async fn discovery_issuer_mismatch_refuses_the_source_at_load() {
         msg.contains("source[demo].oidc_well_known_url") && msg.contains("elsewhere.example"),
         "{msg}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ses05_a_cookie_sealed_with_a_previous_secret_is_accepted_and_resealed() {
+    let mut s = Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let old = s.jar.header();
+    // A replica whose first secret is new and whose second is the old one.
+    let new_secret = "bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldy1zZWNyZXQtMzI=";
+    let rotated = s.config.replace(
+        &format!("secrets = [\"{SECRET}\"]"),
+        &format!("secrets = [\"{new_secret}\", \"{SECRET}\"]"),
+    );
+    let port = free_port();
+    let rotated = rotated.replace(
+        &s.gw.addr.to_string(),
+        &format!("127.0.0.1:{port}"),
+    );
+    let gw2 = Gateway::start_full(&rotated);
+    let r = s.client.get(gw2.url("/private")).header("cookie", &old).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let resealed = session_cookies_set(&r);
+    assert_eq!(resealed.len(), 1, "no re-sealed cookie");
+    let value = resealed[0].split(';').next().unwrap().to_string();
+    assert_ne!(value, old);
+    // Only the new secret: the re-sealed cookie works, the old one does not.
+    let only_new = rotated.replace(&format!(", \"{SECRET}\""), "").replace(
+        &format!("127.0.0.1:{port}"),
+        &format!("127.0.0.1:{}", free_port()),
+    );
+    let gw3 = Gateway::start_full(&only_new);
+    let r = s.client.get(gw3.url("/private")).header("cookie", &value).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s.client.get(gw3.url("/private")).header("cookie", &old).send().await.unwrap();
+    assert_eq!(r.status(), 401);
 }
