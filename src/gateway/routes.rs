@@ -110,9 +110,20 @@ pub async fn handle(
     }
 }
 
+/// The app a sign-in is for: the one serving `rd` on this host, else the
+/// host's most specific app (several apps may share a host by path prefix).
+fn app_for_rd<'a>(state: &'a State, ctx: &Ctx, rd: &str) -> Option<&'a crate::config::App> {
+    let path = rd.split(['?', '#']).next().unwrap_or("/");
+    state
+        .router
+        .route(ctx.host.as_deref(), path)
+        .or(ctx.app)
+        .and_then(|i| state.config.apps.get(i))
+}
+
 async fn sign_in(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
     let rd = safe_rd(query_param(session, "rd").as_deref());
-    let Some(app) = ctx.app.and_then(|i| state.config.apps.get(i)) else {
+    let Some(app) = app_for_rd(state, ctx, &rd) else {
         return rescue::respond(session, ctx, Rejection::NoApp).await;
     };
     let offered: Vec<(String, String)> = app
@@ -140,10 +151,7 @@ async fn login(
     slug: &str,
 ) -> pingora::Result<()> {
     let rd = safe_rd(query_param(session, "rd").as_deref());
-    let offered = ctx
-        .app
-        .and_then(|i| state.config.apps.get(i))
-        .is_some_and(|a| a.sources.iter().any(|s| s == slug));
+    let offered = app_for_rd(state, ctx, &rd).is_some_and(|a| a.sources.iter().any(|s| s == slug));
     let Some(rt) = state.sources.get(slug).filter(|_| offered) else {
         return rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint).await;
     };

@@ -16,6 +16,7 @@ import {
   get,
   groups,
   passProvider,
+  rawGet,
   startEcho,
   startPortcullis,
   startProvider,
@@ -60,7 +61,7 @@ before(async () => {
     await h.stop().catch(() => {});
     throw e;
   }
-});
+}, { timeout: 60_000 });
 
 after(() => h.stop());
 
@@ -210,6 +211,17 @@ test('sign-in through an outside OpenID provider, cookie-only requests, sign-out
     assert.equal(post.status, 200);
     assert.equal(echo.last().method, 'POST');
     assert.equal(echo.last().headers['x-forwarded-user'], 'ada');
+  });
+
+  await t.test('the session is bound to the host it was issued on', async () => {
+    const before = echo.seen.length;
+    const cookie = `portcullis=${sessionCookie}`;
+    const same = await rawGet(`${gw.url}/api/items`, { headers: { accept: 'application/json', cookie } });
+    assert.equal(same.status, 200);
+    // Same listener, same app (it has no `host`), but another host name in the request.
+    const other = await rawGet(`${gw.url}/api/items`, { headers: { accept: 'application/json', cookie, host: `localhost:${gw.port}` } });
+    assert.equal(other.status, 401);
+    assert.equal(echo.seen.length, before + 1, 'only the request on the issuing host reached the upstream');
   });
 
   await t.test('/_auth/userinfo and /_auth/check say who', async () => {

@@ -3,8 +3,8 @@
 // a real OpenID provider (oidc-provider), and a fetch client that behaves
 // like a browser (cookie jar, redirects followed one hop at a time, forms).
 
-import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { execFile, spawn } from 'node:child_process';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync, createWriteStream, readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -12,7 +12,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import assert from 'node:assert/strict';
+
+const execFileP = promisify(execFile);
 
 export const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(HERE, '..', '..');
@@ -73,6 +76,21 @@ export async function waitFor(what, probe, { timeoutMs = 20_000, intervalMs = 50
 /// `fetch` with a deadline, never following redirects.
 export async function get(url, init = {}) {
   return fetch(url, { redirect: 'manual', signal: AbortSignal.timeout(10_000), ...init });
+}
+
+/// A GET through node:http, for what fetch will not do: a chosen local
+/// address (the loopback range is all ours) or a `Host` header of our own.
+export function rawGet(url, { headers = {}, localAddress } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { headers, localAddress, timeout: 10_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`timeout: ${url}`)));
+    req.on('error', reject);
+  });
 }
 
 /// Everything one test file starts, stopped in reverse order by `stop()`.
@@ -164,10 +182,11 @@ export class Harness {
 async function stopProcess(proc) {
   if (proc.exited) return;
   proc.child.kill('SIGTERM');
-  const timer = sleep(5_000).then(() => 'timeout');
+  // Unref'd timers: they must not keep the test process alive once everything is stopped.
+  const timer = sleep(5_000, 'timeout', { ref: false });
   if ((await Promise.race([proc.exitedPromise, timer])) === 'timeout') {
     proc.child.kill('SIGKILL');
-    await Promise.race([proc.exitedPromise, sleep(2_000)]);
+    await Promise.race([proc.exitedPromise, sleep(2_000, undefined, { ref: false })]);
   }
 }
 
@@ -253,6 +272,9 @@ export async function startProvider(h, { clientId, clientSecret, redirectUris, p
     scopes: ['openid', 'email', 'profile'],
     pkce: { required: () => true, methods: ['S256'] },
     cookies: { keys: [randomBytes(32).toString('base64url')] },
+    // A fresh signing key per run and explicit lifetimes (the library warns about its defaults).
+    jwks: { keys: [{ ...generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }), kid: 'e2e', use: 'sig', alg: 'RS256' }] },
+    ttl: { AccessToken: 600, IdToken: 600, Interaction: 600, Session: 3600, Grant: 3600 },
     async findAccount(_ctx, id) {
       if (id !== ACCOUNT.id) return undefined;
       return { accountId: id, claims: async () => ({ ...ACCOUNT.claims }) };
@@ -288,9 +310,11 @@ export function secret() {
 export async function startPortcullis(h, label, { listenPort, adminPort, toml }) {
   const file = path.join(h.dir, `${label}.toml`);
   writeFileSync(file, toml);
-  const check = spawnSync(portcullisBin(), ['check', '--config', file], { encoding: 'utf8', timeout: 20_000 });
-  if (check.status !== 0) {
-    throw new Error(`portcullis check failed for ${file}:\n${check.stdout}\n${check.stderr}\n--- config\n${toml}`);
+  // Asynchronously: `check` fetches discovery, maybe from a provider served by this very process.
+  try {
+    await execFileP(portcullisBin(), ['check', '--config', file], { timeout: 20_000 });
+  } catch (e) {
+    throw new Error(`portcullis check failed for ${file}:\n${e.stdout}\n${e.stderr}\n--- config\n${toml}`);
   }
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info,pingora_core=warn,pingora_proxy=warn' };
   delete env.PORTCULLIS_CONFIG;

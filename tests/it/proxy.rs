@@ -376,3 +376,39 @@ async fn prx18_body_of_a_refused_request_is_never_parsed_as_a_request() {
     assert!(closed);
     assert!(wiki.requests().is_empty() && api.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_page_offers_the_sources_of_the_app_serving_rd() {
+    let up = Upstream::start("x").await;
+    let source = |slug: &str, name: &str| {
+        format!(
+            "[[source]]\nslug = \"{slug}\"\nname = \"{name}\"\ntype = \"oauth2\"\nconsumer_key = \"k\"\nconsumer_secret = \"s\"\n\
+             authorization_url = \"https://idp.example/a\"\naccess_token_url = \"https://idp.example/t\"\nprofile_url = \"https://idp.example/p\"\n"
+        )
+    };
+    let gw = Gateway::start(&format!(
+        "{}{}\n[[app]]\nname = \"a\"\nupstream = \"{u}\"\nsources = [\"one\"]\n\n[[app]]\nname = \"b\"\npath_prefix = \"/b\"\nupstream = \"{u}\"\nsources = [\"two\"]\n",
+        source("one", "First <IdP>"),
+        source("two", "Second IdP"),
+        u = up.url()
+    ));
+    let c = client();
+    let page = |rd: &'static str| {
+        let c = c.clone();
+        let url = gw.url(&format!("/_auth/sign_in?rd={rd}"));
+        async move { c.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let a = page("/x").await;
+    assert!(a.contains("Sign in with First &lt;IdP&gt;") && !a.contains("Second IdP"), "{a}");
+    let b = page("/b/x").await;
+    assert!(b.contains("Sign in with Second IdP") && !b.contains("First"), "{b}");
+    // An open redirect in rd falls back to /.
+    let evil = page("//evil.example").await;
+    assert!(evil.contains("rd=%2F\"") && !evil.contains("evil.example"), "{evil}");
+    // Starting a flow with a source the app does not offer is refused.
+    let r = c.get(gw.url("/_auth/login/two?rd=/x")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c.get(gw.url("/_auth/login/two?rd=/b/x")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(r.headers()["location"].to_str().unwrap().starts_with("https://idp.example/a?"));
+}

@@ -1,0 +1,104 @@
+// e2e: a real headless Chromium (Debian's /usr/bin/chromium, driven by
+// playwright-core) signs in to `portcullis serve --dev`: the sign-in page,
+// the demo provider's user picker, and the echo app behind the gateway.
+// Screenshots of the sign-in page and of the final page go to target/e2e/.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+
+import { Harness, ROOT, portcullisBin, waitFor } from './support.mjs';
+
+const CHROMIUM = '/usr/bin/chromium';
+const SHOTS = path.join(ROOT, 'target', 'e2e');
+const h = new Harness('browser');
+let demo; // { url }
+let browser;
+
+before(async () => {
+  try {
+    assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: run scripts/install-deps.sh`);
+    mkdirSync(SHOTS, { recursive: true });
+    const proc = h.spawn('portcullis-dev', portcullisBin(), ['serve', '--dev', '--port', '0'], { cwd: h.dir });
+    const url = await waitFor('the demo URL on stdout', () => {
+      proc.alive();
+      return proc.stdout.match(/portcullis demo: open (http:\/\/127\.0\.0\.1:\d+)\/ in a browser/)?.[1];
+    });
+    demo = { url };
+    const { chromium } = await import('playwright-core');
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      timeout: 30_000,
+      // Playwright gives every launch a fresh, empty user-data-dir and removes it on close.
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    h.defer(() => browser.close());
+  } catch (e) {
+    await h.stop().catch(() => {});
+    throw e;
+  }
+}, { timeout: 60_000 });
+
+after(() => h.stop());
+
+test('a person signs in with Chromium and reaches the echo app as alice', { timeout: 90_000 }, async (t) => {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 700 }, colorScheme: 'light' });
+  t.after(() => context.close());
+  const page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+  page.setDefaultNavigationTimeout(15_000);
+  const protectedUrl = `${demo.url}/reports/q3?tab=summary`;
+
+  await t.test('a protected URL shows the sign-in page', async () => {
+    const res = await page.goto(protectedUrl);
+    assert.equal(res.status(), 200);
+    const at = new URL(page.url());
+    assert.equal(at.pathname, '/_auth/sign_in');
+    assert.equal(at.searchParams.get('rd'), '/reports/q3?tab=summary');
+    assert.equal(await page.getByRole('heading', { level: 1 }).innerText(), 'Sign in');
+    const button = page.getByRole('link', { name: 'Sign in with the demo provider' });
+    assert.equal(await button.count(), 1);
+    assert.equal((await button.innerText()).trim(), 'Sign in with the demo provider');
+    assert.match(await page.locator('main').innerText(), /Sign in to continue to demo\./);
+    await page.screenshot({ path: path.join(SHOTS, 'sign-in.png'), fullPage: true });
+  });
+
+  await t.test('the source button leads to the demo provider, where alice is picked', async () => {
+    await Promise.all([page.waitForURL((u) => u.pathname === '/authorize'), page.getByRole('link', { name: 'Sign in with the demo provider' }).click()]);
+    assert.notEqual(new URL(page.url()).origin, demo.url, 'the provider is another origin');
+    const alice = page.getByRole('button', { name: /^Sign in as Alice Example\b/ });
+    assert.equal(await alice.count(), 1);
+    assert.equal(await page.getByRole('button', { name: /^Sign in as Bob Example\b/ }).count(), 1);
+    await Promise.all([page.waitForURL(protectedUrl), alice.click()]);
+  });
+
+  await t.test('the echo app shows X-Forwarded-User: alice', async () => {
+    assert.equal(page.url(), protectedUrl);
+    assert.equal(await page.getByRole('heading', { level: 1 }).innerText(), 'Echo');
+    const text = await page.locator('body').innerText();
+    assert.match(text, /X-Forwarded-User\s+alice\b/);
+    assert.match(text, /X-Forwarded-Email\s+alice@example\.com\b/);
+    assert.match(text, /X-Forwarded-Preferred-Username\s+alice\b/);
+    assert.match(text, /\/reports\/q3\?tab=summary/);
+    const user = page.locator('dt', { hasText: /^X-Forwarded-User$/ }).locator('xpath=following-sibling::dd[1]');
+    assert.equal((await user.innerText()).trim(), 'alice');
+    await page.screenshot({ path: path.join(SHOTS, 'signed-in.png'), fullPage: true });
+    const cookies = await context.cookies(demo.url);
+    const session = cookies.find((c) => c.name === 'portcullis');
+    assert.ok(session, 'the session cookie');
+    assert.equal(session.httpOnly, true);
+    assert.equal(session.sameSite, 'Lax');
+    assert.ok(!cookies.some((c) => c.name === 'portcullis_login'), 'the login state is gone');
+  });
+
+  await t.test('after sign-out the protected URL asks to sign in again', async () => {
+    await page.goto(`${demo.url}/_auth/sign_out?rd=/`);
+    const cookies = await context.cookies(demo.url);
+    assert.ok(!cookies.some((c) => c.name === 'portcullis'), 'the session cookie is cleared');
+    await page.goto(protectedUrl);
+    assert.equal(new URL(page.url()).pathname, '/_auth/sign_in');
+    assert.equal(await page.getByRole('heading', { level: 1 }).innerText(), 'Sign in');
+  });
+});
