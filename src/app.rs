@@ -229,7 +229,11 @@ pub fn serve(config: Config, before_exit: Box<dyn FnOnce() + Send>) -> Result<()
 /// `serve --dev`: a demo OpenID provider and an echo app on loopback, the
 /// gateway in front of the echo app, a temporary SQLite store and a random
 /// secret. Blocks like [`serve`].
-pub fn serve_dev(port: u16, upstream: Option<String>, before_exit: Box<dyn FnOnce() + Send>) -> Result<(), StartError> {
+pub fn serve_dev(
+    port: u16,
+    upstream: Option<String>,
+    before_exit: Box<dyn FnOnce() + Send>,
+) -> Result<(), StartError> {
     let demo_rt = background_runtime()?;
     let listen = concrete(SocketAddr::from(([127, 0, 0, 1], port)))?;
     let public = format!("http://{listen}");

@@ -83,7 +83,10 @@ impl Check<'_> {
     fn provider_url(&mut self, key: KeyPath, raw: Option<&str>) -> Option<Url> {
         let url = self.http_url(key.clone(), raw)?;
         if url.scheme() == "http" && !is_loopback(&url) {
-            self.fail(key, format!("`{url}` must be https:// (plain http is allowed only on loopback)"));
+            self.fail(
+                key,
+                format!("`{url}` must be https:// (plain http is allowed only on loopback)"),
+            );
             return None;
         }
         Some(url)
@@ -570,7 +573,8 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
         at.key("authorization_url"),
         raw.authorization_url.as_deref(),
     );
-    let access_token_url = c.provider_url(at.key("access_token_url"), raw.access_token_url.as_deref());
+    let access_token_url =
+        c.provider_url(at.key("access_token_url"), raw.access_token_url.as_deref());
     let profile_url = c.provider_url(at.key("profile_url"), raw.profile_url.as_deref());
     let request_token_url = c.provider_url(
         at.key("request_token_url"),

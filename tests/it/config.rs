@@ -274,10 +274,22 @@ fn keygen_prints_a_secret_the_config_accepts() {
 fn ses02_plain_http_public_url_off_loopback_is_refused() {
     let body = base_config().replace("http://127.0.0.1:8080", "http://wiki.example");
     let msg = problems(&format!("{body}{APP}"));
-    assert!(msg.contains("server.public_url: `http://wiki.example` is plain http on a non-loopback host"), "{msg}");
+    assert!(
+        msg.contains(
+            "server.public_url: `http://wiki.example` is plain http on a non-loopback host"
+        ),
+        "{msg}"
+    );
     // https anywhere, and http on loopback, are fine.
-    for ok in ["https://wiki.example", "http://localhost:8080", "http://[::1]:8080"] {
-        let file = config_file(&format!("{}{APP}", base_config().replace("http://127.0.0.1:8080", ok)));
+    for ok in [
+        "https://wiki.example",
+        "http://localhost:8080",
+        "http://[::1]:8080",
+    ] {
+        let file = config_file(&format!(
+            "{}{APP}",
+            base_config().replace("http://127.0.0.1:8080", ok)
+        ));
         assert!(load_with_env(&file.path, Vec::new()).is_ok(), "{ok}");
     }
 }
@@ -288,5 +300,8 @@ fn jwks14_provider_urls_must_be_https_off_loopback() {
         "{}\n[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"https://ci.example\"\noidc_jwks_url = \"http://ci.example/jwks\"\n{APP}",
         base_config()
     ));
-    assert!(msg.contains("source[ci].oidc_jwks_url: `http://ci.example/jwks` must be https://"), "{msg}");
+    assert!(
+        msg.contains("source[ci].oidc_jwks_url: `http://ci.example/jwks` must be https://"),
+        "{msg}"
+    );
 }

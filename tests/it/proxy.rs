@@ -399,16 +399,36 @@ async fn sign_in_page_offers_the_sources_of_the_app_serving_rd() {
         async move { c.get(url).send().await.unwrap().text().await.unwrap() }
     };
     let a = page("/x").await;
-    assert!(a.contains("Sign in with First &lt;IdP&gt;") && !a.contains("Second IdP"), "{a}");
+    assert!(
+        a.contains("Sign in with First &lt;IdP&gt;") && !a.contains("Second IdP"),
+        "{a}"
+    );
     let b = page("/b/x").await;
-    assert!(b.contains("Sign in with Second IdP") && !b.contains("First"), "{b}");
+    assert!(
+        b.contains("Sign in with Second IdP") && !b.contains("First"),
+        "{b}"
+    );
     // An open redirect in rd falls back to /.
     let evil = page("//evil.example").await;
-    assert!(evil.contains("rd=%2F\"") && !evil.contains("evil.example"), "{evil}");
+    assert!(
+        evil.contains("rd=%2F\"") && !evil.contains("evil.example"),
+        "{evil}"
+    );
     // Starting a flow with a source the app does not offer is refused.
-    let r = c.get(gw.url("/_auth/login/two?rd=/x")).send().await.unwrap();
+    let r = c
+        .get(gw.url("/_auth/login/two?rd=/x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = c.get(gw.url("/_auth/login/two?rd=/b/x")).send().await.unwrap();
+    let r = c
+        .get(gw.url("/_auth/login/two?rd=/b/x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
-    assert!(r.headers()["location"].to_str().unwrap().starts_with("https://idp.example/a?"));
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("https://idp.example/a?"));
 }

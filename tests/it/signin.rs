@@ -573,12 +573,15 @@ async fn ses05_a_cookie_sealed_with_a_previous_secret_is_accepted_and_resealed()
         &format!("secrets = [\"{new_secret}\", \"{SECRET}\"]"),
     );
     let port = free_port();
-    let rotated = rotated.replace(
-        &s.gw.addr.to_string(),
-        &format!("127.0.0.1:{port}"),
-    );
+    let rotated = rotated.replace(&s.gw.addr.to_string(), &format!("127.0.0.1:{port}"));
     let gw2 = Gateway::start_full(&rotated);
-    let r = s.client.get(gw2.url("/private")).header("cookie", &old).send().await.unwrap();
+    let r = s
+        .client
+        .get(gw2.url("/private"))
+        .header("cookie", &old)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let resealed = session_cookies_set(&r);
     assert_eq!(resealed.len(), 1, "no re-sealed cookie");
@@ -590,8 +593,85 @@ async fn ses05_a_cookie_sealed_with_a_previous_secret_is_accepted_and_resealed()
         &format!("127.0.0.1:{}", free_port()),
     );
     let gw3 = Gateway::start_full(&only_new);
-    let r = s.client.get(gw3.url("/private")).header("cookie", &value).send().await.unwrap();
+    let r = s
+        .client
+        .get(gw3.url("/private"))
+        .header("cookie", &value)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = s.client.get(gw3.url("/private")).header("cookie", &old).send().await.unwrap();
+    let r = s
+        .client
+        .get(gw3.url("/private"))
+        .header("cookie", &old)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_auth_believes_forwarded_headers_only_from_trusted_proxies() {
+    let mut s = Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let cookie = s.jar.header();
+    let check = |gw_url: String, headers: Vec<(&'static str, &'static str)>| {
+        let c = s.client.clone();
+        let cookie = cookie.clone();
+        async move {
+            let mut req = c.get(gw_url).header("cookie", cookie);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            req.send().await.unwrap()
+        }
+    };
+    // Untrusted peer (no trusted_proxies): its X-Forwarded-Host is ignored.
+    let r = check(
+        s.gw.url("/_auth/check"),
+        vec![("x-forwarded-host", "evil.example")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-auth-request-user"], "alice");
+    assert_eq!(r.headers()["x-auth-request-groups"], "admins,staff");
+
+    // A replica that trusts 127.0.0.1: the forwarded host decides.
+    let port = free_port();
+    let trusted = s
+        .config
+        .replace(
+            "threads = 1",
+            "threads = 1\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        )
+        .replace(&s.gw.addr.to_string(), &format!("127.0.0.1:{port}"));
+    let gw2 = Gateway::start_full(&trusted);
+    // The session was issued for 127.0.0.1, not for evil.example.
+    let r = check(
+        gw2.url("/_auth/check"),
+        vec![("x-forwarded-host", "evil.example")],
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    let r = check(
+        gw2.url("/_auth/check"),
+        vec![
+            ("x-forwarded-host", "127.0.0.1"),
+            ("x-forwarded-uri", "/private"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-auth-request-user"], "alice");
+    // A public path of the target app needs no session.
+    let r = s
+        .client
+        .get(gw2.url("/_auth/check"))
+        .header("x-original-url", "http://127.0.0.1/public/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-auth-request-user").is_none());
 }
