@@ -18,3 +18,4 @@ pub mod redirect;
 pub mod routing;
 pub mod session;
 pub mod source;
+pub mod users;

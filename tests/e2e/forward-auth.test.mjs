@@ -41,7 +41,7 @@ const fronts = {}; // name -> { url, port, gwPort, adminPort }
 before(async () => {
   try {
     assert.ok(NGINX, 'nginx is not installed: run scripts/install-deps.sh');
-    if (CADDY_SKIP) console.log(`# Caddy part skipped: ${CADDY_SKIP}`);
+    if (CADDY_SKIP) console.log(`Caddy part skipped: ${CADDY_SKIP}`);
     for (const name of ['nginx', ...(CADDY ? ['caddy'] : [])]) {
       const port = await freePort();
       fronts[name] = { port, url: `http://127.0.0.1:${port}`, gwPort: await freePort(), adminPort: await freePort() };
@@ -81,7 +81,7 @@ before(async () => {
 
 after(() => h.stop());
 
-/// nginx with `auth_request`, everything (pid, logs, temp files) inside its own folder.
+// nginx with `auth_request`, everything (pid, logs, temp files) inside its own folder.
 async function startNginx(f) {
   const dir = path.join(h.dir, 'nginx');
   for (const sub of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(path.join(dir, 'tmp', sub), { recursive: true });
@@ -148,11 +148,10 @@ http {
 `;
   writeFileSync(path.join(dir, 'nginx.conf'), conf);
   const proc = h.spawn('nginx', NGINX, ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'error.log'), '-g', 'daemon off;']);
-  proc.extraLog = path.join(dir, 'error.log');
   await waitFor('nginx to answer', async () => proc.alive() && (await get(`${f.url}/_auth/sign_in?rd=/`)).status === 200);
 }
 
-/// Caddy with `forward_auth`, no admin endpoint, its data under the temp dir.
+// Caddy with `forward_auth`, no admin endpoint, its data under the temp dir.
 async function startCaddy(f) {
   const dir = path.join(h.dir, 'caddy');
   mkdirSync(dir, { recursive: true });
@@ -203,7 +202,7 @@ ${unfilled}
   await waitFor('caddy to answer', async () => proc.alive() && (await get(`${f.url}/_auth/sign_in?rd=/`)).status === 200);
 }
 
-/// One header's values as the echo received them, however many copies.
+// One header's values as the echo received them, however many copies.
 function received(seen, name) {
   const out = [];
   for (let i = 0; i < seen.rawHeaders.length; i += 2) {

@@ -20,7 +20,7 @@ const execFileP = promisify(execFile);
 export const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(HERE, '..', '..');
 
-/// The debug binary `cargo build` made (`PORTCULLIS_BIN` overrides; `CARGO_TARGET_DIR` is honoured).
+// The debug binary `cargo build` made (`PORTCULLIS_BIN` overrides; `CARGO_TARGET_DIR` is honoured).
 export function portcullisBin() {
   if (process.env.PORTCULLIS_BIN) return path.resolve(process.env.PORTCULLIS_BIN);
   const target = process.env.CARGO_TARGET_DIR
@@ -33,7 +33,7 @@ export function portcullisBin() {
   return bin;
 }
 
-/// Finds an executable in PATH or the sbin folders (nginx lives in /usr/sbin).
+// Finds an executable in PATH or the sbin folders (nginx lives in /usr/sbin).
 export function which(name) {
   const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/local/sbin', '/usr/sbin', '/sbin'];
   for (const d of dirs) {
@@ -43,7 +43,7 @@ export function which(name) {
   return null;
 }
 
-/// A port that was free a moment ago on 127.0.0.1 (the OS picks it).
+// A port that was free a moment ago on 127.0.0.1 (the OS picks it).
 export async function freePort() {
   const srv = net.createServer();
   await new Promise((resolve, reject) => {
@@ -55,7 +55,7 @@ export async function freePort() {
   return port;
 }
 
-/// Polls `probe` until it returns a truthy value; fails after `timeoutMs`.
+// Polls `probe` until it returns a truthy value; fails after `timeoutMs`.
 export async function waitFor(what, probe, { timeoutMs = 20_000, intervalMs = 50 } = {}) {
   const deadline = Date.now() + timeoutMs;
   let last;
@@ -73,13 +73,13 @@ export async function waitFor(what, probe, { timeoutMs = 20_000, intervalMs = 50
   }
 }
 
-/// `fetch` with a deadline, never following redirects.
+// `fetch` with a deadline, never following redirects.
 export async function get(url, init = {}) {
   return fetch(url, { redirect: 'manual', signal: AbortSignal.timeout(10_000), ...init });
 }
 
-/// A GET through node:http, for what fetch will not do: a chosen local
-/// address (the loopback range is all ours) or a `Host` header of our own.
+// A GET through node:http, for what fetch will not do: a chosen local
+// address (the loopback range is all ours) or a `Host` header of our own.
 export function rawGet(url, { headers = {}, localAddress } = {}) {
   return new Promise((resolve, reject) => {
     const req = http.get(url, { headers, localAddress, timeout: 10_000 }, (res) => {
@@ -93,7 +93,7 @@ export function rawGet(url, { headers = {}, localAddress } = {}) {
   });
 }
 
-/// Everything one test file starts, stopped in reverse order by `stop()`.
+// Everything one test file starts, stopped in reverse order by `stop()`.
 export class Harness {
   constructor(name) {
     this.dir = mkdtempSync(path.join(os.tmpdir(), `portcullis-e2e-${name}-`));
@@ -105,13 +105,13 @@ export class Harness {
     });
   }
 
-  /// Runs `fn` at stop time (last registered runs first).
+  // Runs `fn` at stop time (last registered runs first).
   defer(fn) {
     this.cleanups.push(fn);
   }
 
-  /// Starts a child process whose output goes to DIR/<label>.log; it is
-  /// stopped (SIGTERM, then SIGKILL after 5 s) by `stop()`.
+  // Starts a child process whose output goes to DIR/<label>.log; it is
+  // stopped (SIGTERM, then SIGKILL after 5 s) by `stop()`.
   spawn(label, cmd, args, opts = {}) {
     const logPath = path.join(this.dir, `${label}.log`);
     const log = createWriteStream(logPath);
@@ -154,7 +154,7 @@ export class Harness {
     return proc;
   }
 
-  /// Stops everything, in reverse order; removes the temp dir unless KEEP_E2E_TMP=1.
+  // Stops everything, in reverse order; removes the temp dir unless KEEP_E2E_TMP=1.
   async stop() {
     const errors = [];
     while (this.cleanups.length) {
@@ -166,14 +166,14 @@ export class Harness {
       }
     }
     if (process.env.KEEP_E2E_TMP === '1') {
-      console.log(`# kept ${this.dir}`);
+      console.log(`kept ${this.dir}`);
     } else {
       rmSync(this.dir, { recursive: true, force: true });
     }
     if (errors.length) throw errors[0];
   }
 
-  /// The logs of every process, for a failure message.
+  // The logs of every process, for a failure message.
   logs() {
     return this.procs.map((p) => `--- ${p.label} (${p.logPath})\n${p.log().slice(-3000)}`).join('\n');
   }
@@ -190,8 +190,8 @@ async function stopProcess(proc) {
   }
 }
 
-/// A Node HTTP server on 127.0.0.1:0 that records every request it gets and
-/// answers with what it saw, as JSON.
+// A Node HTTP server on 127.0.0.1:0 that records every request it gets and
+// answers with what it saw, as JSON.
 export async function startEcho(h) {
   const seen = [];
   const server = http.createServer((req, res) => {
@@ -226,7 +226,7 @@ export function closeServer(server) {
   });
 }
 
-/// The person the outside provider knows. The login form takes `ACCOUNT.id`.
+// The person the outside provider knows. The login form takes `ACCOUNT.id`.
 export const ACCOUNT = {
   id: 'u-1001',
   claims: {
@@ -239,9 +239,9 @@ export const ACCOUNT = {
   },
 };
 
-/// A real, certified OpenID provider (npm `oidc-provider`) on 127.0.0.1:0 with
-/// one confidential client; its built-in dev interactions (login and consent
-/// forms) are used. PKCE is required of every client.
+// A real, certified OpenID provider (npm `oidc-provider`) on 127.0.0.1:0 with
+// one confidential client; its built-in dev interactions (login and consent
+// forms) are used. PKCE is required of every client.
 export async function startProvider(h, { clientId, clientSecret, redirectUris, postLogoutRedirectUris = [] }) {
   const { default: Provider } = await import('oidc-provider');
   const server = http.createServer();
@@ -280,12 +280,13 @@ export async function startProvider(h, { clientId, clientSecret, redirectUris, p
       return { accountId: id, claims: async () => ({ ...ACCOUNT.claims }) };
     },
   });
-  // The library's default dev keys and interactions print warnings meant for production setups.
+  // Otherwise a failure inside the provider only shows as a 500 to portcullis.
   provider.on('server_error', (_ctx, err) => console.error('oidc-provider server_error:', err));
-  const calls = [];
+  const calls = []; // "METHOD /path" of every request, to prove the provider was really used
+  const handle = provider.callback();
   server.on('request', (req, res) => {
     calls.push(`${req.method} ${req.url.split('?')[0]}`);
-    provider.callback()(req, res);
+    handle(req, res);
   });
   return {
     issuer,
@@ -295,31 +296,32 @@ export async function startProvider(h, { clientId, clientSecret, redirectUris, p
   };
 }
 
-/// A comma-separated groups header as a sorted list (the order is not part of the contract).
+// A comma-separated groups header as a sorted list (the order is not part of the contract).
 export function groups(header) {
   return (header ?? '').split(',').filter(Boolean).sort();
 }
 
-/// Base64 of 32 random bytes: a session secret.
+// Base64 of 32 random bytes: a session secret.
 export function secret() {
   return randomBytes(32).toString('base64');
 }
 
-/// Writes `toml` to DIR/<label>.toml and starts `portcullis serve --config`;
-/// resolves once its admin `/readyz` says ready (every source discovered).
+// Writes `toml` to DIR/<label>.toml and starts `portcullis serve --config`;
+// resolves once its admin `/readyz` says ready (every source discovered).
 export async function startPortcullis(h, label, { listenPort, adminPort, toml }) {
   const file = path.join(h.dir, `${label}.toml`);
   writeFileSync(file, toml);
   // Asynchronously: `check` fetches discovery, maybe from a provider served by this very process.
+  const bin = portcullisBin();
   try {
-    await execFileP(portcullisBin(), ['check', '--config', file], { timeout: 20_000 });
+    await execFileP(bin, ['check', '--config', file], { timeout: 20_000 });
   } catch (e) {
-    throw new Error(`portcullis check failed for ${file}:\n${e.stdout}\n${e.stderr}\n--- config\n${toml}`);
+    throw new Error(`portcullis check failed for ${file}: ${e.message}\n${e.stdout ?? ''}\n${e.stderr ?? ''}\n--- config\n${toml}`);
   }
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info,pingora_core=warn,pingora_proxy=warn' };
   delete env.PORTCULLIS_CONFIG;
   for (const k of Object.keys(env)) if (k.startsWith('PORTCULLIS_') && k.includes('__')) delete env[k];
-  const proc = h.spawn(label, portcullisBin(), ['serve', '--config', file], { env, cwd: h.dir });
+  const proc = h.spawn(label, bin, ['serve', '--config', file], { env, cwd: h.dir });
   await waitFor(
     `${label} /readyz on 127.0.0.1:${adminPort}`,
     async () => proc.alive() && (await get(`http://127.0.0.1:${adminPort}/readyz`)).status === 200,
@@ -328,8 +330,8 @@ export async function startPortcullis(h, label, { listenPort, adminPort, toml })
   return { proc, url: `http://127.0.0.1:${listenPort}`, port: listenPort, file };
 }
 
-/// A cookie jar that keys cookies by host name (not port, as browsers do) and
-/// honours Path, Max-Age and Expires.
+// A cookie jar that keys cookies by host name (not port, as browsers do) and
+// honours Path, Max-Age and Expires.
 export class CookieJar {
   constructor() {
     this.cookies = []; // { host, name, value, path, expires }
@@ -382,15 +384,15 @@ function pathMatches(reqPath, cookiePath) {
   return cookiePath.endsWith('/') || reqPath[cookiePath.length] === '/';
 }
 
-/// A fetch client that acts like a browser on one tab: sends and stores
-/// cookies, follows nothing by itself, records every hop.
+// A fetch client that acts like a browser on one tab: sends and stores
+// cookies, follows nothing by itself, records every hop.
 export class Browserish {
   constructor() {
     this.jar = new CookieJar();
     this.hops = [];
   }
 
-  /// One request; `Accept` defaults to a browser's.
+  // One request; `Accept` defaults to a browser's.
   async request(url, { method = 'GET', headers = {}, form } = {}) {
     const h = { accept: 'text/html,application/xhtml+xml,*/*;q=0.8', ...headers };
     const cookie = this.jar.header(url);
@@ -410,9 +412,9 @@ export class Browserish {
     return hop;
   }
 
-  /// Follows redirects from `start` (a URL to GET, or a hop already made)
-  /// until a non-redirect, or a redirect whose target satisfies `until`
-  /// (returned unfollowed); at most `max` hops.
+  // Follows redirects from `start` (a URL to GET, or a hop already made)
+  // until a non-redirect, or a redirect whose target satisfies `until`
+  // (returned unfollowed); at most `max` hops.
   async follow(start, { max = 12, until = () => false, ...opts } = {}) {
     let hop = typeof start === 'string' ? await this.request(start, opts) : start;
     for (let i = 0; hop.status >= 300 && hop.status < 400 && hop.next && !until(hop.next); i++) {
@@ -422,23 +424,22 @@ export class Browserish {
     return hop;
   }
 
-  /// Submits the form of `page` (first one, or the one with `id`) as a browser would:
-  /// its action resolved against the page URL, its inputs, plus `fields`.
+  // Submits the form of `page` (first one, or the one with `id`) as a browser would:
+  // its action resolved against the page URL, its inputs, plus `fields`.
   async submit(page, fields = {}, { id } = {}) {
     const form = parseForms(page.body).find((f) => (id ? f.id === id : true));
     if (!form) throw new Error(`no form${id ? ` #${id}` : ''} on ${page.url}:\n${page.body.slice(0, 2000)}`);
     const action = new URL(form.action || page.url, page.url).toString();
-    const hop = await this.request(action, { method: (form.method || 'GET').toUpperCase(), form: { ...form.fields, ...fields } });
-    return hop;
+    return this.request(action, { method: (form.method || 'GET').toUpperCase(), form: { ...form.fields, ...fields } });
   }
 
-  /// A short trace of every hop so far, for failure messages.
+  // A short trace of every hop so far, for failure messages.
   trace() {
     return this.hops.map((h) => `${h.method} ${h.url} -> ${h.status}${h.location ? ` ${h.location}` : ''} (${h.ms} ms)`).join('\n');
   }
 }
 
-/// The forms of an HTML page: id, action, method, and their named inputs' values.
+// The forms of an HTML page: id, action, method, and their named inputs' values.
 export function parseForms(html) {
   const forms = [];
   const re = /<form\b([^>]*)>([\s\S]*?)<\/form>/gi;
@@ -473,7 +474,7 @@ function decodeEntities(s) {
     .replace(/&amp;/g, '&');
 }
 
-/// The config of a portcullis in front of `upstream` with the outside provider as source `op`.
+// The config of a portcullis in front of `upstream` with the outside provider as source `op`.
 export function gatewayToml({ dir, listenPort, adminPort, publicUrl, provider, clientId, clientSecret, upstream, trustedProxies = [] }) {
   return `# generated by tests/e2e
 [server]
@@ -508,10 +509,10 @@ public_paths = ["/public/"]
 `;
 }
 
-/// The provider's leg of a sign-in, as a person at the keyboard: from the
-/// authorization URL through the dev login form (account id, any password) and
-/// the consent form, up to the provider's redirect to `callbackPrefix`, which
-/// is not followed. Returns the pages and that last hop.
+// The provider's leg of a sign-in, as a person at the keyboard: from the
+// authorization URL through the dev login form (account id, any password) and
+// the consent form, up to the provider's redirect to `callbackPrefix`, which
+// is not followed. Returns the pages and that last hop.
 export async function passProvider(b, authorizeUrl, callbackPrefix) {
   const until = (next) => next.startsWith(callbackPrefix);
   const loginPage = await b.follow(authorizeUrl, { until });

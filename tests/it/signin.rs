@@ -675,3 +675,91 @@ async fn forward_auth_believes_forwarded_headers_only_from_trusted_proxies() {
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("x-auth-request-user").is_none());
 }
+
+fn users_cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("users")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("PORTCULLIS_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_cli_lists_shows_disables_enables_and_unlinks() {
+    let mut s = Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let cookie = s.jar.header();
+    // A replica that trusts its cache for one second only.
+    let port = free_port();
+    let short = s
+        .config
+        .replace("[session]", "[session]\nidentity_cache_ttl = \"1s\"")
+        .replace(&s.gw.addr.to_string(), &format!("127.0.0.1:{port}"));
+    let gw2 = Gateway::start_full(&short);
+    let file = crate::support::config_file(&short);
+    let get = |url: String| {
+        let c = s.client.clone();
+        let cookie = cookie.clone();
+        async move {
+            c.get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(get(gw2.url("/private")).await, 200);
+
+    let (code, out, err) = users_cli(&file.path, &["list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["username"], "alice");
+    assert_eq!(list[0]["groups"], json!(["admins", "staff"]));
+    assert_eq!(list[0]["connections"][0]["source"], "demo");
+    assert_eq!(list[0]["connections"][0]["identifier"], "alice");
+
+    let (code, out, _) = users_cli(&file.path, &["show", "alice@example.com", "--json"]);
+    assert_eq!(code, 0);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["sessions"][0]["live"], true);
+    assert_eq!(shown["sessions"][0]["id"].as_str().unwrap().len(), 8);
+
+    let (code, _, err) = users_cli(&file.path, &["show", "nobody"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no user `nobody`"), "{err}");
+
+    let (code, out, err) = users_cli(&file.path, &["disable", "alice"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("alice is disabled"), "{out}");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        get(gw2.url("/private")).await,
+        401,
+        "the disabled user's session still works"
+    );
+    // Signing in again is refused while disabled.
+    s.jar.0.clear();
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 403);
+    let (code, _, _) = users_cli(&file.path, &["enable", "alice"]);
+    assert_eq!(code, 0);
+    s.jar.0.clear();
+    assert_eq!(s.sign_in().await.status(), 302);
+
+    let (code, out, _) = users_cli(&file.path, &["unlink", "alice", "demo"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("connection to demo removed"), "{out}");
+    let (code, _, err) = users_cli(&file.path, &["unlink", "alice", "demo"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no connection to source `demo`"), "{err}");
+}

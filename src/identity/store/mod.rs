@@ -158,6 +158,9 @@ pub trait UserStore: Send + Sync {
 
     /// How many rows each table holds.
     async fn counts(&self) -> Result<StoreCounts, StoreError>;
+
+    /// The user's sessions, newest first (revoked and expired ones included).
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError>;
 }
 
 /// Opens the store named by `url` (`sqlite://FILE`, created if missing;

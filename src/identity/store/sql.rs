@@ -711,6 +711,31 @@ where
         Ok(true)
     }
 
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query::<DB>(
+            "SELECT id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token \
+             FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id",
+        )
+        .bind(user_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SessionRecord {
+                    id: r.try_get(0)?,
+                    user_id: r.try_get(1)?,
+                    source: r.try_get(2)?,
+                    created_at: r.try_get(3)?,
+                    expires_at: r.try_get(4)?,
+                    revoked: r.try_get(5)?,
+                    oidc_sid: r.try_get(6)?,
+                    id_token: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let row = sqlx::query::<DB>(

@@ -1,0 +1,198 @@
+//! `portcullis users …`: the directory from the command line, against the
+//! configured store. Each command returns the text (or JSON) to print.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::identity::store::{StoreError, UserStore};
+use crate::identity::{Connection, SessionRecord, User};
+
+/// What `portcullis users` can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Every user with connections and groups.
+    List,
+    /// One user, with sessions.
+    Show(String),
+    /// Disable a user (revokes their sessions).
+    Disable(String),
+    /// Enable a user.
+    Enable(String),
+    /// Remove a user's connection to a source.
+    Unlink(String, String),
+}
+
+/// Why a `users` command failed: the message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    /// No user matches: check the name with `portcullis users list`.
+    #[error("no user `{0}`: give a username, user id or email (see `portcullis users list`)")]
+    UnknownUser(String),
+    /// The user has no connection to that source.
+    #[error("user `{0}` has no connection to source `{1}`")]
+    NotConnected(String, String),
+    /// The store failed: check `store.url` and the database.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Finds a user by username, then id, then email.
+async fn find(store: &Arc<dyn UserStore>, who: &str) -> Result<User, UsersError> {
+    if let Some(u) = store.user_by_username(who).await? {
+        return Ok(u);
+    }
+    if let Some(u) = store.user(who).await? {
+        return Ok(u);
+    }
+    if who.contains('@') {
+        if let Some(u) = store.user_by_email(who).await? {
+            return Ok(u);
+        }
+    }
+    Err(UsersError::UnknownUser(who.to_string()))
+}
+
+fn user_json(u: &User, connections: &[Connection]) -> Value {
+    json!({
+        "id": u.id,
+        "username": u.username,
+        "email": u.email,
+        "name": u.name,
+        "disabled": u.disabled,
+        "created_at": u.created_at,
+        "groups": u.groups,
+        "connections": connections.iter().map(|c| json!({
+            "source": c.source, "identifier": c.identifier, "created_at": c.created_at,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn session_json(s: &SessionRecord, now: i64) -> Value {
+    json!({
+        // Only a prefix: enough to tell sessions apart, never the whole id.
+        "id": s.id.chars().take(8).collect::<String>(),
+        "source": s.source,
+        "created_at": s.created_at,
+        "expires_at": s.expires_at,
+        "revoked": s.revoked,
+        "live": !s.revoked && s.expires_at > now,
+    })
+}
+
+fn user_line(u: &User, connections: &[Connection]) -> String {
+    let conns: Vec<String> = connections
+        .iter()
+        .map(|c| format!("{}:{}", c.source, c.identifier))
+        .collect();
+    format!(
+        "{}{}  email={}  connections=[{}]  groups=[{}]",
+        u.username,
+        if u.disabled { " (disabled)" } else { "" },
+        u.email.as_deref().unwrap_or("-"),
+        conns.join(", "),
+        u.groups.join(", ")
+    )
+}
+
+/// Runs `cmd`; returns what to print.
+pub async fn run(
+    store: &Arc<dyn UserStore>,
+    cmd: Command,
+    as_json: bool,
+    now: i64,
+) -> Result<String, UsersError> {
+    match cmd {
+        Command::List => {
+            let users = store.list_users().await?;
+            if as_json {
+                let all: Vec<Value> = users.iter().map(|(u, c)| user_json(u, c)).collect();
+                return Ok(Value::Array(all).to_string());
+            }
+            if users.is_empty() {
+                return Ok("no users yet".into());
+            }
+            Ok(users
+                .iter()
+                .map(|(u, c)| user_line(u, c))
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+        Command::Show(who) => {
+            let user = find(store, &who).await?;
+            let connections = store
+                .list_users()
+                .await?
+                .into_iter()
+                .find(|(u, _)| u.id == user.id)
+                .map(|(_, c)| c)
+                .unwrap_or_default();
+            let sessions = store.user_sessions(&user.id).await?;
+            if as_json {
+                let mut v = user_json(&user, &connections);
+                v["sessions"] =
+                    Value::Array(sessions.iter().map(|s| session_json(s, now)).collect());
+                return Ok(v.to_string());
+            }
+            let mut out = format!(
+                "{}\n  id: {}\n  name: {}\n",
+                user_line(&user, &connections),
+                user.id,
+                user.name.as_deref().unwrap_or("-")
+            );
+            out.push_str(&format!("  sessions: {}\n", sessions.len()));
+            for s in &sessions {
+                let state = if s.revoked {
+                    "revoked"
+                } else if s.expires_at <= now {
+                    "expired"
+                } else {
+                    "live"
+                };
+                out.push_str(&format!(
+                    "    {}…  {}  {}  expires_at={}\n",
+                    s.id.chars().take(8).collect::<String>(),
+                    s.source,
+                    state,
+                    s.expires_at
+                ));
+            }
+            Ok(out.trim_end().to_string())
+        }
+        Command::Disable(who) => set(store, &who, true, as_json).await,
+        Command::Enable(who) => set(store, &who, false, as_json).await,
+        Command::Unlink(who, source) => {
+            let user = find(store, &who).await?;
+            if !store.unlink(&user.id, &source).await? {
+                return Err(UsersError::NotConnected(user.username, source));
+            }
+            Ok(if as_json {
+                json!({"user": user.username, "unlinked": source}).to_string()
+            } else {
+                format!(
+                    "{}: connection to {source} removed (its groups and sessions too)",
+                    user.username
+                )
+            })
+        }
+    }
+}
+
+async fn set(
+    store: &Arc<dyn UserStore>,
+    who: &str,
+    disabled: bool,
+    as_json: bool,
+) -> Result<String, UsersError> {
+    let user = find(store, who).await?;
+    if !store.set_disabled(&user.id, disabled).await? {
+        return Err(UsersError::UnknownUser(who.to_string()));
+    }
+    Ok(if as_json {
+        json!({"user": user.username, "disabled": disabled}).to_string()
+    } else if disabled {
+        format!("{} is disabled; their sessions are revoked (replicas refuse them within identity_cache_ttl)", user.username)
+    } else {
+        format!("{} is enabled", user.username)
+    })
+}
