@@ -12,5 +12,5 @@ fi
 cargo test --locked "$@"
 # The binary the e2e tier runs: ${CARGO_TARGET_DIR:-target}/debug/portcullis.
 cargo build --locked
-echo "[test] e2e tier: node --test tests/e2e/" >&2
-node --test tests/e2e/
+echo "[test] e2e tier: node --test tests/e2e/*.test.mjs" >&2
+node --test tests/e2e/*.test.mjs

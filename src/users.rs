@@ -130,8 +130,10 @@ pub async fn run(
             let sessions = store.user_sessions(&user.id).await?;
             if as_json {
                 let mut v = user_json(&user, &connections);
-                v["sessions"] =
-                    Value::Array(sessions.iter().map(|s| session_json(s, now)).collect());
+                if let Some(obj) = v.as_object_mut() {
+                    let list = sessions.iter().map(|s| session_json(s, now)).collect();
+                    obj.insert("sessions".into(), Value::Array(list));
+                }
                 return Ok(v.to_string());
             }
             let mut out = format!(

@@ -249,12 +249,26 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let trusted = client.is_some_and(|ip| self.state.config.server.is_trusted_proxy(ip));
+        // X-Forwarded-Host is the Host the client sent, port included (as nginx's $http_host).
+        let sent_host = session
+            .req_header()
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                session
+                    .req_header()
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            });
         upstream::set_forwarding_headers(
             upstream_request,
             client,
             trusted,
             self.state.scheme,
-            ctx.host.as_deref(),
+            sent_host.as_deref(),
         )
     }
 

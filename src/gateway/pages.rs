@@ -17,7 +17,7 @@ pub fn page(title: &str, heading: &str, body_html: &str) -> String {
 :root {{ color-scheme: light dark; }}
 body {{ margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        background: Canvas; color: CanvasText; display: grid; place-items: center; min-height: 100vh; }}
-main {{ width: min(26rem, 100% - 2rem); padding: 2rem 1.5rem; border: 1px solid color-mix(in srgb, CanvasText 15%, transparent);
+main {{ box-sizing: border-box; width: min(26rem, 100% - 2rem); padding: 2rem 1.5rem; border: 1px solid color-mix(in srgb, CanvasText 15%, transparent);
        border-radius: 12px; box-shadow: 0 1px 4px color-mix(in srgb, CanvasText 10%, transparent); }}
 h1 {{ font-size: 1.35rem; margin: 0 0 1rem; }}
 p {{ margin: 0 0 1rem; }}

@@ -67,12 +67,6 @@ test('a person signs in with Chromium and reaches the echo app as alice', { time
 
   await t.test(
     'the sign-in page fits a phone-wide screen (390 px) without scrolling sideways',
-    {
-      todo:
-        'portcullis bug: src/gateway/pages.rs sizes <main> as width: min(26rem, 100% - 2rem) plus 1.5rem side padding ' +
-        'and a 1px border with content-box sizing, so below ~466 px the card is 100% + 1rem + 2px wide: ' +
-        'it overflows 9 px on each side, its left border is cut off and the page scrolls sideways',
-    },
     async () => {
       const phone = await context.newPage();
       try {

@@ -181,12 +181,6 @@ test('sign-in through an outside OpenID provider, cookie-only requests, sign-out
 
   await t.test(
     'X-Forwarded-Host is the Host the browser sent, port included',
-    {
-      todo:
-        'portcullis bug: src/gateway/upstream.rs sets X-Forwarded-Host from the routing host, whose port is stripped ' +
-        '(127.0.0.1 for Host 127.0.0.1:PORT), so an upstream that builds absolute URLs from X-Forwarded-Host ' +
-        'loses the port; nginx $http_host, Caddy, Traefik and Go\'s ReverseProxy keep it',
-    },
     async () => {
       const seen = echo.last();
       assert.equal(seen.headers['x-forwarded-host'], seen.headers.host);
