@@ -83,6 +83,7 @@ impl Setup {
             faults(f);
         });
         let upstream = Upstream::start("app").await;
+        let source_extra = source_extra.replace("ISSUER", &provider.issuer());
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}/portcullis.db", dir.path().display());
         let config = format!(
@@ -103,10 +104,9 @@ url = "{db}"
 [[source]]
 slug = "demo"
 name = "Demo IdP"
-type = "openidconnect"
 consumer_key = "{client_id}"
 consumer_secret = "{secret}"
-oidc_well_known_url = "{wk}"
+{protocol}
 {source_extra}
 
 [[app]]
@@ -114,7 +114,14 @@ name = "app"
 upstream = "{up}"
 public_paths = ["/public"]
 "#,
-            wk = provider.well_known_url(),
+            protocol = if source_extra.contains("type = ") {
+                String::new()
+            } else {
+                format!(
+                    "type = \"openidconnect\"\noidc_well_known_url = \"{}\"",
+                    provider.well_known_url()
+                )
+            },
             up = upstream.url(),
         );
         let gw = Gateway::start_full(&config);
@@ -762,4 +769,49 @@ async fn users_cli_lists_shows_disables_enables_and_unlinks() {
     let (code, _, err) = users_cli(&file.path, &["unlink", "alice", "demo"]);
     assert_eq!(code, 1);
     assert!(err.contains("no connection to source `demo`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_oauth2_source_with_urls_set_by_hand() {
+    // The provider's endpoints configured by hand: no discovery, no ID token trusted.
+    let mut s = Setup::start_with(
+        r#"type = "oauth2"
+authorization_url = "ISSUER/authorize"
+access_token_url = "ISSUER/token"
+profile_url = "ISSUER/userinfo"
+scopes = ["profile", "email"]
+pkce = "plain"
+authorize_params = { prompt = "select_account" }"#,
+        |_| {},
+    )
+    .await;
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(s.users().await, 1);
+    assert_eq!(s.provider.calls(Endpoint::Discovery), 0);
+    assert_eq!(s.provider.calls(Endpoint::Jwks), 0);
+    let q = s.provider.last_authorize_query().unwrap();
+    assert_eq!(
+        q.get("prompt").map(String::as_str),
+        Some("select_account"),
+        "authorize_params"
+    );
+    assert_eq!(
+        q.get("code_challenge_method").map(String::as_str),
+        Some("plain")
+    );
+    assert!(!q.contains_key("nonce"), "no nonce without openid");
+    let r = s
+        .client
+        .get(s.gw.url("/private"))
+        .header("cookie", s.jar.header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = s.upstream.requests();
+    assert_eq!(
+        seen.last().unwrap().header("x-forwarded-user"),
+        Some("alice")
+    );
 }
