@@ -683,6 +683,7 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
         ("identifier", "sub"),
         ("username", "preferred_username"),
         ("email", "email"),
+        ("email_verified", "email_verified"),
         ("name", "name"),
         ("groups", "groups"),
     ]

@@ -71,6 +71,16 @@ pub fn sign_in(app: &str, sources: &[(String, String)], rd: &str) -> String {
     page(&format!("Sign in · {app}"), "Sign in", &body)
 }
 
+/// A page with a message and a button to continue to `rd`.
+pub fn notice(heading: &str, message: &str, rd: &str) -> String {
+    let body = format!(
+        "<p>{}</p>\n<a class=\"button\" href=\"{}\">Continue</a>\n",
+        encode_text(message),
+        html_escape::encode_double_quoted_attribute(rd)
+    );
+    page(heading, heading, &body)
+}
+
 /// A page that says the person is signed out.
 pub fn signed_out(rd: &str) -> String {
     let body = format!(

@@ -9,7 +9,7 @@ use pingora::proxy::Session;
 use super::ctx::{Ctx, Outcome};
 use super::rescue::{self, Rejection};
 use super::{pages, State};
-use crate::identity::store::StoreError;
+use crate::identity::signin::SignInError;
 use crate::redirect::safe_rd;
 use crate::session::cookie::{self, Lookup, Purpose};
 use crate::session::LoginState;
@@ -26,6 +26,8 @@ pub enum AuthRoute {
     SignIn,
     /// `/_auth/login/{slug}`
     Login(String),
+    /// `/_auth/link/{slug}`: a signed-in user connects another source.
+    Link(String),
     /// `/_auth/callback/{slug}`
     Callback(String),
     /// `/_auth/sign_out`
@@ -56,6 +58,7 @@ pub fn classify(path: &str) -> AuthRoute {
             _ => AuthRoute::Unknown,
         },
         Some(("login", s)) => slug(s).map_or(AuthRoute::Unknown, AuthRoute::Login),
+        Some(("link", s)) => slug(s).map_or(AuthRoute::Unknown, AuthRoute::Link),
         Some(("callback", s)) => slug(s).map_or(AuthRoute::Unknown, AuthRoute::Callback),
         Some(_) => AuthRoute::Unknown,
     }
@@ -101,7 +104,18 @@ pub async fn handle(
     }
     match route {
         AuthRoute::SignIn => sign_in(state, session, ctx).await,
-        AuthRoute::Login(slug) => login(state, session, ctx, &slug).await,
+        AuthRoute::Login(slug) => login(state, session, ctx, &slug, false).await,
+        AuthRoute::Link(slug) => {
+            let host = ctx.host.clone().unwrap_or_default();
+            if super::authenticate(state, session, ctx, &host)
+                .await
+                .is_none()
+            {
+                let rd = safe_rd(query_param(session, "rd").as_deref());
+                return rescue::respond(session, ctx, Rejection::Unauthenticated { rd }).await;
+            }
+            login(state, session, ctx, &slug, true).await
+        }
         AuthRoute::Callback(slug) => callback(state, session, ctx, &slug).await,
         AuthRoute::SignOut => sign_out(state, session, ctx).await,
         AuthRoute::Check => check(state, session, ctx).await,
@@ -149,6 +163,7 @@ async fn login(
     session: &mut Session,
     ctx: &mut Ctx,
     slug: &str,
+    link: bool,
 ) -> pingora::Result<()> {
     let rd = safe_rd(query_param(session, "rd").as_deref());
     let offered = app_for_rd(state, ctx, &rd).is_some_and(|a| a.sources.iter().any(|s| s == slug));
@@ -165,7 +180,7 @@ async fn login(
             &endpoints,
             &redirect_uri,
             &rd,
-            false,
+            link,
             fresh,
             now(),
         )
@@ -333,54 +348,38 @@ async fn callback(
             Ok(r) => r,
             Err(e) => return refuse(session, ctx, 500, e.to_string(), vec![clear_login]).await,
         };
-    let store = sessions.store();
-    let identity = &proven.identity;
-    let outcome = match store
-        .user_by_connection(&identity.source, &identity.identifier)
-        .await
-    {
-        Ok(Some(user)) => store.sign_in(&user.id, identity, &record, now as i64).await,
-        Ok(None) if !rt.config.enroll => {
-            let msg = format!("New accounts cannot be created through {}.", rt.config.name);
-            return refuse(session, ctx, 403, msg, vec![clear_login]).await;
-        }
-        Ok(None) => match store.enroll(identity, &record, now as i64).await {
-            // Another replica enrolled the same identity a moment ago: sign in as that user.
-            Err(StoreError::AlreadyConnected) => match store
-                .user_by_connection(&identity.source, &identity.identifier)
-                .await
-            {
-                Ok(Some(user)) => store.sign_in(&user.id, identity, &record, now as i64).await,
-                Ok(None) => Err(StoreError::AlreadyConnected),
-                Err(e) => Err(e),
-            },
-            other => other,
+    // The user signed in in this browser, if any: a new identity is linked to them.
+    let signed_in = match super::authenticate(state, session, ctx, &host).await {
+        Some(p) => match p.user_id.as_deref() {
+            Some(id) => sessions.store().user(id).await.ok().flatten(),
+            None => None,
         },
-        Err(e) => Err(e),
+        None => None,
     };
-    let user = match outcome {
-        Ok(u) => u,
-        Err(StoreError::Disabled) => {
-            return refuse(
-                session,
-                ctx,
-                403,
-                "This account is disabled.".into(),
-                vec![clear_login],
-            )
-            .await;
+    if login.link && signed_in.is_none() {
+        let msg = "Sign in first, then link another account.".to_string();
+        return refuse(session, ctx, 403, msg, vec![clear_login]).await;
+    }
+    let settled = crate::identity::signin::settle(
+        sessions.store(),
+        &rt.config,
+        &proven.identity,
+        signed_in.as_ref(),
+        &record,
+        now as i64,
+    )
+    .await;
+    let (user, note) = match settled {
+        Ok(s) => s,
+        Err(SignInError::Refused(r)) => {
+            ctx.span.in_scope(|| tracing::info!(auth.source = slug, authz.decision = "refuse", reason = %r, "sign-in refused"));
+            return refuse(session, ctx, 403, r.to_string(), vec![clear_login]).await;
         }
-        Err(e) => {
+        Err(SignInError::Store(e)) => {
             ctx.span
                 .in_scope(|| tracing::error!(error = %e, "store failed during sign-in"));
-            return refuse(
-                session,
-                ctx,
-                503,
-                "The user directory is unavailable; try again.".into(),
-                vec![clear_login],
-            )
-            .await;
+            let msg = "The user directory is unavailable; try again.".to_string();
+            return refuse(session, ctx, 503, msg, vec![clear_login]).await;
         }
     };
     let set = match sessions.cookie_for(&record, &user, &host, now) {
@@ -389,6 +388,20 @@ async fn callback(
     };
     ctx.span
         .in_scope(|| tracing::info!(auth.source = slug, user = %user.username, "signed in"));
+    if let Some(note) = note {
+        // An enrollment that needs explaining: say why, then continue.
+        let html = pages::notice("Account created", note, &login.rd);
+        let headers = [clear_login, ("set-cookie", set)];
+        return rescue::write(
+            session,
+            ctx,
+            200,
+            &headers,
+            "text/html; charset=utf-8",
+            Bytes::from(html),
+        )
+        .await;
+    }
     // A redirect answering a POST uses 303 so the browser follows with GET (PRX-27).
     let status = if post { 303 } else { 302 };
     let headers = [

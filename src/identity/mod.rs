@@ -1,6 +1,8 @@
 //! The user directory: local users, their source connections and groups,
 //! and the session records that make sessions revocable.
 
+pub mod flow;
+pub mod signin;
 pub mod store;
 mod types;
 

@@ -815,3 +815,118 @@ authorize_params = { prompt = "select_account" }"#,
         Some("alice")
     );
 }
+
+/// Two providers behind one gateway: `first` and `second`, the latter with `second_extra`.
+async fn two_sources(second_extra: &str) -> (Setup, Provider) {
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let mut providers = Vec::new();
+    for slug in ["first", "second"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg =
+            portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/{slug}"));
+        let p = portcullis::demo::provider::start(listener, cfg).await;
+        p.set_faults(|f| f.auto_approve_as = Some("alice".into()));
+        providers.push(p);
+    }
+    let second = providers.pop().unwrap();
+    let first = providers.pop().unwrap();
+    let upstream = Upstream::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/portcullis.db", dir.path().display());
+    let source = |slug: &str, p: &Provider, extra: &str| {
+        let c = &p.config().clients[0];
+        format!(
+            "[[source]]\nslug = \"{slug}\"\ntype = \"openidconnect\"\nconsumer_key = \"{}\"\nconsumer_secret = \"{}\"\noidc_well_known_url = \"{}\"\n{extra}\n",
+            c.client_id,
+            c.client_secret,
+            p.well_known_url()
+        )
+    };
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"{public}\"\nthreads = 1\nshutdown_timeout = \"2s\"\n\
+         [session]\nsecrets = [\"{SECRET}\"]\n[store]\nurl = \"{db}\"\n{}{}[[app]]\nname = \"app\"\nupstream = \"{}\"\n",
+        source("first", &first, ""),
+        source("second", &second, second_extra),
+        upstream.url()
+    );
+    let gw = Gateway::start_full(&config);
+    let setup = Setup {
+        provider: first,
+        gw,
+        upstream,
+        db,
+        jar: Jar::default(),
+        client: client(),
+        config,
+        _dir: dir,
+    };
+    (setup, second)
+}
+
+impl Setup {
+    /// Starts `path` (login or link) for `slug` and follows the provider back.
+    async fn flow(&mut self, path: &str) -> reqwest::Response {
+        let start = self.get(&self.gw.url(path)).await;
+        assert_eq!(start.status(), 302, "{path}");
+        let authorize = start.headers()["location"].to_str().unwrap().to_string();
+        let back = self.get(&authorize).await;
+        let callback = back.headers()["location"].to_str().unwrap().to_string();
+        self.get(&callback).await
+    }
+
+    async fn connections(&self) -> u64 {
+        let store = portcullis::identity::store::open(&self.db).await.unwrap();
+        store.counts().await.unwrap().connections
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_in_user_links_a_second_source_and_signs_in_with_either() {
+    let (mut s, _second) = two_sources("").await;
+    assert_eq!(s.flow("/_auth/login/first").await.status(), 302);
+    assert_eq!((s.users().await, s.connections().await), (1, 1));
+    // Linking needs a session: anonymous gets the sign-in redirect.
+    let anon = s
+        .client
+        .get(s.gw.url("/_auth/link/second"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 302);
+    assert!(anon.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/_auth/sign_in"));
+    let r = s.flow("/_auth/link/second").await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    assert_eq!((s.users().await, s.connections().await), (1, 2));
+    // A fresh browser signing in through the second source is the same user.
+    s.jar.0.clear();
+    assert_eq!(s.flow("/_auth/login/second").await.status(), 302);
+    assert_eq!(s.users().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn email_link_links_a_verified_email_and_email_deny_refuses() {
+    // alice's email is verified by the demo provider.
+    let (mut s, _second) = two_sources("user_matching_mode = \"email_link\"").await;
+    assert_eq!(s.flow("/_auth/login/first").await.status(), 302);
+    s.jar.0.clear();
+    assert_eq!(s.flow("/_auth/login/second").await.status(), 302);
+    assert_eq!((s.users().await, s.connections().await), (1, 2));
+
+    let (mut s, _second) = two_sources("user_matching_mode = \"email_deny\"").await;
+    assert_eq!(s.flow("/_auth/login/first").await.status(), 302);
+    s.jar.0.clear();
+    let r = s.flow("/_auth/login/second").await;
+    assert_eq!(r.status(), 403);
+    assert!(session_cookies_set(&r).is_empty());
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("A user with this email already exists"));
+    assert_eq!((s.users().await, s.connections().await), (1, 1));
+}

@@ -1,0 +1,90 @@
+//! Applies the sign-in decision (`flow`) to the store: gathers the facts,
+//! decides, and performs the one transaction the outcome calls for.
+
+use std::sync::Arc;
+
+use super::flow::{self, Facts, Match, Outcome, Refusal};
+use super::store::{StoreError, UserStore};
+use super::{Identity, NewSession, User};
+use crate::config::Source;
+
+/// Why a sign-in did not produce a user.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// The decision refused: show the reason (403), nothing was written.
+    #[error("{0}")]
+    Refused(#[from] Refusal),
+    /// The store failed: try again (503).
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// The signed-in user and, for an enrollment that did not use an email
+/// match, the note explaining why.
+pub type Settled = (User, Option<&'static str>);
+
+/// Decides and writes the outcome of a sign-in through `source`.
+pub async fn settle(
+    store: &Arc<dyn UserStore>,
+    source: &Source,
+    identity: &Identity,
+    signed_in: Option<&User>,
+    session: &NewSession,
+    now: i64,
+) -> Result<Settled, SignInError> {
+    let connected = store
+        .user_by_connection(&identity.source, &identity.identifier)
+        .await?;
+    let found;
+    let matched = match flow::lookup_key(source.user_matching_mode, identity) {
+        None => Match::NotLooked,
+        Some((_, None)) => Match::Nobody,
+        Some((what, Some(value))) => {
+            let lookup = if what == "email" {
+                store.user_by_email(value).await
+            } else {
+                store.user_by_username(value).await
+            };
+            match lookup {
+                Ok(Some(u)) => {
+                    found = u;
+                    Match::Found(&found)
+                }
+                Ok(None) => Match::Nobody,
+                Err(StoreError::Ambiguous) => Match::Ambiguous,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let facts = Facts {
+        identity,
+        connected: connected.as_ref(),
+        signed_in,
+        matched,
+        mode: source.user_matching_mode,
+        enroll: source.enroll,
+        trust_email: source.trust_email,
+    };
+    match flow::decide(&facts) {
+        Outcome::Authenticate(id) => Ok((store.sign_in(&id, identity, session, now).await?, None)),
+        Outcome::Link(id) => match store.link(&id, identity, session, now).await {
+            // The identity was connected to someone between the look-up and the write.
+            Err(StoreError::AlreadyConnected) => {
+                Err(Refusal::LinkedElsewhere(identity.source.clone()).into())
+            }
+            other => Ok((other?, None)),
+        },
+        Outcome::Enroll(note) => match store.enroll(identity, session, now).await {
+            // Another replica enrolled the same identity a moment ago: sign in as that user.
+            Err(StoreError::AlreadyConnected) => match store
+                .user_by_connection(&identity.source, &identity.identifier)
+                .await?
+            {
+                Some(user) => Ok((store.sign_in(&user.id, identity, session, now).await?, None)),
+                None => Err(StoreError::AlreadyConnected.into()),
+            },
+            other => Ok((other?, note)),
+        },
+        Outcome::Refuse(r) => Err(r.into()),
+    }
+}
