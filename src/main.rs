@@ -130,41 +130,46 @@ fn main() -> ExitCode {
             port,
             upstream,
             ..
-        } => {
-            let flush = move || {
-                if let Ok(mut g) = log_guard.lock() {
-                    g.take();
-                }
-            };
-            match portcullis::app::serve_dev(port, upstream, Box::new(flush)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("portcullis: {:#}", anyhow::Error::from(e));
-                    ExitCode::FAILURE
-                }
-            }
+        } => started(portcullis::app::serve_dev(
+            port,
+            upstream,
+            flusher(log_guard),
+        )),
+        Command::Serve { config, .. } => match load(config) {
+            Ok(c) => started(portcullis::app::serve(c, flusher(log_guard))),
+            Err(code) => code,
+        },
+    }
+}
+
+/// Loads the config at `path` (or the default), printing every problem and
+/// giving the exit code when it is unusable.
+fn load(path: Option<PathBuf>) -> Result<config::Config, ExitCode> {
+    let path = path.unwrap_or_else(config::default_path);
+    config::load(&path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// Drops the log guard (flushing buffered lines) when called.
+fn flusher(
+    guard: Arc<Mutex<Option<tracing_appender::non_blocking::WorkerGuard>>>,
+) -> Box<dyn FnOnce() + Send> {
+    Box::new(move || {
+        if let Ok(mut g) = guard.lock() {
+            g.take();
         }
-        Command::Serve { config, .. } => {
-            let path = config.unwrap_or_else(config::default_path);
-            let c = match config::load(&path) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            let flush = move || {
-                if let Ok(mut g) = log_guard.lock() {
-                    g.take();
-                }
-            };
-            match portcullis::app::serve(c, Box::new(flush)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("portcullis: {:#}", anyhow::Error::from(e));
-                    ExitCode::FAILURE
-                }
-            }
+    })
+}
+
+/// The exit code of a gateway run.
+fn started(result: Result<(), portcullis::app::StartError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: {:#}", anyhow::Error::from(e));
+            ExitCode::FAILURE
         }
     }
 }
@@ -172,13 +177,9 @@ fn main() -> ExitCode {
 /// Runs a `users` command against the configured store.
 fn users(config: Option<PathBuf>, json: bool, action: UsersAction) -> ExitCode {
     use portcullis::users::Command as C;
-    let path = config.unwrap_or_else(config::default_path);
-    let c = match config::load(&path) {
+    let c = match load(config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let cmd = match action {
         UsersAction::List => C::List,

@@ -402,13 +402,29 @@ async fn callback(
         )
         .await;
     }
-    // A redirect answering a POST uses 303 so the browser follows with GET (PRX-27).
-    let status = if post { 303 } else { 302 };
-    let headers = [
-        ("location", login.rd.clone()),
-        clear_login,
-        ("set-cookie", set),
-    ];
+    redirect(
+        session,
+        ctx,
+        login.rd.clone(),
+        vec![clear_login, ("set-cookie", set)],
+    )
+    .await
+}
+
+/// A redirect to `location`; 303 when answering a POST so the browser follows
+/// with GET (PRX-27), else 302.
+async fn redirect(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    location: String,
+    mut headers: Vec<(&'static str, String)>,
+) -> pingora::Result<()> {
+    let status = if method_is(session, &http::Method::POST) {
+        303
+    } else {
+        302
+    };
+    headers.insert(0, ("location", location));
     rescue::write(
         session,
         ctx,
@@ -481,19 +497,11 @@ async fn sign_out(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> p
             }
         }
     }
-    let status = if method_is(session, &http::Method::POST) {
-        303
-    } else {
-        302
-    };
-    let headers = [("location", location), ("set-cookie", sessions.clear())];
-    rescue::write(
+    redirect(
         session,
         ctx,
-        status,
-        &headers,
-        "text/plain; charset=utf-8",
-        Bytes::new(),
+        location,
+        vec![("set-cookie", sessions.clear())],
     )
     .await
 }
