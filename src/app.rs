@@ -439,7 +439,15 @@ fn build(
     let app_names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(&app_names)?);
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut app_rules = Vec::new();
+    for app in &config.apps {
+        app_rules.push(
+            crate::policy::Rules::new(&app.policies)
+                .map_err(|e| StartError::Io(format!("app[{}].policy: {e}", app.name)))?,
+        );
+    }
     let state = Arc::new(State {
+        app_rules,
         sources: prepared.sources.clone(),
         sessions: prepared.sessions.clone(),
         in_flight: in_flight.clone(),

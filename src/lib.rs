@@ -13,6 +13,7 @@ pub mod identity;
 pub mod jwks;
 pub mod metrics;
 pub mod outbound;
+pub mod policy;
 pub mod principal;
 pub mod redirect;
 pub mod routing;

@@ -810,6 +810,16 @@ fn policies(
                 Effect::Deny,
             ),
         };
+        if let Some(expr) = p.expression.as_deref() {
+            // Compiled here so a typo stops the config, not a sign-in.
+            if let Err(e) = cel::Program::compile(expr) {
+                let first = e.to_string().lines().next().unwrap_or_default().to_string();
+                c.fail(
+                    at.key("expression"),
+                    format!("the CEL expression does not parse: {first}"),
+                );
+            }
+        }
         if let Some(pp) = p.path_prefix.as_deref() {
             if !pp.starts_with('/') {
                 c.fail(at.key("path_prefix"), format!("`{pp}` must start with /"));

@@ -44,6 +44,35 @@ pub struct State {
     pub sources: Arc<Sources>,
     /// Session cookies, cache and store.
     pub sessions: Arc<Sessions>,
+    /// Each app's `[[app.policy]]` rules, compiled, in config order.
+    pub app_rules: Vec<crate::policy::Rules>,
+}
+
+impl State {
+    /// Whether app `app`'s access rules let `who` make this request; `Err` has the message.
+    pub fn access(
+        &self,
+        app: usize,
+        who: &Principal,
+        path: &str,
+        method: &str,
+        host: &str,
+    ) -> Result<(), String> {
+        let Some(rules) = self.app_rules.get(app) else {
+            return Ok(());
+        };
+        let no_claims = serde_json::Value::Object(Default::default());
+        let subject = crate::policy::Subject {
+            username: &who.user,
+            email: who.email.as_deref(),
+            name: who.name.as_deref(),
+            groups: &who.groups,
+            claims: &no_claims,
+            source: &who.source,
+        };
+        let request = crate::policy::Request { path, method, host };
+        rules.check(crate::config::PolicyAction::Access, &subject, Some(request))
+    }
 }
 
 /// The principal of the request's session cookie on `host`, if any; a cookie
@@ -189,6 +218,22 @@ impl ProxyHttp for Gateway {
                 let host = ctx.host.clone().unwrap_or_default();
                 match authenticate(&self.state, session, ctx, &host).await {
                     Some(p) => {
+                        let req = session.req_header();
+                        let allowed = match ctx.app {
+                            Some(app) => self.state.access(
+                                app,
+                                &p,
+                                req.uri.path(),
+                                req.method.as_str(),
+                                &host,
+                            ),
+                            None => Ok(()),
+                        };
+                        if let Err(reason) = allowed {
+                            ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, "access refused by policy"));
+                            rescue::respond(session, ctx, Rejection::Forbidden { reason }).await?;
+                            return Ok(true);
+                        }
                         ctx.principal = Some(p);
                         ctx.outcome = Some(Outcome::Authenticated);
                         Ok(false)

@@ -32,6 +32,11 @@ pub enum Rejection {
         /// What happened, safe to show.
         reason: String,
     },
+    /// An app policy refuses this principal: 403 with the policy's message.
+    Forbidden {
+        /// The policy's message.
+        reason: String,
+    },
     /// The source is not ready yet (discovery pending): 503 with Retry-After.
     SourceNotReady,
     /// A body over the limit was sent to a gateway endpoint: 413.
@@ -49,6 +54,7 @@ impl Rejection {
             Rejection::UpstreamFailed => 502,
             Rejection::SignInRefused { status, .. } => *status,
             Rejection::SourceNotReady => 503,
+            Rejection::Forbidden { .. } => 403,
             Rejection::TooLarge => 413,
             Rejection::MethodNotAllowed => 405,
         }
@@ -65,6 +71,7 @@ impl Rejection {
             Rejection::SignInRefused { status: 403, .. } => Outcome::Forbidden,
             Rejection::SignInRefused { .. } | Rejection::SourceNotReady => Outcome::AuthEndpoint,
             Rejection::TooLarge | Rejection::MethodNotAllowed => Outcome::BadRequest,
+            Rejection::Forbidden { .. } => Outcome::Forbidden,
         }
     }
 
@@ -104,6 +111,11 @@ impl Rejection {
                 } else {
                     "Go back to the application and sign in again; if this repeats, tell the operator."
                 },
+            ),
+            Rejection::Forbidden { reason } => (
+                "Access denied",
+                reason.clone(),
+                "You are signed in, but this application does not allow your account; ask its owner for access.",
             ),
             Rejection::SourceNotReady => (
                 "Sign-in unavailable",

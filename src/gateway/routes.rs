@@ -363,7 +363,9 @@ async fn callback(
     let settled = crate::identity::signin::settle(
         sessions.store(),
         &rt.config,
+        &rt.policies,
         &proven.identity,
+        &proven.claims,
         signed_in.as_ref(),
         &record,
         now as i64,
@@ -371,6 +373,10 @@ async fn callback(
     .await;
     let (user, note) = match settled {
         Ok(s) => s,
+        Err(SignInError::Policy(msg)) => {
+            ctx.span.in_scope(|| tracing::info!(auth.source = slug, authz.decision = "deny", reason = %msg, "sign-in refused by policy"));
+            return refuse(session, ctx, 403, msg, vec![clear_login]).await;
+        }
         Err(SignInError::Refused(r)) => {
             ctx.span.in_scope(|| tracing::info!(auth.source = slug, authz.decision = "refuse", reason = %r, "sign-in refused"));
             return refuse(session, ctx, 403, r.to_string(), vec![clear_login]).await;
@@ -563,6 +569,23 @@ async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> ping
         Some(h) => super::authenticate(state, session, ctx, h).await,
         None => None,
     };
+    // The target app's access rules apply to forward auth as to proxying.
+    let target_app = host
+        .as_deref()
+        .and_then(|h| state.router.route(Some(h), path.as_deref().unwrap_or("/")));
+    if let (Some(p), Some(app)) = (&principal, target_app) {
+        let method = session
+            .req_header()
+            .headers
+            .get("x-forwarded-method")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("GET")
+            .to_string();
+        let h = host.clone().unwrap_or_default();
+        if let Err(reason) = state.access(app, p, path.as_deref().unwrap_or("/"), &method, &h) {
+            return rescue::respond(session, ctx, Rejection::Forbidden { reason }).await;
+        }
+    }
     match principal {
         Some(p) => {
             ctx.outcome = Some(Outcome::Authenticated);

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use super::flow::{self, Facts, Match, Outcome, Refusal};
 use super::store::{StoreError, UserStore};
 use super::{Identity, NewSession, User};
+use crate::config::PolicyAction;
 use crate::config::Source;
+use crate::policy::{Rules, Subject};
 
 /// Why a sign-in did not produce a user.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +16,9 @@ pub enum SignInError {
     /// The decision refused: show the reason (403), nothing was written.
     #[error("{0}")]
     Refused(#[from] Refusal),
+    /// A source policy refused: show its message (403), nothing was written.
+    #[error("{0}")]
+    Policy(String),
     /// The store failed: try again (503).
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -23,11 +28,15 @@ pub enum SignInError {
 /// match, the note explaining why.
 pub type Settled = (User, Option<&'static str>);
 
-/// Decides and writes the outcome of a sign-in through `source`.
+/// Decides the outcome of a sign-in through `source`, checks the source's
+/// policy for it (`claims` feed expressions), and writes it.
+#[allow(clippy::too_many_arguments)]
 pub async fn settle(
     store: &Arc<dyn UserStore>,
     source: &Source,
+    rules: &Rules,
     identity: &Identity,
+    claims: &serde_json::Value,
     signed_in: Option<&User>,
     session: &NewSession,
     now: i64,
@@ -65,7 +74,29 @@ pub async fn settle(
         enroll: source.enroll,
         trust_email: source.trust_email,
     };
-    match flow::decide(&facts) {
+    let outcome = flow::decide(&facts);
+    let action = match &outcome {
+        Outcome::Authenticate(_) => Some(PolicyAction::Authenticate),
+        Outcome::Link(_) => Some(PolicyAction::Link),
+        Outcome::Enroll(_) => Some(PolicyAction::Enroll),
+        Outcome::Refuse(_) => None,
+    };
+    if let Some(action) = action {
+        // The user as the source describes them now: what enrolling would create.
+        let username = identity.username.as_deref().unwrap_or(&identity.identifier);
+        let subject = Subject {
+            username,
+            email: identity.email.as_deref(),
+            name: identity.name.as_deref(),
+            groups: &identity.groups,
+            claims,
+            source: &identity.source,
+        };
+        rules
+            .check(action, &subject, None)
+            .map_err(SignInError::Policy)?;
+    }
+    match outcome {
         Outcome::Authenticate(id) => Ok((store.sign_in(&id, identity, session, now).await?, None)),
         Outcome::Link(id) => match store.link(&id, identity, session, now).await {
             // The identity was connected to someone between the look-up and the write.

@@ -69,12 +69,16 @@ pub struct Proven {
     pub id_token: Option<String>,
     /// The provider's session id (`sid`), for back-channel logout.
     pub oidc_sid: Option<String>,
+    /// The ID token's claims overlaid with the profile's, for policy expressions.
+    pub claims: Value,
 }
 
 /// One source at run time.
 pub struct Runtime {
     /// Its config.
     pub config: Source,
+    /// Its `[[source.policy]]` rules, compiled.
+    pub policies: crate::policy::Rules,
     endpoints: RwLock<Option<Arc<Endpoints>>>,
 }
 
@@ -111,14 +115,27 @@ pub struct LoadReport {
     pub endpoints: Vec<(String, Endpoints)>,
 }
 
-/// A source refused at load: its discovery document names another issuer.
+/// A source refused at load (its discovery document names another issuer, or
+/// a policy expression does not compile): fix the key named.
 #[derive(Debug, thiserror::Error)]
-#[error("source[{slug}].oidc_well_known_url: {error}")]
+#[error("source[{slug}].{key}: {reason}")]
 pub struct LoadError {
     /// The source.
     pub slug: String,
+    /// The config key at fault.
+    pub key: &'static str,
     /// Why.
-    pub error: DiscoveryError,
+    pub reason: String,
+}
+
+impl LoadError {
+    fn discovery(slug: &str, error: DiscoveryError) -> Self {
+        LoadError {
+            slug: slug.to_string(),
+            key: "oidc_well_known_url",
+            reason: error.to_string(),
+        }
+    }
 }
 
 impl Sources {
@@ -133,26 +150,28 @@ impl Sources {
         let mut report = LoadReport::default();
         let mut by_slug = HashMap::new();
         for s in &config.sources {
+            let policies = crate::policy::Rules::new(&s.policies).map_err(|e| LoadError {
+                slug: s.slug.clone(),
+                key: "policy",
+                reason: e.to_string(),
+            })?;
             let rt = Arc::new(Runtime {
+                policies,
                 config: s.clone(),
                 endpoints: RwLock::new(None),
             });
             match &s.oidc_well_known_url {
                 None => {
-                    let e = discovery::resolve(s, None).map_err(|error| LoadError {
-                        slug: s.slug.clone(),
-                        error,
-                    })?;
+                    let e = discovery::resolve(s, None)
+                        .map_err(|e| LoadError::discovery(&s.slug, e))?;
                     report.endpoints.push((s.slug.clone(), e.clone()));
                     rt.set_endpoints(e);
                     readiness.set(&s.slug, true);
                 }
                 Some(wk) => match discovery::fetch(&http, wk).await {
                     Ok(doc) => {
-                        let e = discovery::resolve(s, Some(&doc)).map_err(|error| LoadError {
-                            slug: s.slug.clone(),
-                            error,
-                        })?;
+                        let e = discovery::resolve(s, Some(&doc))
+                            .map_err(|e| LoadError::discovery(&s.slug, e))?;
                         for (key, d, c) in &e.overridden {
                             report
                                 .overridden
@@ -166,10 +185,7 @@ impl Sources {
                         error @ (DiscoveryError::IssuerMismatch { .. }
                         | DiscoveryError::BadField { .. }),
                     ) => {
-                        return Err(LoadError {
-                            slug: s.slug.clone(),
-                            error,
-                        });
+                        return Err(LoadError::discovery(&s.slug, error));
                     }
                     Err(e) => {
                         readiness.set(&s.slug, false);
@@ -334,6 +350,12 @@ impl Sources {
             }
         }
         let mapped = claims::map(&src.claims, &profile, id_claims.as_ref())?;
+        let mut all_claims = id_claims
+            .clone()
+            .unwrap_or(Value::Object(Default::default()));
+        if let (Some(all), Value::Object(p)) = (all_claims.as_object_mut(), &profile) {
+            all.extend(p.clone());
+        }
         let oidc_sid = id_claims
             .as_ref()
             .and_then(|c| c.get("sid"))
@@ -351,6 +373,7 @@ impl Sources {
             },
             id_token,
             oidc_sid,
+            claims: all_claims,
         })
     }
 

@@ -305,3 +305,16 @@ fn jwks14_provider_urls_must_be_https_off_loopback() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_cel_syntax_error_is_a_config_error_naming_the_key() {
+    let body = format!(
+        "{}\n[[app]]\nname = \"wiki\"\nupstream = \"http://127.0.0.1:3000\"\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\nexpression = \"user.groups.exists(g,\"\n",
+        base_config()
+    );
+    let msg = problems(&body);
+    assert!(
+        msg.contains("app[wiki].policy[0].expression: the CEL expression does not parse"),
+        "{msg}"
+    );
+}

@@ -286,14 +286,28 @@ async fn admin_endpoints_report_health_readiness_and_metrics() {
         .send()
         .await
         .unwrap();
-    let text = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // Metrics are recorded in the logging phase, just after the response is
+    // sent: wait (bounded) until the last request has been counted.
+    let wanted = [
+        r#"portcullis_requests_total{app="wiki",outcome="public"} 1"#,
+        r#"portcullis_requests_total{app="wiki-api",outcome="unauthorized"} 1"#,
+        r#"portcullis_requests_total{app="-",outcome="not_found"} 1"#,
+    ];
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = c
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if wanted.iter().all(|w| text.contains(w)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         text.contains(r#"portcullis_requests_total{app="wiki",outcome="public"} 1"#),
         "{text}"

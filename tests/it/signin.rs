@@ -930,3 +930,72 @@ async fn email_link_links_a_verified_email_and_email_deny_refuses() {
         .contains("A user with this email already exists"));
     assert_eq!((s.users().await, s.connections().await), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn source_policies_refuse_enrollment_and_app_policies_refuse_access() {
+    // A deny rule on enroll for alice's domain: refused, nothing written.
+    let mut s = Setup::start_with(
+        "[[source.policy]]\non = [\"enroll\"]\neffect = \"deny\"\nemail_domains = [\"example.com\"]\nmessage = \"example.com accounts must be created by an administrator\"",
+        |_| {},
+    )
+    .await;
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 403);
+    assert!(session_cookies_set(&r).is_empty());
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("example.com accounts must be created by an administrator"));
+    assert_eq!(s.users().await, 0);
+
+    // An allow rule with a CEL expression over the claims: alice (verified email) may enroll.
+    let mut s = Setup::start_with(
+        "[[source.policy]]\non = [\"enroll\", \"authenticate\"]\neffect = \"allow\"\nexpression = \"claims.email_verified == true && 'staff' in claims.groups\"",
+        |_| {},
+    )
+    .await;
+    assert_eq!(s.sign_in().await.status(), 302);
+
+    // App access: only the `ops` group under /admin; alice (admins, staff) is refused there.
+    let port = free_port();
+    let guarded = s.config.replace(&s.gw.addr.to_string(), &format!("127.0.0.1:{port}"))
+        + "\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\ngroups = [\"ops\"]\npath_prefix = \"/admin\"\nmessage = \"Only ops may administer\"\n";
+    let gw2 = Gateway::start_full(&guarded);
+    let cookie = s.jar.header();
+    let r = s
+        .client
+        .get(gw2.url("/admin/users"))
+        .header("cookie", &cookie)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("Only ops may administer"));
+    let r = s
+        .client
+        .get(gw2.url("/admin/users"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "forbidden");
+    let r = s
+        .client
+        .get(gw2.url("/wiki"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let before = s
+        .upstream
+        .requests()
+        .iter()
+        .filter(|r| r.uri.starts_with("/admin"))
+        .count();
+    assert_eq!(before, 0, "a refused request reached the upstream");
+}

@@ -1,0 +1,324 @@
+//! Policies: allow/deny rules per source (authenticate, enroll, link) and per
+//! app (access). Pure: facts in, verdict out. Deny wins; where any allow rule
+//! applies to an action, one of them must match.
+
+use serde_json::{json, Value};
+
+use crate::config::{path_has_prefix, Effect, Policy, PolicyAction};
+
+/// Who a rule is evaluated for.
+#[derive(Debug, Clone)]
+pub struct Subject<'a> {
+    /// Local username (or a machine token's `sub`).
+    pub username: &'a str,
+    /// Email address.
+    pub email: Option<&'a str>,
+    /// Display name.
+    pub name: Option<&'a str>,
+    /// Groups.
+    pub groups: &'a [String],
+    /// The source's claims (profile and ID token), `{}` when none.
+    pub claims: &'a Value,
+    /// The source slug.
+    pub source: &'a str,
+}
+
+/// The request an access rule is evaluated for.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Path, without query.
+    pub path: &'a str,
+    /// Method.
+    pub method: &'a str,
+    /// Host, lower-case, without port.
+    pub host: &'a str,
+}
+
+/// One rule with its expression compiled once.
+pub struct Rule {
+    /// The rule as configured.
+    pub policy: Policy,
+    program: Option<cel::Program>,
+}
+
+/// The rules of one source or app.
+#[derive(Default)]
+pub struct Rules(Vec<Rule>);
+
+/// A CEL expression that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("the expression does not parse: {0}")]
+pub struct ExpressionError(String);
+
+/// Parses a CEL expression (used by config validation and at start).
+pub fn compile(expression: &str) -> Result<cel::Program, ExpressionError> {
+    cel::Program::compile(expression).map_err(|e| ExpressionError(e.to_string()))
+}
+
+impl Rules {
+    /// Compiles the rules; the config was validated, so expressions parse.
+    pub fn new(policies: &[Policy]) -> Result<Rules, ExpressionError> {
+        policies
+            .iter()
+            .map(|p| {
+                Ok(Rule {
+                    program: p.expression.as_deref().map(compile).transpose()?,
+                    policy: p.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Rules)
+    }
+
+    /// Whether the rules allow `action`; `Err` carries the message to show.
+    pub fn check(
+        &self,
+        action: PolicyAction,
+        who: &Subject<'_>,
+        request: Option<Request<'_>>,
+    ) -> Result<(), String> {
+        let applies = |r: &&Rule| {
+            r.policy.on.contains(&action)
+                && match (&r.policy.path_prefix, request) {
+                    (Some(prefix), Some(req)) => path_has_prefix(req.path, prefix),
+                    (Some(_), None) => false,
+                    (None, _) => true,
+                }
+        };
+        let refusal = |r: &Rule| {
+            r.policy
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("A policy does not allow you to {}.", verb(action)))
+        };
+        let rules: Vec<&Rule> = self.0.iter().filter(applies).collect();
+        for r in rules.iter().filter(|r| r.policy.effect == Effect::Deny) {
+            // An expression that cannot be evaluated counts as a match: fail closed.
+            if r.matches(who, request).unwrap_or(true) {
+                return Err(refusal(r));
+            }
+        }
+        let allows: Vec<&&Rule> = rules
+            .iter()
+            .filter(|r| r.policy.effect == Effect::Allow)
+            .collect();
+        match allows.first() {
+            None => Ok(()),
+            Some(first)
+                if !allows
+                    .iter()
+                    .any(|r| r.matches(who, request).unwrap_or(false)) =>
+            {
+                Err(refusal(first))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+fn verb(action: PolicyAction) -> &'static str {
+    match action {
+        PolicyAction::Authenticate => "sign in through this provider",
+        PolicyAction::Enroll => "create an account through this provider",
+        PolicyAction::Link => "link this account",
+        PolicyAction::Access => "open this application",
+    }
+}
+
+impl Rule {
+    /// Whether every matcher the rule has matches (a rule without matchers
+    /// matches everyone); `None` when the expression could not be evaluated.
+    fn matches(&self, who: &Subject<'_>, request: Option<Request<'_>>) -> Option<bool> {
+        let p = &self.policy;
+        if !p.email_domains.is_empty() {
+            let domain = who
+                .email
+                .and_then(|e| e.rsplit_once('@'))
+                .map(|(_, d)| d.to_ascii_lowercase());
+            if !domain.is_some_and(|d| p.email_domains.contains(&d)) {
+                return Some(false);
+            }
+        }
+        if !p.groups.is_empty() && !who.groups.iter().any(|g| p.groups.contains(g)) {
+            return Some(false);
+        }
+        if !p.users.is_empty() && !p.users.iter().any(|u| u == who.username) {
+            return Some(false);
+        }
+        match &self.program {
+            None => Some(true),
+            Some(program) => evaluate(program, who, request),
+        }
+    }
+}
+
+/// Runs an expression over `{user, claims, source, request}`; `None` unless it yields a boolean.
+fn evaluate(
+    program: &cel::Program,
+    who: &Subject<'_>,
+    request: Option<Request<'_>>,
+) -> Option<bool> {
+    let mut ctx = cel::Context::default();
+    let user = json!({"username": who.username, "email": who.email, "name": who.name, "groups": who.groups});
+    let req = request.map_or(
+        json!({}),
+        |r| json!({"path": r.path, "method": r.method, "host": r.host}),
+    );
+    ctx.add_variable("user", cel::to_value(&user).ok()?).ok()?;
+    ctx.add_variable("claims", cel::to_value(who.claims).ok()?)
+        .ok()?;
+    ctx.add_variable("source", who.source.to_string()).ok()?;
+    ctx.add_variable("request", cel::to_value(&req).ok()?)
+        .ok()?;
+    match program.execute(&ctx) {
+        Ok(cel::Value::Bool(b)) => Some(b),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(on: PolicyAction, effect: Effect) -> Policy {
+        Policy {
+            on: vec![on],
+            effect,
+            email_domains: vec![],
+            groups: vec![],
+            users: vec![],
+            expression: None,
+            message: None,
+            path_prefix: None,
+        }
+    }
+
+    fn subject<'a>(groups: &'a [String], claims: &'a Value, email: &'a str) -> Subject<'a> {
+        Subject {
+            username: "ada",
+            email: Some(email),
+            name: None,
+            groups,
+            claims,
+            source: "corp",
+        }
+    }
+
+    #[test]
+    fn deny_wins_allow_must_match_and_no_rule_allows() {
+        let staff = vec!["staff".to_string()];
+        let none: Vec<String> = vec![];
+        let claims = json!({"hd": "example.com", "amr": ["mfa"]});
+        let s_staff = subject(&staff, &claims, "ada@example.com");
+        let s_guest = subject(&none, &claims, "ada@contractor.example");
+
+        assert!(Rules::default()
+            .check(PolicyAction::Link, &s_guest, None)
+            .is_ok());
+
+        let deny_contractors = Policy {
+            email_domains: vec!["contractor.example".into()],
+            message: Some("Contractor accounts cannot be linked".into()),
+            ..rule(PolicyAction::Link, Effect::Deny)
+        };
+        let rules = Rules::new(&[deny_contractors]).unwrap();
+        assert_eq!(
+            rules.check(PolicyAction::Link, &s_guest, None),
+            Err("Contractor accounts cannot be linked".into())
+        );
+        assert!(rules.check(PolicyAction::Link, &s_staff, None).is_ok());
+        assert!(
+            rules.check(PolicyAction::Enroll, &s_guest, None).is_ok(),
+            "rule is only for link"
+        );
+
+        let allow_staff = Policy {
+            groups: vec!["staff".into()],
+            ..rule(PolicyAction::Access, Effect::Allow)
+        };
+        let deny_ada = Policy {
+            users: vec!["ada".into()],
+            ..rule(PolicyAction::Access, Effect::Deny)
+        };
+        let rules = Rules::new(std::slice::from_ref(&allow_staff)).unwrap();
+        assert!(rules.check(PolicyAction::Access, &s_staff, None).is_ok());
+        assert!(rules.check(PolicyAction::Access, &s_guest, None).is_err());
+        let rules = Rules::new(&[allow_staff, deny_ada]).unwrap();
+        assert!(
+            rules.check(PolicyAction::Access, &s_staff, None).is_err(),
+            "deny wins over allow"
+        );
+    }
+
+    #[test]
+    fn expressions_see_user_claims_source_and_request() {
+        let staff = vec!["staff".to_string()];
+        let claims = json!({"hd": "example.com", "amr": ["mfa"]});
+        let s = subject(&staff, &claims, "ada@example.com");
+        let allow = |expr: &str| Policy {
+            expression: Some(expr.into()),
+            ..rule(PolicyAction::Access, Effect::Allow)
+        };
+        let req = Request {
+            path: "/admin/x",
+            method: "GET",
+            host: "wiki.example",
+        };
+        for (expr, want) in [
+            ("claims.hd == 'example.com'", true),
+            ("'mfa' in claims.amr", true),
+            ("'admins' in user.groups", false),
+            (
+                "source == 'corp' && request.path.startsWith('/admin')",
+                true,
+            ),
+            ("request.method == 'POST'", false),
+            ("claims.missing == 1", false), // an evaluation error never allows
+            ("1 + 1", false),               // not a boolean never allows
+        ] {
+            let rules = Rules::new(&[allow(expr)]).unwrap();
+            assert_eq!(
+                rules.check(PolicyAction::Access, &s, Some(req)).is_ok(),
+                want,
+                "{expr}"
+            );
+        }
+        // A deny rule whose expression fails to evaluate denies (fail closed).
+        let deny = Policy {
+            expression: Some("claims.missing == 1".into()),
+            ..rule(PolicyAction::Access, Effect::Deny)
+        };
+        assert!(Rules::new(&[deny])
+            .unwrap()
+            .check(PolicyAction::Access, &s, Some(req))
+            .is_err());
+        assert!(compile("user.groups.exists(").is_err());
+    }
+
+    #[test]
+    fn path_scoped_app_rules_apply_only_under_their_prefix() {
+        let none: Vec<String> = vec![];
+        let claims = json!({});
+        let s = subject(&none, &claims, "ada@example.com");
+        let admins_only = Policy {
+            groups: vec!["admins".into()],
+            path_prefix: Some("/admin".into()),
+            ..rule(PolicyAction::Access, Effect::Allow)
+        };
+        let rules = Rules::new(&[admins_only]).unwrap();
+        let at = |path| {
+            Some(Request {
+                path,
+                method: "GET",
+                host: "h",
+            })
+        };
+        assert!(rules
+            .check(PolicyAction::Access, &s, at("/admin/users"))
+            .is_err());
+        assert!(rules.check(PolicyAction::Access, &s, at("/wiki")).is_ok());
+        assert!(rules
+            .check(PolicyAction::Access, &s, at("/administrator"))
+            .is_ok());
+    }
+}
