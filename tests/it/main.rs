@@ -13,4 +13,5 @@ mod support;
 mod binary;
 mod config;
 mod proxy;
+mod replicas;
 mod signin;
