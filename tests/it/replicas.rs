@@ -18,17 +18,17 @@ struct Replica {
 impl Replica {
     /// Login → provider (auto-approve) → callback, through this replica.
     async fn sign_in(&mut self, c: &reqwest::Client) -> reqwest::Response {
-        let mut get = |url: String, jar: &mut Jar| {
+        let get = |url: String, jar: &Jar| {
             let c = c.clone();
             let cookie = jar.header();
             async move { c.get(url).header("cookie", cookie).send().await.unwrap() }
         };
-        let r = get(self.gw.url("/_auth/login/demo"), &mut self.jar).await;
+        let r = get(self.gw.url("/_auth/login/demo"), &self.jar).await;
         self.jar.absorb(&r);
         let authorize = r.headers()["location"].to_str().unwrap().to_string();
-        let r = get(authorize, &mut self.jar).await;
+        let r = get(authorize, &self.jar).await;
         let callback = r.headers()["location"].to_str().unwrap().to_string();
-        let r = get(callback, &mut self.jar).await;
+        let r = get(callback, &self.jar).await;
         self.jar.absorb(&r);
         r
     }
