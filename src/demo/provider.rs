@@ -346,6 +346,21 @@ impl Provider {
         change(&mut self.shared.lock().faults);
     }
 
+    /// Signs `claims` as the provider signs ID tokens (same key, algorithm
+    /// and faults), e.g. a back-channel logout token; `None` without keys.
+    pub fn sign(&self, claims: &Map<String, Value>) -> Option<String> {
+        let faults = self.faults();
+        let keys = self.shared.keys.clone()?;
+        let secret = self
+            .shared
+            .config
+            .clients
+            .first()
+            .map(|c| c.client_secret.clone())
+            .unwrap_or_default();
+        sign_id_token(claims, &faults, &keys, &secret).ok()
+    }
+
     /// The faults in force.
     pub fn faults(&self) -> Faults {
         self.shared.lock().faults.clone()

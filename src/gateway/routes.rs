@@ -32,6 +32,8 @@ pub enum AuthRoute {
     Callback(String),
     /// `/_auth/sign_out`
     SignOut,
+    /// `/_auth/backchannel_logout/{slug}`: OIDC Back-Channel Logout 1.0.
+    BackchannelLogout(String),
     /// `/_auth/check`: forward auth.
     Check,
     /// `/_auth/userinfo`: the current identity as JSON.
@@ -59,6 +61,9 @@ pub fn classify(path: &str) -> AuthRoute {
         },
         Some(("login", s)) => slug(s).map_or(AuthRoute::Unknown, AuthRoute::Login),
         Some(("link", s)) => slug(s).map_or(AuthRoute::Unknown, AuthRoute::Link),
+        Some(("backchannel_logout", s)) => {
+            slug(s).map_or(AuthRoute::Unknown, AuthRoute::BackchannelLogout)
+        }
         Some(("callback", s)) => slug(s).map_or(AuthRoute::Unknown, AuthRoute::Callback),
         Some(_) => AuthRoute::Unknown,
     }
@@ -118,6 +123,7 @@ pub async fn handle(
         }
         AuthRoute::Callback(slug) => callback(state, session, ctx, &slug).await,
         AuthRoute::SignOut => sign_out(state, session, ctx).await,
+        AuthRoute::BackchannelLogout(slug) => backchannel_logout(state, session, ctx, &slug).await,
         AuthRoute::Check => check(state, session, ctx).await,
         AuthRoute::Userinfo => userinfo(state, session, ctx).await,
         AuthRoute::Unknown => rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint).await,
@@ -510,6 +516,73 @@ async fn sign_out(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> p
         vec![("set-cookie", sessions.clear())],
     )
     .await
+}
+
+/// OIDC Back-Channel Logout 1.0: verify the `logout_token`, then revoke the
+/// sessions of that `sid`/`sub` (other replicas within identity_cache_ttl).
+async fn backchannel_logout(
+    state: &Arc<State>,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    slug: &str,
+) -> pingora::Result<()> {
+    let answer = |status: u16, error: &str, description: String| {
+        let body = if status == 200 {
+            String::new()
+        } else {
+            serde_json::json!({"error": error, "error_description": description}).to_string()
+        };
+        (status, body)
+    };
+    let (status, body) = 'outcome: {
+        if !method_is(session, &http::Method::POST) {
+            break 'outcome answer(405, "invalid_request", "use POST".into());
+        }
+        let Some(rt) = state.sources.get(slug) else {
+            break 'outcome answer(404, "invalid_request", "no such source".into());
+        };
+        let form = match read_body(session).await? {
+            Some(b) => b,
+            None => break 'outcome answer(413, "invalid_request", "body too large".into()),
+        };
+        let token = url::form_urlencoded::parse(&form)
+            .find(|(k, _)| k == "logout_token")
+            .map(|(_, v)| v.into_owned());
+        let Some(token) = token else {
+            break 'outcome answer(400, "invalid_request", "no logout_token".into());
+        };
+        let request = match state.sources.verify_logout(&rt, &token, now()).await {
+            Ok(r) => r,
+            Err(e) => break 'outcome answer(400, "invalid_request", e.to_string()),
+        };
+        // A logout token is one-time too (its `jti`).
+        if let Some(jti) = &request.jti {
+            if !state.sessions.consume_state(&format!("jti:{slug}:{jti}")) {
+                break 'outcome answer(400, "invalid_request", "logout token replayed".into());
+            }
+        }
+        let store = state.sessions.store();
+        match store
+            .revoke_sessions_by_oidc(slug, request.sid.as_deref(), request.sub.as_deref())
+            .await
+        {
+            Ok(n) => {
+                state.sessions.forget_all();
+                ctx.span.in_scope(|| {
+                    tracing::info!(auth.source = slug, revoked = n, "back-channel logout")
+                });
+                answer(200, "", String::new())
+            }
+            Err(e) => answer(503, "temporarily_unavailable", e.to_string()),
+        }
+    };
+    ctx.outcome = Some(Outcome::AuthEndpoint);
+    let content_type = if body.is_empty() {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/json"
+    };
+    rescue::write(session, ctx, status, &[], content_type, Bytes::from(body)).await
 }
 
 /// The original request a forward-auth call is about: from `X-Original-URL`

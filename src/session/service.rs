@@ -179,6 +179,12 @@ impl Sessions {
         self.cache.insert(sid.to_string(), None);
     }
 
+    /// Forgets every cached session of this replica (after a back-channel
+    /// logout, whose provider `sid` does not name our cache keys).
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
+
     /// The session record itself (for sign-out: its source and ID token).
     pub async fn record(&self, sid: &str) -> Option<SessionRecord> {
         self.store.session(sid).await.ok().flatten().map(|(r, _)| r)

@@ -97,20 +97,31 @@ pub fn peek(token: &str) -> Result<(Algorithm, Option<String>), IdTokenError> {
 
 /// Verifies the signature and every claim; returns the claims.
 pub fn validate(token: &str, keys: &KeySet, e: &Expect<'_>) -> Result<Value, IdTokenError> {
+    let claims = verify(token, keys, e.algorithms, e.client_secret)?;
+    check_claims(&claims, e)?;
+    Ok(claims)
+}
+
+/// Verifies a JWS with this issuer's keys (or the client secret for HMAC,
+/// when allowed) and an algorithm in `algorithms`; returns its claims unchecked.
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    algorithms: &[Algorithm],
+    client_secret: Option<&str>,
+) -> Result<Value, IdTokenError> {
     let (alg, kid) = peek(token)?;
-    if !e.algorithms.contains(&alg) {
+    if !algorithms.contains(&alg) {
         return Err(IdTokenError::Algorithm(format!("{alg:?}")));
     }
     let mut validation = Validation::new(alg);
-    // Every claim is checked below against `e.now`, so the check is pure and uses our leeway.
+    // Claims are checked by the caller against its own time and leeway, so the check is pure.
     validation.validate_exp = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
     let claims = match alg {
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            let secret = e
-                .client_secret
-                .ok_or(IdTokenError::Algorithm(format!("{alg:?}")))?;
+            let secret = client_secret.ok_or(IdTokenError::Algorithm(format!("{alg:?}")))?;
             let key = DecodingKey::from_secret(secret.as_bytes());
             jsonwebtoken::decode::<Value>(token, &key, &validation)
                 .map_err(|_| IdTokenError::Signature)?
@@ -129,8 +140,80 @@ pub fn validate(token: &str, keys: &KeySet, e: &Expect<'_>) -> Result<Value, IdT
                 .claims
         }
     };
-    check_claims(&claims, e)?;
     Ok(claims)
+}
+
+/// The `events` member a logout token must carry (Back-Channel Logout 1.0 §2.4).
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// What a valid logout token asks to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutRequest {
+    /// The provider's session id.
+    pub sid: Option<String>,
+    /// The subject.
+    pub sub: Option<String>,
+    /// The token id, to refuse replays.
+    pub jti: Option<String>,
+}
+
+/// Checks a verified logout token's claims (Back-Channel Logout 1.0 §2.6).
+pub fn check_logout_claims(
+    c: &Value,
+    issuer: &str,
+    client_id: &str,
+    now: u64,
+    max_age_secs: u64,
+) -> Result<LogoutRequest, IdTokenError> {
+    if c.get("iss").and_then(Value::as_str) != Some(issuer) {
+        return Err(IdTokenError::Issuer);
+    }
+    let aud_ok = match c.get("aud") {
+        Some(Value::String(a)) => a == client_id,
+        Some(Value::Array(items)) => items.iter().any(|a| a.as_str() == Some(client_id)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(IdTokenError::Audience);
+    }
+    let iat = c
+        .get("iat")
+        .and_then(Value::as_u64)
+        .ok_or(IdTokenError::IssuedAt)?;
+    if iat > now.saturating_add(LEEWAY_SECS) || now.saturating_sub(iat) > max_age_secs {
+        return Err(IdTokenError::IssuedAt);
+    }
+    if let Some(exp) = c.get("exp") {
+        if exp
+            .as_u64()
+            .is_none_or(|exp| now > exp.saturating_add(LEEWAY_SECS))
+        {
+            return Err(IdTokenError::Expired);
+        }
+    }
+    let event_ok = c
+        .get("events")
+        .and_then(|e| e.get(BACKCHANNEL_LOGOUT_EVENT))
+        .is_some_and(Value::is_object);
+    // A nonce would make it usable as an ID token (or vice versa): refused.
+    if !event_ok || c.get("nonce").is_some() {
+        return Err(IdTokenError::Malformed);
+    }
+    let text = |k: &str| {
+        c.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let (sid, sub) = (text("sid"), text("sub"));
+    if sid.is_none() && sub.is_none() {
+        return Err(IdTokenError::Subject);
+    }
+    Ok(LogoutRequest {
+        sid,
+        sub,
+        jti: text("jti"),
+    })
 }
 
 /// The claim checks of OIDC Core §3.1.3.7 steps 2–5 and 9–11, and §2 for `sub`.
@@ -182,6 +265,51 @@ pub fn check_claims(c: &Value, e: &Expect<'_>) -> Result<(), IdTokenError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn logout_token_claims_follow_backchannel_logout_2_6() {
+        let now = 1_700_000_000;
+        let good = json!({"iss": "https://idp", "aud": "rp", "iat": now, "jti": "j1", "sid": "s1",
+            "events": {BACKCHANNEL_LOGOUT_EVENT: {}}});
+        let ok = check_logout_claims(&good, "https://idp", "rp", now, 600).unwrap();
+        assert_eq!(
+            ok,
+            LogoutRequest {
+                sid: Some("s1".into()),
+                sub: None,
+                jti: Some("j1".into())
+            }
+        );
+        let mut cases: Vec<(&str, Value)> = vec![];
+        let mut with = |name: &'static str, f: &dyn Fn(&mut Value)| {
+            let mut v = good.clone();
+            f(&mut v);
+            cases.push((name, v));
+        };
+        with("wrong iss", &|v| v["iss"] = json!("https://evil"));
+        with("wrong aud", &|v| v["aud"] = json!("other"));
+        with("no iat", &|v| {
+            v.as_object_mut().unwrap().remove("iat");
+        });
+        with("old iat", &|v| v["iat"] = json!(now - 3600));
+        with("no events", &|v| {
+            v.as_object_mut().unwrap().remove("events");
+        });
+        with("other event", &|v| {
+            v["events"] = json!({"http://example/other": {}})
+        });
+        with("nonce present", &|v| v["nonce"] = json!("n"));
+        with("neither sid nor sub", &|v| {
+            v.as_object_mut().unwrap().remove("sid");
+        });
+        with("expired", &|v| v["exp"] = json!(now - 3600));
+        for (name, v) in cases {
+            assert!(
+                check_logout_claims(&v, "https://idp", "rp", now, 600).is_err(),
+                "{name} accepted"
+            );
+        }
+    }
 
     fn expect(now: u64) -> Expect<'static> {
         Expect {

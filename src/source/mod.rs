@@ -419,6 +419,46 @@ impl Sources {
     }
 }
 
+impl Sources {
+    /// Verifies a back-channel logout token of `rt` (signature with its keys,
+    /// then Back-Channel Logout 1.0 §2.6); what it asks to end.
+    pub async fn verify_logout(
+        &self,
+        rt: &Runtime,
+        token: &str,
+        now: u64,
+    ) -> Result<idtoken::LogoutRequest, SourceError> {
+        let src = &rt.config;
+        let endpoints = rt.endpoints().ok_or(SourceError::NotReady)?;
+        let issuer = endpoints.issuer.as_deref().ok_or(SourceError::NotReady)?;
+        let (_, kid) = idtoken::peek(token)?;
+        let algorithms = id_token_algorithms(&endpoints.id_token_algs);
+        let secret = src.consumer_secret.as_ref().map(|s| s.expose().as_str());
+        let keys = self
+            .jwks
+            .keys_for(&src.slug, endpoints.jwks.as_ref(), kid.as_deref())
+            .await?;
+        let claims = match idtoken::verify(token, &keys, &algorithms, secret) {
+            Err(idtoken::IdTokenError::UnknownKey) => {
+                let keys = self
+                    .jwks
+                    .refetch(&src.slug, endpoints.jwks.as_ref(), Some(&keys))
+                    .await?;
+                idtoken::verify(token, &keys, &algorithms, secret)?
+            }
+            other => other?,
+        };
+        let client_id = src.consumer_key.as_deref().unwrap_or_default();
+        Ok(idtoken::check_logout_claims(
+            &claims,
+            issuer,
+            client_id,
+            now,
+            ID_TOKEN_MAX_AGE_SECS,
+        )?)
+    }
+}
+
 /// The algorithms a provider's ID tokens may use: what its discovery document
 /// lists (never `none`), else the asymmetric ones.
 pub fn id_token_algorithms(listed: &[String]) -> Vec<Algorithm> {

@@ -999,3 +999,107 @@ async fn source_policies_refuse_enrollment_and_app_policies_refuse_access() {
         .count();
     assert_eq!(before, 0, "a refused request reached the upstream");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backchannel_logout_revokes_the_provider_session_and_refuses_bad_tokens() {
+    let mut s = Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let cookie = s.jar.header();
+    let store = portcullis::identity::store::open(&s.db).await.unwrap();
+    let (user, _) = store.list_users().await.unwrap().remove(0);
+    let sid = store.user_sessions(&user.id).await.unwrap()[0]
+        .oidc_sid
+        .clone()
+        .expect("the provider's sid was not recorded");
+    let client_id = s.provider.config().clients[0].client_id.clone();
+    let now = jsonwebtoken::get_current_timestamp();
+    let token = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut c = serde_json::Map::new();
+        c.insert("iss".into(), json!(s.provider.issuer()));
+        c.insert("aud".into(), json!(client_id));
+        c.insert("iat".into(), json!(now));
+        c.insert("jti".into(), json!(format!("j-{}", rand::random::<u64>())));
+        c.insert("sid".into(), json!(sid));
+        c.insert(
+            "events".into(),
+            json!({"http://schemas.openid.net/event/backchannel-logout": {}}),
+        );
+        f(&mut c);
+        s.provider.sign(&c).unwrap()
+    };
+    let post = |t: String| {
+        let c = s.client.clone();
+        let url = s.gw.url("/_auth/backchannel_logout/demo");
+        async move {
+            c.post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("logout_token={t}"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let still_in = || {
+        let c = s.client.clone();
+        let url = s.gw.url("/private");
+        let cookie = cookie.clone();
+        async move {
+            c.get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        }
+    };
+    // Invalid tokens: 400, nothing revoked.
+    for (name, t) in [
+        (
+            "nonce",
+            token(&|c| {
+                c.insert("nonce".into(), json!("n"));
+            }),
+        ),
+        (
+            "no events",
+            token(&|c| {
+                c.remove("events");
+            }),
+        ),
+        (
+            "wrong aud",
+            token(&|c| {
+                c.insert("aud".into(), json!("other"));
+            }),
+        ),
+        (
+            "wrong iss",
+            token(&|c| {
+                c.insert("iss".into(), json!("https://evil.example"));
+            }),
+        ),
+        (
+            "no sid or sub",
+            token(&|c| {
+                c.remove("sid");
+            }),
+        ),
+    ] {
+        let r = post(t).await;
+        assert_eq!(r.status(), 400, "{name}");
+        assert!(still_in().await, "{name} revoked the session");
+    }
+    s.provider.set_faults(|f| f.bad_signature = true);
+    assert_eq!(post(token(&|_| {})).await.status(), 400, "bad signature");
+    s.provider.set_faults(|f| f.bad_signature = false);
+    assert!(still_in().await);
+    // A valid one revokes the session with that sid; its replay is refused.
+    let good = token(&|_| {});
+    assert_eq!(post(good.clone()).await.status(), 200);
+    assert!(
+        !still_in().await,
+        "the session survived the back-channel logout"
+    );
+    assert_eq!(post(good).await.status(), 400);
+}
