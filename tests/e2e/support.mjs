@@ -241,8 +241,9 @@ export const ACCOUNT = {
 
 // A real, certified OpenID provider (npm `oidc-provider`) on 127.0.0.1:0 with
 // one confidential client; its built-in dev interactions (login and consent
-// forms) are used. PKCE is required of every client.
-export async function startProvider(h, { clientId, clientSecret, redirectUris, postLogoutRedirectUris = [] }) {
+// forms) are used. PKCE is required of every client. `account` (default
+// `ACCOUNT`) is the one person it knows.
+export async function startProvider(h, { clientId, clientSecret, redirectUris, postLogoutRedirectUris = [], account = ACCOUNT }) {
   const { default: Provider } = await import('oidc-provider');
   const server = http.createServer();
   await listen(server, 0);
@@ -276,8 +277,8 @@ export async function startProvider(h, { clientId, clientSecret, redirectUris, p
     jwks: { keys: [{ ...generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }), kid: 'e2e', use: 'sig', alg: 'RS256' }] },
     ttl: { AccessToken: 600, IdToken: 600, Interaction: 600, Session: 3600, Grant: 3600 },
     async findAccount(_ctx, id) {
-      if (id !== ACCOUNT.id) return undefined;
-      return { accountId: id, claims: async () => ({ ...ACCOUNT.claims }) };
+      if (id !== account.id) return undefined;
+      return { accountId: id, claims: async () => ({ ...account.claims }) };
     },
   });
   // Otherwise a failure inside the provider only shows as a 500 to portcullis.
@@ -512,13 +513,14 @@ public_paths = ["/public/"]
 // The provider's leg of a sign-in, as a person at the keyboard: from the
 // authorization URL through the dev login form (account id, any password) and
 // the consent form, up to the provider's redirect to `callbackPrefix`, which
-// is not followed. Returns the pages and that last hop.
-export async function passProvider(b, authorizeUrl, callbackPrefix) {
+// is not followed. Returns the pages and that last hop. `account` (default
+// `ACCOUNT`) is whom the login form is filled in as.
+export async function passProvider(b, authorizeUrl, callbackPrefix, { account = ACCOUNT } = {}) {
   const until = (next) => next.startsWith(callbackPrefix);
   const loginPage = await b.follow(authorizeUrl, { until });
   assert.equal(loginPage.status, 200, `provider login page\n${b.trace()}`);
   assert.match(loginPage.body, /name="login"/, 'the provider shows its login form');
-  let hop = await b.submit(loginPage, { login: ACCOUNT.id, password: 'any password' });
+  let hop = await b.submit(loginPage, { login: account.id, password: 'any password' });
   hop = await b.follow(hop, { until });
   assert.equal(hop.status, 200, `provider consent page\n${b.trace()}`);
   assert.match(hop.body, /name="prompt" value="consent"/, 'the provider asks for consent');
