@@ -1,4 +1,4 @@
-//! Two gateways on one PostgreSQL store (DESIGN "Scale"): a session from one
+//! Two gateway processes on one PostgreSQL store (DESIGN "Scale"): a session from one
 //! is accepted by the other, `users disable` reaches both within
 //! `identity_cache_ttl`, and concurrent first sign-ins of one identity through
 //! both create one user. Skipped (with a notice) without PORTCULLIS_TEST_POSTGRES_URL.
@@ -8,11 +8,57 @@ use std::time::Duration;
 use sqlx::Connection as _;
 
 use crate::signin::{session_cookies_set, Jar};
-use crate::support::{client, config_file, free_port, Gateway, Upstream, SECRET};
+use crate::support::{client, config_file, free_port, Upstream, SECRET};
 
+/// A `portcullis serve` process, killed when dropped.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One replica: a gateway process with its config, and a browser's cookie jar.
 struct Replica {
-    gw: Gateway,
+    _process: Process,
+    _config: crate::support::ConfigFile,
+    port: u16,
     jar: Jar,
+}
+
+impl Replica {
+    /// Starts `portcullis serve` and waits (bounded) until it answers.
+    async fn start(config: &str, port: u16) -> Replica {
+        let file = config_file(config);
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config"])
+            .arg(&file.path)
+            .env_remove("PORTCULLIS_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let replica = Replica {
+            _process: Process(child),
+            _config: file,
+            port,
+            jar: Jar::default(),
+        };
+        let c = client();
+        for _ in 0..200 {
+            if c.get(replica.url("/_auth/sign_in")).send().await.is_ok() {
+                return replica;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("replica on port {port} did not start");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
 }
 
 impl Replica {
@@ -23,7 +69,7 @@ impl Replica {
             let cookie = jar.header();
             async move { c.get(url).header("cookie", cookie).send().await.unwrap() }
         };
-        let r = get(self.gw.url("/_auth/login/demo"), &self.jar).await;
+        let r = get(self.url("/_auth/login/demo"), &self.jar).await;
         self.jar.absorb(&r);
         let authorize = r.headers()["location"].to_str().unwrap().to_string();
         let r = get(authorize, &self.jar).await;
@@ -75,14 +121,9 @@ async fn two_replicas_share_sessions_revocation_and_enrollment_on_postgresql() {
             upstream.url()
         )
     };
-    let mut a = Replica {
-        gw: Gateway::start_full(&config(ports[0])),
-        jar: Jar::default(),
-    };
-    let mut b = Replica {
-        gw: Gateway::start_full(&config(ports[1])),
-        jar: Jar::default(),
-    };
+    // Two gateway processes on one PostgreSQL store.
+    let mut a = Replica::start(&config(ports[0]), ports[0]).await;
+    let mut b = Replica::start(&config(ports[1]), ports[1]).await;
     let c = client();
 
     // A session created through A is accepted by B.
@@ -103,7 +144,7 @@ async fn two_replicas_share_sessions_revocation_and_enrollment_on_postgresql() {
                 .as_u16()
         }
     };
-    assert_eq!(status(b.gw.url("/private")).await, 200);
+    assert_eq!(status(b.url("/private")).await, 200);
 
     // `users disable` against the store: both replicas refuse within identity_cache_ttl.
     let file = config_file(&config(ports[0]));
@@ -118,8 +159,8 @@ async fn two_replicas_share_sessions_revocation_and_enrollment_on_postgresql() {
         String::from_utf8_lossy(&out.stderr)
     );
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_eq!(status(a.gw.url("/private")).await, 401);
-    assert_eq!(status(b.gw.url("/private")).await, 401);
+    assert_eq!(status(a.url("/private")).await, 401);
+    assert_eq!(status(b.url("/private")).await, 401);
 
     // Concurrent first sign-ins of bob through A and B: one user.
     provider.set_faults(|f| f.auto_approve_as = Some("bob".into()));
