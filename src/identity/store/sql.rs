@@ -182,6 +182,21 @@ where
     }
 
     /// The user whose columns start at `at` (groups left empty).
+    /// A session record from the eight columns starting at `at`
+    /// (`id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token`).
+    fn session_at(row: &DB::Row, at: usize) -> Result<SessionRecord, sqlx::Error> {
+        Ok(SessionRecord {
+            id: row.try_get(at)?,
+            user_id: row.try_get(at + 1)?,
+            source: row.try_get(at + 2)?,
+            created_at: row.try_get(at + 3)?,
+            expires_at: row.try_get(at + 4)?,
+            revoked: row.try_get(at + 5)?,
+            oidc_sid: row.try_get(at + 6)?,
+            id_token: row.try_get(at + 7)?,
+        })
+    }
+
     fn user_at(row: &DB::Row, at: usize) -> Result<User, sqlx::Error> {
         Ok(User {
             id: row.try_get(at)?,
@@ -578,16 +593,7 @@ where
         let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let record = SessionRecord {
-            id: first.try_get(0)?,
-            user_id: first.try_get(1)?,
-            source: first.try_get(2)?,
-            created_at: first.try_get(3)?,
-            expires_at: first.try_get(4)?,
-            revoked: first.try_get(5)?,
-            oidc_sid: first.try_get(6)?,
-            id_token: first.try_get(7)?,
-        };
+        let record = Self::session_at(first, 0)?;
         let mut user = Self::user_at(first, SESSION_COLUMNS)?;
         for row in &rows {
             let group: Option<String> = row.try_get(SESSION_COLUMNS + USER_COLUMNS - 1)?;
@@ -720,20 +726,10 @@ where
         .bind(user_id)
         .fetch_all(&mut *conn)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SessionRecord {
-                    id: r.try_get(0)?,
-                    user_id: r.try_get(1)?,
-                    source: r.try_get(2)?,
-                    created_at: r.try_get(3)?,
-                    expires_at: r.try_get(4)?,
-                    revoked: r.try_get(5)?,
-                    oidc_sid: r.try_get(6)?,
-                    id_token: r.try_get(7)?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(|r| Self::session_at(r, 0))
+            .collect::<Result<_, _>>()?)
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
