@@ -170,6 +170,20 @@ impl Gateway {
     }
 }
 
+/// Whether the request carries `Authorization: Bearer …`.
+pub(crate) fn has_bearer(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.len() > 7
+                && v.get(..7)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+        })
+}
+
 /// Framing checks on the raw head for HTTP/1, header limits for HTTP/2.
 fn check_head(session: &Session) -> Result<(), FramingError> {
     match session.as_downstream() {
@@ -215,6 +229,11 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Decision::Protected { rd } => {
+                // A bearer token decides alone, never falling back to the cookie (PRX-29).
+                if let Some(refusal) = routes::bearer_refusal(session) {
+                    rescue::respond(session, ctx, refusal).await?;
+                    return Ok(true);
+                }
                 let host = ctx.host.clone().unwrap_or_default();
                 match authenticate(&self.state, session, ctx, &host).await {
                     Some(p) => {

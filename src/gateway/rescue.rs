@@ -32,6 +32,11 @@ pub enum Rejection {
         /// What happened, safe to show.
         reason: String,
     },
+    /// A bearer token that is not accepted: 401 `error="invalid_token"` (RFC 6750), never a redirect.
+    InvalidToken {
+        /// Safe to show; never contains the token.
+        description: String,
+    },
     /// An app policy refuses this principal: 403 with the policy's message.
     Forbidden {
         /// The policy's message.
@@ -55,6 +60,7 @@ impl Rejection {
             Rejection::SignInRefused { status, .. } => *status,
             Rejection::SourceNotReady => 503,
             Rejection::Forbidden { .. } => 403,
+            Rejection::InvalidToken { .. } => 401,
             Rejection::TooLarge => 413,
             Rejection::MethodNotAllowed => 405,
         }
@@ -72,6 +78,7 @@ impl Rejection {
             Rejection::SignInRefused { .. } | Rejection::SourceNotReady => Outcome::AuthEndpoint,
             Rejection::TooLarge | Rejection::MethodNotAllowed => Outcome::BadRequest,
             Rejection::Forbidden { .. } => Outcome::Forbidden,
+            Rejection::InvalidToken { .. } => Outcome::Unauthorized,
         }
     }
 
@@ -111,6 +118,11 @@ impl Rejection {
                 } else {
                     "Go back to the application and sign in again; if this repeats, tell the operator."
                 },
+            ),
+            Rejection::InvalidToken { description } => (
+                "Invalid token",
+                description.clone(),
+                "Send a valid bearer token, or none and sign in through a browser.",
             ),
             Rejection::Forbidden { reason } => (
                 "Access denied",
@@ -165,6 +177,7 @@ pub async fn respond_with(
     let browser = wants_html(session);
     ctx.outcome = Some(rejection.outcome(browser));
     if let Rejection::Unauthenticated { rd } = &rejection {
+        // Only an anonymous browser is redirected; a token error never is.
         if browser {
             let location = format!(
                 "/_auth/sign_in?rd={}",
@@ -184,11 +197,22 @@ pub async fn respond_with(
     }
     let status = rejection.status();
     let (heading, reason, hint) = rejection.explain();
+    let token_error = matches!(rejection, Rejection::InvalidToken { .. });
     if let Rejection::SourceNotReady = rejection {
         extra.push(("retry-after", "30".into()));
     }
     if let Rejection::Unauthenticated { .. } = rejection {
         extra.push(("www-authenticate", "Bearer realm=\"portcullis\"".into()));
+    }
+    if let Rejection::InvalidToken { description } = &rejection {
+        let quoted: String = description
+            .chars()
+            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+            .collect();
+        extra.push((
+            "www-authenticate",
+            format!("Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{quoted}\""),
+        ));
     }
     if let Rejection::Framing(_) = rejection {
         // Bytes after a refused head could be a smuggled request: never read them.
@@ -207,7 +231,12 @@ pub async fn respond_with(
         )
         .await
     } else {
-        let json = serde_json::json!({ "error": error_code(status), "error_description": reason, "hint": hint });
+        let code = if token_error {
+            "invalid_token"
+        } else {
+            error_code(status)
+        };
+        let json = serde_json::json!({ "error": code, "error_description": reason, "hint": hint });
         write(
             session,
             ctx,

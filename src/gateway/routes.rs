@@ -585,6 +585,14 @@ async fn backchannel_logout(
     rescue::write(session, ctx, status, &[], content_type, Bytes::from(body)).await
 }
 
+/// A bearer token decides alone (PRX-29); until machine tokens are verified
+/// (they are not in this version) every one is refused with RFC 6750's `invalid_token`.
+pub(super) fn bearer_refusal(session: &Session) -> Option<Rejection> {
+    super::has_bearer(session).then(|| Rejection::InvalidToken {
+        description: "bearer tokens are not verified by this version of portcullis".into(),
+    })
+}
+
 /// The original request a forward-auth call is about: from `X-Original-URL`
 /// or `X-Forwarded-Host`/`-Uri`, believed only from trusted proxies. `None`
 /// path: the caller did not (or may not) say which path it asks about.
@@ -616,6 +624,9 @@ fn forwarded_target(
 }
 
 async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
+    if let Some(refusal) = bearer_refusal(session) {
+        return rescue::respond(session, ctx, refusal).await;
+    }
     let (host, path) = forwarded_target(state, session, ctx);
     // A public path of the app asked about needs no identity.
     if let Some(path) = &path {
@@ -694,6 +705,9 @@ async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> ping
 }
 
 async fn userinfo(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
+    if let Some(refusal) = bearer_refusal(session) {
+        return rescue::respond(session, ctx, refusal).await;
+    }
     let host = ctx.host.clone().unwrap_or_default();
     match super::authenticate(state, session, ctx, &host).await {
         Some(p) => {

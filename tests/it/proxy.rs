@@ -446,3 +446,44 @@ async fn sign_in_page_offers_the_sources_of_the_app_serving_rd() {
         .unwrap()
         .starts_with("https://idp.example/a?"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx29_a_bearer_token_is_answered_by_rfc6750_never_redirected() {
+    let (gw, _wiki, api, _other) = two_apps().await;
+    let r = client()
+        .get(gw.url("/api/private"))
+        .header("host", "wiki.example")
+        .header("accept", "text/html")
+        .header("authorization", "Bearer abc.def.ghi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "a browser with a bearer token was redirected"
+    );
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.starts_with("Bearer realm=\"portcullis\", error=\"invalid_token\""),
+        "{challenge}"
+    );
+    assert!(!challenge.contains("abc.def.ghi"));
+    let r = client()
+        .get(gw.url("/api/private"))
+        .header("host", "wiki.example")
+        .header("authorization", "Bearer abc.def.ghi")
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_token");
+    assert!(
+        !body.to_string().contains("abc.def.ghi"),
+        "the token was echoed"
+    );
+    assert!(api.requests().is_empty());
+}

@@ -525,16 +525,16 @@ async fn provider_down_at_start_then_recovers() {
     assert!(r.headers().contains_key("retry-after"));
     s.provider.set_faults(|f| f.down = false);
     let mut ready = false;
-    for _ in 0..40 {
+    // Discovery retries back off 1 s, 2 s, 4 s…: allow up to 20 s on a loaded machine.
+    for _ in 0..80 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if s.client
+        let status = s
+            .client
             .get(s.gw.admin_url("/readyz"))
             .send()
             .await
-            .unwrap()
-            .status()
-            == 200
-        {
+            .map(|r| r.status());
+        if status.is_ok_and(|st| st == 200) {
             ready = true;
             break;
         }
