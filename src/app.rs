@@ -447,6 +447,7 @@ fn build(
         );
     }
     let state = Arc::new(State {
+        bearer: crate::bearer::Bearer::new(prepared.sources.clone()),
         app_rules,
         sources: prepared.sources.clone(),
         sessions: prepared.sessions.clone(),

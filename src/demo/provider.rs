@@ -348,9 +348,14 @@ impl Provider {
 
     /// Signs `claims` as the provider signs ID tokens (same key, algorithm
     /// and faults), e.g. a back-channel logout token; `None` without keys.
+    /// With `rotate_signing_key`, the rotated key is used once it exists (see [`Provider::rotate_keys`]).
     pub fn sign(&self, claims: &Map<String, Value>) -> Option<String> {
         let faults = self.faults();
-        let keys = self.shared.keys.clone()?;
+        let rotated = self.shared.lock().rotated.clone();
+        let keys = match rotated {
+            Some(r) if faults.rotate_signing_key => r,
+            _ => self.shared.keys.clone()?,
+        };
         let secret = self
             .shared
             .config
@@ -359,6 +364,12 @@ impl Provider {
             .map(|c| c.client_secret.clone())
             .unwrap_or_default();
         sign_id_token(claims, &faults, &keys, &secret).ok()
+    }
+
+    /// Makes the rotated signing key now (it is otherwise made on first use),
+    /// so [`Provider::sign`] can sign with it.
+    pub async fn rotate_keys(&self) -> bool {
+        ensure_rotated(&self.shared).await.is_ok()
     }
 
     /// The faults in force.

@@ -46,6 +46,44 @@ pub struct State {
     pub sessions: Arc<Sessions>,
     /// Each app's `[[app.policy]]` rules, compiled, in config order.
     pub app_rules: Vec<crate::policy::Rules>,
+    /// Machine-token verification and its cache.
+    pub bearer: crate::bearer::Bearer,
+}
+
+/// The token of `Authorization: Bearer …`, if the request has one.
+pub(crate) fn bearer_token(session: &Session) -> Option<&str> {
+    let v = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The principal of the request's bearer token for app `app`; a token decides
+/// alone (PRX-29): `Err` is the RFC 6750 refusal.
+pub async fn authenticate_bearer(
+    state: &State,
+    session: &Session,
+    app: Option<usize>,
+) -> Option<Result<Arc<Principal>, Rejection>> {
+    let token = bearer_token(session)?;
+    let Some((index, app)) = app.and_then(|i| state.config.apps.get(i).map(|a| (i, a))) else {
+        return Some(Err(Rejection::InvalidToken {
+            description: "no application here accepts bearer tokens".into(),
+        }));
+    };
+    Some(
+        state
+            .bearer
+            .verify(index, app, token, routes::now())
+            .await
+            .map_err(|e| Rejection::InvalidToken {
+                description: e.to_string(),
+            }),
+    )
 }
 
 impl State {
@@ -170,20 +208,6 @@ impl Gateway {
     }
 }
 
-/// Whether the request carries `Authorization: Bearer …`.
-pub(crate) fn has_bearer(session: &Session) -> bool {
-    session
-        .req_header()
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.len() > 7
-                && v.get(..7)
-                    .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
-        })
-}
-
 /// Framing checks on the raw head for HTTP/1, header limits for HTTP/2.
 fn check_head(session: &Session) -> Result<(), FramingError> {
     match session.as_downstream() {
@@ -229,13 +253,17 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Decision::Protected { rd } => {
-                // A bearer token decides alone, never falling back to the cookie (PRX-29).
-                if let Some(refusal) = routes::bearer_refusal(session) {
-                    rescue::respond(session, ctx, refusal).await?;
-                    return Ok(true);
-                }
                 let host = ctx.host.clone().unwrap_or_default();
-                match authenticate(&self.state, session, ctx, &host).await {
+                // A bearer token decides alone, never falling back to the cookie (PRX-29).
+                let principal = match authenticate_bearer(&self.state, session, ctx.app).await {
+                    Some(Ok(p)) => Some(p),
+                    Some(Err(refusal)) => {
+                        rescue::respond(session, ctx, refusal).await?;
+                        return Ok(true);
+                    }
+                    None => authenticate(&self.state, session, ctx, &host).await,
+                };
+                match principal {
                     Some(p) => {
                         let req = session.req_header();
                         let allowed = match ctx.app {

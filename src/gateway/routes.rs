@@ -585,14 +585,6 @@ async fn backchannel_logout(
     rescue::write(session, ctx, status, &[], content_type, Bytes::from(body)).await
 }
 
-/// A bearer token decides alone (PRX-29); until machine tokens are verified
-/// (they are not in this version) every one is refused with RFC 6750's `invalid_token`.
-pub(super) fn bearer_refusal(session: &Session) -> Option<Rejection> {
-    super::has_bearer(session).then(|| Rejection::InvalidToken {
-        description: "bearer tokens are not verified by this version of portcullis".into(),
-    })
-}
-
 /// The original request a forward-auth call is about: from `X-Original-URL`
 /// or `X-Forwarded-Host`/`-Uri`, believed only from trusted proxies. `None`
 /// path: the caller did not (or may not) say which path it asks about.
@@ -624,9 +616,6 @@ fn forwarded_target(
 }
 
 async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
-    if let Some(refusal) = bearer_refusal(session) {
-        return rescue::respond(session, ctx, refusal).await;
-    }
     let (host, path) = forwarded_target(state, session, ctx);
     // A public path of the app asked about needs no identity.
     if let Some(path) = &path {
@@ -649,9 +638,16 @@ async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> ping
             }
         }
     }
-    let principal = match &host {
-        Some(h) => super::authenticate(state, session, ctx, h).await,
-        None => None,
+    let target = host
+        .as_deref()
+        .and_then(|h| state.router.route(Some(h), path.as_deref().unwrap_or("/")));
+    let principal = match super::authenticate_bearer(state, session, target).await {
+        Some(Ok(p)) => Some(p),
+        Some(Err(refusal)) => return rescue::respond(session, ctx, refusal).await,
+        None => match &host {
+            Some(h) => super::authenticate(state, session, ctx, h).await,
+            None => None,
+        },
     };
     // The target app's access rules apply to forward auth as to proxying.
     let target_app = host
@@ -705,11 +701,13 @@ async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> ping
 }
 
 async fn userinfo(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
-    if let Some(refusal) = bearer_refusal(session) {
-        return rescue::respond(session, ctx, refusal).await;
-    }
     let host = ctx.host.clone().unwrap_or_default();
-    match super::authenticate(state, session, ctx, &host).await {
+    let principal = match super::authenticate_bearer(state, session, ctx.app).await {
+        Some(Ok(p)) => Some(p),
+        Some(Err(refusal)) => return rescue::respond(session, ctx, refusal).await,
+        None => super::authenticate(state, session, ctx, &host).await,
+    };
+    match principal {
         Some(p) => {
             let body = serde_json::to_vec(&*p).unwrap_or_default();
             rescue::write(

@@ -10,6 +10,7 @@
 
 mod support;
 
+mod bearer;
 mod binary;
 mod config;
 mod proxy;
