@@ -25,6 +25,25 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// A complete response of the demo servers: never cached, never sniffed.
+pub(crate) fn respond(
+    status: http::StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
 /// Serves HTTP/1.1 on `listener` until the returned sender says stop (or is
 /// dropped): one task per connection, every open connection closed on stop.
 pub(crate) fn spawn_server<H, Fut>(listener: TcpListener, handler: H) -> watch::Sender<bool>

@@ -16,7 +16,7 @@ use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -26,6 +26,8 @@ use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use url::Url;
+
+use super::respond;
 
 /// How long an authorization code can be redeemed.
 const CODE_TTL: Duration = Duration::from_secs(60);
@@ -1617,19 +1619,6 @@ fn end_session(shared: &Shared, raw: &[u8]) -> Resp {
 // Responses and small helpers
 // ---------------------------------------------------------------------------
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    response
-}
-
 fn plain(status: StatusCode, message: &'static str) -> Resp {
     respond(status, "text/plain; charset=utf-8", message)
 }
@@ -1728,6 +1717,7 @@ fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::CONTENT_TYPE;
     use jsonwebtoken::jwk::Jwk;
     use jsonwebtoken::{decode, DecodingKey, Validation};
     use reqwest::redirect::Policy;
