@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
                 ..Faults::default()
             }
         });
-        let bearer = Bearer::new(sources.clone());
+        let bearer = Bearer::new(sources.clone(), &config.sources);
         let now = jsonwebtoken::get_current_timestamp();
         // Warm the key set once, so "cold" measures the signature, not the fetch.
         let first = provider.sign(&claims(&provider.issuer(), 0)).unwrap();
@@ -87,10 +87,13 @@ fn bench(c: &mut Criterion) {
             &format!("bearer {name} cold (signature, cache miss)"),
             |b| {
                 b.iter_batched(
-                    || Bearer::new(sources.clone()),
+                    || Bearer::new(sources.clone(), &config.sources),
+                    // The fresh cache is handed back so its drop is not measured.
                     |fresh| {
-                        rt.block_on(fresh.verify(0, &app, black_box(next.next().unwrap()), now))
-                            .unwrap()
+                        let p = rt
+                            .block_on(fresh.verify(0, &app, black_box(next.next().unwrap()), now))
+                            .unwrap();
+                        (fresh, p)
                     },
                     criterion::BatchSize::SmallInput,
                 )

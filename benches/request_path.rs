@@ -23,6 +23,7 @@ fn app(name: &str, host: Option<&str>, prefix: &str) -> App {
         sources: vec![],
         jwt_sources: vec![],
         jwt_audiences: vec![],
+        forward_bearer_token: false,
         public_paths: vec!["/static/".into()],
         policies: vec![],
     }

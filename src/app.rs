@@ -137,6 +137,10 @@ fn prepare(config: &Config) -> Result<Prepared, StartError> {
         let retry = sources.clone();
         background.spawn(async move { retry.retry_discovery().await });
     }
+    // Machine-token keys are hot before the first request and kept fresh after.
+    for (slug, next) in background.block_on(sources.fetch_machine_keys()) {
+        background.spawn(sources.clone().keep_keys_fresh(slug, next));
+    }
     Ok(Prepared {
         background,
         sources,
@@ -437,7 +441,11 @@ fn build(
     let prepared = prepare(&config)?;
     let readiness = prepared.readiness.clone();
     let app_names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
-    let metrics = Arc::new(Metrics::new(&app_names)?);
+    let metrics = Metrics::new(&app_names)?;
+    if let Some(c) = prepared.sources.jwks.collector() {
+        metrics.register(c)?;
+    }
+    let metrics = Arc::new(metrics);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut app_rules = Vec::new();
     for app in &config.apps {
@@ -447,7 +455,7 @@ fn build(
         );
     }
     let state = Arc::new(State {
-        bearer: crate::bearer::Bearer::new(prepared.sources.clone()),
+        bearer: crate::bearer::Bearer::new(prepared.sources.clone(), &config.sources),
         app_rules,
         sources: prepared.sources.clone(),
         sessions: prepared.sessions.clone(),

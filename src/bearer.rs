@@ -5,14 +5,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use crate::config::App;
+use crate::jwks::Key;
+use crate::jws::{self, JwsError};
 use crate::principal::Principal;
 use crate::source::claims::lookup;
-use crate::source::idtoken::{self, IdTokenError, LEEWAY_SECS};
+use crate::source::idtoken::{self, LEEWAY_SECS};
 use crate::source::Sources;
 
 /// Largest token accepted, checked before any parsing (SECURITY.md).
@@ -21,16 +22,16 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const CACHE_ENTRIES: u64 = 100_000;
 
 /// Why a bearer token is refused; the text goes into RFC 6750's
-/// `error_description` and never contains the token.
+/// `error_description` and never contains the token or its claims.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BearerError {
     /// Over 8 KiB.
     #[error("the token is too large")]
     TooLarge,
-    /// Not a signed JWT we can read, `alg: none`, or `crit` headers.
+    /// Not a signed JWT we can read: format, header, extensions, claims.
     #[error("the token is malformed or unsigned")]
     Malformed,
-    /// `iss` is not the issuer of any source this app trusts.
+    /// `iss` is missing or not the issuer of any source this app trusts.
     #[error("the token's issuer is not trusted by this application")]
     UntrustedIssuer,
     /// The algorithm is not allowed for this source's machine tokens.
@@ -54,15 +55,34 @@ pub enum BearerError {
     /// `aud` has none of the app's `jwt_audiences`.
     #[error("the token is not for this application")]
     Audience,
+    /// A back-channel logout token: it ends sessions, it never authenticates.
+    #[error("a logout token is not an access token")]
+    LogoutToken,
     /// The issuer's keys cannot be fetched and none are held.
     #[error("the issuer's keys are unavailable")]
     KeysUnavailable,
 }
 
+impl From<JwsError> for BearerError {
+    fn from(e: JwsError) -> Self {
+        match e {
+            JwsError::TooLarge => BearerError::TooLarge,
+            JwsError::Algorithm(_) => BearerError::Algorithm,
+            JwsError::UnknownKey => BearerError::UnknownKey,
+            JwsError::Signature => BearerError::Signature,
+            JwsError::Format | JwsError::Header | JwsError::Unsupported | JwsError::Claims => {
+                BearerError::Malformed
+            }
+        }
+    }
+}
+
 struct Verified {
     principal: Arc<Principal>,
-    /// When the token expires, as an `Instant` for the cache.
-    until: Instant,
+    /// The key that verified it: a verdict stands only while the key does (JWT-28).
+    key: Arc<Key>,
+    /// How long to keep it: until `exp`, at most a day.
+    ttl: Duration,
 }
 
 /// Expires each cached token at its own `exp`.
@@ -73,28 +93,43 @@ impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExp {
         &self,
         _k: &[u8; 32],
         v: &Arc<Verified>,
-        created_at: Instant,
+        _created_at: Instant,
     ) -> Option<Duration> {
-        Some(v.until.saturating_duration_since(created_at))
+        Some(v.ttl)
     }
 }
+
+/// Longest a verdict is kept, whatever `exp` says.
+const MAX_VERDICT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Bearer verification for the gateway.
 pub struct Bearer {
     sources: Arc<Sources>,
     cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    /// Per source slug: the algorithms its machine tokens may use, resolved once.
+    algorithms: std::collections::HashMap<String, Vec<Algorithm>>,
 }
 
 impl Bearer {
     /// Verification over these sources' key sets.
-    pub fn new(sources: Arc<Sources>) -> Self {
+    pub fn new(sources: Arc<Sources>, config: &[crate::config::Source]) -> Self {
         Bearer {
             sources,
             cache: moka::sync::Cache::builder()
                 .max_capacity(CACHE_ENTRIES)
                 .expire_after(UntilExp)
                 .build(),
+            algorithms: config
+                .iter()
+                .map(|s| (s.slug.clone(), allowed_algorithms(&s.jwt_algorithms)))
+                .collect(),
         }
+    }
+
+    /// Verified tokens held now (for tests and the memory figure).
+    pub fn cached(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
     }
 
     /// The principal of `token` for app number `app_index`; a repeated token
@@ -109,7 +144,8 @@ impl Bearer {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(BearerError::TooLarge);
         }
-        // The app is part of the key: a token good for one app's audiences is not for another's.
+        // The app is part of the key: a token good for one app's audiences is not for
+        // another's. Keyed by the whole token, a re-encoded signature is verified anew (JWT-07).
         let key = {
             let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
             ctx.update(&(app_index as u64).to_be_bytes());
@@ -119,15 +155,20 @@ impl Bearer {
             k
         };
         if let Some(hit) = self.cache.get(&key) {
-            return Ok(hit.principal.clone());
+            if hit.key.usable(now) {
+                return Ok(hit.principal.clone());
+            }
+            // The issuer dropped the key, or its set went stale: decide afresh.
+            self.cache.invalidate(&key);
         }
-        let (principal, exp) = self.verify_uncached(app, token, now).await?;
-        let until = Instant::now() + Duration::from_secs(exp.saturating_sub(now));
+        let (principal, exp, signer) = self.verify_uncached(app, token, now).await?;
+        let ttl = Duration::from_secs(exp.saturating_sub(now)).min(MAX_VERDICT_TTL);
         self.cache.insert(
             key,
             Arc::new(Verified {
                 principal: principal.clone(),
-                until,
+                key: signer,
+                ttl,
             }),
         );
         Ok(principal)
@@ -138,49 +179,57 @@ impl Bearer {
         app: &App,
         token: &str,
         now: u64,
-    ) -> Result<(Arc<Principal>, u64), BearerError> {
-        let (alg, kid) = idtoken::peek(token).map_err(|_| BearerError::Malformed)?;
-        let iss = unverified_issuer(token).ok_or(BearerError::Malformed)?;
-        // The source is chosen by `iss` among the app's jwt_sources only.
-        let rt = app
+    ) -> Result<(Arc<Principal>, u64, Arc<Key>), BearerError> {
+        let jws = jws::parse(token, MAX_TOKEN_BYTES)?;
+        // The source is chosen by `iss` among the app's jwt_sources only (JWT-20, JWT-22).
+        let iss = jws
+            .claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(BearerError::UntrustedIssuer)?;
+        let (rt, endpoints) = app
             .jwt_sources
             .iter()
             .filter_map(|slug| self.sources.get(slug))
-            .find(|rt| {
-                rt.endpoints().and_then(|e| e.issuer.clone()).as_deref() == Some(iss.as_str())
-            })
+            .filter_map(|rt| rt.endpoints().map(|e| (rt, e)))
+            .find(|(_, e)| e.issuer.as_deref() == Some(iss))
             .ok_or(BearerError::UntrustedIssuer)?;
         let src = &rt.config;
-        let allowed = allowed_algorithms(&src.jwt_algorithms);
-        if !allowed.contains(&alg) {
+        let allowed = self
+            .algorithms
+            .get(&src.slug)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if !allowed.contains(&jws.alg) {
             return Err(BearerError::Algorithm);
         }
-        let endpoints = rt.endpoints().ok_or(BearerError::KeysUnavailable)?;
         let keys = self
             .sources
             .jwks
-            .keys_for(&src.slug, endpoints.jwks.as_ref(), kid.as_deref())
+            .keys_for(&src.slug, endpoints.jwks.as_ref(), jws.kid.as_deref())
             .await
             .map_err(|_| BearerError::KeysUnavailable)?;
-        let claims = match idtoken::verify(token, &keys, &allowed, None) {
-            Err(IdTokenError::UnknownKey) => {
+        let signer = match jws.verify(&keys, allowed) {
+            Err(JwsError::UnknownKey) => {
                 let keys = self
                     .sources
                     .jwks
                     .refetch(&src.slug, endpoints.jwks.as_ref(), Some(&keys))
                     .await
-                    .map_err(|_| BearerError::KeysUnavailable)?;
-                idtoken::verify(token, &keys, &allowed, None)
+                    .map_err(|_| BearerError::UnknownKey)?;
+                jws.verify(&keys, allowed)
             }
             other => other,
-        }
-        .map_err(|e| match e {
-            IdTokenError::UnknownKey => BearerError::UnknownKey,
-            IdTokenError::Algorithm(_) => BearerError::Algorithm,
-            IdTokenError::Signature => BearerError::Signature,
-            _ => BearerError::Malformed,
-        })?;
+        }?;
+        let claims = jws.into_claims();
         let exp = check_times(&claims, now, src.jwt_max_age.map(|d| d.as_secs()))?;
+        if claims
+            .get("events")
+            .and_then(|e| e.get(idtoken::BACKCHANNEL_LOGOUT_EVENT))
+            .is_some()
+        {
+            return Err(BearerError::LogoutToken);
+        }
         if !app.jwt_audiences.is_empty() {
             let aud_ok = match claims.get("aud") {
                 Some(Value::String(a)) => app.jwt_audiences.contains(a),
@@ -197,18 +246,9 @@ impl Bearer {
         Ok((
             Arc::new(principal_of(src, &claims).ok_or(BearerError::Malformed)?),
             exp,
+            signer,
         ))
     }
-}
-
-/// The `iss` of a token, read before verification only to pick the source.
-fn unverified_issuer(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("iss")?.as_str().map(str::to_string)
 }
 
 /// The source's `jwt_algorithms`, else every asymmetric algorithm; never HMAC or none.
@@ -222,26 +262,34 @@ pub fn allowed_algorithms(configured: &[String]) -> Vec<Algorithm> {
     }
 }
 
-/// `exp` required, `nbf`/`iat` honoured with 60 s leeway, `max_age` on `iat`; returns `exp`.
+/// The last second of year 9999: later NumericDates are refused rather than
+/// carried into arithmetic (SECURITY.md JWT-19).
+const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// A NumericDate we accept: a non-negative integer up to [`MAX_NUMERIC_DATE`].
+fn numeric_date(v: &Value) -> Option<u64> {
+    v.as_u64().filter(|t| *t <= MAX_NUMERIC_DATE)
+}
+
+/// `exp` required, `nbf`/`iat` honoured with 60 s leeway; with `max_age`, `iat`
+/// is required and neither its age nor the remaining lifetime may exceed it
+/// (JWT-18). Returns `exp`.
 pub fn check_times(c: &Value, now: u64, max_age: Option<u64>) -> Result<u64, BearerError> {
     let exp = c
         .get("exp")
-        .and_then(Value::as_u64)
+        .and_then(numeric_date)
         .ok_or(BearerError::Expired)?;
     if now > exp.saturating_add(LEEWAY_SECS) {
         return Err(BearerError::Expired);
     }
     if let Some(nbf) = c.get("nbf") {
-        if nbf
-            .as_u64()
-            .is_none_or(|nbf| nbf > now.saturating_add(LEEWAY_SECS))
-        {
+        if numeric_date(nbf).is_none_or(|nbf| nbf > now.saturating_add(LEEWAY_SECS)) {
             return Err(BearerError::NotYetValid);
         }
     }
     match (c.get("iat"), max_age) {
         (Some(iat), max) => {
-            let iat = iat.as_u64().ok_or(BearerError::IssuedAt)?;
+            let iat = numeric_date(iat).ok_or(BearerError::IssuedAt)?;
             if iat > now.saturating_add(LEEWAY_SECS)
                 || max.is_some_and(|m| now.saturating_sub(iat) > m)
             {
@@ -250,6 +298,11 @@ pub fn check_times(c: &Value, now: u64, max_age: Option<u64>) -> Result<u64, Bea
         }
         (None, Some(_)) => return Err(BearerError::IssuedAt),
         (None, None) => {}
+    }
+    if let Some(m) = max_age {
+        if exp.saturating_sub(now) > m.saturating_add(LEEWAY_SECS) {
+            return Err(BearerError::Expired);
+        }
     }
     Ok(exp)
 }
@@ -328,6 +381,50 @@ mod tests {
             check_times(&json!({"exp": now + 10}), now, Some(3600)),
             Err(BearerError::IssuedAt)
         );
+        // JWT-18: boundaries and a lifetime longer than jwt_max_age.
+        assert!(check_times(&json!({"exp": now - 60}), now, None).is_ok());
+        assert!(check_times(&json!({"exp": now + 10, "nbf": now + 60}), now, None).is_ok());
+        assert_eq!(
+            check_times(&json!({"exp": now + 10, "nbf": now + 61}), now, None),
+            Err(BearerError::NotYetValid)
+        );
+        assert_eq!(
+            check_times(&json!({"exp": now + 7200, "iat": now}), now, Some(3600)),
+            Err(BearerError::Expired)
+        );
+    }
+
+    #[test]
+    fn jwt19_odd_numeric_dates_are_refused_without_overflow() {
+        let now = 1_700_000_000u64;
+        for bad in [
+            json!("1700000100"),
+            json!(true),
+            json!([now + 100]),
+            json!(-5),
+            json!(1e300),
+            json!(f64::MAX),
+            json!(i64::MAX),
+            json!(u64::MAX),
+            json!(null),
+            json!(1700000100.5),
+        ] {
+            assert_eq!(
+                check_times(&json!({ "exp": bad }), now, None),
+                Err(BearerError::Expired),
+                "exp {bad}"
+            );
+            assert_eq!(
+                check_times(&json!({"exp": now + 10, "nbf": bad}), now, None),
+                Err(BearerError::NotYetValid),
+                "nbf {bad}"
+            );
+            assert_eq!(
+                check_times(&json!({"exp": now + 10, "iat": bad}), now, None),
+                Err(BearerError::IssuedAt),
+                "iat {bad}"
+            );
+        }
     }
 
     #[test]

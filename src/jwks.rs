@@ -3,11 +3,14 @@
 //! at most once per cooldown), and the last good set kept when a fetch fails.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use aws_lc_rs::signature::ParsedPublicKey;
+use base64::Engine as _;
+use jsonwebtoken::Algorithm;
+use prometheus::{IntCounterVec, Opts};
 use url::Url;
 
 use crate::outbound::{FetchError, Http, MAX_JWKS_BYTES};
@@ -29,16 +32,25 @@ pub enum JwksError {
     /// The source has no JWKS URL or inline keys: configure oidc_jwks_url, oidc_jwks or discovery.
     #[error("jwks: source `{0}` has no keys configured")]
     NoKeys(String),
+    /// No keys are held and a fetch was tried within the cooldown: retry later.
+    #[error("jwks: no keys held and the last fetch was too recent; retry shortly")]
+    CoolingDown,
 }
 
-/// One verification key, built once.
+/// One verification key, parsed once into the crypto library's ready form
+/// (one per algorithm it may verify), so a verification does no key setup.
 pub struct Key {
     /// The JWK's `kid`, if any.
     pub kid: Option<String>,
-    /// Algorithms this key may verify: the JWK's own `alg`, or its family's.
+    /// Algorithms this key may verify: the JWK's own `alg`, or its type's
+    /// (RSA: RS*/PS*; EC: the one its curve fixes; OKP: EdDSA).
     pub algorithms: Vec<Algorithm>,
-    /// The ready-to-use key.
-    pub key: DecodingKey,
+    verifiers: Vec<(Algorithm, ParsedPublicKey)>,
+    /// SHA-256 of the public members: the same key across refreshes keeps its `Arc`.
+    fingerprint: [u8; 32],
+    /// Unix seconds until which a verdict made with this key may be reused:
+    /// the end of its set's max stale age; 0 once the issuer stopped publishing it.
+    usable_until: AtomicU64,
 }
 
 impl std::fmt::Debug for Key {
@@ -47,6 +59,26 @@ impl std::fmt::Debug for Key {
             .field("kid", &self.kid)
             .field("algorithms", &self.algorithms)
             .finish()
+    }
+}
+
+impl Key {
+    /// Whether `signature` over `message` verifies with this key under `alg`.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.verifiers
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .is_some_and(|(_, k)| k.verify_sig(message, signature).is_ok())
+    }
+
+    /// Whether verdicts made with this key still stand at `now` (unix seconds):
+    /// the issuer still publishes it and its set is within its max stale age.
+    pub fn usable(&self, now: u64) -> bool {
+        now < self.usable_until.load(Ordering::Relaxed)
+    }
+
+    fn set_usable_until(&self, until: u64) {
+        self.usable_until.store(until, Ordering::Relaxed);
     }
 }
 
@@ -60,16 +92,14 @@ pub struct KeySet {
 impl KeySet {
     /// Keys that may verify a token with this header `kid` and `alg`: by `kid`
     /// when the token names one, else every key whose algorithms allow `alg`.
-    pub fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<Arc<Key>> {
-        self.keys
-            .iter()
-            .filter(|k| match kid {
-                Some(kid) => k.kid.as_deref() == Some(kid),
-                None => true,
-            })
-            .filter(|k| k.algorithms.contains(&alg))
-            .cloned()
-            .collect()
+    pub fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        alg: Algorithm,
+    ) -> impl Iterator<Item = &'a Arc<Key>> + 'a {
+        self.keys.iter().filter(move |k| {
+            kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)) && k.algorithms.contains(&alg)
+        })
     }
 
     /// Whether a key with this `kid` exists (any algorithm).
@@ -79,9 +109,16 @@ impl KeySet {
 }
 
 /// Parses a JWKS document. Keys that are unknown, private, symmetric, for
-/// encryption, or malformed are skipped one by one (OIDC-19, JWKS-10/11); a
-/// document with no usable key or over [`MAX_KEYS`] is refused as a whole.
+/// encryption, weak or malformed are skipped one by one with a log line
+/// (OIDC-19, JWKS-10/11, JWT-08); a document with no usable key or over
+/// [`MAX_KEYS`] is refused as a whole.
 pub fn parse(body: &[u8]) -> Result<KeySet, JwksError> {
+    parse_reusing(body, None)
+}
+
+/// [`parse`], keeping the `Arc` of every key `previous` already holds, so
+/// verdicts made with an unchanged key survive a refresh.
+fn parse_reusing(body: &[u8], previous: Option<&KeySet>) -> Result<KeySet, JwksError> {
     let doc: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| JwksError::Invalid("not JSON".into()))?;
     let Some(raw_keys) = doc.get("keys").and_then(|k| k.as_array()) else {
@@ -96,7 +133,11 @@ pub fn parse(body: &[u8]) -> Result<KeySet, JwksError> {
     let mut keys = Vec::new();
     for raw in raw_keys {
         match parse_key(raw) {
-            Ok(k) => keys.push(Arc::new(k)),
+            Ok(k) => {
+                let kept =
+                    previous.and_then(|p| p.keys.iter().find(|o| o.fingerprint == k.fingerprint));
+                keys.push(kept.cloned().unwrap_or_else(|| Arc::new(k)));
+            }
             Err(why) => tracing::info!(
                 kid = raw.get("kid").and_then(|v| v.as_str()),
                 why,
@@ -108,6 +149,20 @@ pub fn parse(body: &[u8]) -> Result<KeySet, JwksError> {
         return Err(JwksError::Invalid("no usable key".into()));
     }
     Ok(KeySet { keys })
+}
+
+fn member<'a>(obj: &'a serde_json::Map<String, serde_json::Value>, name: &str) -> Option<&'a str> {
+    obj.get(name).and_then(|v| v.as_str())
+}
+
+fn b64_member(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<Vec<u8>, &'static str> {
+    let text = member(obj, name).ok_or("a required member is missing")?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| "a member is not base64url")
 }
 
 fn parse_key(raw: &serde_json::Value) -> Result<Key, &'static str> {
@@ -124,101 +179,348 @@ fn parse_key(raw: &serde_json::Value) -> Result<Key, &'static str> {
             return Err("key_ops without verify");
         }
     }
-    let jwk: Jwk = serde_json::from_value(raw.clone()).map_err(|_| "unknown or malformed key")?;
-    if matches!(
-        jwk.common.public_key_use,
-        Some(PublicKeyUse::Encryption) | Some(PublicKeyUse::Other(_))
-    ) {
-        return Err("use is not sig");
+    match obj.get("use") {
+        None => {}
+        Some(u) if u == "sig" => {}
+        Some(_) => return Err("use is not sig"),
     }
-    let family = match &jwk.algorithm {
-        jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => jsonwebtoken::AlgorithmFamily::Rsa,
-        jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => {
-            jsonwebtoken::AlgorithmFamily::Ec
+    let declared = match obj.get("alg") {
+        None => None,
+        Some(a) => {
+            let name = a.as_str().ok_or("alg is not a string")?;
+            Some(signature_algorithm(name).ok_or("alg is not a signature algorithm")?)
         }
-        jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => {
-            jsonwebtoken::AlgorithmFamily::Ed
+    };
+    let kid = match obj.get("kid") {
+        None => None,
+        Some(k) => Some(k.as_str().ok_or("kid is not a string")?.to_string()),
+    };
+    let kty = member(obj, "kty").ok_or("no kty")?;
+    let mut print = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for name in ["kty", "kid", "alg", "crv", "n", "e", "x", "y"] {
+        print.update(name.as_bytes());
+        print.update(b"=");
+        print.update(member(obj, name).unwrap_or("").as_bytes());
+        print.update(b";");
+    }
+    let mut fingerprint = [0u8; 32];
+    fingerprint.copy_from_slice(print.finish().as_ref());
+
+    let (family_algs, verifiers): (Vec<Algorithm>, Vec<(Algorithm, ParsedPublicKey)>) = match kty {
+        "RSA" => {
+            let n = strip_zeros(b64_member(obj, "n")?);
+            let e = strip_zeros(b64_member(obj, "e")?);
+            // JWT-08: short moduli and degenerate exponents are refused at load.
+            let bits = n
+                .first()
+                .map_or(0, |b| (n.len() - 1) * 8 + (8 - b.leading_zeros() as usize));
+            if bits < 2048 {
+                return Err("RSA modulus shorter than 2048 bits");
+            }
+            let e_odd = e.last().is_some_and(|b| b & 1 == 1);
+            if e.len() > 8 || !e_odd || e == [1] {
+                return Err("RSA exponent is 1, even, or too large");
+            }
+            let algs = jsonwebtoken::AlgorithmFamily::Rsa.algorithms().to_vec();
+            let wanted: Vec<Algorithm> = match declared {
+                Some(a) if algs.contains(&a) => vec![a],
+                Some(_) => return Err("alg does not fit the key type"),
+                None => algs.clone(),
+            };
+            let components = aws_lc_rs::signature::RsaPublicKeyComponents {
+                n: n.as_slice(),
+                e: e.as_slice(),
+            };
+            let mut v = Vec::new();
+            for a in wanted {
+                let params = rsa_params(a).ok_or("alg does not fit the key type")?;
+                let parsed = components
+                    .to_parsed_public_key(params)
+                    .map_err(|_| "RSA key rejected by the crypto library")?;
+                v.push((a, parsed));
+            }
+            (algs, v)
+        }
+        "EC" => {
+            // JWT-04: the curve fixes the algorithm; a P-256 key never verifies ES384.
+            let (alg, params, len): (
+                _,
+                &'static aws_lc_rs::signature::EcdsaVerificationAlgorithm,
+                _,
+            ) = match member(obj, "crv") {
+                Some("P-256") => (
+                    Algorithm::ES256,
+                    &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+                    32,
+                ),
+                Some("P-384") => (
+                    Algorithm::ES384,
+                    &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED,
+                    48,
+                ),
+                _ => return Err("unsupported EC curve"),
+            };
+            if declared.is_some_and(|d| d != alg) {
+                return Err("alg does not fit the key's curve");
+            }
+            let x = b64_member(obj, "x")?;
+            let y = b64_member(obj, "y")?;
+            if x.len() != len || y.len() != len {
+                return Err("EC coordinates of the wrong length");
+            }
+            let mut point = Vec::with_capacity(1 + 2 * len);
+            point.push(4);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            // JWT-08: the library refuses a point that is not on the curve.
+            let parsed =
+                ParsedPublicKey::new(params, &point).map_err(|_| "EC point not on the curve")?;
+            (vec![alg], vec![(alg, parsed)])
+        }
+        "OKP" => {
+            if member(obj, "crv") != Some("Ed25519") {
+                return Err("unsupported OKP curve");
+            }
+            if declared.is_some_and(|d| d != Algorithm::EdDSA) {
+                return Err("alg does not fit the key type");
+            }
+            let x = b64_member(obj, "x")?;
+            if x.len() != 32 {
+                return Err("Ed25519 key of the wrong length");
+            }
+            let parsed = ParsedPublicKey::new(&aws_lc_rs::signature::ED25519, &x)
+                .map_err(|_| "Ed25519 key rejected by the crypto library")?;
+            (vec![Algorithm::EdDSA], vec![(Algorithm::EdDSA, parsed)])
         }
         _ => return Err("symmetric or unknown key type"),
     };
-    let algorithms = match jwk.common.key_algorithm {
-        Some(alg) => {
-            let alg = key_algorithm(alg).ok_or("alg is not a signature algorithm")?;
-            if alg.family() != family {
-                return Err("alg does not fit the key type");
-            }
-            vec![alg]
-        }
-        None => family.algorithms().to_vec(),
+    let algorithms = match declared {
+        Some(a) => vec![a],
+        None => family_algs,
     };
-    let key = DecodingKey::from_jwk(&jwk).map_err(|_| "key rejected by the verifier")?;
     Ok(Key {
-        kid: jwk.common.key_id.clone(),
+        kid,
         algorithms,
-        key,
+        verifiers,
+        fingerprint,
+        usable_until: AtomicU64::new(u64::MAX),
     })
 }
 
-fn key_algorithm(a: KeyAlgorithm) -> Option<Algorithm> {
+fn strip_zeros(mut v: Vec<u8>) -> Vec<u8> {
+    let zeros = v.iter().take_while(|b| **b == 0).count();
+    v.drain(..zeros);
+    v
+}
+
+fn rsa_params(a: Algorithm) -> Option<&'static aws_lc_rs::signature::RsaParameters> {
+    use aws_lc_rs::signature as s;
     Some(match a {
-        KeyAlgorithm::RS256 => Algorithm::RS256,
-        KeyAlgorithm::RS384 => Algorithm::RS384,
-        KeyAlgorithm::RS512 => Algorithm::RS512,
-        KeyAlgorithm::PS256 => Algorithm::PS256,
-        KeyAlgorithm::PS384 => Algorithm::PS384,
-        KeyAlgorithm::PS512 => Algorithm::PS512,
-        KeyAlgorithm::ES256 => Algorithm::ES256,
-        KeyAlgorithm::ES384 => Algorithm::ES384,
-        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        Algorithm::RS256 => &s::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &s::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &s::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &s::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &s::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &s::RSA_PSS_2048_8192_SHA512,
         _ => return None,
     })
 }
 
-/// The keys of one source.
-#[derive(Default)]
+fn signature_algorithm(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// How a source's keys are kept: refresh interval, how long a set may outlive
+/// failed refreshes, and the least time between unknown-`kid` refetches.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    /// Refresh interval when the JWKS response has no `Cache-Control: max-age`.
+    pub ttl: Duration,
+    /// How long the last good set is served after its fetch when refreshes fail.
+    pub max_stale: Duration,
+    /// Least time between two fetches caused by requests (unknown `kid`, no keys).
+    pub cooldown: Duration,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Freshness {
+            ttl: DEFAULT_TTL,
+            max_stale: DEFAULT_MAX_STALE,
+            cooldown: UNKNOWN_KID_COOLDOWN,
+        }
+    }
+}
+
+impl Freshness {
+    /// The refresh interval for a response's `Cache-Control`: its `max-age`
+    /// clamped to [min(ttl, 5 min), 24 h] (JWKS-12), else `ttl`.
+    pub fn interval(&self, cache_control: Option<&str>) -> Duration {
+        let floor = self.ttl.min(MIN_TTL);
+        match cache_control.and_then(max_age) {
+            Some(secs) => Duration::from_secs(secs).clamp(floor, MAX_TTL),
+            None => self.ttl,
+        }
+    }
+}
+
+/// The `max-age` of a `Cache-Control` value; `no-store`/`no-cache` count as 0.
+fn max_age(cache_control: &str) -> Option<u64> {
+    let mut age = None;
+    for directive in cache_control.split(',') {
+        let d = directive.trim();
+        if d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("no-cache") {
+            return Some(0);
+        }
+        if let Some((name, value)) = d.split_once('=') {
+            if name.trim().eq_ignore_ascii_case("max-age") {
+                age = value.trim().trim_matches('"').parse::<u64>().ok();
+            }
+        }
+    }
+    age
+}
+
+/// Refresh interval without `max-age` (SECURITY.md JWKS-12 default).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
+/// How long a set outlives failed refreshes (KEEP-LAST-GOOD bound).
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
+/// Shortest interval a `max-age` can ask for (unless the configured ttl is shorter).
+pub const MIN_TTL: Duration = Duration::from_secs(300);
+/// Longest interval a `max-age` can ask for.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A held set and when it goes stale.
+struct Held {
+    set: Arc<KeySet>,
+    /// `None` for inline keys: they never go stale.
+    stale_after: Option<Duration>,
+}
+
+/// Evicts each set at the end of its max stale age.
+struct StaleAge;
+
+impl moka::Expiry<String, Arc<Held>> for StaleAge {
+    fn expire_after_create(&self, _k: &String, v: &Arc<Held>, _at: Instant) -> Option<Duration> {
+        v.stale_after
+    }
+
+    fn expire_after_update(
+        &self,
+        _k: &String,
+        v: &Arc<Held>,
+        _at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        v.stale_after
+    }
+}
+
+/// Per-source fetch bookkeeping.
 struct SourceKeys {
-    current: RwLock<Option<Arc<KeySet>>>,
-    /// Held by the one caller that fetches; others wait and then reuse its result.
+    freshness: Freshness,
+    /// Held by the one caller that fetches; others wait and then reuse its
+    /// result. Inside: when a request last caused a fetch (for the cooldown).
     fetching: tokio::sync::Mutex<Option<Instant>>,
 }
 
-/// Key sets of every source, fetched lazily and kept.
+/// Key sets of every source, held in moka until their max stale age.
 pub struct JwksCache {
     http: Http,
     sources: HashMap<String, SourceKeys>,
+    held: moka::sync::Cache<String, Arc<Held>>,
+    fetches: Option<IntCounterVec>,
+}
+
+/// How a scheduled refresh went: when to try again.
+#[derive(Debug)]
+pub struct Refreshed {
+    /// Until the next refresh (from `max-age`, clamped, or the ttl).
+    pub next: Duration,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl JwksCache {
     /// A cache for these sources; sources with inline keys start with them.
     pub fn new(http: Http, sources: &[crate::config::Source]) -> Self {
+        let fetches = IntCounterVec::new(
+            Opts::new(
+                "jwks_fetches_total",
+                "JWKS fetches by source and result (ok, failed)",
+            ),
+            &["source", "result"],
+        )
+        // Constant, valid options: this cannot fail; without it fetches are only logged.
+        .ok();
+        let held = moka::sync::Cache::builder()
+            .max_capacity(sources.len().max(1) as u64 * 2)
+            .expire_after(StaleAge)
+            .build();
         let mut map = HashMap::new();
         for s in sources {
-            let keys = SourceKeys::default();
             if let Some(inline) = &s.oidc_jwks {
                 match parse(inline.as_bytes()) {
                     Ok(set) => {
-                        if let Ok(mut cur) = keys.current.write() {
-                            *cur = Some(Arc::new(set));
-                        }
+                        held.insert(
+                            s.slug.clone(),
+                            Arc::new(Held {
+                                set: Arc::new(set),
+                                stale_after: None,
+                            }),
+                        );
                     }
                     Err(e) => {
                         tracing::warn!(source = %s.slug, error = %e, "inline oidc_jwks unusable")
                     }
                 }
             }
-            map.insert(s.slug.clone(), keys);
+            map.insert(
+                s.slug.clone(),
+                SourceKeys {
+                    freshness: s.jwks_freshness(),
+                    fetching: tokio::sync::Mutex::new(None),
+                },
+            );
         }
-        JwksCache { http, sources: map }
+        JwksCache {
+            http,
+            sources: map,
+            held,
+            fetches,
+        }
     }
 
-    fn current(&self, source: &str) -> Option<Arc<KeySet>> {
-        self.sources
-            .get(source)
-            .and_then(|s| s.current.read().ok().and_then(|c| c.clone()))
+    /// The fetch counters, for the metrics registry.
+    pub fn collector(&self) -> Option<Box<dyn prometheus::core::Collector>> {
+        self.fetches
+            .clone()
+            .map(|c| Box::new(c) as Box<dyn prometheus::core::Collector>)
+    }
+
+    /// The set held for `source`, if any and not past its max stale age.
+    pub fn current(&self, source: &str) -> Option<Arc<KeySet>> {
+        self.held.get(source).map(|h| h.set.clone())
     }
 
     /// The key set to verify a token naming `kid`: the held set when it has
     /// the key (or the token names none), else the result of [`Self::refetch`].
+    /// Never a network call for a known key.
     pub async fn keys_for(
         &self,
         source: &str,
@@ -233,9 +535,9 @@ impl JwksCache {
     }
 
     /// Fetches the source's JWKS again because `seen` (the set the caller
-    /// tried, if any) lacked a key. Concurrent callers share one fetch; after
-    /// the first set, at most one refetch per cooldown; a failed fetch keeps
-    /// the last good set.
+    /// tried, if any) lacked a key. Concurrent callers share one fetch
+    /// (JWKS-03); at most one request-caused fetch per cooldown (JWKS-02),
+    /// also while no set is held; a failed fetch keeps the last good set.
     pub async fn refetch(
         &self,
         source: &str,
@@ -248,42 +550,115 @@ impl JwksCache {
         };
         let mut last = entry.fetching.lock().await;
         // Another caller fetched while this one waited: use its result.
-        if let Some(set) = self.current(source) {
-            if seen.is_none_or(|s| !Arc::ptr_eq(s, &set)) {
-                return Ok(set);
+        let held = self.current(source);
+        if let Some(set) = &held {
+            if seen.is_none_or(|s| !Arc::ptr_eq(s, set)) {
+                return Ok(set.clone());
             }
         }
-        let held = self.current(source);
-        if held.is_some() && last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_COOLDOWN) {
-            return held.ok_or_else(|| JwksError::NoKeys(source.to_string()));
+        if last.is_some_and(|t| t.elapsed() < entry.freshness.cooldown) {
+            return held.ok_or(JwksError::CoolingDown);
         }
-        if held.is_some() {
-            *last = Some(Instant::now());
-        }
-        match self.fetch(url).await {
-            Ok(set) => {
-                let set = Arc::new(set);
-                if let Ok(mut cur) = entry.current.write() {
-                    *cur = Some(set.clone());
+        // A refetch past a held set, and any failed fetch, start the cooldown; a
+        // first successful fetch does not, so a rotation right after it still works.
+        let started = Instant::now();
+        match self.fetch_and_hold(source, entry, url).await {
+            Ok((set, _)) => {
+                if held.is_some() {
+                    *last = Some(started);
                 }
                 Ok(set)
             }
             Err(e) => {
-                tracing::warn!(source, error = %e, "jwks fetch failed; keeping the last good keys");
+                *last = Some(started);
                 held.ok_or(e)
             }
         }
     }
 
-    async fn fetch(&self, url: &Url) -> Result<KeySet, JwksError> {
-        let resp = self.http.get(url, None, MAX_JWKS_BYTES).await?;
-        if resp.status != 200 {
-            return Err(JwksError::Invalid(format!(
-                "{url} answered {}",
-                resp.status
-            )));
+    /// A scheduled refresh (the background task's): fetches whatever is held
+    /// and says when to come back. Shares the single flight with request-caused
+    /// fetches but not their cooldown.
+    pub async fn refresh(&self, source: &str, url: &Url) -> Result<Refreshed, JwksError> {
+        let entry = self
+            .sources
+            .get(source)
+            .ok_or_else(|| JwksError::NoKeys(source.to_string()))?;
+        let _flight = entry.fetching.lock().await;
+        let (_, cache_control) = self.fetch_and_hold(source, entry, url).await?;
+        Ok(Refreshed {
+            next: entry.freshness.interval(cache_control.as_deref()),
+        })
+    }
+
+    /// The source's freshness settings.
+    pub fn freshness(&self, source: &str) -> Freshness {
+        self.sources
+            .get(source)
+            .map(|s| s.freshness)
+            .unwrap_or_default()
+    }
+
+    /// Fetches, parses and holds a new set atomically (JWKS-13); keys the
+    /// issuer dropped stop vouching for cached verdicts at once (JWKS-19).
+    async fn fetch_and_hold(
+        &self,
+        source: &str,
+        entry: &SourceKeys,
+        url: &Url,
+    ) -> Result<(Arc<KeySet>, Option<String>), JwksError> {
+        let previous = self.current(source);
+        let result = async {
+            let resp = self.http.get(url, None, MAX_JWKS_BYTES).await?;
+            if resp.status != 200 {
+                return Err(JwksError::Invalid(format!(
+                    "{url} answered {}",
+                    resp.status
+                )));
+            }
+            let set = parse_reusing(&resp.body, previous.as_deref())?;
+            Ok((set, resp.cache_control))
         }
-        parse(&resp.body)
+        .await;
+        let (set, cache_control) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.count(source, "failed");
+                tracing::warn!(source, error = %e, "jwks fetch failed; keeping the last good keys");
+                return Err(e);
+            }
+        };
+        self.count(source, "ok");
+        let until = unix_now().saturating_add(entry.freshness.max_stale.as_secs());
+        for k in &set.keys {
+            k.set_usable_until(until);
+        }
+        if let Some(old) = &previous {
+            for k in &old.keys {
+                if !set.keys.iter().any(|n| Arc::ptr_eq(n, k)) {
+                    k.set_usable_until(0);
+                }
+            }
+        }
+        let set = Arc::new(set);
+        self.held.insert(
+            source.to_string(),
+            Arc::new(Held {
+                set: set.clone(),
+                stale_after: Some(entry.freshness.max_stale),
+            }),
+        );
+        Ok((set, cache_control))
+    }
+
+    fn count(&self, source: &str, result: &str) {
+        if let Some(Ok(c)) = self
+            .fetches
+            .as_ref()
+            .map(|f| f.get_metric_with_label_values(&[source, result]))
+        {
+            c.inc();
+        }
     }
 }
 
@@ -332,10 +707,114 @@ mod tests {
             rsa("b", "")
         );
         let set = parse(doc.as_bytes()).unwrap();
-        assert_eq!(set.candidates(Some("a"), Algorithm::RS256).len(), 1);
-        assert_eq!(set.candidates(Some("a"), Algorithm::PS256).len(), 0);
-        assert_eq!(set.candidates(None, Algorithm::RS256).len(), 2);
-        assert_eq!(set.candidates(None, Algorithm::ES256).len(), 0);
-        assert_eq!(set.candidates(Some("zz"), Algorithm::RS256).len(), 0);
+        assert_eq!(set.candidates(Some("a"), Algorithm::RS256).count(), 1);
+        assert_eq!(set.candidates(Some("a"), Algorithm::PS256).count(), 0);
+        assert_eq!(set.candidates(None, Algorithm::RS256).count(), 2);
+        assert_eq!(set.candidates(None, Algorithm::ES256).count(), 0);
+        assert_eq!(set.candidates(Some("zz"), Algorithm::RS256).count(), 0);
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn jwt08_jwt04_weak_or_mismatched_keys_are_skipped() {
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(RSA_N)
+            .unwrap();
+        let short = b64(&n[..128]);
+        let p256 = |x: &[u8], y: &[u8], extra: &str| {
+            format!(
+                r#"{{"kty":"EC","kid":"ec","crv":"P-256","x":"{}","y":"{}"{extra}}}"#,
+                b64(x),
+                b64(y)
+            )
+        };
+        // A real P-256 point (the generator).
+        let gx = [
+            0x6b, 0x17, 0xd1, 0xf2, 0xe1, 0x2c, 0x42, 0x47, 0xf8, 0xbc, 0xe6, 0xe5, 0x63, 0xa4,
+            0x40, 0xf2, 0x77, 0x03, 0x7d, 0x81, 0x2d, 0xeb, 0x33, 0xa0, 0xf4, 0xa1, 0x39, 0x45,
+            0xd8, 0x98, 0xc2, 0x96,
+        ];
+        let gy = [
+            0x4f, 0xe3, 0x42, 0xe2, 0xfe, 0x1a, 0x7f, 0x9b, 0x8e, 0xe7, 0xeb, 0x4a, 0x7c, 0x0f,
+            0x9e, 0x16, 0x2b, 0xce, 0x33, 0x57, 0x6b, 0x31, 0x5e, 0xce, 0xcb, 0xb6, 0x40, 0x68,
+            0x37, 0xbf, 0x51, 0xf5,
+        ];
+        let bad: Vec<(&str, String)> = vec![
+            (
+                "1024-bit modulus",
+                format!(r#"{{"kty":"RSA","n":"{short}","e":"AQAB"}}"#),
+            ),
+            (
+                "e = 1",
+                format!(r#"{{"kty":"RSA","n":"{RSA_N}","e":"AQ"}}"#),
+            ),
+            (
+                "even e",
+                format!(r#"{{"kty":"RSA","n":"{RSA_N}","e":"AQAA"}}"#),
+            ),
+            ("point off the curve", p256(&[1; 32], &[1; 32], "")),
+            (
+                "P-256 key declared ES384",
+                p256(&gx, &gy, r#","alg":"ES384""#),
+            ),
+            ("short coordinate", p256(&gx[..31], &gy, "")),
+            ("RS256 key declared HS256", rsa("h", r#","alg":"HS256""#)),
+            ("use enc", rsa("e", r#","use":"enc""#)),
+            (
+                "kid not a string",
+                rsa("x", "").replace(r#""kid":"x""#, r#""kid":7"#),
+            ),
+        ];
+        for (name, key) in &bad {
+            assert!(
+                parse_key(&serde_json::from_str(key).unwrap()).is_err(),
+                "{name} was accepted"
+            );
+        }
+        let ec = parse_key(&serde_json::from_str(&p256(&gx, &gy, "")).unwrap()).unwrap();
+        assert_eq!(
+            ec.algorithms,
+            vec![Algorithm::ES256],
+            "the curve fixes the algorithm"
+        );
+        let pinned =
+            parse_key(&serde_json::from_str(&rsa("p", r#","alg":"RS256""#)).unwrap()).unwrap();
+        assert_eq!(pinned.algorithms, vec![Algorithm::RS256]);
+    }
+
+    #[test]
+    fn jwks12_max_age_is_honoured_within_bounds() {
+        let f = Freshness::default();
+        assert_eq!(f.interval(None), DEFAULT_TTL);
+        assert_eq!(
+            f.interval(Some("public, max-age=3600")),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(f.interval(Some("max-age=5")), MIN_TTL);
+        assert_eq!(f.interval(Some("no-store")), MIN_TTL);
+        assert_eq!(f.interval(Some("max-age=9999999")), MAX_TTL);
+        assert_eq!(f.interval(Some("max-age=junk")), DEFAULT_TTL);
+        let short = Freshness {
+            ttl: Duration::from_secs(2),
+            ..Freshness::default()
+        };
+        assert_eq!(short.interval(Some("max-age=1")), Duration::from_secs(2));
+        assert_eq!(short.interval(Some("max-age=7")), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn jwks19_a_refresh_keeps_unchanged_keys_and_drops_removed_ones() {
+        let first =
+            parse(format!(r#"{{"keys":[{},{}]}}"#, rsa("a", ""), rsa("b", "")).as_bytes()).unwrap();
+        let second = parse_reusing(
+            format!(r#"{{"keys":[{}]}}"#, rsa("a", "")).as_bytes(),
+            Some(&first),
+        )
+        .unwrap();
+        assert!(Arc::ptr_eq(&first.keys[0], &second.keys[0]));
+        assert_eq!(second.keys.len(), 1);
     }
 }

@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod gateway;
 pub mod identity;
 pub mod jwks;
+pub mod jws;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;

@@ -61,6 +61,14 @@ impl Metrics {
         })
     }
 
+    /// Adds another part's series (e.g. JWKS fetches) to this registry.
+    pub fn register(
+        &self,
+        c: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(c)
+    }
+
     /// Counts one finished request.
     pub fn observe(&self, app: Option<usize>, outcome: Outcome, seconds: f64) {
         let row = app.unwrap_or(self.requests.len().saturating_sub(1));

@@ -89,6 +89,7 @@ mod tests {
             sources: vec![],
             jwt_sources: vec![],
             jwt_audiences: vec![],
+            forward_bearer_token: false,
             public_paths: vec![],
             policies: vec![],
         }

@@ -337,6 +337,15 @@ pub struct Source {
     /// Reject machine tokens whose `iat` is older than this.
     #[serde(serialize_with = "ser_opt_duration")]
     pub jwt_max_age: Option<Duration>,
+    /// Key refresh interval when the JWKS response sets no `max-age`.
+    #[serde(serialize_with = "ser_duration")]
+    pub jwks_cache_ttl: Duration,
+    /// How long the last good keys are served while refreshes fail.
+    #[serde(serialize_with = "ser_duration")]
+    pub jwks_max_stale: Duration,
+    /// Least time between two request-caused JWKS fetches (unknown `kid`).
+    #[serde(serialize_with = "ser_duration")]
+    pub jwks_cooldown: Duration,
     /// `[[source.policy]]`
     #[serde(rename = "policy")]
     pub policies: Vec<Policy>,
@@ -346,6 +355,15 @@ impl Source {
     /// Whether people can sign in through this source (it has a client id).
     pub fn is_login(&self) -> bool {
         self.consumer_key.is_some()
+    }
+
+    /// How this source's keys are kept fresh.
+    pub fn jwks_freshness(&self) -> crate::jwks::Freshness {
+        crate::jwks::Freshness {
+            ttl: self.jwks_cache_ttl,
+            max_stale: self.jwks_max_stale,
+            cooldown: self.jwks_cooldown,
+        }
     }
 }
 
@@ -411,6 +429,8 @@ pub struct App {
     pub jwt_sources: Vec<String>,
     /// Accepted `aud` values of bearer JWTs (empty: not checked).
     pub jwt_audiences: Vec<String>,
+    /// Pass a verified bearer token on to the upstream (default: removed, SECURITY.md JWT-27).
+    pub forward_bearer_token: bool,
     /// Path prefixes served without authentication.
     pub public_paths: Vec<String>,
     /// `[[app.policy]]`

@@ -113,6 +113,9 @@ pub struct RawSource {
     pub issuer: Option<String>,
     pub jwt_algorithms: Option<Vec<String>>,
     pub jwt_max_age: Option<String>,
+    pub jwks_cache_ttl: Option<String>,
+    pub jwks_max_stale: Option<String>,
+    pub jwks_cooldown: Option<String>,
     #[serde(default)]
     pub policy: Vec<figment::value::Value>,
 }
@@ -142,6 +145,7 @@ pub struct RawApp {
     pub sources: Option<Vec<String>>,
     pub jwt_sources: Option<Vec<String>>,
     pub jwt_audiences: Option<Vec<String>>,
+    pub forward_bearer_token: Option<bool>,
     pub public_paths: Option<Vec<String>>,
     #[serde(default)]
     pub policy: Vec<figment::value::Value>,

@@ -631,6 +631,29 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
         }
     }
     let jwt_max_age = c.opt_duration(at.key("jwt_max_age"), raw.jwt_max_age.as_deref());
+    let jwks_cache_ttl = c
+        .opt_duration(at.key("jwks_cache_ttl"), raw.jwks_cache_ttl.as_deref())
+        .unwrap_or(crate::jwks::DEFAULT_TTL);
+    let jwks_max_stale = c
+        .opt_duration(at.key("jwks_max_stale"), raw.jwks_max_stale.as_deref())
+        .unwrap_or(crate::jwks::DEFAULT_MAX_STALE);
+    let jwks_cooldown = c
+        .opt_duration(at.key("jwks_cooldown"), raw.jwks_cooldown.as_deref())
+        .unwrap_or(crate::jwks::UNKNOWN_KID_COOLDOWN);
+    for (key, d) in [
+        ("jwks_cache_ttl", jwks_cache_ttl),
+        ("jwks_cooldown", jwks_cooldown),
+    ] {
+        if d.is_zero() {
+            c.fail(at.key(key), "must be longer than 0s, e.g. \"30s\"");
+        }
+    }
+    if jwks_max_stale < jwks_cache_ttl {
+        c.fail(
+            at.key("jwks_max_stale"),
+            "must be at least jwks_cache_ttl: keys would go stale before their first refresh",
+        );
+    }
 
     let has_jwks =
         oidc_jwks_url.is_some() || raw.oidc_jwks.is_some() || oidc_well_known_url.is_some();
@@ -755,6 +778,9 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
         issuer: raw.issuer,
         jwt_algorithms,
         jwt_max_age,
+        jwks_cache_ttl,
+        jwks_max_stale,
+        jwks_cooldown,
         policies,
     })
 }
@@ -987,6 +1013,7 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
         sources: app_sources,
         jwt_sources,
         jwt_audiences: raw.jwt_audiences.unwrap_or_default(),
+        forward_bearer_token: raw.forward_bearer_token.unwrap_or(false),
         public_paths,
         policies,
     })

@@ -2,11 +2,11 @@
 //! against this issuer's keys with the algorithm the key allows, then every
 //! claim checked against the flow's expectations and the given time.
 
-use base64::Engine as _;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use crate::jwks::KeySet;
+use crate::jws::{self, JwsError};
 
 /// Clock leeway for `exp` and `iat` (SECURITY.md: 60 s).
 pub const LEEWAY_SECS: u64 = 60;
@@ -73,26 +73,25 @@ pub enum IdTokenError {
     Subject,
 }
 
-/// The algorithm and `kid` of a token, read without trusting it; refuses `none` and `crit`.
+impl From<JwsError> for IdTokenError {
+    fn from(e: JwsError) -> Self {
+        match e {
+            JwsError::Algorithm(a) => IdTokenError::Algorithm(a),
+            JwsError::Unsupported => IdTokenError::Critical,
+            JwsError::UnknownKey => IdTokenError::UnknownKey,
+            JwsError::Signature => IdTokenError::Signature,
+            JwsError::TooLarge | JwsError::Format | JwsError::Header | JwsError::Claims => {
+                IdTokenError::Malformed
+            }
+        }
+    }
+}
+
+/// The algorithm and `kid` of a token, read without trusting it; refuses
+/// `none`, `crit` and anything else [`jws::parse`] refuses.
 pub fn peek(token: &str) -> Result<(Algorithm, Option<String>), IdTokenError> {
-    if token.len() > MAX_TOKEN_BYTES || token.split('.').count() != 3 {
-        return Err(IdTokenError::Malformed);
-    }
-    let head_b64 = token.split('.').next().ok_or(IdTokenError::Malformed)?;
-    let head_json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(head_b64)
-        .map_err(|_| IdTokenError::Malformed)?;
-    let head: Value = serde_json::from_slice(&head_json).map_err(|_| IdTokenError::Malformed)?;
-    let alg = head
-        .get("alg")
-        .and_then(Value::as_str)
-        .ok_or(IdTokenError::Malformed)?;
-    if head.get("crit").is_some() {
-        return Err(IdTokenError::Critical);
-    }
-    let header =
-        jsonwebtoken::decode_header(token).map_err(|_| IdTokenError::Algorithm(alg.to_string()))?;
-    Ok((header.alg, header.kid))
+    let jws = jws::parse(token, MAX_TOKEN_BYTES)?;
+    Ok((jws.alg, jws.kid))
 }
 
 /// Verifies the signature and every claim; returns the claims.
@@ -110,37 +109,17 @@ pub fn verify(
     algorithms: &[Algorithm],
     client_secret: Option<&str>,
 ) -> Result<Value, IdTokenError> {
-    let (alg, kid) = peek(token)?;
-    if !algorithms.contains(&alg) {
-        return Err(IdTokenError::Algorithm(format!("{alg:?}")));
+    let jws = jws::parse(token, MAX_TOKEN_BYTES)?;
+    if !algorithms.contains(&jws.alg) {
+        return Err(IdTokenError::Algorithm(format!("{:?}", jws.alg)));
     }
-    let mut validation = Validation::new(alg);
-    // Claims are checked by the caller against its own time and leeway, so the check is pure.
-    validation.validate_exp = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    let claims = match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            let secret = client_secret.ok_or(IdTokenError::Algorithm(format!("{alg:?}")))?;
-            let key = DecodingKey::from_secret(secret.as_bytes());
-            jsonwebtoken::decode::<Value>(token, &key, &validation)
-                .map_err(|_| IdTokenError::Signature)?
-                .claims
-        }
-        _ => {
-            let candidates = keys.candidates(kid.as_deref(), alg);
-            if candidates.is_empty() {
-                return Err(IdTokenError::UnknownKey);
-            }
-            // Without a kid, every key of this issuer that allows the algorithm is tried (OIDC-17).
-            candidates
-                .iter()
-                .find_map(|k| jsonwebtoken::decode::<Value>(token, &k.key, &validation).ok())
-                .ok_or(IdTokenError::Signature)?
-                .claims
-        }
-    };
-    Ok(claims)
+    if jws::is_hmac(jws.alg) {
+        let secret = client_secret.ok_or(IdTokenError::Algorithm(format!("{:?}", jws.alg)))?;
+        jws.verify_hmac(secret.as_bytes())?;
+    } else {
+        jws.verify(keys, algorithms)?;
+    }
+    Ok(jws.into_claims())
 }
 
 /// The `events` member a logout token must carry (Back-Channel Logout 1.0 §2.4).
@@ -264,6 +243,7 @@ pub fn check_claims(c: &Value, e: &Expect<'_>) -> Result<(), IdTokenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use serde_json::json;
 
     #[test]

@@ -102,6 +102,9 @@ pub struct Sources {
     pub jwks: JwksCache,
     by_slug: HashMap<String, Arc<Runtime>>,
     readiness: Arc<Readiness>,
+    /// Sources some app trusts for machine tokens: their keys are fetched at
+    /// start and refreshed in the background.
+    machine: Vec<String>,
 }
 
 /// What loading the sources found, for `check` and the start-up log.
@@ -196,12 +199,20 @@ impl Sources {
             by_slug.insert(s.slug.clone(), rt);
         }
         let jwks = JwksCache::new(http.clone(), &config.sources);
+        let mut machine: Vec<String> = config
+            .apps
+            .iter()
+            .flat_map(|a| a.jwt_sources.iter().cloned())
+            .collect();
+        machine.sort();
+        machine.dedup();
         Ok((
             Sources {
                 http,
                 jwks,
                 by_slug,
                 readiness,
+                machine,
             },
             report,
         ))
@@ -210,6 +221,58 @@ impl Sources {
     /// The source with this slug.
     pub fn get(&self, slug: &str) -> Option<Arc<Runtime>> {
         self.by_slug.get(slug).cloned()
+    }
+
+    /// Fetches the keys of every machine-token source that has a JWKS URL
+    /// now; returns, per source, when to refresh next (failures are logged
+    /// and counted, and retried soon).
+    pub async fn fetch_machine_keys(&self) -> Vec<(String, Duration)> {
+        let mut out = Vec::new();
+        for slug in &self.machine {
+            let url = self.jwks_url(slug);
+            let next = match url {
+                Some(url) => match self.jwks.refresh(slug, &url).await {
+                    Ok(r) => r.next,
+                    Err(_) => Duration::from_secs(1),
+                },
+                None => Duration::from_secs(1),
+            };
+            out.push((slug.clone(), next));
+        }
+        out
+    }
+
+    fn jwks_url(&self, slug: &str) -> Option<Url> {
+        self.get(slug)
+            .and_then(|rt| rt.endpoints())
+            .and_then(|e| e.jwks.clone())
+    }
+
+    /// Keeps one machine-token source's keys fresh forever: refreshes when
+    /// `max-age` (clamped) or the ttl says, retries failures with backoff
+    /// (1 s doubling to 60 s, at most the ttl) while the last good set is
+    /// served until its max stale age (JWKS-04).
+    pub async fn keep_keys_fresh(self: Arc<Self>, slug: String, first: Duration) {
+        let ttl = self.jwks.freshness(&slug).ttl;
+        let mut next = first;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(next).await;
+            let refreshed = match self.jwks_url(&slug) {
+                Some(url) => self.jwks.refresh(&slug, &url).await.ok(),
+                None => None,
+            };
+            match refreshed {
+                Some(r) => {
+                    next = r.next;
+                    backoff = Duration::from_secs(1);
+                }
+                None => {
+                    next = backoff.min(ttl);
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
     }
 
     /// Retries discovery of not-ready sources with backoff (1 s doubling to 60 s)
