@@ -50,16 +50,36 @@ pub struct State {
     pub bearer: crate::bearer::Bearer,
 }
 
-/// The token of `Authorization: Bearer …`, if the request has one.
-pub(crate) fn bearer_token(session: &Session) -> Option<&str> {
-    let v = session
-        .req_header()
-        .headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+/// The token of `Authorization: Bearer …`, if the request has one. Two
+/// `Authorization` lines with a bearer among them, or a bearer header beside
+/// an `access_token` query parameter, are ambiguous: refused (JWT-26). A token
+/// only in the query or a form is never read (JWT-25).
+pub(crate) fn bearer_token(session: &Session) -> Result<Option<&str>, Rejection> {
+    let req = session.req_header();
+    fn bearer(v: &http::HeaderValue) -> Option<&str> {
+        let (scheme, token) = v.to_str().ok()?.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    }
+    let mut lines = req.headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(first) = lines.next() else {
+        return Ok(None);
+    };
+    let rest: Vec<&http::HeaderValue> = lines.collect();
+    let token = bearer(first);
+    let ambiguous = if rest.is_empty() {
+        token.is_some()
+            && req.uri.query().is_some_and(|q| {
+                url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
+            })
+    } else {
+        token.is_some() || rest.iter().any(|v| bearer(v).is_some())
+    };
+    if ambiguous {
+        return Err(Rejection::InvalidRequest {
+            description: "send exactly one bearer token, in one Authorization header".into(),
+        });
+    }
+    Ok(token)
 }
 
 /// The principal of the request's bearer token for app `app`; a token decides
@@ -69,7 +89,10 @@ pub async fn authenticate_bearer(
     session: &Session,
     app: Option<usize>,
 ) -> Option<Result<Arc<Principal>, Rejection>> {
-    let token = bearer_token(session)?;
+    let token = match bearer_token(session) {
+        Ok(t) => t?,
+        Err(refusal) => return Some(Err(refusal)),
+    };
     let Some((index, app)) = app.and_then(|i| state.config.apps.get(i).map(|a| (i, a))) else {
         return Some(Err(Rejection::InvalidToken {
             description: "no application here accepts bearer tokens".into(),
@@ -84,6 +107,16 @@ pub async fn authenticate_bearer(
                 description: e.to_string(),
             }),
     )
+}
+
+/// The refusal for a principal an app's policy does not admit: RFC 6750
+/// `insufficient_scope` for a machine, the access-denied page for a person.
+pub(crate) fn refused_by_policy(p: &Principal, reason: String) -> Rejection {
+    if p.kind == "bearer" {
+        Rejection::InsufficientScope { reason }
+    } else {
+        Rejection::Forbidden { reason }
+    }
 }
 
 impl State {
@@ -278,7 +311,7 @@ impl ProxyHttp for Gateway {
                         };
                         if let Err(reason) = allowed {
                             ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, "access refused by policy"));
-                            rescue::respond(session, ctx, Rejection::Forbidden { reason }).await?;
+                            rescue::respond(session, ctx, refused_by_policy(&p, reason)).await?;
                             return Ok(true);
                         }
                         ctx.principal = Some(p);
@@ -334,6 +367,14 @@ impl ProxyHttp for Gateway {
         if let Some(p) = &ctx.principal {
             for (name, value) in p.headers(false) {
                 upstream_request.insert_header(name, value)?;
+            }
+            // The verified token stays at the gateway unless the app asks for it (JWT-27).
+            let forward = ctx
+                .app
+                .and_then(|i| self.state.config.apps.get(i))
+                .is_some_and(|a| a.forward_bearer_token);
+            if p.kind == "bearer" && !forward {
+                upstream_request.remove_header(&http::header::AUTHORIZATION);
             }
         }
         let client = session

@@ -37,6 +37,16 @@ pub enum Rejection {
         /// Safe to show; never contains the token.
         description: String,
     },
+    /// An app policy refuses a machine: 403 `error="insufficient_scope"` (RFC 6750 §3.1).
+    InsufficientScope {
+        /// The policy's message.
+        reason: String,
+    },
+    /// The request carries its bearer token ambiguously: 400 `error="invalid_request"`.
+    InvalidRequest {
+        /// Safe to show.
+        description: String,
+    },
     /// An app policy refuses this principal: 403 with the policy's message.
     Forbidden {
         /// The policy's message.
@@ -59,8 +69,9 @@ impl Rejection {
             Rejection::UpstreamFailed => 502,
             Rejection::SignInRefused { status, .. } => *status,
             Rejection::SourceNotReady => 503,
-            Rejection::Forbidden { .. } => 403,
+            Rejection::Forbidden { .. } | Rejection::InsufficientScope { .. } => 403,
             Rejection::InvalidToken { .. } => 401,
+            Rejection::InvalidRequest { .. } => 400,
             Rejection::TooLarge => 413,
             Rejection::MethodNotAllowed => 405,
         }
@@ -77,8 +88,9 @@ impl Rejection {
             Rejection::SignInRefused { status: 403, .. } => Outcome::Forbidden,
             Rejection::SignInRefused { .. } | Rejection::SourceNotReady => Outcome::AuthEndpoint,
             Rejection::TooLarge | Rejection::MethodNotAllowed => Outcome::BadRequest,
-            Rejection::Forbidden { .. } => Outcome::Forbidden,
+            Rejection::Forbidden { .. } | Rejection::InsufficientScope { .. } => Outcome::Forbidden,
             Rejection::InvalidToken { .. } => Outcome::Unauthorized,
+            Rejection::InvalidRequest { .. } => Outcome::BadRequest,
         }
     }
 
@@ -123,6 +135,16 @@ impl Rejection {
                 "Invalid token",
                 description.clone(),
                 "Send a valid bearer token, or none and sign in through a browser.",
+            ),
+            Rejection::InsufficientScope { reason } => (
+                "Access denied",
+                reason.clone(),
+                "The token is valid, but this application's policy does not admit it; ask its owner for access.",
+            ),
+            Rejection::InvalidRequest { description } => (
+                "Bad request",
+                description.clone(),
+                "Send the token once, in the Authorization header only.",
             ),
             Rejection::Forbidden { reason } => (
                 "Access denied",
@@ -197,21 +219,29 @@ pub async fn respond_with(
     }
     let status = rejection.status();
     let (heading, reason, hint) = rejection.explain();
-    let token_error = matches!(rejection, Rejection::InvalidToken { .. });
     if let Rejection::SourceNotReady = rejection {
         extra.push(("retry-after", "30".into()));
     }
     if let Rejection::Unauthenticated { .. } = rejection {
         extra.push(("www-authenticate", "Bearer realm=\"portcullis\"".into()));
     }
-    if let Rejection::InvalidToken { description } = &rejection {
+    let token_error = match &rejection {
+        Rejection::InvalidToken { description } => Some(("invalid_token", description)),
+        Rejection::InsufficientScope { reason } => Some(("insufficient_scope", reason)),
+        Rejection::InvalidRequest { description } => Some(("invalid_request", description)),
+        _ => None,
+    };
+    if let Some((code, description)) = token_error {
+        // RFC 6750 §3: the description is a quoted-string of printable ASCII.
         let quoted: String = description
             .chars()
-            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+            .filter(|c| c.is_ascii() && *c != '"' && *c != '\\' && !c.is_control())
             .collect();
         extra.push((
             "www-authenticate",
-            format!("Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{quoted}\""),
+            format!(
+                "Bearer realm=\"portcullis\", error=\"{code}\", error_description=\"{quoted}\""
+            ),
         ));
     }
     if let Rejection::Framing(_) = rejection {
@@ -231,11 +261,7 @@ pub async fn respond_with(
         )
         .await
     } else {
-        let code = if token_error {
-            "invalid_token"
-        } else {
-            error_code(status)
-        };
+        let code = token_error.map_or_else(|| error_code(status), |(code, _)| code);
         let json = serde_json::json!({ "error": code, "error_description": reason, "hint": hint });
         write(
             session,

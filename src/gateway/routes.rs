@@ -663,7 +663,7 @@ async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> ping
             .to_string();
         let h = host.clone().unwrap_or_default();
         if let Err(reason) = state.access(app, p, path.as_deref().unwrap_or("/"), &method, &h) {
-            return rescue::respond(session, ctx, Rejection::Forbidden { reason }).await;
+            return rescue::respond(session, ctx, super::refused_by_policy(p, reason)).await;
         }
     }
     match principal {

@@ -2,11 +2,94 @@
 //! trusted source's JWKS authenticates; every hostile variant is refused with
 //! RFC 6750 `invalid_token` and nothing reaches the upstream.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use base64::Engine as _;
-use portcullis::demo::{Faults, Provider, SignAlg};
+use portcullis::demo::{Endpoint, Faults, Provider, SignAlg};
 use serde_json::{json, Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{client, Gateway, Upstream};
+
+/// A JWKS endpoint whose answer the test sets (status, body, Cache-Control)
+/// and which counts what it was asked; one request per connection.
+#[derive(Clone)]
+struct JwksServer {
+    addr: SocketAddr,
+    answer: Arc<Mutex<(u16, String)>>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(body: String) -> JwksServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = JwksServer {
+            addr: listener.local_addr().unwrap(),
+            answer: Arc::new(Mutex::new((200, body))),
+            hits: Arc::new(AtomicUsize::new(0)),
+        };
+        let s = server.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    s.hits.fetch_add(1, Ordering::SeqCst);
+                    let (status, body) = s.answer.lock().unwrap().clone();
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncache-control: max-age=1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(body.as_bytes()).await;
+                });
+            }
+        });
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/jwks", self.addr)
+    }
+
+    fn set(&self, status: u16, body: String) {
+        *self.answer.lock().unwrap() = (status, body);
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn jwks_of(p: &Provider) -> String {
+    reqwest::get(format!("{}/jwks", p.issuer()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Polls `check` every 100 ms for up to `secs` seconds.
+async fn eventually(secs: u64, mut check: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..secs * 10 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
 
 struct Machines {
     trusted: Provider,
@@ -118,8 +201,8 @@ async fn a_token_signed_by_a_trusted_source_authenticates_and_is_cached() {
     assert_eq!(seen[0].header("x-forwarded-email"), Some("ci@example.com"));
     assert_eq!(seen[0].header("x-forwarded-groups"), Some("deployers"));
     assert!(
-        seen[0].header("authorization").is_some(),
-        "the app may still read its token"
+        seen[0].header("authorization").is_none(),
+        "JWT-27: the verified token stays at the gateway by default"
     );
     // userinfo and forward auth accept the token too.
     let r = client()
@@ -296,4 +379,536 @@ async fn a_key_published_after_start_is_accepted_after_one_refetch() {
         jwks_before + 1,
         "a refetch inside the cooldown"
     );
+}
+
+/// The hostile cases of SECURITY.md's JWT group that need a running gateway;
+/// the parser-level ones (JWT-12…JWT-17) are table tests in `src/jws.rs`.
+#[tokio::test(flavor = "multi_thread")]
+async fn security_md_jwt_cases_are_refused_with_nothing_upstream() {
+    let m = machines().await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let good = m.token(|_| {});
+    let (head, rest) = good.split_once('.').unwrap();
+    let (payload, sig) = rest.split_once('.').unwrap();
+    let head_json: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(head)
+            .unwrap(),
+    )
+    .unwrap();
+    let with_head = |change: &dyn Fn(&mut Value)| {
+        let mut h = head_json.clone();
+        change(&mut h);
+        format!("{}.{payload}.{sig}", b64(&h))
+    };
+    // JWT-10: a listener the token points at; it must never be contacted.
+    let bait = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bait_url = format!("http://{}/keys", bait.local_addr().unwrap());
+    let bait_hits = Arc::new(AtomicUsize::new(0));
+    {
+        let hits = bait_hits.clone();
+        tokio::spawn(async move {
+            while bait.accept().await.is_ok() {
+                hits.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    // JWT-02: HMAC keyed with the issuer's public key, in the forms an attacker would try.
+    let public_jwks = jwks_of(&m.trusted).await;
+    let public_jwk: Value = serde_json::from_str::<Value>(&public_jwks).unwrap()["keys"][0].clone();
+    let hs_with = |secret: &[u8]| {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = public_jwk["kid"].as_str().map(str::to_string);
+        jsonwebtoken::encode(
+            &h,
+            &claims(&m.trusted.issuer(), |_| {}),
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
+    let n_bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(public_jwk["n"].as_str().unwrap())
+        .unwrap();
+    let jwks_before = m.trusted.calls(Endpoint::Jwks);
+    // JWT-11 and JWT-20 first: refused before any key lookup, so no fetch at all.
+    m.refused(
+        "JWT-11 kid too long",
+        &with_head(&|h| h["kid"] = json!("k".repeat(300))),
+    )
+    .await;
+    m.refused("JWT-11 kid a number", &with_head(&|h| h["kid"] = json!(7)))
+        .await;
+    m.refused(
+        "JWT-20 unknown iss",
+        &m.token(|c| {
+            c.insert("iss".into(), json!("https://unknown.example"));
+        }),
+    )
+    .await;
+    assert_eq!(
+        m.trusted.calls(Endpoint::Jwks),
+        jwks_before,
+        "JWT-11/JWT-20 caused a JWKS fetch"
+    );
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "JWT-01 None",
+            format!("{}.{payload}.{sig}", b64(&json!({"alg": "None"}))),
+        ),
+        (
+            "JWT-01 NONE",
+            format!("{}.{payload}.", b64(&json!({"alg": "NONE"}))),
+        ),
+        (
+            "JWT-01 nOnE",
+            format!("{}.{payload}.{sig}", b64(&json!({"alg": "nOnE"}))),
+        ),
+        (
+            "JWT-02 HS256 over the JWK JSON",
+            hs_with(public_jwk.to_string().as_bytes()),
+        ),
+        ("JWT-02 HS256 over n", hs_with(&n_bytes)),
+        (
+            "JWT-02 HS256 over the JWKS",
+            hs_with(public_jwks.as_bytes()),
+        ),
+        (
+            "JWT-03 alg with a space",
+            with_head(&|h| h["alg"] = json!("RS256 ")),
+        ),
+        ("JWT-03 alg empty", with_head(&|h| h["alg"] = json!(""))),
+        (
+            "JWT-03 alg not a string",
+            with_head(&|h| h["alg"] = json!(256)),
+        ),
+        (
+            "JWT-03 PS256 header over an RS256 signature",
+            with_head(&|h| h["alg"] = json!("PS256")),
+        ),
+        (
+            "JWT-04 RS512 header over an RS256 signature",
+            with_head(&|h| h["alg"] = json!("RS512")),
+        ),
+        (
+            "JWT-09 embedded jwk",
+            with_head(&|h| {
+                h["jwk"] = json!({"kty": "oct", "k": "c2VjcmV0"});
+                h["kid"] = json!("attacker");
+            }),
+        ),
+        (
+            "JWT-10 jku and x5u",
+            with_head(&|h| {
+                h["jku"] = json!(bait_url);
+                h["x5u"] = json!(bait_url);
+                h["kid"] = json!("from-jku");
+            }),
+        ),
+        ("JWT-13 nested JWT", with_head(&|h| h["cty"] = json!("JWT"))),
+        ("JWT-14 padding", format!("{good}==")),
+        ("JWT-14 five segments", format!("{good}.a.b")),
+        (
+            "JWT-15 duplicate alg",
+            format!(
+                "{}.{payload}.{sig}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(r#"{"alg":"RS256","alg":"none"}"#)
+            ),
+        ),
+        (
+            "JWT-22 no iss",
+            m.token(|c| {
+                c.remove("iss");
+            }),
+        ),
+        (
+            "JWT-23 no aud",
+            m.token(|c| {
+                c.remove("aud");
+            }),
+        ),
+        (
+            "JWT-19 exp far beyond year 9999",
+            m.token(|c| {
+                c.insert("exp".into(), json!(i64::MAX));
+            }),
+        ),
+        (
+            "JWT-18 exp just past the leeway",
+            m.token(|c| {
+                c.insert("exp".into(), json!(now - 62));
+            }),
+        ),
+        (
+            "JWT-24 an ID token of the login flow",
+            m.token(|c| {
+                c.insert("aud".into(), json!("portcullis"));
+                c.insert("azp".into(), json!("portcullis"));
+                c.insert("nonce".into(), json!("n-1"));
+            }),
+        ),
+        (
+            "JWT-24 a back-channel logout token",
+            m.token(|c| {
+                c.insert(
+                    "events".into(),
+                    json!({"http://schemas.openid.net/event/backchannel-logout": {}}),
+                );
+            }),
+        ),
+    ];
+    for (name, token) in &cases {
+        m.refused(name, token).await;
+    }
+    // The unknown kids of JWT-09/JWT-10 may cause one refetch, never more (cooldown).
+    assert!(
+        m.trusted.calls(Endpoint::Jwks) <= jwks_before + 1,
+        "more than one refetch within the cooldown"
+    );
+    assert_eq!(
+        m.other.calls(Endpoint::Jwks),
+        0,
+        "the untrusted source was never asked"
+    );
+    assert_eq!(
+        bait_hits.load(Ordering::SeqCst),
+        0,
+        "JWT-10: jku/x5u were followed"
+    );
+
+    // JWT-05 / JWT-06 need an EC key: the provider signs ES256 from here on.
+    m.trusted.set_faults(|f| f.alg = SignAlg::ES256);
+    let es = m.token(|_| {});
+    assert_eq!(m.call(&es).await.status(), 200, "a good ES256 token");
+    let (es_input, es_sig) = es.rsplit_once('.').unwrap();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(es_sig)
+        .unwrap();
+    assert_eq!(raw.len(), 64);
+    let enc = |bytes: &[u8]| {
+        format!(
+            "{es_input}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        )
+    };
+    let der = {
+        // SEQUENCE { INTEGER r, INTEGER s }, each with a leading 0 so it stays positive.
+        let int = |v: &[u8]| [&[0x02, 33, 0][..], v].concat();
+        let body = [int(&raw[..32]), int(&raw[32..])].concat();
+        [&[0x30, body.len() as u8][..], &body].concat()
+    };
+    // The order n of P-256: s' = n - s is the high-S twin (JWT-07).
+    let n = hex("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
+    let high_s = {
+        let s = &raw[32..];
+        let mut out = [0u8; 32];
+        let mut borrow = 0i16;
+        for i in (0..32).rev() {
+            let d = n[i] as i16 - s[i] as i16 - borrow;
+            borrow = i16::from(d < 0);
+            out[i] = (d + if d < 0 { 256 } else { 0 }) as u8;
+        }
+        [&raw[..32], &out[..]].concat()
+    };
+    for (name, token) in [
+        ("JWT-05 r = s = 0", enc(&[0u8; 64])),
+        (
+            "JWT-05 r = n",
+            enc(&[n.clone(), raw[32..].to_vec()].concat()),
+        ),
+        ("JWT-06 DER-encoded signature", enc(&der)),
+        ("JWT-06 63 bytes", enc(&raw[..63])),
+        ("JWT-06 65 bytes", enc(&[raw.clone(), vec![0]].concat())),
+    ] {
+        m.refused(name, &token).await;
+    }
+    // JWT-07: whatever the verifier says of the twin, it is a different token,
+    // verified on its own and never served from the original's cached verdict.
+    let twin = m.call(&enc(&high_s)).await.status();
+    assert!(twin == 200 || twin == 401, "high-S twin: {twin}");
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// JWT-25/26/27 and RFC 6750's `insufficient_scope`: where a token may come
+/// from, where it goes, and what a policy refusal looks like to a machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_transport_forwarding_and_policy_refusals() {
+    let trusted = provider().await;
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{wk}\"\n\
+         [[app]]\nname = \"api\"\nhost = \"api.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"deny\"\ngroups = [\"interns\"]\nmessage = \"Interns may not deploy\"\n\
+         [[app]]\nname = \"passthrough\"\nhost = \"pass.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\nforward_bearer_token = true\n",
+        wk = trusted.well_known_url(),
+        up = upstream.url()
+    ));
+    let token = trusted.sign(&claims(&trusted.issuer(), |_| {})).unwrap();
+    let call = |host: &'static str, path: &'static str, auth: Vec<String>| {
+        let mut req = client()
+            .get(gw.url(path))
+            .header("host", host)
+            .header("accept", "application/json");
+        for a in auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    // JWT-25: a token in the query is not read.
+    let r = call("api.test", "/x", vec![]).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let q: &'static str = Box::leak(format!("/x?access_token={token}").into_boxed_str());
+    let r = call("api.test", q, vec![]).await.unwrap();
+    assert_eq!(r.status(), 401, "JWT-25: query token accepted");
+    assert_eq!(upstream.requests().len(), 0);
+    // JWT-26: two credentials.
+    for (name, path, auth) in [
+        (
+            "two Authorization lines",
+            "/x",
+            vec![format!("Bearer {token}"), format!("Bearer {token}")],
+        ),
+        (
+            "bearer beside Basic",
+            "/x",
+            vec![format!("Bearer {token}"), "Basic YTpi".into()],
+        ),
+        ("header and query", q, vec![format!("Bearer {token}")]),
+    ] {
+        let r = call("api.test", path, auth).await.unwrap();
+        assert_eq!(r.status(), 400, "JWT-26 {name}");
+        let challenge = r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            challenge.contains("error=\"invalid_request\""),
+            "{name}: {challenge}"
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request");
+    }
+    assert_eq!(upstream.requests().len(), 0);
+    // JWT-27: removed by default, passed on where the app opts in.
+    assert_eq!(
+        call("api.test", "/x", vec![format!("Bearer {token}")])
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        call("pass.test", "/x", vec![format!("Bearer {token}")])
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let seen = upstream.requests();
+    assert_eq!(seen[0].header("authorization"), None);
+    assert_eq!(
+        seen[1].header("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
+    // A policy refusal of a machine: 403 insufficient_scope, nothing upstream.
+    let intern = trusted
+        .sign(&claims(&trusted.issuer(), |c| {
+            c.insert("groups".into(), json!(["interns"]));
+        }))
+        .unwrap();
+    let r = call("api.test", "/x", vec![format!("Bearer {intern}")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains("Interns may not deploy"), "{challenge}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "insufficient_scope");
+    // The same refusal through forward auth.
+    let r = client()
+        .get(gw.url("/_auth/check"))
+        .header("host", "api.test")
+        .header("authorization", format!("Bearer {intern}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(upstream.requests().len(), 2);
+}
+
+/// JWKS-03: many requests with the same new kid at once cause one fetch.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks03_concurrent_misses_share_one_fetch() {
+    let m = machines().await;
+    assert_eq!(m.call(&m.token(|_| {})).await.status(), 200);
+    let before = m.trusted.calls(Endpoint::Jwks);
+    m.trusted.set_faults(|f| f.rotate_signing_key = true);
+    assert!(m.trusted.rotate_keys().await);
+    let tokens: Vec<String> = (0..50)
+        .map(|i| {
+            m.token(|c| {
+                c.insert("jti".into(), json!(i));
+            })
+        })
+        .collect();
+    let calls = tokens.iter().map(|t| m.call(t));
+    let statuses: Vec<u16> = futures_util::future::join_all(calls)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(m.trusted.calls(Endpoint::Jwks), before + 1);
+}
+
+/// JWKS-04/05/12/19 and JWT-28: keys fetched at start and refreshed in the
+/// background; the endpoint going down keeps the last good keys (up to the
+/// max stale age, then fail closed), a key the issuer drops stops working
+/// at the next refresh, cached verdicts included; recovery needs no restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks_refresh_keep_last_good_revocation_and_max_stale() {
+    let a = provider().await;
+    let b = provider().await;
+    let issuer = "https://ci.example";
+    let server = JwksServer::start(jwks_of(&a).await).await;
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\n\
+         jwks_cache_ttl = \"1s\"\njwks_max_stale = \"4s\"\njwks_cooldown = \"30s\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\n",
+        server.url(),
+        upstream.url()
+    ));
+    assert!(server.hits() >= 1, "keys are fetched at start");
+    let call = |t: String| {
+        let gw = &gw;
+        async move {
+            client()
+                .get(gw.url("/x"))
+                .header("authorization", format!("Bearer {t}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let by_a = |jti: u64| {
+        a.sign(&claims(issuer, |c| {
+            c.insert("jti".into(), json!(jti));
+        }))
+        .unwrap()
+    };
+    let ta = by_a(1);
+    assert_eq!(call(ta.clone()).await, 200);
+    // JWKS-12: `max-age=1` (within the 1 s floor this source allows) drives refreshes.
+    let hits = server.hits();
+    assert!(
+        eventually(5, async || server.hits() >= hits + 2).await,
+        "no background refresh"
+    );
+
+    // JWKS-04: the endpoint fails; known keys keep working, new tokens too.
+    server.set(500, "oops".into());
+    let failing_from = server.hits();
+    assert!(eventually(5, async || server.hits() >= failing_from + 2).await);
+    assert_eq!(
+        call(ta.clone()).await,
+        200,
+        "cached verdict lost while JWKS is down"
+    );
+    assert_eq!(
+        call(by_a(2)).await,
+        200,
+        "known key lost while JWKS is down"
+    );
+    let metrics = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("portcullis_jwks_fetches_total{result=\"failed\",source=\"ci\"}"),
+        "failed fetches are counted"
+    );
+
+    // JWKS-19 / JWT-28: the issuer drops A's key for B's.
+    server.set(200, jwks_of(&b).await);
+    let tb = b.sign(&claims(issuer, |_| {})).unwrap();
+    assert!(
+        eventually(5, async || call(tb.clone()).await == 200).await,
+        "the new key was not picked up by the background refresh"
+    );
+    assert_eq!(
+        call(ta.clone()).await,
+        401,
+        "a cached verdict outlived its key"
+    );
+    assert_eq!(call(by_a(3)).await, 401, "a dropped key still verifies");
+
+    // Max stale: the endpoint stays down past jwks_max_stale → fail closed.
+    server.set(503, "down".into());
+    assert!(
+        eventually(8, async || call(tb.clone()).await == 401).await,
+        "keys served past their max stale age"
+    );
+    let seen = upstream.requests().len();
+    assert_eq!(call(b.sign(&claims(issuer, |_| {})).unwrap()).await, 401);
+    assert_eq!(upstream.requests().len(), seen);
+
+    // JWKS-05: it recovers without a restart.
+    server.set(200, jwks_of(&b).await);
+    assert!(
+        eventually(5, async || call(tb.clone()).await == 200).await,
+        "keys not picked up after the endpoint recovered"
+    );
+}
+
+/// JWKS-05: unreachable at start → the gateway starts, bearer requests fail
+/// closed, and the keys arrive when the endpoint does.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks05_unreachable_at_start_fails_closed_then_recovers() {
+    let a = provider().await;
+    let issuer = "https://ci.example";
+    let server = JwksServer::start(String::new()).await;
+    server.set(503, "starting".into());
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\n\
+         jwks_cache_ttl = \"1s\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\n",
+        server.url(),
+        upstream.url()
+    ));
+    let token = a.sign(&claims(issuer, |_| {})).unwrap();
+    let call = async || {
+        client()
+            .get(gw.url("/x"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(call().await, 401);
+    assert_eq!(upstream.requests().len(), 0);
+    server.set(200, jwks_of(&a).await);
+    assert!(eventually(5, async || call().await == 200).await);
 }
