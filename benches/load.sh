@@ -12,9 +12,17 @@
 #   CARGO_TARGET_DIR=DIR   honoured when building (binary: DIR/release/portcullis)
 #   SKIP_PORTCULLIS=1      same as --skip-portcullis: only the nginx rows
 #   KEEP_TMP=1             keep the temp dirs (configs, logs); they are always kept on failure
+#   SKIP_APACHE=1          no apache-oidc row (it needs apache2 and libapache2-mod-auth-openidc)
+#   RSS_TOKENS=100000      distinct tokens cached before the RSS reading ("0" skips it)
 #
-# Rows: upstream-direct, nginx-proxy, portcullis-public. Each value is the
-# median over ROUNDS runs. The script prints the portcullis/nginx ratios and
+# Rows: upstream-direct, nginx-proxy, pingora-bare, portcullis-public,
+# portcullis-session, and the machine-token rows: bearer-hit (one RS256 token
+# repeated: verdict cache hit), bearer-miss (1000 distinct RS256 tokens with
+# the verdict cache off: every request verifies a signature) and apache-oidc
+# (Apache httpd + mod_auth_openidc, `AuthType oauth20` with
+# OIDCOAuthVerifyJwksUri, verifying the same 1000 tokens). Also reported: the
+# bearer-hit gateway's RSS before and after RSS_TOKENS distinct ES256 tokens
+# were verified and cached. Each value is the median over ROUNDS runs. The script prints the portcullis/nginx ratios and
 # whether they meet the targets, but exits 0 whenever the measurements ran:
 # it is a benchmark, not a test. It exits non-zero only if something could not
 # be installed, built or started.
@@ -31,6 +39,8 @@ ROUNDS="${ROUNDS:-3}"
 WARMUP="${WARMUP:-2s}"
 SKIP_PORTCULLIS="${SKIP_PORTCULLIS:-0}"
 KEEP_TMP="${KEEP_TMP:-0}"
+SKIP_APACHE="${SKIP_APACHE:-0}"
+RSS_TOKENS="${RSS_TOKENS:-100000}"
 
 # Targets for portcullis-public relative to nginx-proxy.
 TARGET_RPS_RATIO="0.90" # throughput at least this fraction of nginx's
@@ -100,6 +110,11 @@ missing=()
 find_nginx >/dev/null || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+APACHE_MODULES=/usr/lib/apache2/modules
+if [[ "$SKIP_APACHE" != "1" && "$SKIP_PORTCULLIS" != "1" ]]; then
+    [[ -x /usr/sbin/apache2 ]] || missing+=(apache2)
+    [[ -f "$APACHE_MODULES/mod_auth_openidc.so" ]] || missing+=(libapache2-mod-auth-openidc)
+fi
 if ((${#missing[@]} > 0)); then
     command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and there is no apt-get to install them"
     ((EUID == 0)) || die "missing ${missing[*]}; run as root to let this script apt-get install them"
@@ -118,7 +133,7 @@ if [[ "$SKIP_PORTCULLIS" != "1" ]]; then
         BIN="$PORTCULLIS_BIN"
     else
         log "building portcullis (cargo build --release --locked)"
-        (cd "$REPO_DIR" && cargo build --release --locked --bin portcullis --example bare_proxy) || die "cargo build failed"
+        (cd "$REPO_DIR" && cargo build --release --locked --bin portcullis --example bare_proxy --example mint_tokens) || die "cargo build failed"
         target_dir="${CARGO_TARGET_DIR:-target}"
         [[ "$target_dir" = /* ]] || target_dir="$REPO_DIR/$target_dir"
         BIN="$target_dir/release/portcullis"
@@ -128,6 +143,8 @@ if [[ "$SKIP_PORTCULLIS" != "1" ]]; then
     BIN="$(realpath "$BIN")"
     # The pingora baseline sits next to the binary (examples/bare_proxy.rs); optional.
     BARE_BIN="${BARE_BIN:-$(dirname "$BIN")/examples/bare_proxy}"
+    MINT_BIN="${MINT_BIN:-$(dirname "$BIN")/examples/mint_tokens}"
+    [[ -x "$MINT_BIN" ]] || die "token minter not found: $MINT_BIN (cargo build --release --example mint_tokens)"
 fi
 
 # ---------------------------------------------------------------- cleanup
@@ -188,8 +205,8 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 ' "$1"
 }
 
-read -r PORT_U PORT_N PORT_P PORT_A PORT_B PORT_S <<<"$(free_ports 6)" || die "could not pick free ports"
-[[ -n "${PORT_A:-}" ]] || die "could not pick free ports"
+read -r PORT_U PORT_N PORT_P PORT_A PORT_B PORT_S PORT_M PORT_MA PORT_X PORT_XA PORT_H <<<"$(free_ports 11)" || die "could not pick free ports"
+[[ -n "${PORT_H:-}" ]] || die "could not pick free ports"
 
 # ---------------------------------------------------------------- servers
 
@@ -267,9 +284,18 @@ start_nginx() {
     LAST_PID="$!"
 }
 
-# a. upstream: a small fixed 200 body.
+# a. upstream: a small fixed 200 body (and the minted JWKS).
 new_tmpdir upstream
 UP_DIR="$NEW_DIR"
+ISSUER="https://machines.bench.example"
+if [[ "$SKIP_PORTCULLIS" != "1" ]]; then
+    log "minting machine tokens (1000 RS256, $RSS_TOKENS ES256)"
+    "$MINT_BIN" "$UP_DIR" 1000 "$RSS_TOKENS" "$ISSUER" bench >"$UP_DIR/mint.log" 2>&1 || {
+        cat "$UP_DIR/mint.log" >&2
+        die "mint_tokens failed"
+    }
+    ONE_TOKEN="$(head -n 1 "$UP_DIR/tokens-RS256.txt")"
+fi
 {
     nginx_main_conf "$UP_DIR"
     cat <<EOF
@@ -281,6 +307,11 @@ $(nginx_http_common "$UP_DIR")
         listen 127.0.0.1:$PORT_U;
         location / {
             return 200 "ok\n";
+        }
+        # The machine-token rows' JWKS (Apache fetches it from here).
+        location = /jwks.json {
+            default_type application/json;
+            alias $UP_DIR/jwks.json;
         }
     }
 }
@@ -432,6 +463,160 @@ PY
     log "signed in to portcullis --dev; session cookie obtained"
 fi
 
+# f. portcullis for machine tokens: the same app behind bearer JWTs, keys
+#    inline (no fetch on the path). One instance with the verdict cache (hit
+#    row, RSS reading), one with it off (miss row: a signature per request).
+if [[ "$SKIP_PORTCULLIS" != "1" ]]; then
+    jwks_inline="$(tr -d '\n' <"$UP_DIR/jwks.json")"
+    [[ "$jwks_inline" != *"'"* ]] || die "the minted JWKS contains a quote; it cannot be inlined"
+    for variant in hit miss; do
+        if [[ "$variant" == hit ]]; then
+            port=$PORT_M admin=$PORT_MA entries=100000
+        else
+            port=$PORT_X admin=$PORT_XA entries=0
+        fi
+        conf="$PC_DIR/bearer-$variant.toml"
+        cat >"$conf" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+admin_listen = "127.0.0.1:$admin"
+public_url = "http://127.0.0.1:$port"
+bearer_cache_entries = $entries
+
+[session]
+secrets = ["$secret"]
+
+[store]
+url = "sqlite://$PC_DIR/bearer-$variant.db"
+
+[[source]]
+slug = "machines"
+type = "openidconnect"
+issuer = "$ISSUER"
+oidc_jwks = '$jwks_inline'
+
+[[app]]
+name = "bench"
+upstream = "http://127.0.0.1:$PORT_U"
+jwt_sources = ["machines"]
+jwt_audiences = ["bench"]
+EOF
+        (cd "$PC_DIR" && exec env "${unset_args[@]}" "$BIN" serve --config "$conf" --log-format json) >"$PC_DIR/bearer-$variant.log" 2>&1 &
+        PIDS+=("$!")
+        [[ "$variant" != hit ]] || BEARER_HIT_PID="$!"
+        wait_ready "bearer-$variant" "http://127.0.0.1:$admin/healthz" "$!" "$PC_DIR/bearer-$variant.log"
+        code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ONE_TOKEN" "http://127.0.0.1:$port/")"
+        [[ "$code" == 200 ]] || die "bearer-$variant: a minted token was answered $code (log: $PC_DIR/bearer-$variant.log)"
+    done
+    BEARER_HIT_URL="http://127.0.0.1:$PORT_M/"
+    BEARER_MISS_URL="http://127.0.0.1:$PORT_X/"
+    log "portcullis bearer instances ready (hit on $PORT_M, miss on $PORT_X)"
+
+    # g. Apache httpd + mod_auth_openidc validating the same tokens (OAuth 2.0
+    #    resource server mode) in front of the same upstream.
+    if [[ "$SKIP_APACHE" != "1" ]]; then
+        new_tmpdir apache
+        AP_DIR="$NEW_DIR"
+        ap_user=""
+        if ((EUID == 0)); then
+            ap_user="User $(id -un)
+Group $(id -gn)"
+        fi
+        cat >"$AP_DIR/httpd.conf" <<EOF
+ServerRoot "$AP_DIR"
+ServerName 127.0.0.1
+Listen 127.0.0.1:$PORT_H
+PidFile "$AP_DIR/httpd.pid"
+ErrorLog "$AP_DIR/error.log"
+LogLevel warn
+DefaultRuntimeDir "$AP_DIR"
+Mutex file:$AP_DIR default
+LoadModule mpm_event_module $APACHE_MODULES/mod_mpm_event.so
+LoadModule unixd_module $APACHE_MODULES/mod_unixd.so
+LoadModule authn_core_module $APACHE_MODULES/mod_authn_core.so
+LoadModule authz_core_module $APACHE_MODULES/mod_authz_core.so
+LoadModule authz_user_module $APACHE_MODULES/mod_authz_user.so
+LoadModule proxy_module $APACHE_MODULES/mod_proxy.so
+LoadModule proxy_http_module $APACHE_MODULES/mod_proxy_http.so
+LoadModule auth_openidc_module $APACHE_MODULES/mod_auth_openidc.so
+$ap_user
+StartServers $NPROC
+ServerLimit $NPROC
+ThreadsPerChild 64
+MaxRequestWorkers $((NPROC * 64))
+KeepAlive On
+MaxKeepAliveRequests 0
+OIDCCryptoPassphrase bench-only-passphrase
+OIDCCacheType shm
+OIDCOAuthVerifyJwksUri http://127.0.0.1:$PORT_U/jwks.json
+OIDCOAuthRemoteUserClaim sub
+OIDCOAuthAcceptTokenAs header
+<Location />
+    AuthType oauth20
+    Require valid-user
+</Location>
+ProxyPass / http://127.0.0.1:$PORT_U/ keepalive=On
+EOF
+        /usr/sbin/apache2 -t -f "$AP_DIR/httpd.conf" >"$AP_DIR/stderr.log" 2>&1 || {
+            cat "$AP_DIR/stderr.log" >&2
+            die "apache config test failed"
+        }
+        /usr/sbin/apache2 -f "$AP_DIR/httpd.conf" -DFOREGROUND >>"$AP_DIR/stderr.log" 2>&1 &
+        PIDS+=("$!")
+        AP_PID="$!"
+        APACHE_URL="http://127.0.0.1:$PORT_H/"
+        deadline=$((SECONDS + READY_TIMEOUT_S))
+        until [[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ONE_TOKEN" "$APACHE_URL")" == 200 ]]; do
+            kill -0 "$AP_PID" 2>/dev/null || {
+                cat "$AP_DIR/stderr.log" "$AP_DIR/error.log" >&2
+                die "apache exited"
+            }
+            ((SECONDS < deadline)) || {
+                tail -n 30 "$AP_DIR/error.log" >&2
+                die "apache did not accept a minted token within ${READY_TIMEOUT_S}s"
+            }
+            sleep 0.3
+        done
+        code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer x.y.z" "$APACHE_URL")"
+        [[ "$code" == 401 ]] || die "apache accepted a bad token (answered $code): its config does not verify"
+        log "apache + mod_auth_openidc ready on $APACHE_URL"
+    fi
+
+    # wrk script: each thread walks its share of a token file; ONCE=1 stops at
+    # the last token (each token sent once), otherwise it cycles.
+    cat >"$PC_DIR/tokens.lua" <<'LUA'
+local thread_no = 0
+function setup(thread)
+    thread:set("offset", thread_no)
+    thread_no = thread_no + 1
+end
+function init(args)
+    tokens = {}
+    for line in io.lines(os.getenv("TOKENS_FILE")) do
+        tokens[#tokens + 1] = line
+    end
+    stride = tonumber(os.getenv("WRK_THREADS"))
+    once = os.getenv("ONCE") == "1"
+    i = offset + 1
+end
+function request()
+    local t
+    if i > #tokens then
+        if once then
+            t = tokens[#tokens]
+        else
+            i = ((i - 1) % #tokens) + 1
+            t = tokens[i]
+        end
+    else
+        t = tokens[i]
+    end
+    i = i + stride
+    return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. t })
+end
+LUA
+fi
+
 # ---------------------------------------------------------------- measuring
 
 ROWS=()
@@ -528,6 +713,21 @@ if [[ "$SKIP_PORTCULLIS" != "1" ]]; then
     [[ -z "${BARE_URL:-}" ]] || measure pingora-bare "$BARE_URL"
     measure portcullis-public "$PC_URL"
     measure portcullis-session "$SESS_URL" -H "Cookie: $SESSION_COOKIE"
+    measure bearer-hit "$BEARER_HIT_URL" -H "Authorization: Bearer $ONE_TOKEN"
+    export TOKENS_FILE="$UP_DIR/tokens-RS256.txt" WRK_THREADS="$THREADS" ONCE=0
+    measure bearer-miss "$BEARER_MISS_URL" -s "$PC_DIR/tokens.lua"
+    [[ -z "${APACHE_URL:-}" ]] || measure apache-oidc "$APACHE_URL" -s "$PC_DIR/tokens.lua"
+
+    # RSS of the hit instance before and after RSS_TOKENS distinct tokens were verified and cached.
+    if ((RSS_TOKENS > 0)); then
+        rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+        RSS_BEFORE="$(rss_kib "$BEARER_HIT_PID")"
+        export TOKENS_FILE="$UP_DIR/tokens-ES256.txt" ONCE=1
+        log "sending $RSS_TOKENS distinct ES256 tokens once each to bearer-hit"
+        run_wrk 40s "$BEARER_HIT_URL" -s "$PC_DIR/tokens.lua" >"$PC_DIR/rss-wrk.log" 2>&1 || true
+        RSS_AFTER="$(rss_kib "$BEARER_HIT_PID")"
+        RSS_CACHED="$(curl -s "http://127.0.0.1:$PORT_MA/metrics" | awk '$1 == "portcullis_bearer_cache_entries" { print $2 }')"
+    fi
 fi
 
 # ---------------------------------------------------------------- report
@@ -589,6 +789,22 @@ ss_rps="${RPS[portcullis-session]:-}"
 ss_ratio="$(ratio "$ss_rps" "$nx_rps")"
 echo "portcullis-session (signed-in, cache hit) / nginx-proxy:"
 printf '  throughput ratio %6s   (target >= 0.85)  %s\n' "${ss_ratio:-n/a}" "$(verdict '>=' "$ss_ratio" "0.85")"
+hit_rps="${RPS[bearer-hit]:-}" miss_rps="${RPS[bearer-miss]:-}" ap_rps="${RPS[apache-oidc]:-}"
+echo "bearer-hit (RS256, verdict cache hit) / nginx-proxy:"
+r="$(ratio "$hit_rps" "$nx_rps")"
+printf '  throughput ratio %6s   (target >= 0.85)  %s\n' "${r:-n/a}" "$(verdict '>=' "$r" "0.85")"
+if [[ -n "$ap_rps" ]]; then
+    echo "bearer / apache-oidc (mod_auth_openidc, same tokens):"
+    r="$(ratio "$hit_rps" "$ap_rps")"
+    printf '  hit  throughput ratio %6s   (target >= 3)  %s\n' "${r:-n/a}" "$(verdict '>=' "$r" "3")"
+    r="$(ratio "$miss_rps" "$ap_rps")"
+    printf '  miss throughput ratio %6s   (target >= 3)  %s\n' "${r:-n/a}" "$(verdict '>=' "$r" "3")"
+fi
+if [[ -n "${RSS_AFTER:-}" ]]; then
+    printf 'bearer-hit RSS: %s MiB before, %s MiB after %s distinct tokens (%s cached; target < 64 MiB)\n' \
+        "$(awk -v k="$RSS_BEFORE" 'BEGIN { printf "%.1f", k / 1024 }')" \
+        "$(awk -v k="$RSS_AFTER" 'BEGIN { printf "%.1f", k / 1024 }')" "$RSS_TOKENS" "${RSS_CACHED:-?}"
+fi
 if [[ -n "${RPS[pingora-bare]:-}" ]]; then
     echo "portcullis-public / pingora-bare (the framework's own ceiling):"
     printf '  throughput ratio %6s\n' "$(ratio "$pc_rps" "${RPS[pingora-bare]}")"
