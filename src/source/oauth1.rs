@@ -739,7 +739,7 @@ impl Authorization {
         }
         let header = header.trim();
         let (scheme, rest) = header
-            .split_once(|c: char| c == ' ' || c == '\t')
+            .split_once([' ', '\t'])
             .ok_or(VerifyError::NotOAuth)?;
         if !scheme.eq_ignore_ascii_case("OAuth") {
             return Err(VerifyError::NotOAuth);
