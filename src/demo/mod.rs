@@ -3,9 +3,14 @@
 //! integration tests drive the provider's [`Faults`] and read its call counters.
 
 pub mod echo;
+pub mod oauth1_provider;
 pub mod provider;
 
 pub use echo::EchoApp;
+pub use oauth1_provider::{
+    CallbackConfirmed, Oauth1Endpoint, Oauth1Faults, Oauth1Provider, Oauth1ProviderConfig,
+    Oauth1User,
+};
 pub use provider::{
     DemoClient, DemoUser, Endpoint, Faults, KidFault, NonceFault, Provider, ProviderConfig,
     SignAlg, TokenRequestSeen,
