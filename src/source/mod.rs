@@ -5,6 +5,7 @@
 pub mod claims;
 pub mod flow;
 pub mod idtoken;
+pub mod presets;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
