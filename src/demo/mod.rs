@@ -4,6 +4,7 @@
 
 pub mod echo;
 pub mod provider;
+pub mod vendors;
 
 pub use echo::EchoApp;
 pub use provider::{
