@@ -5,6 +5,7 @@
 pub mod echo;
 pub mod oauth1_provider;
 pub mod provider;
+pub mod vendors;
 
 pub use echo::EchoApp;
 pub use oauth1_provider::{

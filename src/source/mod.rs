@@ -6,6 +6,7 @@ pub mod claims;
 pub mod flow;
 pub mod idtoken;
 pub mod oauth1;
+pub mod presets;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
