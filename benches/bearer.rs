@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
                 ..Faults::default()
             }
         });
-        let bearer = Bearer::new(sources.clone(), &config.sources);
+        let bearer = Bearer::new(sources.clone(), &config.sources, 100_000);
         let now = jsonwebtoken::get_current_timestamp();
         // Warm the key set once, so "cold" measures the signature, not the fetch.
         let first = provider.sign(&claims(&provider.issuer(), 0)).unwrap();
@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
             &format!("bearer {name} cold (signature, cache miss)"),
             |b| {
                 b.iter_batched(
-                    || Bearer::new(sources.clone(), &config.sources),
+                    || Bearer::new(sources.clone(), &config.sources, 100_000),
                     // The fresh cache is handed back so its drop is not measured.
                     |fresh| {
                         let p = rt

@@ -205,7 +205,7 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 ' "$1"
 }
 
-read -r PORT_U PORT_N PORT_P PORT_A PORT_B PORT_S PORT_M PORT_MA PORT_X PORT_XA PORT_H <<<"$(free_ports 11)" || die "could not pick free ports"
+read -r PORT_U PORT_N PORT_P PORT_A PORT_B PORT_S PORT_M PORT_MA PORT_X PORT_XA PORT_H PORT_J <<<"$(free_ports 12)" || die "could not pick free ports"
 [[ -n "${PORT_H:-}" ]] || die "could not pick free ports"
 
 # ---------------------------------------------------------------- servers
@@ -295,6 +295,11 @@ if [[ "$SKIP_PORTCULLIS" != "1" ]]; then
         die "mint_tokens failed"
     }
     ONE_TOKEN="$(head -n 1 "$UP_DIR/tokens-RS256.txt")"
+    if [[ "$SKIP_APACHE" != "1" ]]; then
+        command -v openssl >/dev/null 2>&1 || die "openssl is needed for the apache-oidc row's https JWKS (or SKIP_APACHE=1)"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
+            -keyout "$UP_DIR/jwks.key" -out "$UP_DIR/jwks.crt" >/dev/null 2>&1 || die "openssl could not make a certificate"
+    fi
 fi
 {
     nginx_main_conf "$UP_DIR"
@@ -308,12 +313,20 @@ $(nginx_http_common "$UP_DIR")
         location / {
             return 200 "ok\n";
         }
-        # The machine-token rows' JWKS (Apache fetches it from here).
+    }
+$(if [[ -f "$UP_DIR/jwks.crt" ]]; then cat <<JWKS
+    # The machine-token rows' JWKS over https (mod_auth_openidc fetches only https).
+    server {
+        listen 127.0.0.1:$PORT_J ssl;
+        ssl_certificate $UP_DIR/jwks.crt;
+        ssl_certificate_key $UP_DIR/jwks.key;
         location = /jwks.json {
             default_type application/json;
             alias $UP_DIR/jwks.json;
         }
     }
+JWKS
+fi)
 }
 EOF
 } >"$UP_DIR/nginx.conf"
@@ -519,8 +532,12 @@ EOF
         AP_DIR="$NEW_DIR"
         ap_user=""
         if ((EUID == 0)); then
-            ap_user="User $(id -un)
-Group $(id -gn)"
+            # Apache refuses to serve as root: its workers run as www-data (or nobody).
+            ap_as=www-data
+            id -u "$ap_as" >/dev/null 2>&1 || ap_as=nobody
+            ap_user="User $ap_as
+Group $(id -gn "$ap_as")"
+            chmod 755 "$AP_DIR"
         fi
         cat >"$AP_DIR/httpd.conf" <<EOF
 ServerRoot "$AP_DIR"
@@ -532,7 +549,6 @@ LogLevel warn
 DefaultRuntimeDir "$AP_DIR"
 Mutex file:$AP_DIR default
 LoadModule mpm_event_module $APACHE_MODULES/mod_mpm_event.so
-LoadModule unixd_module $APACHE_MODULES/mod_unixd.so
 LoadModule authn_core_module $APACHE_MODULES/mod_authn_core.so
 LoadModule authz_core_module $APACHE_MODULES/mod_authz_core.so
 LoadModule authz_user_module $APACHE_MODULES/mod_authz_user.so
@@ -548,7 +564,10 @@ KeepAlive On
 MaxKeepAliveRequests 0
 OIDCCryptoPassphrase bench-only-passphrase
 OIDCCacheType shm
-OIDCOAuthVerifyJwksUri http://127.0.0.1:$PORT_U/jwks.json
+OIDCOAuthVerifyJwksUri https://127.0.0.1:$PORT_J/jwks.json
+# The bench's own self-signed certificate.
+OIDCSSLValidateServer Off
+OIDCOAuthSSLValidateServer Off
 OIDCOAuthRemoteUserClaim sub
 OIDCOAuthAcceptTokenAs header
 <Location />

@@ -24,9 +24,11 @@ async fn main() {
     let es_count: u64 = args[3].parse().expect("ES256_COUNT must be a number");
     let (issuer, audience) = (&args[4], &args[5]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let provider =
-        portcullis::demo::provider::start(listener, ProviderConfig::example("http://127.0.0.1:1/cb"))
-            .await;
+    let provider = portcullis::demo::provider::start(
+        listener,
+        ProviderConfig::example("http://127.0.0.1:1/cb"),
+    )
+    .await;
     let jwks = reqwest::get(format!("{}/jwks", provider.issuer()))
         .await
         .unwrap()
@@ -48,14 +50,14 @@ async fn main() {
         let file = std::fs::File::create(out.join(format!("tokens-{name}.txt"))).unwrap();
         let mut w = std::io::BufWriter::new(file);
         for i in 0..count {
-        let mut c = Map::new();
-        c.insert("iss".into(), json!(issuer));
-        c.insert("sub".into(), json!(format!("machine-{}", i % 50)));
-        c.insert("aud".into(), json!(audience));
-        c.insert("iat".into(), json!(now));
-        c.insert("exp".into(), json!(now + 4 * 3600));
-        c.insert("jti".into(), json!(i));
-        writeln!(w, "{}", provider.sign(&c).unwrap()).unwrap();
+            let mut c = Map::new();
+            c.insert("iss".into(), json!(issuer));
+            c.insert("sub".into(), json!(format!("machine-{}", i % 50)));
+            c.insert("aud".into(), json!(audience));
+            c.insert("iat".into(), json!(now));
+            c.insert("exp".into(), json!(now + 4 * 3600));
+            c.insert("jti".into(), json!(i));
+            writeln!(w, "{}", provider.sign(&c).unwrap()).unwrap();
         }
         w.flush().unwrap();
     }

@@ -445,6 +445,14 @@ fn build(
     if let Some(c) = prepared.sources.jwks.collector() {
         metrics.register(c)?;
     }
+    let bearer = crate::bearer::Bearer::new(
+        prepared.sources.clone(),
+        &config.sources,
+        config.server.bearer_cache_entries,
+    );
+    if let Some(c) = bearer.collector() {
+        metrics.register(c)?;
+    }
     let metrics = Arc::new(metrics);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut app_rules = Vec::new();
@@ -455,7 +463,7 @@ fn build(
         );
     }
     let state = Arc::new(State {
-        bearer: crate::bearer::Bearer::new(prepared.sources.clone(), &config.sources),
+        bearer,
         app_rules,
         sources: prepared.sources.clone(),
         sessions: prepared.sessions.clone(),

@@ -18,7 +18,7 @@ use crate::source::Sources;
 
 /// Largest token accepted, checked before any parsing (SECURITY.md).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Most verified tokens held per replica.
+/// Most verified tokens held per replica by default (`server.bearer_cache_entries`).
 pub const CACHE_ENTRIES: u64 = 100_000;
 
 /// Why a bearer token is refused; the text goes into RFC 6750's
@@ -108,22 +108,40 @@ pub struct Bearer {
     cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
     /// Per source slug: the algorithms its machine tokens may use, resolved once.
     algorithms: std::collections::HashMap<String, Vec<Algorithm>>,
+    /// Whether verdicts are cached at all (`bearer_cache_entries > 0`).
+    caching: bool,
+    /// Verdicts held, as last seen (approximate, like moka's count).
+    held: Option<prometheus::IntGauge>,
 }
 
 impl Bearer {
     /// Verification over these sources' key sets.
-    pub fn new(sources: Arc<Sources>, config: &[crate::config::Source]) -> Self {
+    pub fn new(sources: Arc<Sources>, config: &[crate::config::Source], entries: u64) -> Self {
         Bearer {
             sources,
             cache: moka::sync::Cache::builder()
-                .max_capacity(CACHE_ENTRIES)
+                .max_capacity(entries)
                 .expire_after(UntilExp)
                 .build(),
+            caching: entries > 0,
+            held: prometheus::IntGauge::new(
+                "bearer_cache_entries",
+                "Verified bearer tokens held in this replica's cache",
+            )
+            // Constant, valid options: this cannot fail; without it the count is not exported.
+            .ok(),
             algorithms: config
                 .iter()
                 .map(|s| (s.slug.clone(), allowed_algorithms(&s.jwt_algorithms)))
                 .collect(),
         }
+    }
+
+    /// The cache-size gauge, for the metrics registry.
+    pub fn collector(&self) -> Option<Box<dyn prometheus::core::Collector>> {
+        self.held
+            .clone()
+            .map(|g| Box::new(g) as Box<dyn prometheus::core::Collector>)
     }
 
     /// Verified tokens held now (for tests and the memory figure).
@@ -162,15 +180,20 @@ impl Bearer {
             self.cache.invalidate(&key);
         }
         let (principal, exp, signer) = self.verify_uncached(app, token, now).await?;
-        let ttl = Duration::from_secs(exp.saturating_sub(now)).min(MAX_VERDICT_TTL);
-        self.cache.insert(
-            key,
-            Arc::new(Verified {
-                principal: principal.clone(),
-                key: signer,
-                ttl,
-            }),
-        );
+        if self.caching {
+            let ttl = Duration::from_secs(exp.saturating_sub(now)).min(MAX_VERDICT_TTL);
+            self.cache.insert(
+                key,
+                Arc::new(Verified {
+                    principal: principal.clone(),
+                    key: signer,
+                    ttl,
+                }),
+            );
+            if let Some(g) = &self.held {
+                g.set(i64::try_from(self.cache.entry_count()).unwrap_or(i64::MAX));
+            }
+        }
         Ok(principal)
     }
 

@@ -83,13 +83,47 @@ impl Http {
         bearer: Option<&str>,
         limit: usize,
     ) -> Result<Fetched, FetchError> {
+        self.get_with(url, bearer, &[], limit).await
+    }
+
+    /// [`Http::get`] with extra request headers (a vendor's API version, say).
+    pub async fn get_with(
+        &self,
+        url: &Url,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+        limit: usize,
+    ) -> Result<Fetched, FetchError> {
         let mut req = self
             .client
             .get(url.clone())
             .header("accept", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }
+        self.send(url, req, limit).await
+    }
+
+    /// Sends a bodiless `method` request to `url` with this `Authorization`
+    /// value (OAuth 1.0a signed calls), reading at most `limit` bytes.
+    pub async fn signed(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+        authorization: &str,
+        limit: usize,
+    ) -> Result<Fetched, FetchError> {
+        let req = self
+            .client
+            .request(method, url.clone())
+            .header("authorization", authorization)
+            .header(
+                "accept",
+                "application/json, application/x-www-form-urlencoded",
+            );
         self.send(url, req, limit).await
     }
 

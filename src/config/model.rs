@@ -121,6 +121,8 @@ pub struct Server {
     /// Read timeout on an upstream connection (idle time between bytes).
     #[serde(serialize_with = "ser_duration")]
     pub upstream_read_timeout: Duration,
+    /// Most verified bearer tokens held per replica (0: verify every request).
+    pub bearer_cache_entries: u64,
 }
 
 impl Server {
@@ -346,12 +348,34 @@ pub struct Source {
     /// Least time between two request-caused JWKS fetches (unknown `kid`).
     #[serde(serialize_with = "ser_duration")]
     pub jwks_cooldown: Duration,
+    /// Vendor presets: the vendor's base URL (Okta org or authorization
+    /// server, Keycloak realm, Mailcow server, GitLab instance).
+    pub base_url: Option<String>,
+    /// Entra ID: the tenant id or domain in the URLs.
+    pub tenant: Option<String>,
+    /// Apple: the Apple Developer team id (`iss` of the client secret).
+    pub team_id: Option<String>,
+    /// Apple: the id of the Sign in with Apple key (`kid` of the client secret).
+    pub key_id: Option<String>,
+    /// Apple: the `.p8` private key (PEM) that signs the client secret.
+    pub private_key: Option<Secret<String>>,
+    /// The vendor preset this source starts from, if any.
+    #[serde(skip)]
+    pub preset: Option<&'static crate::source::presets::Preset>,
     /// `[[source.policy]]`
     #[serde(rename = "policy")]
     pub policies: Vec<Policy>,
 }
 
 impl Source {
+    /// Whether sign-in validates an ID token: `openidconnect` and the OIDC vendor presets.
+    pub fn is_oidc(&self) -> bool {
+        self.kind == SourceKind::OpenIdConnect
+            || self
+                .preset
+                .is_some_and(|p| p.protocol == crate::source::presets::Protocol::OpenIdConnect)
+    }
+
     /// Whether people can sign in through this source (it has a client id).
     pub fn is_login(&self) -> bool {
         self.consumer_key.is_some()

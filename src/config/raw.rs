@@ -35,6 +35,7 @@ pub struct RawServer {
     pub shutdown_timeout: Option<String>,
     pub upstream_connect_timeout: Option<String>,
     pub upstream_read_timeout: Option<String>,
+    pub bearer_cache_entries: Option<u64>,
 }
 
 /// `[server.tls]`
@@ -116,6 +117,11 @@ pub struct RawSource {
     pub jwks_cache_ttl: Option<String>,
     pub jwks_max_stale: Option<String>,
     pub jwks_cooldown: Option<String>,
+    pub base_url: Option<String>,
+    pub tenant: Option<String>,
+    pub team_id: Option<String>,
+    pub key_id: Option<String>,
+    pub private_key_file: Option<String>,
     #[serde(default)]
     pub policy: Vec<figment::value::Value>,
 }

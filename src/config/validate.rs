@@ -1,5 +1,6 @@
 //! Turns the raw tables into the typed model, collecting every problem with its key.
 
+use crate::source::presets::PresetError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -381,6 +382,9 @@ fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         shutdown_timeout,
         upstream_connect_timeout,
         upstream_read_timeout,
+        bearer_cache_entries: raw
+            .bearer_cache_entries
+            .unwrap_or(crate::bearer::CACHE_ENTRIES),
     })
 }
 
@@ -565,22 +569,61 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
             .map(Secret::new),
         (None, None) => None,
     };
+    // A vendor preset fills every key the config leaves unset (its URLs with
+    // `base_url`/`tenant` put in); a key set in the config always wins.
+    let preset = kind.and_then(crate::source::presets::preset);
+    let mut reported: Option<&'static str> = None;
+    let expanded = match preset.map(|p| p.urls(raw.base_url.as_deref(), raw.tenant.as_deref())) {
+        None => crate::source::presets::ExpandedUrls::default(),
+        Some(Ok(u)) => u,
+        Some(Err(e)) => {
+            let key = match &e {
+                PresetError::Missing(k) | PresetError::Invalid { key: k, .. } => *k,
+                _ => "type",
+            };
+            reported = Some(key);
+            c.fail(
+                at.key(key),
+                format!("{e} (type `{}`)", raw.kind.as_deref().unwrap_or_default()),
+            );
+            crate::source::presets::ExpandedUrls::default()
+        }
+    };
     let oidc_well_known_url = c.provider_url(
         at.key("oidc_well_known_url"),
-        raw.oidc_well_known_url.as_deref(),
+        raw.oidc_well_known_url
+            .as_deref()
+            .or(expanded.oidc_well_known_url.as_deref()),
     );
     let authorization_url = c.provider_url(
         at.key("authorization_url"),
-        raw.authorization_url.as_deref(),
+        raw.authorization_url
+            .as_deref()
+            .or(expanded.authorization_url.as_deref()),
     );
-    let access_token_url =
-        c.provider_url(at.key("access_token_url"), raw.access_token_url.as_deref());
-    let profile_url = c.provider_url(at.key("profile_url"), raw.profile_url.as_deref());
+    let access_token_url = c.provider_url(
+        at.key("access_token_url"),
+        raw.access_token_url
+            .as_deref()
+            .or(expanded.access_token_url.as_deref()),
+    );
+    let profile_url = c.provider_url(
+        at.key("profile_url"),
+        raw.profile_url
+            .as_deref()
+            .or(expanded.profile_url.as_deref()),
+    );
     let request_token_url = c.provider_url(
         at.key("request_token_url"),
         raw.request_token_url.as_deref(),
     );
-    let oidc_jwks_url = c.provider_url(at.key("oidc_jwks_url"), raw.oidc_jwks_url.as_deref());
+    let oidc_jwks_url = c.provider_url(
+        at.key("oidc_jwks_url"),
+        raw.oidc_jwks_url
+            .as_deref()
+            .or(expanded.oidc_jwks_url.as_deref()),
+    );
+    let issuer = raw.issuer.clone().or(expanded.issuer.clone());
     if let Some(jwks) = raw.oidc_jwks.as_deref() {
         let ok = serde_json::from_str::<serde_json::Value>(jwks)
             .ok()
@@ -593,18 +636,56 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
             );
         }
     }
-    if let Some(iss) = raw.issuer.as_deref() {
+    if let Some(iss) = issuer.as_deref() {
         if let Err(e) = parse_http_url(iss) {
             c.fail(at.key("issuer"), e);
         }
     }
-    let pkce = c.one_of(at.key("pkce"), raw.pkce.as_deref(), PKCE, Pkce::S256);
+    let configured_pkce = raw
+        .pkce
+        .as_deref()
+        .map(|p| c.one_of(at.key("pkce"), Some(p), PKCE, Pkce::S256));
+    let pkce = match preset.map(|p| p.pkce_for(configured_pkce)) {
+        None => configured_pkce.unwrap_or(Pkce::S256),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            c.fail(at.key("pkce"), e.to_string());
+            Pkce::S256
+        }
+    };
     let token_auth_method = c.one_of(
         at.key("token_auth_method"),
         raw.token_auth_method.as_deref(),
         TOKEN_AUTH,
-        TokenAuthMethod::ClientSecretBasic,
+        preset.map_or(TokenAuthMethod::ClientSecretBasic, |p| p.token_auth_method),
     );
+    // Keys a vendor cannot work without (URL placeholders are checked above).
+    if let Some(p) = preset {
+        for key in p.requires {
+            let present = match *key {
+                "base_url" => raw.base_url.is_some() || p.default_base_url.is_some(),
+                "tenant" => raw.tenant.is_some(),
+                "team_id" => raw.team_id.is_some(),
+                "key_id" => raw.key_id.is_some(),
+                "private_key_file" => raw.private_key_file.is_some(),
+                _ => true,
+            };
+            if !present && raw.consumer_key.is_some() && reported != Some(*key) {
+                c.fail(
+                    at.key(key),
+                    format!(
+                        "missing: a source of type `{}` needs it",
+                        raw.kind.as_deref().unwrap_or_default()
+                    ),
+                );
+            }
+        }
+    }
+    let private_key = raw
+        .private_key_file
+        .as_deref()
+        .and_then(|f| c.read_file(at.key("private_key_file"), f))
+        .map(Secret::new);
     let user_matching_mode = c.one_of(
         at.key("user_matching_mode"),
         raw.user_matching_mode.as_deref(),
@@ -680,7 +761,7 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
             SourceKind::OpenIdConnect if oidc_well_known_url.is_none() => &[
                 ("authorization_url", authorization_url.is_some()),
                 ("access_token_url", access_token_url.is_some()),
-                ("issuer", raw.issuer.is_some()),
+                ("issuer", issuer.is_some()),
             ],
             _ => &[],
         };
@@ -713,6 +794,9 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    if let Some(p) = preset {
+        p.apply_claims(&mut claims);
+    }
     const CLAIM_KEYS: &[&str] = &[
         "identifier",
         "username",
@@ -739,10 +823,22 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
             claims.insert(k, v);
         }
     }
-    let scopes = raw.scopes.unwrap_or_else(|| match kind {
-        SourceKind::OpenIdConnect => vec!["openid".into(), "email".into(), "profile".into()],
+    let scopes = raw.scopes.unwrap_or_else(|| match (kind, preset) {
+        (_, Some(p)) => p.default_scopes(),
+        (SourceKind::OpenIdConnect, None) => {
+            vec!["openid".into(), "email".into(), "profile".into()]
+        }
         _ => Vec::new(),
     });
+    let mut authorize_params: BTreeMap<String, String> = preset
+        .map(|p| {
+            p.authorize_params
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    authorize_params.extend(raw.authorize_params.unwrap_or_default());
     let policies = policies(
         c,
         at,
@@ -755,7 +851,10 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
     );
     let slug = slug?;
     Some(Source {
-        name: raw.name.unwrap_or_else(|| slug.clone()),
+        name: raw
+            .name
+            .or_else(|| preset.map(|p| p.name.to_string()))
+            .unwrap_or_else(|| slug.clone()),
         slug,
         kind,
         consumer_key: raw.consumer_key,
@@ -774,13 +873,19 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
         enroll: raw.enroll.unwrap_or(true),
         trust_email: raw.trust_email.unwrap_or(false),
         claims,
-        authorize_params: raw.authorize_params.unwrap_or_default(),
-        issuer: raw.issuer,
+        authorize_params,
+        issuer,
         jwt_algorithms,
         jwt_max_age,
         jwks_cache_ttl,
         jwks_max_stale,
         jwks_cooldown,
+        base_url: raw.base_url,
+        tenant: raw.tenant,
+        team_id: raw.team_id,
+        key_id: raw.key_id,
+        private_key,
+        preset,
         policies,
     })
 }

@@ -9,6 +9,7 @@ use pingora::proxy::Session;
 use super::ctx::{Ctx, Outcome};
 use super::rescue::{self, Rejection};
 use super::{pages, State};
+use crate::config::SourceKind;
 use crate::identity::signin::SignInError;
 use crate::redirect::safe_rd;
 use crate::session::cookie::{self, Lookup, Purpose};
@@ -180,6 +181,34 @@ async fn login(
         return rescue::respond(session, ctx, Rejection::SourceNotReady).await;
     };
     let redirect_uri = callback_url(&state.config.server.public_url, slug);
+    if rt.config.kind == SourceKind::OAuth1 {
+        // OAuth 1.0a: the provider is called before the browser goes there.
+        let (url, pending) = match state.sources.start_oauth1(&rt, &redirect_uri).await {
+            Ok(started) => started,
+            Err(SourceError::NotReady) => {
+                return rescue::respond(session, ctx, Rejection::SourceNotReady).await
+            }
+            Err(e) => {
+                ctx.span.in_scope(
+                    || tracing::warn!(auth.source = slug, auth.error = %e, "sign-in could not start"),
+                );
+                return refuse(session, ctx, 502, e.to_string(), Vec::new()).await;
+            }
+        };
+        let login = LoginState {
+            source: slug.to_string(),
+            // The request token is this flow's one-time key.
+            state: pending.token.clone(),
+            nonce: None,
+            pkce_verifier: None,
+            rd,
+            link,
+            exp: now() + flow::LOGIN_STATE_SECS,
+            oauth1: Some(pending),
+        };
+        let start = flow::Start { url, state: login };
+        return send_to_provider(state, session, ctx, slug, start, false).await;
+    }
     let started = flow::Fresh::generate().and_then(|fresh| {
         flow::start(
             &rt.config,
@@ -198,6 +227,21 @@ async fn login(
         }
         Err(e) => return refuse(session, ctx, 500, e.to_string(), Vec::new()).await,
     };
+    // A form_post callback (Apple) is a cross-site POST: the login cookie must travel with it.
+    let cross_site = rt.config.preset.is_some_and(|p| p.quirks.form_post);
+    send_to_provider(state, session, ctx, slug, start, cross_site).await
+}
+
+/// Seals the flow's login state into this browser's cookie and redirects it
+/// to the provider.
+async fn send_to_provider(
+    state: &Arc<State>,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    slug: &str,
+    start: flow::Start,
+    cross_site: bool,
+) -> pingora::Result<()> {
     let sessions = &state.sessions;
     let sealed = match sessions.sealer.seal(
         &sessions.login_cookie_name,
@@ -212,7 +256,7 @@ async fn login(
         &sealed,
         flow::LOGIN_STATE_SECS as i64,
         sessions.secure,
-        false,
+        cross_site,
     );
     ctx.span
         .in_scope(|| tracing::info!(auth.source = slug, "sign-in started"));
@@ -293,60 +337,85 @@ async fn callback(
         )
         .await;
     };
-    let endpoints = rt.endpoints();
-    let issuer = endpoints.as_ref().and_then(|e| e.issuer.clone());
     let now = now();
-    let code = match flow::check_callback(&cb, login.as_ref(), slug, issuer.as_deref(), now) {
-        Ok(c) => c,
-        Err(e) => {
-            let status = if matches!(e, FlowError::Provider(_)) {
-                403
-            } else {
-                400
-            };
-            return refuse(session, ctx, status, e.to_string(), vec![clear_login]).await;
-        }
-    };
-    let Some(login) = login else {
-        return refuse(
-            session,
-            ctx,
-            400,
-            FlowError::NoLoginState.to_string(),
-            vec![clear_login],
-        )
-        .await;
-    };
-    // One-time: a second callback with the same state is a replay (OIDC-11).
-    if !sessions.consume_state(&login.state) {
-        return refuse(
-            session,
-            ctx,
-            400,
-            FlowError::NoLoginState.to_string(),
-            vec![clear_login],
-        )
-        .await;
-    }
     let redirect_uri = callback_url(&state.config.server.public_url, slug);
-    let proven = match state
-        .sources
-        .finish(&rt, &code, &login, &redirect_uri, now)
-        .await
-    {
-        Ok(p) => p,
-        Err(e) => {
-            let status = match &e {
-                SourceError::IdToken(_) | SourceError::SubjectMismatch => 401,
-                SourceError::TokenRefused(_) => 400,
-                SourceError::NotReady => 503,
-                SourceError::Provider(_) | SourceError::Mapping(_) => 502,
-            };
-            ctx.span.in_scope(
-                || tracing::warn!(auth.source = slug, auth.error = %e, "sign-in refused"),
-            );
-            return refuse(session, ctx, status, e.to_string(), vec![clear_login]).await;
+    let (login, proven) = if rt.config.kind == SourceKind::OAuth1 {
+        match oauth1_callback(state, &rt, slug, &params, login, now).await {
+            Ok(done) => done,
+            Err((status, reason)) => {
+                ctx.span.in_scope(
+                    || tracing::warn!(auth.source = slug, auth.error = %reason, "sign-in refused"),
+                );
+                return refuse(session, ctx, status, reason, vec![clear_login]).await;
+            }
         }
+    } else {
+        let endpoints = rt.endpoints();
+        let issuer = endpoints.as_ref().and_then(|e| e.issuer.clone());
+        let code = match flow::check_callback(&cb, login.as_ref(), slug, issuer.as_deref(), now) {
+            Ok(c) => c,
+            Err(e) => {
+                let status = if matches!(e, FlowError::Provider(_)) {
+                    403
+                } else {
+                    400
+                };
+                return refuse(session, ctx, status, e.to_string(), vec![clear_login]).await;
+            }
+        };
+        let Some(login) = login else {
+            return refuse(
+                session,
+                ctx,
+                400,
+                FlowError::NoLoginState.to_string(),
+                vec![clear_login],
+            )
+            .await;
+        };
+        // One-time: a second callback with the same state is a replay (OIDC-11).
+        if !sessions.consume_state(&login.state) {
+            return refuse(
+                session,
+                ctx,
+                400,
+                FlowError::NoLoginState.to_string(),
+                vec![clear_login],
+            )
+            .await;
+        }
+        // Apple's form_post carries the person's name once, as `user`.
+        let user_field = url::form_urlencoded::parse(params.as_bytes())
+            .find(|(k, _)| k == "user")
+            .map(|(_, v)| v.into_owned());
+        let proven = match state
+            .sources
+            .finish(
+                &rt,
+                &code,
+                &login,
+                &redirect_uri,
+                user_field.as_deref(),
+                now,
+            )
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                ctx.span.in_scope(
+                    || tracing::warn!(auth.source = slug, auth.error = %e, "sign-in refused"),
+                );
+                return refuse(
+                    session,
+                    ctx,
+                    refusal_status(&e),
+                    e.to_string(),
+                    vec![clear_login],
+                )
+                .await;
+            }
+        };
+        (login, proven)
     };
     let host = ctx.host.clone().unwrap_or_default();
     let record =
@@ -446,6 +515,54 @@ async fn redirect(
         Bytes::new(),
     )
     .await
+}
+
+/// The status of a sign-in refused after the callback was accepted.
+fn refusal_status(e: &SourceError) -> u16 {
+    match e {
+        SourceError::IdToken(_) | SourceError::SubjectMismatch => 401,
+        SourceError::TokenRefused(_) => 400,
+        SourceError::NotReady => 503,
+        SourceError::Provider(_) | SourceError::Mapping(_) => 502,
+    }
+}
+
+/// An OAuth 1.0a callback: this browser's login state must name the source
+/// and the very request token the provider sends back (OA1-02); the state is
+/// used once, so a verifier is never traded twice (OA1-04). `Err` is the
+/// refusal's status and reason.
+async fn oauth1_callback(
+    state: &Arc<State>,
+    rt: &crate::source::Runtime,
+    slug: &str,
+    params: &str,
+    login: Option<LoginState>,
+    now: u64,
+) -> Result<(LoginState, crate::source::Proven), (u16, String)> {
+    let no_state = || (400, FlowError::NoLoginState.to_string());
+    let login = login
+        .filter(|l| l.source == slug && l.exp >= now)
+        .ok_or_else(no_state)?;
+    let pending = login.oauth1.clone().ok_or_else(no_state)?;
+    let cb = crate::source::oauth1::Callback::parse(params).map_err(|e| {
+        let status = if matches!(e, crate::source::oauth1::CallbackError::Denied) {
+            403
+        } else {
+            400
+        };
+        (status, e.to_string())
+    })?;
+    cb.check_token(&pending.token)
+        .map_err(|e| (400, e.to_string()))?;
+    if !state.sessions.consume_state(&login.state) {
+        return Err(no_state());
+    }
+    let proven = state
+        .sources
+        .finish_oauth1(rt, &pending, &cb.verifier)
+        .await
+        .map_err(|e| (refusal_status(&e), e.to_string()))?;
+    Ok((login, proven))
 }
 
 async fn refuse(

@@ -394,6 +394,7 @@ mod tests {
             rd: "/wiki/Main_Page".into(),
             link: false,
             exp: 1_700_000_600,
+            oauth1: None,
         }
     }
 

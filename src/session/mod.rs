@@ -38,4 +38,26 @@ pub struct LoginState {
     pub link: bool,
     /// Expiry, unix seconds (10 minutes after start).
     pub exp: u64,
+    /// OAuth 1.0a: the request token this browser was sent to authorize, and
+    /// its secret (sealed with the rest; the callback must name this token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth1: Option<Oauth1Pending>,
+}
+
+/// An OAuth 1.0a request token (temporary credentials, RFC 5849 §2.1).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Oauth1Pending {
+    /// `oauth_token`.
+    pub token: String,
+    /// `oauth_token_secret`: signs the access-token request.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Oauth1Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oauth1Pending")
+            .field("token", &self.token)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }

@@ -132,6 +132,7 @@ pub fn start(
             rd: rd.to_string(),
             link,
             exp: now + LOGIN_STATE_SECS,
+            oauth1: None,
         },
     })
 }
@@ -236,6 +237,7 @@ mod tests {
             rd: "/".into(),
             link: false,
             exp: now + LOGIN_STATE_SECS,
+            oauth1: None,
         }
     }
 

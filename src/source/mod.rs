@@ -17,7 +17,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::admin::Readiness;
-use crate::config::{Config, Source, SourceKind, TokenAuthMethod};
+use crate::config::{Config, Source, TokenAuthMethod};
 use crate::discovery::{self, DiscoveryError, Endpoints};
 use crate::identity::Identity;
 use crate::jwks::{JwksCache, JwksError};
@@ -322,17 +322,41 @@ impl Sources {
         code: &str,
         login: &LoginState,
         redirect_uri: &str,
+        user_field: Option<&str>,
         now: u64,
     ) -> Result<Proven, SourceError> {
         let src = &rt.config;
+        let quirks = src.preset.map_or(presets::Quirks::NONE, |p| p.quirks);
         let endpoints = rt.endpoints().ok_or(SourceError::NotReady)?;
         let token_url = endpoints.token.as_ref().ok_or(SourceError::NotReady)?;
         let client_id = src.consumer_key.as_deref().unwrap_or_default();
-        let secret = src
-            .consumer_secret
-            .as_ref()
-            .map(|s| s.expose().as_str())
-            .unwrap_or_default();
+        // Apple: the client secret is an ES256 JWT made now from the .p8 key.
+        let apple_secret = if quirks.apple_client_secret {
+            Some(
+                presets::apple::client_secret(
+                    src.team_id.as_deref().unwrap_or_default(),
+                    src.key_id.as_deref().unwrap_or_default(),
+                    client_id,
+                    src.private_key
+                        .as_ref()
+                        .map(|k| k.expose().as_str())
+                        .unwrap_or_default(),
+                    now,
+                    presets::apple::CLIENT_SECRET_TTL_SECS,
+                )
+                .map_err(|e| SourceError::Provider(format!("Apple client secret: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let secret = match &apple_secret {
+            Some(s) => s.as_str(),
+            None => src
+                .consumer_secret
+                .as_ref()
+                .map(|s| s.expose().as_str())
+                .unwrap_or_default(),
+        };
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
@@ -372,7 +396,7 @@ impl Sources {
                 SourceError::Provider("the token response has no access_token".into())
             })?;
 
-        let oidc = src.kind == SourceKind::OpenIdConnect;
+        let oidc = src.is_oidc();
         let (id_claims, id_token) = if oidc {
             let raw = body
                 .get("id_token")
@@ -388,33 +412,47 @@ impl Sources {
             (None, None)
         };
 
-        let profile = match &endpoints.profile {
-            Some(url) => {
-                let resp = self
-                    .http
-                    .get(url, Some(access_token), MAX_RESPONSE_BYTES)
-                    .await?;
-                match (resp.status, resp.json()) {
-                    (200, Some(v @ Value::Object(_))) => v,
-                    (status, _) => {
-                        return Err(SourceError::Provider(format!(
-                            "the profile endpoint answered {status}"
-                        )))
-                    }
-                }
+        let mut profile = match &endpoints.profile {
+            Some(url) if !quirks.no_profile_endpoint => {
+                self.vendor_get(src, url, access_token, quirks.token_in_query)
+                    .await?
             }
-            None => Value::Object(Default::default()),
+            _ => Value::Object(Default::default()),
         };
-        if let Some(claims) = &id_claims {
+        if let Some(url) = endpoints
+            .profile
+            .as_ref()
+            .filter(|_| !quirks.no_profile_endpoint)
+        {
+            self.complete_profile(src, url, access_token, &mut profile)
+                .await?;
+        }
+        if let (Some(user), true) = (user_field, quirks.no_profile_endpoint) {
+            // Apple sends the name once, in the first callback's `user` field.
+            if let (Some(name), Some(p)) =
+                (presets::apple::user_name(user), profile.as_object_mut())
+            {
+                p.insert("name".into(), Value::String(name));
+            }
+        }
+        if let Some(claims) = id_claims.as_ref().filter(|_| !quirks.profile_without_sub) {
             // OIDC Core §5.3.2: userinfo must be about the ID token's subject.
             if profile.get("sub").is_some() && profile.get("sub") != claims.get("sub") {
                 return Err(SourceError::SubjectMismatch);
             }
-            if endpoints.profile.is_some() && profile.get("sub").is_none() {
+            if endpoints.profile.is_some()
+                && !quirks.no_profile_endpoint
+                && profile.get("sub").is_none()
+            {
                 return Err(SourceError::SubjectMismatch);
             }
         }
         let mapped = claims::map(&src.claims, &profile, id_claims.as_ref())?;
+        let email_verified = match src.preset.map(|p| p.email_trust) {
+            Some(presets::EmailTrust::Always) => true,
+            Some(presets::EmailTrust::Unknown) => false,
+            _ => mapped.email_verified,
+        };
         let mut all_claims = id_claims
             .clone()
             .unwrap_or(Value::Object(Default::default()));
@@ -432,7 +470,7 @@ impl Sources {
                 identifier: mapped.identifier,
                 username: mapped.username,
                 email: mapped.email,
-                email_verified: mapped.email_verified || src.trust_email,
+                email_verified: email_verified || src.trust_email,
                 name: mapped.name,
                 groups: mapped.groups,
             },
@@ -440,6 +478,93 @@ impl Sources {
             oidc_sid,
             claims: all_claims,
         })
+    }
+
+    /// A JSON object from a vendor API: with the access token as a bearer
+    /// (or, for Mailcow, in the query) and the preset's extra headers.
+    async fn vendor_get(
+        &self,
+        src: &Source,
+        url: &Url,
+        access_token: &str,
+        token_in_query: bool,
+    ) -> Result<Value, SourceError> {
+        let headers = src.preset.map_or(&[][..], |p| p.profile_headers);
+        let resp = if token_in_query {
+            let with_token = presets::mailcow::profile_url_with_token(url, access_token);
+            self.http
+                .get_with(&with_token, None, headers, MAX_RESPONSE_BYTES)
+                .await?
+        } else {
+            self.http
+                .get_with(url, Some(access_token), headers, MAX_RESPONSE_BYTES)
+                .await?
+        };
+        match (resp.status, resp.json()) {
+            (200, Some(v @ (Value::Object(_) | Value::Array(_)))) => Ok(v),
+            (status, _) => Err(SourceError::Provider(format!(
+                "{} answered {status}",
+                url.path()
+            ))),
+        }
+    }
+
+    /// Vendor follow-up calls that complete a profile: GitHub's private
+    /// primary address, Entra's `otherMails` fallback and group memberships.
+    async fn complete_profile(
+        &self,
+        src: &Source,
+        profile_url: &Url,
+        access_token: &str,
+        profile: &mut Value,
+    ) -> Result<(), SourceError> {
+        let Some(preset) = src.preset else {
+            return Ok(());
+        };
+        let q = preset.quirks;
+        let Some(obj) = profile.as_object_mut() else {
+            return Ok(());
+        };
+        let missing = |v: Option<&Value>| v.is_none_or(|v| v.as_str().is_none_or(str::is_empty));
+        if q.github_emails && missing(obj.get("email")) {
+            let emails = self
+                .vendor_get(
+                    src,
+                    &presets::github::emails_url(profile_url),
+                    access_token,
+                    false,
+                )
+                .await?;
+            if let Some(email) = presets::github::primary_verified_email(&emails) {
+                obj.insert("email".into(), Value::String(email));
+                obj.insert("email_verified".into(), Value::Bool(true));
+            }
+        }
+        if q.email_fallback_other_mails && missing(obj.get("mail")) {
+            if let Some(email) = presets::entraid::fallback_email(&Value::Object(obj.clone())) {
+                obj.insert("mail".into(), Value::String(email));
+            }
+        }
+        if preset.wants_groups(&src.scopes) {
+            let mut groups = Vec::new();
+            let mut next = Some(presets::entraid::member_of_url(profile_url));
+            // At most 20 pages; a next link is followed only on the same host.
+            for _ in 0..20 {
+                let Some(url) = next.take() else { break };
+                let page = self.vendor_get(src, &url, access_token, false).await?;
+                groups.extend(presets::entraid::group_names(&page));
+                next = presets::entraid::next_link(&page)
+                    .and_then(|l| Url::parse(l).ok())
+                    .filter(|l| {
+                        l.host_str() == profile_url.host_str() && l.scheme() == profile_url.scheme()
+                    });
+            }
+            obj.insert(
+                "groups".into(),
+                Value::Array(groups.into_iter().map(Value::String).collect()),
+            );
+        }
+        Ok(())
     }
 
     async fn validate_id_token(
@@ -482,6 +607,149 @@ impl Sources {
             other => Ok(other?),
         }
     }
+}
+
+/// OAuth 1.0a (RFC 5849): the three legs around the browser's visit to the
+/// provider. Everything after the profile is the OAuth 2.0 code path.
+impl Sources {
+    /// Leg 1: asks `request_token_url` for a request token (signed, with
+    /// `oauth_callback` = `callback`); returns where to send the browser and
+    /// the token to seal into its login state.
+    pub async fn start_oauth1(
+        &self,
+        rt: &Runtime,
+        callback: &str,
+    ) -> Result<(Url, crate::session::Oauth1Pending), SourceError> {
+        let src = &rt.config;
+        let endpoints = rt.endpoints().ok_or(SourceError::NotReady)?;
+        let (Some(request_url), Some(mut authorize)) = (
+            src.request_token_url.as_ref(),
+            endpoints.authorization.clone(),
+        ) else {
+            return Err(SourceError::NotReady);
+        };
+        let signer = oauth1_signer(src);
+        let stamp = oauth1::Stamp::now().map_err(|e| SourceError::Provider(e.to_string()))?;
+        let signed = signer
+            .request_token(request_url, callback, &stamp)
+            .map_err(|e| SourceError::Provider(e.to_string()))?;
+        let resp = self
+            .http
+            .signed(
+                reqwest::Method::POST,
+                request_url,
+                &signed.authorization,
+                oauth1::MAX_RESPONSE_BYTES,
+            )
+            .await?;
+        if resp.status != 200 {
+            return Err(SourceError::TokenRefused(format!(
+                "the request token endpoint answered HTTP {}",
+                resp.status
+            )));
+        }
+        // Refuses a missing or false oauth_callback_confirmed (OA1-01).
+        let temporary = oauth1::parse_temporary_credentials(&resp.body)
+            .map_err(|e| SourceError::Provider(format!("request token: {e}")))?;
+        authorize
+            .query_pairs_mut()
+            .append_pair("oauth_token", &temporary.credentials.token);
+        Ok((
+            authorize,
+            crate::session::Oauth1Pending {
+                token: temporary.credentials.token.clone(),
+                secret: temporary.credentials.secret.expose().clone(),
+            },
+        ))
+    }
+
+    /// Legs 3 and after: trades the verifier for an access token, fetches
+    /// the profile signed with it, maps it. The caller has checked that the
+    /// callback's `oauth_token` is this browser's and used its state once.
+    pub async fn finish_oauth1(
+        &self,
+        rt: &Runtime,
+        pending: &crate::session::Oauth1Pending,
+        verifier: &str,
+    ) -> Result<Proven, SourceError> {
+        let src = &rt.config;
+        let endpoints = rt.endpoints().ok_or(SourceError::NotReady)?;
+        let (Some(token_url), Some(profile_url)) =
+            (endpoints.token.as_ref(), endpoints.profile.as_ref())
+        else {
+            return Err(SourceError::NotReady);
+        };
+        let signer = oauth1_signer(src);
+        let provider = |e: oauth1::SignError| SourceError::Provider(e.to_string());
+        let temporary =
+            oauth1::TokenCredentials::new(pending.token.clone(), pending.secret.clone());
+        let stamp = oauth1::Stamp::now().map_err(provider)?;
+        let signed = signer
+            .access_token(token_url, &temporary, verifier, &stamp)
+            .map_err(provider)?;
+        let resp = self
+            .http
+            .signed(
+                reqwest::Method::POST,
+                token_url,
+                &signed.authorization,
+                oauth1::MAX_RESPONSE_BYTES,
+            )
+            .await?;
+        if resp.status != 200 {
+            return Err(SourceError::TokenRefused(format!(
+                "the access token endpoint answered HTTP {}",
+                resp.status
+            )));
+        }
+        let access = oauth1::parse_token_credentials(&resp.body)
+            .map_err(|e| SourceError::Provider(format!("access token: {e}")))?;
+        let stamp = oauth1::Stamp::now().map_err(provider)?;
+        let signed = signer
+            .resource("GET", profile_url, None, &access.credentials, &stamp)
+            .map_err(provider)?;
+        let resp = self
+            .http
+            .signed(
+                reqwest::Method::GET,
+                profile_url,
+                &signed.authorization,
+                MAX_RESPONSE_BYTES,
+            )
+            .await?;
+        let profile = match (resp.status, resp.json()) {
+            (200, Some(v @ Value::Object(_))) => v,
+            (status, _) => {
+                return Err(SourceError::Provider(format!(
+                    "the profile endpoint answered {status}"
+                )))
+            }
+        };
+        let mapped = claims::map(&src.claims, &profile, None)?;
+        Ok(Proven {
+            identity: Identity {
+                source: src.slug.clone(),
+                identifier: mapped.identifier,
+                username: mapped.username,
+                email: mapped.email,
+                email_verified: mapped.email_verified || src.trust_email,
+                name: mapped.name,
+                groups: mapped.groups,
+            },
+            id_token: None,
+            oidc_sid: None,
+            claims: profile,
+        })
+    }
+}
+
+fn oauth1_signer(src: &Source) -> oauth1::Signer {
+    oauth1::Signer::new(
+        src.consumer_key.clone().unwrap_or_default(),
+        src.consumer_secret
+            .clone()
+            .unwrap_or_else(|| crate::config::Secret::new(String::new())),
+    )
 }
 
 impl Sources {

@@ -13,6 +13,8 @@ mod support;
 mod bearer;
 mod binary;
 mod config;
+mod oauth1;
 mod proxy;
 mod replicas;
 mod signin;
+mod vendors;
