@@ -3,7 +3,6 @@
 //! every source); verified tokens cached until their `exp`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
@@ -15,6 +14,7 @@ use crate::principal::Principal;
 use crate::source::claims::lookup;
 use crate::source::idtoken::{self, LEEWAY_SECS};
 use crate::source::Sources;
+use crate::verdict_cache::{Verdict, VerdictCache, VerdictKey};
 
 /// Largest token accepted, checked before any parsing (SECURITY.md).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -77,53 +77,52 @@ impl From<JwsError> for BearerError {
     }
 }
 
-struct Verified {
-    principal: Arc<Principal>,
-    /// The key that verified it: a verdict stands only while the key does (JWT-28).
-    key: Arc<Key>,
-    /// How long to keep it: until `exp`, at most a day.
-    ttl: Duration,
+/// The verdict-cache size, read when the metrics are gathered.
+#[derive(Clone)]
+struct CacheSize {
+    cache: Arc<VerdictCache>,
+    gauge: prometheus::IntGauge,
 }
 
-/// Expires each cached token at its own `exp`.
-struct UntilExp;
+impl prometheus::core::Collector for CacheSize {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
 
-impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExp {
-    fn expire_after_create(
-        &self,
-        _k: &[u8; 32],
-        v: &Arc<Verified>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(v.ttl)
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauge
+            .set(i64::try_from(self.cache.len()).unwrap_or(i64::MAX));
+        self.gauge.collect()
     }
 }
 
 /// Longest a verdict is kept, whatever `exp` says.
-const MAX_VERDICT_TTL: Duration = Duration::from_secs(24 * 3600);
+const MAX_VERDICT_SECS: u64 = 24 * 3600;
 
 /// Bearer verification for the gateway.
 pub struct Bearer {
     sources: Arc<Sources>,
-    cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    cache: Arc<VerdictCache>,
     /// Per source slug: the algorithms its machine tokens may use, resolved once.
     algorithms: std::collections::HashMap<String, Vec<Algorithm>>,
-    /// Whether verdicts are cached at all (`bearer_cache_entries > 0`).
-    caching: bool,
-    /// Verdicts held, as last seen (approximate, like moka's count).
+    /// The `bearer_cache_entries` gauge.
     held: Option<prometheus::IntGauge>,
+    /// One shared principal per distinct identity: many tokens of one
+    /// machine (a CI job's, say) then cost one verdict entry each, not one
+    /// principal each. Keyed by the SHA-256 of the principal's JSON.
+    principals: moka::sync::Cache<[u8; 32], Arc<Principal>>,
 }
+
+/// Distinct machine identities kept for sharing between verdicts.
+const PRINCIPAL_ENTRIES: u64 = 10_000;
 
 impl Bearer {
     /// Verification over these sources' key sets.
     pub fn new(sources: Arc<Sources>, config: &[crate::config::Source], entries: u64) -> Self {
         Bearer {
             sources,
-            cache: moka::sync::Cache::builder()
-                .max_capacity(entries)
-                .expire_after(UntilExp)
-                .build(),
-            caching: entries > 0,
+            cache: Arc::new(VerdictCache::new(entries)),
+            principals: moka::sync::Cache::new(PRINCIPAL_ENTRIES),
             held: prometheus::IntGauge::new(
                 "bearer_cache_entries",
                 "Verified bearer tokens held in this replica's cache",
@@ -139,15 +138,17 @@ impl Bearer {
 
     /// The cache-size gauge, for the metrics registry.
     pub fn collector(&self) -> Option<Box<dyn prometheus::core::Collector>> {
-        self.held
-            .clone()
-            .map(|g| Box::new(g) as Box<dyn prometheus::core::Collector>)
+        self.held.clone().map(|gauge| {
+            Box::new(CacheSize {
+                cache: self.cache.clone(),
+                gauge,
+            }) as Box<dyn prometheus::core::Collector>
+        })
     }
 
     /// Verified tokens held now (for tests and the memory figure).
-    pub fn cached(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+    pub fn cached(&self) -> usize {
+        self.cache.len()
     }
 
     /// The principal of `token` for app number `app_index`; a repeated token
@@ -168,32 +169,24 @@ impl Bearer {
             let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
             ctx.update(&(app_index as u64).to_be_bytes());
             ctx.update(token.as_bytes());
-            let mut k = [0u8; 32];
-            k.copy_from_slice(ctx.finish().as_ref());
+            let mut k: VerdictKey = [0u8; 16];
+            k.copy_from_slice(ctx.finish().as_ref().get(..16).unwrap_or_default());
             k
         };
-        if let Some(hit) = self.cache.get(&key) {
-            if hit.key.usable(now) {
-                return Ok(hit.principal.clone());
-            }
-            // The issuer dropped the key, or its set went stale: decide afresh.
-            self.cache.invalidate(&key);
+        // A verdict whose key the issuer dropped, or whose set went stale, is not served.
+        if let Some(principal) = self.cache.get(&key, now) {
+            return Ok(principal);
         }
         let (principal, exp, signer) = self.verify_uncached(app, token, now).await?;
-        if self.caching {
-            let ttl = Duration::from_secs(exp.saturating_sub(now)).min(MAX_VERDICT_TTL);
-            self.cache.insert(
-                key,
-                Arc::new(Verified {
-                    principal: principal.clone(),
-                    key: signer,
-                    ttl,
-                }),
-            );
-            if let Some(g) = &self.held {
-                g.set(i64::try_from(self.cache.entry_count()).unwrap_or(i64::MAX));
-            }
-        }
+        self.cache.insert(
+            key,
+            Verdict {
+                principal: principal.clone(),
+                key: signer,
+                until: exp.min(now.saturating_add(MAX_VERDICT_SECS)),
+            },
+            now,
+        );
         Ok(principal)
     }
 
@@ -266,11 +259,18 @@ impl Bearer {
                 return Err(BearerError::Audience);
             }
         }
-        Ok((
-            Arc::new(principal_of(src, &claims).ok_or(BearerError::Malformed)?),
-            exp,
-            signer,
-        ))
+        let principal = principal_of(src, &claims).ok_or(BearerError::Malformed)?;
+        Ok((self.shared(principal), exp, signer))
+    }
+
+    /// The shared copy of `p` (or `p` itself, now shared).
+    fn shared(&self, p: Principal) -> Arc<Principal> {
+        let Ok(json) = serde_json::to_vec(&p) else {
+            return Arc::new(p);
+        };
+        let mut key = [0u8; 32];
+        key.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json).as_ref());
+        self.principals.get_with(key, || Arc::new(p))
     }
 }
 

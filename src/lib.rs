@@ -22,3 +22,4 @@ pub mod routing;
 pub mod session;
 pub mod source;
 pub mod users;
+pub mod verdict_cache;

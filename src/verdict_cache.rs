@@ -1,0 +1,171 @@
+//! The verified-token cache: a bounded map from a token's hash to its
+//! verdict, lean on purpose (about 60 bytes an entry instead of the few
+//! hundred a general-purpose cache spends), because a gateway in front of CI
+//! fleets holds 100 000 of them. Sharded so concurrent requests rarely meet
+//! on a lock. A verdict is served only before its `until` and while the key
+//! that verified it still vouches (JWT-28); when a shard is full, expired
+//! verdicts go first, then an arbitrary eighth: an evicted verdict only costs
+//! one more signature check. Capacity is approximate: each shard may hold an
+//! eighth more than its share, so the whole holds at most capacity × 9/8.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::jwks::Key;
+use crate::principal::Principal;
+
+/// The first 128 bits of SHA-256(app index, token): finding another token
+/// with the same key is a 2^128 second-preimage search.
+pub type VerdictKey = [u8; 16];
+
+/// Shards of the map; a power of two.
+const SHARDS: usize = 64;
+
+/// One cached verdict.
+#[derive(Clone)]
+pub struct Verdict {
+    /// Who the token says.
+    pub principal: Arc<Principal>,
+    /// The key that verified it.
+    pub key: Arc<Key>,
+    /// Unix seconds after which it is not served (the token's `exp`, capped).
+    pub until: u64,
+}
+
+impl Verdict {
+    fn live(&self, now: u64) -> bool {
+        now < self.until && self.key.usable(now)
+    }
+}
+
+/// A bounded, sharded verdict map.
+pub struct VerdictCache {
+    shards: Vec<Mutex<HashMap<VerdictKey, Verdict>>>,
+    per_shard: usize,
+}
+
+impl VerdictCache {
+    /// A cache of at most about `capacity` verdicts (0: it holds nothing).
+    pub fn new(capacity: u64) -> Self {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
+        VerdictCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            // An eighth of slack per shard, so uneven shards do not evict while the
+            // whole is below capacity; the bound is thus capacity × 9/8.
+            per_shard: capacity.saturating_mul(9).div_ceil(8 * SHARDS),
+        }
+    }
+
+    fn shard(&self, key: &VerdictKey) -> Option<&Mutex<HashMap<VerdictKey, Verdict>>> {
+        self.shards.get(usize::from(key[0]) % SHARDS)
+    }
+
+    /// The principal of a live verdict for `key`; a dead one is dropped.
+    pub fn get(&self, key: &VerdictKey, now: u64) -> Option<Arc<Principal>> {
+        if self.per_shard == 0 {
+            return None;
+        }
+        // A poisoned shard only means a panic elsewhere mid-insert: treat it as a miss.
+        let mut map = self.shard(key)?.lock().ok()?;
+        match map.get(key) {
+            Some(v) if v.live(now) => Some(v.principal.clone()),
+            Some(_) => {
+                map.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Holds `verdict` for `key`, making room when the shard is full.
+    pub fn insert(&self, key: VerdictKey, verdict: Verdict, now: u64) {
+        if self.per_shard == 0 {
+            return;
+        }
+        let Some(Ok(mut map)) = self.shard(&key).map(Mutex::lock) else {
+            return;
+        };
+        if map.len() >= self.per_shard && !map.contains_key(&key) {
+            map.retain(|_, v| v.live(now));
+            if map.len() >= self.per_shard {
+                // Arbitrary victims: the map's iteration order is randomly seeded.
+                let excess = map.len() + 1 - self.per_shard;
+                let victims: Vec<VerdictKey> = map
+                    .keys()
+                    .take(excess.max(self.per_shard / 8))
+                    .copied()
+                    .collect();
+                for v in &victims {
+                    map.remove(v);
+                }
+            }
+        }
+        map.insert(key, verdict);
+    }
+
+    /// Verdicts held (live or not yet swept).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .filter_map(|s| s.lock().ok().map(|m| m.len()))
+            .sum()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_set() -> crate::jwks::KeySet {
+        let n = "u1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0_IzW7yWR7QkrmBL7jTKEn5u-qKhbwKfBstIs-bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW_VDL5AaWTg0nLVkjRo9z-40RQzuVaE8AkAFmxZzow3x-VJYKdjykkJ0iT9wCS0DRTXu269V264Vf_3jvredZiKRkgwlL9xNAwxXFg0x_XFw005UWVRIkdgcKWTjpBP2dPwVZ4WWC-9aGVd-Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbcmw";
+        crate::jwks::parse(
+            format!(r#"{{"keys":[{{"kty":"RSA","kid":"a","n":"{n}","e":"AQAB"}}]}}"#).as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn verdict(key: &Arc<Key>, until: u64) -> Verdict {
+        Verdict {
+            principal: Arc::new(Principal {
+                user: "job".into(),
+                user_id: None,
+                email: None,
+                name: None,
+                groups: Vec::new(),
+                preferred_username: None,
+                source: "ci".into(),
+                kind: "bearer",
+            }),
+            key: key.clone(),
+            until,
+        }
+    }
+
+    fn k(i: u32) -> VerdictKey {
+        let mut key = [0u8; 16];
+        key[..4].copy_from_slice(&i.to_le_bytes());
+        key
+    }
+
+    #[test]
+    fn verdicts_are_served_until_their_time_and_bounded() {
+        let set = key_set();
+        let signer = set.keys[0].clone();
+        let cache = VerdictCache::new(640);
+        cache.insert(k(1), verdict(&signer, 100), 10);
+        assert!(cache.get(&k(1), 99).is_some());
+        assert!(cache.get(&k(1), 100).is_none(), "served past until");
+        assert!(cache.is_empty(), "a dead verdict was kept");
+        for i in 0..10_000 {
+            cache.insert(k(i), verdict(&signer, 1_000), 10);
+        }
+        assert!(cache.len() <= 64 * 12, "{} held", cache.len());
+        assert!(cache.len() >= 500, "{} held", cache.len());
+        assert!(VerdictCache::new(0).get(&k(1), 0).is_none());
+    }
+}
