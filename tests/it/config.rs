@@ -318,3 +318,26 @@ fn a_cel_syntax_error_is_a_config_error_naming_the_key() {
         "{msg}"
     );
 }
+
+#[test]
+fn vendor_presets_name_the_keys_they_need_and_refuse_weakening_forced_pkce() {
+    let msg = problems(&format!(
+        "{}[[source]]\nslug = \"kc\"\ntype = \"keycloak\"\nconsumer_key = \"c\"\nconsumer_secret = \"s\"\n\
+         [[source]]\nslug = \"ms\"\ntype = \"entraid\"\nconsumer_key = \"c\"\nconsumer_secret = \"s\"\n\
+         [[source]]\nslug = \"x\"\ntype = \"twitter\"\nconsumer_key = \"c\"\nconsumer_secret = \"s\"\npkce = \"none\"\n\
+         [[source]]\nslug = \"apple\"\ntype = \"apple\"\nconsumer_key = \"com.example.web\"\n\
+         [[source]]\nslug = \"ok\"\ntype = \"okta\"\nconsumer_key = \"c\"\nconsumer_secret = \"s\"\nbase_url = \"https://a.example/x?y=1\"\n{APP}",
+        base_config()
+    ));
+    assert!(msg.contains("source[kc].base_url: missing"), "{msg}");
+    assert!(msg.contains("source[ms].tenant: missing"), "{msg}");
+    assert!(msg.contains("source[x].pkce"), "{msg}");
+    assert!(msg.contains("source[apple].team_id: missing"), "{msg}");
+    assert!(msg.contains("source[apple].key_id: missing"), "{msg}");
+    assert!(
+        msg.contains("source[apple].private_key_file: missing"),
+        "{msg}"
+    );
+    assert!(msg.contains("source[ok].base_url"), "{msg}");
+    assert_eq!(msg.matches("source[kc].base_url").count(), 1, "{msg}");
+}

@@ -124,7 +124,11 @@ upstream = "{up}"
 #[tokio::test(flavor = "multi_thread")]
 async fn oauth1_full_sign_in_enrolls_with_the_mapped_profile() {
     let mut s = Setup::start().await;
-    let callback = s.reach_callback().await;
+    // OA1-11: identity hints an attacker appends to the callback are never read.
+    let callback = format!(
+        "{}&user_id=1&screen_name=mallory&id_str=1",
+        s.reach_callback().await
+    );
     let r = s.get(&callback).await;
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
     assert_eq!(r.headers()["location"], "/home");
@@ -163,17 +167,31 @@ async fn oauth1_full_sign_in_enrolls_with_the_mapped_profile() {
 async fn oa1_02_a_swapped_oauth_token_is_refused() {
     let mut s = Setup::start().await;
     let callback = s.reach_callback().await;
+    // Each attempt below presents this browser's own, unused login state.
+    let saved = s.jar.clone();
     let mine = s.provider.last_request_token().unwrap();
     let swapped = callback.replace(&format!("oauth_token={mine}"), "oauth_token=someone-elses");
     assert_ne!(swapped, callback);
     let r = s.get(&swapped).await;
     s.refused("swapped oauth_token", r, 400).await;
     assert_eq!(s.provider.calls(Oauth1Endpoint::AccessToken), 0);
+    // OA1-03: no verifier, or the token twice.
+    let (base, query) = callback.split_once('?').unwrap();
+    let token_only: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.starts_with("oauth_verifier="))
+        .collect();
+    s.jar = saved.clone();
+    let r = s.get(&format!("{base}?{}", token_only.join("&"))).await;
+    s.refused("no oauth_verifier", r, 400).await;
+    s.jar = saved.clone();
+    let r = s.get(&format!("{callback}&oauth_token={mine}")).await;
+    s.refused("oauth_token twice", r, 400).await;
+    assert_eq!(s.provider.calls(Oauth1Endpoint::AccessToken), 0);
     // Another browser's token: a second flow's callback presented with the first's cookie.
-    let mut other = Jar::default();
-    std::mem::swap(&mut other, &mut s.jar);
+    s.jar = Jar::default();
     let theirs = s.reach_callback().await;
-    s.jar = other;
+    s.jar = saved.clone();
     let r = s.get(&theirs).await;
     s.refused("another browser's callback", r, 400).await;
     assert_eq!(s.provider.calls(Oauth1Endpoint::AccessToken), 0);
