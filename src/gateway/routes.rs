@@ -338,84 +338,19 @@ async fn callback(
         .await;
     };
     let now = now();
-    let redirect_uri = callback_url(&state.config.server.public_url, slug);
-    let (login, proven) = if rt.config.kind == SourceKind::OAuth1 {
-        match oauth1_callback(state, &rt, slug, &params, login, now).await {
-            Ok(done) => done,
-            Err((status, reason)) => {
-                ctx.span.in_scope(
-                    || tracing::warn!(auth.source = slug, auth.error = %reason, "sign-in refused"),
-                );
-                return refuse(session, ctx, status, reason, vec![clear_login]).await;
-            }
-        }
+    let answered = if rt.config.kind == SourceKind::OAuth1 {
+        oauth1_callback(state, &rt, slug, &params, login, now).await
     } else {
-        let endpoints = rt.endpoints();
-        let issuer = endpoints.as_ref().and_then(|e| e.issuer.clone());
-        let code = match flow::check_callback(&cb, login.as_ref(), slug, issuer.as_deref(), now) {
-            Ok(c) => c,
-            Err(e) => {
-                let status = if matches!(e, FlowError::Provider(_)) {
-                    403
-                } else {
-                    400
-                };
-                return refuse(session, ctx, status, e.to_string(), vec![clear_login]).await;
-            }
-        };
-        let Some(login) = login else {
-            return refuse(
-                session,
-                ctx,
-                400,
-                FlowError::NoLoginState.to_string(),
-                vec![clear_login],
-            )
-            .await;
-        };
-        // One-time: a second callback with the same state is a replay (OIDC-11).
-        if !sessions.consume_state(&login.state) {
-            return refuse(
-                session,
-                ctx,
-                400,
-                FlowError::NoLoginState.to_string(),
-                vec![clear_login],
-            )
-            .await;
+        code_callback(state, &rt, slug, &cb, &params, login, now).await
+    };
+    let (login, proven) = match answered {
+        Ok(done) => done,
+        Err((status, reason)) => {
+            ctx.span.in_scope(
+                || tracing::warn!(auth.source = slug, auth.error = %reason, "sign-in refused"),
+            );
+            return refuse(session, ctx, status, reason, vec![clear_login]).await;
         }
-        // Apple's form_post carries the person's name once, as `user`.
-        let user_field = url::form_urlencoded::parse(params.as_bytes())
-            .find(|(k, _)| k == "user")
-            .map(|(_, v)| v.into_owned());
-        let proven = match state
-            .sources
-            .finish(
-                &rt,
-                &code,
-                &login,
-                &redirect_uri,
-                user_field.as_deref(),
-                now,
-            )
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                ctx.span.in_scope(
-                    || tracing::warn!(auth.source = slug, auth.error = %e, "sign-in refused"),
-                );
-                return refuse(
-                    session,
-                    ctx,
-                    refusal_status(&e),
-                    e.to_string(),
-                    vec![clear_login],
-                )
-                .await;
-            }
-        };
-        (login, proven)
     };
     let host = ctx.host.clone().unwrap_or_default();
     let record =
@@ -525,6 +460,47 @@ fn refusal_status(e: &SourceError) -> u16 {
         SourceError::NotReady => 503,
         SourceError::Provider(_) | SourceError::Mapping(_) => 502,
     }
+}
+
+/// An OAuth 2.0 / OpenID Connect callback: `state` (and `iss`) checked
+/// against this browser's login state, the state used once (OIDC-11), then
+/// the code exchanged and the identity proven. `Err` is the refusal's status
+/// and reason.
+async fn code_callback(
+    state: &Arc<State>,
+    rt: &crate::source::Runtime,
+    slug: &str,
+    cb: &Callback,
+    params: &str,
+    login: Option<LoginState>,
+    now: u64,
+) -> Result<(LoginState, crate::source::Proven), (u16, String)> {
+    let issuer = rt.endpoints().and_then(|e| e.issuer.clone());
+    let code =
+        flow::check_callback(cb, login.as_ref(), slug, issuer.as_deref(), now).map_err(|e| {
+            let status = if matches!(e, FlowError::Provider(_)) {
+                403
+            } else {
+                400
+            };
+            (status, e.to_string())
+        })?;
+    let no_state = || (400, FlowError::NoLoginState.to_string());
+    let login = login.ok_or_else(no_state)?;
+    if !state.sessions.consume_state(&login.state) {
+        return Err(no_state());
+    }
+    // Apple's form_post carries the person's name once, as `user`.
+    let user_field = url::form_urlencoded::parse(params.as_bytes())
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v.into_owned());
+    let redirect_uri = callback_url(&state.config.server.public_url, slug);
+    let proven = state
+        .sources
+        .finish(rt, &code, &login, &redirect_uri, user_field.as_deref(), now)
+        .await
+        .map_err(|e| (refusal_status(&e), e.to_string()))?;
+    Ok((login, proven))
 }
 
 /// An OAuth 1.0a callback: this browser's login state must name the source

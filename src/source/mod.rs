@@ -628,28 +628,15 @@ impl Sources {
         ) else {
             return Err(SourceError::NotReady);
         };
-        let signer = oauth1_signer(src);
         let stamp = oauth1::Stamp::now().map_err(|e| SourceError::Provider(e.to_string()))?;
-        let signed = signer
+        let signed = oauth1_signer(src)
             .request_token(request_url, callback, &stamp)
             .map_err(|e| SourceError::Provider(e.to_string()))?;
-        let resp = self
-            .http
-            .signed(
-                reqwest::Method::POST,
-                request_url,
-                &signed.authorization,
-                oauth1::MAX_RESPONSE_BYTES,
-            )
+        let body = self
+            .oauth1_token_call(request_url, &signed, "request token")
             .await?;
-        if resp.status != 200 {
-            return Err(SourceError::TokenRefused(format!(
-                "the request token endpoint answered HTTP {}",
-                resp.status
-            )));
-        }
         // Refuses a missing or false oauth_callback_confirmed (OA1-01).
-        let temporary = oauth1::parse_temporary_credentials(&resp.body)
+        let temporary = oauth1::parse_temporary_credentials(&body)
             .map_err(|e| SourceError::Provider(format!("request token: {e}")))?;
         authorize
             .query_pairs_mut()
@@ -687,22 +674,10 @@ impl Sources {
         let signed = signer
             .access_token(token_url, &temporary, verifier, &stamp)
             .map_err(provider)?;
-        let resp = self
-            .http
-            .signed(
-                reqwest::Method::POST,
-                token_url,
-                &signed.authorization,
-                oauth1::MAX_RESPONSE_BYTES,
-            )
+        let body = self
+            .oauth1_token_call(token_url, &signed, "access token")
             .await?;
-        if resp.status != 200 {
-            return Err(SourceError::TokenRefused(format!(
-                "the access token endpoint answered HTTP {}",
-                resp.status
-            )));
-        }
-        let access = oauth1::parse_token_credentials(&resp.body)
+        let access = oauth1::parse_token_credentials(&body)
             .map_err(|e| SourceError::Provider(format!("access token: {e}")))?;
         let stamp = oauth1::Stamp::now().map_err(provider)?;
         let signed = signer
@@ -740,6 +715,33 @@ impl Sources {
             oidc_sid: None,
             claims: profile,
         })
+    }
+}
+
+impl Sources {
+    /// A signed POST to one of the two token endpoints; the body of a 200.
+    async fn oauth1_token_call(
+        &self,
+        url: &Url,
+        signed: &oauth1::Signed,
+        step: &str,
+    ) -> Result<bytes::Bytes, SourceError> {
+        let resp = self
+            .http
+            .signed(
+                reqwest::Method::POST,
+                url,
+                &signed.authorization,
+                oauth1::MAX_RESPONSE_BYTES,
+            )
+            .await?;
+        if resp.status != 200 {
+            return Err(SourceError::TokenRefused(format!(
+                "the {step} endpoint answered HTTP {}",
+                resp.status
+            )));
+        }
+        Ok(resp.body)
     }
 }
 
