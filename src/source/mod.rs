@@ -230,7 +230,13 @@ impl Sources {
     /// and counted, and retried soon).
     pub async fn fetch_machine_keys(&self) -> Vec<(String, Duration)> {
         let mut out = Vec::new();
-        for slug in &self.machine {
+        // Inline-only key sets have nothing to refresh.
+        let fetchable = self.machine.iter().filter(|slug| {
+            self.get(slug).is_some_and(|rt| {
+                rt.config.oidc_jwks_url.is_some() || rt.config.oidc_well_known_url.is_some()
+            })
+        });
+        for slug in fetchable {
             let url = self.jwks_url(slug);
             let next = match url {
                 Some(url) => match self.jwks.refresh(slug, &url).await {

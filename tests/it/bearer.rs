@@ -119,6 +119,7 @@ async fn machines() -> Machines {
         other.well_known_url(),
         upstream.url()
     ));
+    gw.ready().await;
     Machines {
         trusted,
         other,
@@ -649,6 +650,7 @@ async fn token_transport_forwarding_and_policy_refusals() {
         wk = trusted.well_known_url(),
         up = upstream.url()
     ));
+    gw.ready().await;
     let token = trusted.sign(&claims(&trusted.issuer(), |_| {})).unwrap();
     let call = |host: &'static str, path: &'static str, auth: Vec<String>| {
         let mut req = client()

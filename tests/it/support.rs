@@ -210,6 +210,22 @@ impl Gateway {
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
     }
+
+    /// Waits (up to 10 s) until `/readyz` says every source is ready: on a
+    /// loaded machine discovery can miss its first try and be retried.
+    pub async fn ready(&self) {
+        for _ in 0..100 {
+            let ready = client()
+                .get(self.admin_url("/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for Gateway {

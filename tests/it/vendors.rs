@@ -76,6 +76,7 @@ async fn sign_in_through(v: Vendor, fakes: &VendorFakes) {
         source_table(v, fakes, dir.path()),
         upstream.url()
     ));
+    gw.ready().await;
     let mut jar = Jar::default();
     let get = async |jar: &mut Jar, url: &str| {
         let r = client()
