@@ -45,9 +45,15 @@ impl JwksServer {
                         }
                     }
                     s.hits.fetch_add(1, Ordering::SeqCst);
-                    let (status, body) = s.answer.lock().unwrap().clone();
+                    let (status, mut body) = s.answer.lock().unwrap().clone();
+                    // For a redirect the set body is the Location, and the body is empty.
+                    let location = if (300..400).contains(&status) {
+                        format!("location: {}\r\n", std::mem::take(&mut body))
+                    } else {
+                        String::new()
+                    };
                     let head = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncache-control: max-age=1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncache-control: max-age=1\r\n{location}content-length: {}\r\nconnection: close\r\n\r\n",
                         body.len()
                     );
                     let _ = conn.write_all(head.as_bytes()).await;
@@ -913,4 +919,91 @@ async fn jwks05_unreachable_at_start_fails_closed_then_recovers() {
     assert_eq!(upstream.requests().len(), 0);
     server.set(200, jwks_of(&a).await);
     assert!(eventually(5, async || call().await == 200).await);
+}
+
+/// JWKS-09/14/16: a JWKS endpoint answering an HTML page with 200, or a
+/// redirect, is a failed fetch (counted; the last good keys stay); and one
+/// source's broken endpoint never touches another source's tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks_garbage_and_redirects_keep_the_last_good_keys_and_sources_stay_isolated() {
+    let a = provider().await;
+    let b = provider().await;
+    let server_a = JwksServer::start(jwks_of(&a).await).await;
+    let server_b = JwksServer::start(jwks_of(&b).await).await;
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"a\"\ntype = \"openidconnect\"\nissuer = \"https://a.example\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
+         [[source]]\nslug = \"b\"\ntype = \"openidconnect\"\nissuer = \"https://b.example\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"a\", \"b\"]\n",
+        server_a.url(),
+        server_b.url(),
+        upstream.url()
+    ));
+    let call = async |t: String| {
+        client()
+            .get(gw.url("/x"))
+            .header("authorization", format!("Bearer {t}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let by_a = |jti: u64| {
+        a.sign(&claims("https://a.example", |c| {
+            c.insert("jti".into(), json!(jti));
+        }))
+        .unwrap()
+    };
+    let by_b = || b.sign(&claims("https://b.example", |_| {})).unwrap();
+    assert_eq!(call(by_a(1)).await, 200);
+    assert_eq!(call(by_b()).await, 200);
+    let failed = async || {
+        let m = client()
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find(|l| {
+                l.starts_with("portcullis_jwks_fetches_total{result=\"failed\",source=\"a\"}")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    for (name, status, body) in [
+        (
+            "JWKS-09 an HTML page with 200",
+            200,
+            "<html>maintenance</html>",
+        ),
+        ("JWKS-09 keys not a list", 200, r#"{"keys":"x"}"#),
+        // To a good JWKS (B's): followed, it would replace A's keys.
+        ("JWKS-14 a redirect", 302, server_b.url().as_str()),
+    ] {
+        let before = failed().await;
+        server_a.set(status, body.to_string());
+        assert!(
+            eventually(6, async || failed().await > before).await,
+            "{name}: the fetch was not counted as failed"
+        );
+        // Keys of A still verify A's new tokens; B is untouched (JWKS-16).
+        assert_eq!(
+            call(by_a(2)).await,
+            200,
+            "{name}: the last good keys were lost"
+        );
+        assert_eq!(
+            call(by_b()).await,
+            200,
+            "{name}: another source was affected"
+        );
+    }
+    // A's keys never verify B's issuer: a token with B's iss signed by A's key.
+    let forged = a.sign(&claims("https://b.example", |_| {})).unwrap();
+    assert_eq!(call(forged).await, 401);
 }
