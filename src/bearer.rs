@@ -146,11 +146,6 @@ impl Bearer {
         })
     }
 
-    /// Verified tokens held now (for tests and the memory figure).
-    pub fn cached(&self) -> usize {
-        self.cache.len()
-    }
-
     /// The principal of `token` for app number `app_index`; a repeated token
     /// costs one hash and one lookup.
     pub async fn verify(

@@ -54,8 +54,6 @@ pub struct Jws<'a> {
     pub alg: Algorithm,
     /// The header's `kid`.
     pub kid: Option<String>,
-    /// The header's `typ`.
-    pub typ: Option<String>,
     /// The payload's claims (duplicates refused).
     pub claims: Map<String, Value>,
     signing_input: &'a str,
@@ -70,8 +68,6 @@ struct Header {
     alg: String,
     #[serde(default)]
     kid: Option<String>,
-    #[serde(default)]
-    typ: Option<String>,
     #[serde(default)]
     cty: Option<String>,
     #[serde(default)]
@@ -174,7 +170,6 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Jws<'_>, JwsError> {
     Ok(Jws {
         alg,
         kid: header.kid,
-        typ: header.typ,
         claims: claims.0,
         signing_input,
         signature,

@@ -64,15 +64,15 @@ pub(crate) fn bearer_token(session: &Session) -> Result<Option<&str>, Rejection>
     let Some(first) = lines.next() else {
         return Ok(None);
     };
-    let rest: Vec<&http::HeaderValue> = lines.collect();
+    let mut rest = lines.peekable();
     let token = bearer(first);
-    let ambiguous = if rest.is_empty() {
+    let ambiguous = if rest.peek().is_none() {
         token.is_some()
             && req.uri.query().is_some_and(|q| {
                 url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
             })
     } else {
-        token.is_some() || rest.iter().any(|v| bearer(v).is_some())
+        token.is_some() || rest.any(|v| bearer(v).is_some())
     };
     if ambiguous {
         return Err(Rejection::InvalidRequest {

@@ -86,6 +86,18 @@ async fn jwks_of(p: &Provider) -> String {
         .unwrap()
 }
 
+/// The status the gateway answers `GET /x` with this bearer token.
+async fn bearer_status(gw: &Gateway, token: &str) -> u16 {
+    client()
+        .get(gw.url("/x"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Polls `check` every 100 ms for up to `secs` seconds.
 async fn eventually(secs: u64, mut check: impl AsyncFnMut() -> bool) -> bool {
     for _ in 0..secs * 10 {
@@ -801,19 +813,7 @@ async fn jwks_refresh_keep_last_good_revocation_and_max_stale() {
         upstream.url()
     ));
     assert!(server.hits() >= 1, "keys are fetched at start");
-    let call = |t: String| {
-        let gw = &gw;
-        async move {
-            client()
-                .get(gw.url("/x"))
-                .header("authorization", format!("Bearer {t}"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let call = async |t: String| bearer_status(&gw, &t).await;
     let by_a = |jti: u64| {
         a.sign(&claims(issuer, |c| {
             c.insert("jti".into(), json!(jti));
@@ -905,16 +905,7 @@ async fn jwks05_unreachable_at_start_fails_closed_then_recovers() {
         upstream.url()
     ));
     let token = a.sign(&claims(issuer, |_| {})).unwrap();
-    let call = async || {
-        client()
-            .get(gw.url("/x"))
-            .header("authorization", format!("Bearer {token}"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let call = async || bearer_status(&gw, &token).await;
     assert_eq!(call().await, 401);
     assert_eq!(upstream.requests().len(), 0);
     server.set(200, jwks_of(&a).await);
@@ -939,16 +930,7 @@ async fn jwks_garbage_and_redirects_keep_the_last_good_keys_and_sources_stay_iso
         server_b.url(),
         upstream.url()
     ));
-    let call = async |t: String| {
-        client()
-            .get(gw.url("/x"))
-            .header("authorization", format!("Bearer {t}"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let call = async |t: String| bearer_status(&gw, &t).await;
     let by_a = |jti: u64| {
         a.sign(&claims("https://a.example", |c| {
             c.insert("jti".into(), json!(jti));
