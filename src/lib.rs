@@ -19,6 +19,7 @@ pub mod policy;
 pub mod principal;
 pub mod redirect;
 pub mod routing;
+pub mod same_origin;
 pub mod session;
 pub mod source;
 pub mod users;

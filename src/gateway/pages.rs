@@ -25,6 +25,9 @@ p {{ margin: 0 0 1rem; }}
 a.button {{ display: block; text-align: center; padding: .75rem 1rem; margin: .5rem 0; border-radius: 8px;
            background: #2952cc; color: #fff; text-decoration: none; font-weight: 600; }}
 a.button:focus-visible {{ outline: 3px solid #f5b700; outline-offset: 2px; }}
+form button {{ display: block; width: 100%; padding: .75rem 1rem; margin: .5rem 0; border: 0; border-radius: 8px;
+               background: #2952cc; color: #fff; font: inherit; font-weight: 600; cursor: pointer; }}
+form button:focus-visible {{ outline: 3px solid #f5b700; outline-offset: 2px; }}
 </style>
 </head>
 <body>
@@ -81,6 +84,21 @@ pub fn notice(heading: &str, message: &str, rd: &str) -> String {
     page(heading, heading, &body)
 }
 
+/// The sign-out page: one button that POSTs back to the same URL (with the
+/// same `rd`), so that a link or an image from another site signs nobody out (SES-16).
+pub fn sign_out(rd: &str) -> String {
+    let rd_q: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    let action = format!("/_auth/sign_out?rd={rd_q}");
+    let body = format!(
+        "<p>Sign out of every application behind this gateway?</p>\n\
+         <form method=\"post\" action=\"{}\">\n\
+         <button type=\"submit\">Sign out</button>\n\
+         </form>\n",
+        html_escape::encode_double_quoted_attribute(&action)
+    );
+    page("Sign out", "Sign out", &body)
+}
+
 /// A page that says the person is signed out.
 pub fn signed_out(rd: &str) -> String {
     let body = format!(
@@ -100,5 +118,15 @@ mod tests {
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("Not &lt;found&gt;"));
+    }
+
+    #[test]
+    fn ses16_the_sign_out_page_is_one_post_form_back_to_the_same_url() {
+        let html = sign_out("/wiki?page=\"><script>alert(1)</script>&x=1");
+        assert!(!html.contains("<script>"), "{html}");
+        assert_eq!(html.matches("<form").count(), 1, "{html}");
+        assert_eq!(html.matches("<button").count(), 1, "{html}");
+        assert!(html.contains("<form method=\"post\" action=\"/_auth/sign_out?rd=%2Fwiki%3Fpage%3D%22%3E%3Cscript%3Ealert%281%29%3C%2Fscript%3E%26x%3D1\">"), "{html}");
+        assert!(html.contains(">Sign out</button>"), "{html}");
     }
 }

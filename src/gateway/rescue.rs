@@ -58,6 +58,8 @@ pub enum Rejection {
     TooLarge,
     /// The method is not allowed on this endpoint: 405.
     MethodNotAllowed,
+    /// A sign-out POST that does not come from one of our origins (SES-16): 403, nothing changed.
+    CrossOriginSignOut,
 }
 
 impl Rejection {
@@ -74,6 +76,7 @@ impl Rejection {
             Rejection::InvalidRequest { .. } => 400,
             Rejection::TooLarge => 413,
             Rejection::MethodNotAllowed => 405,
+            Rejection::CrossOriginSignOut => 403,
         }
     }
 
@@ -91,6 +94,7 @@ impl Rejection {
             Rejection::Forbidden { .. } | Rejection::InsufficientScope { .. } => Outcome::Forbidden,
             Rejection::InvalidToken { .. } => Outcome::Unauthorized,
             Rejection::InvalidRequest { .. } => Outcome::BadRequest,
+            Rejection::CrossOriginSignOut => Outcome::Forbidden,
         }
     }
 
@@ -165,6 +169,11 @@ impl Rejection {
                 "Method not allowed",
                 "This address does not accept that method.".into(),
                 "Use GET (or POST where a form is expected).",
+            ),
+            Rejection::CrossOriginSignOut => (
+                "Sign-out refused",
+                "This sign-out request did not come from this site, so nothing was changed.".into(),
+                "To sign out, open /_auth/sign_out on this site and press its Sign out button.",
             ),
         }
     }

@@ -557,8 +557,43 @@ async fn refuse(
     .await
 }
 
+/// GET: a page whose one button POSTs here. POST: only from one of our own
+/// origins (SES-16) — revoke the session, clear the session and login
+/// cookies, then RP-initiated logout where the source has an
+/// `end_session_endpoint`, else 303 to `rd`.
 async fn sign_out(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
     let rd = safe_rd(query_param(session, "rd").as_deref());
+    if !method_is(session, &http::Method::POST) {
+        // A link, an image or a prefetch from anywhere lands here: sign nobody out.
+        let html = pages::sign_out(&rd);
+        return rescue::write(
+            session,
+            ctx,
+            200,
+            &[],
+            "text/html; charset=utf-8",
+            Bytes::from(html),
+        )
+        .await;
+    }
+    let same_origin = {
+        let req = session.req_header();
+        let authority = req.uri.authority().map(|a| a.as_str()).or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+        });
+        let sign_in_host = state.config.server.public_url.host_str();
+        crate::same_origin::check(&req.headers, state.scheme, authority, |host| {
+            sign_in_host.is_some_and(|h| h.eq_ignore_ascii_case(host))
+                || state.router.route_host(Some(host)).is_some()
+        })
+    };
+    if let Err(why) = same_origin {
+        ctx.span
+            .in_scope(|| tracing::info!(reason = %why, "cross-origin sign-out refused"));
+        return rescue::respond(session, ctx, Rejection::CrossOriginSignOut).await;
+    }
     let sessions = state.sessions.clone();
     let host = ctx.host.clone().unwrap_or_default();
     let claims = {
@@ -602,11 +637,14 @@ async fn sign_out(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> p
             }
         }
     }
+    // Login cookies too: a flow started before signing out must not finish after it.
+    // TODO(merge): one cookie per flow — use the "clear all login cookies" helper here.
+    let clear_login = cookie::clear_cookie(&sessions.login_cookie_name, sessions.secure, false);
     redirect(
         session,
         ctx,
         location,
-        vec![("set-cookie", sessions.clear())],
+        vec![("set-cookie", sessions.clear()), ("set-cookie", clear_login)],
     )
     .await
 }
