@@ -130,6 +130,7 @@ fn prepare(config: &Config) -> Result<Prepared, StartError> {
         &config.session.cookie_name,
         secure,
         config.session.lifetime,
+        config.session.idle_timeout,
         config.session.identity_cache_ttl,
     ));
     let sources = Arc::new(sources);

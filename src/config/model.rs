@@ -151,6 +151,12 @@ pub struct Session {
     /// Absolute lifetime of a session.
     #[serde(serialize_with = "ser_duration")]
     pub lifetime: Duration,
+    /// A session unused this long ends (off when `None`); shorter than `lifetime`.
+    #[serde(
+        serialize_with = "ser_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub idle_timeout: Option<Duration>,
     /// How long a replica may trust a cached session or user record.
     #[serde(serialize_with = "ser_duration")]
     pub identity_cache_ttl: Duration,

@@ -57,6 +57,7 @@ pub struct RawSession {
     pub secrets_file: Option<String>,
     pub cookie_name: Option<String>,
     pub lifetime: Option<String>,
+    pub idle_timeout: Option<String>,
     pub identity_cache_ttl: Option<String>,
 }
 

@@ -461,6 +461,19 @@ fn session(c: &mut Check<'_>, raw: RawSession) -> Option<Session> {
         raw.lifetime.as_deref(),
         Duration::from_secs(12 * 3600),
     );
+    let idle_timeout = c.opt_duration(at.key("idle_timeout"), raw.idle_timeout.as_deref());
+    if let Some(idle) = idle_timeout.filter(|idle| *idle >= lifetime) {
+        // An error, not a warning: a setting that can never act is a mistake
+        // the operator should hear about before relying on it.
+        c.fail(
+            at.key("idle_timeout"),
+            format!(
+                "{} is not shorter than session.lifetime ({}), so it would never end a session; make it shorter or remove it",
+                humantime::format_duration(idle),
+                humantime::format_duration(lifetime)
+            ),
+        );
+    }
     let identity_cache_ttl = c.duration(
         at.key("identity_cache_ttl"),
         raw.identity_cache_ttl.as_deref(),
@@ -470,6 +483,7 @@ fn session(c: &mut Check<'_>, raw: RawSession) -> Option<Session> {
         secrets,
         cookie_name,
         lifetime,
+        idle_timeout,
         identity_cache_ttl,
     })
 }

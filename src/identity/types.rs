@@ -84,6 +84,9 @@ pub struct SessionRecord {
     pub created_at: i64,
     /// Absolute expiry, unix seconds.
     pub expires_at: i64,
+    /// Last use recorded in the store, unix seconds (idle expiry; written in
+    /// the background, so it may lag the true last use a little).
+    pub last_used_at: i64,
     /// Revoked by sign-out, `users disable`, unlink or back-channel logout.
     pub revoked: bool,
     /// The provider's `sid`, for back-channel logout.
@@ -127,6 +130,7 @@ impl fmt::Debug for SessionRecord {
             .field("source", &self.source)
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
+            .field("last_used_at", &self.last_used_at)
             .field("revoked", &self.revoked)
             .field("oidc_sid", &self.oidc_sid)
             .field("id_token", &format_args!("{}", redacted(&self.id_token)))
@@ -160,6 +164,7 @@ mod tests {
             source: "corp".into(),
             created_at: 0,
             expires_at: 100,
+            last_used_at: 0,
             revoked: false,
             oidc_sid: None,
             id_token: None,

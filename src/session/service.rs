@@ -1,6 +1,8 @@
 //! Sessions at run time: read the sealed cookie, resolve it to a principal
-//! through a per-replica cache (the store only on a miss), create and revoke.
+//! through a per-replica cache (the store only on a miss), create and revoke;
+//! with `idle_timeout`, end unused sessions and record uses in the background.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,18 +10,42 @@ use crate::identity::store::UserStore;
 use crate::identity::{NewSession, SessionRecord, User};
 use crate::principal::Principal;
 use crate::session::cookie::{self, Lookup, Purpose, Sealer};
-use crate::session::SessionClaims;
+use crate::session::{idle, SessionClaims};
 
 /// Most sessions held in one replica's cache.
 pub const CACHE_ENTRIES: u64 = 100_000;
+
+/// One cached session: what the store said, plus the uses this replica saw.
+struct Cached {
+    /// The principal, or `None` for a session that is revoked, expired, idle
+    /// or of a disabled user.
+    principal: Option<Arc<Principal>>,
+    /// The latest use known here (unix seconds): the store's when loaded, then
+    /// this replica's own. Decides idle expiry on a cache hit, so the cache
+    /// never keeps an unused session alive past its timeout.
+    last_used: AtomicI64,
+    /// The latest use written to (or read from) the store, so a use is
+    /// written at most once per touch interval from this replica.
+    written: AtomicI64,
+}
+
+impl Cached {
+    fn new(principal: Option<Arc<Principal>>, last_used: i64) -> Arc<Self> {
+        Arc::new(Cached {
+            principal,
+            last_used: AtomicI64::new(last_used),
+            written: AtomicI64::new(last_used),
+        })
+    }
+}
 
 /// Session handling for one gateway.
 pub struct Sessions {
     /// Seals and opens every gateway cookie.
     pub sealer: Sealer,
     store: Arc<dyn UserStore>,
-    /// sid -> the principal, or `None` for a session that is revoked, expired or of a disabled user.
-    cache: moka::sync::Cache<String, Option<Arc<Principal>>>,
+    /// sid -> the session as this replica knows it.
+    cache: moka::sync::Cache<String, Arc<Cached>>,
     /// Session cookie name (with `__Host-` on https).
     pub cookie_name: String,
     /// Login-state cookie name.
@@ -27,6 +53,8 @@ pub struct Sessions {
     /// Whether cookies are `Secure` (public URL is https).
     pub secure: bool,
     lifetime: Duration,
+    /// `session.idle_timeout`: a session unused this long ends.
+    idle_timeout: Option<Duration>,
     /// `state` values already consumed on this replica, so a replayed callback
     /// (same login cookie, same state) is refused even before the provider sees the code.
     used_states: moka::sync::Cache<String, ()>,
@@ -40,6 +68,7 @@ impl Sessions {
         base_name: &str,
         secure: bool,
         lifetime: Duration,
+        idle_timeout: Option<Duration>,
         cache_ttl: Duration,
     ) -> Self {
         Sessions {
@@ -53,6 +82,7 @@ impl Sessions {
             login_cookie_name: cookie::login_cookie_name(base_name, secure),
             secure,
             lifetime,
+            idle_timeout,
             used_states: moka::sync::Cache::builder()
                 .max_capacity(CACHE_ENTRIES)
                 .time_to_live(Duration::from_secs(crate::source::flow::LOGIN_STATE_SECS))
@@ -108,15 +138,27 @@ impl Sessions {
     }
 
     /// The principal of a session: from the cache, else from the store once.
+    /// With `idle_timeout`, a session unused that long is refused and each
+    /// use is recorded in the background (no store write on this path).
     pub async fn principal(&self, claims: &SessionClaims, now: u64) -> Option<Arc<Principal>> {
         if let Some(hit) = self.cache.get(&claims.sid) {
-            return hit;
+            let principal = hit.principal.clone()?;
+            let last_used = hit.last_used.load(Ordering::Acquire);
+            // Idle as far as this replica knows: another replica may have
+            // written a later use, so ask the store before refusing.
+            if !idle::is_idle(now, last_used, self.idle_timeout) {
+                self.used(&claims.sid, &hit, now);
+                return Some(principal);
+            }
         }
         let resolved = match self.store.session(&claims.sid).await {
             Ok(Some((record, user))) => {
-                usable(&record, &user, claims, now).then(|| Arc::new(principal_of(&record, &user)))
+                let live = usable(&record, &user, claims, now)
+                    && !idle::is_idle(now, record.last_used_at, self.idle_timeout);
+                let principal = live.then(|| Arc::new(principal_of(&record, &user)));
+                Cached::new(principal, record.last_used_at)
             }
-            Ok(None) => None,
+            Ok(None) => Cached::new(None, 0),
             Err(e) => {
                 // Not cached: a store hiccup must not lock a person out for the whole TTL.
                 tracing::warn!(error = %e, "session lookup failed");
@@ -124,7 +166,45 @@ impl Sessions {
             }
         };
         self.cache.insert(claims.sid.clone(), resolved.clone());
-        resolved
+        let principal = resolved.principal.clone()?;
+        self.used(&claims.sid, &resolved, now);
+        Some(principal)
+    }
+
+    /// Notes a use of a live session at `now`; with an idle timeout, writes
+    /// it to the store in the background once per touch interval.
+    fn used(&self, sid: &str, entry: &Cached, now: u64) {
+        let Some(timeout) = self.idle_timeout else {
+            return;
+        };
+        let now_secs = i64::try_from(now).unwrap_or(i64::MAX);
+        entry.last_used.fetch_max(now_secs, Ordering::AcqRel);
+        let interval = idle::touch_interval(timeout);
+        let written = entry.written.load(Ordering::Acquire);
+        if !idle::touch_due(now, written, interval) {
+            return;
+        }
+        // One request per interval wins the exchange and writes; the others go on.
+        if entry
+            .written
+            .compare_exchange(written, now_secs, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.store.clone();
+        let sid = sid.to_string();
+        let interval = i64::try_from(interval).unwrap_or(i64::MAX);
+        runtime.spawn(async move {
+            if let Err(e) = store.touch_session(&sid, now_secs, interval).await {
+                // The next interval tries again; until then other replicas may
+                // see an older last use (and end the session a little early).
+                tracing::warn!(error = %e, "recording a session use failed");
+            }
+        });
     }
 
     /// A new session record for `source`, to be written with the sign-in.
@@ -176,7 +256,7 @@ impl Sessions {
         if let Err(e) = self.store.revoke_session(sid).await {
             tracing::warn!(error = %e, "session revocation failed");
         }
-        self.cache.insert(sid.to_string(), None);
+        self.cache.insert(sid.to_string(), Cached::new(None, 0));
     }
 
     /// Forgets every cached session of this replica (after a back-channel

@@ -129,6 +129,16 @@ pub trait UserStore: Send + Sync {
     /// `revoked`, `expires_at` and `disabled`).
     async fn session(&self, sid: &str) -> Result<Option<(SessionRecord, User)>, StoreError>;
 
+    /// Records that the session was used at `now` (idle expiry), unless a use
+    /// less than `min_interval` seconds before `now` is recorded already, or the
+    /// session is revoked or gone; `true` if the record changed.
+    async fn touch_session(
+        &self,
+        sid: &str,
+        now: i64,
+        min_interval: i64,
+    ) -> Result<bool, StoreError>;
+
     /// Revokes one session (no error if it does not exist).
     async fn revoke_session(&self, sid: &str) -> Result<(), StoreError>;
 

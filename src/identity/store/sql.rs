@@ -129,13 +129,13 @@ macro_rules! select_users {
 const USER_COLUMNS: usize = 7;
 
 /// Session columns followed by the `select_users!` columns.
-const SELECT_SESSION: &str = "SELECT s.id, s.user_id, s.source, s.created_at, s.expires_at, s.revoked, s.oidc_sid, s.id_token, \
+const SELECT_SESSION: &str = "SELECT s.id, s.user_id, s.source, s.created_at, s.expires_at, s.revoked, s.oidc_sid, s.id_token, s.last_used_at, \
      u.id, u.username, u.email, u.name, u.disabled, u.created_at, g.group_name \
      FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN user_groups g ON g.user_id = u.id \
      WHERE s.id = $1";
 
 /// Number of session columns before the user columns in `SELECT_SESSION`.
-const SESSION_COLUMNS: usize = 8;
+const SESSION_COLUMNS: usize = 9;
 
 impl<DB> SqlStore<DB>
 where
@@ -182,8 +182,8 @@ where
     }
 
     /// The user whose columns start at `at` (groups left empty).
-    /// A session record from the eight columns starting at `at`
-    /// (`id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token`).
+    /// A session record from the nine columns starting at `at` (`id, user_id,
+    /// source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at`).
     fn session_at(row: &DB::Row, at: usize) -> Result<SessionRecord, sqlx::Error> {
         Ok(SessionRecord {
             id: row.try_get(at)?,
@@ -194,6 +194,7 @@ where
             revoked: row.try_get(at + 5)?,
             oidc_sid: row.try_get(at + 6)?,
             id_token: row.try_get(at + 7)?,
+            last_used_at: row.try_get(at + 8)?,
         })
     }
 
@@ -328,8 +329,8 @@ where
         now: i64,
     ) -> Result<(), StoreError> {
         sqlx::query::<DB>(
-            "INSERT INTO sessions (id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token) \
-             VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7)",
+            "INSERT INTO sessions (id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7, $4)",
         )
         .bind(session.id.as_str())
         .bind(user_id)
@@ -610,6 +611,28 @@ where
         Ok(())
     }
 
+    async fn touch_session(
+        &self,
+        sid: &str,
+        now: i64,
+        min_interval: i64,
+    ) -> Result<bool, StoreError> {
+        // The condition makes the row change at most once per interval however
+        // many replicas report a use; `last_used_at` only moves forward.
+        let changed = self
+            .execute(
+                sqlx::query(
+                    "UPDATE sessions SET last_used_at = $2 \
+                     WHERE id = $1 AND revoked = FALSE AND last_used_at <= $3",
+                )
+                .bind(sid)
+                .bind(now)
+                .bind(now.saturating_sub(min_interval.max(0))),
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
     async fn revoke_user_sessions(&self, user_id: &str) -> Result<u64, StoreError> {
         self.execute(
             sqlx::query(
@@ -720,7 +743,7 @@ where
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query::<DB>(
-            "SELECT id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token \
+            "SELECT id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at \
              FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id",
         )
         .bind(user_id)
@@ -892,6 +915,7 @@ mod tests {
         link_refuses_a_second_identity_of_the_same_source,
         unlink_removes_the_connection_its_groups_and_its_sessions,
         email_lookup_is_case_insensitive_and_refuses_ambiguity,
+        ses06_a_use_is_recorded_at_most_once_per_interval,
     );
 
     async fn enroll_then_user_by_connection_finds_the_user(store: Arc<dyn UserStore>) {
@@ -1440,6 +1464,71 @@ mod tests {
             .unwrap();
         let two = store.user_by_email("ada@example.com").await;
         assert!(matches!(two, Err(StoreError::Ambiguous)), "{two:?}");
+    }
+
+    async fn ses06_a_use_is_recorded_at_most_once_per_interval(store: Arc<dyn UserStore>) {
+        let user = store
+            .enroll(&ada(), &session("s1", "corp"), NOW)
+            .await
+            .unwrap();
+        let last_used = |sid: &'static str| {
+            let store = store.clone();
+            async move { store.session(sid).await.unwrap().unwrap().0.last_used_at }
+        };
+        // A new session counts as used when it is created.
+        assert_eq!(last_used("s1").await, NOW);
+        // Within the interval of the recorded use: nothing is written.
+        assert!(!store.touch_session("s1", NOW + 9, 10).await.unwrap());
+        assert_eq!(last_used("s1").await, NOW);
+        // Once the interval has passed: the use is recorded.
+        assert!(store.touch_session("s1", NOW + 10, 10).await.unwrap());
+        assert_eq!(last_used("s1").await, NOW + 10);
+        // A late report of an older use never moves it back.
+        assert!(!store.touch_session("s1", NOW + 5, 0).await.unwrap());
+        assert_eq!(last_used("s1").await, NOW + 10);
+        // Only this session moved; a revoked or unknown one is not written.
+        store
+            .sign_in(&user.id, &ada(), &session("s2", "corp"), NOW + 1)
+            .await
+            .unwrap();
+        assert_eq!(last_used("s2").await, NOW + 1);
+        store.revoke_session("s2").await.unwrap();
+        assert!(!store.touch_session("s2", NOW + 100, 10).await.unwrap());
+        assert_eq!(last_used("s2").await, NOW + 1);
+        assert!(!store.touch_session("nope", NOW + 100, 10).await.unwrap());
+        let listed = store.user_sessions(&user.id).await.unwrap();
+        let by_id: Vec<(&str, i64)> = listed
+            .iter()
+            .map(|r| (r.id.as_str(), r.last_used_at))
+            .collect();
+        assert_eq!(by_id, vec![("s2", NOW + 1), ("s1", NOW + 10)]);
+    }
+
+    #[tokio::test]
+    async fn ses06_sessions_from_before_the_migration_count_as_last_used_when_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("users.db").display());
+        {
+            // The schema as the previous release left it: the first migration only.
+            let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
+                .await
+                .unwrap();
+            let mut first = sqlx::migrate!("migrations/sqlite");
+            first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
+            first.run(&pool).await.unwrap();
+            sqlx::query(
+                "INSERT INTO users (id, username, created_at) VALUES ('u1', 'ada', 1); \
+                 INSERT INTO sessions (id, user_id, source, created_at, expires_at) \
+                 VALUES ('old', 'u1', 'corp', 1000, 5000)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let store = open(&url).await.unwrap();
+        let (record, _) = store.session("old").await.unwrap().unwrap();
+        assert_eq!((record.created_at, record.last_used_at), (1000, 1000));
     }
 
     #[tokio::test]
