@@ -16,5 +16,6 @@ mod config;
 mod oauth1;
 mod proxy;
 mod replicas;
+mod sessions;
 mod signin;
 mod vendors;

@@ -1,0 +1,270 @@
+//! Sessions through the live gateway: sign-out only by a same-origin POST
+//! (SES-16) with the old cookie dead afterwards (SES-07), and idle expiry
+//! (SES-06) across the cache and across replicas sharing one store.
+
+use std::time::Duration;
+
+use crate::signin::{Jar, Setup};
+use crate::support::{free_port, Gateway};
+
+/// The `Set-Cookie` lines of a response.
+fn set_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// The `Set-Cookie` line for cookie `name`.
+fn set_cookie_for<'a>(lines: &'a [String], name: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|l| l.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no Set-Cookie for {name} in {lines:?}"))
+}
+
+/// A cookie's attributes, lower-cased and sorted, without `Max-Age`/`Expires`
+/// (those are what a deletion changes).
+fn attributes(line: &str) -> Vec<String> {
+    let mut attrs: Vec<String> = line
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_ascii_lowercase())
+        .filter(|a| !a.starts_with("max-age") && !a.starts_with("expires"))
+        .collect();
+    attrs.sort();
+    attrs
+}
+
+/// `GET path` with the jar's cookies, as a browser or as an API client.
+async fn get(s: &Setup, gw: &Gateway, path: &str, jar: &Jar, html: bool) -> reqwest::Response {
+    s.client
+        .get(gw.url(path))
+        .header("cookie", jar.header())
+        .header("accept", if html { "text/html" } else { "application/json" })
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `POST /_auth/sign_out?rd=/bye` with the jar's cookies and `headers`.
+async fn post_sign_out(s: &Setup, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = s
+        .client
+        .post(s.gw.url("/_auth/sign_out?rd=/bye"))
+        .header("cookie", s.jar.header())
+        .header("accept", "text/html");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap()
+}
+
+/// The origin of the gateway as a browser on it would send it.
+fn gateway_origin(s: &Setup) -> String {
+    format!("http://{}", s.gw.addr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ses16_a_cross_site_get_shows_a_sign_out_page_and_signs_nobody_out() {
+    let mut s = Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    // What an <img src> or a link on another site makes a browser send.
+    let r = s
+        .client
+        .get(s.gw.url("/_auth/sign_out?rd=/bye"))
+        .header("cookie", s.jar.header())
+        .header("accept", "text/html")
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(set_cookies(&r).is_empty(), "{:?}", set_cookies(&r));
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains(r#"<form method="post" action="/_auth/sign_out?rd=%2Fbye">"#),
+        "{page}"
+    );
+    assert_eq!(page.matches("<button").count(), 1, "{page}");
+    assert!(!page.contains("<script"), "{page}");
+    // The session still works.
+    let r = get(&s, &s.gw, "/private", &s.jar, false).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ses16_a_sign_out_post_not_proven_same_origin_is_refused_and_changes_nothing() {
+    let mut s = Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let ours = gateway_origin(&s);
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("neither header", vec![]),
+        ("foreign Origin", vec![("origin", "http://evil.example")]),
+        ("Origin of another port", vec![("origin", "http://127.0.0.1:1")]),
+        ("opaque Origin", vec![("origin", "null")]),
+        ("Sec-Fetch-Site: cross-site", vec![("sec-fetch-site", "cross-site")]),
+        ("Sec-Fetch-Site: same-site", vec![("sec-fetch-site", "same-site")]),
+        (
+            "cross-site beside our Origin",
+            vec![("sec-fetch-site", "cross-site"), ("origin", &ours)],
+        ),
+    ];
+    for (what, headers) in cases {
+        let r = post_sign_out(&s, &headers).await;
+        assert_eq!(r.status(), 403, "{what}");
+        assert!(set_cookies(&r).is_empty(), "{what}: {:?}", set_cookies(&r));
+        assert!(r.headers().get("location").is_none(), "{what}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains("Sign-out refused"), "{what}: {page}");
+    }
+    // Nothing changed: the session still works, and the store has it live.
+    let r = get(&s, &s.gw, "/private", &s.jar, false).await;
+    assert_eq!(r.status(), 200);
+    let store = portcullis::identity::store::open(&s.db).await.unwrap();
+    let (user, _) = store.list_users().await.unwrap().remove(0);
+    let sessions = store.user_sessions(&user.id).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert!(!sessions[0].revoked);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ses07_ses16_a_same_origin_sign_out_revokes_the_session_and_clears_its_cookies() {
+    let mut s = Setup::start().await;
+    let signed_in = s.sign_in().await;
+    assert_eq!(signed_in.status(), 302);
+    let session_set = set_cookies(&signed_in);
+    let old = s.jar.header();
+    // A login started meanwhile leaves its login-state cookie in the browser.
+    let start = s.get(&s.gw.url("/_auth/login/demo?rd=/")).await;
+    assert_eq!(start.status(), 302);
+    let login_set = set_cookies(&start);
+    assert!(s.jar.get("portcullis_login").is_some());
+
+    let r = post_sign_out(&s, &[("origin", &gateway_origin(&s))]).await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
+    // RP-initiated logout at the provider, coming back to rd.
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        loc.starts_with(&format!("{}/end_session?", s.provider.issuer())),
+        "{loc}"
+    );
+    let end = url::Url::parse(&loc).unwrap();
+    let q: std::collections::BTreeMap<String, String> = end.query_pairs().into_owned().collect();
+    assert!(q.contains_key("id_token_hint"), "{loc}");
+    assert_eq!(
+        q.get("post_logout_redirect_uri").map(String::as_str),
+        Some(format!("{}/bye", s.gw.url("").trim_end_matches('/')).as_str())
+    );
+    // Both cookies deleted with the attributes they were set with.
+    let cleared = set_cookies(&r);
+    for (name, set) in [
+        ("portcullis", &session_set),
+        ("portcullis_login", &login_set),
+    ] {
+        let deletion = set_cookie_for(&cleared, name);
+        assert!(
+            deletion.starts_with(&format!("{name}=;")),
+            "{name} not emptied: {deletion}"
+        );
+        assert!(deletion.contains("Max-Age=0"), "{deletion}");
+        assert_eq!(
+            attributes(deletion),
+            attributes(set_cookie_for(set, name)),
+            "{name}: {deletion}"
+        );
+    }
+    // SES-07: the old cookie, replayed, no longer works, and the store says revoked.
+    let replay = Jar(vec![(
+        "portcullis".into(),
+        old.split_once('=').unwrap().1.to_string(),
+    )]);
+    let r = get(&s, &s.gw, "/private", &replay, false).await;
+    assert_eq!(r.status(), 401);
+    let r = get(&s, &s.gw, "/private", &replay, true).await;
+    assert_eq!(r.status(), 302);
+    let store = portcullis::identity::store::open(&s.db).await.unwrap();
+    let (user, _) = store.list_users().await.unwrap().remove(0);
+    let sessions = store.user_sessions(&user.id).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert!(sessions[0].revoked);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ses16_sign_out_from_sec_fetch_site_same_origin_without_end_session_goes_to_rd() {
+    // URLs set by hand: no end_session_endpoint, so back to rd.
+    let mut s = Setup::start_with(
+        r#"type = "oauth2"
+authorization_url = "ISSUER/authorize"
+access_token_url = "ISSUER/token"
+profile_url = "ISSUER/userinfo"
+scopes = ["profile", "email"]"#,
+        |_| {},
+    )
+    .await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let old = s.jar.clone();
+    let r = post_sign_out(&s, &[("sec-fetch-site", "same-origin")]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/bye");
+    let cleared = set_cookies(&r);
+    assert!(set_cookie_for(&cleared, "portcullis").contains("Max-Age=0"));
+    let r = get(&s, &s.gw, "/private", &old, false).await;
+    assert_eq!(r.status(), 401);
+}
+
+/// Another gateway on the same store, with `idle_timeout` set.
+fn idle_replica(s: &Setup, idle: &str) -> Gateway {
+    let config = s
+        .config
+        .replace("[session]\n", &format!("[session]\nidle_timeout = \"{idle}\"\n"))
+        .replace(
+            &s.gw.addr.to_string(),
+            &format!("127.0.0.1:{}", free_port()),
+        );
+    assert!(config.contains("idle_timeout"));
+    Gateway::start_full(&config)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ses06_a_session_used_regularly_stays_and_one_left_idle_is_refused() {
+    let mut s = Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    // Two replicas with a 6 s idle timeout; identity_cache_ttl stays 30 s.
+    let busy = idle_replica(&s, "6s");
+    let other = idle_replica(&s, "6s");
+    // Used every second for longer than the timeout: it stays.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        let r = get(&s, &busy, "/private", &s.jar, false).await;
+        assert_eq!(r.status(), 200, "after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The uses were written in the background: the store moved, and a replica
+    // that never saw this session accepts it.
+    let store = portcullis::identity::store::open(&s.db).await.unwrap();
+    let (user, _) = store.list_users().await.unwrap().remove(0);
+    let record = store.user_sessions(&user.id).await.unwrap().remove(0);
+    assert!(
+        record.last_used_at >= record.created_at + 6,
+        "{} vs {}",
+        record.last_used_at,
+        record.created_at
+    );
+    let r = get(&s, &other, "/private", &s.jar, false).await;
+    assert_eq!(r.status(), 200);
+    // Left idle past the timeout: refused, though the replicas' caches still
+    // hold it (30 s); a browser is sent to sign in, an API client gets 401.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let r = get(&s, &busy, "/private", &s.jar, false).await;
+    assert_eq!(r.status(), 401);
+    let r = get(&s, &other, "/private", &s.jar, true).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/_auth/sign_in?rd=/private");
+    // Off by default: the gateway without idle_timeout still accepts it
+    // (lifetime stays absolute, 12 h).
+    let r = get(&s, &s.gw, "/private", &s.jar, false).await;
+    assert_eq!(r.status(), 200);
+}
