@@ -268,3 +268,69 @@ async fn ses06_a_session_used_regularly_stays_and_one_left_idle_is_refused() {
     let r = get(&s, &s.gw, "/private", &s.jar, false).await;
     assert_eq!(r.status(), 200);
 }
+
+/// The config error text for `body` (the file's path replaced by `FILE`).
+fn config_problems(body: &str) -> String {
+    let file = crate::support::config_file(body);
+    match portcullis::config::load_with_env(&file.path, Vec::new()) {
+        Ok(_) => panic!("config was accepted:\n{body}"),
+        Err(e) => e
+            .to_string()
+            .replace(&file.path.display().to_string(), "FILE"),
+    }
+}
+
+/// `base_config()` with `lines` added to `[session]`, and one app.
+fn with_session(lines: &str) -> String {
+    crate::support::base_config().replace("[session]\n", &format!("[session]\n{lines}\n"))
+        + "\n[[app]]\nname = \"wiki\"\nupstream = \"http://127.0.0.1:3000\"\n"
+}
+
+#[test]
+fn ses06_an_idle_timeout_that_could_never_act_is_a_config_error() {
+    let msg = config_problems(&with_session("lifetime = \"2h\"\nidle_timeout = \"2h\""));
+    assert!(
+        msg.contains("session.idle_timeout: 2h is not shorter than session.lifetime (2h)"),
+        "{msg}"
+    );
+    assert!(msg.contains("FILE") && msg.contains("PORTCULLIS_SESSION__IDLE_TIMEOUT"), "{msg}");
+    let msg = config_problems(&with_session("idle_timeout = \"13h\""));
+    assert!(
+        msg.contains("session.idle_timeout: 13h is not shorter than session.lifetime (12h)"),
+        "{msg}"
+    );
+    let msg = config_problems(&with_session("idle_timeout = \"0s\""));
+    assert!(msg.contains("session.idle_timeout: `0s` is zero"), "{msg}");
+    let msg = config_problems(&with_session("idle_timeout = \"a while\""));
+    assert!(msg.contains("session.idle_timeout: `a while` is not a duration"), "{msg}");
+}
+
+#[test]
+fn ses06_check_prints_the_idle_timeout_and_it_is_off_by_default() {
+    let check = |body: &str| {
+        let file = crate::support::config_file(body);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["check", "--config"])
+            .arg(&file.path)
+            .env_remove("PORTCULLIS_CONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = check(&with_session("idle_timeout = \"90m\""));
+    assert!(text.contains("idle_timeout = \"1h 30m\""), "{text}");
+    let text = check(&with_session(""));
+    assert!(!text.contains("idle_timeout"), "{text}");
+    let config = portcullis::config::load_with_env(
+        &crate::support::config_file(&with_session("")).path,
+        Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(config.session.idle_timeout, None);
+}
