@@ -328,13 +328,15 @@ pub async fn write(
     resp.insert_header("referrer-policy", "no-referrer")?;
     resp.insert_header("x-frame-options", "DENY")?;
     resp.insert_header("x-content-type-options", "nosniff")?;
-    resp.insert_header(
-        "content-security-policy",
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
-    )?;
+    resp.insert_header("content-security-policy", page_csp(&[]))?;
     for (name, value) in extra {
-        // append: a response may set several cookies.
-        resp.append_header(*name, value.as_str())?;
+        if name.eq_ignore_ascii_case("content-security-policy") {
+            // A page that widens its own policy (see `page_csp`) replaces it.
+            resp.insert_header(*name, value.as_str())?;
+        } else {
+            // append: a response may set several cookies.
+            resp.append_header(*name, value.as_str())?;
+        }
     }
     ctx.status = Some(status);
     session
@@ -344,6 +346,20 @@ pub async fn write(
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
+}
+
+/// The gateway pages' Content-Security-Policy. `form_targets` are origins,
+/// besides our own, that a form on the page may lead to: `form-action` also
+/// governs the redirects after a submission (sign-out's 303 to the provider).
+pub fn page_csp(form_targets: &[String]) -> String {
+    let mut csp = String::from(
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
+    );
+    for target in form_targets {
+        csp.push(' ');
+        csp.push_str(target);
+    }
+    csp
 }
 
 fn request_has_body(session: &Session) -> bool {

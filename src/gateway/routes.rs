@@ -566,11 +566,12 @@ async fn sign_out(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> p
     if !method_is(session, &http::Method::POST) {
         // A link, an image or a prefetch from anywhere lands here: sign nobody out.
         let html = pages::sign_out(&rd);
+        let csp = rescue::page_csp(&end_session_origins(state));
         return rescue::write(
             session,
             ctx,
             200,
-            &[],
+            &[("content-security-policy", csp)],
             "text/html; charset=utf-8",
             Bytes::from(html),
         )
@@ -647,6 +648,23 @@ async fn sign_out(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> p
         vec![("set-cookie", sessions.clear()), ("set-cookie", clear_login)],
     )
     .await
+}
+
+/// The origins of the sources' `end_session_endpoint`s, where the sign-out
+/// form's answer may redirect (browsers check `form-action` on redirects).
+fn end_session_origins(state: &State) -> Vec<String> {
+    let mut origins: Vec<String> = state
+        .config
+        .sources
+        .iter()
+        .filter_map(|s| state.sources.get(&s.slug)?.endpoints()?.end_session.clone())
+        .map(|u| u.origin())
+        .filter(|o| o.is_tuple())
+        .map(|o| o.ascii_serialization())
+        .collect();
+    origins.sort();
+    origins.dedup();
+    origins
 }
 
 /// OIDC Back-Channel Logout 1.0: verify the `logout_token`, then revoke the

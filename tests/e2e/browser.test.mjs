@@ -116,6 +116,11 @@ test('a person signs in with Chromium and reaches the echo app as alice', { time
 
   await t.test('after sign-out the protected URL asks to sign in again', async () => {
     await page.goto(`${demo.url}/_auth/sign_out?rd=/`);
+    assert.equal(await page.getByRole('heading', { level: 1 }).innerText(), 'Sign out');
+    assert.ok((await context.cookies(demo.url)).some((c) => c.name === 'portcullis'), 'SES-16: the page alone signs nobody out');
+    const button = page.getByRole('button', { name: 'Sign out' });
+    assert.equal(await button.count(), 1);
+    await Promise.all([page.waitForURL((u) => u.pathname !== '/_auth/sign_out'), button.click()]);
     const cookies = await context.cookies(demo.url);
     assert.ok(!cookies.some((c) => c.name === 'portcullis'), 'the session cookie is cleared');
     await page.goto(protectedUrl);

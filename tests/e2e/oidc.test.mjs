@@ -262,9 +262,23 @@ test('sign-in through an outside OpenID provider, cookie-only requests, sign-out
     assert.equal(anon.status, 401);
   });
 
-  await t.test('sign-out clears the cookie and ends the session at the provider too', async () => {
-    const hop = await b.request(`${gw.url}/_auth/sign_out?rd=/`);
-    assert.equal(hop.status, 302);
+  await t.test('SES-16: a GET of the sign-out URL, or a POST from elsewhere, signs nobody out', async () => {
+    const page = await b.request(`${gw.url}/_auth/sign_out?rd=/`);
+    assert.equal(page.status, 200);
+    assert.deepEqual(page.setCookies, []);
+    assert.ok(b.jar.get('127.0.0.1', 'portcullis'), 'the session cookie is kept');
+    const forged = await b.request(`${gw.url}/_auth/sign_out?rd=/`, { method: 'POST', headers: { origin: 'http://evil.example' } });
+    assert.equal(forged.status, 403);
+    assert.deepEqual(forged.setCookies, []);
+    const still = await get(`${gw.url}/_auth/userinfo`, { headers: { cookie: `portcullis=${sessionCookie}` } });
+    assert.equal(still.status, 200, 'the session still works');
+  });
+
+  await t.test('sign-out (the page\'s button) clears the cookie and ends the session at the provider too', async () => {
+    const page = await b.request(`${gw.url}/_auth/sign_out?rd=/`);
+    const hop = await b.submit(page);
+    assert.equal(hop.method, 'POST');
+    assert.equal(hop.status, 303);
     assert.ok(hop.setCookies.some((c) => /^portcullis=;.*Max-Age=0/i.test(c)), hop.setCookies.join('\n'));
     assert.equal(b.jar.get('127.0.0.1', 'portcullis'), undefined);
     // RP-initiated logout: the provider's end_session_endpoint, coming back to the gateway.

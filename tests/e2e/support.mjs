@@ -426,12 +426,15 @@ export class Browserish {
   }
 
   // Submits the form of `page` (first one, or the one with `id`) as a browser would:
-  // its action resolved against the page URL, its inputs, plus `fields`.
+  // its action resolved against the page URL, its inputs, plus `fields`; a POST
+  // carries the page's `Origin`, as browsers send it.
   async submit(page, fields = {}, { id } = {}) {
     const form = parseForms(page.body).find((f) => (id ? f.id === id : true));
     if (!form) throw new Error(`no form${id ? ` #${id}` : ''} on ${page.url}:\n${page.body.slice(0, 2000)}`);
     const action = new URL(form.action || page.url, page.url).toString();
-    return this.request(action, { method: (form.method || 'GET').toUpperCase(), form: { ...form.fields, ...fields } });
+    const method = (form.method || 'GET').toUpperCase();
+    const headers = method === 'POST' ? { origin: new URL(page.url).origin } : {};
+    return this.request(action, { method, headers, form: { ...form.fields, ...fields } });
   }
 
   // A short trace of every hop so far, for failure messages.
