@@ -1532,6 +1532,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ses06_postgres_sessions_from_before_the_migration_count_as_last_used_when_created() {
+        let Ok(base) = std::env::var("PORTCULLIS_TEST_POSTGRES_URL") else {
+            eprintln!("notice: PORTCULLIS_TEST_POSTGRES_URL is unset; PostgreSQL migration test skipped");
+            return;
+        };
+        let schema = format!("pc_test_{:016x}", rand::random::<u64>());
+        let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options[search_path]={schema}");
+        let outcome = AssertUnwindSafe(async {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let mut first = sqlx::migrate!("migrations/postgres");
+            first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
+            first.run(&pool).await.unwrap();
+            for statement in [
+                "INSERT INTO users (id, username, created_at) VALUES ('u1', 'ada', 1)",
+                "INSERT INTO sessions (id, user_id, source, created_at, expires_at) \
+                 VALUES ('old', 'u1', 'corp', 1000, 5000)",
+            ] {
+                sqlx::query(statement).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+            let store = open(&url).await.unwrap();
+            let (record, _) = store.session("old").await.unwrap().unwrap();
+            assert_eq!((record.created_at, record.last_used_at), (1000, 1000));
+        })
+        .catch_unwind()
+        .await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    #[tokio::test]
     async fn sqlite_memory_url_opens_and_keeps_its_data() {
         let store = open("sqlite::memory:").await.unwrap();
         let user = store
