@@ -114,8 +114,14 @@ mod tests {
 
     #[test]
     fn ses16_sec_fetch_site_same_origin_is_enough() {
-        assert_eq!(verdict(&[("sec-fetch-site", "same-origin")], "wiki.example"), Ok(()));
-        assert_eq!(verdict(&[("sec-fetch-site", "Same-Origin")], "wiki.example"), Ok(()));
+        assert_eq!(
+            verdict(&[("sec-fetch-site", "same-origin")], "wiki.example"),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(&[("sec-fetch-site", "Same-Origin")], "wiki.example"),
+            Ok(())
+        );
     }
 
     #[test]
@@ -134,10 +140,19 @@ mod tests {
 
     #[test]
     fn ses16_origin_equal_to_this_request_is_accepted() {
-        assert_eq!(verdict(&[("origin", "https://wiki.example")], "wiki.example"), Ok(()));
-        assert_eq!(verdict(&[("origin", "https://wiki.example")], "Wiki.Example:443"), Ok(()));
         assert_eq!(
-            verdict(&[("origin", "https://login.example:8443")], "login.example:8443"),
+            verdict(&[("origin", "https://wiki.example")], "wiki.example"),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(&[("origin", "https://wiki.example")], "Wiki.Example:443"),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(
+                &[("origin", "https://login.example:8443")],
+                "login.example:8443"
+            ),
             Ok(())
         );
         assert_eq!(
@@ -190,11 +205,19 @@ mod tests {
             Err(CrossOrigin::UnknownHost)
         );
         assert_eq!(
-            check(&headers(&[("origin", "https://wiki.example")]), "https", None, ours),
+            check(
+                &headers(&[("origin", "https://wiki.example")]),
+                "https",
+                None,
+                ours
+            ),
             Err(CrossOrigin::UnknownHost)
         );
         assert_eq!(
-            verdict(&[("origin", "https://wiki.example")], "evil.example@wiki.example"),
+            verdict(
+                &[("origin", "https://wiki.example")],
+                "evil.example@wiki.example"
+            ),
             Err(CrossOrigin::UnknownHost)
         );
     }
@@ -203,14 +226,20 @@ mod tests {
     fn ses16_repeated_headers_are_refused() {
         assert_eq!(
             verdict(
-                &[("origin", "https://wiki.example"), ("origin", "https://wiki.example")],
+                &[
+                    ("origin", "https://wiki.example"),
+                    ("origin", "https://wiki.example")
+                ],
                 "wiki.example"
             ),
             Err(CrossOrigin::Ambiguous)
         );
         assert_eq!(
             verdict(
-                &[("sec-fetch-site", "same-origin"), ("sec-fetch-site", "cross-site")],
+                &[
+                    ("sec-fetch-site", "same-origin"),
+                    ("sec-fetch-site", "cross-site")
+                ],
                 "wiki.example"
             ),
             Err(CrossOrigin::Ambiguous)

@@ -645,7 +645,10 @@ async fn sign_out(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> p
         session,
         ctx,
         location,
-        vec![("set-cookie", sessions.clear()), ("set-cookie", clear_login)],
+        vec![
+            ("set-cookie", sessions.clear()),
+            ("set-cookie", clear_login),
+        ],
     )
     .await
 }

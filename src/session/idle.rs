@@ -40,7 +40,10 @@ mod tests {
         let two_hours = Some(Duration::from_secs(7200));
         assert!(!is_idle(NOW, T, two_hours), "just used");
         assert!(!is_idle(NOW, T - 7199, two_hours), "one second left");
-        assert!(is_idle(NOW, T - 7200, two_hours), "unused for exactly the timeout");
+        assert!(
+            is_idle(NOW, T - 7200, two_hours),
+            "unused for exactly the timeout"
+        );
         assert!(is_idle(NOW, T - 100_000, two_hours));
         assert!(is_idle(NOW, 0, two_hours), "never used since the epoch");
     }

@@ -42,7 +42,14 @@ async fn get(s: &Setup, gw: &Gateway, path: &str, jar: &Jar, html: bool) -> reqw
     s.client
         .get(gw.url(path))
         .header("cookie", jar.header())
-        .header("accept", if html { "text/html" } else { "application/json" })
+        .header(
+            "accept",
+            if html {
+                "text/html"
+            } else {
+                "application/json"
+            },
+        )
         .send()
         .await
         .unwrap()
@@ -115,10 +122,19 @@ async fn ses16_a_sign_out_post_not_proven_same_origin_is_refused_and_changes_not
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("neither header", vec![]),
         ("foreign Origin", vec![("origin", "http://evil.example")]),
-        ("Origin of another port", vec![("origin", "http://127.0.0.1:1")]),
+        (
+            "Origin of another port",
+            vec![("origin", "http://127.0.0.1:1")],
+        ),
         ("opaque Origin", vec![("origin", "null")]),
-        ("Sec-Fetch-Site: cross-site", vec![("sec-fetch-site", "cross-site")]),
-        ("Sec-Fetch-Site: same-site", vec![("sec-fetch-site", "same-site")]),
+        (
+            "Sec-Fetch-Site: cross-site",
+            vec![("sec-fetch-site", "cross-site")],
+        ),
+        (
+            "Sec-Fetch-Site: same-site",
+            vec![("sec-fetch-site", "same-site")],
+        ),
         (
             "cross-site beside our Origin",
             vec![("sec-fetch-site", "cross-site"), ("origin", &ours)],
@@ -231,7 +247,10 @@ scopes = ["profile", "email"]"#,
 fn idle_replica(s: &Setup, idle: &str) -> Gateway {
     let config = s
         .config
-        .replace("[session]\n", &format!("[session]\nidle_timeout = \"{idle}\"\n"))
+        .replace(
+            "[session]\n",
+            &format!("[session]\nidle_timeout = \"{idle}\"\n"),
+        )
         .replace(
             &s.gw.addr.to_string(),
             &format!("127.0.0.1:{}", free_port()),
@@ -305,7 +324,10 @@ fn ses06_an_idle_timeout_that_could_never_act_is_a_config_error() {
         msg.contains("session.idle_timeout: 2h is not shorter than session.lifetime (2h)"),
         "{msg}"
     );
-    assert!(msg.contains("FILE") && msg.contains("PORTCULLIS_SESSION__IDLE_TIMEOUT"), "{msg}");
+    assert!(
+        msg.contains("FILE") && msg.contains("PORTCULLIS_SESSION__IDLE_TIMEOUT"),
+        "{msg}"
+    );
     let msg = config_problems(&with_session("idle_timeout = \"13h\""));
     assert!(
         msg.contains("session.idle_timeout: 13h is not shorter than session.lifetime (12h)"),
@@ -314,7 +336,10 @@ fn ses06_an_idle_timeout_that_could_never_act_is_a_config_error() {
     let msg = config_problems(&with_session("idle_timeout = \"0s\""));
     assert!(msg.contains("session.idle_timeout: `0s` is zero"), "{msg}");
     let msg = config_problems(&with_session("idle_timeout = \"a while\""));
-    assert!(msg.contains("session.idle_timeout: `a while` is not a duration"), "{msg}");
+    assert!(
+        msg.contains("session.idle_timeout: `a while` is not a duration"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -1534,7 +1534,9 @@ mod tests {
     #[tokio::test]
     async fn ses06_postgres_sessions_from_before_the_migration_count_as_last_used_when_created() {
         let Ok(base) = std::env::var("PORTCULLIS_TEST_POSTGRES_URL") else {
-            eprintln!("notice: PORTCULLIS_TEST_POSTGRES_URL is unset; PostgreSQL migration test skipped");
+            eprintln!(
+                "notice: PORTCULLIS_TEST_POSTGRES_URL is unset; PostgreSQL migration test skipped"
+            );
             return;
         };
         let schema = format!("pc_test_{:016x}", rand::random::<u64>());
