@@ -176,6 +176,7 @@ async fn ses07_ses16_a_same_origin_sign_out_revokes_the_session_and_clears_its_c
         .filter(|n| n.starts_with("portcullis_login"))
         .collect();
     assert_eq!(login_names.len(), 1, "{login_set:?}");
+    assert!(s.jar.get(&login_names[0]).is_some());
 
     let r = post_sign_out(&s, &[("origin", &gateway_origin(&s))]).await;
     assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
