@@ -205,7 +205,14 @@ async fn login(
             Err(SourceError::NotReady) => {
                 return rescue::respond(session, ctx, Rejection::SourceNotReady).await
             }
-            Err(e) => return refuse(session, ctx, (&e).into(), &e, Vec::new()).await,
+            Err(e) => {
+                // Any refusal before the browser went anywhere is the provider failing us.
+                let refusal = match e {
+                    SourceError::Timeout(_) => SignInRefusal::ProviderTimeout,
+                    _ => SignInRefusal::ProviderFailed,
+                };
+                return refuse(session, ctx, refusal, &e, Vec::new()).await;
+            }
         };
         let login = LoginState {
             source: slug.to_string(),

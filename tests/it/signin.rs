@@ -309,7 +309,7 @@ async fn refused(faults: impl FnOnce(&mut Faults), status: u16, userinfo_calls: 
     assert!(session_cookies_set(&r).is_empty(), "a session was set");
     let cleared = r.headers().get_all("set-cookie").iter().any(|v| {
         let v = v.to_str().unwrap();
-        v.starts_with("portcullis_login=") && v.contains("Max-Age=0")
+        v.starts_with("portcullis_login-") && v.contains("Max-Age=0")
     });
     let body = r.text().await.unwrap();
     assert_eq!(code, status, "{body}");
@@ -374,7 +374,13 @@ async fn provider_error_access_denied_is_refused_before_any_token_call() {
     let r = s.sign_in().await;
     assert_eq!(r.status(), 403);
     assert!(session_cookies_set(&r).is_empty());
-    assert!(r.text().await.unwrap().contains("access_denied"));
+    // OA2-10: fixed wording, nothing the provider (or whoever built the URL) wrote.
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("The sign-in was cancelled or refused at the provider."),
+        "{body}"
+    );
+    assert!(!body.contains("access_denied"), "{body}");
     assert_eq!(s.provider.calls(Endpoint::Token), 0);
     assert_eq!(s.users().await, 0);
 }
