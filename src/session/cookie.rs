@@ -338,8 +338,8 @@ pub fn clear_login_cookies<'a>(
 }
 
 /// Which login cookies to drop before a new flow starts, given each one's expiry (`None`: it
-/// did not open): the unreadable and expired ones, then the oldest until, with the new flow,
-/// at most [`MAX_LOGIN_FLOWS`] stay live (OA2-23).
+/// did not open), in the order the browser sent them: the unreadable and expired ones, then the
+/// oldest until, with the new flow, at most [`MAX_LOGIN_FLOWS`] stay live (OA2-23).
 pub fn flows_to_drop(flows: &[(&str, Option<u64>)], now: u64) -> Vec<String> {
     let mut live: Vec<(&str, u64)> = Vec::new();
     let mut drop = Vec::new();
@@ -349,8 +349,10 @@ pub fn flows_to_drop(flows: &[(&str, Option<u64>)], now: u64) -> Vec<String> {
             _ => drop.push(name.to_string()),
         }
     }
-    // Every flow lives the same 10 minutes, so the earliest expiry is the oldest start.
-    live.sort_by_key(|(name, exp)| (*exp, *name));
+    // Every flow lives the same 10 minutes, so the earliest expiry is the oldest start; flows
+    // started in the same second keep the order the browser listed them in, which is creation
+    // order (RFC 6265 §5.4): the sort is stable.
+    live.sort_by_key(|(_, exp)| *exp);
     let excess = (live.len() + 1).saturating_sub(MAX_LOGIN_FLOWS);
     drop.extend(live.iter().take(excess).map(|(name, _)| name.to_string()));
     drop
@@ -1061,7 +1063,15 @@ mod tests {
         ];
         assert_eq!(flows_to_drop(&five, now), vec!["a".to_string()]);
         assert!(flows_to_drop(&five[..4], now).is_empty());
-        let junk = [("x", None), ("old", Some(1000)), ("a", Some(1100))];
+        let same_second = [
+            ("z", Some(1600)),
+            ("y", Some(1600)),
+            ("x", Some(1600)),
+            ("w", Some(1600)),
+            ("v", Some(1600)),
+        ];
+        assert_eq!(flows_to_drop(&same_second, now), vec!["z".to_string()]);
+                let junk = [("x", None), ("old", Some(1000)), ("a", Some(1100))];
         assert_eq!(
             flows_to_drop(&junk, now),
             vec!["x".to_string(), "old".to_string()]
