@@ -304,7 +304,10 @@ async fn send_to_provider(
         ),
     ];
     for old in stale.iter().filter(|n| **n != name) {
-        headers.push(("set-cookie", cookie::clear_cookie(old, sessions.secure, false)));
+        headers.push((
+            "set-cookie",
+            cookie::clear_cookie(old, sessions.secure, false),
+        ));
     }
     ctx.span
         .in_scope(|| tracing::info!(auth.source = slug, "sign-in started"));
@@ -389,7 +392,12 @@ async fn callback(
     // The login state is one-time: every answer from here clears it (SECURITY.md REJECT-LOGIN).
     let clear_login: Vec<(&'static str, String)> = name
         .iter()
-        .map(|n| ("set-cookie", cookie::clear_cookie(n, sessions.secure, false)))
+        .map(|n| {
+            (
+                "set-cookie",
+                cookie::clear_cookie(n, sessions.secure, false),
+            )
+        })
         .collect();
     let now = now();
     let answered = if oauth1 {
@@ -456,9 +464,7 @@ async fn callback(
     let record =
         match sessions.new_record(slug, now, proven.id_token.clone(), proven.oidc_sid.clone()) {
             Ok(r) => r,
-            Err(e) => {
-                return refuse(session, ctx, SignInRefusal::Internal, &e, clear_login).await
-            }
+            Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, clear_login).await,
         };
     let settled = crate::identity::signin::settle(
         sessions.store(),
@@ -553,8 +559,15 @@ async fn code_callback(
     let endpoints = rt.endpoints();
     let issuer = endpoints.as_ref().and_then(|e| e.issuer.clone());
     let iss_required = endpoints.as_ref().is_some_and(|e| e.iss_in_response);
-    let code = flow::check_callback(cb, login.as_ref(), slug, issuer.as_deref(), iss_required, now)
-        .map_err(flow_refused)?;
+    let code = flow::check_callback(
+        cb,
+        login.as_ref(),
+        slug,
+        issuer.as_deref(),
+        iss_required,
+        now,
+    )
+    .map_err(flow_refused)?;
     let login = login.ok_or_else(|| flow_refused(FlowError::NoLoginState))?;
     if !state.sessions.consume_state(&login.state) {
         return Err(flow_refused(FlowError::NoLoginState));

@@ -1018,7 +1018,10 @@ mod tests {
         let b = flow_cookie_name(LOGIN, "state-b");
         assert_ne!(a, b);
         assert_eq!(a, flow_cookie_name(LOGIN, "state-a"));
-        assert!(a.starts_with("__Host-portcullis_login-") && a.len() == LOGIN.len() + 17, "{a}");
+        assert!(
+            a.starts_with("__Host-portcullis_login-") && a.len() == LOGIN.len() + 17,
+            "{a}"
+        );
         assert!(is_flow_cookie(&a, LOGIN));
         for not_ours in [
             LOGIN.to_string(),
@@ -1033,9 +1036,15 @@ mod tests {
         }
         assert!(is_gateway_cookie(&a, &[NAME, LOGIN]));
         assert!(is_gateway_cookie(LOGIN, &[NAME, LOGIN]));
-        assert!(!is_gateway_cookie("__Host-portcullis_loginx", &[NAME, LOGIN]));
+        assert!(!is_gateway_cookie(
+            "__Host-portcullis_loginx",
+            &[NAME, LOGIN]
+        ));
         let header = format!("x=1; {a}=va; {NAME}=s; {b}=vb; y=2");
-        assert_eq!(without(&header, &[NAME, LOGIN]).as_deref(), Some("x=1; y=2"));
+        assert_eq!(
+            without(&header, &[NAME, LOGIN]).as_deref(),
+            Some("x=1; y=2")
+        );
         assert_eq!(
             login_cookies([header.as_str()].into_iter(), LOGIN),
             vec![(a.as_str(), "va"), (b.as_str(), "vb")]
@@ -1071,7 +1080,7 @@ mod tests {
             ("v", Some(1600)),
         ];
         assert_eq!(flows_to_drop(&same_second, now), vec!["z".to_string()]);
-                let junk = [("x", None), ("old", Some(1000)), ("a", Some(1100))];
+        let junk = [("x", None), ("old", Some(1000)), ("a", Some(1100))];
         assert_eq!(
             flows_to_drop(&junk, now),
             vec!["x".to_string(), "old".to_string()]

@@ -297,7 +297,14 @@ mod tests {
             Err(FlowError::Provider("access_denied".into()))
         );
         assert_eq!(
-            check_callback(&Callback::parse("state=st-1"), Some(&l), "corp", None, false, now),
+            check_callback(
+                &Callback::parse("state=st-1"),
+                Some(&l),
+                "corp",
+                None,
+                false,
+                now
+            ),
             Err(FlowError::NoCode)
         );
     }
@@ -321,7 +328,8 @@ mod tests {
             check_callback(&with_iss, Some(&l), "corp", Some("https://idp"), true, now),
             Ok("c1".into())
         );
-        let twice = Callback::parse("code=c1&state=st-1&iss=https%3A%2F%2Fidp&iss=https%3A%2F%2Fidp");
+        let twice =
+            Callback::parse("code=c1&state=st-1&iss=https%3A%2F%2Fidp&iss=https%3A%2F%2Fidp");
         assert_eq!(
             check_callback(&twice, Some(&l), "corp", Some("https://idp"), true, now),
             Err(FlowError::Issuer)

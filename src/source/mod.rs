@@ -831,7 +831,10 @@ fn token_response(status: u16, body: &Value) -> Result<&str, SourceError> {
     }
     // A missing token_type is tolerated (some vendors omit it); another type is not ours to use.
     if let Some(kind) = body.get("token_type") {
-        if !kind.as_str().is_some_and(|k| k.eq_ignore_ascii_case("bearer")) {
+        if !kind
+            .as_str()
+            .is_some_and(|k| k.eq_ignore_ascii_case("bearer"))
+        {
             return Err(SourceError::Provider(format!(
                 "the token response has token_type {}",
                 sanitize(&kind.to_string())

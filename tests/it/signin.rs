@@ -1275,7 +1275,10 @@ async fn oa2_23_two_tabs_finished_in_reverse_order_both_sign_in() {
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
     assert_eq!(r.headers()["location"], "/one");
     assert!(
-        !s.jar.0.iter().any(|(n, _)| n.starts_with("portcullis_login")),
+        !s.jar
+            .0
+            .iter()
+            .any(|(n, _)| n.starts_with("portcullis_login")),
         "{:?}",
         s.jar
     );
@@ -1287,7 +1290,10 @@ async fn oa2_23_a_sixth_login_drops_the_oldest_and_the_other_five_work() {
     let mut s = Setup::start().await;
     let mut callbacks = Vec::new();
     for i in 0..6 {
-        callbacks.push(s.reach_callback(&format!("/_auth/login/demo?rd=/{i}")).await);
+        callbacks.push(
+            s.reach_callback(&format!("/_auth/login/demo?rd=/{i}"))
+                .await,
+        );
     }
     let logins = s
         .jar
@@ -1337,7 +1343,10 @@ async fn a_token_endpoint_transport_error_shows_no_internals_but_a_request_id() 
     ] {
         assert!(!page.contains(internal), "{internal:?} in {page}");
     }
-    assert!(page.contains("The provider did not answer properly."), "{page}");
+    assert!(
+        page.contains("The provider did not answer properly."),
+        "{page}"
+    );
     let id = page_request_id(&page);
     assert_eq!(id.len(), 12, "{id}");
     assert_eq!(s.users().await, 0);
@@ -1353,7 +1362,10 @@ async fn a_token_endpoint_transport_error_shows_no_internals_but_a_request_id() 
     assert_eq!(r.status(), 502);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "bad_gateway");
-    assert_eq!(body["error_description"], "The provider did not answer properly.");
+    assert_eq!(
+        body["error_description"],
+        "The provider did not answer properly."
+    );
     let other = body["request_id"].as_str().unwrap();
     assert_eq!(other.len(), 12);
     assert_ne!(other, id);
@@ -1438,9 +1450,15 @@ async fn oa2_07_oa2_10_oa2_11_foreign_iss_and_ambiguous_responses_are_400_withou
     let callback = s.reach_callback("/_auth/login/demo").await;
     let saved = s.jar.clone();
     let cases = [
-        ("OA2-07 foreign iss", with_param(&callback, "iss", Some("https://evil.example"))),
+        (
+            "OA2-07 foreign iss",
+            with_param(&callback, "iss", Some("https://evil.example")),
+        ),
         ("OA2-11 code twice", format!("{callback}&code=again")),
-        ("OA2-11 code and error", format!("{callback}&error=access_denied")),
+        (
+            "OA2-11 code and error",
+            format!("{callback}&error=access_denied"),
+        ),
         ("OA2-11 iss twice", format!("{callback}&iss=x")),
     ];
     for (name, url) in cases {
@@ -1479,7 +1497,14 @@ async fn oa2_05_oa2_12_oa2_14_oa2_15_flow_values_redirect_uri_and_the_return_tar
     let authorize = start.headers()["location"].to_str().unwrap().to_string();
     let q = url::Url::parse(&authorize).unwrap();
     let q: std::collections::HashMap<String, String> = q.query_pairs().into_owned().collect();
-    let public = s.config.split("public_url = \"").nth(1).unwrap().split('"').next().unwrap();
+    let public = s
+        .config
+        .split("public_url = \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
     assert_eq!(q["redirect_uri"], format!("{public}/_auth/callback/demo"));
     // OA2-05: state and verifier carry 256 random bits; the method is S256.
     assert_eq!(q["state"].len(), 43);
