@@ -490,3 +490,47 @@ fn request_has_body(session: &Session) -> bool {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() != "0")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_refusals_carry_the_design_status_and_never_the_detail() {
+        let leaky = "https://idp.internal:8443/token: error sending request: tcp connect error";
+        let rows: Vec<(SignInRefusal, u16)> = vec![
+            ((&FlowError::NoLoginState).into(), 400),
+            ((&FlowError::State).into(), 400),
+            ((&FlowError::Issuer).into(), 400),
+            ((&FlowError::IssuerMissing).into(), 400),
+            ((&FlowError::Malformed).into(), 400),
+            ((&FlowError::Provider(leaky.into())).into(), 403),
+            ((&SourceError::TokenRefused(leaky.into())).into(), 400),
+            ((&SourceError::SubjectMismatch).into(), 401),
+            ((&SourceError::Provider(leaky.into())).into(), 502),
+            ((&SourceError::Timeout(leaky.into())).into(), 504),
+            ((&SourceError::NotReady).into(), 503),
+            (
+                SignInError::Store(crate::identity::store::StoreError::Ambiguous).into(),
+                503,
+            ),
+            (SignInError::Refused(Refusal::EnrollClosed).into(), 403),
+            (SignInError::Policy("Ask the admins".into()).into(), 403),
+            (SignInRefusal::LinkSessionGone, 403),
+            (SignInRefusal::Internal, 500),
+        ];
+        for (refusal, status) in rows {
+            assert_eq!(refusal.status(), status, "{refusal:?}");
+            let shown = refusal.wording();
+            assert!(
+                !shown.contains("idp.internal") && !shown.contains("tcp"),
+                "{shown}"
+            );
+        }
+        // A policy's message is operator text: shown as written.
+        assert_eq!(
+            SignInRefusal::from(SignInError::Policy("Ask the admins".into())).wording(),
+            "Ask the admins"
+        );
+    }
+}
