@@ -223,6 +223,9 @@ pub struct Faults {
     /// Authorization responses carry no `iss`, although the discovery
     /// document promises it (`authorization_response_iss_parameter_supported`).
     pub omit_response_iss: bool,
+    /// `id_token_signing_alg_values_supported` of the discovery document
+    /// instead of every algorithm the provider can sign with.
+    pub advertised_algs: Option<Vec<String>>,
 }
 
 /// A broken answer an endpoint gives instead of its real one.
@@ -845,12 +848,19 @@ fn parse_params(raw: &[u8]) -> (BTreeMap<String, String>, Option<String>) {
 
 fn discovery(shared: &Shared) -> Resp {
     let issuer = &shared.issuer;
-    let advertised = shared
-        .lock()
-        .faults
-        .discovery_issuer
-        .clone()
-        .unwrap_or_else(|| issuer.clone());
+    let (advertised, algs) = {
+        let faults = &shared.lock().faults;
+        (
+            faults
+                .discovery_issuer
+                .clone()
+                .unwrap_or_else(|| issuer.clone()),
+            faults
+                .advertised_algs
+                .clone()
+                .unwrap_or_else(|| ["RS256", "ES256", "HS256"].map(String::from).to_vec()),
+        )
+    };
     let url = |endpoint: Endpoint| format!("{issuer}{}", endpoint.path());
     json_response(
         StatusCode::OK,
@@ -865,7 +875,7 @@ fn discovery(shared: &Shared) -> Resp {
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code"],
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["RS256", "ES256", "HS256"],
+            "id_token_signing_alg_values_supported": algs,
             "code_challenge_methods_supported": ["S256", "plain"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "scopes_supported": ["openid", "profile", "email", "groups"],

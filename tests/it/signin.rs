@@ -1141,6 +1141,38 @@ fn with_param(url: &str, name: &str, value: Option<&str>) -> String {
     u.to_string()
 }
 
+/// Everything the process logs from the first call on, as JSON lines: the
+/// gateway runs in-process, so its events land here.
+fn captured_log() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || LogSink(sink.clone()))
+            .finish();
+        // Another test binary's subscriber would win; this one only has ours.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+    .clone()
+}
+
+struct LogSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The request id an error page shows.
 fn page_request_id(page: &str) -> String {
     let (_, rest) = page
@@ -1321,6 +1353,7 @@ async fn oa2_23_a_sixth_login_drops_the_oldest_and_the_other_five_work() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_endpoint_transport_error_shows_no_internals_but_a_request_id() {
+    let log = captured_log();
     // A token endpoint nobody listens on: connection refused.
     let port = free_port();
     let mut s = Setup::start_with(
@@ -1350,6 +1383,20 @@ async fn a_token_endpoint_transport_error_shows_no_internals_but_a_request_id() 
     let id = page_request_id(&page);
     assert_eq!(id.len(), 12, "{id}");
     assert_eq!(s.users().await, 0);
+    // The detail is in the log, under the id the page shows.
+    let logged = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let refusal = logged
+        .lines()
+        .find(|l| l.contains("sign-in refused") && l.contains(&id))
+        .unwrap_or_else(|| panic!("no log line with request id {id}"));
+    assert!(refusal.contains(&format!("127.0.0.1:{port}")), "{refusal}");
+    let access = logged
+        .lines()
+        .find(|l| {
+            l.contains("portcullis::access") && l.contains(&format!("\"request_id\":\"{id}\""))
+        })
+        .unwrap_or_else(|| panic!("no access line with request id {id}"));
+    assert!(access.contains("\"status\":502"), "{access}");
     // An API client gets the same in JSON: the id, no internals.
     let callback = s.reach_callback("/_auth/login/demo").await;
     let r = s
@@ -1522,4 +1569,17 @@ async fn oa2_05_oa2_12_oa2_14_oa2_15_flow_values_redirect_uri_and_the_return_tar
     let verifier = &s.provider.last_token_request().unwrap().form["code_verifier"];
     assert_eq!(verifier.len(), 43);
     assert_ne!(verifier, &q["state"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc14_an_id_token_signed_with_an_algorithm_the_provider_does_not_list_is_refused() {
+    // The provider says it signs with ES256 only; an RS256 token is refused.
+    refused(|f| f.advertised_algs = Some(vec!["ES256".into()]), 401, 0).await;
+    // The listed algorithm is accepted.
+    let mut s = Setup::start_with("", |f| {
+        f.advertised_algs = Some(vec!["ES256".into()]);
+        f.alg = SignAlg::ES256;
+    })
+    .await;
+    assert_eq!(s.sign_in().await.status(), 302);
 }
