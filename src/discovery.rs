@@ -59,6 +59,9 @@ pub struct Document {
     /// Algorithms the provider signs ID tokens with.
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Vec<String>,
+    /// The provider sends `iss` in every authorization response (RFC 9207 §3).
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// The issuer a well-known URL implies: the URL without the suffix.
@@ -115,6 +118,8 @@ pub struct Endpoints {
     pub end_session: Option<Url>,
     /// Algorithms the provider says it signs ID tokens with.
     pub id_token_algs: Vec<String>,
+    /// The provider promises `iss` in authorization responses: one without it is refused (OA2-08).
+    pub iss_in_response: bool,
     /// Keys set by hand that replaced a discovered value: (key, discovered, configured).
     pub overridden: Vec<(&'static str, String, String)>,
 }
@@ -186,6 +191,7 @@ pub fn resolve(source: &Source, doc: Option<&Document>) -> Result<Endpoints, Dis
         id_token_algs: doc
             .map(|d| d.id_token_signing_alg_values_supported.clone())
             .unwrap_or_default(),
+        iss_in_response: doc.is_some_and(|d| d.authorization_response_iss_parameter_supported),
         overridden,
     })
 }
@@ -203,6 +209,7 @@ mod tests {
             jwks_uri: Some(format!("{issuer}/jwks")),
             end_session_endpoint: None,
             id_token_signing_alg_values_supported: vec!["RS256".into()],
+            authorization_response_iss_parameter_supported: false,
         }
     }
 

@@ -16,13 +16,20 @@ pub const MAX_JWKS_BYTES: usize = 512 * 1024;
 /// usable right now; show a retry page or keep the last good data.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// Connection refused, reset, DNS, TLS, or timeout.
+    /// Connection refused, reset, DNS or TLS.
     #[error("{url}: {reason}")]
     Transport {
         /// The URL called (never with secrets).
         url: String,
         /// What went wrong.
         reason: String,
+    },
+    /// The provider did not answer within the connect or total timeout:
+    /// a sign-in shows 504, background fetches keep the last good data.
+    #[error("{url}: no answer within the timeout")]
+    Timeout {
+        /// The URL called.
+        url: String,
     },
     /// The body was larger than allowed.
     #[error("{url}: response larger than {limit} bytes")]
@@ -160,9 +167,15 @@ impl Http {
         limit: usize,
     ) -> Result<Fetched, FetchError> {
         let shown = redact(url);
-        let transport = |e: reqwest::Error| FetchError::Transport {
-            url: shown.clone(),
-            reason: e.without_url().to_string(),
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                FetchError::Timeout { url: shown.clone() }
+            } else {
+                FetchError::Transport {
+                    url: shown.clone(),
+                    reason: e.without_url().to_string(),
+                }
+            }
         };
         let mut resp = req.send().await.map_err(transport)?;
         let header = |name: &str| {

@@ -13,7 +13,7 @@ pub use oauth1_provider::{
     Oauth1User,
 };
 pub use provider::{
-    DemoClient, DemoUser, Endpoint, Faults, KidFault, NonceFault, Provider, ProviderConfig,
+    Broken, DemoClient, DemoUser, Endpoint, Faults, KidFault, NonceFault, Provider, ProviderConfig,
     SignAlg, TokenRequestSeen,
 };
 

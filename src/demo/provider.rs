@@ -213,6 +213,58 @@ pub struct Faults {
     /// The token endpoint answers with this status and a `server_error` body
     /// (the code is not consumed).
     pub token_status: Option<u16>,
+    /// The token endpoint gives this broken answer instead of tokens (the code
+    /// is not consumed).
+    pub token_answer: Option<Broken>,
+    /// The token response's `token_type` instead of `Bearer`.
+    pub token_type: Option<String>,
+    /// The userinfo endpoint gives this broken answer instead of the profile.
+    pub userinfo_answer: Option<Broken>,
+    /// Authorization responses carry no `iss`, although the discovery
+    /// document promises it (`authorization_response_iss_parameter_supported`).
+    pub omit_response_iss: bool,
+    /// `id_token_signing_alg_values_supported` of the discovery document
+    /// instead of every algorithm the provider can sign with.
+    pub advertised_algs: Option<Vec<String>>,
+}
+
+/// A broken answer an endpoint gives instead of its real one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// 200 with `{"error":"server_error"}`.
+    ErrorIn200,
+    /// 200 with an HTML page.
+    Html,
+    /// 200 with a JSON string just over 1 MiB.
+    Oversize,
+    /// This status with a JSON `server_error` body.
+    Status(u16),
+    /// No answer for [`HANG`] (past the gateway's 10 s outbound timeout).
+    Hang,
+}
+
+/// How long a [`Broken::Hang`] endpoint keeps the caller waiting.
+pub const HANG: Duration = Duration::from_secs(15);
+
+/// The response of a [`Broken`] endpoint.
+async fn broken(answer: Broken) -> Resp {
+    match answer {
+        Broken::ErrorIn200 => oauth_error(StatusCode::OK, "server_error", "injected in a 200"),
+        Broken::Html => html_error(StatusCode::OK, "Maintenance", "Back soon."),
+        Broken::Oversize => json_response(
+            StatusCode::OK,
+            &json!({ "padding": "x".repeat(1024 * 1024 + 1) }),
+        ),
+        Broken::Status(status) => oauth_error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "server_error",
+            "injected by Broken::Status",
+        ),
+        Broken::Hang => {
+            tokio::time::sleep(HANG).await;
+            oauth_error(StatusCode::OK, "server_error", "answered too late")
+        }
+    }
 }
 
 /// An endpoint of the provider, for the call counters.
@@ -738,7 +790,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
             Err(response) => response,
         },
         (Endpoint::Token, Method::POST) => token(&shared, req).await,
-        (Endpoint::Userinfo, Method::GET | Method::POST) => userinfo(&shared, req.headers()),
+        (Endpoint::Userinfo, Method::GET | Method::POST) => {
+            let answer = shared.lock().faults.userinfo_answer;
+            match answer {
+                Some(answer) => broken(answer).await,
+                None => userinfo(&shared, req.headers()),
+            }
+        }
         (Endpoint::Jwks, Method::GET) => jwks(&shared).await,
         (Endpoint::EndSession, Method::GET) => {
             end_session(&shared, req.uri().query().unwrap_or("").as_bytes())
@@ -790,12 +848,19 @@ fn parse_params(raw: &[u8]) -> (BTreeMap<String, String>, Option<String>) {
 
 fn discovery(shared: &Shared) -> Resp {
     let issuer = &shared.issuer;
-    let advertised = shared
-        .lock()
-        .faults
-        .discovery_issuer
-        .clone()
-        .unwrap_or_else(|| issuer.clone());
+    let (advertised, algs) = {
+        let faults = &shared.lock().faults;
+        (
+            faults
+                .discovery_issuer
+                .clone()
+                .unwrap_or_else(|| issuer.clone()),
+            faults
+                .advertised_algs
+                .clone()
+                .unwrap_or_else(|| ["RS256", "ES256", "HS256"].map(String::from).to_vec()),
+        )
+    };
     let url = |endpoint: Endpoint| format!("{issuer}{}", endpoint.path());
     json_response(
         StatusCode::OK,
@@ -810,7 +875,7 @@ fn discovery(shared: &Shared) -> Resp {
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code"],
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["RS256", "ES256", "HS256"],
+            "id_token_signing_alg_values_supported": algs,
             "code_challenge_methods_supported": ["S256", "plain"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "scopes_supported": ["openid", "profile", "email", "groups"],
@@ -1074,7 +1139,9 @@ fn approve(shared: &Shared, request: &AuthorizeRequest, sub: &str) -> Resp {
         if let Some(state) = &request.state {
             query.append_pair("state", state);
         }
-        query.append_pair("iss", &shared.issuer);
+        if !shared.lock().faults.omit_response_iss {
+            query.append_pair("iss", &shared.issuer);
+        }
     }
     redirect(&location)
 }
@@ -1165,6 +1232,9 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return oauth_error(status, "server_error", "injected by Faults.token_status");
     }
+    if let Some(answer) = faults.token_answer {
+        return broken(answer).await;
+    }
     if let Some(name) = repeated {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -1227,7 +1297,10 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
     }
     let mut answer = Map::new();
     answer.insert("access_token".into(), json!(access_token));
-    answer.insert("token_type".into(), json!("Bearer"));
+    answer.insert(
+        "token_type".into(),
+        json!(faults.token_type.as_deref().unwrap_or("Bearer")),
+    );
     answer.insert("expires_in".into(), json!(ACCESS_TOKEN_TTL_SECS));
     answer.insert("scope".into(), json!(grant.scope));
     if grant.scope.split(' ').any(|scope| scope == "openid") {

@@ -46,6 +46,26 @@ pub struct Ctx {
     pub principal: Option<Arc<crate::principal::Principal>>,
     /// A `Set-Cookie` re-sealing the session with the current secret.
     pub reseal: Option<String>,
+    /// A short random id shown on error pages and logged with the request,
+    /// so an operator can find the detail a page does not show.
+    pub request_id: String,
+}
+
+/// 72 random bits, base64url (12 characters); the clock if the system random source fails,
+/// since an id only has to tell requests apart in the log.
+fn new_request_id() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 9];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for (b, n) in bytes.iter_mut().zip(nanos.to_le_bytes()) {
+            *b = n;
+        }
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 impl Ctx {
@@ -61,6 +81,7 @@ impl Ctx {
             status: None,
             principal: None,
             reseal: None,
+            request_id: new_request_id(),
         }
     }
 }

@@ -275,6 +275,7 @@ impl ProxyHttp for Gateway {
             http.method = %req.method,
             url.path = %req.uri.path(),
             app.name = tracing::field::Empty,
+            request_id = %ctx.request_id,
         );
         let decision = self.decide(session, ctx);
         if let Some(app) = ctx.app.and_then(|i| self.state.config.apps.get(i)) {
@@ -491,6 +492,7 @@ impl ProxyHttp for Gateway {
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 outcome = outcome.label(),
                 error = e.map(|e| e.etype().as_str()),
+                request_id = %ctx.request_id,
                 "request"
             )
         });

@@ -43,12 +43,20 @@ form button:focus-visible {{ outline: 3px solid #f5b700; outline-offset: 2px; }}
     )
 }
 
-/// A page that says what went wrong and what the person can do.
-pub fn error_page(status: u16, heading: &str, reason: &str, hint: &str) -> String {
+/// A page that says what went wrong, what the person can do, and the
+/// request id an operator finds the detail under in the log.
+pub fn error_page(
+    status: u16,
+    heading: &str,
+    reason: &str,
+    hint: &str,
+    request_id: &str,
+) -> String {
     let body = format!(
-        "<p>{}</p>\n<p class=\"hint\">{}</p>",
+        "<p>{}</p>\n<p class=\"hint\">{}</p>\n<p class=\"hint\">Request id: <code>{}</code></p>",
         encode_text(reason),
-        encode_text(hint)
+        encode_text(hint),
+        encode_text(request_id)
     );
     page(&format!("{status} {heading}"), heading, &body)
 }
@@ -114,7 +122,14 @@ mod tests {
 
     #[test]
     fn prx26_reflected_text_is_escaped() {
-        let html = error_page(404, "Not <found>", "<script>alert(1)</script>", "\"&'");
+        let html = error_page(
+            404,
+            "Not <found>",
+            "<script>alert(1)</script>",
+            "\"&'",
+            "<id>",
+        );
+        assert!(html.contains("Request id: <code>&lt;id&gt;</code>"));
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("Not &lt;found&gt;"));

@@ -8,6 +8,10 @@ use pingora::proxy::Session;
 use super::ctx::{Ctx, Outcome};
 use super::framing::FramingError;
 use super::pages;
+use crate::identity::flow::Refusal;
+use crate::identity::signin::SignInError;
+use crate::source::flow::FlowError;
+use crate::source::SourceError;
 
 /// Why the gateway answers a request itself instead of proxying it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,13 +29,8 @@ pub enum Rejection {
     },
     /// The upstream could not be reached or failed.
     UpstreamFailed,
-    /// A sign-in was refused; `status` 400/401/403/502, the reason is shown.
-    SignInRefused {
-        /// HTTP status.
-        status: u16,
-        /// What happened, safe to show.
-        reason: String,
-    },
+    /// A sign-in was refused: a fixed wording and status per kind; the detail is only logged.
+    SignIn(SignInRefusal),
     /// A bearer token that is not accepted: 401 `error="invalid_token"` (RFC 6750), never a redirect.
     InvalidToken {
         /// Safe to show; never contains the token.
@@ -62,6 +61,140 @@ pub enum Rejection {
     CrossOriginSignOut,
 }
 
+/// Why a sign-in was refused (DESIGN.md "Sign-in outcomes"). Each kind has
+/// one status and one public wording; what actually went wrong (a URL, a
+/// library's message) is logged with the request id, never shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignInRefusal {
+    /// No login state for this response in this browser: not started here,
+    /// already used, or dropped for a newer one (400).
+    NotStarted,
+    /// The login state is older than 10 minutes (400).
+    Expired,
+    /// The response belongs to another flow or provider: `state`, `iss`, or
+    /// the source does not match, or a promised `iss` is missing (400).
+    ForeignResponse,
+    /// The response is malformed: no code, repeated parameters (400).
+    Malformed,
+    /// The token endpoint refused the code: replayed, injected, expired (400).
+    CodeRefused,
+    /// The provider answered with an error instead of a code, e.g. the
+    /// person cancelled (403).
+    ProviderDenied,
+    /// The ID token, the signed profile or the profile's `sub` did not validate (401).
+    InvalidIdToken,
+    /// A source policy refused; its `message` is operator text and shown (403).
+    Policy(String),
+    /// The directory refused: disabled user, enrollment closed, identity
+    /// taken or linked elsewhere (403, the refusal's fixed wording).
+    Directory(Refusal),
+    /// A link flow finished without the session that started it (403).
+    LinkSessionGone,
+    /// The provider failed: unreachable, an error or garbage instead of an answer (502).
+    ProviderFailed,
+    /// The provider did not answer within the outbound timeout (504).
+    ProviderTimeout,
+    /// The user directory is unavailable (503).
+    StoreUnavailable,
+    /// The source is not ready yet (503).
+    NotReady,
+    /// The gateway itself failed (no random values, a cookie it could not seal) (500).
+    Internal,
+}
+
+impl SignInRefusal {
+    /// The HTTP status of this refusal.
+    pub fn status(&self) -> u16 {
+        match self {
+            SignInRefusal::NotStarted
+            | SignInRefusal::Expired
+            | SignInRefusal::ForeignResponse
+            | SignInRefusal::Malformed
+            | SignInRefusal::CodeRefused => 400,
+            SignInRefusal::InvalidIdToken => 401,
+            SignInRefusal::ProviderDenied
+            | SignInRefusal::Policy(_)
+            | SignInRefusal::Directory(_)
+            | SignInRefusal::LinkSessionGone => 403,
+            SignInRefusal::Internal => 500,
+            SignInRefusal::ProviderFailed => 502,
+            SignInRefusal::StoreUnavailable | SignInRefusal::NotReady => 503,
+            SignInRefusal::ProviderTimeout => 504,
+        }
+    }
+
+    /// What the person is told: fixed text, or the operator's policy message.
+    pub fn wording(&self) -> String {
+        let fixed = match self {
+            SignInRefusal::Policy(message) => return message.clone(),
+            SignInRefusal::Directory(refusal) => return refusal.to_string(),
+            SignInRefusal::NotStarted => {
+                "This sign-in was not started in this browser, or it has already been used."
+            }
+            SignInRefusal::Expired => "This sign-in took too long.",
+            SignInRefusal::ForeignResponse => {
+                "The sign-in response does not belong to this sign-in."
+            }
+            SignInRefusal::Malformed => "The sign-in response is malformed.",
+            SignInRefusal::CodeRefused => {
+                "The provider did not accept this sign-in's authorization code."
+            }
+            SignInRefusal::ProviderDenied => {
+                "The sign-in was cancelled or refused at the provider."
+            }
+            SignInRefusal::InvalidIdToken => "The provider's proof of your identity is not valid.",
+            SignInRefusal::LinkSessionGone => {
+                "The session that started linking this account has ended; sign in, then link again."
+            }
+            SignInRefusal::ProviderFailed => "The provider did not answer properly.",
+            SignInRefusal::ProviderTimeout => "The provider did not answer in time.",
+            SignInRefusal::StoreUnavailable => "The user directory is unavailable.",
+            SignInRefusal::NotReady => "The identity provider is not reachable right now.",
+            SignInRefusal::Internal => "The gateway could not complete the sign-in.",
+        };
+        fixed.to_string()
+    }
+}
+
+impl From<&FlowError> for SignInRefusal {
+    fn from(e: &FlowError) -> Self {
+        match e {
+            FlowError::NotReady => SignInRefusal::NotReady,
+            FlowError::Random => SignInRefusal::Internal,
+            FlowError::NoLoginState => SignInRefusal::NotStarted,
+            FlowError::Expired => SignInRefusal::Expired,
+            FlowError::WrongSource
+            | FlowError::State
+            | FlowError::Issuer
+            | FlowError::IssuerMissing => SignInRefusal::ForeignResponse,
+            FlowError::Provider(_) => SignInRefusal::ProviderDenied,
+            FlowError::NoCode | FlowError::Malformed => SignInRefusal::Malformed,
+        }
+    }
+}
+
+impl From<&SourceError> for SignInRefusal {
+    fn from(e: &SourceError) -> Self {
+        match e {
+            SourceError::IdToken(_) | SourceError::SubjectMismatch => SignInRefusal::InvalidIdToken,
+            SourceError::TokenRefused(_) => SignInRefusal::CodeRefused,
+            SourceError::NotReady => SignInRefusal::NotReady,
+            SourceError::Timeout(_) => SignInRefusal::ProviderTimeout,
+            SourceError::Provider(_) | SourceError::Mapping(_) => SignInRefusal::ProviderFailed,
+        }
+    }
+}
+
+impl From<SignInError> for SignInRefusal {
+    fn from(e: SignInError) -> Self {
+        match e {
+            SignInError::Refused(r) => SignInRefusal::Directory(r),
+            SignInError::Policy(message) => SignInRefusal::Policy(message),
+            SignInError::Store(_) => SignInRefusal::StoreUnavailable,
+        }
+    }
+}
+
 impl Rejection {
     fn status(&self) -> u16 {
         match self {
@@ -69,7 +202,7 @@ impl Rejection {
             Rejection::NoApp | Rejection::UnknownAuthEndpoint => 404,
             Rejection::Unauthenticated { .. } => 401,
             Rejection::UpstreamFailed => 502,
-            Rejection::SignInRefused { status, .. } => *status,
+            Rejection::SignIn(r) => r.status(),
             Rejection::SourceNotReady => 503,
             Rejection::Forbidden { .. } | Rejection::InsufficientScope { .. } => 403,
             Rejection::InvalidToken { .. } => 401,
@@ -87,9 +220,12 @@ impl Rejection {
             Rejection::Unauthenticated { .. } if browser => Outcome::Redirected,
             Rejection::Unauthenticated { .. } => Outcome::Unauthorized,
             Rejection::UpstreamFailed => Outcome::UpstreamError,
-            Rejection::SignInRefused { status: 401, .. } => Outcome::Unauthorized,
-            Rejection::SignInRefused { status: 403, .. } => Outcome::Forbidden,
-            Rejection::SignInRefused { .. } | Rejection::SourceNotReady => Outcome::AuthEndpoint,
+            Rejection::SignIn(r) => match r.status() {
+                401 => Outcome::Unauthorized,
+                403 => Outcome::Forbidden,
+                _ => Outcome::AuthEndpoint,
+            },
+            Rejection::SourceNotReady => Outcome::AuthEndpoint,
             Rejection::TooLarge | Rejection::MethodNotAllowed => Outcome::BadRequest,
             Rejection::Forbidden { .. } | Rejection::InsufficientScope { .. } => Outcome::Forbidden,
             Rejection::InvalidToken { .. } => Outcome::Unauthorized,
@@ -126,13 +262,13 @@ impl Rejection {
                 "The application behind this gateway did not answer.".into(),
                 "Try again in a moment; if it persists, tell the operator.",
             ),
-            Rejection::SignInRefused { reason, status } => (
+            Rejection::SignIn(r) => (
                 "Sign-in refused",
-                reason.clone(),
-                if *status >= 500 {
-                    "The provider had a problem; try signing in again in a moment."
+                r.wording(),
+                if r.status() >= 500 {
+                    "Try signing in again in a moment; if this repeats, tell the operator the request id."
                 } else {
-                    "Go back to the application and sign in again; if this repeats, tell the operator."
+                    "Go back to the application and sign in again; if this repeats, tell the operator the request id."
                 },
             ),
             Rejection::InvalidToken { description } => (
@@ -228,7 +364,10 @@ pub async fn respond_with(
     }
     let status = rejection.status();
     let (heading, reason, hint) = rejection.explain();
-    if let Rejection::SourceNotReady = rejection {
+    if matches!(
+        rejection,
+        Rejection::SourceNotReady | Rejection::SignIn(SignInRefusal::NotReady)
+    ) {
         extra.push(("retry-after", "30".into()));
     }
     if let Rejection::Unauthenticated { .. } = rejection {
@@ -259,7 +398,7 @@ pub async fn respond_with(
         extra.push(("connection", "close".into()));
     }
     if browser {
-        let html = pages::error_page(status, heading, &reason, hint);
+        let html = pages::error_page(status, heading, &reason, hint, &ctx.request_id);
         write(
             session,
             ctx,
@@ -271,7 +410,12 @@ pub async fn respond_with(
         .await
     } else {
         let code = token_error.map_or_else(|| error_code(status), |(code, _)| code);
-        let json = serde_json::json!({ "error": code, "error_description": reason, "hint": hint });
+        let json = serde_json::json!({
+            "error": code,
+            "error_description": reason,
+            "hint": hint,
+            "request_id": ctx.request_id,
+        });
         write(
             session,
             ctx,
@@ -292,7 +436,9 @@ fn error_code(status: u16) -> &'static str {
         404 => "not_found",
         405 => "method_not_allowed",
         413 => "too_large",
+        500 => "internal_error",
         503 => "unavailable",
+        504 => "gateway_timeout",
         414 => "uri_too_long",
         431 => "headers_too_large",
         _ => "bad_gateway",
@@ -368,4 +514,48 @@ fn request_has_body(session: &Session) -> bool {
         || h.get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() != "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_refusals_carry_the_design_status_and_never_the_detail() {
+        let leaky = "https://idp.internal:8443/token: error sending request: tcp connect error";
+        let rows: Vec<(SignInRefusal, u16)> = vec![
+            ((&FlowError::NoLoginState).into(), 400),
+            ((&FlowError::State).into(), 400),
+            ((&FlowError::Issuer).into(), 400),
+            ((&FlowError::IssuerMissing).into(), 400),
+            ((&FlowError::Malformed).into(), 400),
+            ((&FlowError::Provider(leaky.into())).into(), 403),
+            ((&SourceError::TokenRefused(leaky.into())).into(), 400),
+            ((&SourceError::SubjectMismatch).into(), 401),
+            ((&SourceError::Provider(leaky.into())).into(), 502),
+            ((&SourceError::Timeout(leaky.into())).into(), 504),
+            ((&SourceError::NotReady).into(), 503),
+            (
+                SignInError::Store(crate::identity::store::StoreError::Ambiguous).into(),
+                503,
+            ),
+            (SignInError::Refused(Refusal::EnrollClosed).into(), 403),
+            (SignInError::Policy("Ask the admins".into()).into(), 403),
+            (SignInRefusal::LinkSessionGone, 403),
+            (SignInRefusal::Internal, 500),
+        ];
+        for (refusal, status) in rows {
+            assert_eq!(refusal.status(), status, "{refusal:?}");
+            let shown = refusal.wording();
+            assert!(
+                !shown.contains("idp.internal") && !shown.contains("tcp"),
+                "{shown}"
+            );
+        }
+        // A policy's message is operator text: shown as written.
+        assert_eq!(
+            SignInRefusal::from(SignInError::Policy("Ask the admins".into())).wording(),
+            "Ask the admins"
+        );
+    }
 }

@@ -7,13 +7,12 @@ use bytes::Bytes;
 use pingora::proxy::Session;
 
 use super::ctx::{Ctx, Outcome};
-use super::rescue::{self, Rejection};
+use super::rescue::{self, Rejection, SignInRefusal};
 use super::{pages, State};
 use crate::config::SourceKind;
-use crate::identity::signin::SignInError;
 use crate::redirect::safe_rd;
 use crate::session::cookie::{self, Lookup, Purpose};
-use crate::session::LoginState;
+use crate::session::{LoginState, SessionClaims};
 use crate::source::flow::{self, Callback, FlowError};
 use crate::source::{callback_url, SourceError};
 
@@ -110,17 +109,15 @@ pub async fn handle(
     }
     match route {
         AuthRoute::SignIn => sign_in(state, session, ctx).await,
-        AuthRoute::Login(slug) => login(state, session, ctx, &slug, false).await,
+        AuthRoute::Login(slug) => login(state, session, ctx, &slug, None).await,
         AuthRoute::Link(slug) => {
             let host = ctx.host.clone().unwrap_or_default();
-            if super::authenticate(state, session, ctx, &host)
-                .await
-                .is_none()
-            {
+            // The flow is bound to this very session: its id goes into the login state.
+            let Some((claims, _)) = current_session(state, session, &host, now()).await else {
                 let rd = safe_rd(query_param(session, "rd").as_deref());
                 return rescue::respond(session, ctx, Rejection::Unauthenticated { rd }).await;
-            }
-            login(state, session, ctx, &slug, true).await
+            };
+            login(state, session, ctx, &slug, Some(claims.sid)).await
         }
         AuthRoute::Callback(slug) => callback(state, session, ctx, &slug).await,
         AuthRoute::SignOut => sign_out(state, session, ctx).await,
@@ -165,12 +162,32 @@ async fn sign_in(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pi
     .await
 }
 
+/// The session this browser carries on `host`, if it is valid and not
+/// revoked: its claims (for the session id) and its principal.
+async fn current_session(
+    state: &State,
+    session: &Session,
+    host: &str,
+    now: u64,
+) -> Option<(SessionClaims, Arc<crate::principal::Principal>)> {
+    let (claims, _) = {
+        let headers = session.req_header().headers.get_all(http::header::COOKIE);
+        state
+            .sessions
+            .read(headers.iter().filter_map(|v| v.to_str().ok()), host, now)?
+    };
+    let principal = state.sessions.principal(&claims, now).await?;
+    Some((claims, principal))
+}
+
+/// Starts a flow through `slug`. `link` is the id of the session that
+/// started a `/_auth/link` flow, `None` for an ordinary login.
 async fn login(
     state: &Arc<State>,
     session: &mut Session,
     ctx: &mut Ctx,
     slug: &str,
-    link: bool,
+    link: Option<String>,
 ) -> pingora::Result<()> {
     let rd = safe_rd(query_param(session, "rd").as_deref());
     let offered = app_for_rd(state, ctx, &rd).is_some_and(|a| a.sources.iter().any(|s| s == slug));
@@ -189,10 +206,12 @@ async fn login(
                 return rescue::respond(session, ctx, Rejection::SourceNotReady).await
             }
             Err(e) => {
-                ctx.span.in_scope(
-                    || tracing::warn!(auth.source = slug, auth.error = %e, "sign-in could not start"),
-                );
-                return refuse(session, ctx, 502, e.to_string(), Vec::new()).await;
+                // Any refusal before the browser went anywhere is the provider failing us.
+                let refusal = match e {
+                    SourceError::Timeout(_) => SignInRefusal::ProviderTimeout,
+                    _ => SignInRefusal::ProviderFailed,
+                };
+                return refuse(session, ctx, refusal, &e, Vec::new()).await;
             }
         };
         let login = LoginState {
@@ -225,15 +244,17 @@ async fn login(
         Err(FlowError::NotReady) => {
             return rescue::respond(session, ctx, Rejection::SourceNotReady).await
         }
-        Err(e) => return refuse(session, ctx, 500, e.to_string(), Vec::new()).await,
+        Err(e) => return refuse(session, ctx, (&e).into(), &e, Vec::new()).await,
     };
     // A form_post callback (Apple) is a cross-site POST: the login cookie must travel with it.
     let cross_site = rt.config.preset.is_some_and(|p| p.quirks.form_post);
     send_to_provider(state, session, ctx, slug, start, cross_site).await
 }
 
-/// Seals the flow's login state into this browser's cookie and redirects it
-/// to the provider.
+/// Seals the flow's login state into its own cookie, named after its state
+/// so that logins in several tabs do not overwrite each other (OA2-23),
+/// drops the oldest when this browser already runs the most allowed, and
+/// redirects to the provider.
 async fn send_to_provider(
     state: &Arc<State>,
     session: &mut Session,
@@ -243,24 +264,53 @@ async fn send_to_provider(
     cross_site: bool,
 ) -> pingora::Result<()> {
     let sessions = &state.sessions;
-    let sealed = match sessions.sealer.seal(
-        &sessions.login_cookie_name,
-        Purpose::LoginState,
-        &start.state,
-    ) {
+    let name = cookie::flow_cookie_name(&sessions.login_cookie_name, &start.state.state);
+    let sealed = match sessions
+        .sealer
+        .seal(&name, Purpose::LoginState, &start.state)
+    {
         Ok(s) => s,
-        Err(e) => return refuse(session, ctx, 500, e.to_string(), Vec::new()).await,
+        Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, Vec::new()).await,
     };
-    let set = cookie::set_cookie(
-        &sessions.login_cookie_name,
-        &sealed,
-        flow::LOGIN_STATE_SECS as i64,
-        sessions.secure,
-        cross_site,
-    );
+    let stale = {
+        let headers = session.req_header().headers.get_all(http::header::COOKIE);
+        let flows: Vec<(&str, Option<u64>)> = cookie::login_cookies(
+            headers.iter().filter_map(|v| v.to_str().ok()),
+            &sessions.login_cookie_name,
+        )
+        .into_iter()
+        .map(|(n, v)| {
+            let exp = sessions
+                .sealer
+                .open::<LoginState>(n, Purpose::LoginState, v)
+                .ok()
+                .map(|o| o.value.exp);
+            (n, exp)
+        })
+        .collect();
+        cookie::flows_to_drop(&flows, now())
+    };
+    let mut headers = vec![
+        ("location", start.url.to_string()),
+        (
+            "set-cookie",
+            cookie::set_cookie(
+                &name,
+                &sealed,
+                flow::LOGIN_STATE_SECS as i64,
+                sessions.secure,
+                cross_site,
+            ),
+        ),
+    ];
+    for old in stale.iter().filter(|n| **n != name) {
+        headers.push((
+            "set-cookie",
+            cookie::clear_cookie(old, sessions.secure, false),
+        ));
+    }
     ctx.span
         .in_scope(|| tracing::info!(auth.source = slug, "sign-in started"));
-    let headers = [("location", start.url.to_string()), ("set-cookie", set)];
     rescue::write(
         session,
         ctx,
@@ -284,6 +334,21 @@ async fn read_body(session: &mut Session) -> pingora::Result<Option<Vec<u8>>> {
     Ok(Some(body))
 }
 
+/// The key a callback names its flow by: `state`, or for OAuth 1.0a the
+/// request token (`oauth_token`, or `denied` when the person refused).
+fn flow_key(params: &str, oauth1: bool) -> Option<String> {
+    let names: &[&str] = if oauth1 {
+        &["oauth_token", "denied"]
+    } else {
+        &["state"]
+    };
+    names.iter().find_map(|want| {
+        url::form_urlencoded::parse(params.as_bytes())
+            .find(|(k, v)| k == want && !v.is_empty())
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
 async fn callback(
     state: &Arc<State>,
     session: &mut Session,
@@ -291,19 +356,11 @@ async fn callback(
     slug: &str,
 ) -> pingora::Result<()> {
     let sessions = state.sessions.clone();
-    // The login state is one-time: every answer from here clears it (SECURITY.md REJECT-LOGIN).
-    let clear_login = (
-        "set-cookie",
-        cookie::clear_cookie(&sessions.login_cookie_name, sessions.secure, false),
-    );
     let post = method_is(session, &http::Method::POST);
     let params = if post {
         match read_body(session).await? {
             Some(b) => String::from_utf8_lossy(&b).into_owned(),
-            None => {
-                return rescue::respond_with(session, ctx, Rejection::TooLarge, vec![clear_login])
-                    .await
-            }
+            None => return rescue::respond(session, ctx, Rejection::TooLarge).await,
         }
     } else {
         session
@@ -313,101 +370,131 @@ async fn callback(
             .unwrap_or_default()
             .to_string()
     };
-    let cb = Callback::parse(&params);
-    let login: Option<LoginState> = {
+    let Some(rt) = state.sources.get(slug) else {
+        return rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint).await;
+    };
+    let oauth1 = rt.config.kind == SourceKind::OAuth1;
+    // This flow's own cookie, found by the state the provider sends back;
+    // other tabs' flows are left alone (OA2-23).
+    let name = flow_key(&params, oauth1)
+        .map(|key| cookie::flow_cookie_name(&sessions.login_cookie_name, &key));
+    let login: Option<LoginState> = name.as_deref().and_then(|name| {
         let headers = session.req_header().headers.get_all(http::header::COOKIE);
-        match cookie::find(
-            headers.iter().filter_map(|v| v.to_str().ok()),
-            &sessions.login_cookie_name,
-        ) {
+        match cookie::find(headers.iter().filter_map(|v| v.to_str().ok()), name) {
             Lookup::One(v) => sessions
                 .sealer
-                .open::<LoginState>(&sessions.login_cookie_name, Purpose::LoginState, v)
+                .open::<LoginState>(name, Purpose::LoginState, v)
                 .ok()
                 .map(|o| o.value),
             _ => None,
         }
-    };
-    let Some(rt) = state.sources.get(slug) else {
-        return rescue::respond_with(
-            session,
-            ctx,
-            Rejection::UnknownAuthEndpoint,
-            vec![clear_login],
-        )
-        .await;
-    };
+    });
+    // The login state is one-time: every answer from here clears it (SECURITY.md REJECT-LOGIN).
+    let clear_login: Vec<(&'static str, String)> = name
+        .iter()
+        .map(|n| {
+            (
+                "set-cookie",
+                cookie::clear_cookie(n, sessions.secure, false),
+            )
+        })
+        .collect();
     let now = now();
-    let answered = if rt.config.kind == SourceKind::OAuth1 {
+    let answered = if oauth1 {
         oauth1_callback(state, &rt, slug, &params, login, now).await
     } else {
+        let cb = Callback::parse(&params);
         code_callback(state, &rt, slug, &cb, &params, login, now).await
     };
     let (login, proven) = match answered {
         Ok(done) => done,
-        Err((status, reason)) => {
-            ctx.span.in_scope(
-                || tracing::warn!(auth.source = slug, auth.error = %reason, "sign-in refused"),
-            );
-            return refuse(session, ctx, status, reason, vec![clear_login]).await;
+        Err((refusal, detail)) => {
+            return refuse(session, ctx, refusal, &detail, clear_login).await;
         }
     };
     let host = ctx.host.clone().unwrap_or_default();
+    // Only a flow started by /_auth/link links, and only while the session
+    // that started it is still this browser's. An ordinary login ignores any
+    // session the browser carries: a planted one must not capture this
+    // identity (SES-08); the new session cookie replaces it.
+    let link_to = match &login.link {
+        None => None,
+        Some(sid) => {
+            let user = match current_session(state, session, &host, now).await {
+                Some((claims, p)) if claims.sid == *sid => p.user_id.clone(),
+                _ => None,
+            };
+            let Some(user_id) = user else {
+                let detail = "the session that started the link flow is gone or changed";
+                return refuse(
+                    session,
+                    ctx,
+                    SignInRefusal::LinkSessionGone,
+                    &detail,
+                    clear_login,
+                )
+                .await;
+            };
+            match sessions.store().user(&user_id).await {
+                Ok(Some(u)) => Some(u),
+                Ok(None) => {
+                    let detail = "the linking session's user is gone";
+                    return refuse(
+                        session,
+                        ctx,
+                        SignInRefusal::LinkSessionGone,
+                        &detail,
+                        clear_login,
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    return refuse(
+                        session,
+                        ctx,
+                        SignInRefusal::StoreUnavailable,
+                        &e,
+                        clear_login,
+                    )
+                    .await
+                }
+            }
+        }
+    };
     let record =
         match sessions.new_record(slug, now, proven.id_token.clone(), proven.oidc_sid.clone()) {
             Ok(r) => r,
-            Err(e) => return refuse(session, ctx, 500, e.to_string(), vec![clear_login]).await,
+            Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, clear_login).await,
         };
-    // The user signed in in this browser, if any: a new identity is linked to them.
-    let signed_in = match super::authenticate(state, session, ctx, &host).await {
-        Some(p) => match p.user_id.as_deref() {
-            Some(id) => sessions.store().user(id).await.ok().flatten(),
-            None => None,
-        },
-        None => None,
-    };
-    if login.link && signed_in.is_none() {
-        let msg = "Sign in first, then link another account.".to_string();
-        return refuse(session, ctx, 403, msg, vec![clear_login]).await;
-    }
     let settled = crate::identity::signin::settle(
         sessions.store(),
         &rt.config,
         &rt.policies,
         &proven.identity,
         &proven.claims,
-        signed_in.as_ref(),
+        link_to.as_ref(),
         &record,
         now as i64,
     )
     .await;
     let (user, note) = match settled {
         Ok(s) => s,
-        Err(SignInError::Policy(msg)) => {
-            ctx.span.in_scope(|| tracing::info!(auth.source = slug, authz.decision = "deny", reason = %msg, "sign-in refused by policy"));
-            return refuse(session, ctx, 403, msg, vec![clear_login]).await;
-        }
-        Err(SignInError::Refused(r)) => {
-            ctx.span.in_scope(|| tracing::info!(auth.source = slug, authz.decision = "refuse", reason = %r, "sign-in refused"));
-            return refuse(session, ctx, 403, r.to_string(), vec![clear_login]).await;
-        }
-        Err(SignInError::Store(e)) => {
-            ctx.span
-                .in_scope(|| tracing::error!(error = %e, "store failed during sign-in"));
-            let msg = "The user directory is unavailable; try again.".to_string();
-            return refuse(session, ctx, 503, msg, vec![clear_login]).await;
+        Err(e) => {
+            let detail = e.to_string();
+            return refuse(session, ctx, e.into(), &detail, clear_login).await;
         }
     };
     let set = match sessions.cookie_for(&record, &user, &host, now) {
         Ok(s) => s,
-        Err(e) => return refuse(session, ctx, 500, e.to_string(), vec![clear_login]).await,
+        Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, clear_login).await,
     };
     ctx.span
         .in_scope(|| tracing::info!(auth.source = slug, user = %user.username, "signed in"));
+    let mut headers = clear_login;
+    headers.push(("set-cookie", set));
     if let Some(note) = note {
         // An enrollment that needs explaining: say why, then continue.
         let html = pages::notice("Account created", note, &login.rd);
-        let headers = [clear_login, ("set-cookie", set)];
         return rescue::write(
             session,
             ctx,
@@ -418,13 +505,7 @@ async fn callback(
         )
         .await;
     }
-    redirect(
-        session,
-        ctx,
-        login.rd.clone(),
-        vec![clear_login, ("set-cookie", set)],
-    )
-    .await
+    redirect(session, ctx, login.rd.clone(), headers).await
 }
 
 /// A redirect to `location`; 303 when answering a POST so the browser follows
@@ -452,20 +533,20 @@ async fn redirect(
     .await
 }
 
-/// The status of a sign-in refused after the callback was accepted.
-fn refusal_status(e: &SourceError) -> u16 {
-    match e {
-        SourceError::IdToken(_) | SourceError::SubjectMismatch => 401,
-        SourceError::TokenRefused(_) => 400,
-        SourceError::NotReady => 503,
-        SourceError::Provider(_) | SourceError::Mapping(_) => 502,
-    }
+/// A refusal's kind, and its detail for the log only.
+type Refused = (SignInRefusal, String);
+
+fn flow_refused(e: FlowError) -> Refused {
+    ((&e).into(), e.to_string())
+}
+
+fn source_refused(e: SourceError) -> Refused {
+    ((&e).into(), e.to_string())
 }
 
 /// An OAuth 2.0 / OpenID Connect callback: `state` (and `iss`) checked
 /// against this browser's login state, the state used once (OIDC-11), then
-/// the code exchanged and the identity proven. `Err` is the refusal's status
-/// and reason.
+/// the code exchanged and the identity proven.
 async fn code_callback(
     state: &Arc<State>,
     rt: &crate::source::Runtime,
@@ -474,21 +555,22 @@ async fn code_callback(
     params: &str,
     login: Option<LoginState>,
     now: u64,
-) -> Result<(LoginState, crate::source::Proven), (u16, String)> {
-    let issuer = rt.endpoints().and_then(|e| e.issuer.clone());
-    let code =
-        flow::check_callback(cb, login.as_ref(), slug, issuer.as_deref(), now).map_err(|e| {
-            let status = if matches!(e, FlowError::Provider(_)) {
-                403
-            } else {
-                400
-            };
-            (status, e.to_string())
-        })?;
-    let no_state = || (400, FlowError::NoLoginState.to_string());
-    let login = login.ok_or_else(no_state)?;
+) -> Result<(LoginState, crate::source::Proven), Refused> {
+    let endpoints = rt.endpoints();
+    let issuer = endpoints.as_ref().and_then(|e| e.issuer.clone());
+    let iss_required = endpoints.as_ref().is_some_and(|e| e.iss_in_response);
+    let code = flow::check_callback(
+        cb,
+        login.as_ref(),
+        slug,
+        issuer.as_deref(),
+        iss_required,
+        now,
+    )
+    .map_err(flow_refused)?;
+    let login = login.ok_or_else(|| flow_refused(FlowError::NoLoginState))?;
     if !state.sessions.consume_state(&login.state) {
-        return Err(no_state());
+        return Err(flow_refused(FlowError::NoLoginState));
     }
     // Apple's form_post carries the person's name once, as `user`.
     let user_field = url::form_urlencoded::parse(params.as_bytes())
@@ -499,14 +581,13 @@ async fn code_callback(
         .sources
         .finish(rt, &code, &login, &redirect_uri, user_field.as_deref(), now)
         .await
-        .map_err(|e| (refusal_status(&e), e.to_string()))?;
+        .map_err(source_refused)?;
     Ok((login, proven))
 }
 
 /// An OAuth 1.0a callback: this browser's login state must name the source
 /// and the very request token the provider sends back (OA1-02); the state is
-/// used once, so a verifier is never traded twice (OA1-04). `Err` is the
-/// refusal's status and reason.
+/// used once, so a verifier is never traded twice (OA1-04).
 async fn oauth1_callback(
     state: &Arc<State>,
     rt: &crate::source::Runtime,
@@ -514,22 +595,22 @@ async fn oauth1_callback(
     params: &str,
     login: Option<LoginState>,
     now: u64,
-) -> Result<(LoginState, crate::source::Proven), (u16, String)> {
-    let no_state = || (400, FlowError::NoLoginState.to_string());
+) -> Result<(LoginState, crate::source::Proven), Refused> {
+    let no_state = || flow_refused(FlowError::NoLoginState);
     let login = login
         .filter(|l| l.source == slug && l.exp >= now)
         .ok_or_else(no_state)?;
     let pending = login.oauth1.clone().ok_or_else(no_state)?;
     let cb = crate::source::oauth1::Callback::parse(params).map_err(|e| {
-        let status = if matches!(e, crate::source::oauth1::CallbackError::Denied) {
-            403
+        let refusal = if matches!(e, crate::source::oauth1::CallbackError::Denied) {
+            SignInRefusal::ProviderDenied
         } else {
-            400
+            SignInRefusal::Malformed
         };
-        (status, e.to_string())
+        (refusal, e.to_string())
     })?;
     cb.check_token(&pending.token)
-        .map_err(|e| (400, e.to_string()))?;
+        .map_err(|e| (SignInRefusal::ForeignResponse, e.to_string()))?;
     if !state.sessions.consume_state(&login.state) {
         return Err(no_state());
     }
@@ -537,24 +618,30 @@ async fn oauth1_callback(
         .sources
         .finish_oauth1(rt, &pending, &cb.verifier)
         .await
-        .map_err(|e| (refusal_status(&e), e.to_string()))?;
+        .map_err(source_refused)?;
     Ok((login, proven))
 }
 
+/// Answers a refused sign-in: the fixed wording on the page, the detail in
+/// the log under the request id the page shows.
 async fn refuse(
     session: &mut Session,
     ctx: &mut Ctx,
-    status: u16,
-    reason: String,
+    refusal: SignInRefusal,
+    detail: &(dyn std::fmt::Display + Sync),
     extra: Vec<(&'static str, String)>,
 ) -> pingora::Result<()> {
-    rescue::respond_with(
-        session,
-        ctx,
-        Rejection::SignInRefused { status, reason },
-        extra,
-    )
-    .await
+    let status = refusal.status();
+    ctx.span.in_scope(|| {
+        tracing::warn!(
+            request_id = %ctx.request_id,
+            auth.refusal = ?refusal,
+            http.status = status,
+            auth.error = %detail,
+            "sign-in refused"
+        )
+    });
+    rescue::respond_with(session, ctx, Rejection::SignIn(refusal), extra).await
 }
 
 /// GET: a page whose one button POSTs here. POST: only from one of our own

@@ -89,7 +89,7 @@ pub fn drop_gateway_set_cookies(
         v.to_str()
             .ok()
             .and_then(|s| s.split_once('='))
-            .is_some_and(|(n, _)| names.contains(&n.trim()))
+            .is_some_and(|(n, _)| crate::session::cookie::is_gateway_cookie(n.trim(), names))
     };
     if !resp
         .headers

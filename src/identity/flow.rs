@@ -26,8 +26,10 @@ pub struct Facts<'a> {
     pub identity: &'a Identity,
     /// The user already connected to this identity, if any.
     pub connected: Option<&'a User>,
-    /// The user signed in in this browser, if any.
-    pub signed_in: Option<&'a User>,
+    /// The user a `/_auth/link` flow links to: the user of the session that
+    /// started it, still this browser's. `None` for an ordinary login, even
+    /// when the browser carries a session: that session never decides (SES-08).
+    pub link_to: Option<&'a User>,
     /// The user the matching mode found.
     pub matched: Match<'a>,
     /// The source's matching mode.
@@ -95,7 +97,7 @@ pub fn lookup_key(
 pub fn decide(f: &Facts<'_>) -> Outcome {
     // 1. A connection exists: authenticate that user.
     if let Some(user) = f.connected {
-        if let Some(me) = f.signed_in {
+        if let Some(me) = f.link_to {
             if me.id != user.id {
                 return Outcome::Refuse(Refusal::LinkedElsewhere(f.identity.source.clone()));
             }
@@ -105,8 +107,8 @@ pub fn decide(f: &Facts<'_>) -> Outcome {
         }
         return Outcome::Authenticate(user.id.clone());
     }
-    // 2. Someone is signed in: link the new identity to them.
-    if let Some(me) = f.signed_in {
+    // 2. A link flow, bound to the session that started it: link the new identity to its user.
+    if let Some(me) = f.link_to {
         if me.disabled {
             return Outcome::Refuse(Refusal::Disabled);
         }
@@ -186,7 +188,7 @@ mod tests {
         let base = |identity| Facts {
             identity,
             connected: None,
-            signed_in: None,
+            link_to: None,
             matched: Match::NotLooked,
             mode: Identifier,
             enroll: true,
@@ -195,9 +197,9 @@ mod tests {
         let rows: Vec<(&str, Facts<'_>, Outcome)> = vec![
             ("connection exists", Facts { connected: Some(&alice), ..base(&id_full) }, Outcome::Authenticate("alice".into())),
             ("connection of a disabled user", Facts { connected: Some(&carol_disabled), ..base(&id_full) }, Outcome::Refuse(Refusal::Disabled)),
-            ("connection exists, same user signed in", Facts { connected: Some(&alice), signed_in: Some(&alice), ..base(&id_full) }, Outcome::Authenticate("alice".into())),
-            ("connection of another user while signed in", Facts { connected: Some(&bob), signed_in: Some(&alice), ..base(&id_full) }, Outcome::Refuse(Refusal::LinkedElsewhere("corp".into()))),
-            ("signed-in user links", Facts { signed_in: Some(&alice), ..base(&id_full) }, Outcome::Link("alice".into())),
+            ("link flow for an identity already the linking user's", Facts { connected: Some(&alice), link_to: Some(&alice), ..base(&id_full) }, Outcome::Authenticate("alice".into())),
+            ("link flow for an identity of another user", Facts { connected: Some(&bob), link_to: Some(&alice), ..base(&id_full) }, Outcome::Refuse(Refusal::LinkedElsewhere("corp".into()))),
+            ("link flow links to its session's user", Facts { link_to: Some(&alice), ..base(&id_full) }, Outcome::Link("alice".into())),
             ("identifier enrolls", base(&id_full), Outcome::Enroll(None)),
             ("email_link links a verified match", Facts { mode: EmailLink, matched: Match::Found(&alice), ..base(&id_full) }, Outcome::Link("alice".into())),
             ("email_link with trust_email links", Facts { mode: EmailLink, matched: Match::Found(&alice), trust_email: true, ..base(&id_unverified) }, Outcome::Link("alice".into())),
@@ -212,6 +214,8 @@ mod tests {
             ("ambiguous email", Facts { mode: EmailLink, matched: Match::Ambiguous, ..base(&id_full) }, Outcome::Refuse(Refusal::Ambiguous("email"))),
             ("link to a disabled match", Facts { mode: UsernameLink, matched: Match::Found(&carol_disabled), ..base(&id_full) }, Outcome::Refuse(Refusal::Disabled)),
             ("enroll = false", Facts { enroll: false, ..base(&id_full) }, Outcome::Refuse(Refusal::EnrollClosed)),
+            ("link flow of a disabled user", Facts { link_to: Some(&carol_disabled), ..base(&id_full) }, Outcome::Refuse(Refusal::Disabled)),
+            ("link flow links even where enrollment is closed", Facts { enroll: false, link_to: Some(&alice), ..base(&id_full) }, Outcome::Link("alice".into())),
             ("enroll = false still authenticates", Facts { enroll: false, connected: Some(&alice), ..base(&id_full) }, Outcome::Authenticate("alice".into())),
         ];
         for (name, facts, want) in rows {

@@ -29,7 +29,8 @@ pub enum SignInError {
 pub type Settled = (User, Option<&'static str>);
 
 /// Decides the outcome of a sign-in through `source`, checks the source's
-/// policy for it (`claims` feed expressions), and writes it.
+/// policy for it (`claims` feed expressions), and writes it. `link_to` is
+/// the user of a `/_auth/link` flow's own session, `None` for an ordinary login.
 #[allow(clippy::too_many_arguments)]
 pub async fn settle(
     store: &Arc<dyn UserStore>,
@@ -37,7 +38,7 @@ pub async fn settle(
     rules: &Rules,
     identity: &Identity,
     claims: &serde_json::Value,
-    signed_in: Option<&User>,
+    link_to: Option<&User>,
     session: &NewSession,
     now: i64,
 ) -> Result<Settled, SignInError> {
@@ -68,7 +69,7 @@ pub async fn settle(
     let facts = Facts {
         identity,
         connected: connected.as_ref(),
-        signed_in,
+        link_to,
         matched,
         mode: source.user_matching_mode,
         enroll: source.enroll,

@@ -263,6 +263,101 @@ pub fn login_cookie_name(base: &str, secure: bool) -> String {
     format!("{}_login", cookie_name(base, secure))
 }
 
+/// How many sign-ins one browser may have in progress at once (OA2-23): starting another drops
+/// the oldest, so a page opening logins in a loop cannot grow the `Cookie` header without bound.
+pub const MAX_LOGIN_FLOWS: usize = 5;
+
+/// Hex digits of SHA-256(state) in a login flow's cookie name: 64 bits, so two live flows of one
+/// browser never share a name by chance.
+const FLOW_TAG_HEX: usize = 16;
+
+/// The cookie of one login flow, `{login_base}-{tag}` with the tag taken from the flow's `state`
+/// (OAuth 1.0a: the request token): each tab's sign-in keeps its own state (OA2-23), and the
+/// callback finds it by the `state` (or `oauth_token`) the provider sends back.
+pub fn flow_cookie_name(login_base: &str, state: &str) -> String {
+    use std::fmt::Write as _;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, state.as_bytes());
+    let mut name = format!("{login_base}-");
+    for b in digest.as_ref().iter().take(FLOW_TAG_HEX / 2) {
+        let _ = write!(name, "{b:02x}");
+    }
+    name
+}
+
+/// Whether `name` is one of `login_base`'s flow cookies: `{login_base}-` and 16 lowercase hex digits.
+pub fn is_flow_cookie(name: &str, login_base: &str) -> bool {
+    name.strip_prefix(login_base)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|tag| {
+            tag.len() == FLOW_TAG_HEX
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
+/// Whether `name` is one of the gateway's cookies: one of `names`, or a flow cookie
+/// (`{name}-{16 hex}`) of one of them; the gateway only sets those for its login name, but the
+/// whole pattern is its namespace. What the upstream may neither see nor set.
+pub fn is_gateway_cookie(name: &str, names: &[&str]) -> bool {
+    names.iter().any(|n| name == *n || is_flow_cookie(name, n))
+}
+
+/// This browser's login cookies under `login_base` (every flow's, and the base name itself, which
+/// older releases used), name and value, malformed values included: all of them are ours.
+pub fn login_cookies<'a>(
+    cookie_headers: impl Iterator<Item = &'a str>,
+    login_base: &str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut found = Vec::new();
+    for header in cookie_headers {
+        for pair in Cookie::split_parse(header).flatten() {
+            if let (Some(name), Some(value)) = (pair.name_raw(), pair.value_raw()) {
+                if (name == login_base || is_flow_cookie(name, login_base))
+                    && !found.iter().any(|(n, _)| *n == name)
+                {
+                    found.push((name, value));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// `Set-Cookie` values that delete every login cookie this browser sent (sign-out clears them
+/// all, SES-16).
+pub fn clear_login_cookies<'a>(
+    cookie_headers: impl Iterator<Item = &'a str>,
+    login_base: &str,
+    secure: bool,
+) -> Vec<String> {
+    login_cookies(cookie_headers, login_base)
+        .into_iter()
+        .map(|(name, _)| clear_cookie(name, secure, false))
+        .collect()
+}
+
+/// Which login cookies to drop before a new flow starts, given each one's expiry (`None`: it
+/// did not open), in the order the browser sent them: the unreadable and expired ones, then the
+/// oldest until, with the new flow, at most [`MAX_LOGIN_FLOWS`] stay live (OA2-23).
+pub fn flows_to_drop(flows: &[(&str, Option<u64>)], now: u64) -> Vec<String> {
+    let mut live: Vec<(&str, u64)> = Vec::new();
+    let mut drop = Vec::new();
+    for (name, exp) in flows {
+        match exp {
+            Some(exp) if !is_expired(*exp, now) => live.push((name, *exp)),
+            _ => drop.push(name.to_string()),
+        }
+    }
+    // Every flow lives the same 10 minutes, so the earliest expiry is the oldest start; flows
+    // started in the same second keep the order the browser listed them in, which is creation
+    // order (RFC 6265 §5.4): the sort is stable.
+    live.sort_by_key(|(_, exp)| *exp);
+    let excess = (live.len() + 1).saturating_sub(MAX_LOGIN_FLOWS);
+    drop.extend(live.iter().take(excess).map(|(name, _)| name.to_string()));
+    drop
+}
+
 /// What the `Cookie` headers hold under one name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup<'a> {
@@ -303,7 +398,8 @@ pub fn find<'a>(cookie_headers: impl Iterator<Item = &'a str>, name: &str) -> Lo
     found
 }
 
-/// The `Cookie` header without the cookies in `names` (None if nothing is left), for the upstream.
+/// The `Cookie` header without the cookies in `names` and their login flows' cookies (None if
+/// nothing is left), for the upstream.
 pub fn without(cookie_header: &str, names: &[&str]) -> Option<String> {
     let mut kept = Vec::new();
     let mut removed = false;
@@ -314,7 +410,7 @@ pub fn without(cookie_header: &str, names: &[&str]) -> Option<String> {
         }
         // Every pair under one of our names goes, malformed or not: its value is ours, not the
         // upstream's. Anything else stays exactly as the client sent it.
-        if Cookie::parse(pair).is_ok_and(|c| names.contains(&c.name())) {
+        if Cookie::parse(pair).is_ok_and(|c| is_gateway_cookie(c.name(), names)) {
             removed = true;
         } else {
             kept.push(pair);
@@ -392,7 +488,7 @@ mod tests {
             nonce: Some("n-19c4".into()),
             pkce_verifier: Some("v".repeat(43)),
             rd: "/wiki/Main_Page".into(),
-            link: false,
+            link: None,
             exp: 1_700_000_600,
             oauth1: None,
         }
@@ -912,6 +1008,82 @@ mod tests {
         assert_eq!(
             without("xportcullis=1", &["portcullis"]).as_deref(),
             Some("xportcullis=1")
+        );
+    }
+
+    // OA2-23
+    #[test]
+    fn oa2_23_each_flow_has_its_own_cookie_name_and_the_filter_knows_them_all() {
+        let a = flow_cookie_name(LOGIN, "state-a");
+        let b = flow_cookie_name(LOGIN, "state-b");
+        assert_ne!(a, b);
+        assert_eq!(a, flow_cookie_name(LOGIN, "state-a"));
+        assert!(
+            a.starts_with("__Host-portcullis_login-") && a.len() == LOGIN.len() + 17,
+            "{a}"
+        );
+        assert!(is_flow_cookie(&a, LOGIN));
+        for not_ours in [
+            LOGIN.to_string(),
+            format!("{LOGIN}-"),
+            format!("{LOGIN}-0123"),
+            format!("{LOGIN}-0123456789ABCDEF"),
+            format!("{LOGIN}-0123456789abcdef0"),
+            format!("{LOGIN}x0123456789abcdef"),
+            "__Host-portcullis-0123456789abcdef".to_string(),
+        ] {
+            assert!(!is_flow_cookie(&not_ours, LOGIN), "{not_ours}");
+        }
+        assert!(is_gateway_cookie(&a, &[NAME, LOGIN]));
+        assert!(is_gateway_cookie(LOGIN, &[NAME, LOGIN]));
+        assert!(!is_gateway_cookie(
+            "__Host-portcullis_loginx",
+            &[NAME, LOGIN]
+        ));
+        let header = format!("x=1; {a}=va; {NAME}=s; {b}=vb; y=2");
+        assert_eq!(
+            without(&header, &[NAME, LOGIN]).as_deref(),
+            Some("x=1; y=2")
+        );
+        assert_eq!(
+            login_cookies([header.as_str()].into_iter(), LOGIN),
+            vec![(a.as_str(), "va"), (b.as_str(), "vb")]
+        );
+        let cleared = clear_login_cookies([header.as_str()].into_iter(), LOGIN, true);
+        assert_eq!(
+            cleared,
+            vec![
+                format!("{a}=; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=0"),
+                format!("{b}=; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=0"),
+            ]
+        );
+    }
+
+    // OA2-23
+    #[test]
+    fn oa2_23_a_sixth_flow_drops_the_oldest_and_every_unreadable_or_expired_one() {
+        let now = 1000;
+        let five = [
+            ("c", Some(1300)),
+            ("a", Some(1100)),
+            ("e", Some(1500)),
+            ("b", Some(1200)),
+            ("d", Some(1400)),
+        ];
+        assert_eq!(flows_to_drop(&five, now), vec!["a".to_string()]);
+        assert!(flows_to_drop(&five[..4], now).is_empty());
+        let same_second = [
+            ("z", Some(1600)),
+            ("y", Some(1600)),
+            ("x", Some(1600)),
+            ("w", Some(1600)),
+            ("v", Some(1600)),
+        ];
+        assert_eq!(flows_to_drop(&same_second, now), vec!["z".to_string()]);
+        let junk = [("x", None), ("old", Some(1000)), ("a", Some(1100))];
+        assert_eq!(
+            flows_to_drop(&junk, now),
+            vec!["x".to_string(), "old".to_string()]
         );
     }
 

@@ -35,8 +35,10 @@ pub struct LoginState {
     pub pkce_verifier: Option<String>,
     /// Where to return after signing in (already validated).
     pub rd: String,
-    /// Whether this flow links a new identity to the signed-in user.
-    pub link: bool,
+    /// A flow started by `/_auth/link/{slug}`: the id of the session that
+    /// started it. The callback links only while that session is still this
+    /// browser's; `None` is an ordinary login, which never links (SES-08).
+    pub link: Option<String>,
     /// Expiry, unix seconds (10 minutes after start).
     pub exp: u64,
     /// OAuth 1.0a: the request token this browser was sent to authorize, and

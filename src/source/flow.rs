@@ -65,6 +65,12 @@ pub enum FlowError {
     /// The provider sent an `iss` other than its issuer (RFC 9207 mix-up defence).
     #[error("the sign-in response came from another provider")]
     Issuer,
+    /// No `iss` although the provider's metadata promises one (RFC 9207 §2.4, OA2-08).
+    #[error("the sign-in response has no iss although the provider promises one")]
+    IssuerMissing,
+    /// Both a `code` and an `error`, or a repeated parameter (RFC 6749 §3.1, OA2-11).
+    #[error("the sign-in response is ambiguous")]
+    Malformed,
     /// The provider refused, e.g. `error=access_denied`.
     #[error("the provider refused the sign-in: {0}")]
     Provider(String),
@@ -88,7 +94,7 @@ pub fn start(
     endpoints: &Endpoints,
     redirect_uri: &str,
     rd: &str,
-    link: bool,
+    link: Option<String>,
     fresh: Fresh,
     now: u64,
 ) -> Result<Start, FlowError> {
@@ -180,11 +186,13 @@ impl Callback {
 }
 
 /// Checks the callback against this browser's login state; returns the code.
+/// `iss_required`: the provider's metadata says it sends `iss` (RFC 9207 §3).
 pub fn check_callback(
     cb: &Callback,
     login: Option<&LoginState>,
     slug: &str,
     issuer: Option<&str>,
+    iss_required: bool,
     now: u64,
 ) -> Result<String, FlowError> {
     let login = login.ok_or(FlowError::NoLoginState)?;
@@ -201,10 +209,14 @@ pub fn check_callback(
     if !state_ok {
         return Err(FlowError::State);
     }
-    if let (Some(sent), Some(expected)) = (cb.iss.as_deref(), issuer) {
-        if sent != expected {
-            return Err(FlowError::Issuer);
-        }
+    match (cb.iss.as_deref(), issuer) {
+        (Some(sent), Some(expected)) if sent != expected => return Err(FlowError::Issuer),
+        // A promised `iss` that is missing may be an attacker's response from another provider.
+        (None, Some(_)) if iss_required => return Err(FlowError::IssuerMissing),
+        _ => {}
+    }
+    if cb.error.is_some() && cb.code.is_some() {
+        return Err(FlowError::Malformed);
     }
     if let Some(err) = &cb.error {
         return Err(FlowError::Provider(
@@ -235,7 +247,7 @@ mod tests {
             nonce: Some("n".into()),
             pkce_verifier: Some("v".into()),
             rd: "/".into(),
-            link: false,
+            link: None,
             exp: now + LOGIN_STATE_SECS,
             oauth1: None,
         }
@@ -247,19 +259,19 @@ mod tests {
         let l = login(now);
         let ok = Callback::parse("code=c1&state=st-1");
         assert_eq!(
-            check_callback(&ok, Some(&l), "corp", None, now),
+            check_callback(&ok, Some(&l), "corp", None, false, now),
             Ok("c1".into())
         );
         assert_eq!(
-            check_callback(&ok, None, "corp", None, now),
+            check_callback(&ok, None, "corp", None, false, now),
             Err(FlowError::NoLoginState)
         );
         assert_eq!(
-            check_callback(&ok, Some(&l), "other", None, now),
+            check_callback(&ok, Some(&l), "other", None, false, now),
             Err(FlowError::WrongSource)
         );
         assert_eq!(
-            check_callback(&ok, Some(&l), "corp", None, now + 601),
+            check_callback(&ok, Some(&l), "corp", None, false, now + 601),
             Err(FlowError::Expired)
         );
         for q in [
@@ -269,24 +281,63 @@ mod tests {
             "code=c1&state=st-1&state=st-1",
         ] {
             assert_eq!(
-                check_callback(&Callback::parse(q), Some(&l), "corp", None, now),
+                check_callback(&Callback::parse(q), Some(&l), "corp", None, false, now),
                 Err(FlowError::State),
                 "{q}"
             );
         }
         let mixup = Callback::parse("code=c1&state=st-1&iss=https%3A%2F%2Fevil");
         assert_eq!(
-            check_callback(&mixup, Some(&l), "corp", Some("https://idp"), now),
+            check_callback(&mixup, Some(&l), "corp", Some("https://idp"), false, now),
             Err(FlowError::Issuer)
         );
         let denied = Callback::parse("error=access_denied&state=st-1");
         assert_eq!(
-            check_callback(&denied, Some(&l), "corp", None, now),
+            check_callback(&denied, Some(&l), "corp", None, false, now),
             Err(FlowError::Provider("access_denied".into()))
         );
         assert_eq!(
-            check_callback(&Callback::parse("state=st-1"), Some(&l), "corp", None, now),
+            check_callback(
+                &Callback::parse("state=st-1"),
+                Some(&l),
+                "corp",
+                None,
+                false,
+                now
+            ),
             Err(FlowError::NoCode)
+        );
+    }
+
+    // OA2-08, OA2-07, OA2-11
+    #[test]
+    fn oa2_08_a_promised_iss_must_be_present_and_a_code_with_an_error_is_malformed() {
+        let now = 1000;
+        let l = login(now);
+        let bare = Callback::parse("code=c1&state=st-1");
+        assert_eq!(
+            check_callback(&bare, Some(&l), "corp", Some("https://idp"), true, now),
+            Err(FlowError::IssuerMissing)
+        );
+        assert_eq!(
+            check_callback(&bare, Some(&l), "corp", Some("https://idp"), false, now),
+            Ok("c1".into())
+        );
+        let with_iss = Callback::parse("code=c1&state=st-1&iss=https%3A%2F%2Fidp");
+        assert_eq!(
+            check_callback(&with_iss, Some(&l), "corp", Some("https://idp"), true, now),
+            Ok("c1".into())
+        );
+        let twice =
+            Callback::parse("code=c1&state=st-1&iss=https%3A%2F%2Fidp&iss=https%3A%2F%2Fidp");
+        assert_eq!(
+            check_callback(&twice, Some(&l), "corp", Some("https://idp"), true, now),
+            Err(FlowError::Issuer)
+        );
+        let both = Callback::parse("code=c1&error=access_denied&state=st-1");
+        assert_eq!(
+            check_callback(&both, Some(&l), "corp", None, false, now),
+            Err(FlowError::Malformed)
         );
     }
 

@@ -48,11 +48,17 @@ pub enum SourceError {
     /// The source is not ready (discovery pending): retry later (503).
     #[error("the provider is not ready yet")]
     NotReady,
+    /// The provider did not answer in time: retry later (504).
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl From<FetchError> for SourceError {
     fn from(e: FetchError) -> Self {
-        SourceError::Provider(e.to_string())
+        match e {
+            FetchError::Timeout { .. } => SourceError::Timeout(e.to_string()),
+            _ => SourceError::Provider(e.to_string()),
+        }
     }
 }
 
@@ -384,23 +390,7 @@ impl Sources {
             .post_form(token_url, &form, basic, MAX_RESPONSE_BYTES)
             .await?;
         let body = resp.json().unwrap_or(Value::Null);
-        if resp.status != 200 {
-            let err = body
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("no error code");
-            return Err(SourceError::TokenRefused(format!(
-                "HTTP {}, {}",
-                resp.status,
-                sanitize(err)
-            )));
-        }
-        let access_token = body
-            .get("access_token")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                SourceError::Provider("the token response has no access_token".into())
-            })?;
+        let access_token = token_response(resp.status, &body)?;
 
         let oidc = src.is_oidc();
         let (id_claims, id_token) = if oidc {
@@ -815,6 +805,46 @@ pub fn id_token_algorithms(listed: &[String]) -> Vec<Algorithm> {
     } else {
         parsed
     }
+}
+
+/// The access token of a token endpoint's answer (RFC 6749 §5.1, §5.2).
+/// A 400 with an `error` is a refused code (replayed, injected, expired);
+/// anything else that is not a 200 with a bearer `access_token` (a 5xx, an
+/// HTML page, `{"error":…}` in a 200, another `token_type`) is a provider
+/// failure (OA2-16, OA2-18).
+fn token_response(status: u16, body: &Value) -> Result<&str, SourceError> {
+    let error = body.get("error").and_then(Value::as_str);
+    match (status, error) {
+        (400, Some(err)) => {
+            return Err(SourceError::TokenRefused(format!(
+                "HTTP 400, {}",
+                sanitize(err)
+            )))
+        }
+        (200, None) => {}
+        (status, err) => {
+            return Err(SourceError::Provider(format!(
+                "the token endpoint answered HTTP {status}, {}",
+                sanitize(err.unwrap_or("no error code"))
+            )))
+        }
+    }
+    // A missing token_type is tolerated (some vendors omit it); another type is not ours to use.
+    if let Some(kind) = body.get("token_type") {
+        if !kind
+            .as_str()
+            .is_some_and(|k| k.eq_ignore_ascii_case("bearer"))
+        {
+            return Err(SourceError::Provider(format!(
+                "the token response has token_type {}",
+                sanitize(&kind.to_string())
+            )));
+        }
+    }
+    body.get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| SourceError::Provider("the token response has no access_token".into()))
 }
 
 /// Provider-sent text, cut to printable ASCII for logs and pages.

@@ -145,7 +145,7 @@ test('a signed-in user links a second provider; signing in through it is the sam
     const loc = new URL(hop.next);
     assert.equal(loc.origin, gw.url);
     assert.equal(loc.pathname, '/_auth/sign_in');
-    assert.ok(!hop.setCookies.some((c) => c.startsWith('portcullis_login=')), 'no login flow was started');
+    assert.ok(!hop.setCookies.some((c) => c.startsWith('portcullis_login')), 'no login flow was started');
     assert.ok(!op2.calls.some((c) => c.startsWith('GET /auth')), 'op2 was not visited');
     const bare = await get(`${gw.url}/_auth/link/op2`, { headers: { accept: 'text/html' } });
     assert.equal(bare.status, 302);

@@ -75,6 +75,7 @@ test('sign-in through an outside OpenID provider, cookie-only requests, sign-out
   let state;
   let callbackUrl;
   let loginCookie;
+  let loginCookieName;
   let sessionCookie;
 
   await t.test('an anonymous browser is sent to the sign-in page; an API client gets 401', async () => {
@@ -119,12 +120,14 @@ test('sign-in through an outside OpenID provider, cookie-only requests, sign-out
     assert.ok((q.get('state') ?? '').length >= 16, 'a state');
     assert.ok((q.get('nonce') ?? '').length >= 16, 'a nonce');
     state = q.get('state');
-    const set = hop.setCookies.find((c) => c.startsWith('portcullis_login='));
+    // Each flow has its own login cookie, named after its state (OA2-23).
+    const set = hop.setCookies.find((c) => /^portcullis_login-[0-9a-f]{16}=/.test(c));
     assert.ok(set, 'the login-state cookie is set');
     assert.match(set, /HttpOnly/i);
     assert.match(set, /SameSite=Lax/i);
     assert.match(set, /Path=\//);
-    loginCookie = b.jar.get('127.0.0.1', 'portcullis_login');
+    loginCookieName = set.split('=')[0];
+    loginCookie = b.jar.get('127.0.0.1', loginCookieName);
     assert.ok(loginCookie);
     authorizeUrl = hop.next;
   });
@@ -150,8 +153,8 @@ test('sign-in through an outside OpenID provider, cookie-only requests, sign-out
     assert.match(set, /SameSite=Lax/i);
     assert.match(set, /Path=\//);
     assert.doesNotMatch(set, /Domain=/i, 'host-only');
-    assert.ok(hop.setCookies.some((c) => /^portcullis_login=;.*Max-Age=0/i.test(c)), 'the login state is cleared');
-    assert.equal(b.jar.get('127.0.0.1', 'portcullis_login'), undefined);
+    assert.ok(hop.setCookies.some((c) => c.startsWith(`${loginCookieName}=;`) && /Max-Age=0/i.test(c)), 'the login state is cleared');
+    assert.equal(b.jar.get('127.0.0.1', loginCookieName), undefined);
     sessionCookie = b.jar.get('127.0.0.1', 'portcullis');
     assert.ok(sessionCookie);
     // The provider was really used: token endpoint (with PKCE) and userinfo.
@@ -188,7 +191,7 @@ test('sign-in through an outside OpenID provider, cookie-only requests, sign-out
   );
 
   await t.test('a replayed callback is refused', async () => {
-    const res = await get(callbackUrl, { headers: { accept: 'text/html', cookie: `portcullis_login=${loginCookie}` } });
+    const res = await get(callbackUrl, { headers: { accept: 'text/html', cookie: `${loginCookieName}=${loginCookie}` } });
     assert.equal(res.status, 400);
     assert.ok(!res.headers.getSetCookie().some((c) => /^portcullis=[^;]/.test(c)), 'no session from a replay');
   });

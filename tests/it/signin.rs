@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use portcullis::demo::{Endpoint, Faults, KidFault, NonceFault, Provider, SignAlg};
+use portcullis::demo::{Broken, Endpoint, Faults, KidFault, NonceFault, Provider, SignAlg};
 use serde_json::json;
 
 use crate::support::{client, free_port, Gateway, Upstream, SECRET};
@@ -275,12 +275,14 @@ async fn oidc01_full_sign_in_enrolls_and_the_app_sees_identity_headers() {
 /// Runs one sign-in against a misbehaving provider and checks the refusal.
 async fn refused(faults: impl FnOnce(&mut Faults), status: u16, userinfo_calls: usize) {
     let mut s = Setup::start_with("", faults).await;
+    // A hanging provider holds the gateway for its whole 10 s outbound timeout.
+    s.client = patient_client();
     let r = s.sign_in().await;
     let code = r.status().as_u16();
     assert!(session_cookies_set(&r).is_empty(), "a session was set");
     let cleared = r.headers().get_all("set-cookie").iter().any(|v| {
         let v = v.to_str().unwrap();
-        v.starts_with("portcullis_login=") && v.contains("Max-Age=0")
+        v.starts_with("portcullis_login-") && v.contains("Max-Age=0")
     });
     let body = r.text().await.unwrap();
     assert_eq!(code, status, "{body}");
@@ -345,7 +347,13 @@ async fn provider_error_access_denied_is_refused_before_any_token_call() {
     let r = s.sign_in().await;
     assert_eq!(r.status(), 403);
     assert!(session_cookies_set(&r).is_empty());
-    assert!(r.text().await.unwrap().contains("access_denied"));
+    // OA2-10: fixed wording, nothing the provider (or whoever built the URL) wrote.
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("The sign-in was cancelled or refused at the provider."),
+        "{body}"
+    );
+    assert!(!body.contains("access_denied"), "{body}");
     assert_eq!(s.provider.calls(Endpoint::Token), 0);
     assert_eq!(s.users().await, 0);
 }
@@ -1078,4 +1086,471 @@ async fn backchannel_logout_revokes_the_provider_session_and_refuses_bad_tokens(
         "the session survived the back-channel logout"
     );
     assert_eq!(post(good).await.status(), 400);
+}
+
+/// A client that waits past the gateway's 10 s outbound timeout.
+fn patient_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// `url` with query parameter `name` set to `value` (or removed).
+fn with_param(url: &str, name: &str, value: Option<&str>) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    let mut pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if let Some(v) = value {
+        pairs.push((name.to_string(), v.to_string()));
+    }
+    u.query_pairs_mut().clear().extend_pairs(pairs);
+    u.to_string()
+}
+
+/// Everything the process logs from the first call on, as JSON lines: the
+/// gateway runs in-process, so its events land here.
+fn captured_log() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || LogSink(sink.clone()))
+            .finish();
+        // Another test binary's subscriber would win; this one only has ours.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+    .clone()
+}
+
+struct LogSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The request id an error page shows.
+fn page_request_id(page: &str) -> String {
+    let (_, rest) = page
+        .split_once("Request id: <code>")
+        .unwrap_or_else(|| panic!("no request id on the page: {page}"));
+    rest.split_once("</code>").unwrap().0.to_string()
+}
+
+impl Setup {
+    /// Starts a login (or link) at `path` and follows the provider back;
+    /// returns the callback URL without visiting it.
+    async fn reach_callback(&mut self, path: &str) -> String {
+        let start = self.get(&self.gw.url(path)).await;
+        assert_eq!(start.status(), 302, "{path}");
+        let authorize = start.headers()["location"].to_str().unwrap().to_string();
+        let back = self.get(&authorize).await;
+        assert_eq!(back.status(), 302, "provider authorize");
+        back.headers()["location"].to_str().unwrap().to_string()
+    }
+
+    /// Each user's name and the sources connected to them, by username.
+    async fn directory(&self) -> Vec<(String, Vec<String>)> {
+        let store = portcullis::identity::store::open(&self.db).await.unwrap();
+        store
+            .list_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(u, c)| (u.username, c.into_iter().map(|c| c.source).collect()))
+            .collect()
+    }
+
+    async fn userinfo(&self) -> serde_json::Value {
+        self.client
+            .get(self.gw.url("/_auth/userinfo"))
+            .header("cookie", self.jar.header())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ses08_a_planted_session_does_not_capture_the_victims_identity() {
+    let (mut s, second) = two_sources("").await;
+    second.set_faults(|f| f.auto_approve_as = Some("bob".into()));
+    // The attacker (alice at the first source) signs in and keeps the cookie.
+    assert_eq!(s.flow("/_auth/login/first").await.status(), 302);
+    let planted = s.jar.get("portcullis").unwrap().to_string();
+    // The victim's browser carries the attacker's session; the victim signs
+    // in through the second source as bob.
+    s.jar = Jar(vec![("portcullis".into(), planted.clone())]);
+    let r = s.flow("/_auth/login/second").await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    // bob's identity is his own user's, not linked to alice.
+    assert_eq!(
+        s.directory().await,
+        vec![
+            ("alice".to_string(), vec!["first".to_string()]),
+            ("bob".to_string(), vec!["second".to_string()]),
+        ]
+    );
+    // The victim's browser now holds a session of their own.
+    let mine = s.jar.get("portcullis").unwrap().to_string();
+    assert_ne!(mine, planted);
+    assert_eq!(s.userinfo().await["user"], "bob");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ses08_a_link_flow_whose_session_changed_or_ended_links_nothing() {
+    let (mut s, second) = two_sources("").await;
+    second.set_faults(|f| f.auto_approve_as = Some("bob".into()));
+    assert_eq!(s.flow("/_auth/login/first").await.status(), 302);
+    // Link started, then the browser signs in afresh before the callback:
+    // another session than the one the link was bound to.
+    let callback = s.reach_callback("/_auth/link/second").await;
+    assert_eq!(s.flow("/_auth/login/first").await.status(), 302);
+    let r = s.get(&callback).await;
+    assert_eq!(r.status(), 403);
+    assert!(session_cookies_set(&r).is_empty());
+    assert!(r.text().await.unwrap().contains("has ended"));
+    assert_eq!((s.users().await, s.connections().await), (1, 1));
+    // Link started, then the session is gone from the browser.
+    let callback = s.reach_callback("/_auth/link/second").await;
+    s.jar.0.retain(|(n, _)| n != "portcullis");
+    let r = s.get(&callback).await;
+    assert_eq!(r.status(), 403);
+    assert!(session_cookies_set(&r).is_empty());
+    assert_eq!((s.users().await, s.connections().await), (1, 1));
+    // The same link flow with its own session still links.
+    let r = s.flow("/_auth/login/first").await;
+    assert_eq!(r.status(), 302);
+    let r = s.flow("/_auth/link/second").await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    let directory = s.directory().await;
+    assert_eq!(directory.len(), 1, "{directory:?}");
+    assert_eq!(directory[0].1, ["first", "second"], "{directory:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oa2_23_two_tabs_finished_in_reverse_order_both_sign_in() {
+    let mut s = Setup::start().await;
+    let first = s.reach_callback("/_auth/login/demo?rd=/one").await;
+    let second = s.reach_callback("/_auth/login/demo?rd=/two").await;
+    let logins = s
+        .jar
+        .0
+        .iter()
+        .filter(|(n, _)| n.starts_with("portcullis_login-"))
+        .count();
+    assert_eq!(logins, 2, "{:?}", s.jar);
+    let r = s.get(&second).await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(r.headers()["location"], "/two");
+    // The first tab's login cookie is still there, and never reaches the app.
+    let r = s
+        .client
+        .get(s.gw.url("/private"))
+        .header("cookie", format!("{}; other=1", s.jar.header()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        s.upstream.requests().last().unwrap().header("cookie"),
+        Some("other=1")
+    );
+    let r = s.get(&first).await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(r.headers()["location"], "/one");
+    assert!(
+        !s.jar
+            .0
+            .iter()
+            .any(|(n, _)| n.starts_with("portcullis_login")),
+        "{:?}",
+        s.jar
+    );
+    assert_eq!(s.users().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oa2_23_a_sixth_login_drops_the_oldest_and_the_other_five_work() {
+    let mut s = Setup::start().await;
+    let mut callbacks = Vec::new();
+    for i in 0..6 {
+        callbacks.push(
+            s.reach_callback(&format!("/_auth/login/demo?rd=/{i}"))
+                .await,
+        );
+    }
+    let logins = s
+        .jar
+        .0
+        .iter()
+        .filter(|(n, _)| n.starts_with("portcullis_login-"))
+        .count();
+    assert_eq!(logins, 5, "{:?}", s.jar);
+    let r = s.get(&callbacks[0]).await;
+    assert_eq!(r.status(), 400);
+    assert!(session_cookies_set(&r).is_empty());
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("not started in this browser"));
+    assert_eq!(s.provider.calls(Endpoint::Token), 0);
+    for (i, callback) in callbacks.iter().enumerate().skip(1) {
+        let r = s.get(callback).await;
+        assert_eq!(r.status(), 302, "tab {i}");
+        assert_eq!(r.headers()["location"], format!("/{i}").as_str());
+    }
+    assert_eq!(s.provider.calls(Endpoint::Token), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_endpoint_transport_error_shows_no_internals_but_a_request_id() {
+    let log = captured_log();
+    // A token endpoint nobody listens on: connection refused.
+    let port = free_port();
+    let mut s = Setup::start_with(
+        &format!("access_token_url = \"http://127.0.0.1:{port}/token\""),
+        |_| {},
+    )
+    .await;
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 502);
+    assert!(session_cookies_set(&r).is_empty());
+    let page = r.text().await.unwrap();
+    for internal in [
+        port.to_string().as_str(),
+        "127.0.0.1",
+        "http://",
+        "/token",
+        "error sending request",
+        "onnect",
+        "Connection refused",
+    ] {
+        assert!(!page.contains(internal), "{internal:?} in {page}");
+    }
+    assert!(
+        page.contains("The provider did not answer properly."),
+        "{page}"
+    );
+    let id = page_request_id(&page);
+    assert_eq!(id.len(), 12, "{id}");
+    assert_eq!(s.users().await, 0);
+    // The detail is in the log, under the id the page shows.
+    let logged = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let refusal = logged
+        .lines()
+        .find(|l| l.contains("sign-in refused") && l.contains(&id))
+        .unwrap_or_else(|| panic!("no log line with request id {id}"));
+    assert!(refusal.contains(&format!("127.0.0.1:{port}")), "{refusal}");
+    let access = logged
+        .lines()
+        .find(|l| {
+            l.contains("portcullis::access") && l.contains(&format!("\"request_id\":\"{id}\""))
+        })
+        .unwrap_or_else(|| panic!("no access line with request id {id}"));
+    assert!(access.contains("\"status\":502"), "{access}");
+    // An API client gets the same in JSON: the id, no internals.
+    let callback = s.reach_callback("/_auth/login/demo").await;
+    let r = s
+        .client
+        .get(&callback)
+        .header("cookie", s.jar.header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "bad_gateway");
+    assert_eq!(
+        body["error_description"],
+        "The provider did not answer properly."
+    );
+    let other = body["request_id"].as_str().unwrap();
+    assert_eq!(other.len(), 12);
+    assert_ne!(other, id);
+    assert!(!body.to_string().contains("127.0.0.1"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oa2_16_oa2_18_token_endpoint_oddities_are_502_and_a_hang_is_504() {
+    for broken in [
+        Broken::ErrorIn200,
+        Broken::Html,
+        Broken::Oversize,
+        Broken::Status(500),
+        Broken::Status(503),
+    ] {
+        refused(|f| f.token_answer = Some(broken), 502, 0).await;
+    }
+    refused(|f| f.token_type = Some("mac".into()), 502, 0).await;
+    refused(|f| f.token_answer = Some(Broken::Hang), 504, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oa2_16_token_type_bearer_is_accepted_in_any_case() {
+    for kind in ["bearer", "BEARER"] {
+        let mut s = Setup::start_with("", |f| f.token_type = Some(kind.into())).await;
+        assert_eq!(s.sign_in().await.status(), 302, "{kind}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc22_userinfo_timeout_5xx_non_json_and_oversize_fail_closed() {
+    for broken in [Broken::Status(500), Broken::Html, Broken::Oversize] {
+        refused(|f| f.userinfo_answer = Some(broken), 502, 1).await;
+    }
+    refused(|f| f.userinfo_answer = Some(Broken::Hang), 504, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oa2_06_an_injected_code_is_traded_with_the_victims_verifier_and_refused() {
+    let mut s = Setup::start().await;
+    // The attacker runs a flow of their own and keeps its code.
+    let attackers = s.reach_callback("/_auth/login/demo").await;
+    let code = url::Url::parse(&attackers)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    // The victim's browser: its own flow, the attacker's code injected.
+    s.jar = Jar::default();
+    let victims = s.reach_callback("/_auth/login/demo").await;
+    let challenge = s.provider.last_authorize_query().unwrap()["code_challenge"].clone();
+    let injected = with_param(&victims, "code", Some(&code));
+    let r = s.get(&injected).await;
+    assert_eq!(r.status(), 400);
+    assert!(session_cookies_set(&r).is_empty());
+    // One token call, carrying the victim's verifier; no retry without it.
+    assert_eq!(s.provider.calls(Endpoint::Token), 1);
+    let form = s.provider.last_token_request().unwrap().form;
+    assert_eq!(form["code"], code);
+    assert_eq!(
+        portcullis::source::flow::pkce_s256(&form["code_verifier"]),
+        challenge
+    );
+    assert_eq!(s.users().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oa2_08_a_response_without_the_promised_iss_is_refused_before_any_token_call() {
+    let mut s = Setup::start_with("", |f| f.omit_response_iss = true).await;
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 400);
+    assert!(session_cookies_set(&r).is_empty());
+    assert_eq!(s.provider.calls(Endpoint::Token), 0);
+    assert_eq!(s.users().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oa2_07_oa2_10_oa2_11_foreign_iss_and_ambiguous_responses_are_400_without_a_token_call() {
+    let mut s = Setup::start().await;
+    let callback = s.reach_callback("/_auth/login/demo").await;
+    let saved = s.jar.clone();
+    let cases = [
+        (
+            "OA2-07 foreign iss",
+            with_param(&callback, "iss", Some("https://evil.example")),
+        ),
+        ("OA2-11 code twice", format!("{callback}&code=again")),
+        (
+            "OA2-11 code and error",
+            format!("{callback}&error=access_denied"),
+        ),
+        ("OA2-11 iss twice", format!("{callback}&iss=x")),
+    ];
+    for (name, url) in cases {
+        s.jar = saved.clone();
+        let r = s.get(&url).await;
+        assert_eq!(r.status(), 400, "{name}");
+        assert!(session_cookies_set(&r).is_empty(), "{name}");
+    }
+    // OA2-10: an error response with a foreign iss is not attributed to the provider.
+    let mut s = Setup::start_with("", |f| f.authorize_error = Some("access_denied".into())).await;
+    let callback = s.reach_callback("/_auth/login/demo").await;
+    let r = s
+        .get(&with_param(&callback, "iss", Some("https://evil.example")))
+        .await;
+    assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("does not belong to this sign-in"), "{page}");
+    assert!(!page.contains("access_denied"), "{page}");
+    assert_eq!(s.provider.calls(Endpoint::Token), 0);
+    assert_eq!(s.users().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oa2_05_oa2_12_oa2_14_oa2_15_flow_values_redirect_uri_and_the_return_target() {
+    let mut s = Setup::start().await;
+    // OA2-12: a spoofed forwarded host does not change the redirect_uri.
+    let start = s
+        .client
+        .get(s.gw.url("/_auth/login/demo?rd=/back"))
+        .header("x-forwarded-host", "evil.example")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    s.jar.absorb(&start);
+    let authorize = start.headers()["location"].to_str().unwrap().to_string();
+    let q = url::Url::parse(&authorize).unwrap();
+    let q: std::collections::HashMap<String, String> = q.query_pairs().into_owned().collect();
+    let public = s
+        .config
+        .split("public_url = \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert_eq!(q["redirect_uri"], format!("{public}/_auth/callback/demo"));
+    // OA2-05: state and verifier carry 256 random bits; the method is S256.
+    assert_eq!(q["state"].len(), 43);
+    assert_eq!(q["code_challenge_method"], "S256");
+    let back = s.get(&authorize).await;
+    let callback = back.headers()["location"].to_str().unwrap().to_string();
+    // OA2-14: a return target in the callback's query is ignored.
+    let r = s
+        .get(&format!("{callback}&rd=https%3A%2F%2Fevil.example%2F"))
+        .await;
+    assert_eq!(r.status(), 302);
+    // OA2-15: straight to a clean URL, no referrer.
+    assert_eq!(r.headers()["location"], "/back");
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    let verifier = &s.provider.last_token_request().unwrap().form["code_verifier"];
+    assert_eq!(verifier.len(), 43);
+    assert_ne!(verifier, &q["state"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc14_an_id_token_signed_with_an_algorithm_the_provider_does_not_list_is_refused() {
+    // The provider says it signs with ES256 only; an RS256 token is refused.
+    refused(|f| f.advertised_algs = Some(vec!["ES256".into()]), 401, 0).await;
+    // The listed algorithm is accepted.
+    let mut s = Setup::start_with("", |f| {
+        f.advertised_algs = Some(vec!["ES256".into()]);
+        f.alg = SignAlg::ES256;
+    })
+    .await;
+    assert_eq!(s.sign_in().await.status(), 302);
 }
