@@ -726,18 +726,17 @@ async fn sign_out(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> p
         }
     }
     // Login cookies too: a flow started before signing out must not finish after it.
-    // TODO(merge): one cookie per flow — use the "clear all login cookies" helper here.
-    let clear_login = cookie::clear_cookie(&sessions.login_cookie_name, sessions.secure, false);
-    redirect(
-        session,
-        ctx,
-        location,
-        vec![
-            ("set-cookie", sessions.clear()),
-            ("set-cookie", clear_login),
-        ],
-    )
-    .await
+    let mut headers = vec![("set-cookie", sessions.clear())];
+    {
+        let sent = session.req_header().headers.get_all(http::header::COOKIE);
+        let cleared = cookie::clear_login_cookies(
+            sent.iter().filter_map(|v| v.to_str().ok()),
+            &sessions.login_cookie_name,
+            sessions.secure,
+        );
+        headers.extend(cleared.into_iter().map(|c| ("set-cookie", c)));
+    }
+    redirect(session, ctx, location, headers).await
 }
 
 /// The origins of the sources' `end_session_endpoint`s, where the sign-out
