@@ -992,6 +992,35 @@ fn check_prefix(c: &mut Check<'_>, key: KeyPath, p: &str) -> bool {
     !bad
 }
 
+/// An app's accepted audiences: required with `jwt_sources` (JWT-23, JWT-24),
+/// else any token its issuers signed would do — users' ID tokens, tokens for
+/// other services.
+fn jwt_audiences(
+    c: &mut Check<'_>,
+    at: &KeyPath,
+    name: Option<&str>,
+    jwt_sources: &[String],
+    raw: Option<Vec<String>>,
+) -> Vec<String> {
+    let audiences = raw.unwrap_or_default();
+    if !jwt_sources.is_empty() && audiences.is_empty() {
+        let example = name.filter(|n| !n.trim().is_empty()).unwrap_or("api");
+        c.fail(
+            at.key("jwt_audiences"),
+            format!("required with jwt_sources: list the audience(s) your tokens carry, e.g. jwt_audiences = [\"{example}\"]"),
+        );
+    }
+    for (i, a) in audiences.iter().enumerate() {
+        if a.trim().is_empty() {
+            c.fail(
+                at.key("jwt_audiences").item(i, None),
+                "empty: an audience is the `aud` value your tokens carry, e.g. \"api\"",
+            );
+        }
+    }
+    audiences
+}
+
 fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Option<App> {
     let name = match raw.name {
         Some(n) if !n.trim().is_empty() => Some(n),
@@ -1103,6 +1132,7 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
             Some(_) => {}
         }
     }
+    let jwt_audiences = jwt_audiences(c, at, name.as_deref(), &jwt_sources, raw.jwt_audiences);
     let mut public_paths = Vec::new();
     for (i, p) in raw.public_paths.unwrap_or_default().into_iter().enumerate() {
         if check_prefix(c, at.key("public_paths").item(i, None), &p) {
@@ -1117,7 +1147,7 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
         upstream: upstream?,
         sources: app_sources,
         jwt_sources,
-        jwt_audiences: raw.jwt_audiences.unwrap_or_default(),
+        jwt_audiences,
         forward_bearer_token: raw.forward_bearer_token.unwrap_or(false),
         public_paths,
         policies,

@@ -47,6 +47,9 @@ pub enum IdTokenError {
     /// No key of this issuer fits the token's `kid`/`alg`: the caller may refetch the JWKS once.
     #[error("no key of the provider matches the ID token")]
     UnknownKey,
+    /// No `kid`, and several of the provider's keys fit its algorithm (OIDC-17).
+    #[error("the ID token names no key and the provider has several that fit")]
+    AmbiguousKey,
     /// No candidate key verified the signature.
     #[error("the ID token's signature is invalid")]
     Signature,
@@ -79,6 +82,7 @@ impl From<JwsError> for IdTokenError {
             JwsError::Algorithm(a) => IdTokenError::Algorithm(a),
             JwsError::Unsupported => IdTokenError::Critical,
             JwsError::UnknownKey => IdTokenError::UnknownKey,
+            JwsError::AmbiguousKey => IdTokenError::AmbiguousKey,
             JwsError::Signature => IdTokenError::Signature,
             JwsError::TooLarge | JwsError::Format | JwsError::Header | JwsError::Claims => {
                 IdTokenError::Malformed

@@ -662,9 +662,9 @@ async fn token_transport_forwarding_and_policy_refusals() {
     let upstream = Upstream::start("api").await;
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{wk}\"\n\
-         [[app]]\nname = \"api\"\nhost = \"api.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\n\
+         [[app]]\nname = \"api\"\nhost = \"api.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n\
          [[app.policy]]\non = [\"access\"]\neffect = \"deny\"\ngroups = [\"interns\"]\nmessage = \"Interns may not deploy\"\n\
-         [[app]]\nname = \"passthrough\"\nhost = \"pass.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\nforward_bearer_token = true\n",
+         [[app]]\nname = \"passthrough\"\nhost = \"pass.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\nforward_bearer_token = true\n",
         wk = trusted.well_known_url(),
         up = upstream.url()
     ));
@@ -808,7 +808,7 @@ async fn jwks_refresh_keep_last_good_revocation_and_max_stale() {
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\n\
          jwks_cache_ttl = \"1s\"\njwks_max_stale = \"4s\"\njwks_cooldown = \"30s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
         server.url(),
         upstream.url()
     ));
@@ -900,7 +900,7 @@ async fn jwks05_unreachable_at_start_fails_closed_then_recovers() {
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\n\
          jwks_cache_ttl = \"1s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
         server.url(),
         upstream.url()
     ));
@@ -925,7 +925,7 @@ async fn jwks_garbage_and_redirects_keep_the_last_good_keys_and_sources_stay_iso
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"a\"\ntype = \"openidconnect\"\nissuer = \"https://a.example\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
          [[source]]\nslug = \"b\"\ntype = \"openidconnect\"\nissuer = \"https://b.example\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"a\", \"b\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"a\", \"b\"]\njwt_audiences = [\"api\"]\n",
         server_a.url(),
         server_b.url(),
         upstream.url()
@@ -988,4 +988,137 @@ async fn jwks_garbage_and_redirects_keep_the_last_good_keys_and_sources_stay_iso
     // A's keys never verify B's issuer: a token with B's iss signed by A's key.
     let forged = a.sign(&claims("https://b.example", |_| {})).unwrap();
     assert_eq!(call(forged).await, 401);
+}
+
+/// The ID token a real sign-in at `p` hands its client (`alice`, auto-approved):
+/// the authorization request, then the code redeemed at the token endpoint.
+async fn login_id_token(p: &Provider, client_id: &str, secret: &str, redirect: &str) -> String {
+    p.set_faults(|f| f.auto_approve_as = Some("alice".into()));
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .get(format!("{}/authorize", p.issuer()))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", redirect),
+            ("scope", "openid email profile"),
+            ("state", "st-1"),
+            ("nonce", "n-1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .to_string();
+    let tokens: Value = no_redirects
+        .post(format!("{}/token", p.issuer()))
+        .basic_auth(client_id, Some(secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    p.set_faults(|f| *f = Faults::default());
+    tokens["id_token"].as_str().unwrap().to_string()
+}
+
+/// JWT-23/JWT-24 at the gateway: `aud` must name one of the app's
+/// `jwt_audiences` — missing or foreign is refused with nothing upstream, an
+/// array with one allowed value is accepted; the ID token a user's sign-in at
+/// the same provider produces (aud = the gateway's client id), and a token
+/// minted for another service, are refused although the issuer signed them.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwt23_jwt24_aud_decides_and_login_id_tokens_are_refused() {
+    const CLIENT: &str = "portcullis-demo";
+    const SECRET: &str = "demo-client-secret-for-jwt24";
+    const REDIRECT: &str = "http://127.0.0.1:1/cb";
+    let mut config = portcullis::demo::ProviderConfig::example(REDIRECT);
+    config.clients[0].client_secret = SECRET.into();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trusted = portcullis::demo::provider::start(listener, config).await;
+    let upstream = Upstream::start("api").await;
+    // One provider, both the users' sign-in source and the machines' issuer.
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"corp\"\ntype = \"openidconnect\"\nconsumer_key = \"{CLIENT}\"\nconsumer_secret = \"{SECRET}\"\noidc_well_known_url = \"{}\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"corp\"]\njwt_audiences = [\"api\", \"api-v2\"]\n",
+        trusted.well_known_url(),
+        upstream.url()
+    ));
+    gw.ready().await;
+    let m = Machines {
+        other: provider().await,
+        trusted,
+        gw,
+        upstream,
+    };
+    let id_token = login_id_token(&m.trusted, CLIENT, SECRET, REDIRECT).await;
+    let id_claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(id_token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(id_claims["aud"], json!(CLIENT), "{id_claims}");
+    assert_eq!(id_claims["iss"], json!(m.trusted.issuer()));
+    for (name, token) in [
+        ("JWT-24 the ID token of a sign-in", id_token),
+        (
+            "JWT-23 no aud",
+            m.token(|c| {
+                c.remove("aud");
+            }),
+        ),
+        (
+            "JWT-23 aud null",
+            m.token(|c| {
+                c.insert("aud".into(), Value::Null);
+            }),
+        ),
+        (
+            "JWT-23 aud empty array",
+            m.token(|c| {
+                c.insert("aud".into(), json!([]));
+            }),
+        ),
+        (
+            "JWT-24 minted for another service",
+            m.token(|c| {
+                c.insert("aud".into(), json!("billing"));
+            }),
+        ),
+        (
+            "JWT-23 an array of other audiences",
+            m.token(|c| {
+                c.insert("aud".into(), json!(["billing", "API", CLIENT]));
+            }),
+        ),
+    ] {
+        m.refused(name, &token).await;
+    }
+    assert_eq!(m.upstream.requests().len(), 0);
+    for (name, aud) in [
+        ("a string", json!("api-v2")),
+        ("an array with one allowed value", json!(["billing", "api"])),
+    ] {
+        let t = m.token(|c| {
+            c.insert("aud".into(), aud);
+        });
+        assert_eq!(m.call(&t).await.status(), 200, "JWT-23 aud {name}");
+    }
+    assert_eq!(m.upstream.requests().len(), 2);
 }
