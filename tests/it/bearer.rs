@@ -1122,3 +1122,71 @@ async fn jwt23_jwt24_aud_decides_and_login_id_tokens_are_refused() {
     }
     assert_eq!(m.upstream.requests().len(), 2);
 }
+
+/// OIDC-16/OIDC-17 for machine tokens: a token without `kid` is accepted
+/// while exactly one key of its issuer fits its `alg`; once the issuer
+/// publishes several, it is refused (never tried against each), while a
+/// token naming its `kid` still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc16_oidc17_a_kid_less_machine_token_needs_exactly_one_fitting_key() {
+    let p = provider().await;
+    let issuer = "https://ci.example";
+    // The provider's own JWKS: one RSA key and one EC key.
+    let server = JwksServer::start(jwks_of(&p).await).await;
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+        server.url(),
+        upstream.url()
+    ));
+    let kid_less = |jti: u64| {
+        p.set_faults(|f| f.kid = portcullis::demo::KidFault::Omit);
+        let t = p
+            .sign(&claims(issuer, |c| {
+                c.insert("jti".into(), json!(jti));
+            }))
+            .unwrap();
+        let head: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(head.get("kid").is_none(), "{head}");
+        t
+    };
+    assert_eq!(bearer_status(&gw, &kid_less(1)).await, 200, "OIDC-16");
+    // The issuer now lists two more RSA keys (before the real one).
+    p.set_faults(|f| f.jwks_extra_keys = 2);
+    let three = jwks_of(&p).await;
+    let rsa_keys = serde_json::from_str::<Value>(&three).unwrap()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kty"] == "RSA")
+        .count();
+    assert_eq!(rsa_keys, 3);
+    let served_from = server.hits();
+    server.set(200, three);
+    assert!(
+        eventually(6, async || server.hits() >= served_from + 2).await,
+        "no refresh"
+    );
+    let before = upstream.requests().len();
+    assert_eq!(bearer_status(&gw, &kid_less(2)).await, 401, "OIDC-17");
+    assert_eq!(upstream.requests().len(), before);
+    // The same key, named by its kid, still verifies.
+    p.set_faults(|f| {
+        *f = Faults {
+            jwks_extra_keys: 2,
+            ..Faults::default()
+        }
+    });
+    let named = p
+        .sign(&claims(issuer, |c| {
+            c.insert("jti".into(), json!(3));
+        }))
+        .unwrap();
+    assert_eq!(bearer_status(&gw, &named).await, 200);
+}
