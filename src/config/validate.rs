@@ -83,7 +83,7 @@ impl Check<'_> {
     /// A provider URL: https, or http on loopback only (tokens and keys must not travel in clear).
     fn provider_url(&mut self, key: KeyPath, raw: Option<&str>) -> Option<Url> {
         let url = self.http_url(key.clone(), raw)?;
-        if url.scheme() == "http" && !is_loopback(&url) {
+        if !provider_url_allowed(&url) {
             self.fail(
                 key,
                 format!("`{url}` must be https:// (plain http is allowed only on loopback)"),
@@ -154,6 +154,34 @@ pub fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Ipv6(a)) => a.is_loopback(),
         None => false,
     }
+}
+
+/// Whether a provider may be reached at `url`: https, or plain http on
+/// loopback only (tokens and keys must not travel in clear). The same rule
+/// holds for configured and discovered URLs (DESIGN "Operations").
+pub fn provider_url_allowed(url: &Url) -> bool {
+    url.scheme() == "https" || (url.scheme() == "http" && is_loopback(url))
+}
+
+/// What is wrong with an issuer identifier, if anything: it must be an https
+/// URL (http on loopback only) without query or fragment (OpenID Connect
+/// Discovery §3, RFC 9700 §2.6).
+pub fn issuer_problem(issuer: &str) -> Option<String> {
+    let url = match parse_http_url(issuer) {
+        Ok(u) => u,
+        Err(e) => return Some(e),
+    };
+    if !provider_url_allowed(&url) {
+        return Some(format!(
+            "`{issuer}` must be https:// (plain http is allowed only on loopback)"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() || issuer.contains(['?', '#']) {
+        return Some(format!(
+            "`{issuer}` must not have a query or fragment (OpenID Connect Discovery §3)"
+        ));
+    }
+    None
 }
 
 /// Parses an absolute `http` or `https` URL with a host.
@@ -636,10 +664,8 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
             );
         }
     }
-    if let Some(iss) = issuer.as_deref() {
-        if let Err(e) = parse_http_url(iss) {
-            c.fail(at.key("issuer"), e);
-        }
+    if let Some(e) = issuer.as_deref().and_then(issuer_problem) {
+        c.fail(at.key("issuer"), e);
     }
     let configured_pkce = raw
         .pkce
