@@ -17,14 +17,14 @@ use crate::support::{client, Gateway, Upstream};
 /// A JWKS endpoint whose answer the test sets (status, body, Cache-Control)
 /// and which counts what it was asked; one request per connection.
 #[derive(Clone)]
-struct JwksServer {
-    addr: SocketAddr,
+pub(crate) struct JwksServer {
+    pub(crate) addr: SocketAddr,
     answer: Arc<Mutex<(u16, String)>>,
     hits: Arc<AtomicUsize>,
 }
 
 impl JwksServer {
-    async fn start(body: String) -> JwksServer {
+    pub(crate) async fn start(body: String) -> JwksServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = JwksServer {
             addr: listener.local_addr().unwrap(),
@@ -64,20 +64,20 @@ impl JwksServer {
         server
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/jwks", self.addr)
     }
 
-    fn set(&self, status: u16, body: String) {
+    pub(crate) fn set(&self, status: u16, body: String) {
         *self.answer.lock().unwrap() = (status, body);
     }
 
-    fn hits(&self) -> usize {
+    pub(crate) fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
 }
 
-async fn jwks_of(p: &Provider) -> String {
+pub(crate) async fn jwks_of(p: &Provider) -> String {
     reqwest::get(format!("{}/jwks", p.issuer()))
         .await
         .unwrap()
@@ -87,7 +87,7 @@ async fn jwks_of(p: &Provider) -> String {
 }
 
 /// The status the gateway answers `GET /x` with this bearer token.
-async fn bearer_status(gw: &Gateway, token: &str) -> u16 {
+pub(crate) async fn bearer_status(gw: &Gateway, token: &str) -> u16 {
     client()
         .get(gw.url("/x"))
         .header("authorization", format!("Bearer {token}"))
@@ -99,7 +99,7 @@ async fn bearer_status(gw: &Gateway, token: &str) -> u16 {
 }
 
 /// Polls `check` every 100 ms for up to `secs` seconds.
-async fn eventually(secs: u64, mut check: impl AsyncFnMut() -> bool) -> bool {
+pub(crate) async fn eventually(secs: u64, mut check: impl AsyncFnMut() -> bool) -> bool {
     for _ in 0..secs * 10 {
         if check().await {
             return true;
@@ -116,7 +116,7 @@ struct Machines {
     upstream: Upstream,
 }
 
-async fn provider() -> Provider {
+pub(crate) async fn provider() -> Provider {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     portcullis::demo::provider::start(
         listener,
@@ -146,7 +146,7 @@ async fn machines() -> Machines {
     }
 }
 
-fn claims(iss: &str, change: impl FnOnce(&mut Map<String, Value>)) -> Map<String, Value> {
+pub(crate) fn claims(iss: &str, change: impl FnOnce(&mut Map<String, Value>)) -> Map<String, Value> {
     let now = jsonwebtoken::get_current_timestamp();
     let mut c = Map::new();
     c.insert("iss".into(), json!(iss));
