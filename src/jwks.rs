@@ -596,17 +596,25 @@ impl JwksCache {
 
     /// A scheduled refresh (the background task's): fetches whatever is held
     /// and says when to come back. Shares the single flight with request-caused
-    /// fetches but not their cooldown.
+    /// fetches; is not held back by their cooldown, but a failure starts it.
     pub async fn refresh(&self, source: &str, url: &Url) -> Result<Refreshed, JwksError> {
         let entry = self
             .sources
             .get(source)
             .ok_or_else(|| JwksError::NoKeys(source.to_string()))?;
-        let _flight = entry.fetching.lock().await;
-        let (_, cache_control) = self.fetch_and_hold(source, entry, url).await?;
-        Ok(Refreshed {
-            next: entry.freshness.interval(cache_control.as_deref()),
-        })
+        let mut last = entry.fetching.lock().await;
+        let started = Instant::now();
+        match self.fetch_and_hold(source, entry, url).await {
+            Ok((_, cache_control)) => Ok(Refreshed {
+                next: entry.freshness.interval(cache_control.as_deref()),
+            }),
+            Err(e) => {
+                // Requests that waited on this failed flight do not start another
+                // at once: the endpoint just failed (JWKS-06: one timeout, not two).
+                *last = Some(started);
+                Err(e)
+            }
+        }
     }
 
     /// The source's freshness settings.
