@@ -368,6 +368,29 @@ async fn oidc20_userinfo_for_another_subject_is_refused() {
     refused(|f| f.userinfo_sub = Some("mallory".into()), 401, 1).await;
 }
 
+/// OIDC-21: signed userinfo (`application/jwt`) is not supported, so a
+/// provider answering userinfo with a JWT — however well signed — ends the
+/// sign-in (502, no session, nothing stored): its claims are never read unverified.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc21_a_signed_userinfo_response_is_refused() {
+    let userinfo = crate::bearer::JwksServer::start(String::new()).await;
+    userinfo.content_type("application/jwt");
+    let mut s = Setup::start_with(&format!("profile_url = \"{}\"", userinfo.url()), |_| {}).await;
+    let signed = s
+        .provider
+        .sign(&crate::bearer::claims(&s.provider.issuer(), |c| {
+            c.insert("sub".into(), json!("alice"));
+            c.insert("aud".into(), json!("portcullis-demo"));
+        }))
+        .unwrap();
+    userinfo.set(200, signed);
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 502);
+    assert!(session_cookies_set(&r).is_empty());
+    assert_eq!(s.users().await, 0);
+    assert_eq!(userinfo.hits(), 1, "the userinfo endpoint was not the one asked");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn provider_error_access_denied_is_refused_before_any_token_call() {
     let mut s = Setup::start_with("", |f| f.authorize_error = Some("access_denied".into())).await;
