@@ -1503,3 +1503,72 @@ async fn jwks17_two_tokens_while_the_jwks_fetch_fails_are_answered_without_a_cra
         "the gateway did not recover"
     );
 }
+
+/// JWKS-15: a JWKS endpoint whose certificate nobody vouches for (self-signed)
+/// is a failed fetch, with no insecure fallback: its keys are never used
+/// (401, counted failed), although the very same URL serves the issuer's JWKS
+/// to a client that skips verification.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks15_a_jwks_endpoint_with_an_untrusted_certificate_is_a_failed_fetch() {
+    let a = provider().await;
+    let keys = JwksServer::start(jwks_of(&a).await).await;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures");
+    // A gateway serving TLS with a self-signed certificate, passing /jwks on to `keys`.
+    let tls = Gateway::start_full(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+public_url = "https://127.0.0.1:8443"
+threads = 1
+shutdown_timeout = "2s"
+tls = {{ cert_file = "{}", key_file = "{}" }}
+
+[session]
+secrets = ["{}"]
+
+[store]
+url = "sqlite::memory:"
+
+[[app]]
+name = "keys"
+upstream = "http://{}"
+public_paths = ["/jwks"]
+"#,
+        fixtures.join("selfsigned-cert.pem").display(),
+        fixtures.join("selfsigned-key.pem").display(),
+        crate::support::SECRET,
+        keys.addr,
+    ));
+    let url = format!("https://127.0.0.1:{}/jwks", tls.addr.port());
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"https://ci.example\"\noidc_jwks_url = \"{url}\"\njwks_cache_ttl = \"1s\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+        upstream.url()
+    ));
+    let token = a.sign(&claims("https://ci.example", |_| {})).unwrap();
+    assert_eq!(bearer_status(&gw, &token).await, 401);
+    assert!(
+        eventually(5, async || metric(&gw, CI_FAILED).await >= 2).await,
+        "the fetches were not counted as failed"
+    );
+    assert_eq!(keys.hits(), 0, "a fetch got through the untrusted TLS");
+    // The endpoint itself works: it serves the issuer's keys to a careless client.
+    let careless = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let served: Value = careless
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(served["keys"].as_array().is_some_and(|k| !k.is_empty()));
+    assert_eq!(keys.hits(), 1);
+    assert_eq!(bearer_status(&gw, &token).await, 401);
+    assert_eq!(upstream.requests().len(), 0);
+}
