@@ -228,10 +228,7 @@ impl Sources {
             // The old keys stay until the new URI delivers a good set.
             let _ = self.jwks.refresh(slug, &url).await;
         }
-        Ok(self
-            .jwks
-            .freshness(slug)
-            .interval(cache_control.as_deref()))
+        Ok(self.jwks.freshness(slug).interval(cache_control.as_deref()))
     }
 }
 

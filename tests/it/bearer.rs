@@ -202,7 +202,10 @@ async fn machines() -> Machines {
     }
 }
 
-pub(crate) fn claims(iss: &str, change: impl FnOnce(&mut Map<String, Value>)) -> Map<String, Value> {
+pub(crate) fn claims(
+    iss: &str,
+    change: impl FnOnce(&mut Map<String, Value>),
+) -> Map<String, Value> {
     let now = jsonwebtoken::get_current_timestamp();
     let mut c = Map::new();
     c.insert("iss".into(), json!(iss));
@@ -757,7 +760,11 @@ async fn jwt07_the_es256_high_s_twin_is_verified_on_its_own_and_revoked_with_its
     assert_ne!(twin, original);
     assert_eq!(bearer_status(&gw, &original).await, 200);
     let held = cached_verdicts(&gw).await;
-    assert_eq!(bearer_status(&gw, &twin).await, 200, "aws-lc verifies high-S");
+    assert_eq!(
+        bearer_status(&gw, &twin).await,
+        200,
+        "aws-lc verifies high-S"
+    );
     assert_eq!(
         cached_verdicts(&gw).await,
         held + 1,
@@ -773,7 +780,11 @@ async fn jwt07_the_es256_high_s_twin_is_verified_on_its_own_and_revoked_with_its
         "the original outlived its key"
     );
     let seen = upstream.requests().len();
-    assert_eq!(bearer_status(&gw, &twin).await, 401, "the twin outlived its key");
+    assert_eq!(
+        bearer_status(&gw, &twin).await,
+        401,
+        "the twin outlived its key"
+    );
     assert_eq!(upstream.requests().len(), seen);
 }
 
@@ -1372,7 +1383,11 @@ async fn jwks06_a_dripping_jwks_endpoint_is_cut_at_the_fetch_timeout() {
     assert_eq!(upstream.requests().len(), 0);
     assert!(metric(&gw, CI_FAILED).await >= 1);
     // No connection was read for much longer than the timeout.
-    assert!(server.most_sent() <= 16, "{} bytes dripped", server.most_sent());
+    assert!(
+        server.most_sent() <= 16,
+        "{} bytes dripped",
+        server.most_sent()
+    );
 }
 
 /// JWKS-07: a 10 MiB body (announced by Content-Length) and an endless
@@ -1443,7 +1458,14 @@ async fn jwks13_requests_during_refreshes_see_a_whole_set() {
     let start_hits = server.hits();
     let mut statuses = Vec::new();
     for round in 0..12u64 {
-        server.set(200, if round % 2 == 0 { doc_ba.clone() } else { doc_a.clone() });
+        server.set(
+            200,
+            if round % 2 == 0 {
+                doc_ba.clone()
+            } else {
+                doc_a.clone()
+            },
+        );
         let batch = (0..10).map(|i| {
             let t = a
                 .sign(&claims("https://ci.example", |c| {
@@ -1491,10 +1513,14 @@ async fn jwks17_two_tokens_while_the_jwks_fetch_fails_are_answered_without_a_cra
     for r in futures_util::future::join_all(calls).await {
         let r = r.unwrap();
         assert_eq!(r.status(), 400);
-        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+        let challenge = r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(challenge.contains("invalid_request"), "{challenge}");
     }
-    let alone = futures_util::future::join_all([&t1, &t2, &t1].map(|t| bearer_status(&gw, t))).await;
+    let alone =
+        futures_util::future::join_all([&t1, &t2, &t1].map(|t| bearer_status(&gw, t))).await;
     assert_eq!(alone, vec![401, 401, 401]);
     assert_eq!(upstream.requests().len(), 0);
     server.set(200, jwks_of(&a).await);

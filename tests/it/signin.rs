@@ -388,7 +388,11 @@ async fn oidc21_a_signed_userinfo_response_is_refused() {
     assert_eq!(r.status(), 502);
     assert!(session_cookies_set(&r).is_empty());
     assert_eq!(s.users().await, 0);
-    assert_eq!(userinfo.hits(), 1, "the userinfo endpoint was not the one asked");
+    assert_eq!(
+        userinfo.hits(),
+        1,
+        "the userinfo endpoint was not the one asked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
