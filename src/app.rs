@@ -134,13 +134,13 @@ fn prepare(config: &Config) -> Result<Prepared, StartError> {
         config.session.identity_cache_ttl,
     ));
     let sources = Arc::new(sources);
-    if !report.pending.is_empty() {
-        let retry = sources.clone();
-        background.spawn(async move { retry.retry_discovery().await });
-    }
-    // Machine-token keys are hot before the first request and kept fresh after.
-    for (slug, next) in background.block_on(sources.fetch_machine_keys()) {
+    // Every source's keys are hot before the first request; keys and
+    // discovery documents are kept fresh after (DESIGN "Operations").
+    for (slug, next) in background.block_on(sources.fetch_all_keys()) {
         background.spawn(sources.clone().keep_keys_fresh(slug, next));
+    }
+    for slug in sources.discovered() {
+        background.spawn(sources.clone().keep_discovery_fresh(slug));
     }
     Ok(Prepared {
         background,
@@ -443,7 +443,7 @@ fn build(
     let readiness = prepared.readiness.clone();
     let app_names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
     let metrics = Metrics::new(&app_names)?;
-    if let Some(c) = prepared.sources.jwks.collector() {
+    for c in prepared.sources.collectors() {
         metrics.register(c)?;
     }
     let bearer = crate::bearer::Bearer::new(

@@ -40,6 +40,9 @@ pub enum BearerError {
     /// No key of the issuer fits, even after a refetch.
     #[error("the token was not signed by a key of its issuer")]
     UnknownKey,
+    /// No `kid`, and several keys of the issuer fit its algorithm (OIDC-17 for machine tokens).
+    #[error("the token names no key and its issuer has several that fit")]
+    AmbiguousKey,
     /// The signature does not verify.
     #[error("the token's signature is invalid")]
     Signature,
@@ -69,6 +72,7 @@ impl From<JwsError> for BearerError {
             JwsError::TooLarge => BearerError::TooLarge,
             JwsError::Algorithm(_) => BearerError::Algorithm,
             JwsError::UnknownKey => BearerError::UnknownKey,
+            JwsError::AmbiguousKey => BearerError::AmbiguousKey,
             JwsError::Signature => BearerError::Signature,
             JwsError::Format | JwsError::Header | JwsError::Unsupported | JwsError::Claims => {
                 BearerError::Malformed
@@ -241,18 +245,8 @@ impl Bearer {
         {
             return Err(BearerError::LogoutToken);
         }
-        if !app.jwt_audiences.is_empty() {
-            let aud_ok = match claims.get("aud") {
-                Some(Value::String(a)) => app.jwt_audiences.contains(a),
-                Some(Value::Array(items)) => items.iter().any(|a| {
-                    a.as_str()
-                        .is_some_and(|a| app.jwt_audiences.iter().any(|x| x == a))
-                }),
-                _ => false,
-            };
-            if !aud_ok {
-                return Err(BearerError::Audience);
-            }
+        if !audience_allowed(&claims, &app.jwt_audiences) {
+            return Err(BearerError::Audience);
         }
         let principal = principal_of(src, &claims).ok_or(BearerError::Malformed)?;
         Ok((self.shared(principal), exp, signer))
@@ -266,6 +260,18 @@ impl Bearer {
         let mut key = [0u8; 32];
         key.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json).as_ref());
         self.principals.get_with(key, || Arc::new(p))
+    }
+}
+
+/// Whether `aud` (a string or an array) names one of the app's audiences.
+/// Never optional: no audience configured admits nothing (JWT-23, JWT-24);
+/// the config refuses an app with `jwt_sources` and no `jwt_audiences`.
+pub fn audience_allowed(claims: &Value, audiences: &[String]) -> bool {
+    let allowed = |a: &str| audiences.iter().any(|x| x == a);
+    match claims.get("aud") {
+        Some(Value::String(a)) => allowed(a),
+        Some(Value::Array(items)) => items.iter().any(|a| a.as_str().is_some_and(allowed)),
+        _ => false,
     }
 }
 
@@ -443,6 +449,27 @@ mod tests {
                 "iat {bad}"
             );
         }
+    }
+
+    #[test]
+    fn jwt23_audience_is_never_optional() {
+        let api = vec!["api".to_string()];
+        assert!(audience_allowed(&json!({"aud": "api"}), &api));
+        assert!(audience_allowed(&json!({"aud": ["other", "api"]}), &api));
+        for refused in [
+            json!({}),
+            json!({"aud": null}),
+            json!({"aud": "other"}),
+            json!({"aud": ["other"]}),
+            json!({"aud": []}),
+            json!({"aud": [7, {"api": 1}]}),
+            json!({"aud": "API"}),
+        ] {
+            assert!(!audience_allowed(&refused, &api), "{refused}");
+        }
+        // An app without audiences admits no token at all.
+        assert!(!audience_allowed(&json!({"aud": "api"}), &[]));
+        assert!(!audience_allowed(&json!({}), &[]));
     }
 
     #[test]

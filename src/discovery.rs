@@ -1,6 +1,7 @@
 //! OpenID Connect discovery: the well-known document fetched when the config
-//! is loaded, checked against the URL it came from, and merged with the URLs
-//! the operator set by hand (those always win, and `check` says so).
+//! is loaded (and refreshed in the background), checked against the URL it
+//! came from and against the rules for configured URLs, and merged with the
+//! URLs the operator set by hand (those always win, and `check` says so).
 
 use serde::Deserialize;
 use url::Url;
@@ -39,6 +40,29 @@ pub enum DiscoveryError {
         /// The document field.
         field: &'static str,
     },
+    /// A URL the document hands over breaks the rules for configured URLs
+    /// (plain http off loopback; an issuer with a query or fragment): the
+    /// source is refused (OIDC-25, JWKS-14); set the URL by hand to override.
+    #[error("discovery: the document's `{field}` is refused: {reason}")]
+    Refused {
+        /// The document field.
+        field: &'static str,
+        /// Which rule it breaks.
+        reason: String,
+    },
+}
+
+impl DiscoveryError {
+    /// Whether the document itself is unacceptable (rather than the provider
+    /// unreachable): refused at load, counted as `refused` on refresh.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            DiscoveryError::IssuerMismatch { .. }
+                | DiscoveryError::BadField { .. }
+                | DiscoveryError::Refused { .. }
+        )
+    }
 }
 
 /// The fields of a discovery document portcullis uses.
@@ -74,6 +98,14 @@ pub fn expected_issuer(well_known: &Url) -> Option<String> {
 
 /// Fetches and checks the document at `well_known`.
 pub async fn fetch(http: &Http, well_known: &Url) -> Result<Document, DiscoveryError> {
+    fetch_fresh(http, well_known).await.map(|(doc, _)| doc)
+}
+
+/// [`fetch`], with the response's `Cache-Control` (it bounds the refresh interval).
+pub async fn fetch_fresh(
+    http: &Http,
+    well_known: &Url,
+) -> Result<(Document, Option<String>), DiscoveryError> {
     let resp = http.get(well_known, None, MAX_RESPONSE_BYTES).await?;
     let doc: Document = match (resp.status, serde_json::from_slice::<Document>(&resp.body)) {
         (200, Ok(doc)) => doc,
@@ -85,11 +117,12 @@ pub async fn fetch(http: &Http, well_known: &Url) -> Result<Document, DiscoveryE
         }
     };
     check_issuer(well_known, &doc)?;
-    Ok(doc)
+    Ok((doc, resp.cache_control))
 }
 
 /// The document's issuer must equal the well-known URL minus the suffix,
-/// byte for byte (no normalisation: OIDC-03).
+/// byte for byte (no normalisation: OIDC-03), and be a valid issuer: https
+/// (http on loopback only), no query, no fragment (OIDC-25).
 pub fn check_issuer(well_known: &Url, doc: &Document) -> Result<(), DiscoveryError> {
     let expected = expected_issuer(well_known).unwrap_or_default();
     if doc.issuer != expected {
@@ -98,7 +131,25 @@ pub fn check_issuer(well_known: &Url, doc: &Document) -> Result<(), DiscoveryErr
             found: doc.issuer.clone(),
         });
     }
+    if let Some(reason) = crate::config::issuer_problem(&doc.issuer) {
+        return Err(DiscoveryError::Refused {
+            field: "issuer",
+            reason,
+        });
+    }
     Ok(())
+}
+
+/// A URL the document hands over, held to the rules for configured URLs.
+fn discovered_url(field: &'static str, raw: &str) -> Result<Url, DiscoveryError> {
+    let url = Url::parse(raw).map_err(|_| DiscoveryError::BadField { field })?;
+    if !crate::config::provider_url_allowed(&url) {
+        return Err(DiscoveryError::Refused {
+            field,
+            reason: format!("`{raw}` must be https:// (plain http is allowed only on loopback)"),
+        });
+    }
+    Ok(url)
 }
 
 /// Where a source's endpoints are, after discovery and the operator's overrides.
@@ -125,48 +176,53 @@ pub struct Endpoints {
 }
 
 /// Merges a source's hand-set URLs with a discovery document; hand-set wins.
+/// A discovered URL that is used must obey the rules for configured URLs
+/// (https, or http on loopback); one replaced by hand is only reported.
 pub fn resolve(source: &Source, doc: Option<&Document>) -> Result<Endpoints, DiscoveryError> {
     let mut overridden = Vec::new();
     let mut pick = |key: &'static str,
+                    field: &'static str,
                     configured: &Option<Url>,
                     discovered: Option<&String>|
      -> Result<Option<Url>, DiscoveryError> {
-        let found = match discovered {
-            Some(s) => Some(Url::parse(s).map_err(|_| DiscoveryError::BadField { field: key })?),
-            None => None,
-        };
-        match (configured, found) {
+        match (configured, discovered) {
             (Some(c), Some(d)) => {
-                if *c != d {
-                    overridden.push((key, d.to_string(), c.to_string()));
+                if Url::parse(d).map_or(true, |d| d != *c) {
+                    overridden.push((key, d.clone(), c.to_string()));
                 }
                 Ok(Some(c.clone()))
             }
             (Some(c), None) => Ok(Some(c.clone())),
-            (None, d) => Ok(d),
+            (None, Some(d)) => discovered_url(field, d).map(Some),
+            (None, None) => Ok(None),
         }
     };
     let authorization = pick(
         "authorization_url",
+        "authorization_endpoint",
         &source.authorization_url,
         doc.and_then(|d| d.authorization_endpoint.as_ref()),
     )?;
     let token = pick(
         "access_token_url",
+        "token_endpoint",
         &source.access_token_url,
         doc.and_then(|d| d.token_endpoint.as_ref()),
     )?;
     let profile = pick(
         "profile_url",
+        "userinfo_endpoint",
         &source.profile_url,
         doc.and_then(|d| d.userinfo_endpoint.as_ref()),
     )?;
     let jwks = pick(
         "oidc_jwks_url",
+        "jwks_uri",
         &source.oidc_jwks_url,
         doc.and_then(|d| d.jwks_uri.as_ref()),
     )?;
     let end_session = pick(
+        "end_session_endpoint",
         "end_session_endpoint",
         &None,
         doc.and_then(|d| d.end_session_endpoint.as_ref()),
@@ -225,5 +281,53 @@ mod tests {
         ] {
             assert!(check_issuer(&wk, &doc(bad)).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn oidc25_an_issuer_with_a_query_or_fragment_or_plain_http_is_refused() {
+        for (well_known, issuer) in [
+            (
+                "https://idp.example/t?x=1/.well-known/openid-configuration",
+                "https://idp.example/t?x=1",
+            ),
+            (
+                "https://idp.example/t#f/.well-known/openid-configuration",
+                "https://idp.example/t#f",
+            ),
+            (
+                "http://idp.example/.well-known/openid-configuration",
+                "http://idp.example",
+            ),
+        ] {
+            let wk = Url::parse(well_known).unwrap();
+            let err = check_issuer(&wk, &doc(issuer)).unwrap_err();
+            assert!(
+                err.is_refusal() && matches!(err, DiscoveryError::Refused { .. }),
+                "{issuer}: {err}"
+            );
+        }
+        let wk = Url::parse("http://127.0.0.1:9/.well-known/openid-configuration").unwrap();
+        assert!(check_issuer(&wk, &doc("http://127.0.0.1:9")).is_ok());
+    }
+
+    #[test]
+    fn oidc25_jwks14_discovered_urls_follow_the_configured_url_rules() {
+        assert!(discovered_url("jwks_uri", "https://idp.example/jwks").is_ok());
+        assert!(discovered_url("jwks_uri", "http://localhost:8080/jwks").is_ok());
+        assert!(discovered_url("jwks_uri", "http://[::1]/jwks").is_ok());
+        for bad in [
+            "http://idp.example/jwks",
+            "http://10.0.0.1/jwks",
+            "ftp://idp.example/jwks",
+            "file:///etc/passwd",
+        ] {
+            let err = discovered_url("jwks_uri", bad).unwrap_err();
+            assert!(err.to_string().contains("jwks_uri"), "{bad}: {err}");
+            assert!(err.is_refusal(), "{bad}");
+        }
+        assert!(matches!(
+            discovered_url("token_endpoint", "not a url"),
+            Err(DiscoveryError::BadField { .. })
+        ));
     }
 }

@@ -89,17 +89,35 @@ pub struct KeySet {
     pub keys: Vec<Arc<Key>>,
 }
 
+/// Which keys of a set may verify a token.
+#[derive(Debug)]
+pub enum Candidates<'a> {
+    /// These keys (the token's `kid` with its `alg`, or the one key that fits a kid-less token).
+    Keys(Vec<&'a Arc<Key>>),
+    /// No key fits: the issuer may have rotated; the caller may refetch once.
+    NoKey,
+    /// The token names no `kid` and several keys fit its `alg`: refused, never
+    /// tried one by one (OIDC Core §10.1, OIDC-17).
+    Ambiguous,
+}
+
 impl KeySet {
-    /// Keys that may verify a token with this header `kid` and `alg`: by `kid`
-    /// when the token names one, else every key whose algorithms allow `alg`.
-    pub fn candidates<'a>(
-        &'a self,
-        kid: Option<&'a str>,
-        alg: Algorithm,
-    ) -> impl Iterator<Item = &'a Arc<Key>> + 'a {
-        self.keys.iter().filter(move |k| {
-            kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)) && k.algorithms.contains(&alg)
-        })
+    /// Keys that may verify a token with this header `kid` and `alg`: those
+    /// with that `kid` whose algorithms allow `alg`; without a `kid`, the one
+    /// key that allows `alg`, and none when several do.
+    pub fn candidates<'a>(&'a self, kid: Option<&str>, alg: Algorithm) -> Candidates<'a> {
+        let fits: Vec<&Arc<Key>> = self
+            .keys
+            .iter()
+            .filter(|k| {
+                kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)) && k.algorithms.contains(&alg)
+            })
+            .collect();
+        match (kid, fits.len()) {
+            (_, 0) => Candidates::NoKey,
+            (None, n) if n > 1 => Candidates::Ambiguous,
+            _ => Candidates::Keys(fits),
+        }
     }
 
     /// Whether a key with this `kid` exists (any algorithm).
@@ -578,17 +596,25 @@ impl JwksCache {
 
     /// A scheduled refresh (the background task's): fetches whatever is held
     /// and says when to come back. Shares the single flight with request-caused
-    /// fetches but not their cooldown.
+    /// fetches; is not held back by their cooldown, but a failure starts it.
     pub async fn refresh(&self, source: &str, url: &Url) -> Result<Refreshed, JwksError> {
         let entry = self
             .sources
             .get(source)
             .ok_or_else(|| JwksError::NoKeys(source.to_string()))?;
-        let _flight = entry.fetching.lock().await;
-        let (_, cache_control) = self.fetch_and_hold(source, entry, url).await?;
-        Ok(Refreshed {
-            next: entry.freshness.interval(cache_control.as_deref()),
-        })
+        let mut last = entry.fetching.lock().await;
+        let started = Instant::now();
+        match self.fetch_and_hold(source, entry, url).await {
+            Ok((_, cache_control)) => Ok(Refreshed {
+                next: entry.freshness.interval(cache_control.as_deref()),
+            }),
+            Err(e) => {
+                // Requests that waited on this failed flight do not start another
+                // at once: the endpoint just failed (JWKS-06: one timeout, not two).
+                *last = Some(started);
+                Err(e)
+            }
+        }
     }
 
     /// The source's freshness settings.
@@ -699,6 +725,14 @@ mod tests {
         assert!(parse(format!(r#"{{"keys":[{}]}}"#, many.join(",")).as_bytes()).is_err());
     }
 
+    fn count(c: Candidates<'_>) -> Option<usize> {
+        match c {
+            Candidates::Keys(k) => Some(k.len()),
+            Candidates::NoKey => Some(0),
+            Candidates::Ambiguous => None,
+        }
+    }
+
     #[test]
     fn candidates_follow_kid_then_algorithm() {
         let doc = format!(
@@ -707,11 +741,33 @@ mod tests {
             rsa("b", "")
         );
         let set = parse(doc.as_bytes()).unwrap();
-        assert_eq!(set.candidates(Some("a"), Algorithm::RS256).count(), 1);
-        assert_eq!(set.candidates(Some("a"), Algorithm::PS256).count(), 0);
-        assert_eq!(set.candidates(None, Algorithm::RS256).count(), 2);
-        assert_eq!(set.candidates(None, Algorithm::ES256).count(), 0);
-        assert_eq!(set.candidates(Some("zz"), Algorithm::RS256).count(), 0);
+        assert_eq!(count(set.candidates(Some("a"), Algorithm::RS256)), Some(1));
+        assert_eq!(count(set.candidates(Some("a"), Algorithm::PS256)), Some(0));
+        assert_eq!(count(set.candidates(Some("b"), Algorithm::PS256)), Some(1));
+        assert_eq!(count(set.candidates(None, Algorithm::ES256)), Some(0));
+        assert_eq!(count(set.candidates(Some("zz"), Algorithm::RS256)), Some(0));
+    }
+
+    #[test]
+    fn oidc16_oidc17_a_kid_less_token_needs_exactly_one_fitting_key() {
+        let doc = format!(
+            r#"{{"keys":[{},{}]}}"#,
+            rsa("a", r#","alg":"RS256""#),
+            rsa("b", r#","alg":"PS256""#)
+        );
+        let set = parse(doc.as_bytes()).unwrap();
+        // One key allows RS256, one PS256: each kid-less token has its one key (OIDC-16).
+        assert_eq!(count(set.candidates(None, Algorithm::RS256)), Some(1));
+        assert_eq!(count(set.candidates(None, Algorithm::PS256)), Some(1));
+        // Two keys allow RS256: a kid-less RS256 token is refused, never tried on both (OIDC-17).
+        let doc = format!(r#"{{"keys":[{},{}]}}"#, rsa("a", ""), rsa("b", ""));
+        let set = parse(doc.as_bytes()).unwrap();
+        assert!(matches!(
+            set.candidates(None, Algorithm::RS256),
+            Candidates::Ambiguous
+        ));
+        // With a kid the same set is fine.
+        assert_eq!(count(set.candidates(Some("b"), Algorithm::RS256)), Some(1));
     }
 
     fn b64(bytes: &[u8]) -> String {

@@ -12,7 +12,7 @@ use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::jwks::{Key, KeySet};
+use crate::jwks::{Candidates, Key, KeySet};
 
 /// Longest `kid` looked up; longer ones are refused without a refetch (SECURITY.md JWT-11).
 pub const MAX_KID_BYTES: usize = 256;
@@ -42,6 +42,9 @@ pub enum JwsError {
     /// No key of the issuer has this `kid` and algorithm: the caller may refetch once.
     #[error("no key of the issuer matches the token")]
     UnknownKey,
+    /// No `kid`, and several keys of the issuer fit the algorithm: refused (OIDC-17).
+    #[error("the token names no key and several keys of the issuer fit")]
+    AmbiguousKey,
     /// No candidate key verifies the signature.
     #[error("the token's signature is invalid")]
     Signature,
@@ -196,12 +199,13 @@ impl Jws<'_> {
         if is_hmac(self.alg) || !allowed.contains(&self.alg) {
             return Err(JwsError::Algorithm(format!("{:?}", self.alg)));
         }
-        let mut candidates = keys.candidates(self.kid.as_deref(), self.alg).peekable();
-        if candidates.peek().is_none() {
-            return Err(JwsError::UnknownKey);
-        }
-        // Without a kid, every key of this issuer that allows the algorithm is tried (OIDC-17).
+        let candidates = match keys.candidates(self.kid.as_deref(), self.alg) {
+            Candidates::Keys(k) => k,
+            Candidates::NoKey => return Err(JwsError::UnknownKey),
+            Candidates::Ambiguous => return Err(JwsError::AmbiguousKey),
+        };
         candidates
+            .into_iter()
             .find(|k| k.verify(self.alg, self.signing_input.as_bytes(), &self.signature))
             .cloned()
             .ok_or(JwsError::Signature)

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, KeyPath, Problem, Segment};
 pub use model::*;
-pub use validate::{decode_secret, parse_duration, JWT_ALGORITHMS, MIN_SECRET_BYTES};
+pub use validate::{
+    decode_secret, is_loopback, issuer_problem, parse_duration, provider_url_allowed,
+    JWT_ALGORITHMS, MIN_SECRET_BYTES,
+};
 
 /// The default config path: `$PORTCULLIS_CONFIG`, else `config/portcullis.toml`.
 pub fn default_path() -> PathBuf {

@@ -83,7 +83,7 @@ impl Check<'_> {
     /// A provider URL: https, or http on loopback only (tokens and keys must not travel in clear).
     fn provider_url(&mut self, key: KeyPath, raw: Option<&str>) -> Option<Url> {
         let url = self.http_url(key.clone(), raw)?;
-        if url.scheme() == "http" && !is_loopback(&url) {
+        if !provider_url_allowed(&url) {
             self.fail(
                 key,
                 format!("`{url}` must be https:// (plain http is allowed only on loopback)"),
@@ -154,6 +154,34 @@ pub fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Ipv6(a)) => a.is_loopback(),
         None => false,
     }
+}
+
+/// Whether a provider may be reached at `url`: https, or plain http on
+/// loopback only (tokens and keys must not travel in clear). The same rule
+/// holds for configured and discovered URLs (DESIGN "Operations").
+pub fn provider_url_allowed(url: &Url) -> bool {
+    url.scheme() == "https" || (url.scheme() == "http" && is_loopback(url))
+}
+
+/// What is wrong with an issuer identifier, if anything: it must be an https
+/// URL (http on loopback only) without query or fragment (OpenID Connect
+/// Discovery §3, RFC 9700 §2.6).
+pub fn issuer_problem(issuer: &str) -> Option<String> {
+    let url = match parse_http_url(issuer) {
+        Ok(u) => u,
+        Err(e) => return Some(e),
+    };
+    if !provider_url_allowed(&url) {
+        return Some(format!(
+            "`{issuer}` must be https:// (plain http is allowed only on loopback)"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() || issuer.contains(['?', '#']) {
+        return Some(format!(
+            "`{issuer}` must not have a query or fragment (OpenID Connect Discovery §3)"
+        ));
+    }
+    None
 }
 
 /// Parses an absolute `http` or `https` URL with a host.
@@ -650,10 +678,8 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
             );
         }
     }
-    if let Some(iss) = issuer.as_deref() {
-        if let Err(e) = parse_http_url(iss) {
-            c.fail(at.key("issuer"), e);
-        }
+    if let Some(e) = issuer.as_deref().and_then(issuer_problem) {
+        c.fail(at.key("issuer"), e);
     }
     let configured_pkce = raw
         .pkce
@@ -1006,6 +1032,35 @@ fn check_prefix(c: &mut Check<'_>, key: KeyPath, p: &str) -> bool {
     !bad
 }
 
+/// An app's accepted audiences: required with `jwt_sources` (JWT-23, JWT-24),
+/// else any token its issuers signed would do — users' ID tokens, tokens for
+/// other services.
+fn jwt_audiences(
+    c: &mut Check<'_>,
+    at: &KeyPath,
+    name: Option<&str>,
+    jwt_sources: &[String],
+    raw: Option<Vec<String>>,
+) -> Vec<String> {
+    let audiences = raw.unwrap_or_default();
+    if !jwt_sources.is_empty() && audiences.is_empty() {
+        let example = name.filter(|n| !n.trim().is_empty()).unwrap_or("api");
+        c.fail(
+            at.key("jwt_audiences"),
+            format!("required with jwt_sources: list the audience(s) your tokens carry, e.g. jwt_audiences = [\"{example}\"]"),
+        );
+    }
+    for (i, a) in audiences.iter().enumerate() {
+        if a.trim().is_empty() {
+            c.fail(
+                at.key("jwt_audiences").item(i, None),
+                "empty: an audience is the `aud` value your tokens carry, e.g. \"api\"",
+            );
+        }
+    }
+    audiences
+}
+
 fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Option<App> {
     let name = match raw.name {
         Some(n) if !n.trim().is_empty() => Some(n),
@@ -1117,6 +1172,7 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
             Some(_) => {}
         }
     }
+    let jwt_audiences = jwt_audiences(c, at, name.as_deref(), &jwt_sources, raw.jwt_audiences);
     let mut public_paths = Vec::new();
     for (i, p) in raw.public_paths.unwrap_or_default().into_iter().enumerate() {
         if check_prefix(c, at.key("public_paths").item(i, None), &p) {
@@ -1131,7 +1187,7 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
         upstream: upstream?,
         sources: app_sources,
         jwt_sources,
-        jwt_audiences: raw.jwt_audiences.unwrap_or_default(),
+        jwt_audiences,
         forward_bearer_token: raw.forward_bearer_token.unwrap_or(false),
         public_paths,
         policies,

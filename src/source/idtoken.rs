@@ -47,6 +47,9 @@ pub enum IdTokenError {
     /// No key of this issuer fits the token's `kid`/`alg`: the caller may refetch the JWKS once.
     #[error("no key of the provider matches the ID token")]
     UnknownKey,
+    /// No `kid`, and several of the provider's keys fit its algorithm (OIDC-17).
+    #[error("the ID token names no key and the provider has several that fit")]
+    AmbiguousKey,
     /// No candidate key verified the signature.
     #[error("the ID token's signature is invalid")]
     Signature,
@@ -79,6 +82,7 @@ impl From<JwsError> for IdTokenError {
             JwsError::Algorithm(a) => IdTokenError::Algorithm(a),
             JwsError::Unsupported => IdTokenError::Critical,
             JwsError::UnknownKey => IdTokenError::UnknownKey,
+            JwsError::AmbiguousKey => IdTokenError::AmbiguousKey,
             JwsError::Signature => IdTokenError::Signature,
             JwsError::TooLarge | JwsError::Format | JwsError::Header | JwsError::Claims => {
                 IdTokenError::Malformed
@@ -371,6 +375,37 @@ mod tests {
             peek(&"a".repeat(MAX_TOKEN_BYTES + 1)),
             Err(IdTokenError::Malformed)
         );
+    }
+
+    /// OIDC-14: the provider's discovery document pins the algorithms its ID
+    /// tokens use; a token in another one is refused even though a key of the
+    /// provider verifies it.
+    #[tokio::test]
+    async fn oidc14_an_id_token_in_an_algorithm_the_provider_does_not_list_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let p = crate::demo::provider::start(
+            listener,
+            crate::demo::ProviderConfig::example("http://127.0.0.1:1/cb"),
+        )
+        .await;
+        p.set_faults(|f| f.alg = crate::demo::SignAlg::ES256);
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = good(now);
+        let token = p.sign(claims.as_object().unwrap()).unwrap();
+        let jwks = reqwest::get(format!("{}/jwks", p.issuer()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let keys = crate::jwks::parse(&jwks).unwrap();
+        let pinned = crate::source::id_token_algorithms(&["RS256".into(), "PS256".into()]);
+        assert!(matches!(
+            verify(&token, &keys, &pinned, None),
+            Err(IdTokenError::Algorithm(_))
+        ));
+        let listed = crate::source::id_token_algorithms(&["RS256".into(), "ES256".into()]);
+        assert_eq!(verify(&token, &keys, &listed, None).unwrap()["sub"], "u1");
     }
 
     #[test]

@@ -7,10 +7,10 @@ pub mod flow;
 pub mod idtoken;
 pub mod oauth1;
 pub mod presets;
+mod refresh;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
@@ -110,9 +110,8 @@ pub struct Sources {
     pub jwks: JwksCache,
     by_slug: HashMap<String, Arc<Runtime>>,
     readiness: Arc<Readiness>,
-    /// Sources some app trusts for machine tokens: their keys are fetched at
-    /// start and refreshed in the background.
-    machine: Vec<String>,
+    /// Background upkeep of discovery documents (see `refresh`).
+    upkeep: refresh::Upkeep,
 }
 
 /// What loading the sources found, for `check` and the start-up log.
@@ -160,6 +159,7 @@ impl Sources {
     ) -> Result<(Sources, LoadReport), LoadError> {
         let mut report = LoadReport::default();
         let mut by_slug = HashMap::new();
+        let mut upkeep = refresh::Upkeep::new();
         for s in &config.sources {
             let policies = crate::policy::Rules::new(&s.policies).map_err(|e| LoadError {
                 slug: s.slug.clone(),
@@ -179,10 +179,11 @@ impl Sources {
                     rt.set_endpoints(e);
                     readiness.set(&s.slug, true);
                 }
-                Some(wk) => match discovery::fetch(&http, wk).await {
-                    Ok(doc) => {
+                Some(wk) => match discovery::fetch_fresh(&http, wk).await {
+                    Ok((doc, cache_control)) => {
                         let e = discovery::resolve(s, Some(&doc))
                             .map_err(|e| LoadError::discovery(&s.slug, e))?;
+                        upkeep.first_refresh(s, cache_control.as_deref());
                         for (key, d, c) in &e.overridden {
                             report
                                 .overridden
@@ -192,10 +193,8 @@ impl Sources {
                         rt.set_endpoints(e);
                         readiness.set(&s.slug, true);
                     }
-                    Err(
-                        error @ (DiscoveryError::IssuerMismatch { .. }
-                        | DiscoveryError::BadField { .. }),
-                    ) => {
+                    // A document that breaks a rule refuses the source (OIDC-24, OIDC-25).
+                    Err(error) if error.is_refusal() => {
                         return Err(LoadError::discovery(&s.slug, error));
                     }
                     Err(e) => {
@@ -207,20 +206,13 @@ impl Sources {
             by_slug.insert(s.slug.clone(), rt);
         }
         let jwks = JwksCache::new(http.clone(), &config.sources);
-        let mut machine: Vec<String> = config
-            .apps
-            .iter()
-            .flat_map(|a| a.jwt_sources.iter().cloned())
-            .collect();
-        machine.sort();
-        machine.dedup();
         Ok((
             Sources {
                 http,
                 jwks,
                 by_slug,
                 readiness,
-                machine,
+                upkeep,
             },
             report,
         ))
@@ -229,101 +221,6 @@ impl Sources {
     /// The source with this slug.
     pub fn get(&self, slug: &str) -> Option<Arc<Runtime>> {
         self.by_slug.get(slug).cloned()
-    }
-
-    /// Fetches the keys of every machine-token source that has a JWKS URL
-    /// now; returns, per source, when to refresh next (failures are logged
-    /// and counted, and retried soon).
-    pub async fn fetch_machine_keys(&self) -> Vec<(String, Duration)> {
-        let mut out = Vec::new();
-        // Inline-only key sets have nothing to refresh.
-        let fetchable = self.machine.iter().filter(|slug| {
-            self.get(slug).is_some_and(|rt| {
-                rt.config.oidc_jwks_url.is_some() || rt.config.oidc_well_known_url.is_some()
-            })
-        });
-        for slug in fetchable {
-            let url = self.jwks_url(slug);
-            let next = match url {
-                Some(url) => match self.jwks.refresh(slug, &url).await {
-                    Ok(r) => r.next,
-                    Err(_) => Duration::from_secs(1),
-                },
-                None => Duration::from_secs(1),
-            };
-            out.push((slug.clone(), next));
-        }
-        out
-    }
-
-    fn jwks_url(&self, slug: &str) -> Option<Url> {
-        self.get(slug)
-            .and_then(|rt| rt.endpoints())
-            .and_then(|e| e.jwks.clone())
-    }
-
-    /// Keeps one machine-token source's keys fresh forever: refreshes when
-    /// `max-age` (clamped) or the ttl says, retries failures with backoff
-    /// (1 s doubling to 60 s, at most the ttl) while the last good set is
-    /// served until its max stale age (JWKS-04).
-    pub async fn keep_keys_fresh(self: Arc<Self>, slug: String, first: Duration) {
-        let ttl = self.jwks.freshness(&slug).ttl;
-        let mut next = first;
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            tokio::time::sleep(next).await;
-            let refreshed = match self.jwks_url(&slug) {
-                Some(url) => self.jwks.refresh(&slug, &url).await.ok(),
-                None => None,
-            };
-            match refreshed {
-                Some(r) => {
-                    next = r.next;
-                    backoff = Duration::from_secs(1);
-                }
-                None => {
-                    next = backoff.min(ttl);
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                }
-            }
-        }
-    }
-
-    /// Retries discovery of not-ready sources with backoff (1 s doubling to 60 s)
-    /// until each succeeds; returns when all are ready.
-    pub async fn retry_discovery(&self) {
-        let mut delay = Duration::from_secs(1);
-        loop {
-            let pending: Vec<Arc<Runtime>> = self
-                .by_slug
-                .values()
-                .filter(|r| r.endpoints().is_none())
-                .cloned()
-                .collect();
-            if pending.is_empty() {
-                return;
-            }
-            tokio::time::sleep(delay).await;
-            for rt in pending {
-                let Some(wk) = &rt.config.oidc_well_known_url else {
-                    continue;
-                };
-                match discovery::fetch(&self.http, wk)
-                    .await
-                    .and_then(|doc| discovery::resolve(&rt.config, Some(&doc)))
-                {
-                    Ok(e) => {
-                        tracing::info!(source = %rt.config.slug, "discovery succeeded; source ready");
-                        rt.set_endpoints(e);
-                        self.readiness.set(&rt.config.slug, true);
-                    }
-                    Err(e) => {
-                        tracing::warn!(source = %rt.config.slug, error = %e, retry_in = ?delay, "discovery failed")
-                    }
-                }
-            }
-            delay = (delay * 2).min(Duration::from_secs(60));
-        }
     }
 
     /// Finishes a sign-in: exchanges the code, validates the ID token (no

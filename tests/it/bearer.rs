@@ -14,22 +14,41 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{client, Gateway, Upstream};
 
-/// A JWKS endpoint whose answer the test sets (status, body, Cache-Control)
-/// and which counts what it was asked; one request per connection.
+/// How a [`JwksServer`] sends its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stream {
+    /// The set body with its Content-Length.
+    Whole,
+    /// 64 KiB chunks of a chunked body, forever (until the client hangs up).
+    Endless,
+    /// A Content-Length of 100 000 and then one byte a second (JWKS-06).
+    Drip,
+}
+
+/// A JWKS endpoint whose answer the test sets (status, body, Cache-Control,
+/// Content-Type, how it is streamed) and which counts what it was asked; one
+/// request per connection.
 #[derive(Clone)]
-struct JwksServer {
-    addr: SocketAddr,
+pub(crate) struct JwksServer {
+    pub(crate) addr: SocketAddr,
     answer: Arc<Mutex<(u16, String)>>,
     hits: Arc<AtomicUsize>,
+    stream: Arc<Mutex<Stream>>,
+    content_type: Arc<Mutex<String>>,
+    /// The most bytes written on one connection.
+    most_sent: Arc<AtomicUsize>,
 }
 
 impl JwksServer {
-    async fn start(body: String) -> JwksServer {
+    pub(crate) async fn start(body: String) -> JwksServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = JwksServer {
             addr: listener.local_addr().unwrap(),
             answer: Arc::new(Mutex::new((200, body))),
             hits: Arc::new(AtomicUsize::new(0)),
+            stream: Arc::new(Mutex::new(Stream::Whole)),
+            content_type: Arc::new(Mutex::new("application/json".into())),
+            most_sent: Arc::new(AtomicUsize::new(0)),
         };
         let s = server.clone();
         tokio::spawn(async move {
@@ -52,32 +71,69 @@ impl JwksServer {
                     } else {
                         String::new()
                     };
+                    let content_type = s.content_type.lock().unwrap().clone();
+                    let stream = *s.stream.lock().unwrap();
+                    let framing = match stream {
+                        Stream::Whole => format!("content-length: {}", body.len()),
+                        Stream::Endless => "transfer-encoding: chunked".to_string(),
+                        Stream::Drip => "content-length: 100000".to_string(),
+                    };
                     let head = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncache-control: max-age=1\r\n{location}content-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
+                        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncache-control: max-age=1\r\n{location}{framing}\r\nconnection: close\r\n\r\n"
                     );
                     let _ = conn.write_all(head.as_bytes()).await;
-                    let _ = conn.write_all(body.as_bytes()).await;
+                    let mut sent = 0usize;
+                    match stream {
+                        Stream::Whole => {
+                            let _ = conn.write_all(body.as_bytes()).await;
+                        }
+                        Stream::Endless => {
+                            let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                            while conn.write_all(chunk.as_bytes()).await.is_ok() {
+                                sent += 0x10000;
+                                s.most_sent.fetch_max(sent, Ordering::SeqCst);
+                            }
+                        }
+                        Stream::Drip => {
+                            while conn.write_all(b"{").await.is_ok() {
+                                sent += 1;
+                                s.most_sent.fetch_max(sent, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
                 });
             }
         });
         server
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/jwks", self.addr)
     }
 
-    fn set(&self, status: u16, body: String) {
+    pub(crate) fn set(&self, status: u16, body: String) {
         *self.answer.lock().unwrap() = (status, body);
     }
 
-    fn hits(&self) -> usize {
+    pub(crate) fn stream(&self, how: Stream) {
+        *self.stream.lock().unwrap() = how;
+    }
+
+    pub(crate) fn content_type(&self, value: &str) {
+        *self.content_type.lock().unwrap() = value.to_string();
+    }
+
+    pub(crate) fn most_sent(&self) -> usize {
+        self.most_sent.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
 }
 
-async fn jwks_of(p: &Provider) -> String {
+pub(crate) async fn jwks_of(p: &Provider) -> String {
     reqwest::get(format!("{}/jwks", p.issuer()))
         .await
         .unwrap()
@@ -87,7 +143,7 @@ async fn jwks_of(p: &Provider) -> String {
 }
 
 /// The status the gateway answers `GET /x` with this bearer token.
-async fn bearer_status(gw: &Gateway, token: &str) -> u16 {
+pub(crate) async fn bearer_status(gw: &Gateway, token: &str) -> u16 {
     client()
         .get(gw.url("/x"))
         .header("authorization", format!("Bearer {token}"))
@@ -99,7 +155,7 @@ async fn bearer_status(gw: &Gateway, token: &str) -> u16 {
 }
 
 /// Polls `check` every 100 ms for up to `secs` seconds.
-async fn eventually(secs: u64, mut check: impl AsyncFnMut() -> bool) -> bool {
+pub(crate) async fn eventually(secs: u64, mut check: impl AsyncFnMut() -> bool) -> bool {
     for _ in 0..secs * 10 {
         if check().await {
             return true;
@@ -116,7 +172,7 @@ struct Machines {
     upstream: Upstream,
 }
 
-async fn provider() -> Provider {
+pub(crate) async fn provider() -> Provider {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     portcullis::demo::provider::start(
         listener,
@@ -146,7 +202,10 @@ async fn machines() -> Machines {
     }
 }
 
-fn claims(iss: &str, change: impl FnOnce(&mut Map<String, Value>)) -> Map<String, Value> {
+pub(crate) fn claims(
+    iss: &str,
+    change: impl FnOnce(&mut Map<String, Value>),
+) -> Map<String, Value> {
     let now = jsonwebtoken::get_current_timestamp();
     let mut c = Map::new();
     c.insert("iss".into(), json!(iss));
@@ -449,6 +508,8 @@ async fn security_md_jwt_cases_are_refused_with_nothing_upstream() {
         .decode(public_jwk["n"].as_str().unwrap())
         .unwrap();
     let jwks_before = m.trusted.calls(Endpoint::Jwks);
+    // Every source's keys are fetched in the background; requests never add to the untrusted one's.
+    let untrusted_before = m.other.calls(Endpoint::Jwks);
     // JWT-11 and JWT-20 first: refused before any key lookup, so no fetch at all.
     m.refused(
         "JWT-11 kid too long",
@@ -586,8 +647,8 @@ async fn security_md_jwt_cases_are_refused_with_nothing_upstream() {
     );
     assert_eq!(
         m.other.calls(Endpoint::Jwks),
-        0,
-        "the untrusted source was never asked"
+        untrusted_before,
+        "the untrusted source was asked because of a request"
     );
     assert_eq!(
         bait_hits.load(Ordering::SeqCst),
@@ -616,19 +677,7 @@ async fn security_md_jwt_cases_are_refused_with_nothing_upstream() {
         let body = [int(&raw[..32]), int(&raw[32..])].concat();
         [&[0x30, body.len() as u8][..], &body].concat()
     };
-    // The order n of P-256: s' = n - s is the high-S twin (JWT-07).
-    let n = hex("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
-    let high_s = {
-        let s = &raw[32..];
-        let mut out = [0u8; 32];
-        let mut borrow = 0i16;
-        for i in (0..32).rev() {
-            let d = n[i] as i16 - s[i] as i16 - borrow;
-            borrow = i16::from(d < 0);
-            out[i] = (d + if d < 0 { 256 } else { 0 }) as u8;
-        }
-        [&raw[..32], &out[..]].concat()
-    };
+    let n = hex(P256_ORDER);
     for (name, token) in [
         ("JWT-05 r = s = 0", enc(&[0u8; 64])),
         (
@@ -641,10 +690,102 @@ async fn security_md_jwt_cases_are_refused_with_nothing_upstream() {
     ] {
         m.refused(name, &token).await;
     }
-    // JWT-07: whatever the verifier says of the twin, it is a different token,
-    // verified on its own and never served from the original's cached verdict.
-    let twin = m.call(&enc(&high_s)).await.status();
-    assert!(twin == 200 || twin == 401, "high-S twin: {twin}");
+}
+
+/// The order n of P-256.
+const P256_ORDER: &str = "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551";
+
+/// The high-S twin of an ES256 token: the same R, S replaced by n − S.
+fn high_s_twin(token: &str) -> String {
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sig)
+        .unwrap();
+    assert_eq!(raw.len(), 64);
+    let n = hex(P256_ORDER);
+    let s = &raw[32..];
+    let mut out = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = n[i] as i16 - s[i] as i16 - borrow;
+        borrow = i16::from(d < 0);
+        out[i] = (d + if d < 0 { 256 } else { 0 }) as u8;
+    }
+    let twin = [&raw[..32], &out[..]].concat();
+    format!(
+        "{input}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(twin)
+    )
+}
+
+/// The `bearer_cache_entries` gauge.
+async fn cached_verdicts(gw: &Gateway) -> u64 {
+    let text = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with("portcullis_bearer_cache_entries "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// JWT-07: ECDSA has no low-S rule in JWS (RFC 7518 §3.4) and aws-lc verifies
+/// the high-S twin (s → n − s) of a valid ES256 token: the gateway accepts
+/// it, as the same machine. The twin is another token: it gets a verdict of
+/// its own (the cache is keyed by the whole token), and once the issuer drops
+/// the key both the original and the twin are refused — malleation cannot
+/// keep a revoked signature alive through the verdict cache.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwt07_the_es256_high_s_twin_is_verified_on_its_own_and_revoked_with_its_key() {
+    let a = provider().await;
+    let b = provider().await;
+    a.set_faults(|f| f.alg = SignAlg::ES256);
+    let issuer = "https://ci.example";
+    let server = JwksServer::start(jwks_of(&a).await).await;
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+        server.url(),
+        upstream.url()
+    ));
+    let original = a.sign(&claims(issuer, |_| {})).unwrap();
+    let twin = high_s_twin(&original);
+    assert_ne!(twin, original);
+    assert_eq!(bearer_status(&gw, &original).await, 200);
+    let held = cached_verdicts(&gw).await;
+    assert_eq!(
+        bearer_status(&gw, &twin).await,
+        200,
+        "aws-lc verifies high-S"
+    );
+    assert_eq!(
+        cached_verdicts(&gw).await,
+        held + 1,
+        "the twin was served from the original's verdict"
+    );
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].header("x-forwarded-user"), Some("ci-job-7"));
+    // The issuer drops the key: neither spelling of the signature lives on.
+    server.set(200, jwks_of(&b).await);
+    assert!(
+        eventually(6, async || bearer_status(&gw, &original).await == 401).await,
+        "the original outlived its key"
+    );
+    let seen = upstream.requests().len();
+    assert_eq!(
+        bearer_status(&gw, &twin).await,
+        401,
+        "the twin outlived its key"
+    );
+    assert_eq!(upstream.requests().len(), seen);
 }
 
 fn hex(s: &str) -> Vec<u8> {
@@ -662,9 +803,9 @@ async fn token_transport_forwarding_and_policy_refusals() {
     let upstream = Upstream::start("api").await;
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{wk}\"\n\
-         [[app]]\nname = \"api\"\nhost = \"api.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\n\
+         [[app]]\nname = \"api\"\nhost = \"api.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n\
          [[app.policy]]\non = [\"access\"]\neffect = \"deny\"\ngroups = [\"interns\"]\nmessage = \"Interns may not deploy\"\n\
-         [[app]]\nname = \"passthrough\"\nhost = \"pass.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\nforward_bearer_token = true\n",
+         [[app]]\nname = \"passthrough\"\nhost = \"pass.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\nforward_bearer_token = true\n",
         wk = trusted.well_known_url(),
         up = upstream.url()
     ));
@@ -808,7 +949,7 @@ async fn jwks_refresh_keep_last_good_revocation_and_max_stale() {
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\n\
          jwks_cache_ttl = \"1s\"\njwks_max_stale = \"4s\"\njwks_cooldown = \"30s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
         server.url(),
         upstream.url()
     ));
@@ -900,7 +1041,7 @@ async fn jwks05_unreachable_at_start_fails_closed_then_recovers() {
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\n\
          jwks_cache_ttl = \"1s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
         server.url(),
         upstream.url()
     ));
@@ -925,7 +1066,7 @@ async fn jwks_garbage_and_redirects_keep_the_last_good_keys_and_sources_stay_iso
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"a\"\ntype = \"openidconnect\"\nissuer = \"https://a.example\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
          [[source]]\nslug = \"b\"\ntype = \"openidconnect\"\nissuer = \"https://b.example\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"a\", \"b\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"a\", \"b\"]\njwt_audiences = [\"api\"]\n",
         server_a.url(),
         server_b.url(),
         upstream.url()
@@ -988,4 +1129,472 @@ async fn jwks_garbage_and_redirects_keep_the_last_good_keys_and_sources_stay_iso
     // A's keys never verify B's issuer: a token with B's iss signed by A's key.
     let forged = a.sign(&claims("https://b.example", |_| {})).unwrap();
     assert_eq!(call(forged).await, 401);
+}
+
+/// The ID token a real sign-in at `p` hands its client (`alice`, auto-approved):
+/// the authorization request, then the code redeemed at the token endpoint.
+async fn login_id_token(p: &Provider, client_id: &str, secret: &str, redirect: &str) -> String {
+    p.set_faults(|f| f.auto_approve_as = Some("alice".into()));
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .get(format!("{}/authorize", p.issuer()))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", redirect),
+            ("scope", "openid email profile"),
+            ("state", "st-1"),
+            ("nonce", "n-1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .to_string();
+    let tokens: Value = no_redirects
+        .post(format!("{}/token", p.issuer()))
+        .basic_auth(client_id, Some(secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    p.set_faults(|f| *f = Faults::default());
+    tokens["id_token"].as_str().unwrap().to_string()
+}
+
+/// JWT-23/JWT-24 at the gateway: `aud` must name one of the app's
+/// `jwt_audiences` — missing or foreign is refused with nothing upstream, an
+/// array with one allowed value is accepted; the ID token a user's sign-in at
+/// the same provider produces (aud = the gateway's client id), and a token
+/// minted for another service, are refused although the issuer signed them.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwt23_jwt24_aud_decides_and_login_id_tokens_are_refused() {
+    const CLIENT: &str = "portcullis-demo";
+    const SECRET: &str = "demo-client-secret-for-jwt24";
+    const REDIRECT: &str = "http://127.0.0.1:1/cb";
+    let mut config = portcullis::demo::ProviderConfig::example(REDIRECT);
+    config.clients[0].client_secret = SECRET.into();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trusted = portcullis::demo::provider::start(listener, config).await;
+    let upstream = Upstream::start("api").await;
+    // One provider, both the users' sign-in source and the machines' issuer.
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"corp\"\ntype = \"openidconnect\"\nconsumer_key = \"{CLIENT}\"\nconsumer_secret = \"{SECRET}\"\noidc_well_known_url = \"{}\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"corp\"]\njwt_audiences = [\"api\", \"api-v2\"]\n",
+        trusted.well_known_url(),
+        upstream.url()
+    ));
+    gw.ready().await;
+    let m = Machines {
+        other: provider().await,
+        trusted,
+        gw,
+        upstream,
+    };
+    let id_token = login_id_token(&m.trusted, CLIENT, SECRET, REDIRECT).await;
+    let id_claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(id_token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(id_claims["aud"], json!(CLIENT), "{id_claims}");
+    assert_eq!(id_claims["iss"], json!(m.trusted.issuer()));
+    for (name, token) in [
+        ("JWT-24 the ID token of a sign-in", id_token),
+        (
+            "JWT-23 no aud",
+            m.token(|c| {
+                c.remove("aud");
+            }),
+        ),
+        (
+            "JWT-23 aud null",
+            m.token(|c| {
+                c.insert("aud".into(), Value::Null);
+            }),
+        ),
+        (
+            "JWT-23 aud empty array",
+            m.token(|c| {
+                c.insert("aud".into(), json!([]));
+            }),
+        ),
+        (
+            "JWT-24 minted for another service",
+            m.token(|c| {
+                c.insert("aud".into(), json!("billing"));
+            }),
+        ),
+        (
+            "JWT-23 an array of other audiences",
+            m.token(|c| {
+                c.insert("aud".into(), json!(["billing", "API", CLIENT]));
+            }),
+        ),
+    ] {
+        m.refused(name, &token).await;
+    }
+    assert_eq!(m.upstream.requests().len(), 0);
+    for (name, aud) in [
+        ("a string", json!("api-v2")),
+        ("an array with one allowed value", json!(["billing", "api"])),
+    ] {
+        let t = m.token(|c| {
+            c.insert("aud".into(), aud);
+        });
+        assert_eq!(m.call(&t).await.status(), 200, "JWT-23 aud {name}");
+    }
+    assert_eq!(m.upstream.requests().len(), 2);
+}
+
+/// OIDC-16/OIDC-17 for machine tokens: a token without `kid` is accepted
+/// while exactly one key of its issuer fits its `alg`; once the issuer
+/// publishes several, it is refused (never tried against each), while a
+/// token naming its `kid` still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc16_oidc17_a_kid_less_machine_token_needs_exactly_one_fitting_key() {
+    let p = provider().await;
+    let issuer = "https://ci.example";
+    // The provider's own JWKS: one RSA key and one EC key.
+    let server = JwksServer::start(jwks_of(&p).await).await;
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+        server.url(),
+        upstream.url()
+    ));
+    let kid_less = |jti: u64| {
+        p.set_faults(|f| f.kid = portcullis::demo::KidFault::Omit);
+        let t = p
+            .sign(&claims(issuer, |c| {
+                c.insert("jti".into(), json!(jti));
+            }))
+            .unwrap();
+        let head: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(head.get("kid").is_none(), "{head}");
+        t
+    };
+    assert_eq!(bearer_status(&gw, &kid_less(1)).await, 200, "OIDC-16");
+    // The issuer now lists two more RSA keys (before the real one).
+    p.set_faults(|f| f.jwks_extra_keys = 2);
+    let three = jwks_of(&p).await;
+    let rsa_keys = serde_json::from_str::<Value>(&three).unwrap()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kty"] == "RSA")
+        .count();
+    assert_eq!(rsa_keys, 3);
+    let served_from = server.hits();
+    server.set(200, three);
+    assert!(
+        eventually(6, async || server.hits() >= served_from + 2).await,
+        "no refresh"
+    );
+    let before = upstream.requests().len();
+    assert_eq!(bearer_status(&gw, &kid_less(2)).await, 401, "OIDC-17");
+    assert_eq!(upstream.requests().len(), before);
+    // The same key, named by its kid, still verifies.
+    p.set_faults(|f| {
+        *f = Faults {
+            jwks_extra_keys: 2,
+            ..Faults::default()
+        }
+    });
+    let named = p
+        .sign(&claims(issuer, |c| {
+            c.insert("jti".into(), json!(3));
+        }))
+        .unwrap();
+    assert_eq!(bearer_status(&gw, &named).await, 200);
+}
+
+/// A counter or gauge of the admin `/metrics`, by its full series name.
+async fn metric(gw: &Gateway, series: &str) -> u64 {
+    let text = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(series) && l.as_bytes().get(series.len()) == Some(&b' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+const CI_FAILED: &str = "portcullis_jwks_fetches_total{result=\"failed\",source=\"ci\"}";
+
+/// A gateway trusting source `ci` (issuer `https://ci.example`) whose JWKS is `server`'s.
+fn gateway_on(server: &JwksServer, upstream: &Upstream, extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"https://ci.example\"\noidc_jwks_url = \"{}\"\n{extra}\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+        server.url(),
+        upstream.url()
+    ))
+}
+
+/// JWKS-06: a JWKS endpoint that accepts and then drips one byte a second
+/// is cut at the outbound fetch's total timeout (10 s): the request that
+/// needed the keys is answered 401 within that bound (plus slack for a
+/// loaded machine), not held for as long as the endpoint keeps dripping.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks06_a_dripping_jwks_endpoint_is_cut_at_the_fetch_timeout() {
+    let a = provider().await;
+    let server = JwksServer::start(jwks_of(&a).await).await;
+    server.stream(Stream::Drip);
+    let upstream = Upstream::start("api").await;
+    let gw = tokio::task::block_in_place(|| gateway_on(&server, &upstream, ""));
+    let token = a.sign(&claims("https://ci.example", |_| {})).unwrap();
+    let started = std::time::Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(40), bearer_status(&gw, &token))
+        .await
+        .expect("the request was held past 40 s");
+    assert_eq!(status, 401);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(16), "answered after {took:?}");
+    assert_eq!(upstream.requests().len(), 0);
+    assert!(metric(&gw, CI_FAILED).await >= 1);
+    // No connection was read for much longer than the timeout.
+    assert!(
+        server.most_sent() <= 16,
+        "{} bytes dripped",
+        server.most_sent()
+    );
+}
+
+/// JWKS-07: a 10 MiB body (announced by Content-Length) and an endless
+/// chunked stream are each cut at the 512 KiB cap — a failed fetch, counted,
+/// that keeps the last good keys; the endless stream is abandoned, not read on.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks07_a_huge_or_endless_jwks_is_cut_at_the_cap_and_the_last_good_keys_stay() {
+    let a = provider().await;
+    let good = jwks_of(&a).await;
+    let server = JwksServer::start(good.clone()).await;
+    let upstream = Upstream::start("api").await;
+    let gw = gateway_on(&server, &upstream, "jwks_cache_ttl = \"1s\"");
+    let token = |jti: u64| {
+        a.sign(&claims("https://ci.example", |c| {
+            c.insert("jti".into(), json!(jti));
+        }))
+        .unwrap()
+    };
+    assert_eq!(bearer_status(&gw, &token(1)).await, 200);
+    for (jti, name, how, body) in [
+        (2, "10 MiB body", Stream::Whole, "x".repeat(10 << 20)),
+        (3, "endless chunked body", Stream::Endless, good.clone()),
+    ] {
+        let before = metric(&gw, CI_FAILED).await;
+        server.stream(how);
+        server.set(200, body);
+        assert!(
+            eventually(8, async || metric(&gw, CI_FAILED).await > before).await,
+            "{name}: not a failed fetch"
+        );
+        assert_eq!(
+            bearer_status(&gw, &token(jti)).await,
+            200,
+            "{name}: the last good keys were lost"
+        );
+    }
+    assert!(
+        server.most_sent() < 4 << 20,
+        "{} bytes of the endless stream were taken",
+        server.most_sent()
+    );
+}
+
+/// JWKS-13: a refresh swaps the set whole. While the endpoint alternates
+/// between two documents that both hold the signing key (another key beside
+/// it, in another order), refreshing every second, every one of many
+/// concurrent fresh tokens verifies: no reader sees an empty or partial set.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks13_requests_during_refreshes_see_a_whole_set() {
+    let a = provider().await;
+    let b = provider().await;
+    let doc_a = jwks_of(&a).await;
+    let mut keys: Vec<Value> = serde_json::from_str::<Value>(&jwks_of(&b).await).unwrap()["keys"]
+        .as_array()
+        .unwrap()
+        .clone();
+    keys.extend(
+        serde_json::from_str::<Value>(&doc_a).unwrap()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .cloned(),
+    );
+    let doc_ba = json!({ "keys": keys }).to_string();
+    let server = JwksServer::start(doc_a.clone()).await;
+    let upstream = Upstream::start("api").await;
+    let gw = gateway_on(&server, &upstream, "jwks_cache_ttl = \"1s\"");
+    let start_hits = server.hits();
+    let mut statuses = Vec::new();
+    for round in 0..12u64 {
+        server.set(
+            200,
+            if round % 2 == 0 {
+                doc_ba.clone()
+            } else {
+                doc_a.clone()
+            },
+        );
+        let batch = (0..10).map(|i| {
+            let t = a
+                .sign(&claims("https://ci.example", |c| {
+                    c.insert("jti".into(), json!(round * 100 + i));
+                }))
+                .unwrap();
+            let gw = &gw;
+            async move { bearer_status(gw, &t).await }
+        });
+        statuses.extend(futures_util::future::join_all(batch).await);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(server.hits() >= start_hits + 3, "too few refreshes to tell");
+}
+
+/// JWKS-17 (Envoy CVE-2025-64527): requests carrying two tokens while the
+/// JWKS fetch fails are answered — 400 `invalid_request` (JWT-26) — never a
+/// crash; each token alone is 401; the gateway keeps serving and picks up the
+/// keys when the endpoint recovers.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks17_two_tokens_while_the_jwks_fetch_fails_are_answered_without_a_crash() {
+    let a = provider().await;
+    let server = JwksServer::start(String::new()).await;
+    server.set(503, "down".into());
+    let upstream = Upstream::start("api").await;
+    let gw = gateway_on(&server, &upstream, "jwks_cache_ttl = \"1s\"");
+    let t1 = a.sign(&claims("https://ci.example", |_| {})).unwrap();
+    let t2 = a
+        .sign(&claims("https://ci.example", |c| {
+            c.insert("jti".into(), json!("second"));
+        }))
+        .unwrap();
+    let two = |t1: String, t2: String| {
+        client()
+            .get(gw.url("/x"))
+            .header("authorization", format!("Bearer {t1}"))
+            .header("authorization", format!("Bearer {t2}"))
+            .send()
+    };
+    let mut calls = Vec::new();
+    for _ in 0..10 {
+        calls.push(two(t1.clone(), t2.clone()));
+    }
+    for r in futures_util::future::join_all(calls).await {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 400);
+        let challenge = r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(challenge.contains("invalid_request"), "{challenge}");
+    }
+    let alone =
+        futures_util::future::join_all([&t1, &t2, &t1].map(|t| bearer_status(&gw, t))).await;
+    assert_eq!(alone, vec![401, 401, 401]);
+    assert_eq!(upstream.requests().len(), 0);
+    server.set(200, jwks_of(&a).await);
+    assert!(
+        eventually(6, async || bearer_status(&gw, &t1).await == 200).await,
+        "the gateway did not recover"
+    );
+}
+
+/// JWKS-15: a JWKS endpoint whose certificate nobody vouches for (self-signed)
+/// is a failed fetch, with no insecure fallback: its keys are never used
+/// (401, counted failed), although the very same URL serves the issuer's JWKS
+/// to a client that skips verification.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks15_a_jwks_endpoint_with_an_untrusted_certificate_is_a_failed_fetch() {
+    let a = provider().await;
+    let keys = JwksServer::start(jwks_of(&a).await).await;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures");
+    // A gateway serving TLS with a self-signed certificate, passing /jwks on to `keys`.
+    let tls = Gateway::start_full(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+public_url = "https://127.0.0.1:8443"
+threads = 1
+shutdown_timeout = "2s"
+tls = {{ cert_file = "{}", key_file = "{}" }}
+
+[session]
+secrets = ["{}"]
+
+[store]
+url = "sqlite::memory:"
+
+[[app]]
+name = "keys"
+upstream = "http://{}"
+public_paths = ["/jwks"]
+"#,
+        fixtures.join("selfsigned-cert.pem").display(),
+        fixtures.join("selfsigned-key.pem").display(),
+        crate::support::SECRET,
+        keys.addr,
+    ));
+    let url = format!("https://127.0.0.1:{}/jwks", tls.addr.port());
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"https://ci.example\"\noidc_jwks_url = \"{url}\"\njwks_cache_ttl = \"1s\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+        upstream.url()
+    ));
+    let token = a.sign(&claims("https://ci.example", |_| {})).unwrap();
+    assert_eq!(bearer_status(&gw, &token).await, 401);
+    assert!(
+        eventually(5, async || metric(&gw, CI_FAILED).await >= 2).await,
+        "the fetches were not counted as failed"
+    );
+    assert_eq!(keys.hits(), 0, "a fetch got through the untrusted TLS");
+    // The endpoint itself works: it serves the issuer's keys to a careless client.
+    let careless = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let served: Value = careless
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(served["keys"].as_array().is_some_and(|k| !k.is_empty()));
+    assert_eq!(keys.hits(), 1);
+    assert_eq!(bearer_status(&gw, &token).await, 401);
+    assert_eq!(upstream.requests().len(), 0);
 }

@@ -341,3 +341,53 @@ fn vendor_presets_name_the_keys_they_need_and_refuse_weakening_forced_pkce() {
     assert!(msg.contains("source[ok].base_url"), "{msg}");
     assert_eq!(msg.matches("source[kc].base_url").count(), 1, "{msg}");
 }
+
+#[test]
+fn jwt23_jwt24_an_app_with_jwt_sources_and_no_audience_is_refused_and_told_what_to_add() {
+    let body = format!(
+        "{}\n[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"https://ci.example\"\noidc_jwks_url = \"https://ci.example/jwks\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"http://127.0.0.1:3000\"\njwt_sources = [\"ci\"]\n",
+        base_config()
+    );
+    let msg = problems(&body);
+    assert!(
+        msg.contains(
+            "app[api].jwt_audiences: required with jwt_sources: list the audience(s) your tokens carry, e.g. jwt_audiences = [\"api\"] (set it in FILE or PORTCULLIS_APP__0__JWT_AUDIENCES)"
+        ),
+        "{msg}"
+    );
+    // An empty list, or an empty audience, is no better.
+    let msg = problems(&body.replace(
+        "jwt_sources = [\"ci\"]\n",
+        "jwt_sources = [\"ci\"]\njwt_audiences = []\n",
+    ));
+    assert!(msg.contains("app[api].jwt_audiences: required"), "{msg}");
+    let msg = problems(&body.replace(
+        "jwt_sources = [\"ci\"]\n",
+        "jwt_sources = [\"ci\"]\njwt_audiences = [\"api\", \" \"]\n",
+    ));
+    assert!(msg.contains("app[api].jwt_audiences[1]: empty"), "{msg}");
+
+    // `check` through the real binary: exit code 2 and the same message.
+    let file = config_file(&body);
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config"])
+        .arg(&file.path)
+        .env_remove("PORTCULLIS_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("app[api].jwt_audiences: required with jwt_sources")
+            && err.contains("e.g. jwt_audiences = [\"api\"]")
+            && err.contains("PORTCULLIS_APP__0__JWT_AUDIENCES"),
+        "{err}"
+    );
+    // With the audience it passes.
+    let fixed = config_file(&body.replace(
+        "jwt_sources = [\"ci\"]\n",
+        "jwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+    ));
+    assert!(load_with_env(&fixed.path, Vec::new()).is_ok());
+}

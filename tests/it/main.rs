@@ -13,6 +13,7 @@ mod support;
 mod bearer;
 mod binary;
 mod config;
+mod discovery;
 mod oauth1;
 mod proxy;
 mod replicas;
