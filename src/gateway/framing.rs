@@ -2,6 +2,8 @@
 //! gateway and the upstream (request smuggling, path confusion). Pure: it reads
 //! the raw header block and the path, and says what is wrong.
 
+use crate::path::CanonicalPath;
+
 /// Most header fields a request may carry (Envoy's default).
 pub const MAX_HEADER_FIELDS: usize = 100;
 /// Most bytes of request line plus headers (Envoy's default, 60 KiB).
@@ -124,25 +126,9 @@ fn trim(v: &[u8]) -> &[u8] {
 
 /// Checks that the path means the same to every server: no dot segments, no
 /// NUL, no backslash, also when percent-encoded or hidden behind `;params`.
-/// The path checked is then the path forwarded, unchanged.
-pub fn check_path(path: &str) -> Result<(), FramingError> {
-    if !path.starts_with('/') {
-        return Err(FramingError::AmbiguousPath("the path must start with /"));
-    }
-    for segment in path.split('/') {
-        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
-        if decoded.contains(&0) || decoded.contains(&b'\\') {
-            return Err(FramingError::AmbiguousPath("NUL or backslash in the path"));
-        }
-        // `%2F` is kept (APIs such as GitLab's use it) unless it hides a dot segment.
-        for part in decoded.split(|&b| b == b'/') {
-            let part = part.split(|&b| b == b';').next().unwrap_or_default();
-            if part == b"." || part == b".." {
-                return Err(FramingError::AmbiguousPath("dot segment in the path"));
-            }
-        }
-    }
-    Ok(())
+/// Returns both canonical forms (see [`crate::path`]): decide on one, forward the other.
+pub fn check_path(path: &str) -> Result<CanonicalPath, FramingError> {
+    crate::path::canonicalize(path).map_err(|e| FramingError::AmbiguousPath(e.reason()))
 }
 
 #[cfg(test)]

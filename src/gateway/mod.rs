@@ -206,10 +206,13 @@ impl Gateway {
                 "CONNECT and TRACE are not served",
             )));
         }
-        let path = req.uri.path();
-        if let Err(e) = framing::check_path(path) {
-            return Decision::Reject(Rejection::Framing(e));
-        }
+        // One canonical path: every decision below reads `decision`, the
+        // upstream receives `forward` (PRX-06).
+        let canonical = match framing::check_path(req.uri.path()) {
+            Ok(c) => c,
+            Err(e) => return Decision::Reject(Rejection::Framing(e)),
+        };
+        let path = ctx.path.insert(canonical).decision.as_str();
         let host_header = req
             .headers
             .get(http::header::HOST)
@@ -226,13 +229,14 @@ impl Gateway {
         let Some(index) = self.state.router.route(host, path) else {
             return Decision::Reject(Rejection::NoApp);
         };
-        ctx.app = Some(index);
         let Some(app) = self.state.config.apps.get(index) else {
             return Decision::Reject(Rejection::NoApp);
         };
         if app.public_paths.iter().any(|p| path_has_prefix(path, p)) {
+            ctx.app = Some(index);
             return Decision::Public;
         }
+        ctx.app = Some(index);
         let rd = req
             .uri
             .path_and_query()
@@ -299,14 +303,11 @@ impl ProxyHttp for Gateway {
                 match principal {
                     Some(p) => {
                         let req = session.req_header();
+                        let path = ctx.path.as_ref().map_or("/", |c| c.decision.as_str());
                         let allowed = match ctx.app {
-                            Some(app) => self.state.access(
-                                app,
-                                &p,
-                                req.uri.path(),
-                                req.method.as_str(),
-                                &host,
-                            ),
+                            Some(app) => {
+                                self.state.access(app, &p, path, req.method.as_str(), &host)
+                            }
                             None => Ok(()),
                         };
                         if let Err(reason) = allowed {
@@ -356,7 +357,33 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        upstream::strip_client_headers(upstream_request);
+        // The upstream receives the path the gateway decided on (PRX-06).
+        if let Some(target) = ctx
+            .path
+            .as_ref()
+            .and_then(|c| upstream::rewritten_target(&upstream_request.uri, &c.forward))
+        {
+            upstream_request.set_raw_path(target.as_bytes())?;
+        }
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        // X-Forwarded-Host is the Host the client sent, port included (as nginx's $http_host).
+        let req = session.req_header();
+        let sent_host = req.uri.authority().map(|a| a.as_str()).or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+        });
+        let peer = upstream::Peer {
+            client,
+            trusted: client.is_some_and(|ip| self.state.config.server.is_trusted_proxy(ip)),
+            scheme: self.state.scheme,
+            host: sent_host,
+        };
+        // Client headers are filtered before the gateway adds its own (PRX-04).
+        upstream::filter_request_headers(upstream_request, &peer)?;
         upstream::strip_gateway_cookies(
             upstream_request,
             &[
@@ -377,32 +404,7 @@ impl ProxyHttp for Gateway {
                 upstream_request.remove_header(&http::header::AUTHORIZATION);
             }
         }
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let trusted = client.is_some_and(|ip| self.state.config.server.is_trusted_proxy(ip));
-        // X-Forwarded-Host is the Host the client sent, port included (as nginx's $http_host).
-        let sent_host = session
-            .req_header()
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                session
-                    .req_header()
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            });
-        upstream::set_forwarding_headers(
-            upstream_request,
-            client,
-            trusted,
-            self.state.scheme,
-            sent_host.as_deref(),
-        )
+        Ok(())
     }
 
     async fn response_filter(
