@@ -201,6 +201,9 @@ impl Gateway {
         if let Err(e) = check_head(session) {
             return Decision::Reject(Rejection::Framing(e));
         }
+        if let Err(e) = framing::check_connection(&req.headers) {
+            return Decision::Reject(Rejection::Framing(e));
+        }
         if req.method == http::Method::CONNECT || req.method == http::Method::TRACE {
             return Decision::Reject(Rejection::Framing(FramingError::BadFraming(
                 "CONNECT and TRACE are not served",

@@ -487,3 +487,301 @@ async fn prx29_a_bearer_token_is_answered_by_rfc6750_never_redirected() {
     );
     assert!(api.requests().is_empty());
 }
+
+/// A demo OpenID provider whose tokens the path tests use as machine identities.
+async fn token_provider() -> portcullis::demo::Provider {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    portcullis::demo::provider::start(
+        listener,
+        portcullis::demo::ProviderConfig::example("http://127.0.0.1:1/cb"),
+    )
+    .await
+}
+
+/// A bearer token for app `guarded` with these groups.
+fn token_with_groups(p: &portcullis::demo::Provider, sub: &str, groups: &[&str]) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = serde_json::json!({
+        "iss": p.issuer(), "sub": sub, "aud": ["guarded"],
+        "iat": now, "exp": now + 600, "groups": groups,
+    });
+    p.sign(claims.as_object().unwrap()).unwrap()
+}
+
+/// An app where everyone signed in may go anywhere except `/admin`, which only
+/// group `admins` may open, with a public `/public/` (DESIGN "Access rules and paths").
+async fn guarded_app(server_extra: &str) -> (Gateway, Upstream, portcullis::demo::Provider) {
+    let provider = token_provider().await;
+    let up = Upstream::start("guarded").await;
+    let gw = Gateway::start_full(&format!(
+        "{}\n[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\n\
+         [[app]]\nname = \"guarded\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"guarded\"]\n\
+         public_paths = [\"/public/\"]\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\ngroups = [\"admins\"]\npath_prefix = \"/admin\"\n",
+        crate::support::base_config().replace("[session]", &format!("{server_extra}\n[session]")),
+        provider.well_known_url(),
+        up.url()
+    ));
+    gw.ready().await;
+    (gw, up, provider)
+}
+
+/// Sends one raw request line (the target exactly as written) and returns the status.
+fn raw_status(gw: &Gateway, target: &str, headers: &str) -> (u16, String) {
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: guarded.example\r\n{headers}Connection: close\r\n\r\n"
+    );
+    let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+    let status = resp
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{target}: no status in {resp:?}"));
+    (status, resp)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx06_hostile_path_spellings_are_decided_on_and_forwarded_as_one_canonical_path() {
+    let (gw, up, provider) = guarded_app("").await;
+    let guest = format!(
+        "Authorization: Bearer {}\r\n",
+        token_with_groups(&provider, "guest", &["staff"])
+    );
+    let admin = format!(
+        "Authorization: Bearer {}\r\n",
+        token_with_groups(&provider, "root", &["admins"])
+    );
+    // (target as sent; status for anonymous, a non-admin, an admin; the exact
+    // target the upstream receives whenever it is forwarded)
+    let cases: &[(&str, u16, u16, u16, Option<&str>)] = &[
+        ("/admin", 401, 403, 200, Some("/admin")),
+        ("//admin", 401, 403, 200, Some("/admin")),
+        (
+            "///admin//users?q=1",
+            401,
+            403,
+            200,
+            Some("/admin/users?q=1"),
+        ),
+        ("/admin;x", 401, 403, 200, Some("/admin;x")),
+        (
+            "/admin;jsessionid=1/users",
+            401,
+            403,
+            200,
+            Some("/admin;jsessionid=1/users"),
+        ),
+        ("/%61dmin", 401, 403, 200, Some("/admin")),
+        ("/%61%64%6d%69%6e/x", 401, 403, 200, Some("/admin/x")),
+        ("/admin%2Fx", 401, 403, 200, Some("/admin%2Fx")),
+        ("/admin%2f", 401, 403, 200, Some("/admin%2F")),
+        ("/%2Fadmin", 401, 403, 200, Some("/%2Fadmin")),
+        ("/admin%3bx", 401, 403, 200, Some("/admin%3Bx")),
+        ("/;x/admin", 401, 403, 200, Some("/;x/admin")),
+        // Case-sensitive, segment-bounded: these are not /admin.
+        ("/ADMIN", 401, 200, 200, Some("/ADMIN")),
+        ("/administrator", 401, 200, 200, Some("/administrator")),
+        // Dot segments, NUL, backslashes, however spelled: 400, nothing forwarded.
+        ("/public/../admin", 400, 400, 400, None),
+        ("/%2e%2e/admin", 400, 400, 400, None),
+        ("/public/..%2Fadmin", 400, 400, 400, None),
+        ("/public/%2e%2e/admin", 400, 400, 400, None),
+        ("/public/.%2E/admin", 400, 400, 400, None),
+        ("/./admin", 400, 400, 400, None),
+        ("/public/..;/admin", 400, 400, 400, None),
+        ("/public;x/../admin", 400, 400, 400, None),
+        ("/admin%00", 400, 400, 400, None),
+        ("/public/%5c..%5cadmin", 400, 400, 400, None),
+        ("/public/%zz", 400, 400, 400, None),
+        // Public paths, however spelled, and only below /public/.
+        ("/public/x", 200, 200, 200, Some("/public/x")),
+        ("//public//x", 200, 200, 200, Some("/public/x")),
+        ("/%70ublic/x", 200, 200, 200, Some("/public/x")),
+        ("/public;v=1/x", 200, 200, 200, Some("/public;v=1/x")),
+        ("/public", 401, 200, 200, Some("/public")),
+        ("/publicity", 401, 200, 200, Some("/publicity")),
+    ];
+    for &(target, anonymous, non_admin, root, forwarded) in cases {
+        for (who, headers, want) in [
+            ("anonymous", "", anonymous),
+            ("non-admin", guest.as_str(), non_admin),
+            ("admin", admin.as_str(), root),
+        ] {
+            let before = up.requests().len();
+            let (status, resp) = raw_status(&gw, target, headers);
+            assert_eq!(status, want, "{who} {target}: {resp}");
+            let seen = up.requests();
+            if want == 200 {
+                assert_eq!(
+                    seen.len(),
+                    before + 1,
+                    "{who} {target} was not forwarded once"
+                );
+                assert_eq!(
+                    Some(seen[before].uri.as_str()),
+                    forwarded,
+                    "{who} {target}: the upstream received another path"
+                );
+            } else {
+                assert_eq!(seen.len(), before, "{who} {target} reached the upstream");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx06_forward_auth_canonicalises_the_forwarded_uri_before_deciding() {
+    let (gw, up, provider) = guarded_app("trusted_proxies = [\"127.0.0.1/32\"]\n").await;
+    let guest = format!(
+        "Authorization: Bearer {}\r\n",
+        token_with_groups(&provider, "guest", &["staff"])
+    );
+    let check = |forwarded: &str, auth: &str| {
+        let (status, resp) = raw_status(&gw, "/_auth/check", &format!("{forwarded}{auth}"));
+        (status, resp)
+    };
+    let by_uri =
+        |uri: &str| format!("X-Forwarded-Host: guarded.example\r\nX-Forwarded-Uri: {uri}\r\n");
+    let by_url = |path: &str| format!("X-Original-URL: http://guarded.example{path}\r\n");
+    for (forwarded, anonymous, non_admin) in [
+        (by_uri("/admin"), 401, 403),
+        (by_uri("//admin"), 401, 403),
+        (by_uri("/admin;x?y=1"), 401, 403),
+        (by_uri("/%61dmin"), 401, 403),
+        (by_uri("/admin%2Fx"), 401, 403),
+        (by_url("//admin"), 401, 403),
+        (by_url("/%61dmin;x"), 401, 403),
+        (by_uri("/wiki"), 401, 200),
+        (by_uri("/public/x"), 200, 200),
+        (by_uri("//public/x"), 200, 200),
+        (by_uri("/%70ublic/x"), 200, 200),
+        (by_url("/public;v=1/x"), 200, 200),
+        // A path the proxy would refuse is refused here too, never "public".
+        (by_uri("/public/../admin"), 400, 400),
+        (by_uri("/public/%2e%2e/admin"), 400, 400),
+        (by_uri("/public/..%2Fadmin"), 400, 400),
+        (by_url("/public/../admin"), 400, 400),
+        (by_url("/public/%2e%2e/admin"), 400, 400),
+        (by_url("/public/x%00"), 400, 400),
+    ] {
+        let (status, resp) = check(&forwarded, "");
+        assert_eq!(status, anonymous, "anonymous {forwarded:?}: {resp}");
+        let (status, resp) = check(&forwarded, &guest);
+        assert_eq!(status, non_admin, "non-admin {forwarded:?}: {resp}");
+    }
+    assert!(up.requests().is_empty(), "forward auth proxied a request");
+}
+
+/// Every forwarding header a client might forge, in several spellings.
+const FORGED_FORWARDING: &str = "X-Forwarded-For: 6.6.6.6\r\nX_Forwarded_For: 7.7.7.7\r\n\
+X-Forwarded-Proto: https\r\nX-Forwarded-Host: admin.example\r\nX-Forwarded-Port: 8443\r\n\
+X-Forwarded-Uri: /admin\r\nx_forwarded_uri: /admin\r\nX-Forwarded-Prefix: /admin\r\nX-FORWARDED-METHOD: DELETE\r\n\
+X-Original-URL: http://admin.example/admin\r\nX-Original-URI: /admin\r\nX-Real-IP: 1.2.3.4\r\nX_Real_IP: 1.2.3.4\r\n\
+Forwarded: for=1.2.3.4;proto=https\r\nX-Portcullis-Assertion: forged\r\nx_portcullis_user: root\r\n\
+X-Forwarded-Access-Token: forged\r\nX_Forwarded_Access_Token: forged\r\nX-Kept: yes\r\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx05_forwarding_headers_of_an_untrusted_client_are_removed_or_replaced() {
+    let (gw, up, _provider) = guarded_app("").await;
+    let (status, resp) = raw_status(&gw, "/public/x", FORGED_FORWARDING);
+    assert_eq!(status, 200, "{resp}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let mut names: Vec<&str> = seen[0].headers.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "host",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-kept",
+            "x-real-ip"
+        ],
+        "{:?}",
+        seen[0].headers
+    );
+    assert_eq!(seen[0].header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen[0].header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(seen[0].header("x-forwarded-proto"), Some("http"));
+    assert_eq!(seen[0].header("x-forwarded-host"), Some("guarded.example"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx05_a_trusted_proxy_keeps_its_forwarding_headers_but_never_gateway_ones() {
+    let (gw, up, _provider) = guarded_app("trusted_proxies = [\"127.0.0.1/32\"]\n").await;
+    let (status, resp) = raw_status(&gw, "/public/x", FORGED_FORWARDING);
+    assert_eq!(status, 200, "{resp}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    assert_eq!(s.header("x-forwarded-for"), Some("6.6.6.6, 127.0.0.1"));
+    assert_eq!(s.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(s.header("x-forwarded-host"), Some("admin.example"));
+    assert_eq!(s.header("x-forwarded-port"), Some("8443"));
+    assert_eq!(s.header("x-forwarded-uri"), Some("/admin"));
+    assert_eq!(s.header("x-forwarded-prefix"), Some("/admin"));
+    assert_eq!(s.header("x-forwarded-method"), Some("DELETE"));
+    assert_eq!(
+        s.header("x-original-url"),
+        Some("http://admin.example/admin")
+    );
+    assert_eq!(s.header("x-original-uri"), Some("/admin"));
+    assert_eq!(s.header("x-real-ip"), Some("1.2.3.4"));
+    assert_eq!(s.header("forwarded"), Some("for=1.2.3.4;proto=https"));
+    for (name, _) in &s.headers {
+        assert!(
+            !name.contains('_')
+                && !name.starts_with("x-portcullis-")
+                && name != "x-forwarded-access-token",
+            "{name} reached the upstream"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx04_fields_a_client_nominates_go_before_the_gateway_adds_its_own() {
+    let (gw, up, provider) = guarded_app("").await;
+    let admin = token_with_groups(&provider, "root", &["admins"]);
+    let body = "hello";
+    let req = format!(
+        "POST /admin/x HTTP/1.1\r\nHost: guarded.example\r\nAuthorization: Bearer {admin}\r\n\
+X-Forwarded-User: mallory\r\nX-Secret: s\r\nX-Kept: k\r\nContent-Length: {}\r\n\
+Connection: close, X-Forwarded-User, X-Real-IP, X-Secret\r\n\r\n{body}",
+        body.len()
+    );
+    let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    // Nominated, yet the gateway's own values arrive; the client's are gone.
+    assert_eq!(s.header("x-forwarded-user"), Some("root"));
+    assert_eq!(s.header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(s.header("x-secret"), None);
+    assert_eq!(s.header("x-kept"), Some("k"));
+    assert_eq!(s.body.as_ref(), body.as_bytes());
+
+    // A request that nominates what it cannot lose is refused, not forwarded half.
+    for nominated in [
+        "Host",
+        "X-Forwarded-For",
+        "x-forwarded-proto",
+        "X-Forwarded-Host",
+        "Content-Length",
+        "\"X-Forwarded-For\"",
+    ] {
+        let (status, resp) = raw_status(
+            &gw,
+            "/public/x",
+            &format!("X-Forwarded-For: 6.6.6.6\r\nConnection: keep-alive, {nominated}\r\n"),
+        );
+        assert_eq!(status, 400, "{nominated}: {resp}");
+    }
+    assert_eq!(
+        up.requests().len(),
+        1,
+        "a refused request reached the upstream"
+    );
+}
