@@ -248,6 +248,23 @@ impl Gateway {
     }
 }
 
+/// The status a failed proxy attempt is answered with (0: none, the client
+/// is gone): an upstream that does not connect or answer in time is a 504
+/// (PRX-24), any other upstream failure a 502, a request body whose framing
+/// is broken a 400 (PRX-12).
+fn failure_status(etype: &pingora::ErrorType, source: &pingora::ErrorSource) -> u16 {
+    use pingora::{ErrorSource, ErrorType};
+    match (etype, source) {
+        (ErrorType::HTTPStatus(code), _) => *code,
+        (ErrorType::ConnectTimedout | ErrorType::ReadTimedout, ErrorSource::Upstream) => 504,
+        (_, ErrorSource::Upstream) => 502,
+        (ErrorType::InvalidHTTPHeader, ErrorSource::Downstream) => 400,
+        (other, ErrorSource::Downstream) if other.as_str() == "InvalidChunk" => 400,
+        (_, ErrorSource::Downstream) => 0,
+        _ => 500,
+    }
+}
+
 /// Framing checks on the raw head for HTTP/1, header limits for HTTP/2.
 fn check_head(session: &Session) -> Result<(), FramingError> {
     match session.as_downstream() {
@@ -416,6 +433,19 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        // A response whose length could be read two ways goes no further (PRX-23).
+        if let Err(why) = upstream::check_response_framing(&upstream_response.headers) {
+            return Err(pingora::Error::explain(
+                pingora::ErrorType::HTTPStatus(502),
+                why,
+            ));
+        }
+        for name in upstream::response_hop_by_hop(
+            &upstream_response.headers,
+            upstream_response.status.as_u16(),
+        ) {
+            upstream_response.remove_header(&name);
+        }
         // The upstream may not set the gateway's own cookies (PRX-23).
         upstream::drop_gateway_set_cookies(
             upstream_response,
@@ -436,20 +466,20 @@ impl ProxyHttp for Gateway {
         e: &pingora::Error,
         ctx: &mut Ctx,
     ) -> FailToProxy {
-        let code = match e.etype() {
-            pingora::ErrorType::HTTPStatus(code) => *code,
-            _ => match e.esource() {
-                pingora::ErrorSource::Upstream => 502,
-                pingora::ErrorSource::Downstream => 0,
-                _ => 500,
-            },
-        };
-        ctx.outcome = Some(if code == 502 {
+        let code = failure_status(e.etype(), e.esource());
+        ctx.outcome = Some(if code == 502 || code == 504 {
             Outcome::UpstreamError
         } else {
             Outcome::Error
         });
-        if code == 502 && session.response_written().is_none() {
+        if code == 400 && session.response_written().is_none() {
+            let refusal =
+                Rejection::Framing(FramingError::BadFraming("invalid request body framing"));
+            if let Err(err) = rescue::respond(session, ctx, refusal).await {
+                ctx.span
+                    .in_scope(|| tracing::debug!(error = %err, "could not write the 400 page"));
+            }
+        } else if code == 502 && session.response_written().is_none() {
             if let Err(err) = rescue::respond(session, ctx, Rejection::UpstreamFailed).await {
                 ctx.span
                     .in_scope(|| tracing::debug!(error = %err, "could not write the 502 page"));

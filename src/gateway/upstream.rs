@@ -196,6 +196,49 @@ pub fn filter_request_headers(req: &mut RequestHeader, peer: &Peer<'_>) -> pingo
     Ok(())
 }
 
+/// Why an upstream response cannot be passed on: its framing could be read
+/// two ways (PRX-23). Answered with 502; the upstream connection is not reused.
+pub fn check_response_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    let lengths: Vec<&[u8]> = headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if !lengths.is_empty() && headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return Err("the upstream sent both Content-Length and Transfer-Encoding");
+    }
+    let valid = |v: &&[u8]| !v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit);
+    if !lengths.iter().all(valid) || lengths.windows(2).any(|w| w.first() != w.last()) {
+        return Err("the upstream sent an invalid Content-Length");
+    }
+    Ok(())
+}
+
+/// Hop-by-hop fields of an upstream response that must not reach the client
+/// (RFC 9110 §7.6.1): the ones its `Connection` nominates and the standard
+/// ones. `Upgrade` stays on a 101, which needs it.
+pub fn response_hop_by_hop(headers: &HeaderMap, status: u16) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| {
+            !CONNECTION_OPTIONS.contains(&t.as_str()) && !FRAMING_HEADERS.contains(&t.as_str())
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for standard in ["keep-alive", "proxy-connection", "te", "trailer"] {
+        names.push(HeaderName::from_static(standard));
+    }
+    if status != 101 {
+        names.push(http::header::UPGRADE);
+    }
+    names.retain(|n| headers.contains_key(n));
+    names
+}
+
 /// Removes the gateway's own cookies from `Cookie` so they never reach the upstream.
 pub fn strip_gateway_cookies(req: &mut RequestHeader, names: &[&str]) -> pingora::Result<()> {
     let values: Vec<String> = req
@@ -441,6 +484,47 @@ mod tests {
         assert!(h.get("x-forwarded-for").is_none());
         assert!(h.get("x-forwarded-host").is_none());
         assert!(h.get("x-real-ip").is_none());
+    }
+
+    #[test]
+    fn prx23_ambiguous_upstream_framing_is_refused_and_hop_by_hop_fields_removed() {
+        for lines in [
+            &[("content-length", "5"), ("transfer-encoding", "chunked")][..],
+            &[("content-length", "5"), ("content-length", "6")],
+            &[("content-length", "+5")],
+            &[("content-length", "")],
+            &[("content-length", "0x10")],
+        ] {
+            assert!(check_response_framing(&map(lines)).is_err(), "{lines:?}");
+        }
+        for lines in [
+            &[("content-length", "5")][..],
+            &[("content-length", "5"), ("content-length", "5")],
+            &[("transfer-encoding", "chunked")],
+            &[],
+        ] {
+            assert!(check_response_framing(&map(lines)).is_ok(), "{lines:?}");
+        }
+        let h = map(&[
+            ("connection", "X-Hop, close"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "x"),
+            ("upgrade", "websocket"),
+            ("content-length", "5"),
+            ("x-kept", "k"),
+        ]);
+        let names = |status| -> Vec<String> {
+            response_hop_by_hop(&h, status)
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(200),
+            ["x-hop", "keep-alive", "proxy-connection", "upgrade"]
+        );
+        assert_eq!(names(101), ["x-hop", "keep-alive", "proxy-connection"]);
     }
 
     #[test]
