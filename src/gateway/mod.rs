@@ -265,6 +265,59 @@ fn failure_status(etype: &pingora::ErrorType, source: &pingora::ErrorSource) -> 
     }
 }
 
+/// Whether a WebSocket upgrade carried by ambient credentials (the session
+/// cookie) comes from a page of another site (PRX-17, cross-site WebSocket
+/// hijacking): its `Origin` names neither the host the request was sent to
+/// nor a host `is_ours` knows (the sign-in host, an app host). Requests that
+/// are not WebSocket upgrades, and upgrades without `Origin` (no browser
+/// sends those), are not foreign.
+pub fn foreign_websocket_origin(
+    headers: &http::HeaderMap,
+    sent_host: Option<&str>,
+    is_ours: impl Fn(&str) -> bool,
+) -> bool {
+    let websocket = headers
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"));
+    let Some(origin) = headers.get(http::header::ORIGIN) else {
+        return false;
+    };
+    if !websocket {
+        return false;
+    }
+    let Some(origin) = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()) else {
+        // `null` or garbage: an opaque origin is never ours.
+        return true;
+    };
+    let Some(host) = origin.host_str().map(str::to_ascii_lowercase) else {
+        return true;
+    };
+    let authority = match origin.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
+    };
+    let same_host = sent_host.is_some_and(|h| h.eq_ignore_ascii_case(&authority));
+    !(same_host || is_ours(&host))
+}
+
+impl Gateway {
+    /// [`foreign_websocket_origin`] for this request and this config's hosts.
+    fn foreign_websocket(&self, req: &RequestHeader) -> bool {
+        let config = &self.state.config;
+        let sent_host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok());
+        foreign_websocket_origin(&req.headers, sent_host, |host| {
+            config.server.public_url.host_str() == Some(host)
+                || config.apps.iter().any(|a| a.host.as_deref() == Some(host))
+        })
+    }
+}
+
 /// Framing checks on the raw head for HTTP/1, header limits for HTTP/2.
 fn check_head(session: &Session) -> Result<(), FramingError> {
     match session.as_downstream() {
@@ -333,6 +386,12 @@ impl ProxyHttp for Gateway {
                         if let Err(reason) = allowed {
                             ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, "access refused by policy"));
                             rescue::respond(session, ctx, refused_by_policy(&p, reason)).await?;
+                            return Ok(true);
+                        }
+                        if p.kind != "bearer" && self.foreign_websocket(session.req_header()) {
+                            let reason = "This WebSocket was opened from another site.".to_string();
+                            ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, "cross-site WebSocket refused"));
+                            rescue::respond(session, ctx, Rejection::Forbidden { reason }).await?;
                             return Ok(true);
                         }
                         ctx.principal = Some(p);
@@ -529,5 +588,40 @@ impl ProxyHttp for Gateway {
                 "request"
             )
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(lines: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in lines {
+            h.append(*k, http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn prx17_a_cookie_websocket_from_another_site_is_foreign() {
+        let ours = |h: &str| h == "wiki.example" || h == "sso.example";
+        let ws = |origin: &'static str| headers(&[("upgrade", "websocket"), ("origin", origin)]);
+        for (h, foreign) in [
+            (ws("https://evil.example"), true),
+            (ws("null"), true),
+            (ws("https://gw.example:8443"), false),
+            (ws("https://gw.example"), true),
+            (ws("https://WIKI.example"), false),
+            (ws("https://sso.example:444"), false),
+            (headers(&[("upgrade", "websocket")]), false),
+            (headers(&[("origin", "https://evil.example")]), false),
+        ] {
+            assert_eq!(
+                foreign_websocket_origin(&h, Some("gw.example:8443"), ours),
+                foreign,
+                "{h:?}"
+            );
+        }
     }
 }
