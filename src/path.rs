@@ -81,12 +81,10 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
 fn push_encoded(out: &mut String, b: u8) {
-    out.push('%');
-    out.push(char::from(HEX[usize::from(b >> 4)]));
-    out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    use std::fmt::Write as _;
+    // `{:02X}` is the upper-case `%xx` DESIGN asks for; writing to a String cannot fail.
+    let _ = write!(out, "%{b:02X}");
 }
 
 /// One raw segment (between literal `/`) normalised: unreserved `%xx`

@@ -26,7 +26,7 @@ pub struct Subject<'a> {
 /// The request an access rule is evaluated for.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    /// Path, without query.
+    /// The decision path (see [`crate::path`]): canonical, without query or `;params`.
     pub path: &'a str,
     /// Method.
     pub method: &'a str,
