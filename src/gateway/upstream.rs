@@ -1,6 +1,8 @@
-//! What the upstream receives: spoofable identity headers removed (every
-//! spelling), fields nominated by `Connection` removed, forwarding headers set
-//! from facts the gateway knows, and the peer to connect to.
+//! What crosses the gateway: the request headers the upstream receives
+//! (gateway-owned headers removed in every spelling, `Connection`-nominated
+//! fields removed, forwarding headers believed only from trusted proxies) and
+//! the response headers the client receives. Pure over `http::HeaderMap`;
+//! thin pingora glue at the end of each part.
 
 use std::net::IpAddr;
 
