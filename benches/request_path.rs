@@ -62,15 +62,24 @@ fn bench(c: &mut Criterion) {
     ] {
         req.append_header(k, v).unwrap();
     }
-    c.bench_function("upstream::strip_client_headers (6 headers)", |b| {
+    let peer = upstream::Peer {
+        client: Some(std::net::IpAddr::from([10, 0, 0, 1])),
+        trusted: false,
+        scheme: "http",
+        host: Some("wiki.example"),
+    };
+    c.bench_function("upstream::filter_request_headers (6 headers)", |b| {
         b.iter_batched(
             || req.clone(),
             |mut r| {
-                upstream::strip_client_headers(&mut r);
+                upstream::filter_request_headers(&mut r, black_box(&peer)).unwrap();
                 r
             },
             criterion::BatchSize::SmallInput,
         )
+    });
+    c.bench_function("path::canonicalize (hostile spelling)", |b| {
+        b.iter(|| portcullis::path::canonicalize(black_box("//api/%76%31;v=2/pages%2Fhome")))
     });
 }
 

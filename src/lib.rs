@@ -15,6 +15,7 @@ pub mod jwks;
 pub mod jws;
 pub mod metrics;
 pub mod outbound;
+pub mod path;
 pub mod policy;
 pub mod principal;
 pub mod redirect;

@@ -1,6 +1,6 @@
 //! Policies: allow/deny rules per source (authenticate, enroll, link) and per
 //! app (access). Pure: facts in, verdict out. Deny wins; where any allow rule
-//! applies to an action, one of them must match.
+//! applies to an action, one of those with the longest path prefix must match.
 
 use serde_json::{json, Value};
 
@@ -26,7 +26,7 @@ pub struct Subject<'a> {
 /// The request an access rule is evaluated for.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    /// Path, without query.
+    /// The decision path (see [`crate::path`]): canonical, without query or `;params`.
     pub path: &'a str,
     /// Method.
     pub method: &'a str,
@@ -98,10 +98,15 @@ impl Rules {
                 return Err(refusal(r));
             }
         }
+        // Among the applicable allows only the most specific path decides, so
+        // "allow everyone" beside "allow admins on /admin" restricts /admin.
+        let reach = |r: &Rule| r.policy.path_prefix.as_deref().unwrap_or("/").len();
         let allows: Vec<&&Rule> = rules
             .iter()
             .filter(|r| r.policy.effect == Effect::Allow)
             .collect();
+        let longest = allows.iter().map(|r| reach(r)).max().unwrap_or(0);
+        let allows: Vec<&&Rule> = allows.into_iter().filter(|r| reach(r) == longest).collect();
         match allows.first() {
             None => Ok(()),
             Some(first)
@@ -320,5 +325,39 @@ mod tests {
         assert!(rules
             .check(PolicyAction::Access, &s, at("/administrator"))
             .is_ok());
+    }
+
+    #[test]
+    fn the_longest_allowed_prefix_decides_so_allow_everyone_does_not_open_admin() {
+        let admins = vec!["admins".to_string()];
+        let none: Vec<String> = vec![];
+        let claims = json!({});
+        let admin = subject(&admins, &claims, "ada@example.com");
+        let guest = subject(&none, &claims, "bob@example.com");
+        let everyone = rule(PolicyAction::Access, Effect::Allow);
+        let admins_on_admin = Policy {
+            groups: vec!["admins".into()],
+            path_prefix: Some("/admin".into()),
+            ..rule(PolicyAction::Access, Effect::Allow)
+        };
+        let rules = Rules::new(&[everyone, admins_on_admin]).unwrap();
+        let at = |path| {
+            Some(Request {
+                path,
+                method: "GET",
+                host: "h",
+            })
+        };
+        for (path, admin_ok, guest_ok) in [
+            ("/admin", true, false),
+            ("/admin/users", true, false),
+            ("/administrator", true, true),
+            ("/wiki", true, true),
+            ("/", true, true),
+        ] {
+            let check = |who| rules.check(PolicyAction::Access, who, at(path)).is_ok();
+            assert_eq!(check(&admin), admin_ok, "admin on {path}");
+            assert_eq!(check(&guest), guest_ok, "guest on {path}");
+        }
     }
 }

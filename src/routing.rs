@@ -27,7 +27,8 @@ impl Router {
         Router { order }
     }
 
-    /// The app serving `host` (lower-case, no port) and `path`.
+    /// The app serving `host` (lower-case, no port) and `path`, the request's
+    /// decision path (see [`crate::path`]), never the raw one.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
         self.order
             .iter()

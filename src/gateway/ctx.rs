@@ -38,6 +38,8 @@ pub struct Ctx {
     pub app: Option<usize>,
     /// The request host, lower-case, without port.
     pub host: Option<String>,
+    /// The request path, canonical: decided on and forwarded (PRX-06).
+    pub path: Option<crate::path::CanonicalPath>,
     /// How the request ended (set by the phase that decided).
     pub outcome: Option<Outcome>,
     /// Status written by the gateway itself, when it answered.
@@ -77,6 +79,7 @@ impl Ctx {
             span: tracing::Span::none(),
             app: None,
             host: None,
+            path: None,
             outcome: None,
             status: None,
             principal: None,

@@ -2,6 +2,8 @@
 //! gateway and the upstream (request smuggling, path confusion). Pure: it reads
 //! the raw header block and the path, and says what is wrong.
 
+use crate::path::CanonicalPath;
+
 /// Most header fields a request may carry (Envoy's default).
 pub const MAX_HEADER_FIELDS: usize = 100;
 /// Most bytes of request line plus headers (Envoy's default, 60 KiB).
@@ -122,27 +124,83 @@ fn trim(v: &[u8]) -> &[u8] {
     v.get(start..end).unwrap_or_default()
 }
 
-/// Checks that the path means the same to every server: no dot segments, no
-/// NUL, no backslash, also when percent-encoded or hidden behind `;params`.
-/// The path checked is then the path forwarded, unchanged.
-pub fn check_path(path: &str) -> Result<(), FramingError> {
-    if !path.starts_with('/') {
-        return Err(FramingError::AmbiguousPath("the path must start with /"));
-    }
-    for segment in path.split('/') {
-        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
-        if decoded.contains(&0) || decoded.contains(&b'\\') {
-            return Err(FramingError::AmbiguousPath("NUL or backslash in the path"));
-        }
-        // `%2F` is kept (APIs such as GitLab's use it) unless it hides a dot segment.
-        for part in decoded.split(|&b| b == b'/') {
-            let part = part.split(|&b| b == b';').next().unwrap_or_default();
-            if part == b"." || part == b".." {
-                return Err(FramingError::AmbiguousPath("dot segment in the path"));
+/// Most options one request's `Connection` may name (pingora refuses more).
+pub const MAX_CONNECTION_OPTIONS: usize = 9;
+
+/// Fields a client may not nominate as hop-by-hop: without them the upstream
+/// would read the request differently, or lose what the gateway tells it.
+const UNNOMINABLE: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// Checks the options of `Connection` (PRX-04): each a token, not too many,
+/// none naming a field the request cannot lose. Other nominated fields are
+/// removed before the gateway adds its own headers (see `upstream`).
+pub fn check_connection(headers: &http::HeaderMap) -> Result<(), FramingError> {
+    let mut count = 0usize;
+    for value in headers.get_all(http::header::CONNECTION) {
+        for token in value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+        {
+            if token.is_empty() {
+                continue;
+            }
+            count += 1;
+            if count > MAX_CONNECTION_OPTIONS {
+                return Err(FramingError::BadFraming("too many Connection options"));
+            }
+            if !token.iter().all(|&b| is_tchar(b)) {
+                return Err(FramingError::BadFraming(
+                    "a Connection option is not a token",
+                ));
+            }
+            if UNNOMINABLE
+                .iter()
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(token))
+            {
+                return Err(FramingError::BadFraming(
+                    "Connection names a field the request cannot lose",
+                ));
             }
         }
     }
     Ok(())
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// Checks that the path means the same to every server: no dot segments, no
+/// NUL, no backslash, also when percent-encoded or hidden behind `;params`.
+/// Returns both canonical forms (see [`crate::path`]): decide on one, forward the other.
+pub fn check_path(path: &str) -> Result<CanonicalPath, FramingError> {
+    crate::path::canonicalize(path).map_err(|e| FramingError::AmbiguousPath(e.reason()))
 }
 
 #[cfg(test)]
@@ -239,6 +297,36 @@ mod tests {
     fn prx13_folded_and_bare_cr_lines_are_refused() {
         assert!(check_raw_head(&head("X-A: b\r\n c\r\n"), false).is_err());
         assert!(check_raw_head(&head("X-A: b\rc\r\n"), false).is_err());
+    }
+
+    #[test]
+    fn prx04_connection_may_not_nominate_host_framing_or_forwarding_fields() {
+        let conn = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("connection", http::HeaderValue::from_str(v).unwrap());
+            check_connection(&h)
+        };
+        for v in [
+            "close, Host",
+            "X-Forwarded-For",
+            "keep-alive, x-forwarded-proto",
+            "X-Forwarded-Host",
+            "Content-Length",
+            "transfer-encoding",
+            "\"X-Forwarded-For\"",
+            "a, b, c, d, e, f, g, h, i, j",
+        ] {
+            assert!(conn(v).is_err(), "{v} was accepted");
+        }
+        for v in [
+            "close",
+            "keep-alive, Upgrade",
+            "X-Forwarded-User, X-Secret",
+            "",
+            " , ",
+        ] {
+            assert!(conn(v).is_ok(), "{v} was refused");
+        }
     }
 
     #[test]

@@ -201,15 +201,21 @@ impl Gateway {
         if let Err(e) = check_head(session) {
             return Decision::Reject(Rejection::Framing(e));
         }
+        if let Err(e) = framing::check_connection(&req.headers) {
+            return Decision::Reject(Rejection::Framing(e));
+        }
         if req.method == http::Method::CONNECT || req.method == http::Method::TRACE {
             return Decision::Reject(Rejection::Framing(FramingError::BadFraming(
                 "CONNECT and TRACE are not served",
             )));
         }
-        let path = req.uri.path();
-        if let Err(e) = framing::check_path(path) {
-            return Decision::Reject(Rejection::Framing(e));
-        }
+        // One canonical path: every decision below reads `decision`, the
+        // upstream receives `forward` (PRX-06).
+        let canonical = match framing::check_path(req.uri.path()) {
+            Ok(c) => c,
+            Err(e) => return Decision::Reject(Rejection::Framing(e)),
+        };
+        let path = ctx.path.insert(canonical).decision.as_str();
         let host_header = req
             .headers
             .get(http::header::HOST)
@@ -226,18 +232,89 @@ impl Gateway {
         let Some(index) = self.state.router.route(host, path) else {
             return Decision::Reject(Rejection::NoApp);
         };
-        ctx.app = Some(index);
         let Some(app) = self.state.config.apps.get(index) else {
             return Decision::Reject(Rejection::NoApp);
         };
         if app.public_paths.iter().any(|p| path_has_prefix(path, p)) {
+            ctx.app = Some(index);
             return Decision::Public;
         }
+        ctx.app = Some(index);
         let rd = req
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
         Decision::Protected { rd }
+    }
+}
+
+/// The status a failed proxy attempt is answered with (0: none, the client
+/// is gone): an upstream that does not connect or answer in time is a 504
+/// (PRX-24), any other upstream failure a 502, a request body whose framing
+/// is broken a 400 (PRX-12).
+fn failure_status(etype: &pingora::ErrorType, source: &pingora::ErrorSource) -> u16 {
+    use pingora::{ErrorSource, ErrorType};
+    match (etype, source) {
+        (ErrorType::HTTPStatus(code), _) => *code,
+        (ErrorType::ConnectTimedout | ErrorType::ReadTimedout, ErrorSource::Upstream) => 504,
+        (_, ErrorSource::Upstream) => 502,
+        (ErrorType::InvalidHTTPHeader, ErrorSource::Downstream) => 400,
+        (other, ErrorSource::Downstream) if other.as_str() == "InvalidChunk" => 400,
+        (_, ErrorSource::Downstream) => 0,
+        _ => 500,
+    }
+}
+
+/// Whether a WebSocket upgrade carried by ambient credentials (the session
+/// cookie) comes from a page of another site (PRX-17, cross-site WebSocket
+/// hijacking): its `Origin` names neither the host the request was sent to
+/// nor a host `is_ours` knows (the sign-in host, an app host). Requests that
+/// are not WebSocket upgrades, and upgrades without `Origin` (no browser
+/// sends those), are not foreign.
+pub fn foreign_websocket_origin(
+    headers: &http::HeaderMap,
+    sent_host: Option<&str>,
+    is_ours: impl Fn(&str) -> bool,
+) -> bool {
+    let websocket = headers
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"));
+    let Some(origin) = headers.get(http::header::ORIGIN) else {
+        return false;
+    };
+    if !websocket {
+        return false;
+    }
+    let Some(origin) = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()) else {
+        // `null` or garbage: an opaque origin is never ours.
+        return true;
+    };
+    let Some(host) = origin.host_str().map(str::to_ascii_lowercase) else {
+        return true;
+    };
+    let authority = match origin.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
+    };
+    let same_host = sent_host.is_some_and(|h| h.eq_ignore_ascii_case(&authority));
+    !(same_host || is_ours(&host))
+}
+
+impl Gateway {
+    /// [`foreign_websocket_origin`] for this request and this config's hosts.
+    fn foreign_websocket(&self, req: &RequestHeader) -> bool {
+        let config = &self.state.config;
+        let sent_host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok());
+        foreign_websocket_origin(&req.headers, sent_host, |host| {
+            config.server.public_url.host_str() == Some(host)
+                || config.apps.iter().any(|a| a.host.as_deref() == Some(host))
+        })
     }
 }
 
@@ -300,19 +377,22 @@ impl ProxyHttp for Gateway {
                 match principal {
                     Some(p) => {
                         let req = session.req_header();
+                        let path = ctx.path.as_ref().map_or("/", |c| c.decision.as_str());
                         let allowed = match ctx.app {
-                            Some(app) => self.state.access(
-                                app,
-                                &p,
-                                req.uri.path(),
-                                req.method.as_str(),
-                                &host,
-                            ),
+                            Some(app) => {
+                                self.state.access(app, &p, path, req.method.as_str(), &host)
+                            }
                             None => Ok(()),
                         };
                         if let Err(reason) = allowed {
                             ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, "access refused by policy"));
                             rescue::respond(session, ctx, refused_by_policy(&p, reason)).await?;
+                            return Ok(true);
+                        }
+                        if p.kind != "bearer" && self.foreign_websocket(session.req_header()) {
+                            let reason = "This WebSocket was opened from another site.".to_string();
+                            ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, "cross-site WebSocket refused"));
+                            rescue::respond(session, ctx, Rejection::Forbidden { reason }).await?;
                             return Ok(true);
                         }
                         ctx.principal = Some(p);
@@ -357,7 +437,33 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        upstream::strip_client_headers(upstream_request);
+        // The upstream receives the path the gateway decided on (PRX-06).
+        if let Some(target) = ctx
+            .path
+            .as_ref()
+            .and_then(|c| upstream::rewritten_target(&upstream_request.uri, &c.forward))
+        {
+            upstream_request.set_raw_path(target.as_bytes())?;
+        }
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        // X-Forwarded-Host is the Host the client sent, port included (as nginx's $http_host).
+        let req = session.req_header();
+        let sent_host = req.uri.authority().map(|a| a.as_str()).or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+        });
+        let peer = upstream::Peer {
+            client,
+            trusted: client.is_some_and(|ip| self.state.config.server.is_trusted_proxy(ip)),
+            scheme: self.state.scheme,
+            host: sent_host,
+        };
+        // Client headers are filtered before the gateway adds its own (PRX-04).
+        upstream::filter_request_headers(upstream_request, &peer)?;
         upstream::strip_gateway_cookies(
             upstream_request,
             &[
@@ -378,32 +484,7 @@ impl ProxyHttp for Gateway {
                 upstream_request.remove_header(&http::header::AUTHORIZATION);
             }
         }
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let trusted = client.is_some_and(|ip| self.state.config.server.is_trusted_proxy(ip));
-        // X-Forwarded-Host is the Host the client sent, port included (as nginx's $http_host).
-        let sent_host = session
-            .req_header()
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                session
-                    .req_header()
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            });
-        upstream::set_forwarding_headers(
-            upstream_request,
-            client,
-            trusted,
-            self.state.scheme,
-            sent_host.as_deref(),
-        )
+        Ok(())
     }
 
     async fn response_filter(
@@ -412,6 +493,19 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        // A response whose length could be read two ways goes no further (PRX-23).
+        if let Err(why) = upstream::check_response_framing(&upstream_response.headers) {
+            return Err(pingora::Error::explain(
+                pingora::ErrorType::HTTPStatus(502),
+                why,
+            ));
+        }
+        for name in upstream::response_hop_by_hop(
+            &upstream_response.headers,
+            upstream_response.status.as_u16(),
+        ) {
+            upstream_response.remove_header(&name);
+        }
         // The upstream may not set the gateway's own cookies (PRX-23).
         upstream::drop_gateway_set_cookies(
             upstream_response,
@@ -432,20 +526,20 @@ impl ProxyHttp for Gateway {
         e: &pingora::Error,
         ctx: &mut Ctx,
     ) -> FailToProxy {
-        let code = match e.etype() {
-            pingora::ErrorType::HTTPStatus(code) => *code,
-            _ => match e.esource() {
-                pingora::ErrorSource::Upstream => 502,
-                pingora::ErrorSource::Downstream => 0,
-                _ => 500,
-            },
-        };
-        ctx.outcome = Some(if code == 502 {
+        let code = failure_status(e.etype(), e.esource());
+        ctx.outcome = Some(if code == 502 || code == 504 {
             Outcome::UpstreamError
         } else {
             Outcome::Error
         });
-        if code == 502 && session.response_written().is_none() {
+        if code == 400 && session.response_written().is_none() {
+            let refusal =
+                Rejection::Framing(FramingError::BadFraming("invalid request body framing"));
+            if let Err(err) = rescue::respond(session, ctx, refusal).await {
+                ctx.span
+                    .in_scope(|| tracing::debug!(error = %err, "could not write the 400 page"));
+            }
+        } else if code == 502 && session.response_written().is_none() {
             if let Err(err) = rescue::respond(session, ctx, Rejection::UpstreamFailed).await {
                 ctx.span
                     .in_scope(|| tracing::debug!(error = %err, "could not write the 502 page"));
@@ -496,5 +590,40 @@ impl ProxyHttp for Gateway {
                 "request"
             )
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(lines: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in lines {
+            h.append(*k, http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn prx17_a_cookie_websocket_from_another_site_is_foreign() {
+        let ours = |h: &str| h == "wiki.example" || h == "sso.example";
+        let ws = |origin: &'static str| headers(&[("upgrade", "websocket"), ("origin", origin)]);
+        for (h, foreign) in [
+            (ws("https://evil.example"), true),
+            (ws("null"), true),
+            (ws("https://gw.example:8443"), false),
+            (ws("https://gw.example"), true),
+            (ws("https://WIKI.example"), false),
+            (ws("https://sso.example:444"), false),
+            (headers(&[("upgrade", "websocket")]), false),
+            (headers(&[("origin", "https://evil.example")]), false),
+        ] {
+            assert_eq!(
+                foreign_websocket_origin(&h, Some("gw.example:8443"), ours),
+                foreign,
+                "{h:?}"
+            );
+        }
     }
 }

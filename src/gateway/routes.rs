@@ -824,45 +824,65 @@ async fn backchannel_logout(
 }
 
 /// The original request a forward-auth call is about: from `X-Original-URL`
-/// or `X-Forwarded-Host`/`-Uri`, believed only from trusted proxies. `None`
-/// path: the caller did not (or may not) say which path it asks about.
+/// or `X-Forwarded-Host`/`-Uri`, believed only from trusted proxies, its path
+/// canonicalised as a proxied request's is (PRX-06). `None` path: the caller
+/// did not (or may not) say which path it asks about. `Err`: the path it names
+/// is one the gateway would refuse, so the answer is a refusal, never "public".
 fn forwarded_target(
     state: &State,
     session: &Session,
     ctx: &Ctx,
-) -> (Option<String>, Option<String>) {
+) -> Result<(Option<String>, Option<String>), Rejection> {
     let req = session.req_header();
     let trusted = session
         .client_addr()
         .and_then(|a| a.as_inet())
         .is_some_and(|a| state.config.server.is_trusted_proxy(a.ip()));
     let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
-    if trusted {
-        if let Some(u) = header("x-original-url").and_then(|u| url::Url::parse(u).ok()) {
-            return (
-                u.host_str().map(str::to_ascii_lowercase),
-                Some(u.path().to_string()),
-            );
-        }
-        if let Some(h) = header("x-forwarded-host") {
-            let path = header("x-forwarded-uri").unwrap_or("/");
-            let path = path.split('?').next().unwrap_or("/").to_string();
-            return (crate::routing::request_host(None, Some(h)), Some(path));
-        }
+    let refuse =
+        |why: &'static str| Rejection::Framing(super::framing::FramingError::AmbiguousPath(why));
+    let decision_path = |raw: &str| {
+        super::framing::check_path(raw)
+            .map(|c| Some(c.decision))
+            .map_err(Rejection::Framing)
+    };
+    if !trusted {
+        return Ok((ctx.host.clone(), None));
     }
-    (ctx.host.clone(), None)
+    if let Some(u) = header("x-original-url") {
+        // Read as sent: a URL parser would resolve `..` and `%2e` before we could refuse them.
+        let uri = u
+            .parse::<http::Uri>()
+            .map_err(|_| refuse("X-Original-URL is not a URL"))?;
+        let Some(host) = uri.host() else {
+            return Err(refuse("X-Original-URL has no host"));
+        };
+        let host = crate::routing::request_host(Some(host), None);
+        return Ok((host, decision_path(uri.path())?));
+    }
+    if let Some(h) = header("x-forwarded-host") {
+        let uri = header("x-forwarded-uri").unwrap_or("/");
+        let path = uri.split('?').next().unwrap_or_default();
+        return Ok((
+            crate::routing::request_host(None, Some(h)),
+            decision_path(path)?,
+        ));
+    }
+    Ok((ctx.host.clone(), None))
 }
 
 async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
-    let (host, path) = forwarded_target(state, session, ctx);
+    let (host, path) = match forwarded_target(state, session, ctx) {
+        Ok(target) => target,
+        Err(refusal) => return rescue::respond(session, ctx, refusal).await,
+    };
     // A public path of the app asked about needs no identity.
     if let Some(path) = &path {
         let app = state.router.route(host.as_deref(), path);
         if let Some(a) = app.and_then(|i| state.config.apps.get(i)) {
-            if super::framing::check_path(path).is_ok()
-                && a.public_paths
-                    .iter()
-                    .any(|p| crate::config::path_has_prefix(path, p))
+            if a.public_paths
+                .iter()
+                .any(|p| crate::config::path_has_prefix(path, p))
             {
                 return rescue::write(
                     session,

@@ -1,27 +1,45 @@
-//! What the upstream receives: spoofable identity headers removed (every
-//! spelling), fields nominated by `Connection` removed, forwarding headers set
-//! from facts the gateway knows, and the peer to connect to.
+//! What crosses the gateway: the request headers the upstream receives
+//! (gateway-owned headers removed in every spelling, `Connection`-nominated
+//! fields removed, forwarding headers believed only from trusted proxies) and
+//! the response headers the client receives. Pure over `http::HeaderMap`;
+//! thin pingora glue at the end of each part.
 
 use std::net::IpAddr;
 
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
-/// Identity headers the gateway owns, in canonical lower-case `-` spelling.
+/// Identity headers the gateway owns, in canonical lower-case `-` spelling:
+/// every client copy is removed, always.
 const IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-groups",
     "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
 ];
-/// Every header starting with this (any spelling) belongs to the gateway too.
-const AUTH_REQUEST_PREFIX: &str = "x-auth-request-";
+/// Every header starting with one of these (any spelling) belongs to the gateway too.
+const GATEWAY_PREFIXES: &[&str] = &["x-auth-request-", "x-portcullis-"];
 
-/// Whether a client-sent header name claims an identity only the gateway may
-/// set. `_` counts as `-` because some upstreams treat them alike
-/// (CVE-2025-64484).
-pub fn is_spoofable(name: &str) -> bool {
-    let canonical: String = name
-        .chars()
+/// Headers that say where a request came from and what it asked for: believed
+/// only from a trusted proxy, removed or replaced otherwise (PRX-05).
+const FORWARDING_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-uri",
+    "x-forwarded-prefix",
+    "x-forwarded-method",
+    "x-original-url",
+    "x-original-uri",
+    "x-real-ip",
+    "forwarded",
+];
+
+/// A header name in lower case with `_` read as `-`, as some upstreams read it.
+fn canonical_name(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c == '_' {
                 '-'
@@ -29,34 +47,198 @@ pub fn is_spoofable(name: &str) -> bool {
                 c.to_ascii_lowercase()
             }
         })
-        .collect();
-    IDENTITY_HEADERS.contains(&canonical.as_str()) || canonical.starts_with(AUTH_REQUEST_PREFIX)
+        .collect()
+}
+
+/// Whether a client-sent header name claims an identity only the gateway may
+/// set. `_` counts as `-` because some upstreams treat them alike
+/// (CVE-2025-64484).
+pub fn is_spoofable(name: &str) -> bool {
+    let canonical = canonical_name(name);
+    IDENTITY_HEADERS.contains(&canonical.as_str())
+        || GATEWAY_PREFIXES.iter().any(|p| canonical.starts_with(p))
+}
+
+/// Whether a header name, in any spelling, is one of the forwarding headers.
+pub fn is_forwarding(name: &str) -> bool {
+    FORWARDING_HEADERS.contains(&canonical_name(name).as_str())
 }
 
 /// Connection options that name no field.
 const CONNECTION_OPTIONS: &[&str] = &["close", "keep-alive", "upgrade"];
+/// Fields a client may not remove by nominating them: without them the
+/// upstream would read the request (or its body) differently.
+const FRAMING_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding"];
 
-/// Removes every client copy of a gateway-owned header and every field the
-/// client nominated as hop-by-hop (RFC 9110 §7.6.1), before the gateway adds its own.
-pub fn strip_client_headers(req: &mut RequestHeader) {
-    let mut doomed: Vec<String> = req
-        .headers
-        .keys()
-        .map(|k| k.as_str())
-        .filter(|k| is_spoofable(k))
-        .map(str::to_string)
-        .collect();
-    for value in req.headers.get_all(http::header::CONNECTION) {
+/// Facts about the connection that the forwarding headers carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer<'a> {
+    /// The address the request came from.
+    pub client: Option<IpAddr>,
+    /// Whether that address is in `trusted_proxies`.
+    pub trusted: bool,
+    /// `http` or `https`, as the client connected.
+    pub scheme: &'a str,
+    /// The host the client asked for, port included, as it sent it.
+    pub host: Option<&'a str>,
+}
+
+/// Header changes to make before a request goes upstream: remove every
+/// `remove` name (all lines), then set each `set` pair (replacing any line).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HeaderEdits {
+    /// Names to remove, all their lines.
+    pub remove: Vec<HeaderName>,
+    /// Names to set, after the removals, to one line each.
+    pub set: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderEdits {
+    /// Applies the edits to a header map (for engines that expose one mutably).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// What to change in a client's request headers before the gateway adds its
+/// own (PRX-01..05). In order: fields the client nominated in `Connection`
+/// (RFC 9110 §7.6.1) go; every spelling of a gateway-owned header goes; every
+/// `_` spelling of a forwarding header goes; from an untrusted peer every
+/// forwarding header goes, and `X-Forwarded-For`, `-Proto`, `-Host` and
+/// `X-Real-IP` are set from what the gateway saw. A trusted peer's own
+/// values are kept, its `X-Forwarded-For` extended by its address.
+pub fn request_header_edits(headers: &HeaderMap, peer: &Peer<'_>) -> HeaderEdits {
+    let mut edits = HeaderEdits::default();
+    for value in headers.get_all(http::header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',').map(|t| t.trim().to_ascii_lowercase()) {
-            if !token.is_empty() && !CONNECTION_OPTIONS.contains(&token.as_str()) {
-                doomed.push(token);
+            if CONNECTION_OPTIONS.contains(&token.as_str())
+                || FRAMING_HEADERS.contains(&token.as_str())
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                edits.remove.push(name);
             }
         }
     }
-    for name in doomed {
-        req.remove_header(name.as_str());
+    for name in headers.keys() {
+        let n = name.as_str();
+        let doomed = is_spoofable(n) || (is_forwarding(n) && (!peer.trusted || n.contains('_')));
+        if doomed {
+            edits.remove.push(name.clone());
+        }
     }
+    // A trusted proxy's values survive unless its client nominated them.
+    let survives = |edits: &HeaderEdits, name: &str| {
+        peer.trusted && headers.contains_key(name) && !edits.remove.iter().any(|r| r == name)
+    };
+    let client = peer.client.map(|ip| ip.to_string());
+    let mut chain: Vec<&str> = Vec::new();
+    if survives(&edits, "x-forwarded-for") {
+        chain.extend(
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty()),
+        );
+    }
+    chain.extend(client.as_deref());
+    let xff = chain.join(", ");
+    let mut ours = vec![("x-forwarded-for", (!xff.is_empty()).then_some(xff.as_str()))];
+    for (name, value) in [
+        ("x-forwarded-proto", Some(peer.scheme)),
+        ("x-forwarded-host", peer.host),
+        ("x-real-ip", client.as_deref()),
+    ] {
+        if !survives(&edits, name) {
+            ours.push((name, value));
+        }
+    }
+    for (name, value) in ours {
+        let name = HeaderName::from_static(name);
+        match value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            Some(v) => edits.set.push((name, v)),
+            // Nothing true to say: make sure nothing false is said either.
+            None => edits.remove.push(name),
+        }
+    }
+    edits
+}
+
+/// The request target to send upstream when the canonical path `forward`
+/// differs from the path the client sent (the query is kept as sent).
+pub fn rewritten_target(uri: &http::Uri, forward: &str) -> Option<String> {
+    if uri.path() == forward {
+        return None;
+    }
+    Some(match uri.query() {
+        Some(q) => format!("{forward}?{q}"),
+        None => forward.to_string(),
+    })
+}
+
+/// Applies [`request_header_edits`] to a pingora request through its API (which
+/// keeps its header-case map in step with the header map).
+pub fn filter_request_headers(req: &mut RequestHeader, peer: &Peer<'_>) -> pingora::Result<()> {
+    let edits = request_header_edits(&req.headers, peer);
+    for name in &edits.remove {
+        req.remove_header(name);
+    }
+    for (name, value) in edits.set {
+        req.insert_header(name, value)?;
+    }
+    Ok(())
+}
+
+/// Why an upstream response cannot be passed on: its framing could be read
+/// two ways (PRX-23). Answered with 502; the upstream connection is not reused.
+pub fn check_response_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    let lengths: Vec<&[u8]> = headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if !lengths.is_empty() && headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return Err("the upstream sent both Content-Length and Transfer-Encoding");
+    }
+    let valid = |v: &&[u8]| !v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit);
+    if !lengths.iter().all(valid) || lengths.windows(2).any(|w| w.first() != w.last()) {
+        return Err("the upstream sent an invalid Content-Length");
+    }
+    Ok(())
+}
+
+/// Hop-by-hop fields of an upstream response that must not reach the client
+/// (RFC 9110 §7.6.1): the ones its `Connection` nominates and the standard
+/// ones. `Upgrade` stays on a 101, which needs it.
+pub fn response_hop_by_hop(headers: &HeaderMap, status: u16) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| {
+            !CONNECTION_OPTIONS.contains(&t.as_str()) && !FRAMING_HEADERS.contains(&t.as_str())
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for standard in ["keep-alive", "proxy-connection", "te", "trailer"] {
+        names.push(HeaderName::from_static(standard));
+    }
+    if status != 101 {
+        names.push(http::header::UPGRADE);
+    }
+    names.retain(|n| headers.contains_key(n));
+    names
 }
 
 /// Removes the gateway's own cookies from `Cookie` so they never reach the upstream.
@@ -113,45 +295,6 @@ pub fn drop_gateway_set_cookies(
     Ok(())
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host`: kept and extended only when the peer is
-/// a trusted proxy, replaced otherwise (PRX-05).
-pub fn set_forwarding_headers(
-    req: &mut RequestHeader,
-    client: Option<IpAddr>,
-    trusted: bool,
-    scheme: &str,
-    host: Option<&str>,
-) -> pingora::Result<()> {
-    let client = client.map(|ip| ip.to_string()).unwrap_or_default();
-    let xff = match req
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prev) if trusted && !client.is_empty() => format!("{prev}, {client}"),
-        Some(prev) if trusted => prev.to_string(),
-        _ => client,
-    };
-    req.remove_header("forwarded");
-    if xff.is_empty() {
-        req.remove_header("x-forwarded-for");
-    } else {
-        req.insert_header("x-forwarded-for", xff)?;
-    }
-    if !trusted || !req.headers.contains_key("x-forwarded-proto") {
-        req.insert_header("x-forwarded-proto", scheme)?;
-    }
-    if !trusted || !req.headers.contains_key("x-forwarded-host") {
-        match host {
-            Some(h) => req.insert_header("x-forwarded-host", h)?,
-            None => {
-                req.remove_header("x-forwarded-host");
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,38 +322,223 @@ mod tests {
         }
     }
 
+    fn map(lines: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in lines {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn filtered(lines: &[(&str, &str)], peer: &Peer<'_>) -> HeaderMap {
+        let mut h = map(lines);
+        request_header_edits(&h, peer).apply(&mut h);
+        h
+    }
+
+    fn values<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    const UNTRUSTED: Peer<'static> = Peer {
+        client: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3))),
+        trusted: false,
+        scheme: "http",
+        host: Some("wiki.example:8080"),
+    };
+
+    const TRUSTED: Peer<'static> = Peer {
+        trusted: true,
+        ..UNTRUSTED
+    };
+
     #[test]
     fn prx02_prx04_repeated_and_connection_nominated_fields_are_removed() {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.append_header("X-Forwarded-User", "a").unwrap();
-        req.append_header("x-forwarded-user", "b").unwrap();
-        req.append_header("X_Forwarded_Email", "c").unwrap();
-        req.append_header("Connection", "keep-alive, X-Secret")
-            .unwrap();
-        req.append_header("X-Secret", "s").unwrap();
-        req.append_header("X-Kept", "k").unwrap();
-        strip_client_headers(&mut req);
-        assert!(req.headers.get("x-forwarded-user").is_none());
-        assert!(req.headers.get("x_forwarded_email").is_none());
-        assert!(req.headers.get("x-secret").is_none());
-        assert_eq!(req.headers.get("x-kept").unwrap(), "k");
+        let h = filtered(
+            &[
+                ("X-Forwarded-User", "a"),
+                ("x-forwarded-user", "b"),
+                ("X_Forwarded_Email", "c"),
+                ("Connection", "keep-alive, X-Secret"),
+                ("connection", "Authorization"),
+                ("X-Secret", "s"),
+                ("Authorization", "Basic eDp5"),
+                ("X-Kept", "k"),
+            ],
+            &UNTRUSTED,
+        );
+        assert!(h.get("x-forwarded-user").is_none());
+        assert!(h.get("x_forwarded_email").is_none());
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("authorization").is_none());
+        assert_eq!(values(&h, "x-kept"), ["k"]);
     }
 
     #[test]
-    fn prx05_forwarding_headers_from_untrusted_peers_are_replaced() {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.append_header("X-Forwarded-For", "6.6.6.6").unwrap();
-        req.append_header("X-Forwarded-Proto", "https").unwrap();
-        let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        set_forwarding_headers(&mut req, Some(ip), false, "http", Some("wiki.example")).unwrap();
-        assert_eq!(req.headers.get("x-forwarded-for").unwrap(), "10.1.2.3");
-        assert_eq!(req.headers.get("x-forwarded-proto").unwrap(), "http");
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.append_header("X-Forwarded-For", "1.1.1.1").unwrap();
-        set_forwarding_headers(&mut req, Some(ip), true, "http", None).unwrap();
-        assert_eq!(
-            req.headers.get("x-forwarded-for").unwrap(),
-            "1.1.1.1, 10.1.2.3"
+    fn prx04_nominated_gateway_headers_still_reach_the_upstream_and_framing_stays() {
+        let h = filtered(
+            &[
+                (
+                    "Connection",
+                    "close, X-Forwarded-For, X-Forwarded-Proto, X-Real-IP, Host, Content-Length",
+                ),
+                ("Host", "wiki.example"),
+                ("Content-Length", "5"),
+                ("X-Forwarded-For", "6.6.6.6"),
+            ],
+            &TRUSTED,
         );
+        // Nominated by the client, so the trusted proxy's value is dropped and
+        // the gateway's own is set after.
+        assert_eq!(values(&h, "x-forwarded-for"), ["10.1.2.3"]);
+        assert_eq!(values(&h, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&h, "x-real-ip"), ["10.1.2.3"]);
+        // A client cannot make the upstream lose the request's host or framing.
+        assert_eq!(values(&h, "host"), ["wiki.example"]);
+        assert_eq!(values(&h, "content-length"), ["5"]);
+    }
+
+    #[test]
+    fn prx05_forwarding_headers_from_untrusted_peers_are_removed_or_replaced() {
+        let spoofed = [
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("x-forwarded-for", "7.7.7.7"),
+            ("X_Forwarded_For", "8.8.8.8"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "admin.example"),
+            ("X-Forwarded-Port", "443"),
+            ("X-Forwarded-Uri", "/public/"),
+            ("X_Forwarded_Uri", "/public/"),
+            ("X-Forwarded-Prefix", "/admin"),
+            ("X-Forwarded-Method", "GET"),
+            ("X-Original-URL", "http://wiki.example/public/"),
+            ("X_Original_URL", "http://wiki.example/public/"),
+            ("X-Original-URI", "/public/"),
+            ("X-Real-IP", "1.1.1.1"),
+            ("X_Real_IP", "1.1.1.1"),
+            ("Forwarded", "for=1.1.1.1;proto=https"),
+            ("X-Portcullis-Assertion", "forged"),
+            ("x_portcullis_anything", "forged"),
+            ("X-Forwarded-Access-Token", "forged"),
+            ("X_Forwarded_Access_Token", "forged"),
+            ("X-Kept", "k"),
+        ];
+        let h = filtered(&spoofed, &UNTRUSTED);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-kept",
+                "x-real-ip"
+            ]
+        );
+        assert_eq!(values(&h, "x-forwarded-for"), ["10.1.2.3"]);
+        assert_eq!(values(&h, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&h, "x-forwarded-host"), ["wiki.example:8080"]);
+        assert_eq!(values(&h, "x-real-ip"), ["10.1.2.3"]);
+
+        // A trusted proxy's own (`-` spelled) values are kept, its chain extended;
+        // `_` spellings and gateway-owned headers still go.
+        let h = filtered(&spoofed, &TRUSTED);
+        assert_eq!(
+            values(&h, "x-forwarded-for"),
+            ["6.6.6.6, 7.7.7.7, 10.1.2.3"]
+        );
+        assert_eq!(values(&h, "x-forwarded-proto"), ["https"]);
+        assert_eq!(values(&h, "x-forwarded-host"), ["admin.example"]);
+        assert_eq!(values(&h, "x-forwarded-uri"), ["/public/"]);
+        assert_eq!(
+            values(&h, "x-original-url"),
+            ["http://wiki.example/public/"]
+        );
+        assert_eq!(values(&h, "x-real-ip"), ["1.1.1.1"]);
+        assert_eq!(values(&h, "forwarded"), ["for=1.1.1.1;proto=https"]);
+        for gone in [
+            "x_forwarded_for",
+            "x_forwarded_uri",
+            "x_original_url",
+            "x_real_ip",
+            "x-portcullis-assertion",
+            "x_portcullis_anything",
+            "x-forwarded-access-token",
+            "x_forwarded_access_token",
+        ] {
+            assert!(h.get(gone).is_none(), "{gone} reached the upstream");
+        }
+
+        // Without a client address or host, nothing false is said either.
+        let blind = Peer {
+            client: None,
+            host: None,
+            ..UNTRUSTED
+        };
+        let h = filtered(&spoofed, &blind);
+        assert!(h.get("x-forwarded-for").is_none());
+        assert!(h.get("x-forwarded-host").is_none());
+        assert!(h.get("x-real-ip").is_none());
+    }
+
+    #[test]
+    fn prx23_ambiguous_upstream_framing_is_refused_and_hop_by_hop_fields_removed() {
+        for lines in [
+            &[("content-length", "5"), ("transfer-encoding", "chunked")][..],
+            &[("content-length", "5"), ("content-length", "6")],
+            &[("content-length", "+5")],
+            &[("content-length", "")],
+            &[("content-length", "0x10")],
+        ] {
+            assert!(check_response_framing(&map(lines)).is_err(), "{lines:?}");
+        }
+        for lines in [
+            &[("content-length", "5")][..],
+            &[("content-length", "5"), ("content-length", "5")],
+            &[("transfer-encoding", "chunked")],
+            &[],
+        ] {
+            assert!(check_response_framing(&map(lines)).is_ok(), "{lines:?}");
+        }
+        let h = map(&[
+            ("connection", "X-Hop, close"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "x"),
+            ("upgrade", "websocket"),
+            ("content-length", "5"),
+            ("x-kept", "k"),
+        ]);
+        let names = |status| -> Vec<String> {
+            response_hop_by_hop(&h, status)
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(200),
+            ["x-hop", "keep-alive", "proxy-connection", "upgrade"]
+        );
+        assert_eq!(names(101), ["x-hop", "keep-alive", "proxy-connection"]);
+    }
+
+    #[test]
+    fn prx06_only_a_changed_path_rewrites_the_target() {
+        let uri: http::Uri = "/admin?x=1".parse().unwrap();
+        assert_eq!(rewritten_target(&uri, "/admin"), None);
+        let uri: http::Uri = "//%61dmin?x=%2F".parse().unwrap();
+        assert_eq!(
+            rewritten_target(&uri, "/admin").as_deref(),
+            Some("/admin?x=%2F")
+        );
+        let uri: http::Uri = "//admin".parse().unwrap();
+        assert_eq!(rewritten_target(&uri, "/admin").as_deref(), Some("/admin"));
     }
 }

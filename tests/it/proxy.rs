@@ -487,3 +487,750 @@ async fn prx29_a_bearer_token_is_answered_by_rfc6750_never_redirected() {
     );
     assert!(api.requests().is_empty());
 }
+
+/// A demo OpenID provider whose tokens the path tests use as machine identities.
+async fn token_provider() -> portcullis::demo::Provider {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    portcullis::demo::provider::start(
+        listener,
+        portcullis::demo::ProviderConfig::example("http://127.0.0.1:1/cb"),
+    )
+    .await
+}
+
+/// A bearer token for app `guarded` with these groups.
+fn token_with_groups(p: &portcullis::demo::Provider, sub: &str, groups: &[&str]) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = serde_json::json!({
+        "iss": p.issuer(), "sub": sub, "aud": ["guarded"],
+        "iat": now, "exp": now + 600, "groups": groups,
+    });
+    p.sign(claims.as_object().unwrap()).unwrap()
+}
+
+/// An app where everyone signed in may go anywhere except `/admin`, which only
+/// group `admins` may open, with a public `/public/` (DESIGN "Access rules and paths").
+async fn guarded_app(server_extra: &str) -> (Gateway, Upstream, portcullis::demo::Provider) {
+    let provider = token_provider().await;
+    let up = Upstream::start("guarded").await;
+    let gw = Gateway::start_full(&format!(
+        "{}\n[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\n\
+         [[app]]\nname = \"guarded\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"guarded\"]\n\
+         public_paths = [\"/public/\"]\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\ngroups = [\"admins\"]\npath_prefix = \"/admin\"\n",
+        crate::support::base_config().replace("[session]", &format!("{server_extra}\n[session]")),
+        provider.well_known_url(),
+        up.url()
+    ));
+    gw.ready().await;
+    (gw, up, provider)
+}
+
+/// Sends one raw request line (the target exactly as written) and returns the status.
+fn raw_status(gw: &Gateway, target: &str, headers: &str) -> (u16, String) {
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: guarded.example\r\n{headers}Connection: close\r\n\r\n"
+    );
+    let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+    let status = resp
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{target}: no status in {resp:?}"));
+    (status, resp)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx06_hostile_path_spellings_are_decided_on_and_forwarded_as_one_canonical_path() {
+    let (gw, up, provider) = guarded_app("").await;
+    let guest = format!(
+        "Authorization: Bearer {}\r\n",
+        token_with_groups(&provider, "guest", &["staff"])
+    );
+    let admin = format!(
+        "Authorization: Bearer {}\r\n",
+        token_with_groups(&provider, "root", &["admins"])
+    );
+    // (target as sent; status for anonymous, a non-admin, an admin; the exact
+    // target the upstream receives whenever it is forwarded)
+    let cases: &[(&str, u16, u16, u16, Option<&str>)] = &[
+        ("/admin", 401, 403, 200, Some("/admin")),
+        ("//admin", 401, 403, 200, Some("/admin")),
+        (
+            "///admin//users?q=1",
+            401,
+            403,
+            200,
+            Some("/admin/users?q=1"),
+        ),
+        ("/admin;x", 401, 403, 200, Some("/admin;x")),
+        (
+            "/admin;jsessionid=1/users",
+            401,
+            403,
+            200,
+            Some("/admin;jsessionid=1/users"),
+        ),
+        ("/%61dmin", 401, 403, 200, Some("/admin")),
+        ("/%61%64%6d%69%6e/x", 401, 403, 200, Some("/admin/x")),
+        ("/admin%2Fx", 401, 403, 200, Some("/admin%2Fx")),
+        ("/admin%2f", 401, 403, 200, Some("/admin%2F")),
+        ("/%2Fadmin", 401, 403, 200, Some("/%2Fadmin")),
+        ("/admin%3bx", 401, 403, 200, Some("/admin%3Bx")),
+        ("/;x/admin", 401, 403, 200, Some("/;x/admin")),
+        // Case-sensitive, segment-bounded: these are not /admin.
+        ("/ADMIN", 401, 200, 200, Some("/ADMIN")),
+        ("/administrator", 401, 200, 200, Some("/administrator")),
+        // Dot segments, NUL, backslashes, however spelled: 400, nothing forwarded.
+        ("/public/../admin", 400, 400, 400, None),
+        ("/%2e%2e/admin", 400, 400, 400, None),
+        ("/public/..%2Fadmin", 400, 400, 400, None),
+        ("/public/%2e%2e/admin", 400, 400, 400, None),
+        ("/public/.%2E/admin", 400, 400, 400, None),
+        ("/./admin", 400, 400, 400, None),
+        ("/public/..;/admin", 400, 400, 400, None),
+        ("/public;x/../admin", 400, 400, 400, None),
+        ("/admin%00", 400, 400, 400, None),
+        ("/public/%5c..%5cadmin", 400, 400, 400, None),
+        ("/public/%zz", 400, 400, 400, None),
+        // Public paths, however spelled, and only below /public/.
+        ("/public/x", 200, 200, 200, Some("/public/x")),
+        ("//public//x", 200, 200, 200, Some("/public/x")),
+        ("/%70ublic/x", 200, 200, 200, Some("/public/x")),
+        ("/public;v=1/x", 200, 200, 200, Some("/public;v=1/x")),
+        ("/public", 401, 200, 200, Some("/public")),
+        ("/publicity", 401, 200, 200, Some("/publicity")),
+    ];
+    for &(target, anonymous, non_admin, root, forwarded) in cases {
+        for (who, headers, want) in [
+            ("anonymous", "", anonymous),
+            ("non-admin", guest.as_str(), non_admin),
+            ("admin", admin.as_str(), root),
+        ] {
+            let before = up.requests().len();
+            let (status, resp) = raw_status(&gw, target, headers);
+            assert_eq!(status, want, "{who} {target}: {resp}");
+            let seen = up.requests();
+            if want == 200 {
+                assert_eq!(
+                    seen.len(),
+                    before + 1,
+                    "{who} {target} was not forwarded once"
+                );
+                assert_eq!(
+                    Some(seen[before].uri.as_str()),
+                    forwarded,
+                    "{who} {target}: the upstream received another path"
+                );
+            } else {
+                assert_eq!(seen.len(), before, "{who} {target} reached the upstream");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx06_forward_auth_canonicalises_the_forwarded_uri_before_deciding() {
+    let (gw, up, provider) = guarded_app("trusted_proxies = [\"127.0.0.1/32\"]\n").await;
+    let guest = format!(
+        "Authorization: Bearer {}\r\n",
+        token_with_groups(&provider, "guest", &["staff"])
+    );
+    let check = |forwarded: &str, auth: &str| {
+        let (status, resp) = raw_status(&gw, "/_auth/check", &format!("{forwarded}{auth}"));
+        (status, resp)
+    };
+    let by_uri =
+        |uri: &str| format!("X-Forwarded-Host: guarded.example\r\nX-Forwarded-Uri: {uri}\r\n");
+    let by_url = |path: &str| format!("X-Original-URL: http://guarded.example{path}\r\n");
+    for (forwarded, anonymous, non_admin) in [
+        (by_uri("/admin"), 401, 403),
+        (by_uri("//admin"), 401, 403),
+        (by_uri("/admin;x?y=1"), 401, 403),
+        (by_uri("/%61dmin"), 401, 403),
+        (by_uri("/admin%2Fx"), 401, 403),
+        (by_url("//admin"), 401, 403),
+        (by_url("/%61dmin;x"), 401, 403),
+        (by_uri("/wiki"), 401, 200),
+        (by_uri("/public/x"), 200, 200),
+        (by_uri("//public/x"), 200, 200),
+        (by_uri("/%70ublic/x"), 200, 200),
+        (by_url("/public;v=1/x"), 200, 200),
+        // A path the proxy would refuse is refused here too, never "public".
+        (by_uri("/public/../admin"), 400, 400),
+        (by_uri("/public/%2e%2e/admin"), 400, 400),
+        (by_uri("/public/..%2Fadmin"), 400, 400),
+        (by_url("/public/../admin"), 400, 400),
+        (by_url("/public/%2e%2e/admin"), 400, 400),
+        (by_url("/public/x%00"), 400, 400),
+    ] {
+        let (status, resp) = check(&forwarded, "");
+        assert_eq!(status, anonymous, "anonymous {forwarded:?}: {resp}");
+        let (status, resp) = check(&forwarded, &guest);
+        assert_eq!(status, non_admin, "non-admin {forwarded:?}: {resp}");
+    }
+    assert!(up.requests().is_empty(), "forward auth proxied a request");
+}
+
+/// Every forwarding header a client might forge, in several spellings.
+const FORGED_FORWARDING: &str = "X-Forwarded-For: 6.6.6.6\r\nX_Forwarded_For: 7.7.7.7\r\n\
+X-Forwarded-Proto: https\r\nX-Forwarded-Host: admin.example\r\nX-Forwarded-Port: 8443\r\n\
+X-Forwarded-Uri: /admin\r\nx_forwarded_uri: /admin\r\nX-Forwarded-Prefix: /admin\r\nX-FORWARDED-METHOD: DELETE\r\n\
+X-Original-URL: http://admin.example/admin\r\nX-Original-URI: /admin\r\nX-Real-IP: 1.2.3.4\r\nX_Real_IP: 1.2.3.4\r\n\
+Forwarded: for=1.2.3.4;proto=https\r\nX-Portcullis-Assertion: forged\r\nx_portcullis_user: root\r\n\
+X-Forwarded-Access-Token: forged\r\nX_Forwarded_Access_Token: forged\r\nX-Kept: yes\r\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx05_forwarding_headers_of_an_untrusted_client_are_removed_or_replaced() {
+    let (gw, up, _provider) = guarded_app("").await;
+    let (status, resp) = raw_status(&gw, "/public/x", FORGED_FORWARDING);
+    assert_eq!(status, 200, "{resp}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let mut names: Vec<&str> = seen[0].headers.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "host",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-kept",
+            "x-real-ip"
+        ],
+        "{:?}",
+        seen[0].headers
+    );
+    assert_eq!(seen[0].header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen[0].header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(seen[0].header("x-forwarded-proto"), Some("http"));
+    assert_eq!(seen[0].header("x-forwarded-host"), Some("guarded.example"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx05_a_trusted_proxy_keeps_its_forwarding_headers_but_never_gateway_ones() {
+    let (gw, up, _provider) = guarded_app("trusted_proxies = [\"127.0.0.1/32\"]\n").await;
+    let (status, resp) = raw_status(&gw, "/public/x", FORGED_FORWARDING);
+    assert_eq!(status, 200, "{resp}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    assert_eq!(s.header("x-forwarded-for"), Some("6.6.6.6, 127.0.0.1"));
+    assert_eq!(s.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(s.header("x-forwarded-host"), Some("admin.example"));
+    assert_eq!(s.header("x-forwarded-port"), Some("8443"));
+    assert_eq!(s.header("x-forwarded-uri"), Some("/admin"));
+    assert_eq!(s.header("x-forwarded-prefix"), Some("/admin"));
+    assert_eq!(s.header("x-forwarded-method"), Some("DELETE"));
+    assert_eq!(
+        s.header("x-original-url"),
+        Some("http://admin.example/admin")
+    );
+    assert_eq!(s.header("x-original-uri"), Some("/admin"));
+    assert_eq!(s.header("x-real-ip"), Some("1.2.3.4"));
+    assert_eq!(s.header("forwarded"), Some("for=1.2.3.4;proto=https"));
+    for (name, _) in &s.headers {
+        assert!(
+            !name.contains('_')
+                && !name.starts_with("x-portcullis-")
+                && name != "x-forwarded-access-token",
+            "{name} reached the upstream"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx04_fields_a_client_nominates_go_before_the_gateway_adds_its_own() {
+    let (gw, up, provider) = guarded_app("").await;
+    let admin = token_with_groups(&provider, "root", &["admins"]);
+    let body = "hello";
+    let req = format!(
+        "POST /admin/x HTTP/1.1\r\nHost: guarded.example\r\nAuthorization: Bearer {admin}\r\n\
+X-Forwarded-User: mallory\r\nX-Secret: s\r\nX-Kept: k\r\nContent-Length: {}\r\n\
+Connection: close, X-Forwarded-User, X-Real-IP, X-Secret\r\n\r\n{body}",
+        body.len()
+    );
+    let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    // Nominated, yet the gateway's own values arrive; the client's are gone.
+    assert_eq!(s.header("x-forwarded-user"), Some("root"));
+    assert_eq!(s.header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(s.header("x-secret"), None);
+    assert_eq!(s.header("x-kept"), Some("k"));
+    assert_eq!(s.body.as_ref(), body.as_bytes());
+
+    // A request that nominates what it cannot lose is refused, not forwarded half.
+    for nominated in [
+        "Host",
+        "X-Forwarded-For",
+        "x-forwarded-proto",
+        "X-Forwarded-Host",
+        "Content-Length",
+        "\"X-Forwarded-For\"",
+    ] {
+        let (status, resp) = raw_status(
+            &gw,
+            "/public/x",
+            &format!("X-Forwarded-For: 6.6.6.6\r\nConnection: keep-alive, {nominated}\r\n"),
+        );
+        assert_eq!(status, 400, "{nominated}: {resp}");
+    }
+    assert_eq!(
+        up.requests().len(),
+        1,
+        "a refused request reached the upstream"
+    );
+}
+
+/// An upstream that answers every request with the same raw bytes (or, with
+/// `None`, reads the request and never answers), and counts the connections
+/// that its peer closed.
+struct RawUpstream {
+    addr: std::net::SocketAddr,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    closed_by_peer: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RawUpstream {
+    async fn start(answer: Option<&'static [u8]>) -> RawUpstream {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = RawUpstream {
+            addr: listener.local_addr().unwrap(),
+            requests: Default::default(),
+            closed_by_peer: Default::default(),
+        };
+        let (requests, closed) = (up.requests.clone(), up.closed_by_peer.clone());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (requests, closed) = (requests.clone(), closed.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut got = Vec::new();
+                    loop {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => {
+                                closed.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                        if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            got.clear();
+                            requests.fetch_add(1, Ordering::SeqCst);
+                            if let Some(answer) = answer {
+                                let _ = conn.write_all(answer).await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        up
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn closed_by_peer(&self) -> usize {
+        self.closed_by_peer
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A gateway in front of `up` with everything public and these `[server]` lines.
+fn open_gateway(up: &str, server_extra: &str) -> Gateway {
+    Gateway::start_full(&format!(
+        "{}[[app]]\nname = \"open\"\nupstream = \"{up}\"\npublic_paths = [\"/\"]\n",
+        crate::support::base_config().replace("[session]", &format!("{server_extra}\n[session]"))
+    ))
+}
+
+/// The status line's code of a raw answer.
+fn status_of(resp: &str) -> u16 {
+    resp.get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {resp:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx12_broken_chunked_bodies_are_answered_400_and_closed() {
+    let (gw, up, _provider) = guarded_app("").await;
+    for body in [
+        "zz\r\nabc\r\n0\r\n\r\n",
+        "fffffffffffffffffff1\r\nabc\r\n0\r\n\r\n",
+        "3;a\rb\r\nabc\r\n0\r\n\r\n",
+        "3\nabc\n0\n\n",
+    ] {
+        let req = format!(
+            "POST /public/x HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n{body}GET /public/next HTTP/1.1\r\nHost: g\r\n\r\n"
+        );
+        let (resp, closed) = raw_exchange(gw.addr, req.as_bytes());
+        assert_eq!(status_of(&resp), 400, "{body:?}: {resp}");
+        assert!(closed, "{body:?}: the connection stayed open");
+        assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{body:?}: {resp}");
+    }
+    // The head may have been streamed on, but no byte of a broken body, and
+    // nothing after it, reached the upstream.
+    let seen = up.requests();
+    assert!(
+        seen.iter()
+            .all(|r| r.body.is_empty() && r.uri == "/public/x"),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx13_malformed_header_lines_are_refused_and_closed() {
+    let (gw, up, _provider) = guarded_app("").await;
+    for head in [
+        "Host: g\r\nContent-Length : 0\r\n",
+        " Host: g\r\nHost: g\r\n",
+        "Host: g\r\nX-A: b\r\n c\r\n",
+        "Host: g\r\nX-A: b\rc\r\n",
+        "Host: g\r\nX-A: b\0c\r\n",
+        "Host: g\r\nX(A): b\r\n",
+        "Host: g\r\nX A: b\r\n",
+    ] {
+        let req = format!("GET /public/x HTTP/1.1\r\n{head}\r\n");
+        let (resp, closed) = raw_exchange(gw.addr, req.as_bytes());
+        assert_eq!(status_of(&resp), 400, "{head:?}: {resp}");
+        assert!(closed, "{head:?}: the connection stayed open");
+    }
+    assert!(
+        up.requests().is_empty(),
+        "a malformed request reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx16_an_upgrade_answered_200_never_tunnels_the_pipelined_bytes() {
+    let (gw, up, _provider) = guarded_app("").await;
+    let (resp, _) = raw_exchange(
+        gw.addr,
+        b"GET /public/x HTTP/1.1\r\nHost: g\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\
+GET /admin HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n",
+    );
+    // The echo upstream answers 200, not 101: no tunnel, and the bytes after
+    // the request are never handed to the upstream as part of one.
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(!resp.contains("HTTP/1.1 101"), "{resp}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].uri, "/public/x");
+    assert!(seen[0].body.is_empty());
+    // pingora closes the connection after a refused upgrade rather than read
+    // the pipelined request: one answer, never a second one from the tunnel.
+    assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx17_a_websocket_upgrade_without_a_session_is_refused_and_h2c_is_stripped() {
+    let (gw, up, _provider) = guarded_app("").await;
+    let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    let (status, resp) = raw_status(&gw, "/admin", ws);
+    assert_eq!(status, 401, "{resp}");
+    assert!(
+        resp.contains("www-authenticate: Bearer realm=\"portcullis\""),
+        "{resp}"
+    );
+    let (status, resp) = raw_status(&gw, "/chat", &format!("{ws}Accept: text/html\r\n"));
+    assert_eq!(status, 302, "{resp}");
+    assert!(resp.contains("location: /_auth/sign_in?rd=/chat"), "{resp}");
+    assert!(
+        up.requests().is_empty(),
+        "an upgrade without a session reached the upstream"
+    );
+
+    // A client's h2c upgrade is not passed on: the upstream sees a plain request.
+    let (status, resp) = raw_status(
+        &gw,
+        "/public/x",
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n",
+    );
+    assert_eq!(status, 200, "{resp}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    for name in ["upgrade", "http2-settings", "connection"] {
+        assert_eq!(seen[0].header(name), None, "{name} reached the upstream");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx21_oversized_bodies_to_gateway_endpoints_get_413() {
+    let (gw, up, _provider) = guarded_app("").await;
+    let big = "a".repeat(70 * 1024);
+    for path in ["/_auth/callback/ci", "/_auth/backchannel_logout/ci"] {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: g\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+Content-Length: {}\r\nConnection: close\r\n\r\n{big}",
+            big.len()
+        );
+        let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+        assert_eq!(status_of(&resp), 413, "{path}: {resp}");
+        assert!(!resp.contains("set-cookie: portcullis="), "{path}: {resp}");
+    }
+    assert!(up.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx23_upstream_framing_hop_by_hop_fields_and_gateway_cookies_are_policed() {
+    for (answer, want) in [
+        (
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"[..],
+            502,
+        ),
+        (
+            &b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello"[..],
+            502,
+        ),
+        (
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 0x5\r\n\r\nhello"[..],
+            502,
+        ),
+    ] {
+        let up = RawUpstream::start(Some(answer)).await;
+        let gw = open_gateway(&up.url(), "");
+        let (resp, _) = raw_exchange(
+            gw.addr,
+            b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(status_of(&resp), want, "{resp}");
+        assert!(!resp.contains("hello"), "{resp}");
+    }
+    // Both lengths: the client is given one framing only, never both.
+    let up = RawUpstream::start(Some(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ))
+    .await;
+    let gw = open_gateway(&up.url(), "");
+    let (resp, _) = raw_exchange(
+        gw.addr,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    let head = resp.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(
+        !(head.contains("content-length:") && head.contains("transfer-encoding:")),
+        "{resp}"
+    );
+
+    let up = RawUpstream::start(Some(
+        b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: x\r\n\
+Upgrade: h2c\r\nSet-Cookie: portcullis=evil; Path=/\r\nSet-Cookie: other=1\r\nSet-Cookie: portcullis_login=x\r\n\
+X-Kept: k\r\nContent-Length: 5\r\n\r\nhello",
+    ))
+    .await;
+    let gw = open_gateway(&up.url(), "");
+    let (resp, _) = raw_exchange(
+        gw.addr,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let head = resp.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    for gone in [
+        "x-hop:",
+        "keep-alive:",
+        "proxy-connection:",
+        "upgrade:",
+        "set-cookie: portcullis",
+    ] {
+        assert!(!head.contains(gone), "{gone} reached the client: {resp}");
+    }
+    assert!(head.contains("set-cookie: other=1"), "{resp}");
+    assert!(head.contains("x-kept: k"), "{resp}");
+    assert!(resp.ends_with("hello"), "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx24_an_upstream_that_never_answers_gets_504_and_a_client_that_leaves_cancels_it() {
+    let up = RawUpstream::start(None).await;
+    let gw = open_gateway(&up.url(), "upstream_read_timeout = \"1s\"");
+    let started = std::time::Instant::now();
+    let (resp, closed) = raw_exchange(
+        gw.addr,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&resp), 504, "{resp}");
+    assert!(closed);
+    // 1 s timeout; generous bound for a loaded machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(up.requests(), 1);
+
+    // A client that hangs up while the upstream thinks: the upstream request is dropped.
+    let up = RawUpstream::start(None).await;
+    let gw = open_gateway(&up.url(), "upstream_read_timeout = \"60s\"");
+    let mut conn = std::net::TcpStream::connect(gw.addr).unwrap();
+    std::io::Write::write_all(&mut conn, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    for _ in 0..200 {
+        if up.requests() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(up.requests(), 1);
+    drop(conn);
+    for _ in 0..200 {
+        if up.closed_by_peer() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        up.closed_by_peer(),
+        1,
+        "the upstream request outlived its client"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx25_a_verified_bearer_token_stays_at_the_gateway_and_other_schemes_pass() {
+    let (gw, up, provider) = guarded_app("").await;
+    let token = token_with_groups(&provider, "root", &["admins"]);
+    let (status, resp) = raw_status(
+        &gw,
+        "/admin/x",
+        &format!("Authorization: Bearer {token}\r\nX-Forwarded-Access-Token: forged\r\n"),
+    );
+    assert_eq!(status, 200, "{resp}");
+    let (status, resp) = raw_status(&gw, "/public/x", "Authorization: Basic dXNlcjpwdw==\r\n");
+    assert_eq!(status, 200, "{resp}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].header("authorization"), None);
+    assert_eq!(seen[0].header("x-forwarded-access-token"), None);
+    assert_eq!(seen[0].header("x-forwarded-user"), Some("root"));
+    assert_eq!(seen[1].header("authorization"), Some("Basic dXNlcjpwdw=="));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx26_every_gateway_answer_forbids_caching_framing_and_referrers() {
+    let (gw, _up, _provider) = guarded_app("").await;
+    for (target, headers, status) in [
+        ("/admin", "Accept: text/html\r\n", 302),
+        ("/admin", "", 401),
+        (
+            "/admin",
+            "Authorization: Bearer not.a.jwt\r\nAccept: text/html\r\n",
+            401,
+        ),
+        ("/%2e%2e/admin", "Accept: text/html\r\n", 400),
+        ("/_auth/sign_in?rd=/%3Cscript%3E", "", 200),
+        ("/_auth/nope", "Accept: text/html\r\n", 404),
+    ] {
+        let (got, resp) = raw_status(&gw, target, headers);
+        assert_eq!(got, status, "{target}: {resp}");
+        let head = resp.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+        for want in [
+            "cache-control: no-store",
+            "referrer-policy: no-referrer",
+            "x-frame-options: deny",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(head.contains(want), "{target}: {want} missing: {resp}");
+        }
+        assert!(!resp.contains("<script>"), "{target}: {resp}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx28_preflight_on_a_protected_path_is_not_exempted_and_trace_is_refused() {
+    let (gw, up, _provider) = guarded_app("").await;
+    let preflight = "Origin: http://app.example\r\nAccess-Control-Request-Method: DELETE\r\n";
+    let req = format!("OPTIONS /admin HTTP/1.1\r\nHost: g\r\n{preflight}Connection: close\r\n\r\n");
+    let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+    assert_eq!(status_of(&resp), 401, "{resp}");
+    assert!(
+        up.requests().is_empty(),
+        "a preflight reached the upstream unauthenticated"
+    );
+    // On a public path the preflight is the upstream's to answer.
+    let req =
+        format!("OPTIONS /public/x HTTP/1.1\r\nHost: g\r\n{preflight}Connection: close\r\n\r\n");
+    let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    assert_eq!(up.requests().len(), 1);
+    assert_eq!(up.requests()[0].method, "OPTIONS");
+    for target in ["/public/x", "/admin"] {
+        let req = format!("TRACE {target} HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n");
+        let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+        assert_eq!(status_of(&resp), 400, "{target}: {resp}");
+    }
+    assert_eq!(up.requests().len(), 1, "TRACE reached the upstream");
+}
+
+/// A raw request with the signed-in browser's cookie to the sign-in test gateway.
+fn with_session(s: &crate::signin::Setup, target: &str, headers: &str) -> (u16, String) {
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nCookie: {}\r\n{headers}Connection: close\r\n\r\n",
+        s.gw.addr,
+        s.jar.header()
+    );
+    let (resp, _) = raw_exchange(s.gw.addr, req.as_bytes());
+    (status_of(&resp), resp)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx17_a_signed_in_websocket_from_a_foreign_origin_is_refused() {
+    let mut s = crate::signin::Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let before = s.upstream.requests().len();
+    let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    for origin in ["http://evil.example", "null"] {
+        let (status, resp) = with_session(&s, "/chat", &format!("{ws}Origin: {origin}\r\n"));
+        assert_eq!(status, 403, "{origin}: {resp}");
+        assert!(resp.contains("another site"), "{resp}");
+    }
+    assert_eq!(
+        s.upstream.requests().len(),
+        before,
+        "a cross-site upgrade reached the upstream"
+    );
+    // The same upgrade from the gateway's own origin is passed on (the echo
+    // upstream answers 200, not 101), as is a plain request with a foreign Origin.
+    let own = format!("http://{}", s.gw.addr);
+    let (status, resp) = with_session(&s, "/chat", &format!("{ws}Origin: {own}\r\n"));
+    assert_eq!(status, 200, "{resp}");
+    let (status, resp) = with_session(&s, "/chat", "Origin: http://evil.example\r\n");
+    assert_eq!(status, 200, "{resp}");
+    let seen = s.upstream.requests();
+    assert_eq!(seen.len(), before + 2);
+    assert_eq!(seen[before].header("upgrade"), Some("websocket"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prx29_a_valid_session_never_rescues_an_invalid_bearer_token() {
+    let mut s = crate::signin::Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let (status, resp) = with_session(&s, "/private", "");
+    assert_eq!(status, 200, "{resp}");
+    let before = s.upstream.requests().len();
+    for accept in ["", "Accept: text/html\r\n"] {
+        let (status, resp) = with_session(
+            &s,
+            "/private",
+            &format!("{accept}Authorization: Bearer not.a.token\r\n"),
+        );
+        assert_eq!(status, 401, "{accept:?}: {resp}");
+        assert!(resp.contains("error=\"invalid_token\""), "{resp}");
+    }
+    assert_eq!(
+        s.upstream.requests().len(),
+        before,
+        "the cookie let a bad token through"
+    );
+}

@@ -1,0 +1,283 @@
+//! Request paths canonicalised once (PRX-06): the path the upstream receives
+//! and the path every decision (routing, `/_auth/*`, public paths, policies)
+//! is made on come from one pure function, so the two cannot disagree.
+
+/// A request path in its two canonical forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalPath {
+    /// What the upstream receives: unreserved `%xx` decoded, other `%xx`
+    /// upper-cased, empty segments merged, `;parameters`, `%2F` and `%3B` kept.
+    pub forward: String,
+    /// What decisions match against: the forward path with `%2F` read as `/`,
+    /// `%3B` as `;`, each segment without its `;parameters`, empty segments merged.
+    pub decision: String,
+}
+
+/// Why a path is refused (400): it could mean another path to some server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path does not start with `/` (`*`, empty, or a relative target).
+    #[error("the path must start with /")]
+    NotAbsolute,
+    /// A `.` or `..` segment, plain, percent-encoded, behind `%2F` or before `;params`.
+    #[error("dot segment in the path")]
+    DotSegment,
+    /// NUL, plain or encoded.
+    #[error("NUL in the path")]
+    Nul,
+    /// A backslash, plain or encoded (some servers read it as `/`).
+    #[error("backslash in the path")]
+    Backslash,
+    /// A `%` not followed by two hex digits: servers disagree on what it means.
+    #[error("malformed percent-encoding in the path")]
+    BadEncoding,
+}
+
+impl PathError {
+    /// A fixed reason, safe to show to the client.
+    pub fn reason(self) -> &'static str {
+        match self {
+            PathError::NotAbsolute => "the path must start with /",
+            PathError::DotSegment => "dot segment in the path",
+            PathError::Nul => "NUL in the path",
+            PathError::Backslash => "backslash in the path",
+            PathError::BadEncoding => "malformed percent-encoding in the path",
+        }
+    }
+}
+
+/// RFC 3986 unreserved characters: their `%xx` form means the same, so it is decoded.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Characters a path segment may carry literally (RFC 3986 `pchar` without `%`);
+/// any other byte (space, raw non-ASCII, ...) is percent-encoded on the way through.
+fn is_literal(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn push_encoded(out: &mut String, b: u8) {
+    use std::fmt::Write as _;
+    // `{:02X}` is the upper-case `%xx` DESIGN asks for; writing to a String cannot fail.
+    let _ = write!(out, "%{b:02X}");
+}
+
+/// One raw segment (between literal `/`) normalised: unreserved `%xx`
+/// decoded, other `%xx` upper-cased, bytes that may not appear literally
+/// encoded. Also returns the segment fully decoded, for the checks.
+fn normalise_segment(raw: &[u8]) -> Result<(String, Vec<u8>), PathError> {
+    let mut out = String::with_capacity(raw.len());
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter().copied();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = bytes.next().and_then(hex_value);
+            let lo = bytes.next().and_then(hex_value);
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(PathError::BadEncoding);
+            };
+            let value = hi << 4 | lo;
+            decoded.push(value);
+            if is_unreserved(value) {
+                out.push(char::from(value));
+            } else {
+                push_encoded(&mut out, value);
+            }
+        } else {
+            decoded.push(b);
+            if is_literal(b) {
+                out.push(char::from(b));
+            } else {
+                push_encoded(&mut out, b);
+            }
+        }
+    }
+    Ok((out, decoded))
+}
+
+/// Refuses what some server would read as another path: NUL, backslash, and
+/// dot segments, looking through `%xx`, `%2F` and `;params` alike.
+fn check_decoded(decoded: &[u8]) -> Result<(), PathError> {
+    if decoded.contains(&0) {
+        return Err(PathError::Nul);
+    }
+    if decoded.contains(&b'\\') {
+        return Err(PathError::Backslash);
+    }
+    for part in decoded.split(|&b| b == b'/') {
+        // Tomcat and others read `..;x` as `..`: the name before `;` decides.
+        let name = part.split(|&b| b == b';').next().unwrap_or_default();
+        if name == b"." || name == b".." {
+            return Err(PathError::DotSegment);
+        }
+    }
+    Ok(())
+}
+
+/// Canonicalises a request path (without query), as DESIGN "Paths" says;
+/// `Err` means answer 400 and forward nothing.
+pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathError> {
+    let Some(rest) = raw.as_bytes().strip_prefix(b"/") else {
+        return Err(PathError::NotAbsolute);
+    };
+    let mut forward = String::with_capacity(raw.len());
+    let mut decision = String::with_capacity(raw.len());
+    // A trailing `/` is kept (`/static/` is not `/static`); empty segments elsewhere merge.
+    let trailing_slash = rest.is_empty() || rest.ends_with(b"/");
+    // Whether the decision path ends in a piece with no name (`/x%2F`, `/x/;p`),
+    // which reads as a trailing `/`.
+    let mut ends_open = false;
+    for segment in rest.split(|&b| b == b'/').filter(|s| !s.is_empty()) {
+        let (canonical, decoded) = normalise_segment(segment)?;
+        check_decoded(&decoded)?;
+        forward.push('/');
+        forward.push_str(&canonical);
+        // For decisions `%2F` is a `/` and `%3B` a `;` (an upstream may decode
+        // them), and each piece is seen without its `;parameters`.
+        let split = canonical.replace("%2F", "/").replace("%3B", ";");
+        for piece in split.split('/') {
+            let name = piece.split(';').next().unwrap_or_default();
+            ends_open = name.is_empty();
+            if !ends_open {
+                decision.push('/');
+                decision.push_str(name);
+            }
+        }
+    }
+    if trailing_slash {
+        forward.push('/');
+    }
+    if trailing_slash || ends_open || decision.is_empty() {
+        decision.push('/');
+    }
+    Ok(CanonicalPath { forward, decision })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &str) -> (String, String) {
+        let c = canonicalize(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+        (c.forward, c.decision)
+    }
+
+    #[test]
+    fn prx06_hostile_spellings_canonicalise_to_the_path_they_mean() {
+        for (raw, forward, decision) in [
+            ("/", "/", "/"),
+            ("/admin", "/admin", "/admin"),
+            ("//admin", "/admin", "/admin"),
+            ("///admin//x", "/admin/x", "/admin/x"),
+            ("/admin/", "/admin/", "/admin/"),
+            ("/admin//", "/admin/", "/admin/"),
+            ("/%61dmin", "/admin", "/admin"),
+            ("/%41%44MIN", "/ADMIN", "/ADMIN"),
+            ("/%7euser/%2d%5f", "/~user/-_", "/~user/-_"),
+            ("/admin;x", "/admin;x", "/admin"),
+            ("/admin;x/y;z=1", "/admin;x/y;z=1", "/admin/y"),
+            ("/;x/admin", "/;x/admin", "/admin"),
+            ("/admin%2Fx", "/admin%2Fx", "/admin/x"),
+            ("/admin%2fx", "/admin%2Fx", "/admin/x"),
+            ("/admin%2F", "/admin%2F", "/admin/"),
+            ("/%2Fadmin", "/%2Fadmin", "/admin"),
+            ("/admin%3Bx", "/admin%3Bx", "/admin"),
+            ("/admin%3bx/y", "/admin%3Bx/y", "/admin/y"),
+            ("/static/;v=2", "/static/;v=2", "/static/"),
+            ("/a%20b", "/a%20b", "/a%20b"),
+            ("/a%c3%a9", "/a%C3%A9", "/a%C3%A9"),
+            ("/a b", "/a%20b", "/a%20b"),
+            ("/caf\u{e9}", "/caf%C3%A9", "/caf%C3%A9"),
+            ("/...", "/...", "/..."),
+            ("/.well-known/x", "/.well-known/x", "/.well-known/x"),
+            ("/a.b/..c", "/a.b/..c", "/a.b/..c"),
+            (
+                "/api/v4/group%2Fproject",
+                "/api/v4/group%2Fproject",
+                "/api/v4/group/project",
+            ),
+            ("/_auth;x/check", "/_auth;x/check", "/_auth/check"),
+        ] {
+            assert_eq!(
+                ok(raw),
+                (forward.to_string(), decision.to_string()),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn prx06_ambiguous_paths_are_refused() {
+        for (raw, why) in [
+            ("/public/../admin", PathError::DotSegment),
+            ("/./admin", PathError::DotSegment),
+            ("/..", PathError::DotSegment),
+            ("/admin/.", PathError::DotSegment),
+            ("/%2e%2e/admin", PathError::DotSegment),
+            ("/public/%2E%2e/admin", PathError::DotSegment),
+            ("/public/.%2e/admin", PathError::DotSegment),
+            ("/public/%2e/admin", PathError::DotSegment),
+            ("/public/..%2Fadmin", PathError::DotSegment),
+            ("/public%2F..%2Fadmin", PathError::DotSegment),
+            ("/public/..;/admin", PathError::DotSegment),
+            ("/public/..;x/admin", PathError::DotSegment),
+            ("/public;x/../admin", PathError::DotSegment),
+            ("/public/x;%2F..%2F/admin", PathError::DotSegment),
+            ("/public/%2e%2e%3Bx/admin", PathError::DotSegment),
+            ("/admin%00", PathError::Nul),
+            ("/a;%00", PathError::Nul),
+            ("/a\\b", PathError::Backslash),
+            ("/a%5cb", PathError::Backslash),
+            ("/a%5C..%5Cadmin", PathError::Backslash),
+            ("/a;x\\y", PathError::Backslash),
+            ("/a%", PathError::BadEncoding),
+            ("/a%2", PathError::BadEncoding),
+            ("/a%zz", PathError::BadEncoding),
+            ("/a%%32%65", PathError::BadEncoding),
+            ("admin", PathError::NotAbsolute),
+            ("*", PathError::NotAbsolute),
+            ("", PathError::NotAbsolute),
+        ] {
+            assert_eq!(canonicalize(raw), Err(why), "{raw}");
+        }
+    }
+
+    #[test]
+    fn prx06_the_canonical_path_is_a_fixed_point() {
+        for raw in [
+            "//admin;x//%61%2fb%3b/",
+            "/a%20b/c%c3%a9;p=1",
+            "/%2Fadmin%2F",
+            "/x/;y",
+        ] {
+            let once = canonicalize(raw).unwrap();
+            let twice = canonicalize(&once.forward).unwrap();
+            assert_eq!(once, twice, "{raw}");
+        }
+    }
+}
