@@ -791,7 +791,15 @@ async fn backchannel_logout(
         };
         let request = match state.sources.verify_logout(&rt, &token, now()).await {
             Ok(r) => r,
-            Err(e) => break 'outcome answer(400, "invalid_request", e.to_string()),
+            Err(e) => {
+                // The detail (which check failed, a key fetch's URL) is for the log only.
+                ctx.span.in_scope(|| tracing::info!(auth.source = slug, request_id = %ctx.request_id, auth.error = %e, "back-channel logout token refused"));
+                break 'outcome answer(
+                    400,
+                    "invalid_request",
+                    "the logout token is not valid".into(),
+                );
+            }
         };
         // A logout token is one-time too (its `jti`).
         if let Some(jti) = &request.jti {
@@ -811,7 +819,14 @@ async fn backchannel_logout(
                 });
                 answer(200, "", String::new())
             }
-            Err(e) => answer(503, "temporarily_unavailable", e.to_string()),
+            Err(e) => {
+                ctx.span.in_scope(|| tracing::error!(request_id = %ctx.request_id, error = %e, "store failed during back-channel logout"));
+                answer(
+                    503,
+                    "temporarily_unavailable",
+                    "the session store is unavailable; retry".into(),
+                )
+            }
         }
     };
     ctx.outcome = Some(Outcome::AuthEndpoint);
