@@ -84,12 +84,10 @@ fn open_gateway(server_extra: &str, up: &Upstream) -> Gateway {
     ))
 }
 
-// ---------------------------------------------------------------- HTTP/2
-
-#[tokio::test(flavor = "multi_thread")]
-async fn http2_over_tls_is_negotiated_by_alpn_and_proxied_to_an_http1_upstream() {
-    let up = Upstream::start("h2").await;
-    let gw = Gateway::start_full(&format!(
+/// A gateway serving TLS with the `localhost` leaf; app `h2` on host
+/// `localhost`, public under `/public/`, in front of `up`.
+fn tls_gateway(up: &Upstream) -> Gateway {
+    Gateway::start_full(&format!(
         "{}\n[[app]]\nname = \"h2\"\nhost = \"localhost\"\nupstream = \"{}\"\npublic_paths = [\"/public/\"]\n",
         config_with_server(&format!(
             "tls = {{ cert_file = \"{}\", key_file = \"{}\" }}",
@@ -97,7 +95,15 @@ async fn http2_over_tls_is_negotiated_by_alpn_and_proxied_to_an_http1_upstream()
             fixture("localhost-key.pem").display()
         )),
         up.url()
-    ));
+    ))
+}
+
+// ---------------------------------------------------------------- HTTP/2
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_over_tls_is_negotiated_by_alpn_and_proxied_to_an_http1_upstream() {
+    let up = Upstream::start("h2").await;
+    let gw = tls_gateway(&up);
     let port = gw.addr.port();
     let origin = format!("https://localhost:{port}");
     let c = tls_client(gw.addr, false);
@@ -180,6 +186,59 @@ async fn http2_over_tls_is_negotiated_by_alpn_and_proxied_to_an_http1_upstream()
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
     assert_eq!(r.status(), 200);
     assert_eq!(up.requests().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_advertises_a_bounded_number_of_concurrent_streams() {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let up = Upstream::start("h2").await;
+    let gw = tls_gateway(&up);
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&test_ca()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (h2, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    // One exchange, so the server's SETTINGS have been applied.
+    let mut h2 = h2.ready().await.unwrap();
+    let req = http::Request::get(format!("https://localhost:{}/public/s", gw.addr.port()))
+        .body(())
+        .unwrap();
+    let (resp, _) = h2.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let streams = h2.current_max_send_streams();
+    assert!(
+        streams <= 1000,
+        "the gateway lets one connection open {streams} concurrent streams"
+    );
+    assert!(streams >= 1);
 }
 
 // ---------------------------------------------------------------- https upstream
@@ -477,8 +536,11 @@ async fn upstream_connections_are_reused_across_many_requests() {
     }
     assert_eq!(up.requests().len(), 400);
     let concurrent = up.connections() - sequential;
+    // One connection per request in flight, kept between rounds (pingora:
+    // 49); some slack for a loaded machine, none for a pool that keeps
+    // fewer idle connections than the concurrency.
     assert!(
-        concurrent <= 100,
+        concurrent <= 75,
         "{concurrent} upstream connections for 200 requests, 50 at a time"
     );
 }
