@@ -188,12 +188,10 @@ async fn http2_over_tls_is_negotiated_by_alpn_and_proxied_to_an_http1_upstream()
     assert_eq!(up.requests().len(), 3);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn http2_advertises_a_bounded_number_of_concurrent_streams() {
+/// A TLS connection to the gateway at `addr` that negotiated h2 by ALPN.
+async fn h2_tls(addr: SocketAddr) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
-    let up = Upstream::start("h2").await;
-    let gw = tls_gateway(&up);
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&test_ca()) {
         roots.add(cert.unwrap()).unwrap();
@@ -206,7 +204,7 @@ async fn http2_advertises_a_bounded_number_of_concurrent_streams() {
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(
             rustls::pki_types::ServerName::try_from("localhost").unwrap(),
@@ -215,6 +213,14 @@ async fn http2_advertises_a_bounded_number_of_concurrent_streams() {
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_advertises_a_bounded_number_of_concurrent_streams() {
+    let up = Upstream::start("h2").await;
+    let gw = tls_gateway(&up);
+    let tls = h2_tls(gw.addr).await;
     let (h2, connection) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(connection);
     // One exchange, so the server's SETTINGS have been applied.
@@ -239,6 +245,79 @@ async fn http2_advertises_a_bounded_number_of_concurrent_streams() {
         "the gateway lets one connection open {streams} concurrent streams"
     );
     assert!(streams >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_a_rapid_reset_flood_is_cut_off_and_others_are_still_served() {
+    let up = Upstream::start("h2").await;
+    let gw = tls_gateway(&up);
+    let (mut h2, connection) = h2::client::handshake(h2_tls(gw.addr).await).await.unwrap();
+    let connection = tokio::spawn(connection);
+    // CVE-2023-44487: open a stream and reset it at once, again and again.
+    let flood = 20_000;
+    let mut sent = 0;
+    for _ in 0..flood {
+        h2 = match h2.ready().await {
+            Ok(h2) => h2,
+            Err(_) => break,
+        };
+        let req = http::Request::get(format!("https://localhost:{}/public/r", gw.addr.port()))
+            .body(())
+            .unwrap();
+        match h2.send_request(req, false) {
+            Ok((_, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
+            Err(_) => break,
+        }
+        sent += 1;
+    }
+    // The gateway ended that connection (GOAWAY or close) before the flood did.
+    assert!(sent < flood, "all {flood} reset streams were accepted");
+    let _ = tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .unwrap();
+    assert!(
+        up.requests().len() < flood / 10,
+        "{} of {sent} reset streams reached the upstream",
+        up.requests().len()
+    );
+    // Everyone else is served.
+    let t = Instant::now();
+    let r = tls_client(gw.addr, false)
+        .get(format!("https://localhost:{}/public/after", gw.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_a_settings_flood_does_not_keep_others_from_being_served() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start("h2").await;
+    let gw = tls_gateway(&up);
+    let mut tls = h2_tls(gw.addr).await;
+    // The preface, then empty SETTINGS frames (each needs an ACK), never
+    // reading the ACKs.
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let frame = [0u8, 0, 0, 0x4, 0, 0, 0, 0, 0];
+    for _ in 0..100_000 {
+        bytes.extend_from_slice(&frame);
+    }
+    let flood = tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), tls.write_all(&bytes)).await;
+        tls
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let r = tls_client(gw.addr, false)
+        .get(format!("https://localhost:{}/public/after", gw.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    drop(flood.await.unwrap());
 }
 
 // ---------------------------------------------------------------- https upstream
