@@ -1,7 +1,8 @@
 //! The data-path engine end to end (issue 11): HTTP/2 over TLS by ALPN to an
-//! HTTP/1.1 upstream, an `https://` upstream trusted through a test CA (and
-//! refused without it), WebSockets (public and over a session), upstream
-//! connection reuse, and the connection limits of DESIGN "Connection limits".
+//! HTTP/1.1 upstream, its stream bound and flood protection, an `https://`
+//! upstream trusted through a test CA (and refused without it), WebSockets
+//! (public, over TLS, over a session), upstream connection reuse, and the
+//! connection limits of DESIGN "Connection limits" (PRX-19).
 //!
 //! TLS uses the fixtures `test-ca.pem` and the `localhost` leaf it signed.
 //! Timing bounds are generous: the machine may be loaded.
@@ -85,8 +86,8 @@ fn open_gateway(server_extra: &str, up: &Upstream) -> Gateway {
 }
 
 /// A gateway serving TLS with the `localhost` leaf; app `h2` on host
-/// `localhost`, public under `/public/`, in front of `up`.
-fn tls_gateway(up: &Upstream) -> Gateway {
+/// `localhost`, public under `/public/`, in front of `upstream` (a URL).
+fn tls_gateway(upstream: &str) -> Gateway {
     Gateway::start_full(&format!(
         "{}\n[[app]]\nname = \"h2\"\nhost = \"localhost\"\nupstream = \"{}\"\npublic_paths = [\"/public/\"]\n",
         config_with_server(&format!(
@@ -94,7 +95,7 @@ fn tls_gateway(up: &Upstream) -> Gateway {
             fixture("localhost-cert.pem").display(),
             fixture("localhost-key.pem").display()
         )),
-        up.url()
+        upstream
     ))
 }
 
@@ -103,7 +104,7 @@ fn tls_gateway(up: &Upstream) -> Gateway {
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_over_tls_is_negotiated_by_alpn_and_proxied_to_an_http1_upstream() {
     let up = Upstream::start("h2").await;
-    let gw = tls_gateway(&up);
+    let gw = tls_gateway(&up.url());
     let port = gw.addr.port();
     let origin = format!("https://localhost:{port}");
     let c = tls_client(gw.addr, false);
@@ -190,6 +191,17 @@ async fn http2_over_tls_is_negotiated_by_alpn_and_proxied_to_an_http1_upstream()
 
 /// A TLS connection to the gateway at `addr` that negotiated h2 by ALPN.
 async fn h2_tls(addr: SocketAddr) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tls = tls_to(addr, b"h2").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls
+}
+
+/// A TLS connection to `localhost` at `addr`, trusting the test CA, offering
+/// only `alpn`.
+async fn tls_to(
+    addr: SocketAddr,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -203,23 +215,21 @@ async fn h2_tls(addr: SocketAddr) -> tokio_rustls::client::TlsStream<tokio::net:
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(
             rustls::pki_types::ServerName::try_from("localhost").unwrap(),
             tcp,
         )
         .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    tls
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_advertises_a_bounded_number_of_concurrent_streams() {
     let up = Upstream::start("h2").await;
-    let gw = tls_gateway(&up);
+    let gw = tls_gateway(&up.url());
     let tls = h2_tls(gw.addr).await;
     let (h2, connection) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(connection);
@@ -250,7 +260,7 @@ async fn http2_advertises_a_bounded_number_of_concurrent_streams() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_a_rapid_reset_flood_is_cut_off_and_others_are_still_served() {
     let up = Upstream::start("h2").await;
-    let gw = tls_gateway(&up);
+    let gw = tls_gateway(&up.url());
     let (mut h2, connection) = h2::client::handshake(h2_tls(gw.addr).await).await.unwrap();
     let connection = tokio::spawn(connection);
     // CVE-2023-44487: open a stream and reset it at once, again and again.
@@ -295,7 +305,7 @@ async fn http2_a_rapid_reset_flood_is_cut_off_and_others_are_still_served() {
 async fn http2_a_settings_flood_does_not_keep_others_from_being_served() {
     use tokio::io::AsyncWriteExt;
     let up = Upstream::start("h2").await;
-    let gw = tls_gateway(&up);
+    let gw = tls_gateway(&up.url());
     let mut tls = h2_tls(gw.addr).await;
     // The preface, then empty SETTINGS frames (each needs an ACK), never
     // reading the ACKs.
@@ -412,8 +422,9 @@ impl Drop for Served {
 async fn an_https_upstream_with_an_untrusted_certificate_is_a_502_and_the_log_says_why() {
     let up = Upstream::start_tls("secure", localhost_tls()).await;
     // No `upstream_ca_file`: the test CA is in no trust store the gateway uses.
+    // (By IP, which the leaf also names: `localhost` may resolve to ::1 first.)
     let served = Served::start(&format!(
-        "{}\n[[app]]\nname = \"secure\"\nupstream = \"https://localhost:{}\"\npublic_paths = [\"/\"]\n",
+        "{}\n[[app]]\nname = \"secure\"\nupstream = \"https://127.0.0.1:{}\"\npublic_paths = [\"/\"]\n",
         base_config(),
         up.addr.port()
     ));
@@ -534,6 +545,30 @@ async fn a_websocket_carries_text_and_binary_both_ways_and_closes_cleanly() {
         !matches!(end, Some(Ok(_))),
         "a message after the close: {end:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_over_tls_on_the_http1_alpn_is_proxied() {
+    let ws = websocket_echo().await;
+    let gw = tls_gateway(&format!("http://{ws}"));
+    let tls = tls_to(gw.addr, b"http/1.1").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let url = format!("wss://localhost:{}/public/ws", gw.addr.port());
+    let (mut socket, resp) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for msg in [
+        Message::text("over tls"),
+        Message::binary(vec![9u8; 70_000]),
+    ] {
+        socket.send(msg.clone()).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, msg);
+    }
+    socket.close(None).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
