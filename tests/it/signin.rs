@@ -70,6 +70,15 @@ impl Setup {
 
     /// `source_extra` is appended to the `[[source]]` table.
     pub async fn start_with(source_extra: &str, faults: impl FnOnce(&mut Faults)) -> Setup {
+        Self::start_with_apps(source_extra, "", faults).await
+    }
+
+    /// As `start_with`; `apps_extra` (more `[[app]]` tables) ends the config.
+    pub async fn start_with_apps(
+        source_extra: &str,
+        apps_extra: &str,
+        faults: impl FnOnce(&mut Faults),
+    ) -> Setup {
         let port = free_port();
         let public = format!("http://127.0.0.1:{port}");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -113,6 +122,7 @@ consumer_secret = "{secret}"
 name = "app"
 upstream = "{up}"
 public_paths = ["/public"]
+{apps_extra}
 "#,
             protocol = if source_extra.contains("type = ") {
                 String::new()

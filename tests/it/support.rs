@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,66 +40,66 @@ impl Seen {
 }
 
 /// An HTTP/1.1 upstream that records every request and answers 200 with a
-/// body naming itself; `/slow` waits before answering.
+/// body naming itself; `/slow` waits before answering. It also counts the TCP
+/// connections it accepted (connection reuse).
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Upstream {
     pub async fn start(name: &'static str) -> Upstream {
+        Self::serve(name, None).await
+    }
+
+    /// The same upstream behind TLS (an `https://` upstream).
+    pub async fn start_tls(name: &'static str, tls: tokio_rustls::TlsAcceptor) -> Upstream {
+        Self::serve(name, Some(tls)).await
+    }
+
+    async fn serve(name: &'static str, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let log = seen.clone();
+        let count = accepted.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                count.fetch_add(1, Ordering::SeqCst);
                 let log = log.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let log = log.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            log.lock().unwrap().push(Seen {
-                                method: parts.method.to_string(),
-                                uri: parts.uri.to_string(),
-                                headers: parts
-                                    .headers
-                                    .iter()
-                                    .map(|(k, v)| {
-                                        (
-                                            k.to_string(),
-                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                        )
-                                    })
-                                    .collect(),
-                                body,
-                            });
-                            if parts.uri.path() == "/slow" {
-                                tokio::time::sleep(Duration::from_millis(700)).await;
-                            }
-                            let resp = Response::builder()
-                                .header("x-upstream", name)
-                                .body(Full::new(Bytes::from(format!("hello from {name}"))))
-                                .unwrap();
-                            Ok::<_, Infallible>(resp)
+                    let svc = service_fn(move |req| record_and_answer(name, log.clone(), req));
+                    let h1 = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = h1.serve_connection(TokioIo::new(stream), svc).await;
                         }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            let _ = h1.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
-        Upstream { addr, seen }
+        Upstream {
+            addr,
+            seen,
+            accepted,
+        }
+    }
+
+    /// How many TCP connections the upstream has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {
@@ -108,6 +109,43 @@ impl Upstream {
     pub fn requests(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// The echo upstream's answer: records the request, then 200 naming `name`.
+async fn record_and_answer(
+    name: &'static str,
+    log: Arc<Mutex<Vec<Seen>>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    log.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+    });
+    if parts.uri.path() == "/slow" {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let resp = Response::builder()
+        .header("x-upstream", name)
+        .body(Full::new(Bytes::from(format!("hello from {name}"))))
+        .unwrap();
+    Ok(resp)
 }
 
 /// A WebSocket server that echoes every message.
