@@ -459,7 +459,9 @@ fn read_field(line: &[u8], scan: &mut HeadScan) {
     } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
         scan.te = true;
         // hyper reads the value as visible ASCII and looks at its last coding.
-        scan.te_chunked = value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        scan.te_chunked = value
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
             && value
                 .rsplit(|&b| b == b',')
                 .next()
@@ -608,7 +610,8 @@ mod tests {
         whole
     }
 
-    const GET: &[u8] = b"GET /a?b=c HTTP/1.1\r\nHost: wiki.example\r\nUser-Agent: t\r\nCookie: s=1\r\n\r\n";
+    const GET: &[u8] =
+        b"GET /a?b=c HTTP/1.1\r\nHost: wiki.example\r\nUser-Agent: t\r\nCookie: s=1\r\n\r\n";
 
     #[test]
     fn a_head_split_across_reads_at_every_offset_is_captured_whole() {
@@ -746,7 +749,10 @@ mod tests {
         assert_eq!(s.heads[0].check(), Err(FramingError::UriTooLong));
 
         // Within the cut, the usual limits answer.
-        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(MAX_REQUEST_LINE));
+        let long = format!(
+            "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "a".repeat(MAX_REQUEST_LINE)
+        );
         let s = seen(long.as_bytes());
         assert!(!s.heads[0].too_large());
         assert_eq!(s.heads[0].check(), Err(FramingError::UriTooLong));
@@ -754,7 +760,8 @@ mod tests {
 
     #[test]
     fn after_an_upgrade_the_tap_stops_and_after_a_refused_upgrade_it_goes_on() {
-        let ws = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let ws =
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
         let (mut tap, queue) = HeadTap::new();
         tap.feed(ws);
         assert_eq!(queue.pop().map(|h| h.bytes().to_vec()), Some(ws.to_vec()));
@@ -770,6 +777,21 @@ mod tests {
         let s = seen(&[&ws[..], b"\x81\x85\x37\xfa\x21\x3d\x7f", GET].concat());
         assert_eq!(s.bytes(), vec![&ws[..]]);
         assert!(s.passthrough);
+    }
+
+    #[test]
+    fn heads_of_a_keep_alive_connection_reuse_one_buffer() {
+        let (mut tap, queue) = HeadTap::new();
+        let mut first = None;
+        for _ in 0..1000 {
+            tap.feed(GET);
+            let head = queue.pop().unwrap();
+            assert_eq!(head.bytes(), GET);
+            let at = head.bytes().as_ptr() as usize;
+            let start = *first.get_or_insert(at);
+            // Every head sits in the first allocation: nothing new per request.
+            assert!(at >= start && at + GET.len() <= start + HEAD_CAPACITY);
+        }
     }
 
     /// A small deterministic generator, so the table below is the same every run.
@@ -813,7 +835,11 @@ mod tests {
                     .map(|_| (lcg(&mut seed) as usize) % (stream.len() + 1))
                     .collect();
                 cuts.sort_unstable();
-                assert_eq!(feed_cut(&stream, &cuts), whole, "{stream:?} cut at {cuts:?}");
+                assert_eq!(
+                    feed_cut(&stream, &cuts),
+                    whole,
+                    "{stream:?} cut at {cuts:?}"
+                );
             }
             for head in &whole.heads {
                 // Never more than the cap, and a checker verdict for each.
@@ -888,9 +914,8 @@ mod tests {
                 Ok::<_, hyper::Error>(resp)
             }
         });
-        let conn = tokio::spawn(
-            hyper::server::conn::http1::Builder::new().serve_connection(io, svc),
-        );
+        let conn =
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, svc));
 
         let (mut rd, mut wr) = tokio::io::split(client);
         let all = requests.concat();
@@ -902,18 +927,18 @@ mod tests {
             }
         });
         let mut answer = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(20), rd.read_to_end(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            rd.read_to_end(&mut answer),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         let _ = writer.await;
         let _ = conn.await;
 
         let popped = popped.lock().unwrap().clone();
-        let want: Vec<_> = requests[..5]
-            .iter()
-            .map(|r| Some(head_of(r)))
-            .collect();
+        let want: Vec<_> = requests[..5].iter().map(|r| Some(head_of(r))).collect();
         let got: Vec<_> = popped.iter().map(|(_, h, _)| h.clone()).collect();
         assert_eq!(got, want);
         let paths: Vec<_> = popped.iter().map(|(p, _, _)| p.as_str()).collect();
@@ -922,6 +947,10 @@ mod tests {
         assert_eq!(popped[2].2, &b"abc"[..]);
         let answer = String::from_utf8_lossy(&answer);
         assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 4, "{answer}");
-        assert_eq!(answer.matches("HTTP/1.1 400 Bad Request").count(), 1, "{answer}");
+        assert_eq!(
+            answer.matches("HTTP/1.1 400 Bad Request").count(),
+            1,
+            "{answer}"
+        );
     }
 }
