@@ -6,7 +6,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora::http::RequestHeader;
 use portcullis::config::{App, Upstream};
-use portcullis::gateway::{framing, upstream};
+use portcullis::gateway::{framing, head_tap, upstream};
 use portcullis::routing::Router;
 
 fn app(name: &str, host: Option<&str>, prefix: &str) -> App {
@@ -83,5 +83,33 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// A browser-like head of about 500 bytes.
+const HEAD_500: &[u8] = b"GET /wiki/Special:RecentChanges?days=30&limit=50 HTTP/1.1\r\n\
+Host: wiki.example\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
+Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\nAccept-Language: en-US,en;q=0.5\r\n\
+Accept-Encoding: gzip, deflate, br, zstd\r\nReferer: https://wiki.example/wiki/Main_Page\r\n\
+Cookie: portcullis=abcdefghijklmnopqrstuvwxyz0123456789abcdefghij; theme=dark\r\n\
+Connection: keep-alive\r\nUpgrade-Insecure-Requests: 1\r\nSec-Fetch-Dest: document\r\n\
+Sec-Fetch-Mode: navigate\r\n\r\n";
+
+fn bench_head_tap(c: &mut Criterion) {
+    // One tap for the whole run, as on a keep-alive connection: the head
+    // buffer and the queue are reused from one request to the next.
+    let (mut tap, heads) = head_tap::HeadTap::new();
+    c.bench_function("head_tap: feed a 500-byte head + pop it", |b| {
+        b.iter(|| {
+            tap.feed(black_box(HEAD_500));
+            black_box(heads.pop())
+        })
+    });
+    let (mut tap, heads) = head_tap::HeadTap::new();
+    c.bench_function("head_tap: feed + pop + check_raw_head (500 bytes)", |b| {
+        b.iter(|| {
+            tap.feed(black_box(HEAD_500));
+            heads.pop().map(|h| h.check())
+        })
+    });
+}
+
+criterion_group!(benches, bench, bench_head_tap);
 criterion_main!(benches);

@@ -3,6 +3,7 @@
 
 pub mod ctx;
 pub mod framing;
+pub mod head_tap;
 pub mod pages;
 pub mod rescue;
 pub mod routes;
