@@ -1415,7 +1415,7 @@ async fn jwks07_a_huge_or_endless_jwks_is_cut_at_the_cap_and_the_last_good_keys_
         server.stream(how);
         server.set(200, body);
         assert!(
-            eventually(8, async || metric(&gw, CI_FAILED).await > before).await,
+            eventually(20, async || metric(&gw, CI_FAILED).await > before).await,
             "{name}: not a failed fetch"
         );
         assert_eq!(
