@@ -1053,8 +1053,10 @@ echo
 echo "against the floors (what portcullis adds over its engine):"
 for floor in hyper-bare pingora-bare; do
     [[ -n "${RPS[$floor]:-}" ]] || continue
-    printf '  public / %-13s req/s %6s   CPU µs/request %6s\n' "$floor" \
-        "$(xfmt "$(ratio "${RPS[public]:-}" "${RPS[$floor]}")")" "$(xfmt "$(ratio "${CPU[public]:-}" "${CPU[$floor]}")")"
+    if [[ -n "${RPS[public]:-}" ]]; then
+        printf '  public / %-13s req/s %6s   CPU µs/request %6s\n' "$floor" \
+            "$(xfmt "$(ratio "${RPS[public]}" "${RPS[$floor]}")")" "$(xfmt "$(ratio "${CPU[public]:-}" "${CPU[$floor]}")")"
+    fi
     printf '  %-22s req/s %6s   CPU µs/request %6s\n' "$floor / nginx" \
         "$(xfmt "$(ratio "${RPS[$floor]}" "$NX_RPS")")" "$(xfmt "$(ratio "${CPU[$floor]}" "$NX_CPU")")"
 done
