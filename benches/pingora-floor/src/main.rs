@@ -1,6 +1,6 @@
-//! Baseline for `benches/load.sh`: pingora with nothing but a fixed peer, to
-//! show how much of portcullis's cost is the framework's.
-//! Usage: bare_proxy LISTEN UPSTREAM [THREADS]
+//! Floor for `benches/load.sh`: pingora with nothing but a fixed peer, to
+//! show what the pingora engine alone costs.
+//! Usage: pingora-floor LISTEN UPSTREAM [THREADS]
 #![allow(clippy::unwrap_used, missing_docs)]
 use async_trait::async_trait;
 use pingora::prelude::*;
