@@ -1,0 +1,300 @@
+//! Connections: accepting within `max_connections`, TLS with ALPN (h2 or
+//! http/1.1), one hyper connection per client with the head timeout, the
+//! keep-alive idle timeout and the HTTP/2 stream and flood limits, and the
+//! graceful drain on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use super::exchange::Peer;
+use super::{framing, RawHeads, State};
+
+/// HTTP/2 streams one connection may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Streams a client may reset before they are accepted (Rapid Reset, CVE-2023-44487).
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the server may reset for a client's errors (MadeYouReset, CVE-2025-8671).
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// How often an HTTP/2 connection is pinged, and how long the answer may take.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
+/// One client connection, shared by its requests (and its WebSocket tunnel,
+/// which keeps its slot of `max_connections` while it lives).
+pub struct Conn {
+    /// Who is connected, taken once at accept.
+    pub peer: Peer,
+    /// The raw request heads of this connection, when a tap provides them.
+    pub heads: Option<Arc<dyn RawHeads>>,
+    /// Requests being served right now.
+    busy: AtomicUsize,
+    /// When the last request ended, in ms after `born`.
+    last: AtomicU64,
+    born: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Marks a connection busy while a request is being served.
+pub struct Busy<'a>(&'a Conn);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let now = self.0.born.elapsed().as_millis() as u64;
+        self.0.last.store(now, Ordering::Release);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Conn {
+    fn new(peer: Peer, permit: OwnedSemaphorePermit) -> Self {
+        Conn {
+            peer,
+            heads: None,
+            busy: AtomicUsize::new(0),
+            last: AtomicU64::new(0),
+            born: Instant::now(),
+            _permit: permit,
+        }
+    }
+
+    /// Counts a request as in flight until the guard drops.
+    pub fn enter(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(self)
+    }
+
+    /// When the connection will have been idle for `idle`, if nothing happens.
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        self.born + Duration::from_millis(self.last.load(Ordering::Acquire)) + idle
+    }
+
+    fn is_idle(&self) -> bool {
+        self.busy.load(Ordering::Acquire) == 0
+    }
+}
+
+/// The hyper connection settings, built once.
+pub struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    head_timeout: Duration,
+    idle: Duration,
+}
+
+impl Builders {
+    /// Settings from `[server]`.
+    pub fn new(server: &crate::config::Server) -> Self {
+        let mut h1 = http1::Builder::new();
+        // hyper arms this timer when it starts waiting for a head, so it also
+        // ends a keep-alive connection idle that long (the idle watchdog
+        // below covers a shorter idle_timeout).
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(server.request_header_timeout)
+            .max_header_size(framing::MAX_HEADER_BYTES)
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+            .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
+            // HPACK counts 32 bytes per field on top of name and value.
+            .max_header_list_size(
+                (framing::MAX_HEADER_BYTES + 32 * framing::MAX_HEADER_FIELDS) as u32,
+            )
+            .keep_alive_interval(H2_KEEP_ALIVE)
+            .keep_alive_timeout(H2_KEEP_ALIVE);
+        Builders {
+            h1,
+            h2,
+            head_timeout: server.request_header_timeout,
+            idle: server.idle_timeout,
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` changes. A connection is accepted
+/// only once one of `permits` is free: the others wait in the kernel's
+/// accept queue.
+pub async fn run(
+    state: Arc<State>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    builders: Arc<Builders>,
+    permits: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            a = listener.accept() => a,
+        };
+        let (tcp, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(connection(
+            state.clone(),
+            tcp,
+            addr,
+            tls.clone(),
+            builders.clone(),
+            permit,
+            shutdown.clone(),
+        ));
+    }
+}
+
+async fn connection(
+    state: Arc<State>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    builders: Arc<Builders>,
+    permit: OwnedSemaphorePermit,
+    shutdown: watch::Receiver<bool>,
+) {
+    let peer = Peer {
+        addr,
+        trusted: state.config.server.is_trusted_proxy(addr.ip()),
+    };
+    let conn = Arc::new(Conn::new(peer, permit));
+    let Some(acceptor) = tls else {
+        return serve_h1(state, conn, tcp, &builders, shutdown).await;
+    };
+    // hyper has no handshake timeout: the head timeout bounds it too.
+    let stream = match tokio::time::timeout(builders.head_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(client = %addr, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let service = {
+            let (state, conn) = (state.clone(), conn.clone());
+            service_fn(move |req| super::serve(state.clone(), conn.clone(), req))
+        };
+        let c = builders.h2.serve_connection(TokioIo::new(stream), service);
+        drive(std::pin::pin!(c), &conn, builders.idle, shutdown).await;
+    } else {
+        serve_h1(state, conn, stream, &builders, shutdown).await;
+    }
+}
+
+async fn serve_h1<I>(
+    state: Arc<State>,
+    conn: Arc<Conn>,
+    io: I,
+    builders: &Builders,
+    shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let conn = conn.clone();
+        service_fn(move |req| super::serve(state.clone(), conn.clone(), req))
+    };
+    let c = builders
+        .h1
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    drive(std::pin::pin!(c), &conn, builders.idle, shutdown).await;
+}
+
+/// A hyper connection that can be asked to finish its requests and close.
+trait Graceful {
+    fn begin_close(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn begin_close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> Graceful for http2::Connection<I, S, E>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn begin_close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Runs a connection to its end: on shutdown, or once it has been idle for
+/// `idle` with no request in flight, it is asked to finish and close.
+async fn drive<C>(
+    mut c: Pin<&mut C>,
+    conn: &Conn,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    C: Future<Output = Result<(), hyper::Error>> + Graceful,
+{
+    let mut closing = false;
+    loop {
+        // While a request is in flight, look again one idle period later.
+        let next = if conn.is_idle() {
+            conn.idle_deadline(idle)
+        } else {
+            Instant::now() + idle
+        };
+        let deadline = tokio::time::Instant::from_std(next);
+        tokio::select! {
+            done = c.as_mut() => {
+                if let Err(e) = done {
+                    // hyper's own refusals (400/431, head timeout) end here.
+                    tracing::debug!(client = %conn.peer.addr, error = %e, "connection ended");
+                }
+                return;
+            }
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                c.as_mut().begin_close();
+            }
+            _ = tokio::time::sleep_until(deadline), if !closing => {
+                if conn.is_idle() && Instant::now() >= conn.idle_deadline(idle) {
+                    closing = true;
+                    c.as_mut().begin_close();
+                }
+            }
+        }
+    }
+}
