@@ -127,10 +127,22 @@ pub struct Server {
     #[serde(serialize_with = "ser_duration")]
     pub request_header_timeout: Duration,
     /// A keep-alive connection with no request in flight is closed after this.
-    #[serde(serialize_with = "ser_duration")]
+    // Printed only when changed: `check` readers take `idle_timeout` for the
+    // session's, which is off by default.
+    #[serde(
+        serialize_with = "ser_duration",
+        skip_serializing_if = "is_default_connection_idle"
+    )]
     pub idle_timeout: Duration,
     /// Most client connections served at once; more wait in the accept queue.
     pub max_connections: usize,
+}
+
+/// The default of `server.idle_timeout`.
+pub const DEFAULT_CONNECTION_IDLE: Duration = Duration::from_secs(60);
+
+fn is_default_connection_idle(d: &Duration) -> bool {
+    *d == DEFAULT_CONNECTION_IDLE
 }
 
 impl Server {

@@ -408,7 +408,7 @@ fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
     let idle_timeout = c.duration(
         at.key("idle_timeout"),
         raw.idle_timeout.as_deref(),
-        Duration::from_secs(60),
+        super::model::DEFAULT_CONNECTION_IDLE,
     );
     for (key, d) in [
         ("request_header_timeout", request_header_timeout),

@@ -14,6 +14,7 @@ mod bearer;
 mod binary;
 mod config;
 mod discovery;
+mod limits;
 mod oauth1;
 mod proxy;
 mod replicas;
