@@ -410,14 +410,6 @@ fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         raw.idle_timeout.as_deref(),
         super::model::DEFAULT_CONNECTION_IDLE,
     );
-    for (key, d) in [
-        ("request_header_timeout", request_header_timeout),
-        ("idle_timeout", idle_timeout),
-    ] {
-        if d.is_zero() {
-            c.fail(at.key(key), "must be longer than 0s, e.g. \"10s\"");
-        }
-    }
     let max_connections = raw.max_connections.unwrap_or(10_000);
     if max_connections == 0 {
         c.fail(at.key("max_connections"), "must be at least 1");
