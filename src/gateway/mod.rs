@@ -336,10 +336,9 @@ pub async fn serve(
         request_id = %ctx.request_id,
     );
     let raw = conn.heads.as_ref().and_then(|h| h.pop());
-    let error = match handle(&state, &conn, &mut ex, &mut ctx, raw.as_deref()).await {
-        Ok(()) => None,
-        Err(label) => Some(label),
-    };
+    let error = handle(&state, &conn, &mut ex, &mut ctx, raw.as_deref())
+        .await
+        .err();
     let response = match ex.response.take() {
         Some(r) => r,
         None => {

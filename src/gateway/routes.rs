@@ -105,7 +105,10 @@ pub async fn handle(
         || method_is(session, &http::Method::POST)
         || method_is(session, &http::Method::HEAD);
     if !get_or_post {
-        return Ok(rescue::respond(session, ctx, Rejection::MethodNotAllowed));
+        {
+            rescue::respond(session, ctx, Rejection::MethodNotAllowed);
+            return Ok(());
+        };
     }
     match route {
         AuthRoute::SignIn => sign_in(state, session, ctx).await,
@@ -115,11 +118,10 @@ pub async fn handle(
             // The flow is bound to this very session: its id goes into the login state.
             let Some((claims, _)) = current_session(state, session, &host, now()).await else {
                 let rd = safe_rd(query_param(session, "rd").as_deref());
-                return Ok(rescue::respond(
-                    session,
-                    ctx,
-                    Rejection::Unauthenticated { rd },
-                ));
+                {
+                    rescue::respond(session, ctx, Rejection::Unauthenticated { rd });
+                    return Ok(());
+                };
             };
             login(state, session, ctx, &slug, Some(claims.sid)).await
         }
@@ -128,11 +130,10 @@ pub async fn handle(
         AuthRoute::BackchannelLogout(slug) => backchannel_logout(state, session, ctx, &slug).await,
         AuthRoute::Check => check(state, session, ctx).await,
         AuthRoute::Userinfo => userinfo(state, session, ctx).await,
-        AuthRoute::Unknown => Ok(rescue::respond(
-            session,
-            ctx,
-            Rejection::UnknownAuthEndpoint,
-        )),
+        AuthRoute::Unknown => {
+            rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
+            Ok(())
+        }
     }
 }
 
@@ -154,7 +155,10 @@ async fn sign_in(
 ) -> Result<(), BodyError> {
     let rd = safe_rd(query_param(session, "rd").as_deref());
     let Some(app) = app_for_rd(state, ctx, &rd) else {
-        return Ok(rescue::respond(session, ctx, Rejection::NoApp));
+        {
+            rescue::respond(session, ctx, Rejection::NoApp);
+            return Ok(());
+        };
     };
     let offered: Vec<(String, String)> = app
         .sources
@@ -163,14 +167,17 @@ async fn sign_in(
         .map(|s| (s.slug.clone(), s.name.clone()))
         .collect();
     let html = pages::sign_in(&app.name, &offered, &rd);
-    Ok(rescue::write(
-        session,
-        ctx,
-        200,
-        &[],
-        "text/html; charset=utf-8",
-        Bytes::from(html),
-    ))
+    {
+        rescue::write(
+            session,
+            ctx,
+            200,
+            &[],
+            "text/html; charset=utf-8",
+            Bytes::from(html),
+        );
+        Ok(())
+    }
 }
 
 /// The session this browser carries on `host`, if it is valid and not
@@ -203,14 +210,16 @@ async fn login(
     let rd = safe_rd(query_param(session, "rd").as_deref());
     let offered = app_for_rd(state, ctx, &rd).is_some_and(|a| a.sources.iter().any(|s| s == slug));
     let Some(rt) = state.sources.get(slug).filter(|_| offered) else {
-        return Ok(rescue::respond(
-            session,
-            ctx,
-            Rejection::UnknownAuthEndpoint,
-        ));
+        {
+            rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
+            return Ok(());
+        };
     };
     let Some(endpoints) = rt.endpoints() else {
-        return Ok(rescue::respond(session, ctx, Rejection::SourceNotReady));
+        {
+            rescue::respond(session, ctx, Rejection::SourceNotReady);
+            return Ok(());
+        };
     };
     let redirect_uri = callback_url(&state.config.server.public_url, slug);
     if rt.config.kind == SourceKind::OAuth1 {
@@ -218,7 +227,8 @@ async fn login(
         let (url, pending) = match state.sources.start_oauth1(&rt, &redirect_uri).await {
             Ok(started) => started,
             Err(SourceError::NotReady) => {
-                return Ok(rescue::respond(session, ctx, Rejection::SourceNotReady))
+                rescue::respond(session, ctx, Rejection::SourceNotReady);
+                return Ok(());
             }
             Err(e) => {
                 // Any refusal before the browser went anywhere is the provider failing us.
@@ -257,7 +267,8 @@ async fn login(
     let start = match started {
         Ok(s) => s,
         Err(FlowError::NotReady) => {
-            return Ok(rescue::respond(session, ctx, Rejection::SourceNotReady))
+            rescue::respond(session, ctx, Rejection::SourceNotReady);
+            return Ok(());
         }
         Err(e) => return refuse(session, ctx, (&e).into(), &e, Vec::new()).await,
     };
@@ -326,14 +337,17 @@ async fn send_to_provider(
     }
     ctx.span
         .in_scope(|| tracing::info!(auth.source = slug, "sign-in started"));
-    Ok(rescue::write(
-        session,
-        ctx,
-        302,
-        &headers,
-        "text/plain; charset=utf-8",
-        Bytes::new(),
-    ))
+    {
+        rescue::write(
+            session,
+            ctx,
+            302,
+            &headers,
+            "text/plain; charset=utf-8",
+            Bytes::new(),
+        );
+        Ok(())
+    }
 }
 
 /// Reads a request body up to [`MAX_BODY`]; `None` when it is larger.
@@ -374,7 +388,10 @@ async fn callback(
     let params = if post {
         match read_body(session).await? {
             Some(b) => String::from_utf8_lossy(&b).into_owned(),
-            None => return Ok(rescue::respond(session, ctx, Rejection::TooLarge)),
+            None => {
+                rescue::respond(session, ctx, Rejection::TooLarge);
+                return Ok(());
+            }
         }
     } else {
         session
@@ -385,11 +402,10 @@ async fn callback(
             .to_string()
     };
     let Some(rt) = state.sources.get(slug) else {
-        return Ok(rescue::respond(
-            session,
-            ctx,
-            Rejection::UnknownAuthEndpoint,
-        ));
+        {
+            rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
+            return Ok(());
+        };
     };
     let oauth1 = rt.config.kind == SourceKind::OAuth1;
     // This flow's own cookie, found by the state the provider sends back;
@@ -513,14 +529,17 @@ async fn callback(
     if let Some(note) = note {
         // An enrollment that needs explaining: say why, then continue.
         let html = pages::notice("Account created", note, &login.rd);
-        return Ok(rescue::write(
-            session,
-            ctx,
-            200,
-            &headers,
-            "text/html; charset=utf-8",
-            Bytes::from(html),
-        ));
+        {
+            rescue::write(
+                session,
+                ctx,
+                200,
+                &headers,
+                "text/html; charset=utf-8",
+                Bytes::from(html),
+            );
+            return Ok(());
+        };
     }
     redirect(session, ctx, login.rd.clone(), headers).await
 }
@@ -539,14 +558,17 @@ async fn redirect(
         302
     };
     headers.insert(0, ("location", location));
-    Ok(rescue::write(
-        session,
-        ctx,
-        status,
-        &headers,
-        "text/plain; charset=utf-8",
-        Bytes::new(),
-    ))
+    {
+        rescue::write(
+            session,
+            ctx,
+            status,
+            &headers,
+            "text/plain; charset=utf-8",
+            Bytes::new(),
+        );
+        Ok(())
+    }
 }
 
 /// A refusal's kind, and its detail for the log only.
@@ -657,12 +679,10 @@ async fn refuse(
             "sign-in refused"
         )
     });
-    Ok(rescue::respond_with(
-        session,
-        ctx,
-        Rejection::SignIn(refusal),
-        extra,
-    ))
+    {
+        rescue::respond_with(session, ctx, Rejection::SignIn(refusal), extra);
+        Ok(())
+    }
 }
 
 /// GET: a page whose one button POSTs here. POST: only from one of our own
@@ -679,14 +699,17 @@ async fn sign_out(
         // A link, an image or a prefetch from anywhere lands here: sign nobody out.
         let html = pages::sign_out(&rd);
         let csp = rescue::page_csp(&end_session_origins(state));
-        return Ok(rescue::write(
-            session,
-            ctx,
-            200,
-            &[("content-security-policy", csp)],
-            "text/html; charset=utf-8",
-            Bytes::from(html),
-        ));
+        {
+            rescue::write(
+                session,
+                ctx,
+                200,
+                &[("content-security-policy", csp)],
+                "text/html; charset=utf-8",
+                Bytes::from(html),
+            );
+            return Ok(());
+        };
     }
     let same_origin = {
         let req = session.req_header();
@@ -704,7 +727,10 @@ async fn sign_out(
     if let Err(why) = same_origin {
         ctx.span
             .in_scope(|| tracing::info!(reason = %why, "cross-origin sign-out refused"));
-        return Ok(rescue::respond(session, ctx, Rejection::CrossOriginSignOut));
+        {
+            rescue::respond(session, ctx, Rejection::CrossOriginSignOut);
+            return Ok(());
+        };
     }
     let sessions = state.sessions.clone();
     let host = ctx.host.clone().unwrap_or_default();
@@ -844,14 +870,10 @@ async fn backchannel_logout(
     } else {
         "application/json"
     };
-    Ok(rescue::write(
-        session,
-        ctx,
-        status,
-        &[],
-        content_type,
-        Bytes::from(body),
-    ))
+    {
+        rescue::write(session, ctx, status, &[], content_type, Bytes::from(body));
+        Ok(())
+    }
 }
 
 /// The original request a forward-auth call is about: from `X-Original-URL`
@@ -901,7 +923,10 @@ fn forwarded_target(
 async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Result<(), BodyError> {
     let (host, path) = match forwarded_target(session, ctx) {
         Ok(target) => target,
-        Err(refusal) => return Ok(rescue::respond(session, ctx, refusal)),
+        Err(refusal) => {
+            rescue::respond(session, ctx, refusal);
+            return Ok(());
+        }
     };
     // A public path of the app asked about needs no identity.
     if let Some(path) = &path {
@@ -911,14 +936,17 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
                 .iter()
                 .any(|p| crate::config::path_has_prefix(path, p))
             {
-                return Ok(rescue::write(
-                    session,
-                    ctx,
-                    200,
-                    &[],
-                    "text/plain; charset=utf-8",
-                    Bytes::new(),
-                ));
+                {
+                    rescue::write(
+                        session,
+                        ctx,
+                        200,
+                        &[],
+                        "text/plain; charset=utf-8",
+                        Bytes::new(),
+                    );
+                    return Ok(());
+                };
             }
         }
     }
@@ -927,7 +955,10 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
         .and_then(|h| state.router.route(Some(h), path.as_deref().unwrap_or("/")));
     let principal = match super::authenticate_bearer(state, session, target).await {
         Some(Ok(p)) => Some(p),
-        Some(Err(refusal)) => return Ok(rescue::respond(session, ctx, refusal)),
+        Some(Err(refusal)) => {
+            rescue::respond(session, ctx, refusal);
+            return Ok(());
+        }
         None => match &host {
             Some(h) => super::authenticate(state, session, ctx, h).await,
             None => None,
@@ -947,25 +978,27 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
             .to_string();
         let h = host.clone().unwrap_or_default();
         if let Err(reason) = state.access(app, p, path.as_deref().unwrap_or("/"), &method, &h) {
-            return Ok(rescue::respond(
-                session,
-                ctx,
-                super::refused_by_policy(p, reason),
-            ));
+            {
+                rescue::respond(session, ctx, super::refused_by_policy(p, reason));
+                return Ok(());
+            };
         }
     }
     match principal {
         Some(p) => {
             ctx.outcome = Some(Outcome::Authenticated);
             let headers = p.headers(true);
-            Ok(rescue::write(
-                session,
-                ctx,
-                200,
-                &headers,
-                "text/plain; charset=utf-8",
-                Bytes::new(),
-            ))
+            {
+                rescue::write(
+                    session,
+                    ctx,
+                    200,
+                    &headers,
+                    "text/plain; charset=utf-8",
+                    Bytes::new(),
+                );
+                Ok(())
+            }
         }
         None => {
             let json = serde_json::json!({"error": "unauthorized", "error_description": "no valid session or token"});
@@ -974,14 +1007,17 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
                 "Bearer realm=\"portcullis\"".to_string(),
             )];
             ctx.outcome = Some(Outcome::Unauthorized);
-            Ok(rescue::write(
-                session,
-                ctx,
-                401,
-                &headers,
-                "application/json",
-                Bytes::from(json.to_string()),
-            ))
+            {
+                rescue::write(
+                    session,
+                    ctx,
+                    401,
+                    &headers,
+                    "application/json",
+                    Bytes::from(json.to_string()),
+                );
+                Ok(())
+            }
         }
     }
 }
@@ -994,26 +1030,31 @@ async fn userinfo(
     let host = ctx.host.clone().unwrap_or_default();
     let principal = match super::authenticate_bearer(state, session, ctx.app).await {
         Some(Ok(p)) => Some(p),
-        Some(Err(refusal)) => return Ok(rescue::respond(session, ctx, refusal)),
+        Some(Err(refusal)) => {
+            rescue::respond(session, ctx, refusal);
+            return Ok(());
+        }
         None => super::authenticate(state, session, ctx, &host).await,
     };
     match principal {
         Some(p) => {
             let body = serde_json::to_vec(&*p).unwrap_or_default();
-            Ok(rescue::write(
-                session,
-                ctx,
-                200,
-                &[],
-                "application/json",
-                Bytes::from(body),
-            ))
+            {
+                rescue::write(
+                    session,
+                    ctx,
+                    200,
+                    &[],
+                    "application/json",
+                    Bytes::from(body),
+                );
+                Ok(())
+            }
         }
-        None => Ok(rescue::respond(
-            session,
-            ctx,
-            Rejection::Unauthenticated { rd: "/".into() },
-        )),
+        None => {
+            rescue::respond(session, ctx, Rejection::Unauthenticated { rd: "/".into() });
+            Ok(())
+        }
     }
 }
 
