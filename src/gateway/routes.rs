@@ -105,10 +105,8 @@ pub async fn handle(
         || method_is(session, &http::Method::POST)
         || method_is(session, &http::Method::HEAD);
     if !get_or_post {
-        {
-            rescue::respond(session, ctx, Rejection::MethodNotAllowed);
-            return Ok(());
-        };
+        rescue::respond(session, ctx, Rejection::MethodNotAllowed);
+        return Ok(());
     }
     match route {
         AuthRoute::SignIn => sign_in(state, session, ctx).await,
@@ -118,10 +116,8 @@ pub async fn handle(
             // The flow is bound to this very session: its id goes into the login state.
             let Some((claims, _)) = current_session(state, session, &host, now()).await else {
                 let rd = safe_rd(query_param(session, "rd").as_deref());
-                {
-                    rescue::respond(session, ctx, Rejection::Unauthenticated { rd });
-                    return Ok(());
-                };
+                rescue::respond(session, ctx, Rejection::Unauthenticated { rd });
+                return Ok(());
             };
             login(state, session, ctx, &slug, Some(claims.sid)).await
         }
@@ -155,10 +151,8 @@ async fn sign_in(
 ) -> Result<(), BodyError> {
     let rd = safe_rd(query_param(session, "rd").as_deref());
     let Some(app) = app_for_rd(state, ctx, &rd) else {
-        {
-            rescue::respond(session, ctx, Rejection::NoApp);
-            return Ok(());
-        };
+        rescue::respond(session, ctx, Rejection::NoApp);
+        return Ok(());
     };
     let offered: Vec<(String, String)> = app
         .sources
@@ -210,16 +204,12 @@ async fn login(
     let rd = safe_rd(query_param(session, "rd").as_deref());
     let offered = app_for_rd(state, ctx, &rd).is_some_and(|a| a.sources.iter().any(|s| s == slug));
     let Some(rt) = state.sources.get(slug).filter(|_| offered) else {
-        {
-            rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
-            return Ok(());
-        };
+        rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
+        return Ok(());
     };
     let Some(endpoints) = rt.endpoints() else {
-        {
-            rescue::respond(session, ctx, Rejection::SourceNotReady);
-            return Ok(());
-        };
+        rescue::respond(session, ctx, Rejection::SourceNotReady);
+        return Ok(());
     };
     let redirect_uri = callback_url(&state.config.server.public_url, slug);
     if rt.config.kind == SourceKind::OAuth1 {
@@ -402,10 +392,8 @@ async fn callback(
             .to_string()
     };
     let Some(rt) = state.sources.get(slug) else {
-        {
-            rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
-            return Ok(());
-        };
+        rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
+        return Ok(());
     };
     let oauth1 = rt.config.kind == SourceKind::OAuth1;
     // This flow's own cookie, found by the state the provider sends back;
@@ -529,17 +517,15 @@ async fn callback(
     if let Some(note) = note {
         // An enrollment that needs explaining: say why, then continue.
         let html = pages::notice("Account created", note, &login.rd);
-        {
-            rescue::write(
-                session,
-                ctx,
-                200,
-                &headers,
-                "text/html; charset=utf-8",
-                Bytes::from(html),
-            );
-            return Ok(());
-        };
+        rescue::write(
+            session,
+            ctx,
+            200,
+            &headers,
+            "text/html; charset=utf-8",
+            Bytes::from(html),
+        );
+        return Ok(());
     }
     redirect(session, ctx, login.rd.clone(), headers).await
 }
@@ -699,17 +685,15 @@ async fn sign_out(
         // A link, an image or a prefetch from anywhere lands here: sign nobody out.
         let html = pages::sign_out(&rd);
         let csp = rescue::page_csp(&end_session_origins(state));
-        {
-            rescue::write(
-                session,
-                ctx,
-                200,
-                &[("content-security-policy", csp)],
-                "text/html; charset=utf-8",
-                Bytes::from(html),
-            );
-            return Ok(());
-        };
+        rescue::write(
+            session,
+            ctx,
+            200,
+            &[("content-security-policy", csp)],
+            "text/html; charset=utf-8",
+            Bytes::from(html),
+        );
+        return Ok(());
     }
     let same_origin = {
         let req = session.req_header();
@@ -727,10 +711,8 @@ async fn sign_out(
     if let Err(why) = same_origin {
         ctx.span
             .in_scope(|| tracing::info!(reason = %why, "cross-origin sign-out refused"));
-        {
-            rescue::respond(session, ctx, Rejection::CrossOriginSignOut);
-            return Ok(());
-        };
+        rescue::respond(session, ctx, Rejection::CrossOriginSignOut);
+        return Ok(());
     }
     let sessions = state.sessions.clone();
     let host = ctx.host.clone().unwrap_or_default();
@@ -936,17 +918,15 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
                 .iter()
                 .any(|p| crate::config::path_has_prefix(path, p))
             {
-                {
-                    rescue::write(
-                        session,
-                        ctx,
-                        200,
-                        &[],
-                        "text/plain; charset=utf-8",
-                        Bytes::new(),
-                    );
-                    return Ok(());
-                };
+                rescue::write(
+                    session,
+                    ctx,
+                    200,
+                    &[],
+                    "text/plain; charset=utf-8",
+                    Bytes::new(),
+                );
+                return Ok(());
             }
         }
     }
@@ -978,10 +958,8 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
             .to_string();
         let h = host.clone().unwrap_or_default();
         if let Err(reason) = state.access(app, p, path.as_deref().unwrap_or("/"), &method, &h) {
-            {
-                rescue::respond(session, ctx, super::refused_by_policy(p, reason));
-                return Ok(());
-            };
+            rescue::respond(session, ctx, super::refused_by_policy(p, reason));
+            return Ok(());
         }
     }
     match principal {
