@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,9 @@ const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// How often an HTTP/2 connection is pinged, and how long the answer may take.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
+/// No head has started (the value of `Conn::head_started`).
+const NO_HEAD: u64 = u64::MAX;
+
 /// One client connection, shared by its requests (and its WebSocket tunnel,
 /// which keeps its slot of `max_connections` while it lives).
 pub struct Conn {
@@ -39,8 +42,14 @@ pub struct Conn {
     pub heads: Option<Arc<dyn RawHeads>>,
     /// Requests being served right now.
     busy: AtomicUsize,
+    /// Whether any request has been served.
+    served: AtomicBool,
     /// When the last request ended, in ms after `born`.
     last: AtomicU64,
+    /// When the first byte of the next head arrived, in ms after `born` (HTTP/1 only).
+    head_started: AtomicU64,
+    /// Wakes the watchdog when a deadline may have moved earlier.
+    moved: tokio::sync::Notify,
     born: Instant,
     _permit: OwnedSemaphorePermit,
 }
@@ -50,10 +59,20 @@ pub struct Busy<'a>(&'a Conn);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        let now = self.0.born.elapsed().as_millis() as u64;
-        self.0.last.store(now, Ordering::Release);
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        self.0.last.store(self.0.now(), Ordering::Release);
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.moved.notify_one();
+        }
     }
+}
+
+/// What the watchdog does when a deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// Keep-alive idle: finish and close.
+    Idle,
+    /// A head is still arriving: close now, nothing is in flight.
+    Head,
 }
 
 impl Conn {
@@ -62,25 +81,113 @@ impl Conn {
             peer,
             heads: None,
             busy: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
             last: AtomicU64::new(0),
+            head_started: AtomicU64::new(NO_HEAD),
+            moved: tokio::sync::Notify::new(),
             born: Instant::now(),
             _permit: permit,
         }
     }
 
+    fn now(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
     /// Counts a request as in flight until the guard drops.
     pub fn enter(&self) -> Busy<'_> {
         self.busy.fetch_add(1, Ordering::AcqRel);
+        self.served.store(true, Ordering::Release);
+        self.head_started.store(NO_HEAD, Ordering::Release);
         Busy(self)
     }
 
-    /// When the connection will have been idle for `idle`, if nothing happens.
-    fn idle_deadline(&self, idle: Duration) -> Instant {
-        self.born + Duration::from_millis(self.last.load(Ordering::Acquire)) + idle
+    /// Bytes arrived: if no request is in flight, they begin the next head.
+    fn saw_bytes(&self) {
+        if self.busy.load(Ordering::Acquire) == 0
+            && self
+                .head_started
+                .compare_exchange(NO_HEAD, self.now(), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.moved.notify_one();
+        }
     }
 
-    fn is_idle(&self) -> bool {
-        self.busy.load(Ordering::Acquire) == 0
+    /// The next deadline and what happens then; `None` while a request is in flight.
+    fn deadline(&self, head: Duration, idle: Duration) -> Option<(Instant, Expiry)> {
+        if self.busy.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let at = |ms: u64, d: Duration| self.born + Duration::from_millis(ms) + d;
+        let started = self.head_started.load(Ordering::Acquire);
+        Some(if started != NO_HEAD {
+            (at(started, head), Expiry::Head)
+        } else if !self.served.load(Ordering::Acquire) {
+            // A new connection's first head must come within the head timeout.
+            (at(0, head), Expiry::Head)
+        } else {
+            (at(self.last.load(Ordering::Acquire), idle), Expiry::Idle)
+        })
+    }
+}
+
+/// A client connection's reads, noticing when a head begins (HTTP/1), so
+/// that the head timeout runs from its first byte and the idle timeout
+/// between requests.
+struct Watched<I> {
+    io: I,
+    conn: Arc<Conn>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.conn.saw_bytes();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -96,11 +203,11 @@ impl Builders {
     /// Settings from `[server]`.
     pub fn new(server: &crate::config::Server) -> Self {
         let mut h1 = http1::Builder::new();
-        // hyper arms this timer when it starts waiting for a head, so it also
-        // ends a keep-alive connection idle that long (the idle watchdog
-        // below covers a shorter idle_timeout).
+        // hyper arms this timer when it starts waiting for a head, so it is
+        // also an idle timeout; the watchdog (`drive`) enforces each of the
+        // two exactly, this is the backstop.
         h1.timer(TokioTimer::new())
-            .header_read_timeout(server.request_header_timeout)
+            .header_read_timeout(server.request_header_timeout.max(server.idle_timeout))
             .max_header_size(framing::MAX_HEADER_BYTES)
             .keep_alive(true);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
@@ -202,7 +309,7 @@ async fn connection(
             service_fn(move |req| super::serve(state.clone(), conn.clone(), req))
         };
         let c = builders.h2.serve_connection(TokioIo::new(stream), service);
-        drive(std::pin::pin!(c), &conn, builders.idle, shutdown).await;
+        drive(std::pin::pin!(c), &conn, &builders, shutdown).await;
     } else {
         serve_h1(state, conn, stream, &builders, shutdown).await;
     }
@@ -221,11 +328,15 @@ async fn serve_h1<I>(
         let conn = conn.clone();
         service_fn(move |req| super::serve(state.clone(), conn.clone(), req))
     };
+    let io = Watched {
+        io,
+        conn: conn.clone(),
+    };
     let c = builders
         .h1
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    drive(std::pin::pin!(c), &conn, builders.idle, shutdown).await;
+    drive(std::pin::pin!(c), &conn, builders, shutdown).await;
 }
 
 /// A hyper connection that can be asked to finish its requests and close.
@@ -259,11 +370,12 @@ where
 }
 
 /// Runs a connection to its end: on shutdown, or once it has been idle for
-/// `idle` with no request in flight, it is asked to finish and close.
+/// `idle_timeout` with no request in flight, it is asked to finish and
+/// close; a head still arriving after `request_header_timeout` is cut off.
 async fn drive<C>(
     mut c: Pin<&mut C>,
     conn: &Conn,
-    idle: Duration,
+    builders: &Builders,
     mut shutdown: watch::Receiver<bool>,
 ) where
     C: Future<Output = Result<(), hyper::Error>> + Graceful,
@@ -271,12 +383,9 @@ async fn drive<C>(
     let mut closing = false;
     loop {
         // While a request is in flight, look again one idle period later.
-        let next = if conn.is_idle() {
-            conn.idle_deadline(idle)
-        } else {
-            Instant::now() + idle
-        };
-        let deadline = tokio::time::Instant::from_std(next);
+        let (next, expiry) = conn
+            .deadline(builders.head_timeout, builders.idle)
+            .unwrap_or((Instant::now() + builders.idle, Expiry::Idle));
         tokio::select! {
             done = c.as_mut() => {
                 if let Err(e) = done {
@@ -289,10 +398,24 @@ async fn drive<C>(
                 closing = true;
                 c.as_mut().begin_close();
             }
-            _ = tokio::time::sleep_until(deadline), if !closing => {
-                if conn.is_idle() && Instant::now() >= conn.idle_deadline(idle) {
-                    closing = true;
-                    c.as_mut().begin_close();
+            // A request ended or a head began: work the deadline out again.
+            _ = conn.moved.notified() => {}
+            // Once closing, only a head deadline still matters (and ends the loop).
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)),
+                if !closing || expiry == Expiry::Head => {
+                let due = conn
+                    .deadline(builders.head_timeout, builders.idle)
+                    .filter(|(at, _)| Instant::now() >= *at);
+                match due {
+                    Some((_, Expiry::Head)) => {
+                        tracing::debug!(client = %conn.peer.addr, "request head too slow; closed");
+                        return;
+                    }
+                    Some(_) if !closing => {
+                        closing = true;
+                        c.as_mut().begin_close();
+                    }
+                    _ => {}
                 }
             }
         }

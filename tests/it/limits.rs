@@ -187,3 +187,31 @@ async fn upstream_connections_are_reused_across_requests() {
         "40 requests took {connections} upstream connections"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_keep_alive_connection_outlives_a_shorter_head_timeout() {
+    let up = Upstream::start("app").await;
+    let gw = gateway(
+        &up.url(),
+        "request_header_timeout = \"1s\"\nidle_timeout = \"30s\"",
+    );
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut exchange = |conn: &mut TcpStream| {
+        conn.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).ends_with("hello from app") {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "the connection was closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    assert!(exchange(&mut conn).starts_with("HTTP/1.1 200"));
+    // Idle for twice the head timeout, well within the idle timeout.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(exchange(&mut conn).starts_with("HTTP/1.1 200"));
+    assert_eq!(up.requests().len(), 2);
+}
