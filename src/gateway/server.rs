@@ -76,10 +76,10 @@ enum Expiry {
 }
 
 impl Conn {
-    fn new(peer: Peer, permit: OwnedSemaphorePermit) -> Self {
+    fn new(peer: Peer, permit: OwnedSemaphorePermit, heads: Option<Arc<dyn RawHeads>>) -> Self {
         Conn {
             peer,
-            heads: None,
+            heads,
             busy: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             last: AtomicU64::new(0),
@@ -290,9 +290,8 @@ async fn connection(
         addr,
         trusted: state.config.server.is_trusted_proxy(addr.ip()),
     };
-    let conn = Arc::new(Conn::new(peer, permit));
     let Some(acceptor) = tls else {
-        return serve_h1(state, conn, tcp, &builders, shutdown).await;
+        return serve_h1(state, peer, permit, tcp, &builders, shutdown).await;
     };
     // hyper has no handshake timeout: the head timeout bounds it too.
     let stream = match tokio::time::timeout(builders.head_timeout, acceptor.accept(tcp)).await {
@@ -304,27 +303,34 @@ async fn connection(
         Err(_) => return,
     };
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let conn = Arc::new(Conn::new(peer, permit, None));
         let service = {
             let (state, conn) = (state.clone(), conn.clone());
             service_fn(move |req| super::serve(state.clone(), conn.clone(), req))
         };
         let c = builders.h2.serve_connection(TokioIo::new(stream), service);
-        drive(std::pin::pin!(c), &conn, &builders, shutdown).await;
+        drive(std::pin::pin!(c), &state, &conn, &builders, shutdown).await;
     } else {
-        serve_h1(state, conn, stream, &builders, shutdown).await;
+        serve_h1(state, peer, permit, stream, &builders, shutdown).await;
     }
 }
 
 async fn serve_h1<I>(
     state: Arc<State>,
-    conn: Arc<Conn>,
+    peer: Peer,
+    permit: OwnedSemaphorePermit,
     io: I,
     builders: &Builders,
     shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // A raw-head tap plugs in here: it wraps `io` and hands the service its
+    // queue of heads; without one the service checks the parsed head.
+    let heads: Option<Arc<dyn RawHeads>> = None;
+    let conn = Arc::new(Conn::new(peer, permit, heads));
     let service = {
+        let state = state.clone();
         let conn = conn.clone();
         service_fn(move |req| super::serve(state.clone(), conn.clone(), req))
     };
@@ -336,7 +342,32 @@ async fn serve_h1<I>(
         .h1
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    drive(std::pin::pin!(c), &conn, builders, shutdown).await;
+    drive(std::pin::pin!(c), &state, &conn, builders, shutdown).await;
+}
+
+/// hyper's own refusals (a malformed head: 400, too large: 431 or 414) never
+/// reach the service: they are counted and logged here. Other connection
+/// errors (head timeout, a client that left) are only debug detail.
+fn refused_by_hyper(state: &State, conn: &Conn, e: &hyper::Error) {
+    let status: u16 = if e.is_parse_too_large() {
+        431
+    } else if e.is_parse() {
+        400
+    } else {
+        tracing::debug!(client = %conn.peer.addr, error = %e, "connection ended");
+        return;
+    };
+    state
+        .metrics
+        .observe(None, crate::metrics::Outcome::BadRequest, 0.0);
+    tracing::info!(
+        target: "portcullis::access",
+        client = %conn.peer.addr,
+        status,
+        outcome = crate::metrics::Outcome::BadRequest.label(),
+        error = %e,
+        "request refused by the HTTP parser"
+    );
 }
 
 /// A hyper connection that can be asked to finish its requests and close.
@@ -374,6 +405,7 @@ where
 /// close; a head still arriving after `request_header_timeout` is cut off.
 async fn drive<C>(
     mut c: Pin<&mut C>,
+    state: &State,
     conn: &Conn,
     builders: &Builders,
     mut shutdown: watch::Receiver<bool>,
@@ -389,8 +421,7 @@ async fn drive<C>(
         tokio::select! {
             done = c.as_mut() => {
                 if let Err(e) = done {
-                    // hyper's own refusals (400/431, head timeout) end here.
-                    tracing::debug!(client = %conn.peer.addr, error = %e, "connection ended");
+                    refused_by_hyper(state, conn, &e);
                 }
                 return;
             }
