@@ -197,7 +197,7 @@ async fn an_idle_keep_alive_connection_outlives_a_shorter_head_timeout() {
     );
     let mut conn = TcpStream::connect(gw.addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut exchange = |conn: &mut TcpStream| {
+    let exchange = |conn: &mut TcpStream| {
         conn.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
             .unwrap();
         let mut got = Vec::new();
