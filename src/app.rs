@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -452,7 +451,6 @@ fn build(config: Config) -> Result<Built, StartError> {
         app_rules,
         sources: prepared.sources.clone(),
         sessions: prepared.sessions.clone(),
-        in_flight: Arc::new(AtomicUsize::new(0)),
         router: Router::new(&config.apps),
         upstreams: upstreams(&config)?,
         metrics: metrics.clone(),

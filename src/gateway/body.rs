@@ -4,10 +4,10 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -88,18 +88,55 @@ where
     }
 }
 
-/// A client's request body that remembers whether it failed, so that a
+/// What a forwarded request body did: whether it failed, so that a
 /// forwarding failure caused by the client's own broken framing is answered
-/// 400, not 502 (PRX-12).
+/// 400, not 502 (PRX-12); and when it last moved, so that a slow upload is
+/// not taken for a silent upstream.
+#[derive(Debug)]
+pub struct Progress {
+    failed: AtomicBool,
+    /// ms after `since` of the last frame.
+    last: AtomicU64,
+    since: Instant,
+}
+
+impl Progress {
+    /// Nothing happened yet.
+    pub fn new() -> Self {
+        Progress {
+            failed: AtomicBool::new(false),
+            last: AtomicU64::new(0),
+            since: Instant::now(),
+        }
+    }
+
+    /// Whether the body ended with an error.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// When the last frame was read.
+    pub fn last_frame(&self) -> Instant {
+        self.since + Duration::from_millis(self.last.load(Ordering::Acquire))
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
+/// A client's request body on its way upstream, reporting its [`Progress`].
 pub struct Watched<B> {
     inner: Option<B>,
-    failed: Option<Arc<AtomicBool>>,
+    progress: Option<Arc<Progress>>,
 }
 
 impl<B> Watched<B> {
-    /// Wraps `inner` (none: an empty body); `failed` turns true if it ends with an error.
-    pub fn new(inner: Option<B>, failed: Option<Arc<AtomicBool>>) -> Self {
-        Watched { inner, failed }
+    /// Wraps `inner` (none: an empty body), reporting to `progress`.
+    pub fn new(inner: Option<B>, progress: Option<Arc<Progress>>) -> Self {
+        Watched { inner, progress }
     }
 }
 
@@ -121,10 +158,17 @@ where
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => {
-                if let Some(failed) = &this.failed {
-                    failed.store(true, Ordering::Release);
+                if let Some(p) = &this.progress {
+                    p.failed.store(true, Ordering::Release);
                 }
                 Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(p) = &this.progress {
+                    let ms = p.since.elapsed().as_millis() as u64;
+                    p.last.store(ms, Ordering::Release);
+                }
+                Poll::Ready(Some(Ok(frame)))
             }
             other => other.map(|f| f.map(|r| r.map_err(Into::into))),
         }

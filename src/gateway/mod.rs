@@ -42,8 +42,6 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// `https` when the listener has TLS.
     pub scheme: &'static str,
-    /// Requests being handled right now (for draining on shutdown).
-    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// The identity providers.
     pub sources: Arc<Sources>,
     /// Session cookies, cache and store.
@@ -326,7 +324,7 @@ pub async fn serve(
     request: http::Request<Incoming>,
 ) -> Result<http::Response<Body>, Infallible> {
     let _busy = conn.enter();
-    let mut ctx = Ctx::new(&state.in_flight);
+    let mut ctx = Ctx::new();
     let mut ex = Exchange::new(request, conn.peer);
     ctx.span = tracing::info_span!(
         "request",

@@ -5,7 +5,6 @@
 //! HTTP/1.1 and HTTP/2 by ALPN, rustls).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::body::{self, IdleTimeout, Watched};
+use super::body::{self, IdleTimeout, Progress, Watched};
 use super::ctx::{Ctx, Outcome};
 use super::exchange::Exchange;
 use super::framing::FramingError;
@@ -259,11 +258,11 @@ pub async fn forward(
 
     let body = ex.body.take();
     // Only a body that can fail needs watching (GETs pay nothing).
-    let failed = body
+    let progress = body
         .as_ref()
         .filter(|b| !http_body::Body::is_end_stream(*b))
-        .map(|_| Arc::new(AtomicBool::new(false)));
-    let mut request = http::Request::new(Watched::new(body, failed.clone()));
+        .map(|_| Arc::new(Progress::new()));
+    let mut request = http::Request::new(Watched::new(body, progress.clone()));
     *request.method_mut() = ex.head.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = http::Version::HTTP_11;
@@ -274,7 +273,12 @@ pub async fn forward(
     } else {
         &target.client
     };
-    let sent = tokio::time::timeout(target.read_timeout, client.request(request)).await;
+    let sent = answer_within(
+        client.request(request),
+        target.read_timeout,
+        progress.as_deref(),
+    )
+    .await;
     let mut response = match sent {
         Err(_) => {
             // Dropping the request closes that upstream connection (PRX-24).
@@ -284,7 +288,7 @@ pub async fn forward(
             return Err("ReadTimedout");
         }
         Ok(Err(e)) => {
-            if failed.is_some_and(|f| f.load(Ordering::Acquire)) {
+            if progress.as_ref().is_some_and(|p| p.failed()) {
                 // The client's own body framing broke, not the upstream (PRX-12).
                 let refusal =
                     Rejection::Framing(FramingError::BadFraming("invalid request body framing"));
@@ -360,6 +364,27 @@ pub async fn forward(
     };
     ex.response = Some(http::Response::from_parts(parts, body));
     Ok(())
+}
+
+/// Awaits the upstream's answer while something moves: the request body is
+/// still being sent, or less than `idle` has passed since it last moved.
+async fn answer_within<F: std::future::Future>(
+    answer: F,
+    idle: Duration,
+    upload: Option<&Progress>,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut answer = std::pin::pin!(answer);
+    loop {
+        match tokio::time::timeout(idle, answer.as_mut()).await {
+            Ok(out) => return Ok(out),
+            Err(elapsed) => {
+                let moving = upload.is_some_and(|p| p.last_frame().elapsed() < idle);
+                if !moving {
+                    return Err(elapsed);
+                }
+            }
+        }
+    }
 }
 
 /// HTTP/2 sends each cookie as its own field; an HTTP/1.1 upstream expects

@@ -215,3 +215,30 @@ async fn an_idle_keep_alive_connection_outlives_a_shorter_head_timeout() {
     assert!(exchange(&mut conn).starts_with("HTTP/1.1 200"));
     assert_eq!(up.requests().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_upload_is_not_taken_for_a_silent_upstream() {
+    let up = Upstream::start("app").await;
+    let gw = gateway(&up.url(), "upstream_read_timeout = \"1s\"");
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    // Eight chunks 400 ms apart: 3.2 s of upload, each gap well under 1 s.
+    for _ in 0..8 {
+        conn.write_all(b"5\r\nabcde\r\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    conn.write_all(b"0\r\n\r\n").unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).ends_with("hello from app") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body.len(), 40);
+}
