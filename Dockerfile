@@ -10,9 +10,9 @@
 # ---------------------------------------------------------------- build
 FROM rust:1.95-slim-bookworm AS builder
 
-# pingora builds zlib-ng with cmake; pkg-config and a C/C++ toolchain for the rest.
+# pkg-config and a C/C++ toolchain for the C crates (ring, aws-lc-sys); no cmake.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake pkg-config build-essential g++ \
+    && apt-get install -y --no-install-recommends pkg-config build-essential g++ \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /build

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages the build and the tests need (Debian), only
-# those missing. pingora's zlib-ng needs cmake; C crates need a compiler.
+# those missing. C crates (ring, aws-lc-sys) need a compiler; no cmake.
 # The e2e tier (tests/e2e) needs nginx, Chromium, Caddy where Debian has it,
 # and its npm packages (installed from tests/e2e/package-lock.json).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 need=()
-command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)

@@ -4,11 +4,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use http::Response;
-use pingora::apps::http_app::ServeHttp;
-use pingora::protocols::http::ServerSession;
 
+use crate::gateway::body::{self, Body};
 use crate::metrics::Metrics;
 
 /// Whether each source can serve sign-ins (its discovery and keys are loaded).
@@ -85,13 +83,13 @@ impl Admin {
     }
 }
 
-#[async_trait]
-impl ServeHttp for Admin {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let (status, content_type, body) = self.answer(session.req_header().uri.path());
-        let mut resp = Response::new(body.into_bytes());
+impl Admin {
+    /// The HTTP response for a request to `path`.
+    pub fn response(&self, path: &str) -> Response<Body> {
+        let (status, content_type, text) = self.answer(path);
+        let len = text.len();
+        let mut resp = Response::new(body::full(bytes::Bytes::from(text)));
         *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
-        let len = resp.body().len();
         let headers = resp.headers_mut();
         headers.insert(
             http::header::CONTENT_TYPE,
@@ -103,6 +101,39 @@ impl ServeHttp for Admin {
             http::HeaderValue::from_static("no-store"),
         );
         resp
+    }
+}
+
+/// Serves the admin endpoints over HTTP/1.1 until `shutdown` changes.
+pub async fn serve(
+    admin: Arc<Admin>,
+    listener: tokio::net::TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((tcp, _)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let resp = admin.response(req.uri().path());
+                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10));
+            let _ = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+        });
     }
 }
 

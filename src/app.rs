@@ -1,20 +1,16 @@
 //! Wiring: builds the shared state from a validated config, once, and runs
-//! the proxy and admin listeners on pingora until a shutdown signal.
+//! the proxy and admin listeners on a multi-thread tokio runtime until a
+//! shutdown signal, then drains.
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora::services::listening::Service;
-use pingora::upstreams::peer::HttpPeer;
-
 use crate::admin::{Admin, Readiness};
 use crate::config::Config;
-use crate::gateway::{Gateway, State};
+use crate::gateway::proxy::Target;
+use crate::gateway::{server, State};
 use crate::metrics::Metrics;
 use crate::outbound::Http;
 use crate::routing::Router;
@@ -48,6 +44,14 @@ pub enum StartError {
     /// TLS files could not be loaded: check `server.tls`.
     #[error("server.tls: {0}")]
     Tls(String),
+    /// An app's upstream client could not be set up: check `app[..].upstream` and `upstream_ca_file`.
+    #[error("app[{app}]: {reason}")]
+    Upstream {
+        /// The app.
+        app: String,
+        /// What failed.
+        reason: String,
+    },
     /// Metrics registry failure (a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -159,42 +163,6 @@ pub struct Bound {
     pub admin: Option<SocketAddr>,
 }
 
-/// SIGTERM and SIGINT both drain in-flight requests before exiting; the flag
-/// tells the drain watcher that shutdown has begun.
-struct GracefulOnSignals(Arc<AtomicBool>);
-
-#[async_trait]
-impl ShutdownSignalWatch for GracefulOnSignals {
-    async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            // Without signal handlers the process can still be killed; wait forever.
-            std::future::pending::<()>().await;
-            return ShutdownSignal::FastShutdown;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
-            _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests"),
-        }
-        self.0.store(true, Ordering::Release);
-        ShutdownSignal::GracefulTerminate
-    }
-}
-
-/// Shuts down when notified; used by tests and embedders.
-struct NotifiedShutdown(Arc<tokio::sync::Notify>);
-
-#[async_trait]
-impl ShutdownSignalWatch for NotifiedShutdown {
-    async fn recv(&self) -> ShutdownSignal {
-        self.0.notified().await;
-        ShutdownSignal::GracefulTerminate
-    }
-}
-
 /// A gateway running on its own thread.
 pub struct Running {
     /// Where it listens.
@@ -221,14 +189,27 @@ impl Running {
 /// Runs the gateway until SIGTERM or SIGINT. Blocks. `before_exit` runs just
 /// before the process ends (flush logs there).
 pub fn serve(config: Config, before_exit: Box<dyn FnOnce() + Send>) -> Result<(), StartError> {
-    let (server, bound, in_flight, _background) = build(config)?;
-    tracing::info!(listen = %bound.listen, admin = ?bound.admin, "portcullis is serving");
-    let signalled = Arc::new(AtomicBool::new(false));
-    watch_drain(signalled.clone(), in_flight, before_exit);
-    server.run(RunArgs {
-        shutdown_signal: Box::new(GracefulOnSignals(signalled)),
-    });
-    Ok(())
+    let built = build(config)?;
+    tracing::info!(listen = %built.bound.listen, admin = ?built.bound.admin, "portcullis is serving");
+    let result = run(built, signalled());
+    before_exit();
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT; both drain in-flight requests before exiting.
+async fn signalled() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process can still be killed; wait forever.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
+        _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests"),
+    }
 }
 
 /// `serve --dev`: a demo OpenID provider and an echo app on loopback, the
@@ -312,55 +293,24 @@ upstream = "{upstream}"
     result
 }
 
-/// pingora waits its whole grace period before stopping, busy or not; this
-/// ends the process as soon as no request is left in flight after a signal.
-fn watch_drain(
-    signalled: Arc<AtomicBool>,
-    in_flight: Arc<AtomicUsize>,
-    before_exit: Box<dyn FnOnce() + Send>,
-) {
-    std::thread::spawn(move || {
-        let mut idle_checks = 0;
-        loop {
-            std::thread::sleep(Duration::from_millis(50));
-            if !signalled.load(Ordering::Acquire) {
-                continue;
-            }
-            if in_flight.load(Ordering::Acquire) == 0 {
-                idle_checks += 1;
-            } else {
-                idle_checks = 0;
-            }
-            // Two idle checks in a row: listeners are closed and nothing is being served.
-            if idle_checks >= 2 {
-                tracing::info!("drained; exiting");
-                before_exit();
-                std::process::exit(0);
-            }
-        }
-    });
-}
-
 /// Runs the gateway on a thread and returns once its listener accepts
 /// connections. Safe to call from async code: all set-up happens on that thread.
 pub fn spawn(config: Config) -> Result<Running, StartError> {
     let stop = Arc::new(tokio::sync::Notify::new());
-    let watch = NotifiedShutdown(stop.clone());
+    let stop_rx = stop.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
-        let (server, bound, _in_flight, background) = match build(config) {
+        let built = match build(config) {
             Ok(built) => built,
             Err(e) => {
                 let _ = tx.send(Err(e));
                 return;
             }
         };
-        let _ = tx.send(Ok(bound));
-        server.run(RunArgs {
-            shutdown_signal: Box::new(watch),
-        });
-        // Dropped here, on a plain thread: never inside another runtime.
-        drop(background);
+        let _ = tx.send(Ok(built.bound));
+        if let Err(e) = run(built, async move { stop_rx.notified().await }) {
+            tracing::error!(error = %e, "the gateway stopped");
+        }
     });
     let bound = rx
         .recv()
@@ -394,8 +344,20 @@ fn concrete(addr: SocketAddr) -> Result<SocketAddr, StartError> {
     })
 }
 
-/// One prepared peer per app; host names are resolved here, once.
-fn peers(config: &Config) -> Result<Vec<HttpPeer>, StartError> {
+/// Binds a listener for the runtime to take over.
+fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let fail = |e: std::io::Error| StartError::Listen {
+        addr,
+        reason: e.to_string(),
+    };
+    let l = TcpListener::bind(addr).map_err(fail)?;
+    l.set_nonblocking(true).map_err(fail)?;
+    Ok(l)
+}
+
+/// One upstream client per app; host names are resolved here, once.
+fn upstreams(config: &Config) -> Result<Vec<Target>, StartError> {
+    let roots = crate::tls::base_roots();
     let mut out = Vec::new();
     for app in &config.apps {
         let up = &app.upstream;
@@ -409,35 +371,57 @@ fn peers(config: &Config) -> Result<Vec<HttpPeer>, StartError> {
                 port: up.port,
                 reason,
             })?;
-        let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
-        peer.options.connection_timeout = Some(config.server.upstream_connect_timeout);
-        peer.options.read_timeout = Some(config.server.upstream_read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        out.push(peer);
+        let target = Target::new(
+            app,
+            addr,
+            &roots,
+            config.server.upstream_connect_timeout,
+            config.server.upstream_read_timeout,
+        )
+        .map_err(|e| StartError::Upstream {
+            app: app.name.clone(),
+            reason: e.to_string(),
+        })?;
+        out.push(target);
     }
     Ok(out)
 }
 
-fn build(
-    mut config: Config,
-) -> Result<(Server, Bound, Arc<AtomicUsize>, tokio::runtime::Runtime), StartError> {
-    config.server.listen = concrete(config.server.listen)?;
-    if let Some(a) = config.server.admin_listen {
-        config.server.admin_listen = Some(concrete(a)?);
-    }
+/// Everything built before the runtime starts.
+struct Built {
+    state: Arc<State>,
+    bound: Bound,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    admin: Option<(TcpListener, Arc<Admin>)>,
+    /// Discovery and key refreshes run here; dropped after the gateway stops.
+    background: tokio::runtime::Runtime,
+}
+
+fn build(config: Config) -> Result<Built, StartError> {
+    let listener = bind(config.server.listen)?;
+    let admin_listener = config.server.admin_listen.map(bind).transpose()?;
+    let local = |l: &TcpListener, addr: SocketAddr| {
+        l.local_addr().map_err(|e| StartError::Listen {
+            addr,
+            reason: e.to_string(),
+        })
+    };
     let bound = Bound {
-        listen: config.server.listen,
-        admin: config.server.admin_listen,
+        listen: local(&listener, config.server.listen)?,
+        admin: match (&admin_listener, config.server.admin_listen) {
+            (Some(l), Some(a)) => Some(local(l, a)?),
+            _ => None,
+        },
     };
-    let conf = ServerConf {
-        threads: config.server.threads,
-        // In-flight requests may finish during the grace period; then runtimes stop.
-        grace_period_seconds: Some(config.server.shutdown_timeout.as_secs().max(1)),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
+    let tls = match &config.server.tls {
+        None => None,
+        Some(t) => {
+            let c = crate::tls::server_config(&t.cert_file, &t.key_file)
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(c)))
+        }
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
 
     let prepared = prepare(&config)?;
     let readiness = prepared.readiness.clone();
@@ -455,7 +439,6 @@ fn build(
         metrics.register(c)?;
     }
     let metrics = Arc::new(metrics);
-    let in_flight = Arc::new(AtomicUsize::new(0));
     let mut app_rules = Vec::new();
     for app in &config.apps {
         app_rules.push(
@@ -468,9 +451,8 @@ fn build(
         app_rules,
         sources: prepared.sources.clone(),
         sessions: prepared.sessions.clone(),
-        in_flight: in_flight.clone(),
         router: Router::new(&config.apps),
-        peers: peers(&config)?,
+        upstreams: upstreams(&config)?,
         metrics: metrics.clone(),
         scheme: if config.server.tls.is_some() {
             "https"
@@ -479,33 +461,89 @@ fn build(
         },
         config,
     });
+    let admin = admin_listener.map(|l| (l, Arc::new(Admin::new(metrics, readiness))));
+    Ok(Built {
+        state,
+        bound,
+        listener,
+        tls,
+        admin,
+        background: prepared.background,
+    })
+}
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(state.clone()),
-        "portcullis proxy",
+/// Serves until `stop` resolves, then stops accepting, lets every
+/// connection finish its requests (at most `shutdown_timeout`), and returns.
+fn run(built: Built, stop: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    let Built {
+        state,
+        listener,
+        tls,
+        admin,
+        background,
+        ..
+    } = built;
+    let (threads, max, grace) = (
+        state.config.server.threads,
+        state.config.server.max_connections,
+        state.config.server.shutdown_timeout,
     );
-    let listen = bound.listen.to_string();
-    match &state.config.server.tls {
-        None => proxy.add_tcp(&listen),
-        Some(tls) => {
-            let cert = tls.cert_file.to_string_lossy();
-            let key = tls.key_file.to_string_lossy();
-            let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
-                .map_err(|e| StartError::Tls(e.to_string()))?;
-            settings.enable_h2();
-            proxy.add_tls_with_settings(&listen, None, settings);
+    // One multi-thread runtime with work stealing: CPU-heavy requests (JWT,
+    // policies) never stall a core's other connections.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("portcullis")
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Io(e.to_string()))?;
+    let outcome = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| StartError::Io(e.to_string()))?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let permits = Arc::new(tokio::sync::Semaphore::new(max));
+        let builders = Arc::new(server::Builders::new(&state.config.server));
+        let proxy = tokio::spawn(server::run(
+            state.clone(),
+            listener,
+            tls,
+            builders,
+            permits.clone(),
+            rx.clone(),
+        ));
+        let admin = match admin {
+            Some((l, a)) => {
+                let l = tokio::net::TcpListener::from_std(l)
+                    .map_err(|e| StartError::Io(e.to_string()))?;
+                Some(tokio::spawn(crate::admin::serve(a, l, rx.clone())))
+            }
+            None => None,
+        };
+        stop.await;
+        let _ = tx.send(true);
+        // The accept loop ends and drops the listener: no new connections.
+        let _ = proxy.await;
+        let drained = tokio::time::timeout(grace, async {
+            while permits.available_permits() < max {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        match drained {
+            Ok(()) => tracing::info!("drained; exiting"),
+            Err(_) => tracing::warn!(
+                open = max - permits.available_permits(),
+                "shutdown_timeout passed with connections still open; closing them"
+            ),
         }
-    }
-    server.add_service(proxy);
-
-    if let Some(admin_addr) = bound.admin {
-        let mut admin = Service::new(
-            "portcullis admin".to_string(),
-            Admin::new(metrics, readiness),
-        );
-        admin.add_tcp(&admin_addr.to_string());
-        server.add_service(admin);
-    }
-    Ok((server, bound, in_flight, prepared.background))
+        if let Some(a) = admin {
+            a.abort();
+        }
+        drop(tx);
+        Ok::<(), StartError>(())
+    });
+    // Whatever is left (tunnels, stragglers) is cut off here.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    // Dropped here, on a plain thread: never inside another runtime.
+    drop(background);
+    outcome
 }

@@ -23,5 +23,6 @@ pub mod routing;
 pub mod same_origin;
 pub mod session;
 pub mod source;
+pub mod tls;
 pub mod users;
 pub mod verdict_cache;

@@ -92,8 +92,8 @@ enum UsersAction {
     },
 }
 
-// pingora allocates per request; mimalloc measured +22% throughput over the
-// system allocator on the load benchmark (README, Performance).
+// mimalloc measured +22% throughput over the system allocator on the load
+// benchmark (README, Performance); the data path still allocates per request.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -266,9 +266,9 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .lossy(false)
         .buffered_lines_limit(64 * 1024)
         .finish(std::io::stderr());
-    // pingora logs every client hang-up as an error; keep its noise at warn unless asked.
+    // hyper and rustls log connection-level detail at debug; keep them quiet unless asked.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,hyper_util=warn,rustls=warn,h2=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

@@ -123,6 +123,26 @@ pub struct Server {
     pub upstream_read_timeout: Duration,
     /// Most verified bearer tokens held per replica (0: verify every request).
     pub bearer_cache_entries: u64,
+    /// The whole request head must arrive within this, however slowly it drips.
+    #[serde(serialize_with = "ser_duration")]
+    pub request_header_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this.
+    // Printed only when changed: `check` readers take `idle_timeout` for the
+    // session's, which is off by default.
+    #[serde(
+        serialize_with = "ser_duration",
+        skip_serializing_if = "is_default_connection_idle"
+    )]
+    pub idle_timeout: Duration,
+    /// Most client connections served at once; more wait in the accept queue.
+    pub max_connections: usize,
+}
+
+/// The default of `server.idle_timeout`.
+pub const DEFAULT_CONNECTION_IDLE: Duration = Duration::from_secs(60);
+
+fn is_default_connection_idle(d: &Duration) -> bool {
+    *d == DEFAULT_CONNECTION_IDLE
 }
 
 impl Server {
@@ -461,6 +481,9 @@ pub struct App {
     pub jwt_audiences: Vec<String>,
     /// Pass a verified bearer token on to the upstream (default: removed, SECURITY.md JWT-27).
     pub forward_bearer_token: bool,
+    /// Extra PEM CA trusted for this app's `https://` upstream, besides the system roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ca_file: Option<PathBuf>,
     /// Path prefixes served without authentication.
     pub public_paths: Vec<String>,
     /// `[[app.policy]]`

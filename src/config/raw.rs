@@ -36,6 +36,9 @@ pub struct RawServer {
     pub upstream_connect_timeout: Option<String>,
     pub upstream_read_timeout: Option<String>,
     pub bearer_cache_entries: Option<u64>,
+    pub request_header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<usize>,
 }
 
 /// `[server.tls]`
@@ -153,6 +156,7 @@ pub struct RawApp {
     pub jwt_sources: Option<Vec<String>>,
     pub jwt_audiences: Option<Vec<String>>,
     pub forward_bearer_token: Option<bool>,
+    pub upstream_ca_file: Option<String>,
     pub public_paths: Option<Vec<String>>,
     #[serde(default)]
     pub policy: Vec<figment::value::Value>,

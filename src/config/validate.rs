@@ -400,6 +400,20 @@ fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         raw.upstream_read_timeout.as_deref(),
         Duration::from_secs(60),
     );
+    let request_header_timeout = c.duration(
+        at.key("request_header_timeout"),
+        raw.request_header_timeout.as_deref(),
+        Duration::from_secs(10),
+    );
+    let idle_timeout = c.duration(
+        at.key("idle_timeout"),
+        raw.idle_timeout.as_deref(),
+        super::model::DEFAULT_CONNECTION_IDLE,
+    );
+    let max_connections = raw.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        c.fail(at.key("max_connections"), "must be at least 1");
+    }
     Some(Server {
         listen: listen?,
         admin_listen,
@@ -413,6 +427,9 @@ fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         bearer_cache_entries: raw
             .bearer_cache_entries
             .unwrap_or(crate::bearer::CACHE_ENTRIES),
+        request_header_timeout,
+        idle_timeout,
+        max_connections: max_connections.max(1),
     })
 }
 
@@ -1180,6 +1197,23 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
         }
     }
     let policies = policies(c, at, &raw.policy, &[("access", PolicyAction::Access)]);
+    let upstream_ca_file = raw.upstream_ca_file.as_deref().and_then(|f| {
+        let key = at.key("upstream_ca_file");
+        if upstream.as_ref().is_some_and(|u| !u.tls) {
+            c.fail(
+                key.clone(),
+                "set only for an https:// upstream: a plain http upstream has no certificate to check",
+            );
+        }
+        let path = c.resolve(f);
+        match crate::tls::read_certificates(&path) {
+            Ok(_) => Some(path),
+            Err(e) => {
+                c.fail(key, e.to_string());
+                None
+            }
+        }
+    });
     Some(App {
         name: name?,
         host,
@@ -1189,6 +1223,7 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
         jwt_sources,
         jwt_audiences,
         forward_bearer_token: raw.forward_bearer_token.unwrap_or(false),
+        upstream_ca_file,
         public_paths,
         policies,
     })

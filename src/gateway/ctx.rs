@@ -1,35 +1,14 @@
 //! Per-request context: what the phases learn about a request, kept for the
 //! next phase and for the one access log line.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 pub use crate::metrics::Outcome;
 
-/// Counts a request as in flight from its first phase until its context is dropped.
-#[derive(Debug)]
-pub struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    /// Counts one more request in `counter`.
-    pub fn enter(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        InFlight(counter.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// State carried through one request's phases.
 #[derive(Debug)]
 pub struct Ctx {
-    /// Keeps the gateway's in-flight count while the request lives.
-    pub _in_flight: InFlight,
     /// When the request arrived.
     pub started: Instant,
     /// The span every event of this request belongs to.
@@ -70,11 +49,16 @@ fn new_request_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+impl Default for Ctx {
+    fn default() -> Self {
+        Ctx::new()
+    }
+}
+
 impl Ctx {
-    /// A fresh context, counted in `in_flight`.
-    pub fn new(in_flight: &Arc<AtomicUsize>) -> Self {
+    /// A fresh context.
+    pub fn new() -> Self {
         Ctx {
-            _in_flight: InFlight::enter(in_flight),
             started: Instant::now(),
             span: tracing::Span::none(),
             app: None,

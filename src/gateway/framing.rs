@@ -112,6 +112,41 @@ pub fn check_raw_head(raw: &[u8], http10: bool) -> Result<(), FramingError> {
     Ok(())
 }
 
+/// The checks of [`check_raw_head`] that hyper's HTTP/1 parser leaves to the
+/// service, made on the head it parsed: hyper already refuses bare CR, NUL,
+/// folded lines, lines without a colon, differing or malformed
+/// `Content-Length`, `chunked` not last, and more than 100 fields or 60 KiB.
+pub fn check_parsed_head(head: &http::request::Parts, http10: bool) -> Result<(), FramingError> {
+    let uri = &head.uri;
+    let mut target = uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+    if let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) {
+        target += scheme.as_str().len() + 3 + authority.as_str().len();
+    }
+    // "METHOD SP target SP HTTP/1.1"
+    if head.method.as_str().len() + 1 + target + 9 > MAX_REQUEST_LINE {
+        return Err(FramingError::UriTooLong);
+    }
+    let mut te = head.headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next() {
+        if te.next().is_some() {
+            return Err(FramingError::BadFraming("more than one Transfer-Encoding"));
+        }
+        if http10 || !trim(first.as_bytes()).eq_ignore_ascii_case(b"chunked") {
+            return Err(FramingError::BadFraming(
+                "Transfer-Encoding other than a single chunked",
+            ));
+        }
+    }
+    let hosts = head.headers.get_all(http::header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(FramingError::BadFraming("more than one Host"));
+    }
+    if hosts == 0 && !http10 {
+        return Err(FramingError::BadFraming("missing Host"));
+    }
+    Ok(())
+}
+
 fn trim(v: &[u8]) -> &[u8] {
     let start = v
         .iter()

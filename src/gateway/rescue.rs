@@ -2,10 +2,10 @@
 //! JSON (with RFC 6750 headers where it applies) for everything else.
 
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use http::header::{HeaderName, HeaderValue};
 
 use super::ctx::{Ctx, Outcome};
+use super::exchange::Exchange;
 use super::framing::FramingError;
 use super::pages;
 use crate::identity::flow::Refusal;
@@ -29,6 +29,8 @@ pub enum Rejection {
     },
     /// The upstream could not be reached or failed.
     UpstreamFailed,
+    /// The upstream did not connect or answer in time (PRX-24): 504.
+    UpstreamTimeout,
     /// A sign-in was refused: a fixed wording and status per kind; the detail is only logged.
     SignIn(SignInRefusal),
     /// A bearer token that is not accepted: 401 `error="invalid_token"` (RFC 6750), never a redirect.
@@ -202,6 +204,7 @@ impl Rejection {
             Rejection::NoApp | Rejection::UnknownAuthEndpoint => 404,
             Rejection::Unauthenticated { .. } => 401,
             Rejection::UpstreamFailed => 502,
+            Rejection::UpstreamTimeout => 504,
             Rejection::SignIn(r) => r.status(),
             Rejection::SourceNotReady => 503,
             Rejection::Forbidden { .. } | Rejection::InsufficientScope { .. } => 403,
@@ -219,7 +222,7 @@ impl Rejection {
             Rejection::NoApp | Rejection::UnknownAuthEndpoint => Outcome::NotFound,
             Rejection::Unauthenticated { .. } if browser => Outcome::Redirected,
             Rejection::Unauthenticated { .. } => Outcome::Unauthorized,
-            Rejection::UpstreamFailed => Outcome::UpstreamError,
+            Rejection::UpstreamFailed | Rejection::UpstreamTimeout => Outcome::UpstreamError,
             Rejection::SignIn(r) => match r.status() {
                 401 => Outcome::Unauthorized,
                 403 => Outcome::Forbidden,
@@ -260,6 +263,11 @@ impl Rejection {
             Rejection::UpstreamFailed => (
                 "Bad gateway",
                 "The application behind this gateway did not answer.".into(),
+                "Try again in a moment; if it persists, tell the operator.",
+            ),
+            Rejection::UpstreamTimeout => (
+                "Gateway timeout",
+                "The application behind this gateway did not answer in time.".into(),
                 "Try again in a moment; if it persists, tell the operator.",
             ),
             Rejection::SignIn(r) => (
@@ -316,7 +324,7 @@ impl Rejection {
 }
 
 /// Whether the client is a browser that should see pages and redirects.
-pub fn wants_html(session: &Session) -> bool {
+pub fn wants_html(session: &Exchange) -> bool {
     session
         .req_header()
         .headers
@@ -326,21 +334,17 @@ pub fn wants_html(session: &Session) -> bool {
 }
 
 /// Writes the response for `rejection` and records the outcome in `ctx`.
-pub async fn respond(
-    session: &mut Session,
-    ctx: &mut Ctx,
-    rejection: Rejection,
-) -> pingora::Result<()> {
-    respond_with(session, ctx, rejection, Vec::new()).await
+pub fn respond(session: &mut Exchange, ctx: &mut Ctx, rejection: Rejection) {
+    respond_with(session, ctx, rejection, Vec::new())
 }
 
 /// [`respond`] with extra headers (e.g. a `Set-Cookie` clearing the login state).
-pub async fn respond_with(
-    session: &mut Session,
+pub fn respond_with(
+    session: &mut Exchange,
     ctx: &mut Ctx,
     rejection: Rejection,
     mut extra: Vec<(&'static str, String)>,
-) -> pingora::Result<()> {
+) {
     let browser = wants_html(session);
     ctx.outcome = Some(rejection.outcome(browser));
     if let Rejection::Unauthenticated { rd } = &rejection {
@@ -358,8 +362,7 @@ pub async fn respond_with(
                 &extra,
                 "text/plain; charset=utf-8",
                 Bytes::new(),
-            )
-            .await;
+            );
         }
     }
     let status = rejection.status();
@@ -394,8 +397,7 @@ pub async fn respond_with(
     }
     if let Rejection::Framing(_) = rejection {
         // Bytes after a refused head could be a smuggled request: never read them.
-        session.set_keepalive(None);
-        extra.push(("connection", "close".into()));
+        session.close = true;
     }
     if browser {
         let html = pages::error_page(status, heading, &reason, hint, &ctx.request_id);
@@ -407,7 +409,6 @@ pub async fn respond_with(
             "text/html; charset=utf-8",
             Bytes::from(html),
         )
-        .await
     } else {
         let code = token_error.map_or_else(|| error_code(status), |(code, _)| code);
         let json = serde_json::json!({
@@ -424,7 +425,6 @@ pub async fn respond_with(
             "application/json",
             Bytes::from(json.to_string()),
         )
-        .await
     }
 }
 
@@ -453,45 +453,61 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'.')
     .remove(b'~');
 
-/// Writes a complete gateway response with the headers every gateway page carries.
-pub async fn write(
-    session: &mut Session,
+static REFERRER_POLICY: HeaderName = HeaderName::from_static("referrer-policy");
+static X_FRAME_OPTIONS: HeaderName = HeaderName::from_static("x-frame-options");
+static X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
+static PAGE_CSP: HeaderValue = HeaderValue::from_static(
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
+);
+
+/// Sets a complete gateway response, with the headers every gateway page
+/// carries, as the exchange's answer.
+pub fn write(
+    session: &mut Exchange,
     ctx: &mut Ctx,
     status: u16,
     extra: &[(&'static str, String)],
-    content_type: &str,
+    content_type: &'static str,
     body: Bytes,
-) -> pingora::Result<()> {
+) {
+    use http::header;
     // A body the client sent with a refused request is not read: close instead
     // of parsing its bytes as the next request (PRX-18).
-    if request_has_body(session) {
-        session.set_keepalive(None);
+    if session.has_unread_body() {
+        session.close = true;
     }
-    let mut resp = ResponseHeader::build(status, Some(8))?;
-    resp.insert_header("content-type", content_type)?;
-    resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("cache-control", "no-store")?;
-    resp.insert_header("referrer-policy", "no-referrer")?;
-    resp.insert_header("x-frame-options", "DENY")?;
-    resp.insert_header("x-content-type-options", "nosniff")?;
-    resp.insert_header("content-security-policy", page_csp(&[]))?;
+    let length = body.len();
+    let mut resp = http::Response::new(super::body::full(body));
+    *resp.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(&REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(&X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(&X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CONTENT_SECURITY_POLICY, PAGE_CSP.clone());
     for (name, value) in extra {
-        if name.eq_ignore_ascii_case("content-security-policy") {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) else {
+            continue;
+        };
+        if name == header::CONTENT_SECURITY_POLICY {
             // A page that widens its own policy (see `page_csp`) replaces it.
-            resp.insert_header(*name, value.as_str())?;
+            h.insert(name, value);
         } else {
             // append: a response may set several cookies.
-            resp.append_header(*name, value.as_str())?;
+            h.append(name, value);
         }
     }
-    ctx.status = Some(status);
-    session
-        .write_response_header(Box::new(resp), body.is_empty())
-        .await?;
-    if !body.is_empty() {
-        session.write_response_body(Some(body), true).await?;
+    if session.close {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    Ok(())
+    ctx.status = Some(status);
+    session.response = Some(resp);
 }
 
 /// The gateway pages' Content-Security-Policy. `form_targets` are origins,
@@ -506,14 +522,6 @@ pub fn page_csp(form_targets: &[String]) -> String {
         csp.push_str(target);
     }
     csp
-}
-
-fn request_has_body(session: &Session) -> bool {
-    let h = &session.req_header().headers;
-    h.contains_key(http::header::TRANSFER_ENCODING)
-        || h.get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0")
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pingora::proxy::Session;
 
 use super::ctx::{Ctx, Outcome};
+use super::exchange::{BodyError, Exchange};
 use super::rescue::{self, Rejection, SignInRefusal};
 use super::{pages, State};
 use crate::config::SourceKind;
@@ -82,30 +82,31 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn query_param(session: &Session, name: &str) -> Option<String> {
+fn query_param(session: &Exchange, name: &str) -> Option<String> {
     let q = session.req_header().uri.query()?;
     url::form_urlencoded::parse(q.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
 
-fn method_is(session: &Session, m: &http::Method) -> bool {
+fn method_is(session: &Exchange, m: &http::Method) -> bool {
     session.req_header().method == *m
 }
 
 /// Answers an `/_auth/*` request; always writes a response.
 pub async fn handle(
     state: &Arc<State>,
-    session: &mut Session,
+    session: &mut Exchange,
     ctx: &mut Ctx,
     route: AuthRoute,
-) -> pingora::Result<()> {
+) -> Result<(), BodyError> {
     ctx.outcome = Some(Outcome::AuthEndpoint);
     let get_or_post = method_is(session, &http::Method::GET)
         || method_is(session, &http::Method::POST)
         || method_is(session, &http::Method::HEAD);
     if !get_or_post {
-        return rescue::respond(session, ctx, Rejection::MethodNotAllowed).await;
+        rescue::respond(session, ctx, Rejection::MethodNotAllowed);
+        return Ok(());
     }
     match route {
         AuthRoute::SignIn => sign_in(state, session, ctx).await,
@@ -115,7 +116,8 @@ pub async fn handle(
             // The flow is bound to this very session: its id goes into the login state.
             let Some((claims, _)) = current_session(state, session, &host, now()).await else {
                 let rd = safe_rd(query_param(session, "rd").as_deref());
-                return rescue::respond(session, ctx, Rejection::Unauthenticated { rd }).await;
+                rescue::respond(session, ctx, Rejection::Unauthenticated { rd });
+                return Ok(());
             };
             login(state, session, ctx, &slug, Some(claims.sid)).await
         }
@@ -124,7 +126,10 @@ pub async fn handle(
         AuthRoute::BackchannelLogout(slug) => backchannel_logout(state, session, ctx, &slug).await,
         AuthRoute::Check => check(state, session, ctx).await,
         AuthRoute::Userinfo => userinfo(state, session, ctx).await,
-        AuthRoute::Unknown => rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint).await,
+        AuthRoute::Unknown => {
+            rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
+            Ok(())
+        }
     }
 }
 
@@ -139,10 +144,15 @@ fn app_for_rd<'a>(state: &'a State, ctx: &Ctx, rd: &str) -> Option<&'a crate::co
         .and_then(|i| state.config.apps.get(i))
 }
 
-async fn sign_in(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
+async fn sign_in(
+    state: &Arc<State>,
+    session: &mut Exchange,
+    ctx: &mut Ctx,
+) -> Result<(), BodyError> {
     let rd = safe_rd(query_param(session, "rd").as_deref());
     let Some(app) = app_for_rd(state, ctx, &rd) else {
-        return rescue::respond(session, ctx, Rejection::NoApp).await;
+        rescue::respond(session, ctx, Rejection::NoApp);
+        return Ok(());
     };
     let offered: Vec<(String, String)> = app
         .sources
@@ -151,22 +161,24 @@ async fn sign_in(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pi
         .map(|s| (s.slug.clone(), s.name.clone()))
         .collect();
     let html = pages::sign_in(&app.name, &offered, &rd);
-    rescue::write(
-        session,
-        ctx,
-        200,
-        &[],
-        "text/html; charset=utf-8",
-        Bytes::from(html),
-    )
-    .await
+    {
+        rescue::write(
+            session,
+            ctx,
+            200,
+            &[],
+            "text/html; charset=utf-8",
+            Bytes::from(html),
+        );
+        Ok(())
+    }
 }
 
 /// The session this browser carries on `host`, if it is valid and not
 /// revoked: its claims (for the session id) and its principal.
 async fn current_session(
     state: &State,
-    session: &Session,
+    session: &Exchange,
     host: &str,
     now: u64,
 ) -> Option<(SessionClaims, Arc<crate::principal::Principal>)> {
@@ -184,18 +196,20 @@ async fn current_session(
 /// started a `/_auth/link` flow, `None` for an ordinary login.
 async fn login(
     state: &Arc<State>,
-    session: &mut Session,
+    session: &mut Exchange,
     ctx: &mut Ctx,
     slug: &str,
     link: Option<String>,
-) -> pingora::Result<()> {
+) -> Result<(), BodyError> {
     let rd = safe_rd(query_param(session, "rd").as_deref());
     let offered = app_for_rd(state, ctx, &rd).is_some_and(|a| a.sources.iter().any(|s| s == slug));
     let Some(rt) = state.sources.get(slug).filter(|_| offered) else {
-        return rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint).await;
+        rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
+        return Ok(());
     };
     let Some(endpoints) = rt.endpoints() else {
-        return rescue::respond(session, ctx, Rejection::SourceNotReady).await;
+        rescue::respond(session, ctx, Rejection::SourceNotReady);
+        return Ok(());
     };
     let redirect_uri = callback_url(&state.config.server.public_url, slug);
     if rt.config.kind == SourceKind::OAuth1 {
@@ -203,7 +217,8 @@ async fn login(
         let (url, pending) = match state.sources.start_oauth1(&rt, &redirect_uri).await {
             Ok(started) => started,
             Err(SourceError::NotReady) => {
-                return rescue::respond(session, ctx, Rejection::SourceNotReady).await
+                rescue::respond(session, ctx, Rejection::SourceNotReady);
+                return Ok(());
             }
             Err(e) => {
                 // Any refusal before the browser went anywhere is the provider failing us.
@@ -242,7 +257,8 @@ async fn login(
     let start = match started {
         Ok(s) => s,
         Err(FlowError::NotReady) => {
-            return rescue::respond(session, ctx, Rejection::SourceNotReady).await
+            rescue::respond(session, ctx, Rejection::SourceNotReady);
+            return Ok(());
         }
         Err(e) => return refuse(session, ctx, (&e).into(), &e, Vec::new()).await,
     };
@@ -257,12 +273,12 @@ async fn login(
 /// redirects to the provider.
 async fn send_to_provider(
     state: &Arc<State>,
-    session: &mut Session,
+    session: &mut Exchange,
     ctx: &mut Ctx,
     slug: &str,
     start: flow::Start,
     cross_site: bool,
-) -> pingora::Result<()> {
+) -> Result<(), BodyError> {
     let sessions = &state.sessions;
     let name = cookie::flow_cookie_name(&sessions.login_cookie_name, &start.state.state);
     let sealed = match sessions
@@ -311,19 +327,21 @@ async fn send_to_provider(
     }
     ctx.span
         .in_scope(|| tracing::info!(auth.source = slug, "sign-in started"));
-    rescue::write(
-        session,
-        ctx,
-        302,
-        &headers,
-        "text/plain; charset=utf-8",
-        Bytes::new(),
-    )
-    .await
+    {
+        rescue::write(
+            session,
+            ctx,
+            302,
+            &headers,
+            "text/plain; charset=utf-8",
+            Bytes::new(),
+        );
+        Ok(())
+    }
 }
 
 /// Reads a request body up to [`MAX_BODY`]; `None` when it is larger.
-async fn read_body(session: &mut Session) -> pingora::Result<Option<Vec<u8>>> {
+async fn read_body(session: &mut Exchange) -> Result<Option<Vec<u8>>, BodyError> {
     let mut body = Vec::new();
     while let Some(chunk) = session.read_request_body().await? {
         if body.len() + chunk.len() > MAX_BODY {
@@ -351,16 +369,19 @@ fn flow_key(params: &str, oauth1: bool) -> Option<String> {
 
 async fn callback(
     state: &Arc<State>,
-    session: &mut Session,
+    session: &mut Exchange,
     ctx: &mut Ctx,
     slug: &str,
-) -> pingora::Result<()> {
+) -> Result<(), BodyError> {
     let sessions = state.sessions.clone();
     let post = method_is(session, &http::Method::POST);
     let params = if post {
         match read_body(session).await? {
             Some(b) => String::from_utf8_lossy(&b).into_owned(),
-            None => return rescue::respond(session, ctx, Rejection::TooLarge).await,
+            None => {
+                rescue::respond(session, ctx, Rejection::TooLarge);
+                return Ok(());
+            }
         }
     } else {
         session
@@ -371,7 +392,8 @@ async fn callback(
             .to_string()
     };
     let Some(rt) = state.sources.get(slug) else {
-        return rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint).await;
+        rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
+        return Ok(());
     };
     let oauth1 = rt.config.kind == SourceKind::OAuth1;
     // This flow's own cookie, found by the state the provider sends back;
@@ -495,15 +517,15 @@ async fn callback(
     if let Some(note) = note {
         // An enrollment that needs explaining: say why, then continue.
         let html = pages::notice("Account created", note, &login.rd);
-        return rescue::write(
+        rescue::write(
             session,
             ctx,
             200,
             &headers,
             "text/html; charset=utf-8",
             Bytes::from(html),
-        )
-        .await;
+        );
+        return Ok(());
     }
     redirect(session, ctx, login.rd.clone(), headers).await
 }
@@ -511,26 +533,28 @@ async fn callback(
 /// A redirect to `location`; 303 when answering a POST so the browser follows
 /// with GET (PRX-27), else 302.
 async fn redirect(
-    session: &mut Session,
+    session: &mut Exchange,
     ctx: &mut Ctx,
     location: String,
     mut headers: Vec<(&'static str, String)>,
-) -> pingora::Result<()> {
+) -> Result<(), BodyError> {
     let status = if method_is(session, &http::Method::POST) {
         303
     } else {
         302
     };
     headers.insert(0, ("location", location));
-    rescue::write(
-        session,
-        ctx,
-        status,
-        &headers,
-        "text/plain; charset=utf-8",
-        Bytes::new(),
-    )
-    .await
+    {
+        rescue::write(
+            session,
+            ctx,
+            status,
+            &headers,
+            "text/plain; charset=utf-8",
+            Bytes::new(),
+        );
+        Ok(())
+    }
 }
 
 /// A refusal's kind, and its detail for the log only.
@@ -625,12 +649,12 @@ async fn oauth1_callback(
 /// Answers a refused sign-in: the fixed wording on the page, the detail in
 /// the log under the request id the page shows.
 async fn refuse(
-    session: &mut Session,
+    session: &mut Exchange,
     ctx: &mut Ctx,
     refusal: SignInRefusal,
     detail: &(dyn std::fmt::Display + Sync),
     extra: Vec<(&'static str, String)>,
-) -> pingora::Result<()> {
+) -> Result<(), BodyError> {
     let status = refusal.status();
     ctx.span.in_scope(|| {
         tracing::warn!(
@@ -641,28 +665,35 @@ async fn refuse(
             "sign-in refused"
         )
     });
-    rescue::respond_with(session, ctx, Rejection::SignIn(refusal), extra).await
+    {
+        rescue::respond_with(session, ctx, Rejection::SignIn(refusal), extra);
+        Ok(())
+    }
 }
 
 /// GET: a page whose one button POSTs here. POST: only from one of our own
 /// origins (SES-16) — revoke the session, clear the session and login
 /// cookies, then RP-initiated logout where the source has an
 /// `end_session_endpoint`, else 303 to `rd`.
-async fn sign_out(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
+async fn sign_out(
+    state: &Arc<State>,
+    session: &mut Exchange,
+    ctx: &mut Ctx,
+) -> Result<(), BodyError> {
     let rd = safe_rd(query_param(session, "rd").as_deref());
     if !method_is(session, &http::Method::POST) {
         // A link, an image or a prefetch from anywhere lands here: sign nobody out.
         let html = pages::sign_out(&rd);
         let csp = rescue::page_csp(&end_session_origins(state));
-        return rescue::write(
+        rescue::write(
             session,
             ctx,
             200,
             &[("content-security-policy", csp)],
             "text/html; charset=utf-8",
             Bytes::from(html),
-        )
-        .await;
+        );
+        return Ok(());
     }
     let same_origin = {
         let req = session.req_header();
@@ -680,7 +711,8 @@ async fn sign_out(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> p
     if let Err(why) = same_origin {
         ctx.span
             .in_scope(|| tracing::info!(reason = %why, "cross-origin sign-out refused"));
-        return rescue::respond(session, ctx, Rejection::CrossOriginSignOut).await;
+        rescue::respond(session, ctx, Rejection::CrossOriginSignOut);
+        return Ok(());
     }
     let sessions = state.sessions.clone();
     let host = ctx.host.clone().unwrap_or_default();
@@ -760,10 +792,10 @@ fn end_session_origins(state: &State) -> Vec<String> {
 /// sessions of that `sid`/`sub` (other replicas within identity_cache_ttl).
 async fn backchannel_logout(
     state: &Arc<State>,
-    session: &mut Session,
+    session: &mut Exchange,
     ctx: &mut Ctx,
     slug: &str,
-) -> pingora::Result<()> {
+) -> Result<(), BodyError> {
     let answer = |status: u16, error: &str, description: String| {
         let body = if status == 200 {
             String::new()
@@ -835,7 +867,10 @@ async fn backchannel_logout(
     } else {
         "application/json"
     };
-    rescue::write(session, ctx, status, &[], content_type, Bytes::from(body)).await
+    {
+        rescue::write(session, ctx, status, &[], content_type, Bytes::from(body));
+        Ok(())
+    }
 }
 
 /// The original request a forward-auth call is about: from `X-Original-URL`
@@ -844,15 +879,11 @@ async fn backchannel_logout(
 /// did not (or may not) say which path it asks about. `Err`: the path it names
 /// is one the gateway would refuse, so the answer is a refusal, never "public".
 fn forwarded_target(
-    state: &State,
-    session: &Session,
+    session: &Exchange,
     ctx: &Ctx,
 ) -> Result<(Option<String>, Option<String>), Rejection> {
     let req = session.req_header();
-    let trusted = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .is_some_and(|a| state.config.server.is_trusted_proxy(a.ip()));
+    let trusted = session.peer.trusted;
     let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
     let refuse =
         |why: &'static str| Rejection::Framing(super::framing::FramingError::AmbiguousPath(why));
@@ -886,10 +917,13 @@ fn forwarded_target(
     Ok((ctx.host.clone(), None))
 }
 
-async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
-    let (host, path) = match forwarded_target(state, session, ctx) {
+async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Result<(), BodyError> {
+    let (host, path) = match forwarded_target(session, ctx) {
         Ok(target) => target,
-        Err(refusal) => return rescue::respond(session, ctx, refusal).await,
+        Err(refusal) => {
+            rescue::respond(session, ctx, refusal);
+            return Ok(());
+        }
     };
     // A public path of the app asked about needs no identity.
     if let Some(path) = &path {
@@ -899,15 +933,15 @@ async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> ping
                 .iter()
                 .any(|p| crate::config::path_has_prefix(path, p))
             {
-                return rescue::write(
+                rescue::write(
                     session,
                     ctx,
                     200,
                     &[],
                     "text/plain; charset=utf-8",
                     Bytes::new(),
-                )
-                .await;
+                );
+                return Ok(());
             }
         }
     }
@@ -916,7 +950,10 @@ async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> ping
         .and_then(|h| state.router.route(Some(h), path.as_deref().unwrap_or("/")));
     let principal = match super::authenticate_bearer(state, session, target).await {
         Some(Ok(p)) => Some(p),
-        Some(Err(refusal)) => return rescue::respond(session, ctx, refusal).await,
+        Some(Err(refusal)) => {
+            rescue::respond(session, ctx, refusal);
+            return Ok(());
+        }
         None => match &host {
             Some(h) => super::authenticate(state, session, ctx, h).await,
             None => None,
@@ -936,22 +973,25 @@ async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> ping
             .to_string();
         let h = host.clone().unwrap_or_default();
         if let Err(reason) = state.access(app, p, path.as_deref().unwrap_or("/"), &method, &h) {
-            return rescue::respond(session, ctx, super::refused_by_policy(p, reason)).await;
+            rescue::respond(session, ctx, super::refused_by_policy(p, reason));
+            return Ok(());
         }
     }
     match principal {
         Some(p) => {
             ctx.outcome = Some(Outcome::Authenticated);
             let headers = p.headers(true);
-            rescue::write(
-                session,
-                ctx,
-                200,
-                &headers,
-                "text/plain; charset=utf-8",
-                Bytes::new(),
-            )
-            .await
+            {
+                rescue::write(
+                    session,
+                    ctx,
+                    200,
+                    &headers,
+                    "text/plain; charset=utf-8",
+                    Bytes::new(),
+                );
+                Ok(())
+            }
         }
         None => {
             let json = serde_json::json!({"error": "unauthorized", "error_description": "no valid session or token"});
@@ -960,40 +1000,54 @@ async fn check(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> ping
                 "Bearer realm=\"portcullis\"".to_string(),
             )];
             ctx.outcome = Some(Outcome::Unauthorized);
-            rescue::write(
-                session,
-                ctx,
-                401,
-                &headers,
-                "application/json",
-                Bytes::from(json.to_string()),
-            )
-            .await
+            {
+                rescue::write(
+                    session,
+                    ctx,
+                    401,
+                    &headers,
+                    "application/json",
+                    Bytes::from(json.to_string()),
+                );
+                Ok(())
+            }
         }
     }
 }
 
-async fn userinfo(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
+async fn userinfo(
+    state: &Arc<State>,
+    session: &mut Exchange,
+    ctx: &mut Ctx,
+) -> Result<(), BodyError> {
     let host = ctx.host.clone().unwrap_or_default();
     let principal = match super::authenticate_bearer(state, session, ctx.app).await {
         Some(Ok(p)) => Some(p),
-        Some(Err(refusal)) => return rescue::respond(session, ctx, refusal).await,
+        Some(Err(refusal)) => {
+            rescue::respond(session, ctx, refusal);
+            return Ok(());
+        }
         None => super::authenticate(state, session, ctx, &host).await,
     };
     match principal {
         Some(p) => {
             let body = serde_json::to_vec(&*p).unwrap_or_default();
-            rescue::write(
-                session,
-                ctx,
-                200,
-                &[],
-                "application/json",
-                Bytes::from(body),
-            )
-            .await
+            {
+                rescue::write(
+                    session,
+                    ctx,
+                    200,
+                    &[],
+                    "application/json",
+                    Bytes::from(body),
+                );
+                Ok(())
+            }
         }
-        None => rescue::respond(session, ctx, Rejection::Unauthenticated { rd: "/".into() }).await,
+        None => {
+            rescue::respond(session, ctx, Rejection::Unauthenticated { rd: "/".into() });
+            Ok(())
+        }
     }
 }
 

@@ -1,13 +1,11 @@
 //! What crosses the gateway: the request headers the upstream receives
 //! (gateway-owned headers removed in every spelling, `Connection`-nominated
 //! fields removed, forwarding headers believed only from trusted proxies) and
-//! the response headers the client receives. Pure over `http::HeaderMap`;
-//! thin pingora glue at the end of each part.
+//! the response headers the client receives. Pure over `http::HeaderMap`.
 
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
 
 /// Identity headers the gateway owns, in canonical lower-case `-` spelling:
 /// every client copy is removed, always.
@@ -185,19 +183,6 @@ pub fn rewritten_target(uri: &http::Uri, forward: &str) -> Option<String> {
     })
 }
 
-/// Applies [`request_header_edits`] to a pingora request through its API (which
-/// keeps its header-case map in step with the header map).
-pub fn filter_request_headers(req: &mut RequestHeader, peer: &Peer<'_>) -> pingora::Result<()> {
-    let edits = request_header_edits(&req.headers, peer);
-    for name in &edits.remove {
-        req.remove_header(name);
-    }
-    for (name, value) in edits.set {
-        req.insert_header(name, value)?;
-    }
-    Ok(())
-}
-
 /// Why an upstream response cannot be passed on: its framing could be read
 /// two ways (PRX-23). Answered with 502; the upstream connection is not reused.
 pub fn check_response_framing(headers: &HeaderMap) -> Result<(), &'static str> {
@@ -242,57 +227,52 @@ pub fn response_hop_by_hop(headers: &HeaderMap, status: u16) -> Vec<HeaderName> 
 }
 
 /// Removes the gateway's own cookies from `Cookie` so they never reach the upstream.
-pub fn strip_gateway_cookies(req: &mut RequestHeader, names: &[&str]) -> pingora::Result<()> {
-    let values: Vec<String> = req
-        .headers
+pub fn strip_gateway_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    let touched = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| names.iter().any(|n| v.contains(n)));
+    if !touched {
+        return;
+    }
+    let values: Vec<String> = headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::to_string)
         .collect();
-    if values.is_empty() || !values.iter().any(|v| names.iter().any(|n| v.contains(n))) {
-        return Ok(());
-    }
-    req.remove_header(&http::header::COOKIE);
+    headers.remove(http::header::COOKIE);
     for v in values {
         if let Some(kept) = crate::session::cookie::without(&v, names) {
-            req.append_header(http::header::COOKIE, kept)?;
+            if let Ok(kept) = HeaderValue::from_str(&kept) {
+                headers.append(http::header::COOKIE, kept);
+            }
         }
     }
-    Ok(())
 }
 
 /// Removes `Set-Cookie` headers of the upstream that would overwrite a gateway cookie.
-pub fn drop_gateway_set_cookies(
-    resp: &mut pingora::http::ResponseHeader,
-    names: &[&str],
-) -> pingora::Result<()> {
+pub fn drop_gateway_set_cookies(headers: &mut HeaderMap, names: &[&str]) {
     let owned = |v: &http::HeaderValue| {
         v.to_str()
             .ok()
             .and_then(|s| s.split_once('='))
             .is_some_and(|(n, _)| crate::session::cookie::is_gateway_cookie(n.trim(), names))
     };
-    if !resp
-        .headers
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .any(owned)
-    {
-        return Ok(());
+    if !headers.get_all(http::header::SET_COOKIE).iter().any(owned) {
+        return;
     }
-    let kept: Vec<http::HeaderValue> = resp
-        .headers
+    let kept: Vec<http::HeaderValue> = headers
         .get_all(http::header::SET_COOKIE)
         .iter()
         .filter(|v| !owned(v))
         .cloned()
         .collect();
-    resp.remove_header(&http::header::SET_COOKIE);
+    headers.remove(http::header::SET_COOKIE);
     for v in kept {
-        resp.append_header(http::header::SET_COOKIE, v)?;
+        headers.append(http::header::SET_COOKIE, v);
     }
-    Ok(())
 }
 
 #[cfg(test)]

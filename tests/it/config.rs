@@ -391,3 +391,52 @@ fn jwt23_jwt24_an_app_with_jwt_sources_and_no_audience_is_refused_and_told_what_
     ));
     assert!(load_with_env(&fixed.path, Vec::new()).is_ok());
 }
+
+#[test]
+fn connection_limits_and_the_upstream_ca_file_are_validated_naming_key_and_file() {
+    let body = base_config().replace(
+        "[session]",
+        "request_header_timeout = \"0s\"\nidle_timeout = \"soon\"\nmax_connections = 0\n[session]",
+    );
+    let msg = problems(&format!(
+        "{body}\n[[app]]\nname = \"wiki\"\nupstream = \"https://wiki.internal\"\nupstream_ca_file = \"missing-ca.pem\"\n"
+    ));
+    for want in [
+        "server.request_header_timeout: `0s` is zero",
+        "server.idle_timeout: `soon` is not a duration",
+        "server.max_connections: must be at least 1",
+        "app[wiki].upstream_ca_file: cannot read",
+        "missing-ca.pem",
+    ] {
+        assert!(msg.contains(want), "{want}: {msg}");
+    }
+    let msg = problems_with_env(
+        &format!("{}{APP}", base_config()),
+        vec![("PORTCULLIS_SERVER__IDLE_TIMEOUT", "soon")],
+    );
+    assert!(
+        msg.contains("the value came from PORTCULLIS_SERVER__IDLE_TIMEOUT"),
+        "{msg}"
+    );
+
+    // A file that is not a PEM certificate, and a CA for a plain http upstream.
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let msg = problems(&format!(
+        "{}\n[[app]]\nname = \"wiki\"\nupstream = \"http://127.0.0.1:3000\"\nupstream_ca_file = \"{}\"\n",
+        base_config(),
+        not_pem.display()
+    ));
+    assert!(msg.contains("only for an https:// upstream"), "{msg}");
+    assert!(msg.contains("holds no PEM certificate"), "{msg}");
+
+    let c = load_with_env(
+        &config_file(&format!("{}{APP}", base_config())).path,
+        Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(c.server.request_header_timeout.as_secs(), 10);
+    assert_eq!(c.server.idle_timeout.as_secs(), 60);
+    assert_eq!(c.server.max_connections, 10_000);
+}

@@ -333,7 +333,6 @@ async fn http2_a_settings_flood_does_not_keep_others_from_being_served() {
 // ---------------------------------------------------------------- https upstream
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the hyper engine (e11-engine)"]
 async fn an_https_upstream_signed_by_the_configured_ca_is_proxied() {
     let up = Upstream::start_tls("secure", localhost_tls()).await;
     let gw = Gateway::start(&format!(
@@ -819,7 +818,6 @@ fn a_third_connection_waits_for_a_slot(addr: SocketAddr, body: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the hyper engine (e11-engine)"]
 async fn prx19_a_client_dripping_its_head_is_closed_at_request_header_timeout_while_others_are_served(
 ) {
     let up = Upstream::start("limits").await;
@@ -841,7 +839,6 @@ async fn prx19_a_client_dripping_its_head_is_closed_at_request_header_timeout_wh
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the hyper engine (e11-engine)"]
 async fn prx19_an_idle_keep_alive_connection_is_closed_at_idle_timeout() {
     let up = Upstream::start("idle").await;
     let gw = open_gateway(
@@ -862,7 +859,6 @@ async fn prx19_an_idle_keep_alive_connection_is_closed_at_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the hyper engine (e11-engine)"]
 async fn prx19_the_head_timer_starts_at_the_first_byte_so_keep_alive_outlives_it() {
     // request_header_timeout times the head; the wait before it is idle_timeout's.
     let up = Upstream::start("alive").await;
@@ -891,7 +887,6 @@ async fn prx19_the_head_timer_starts_at_the_first_byte_so_keep_alive_outlives_it
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the hyper engine (e11-engine)"]
 async fn prx19_beyond_max_connections_a_new_connection_waits_and_is_then_served() {
     let up = Upstream::start("capped").await;
     let gw = open_gateway("max_connections = 2", &up);

@@ -1,0 +1,186 @@
+//! Response and request bodies on the data path: one boxed body type for
+//! everything the service answers, and the adapters that bound an upstream
+//! body's idle time and notice a client body whose framing breaks.
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full};
+
+/// Any error a body can end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response the gateway sends.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A body of these bytes.
+pub fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// A body with no bytes.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// An upstream body that fails when no frame arrives for `idle`
+/// (`server.upstream_read_timeout`, the time allowed between bytes).
+pub struct IdleTimeout<B> {
+    inner: B,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The error of a body that stalled.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing for {0:?}")]
+pub struct Stalled(Duration);
+
+impl<B> IdleTimeout<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, idle: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl<B> HttpBody for IdleTimeout<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(this.idle))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What a forwarded request body did: whether it failed, so that a
+/// forwarding failure caused by the client's own broken framing is answered
+/// 400, not 502 (PRX-12); and when it last moved, so that a slow upload is
+/// not taken for a silent upstream.
+#[derive(Debug)]
+pub struct Progress {
+    failed: AtomicBool,
+    /// ms after `since` of the last frame.
+    last: AtomicU64,
+    since: Instant,
+}
+
+impl Progress {
+    /// Nothing happened yet.
+    pub fn new() -> Self {
+        Progress {
+            failed: AtomicBool::new(false),
+            last: AtomicU64::new(0),
+            since: Instant::now(),
+        }
+    }
+
+    /// Whether the body ended with an error.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// When the last frame was read.
+    pub fn last_frame(&self) -> Instant {
+        self.since + Duration::from_millis(self.last.load(Ordering::Acquire))
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
+/// A client's request body on its way upstream, reporting its [`Progress`].
+pub struct Watched<B> {
+    inner: Option<B>,
+    progress: Option<Arc<Progress>>,
+}
+
+impl<B> Watched<B> {
+    /// Wraps `inner` (none: an empty body), reporting to `progress`.
+    pub fn new(inner: Option<B>, progress: Option<Arc<Progress>>) -> Self {
+        Watched { inner, progress }
+    }
+}
+
+impl<B> HttpBody for Watched<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(p) = &this.progress {
+                    p.failed.store(true, Ordering::Release);
+                }
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(p) = &this.progress {
+                    let ms = p.since.elapsed().as_millis() as u64;
+                    p.last.store(ms, Ordering::Release);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other.map(|f| f.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), HttpBody::size_hint)
+    }
+}

@@ -1,0 +1,409 @@
+//! Forwarding: the request the upstream receives (canonical path, filtered
+//! headers, identity headers, HTTP/1.1 framing decided by hyper), the
+//! response the client receives (hop-by-hop fields and gateway cookies
+//! removed), WebSocket tunnels, and the upstream clients (pooled keep-alive,
+//! HTTP/1.1 and HTTP/2 by ALPN, rustls).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::body::{self, IdleTimeout, Progress, Watched};
+use super::ctx::{Ctx, Outcome};
+use super::exchange::Exchange;
+use super::framing::FramingError;
+use super::rescue::{self, Rejection};
+use super::server::Conn;
+use super::{upstream, State};
+use crate::config::App;
+
+/// The body type of requests sent upstream.
+type UpstreamBody = Watched<Incoming>;
+/// A pooled client to upstreams.
+type Pool = Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>;
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+static CLOSE: HeaderValue = HeaderValue::from_static("close");
+
+/// How long an upstream connection may sit idle in the pool.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// One app's upstream: where requests go and the clients that take them.
+pub struct Target {
+    scheme: Scheme,
+    authority: Authority,
+    /// HTTP/1.1, or HTTP/2 when an `https://` upstream offers it (ALPN).
+    client: Pool,
+    /// HTTP/1.1 only: upgrades (WebSocket) exist only there.
+    upgrade_client: Pool,
+    read_timeout: Duration,
+}
+
+/// Why an upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The upstream's address does not make a request target.
+    #[error("`{0}` is not a valid upstream authority")]
+    Authority(String),
+    /// The TLS set-up (CA file) failed.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+impl Target {
+    /// The upstream of `app`. A plain `http://` upstream is reached at `addr`
+    /// (resolved once at start); an `https://` one by its name, which its
+    /// certificate must carry.
+    pub fn new(
+        app: &App,
+        addr: SocketAddr,
+        roots: &rustls::RootCertStore,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<Target, TargetError> {
+        let up = &app.upstream;
+        let (scheme, authority) = if up.tls {
+            let host = if up.host.contains(':') {
+                format!("[{}]:{}", up.host, up.port)
+            } else {
+                format!("{}:{}", up.host, up.port)
+            };
+            (Scheme::HTTPS, host)
+        } else {
+            (Scheme::HTTP, addr.to_string())
+        };
+        let authority = Authority::try_from(authority.as_str())
+            .map_err(|_| TargetError::Authority(authority.clone()))?;
+        let tls = crate::tls::client_config(roots.clone(), app.upstream_ca_file.as_deref())?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let all = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http.clone());
+        let h1 = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let pool = |connector| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(connector)
+        };
+        Ok(Target {
+            scheme,
+            authority,
+            client: pool(all),
+            upgrade_client: pool(h1),
+            read_timeout,
+        })
+    }
+}
+
+/// Whether a request asks to become a WebSocket.
+fn wants_websocket(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// Whether `e` (or what caused it) is a timeout.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Forwards the request to its app's upstream and sets the response the
+/// client gets; `Err` names what failed, for the access line.
+pub async fn forward(
+    state: &Arc<State>,
+    conn: &Arc<Conn>,
+    ex: &mut Exchange,
+    ctx: &mut Ctx,
+) -> Result<(), &'static str> {
+    let Some(target) = ctx.app.and_then(|i| state.upstreams.get(i)) else {
+        rescue::respond(ex, ctx, Rejection::NoApp);
+        return Ok(());
+    };
+    let head = &mut ex.head;
+    let websocket = head.version == http::Version::HTTP_11 && wants_websocket(&head.headers);
+    let on_upgrade = if websocket {
+        head.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    // The upstream receives the path the gateway decided on (PRX-06).
+    let rewritten = ctx
+        .path
+        .as_ref()
+        .and_then(|c| upstream::rewritten_target(&head.uri, &c.forward));
+    let path_and_query = match rewritten {
+        Some(t) => PathAndQuery::try_from(t).map_err(|_| "InvalidPath")?,
+        None => head
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(target.scheme.clone());
+    parts.authority = Some(target.authority.clone());
+    parts.path_and_query = Some(path_and_query);
+    let uri = http::Uri::from_parts(parts).map_err(|_| "InvalidPath")?;
+
+    // X-Forwarded-Host is the Host the client sent, port included (as nginx's $http_host).
+    let missing_host = if head.headers.contains_key(header::HOST) {
+        None
+    } else {
+        // HTTP/2 carries the host as :authority; an HTTP/1.1 upstream needs Host.
+        head.uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    };
+    let edits = {
+        let sent_host = head
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| head.headers.get(header::HOST).and_then(|v| v.to_str().ok()));
+        let peer = upstream::Peer {
+            client: Some(ex.peer.addr.ip()),
+            trusted: ex.peer.trusted,
+            scheme: state.scheme,
+            host: sent_host,
+        };
+        upstream::request_header_edits(&head.headers, &peer)
+    };
+    let upgrade = if on_upgrade.is_some() {
+        head.headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let h2_client = head.version == http::Version::HTTP_2;
+    let mut headers = std::mem::take(&mut head.headers);
+    // Client headers are filtered before the gateway adds its own (PRX-04).
+    edits.apply(&mut headers);
+    for name in [
+        &header::CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::EXPECT,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+    ] {
+        headers.remove(name);
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::CONNECTION, UPGRADE_TOKEN.clone());
+        headers.insert(header::UPGRADE, upgrade);
+    }
+    if let Some(host) = missing_host {
+        headers.insert(header::HOST, host);
+    }
+    if h2_client {
+        join_cookies(&mut headers);
+    }
+    let gateway_cookies = [
+        state.sessions.cookie_name.as_str(),
+        state.sessions.login_cookie_name.as_str(),
+    ];
+    upstream::strip_gateway_cookies(&mut headers, &gateway_cookies);
+    if let Some(p) = &ctx.principal {
+        for (name, value) in p.headers(false) {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                headers.insert(n, v);
+            }
+        }
+        // The verified token stays at the gateway unless the app asks for it (JWT-27).
+        let forward = ctx
+            .app
+            .and_then(|i| state.config.apps.get(i))
+            .is_some_and(|a| a.forward_bearer_token);
+        if p.kind == "bearer" && !forward {
+            headers.remove(header::AUTHORIZATION);
+        }
+    }
+
+    let body = ex.body.take();
+    // Only a body that can fail needs watching (GETs pay nothing).
+    let progress = body
+        .as_ref()
+        .filter(|b| !http_body::Body::is_end_stream(*b))
+        .map(|_| Arc::new(Progress::new()));
+    let mut request = http::Request::new(Watched::new(body, progress.clone()));
+    *request.method_mut() = ex.head.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = http::Version::HTTP_11;
+    *request.headers_mut() = headers;
+
+    let client = if on_upgrade.is_some() {
+        &target.upgrade_client
+    } else {
+        &target.client
+    };
+    let sent = answer_within(
+        client.request(request),
+        target.read_timeout,
+        progress.as_deref(),
+    )
+    .await;
+    let mut response = match sent {
+        Err(_) => {
+            // Dropping the request closes that upstream connection (PRX-24).
+            ctx.span
+                .in_scope(|| tracing::warn!("the upstream did not answer in time"));
+            rescue::respond(ex, ctx, Rejection::UpstreamTimeout);
+            return Err("ReadTimedout");
+        }
+        Ok(Err(e)) => {
+            if progress.as_ref().is_some_and(|p| p.failed()) {
+                // The client's own body framing broke, not the upstream (PRX-12).
+                let refusal =
+                    Rejection::Framing(FramingError::BadFraming("invalid request body framing"));
+                rescue::respond(ex, ctx, refusal);
+                ctx.outcome = Some(Outcome::Error);
+                return Err("InvalidChunk");
+            }
+            ctx.span.in_scope(
+                || tracing::warn!(error = %e, error.detail = ?e, "upstream request failed"),
+            );
+            if timed_out(&e) {
+                rescue::respond(ex, ctx, Rejection::UpstreamTimeout);
+                return Err("ConnectTimedout");
+            }
+            rescue::respond(ex, ctx, Rejection::UpstreamFailed);
+            return Err(if e.is_connect() {
+                "ConnectError"
+            } else {
+                "UpstreamError"
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
+    // A response whose length could be read two ways goes no further (PRX-23).
+    if let Err(why) = upstream::check_response_framing(response.headers()) {
+        ctx.span
+            .in_scope(|| tracing::warn!(reason = why, "upstream response refused"));
+        rescue::respond(ex, ctx, Rejection::UpstreamFailed);
+        return Err("InvalidUpstreamFraming");
+    }
+    let status = response.status();
+    let tunnel = match on_upgrade {
+        Some(down) if status == http::StatusCode::SWITCHING_PROTOCOLS => {
+            Some((down, hyper::upgrade::on(&mut response)))
+        }
+        _ => None,
+    };
+    let (mut parts, incoming) = response.into_parts();
+    for name in upstream::response_hop_by_hop(&parts.headers, status.as_u16()) {
+        parts.headers.remove(&name);
+    }
+    if tunnel.is_none() {
+        // hyper frames the response itself; the client's connection is ours.
+        parts.headers.remove(header::CONNECTION);
+        parts.headers.remove(header::TRANSFER_ENCODING);
+    }
+    // The upstream may not set the gateway's own cookies (PRX-23).
+    upstream::drop_gateway_set_cookies(&mut parts.headers, &gateway_cookies);
+    if let Some(set) = ctx.reseal.take() {
+        if let Ok(v) = HeaderValue::from_str(&set) {
+            parts.headers.append(header::SET_COOKIE, v);
+        }
+    }
+    if websocket && tunnel.is_none() || ex.close {
+        // A refused upgrade: the bytes after it are never read as requests (PRX-16).
+        parts.headers.insert(header::CONNECTION, CLOSE.clone());
+    }
+    let body = match tunnel {
+        Some((down, up)) => {
+            // The connection is a tunnel from here: its bytes are no longer requests.
+            if let Some(heads) = &conn.heads {
+                heads.upgraded();
+            }
+            let held = conn.clone();
+            tokio::spawn(async move {
+                // The tunnel holds its connection's slot of max_connections.
+                let _held = held;
+                let (Ok(down), Ok(up)) = tokio::join!(down, up) else {
+                    return;
+                };
+                let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            });
+            body::empty()
+        }
+        None => IdleTimeout::new(incoming, target.read_timeout).boxed(),
+    };
+    ex.response = Some(http::Response::from_parts(parts, body));
+    Ok(())
+}
+
+/// Awaits the upstream's answer while something moves: the request body is
+/// still being sent, or less than `idle` has passed since it last moved.
+async fn answer_within<F: std::future::Future>(
+    answer: F,
+    idle: Duration,
+    upload: Option<&Progress>,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut answer = std::pin::pin!(answer);
+    loop {
+        match tokio::time::timeout(idle, answer.as_mut()).await {
+            Ok(out) => return Ok(out),
+            Err(elapsed) => {
+                let moving = upload.is_some_and(|p| p.last_frame().elapsed() < idle);
+                if !moving {
+                    return Err(elapsed);
+                }
+            }
+        }
+    }
+}
+
+/// HTTP/2 sends each cookie as its own field; an HTTP/1.1 upstream expects
+/// one `Cookie` line (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}

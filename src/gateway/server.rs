@@ -1,0 +1,455 @@
+//! Connections: accepting within `max_connections`, TLS with ALPN (h2 or
+//! http/1.1), one hyper connection per client with the head timeout, the
+//! keep-alive idle timeout and the HTTP/2 stream and flood limits, and the
+//! graceful drain on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use super::exchange::Peer;
+use super::{framing, head_tap, State};
+
+/// HTTP/2 streams one connection may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Streams a client may reset before they are accepted (Rapid Reset, CVE-2023-44487).
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the server may reset for a client's errors (MadeYouReset, CVE-2025-8671).
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// How often an HTTP/2 connection is pinged, and how long the answer may take.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
+/// No head has started (the value of `Conn::head_started`).
+const NO_HEAD: u64 = u64::MAX;
+
+/// One client connection, shared by its requests (and its WebSocket tunnel,
+/// which keeps its slot of `max_connections` while it lives).
+pub struct Conn {
+    /// Who is connected, taken once at accept.
+    pub peer: Peer,
+    /// The raw request heads of this connection, when a tap provides them.
+    pub heads: Option<head_tap::HeadQueue>,
+    /// Requests being served right now.
+    busy: AtomicUsize,
+    /// Whether any request has been served.
+    served: AtomicBool,
+    /// When the last request ended, in ms after `born`.
+    last: AtomicU64,
+    /// When the first byte of the next head arrived, in ms after `born` (HTTP/1 only).
+    head_started: AtomicU64,
+    /// Wakes the watchdog when a deadline may have moved earlier.
+    moved: tokio::sync::Notify,
+    born: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Marks a connection busy while a request is being served.
+pub struct Busy<'a>(&'a Conn);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.last.store(self.0.now(), Ordering::Release);
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.moved.notify_one();
+        }
+    }
+}
+
+/// What the watchdog does when a deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// Keep-alive idle: finish and close.
+    Idle,
+    /// A head is still arriving: close now, nothing is in flight.
+    Head,
+}
+
+impl Conn {
+    fn new(peer: Peer, permit: OwnedSemaphorePermit, heads: Option<head_tap::HeadQueue>) -> Self {
+        Conn {
+            peer,
+            heads,
+            busy: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            last: AtomicU64::new(0),
+            head_started: AtomicU64::new(NO_HEAD),
+            moved: tokio::sync::Notify::new(),
+            born: Instant::now(),
+            _permit: permit,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    /// Counts a request as in flight until the guard drops.
+    pub fn enter(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        self.served.store(true, Ordering::Release);
+        self.head_started.store(NO_HEAD, Ordering::Release);
+        Busy(self)
+    }
+
+    /// Bytes arrived: if no request is in flight, they begin the next head.
+    fn saw_bytes(&self) {
+        if self.busy.load(Ordering::Acquire) == 0
+            && self
+                .head_started
+                .compare_exchange(NO_HEAD, self.now(), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.moved.notify_one();
+        }
+    }
+
+    /// The next deadline and what happens then; `None` while a request is in flight.
+    fn deadline(&self, head: Duration, idle: Duration) -> Option<(Instant, Expiry)> {
+        if self.busy.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let at = |ms: u64, d: Duration| self.born + Duration::from_millis(ms) + d;
+        let started = self.head_started.load(Ordering::Acquire);
+        Some(if started != NO_HEAD {
+            (at(started, head), Expiry::Head)
+        } else if !self.served.load(Ordering::Acquire) {
+            // A new connection's first head must come within the head timeout.
+            (at(0, head), Expiry::Head)
+        } else {
+            (at(self.last.load(Ordering::Acquire), idle), Expiry::Idle)
+        })
+    }
+}
+
+/// A client connection's reads, noticing when a head begins (HTTP/1), so
+/// that the head timeout runs from its first byte and the idle timeout
+/// between requests.
+struct Watched<I> {
+    io: I,
+    conn: Arc<Conn>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.conn.saw_bytes();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The hyper connection settings, built once.
+pub struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    head_timeout: Duration,
+    idle: Duration,
+}
+
+impl Builders {
+    /// Settings from `[server]`.
+    pub fn new(server: &crate::config::Server) -> Self {
+        let mut h1 = http1::Builder::new();
+        // hyper arms this timer when it starts waiting for a head, so it is
+        // also an idle timeout; the watchdog (`drive`) enforces each of the
+        // two exactly, this is the backstop.
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(server.request_header_timeout.max(server.idle_timeout))
+            .max_header_size(framing::MAX_HEADER_BYTES)
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+            .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
+            // HPACK counts 32 bytes per field on top of name and value.
+            .max_header_list_size(
+                (framing::MAX_HEADER_BYTES + 32 * framing::MAX_HEADER_FIELDS) as u32,
+            )
+            .keep_alive_interval(H2_KEEP_ALIVE)
+            .keep_alive_timeout(H2_KEEP_ALIVE);
+        Builders {
+            h1,
+            h2,
+            head_timeout: server.request_header_timeout,
+            idle: server.idle_timeout,
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` changes. A connection is accepted
+/// only once one of `permits` is free: the others wait in the kernel's
+/// accept queue.
+pub async fn run(
+    state: Arc<State>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    builders: Arc<Builders>,
+    permits: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            a = listener.accept() => a,
+        };
+        let (tcp, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(connection(
+            state.clone(),
+            tcp,
+            addr,
+            tls.clone(),
+            builders.clone(),
+            permit,
+            shutdown.clone(),
+        ));
+    }
+}
+
+async fn connection(
+    state: Arc<State>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    builders: Arc<Builders>,
+    permit: OwnedSemaphorePermit,
+    shutdown: watch::Receiver<bool>,
+) {
+    let peer = Peer {
+        addr,
+        trusted: state.config.server.is_trusted_proxy(addr.ip()),
+    };
+    let Some(acceptor) = tls else {
+        return serve_h1(state, peer, permit, tcp, &builders, shutdown).await;
+    };
+    // hyper has no handshake timeout: the head timeout bounds it too.
+    let stream = match tokio::time::timeout(builders.head_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(client = %addr, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let conn = Arc::new(Conn::new(peer, permit, None));
+        let service = {
+            let (state, conn) = (state.clone(), conn.clone());
+            service_fn(move |req| super::serve(state.clone(), conn.clone(), req))
+        };
+        let c = builders.h2.serve_connection(TokioIo::new(stream), service);
+        drive(std::pin::pin!(c), &state, &conn, &builders, shutdown).await;
+    } else {
+        serve_h1(state, peer, permit, stream, &builders, shutdown).await;
+    }
+}
+
+async fn serve_h1<I>(
+    state: Arc<State>,
+    peer: Peer,
+    permit: OwnedSemaphorePermit,
+    io: I,
+    builders: &Builders,
+    shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // The tap copies each request head off the wire for the raw-head checks
+    // (hyper repairs CL+TE and duplicate Content-Length before the service sees them).
+    let (io, heads) = head_tap::tap(io);
+    let io = io.into_inner();
+    let conn = Arc::new(Conn::new(peer, permit, Some(heads)));
+    let service = {
+        let state = state.clone();
+        let conn = conn.clone();
+        service_fn(move |req| super::serve(state.clone(), conn.clone(), req))
+    };
+    let io = Watched {
+        io,
+        conn: conn.clone(),
+    };
+    let c = builders
+        .h1
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    drive(std::pin::pin!(c), &state, &conn, builders, shutdown).await;
+}
+
+/// hyper's own refusals (a malformed head: 400, too large: 431 or 414) never
+/// reach the service: they are counted and logged here. Other connection
+/// errors (head timeout, a client that left) are only debug detail.
+fn refused_by_hyper(state: &State, conn: &Conn, e: &hyper::Error) {
+    let status: u16 = if e.is_parse_too_large() {
+        431
+    } else if e.is_parse() {
+        400
+    } else {
+        tracing::debug!(client = %conn.peer.addr, error = %e, "connection ended");
+        return;
+    };
+    state
+        .metrics
+        .observe(None, crate::metrics::Outcome::BadRequest, 0.0);
+    tracing::info!(
+        target: "portcullis::access",
+        client = %conn.peer.addr,
+        status,
+        outcome = crate::metrics::Outcome::BadRequest.label(),
+        error = %e,
+        "request refused by the HTTP parser"
+    );
+}
+
+/// A hyper connection that can be asked to finish its requests and close.
+trait Graceful {
+    fn begin_close(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn begin_close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> Graceful for http2::Connection<I, S, E>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn begin_close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Runs a connection to its end: on shutdown, or once it has been idle for
+/// `idle_timeout` with no request in flight, it is asked to finish and
+/// close; a head still arriving after `request_header_timeout` is cut off.
+async fn drive<C>(
+    mut c: Pin<&mut C>,
+    state: &State,
+    conn: &Conn,
+    builders: &Builders,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    C: Future<Output = Result<(), hyper::Error>> + Graceful,
+{
+    let mut closing = false;
+    loop {
+        // While a request is in flight, look again one idle period later.
+        let (next, expiry) = conn
+            .deadline(builders.head_timeout, builders.idle)
+            .unwrap_or((Instant::now() + builders.idle, Expiry::Idle));
+        tokio::select! {
+            done = c.as_mut() => {
+                if let Err(e) = done {
+                    refused_by_hyper(state, conn, &e);
+                }
+                return;
+            }
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                c.as_mut().begin_close();
+            }
+            // A request ended or a head began: work the deadline out again.
+            _ = conn.moved.notified() => {}
+            // Once closing, only a head deadline still matters (and ends the loop).
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)),
+                if !closing || expiry == Expiry::Head => {
+                let due = conn
+                    .deadline(builders.head_timeout, builders.idle)
+                    .filter(|(at, _)| Instant::now() >= *at);
+                match due {
+                    Some((_, Expiry::Head)) => {
+                        tracing::debug!(client = %conn.peer.addr, "request head too slow; closed");
+                        return;
+                    }
+                    Some(_) if !closing => {
+                        closing = true;
+                        c.as_mut().begin_close();
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
