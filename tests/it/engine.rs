@@ -227,7 +227,7 @@ async fn tls_to(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn http2_advertises_a_bounded_number_of_concurrent_streams() {
+async fn prx22_http2_advertises_a_bounded_number_of_concurrent_streams() {
     let up = Upstream::start("h2").await;
     let gw = tls_gateway(&up.url());
     let tls = h2_tls(gw.addr).await;
@@ -258,7 +258,7 @@ async fn http2_advertises_a_bounded_number_of_concurrent_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn http2_a_rapid_reset_flood_is_cut_off_and_others_are_still_served() {
+async fn prx22_http2_a_rapid_reset_flood_is_cut_off_and_others_are_still_served() {
     let up = Upstream::start("h2").await;
     let gw = tls_gateway(&up.url());
     let (mut h2, connection) = h2::client::handshake(h2_tls(gw.addr).await).await.unwrap();
@@ -302,7 +302,7 @@ async fn http2_a_rapid_reset_flood_is_cut_off_and_others_are_still_served() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn http2_a_settings_flood_does_not_keep_others_from_being_served() {
+async fn prx22_http2_a_settings_flood_does_not_keep_others_from_being_served() {
     use tokio::io::AsyncWriteExt;
     let up = Upstream::start("h2").await;
     let gw = tls_gateway(&up.url());
@@ -898,4 +898,33 @@ async fn prx19_beyond_max_connections_a_new_connection_waits_and_is_then_served(
     .unwrap();
     let uris: Vec<_> = up.requests().into_iter().map(|s| s.uri).collect();
     assert_eq!(uris, ["/a", "/b", "/c", "/d"]);
+}
+
+/// PRX-24 without false alarms: `upstream_read_timeout` bounds a silent
+/// upstream, but time the client spends uploading its body does not count.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx24_a_slow_upload_is_not_taken_for_a_silent_upstream() {
+    let up = Upstream::start("app").await;
+    let gw = open_gateway("upstream_read_timeout = \"1s\"", &up);
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    // Eight chunks 400 ms apart: 3.2 s of upload, each gap well under 1 s.
+    for _ in 0..8 {
+        conn.write_all(b"5\r\nabcde\r\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    conn.write_all(b"0\r\n\r\n").unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).ends_with("hello from app") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body.len(), 40);
 }

@@ -15,7 +15,6 @@ mod binary;
 mod config;
 mod discovery;
 mod engine;
-mod limits;
 mod oauth1;
 mod proxy;
 mod replicas;
