@@ -179,14 +179,14 @@ pub async fn forward(
     let uri = http::Uri::from_parts(parts).map_err(|_| "InvalidPath")?;
 
     // X-Forwarded-Host is the Host the client sent, port included (as nginx's $http_host).
-    let missing_host = if head.headers.contains_key(header::HOST) {
-        None
-    } else {
-        // HTTP/2 carries the host as :authority; an HTTP/1.1 upstream needs Host.
-        head.uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    };
+    // The request's authority (absolute-form, or HTTP/2's :authority) is
+    // what the app was routed and decided on, so it is the Host the upstream
+    // gets, whatever Host line came beside it (RFC 9112 §3.2.2): an upstream
+    // serving several names must not see another one.
+    let authority_host = head
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let edits = {
         let sent_host = head
             .uri
@@ -226,7 +226,7 @@ pub async fn forward(
         headers.insert(header::CONNECTION, UPGRADE_TOKEN.clone());
         headers.insert(header::UPGRADE, upgrade);
     }
-    if let Some(host) = missing_host {
+    if let Some(host) = authority_host {
         headers.insert(header::HOST, host);
     }
     if h2_client {

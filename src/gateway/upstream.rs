@@ -226,44 +226,42 @@ pub fn response_hop_by_hop(headers: &HeaderMap, status: u16) -> Vec<HeaderName> 
     names
 }
 
-/// Removes the gateway's own cookies from `Cookie` so they never reach the upstream.
+/// Removes the gateway's own cookies from `Cookie` so they never reach the
+/// upstream; lines are read as bytes, so one that is not UTF-8 is filtered too.
 pub fn strip_gateway_cookies(headers: &mut HeaderMap, names: &[&str]) {
-    let touched = headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| names.iter().any(|n| v.contains(n)));
-    if !touched {
+    let ours = |v: &HeaderValue| {
+        v.as_bytes()
+            .split(|b| *b == b';')
+            .any(|pair| crate::session::cookie::pair_is_gateway_cookie(pair.trim_ascii(), names))
+    };
+    if !headers.get_all(http::header::COOKIE).iter().any(ours) {
         return;
     }
-    let values: Vec<String> = headers
+    let values: Vec<HeaderValue> = headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_string)
+        .cloned()
         .collect();
     headers.remove(http::header::COOKIE);
     for v in values {
-        if let Some(kept) = crate::session::cookie::without(&v, names) {
-            if let Ok(kept) = HeaderValue::from_str(&kept) {
+        if let Some(kept) = crate::session::cookie::without_bytes(v.as_bytes(), names) {
+            if let Ok(kept) = HeaderValue::from_bytes(&kept) {
                 headers.append(http::header::COOKIE, kept);
             }
         }
     }
 }
 
-/// Removes `Set-Cookie` headers of the upstream that would overwrite a gateway cookie.
+/// Removes `Set-Cookie` headers of the upstream that would overwrite a
+/// gateway cookie (PRX-23); the name is read as bytes, so a value that is not
+/// UTF-8 cannot hide one.
 pub fn drop_gateway_set_cookies(headers: &mut HeaderMap, names: &[&str]) {
-    let owned = |v: &http::HeaderValue| {
-        v.to_str()
-            .ok()
-            .and_then(|s| s.split_once('='))
-            .is_some_and(|(n, _)| crate::session::cookie::is_gateway_cookie(n.trim(), names))
-    };
+    let owned =
+        |v: &HeaderValue| crate::session::cookie::pair_is_gateway_cookie(v.as_bytes(), names);
     if !headers.get_all(http::header::SET_COOKIE).iter().any(owned) {
         return;
     }
-    let kept: Vec<http::HeaderValue> = headers
+    let kept: Vec<HeaderValue> = headers
         .get_all(http::header::SET_COOKIE)
         .iter()
         .filter(|v| !owned(v))
@@ -466,6 +464,53 @@ mod tests {
         assert!(h.get("x-forwarded-for").is_none());
         assert!(h.get("x-forwarded-host").is_none());
         assert!(h.get("x-real-ip").is_none());
+    }
+
+    #[test]
+    fn a_cookie_line_that_is_not_utf8_still_loses_the_gateway_cookies() {
+        let names = ["__Host-portcullis", "__Host-portcullis_login"];
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_bytes(b"__Host-portcullis=sealed; x=\xc3\xa9; y=1").unwrap(),
+        );
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_static("__Host-portcullis_login-0123456789abcdef=s"),
+        );
+        strip_gateway_cookies(&mut h, &names);
+        let left: Vec<&[u8]> = h
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(left, vec![&b"x=\xc3\xa9; y=1"[..]]);
+    }
+
+    #[test]
+    fn prx23_an_upstream_set_cookie_for_a_gateway_cookie_is_dropped_even_when_not_utf8() {
+        let names = ["__Host-portcullis"];
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_bytes(b"__Host-portcullis=attacker; Path=/; Secure; x=\xc3\xa9")
+                .unwrap(),
+        );
+        h.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_bytes(b" __Host-portcullis =y").unwrap(),
+        );
+        h.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_static("app=1; Path=/"),
+        );
+        drop_gateway_set_cookies(&mut h, &names);
+        let left: Vec<&[u8]> = h
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(left, vec![&b"app=1; Path=/"[..]]);
     }
 
     #[test]

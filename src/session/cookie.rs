@@ -398,19 +398,26 @@ pub fn find<'a>(cookie_headers: impl Iterator<Item = &'a str>, name: &str) -> Lo
     found
 }
 
-/// The `Cookie` header without the cookies in `names` and their login flows' cookies (None if
-/// nothing is left), for the upstream.
+/// `cookie_header` without the gateway's cookies (see [`without_bytes`]).
 pub fn without(cookie_header: &str, names: &[&str]) -> Option<String> {
-    let mut kept = Vec::new();
+    without_bytes(cookie_header.as_bytes(), names).and_then(|kept| String::from_utf8(kept).ok())
+}
+
+/// A `Cookie` line without any pair named like a gateway cookie; `None` when
+/// nothing else is left. Read as bytes, because a line may carry bytes that
+/// are not UTF-8 (hyper accepts obs-text): such a line must not slip through
+/// unread with the session cookie in it. Every pair under one of our names
+/// goes, malformed or not: its value is ours, not the upstream's; anything
+/// else stays exactly as the client sent it.
+pub fn without_bytes(cookie_header: &[u8], names: &[&str]) -> Option<Vec<u8>> {
+    let mut kept: Vec<&[u8]> = Vec::new();
     let mut removed = false;
-    for segment in cookie_header.split(';') {
-        let pair = segment.trim_matches(|c| c == ' ' || c == '\t');
+    for segment in cookie_header.split(|b| *b == b';') {
+        let pair = segment.trim_ascii();
         if pair.is_empty() {
             continue;
         }
-        // Every pair under one of our names goes, malformed or not: its value is ours, not the
-        // upstream's. Anything else stays exactly as the client sent it.
-        if Cookie::parse(pair).is_ok_and(|c| is_gateway_cookie(c.name(), names)) {
+        if pair_is_gateway_cookie(pair, names) {
             removed = true;
         } else {
             kept.push(pair);
@@ -419,10 +426,22 @@ pub fn without(cookie_header: &str, names: &[&str]) -> Option<String> {
     if kept.is_empty() {
         None
     } else if removed {
-        Some(kept.join("; "))
+        Some(kept.join(&b"; "[..]))
     } else {
-        Some(cookie_header.to_string())
+        Some(cookie_header.to_vec())
     }
+}
+
+/// Whether a `name=value` pair (a `Cookie` pair or the start of a
+/// `Set-Cookie`) is named like a gateway cookie. Our names are ASCII, so a
+/// name that is not UTF-8 is never ours.
+pub fn pair_is_gateway_cookie(pair: &[u8], names: &[&str]) -> bool {
+    let name = pair
+        .split(|b| *b == b'=')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    std::str::from_utf8(name).is_ok_and(|n| is_gateway_cookie(n, names))
 }
 
 /// `Set-Cookie` for one of the gateway's cookies; `name` must be a token and `value`

@@ -1236,3 +1236,26 @@ async fn prx29_a_valid_session_never_rescues_an_invalid_bearer_token() {
         "the cookie let a bad token through"
     );
 }
+
+/// PRX-14: an absolute-form target overrides `Host`: the request is routed
+/// and decided on its authority, and the upstream gets that authority as
+/// `Host`, never the other name the client put beside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx14_the_upstream_gets_the_host_the_request_was_decided_on() {
+    let (gw, wiki, _api, other) = two_apps().await;
+    let (resp, _) = raw_exchange(
+        gw.addr,
+        b"GET http://wiki.example/static/x HTTP/1.1\r\nHost: admin.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let seen = wiki.requests();
+    assert_eq!(seen.len(), 1);
+    let hosts: Vec<&str> = seen[0]
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "host")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(hosts, vec!["wiki.example"]);
+    assert!(other.requests().is_empty());
+}
