@@ -852,6 +852,21 @@ mod tests {
         F: FnOnce(Arc<dyn UserStore>) -> Fut,
         Fut: Future<Output = ()>,
     {
+        in_fresh_postgres_schema(|url| async move {
+            let store = open(&url).await.unwrap();
+            body(store).await;
+        })
+        .await;
+    }
+
+    /// Runs `body` with the URL of a fresh, empty PostgreSQL schema, dropped
+    /// afterwards even when `body` panics; skipped with a notice without
+    /// `PORTCULLIS_TEST_POSTGRES_URL`.
+    async fn in_fresh_postgres_schema<F, Fut>(body: F)
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = ()>,
+    {
         let Ok(base) = std::env::var("PORTCULLIS_TEST_POSTGRES_URL") else {
             eprintln!(
                 "notice: PORTCULLIS_TEST_POSTGRES_URL is unset; PostgreSQL store test skipped"
@@ -866,12 +881,7 @@ mod tests {
             .unwrap();
         let separator = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{separator}options[search_path]={schema}");
-        let outcome = AssertUnwindSafe(async {
-            let store = open(&url).await.unwrap();
-            body(store).await;
-        })
-        .catch_unwind()
-        .await;
+        let outcome = AssertUnwindSafe(body(url)).catch_unwind().await;
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
             .execute(&mut admin)
             .await
@@ -1533,21 +1543,7 @@ mod tests {
 
     #[tokio::test]
     async fn ses06_postgres_sessions_from_before_the_migration_count_as_last_used_when_created() {
-        let Ok(base) = std::env::var("PORTCULLIS_TEST_POSTGRES_URL") else {
-            eprintln!(
-                "notice: PORTCULLIS_TEST_POSTGRES_URL is unset; PostgreSQL migration test skipped"
-            );
-            return;
-        };
-        let schema = format!("pc_test_{:016x}", rand::random::<u64>());
-        let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options[search_path]={schema}");
-        let outcome = AssertUnwindSafe(async {
+        in_fresh_postgres_schema(|url| async move {
             let pool = sqlx::PgPool::connect(&url).await.unwrap();
             let mut first = sqlx::migrate!("migrations/postgres");
             first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
@@ -1564,15 +1560,7 @@ mod tests {
             let (record, _) = store.session("old").await.unwrap().unwrap();
             assert_eq!((record.created_at, record.last_used_at), (1000, 1000));
         })
-        .catch_unwind()
         .await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
-        }
     }
 
     #[tokio::test]
