@@ -291,12 +291,16 @@ impl Assertions {
 
     /// The assertion header of `p` for app `aud` at `now`: the cached one
     /// while it has more than [`REFRESH_MARGIN_SECS`] to live, else a new one.
-    pub fn header(&self, aud: &str, p: &Principal, now: u64) -> Result<HeaderValue, AssertionError> {
+    pub fn header(
+        &self,
+        aud: &str,
+        p: &Principal,
+        now: u64,
+    ) -> Result<HeaderValue, AssertionError> {
         let identity = Identity::of(&self.issuer, aud, p);
         let key = identity.cache_key();
         if let Some(hit) = self.cache.get(&key) {
-            if hit.exp > now.saturating_add(REFRESH_MARGIN_SECS) && hit.exp <= now + LIFETIME_SECS
-            {
+            if hit.exp > now.saturating_add(REFRESH_MARGIN_SECS) && hit.exp <= now + LIFETIME_SECS {
                 return Ok(hit.header);
             }
         }
@@ -370,7 +374,9 @@ mod tests {
         assert_eq!(a.kids().len(), 2);
         assert_ne!(a.kids()[0], a.kids()[1]);
         // What one replica signs, another's JWKS verifies.
-        let jwt = a.sign(&json!({"aud": "wiki", "iss": "https://sso.example", "exp": u32::MAX})).unwrap();
+        let jwt = a
+            .sign(&json!({"aud": "wiki", "iss": "https://sso.example", "exp": u32::MAX}))
+            .unwrap();
         assert!(verify(&jwt, &b.jwks(), "wiki").is_ok());
     }
 
@@ -378,7 +384,11 @@ mod tests {
     fn rotation_changes_the_signer_and_the_jwks_lists_every_secret() {
         let before = AssertionKeys::derive(&[secret(1)]).unwrap();
         let rotated = AssertionKeys::derive(&[secret(2), secret(1)]).unwrap();
-        assert_eq!(rotated.kids()[1], before.kids()[0], "the old key stays published");
+        assert_eq!(
+            rotated.kids()[1],
+            before.kids()[0],
+            "the old key stays published"
+        );
         assert_ne!(rotated.kids()[0], before.kids()[0], "the new secret signs");
         let doc: Value = serde_json::from_slice(&rotated.jwks()).unwrap();
         let keys = doc["keys"].as_array().unwrap();
@@ -397,10 +407,16 @@ mod tests {
         let old = before.sign(&claims).unwrap();
         assert!(verify(&old, &rotated.jwks(), "wiki").is_ok());
         assert_eq!(
-            AssertionKeys::derive(&[secret(1), secret(1)]).unwrap().kids().len(),
+            AssertionKeys::derive(&[secret(1), secret(1)])
+                .unwrap()
+                .kids()
+                .len(),
             1
         );
-        assert_eq!(AssertionKeys::derive(&[]).unwrap_err(), AssertionError::NoSecret);
+        assert_eq!(
+            AssertionKeys::derive(&[]).unwrap_err(),
+            AssertionError::NoSecret
+        );
     }
 
     #[test]
@@ -413,7 +429,10 @@ mod tests {
             .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
             .unwrap();
         assert_eq!(keys.kids()[0], thumbprint);
-        assert!(public_jwk(&[4u8; 64]).is_none(), "a truncated point is refused");
+        assert!(
+            public_jwk(&[4u8; 64]).is_none(),
+            "a truncated point is refused"
+        );
     }
 
     #[test]
@@ -466,7 +485,10 @@ mod tests {
         let later = now + LIFETIME_SECS - REFRESH_MARGIN_SECS - 1;
         assert_eq!(a.header("wiki", &person(), later).unwrap(), first);
         let renewed = a.header("wiki", &person(), later + 1).unwrap();
-        assert_ne!(renewed, first, "re-signed once less than the margin is left");
+        assert_ne!(
+            renewed, first,
+            "re-signed once less than the margin is left"
+        );
         // Another app, or a changed identity, never gets the cached one.
         assert_ne!(a.header("docs", &person(), later + 1).unwrap(), renewed);
         let mut renamed = person();

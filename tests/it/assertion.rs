@@ -20,7 +20,11 @@ const ALLOW_ALL: &str = "[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n
 
 /// The served JWKS.
 async fn jwks(gw: &Gateway) -> Value {
-    let r = client().get(gw.url("/_auth/jwks.json")).send().await.unwrap();
+    let r = client()
+        .get(gw.url("/_auth/jwks.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "the JWKS is public");
     assert_eq!(r.headers()["content-type"], "application/json");
     r.json().await.unwrap()
@@ -35,8 +39,7 @@ fn key_for(jwks: &Value, jwt: &str) -> DecodingKey {
         .iter()
         .find(|k| k["kid"] == kid.as_str())
         .unwrap_or_else(|| panic!("kid {kid} is not in the JWKS"));
-    DecodingKey::from_ec_components(jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap())
-        .unwrap()
+    DecodingKey::from_ec_components(jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap()).unwrap()
 }
 
 /// What an upstream would check: ES256 only, our issuer, its own audience, `exp`.
@@ -263,11 +266,15 @@ fn the_github_actions_preset_loads_with_its_issuer_and_discovery_url_and_is_mach
         "sources = [\"gha\"]\njwt_sources = [\"gha\"]",
     ));
     assert!(
-        msg.contains("app[deploy].sources[0]: `gha` is a machine-only source (type `github-actions`)")
-            && msg.contains("PORTCULLIS_APP__0__SOURCES__0"),
+        msg.contains(
+            "app[deploy].sources[0]: `gha` is a machine-only source (type `github-actions`)"
+        ) && msg.contains("PORTCULLIS_APP__0__SOURCES__0"),
         "{msg}"
     );
-    let msg = refused(ok.replace(GHA, &format!("{GHA}consumer_key = \"x\"\nconsumer_secret = \"y\"\n")));
+    let msg = refused(ok.replace(
+        GHA,
+        &format!("{GHA}consumer_key = \"x\"\nconsumer_secret = \"y\"\n"),
+    ));
     assert!(
         msg.contains("source[gha].consumer_key: a source of type `github-actions` is machine-only"),
         "{msg}"
