@@ -13,6 +13,7 @@ mod support;
 mod bearer;
 mod binary;
 mod config;
+mod defaults;
 mod discovery;
 mod engine;
 mod oauth1;
