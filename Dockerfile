@@ -1,11 +1,17 @@
 # portcullis container image.
 #
 #   docker build -t portcullis .
-#   docker run --rm -p 8080:8080 -p 9090:9090 portcullis
+#   docker run --rm -p 127.0.0.1:8080:8080 -p 127.0.0.1:9090:9090 \
+#       -e PORTCULLIS_SESSION__SECRET="$(docker run --rm portcullis keygen)" portcullis
 #
 # The image ships config/portcullis.toml as /etc/portcullis/portcullis.toml;
 # mount your own file over it, or override keys with PORTCULLIS_<SECTION>__<KEY>
 # environment variables. 8080 is the proxy listener, 9090 the admin listener.
+# The image holds no session secret: give yours in PORTCULLIS_SESSION__SECRET
+# (or mount a file and set PORTCULLIS_SESSION__SECRETS_FILE); without one, or
+# with a secret printed in portcullis's own docs, `serve` refuses to start.
+# Off loopback, set PORTCULLIS_SERVER__PUBLIC_URL to the https:// origin your
+# users open (TLS ends here with server.tls, or at a load balancer in front).
 
 # ---------------------------------------------------------------- build
 FROM rust:1.95-slim-bookworm AS builder

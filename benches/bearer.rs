@@ -38,9 +38,9 @@ fn bench(c: &mut Criterion) {
     std::fs::write(
         &file,
         format!(
-            "[session]\nsecrets = [\"k1p0fLq2pQm7WQ0r5V9o3cL1yW6m2sQ8tR4uE7iO0aA=\"]\n[store]\nurl = \"sqlite::memory:\"\n\
+            "[session]\nsecrets = [\"/xwspt2JjZe0JvfDbWUYyLCXMgUr2e+qVTBcd7vY1P0=\"]\n[store]\nurl = \"sqlite::memory:\"\n\
              [[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\n\
-             [[app]]\nname = \"api\"\nupstream = \"http://127.0.0.1:1\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+             [[app]]\nname = \"api\"\nupstream = \"http://127.0.0.1:1\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
             provider.well_known_url()
         ),
     )

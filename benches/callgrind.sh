@@ -256,6 +256,9 @@ name = "bench"
 upstream = "http://127.0.0.1:$PORT_U"
 jwt_sources = ["machines"]
 jwt_audiences = ["bench"]
+[[app.policy]]
+on = ["access"]
+effect = "allow"
 EOF
     fi
 }

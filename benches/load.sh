@@ -717,6 +717,9 @@ name = "bench"
 upstream = "http://127.0.0.1:$PORT_U"
 jwt_sources = ["machines"]
 jwt_audiences = ["bench"]
+[[app.policy]]
+on = ["access"]
+effect = "allow"
 EOF
     start_portcullis "bearer-$variant" "$PC_DIR/bearer-$variant.log" serve --config "$conf" --log-format json
     wait_ready "bearer-$variant" "http://127.0.0.1:$admin/healthz" "$LAST_PID" "$PC_DIR/bearer-$variant.log"

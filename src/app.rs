@@ -270,6 +270,9 @@ scopes = ["openid", "email", "profile", "groups"]
 [[app]]
 name = "demo"
 upstream = "{upstream}"
+[[app.policy]]
+on = ["access"]
+effect = "allow"
 "#,
         upstream = upstream.unwrap_or_else(|| format!("http://{}", echo.addr)),
         db = dir.join("portcullis.db").display(),

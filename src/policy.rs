@@ -327,6 +327,123 @@ mod tests {
             .is_ok());
     }
 
+    /// DESIGN "Access rules and paths", as a table: which rules, which path,
+    /// who gets in.
+    #[test]
+    fn any_applicable_deny_wins_and_only_the_longest_allow_prefix_decides() {
+        let admins = vec!["admins".to_string()];
+        let staff = vec!["staff".to_string()];
+        let claims = json!({});
+        let admin = subject(&admins, &claims, "ada@example.com");
+        let member = subject(&staff, &claims, "bob@example.com");
+        let on = |effect, groups: &[&str], prefix: Option<&str>| Policy {
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            path_prefix: prefix.map(str::to_string),
+            ..rule(PolicyAction::Access, effect)
+        };
+        use Effect::{Allow, Deny};
+        // (rules, path, admin gets in, staff member gets in)
+        let table: Vec<(Vec<Policy>, &str, bool, bool)> = vec![
+            // No prefix covers `/`: it ties with a `/` rule, and either may match.
+            (
+                vec![on(Allow, &[], None), on(Allow, &["admins"], Some("/"))],
+                "/x",
+                true,
+                true,
+            ),
+            // The longer prefix decides below it, the shorter one elsewhere.
+            (
+                vec![on(Allow, &[], None), on(Allow, &["admins"], Some("/admin"))],
+                "/admin/x",
+                true,
+                false,
+            ),
+            (
+                vec![on(Allow, &[], None), on(Allow, &["admins"], Some("/admin"))],
+                "/adminx",
+                true,
+                true,
+            ),
+            (
+                vec![
+                    on(Allow, &["staff"], None),
+                    on(Allow, &["admins"], Some("/admin")),
+                ],
+                "/wiki",
+                false,
+                true,
+            ),
+            // Several allows on the same longest prefix: one of them must match.
+            (
+                vec![
+                    on(Allow, &[], None),
+                    on(Allow, &["admins"], Some("/ops")),
+                    on(Allow, &["staff"], Some("/ops")),
+                ],
+                "/ops/deploy",
+                true,
+                true,
+            ),
+            // `/admin/` is longer than `/admin`, so it decides for what is below it.
+            (
+                vec![
+                    on(Allow, &["staff"], Some("/admin")),
+                    on(Allow, &["admins"], Some("/admin/")),
+                ],
+                "/admin/x",
+                true,
+                false,
+            ),
+            (
+                vec![
+                    on(Allow, &["staff"], Some("/admin")),
+                    on(Allow, &["admins"], Some("/admin/")),
+                ],
+                "/admin",
+                false,
+                true,
+            ),
+            // A deny wins whatever its prefix, even against a longer allow ...
+            (
+                vec![on(Deny, &["staff"], None), on(Allow, &[], Some("/wiki"))],
+                "/wiki/x",
+                true,
+                false,
+            ),
+            // ... but only where it applies.
+            (
+                vec![on(Allow, &[], None), on(Deny, &["staff"], Some("/admin"))],
+                "/wiki",
+                true,
+                true,
+            ),
+            (
+                vec![on(Allow, &[], None), on(Deny, &["staff"], Some("/admin"))],
+                "/admin",
+                true,
+                false,
+            ),
+            // Where no allow applies, everyone signed in passes (the config requires a rule).
+            (
+                vec![on(Allow, &["admins"], Some("/admin"))],
+                "/wiki",
+                true,
+                true,
+            ),
+        ];
+        for (i, (policies, path, admin_ok, member_ok)) in table.into_iter().enumerate() {
+            let rules = Rules::new(&policies).unwrap();
+            let req = Some(Request {
+                path,
+                method: "GET",
+                host: "h",
+            });
+            let ok = |who| rules.check(PolicyAction::Access, who, req).is_ok();
+            assert_eq!(ok(&admin), admin_ok, "row {i}: admin on {path}");
+            assert_eq!(ok(&member), member_ok, "row {i}: staff member on {path}");
+        }
+    }
+
     #[test]
     fn the_longest_allowed_prefix_decides_so_allow_everyone_does_not_open_admin() {
         let admins = vec!["admins".to_string()];

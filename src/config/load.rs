@@ -79,11 +79,31 @@ pub fn read_merged(
             }),
         }
     }
+    replace_file_secrets(&mut root, &env_origin);
     Ok(Merged {
         root,
         env_origin,
         problems,
     })
+}
+
+/// The keys that give session secrets; one place sets them (README "Session secrets").
+pub const SECRET_KEYS: &[&str] = &["secrets", "secret", "secrets_file"];
+
+/// A session secret given in the environment replaces every secret the file
+/// gives: an operator who injects a secret must not find the file's one
+/// (perhaps a published example) still opening cookies.
+fn replace_file_secrets(root: &mut Dict, env_origin: &BTreeMap<String, String>) {
+    let from_env =
+        |key: &str| env_origin.contains_key(&KeyPath::root("session").key(key).env_var());
+    if !SECRET_KEYS.iter().any(|k| from_env(k)) {
+        return;
+    }
+    if let Some(Value::Dict(_, session)) = root.get_mut("session") {
+        for key in SECRET_KEYS.iter().filter(|k| !from_env(k)) {
+            session.remove(*key);
+        }
+    }
 }
 
 /// Sets one overridden value; returns the canonical path (indices for array items).

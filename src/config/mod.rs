@@ -2,6 +2,7 @@
 //! Imports nothing else from the crate.
 
 mod error;
+mod example_secrets;
 mod load;
 pub mod model;
 mod raw;
@@ -10,6 +11,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, KeyPath, Problem, Segment};
+pub use example_secrets::{is_example_secret, EXAMPLE_SECRETS};
 pub use model::*;
 pub use validate::{
     decode_secret, is_loopback, issuer_problem, parse_duration, provider_url_allowed,

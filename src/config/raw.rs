@@ -54,8 +54,9 @@ pub struct RawTls {
 #[serde(deny_unknown_fields)]
 pub struct RawSession {
     pub secrets: Option<StringOrList>,
-    /// A single secret; accepted beside `secrets` because `PORTCULLIS_SESSION__SECRET`
-    /// is the natural way to inject one from the environment.
+    /// A single secret, the natural way to inject one from the environment
+    /// (`PORTCULLIS_SESSION__SECRET`); only one of `secrets`, `secret`,
+    /// `secrets_file` may be set.
     pub secret: Option<String>,
     pub secrets_file: Option<String>,
     pub cookie_name: Option<String>,

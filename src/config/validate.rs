@@ -359,10 +359,27 @@ fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
             }
             u
         }
-        None => listen.and_then(|l| {
+        None => {
             let scheme = if tls.is_some() { "https" } else { "http" };
-            Url::parse(&format!("{scheme}://{l}")).ok()
-        }),
+            let u = listen.and_then(|l| Url::parse(&format!("{scheme}://{l}")).ok());
+            // SES-02 holds for the default too: `listen = "0.0.0.0:8080"` alone
+            // would serve cookies without Secure on a public interface.
+            if let Some(u) = u
+                .as_ref()
+                .filter(|u| u.scheme() == "http" && !is_loopback(u))
+            {
+                c.fail(
+                    at.key("public_url"),
+                    format!(
+                        "not set, so it defaults to `{}` (from server.listen), plain http on a non-loopback address: \
+                         session cookies would travel unprotected; set public_url to the https:// origin your users open \
+                         (TLS here with server.tls, or at a load balancer in front), or listen on 127.0.0.1",
+                        u.origin().ascii_serialization()
+                    ),
+                );
+            }
+            u
+        }
     };
     let mut trusted_proxies = Vec::new();
     for (i, p) in raw.trusted_proxies.unwrap_or_default().iter().enumerate() {
@@ -444,6 +461,28 @@ pub fn decode_secret(s: &str) -> Option<Vec<u8>> {
 
 fn session(c: &mut Check<'_>, raw: RawSession) -> Option<Session> {
     let at = KeyPath::root("session");
+    // One place gives the secrets (an environment variable already replaced
+    // the file's, see load.rs): two could leave a forgotten secret valid.
+    let given: Vec<&str> = [
+        ("secrets", raw.secrets.is_some()),
+        ("secret", raw.secret.is_some()),
+        ("secrets_file", raw.secrets_file.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
+    if let [first, rest @ ..] = given.as_slice() {
+        for key in rest {
+            c.fail(
+                at.key(key),
+                format!(
+                    "set beside session.{first}: give the session secrets in one place only \
+                     (secrets = [\"<new>\", \"<old>\"] for rotation, secret for one, or secrets_file); \
+                     remove one of them"
+                ),
+            );
+        }
+    }
     let mut written: Vec<(KeyPath, String)> = Vec::new();
     if let Some(s) = raw.secret {
         written.push((at.key("secret"), s));
@@ -468,6 +507,11 @@ fn session(c: &mut Check<'_>, raw: RawSession) -> Option<Session> {
     let mut secrets = Vec::new();
     for (key, s) in written {
         match decode_secret(&s) {
+            Some(bytes) if super::example_secrets::is_example_secret(&bytes) => c.fail(
+                key,
+                "this secret is printed in portcullis's own examples or docs, so anyone can forge session cookies with it; \
+                 generate your own with `portcullis keygen` and keep it out of shared files",
+            ),
             Some(bytes) if bytes.len() >= MIN_SECRET_BYTES => secrets.push(Secret::new(bytes)),
             Some(bytes) => c.fail(
                 key,
@@ -485,7 +529,8 @@ fn session(c: &mut Check<'_>, raw: RawSession) -> Option<Session> {
     if none_written {
         c.fail(
             at.key("secrets"),
-            "missing: set at least one secret of 32 bytes or more, in base64 (generate one with `portcullis keygen`)",
+            "missing: no session secret is given; generate one with `portcullis keygen` and set \
+             PORTCULLIS_SESSION__SECRET to it, or point session.secrets_file at a file holding it",
         );
     }
     let cookie_name = raw.cookie_name.unwrap_or_else(|| "portcullis".to_string());
@@ -1018,9 +1063,7 @@ fn policies(
             }
         }
         if let Some(pp) = p.path_prefix.as_deref() {
-            if !pp.starts_with('/') {
-                c.fail(at.key("path_prefix"), format!("`{pp}` must start with /"));
-            }
+            canonical_prefix(c, at.key("path_prefix"), pp);
         }
         out.push(Policy {
             on,
@@ -1039,6 +1082,28 @@ fn policies(
         });
     }
     out
+}
+
+/// Checks a rule's `path_prefix`: rules are matched against the canonical
+/// decision path (`crate::path`), so a prefix in any other spelling would
+/// silently never match; refuse it and name the spelling to write.
+fn canonical_prefix(c: &mut Check<'_>, key: KeyPath, p: &str) {
+    match crate::path::canonicalize(p) {
+        Ok(canon) if canon.decision == p => {}
+        Ok(canon) => c.fail(
+            key,
+            format!(
+                "`{p}` is not how requests are matched (their canonical path); write `{}`",
+                canon.decision
+            ),
+        ),
+        Err(e) => c.fail(
+            key,
+            format!(
+                "`{p}` is not a usable path prefix ({e}); write an absolute path such as /admin"
+            ),
+        ),
+    }
 }
 
 /// Checks a path prefix: absolute, no dot segments, no empty segments.
@@ -1210,6 +1275,7 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
         }
     }
     let policies = policies(c, at, &raw.policy, &[("access", PolicyAction::Access)]);
+    access_is_stated(c, at, &app_sources, &jwt_sources, &public_paths, &policies);
     let upstream_ca_file = raw.upstream_ca_file.as_deref().and_then(|f| {
         let key = at.key("upstream_ca_file");
         if upstream.as_ref().is_some_and(|u| !u.tls) {
@@ -1241,4 +1307,46 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
         public_paths,
         policies,
     })
+}
+
+/// Access must be stated (DESIGN "Safe defaults"): an app that anyone can
+/// authenticate to — a sign-in source (the default is every source with a
+/// `consumer_key`) or a `jwt_sources` entry — needs at least one `access`
+/// rule, allow or deny. An app with nothing to authenticate through, or whose
+/// every path is public (`public_paths` has `/`), makes no access decision.
+fn access_is_stated(
+    c: &mut Check<'_>,
+    at: &KeyPath,
+    sources: &[String],
+    jwt_sources: &[String],
+    public_paths: &[String],
+    policies: &[Policy],
+) {
+    let decides = !sources.is_empty() || !jwt_sources.is_empty();
+    let all_public = public_paths.iter().any(|p| p == "/");
+    let stated = policies
+        .iter()
+        .any(|p| p.on.contains(&PolicyAction::Access));
+    if !decides || all_public || stated {
+        return;
+    }
+    let mut through = Vec::new();
+    if !sources.is_empty() {
+        through.push(format!("signs people in through {}", sources.join(", ")));
+    }
+    if !jwt_sources.is_empty() {
+        through.push(format!("accepts tokens from {}", jwt_sources.join(", ")));
+    }
+    c.fail(
+        at.key("policy"),
+        format!(
+            "missing: no access rule says who may use this app (it {}); access is never open by default. \
+             Add a rule under this [[app]]; to admit everyone who signs in, say so:\n      \
+             [[app.policy]]\n      on = [\"access\"]\n      effect = \"allow\"\n    \
+             and narrow it with groups = [\"staff\"], users = [\"ada\"], email_domains = [\"corp.example\"] or expression = '...'; \
+             from the environment: {}='[{{on = [\"access\"], effect = \"allow\"}}]'",
+            through.join(" and "),
+            at.key("policy").env_var(),
+        ),
+    );
 }

@@ -106,6 +106,9 @@ ${sourceToml('op1', 'First Provider', op1, SECRET1)}${sourceToml('op2', 'Second 
 [[app]]
 name = "echo"
 upstream = "${echo.url}"
+[[app.policy]]
+on = ["access"]
+effect = "allow"
 `;
     gw = await startPortcullis(h, 'portcullis', { listenPort: gwPort, adminPort, toml });
   } catch (e) {

@@ -510,6 +510,9 @@ token_auth_method = "client_secret_basic"
 name = "echo"
 upstream = "${upstream}"
 public_paths = ["/public/"]
+[[app.policy]]
+on = ["access"]
+effect = "allow"
 `;
 }
 

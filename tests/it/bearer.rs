@@ -196,7 +196,7 @@ async fn machines() -> Machines {
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\n\
          [[source]]\nslug = \"untrusted\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         trusted.well_known_url(),
         other.well_known_url(),
         upstream.url()
@@ -759,7 +759,7 @@ async fn jwt07_the_es256_high_s_twin_is_verified_on_its_own_and_revoked_with_its
     let upstream = Upstream::start("api").await;
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         server.url(),
         upstream.url()
     ));
@@ -813,7 +813,7 @@ async fn token_transport_forwarding_and_policy_refusals() {
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{wk}\"\n\
          [[app]]\nname = \"api\"\nhost = \"api.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n\
          [[app.policy]]\non = [\"access\"]\neffect = \"deny\"\ngroups = [\"interns\"]\nmessage = \"Interns may not deploy\"\n\
-         [[app]]\nname = \"passthrough\"\nhost = \"pass.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\nforward_bearer_token = true\n",
+         [[app]]\nname = \"passthrough\"\nhost = \"pass.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\nforward_bearer_token = true\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         wk = trusted.well_known_url(),
         up = upstream.url()
     ));
@@ -957,7 +957,7 @@ async fn jwks_refresh_keep_last_good_revocation_and_max_stale() {
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\n\
          jwks_cache_ttl = \"1s\"\njwks_max_stale = \"4s\"\njwks_cooldown = \"30s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         server.url(),
         upstream.url()
     ));
@@ -1049,7 +1049,7 @@ async fn jwks05_unreachable_at_start_fails_closed_then_recovers() {
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\n\
          jwks_cache_ttl = \"1s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         server.url(),
         upstream.url()
     ));
@@ -1074,7 +1074,7 @@ async fn jwks_garbage_and_redirects_keep_the_last_good_keys_and_sources_stay_iso
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"a\"\ntype = \"openidconnect\"\nissuer = \"https://a.example\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
          [[source]]\nslug = \"b\"\ntype = \"openidconnect\"\nissuer = \"https://b.example\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"a\", \"b\"]\njwt_audiences = [\"api\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"a\", \"b\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         server_a.url(),
         server_b.url(),
         upstream.url()
@@ -1204,7 +1204,7 @@ async fn jwt23_jwt24_aud_decides_and_login_id_tokens_are_refused() {
     // One provider, both the users' sign-in source and the machines' issuer.
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"corp\"\ntype = \"openidconnect\"\nconsumer_key = \"{CLIENT}\"\nconsumer_secret = \"{SECRET}\"\noidc_well_known_url = \"{}\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"corp\"]\njwt_audiences = [\"api\", \"api-v2\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"corp\"]\njwt_audiences = [\"api\", \"api-v2\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         trusted.well_known_url(),
         upstream.url()
     ));
@@ -1285,7 +1285,7 @@ async fn oidc16_oidc17_a_kid_less_machine_token_needs_exactly_one_fitting_key() 
     let upstream = Upstream::start("api").await;
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         server.url(),
         upstream.url()
     ));
@@ -1363,7 +1363,7 @@ const CI_FAILED: &str = "portcullis_jwks_fetches_total{result=\"failed\",source=
 fn gateway_on(server: &JwksServer, upstream: &Upstream, extra: &str) -> Gateway {
     Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"https://ci.example\"\noidc_jwks_url = \"{}\"\n{extra}\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         server.url(),
         upstream.url()
     ))
@@ -1588,7 +1588,7 @@ public_paths = ["/jwks"]
     let upstream = Upstream::start("api").await;
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"https://ci.example\"\noidc_jwks_url = \"{url}\"\njwks_cache_ttl = \"1s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         upstream.url()
     ));
     let token = a.sign(&claims("https://ci.example", |_| {})).unwrap();

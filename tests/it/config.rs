@@ -7,10 +7,14 @@ use portcullis::config::{load_with_env, ConfigError};
 
 use crate::support::{base_config, config_file, SECRET};
 
+/// An app that states who may use it (everyone who signs in).
 const APP: &str = r#"
 [[app]]
 name = "wiki"
 upstream = "http://127.0.0.1:3000"
+[[app.policy]]
+on = ["access"]
+effect = "allow"
 "#;
 
 fn problems(body: &str) -> String {
@@ -284,10 +288,12 @@ fn check_passes_on_every_shipped_config() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
+            // No shipped config carries a session secret: it comes from the environment.
             let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
                 .args(["check", "--config"])
                 .arg(&path)
                 .env_remove("PORTCULLIS_CONFIG")
+                .env("PORTCULLIS_SESSION__SECRET", SECRET)
                 .output()
                 .unwrap();
             assert!(
@@ -392,7 +398,7 @@ fn vendor_presets_name_the_keys_they_need_and_refuse_weakening_forced_pkce() {
 fn jwt23_jwt24_an_app_with_jwt_sources_and_no_audience_is_refused_and_told_what_to_add() {
     let body = format!(
         "{}\n[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"https://ci.example\"\noidc_jwks_url = \"https://ci.example/jwks\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"http://127.0.0.1:3000\"\njwt_sources = [\"ci\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"http://127.0.0.1:3000\"\njwt_sources = [\"ci\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         base_config()
     );
     let msg = problems(&body);

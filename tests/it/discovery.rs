@@ -71,7 +71,7 @@ async fn refreshes(gw: &Gateway, result: &str, source: &str) -> u64 {
 fn check(wk: &str, extra: &str) -> (Option<i32>, String, String) {
     let file = config_file(&format!(
         "{}\n[[source]]\nslug = \"corp\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{wk}\"\n{extra}\n\
-         [[app]]\nname = \"api\"\nupstream = \"http://127.0.0.1:3000\"\njwt_sources = [\"corp\"]\njwt_audiences = [\"api\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"http://127.0.0.1:3000\"\njwt_sources = [\"corp\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         base_config()
     ));
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -146,7 +146,7 @@ async fn jwks18_a_refresh_that_changes_jwks_uri_uses_the_new_uri_and_hand_set_ur
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
          [[source]]\nslug = \"pinned\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\noidc_jwks_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\", \"pinned\"]\njwt_audiences = [\"api\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\", \"pinned\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         well_known(&d1),
         well_known(&d2),
         keys_a.url(),
@@ -208,7 +208,7 @@ async fn jwks18_oidc26_a_refused_or_failed_refresh_keeps_the_last_good_endpoints
     let upstream = Upstream::start("api").await;
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n",
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         well_known(&d),
         upstream.url()
     ));
@@ -274,7 +274,7 @@ async fn oidc26_a_sign_in_sources_keys_and_document_are_refreshed_in_the_backgro
     let gw = Gateway::start(&format!(
         "[[source]]\nslug = \"demo\"\ntype = \"openidconnect\"\nconsumer_key = \"portcullis-demo\"\nconsumer_secret = \"s\"\n\
          oidc_well_known_url = \"{}\"\njwks_cache_ttl = \"1s\"\n\
-         [[app]]\nname = \"wiki\"\nupstream = \"{}\"\nsources = [\"demo\"]\n",
+         [[app]]\nname = \"wiki\"\nupstream = \"{}\"\nsources = [\"demo\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         p.well_known_url(),
         upstream.url()
     ));

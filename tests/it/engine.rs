@@ -575,7 +575,7 @@ async fn a_websocket_on_a_protected_path_is_proxied_for_a_session_and_refused_wi
     let ws = websocket_echo().await;
     let mut s = crate::signin::Setup::start_with_apps(
         "",
-        &format!("[[app]]\nname = \"live\"\npath_prefix = \"/live\"\nupstream = \"http://{ws}\"\n"),
+        &format!("[[app]]\nname = \"live\"\npath_prefix = \"/live\"\nupstream = \"http://{ws}\"\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n"),
         |_| {},
     )
     .await;

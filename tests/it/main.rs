@@ -14,6 +14,7 @@ mod assertion;
 mod bearer;
 mod binary;
 mod config;
+mod defaults;
 mod discovery;
 mod engine;
 mod oauth1;

@@ -60,6 +60,9 @@ claims = {{ identifier = "id_str", username = "screen_name", email = "email", na
 [[app]]
 name = "app"
 upstream = "{up}"
+[[app.policy]]
+on = ["access"]
+effect = "allow"
 "#,
             up = upstream.url()
         ));

@@ -403,7 +403,7 @@ async fn sign_in_page_offers_the_sources_of_the_app_serving_rd() {
         )
     };
     let gw = Gateway::start(&format!(
-        "{}{}\n[[app]]\nname = \"a\"\nupstream = \"{u}\"\nsources = [\"one\"]\n\n[[app]]\nname = \"b\"\npath_prefix = \"/b\"\nupstream = \"{u}\"\nsources = [\"two\"]\n",
+        "{}{}\n[[app]]\nname = \"a\"\nupstream = \"{u}\"\nsources = [\"one\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n\n[[app]]\nname = \"b\"\npath_prefix = \"/b\"\nupstream = \"{u}\"\nsources = [\"two\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         source("one", "First <IdP>"),
         source("two", "Second IdP"),
         u = up.url()

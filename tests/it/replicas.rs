@@ -116,7 +116,7 @@ async fn two_replicas_share_sessions_revocation_and_enrollment_on_postgresql() {
             "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:{port}\"\nthreads = 1\nshutdown_timeout = \"2s\"\n\
              [session]\nsecrets = [\"{SECRET}\"]\nidentity_cache_ttl = \"1s\"\n[store]\nurl = \"{db}\"\n\
              [[source]]\nslug = \"demo\"\ntype = \"openidconnect\"\nconsumer_key = \"{id}\"\nconsumer_secret = \"{secret}\"\noidc_well_known_url = \"{}\"\n\
-             [[app]]\nname = \"app\"\nupstream = \"{}\"\n",
+             [[app]]\nname = \"app\"\nupstream = \"{}\"\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
             provider.well_known_url(),
             upstream.url()
         )

@@ -320,7 +320,7 @@ fn config_problems(body: &str) -> String {
 /// `base_config()` with `lines` added to `[session]`, and one app.
 fn with_session(lines: &str) -> String {
     crate::support::base_config().replace("[session]\n", &format!("[session]\n{lines}\n"))
-        + "\n[[app]]\nname = \"wiki\"\nupstream = \"http://127.0.0.1:3000\"\n"
+        + "\n[[app]]\nname = \"wiki\"\nupstream = \"http://127.0.0.1:3000\"\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n"
 }
 
 #[test]

@@ -122,6 +122,9 @@ consumer_secret = "{secret}"
 name = "app"
 upstream = "{up}"
 public_paths = ["/public"]
+[[app.policy]]
+on = ["access"]
+effect = "allow"
 {apps_extra}
 "#,
             protocol = if source_extra.contains("type = ") {
@@ -584,7 +587,7 @@ async fn discovery_issuer_mismatch_refuses_the_source_at_load() {
     .await;
     provider.set_faults(|f| f.discovery_issuer = Some("https://elsewhere.example".into()));
     let file = crate::support::config_file(&format!(
-        "{}\n[[source]]\nslug = \"demo\"\ntype = \"openidconnect\"\nconsumer_key = \"c\"\nconsumer_secret = \"s\"\noidc_well_known_url = \"{}\"\n[[app]]\nname = \"a\"\nupstream = \"http://127.0.0.1:1\"\n",
+        "{}\n[[source]]\nslug = \"demo\"\ntype = \"openidconnect\"\nconsumer_key = \"c\"\nconsumer_secret = \"s\"\noidc_well_known_url = \"{}\"\n[[app]]\nname = \"a\"\nupstream = \"http://127.0.0.1:1\"\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         crate::support::base_config(),
         provider.well_known_url()
     ));
@@ -876,7 +879,7 @@ async fn two_sources(second_extra: &str) -> (Setup, Provider) {
     };
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"{public}\"\nthreads = 1\nshutdown_timeout = \"2s\"\n\
-         [session]\nsecrets = [\"{SECRET}\"]\n[store]\nurl = \"{db}\"\n{}{}[[app]]\nname = \"app\"\nupstream = \"{}\"\n",
+         [session]\nsecrets = [\"{SECRET}\"]\n[store]\nurl = \"{db}\"\n{}{}[[app]]\nname = \"app\"\nupstream = \"{}\"\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         source("first", &first, ""),
         source("second", &second, second_extra),
         upstream.url()

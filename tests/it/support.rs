@@ -17,8 +17,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-/// A valid session secret (32 bytes, base64).
-pub const SECRET: &str = "k1p0fLq2pQm7WQ0r5V9o3cL1yW6m2sQ8tR4uE7iO0aA=";
+/// A valid session secret (32 bytes, base64), used only by the tests: never
+/// put it in the README, config/ or docs (the example-secret scan would refuse it).
+pub const SECRET: &str = "feeQnjJyhqAI92I28IgVDanqRnYHerVyw+5HfOJDMK8=";
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]

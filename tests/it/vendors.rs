@@ -72,7 +72,7 @@ async fn sign_in_through(v: Vendor, fakes: &VendorFakes) {
     let gw = Gateway::start_full(&format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"{public}\"\nthreads = 1\n\
          [session]\nsecrets = [\"{SECRET}\"]\n[store]\nurl = \"{db}\"\n\
-         [[source]]\n{}\n[[app]]\nname = \"app\"\nupstream = \"{}\"\n",
+         [[source]]\n{}\n[[app]]\nname = \"app\"\nupstream = \"{}\"\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         source_table(v, fakes, dir.path()),
         upstream.url()
     ));

@@ -1,0 +1,34 @@
+//! Session secrets printed in portcullis's own examples and docs. Anyone can
+//! read them, so a gateway keyed with one seals cookies anyone can forge:
+//! `serve`, `check` and a reload refuse them. A test scans the README,
+//! `config/` and `docs/` so that a new example secret is added here.
+
+/// Every session secret the project has published (base64, as printed).
+pub const EXAMPLE_SECRETS: &[&str] = &[
+    // config/portcullis.toml and the Docker image until 2026-12 (the image copied it).
+    "k1p0fLq2pQm7WQ0r5V9o3cL1yW6m2sQ8tR4uE7iO0aA=",
+];
+
+/// Whether `secret` (decoded bytes) is one of the published example secrets,
+/// whichever base64 flavour it was written in.
+pub fn is_example_secret(secret: &[u8]) -> bool {
+    EXAMPLE_SECRETS
+        .iter()
+        .filter_map(|s| super::validate::decode_secret(s))
+        .any(|known| known == secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_published_secret_is_known_in_any_base64_flavour() {
+        use base64::Engine as _;
+        let bytes = super::super::validate::decode_secret(EXAMPLE_SECRETS[0]).unwrap();
+        let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
+        let decoded = super::super::validate::decode_secret(&url_safe).unwrap();
+        assert!(is_example_secret(&decoded));
+        assert!(!is_example_secret(&[7u8; 32]));
+    }
+}
