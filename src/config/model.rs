@@ -244,6 +244,10 @@ pub enum SourceKind {
     Patreon,
     #[allow(missing_docs)]
     Mailcow,
+    #[allow(missing_docs)]
+    Slack,
+    #[allow(missing_docs)]
+    Wechat,
 }
 
 impl SourceKind {
@@ -266,6 +270,8 @@ impl SourceKind {
         ("reddit", SourceKind::Reddit),
         ("patreon", SourceKind::Patreon),
         ("mailcow", SourceKind::Mailcow),
+        ("slack", SourceKind::Slack),
+        ("wechat", SourceKind::Wechat),
     ];
 }
 

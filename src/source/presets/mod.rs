@@ -20,8 +20,10 @@ pub mod mailcow;
 pub mod okta;
 pub mod patreon;
 pub mod reddit;
+pub mod slack;
 pub mod twitch;
 pub mod twitter;
+pub mod wechat;
 
 use std::collections::BTreeMap;
 
@@ -143,6 +145,23 @@ pub struct Quirks {
     /// The profile is a vendor API, not OIDC userinfo: it has no `sub`, so it
     /// is not compared with the ID token's (Entra's Graph `/me`).
     pub profile_without_sub: bool,
+    /// Slack: the Web API answers HTTP 200 with `"ok": false` and an
+    /// `error` on failure ([`slack::api_error`]), token and profile alike.
+    pub ok_field: bool,
+    /// WeChat: the authorization URL names the client `appid` (not
+    /// `client_id`), keeps WeChat's parameter order and ends in
+    /// `#wechat_redirect` ([`wechat::authorize_url`]).
+    pub appid_authorize: bool,
+    /// WeChat: the code is exchanged by a GET with `appid`, `secret`,
+    /// `code` and `grant_type` in the query ([`wechat::token_url`]).
+    pub token_by_get: bool,
+    /// WeChat: an `errcode` in a 200 answer is an error
+    /// ([`wechat::api_error`]).
+    pub errcode_in_body: bool,
+    /// WeChat: the profile call carries `access_token` and the token
+    /// answer's `openid` in the query ([`wechat::profile_url`]), and the
+    /// identifier is `unionid` else `openid` ([`wechat::identify`]).
+    pub profile_with_openid: bool,
 }
 
 impl Quirks {
@@ -159,6 +178,11 @@ impl Quirks {
         token_accept_json: false,
         user_agent_required: false,
         profile_without_sub: false,
+        ok_field: false,
+        appid_authorize: false,
+        token_by_get: false,
+        errcode_in_body: false,
+        profile_with_openid: false,
     };
 }
 
@@ -178,6 +202,8 @@ pub static ALL: &[&Preset] = &[
     &reddit::PRESET,
     &patreon::PRESET,
     &mailcow::PRESET,
+    &slack::PRESET,
+    &wechat::PRESET,
 ];
 
 /// The preset of a vendor type; `None` for `oauth2`, `oauth1` and
