@@ -59,6 +59,8 @@ struct State {
     tokens: Vec<String>,
     /// Answer the token request with this errcode/errmsg.
     token_errcode: Option<(i64, &'static str)>,
+    /// Answer the profile request with this errcode/errmsg.
+    userinfo_errcode: Option<(i64, &'static str)>,
     /// Whether the app is bound to an Open Platform account (unionid sent).
     no_unionid: bool,
 }
@@ -96,6 +98,12 @@ impl WechatFake {
     /// HTTP 200 (`None`: answer normally).
     pub fn set_token_errcode(&self, err: Option<(i64, &'static str)>) {
         lock(&self.state).token_errcode = err;
+    }
+
+    /// Makes the profile request fail with this `errcode` / `errmsg` in an
+    /// HTTP 200 (`None`: answer normally).
+    pub fn set_userinfo_errcode(&self, err: Option<(i64, &'static str)>) {
+        lock(&self.state).userinfo_errcode = err;
     }
 
     /// Whether the app is bound to an Open Platform account: only then do
@@ -203,6 +211,9 @@ fn access_token(state: &Mutex<State>, pairs: &[(String, String)]) -> Resp {
 
 fn userinfo(state: &Mutex<State>, pairs: &[(String, String)]) -> Resp {
     let st = lock(state);
+    if let Some((code, msg)) = st.userinfo_errcode {
+        return errcode(code, msg);
+    }
     if !get(pairs, "access_token").is_some_and(|t| st.tokens.iter().any(|k| k == t)) {
         return errcode(
             40001,

@@ -372,6 +372,15 @@ async fn wechat_errcode_in_a_200_is_a_provider_error_page_and_nothing_is_written
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn wechat_errcode_from_the_profile_is_a_provider_error_page_and_nothing_is_written() {
+    let fake = wechat_fake().await;
+    fake.set_userinfo_errcode(Some((40003, "invalid openid")));
+    let g = VendorGateway::start(&wechat_source(&fake)).await;
+    assert_refused(g.sign_in("wechat").await, 502).await;
+    assert!(g.users().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn slack_and_wechat_buttons_lead_to_the_vendors_documented_sign_in_pages() {
     // No URL overridden: the presets' own URLs, never contacted here.
     let source = format!(
