@@ -247,6 +247,10 @@ pub enum SourceKind {
     /// GitHub Actions OIDC tokens: machine-only, nobody signs in through it.
     #[serde(rename = "github-actions")]
     GithubActions,
+    #[allow(missing_docs)]
+    Slack,
+    #[allow(missing_docs)]
+    Wechat,
 }
 
 impl SourceKind {
@@ -270,6 +274,8 @@ impl SourceKind {
         ("patreon", SourceKind::Patreon),
         ("mailcow", SourceKind::Mailcow),
         ("github-actions", SourceKind::GithubActions),
+        ("slack", SourceKind::Slack),
+        ("wechat", SourceKind::Wechat),
     ];
 }
 

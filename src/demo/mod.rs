@@ -5,7 +5,9 @@
 pub mod echo;
 pub mod oauth1_provider;
 pub mod provider;
+pub mod slack;
 pub mod vendors;
+pub mod wechat;
 
 pub use echo::EchoApp;
 pub use oauth1_provider::{

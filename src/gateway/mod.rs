@@ -7,6 +7,7 @@ pub mod ctx;
 pub mod exchange;
 pub mod framing;
 pub mod head_tap;
+mod marks;
 pub mod pages;
 pub mod proxy;
 pub mod rescue;

@@ -3,7 +3,15 @@
 
 use html_escape::encode_text;
 
-/// A complete, self-contained page (no script, no external assets).
+use super::marks;
+use crate::config::SourceKind;
+
+/// The gateway's own mark at the top of every page: a portcullis gate.
+const GATE: &str = r##"<svg class="gate" viewBox="0 0 32 32" width="36" height="36" aria-hidden="true" focusable="false"><rect x="2" y="2" width="28" height="28" rx="8" fill="#2952cc"/><path d="M9 25V13a7 7 0 0 1 14 0v12M13 9.5V25m6-15.5V25M9 16h14M9 21h14" fill="none" stroke="#fff" stroke-width="2" stroke-linecap="round"/></svg>"##;
+
+/// A complete, self-contained page (no script, no external assets). Every
+/// page — sign-in, notices, sign-out, errors and refusals — is laid out and
+/// styled here, so a new page inherits the look by calling this.
 pub fn page(title: &str, heading: &str, body_html: &str) -> String {
     format!(
         r#"<!doctype html>
@@ -14,26 +22,38 @@ pub fn page(title: &str, heading: &str, body_html: &str) -> String {
 <meta name="referrer" content="no-referrer">
 <title>{title}</title>
 <style>
-:root {{ color-scheme: light dark; }}
-body {{ margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-       background: Canvas; color: CanvasText; display: grid; place-items: center; min-height: 100vh; }}
-main {{ box-sizing: border-box; width: min(26rem, 100% - 2rem); padding: 2rem 1.5rem; border: 1px solid color-mix(in srgb, CanvasText 15%, transparent);
-       border-radius: 12px; box-shadow: 0 1px 4px color-mix(in srgb, CanvasText 10%, transparent); }}
-h1 {{ font-size: 1.35rem; margin: 0 0 1rem; }}
+:root {{ color-scheme: light dark; --accent: #2952cc; --line: color-mix(in srgb, CanvasText 16%, transparent); }}
+*, *::before, *::after {{ box-sizing: border-box; }}
+body {{ margin: 0; padding: 1rem 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       background: color-mix(in srgb, CanvasText 4%, Canvas); color: CanvasText;
+       display: grid; place-items: center; min-height: 100vh; }}
+main {{ width: min(26rem, 100% - 2rem); padding: 2rem 1.5rem 1.5rem; background: Canvas; overflow-wrap: anywhere;
+       border: 1px solid var(--line); border-radius: 14px; box-shadow: 0 2px 12px color-mix(in srgb, CanvasText 8%, transparent); }}
+.gate {{ display: block; margin: 0 0 1rem; }}
+h1 {{ font-size: 1.4rem; line-height: 1.25; margin: 0 0 .75rem; }}
 p {{ margin: 0 0 1rem; }}
 .hint {{ opacity: .75; font-size: .9rem; }}
-a.button {{ display: block; text-align: center; padding: .75rem 1rem; margin: .5rem 0; border-radius: 8px;
-           background: #2952cc; color: #fff; text-decoration: none; font-weight: 600; }}
-a.button:focus-visible {{ outline: 3px solid #f5b700; outline-offset: 2px; }}
-form button {{ display: block; width: 100%; padding: .75rem 1rem; margin: .5rem 0; border: 0; border-radius: 8px;
-               background: #2952cc; color: #fff; font: inherit; font-weight: 600; cursor: pointer; }}
-form button:focus-visible {{ outline: 3px solid #f5b700; outline-offset: 2px; }}
+.status {{ display: inline-block; margin: 0 0 .5rem; padding: .1rem .55rem; border-radius: 999px; font-size: .8rem; font-weight: 700;
+          letter-spacing: .03em; color: #fff; background: #b3261e; }}
+.buttons {{ display: grid; gap: .6rem; margin: 1.25rem 0 .5rem; }}
+a.button, form button {{ display: flex; align-items: center; justify-content: center; gap: .75rem; width: 100%; min-height: 2.9rem;
+           padding: .6rem 1rem; margin: .5rem 0; border: 1px solid transparent; border-radius: 10px; background: var(--accent); color: #fff;
+           font: inherit; font-weight: 600; text-decoration: none; cursor: pointer; }}
+.buttons a.button {{ margin: 0; }}
+a.button.source {{ justify-content: flex-start; background: Canvas; color: CanvasText; border-color: var(--line); }}
+a.button.source:hover {{ background: color-mix(in srgb, CanvasText 6%, Canvas); }}
+a.button:focus-visible, form button:focus-visible {{ outline: 3px solid #f5b700; outline-offset: 2px; }}
+.mark {{ flex: none; width: 28px; height: 28px; padding: 3px; border-radius: 7px; background: #fff; }}
+code {{ font-size: .85rem; }}
+footer {{ margin-top: 1.25rem; font-size: .8rem; opacity: .6; text-align: center; }}
 </style>
 </head>
 <body>
 <main>
+{GATE}
 <h1>{heading}</h1>
 {body_html}
+<footer>Protected by portcullis</footer>
 </main>
 </body>
 </html>
@@ -53,7 +73,7 @@ pub fn error_page(
     request_id: &str,
 ) -> String {
     let body = format!(
-        "<p>{}</p>\n<p class=\"hint\">{}</p>\n<p class=\"hint\">Request id: <code>{}</code></p>",
+        "<p class=\"status\">Error {status}</p>\n<p>{}</p>\n<p class=\"hint\">{}</p>\n<p class=\"hint\">Request id: <code>{}</code></p>",
         encode_text(reason),
         encode_text(hint),
         encode_text(request_id)
@@ -61,8 +81,20 @@ pub fn error_page(
     page(&format!("{status} {heading}"), heading, &body)
 }
 
-/// The sign-in page: one button per source offered by the app.
-pub fn sign_in(app: &str, sources: &[(String, String)], rd: &str) -> String {
+/// One source on the sign-in page.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    /// Its slug (the login URL).
+    pub slug: String,
+    /// Its button label.
+    pub name: String,
+    /// Its type, which picks the button's mark.
+    pub kind: SourceKind,
+}
+
+/// The sign-in page: one button per source offered by the app, each with
+/// the vendor's mark and name; the app's name in the title and the text.
+pub fn sign_in(app: &str, sources: &[Offer], rd: &str) -> String {
     let rd_q: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
     let mut body = format!(
         "<p>Sign in to continue to <strong>{}</strong>.</p>\n",
@@ -70,14 +102,18 @@ pub fn sign_in(app: &str, sources: &[(String, String)], rd: &str) -> String {
     );
     if sources.is_empty() {
         body.push_str("<p>No sign-in method is configured for this application. Ask the operator to add a source.</p>\n");
-    }
-    for (slug, name) in sources {
-        let href = format!("/_auth/login/{slug}?rd={rd_q}");
-        body.push_str(&format!(
-            "<a class=\"button\" href=\"{}\">Sign in with {}</a>\n",
-            html_escape::encode_double_quoted_attribute(&href),
-            encode_text(name)
-        ));
+    } else {
+        body.push_str("<div class=\"buttons\">\n");
+        for offer in sources {
+            let href = format!("/_auth/login/{}?rd={rd_q}", offer.slug);
+            body.push_str(&format!(
+                "<a class=\"button source\" href=\"{}\">{}<span>Sign in with {}</span></a>\n",
+                html_escape::encode_double_quoted_attribute(&href),
+                marks::mark(offer.kind),
+                encode_text(&offer.name)
+            ));
+        }
+        body.push_str("</div>\n");
     }
     page(&format!("Sign in · {app}"), "Sign in", &body)
 }
@@ -133,6 +169,55 @@ mod tests {
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("Not &lt;found&gt;"));
+    }
+
+    #[test]
+    fn the_sign_in_page_names_the_app_and_shows_each_vendor_with_its_mark() {
+        let offer = |slug: &str, name: &str, kind| Offer {
+            slug: slug.into(),
+            name: name.into(),
+            kind,
+        };
+        let html = sign_in(
+            "Wiki <&>",
+            &[
+                offer("slack", "Slack", SourceKind::Slack),
+                offer("wx", "WeChat \"<b>\"", SourceKind::Wechat),
+            ],
+            "/x?a=1",
+        );
+        assert!(
+            html.contains("<title>Sign in · Wiki &lt;&amp;&gt;</title>"),
+            "{html}"
+        );
+        assert!(html.contains("<span>Sign in with Slack</span>"), "{html}");
+        assert!(
+            html.contains("<span>Sign in with WeChat \"&lt;b&gt;\"</span>"),
+            "{html}"
+        );
+        assert!(html.contains(&marks::mark(SourceKind::Slack)));
+        assert!(html.contains(&marks::mark(SourceKind::Wechat)));
+        assert!(
+            html.contains("href=\"/_auth/login/wx?rd=%2Fx%3Fa%3D1\""),
+            "{html}"
+        );
+        assert!(!html.contains("<script"), "no JavaScript");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "nothing external"
+        );
+    }
+
+    #[test]
+    fn error_pages_share_the_layout_and_show_their_status() {
+        let html = error_page(502, "Sign-in failed", "r", "h", "id");
+        let signin = sign_in("a", &[], "/");
+        let style = |h: &str| h.split_once("</style>").map(|(s, _)| s.to_string());
+        let css_of =
+            |h: &str| style(h).and_then(|s| s.split_once("<style>").map(|(_, c)| c.to_string()));
+        assert_eq!(css_of(&html), css_of(&signin));
+        assert!(html.contains("<p class=\"status\">Error 502</p>"), "{html}");
+        assert!(html.contains("<title>502 Sign-in failed</title>"), "{html}");
     }
 
     #[test]

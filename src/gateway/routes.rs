@@ -161,11 +161,15 @@ async fn sign_in(
         rescue::respond(session, ctx, Rejection::NoApp);
         return Ok(());
     };
-    let offered: Vec<(String, String)> = app
+    let offered: Vec<pages::Offer> = app
         .sources
         .iter()
         .filter_map(|slug| state.config.source(slug))
-        .map(|s| (s.slug.clone(), s.name.clone()))
+        .map(|s| pages::Offer {
+            slug: s.slug.clone(),
+            name: s.name.clone(),
+            kind: s.kind,
+        })
         .collect();
     let html = pages::sign_in(&app.name, &offered, &rd);
     {

@@ -100,12 +100,24 @@ pub fn start(
 ) -> Result<Start, FlowError> {
     let mut url = endpoints.authorization.clone().ok_or(FlowError::NotReady)?;
     let oidc = endpoints.issuer.is_some() && source.scopes.iter().any(|s| s == "openid");
+    let appid = source.preset.is_some_and(|p| p.quirks.appid_authorize);
     let challenge = match source.pkce {
+        _ if appid => None,
         Pkce::None => None,
         Pkce::Plain => Some((fresh.verifier.clone(), "plain")),
         Pkce::S256 => Some((pkce_s256(&fresh.verifier), "S256")),
     };
-    {
+    if appid {
+        // WeChat: its own parameter names and order, no PKCE, no nonce.
+        url = crate::source::presets::wechat::authorize_url(
+            &url,
+            source.consumer_key.as_deref().unwrap_or_default(),
+            redirect_uri,
+            &source.scopes.join(" "),
+            &fresh.state,
+            &source.authorize_params,
+        );
+    } else {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_type", "code");
         q.append_pair(

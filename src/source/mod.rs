@@ -282,11 +282,19 @@ impl Sources {
                 None
             }
         };
-        let resp = self
-            .http
-            .post_form(token_url, &form, basic, MAX_RESPONSE_BYTES)
-            .await?;
+        let resp = if quirks.token_by_get {
+            // WeChat: the code is traded by a GET with the secret in the query.
+            let url = presets::wechat::token_url(token_url, client_id, secret, code);
+            self.http
+                .get_with(&url, None, &[], MAX_RESPONSE_BYTES)
+                .await?
+        } else {
+            self.http
+                .post_form(token_url, &form, basic, MAX_RESPONSE_BYTES)
+                .await?
+        };
         let body = resp.json().unwrap_or(Value::Null);
+        vendor_api_error(quirks, &body)?;
         let access_token = token_response(resp.status, &body)?;
 
         let oidc = src.is_oidc();
@@ -306,9 +314,26 @@ impl Sources {
         };
 
         let mut profile = match &endpoints.profile {
+            Some(url) if quirks.profile_with_openid => {
+                // WeChat: the profile is asked for by the token answer's openid,
+                // must be about that openid, and is identified by unionid else openid.
+                let openid = presets::wechat::openid(&body)
+                    .map_err(|e| SourceError::Provider(e.to_string()))?;
+                let url = presets::wechat::profile_url(url, access_token, openid);
+                let mut p = self.vendor_get(src, &url, TokenIn::Url).await?;
+                presets::wechat::identify(&body, &mut p).map_err(|e| match e {
+                    presets::wechat::IdentifyError::Mismatch => SourceError::SubjectMismatch,
+                    other => SourceError::Provider(other.to_string()),
+                })?;
+                p
+            }
             Some(url) if !quirks.no_profile_endpoint => {
-                self.vendor_get(src, url, access_token, quirks.token_in_query)
-                    .await?
+                let how = if quirks.token_in_query {
+                    TokenIn::Query(access_token)
+                } else {
+                    TokenIn::Bearer(access_token)
+                };
+                self.vendor_get(src, url, how).await?
             }
             _ => Value::Object(Default::default()),
         };
@@ -379,22 +404,33 @@ impl Sources {
         &self,
         src: &Source,
         url: &Url,
-        access_token: &str,
-        token_in_query: bool,
+        how: TokenIn<'_>,
     ) -> Result<Value, SourceError> {
         let headers = src.preset.map_or(&[][..], |p| p.profile_headers);
-        let resp = if token_in_query {
-            let with_token = presets::mailcow::profile_url_with_token(url, access_token);
-            self.http
-                .get_with(&with_token, None, headers, MAX_RESPONSE_BYTES)
-                .await?
-        } else {
-            self.http
-                .get_with(url, Some(access_token), headers, MAX_RESPONSE_BYTES)
-                .await?
+        let quirks = src.preset.map_or(presets::Quirks::NONE, |p| p.quirks);
+        let resp = match how {
+            TokenIn::Query(access_token) => {
+                let with_token = presets::mailcow::profile_url_with_token(url, access_token);
+                self.http
+                    .get_with(&with_token, None, headers, MAX_RESPONSE_BYTES)
+                    .await?
+            }
+            TokenIn::Url => {
+                self.http
+                    .get_with(url, None, headers, MAX_RESPONSE_BYTES)
+                    .await?
+            }
+            TokenIn::Bearer(access_token) => {
+                self.http
+                    .get_with(url, Some(access_token), headers, MAX_RESPONSE_BYTES)
+                    .await?
+            }
         };
         match (resp.status, resp.json()) {
-            (200, Some(v @ (Value::Object(_) | Value::Array(_)))) => Ok(v),
+            (200, Some(v @ (Value::Object(_) | Value::Array(_)))) => {
+                vendor_api_error(quirks, &v)?;
+                Ok(v)
+            }
             (status, _) => Err(SourceError::Provider(format!(
                 "{} answered {status}",
                 url.path()
@@ -424,8 +460,7 @@ impl Sources {
                 .vendor_get(
                     src,
                     &presets::github::emails_url(profile_url),
-                    access_token,
-                    false,
+                    TokenIn::Bearer(access_token),
                 )
                 .await?;
             if let Some(email) = presets::github::primary_verified_email(&emails) {
@@ -444,7 +479,9 @@ impl Sources {
             // At most 20 pages; a next link is followed only on the same host.
             for _ in 0..20 {
                 let Some(url) = next.take() else { break };
-                let page = self.vendor_get(src, &url, access_token, false).await?;
+                let page = self
+                    .vendor_get(src, &url, TokenIn::Bearer(access_token))
+                    .await?;
                 groups.extend(presets::entraid::group_names(&page));
                 next = presets::entraid::next_link(&page)
                     .and_then(|l| Url::parse(l).ok())
@@ -701,6 +738,36 @@ pub fn id_token_algorithms(listed: &[String]) -> Vec<Algorithm> {
         all
     } else {
         parsed
+    }
+}
+
+/// How a vendor API call carries the access token.
+#[derive(Clone, Copy)]
+enum TokenIn<'a> {
+    /// `Authorization: Bearer`.
+    Bearer(&'a str),
+    /// `?access_token=` (Mailcow).
+    Query(&'a str),
+    /// Already in the URL with the rest of the query (WeChat).
+    Url,
+}
+
+/// A vendor API's own failure signal in an otherwise successful answer:
+/// Slack's `"ok": false`, WeChat's `errcode` (both in an HTTP 200).
+fn vendor_api_error(quirks: presets::Quirks, body: &Value) -> Result<(), SourceError> {
+    let error = if quirks.ok_field {
+        presets::slack::api_error(body)
+    } else if quirks.errcode_in_body {
+        presets::wechat::api_error(body)
+    } else {
+        None
+    };
+    match error {
+        Some(e) => Err(SourceError::Provider(format!(
+            "the provider answered an error: {}",
+            sanitize(&e)
+        ))),
+        None => Ok(()),
     }
 }
 

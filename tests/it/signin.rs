@@ -73,7 +73,9 @@ impl Setup {
         Self::start_with_apps(source_extra, "", faults).await
     }
 
-    /// As `start_with`; `apps_extra` (more `[[app]]` tables) ends the config.
+    /// As `start_with`; `apps_extra` ends the config: keys before its first
+    /// table header go to the app "app" (which allows everyone signed in), its
+    /// tables (more policies of that app, more `[[app]]`s) after that rule.
     pub async fn start_with_apps(
         source_extra: &str,
         apps_extra: &str,
@@ -95,6 +97,14 @@ impl Setup {
         let source_extra = source_extra.replace("ISSUER", &provider.issuer());
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}/portcullis.db", dir.path().display());
+        // Keys before the first table header belong to the app "app"; the
+        // tables (its further policies, more apps) come after its allow rule.
+        let at = if apps_extra.starts_with('[') {
+            0
+        } else {
+            apps_extra.find("\n[").map_or(apps_extra.len(), |i| i + 1)
+        };
+        let (app_keys, app_tables) = apps_extra.split_at(at);
         let config = format!(
             r#"
 [server]
@@ -122,10 +132,11 @@ consumer_secret = "{secret}"
 name = "app"
 upstream = "{up}"
 public_paths = ["/public"]
+{app_keys}
 [[app.policy]]
 on = ["access"]
 effect = "allow"
-{apps_extra}
+{app_tables}
 "#,
             protocol = if source_extra.contains("type = ") {
                 String::new()

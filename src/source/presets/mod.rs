@@ -21,8 +21,10 @@ pub mod mailcow;
 pub mod okta;
 pub mod patreon;
 pub mod reddit;
+pub mod slack;
 pub mod twitch;
 pub mod twitter;
+pub mod wechat;
 
 use std::collections::BTreeMap;
 
@@ -148,6 +150,23 @@ pub struct Quirks {
     /// signs in through it, so a `consumer_key` or an app's `sources` naming
     /// it is a config error; it belongs in `jwt_sources`.
     pub machine_only: bool,
+    /// Slack: the Web API answers HTTP 200 with `"ok": false` and an
+    /// `error` on failure ([`slack::api_error`]), token and profile alike.
+    pub ok_field: bool,
+    /// WeChat: the authorization URL names the client `appid` (not
+    /// `client_id`), keeps WeChat's parameter order and ends in
+    /// `#wechat_redirect` ([`wechat::authorize_url`]).
+    pub appid_authorize: bool,
+    /// WeChat: the code is exchanged by a GET with `appid`, `secret`,
+    /// `code` and `grant_type` in the query ([`wechat::token_url`]).
+    pub token_by_get: bool,
+    /// WeChat: an `errcode` in a 200 answer is an error
+    /// ([`wechat::api_error`]).
+    pub errcode_in_body: bool,
+    /// WeChat: the profile call carries `access_token` and the token
+    /// answer's `openid` in the query ([`wechat::profile_url`]), and the
+    /// identifier is `unionid` else `openid` ([`wechat::identify`]).
+    pub profile_with_openid: bool,
 }
 
 impl Quirks {
@@ -165,6 +184,11 @@ impl Quirks {
         user_agent_required: false,
         profile_without_sub: false,
         machine_only: false,
+        ok_field: false,
+        appid_authorize: false,
+        token_by_get: false,
+        errcode_in_body: false,
+        profile_with_openid: false,
     };
 }
 
@@ -185,6 +209,8 @@ pub static ALL: &[&Preset] = &[
     &patreon::PRESET,
     &mailcow::PRESET,
     &github_actions::PRESET,
+    &slack::PRESET,
+    &wechat::PRESET,
 ];
 
 /// The preset of a vendor type; `None` for `oauth2`, `oauth1` and
