@@ -483,11 +483,16 @@ async fn callback(
             }
         }
     };
-    let record =
-        match sessions.new_record(slug, now, proven.id_token.clone(), proven.oidc_sid.clone()) {
-            Ok(r) => r,
-            Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, clear_login).await,
-        };
+    let record = match sessions.new_record(
+        slug,
+        now,
+        proven.id_token.clone(),
+        proven.oidc_sid.clone(),
+        &proven.claims,
+    ) {
+        Ok(r) => r,
+        Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, clear_login).await,
+    };
     let settled = crate::identity::signin::settle(
         sessions.store(),
         &rt.config,
