@@ -93,6 +93,7 @@ mod tests {
             forward_bearer_token: false,
             upstream_ca_file: None,
             public_paths: vec![],
+            claim_headers: Default::default(),
             policies: vec![],
         }
     }

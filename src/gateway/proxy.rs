@@ -237,6 +237,11 @@ pub async fn forward(
         state.sessions.login_cookie_name.as_str(),
     ];
     upstream::strip_gateway_cookies(&mut headers, &gateway_cookies);
+    let app = ctx.app.and_then(|i| state.config.apps.get(i));
+    // Claim header names are the gateway's on every request, public paths too.
+    if let Some(app) = app {
+        upstream::strip_claim_headers(&mut headers, &app.claim_headers);
+    }
     if let Some(p) = &ctx.principal {
         for (name, value) in p.headers(false) {
             if let (Ok(n), Ok(v)) = (
@@ -246,11 +251,13 @@ pub async fn forward(
                 headers.insert(n, v);
             }
         }
+        if let Some(app) = app {
+            for (name, value) in upstream::claim_headers(&app.claim_headers, &p.claims) {
+                headers.insert(name, value);
+            }
+        }
         // The verified token stays at the gateway unless the app asks for it (JWT-27).
-        let forward = ctx
-            .app
-            .and_then(|i| state.config.apps.get(i))
-            .is_some_and(|a| a.forward_bearer_token);
+        let forward = app.is_some_and(|a| a.forward_bearer_token);
         if p.kind == "bearer" && !forward {
             headers.remove(header::AUTHORIZATION);
         }

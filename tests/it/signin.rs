@@ -714,7 +714,7 @@ async fn forward_auth_believes_forwarded_headers_only_from_trusted_proxies() {
     assert!(r.headers().get("x-auth-request-user").is_none());
 }
 
-fn users_cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn users_cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("users")
         .args(args)
