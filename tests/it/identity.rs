@@ -370,6 +370,20 @@ async fn token_claims_feed_app_policies_and_claim_headers() {
     assert_eq!(seen.header("x-repo"), Some("acme/deploy"));
     assert_eq!(seen.header("x-ref"), Some("refs/heads/main"));
     assert_eq!(seen.header("x_ref"), None);
+    // Forward auth answers the same claim headers for the proxy in front to copy.
+    let r = client()
+        .get(gw.url("/_auth/check"))
+        .header("host", "deploy.test")
+        .header(
+            "authorization",
+            format!("Bearer {}", token(Some("acme/deploy"), "refs/heads/main")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-repo"], "acme/deploy");
+    assert_eq!(r.headers()["x-ref"], "refs/heads/main");
     // Another branch of the same repository: 403 insufficient_scope, nothing upstream.
     let r = call("deploy.test", token(Some("acme/deploy"), "refs/heads/dev"))
         .await
