@@ -25,6 +25,7 @@ fn app(name: &str, host: Option<&str>, prefix: &str) -> App {
         forward_bearer_token: false,
         upstream_ca_file: None,
         public_paths: vec!["/static/".into()],
+        claim_headers: Default::default(),
         policies: vec![],
     }
 }
