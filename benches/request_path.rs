@@ -26,6 +26,7 @@ fn app(name: &str, host: Option<&str>, prefix: &str) -> App {
         identity_assertion: false,
         upstream_ca_file: None,
         public_paths: vec!["/static/".into()],
+        claim_headers: Default::default(),
         policies: vec![],
     }
 }

@@ -342,6 +342,8 @@ mod tests {
             source: "corp".into(),
             kind: "session",
             token_subject: None,
+            email_verified: true,
+            claims: crate::principal::no_claims(),
         }
     }
 
@@ -468,6 +470,8 @@ mod tests {
             source: "ci".into(),
             kind: "bearer",
             token_subject: Some("https://ci.example#repo:acme/deploy".into()),
+            email_verified: false,
+            claims: crate::principal::no_claims(),
         };
         let now = jsonwebtoken::get_current_timestamp();
         let h = a.header("api", &machine, now).unwrap();

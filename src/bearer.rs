@@ -248,17 +248,24 @@ impl Bearer {
         if !audience_allowed(&claims, &app.jwt_audiences) {
             return Err(BearerError::Audience);
         }
-        let principal = principal_of(src, &claims).ok_or(BearerError::Malformed)?;
+        let principal = principal_of(src, claims).ok_or(BearerError::Malformed)?;
         Ok((self.shared(principal), exp, signer))
     }
 
-    /// The shared copy of `p` (or `p` itself, now shared).
+    /// The shared copy of `p` (or `p` itself, now shared). The claims are
+    /// part of the key: two tokens of one machine with other claims (another
+    /// `ref`, say) are two identities to policies and `claim_headers`.
     fn shared(&self, p: Principal) -> Arc<Principal> {
-        let Ok(json) = serde_json::to_vec(&p) else {
+        let (Ok(json), Ok(claims)) = (serde_json::to_vec(&p), serde_json::to_vec(&*p.claims))
+        else {
             return Arc::new(p);
         };
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(&(json.len() as u64).to_be_bytes());
+        ctx.update(&json);
+        ctx.update(&claims);
         let mut key = [0u8; 32];
-        key.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json).as_ref());
+        key.copy_from_slice(ctx.finish().as_ref());
         self.principals.get_with(key, || Arc::new(p))
     }
 }
@@ -331,20 +338,15 @@ pub fn check_times(c: &Value, now: u64, max_age: Option<u64>) -> Result<u64, Bea
     Ok(exp)
 }
 
-/// The machine's identity: `sub` (or the source's username claim), email, groups.
-fn principal_of(src: &crate::config::Source, claims: &Value) -> Option<Principal> {
-    let text = |field: &str| {
-        src.claims
-            .get(field)
-            .and_then(|path| lookup(claims, path))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
+/// The machine's identity: `sub` (or the source's username claim), email,
+/// groups, and the token's claims for policies and `claim_headers`. Its email
+/// counts as vouched for when the token says `email_verified` (or the source
+/// sets `trust_email`).
+fn principal_of(src: &crate::config::Source, claims: Value) -> Option<Principal> {
+    let at = |field: &str| src.claims.get(field).and_then(|path| lookup(&claims, path));
+    let text = |field: &str| at(field).and_then(Value::as_str).map(str::to_string);
     let sub = claims.get("sub").and_then(Value::as_str)?.to_string();
-    let groups = src
-        .claims
-        .get("groups")
-        .and_then(|path| lookup(claims, path))
+    let groups = at("groups")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
@@ -352,19 +354,33 @@ fn principal_of(src: &crate::config::Source, claims: &Value) -> Option<Principal
                 .collect()
         })
         .unwrap_or_default();
+    let email = text("email");
+    let vouched = src.trust_email
+        || match at("email_verified").or_else(|| claims.get("email_verified")) {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+            _ => false,
+        };
+    let (user, name, preferred_username) = (
+        text("username").unwrap_or_else(|| sub.clone()),
+        text("name"),
+        text("username"),
+    );
     Some(Principal {
-        user: text("username").unwrap_or_else(|| sub.clone()),
+        user,
         user_id: None,
-        email: text("email"),
-        name: text("name"),
+        email_verified: email.is_some() && vouched,
+        email,
+        name,
         groups,
-        preferred_username: text("username"),
+        preferred_username,
         source: src.slug.clone(),
         kind: "bearer",
         token_subject: claims
             .get("iss")
             .and_then(Value::as_str)
             .map(|iss| format!("{iss}#{sub}")),
+        claims: Arc::new(claims),
     })
 }
 

@@ -51,7 +51,7 @@ enum Command {
     },
     /// Print a fresh random session secret (32 bytes, base64).
     Keygen,
-    /// The user directory: list, show, disable, enable, unlink.
+    /// The user directory: list, show, disable, enable, unlink, rename.
     Users {
         /// Config file (default: $PORTCULLIS_CONFIG, else config/portcullis.toml).
         #[arg(long, short, global = true)]
@@ -89,6 +89,14 @@ enum UsersAction {
         user: String,
         /// Source slug.
         source: String,
+    },
+    /// Give a user a new username (unique regardless of case); upstreams see it
+    /// as X-Forwarded-User within identity_cache_ttl.
+    Rename {
+        /// Username, user id or email.
+        user: String,
+        /// The new username.
+        new: String,
     },
 }
 
@@ -187,6 +195,7 @@ fn users(config: Option<PathBuf>, json: bool, action: UsersAction) -> ExitCode {
         UsersAction::Disable { user } => C::Disable(user),
         UsersAction::Enable { user } => C::Enable(user),
         UsersAction::Unlink { user, source } => C::Unlink(user, source),
+        UsersAction::Rename { user, new } => C::Rename(user, new),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

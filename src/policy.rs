@@ -13,6 +13,9 @@ pub struct Subject<'a> {
     pub username: &'a str,
     /// Email address.
     pub email: Option<&'a str>,
+    /// Whether a source vouches for `email` (`email_verified` or `trust_email`):
+    /// only then do `email_domains` and email entries of `users` match it.
+    pub email_verified: bool,
     /// Display name.
     pub name: Option<&'a str>,
     /// Groups.
@@ -135,9 +138,10 @@ impl Rule {
     /// matches everyone); `None` when the expression could not be evaluated.
     fn matches(&self, who: &Subject<'_>, request: Option<Request<'_>>) -> Option<bool> {
         let p = &self.policy;
+        // An email nobody vouches for proves nothing about who holds it.
+        let vouched = who.email.filter(|_| who.email_verified);
         if !p.email_domains.is_empty() {
-            let domain = who
-                .email
+            let domain = vouched
                 .and_then(|e| e.rsplit_once('@'))
                 .map(|(_, d)| d.to_ascii_lowercase());
             if !domain.is_some_and(|d| p.email_domains.contains(&d)) {
@@ -147,7 +151,12 @@ impl Rule {
         if !p.groups.is_empty() && !who.groups.iter().any(|g| p.groups.contains(g)) {
             return Some(false);
         }
-        if !p.users.is_empty() && !p.users.iter().any(|u| u == who.username) {
+        // An entry with `@` names an email (vouched only), never a username.
+        let named = |u: &String| match u.contains('@') {
+            true => vouched.is_some_and(|e| e.eq_ignore_ascii_case(u)),
+            false => u == who.username,
+        };
+        if !p.users.is_empty() && !p.users.iter().any(named) {
             return Some(false);
         }
         match &self.program {
@@ -164,7 +173,7 @@ fn evaluate(
     request: Option<Request<'_>>,
 ) -> Option<bool> {
     let mut ctx = cel::Context::default();
-    let user = json!({"username": who.username, "email": who.email, "name": who.name, "groups": who.groups});
+    let user = json!({"username": who.username, "email": who.email, "email_verified": who.email_verified, "name": who.name, "groups": who.groups});
     let req = request.map_or(
         json!({}),
         |r| json!({"path": r.path, "method": r.method, "host": r.host}),
@@ -202,6 +211,7 @@ mod tests {
         Subject {
             username: "ada",
             email: Some(email),
+            email_verified: true,
             name: None,
             groups,
             claims,
@@ -253,6 +263,58 @@ mod tests {
             rules.check(PolicyAction::Access, &s_staff, None).is_err(),
             "deny wins over allow"
         );
+    }
+
+    #[test]
+    fn email_domains_and_email_entries_match_only_a_vouched_email() {
+        let none: Vec<String> = vec![];
+        let claims = json!({});
+        let vouched = subject(&none, &claims, "Ada@Example.com");
+        let unvouched = Subject {
+            email_verified: false,
+            ..vouched.clone()
+        };
+        let by_domain = Policy {
+            email_domains: vec!["example.com".into()],
+            ..rule(PolicyAction::Access, Effect::Allow)
+        };
+        let by_email = Policy {
+            users: vec!["ada@example.com".into()],
+            ..rule(PolicyAction::Access, Effect::Allow)
+        };
+        for p in [by_domain, by_email] {
+            let rules = Rules::new(std::slice::from_ref(&p)).unwrap();
+            assert!(
+                rules.check(PolicyAction::Access, &vouched, None).is_ok(),
+                "{p:?}"
+            );
+            assert!(
+                rules.check(PolicyAction::Access, &unvouched, None).is_err(),
+                "{p:?}"
+            );
+        }
+        // A username that looks like the email does not satisfy an email entry.
+        let lookalike = Subject {
+            username: "ada@example.com",
+            ..unvouched.clone()
+        };
+        let by_email = Policy {
+            users: vec!["ada@example.com".into()],
+            ..rule(PolicyAction::Access, Effect::Allow)
+        };
+        assert!(Rules::new(&[by_email])
+            .unwrap()
+            .check(PolicyAction::Access, &lookalike, None)
+            .is_err());
+        // A deny on a domain does not fire for an unvouched address either:
+        // nothing says the person holds it.
+        let deny = Policy {
+            email_domains: vec!["example.com".into()],
+            ..rule(PolicyAction::Access, Effect::Deny)
+        };
+        let rules = Rules::new(&[deny]).unwrap();
+        assert!(rules.check(PolicyAction::Access, &unvouched, None).is_ok());
+        assert!(rules.check(PolicyAction::Access, &vouched, None).is_err());
     }
 
     #[test]

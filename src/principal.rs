@@ -1,7 +1,10 @@
 //! Who a request is from once authenticated, and the identity headers that
 //! say so to the upstream. Pure.
 
+use std::sync::Arc;
+
 use serde::Serialize;
+use serde_json::Value;
 
 /// An authenticated person (session) or machine (bearer token).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -13,6 +16,8 @@ pub struct Principal {
     pub user_id: Option<String>,
     /// Email address.
     pub email: Option<String>,
+    /// Whether a source vouches for `email` (`email_verified` or `trust_email`).
+    pub email_verified: bool,
     /// Display name.
     pub name: Option<String>,
     /// Groups.
@@ -27,6 +32,15 @@ pub struct Principal {
     /// fragment, so the first `#` splits them): its `sub` in the identity assertion.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_subject: Option<String>,
+    /// The claims policies and `claim_headers` see: the session's sign-in
+    /// claims or the token's; `{}` when none. Not part of `/_auth/userinfo`.
+    #[serde(skip)]
+    pub claims: Arc<Value>,
+}
+
+/// An empty claim set.
+pub fn no_claims() -> Arc<Value> {
+    Arc::new(Value::Object(serde_json::Map::new()))
 }
 
 /// A header value that is safe to emit: visible ASCII and spaces only; anything
@@ -89,6 +103,7 @@ mod tests {
             user: "ada".into(),
             user_id: Some("u1".into()),
             email: Some("ada@example.com\r\nX-Forwarded-User: root".into()),
+            email_verified: true,
             name: None,
             groups: vec![
                 "staff".into(),
@@ -100,6 +115,7 @@ mod tests {
             source: "corp".into(),
             kind: "session",
             token_subject: None,
+            claims: no_claims(),
         };
         let h = p.headers(false);
         assert_eq!(

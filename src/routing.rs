@@ -94,6 +94,7 @@ mod tests {
             identity_assertion: false,
             upstream_ca_file: None,
             public_paths: vec![],
+            claim_headers: Default::default(),
             policies: vec![],
         }
     }

@@ -21,6 +21,8 @@ pub enum Command {
     Enable(String),
     /// Remove a user's connection to a source.
     Unlink(String, String),
+    /// Give a user a new username.
+    Rename(String, String),
 }
 
 /// Why a `users` command failed: the message says what to do.
@@ -32,6 +34,14 @@ pub enum UsersError {
     /// The user has no connection to that source.
     #[error("user `{0}` has no connection to source `{1}`")]
     NotConnected(String, String),
+    /// Another user has the username: choose another.
+    #[error(
+        "the username `{0}` is taken by another user (usernames are unique regardless of case)"
+    )]
+    UsernameTaken(String),
+    /// The new username cannot be a username: say what is allowed.
+    #[error("`{0}` cannot be a username: use 1 to 128 visible ASCII characters, without spaces or commas")]
+    BadUsername(String),
     /// The store failed: check `store.url` and the database.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -53,11 +63,19 @@ async fn find(store: &Arc<dyn UserStore>, who: &str) -> Result<User, UsersError>
     Err(UsersError::UnknownUser(who.to_string()))
 }
 
+/// Whether `name` can be a username: it travels as `X-Forwarded-User`, so
+/// visible ASCII only (no space, and no comma that a list would split on).
+pub fn valid_username(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+}
+
 fn user_json(u: &User, connections: &[Connection]) -> Value {
     json!({
         "id": u.id,
         "username": u.username,
         "email": u.email,
+        "email_verified": u.email_verified,
+        "home_source": u.home_source,
         "name": u.name,
         "disabled": u.disabled,
         "created_at": u.created_at,
@@ -137,11 +155,25 @@ pub async fn run(
                 return Ok(v.to_string());
             }
             let mut out = format!(
-                "{}\n  id: {}\n  name: {}\n",
+                "{}\n  id: {}\n  name: {}\n  email verified: {}\n  home source: {}\n",
                 user_line(&user, &connections),
                 user.id,
-                user.name.as_deref().unwrap_or("-")
+                user.name.as_deref().unwrap_or("-"),
+                if user.email_verified { "yes" } else { "no" },
+                user.home_source.as_deref().unwrap_or("-"),
             );
+            out.push_str(&format!("  connections: {}\n", connections.len()));
+            for c in &connections {
+                let home = if user.home_source.as_deref() == Some(c.source.as_str()) {
+                    "  (home)"
+                } else {
+                    ""
+                };
+                out.push_str(&format!(
+                    "    {}:{}  linked_at={}{home}\n",
+                    c.source, c.identifier, c.created_at
+                ));
+            }
             out.push_str(&format!("  sessions: {}\n", sessions.len()));
             for s in &sessions {
                 let state = if s.revoked {
@@ -161,6 +193,7 @@ pub async fn run(
             }
             Ok(out.trim_end().to_string())
         }
+        Command::Rename(who, new) => rename(store, &who, &new, as_json).await,
         Command::Disable(who) => set(store, &who, true, as_json).await,
         Command::Enable(who) => set(store, &who, false, as_json).await,
         Command::Unlink(who, source) => {
@@ -180,6 +213,40 @@ pub async fn run(
     }
 }
 
+async fn rename(
+    store: &Arc<dyn UserStore>,
+    who: &str,
+    new: &str,
+    as_json: bool,
+) -> Result<String, UsersError> {
+    if !valid_username(new) {
+        return Err(UsersError::BadUsername(new.to_string()));
+    }
+    let user = find(store, who).await?;
+    match store.rename_user(&user.id, new).await {
+        Ok(true) => {}
+        Ok(false) => return Err(UsersError::UnknownUser(who.to_string())),
+        Err(StoreError::UsernameTaken) => return Err(UsersError::UsernameTaken(new.to_string())),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(
+        target: "portcullis::audit",
+        event = "user.rename",
+        user_id = %user.id,
+        from = %user.username,
+        to = %new,
+        "user renamed"
+    );
+    Ok(if as_json {
+        json!({"user_id": user.id, "renamed_from": user.username, "username": new}).to_string()
+    } else {
+        format!(
+            "{} is now {new} (upstreams see the new X-Forwarded-User within identity_cache_ttl)",
+            user.username
+        )
+    })
+}
+
 async fn set(
     store: &Arc<dyn UserStore>,
     who: &str,
@@ -197,4 +264,20 @@ async fn set(
     } else {
         format!("{} is enabled", user.username)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_visible_ascii_without_spaces_or_commas() {
+        for ok in ["lou", "lou.smith", "LOU-2", "a@b"] {
+            assert!(valid_username(ok), "{ok}");
+        }
+        let long = "x".repeat(129);
+        for bad in ["", "lou smith", "a,b", "zoë", "a\nb", long.as_str()] {
+            assert!(!valid_username(bad), "{bad:?}");
+        }
+    }
 }

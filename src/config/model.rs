@@ -498,6 +498,9 @@ pub struct App {
     pub upstream_ca_file: Option<PathBuf>,
     /// Path prefixes served without authentication.
     pub public_paths: Vec<String>,
+    /// `claim_headers`: headers to the upstream from claims, by lower-case
+    /// header name; every client copy of these names is removed.
+    pub claim_headers: BTreeMap<String, String>,
     /// `[[app.policy]]`
     #[serde(rename = "policy")]
     pub policies: Vec<Policy>,

@@ -160,6 +160,7 @@ pub struct RawApp {
     pub identity_assertion: Option<bool>,
     pub upstream_ca_file: Option<String>,
     pub public_paths: Option<Vec<String>>,
+    pub claim_headers: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default)]
     pub policy: Vec<figment::value::Value>,
 }

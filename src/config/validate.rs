@@ -1276,6 +1276,7 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
     }
     let policies = policies(c, at, &raw.policy, &[("access", PolicyAction::Access)]);
     access_is_stated(c, at, &app_sources, &jwt_sources, &public_paths, &policies);
+    let claim_headers = claim_headers(c, at, raw.claim_headers.unwrap_or_default());
     let upstream_ca_file = raw.upstream_ca_file.as_deref().and_then(|f| {
         let key = at.key("upstream_ca_file");
         if upstream.as_ref().is_some_and(|u| !u.tls) {
@@ -1305,6 +1306,7 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
         identity_assertion: raw.identity_assertion.unwrap_or(false),
         upstream_ca_file,
         public_paths,
+        claim_headers,
         policies,
     })
 }
@@ -1349,4 +1351,91 @@ fn access_is_stated(
             at.key("policy").env_var(),
         ),
     );
+}
+
+/// Header names `claim_headers` may not use: hop-by-hop and framing fields,
+/// `Host`, credentials, and the names the gateway owns or the forwarding
+/// headers (all compared lower-case with `_` read as `-`).
+const RESERVED_CLAIM_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "cookie",
+    "set-cookie",
+    "authorization",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-uri",
+    "x-forwarded-prefix",
+    "x-forwarded-method",
+    "x-original-url",
+    "x-original-uri",
+    "x-real-ip",
+    "forwarded",
+];
+
+/// Prefixes of names the gateway owns.
+const RESERVED_CLAIM_HEADER_PREFIXES: &[&str] = &["x-auth-request-", "x-portcullis-"];
+
+/// `claim_headers = { "X-Team" = "org.team" }`: valid header names that are
+/// not reserved, not given twice (in any case or `_` spelling), and non-empty paths.
+fn claim_headers(
+    c: &mut Check<'_>,
+    at: &KeyPath,
+    raw: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, path) in raw {
+        let key = at.key("claim_headers").key(&name);
+        let lower = name.to_ascii_lowercase();
+        let canonical = lower.replace('_', "-");
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() || name.contains('_') {
+            c.fail(
+                key,
+                format!("`{name}` is not a header name for an upstream: use letters, digits and `-` (e.g. X-Team)"),
+            );
+            continue;
+        }
+        if RESERVED_CLAIM_HEADERS.contains(&canonical.as_str())
+            || RESERVED_CLAIM_HEADER_PREFIXES
+                .iter()
+                .any(|p| canonical.starts_with(p))
+        {
+            c.fail(
+                key,
+                format!("`{name}` is reserved (hop-by-hop, Host, Cookie, Authorization, or a header the gateway sets itself); choose another name such as X-Claim-Team"),
+            );
+            continue;
+        }
+        if path.trim().is_empty() {
+            c.fail(key, "empty claim path: name a claim, e.g. \"org.team\"");
+            continue;
+        }
+        if out.insert(canonical, path).is_some() {
+            c.fail(
+                key,
+                format!("`{name}` is given twice (header names ignore case)"),
+            );
+        }
+    }
+    out
 }

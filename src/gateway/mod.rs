@@ -138,13 +138,13 @@ impl State {
         let Some(rules) = self.app_rules.get(app) else {
             return Ok(());
         };
-        let no_claims = serde_json::Value::Object(Default::default());
         let subject = crate::policy::Subject {
             username: &who.user,
             email: who.email.as_deref(),
+            email_verified: who.email_verified,
             name: who.name.as_deref(),
             groups: &who.groups,
-            claims: &no_claims,
+            claims: &who.claims,
             source: &who.source,
         };
         let request = crate::policy::Request { path, method, host };

@@ -237,6 +237,11 @@ pub async fn forward(
         state.sessions.login_cookie_name.as_str(),
     ];
     upstream::strip_gateway_cookies(&mut headers, &gateway_cookies);
+    let app = ctx.app.and_then(|i| state.config.apps.get(i));
+    // Claim header names are the gateway's on every request, public paths too.
+    if let Some(app) = app {
+        upstream::strip_claim_headers(&mut headers, &app.claim_headers);
+    }
     if let Some(p) = &ctx.principal {
         for (name, value) in p.headers(false) {
             if let (Ok(n), Ok(v)) = (
@@ -246,7 +251,11 @@ pub async fn forward(
                 headers.insert(n, v);
             }
         }
-        let app = ctx.app.and_then(|i| state.config.apps.get(i));
+        if let Some(app) = app {
+            for (name, value) in upstream::claim_headers(&app.claim_headers, &p.claims) {
+                headers.insert(name, value);
+            }
+        }
         if let Some(app) = app.filter(|a| a.identity_assertion) {
             // Client copies went with every other X-Portcullis-* header above.
             match state.assertions.header(&app.name, p, super::routes::now()) {

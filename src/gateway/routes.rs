@@ -494,11 +494,16 @@ async fn callback(
             }
         }
     };
-    let record =
-        match sessions.new_record(slug, now, proven.id_token.clone(), proven.oidc_sid.clone()) {
-            Ok(r) => r,
-            Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, clear_login).await,
-        };
+    let record = match sessions.new_record(
+        slug,
+        now,
+        proven.id_token.clone(),
+        proven.oidc_sid.clone(),
+        &proven.claims,
+    ) {
+        Ok(r) => r,
+        Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, clear_login).await,
+    };
     let settled = crate::identity::signin::settle(
         sessions.store(),
         &rt.config,
@@ -992,17 +997,23 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
         Some(p) => {
             ctx.outcome = Some(Outcome::Authenticated);
             let headers = p.headers(true);
-            {
-                rescue::write(
-                    session,
-                    ctx,
-                    200,
-                    &headers,
-                    "text/plain; charset=utf-8",
-                    Bytes::new(),
-                );
-                Ok(())
+            rescue::write(
+                session,
+                ctx,
+                200,
+                &headers,
+                "text/plain; charset=utf-8",
+                Bytes::new(),
+            );
+            // The target app's claim headers, under their own names, for the
+            // proxy in front to copy (nginx `auth_request_set`, Traefik `authResponseHeaders`).
+            let app = target_app.and_then(|i| state.config.apps.get(i));
+            if let (Some(app), Some(resp)) = (app, session.response.as_mut()) {
+                for (name, value) in super::upstream::claim_headers(&app.claim_headers, &p.claims) {
+                    resp.headers_mut().insert(name, value);
+                }
             }
+            Ok(())
         }
         None => {
             let json = serde_json::json!({"error": "unauthorized", "error_description": "no valid session or token"});

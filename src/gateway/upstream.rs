@@ -5,7 +5,13 @@
 
 use std::net::IpAddr;
 
+use std::collections::BTreeMap;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use crate::principal::header_safe;
+use crate::source::claims::lookup;
 
 /// Identity headers the gateway owns, in canonical lower-case `-` spelling:
 /// every client copy is removed, always.
@@ -169,6 +175,68 @@ pub fn request_header_edits(headers: &HeaderMap, peer: &Peer<'_>) -> HeaderEdits
         }
     }
     edits
+}
+
+/// Removes every client copy of the app's `claim_headers` names, in any
+/// case and with `_` for `-` (the names are stored canonical, lower-case).
+/// Done for every request, public paths and absent claims included.
+pub fn strip_claim_headers(headers: &mut HeaderMap, names: &BTreeMap<String, String>) {
+    if names.is_empty() {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| names.contains_key(&canonical_name(k.as_str())))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Longest claim header value emitted; a longer one is left out.
+const MAX_CLAIM_HEADER_BYTES: usize = 4096;
+
+/// A claim as a header value: strings as they are, numbers and booleans
+/// printed, arrays of those comma-joined; objects, nulls and unsafe text
+/// (CR, LF, NUL, non-visible or non-ASCII, PRX-07) give nothing.
+pub fn claim_header_value(claim: &Value) -> Option<HeaderValue> {
+    fn scalar(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+    let text = match claim {
+        Value::Array(items) => items
+            .iter()
+            .map(scalar)
+            .collect::<Option<Vec<_>>>()?
+            .join(","),
+        other => scalar(other)?,
+    };
+    let safe = header_safe(&text)?;
+    if safe.len() > MAX_CLAIM_HEADER_BYTES {
+        return None;
+    }
+    HeaderValue::from_str(safe).ok()
+}
+
+/// The app's claim headers for a principal's claims (dotted paths into them);
+/// a claim that is absent or unsafe gives no header.
+pub fn claim_headers(
+    names: &BTreeMap<String, String>,
+    claims: &Value,
+) -> Vec<(HeaderName, HeaderValue)> {
+    names
+        .iter()
+        .filter_map(|(name, path)| {
+            let value = claim_header_value(lookup(claims, path)?)?;
+            Some((HeaderName::from_bytes(name.as_bytes()).ok()?, value))
+        })
+        .collect()
 }
 
 /// The request target to send upstream when the canonical path `forward`
@@ -552,6 +620,67 @@ mod tests {
             ["x-hop", "keep-alive", "proxy-connection", "upgrade"]
         );
         assert_eq!(names(101), ["x-hop", "keep-alive", "proxy-connection"]);
+    }
+
+    #[test]
+    fn prx07_claim_headers_carry_safe_claims_only() {
+        let names: BTreeMap<String, String> = [
+            ("x-team", "org.team"),
+            ("x-repo", "repository"),
+            ("x-roles", "roles"),
+            ("x-level", "level"),
+            ("x-evil", "evil"),
+            ("x-missing", "nope.nope"),
+            ("x-object", "org"),
+            ("x-mixed", "mixed"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let claims = serde_json::json!({
+            "org": {"team": "platform"},
+            "repository": "acme/deploy",
+            "roles": ["a", "b"],
+            "level": 3,
+            "evil": "x\r\nX-Forwarded-User: root",
+            "mixed": ["a", {"b": 1}],
+        });
+        let got: Vec<(String, String)> = claim_headers(&names, &claims)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("x-level".to_string(), "3".to_string()),
+                ("x-repo".into(), "acme/deploy".into()),
+                ("x-roles".into(), "a,b".into()),
+                ("x-team".into(), "platform".into()),
+            ]
+        );
+        for bad in [
+            serde_json::json!("tab\there"),
+            serde_json::json!("nul\u{0}"),
+            serde_json::json!("zoë"),
+            serde_json::json!(null),
+            serde_json::json!("x".repeat(5000)),
+        ] {
+            assert_eq!(claim_header_value(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn prx03_client_copies_of_claim_headers_go_in_every_spelling() {
+        let names: BTreeMap<String, String> = [("x-team".to_string(), "team".to_string())].into();
+        let mut h = map(&[
+            ("X-Team", "spoofed"),
+            ("x_team", "spoofed"),
+            ("X_TEAM", "spoofed"),
+            ("x-teams", "kept"),
+        ]);
+        strip_claim_headers(&mut h, &names);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(values(&h, "x-teams"), vec!["kept"]);
     }
 
     #[test]

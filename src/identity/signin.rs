@@ -88,6 +88,7 @@ pub async fn settle(
         let subject = Subject {
             username,
             email: identity.email.as_deref(),
+            email_verified: identity.email_verified,
             name: identity.name.as_deref(),
             groups: &identity.groups,
             claims,

@@ -5,17 +5,23 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A local user: enrolled through a source, refreshed on every sign-in.
+/// A local user: enrolled through a source, refreshed by sign-ins through it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// Random 128-bit id, base64url without padding; never reused.
     pub id: String,
-    /// Unique (case-insensitively) local username; `X-Forwarded-User`.
+    /// Unique (case-insensitively) local username; `X-Forwarded-User`. Chosen
+    /// at enrollment, changed only by `portcullis users rename`.
     pub username: String,
-    /// Email as the source last reported it.
+    /// Email as the home source last reported it.
     pub email: Option<String>,
-    /// Display name as the source last reported it.
+    /// Whether a source vouches for `email` (`email_verified` or `trust_email`).
+    pub email_verified: bool,
+    /// Display name as the home source last reported it.
     pub name: Option<String>,
+    /// The source the user enrolled through: only its sign-ins refresh email
+    /// and name. `None` for a user from before homes were kept who has no connection.
+    pub home_source: Option<String>,
     /// Group names from every connected source, sorted, without duplicates.
     pub groups: Vec<String>,
     /// A disabled user cannot sign in and its sessions are revoked.
@@ -69,6 +75,8 @@ pub struct NewSession {
     pub oidc_sid: Option<String>,
     /// The ID token, for RP-initiated logout's `id_token_hint`.
     pub id_token: Option<String>,
+    /// The sign-in's claims as JSON text (see [`super::claims::for_session`]).
+    pub claims: Option<String>,
 }
 
 /// A stored session.
@@ -93,6 +101,8 @@ pub struct SessionRecord {
     pub oidc_sid: Option<String>,
     /// The ID token, for RP-initiated logout's `id_token_hint`.
     pub id_token: Option<String>,
+    /// The sign-in's claims as JSON text; `None` for sessions from before they were kept.
+    pub claims: Option<String>,
 }
 
 impl SessionRecord {
@@ -118,7 +128,16 @@ impl fmt::Debug for NewSession {
             .field("expires_at", &self.expires_at)
             .field("oidc_sid", &self.oidc_sid)
             .field("id_token", &format_args!("{}", redacted(&self.id_token)))
+            .field("claims", &format_args!("{}", sized(&self.claims)))
             .finish()
+    }
+}
+
+/// How claims show in logs: their size, never their values (they hold personal data).
+fn sized(claims: &Option<String>) -> String {
+    match claims {
+        Some(c) => format!("Some(<{} bytes>)", c.len()),
+        None => "None".into(),
     }
 }
 
@@ -134,6 +153,7 @@ impl fmt::Debug for SessionRecord {
             .field("revoked", &self.revoked)
             .field("oidc_sid", &self.oidc_sid)
             .field("id_token", &format_args!("{}", redacted(&self.id_token)))
+            .field("claims", &format_args!("{}", sized(&self.claims)))
             .finish()
     }
 }
@@ -150,9 +170,11 @@ mod tests {
             expires_at: 10,
             oidc_sid: None,
             id_token: Some("eyJhbGciOi.secret.sig".into()),
+            claims: Some(r#"{"email":"ada@example.com"}"#.into()),
         };
         let shown = format!("{s:?}");
         assert!(!shown.contains("secret"), "{shown}");
+        assert!(!shown.contains("ada@"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
     }
 
@@ -168,6 +190,7 @@ mod tests {
             revoked: false,
             oidc_sid: None,
             id_token: None,
+            claims: None,
         };
         assert!(r.is_live(99));
         assert!(!r.is_live(100));

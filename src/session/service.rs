@@ -214,13 +214,27 @@ impl Sessions {
         now: u64,
         id_token: Option<String>,
         oidc_sid: Option<String>,
+        claims: &serde_json::Value,
     ) -> Result<NewSession, crate::source::flow::FlowError> {
+        let (claims, dropped) = crate::identity::claims::for_session(
+            claims,
+            crate::identity::claims::MAX_SESSION_CLAIMS,
+        );
+        if !dropped.is_empty() {
+            // Names only: the values are personal data.
+            tracing::warn!(
+                auth.source = source,
+                dropped = ?dropped,
+                "the sign-in's claims exceed 16 KiB; the largest were left out of the session"
+            );
+        }
         Ok(NewSession {
             id: crate::source::flow::random_token()?,
             source: source.to_string(),
             expires_at: (now + self.lifetime.as_secs()) as i64,
             oidc_sid,
             id_token,
+            claims: Some(claims),
         })
     }
 
@@ -291,11 +305,13 @@ pub fn principal_of(record: &SessionRecord, user: &User) -> Principal {
         user: user.username.clone(),
         user_id: Some(user.id.clone()),
         email: user.email.clone(),
+        email_verified: user.email.is_some() && user.email_verified,
         name: user.name.clone(),
         groups: user.groups.clone(),
         preferred_username: Some(user.username.clone()),
         source: record.source.clone(),
         kind: "session",
         token_subject: None,
+        claims: std::sync::Arc::new(crate::identity::claims::parse(record.claims.as_deref())),
     }
 }

@@ -492,3 +492,58 @@ fn connection_limits_and_the_upstream_ca_file_are_validated_naming_key_and_file(
     assert_eq!(c.server.idle_timeout.as_secs(), 60);
     assert_eq!(c.server.max_connections, 10_000);
 }
+
+#[test]
+fn claim_headers_refuse_reserved_malformed_and_repeated_names() {
+    let body = format!(
+        "{}\n[[app]]\nname = \"wiki\"\nupstream = \"http://127.0.0.1:3000\"\n\
+         claim_headers = {{ \"Host\" = \"a\", \"Cookie\" = \"a\", \"authorization\" = \"a\", \"Transfer-Encoding\" = \"a\", \
+         \"X-Forwarded-User\" = \"a\", \"X-Auth-Request-Team\" = \"a\", \"X-Portcullis-Assertion\" = \"a\", \
+         \"X_Team\" = \"a\", \"Bad Name\" = \"a\", \"X-Empty\" = \"\", \"X-Team\" = \"org.team\", \"x-team\" = \"org.team\" }}\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        base_config()
+    );
+    let msg = problems(&body);
+    for name in [
+        "Host",
+        "Cookie",
+        "authorization",
+        "Transfer-Encoding",
+        "X-Forwarded-User",
+        "X-Auth-Request-Team",
+        "X-Portcullis-Assertion",
+    ] {
+        assert!(
+            msg.contains(&format!(
+                "app[wiki].claim_headers.{name}: `{name}` is reserved"
+            )),
+            "{name}: {msg}"
+        );
+    }
+    assert!(
+        msg.contains("claim_headers.X_Team: `X_Team` is not a header name"),
+        "{msg}"
+    );
+    assert!(msg.contains("`Bad Name` is not a header name"), "{msg}");
+    assert!(
+        msg.contains("claim_headers.X-Empty: empty claim path"),
+        "{msg}"
+    );
+    assert!(msg.contains("`x-team` is given twice"), "{msg}");
+    assert!(
+        msg.contains("PORTCULLIS_APP__0__CLAIM_HEADERS__HOST"),
+        "{msg}"
+    );
+    // A valid table loads.
+    let ok = format!(
+        "{}\n[[app]]\nname = \"wiki\"\nupstream = \"http://127.0.0.1:3000\"\nclaim_headers = {{ \"X-Team\" = \"org.team\" }}\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        base_config()
+    );
+    let file = config_file(&ok);
+    let c = load_with_env(&file.path, Vec::new()).unwrap();
+    assert_eq!(
+        c.apps[0].claim_headers.get("x-team").map(String::as_str),
+        Some("org.team")
+    );
+}

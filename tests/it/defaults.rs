@@ -471,8 +471,8 @@ fn the_docs_hold_no_session_secret_that_is_not_refused() {
 async fn allow_everyone_plus_admins_on_admin_keeps_a_non_admin_out_of_admin_only() {
     let mut s = crate::signin::Setup::start_with_apps(
         "",
-        // Appended to the app that already allows everyone signed in.
-        "[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\ngroups = [\"admins\"]\npath_prefix = \"/admin\"\n",
+        // Allow everyone signed in, and admins only on /admin.
+        "[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\ngroups = [\"admins\"]\npath_prefix = \"/admin\"\n",
         // bob is in `staff` only; alice is in `admins` and `staff`.
         |f| f.auto_approve_as = Some("bob".into()),
     )

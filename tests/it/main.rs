@@ -17,6 +17,7 @@ mod config;
 mod defaults;
 mod discovery;
 mod engine;
+mod identity;
 mod oauth1;
 mod proxy;
 mod replicas;

@@ -74,8 +74,9 @@ impl Setup {
     }
 
     /// As `start_with`; `apps_extra` ends the config: keys before its first
-    /// table header go to the app "app" (which allows everyone signed in), its
-    /// tables (more policies of that app, more `[[app]]`s) after that rule.
+    /// table header go to the app "app", its tables (policies of that app,
+    /// more `[[app]]`s) follow. The app "app" admits everyone signed in unless
+    /// those tables give it access rules of its own.
     pub async fn start_with_apps(
         source_extra: &str,
         apps_extra: &str,
@@ -105,6 +106,17 @@ impl Setup {
             apps_extra.find("\n[").map_or(apps_extra.len(), |i| i + 1)
         };
         let (app_keys, app_tables) = apps_extra.split_at(at);
+        // The app "app" admits everyone signed in unless the tables state its
+        // own access rules (those before any further `[[app]]`).
+        let own_rules = app_tables
+            .split("[[app]]")
+            .next()
+            .is_some_and(|t| t.contains("on = [\"access\"]"));
+        let default_rule = if own_rules {
+            ""
+        } else {
+            "[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n"
+        };
         let config = format!(
             r#"
 [server]
@@ -133,9 +145,7 @@ name = "app"
 upstream = "{up}"
 public_paths = ["/public"]
 {app_keys}
-[[app.policy]]
-on = ["access"]
-effect = "allow"
+{default_rule}
 {app_tables}
 "#,
             protocol = if source_extra.contains("type = ") {
@@ -728,7 +738,7 @@ async fn forward_auth_believes_forwarded_headers_only_from_trusted_proxies() {
     assert!(r.headers().get("x-auth-request-user").is_none());
 }
 
-fn users_cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn users_cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("users")
         .args(args)

@@ -28,6 +28,10 @@ pub enum StoreError {
     /// unlinked meanwhile); nothing was written. Restart the sign-in.
     #[error("no such user or connection")]
     NotFound,
+    /// Another user has this username (in any case); nothing was written.
+    /// Choose another name.
+    #[error("another user has this username")]
+    UsernameTaken,
     /// More than one user has this email. Refuse to match by it.
     #[error("more than one user has this email")]
     Ambiguous,
@@ -96,8 +100,9 @@ pub trait UserStore: Send + Sync {
         now: i64,
     ) -> Result<User, StoreError>;
 
-    /// Refreshes the connected user from `identity` and creates `session` in
-    /// one transaction; `Disabled` (nothing written) for a disabled user.
+    /// Refreshes the connected user from `identity` (email and name only
+    /// through the home source, never the username; the source's groups) and
+    /// creates `session` in one transaction; `Disabled` (nothing written) for a disabled user.
     async fn sign_in(
         &self,
         user_id: &str,
@@ -106,8 +111,9 @@ pub trait UserStore: Send + Sync {
         now: i64,
     ) -> Result<User, StoreError>;
 
-    /// Connects `identity` to an existing user, refreshes it and creates
-    /// `session` in one transaction; `AlreadyConnected` or `Disabled` write nothing.
+    /// Connects `identity` to an existing user, takes its groups and creates
+    /// `session` in one transaction (the linked source is not the home: email,
+    /// name and username stay); `AlreadyConnected` or `Disabled` write nothing.
     async fn link(
         &self,
         user_id: &str,
@@ -168,6 +174,10 @@ pub trait UserStore: Send + Sync {
 
     /// How many rows each table holds.
     async fn counts(&self) -> Result<StoreCounts, StoreError>;
+
+    /// Gives the user a new username, unique case-insensitively; `false` if
+    /// there is no such user, `UsernameTaken` (nothing written) if another has it.
+    async fn rename_user(&self, user_id: &str, username: &str) -> Result<bool, StoreError>;
 
     /// The user's sessions, newest first (revoked and expired ones included).
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError>;

@@ -12,14 +12,14 @@ use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{
-    AssertSqlSafe, ColumnIndex, Connection as _, Database, Decode, Encode, Executor, IntoArguments,
-    Pool, Row, Type,
+    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type,
 };
 
 use super::{
     clean_groups, first_free_username, new_user_id, suffix_pattern, wanted_username, StoreCounts,
     StoreError, UserStore,
 };
+use crate::identity::profile::{self, Profile};
 use crate::identity::{Connection, Identity, NewSession, SessionRecord, User};
 
 /// How long a connection waits for the database before giving up.
@@ -117,7 +117,7 @@ pub(super) struct SqlStore<DB: Database> {
 macro_rules! select_users {
     ($cond:literal) => {
         concat!(
-            "SELECT u.id, u.username, u.email, u.name, u.disabled, u.created_at, g.group_name \
+            "SELECT u.id, u.username, u.email, u.name, u.disabled, u.created_at, u.email_verified, u.home_source, g.group_name \
              FROM users u LEFT JOIN user_groups g ON g.user_id = u.id ",
             $cond,
             " ORDER BY u.id"
@@ -126,16 +126,16 @@ macro_rules! select_users {
 }
 
 /// Number of columns `select_users!` yields per row.
-const USER_COLUMNS: usize = 7;
+const USER_COLUMNS: usize = 9;
 
 /// Session columns followed by the `select_users!` columns.
-const SELECT_SESSION: &str = "SELECT s.id, s.user_id, s.source, s.created_at, s.expires_at, s.revoked, s.oidc_sid, s.id_token, s.last_used_at, \
-     u.id, u.username, u.email, u.name, u.disabled, u.created_at, g.group_name \
+const SELECT_SESSION: &str = "SELECT s.id, s.user_id, s.source, s.created_at, s.expires_at, s.revoked, s.oidc_sid, s.id_token, s.last_used_at, s.claims, \
+     u.id, u.username, u.email, u.name, u.disabled, u.created_at, u.email_verified, u.home_source, g.group_name \
      FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN user_groups g ON g.user_id = u.id \
      WHERE s.id = $1";
 
 /// Number of session columns before the user columns in `SELECT_SESSION`.
-const SESSION_COLUMNS: usize = 9;
+const SESSION_COLUMNS: usize = 10;
 
 impl<DB> SqlStore<DB>
 where
@@ -181,9 +181,8 @@ where
         Ok(users)
     }
 
-    /// The user whose columns start at `at` (groups left empty).
-    /// A session record from the nine columns starting at `at` (`id, user_id,
-    /// source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at`).
+    /// A session record from the ten columns starting at `at` (`id, user_id,
+    /// source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at, claims`).
     fn session_at(row: &DB::Row, at: usize) -> Result<SessionRecord, sqlx::Error> {
         Ok(SessionRecord {
             id: row.try_get(at)?,
@@ -195,9 +194,11 @@ where
             oidc_sid: row.try_get(at + 6)?,
             id_token: row.try_get(at + 7)?,
             last_used_at: row.try_get(at + 8)?,
+            claims: row.try_get(at + 9)?,
         })
     }
 
+    /// The user whose columns start at `at` (groups left empty).
     fn user_at(row: &DB::Row, at: usize) -> Result<User, sqlx::Error> {
         Ok(User {
             id: row.try_get(at)?,
@@ -207,6 +208,8 @@ where
             groups: Vec::new(),
             disabled: row.try_get(at + 4)?,
             created_at: row.try_get(at + 5)?,
+            email_verified: row.try_get(at + 6)?,
+            home_source: row.try_get(at + 7)?,
         })
     }
 
@@ -247,14 +250,16 @@ where
             // DO NOTHING (not an error) so a PostgreSQL transaction stays usable;
             // it waits for a concurrent insert of the same name to commit or roll back.
             let inserted = sqlx::query::<DB>(
-                "INSERT INTO users (id, username, email, name, disabled, created_at) VALUES ($1, $2, $3, $4, FALSE, $5) \
-                 ON CONFLICT DO NOTHING",
+                "INSERT INTO users (id, username, email, name, disabled, created_at, email_verified, home_source) \
+                 VALUES ($1, $2, $3, $4, FALSE, $5, $6, $7) ON CONFLICT DO NOTHING",
             )
             .bind(id)
             .bind(username.as_str())
             .bind(identity.email.as_deref())
             .bind(identity.name.as_deref())
             .bind(now)
+            .bind(identity.email.is_some() && identity.email_verified)
+            .bind(identity.source.as_str())
             .execute(&mut *conn)
             .await?;
             if DB::rows_affected(&inserted) == 1 {
@@ -329,8 +334,8 @@ where
         now: i64,
     ) -> Result<(), StoreError> {
         sqlx::query::<DB>(
-            "INSERT INTO sessions (id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at) \
-             VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7, $4)",
+            "INSERT INTO sessions (id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at, claims) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7, $4, $8)",
         )
         .bind(session.id.as_str())
         .bind(user_id)
@@ -339,89 +344,61 @@ where
         .bind(session.expires_at)
         .bind(session.oidc_sid.as_deref())
         .bind(session.id_token.as_deref())
+        .bind(session.claims.as_deref())
         .execute(&mut *conn)
         .await?;
         Ok(())
     }
 
-    /// Refreshes email and name of an enabled user; `Disabled` or `NotFound`
-    /// otherwise (the update then wrote nothing). On PostgreSQL the update also
-    /// locks the row, so a concurrent `set_disabled` waits for this sign-in and
-    /// then revokes its session.
+    /// Refreshes email and name of an enabled user as [`profile::refreshed`]
+    /// says (only through the home source; an email replaced only by a vouched
+    /// one); `Disabled` or `NotFound` otherwise (nothing written). The username
+    /// is never touched: it is chosen at enrollment. On PostgreSQL the update
+    /// also locks the row, so a concurrent `set_disabled` waits for this
+    /// sign-in and then revokes its session.
     async fn refresh_enabled(
         conn: &mut DB::Connection,
         user_id: &str,
         identity: &Identity,
     ) -> Result<(), StoreError> {
-        // A source that stops sending a field does not erase what another source set.
-        let updated = sqlx::query::<DB>(
-            "UPDATE users SET email = COALESCE($2, email), name = COALESCE($3, name) WHERE id = $1 AND disabled = FALSE",
+        let row = sqlx::query::<DB>(
+            "SELECT email, email_verified, name, home_source, disabled FROM users WHERE id = $1",
         )
         .bind(user_id)
-        .bind(identity.email.as_deref())
-        .bind(identity.name.as_deref())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        if row.try_get::<bool, _>(4)? {
+            return Err(StoreError::Disabled);
+        }
+        let current = Profile {
+            email: row.try_get(0)?,
+            email_verified: row.try_get(1)?,
+            name: row.try_get(2)?,
+            home_source: row.try_get(3)?,
+        };
+        let next = profile::refreshed(&current, identity);
+        let updated = sqlx::query::<DB>(
+            "UPDATE users SET email = $2, email_verified = $3, name = $4, home_source = $5 \
+             WHERE id = $1 AND disabled = FALSE",
+        )
+        .bind(user_id)
+        .bind(next.email.as_deref())
+        .bind(next.email_verified)
+        .bind(next.name.as_deref())
+        .bind(next.home_source.as_deref())
         .execute(&mut *conn)
         .await?;
         if DB::rows_affected(&updated) == 1 {
-            return Ok(());
-        }
-        let exists = sqlx::query::<DB>("SELECT 1 FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        Err(if exists.is_some() {
-            StoreError::Disabled
+            Ok(())
         } else {
-            StoreError::NotFound
-        })
+            // Disabled between the read and the write.
+            Err(StoreError::Disabled)
+        }
     }
 
-    /// Takes the source's username if it is free or already this user's;
-    /// otherwise keeps the current one. A concurrent claim is settled by the
-    /// unique index inside a savepoint, so the sign-in itself goes on.
-    async fn adopt_username(
-        conn: &mut DB::Connection,
-        user_id: &str,
-        identity: &Identity,
-    ) -> Result<(), StoreError> {
-        let Some(wanted) = identity
-            .username
-            .as_deref()
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-        else {
-            return Ok(());
-        };
-        let current: Option<String> = sqlx::query::<DB>("SELECT username FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|row| row.try_get(0))
-            .transpose()?;
-        if current.as_deref() == Some(wanted) {
-            return Ok(());
-        }
-        let mut savepoint = conn.begin().await?;
-        let renamed = sqlx::query::<DB>(
-            "UPDATE users SET username = $2 WHERE id = $1 \
-             AND NOT EXISTS (SELECT 1 FROM users o WHERE lower(o.username) = lower($2) AND o.id <> $1)",
-        )
-        .bind(user_id)
-        .bind(wanted)
-        .execute(&mut *savepoint)
-        .await;
-        match renamed {
-            Ok(_) => savepoint.commit().await?,
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                savepoint.rollback().await?
-            }
-            Err(e) => return Err(e.into()),
-        }
-        Ok(())
-    }
-
-    /// The shared tail of sign-in and link, inside their transaction: username,
-    /// groups, session, then the user as it now is.
+    /// The shared tail of sign-in and link, inside their transaction: groups,
+    /// session, then the user as it now is.
     async fn finish_sign_in(
         conn: &mut DB::Connection,
         user_id: &str,
@@ -429,7 +406,6 @@ where
         session: &NewSession,
         now: i64,
     ) -> Result<User, StoreError> {
-        Self::adopt_username(conn, user_id, identity).await?;
         Self::replace_groups(conn, user_id, identity).await?;
         Self::insert_session(conn, user_id, session, now).await?;
         Self::one_user(conn, select_users!("WHERE u.id = $1"), &[user_id])
@@ -507,7 +483,9 @@ where
             id,
             username,
             email: identity.email.clone(),
+            email_verified: identity.email.is_some() && identity.email_verified,
             name: identity.name.clone(),
+            home_source: Some(identity.source.clone()),
             groups: clean_groups(&identity.groups),
             disabled: false,
             created_at: now,
@@ -740,10 +718,46 @@ where
         Ok(true)
     }
 
+    async fn rename_user(&self, user_id: &str, username: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        // Case-insensitive uniqueness, as the unique index; the user's own
+        // name in another case is not "taken".
+        let renamed = sqlx::query::<DB>(
+            "UPDATE users SET username = $2 WHERE id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM users o WHERE lower(o.username) = lower($2) AND o.id <> $1)",
+        )
+        .bind(user_id)
+        .bind(username)
+        .execute(&mut *tx)
+        .await;
+        match renamed {
+            Ok(done) if DB::rows_affected(&done) == 1 => {
+                tx.commit().await?;
+                Ok(true)
+            }
+            Ok(_) => {
+                let exists = sqlx::query::<DB>("SELECT 1 FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_some() {
+                    Err(StoreError::UsernameTaken)
+                } else {
+                    Ok(false)
+                }
+            }
+            // A concurrent rename or enrollment took the name first.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::UsernameTaken)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query::<DB>(
-            "SELECT id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at \
+            "SELECT id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at, claims \
              FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id",
         )
         .bind(user_id)
@@ -827,6 +841,7 @@ mod tests {
             expires_at: NOW + 3600,
             oidc_sid: Some(format!("op-{id}")),
             id_token: Some(format!("token-{id}")),
+            claims: Some(format!(r#"{{"sid":"{id}"}}"#)),
         }
     }
 
@@ -926,6 +941,7 @@ mod tests {
         unlink_removes_the_connection_its_groups_and_its_sessions,
         email_lookup_is_case_insensitive_and_refuses_ambiguity,
         ses06_a_use_is_recorded_at_most_once_per_interval,
+        rename_changes_the_username_only_to_a_free_one,
     );
 
     async fn enroll_then_user_by_connection_finds_the_user(store: Arc<dyn UserStore>) {
@@ -1041,7 +1057,15 @@ mod tests {
             .enroll(&ada(), &session("s1", "corp"), NOW)
             .await
             .unwrap();
-        let github = identity("gh", "gh-77", Some("ada-gh"), None, &["oss"]);
+        assert_eq!(user.home_source.as_deref(), Some("corp"));
+        assert!(user.email_verified);
+        let github = identity(
+            "gh",
+            "gh-77",
+            Some("ada-gh"),
+            Some("ada@gh.example"),
+            &["oss"],
+        );
         let linked = store
             .link(&user.id, &github, &session("s2", "gh"), NOW)
             .await
@@ -1050,8 +1074,19 @@ mod tests {
             linked.groups,
             vec!["eng".to_string(), "ops".into(), "oss".into()]
         );
-        // "ada-gh" was free, so the username follows the latest source.
-        assert_eq!(linked.username, "ada-gh");
+        // A linked source renames nobody and never overwrites the home's email or name.
+        assert_eq!(linked.username, "ada");
+        assert_eq!(linked.email.as_deref(), Some("ada@example.com"));
+        assert_eq!(linked.name.as_deref(), Some("Name of 1"));
+        assert_eq!(linked.home_source.as_deref(), Some("corp"));
+        let again = store
+            .sign_in(&user.id, &github, &session("s2b", "gh"), NOW + 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.username.as_str(), again.email.as_deref()),
+            ("ada", Some("ada@example.com"))
+        );
 
         let bob = store
             .enroll(
@@ -1075,6 +1110,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(refreshed.email.as_deref(), Some("ada.lovelace@example.com"));
+        assert!(refreshed.email_verified);
         assert_eq!(refreshed.name.as_deref(), Some("Ada Lovelace"));
         assert_eq!(refreshed.username, "ada");
         assert_eq!(
@@ -1095,6 +1131,15 @@ mod tests {
         assert_eq!(kept.email.as_deref(), Some("ada.lovelace@example.com"));
         assert_eq!(kept.name.as_deref(), Some("Ada Lovelace"));
         assert_eq!(kept.groups, vec!["oss".to_string()]);
+        // The home source's email that nobody vouches for replaces nothing.
+        let mut unvouched = identity("corp", "1", None, Some("mallory@example.com"), &[]);
+        unvouched.email_verified = false;
+        let kept = store
+            .sign_in(&user.id, &unvouched, &session("s6", "corp"), NOW + 30)
+            .await
+            .unwrap();
+        assert_eq!(kept.email.as_deref(), Some("ada.lovelace@example.com"));
+        assert!(kept.email_verified);
         assert_eq!(
             store.user(&bob.id).await.unwrap().map(|u| u.username),
             Some("bob".into())
@@ -1105,9 +1150,51 @@ mod tests {
                 users: 2,
                 connections: 3,
                 groups: 1,
-                sessions: 5
+                sessions: 7
             }
         );
+    }
+
+    async fn rename_changes_the_username_only_to_a_free_one(store: Arc<dyn UserStore>) {
+        let ada_user = store
+            .enroll(&ada(), &session("s1", "corp"), NOW)
+            .await
+            .unwrap();
+        store
+            .enroll(
+                &identity("corp", "2", Some("bob"), None, &[]),
+                &session("s2", "corp"),
+                NOW,
+            )
+            .await
+            .unwrap();
+        let taken = store.rename_user(&ada_user.id, "BOB").await;
+        assert!(matches!(taken, Err(StoreError::UsernameTaken)), "{taken:?}");
+        assert!(store.rename_user(&ada_user.id, "Ada").await.unwrap());
+        assert!(store.rename_user(&ada_user.id, "lovelace").await.unwrap());
+        assert!(!store.rename_user("nobody", "x").await.unwrap());
+        let renamed = store.user(&ada_user.id).await.unwrap().unwrap();
+        assert_eq!(renamed.username, "lovelace");
+        // The session now resolves to the new name; a sign-in keeps it.
+        assert_eq!(
+            store.session("s1").await.unwrap().unwrap().1.username,
+            "lovelace"
+        );
+        let signed = store
+            .sign_in(&ada_user.id, &ada(), &session("s3", "corp"), NOW + 1)
+            .await
+            .unwrap();
+        assert_eq!(signed.username, "lovelace");
+        // The old name is free again.
+        let again = store
+            .enroll(
+                &identity("gh", "9", Some("ada"), None, &[]),
+                &session("s4", "gh"),
+                NOW,
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.username, "ada");
     }
 
     async fn sign_in_with_a_connection_of_another_user_is_refused(store: Arc<dyn UserStore>) {
@@ -1212,6 +1299,7 @@ mod tests {
             ("s1", "corp", NOW, NOW + 3600, false)
         );
         assert_eq!(record.oidc_sid.as_deref(), Some("op-s1"));
+        assert_eq!(record.claims.as_deref(), Some(r#"{"sid":"s1"}"#));
         assert_eq!(record.id_token.as_deref(), Some("token-s1"));
         let (bare_record, _) = store.session("s3").await.unwrap().unwrap();
         assert_eq!((bare_record.oidc_sid, bare_record.id_token), (None, None));
@@ -1559,6 +1647,86 @@ mod tests {
             let store = open(&url).await.unwrap();
             let (record, _) = store.session("old").await.unwrap().unwrap();
             assert_eq!((record.created_at, record.last_used_at), (1000, 1000));
+        })
+        .await;
+    }
+
+    /// The rows a store from before stable identity holds: ada enrolled through
+    /// corp, then linked gh; a session without claims.
+    const BEFORE_STABLE_IDENTITY: [&str; 5] = [
+        "INSERT INTO users (id, username, email, created_at) VALUES ('u1', 'ada', 'ada@example.com', 1)",
+        "INSERT INTO users (id, username, created_at) VALUES ('u2', 'nobody', 1)",
+        "INSERT INTO connections (user_id, source, identifier, created_at) VALUES ('u1', 'gh', '77', 20)",
+        "INSERT INTO connections (user_id, source, identifier, created_at) VALUES ('u1', 'corp', '1', 10)",
+        "INSERT INTO sessions (id, user_id, source, created_at, expires_at, last_used_at) VALUES ('old', 'u1', 'gh', 1000, 5000, 1000)",
+    ];
+
+    /// After the migration: the home is the oldest connection's source, the
+    /// email counts as unvouched, the old session has no claims.
+    async fn assert_migrated_to_stable_identity(store: Arc<dyn UserStore>) {
+        let ada = store.user("u1").await.unwrap().unwrap();
+        assert_eq!(ada.home_source.as_deref(), Some("corp"));
+        assert!(!ada.email_verified);
+        assert_eq!(store.user("u2").await.unwrap().unwrap().home_source, None);
+        let (record, _) = store.session("old").await.unwrap().unwrap();
+        assert_eq!(record.claims, None);
+        // The next sign-in through the home source with a vouched email says so.
+        let signed = store
+            .sign_in(
+                "u1",
+                &identity("corp", "1", None, Some("ada@example.com"), &[]),
+                &session("new", "corp"),
+                NOW,
+            )
+            .await
+            .unwrap();
+        assert!(signed.email_verified);
+        assert_eq!(signed.username, "ada");
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_stable_identity_gets_homes_and_unvouched_emails() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("users.db").display());
+        {
+            let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
+                .await
+                .unwrap();
+            let mut before = sqlx::migrate!("migrations/sqlite");
+            let kept: Vec<_> = before
+                .migrations
+                .iter()
+                .filter(|m| m.version < 4)
+                .cloned()
+                .collect();
+            before.migrations = std::borrow::Cow::Owned(kept);
+            before.run(&pool).await.unwrap();
+            for statement in BEFORE_STABLE_IDENTITY {
+                sqlx::query(statement).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        assert_migrated_to_stable_identity(open(&url).await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn a_postgres_store_from_before_stable_identity_gets_homes_and_unvouched_emails() {
+        in_fresh_postgres_schema(|url| async move {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let mut before = sqlx::migrate!("migrations/postgres");
+            let kept: Vec<_> = before
+                .migrations
+                .iter()
+                .filter(|m| m.version < 4)
+                .cloned()
+                .collect();
+            before.migrations = std::borrow::Cow::Owned(kept);
+            before.run(&pool).await.unwrap();
+            for statement in BEFORE_STABLE_IDENTITY {
+                sqlx::query(statement).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+            assert_migrated_to_stable_identity(open(&url).await.unwrap()).await;
         })
         .await;
     }
