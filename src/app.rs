@@ -74,8 +74,12 @@ const PROVIDER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PROVIDER_TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The outbound client every provider call goes through.
-fn provider_http() -> Result<Http, StartError> {
-    Http::new(PROVIDER_CONNECT_TIMEOUT, PROVIDER_TOTAL_TIMEOUT)
+fn provider_http(config: &Config) -> Result<Http, StartError> {
+    Http::for_sources(
+        PROVIDER_CONNECT_TIMEOUT,
+        PROVIDER_TOTAL_TIMEOUT,
+        &config.sources,
+    )
         .map_err(|e| StartError::Io(e.to_string()))
 }
 
@@ -95,7 +99,7 @@ fn background_runtime() -> Result<tokio::runtime::Runtime, StartError> {
 /// source that is refused.
 pub fn check_sources(config: &Config) -> Result<LoadReport, StartError> {
     let rt = background_runtime()?;
-    let http = provider_http()?;
+    let http = provider_http(config)?;
     let readiness = Arc::new(Readiness::new(
         config.sources.iter().map(|s| s.slug.as_str()),
         false,
@@ -114,7 +118,7 @@ struct Prepared {
 
 fn prepare(config: &Config) -> Result<Prepared, StartError> {
     let background = background_runtime()?;
-    let http = provider_http()?;
+    let http = provider_http(config)?;
     let readiness = Arc::new(Readiness::new(
         config.sources.iter().map(|s| s.slug.as_str()),
         false,

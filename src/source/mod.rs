@@ -179,7 +179,7 @@ impl Sources {
                     rt.set_endpoints(e);
                     readiness.set(&s.slug, true);
                 }
-                Some(wk) => match discovery::fetch_fresh(&http, wk).await {
+                Some(wk) => match discovery::fetch_fresh(&http.source(&s.slug), wk).await {
                     Ok((doc, cache_control)) => {
                         let e = discovery::resolve(s, Some(&doc))
                             .map_err(|e| LoadError::discovery(&s.slug, e))?;
@@ -284,6 +284,7 @@ impl Sources {
         };
         let resp = self
             .http
+            .source(&src.slug)
             .post_form(token_url, &form, basic, MAX_RESPONSE_BYTES)
             .await?;
         let body = resp.json().unwrap_or(Value::Null);
@@ -386,10 +387,12 @@ impl Sources {
         let resp = if token_in_query {
             let with_token = presets::mailcow::profile_url_with_token(url, access_token);
             self.http
+                .source(&src.slug)
                 .get_with(&with_token, None, headers, MAX_RESPONSE_BYTES)
                 .await?
         } else {
             self.http
+                .source(&src.slug)
                 .get_with(url, Some(access_token), headers, MAX_RESPONSE_BYTES)
                 .await?
         };
@@ -526,7 +529,7 @@ impl Sources {
             .request_token(request_url, callback, &stamp)
             .map_err(|e| SourceError::Provider(e.to_string()))?;
         let body = self
-            .oauth1_token_call(request_url, &signed, "request token")
+            .oauth1_token_call(&src.slug, request_url, &signed, "request token")
             .await?;
         // Refuses a missing or false oauth_callback_confirmed (OA1-01).
         let temporary = oauth1::parse_temporary_credentials(&body)
@@ -568,7 +571,7 @@ impl Sources {
             .access_token(token_url, &temporary, verifier, &stamp)
             .map_err(provider)?;
         let body = self
-            .oauth1_token_call(token_url, &signed, "access token")
+            .oauth1_token_call(&src.slug, token_url, &signed, "access token")
             .await?;
         let access = oauth1::parse_token_credentials(&body)
             .map_err(|e| SourceError::Provider(format!("access token: {e}")))?;
@@ -578,6 +581,7 @@ impl Sources {
             .map_err(provider)?;
         let resp = self
             .http
+            .source(&src.slug)
             .signed(
                 reqwest::Method::GET,
                 profile_url,
@@ -615,12 +619,14 @@ impl Sources {
     /// A signed POST to one of the two token endpoints; the body of a 200.
     async fn oauth1_token_call(
         &self,
+        slug: &str,
         url: &Url,
         signed: &oauth1::Signed,
         step: &str,
     ) -> Result<bytes::Bytes, SourceError> {
         let resp = self
             .http
+            .source(slug)
             .signed(
                 reqwest::Method::POST,
                 url,

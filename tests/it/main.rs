@@ -16,6 +16,7 @@ mod config;
 mod discovery;
 mod engine;
 mod oauth1;
+mod outbound_tls;
 mod proxy;
 mod replicas;
 mod sessions;
