@@ -442,6 +442,10 @@ fn build(config: Config) -> Result<Built, StartError> {
     if let Some(c) = bearer.collector() {
         metrics.register(c)?;
     }
+    let housekeeping =
+        crate::housekeeping::Housekeeping::new(prepared.sessions.store().clone())?;
+    metrics.register(housekeeping.collector())?;
+    prepared.background.spawn(housekeeping.run());
     let metrics = Arc::new(metrics);
     let mut app_rules = Vec::new();
     for app in &config.apps {
@@ -465,7 +469,8 @@ fn build(config: Config) -> Result<Built, StartError> {
         },
         config,
     });
-    let admin = admin_listener.map(|l| (l, Arc::new(Admin::new(metrics, readiness))));
+    let store = prepared.sessions.store().clone();
+    let admin = admin_listener.map(|l| (l, Arc::new(Admin::new(metrics, readiness, store))));
     Ok(Built {
         state,
         bound,

@@ -53,6 +53,8 @@ pub struct Fetched {
     pub cache_control: Option<String>,
     /// `Content-Type` header, if any.
     pub content_type: Option<String>,
+    /// `Link` header, if any (paged APIs).
+    pub link: Option<String>,
     /// The body, at most the cap.
     pub body: Bytes,
 }
@@ -241,6 +243,7 @@ impl Http {
         let status = resp.status().as_u16();
         let cache_control = header("cache-control");
         let content_type = header("content-type");
+        let link = header("link");
         if resp.content_length().is_some_and(|n| n > limit as u64) {
             return Err(FetchError::TooLarge { url: shown, limit });
         }
@@ -255,6 +258,7 @@ impl Http {
             status,
             cache_control,
             content_type,
+            link,
             body: body.freeze(),
         })
     }

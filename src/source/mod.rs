@@ -405,6 +405,28 @@ impl Sources {
         }
     }
 
+    /// One page of a paged vendor list (a JSON array) and its `Link` header.
+    async fn vendor_page(
+        &self,
+        src: &Source,
+        url: &Url,
+        access_token: &str,
+    ) -> Result<(Value, Option<String>), SourceError> {
+        let headers = src.preset.map_or(&[][..], |p| p.profile_headers);
+        let resp = self
+            .http
+            .source(&src.slug)
+            .get_with(url, Some(access_token), headers, MAX_RESPONSE_BYTES)
+            .await?;
+        match (resp.status, resp.json()) {
+            (200, Some(v @ Value::Array(_))) => Ok((v, resp.link)),
+            (status, _) => Err(SourceError::Provider(format!(
+                "{} answered {status}",
+                url.path()
+            ))),
+        }
+    }
+
     /// Vendor follow-up calls that complete a profile: GitHub's private
     /// primary address, Entra's `otherMails` fallback and group memberships.
     async fn complete_profile(
@@ -435,6 +457,33 @@ impl Sources {
                 obj.insert("email".into(), Value::String(email));
                 obj.insert("email_verified".into(), Value::Bool(true));
             }
+        }
+        if q.github_memberships
+            && src
+                .scopes
+                .iter()
+                .any(|s| s == presets::github::MEMBERSHIP_SCOPE)
+        {
+            let mut groups = Vec::new();
+            for (what, names) in [
+                ("orgs", presets::github::org_groups as fn(&Value) -> Vec<String>),
+                ("teams", presets::github::team_groups),
+            ] {
+                let mut next = Some(presets::github::memberships_url(profile_url, what));
+                for _ in 0..presets::github::MAX_PAGES {
+                    let Some(url) = next.take() else { break };
+                    let (page, link) = self.vendor_page(src, &url, access_token).await?;
+                    groups.extend(names(&page));
+                    next = presets::github::next_page(link.as_deref(), profile_url);
+                }
+                if next.is_some() {
+                    tracing::warn!(source = %src.slug, list = what, pages = presets::github::MAX_PAGES, "GitHub memberships cut off after the page limit");
+                }
+            }
+            obj.insert(
+                "groups".into(),
+                Value::Array(groups.into_iter().map(Value::String).collect()),
+            );
         }
         if q.email_fallback_other_mails && missing(obj.get("mail")) {
             if let Some(email) = presets::entraid::fallback_email(&Value::Object(obj.clone())) {
