@@ -16,6 +16,7 @@ mod config;
 mod discovery;
 mod engine;
 mod oauth1;
+mod own_postgres;
 mod outbound_tls;
 mod proxy;
 mod replicas;
