@@ -69,7 +69,11 @@ pub async fn store_status(store: &dyn UserStore, timeout: Duration) -> Result<()
 
 impl Admin {
     /// An admin app over the gateway's metrics, readiness and store.
-    pub fn new(metrics: Arc<Metrics>, readiness: Arc<Readiness>, store: Arc<dyn UserStore>) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+        store: Arc<dyn UserStore>,
+    ) -> Self {
         Admin {
             metrics,
             readiness,
@@ -173,7 +177,9 @@ mod tests {
     async fn readyz_lists_sources_that_are_not_ready_and_says_the_store_is_ok() {
         let metrics = Arc::new(Metrics::new(&["wiki".to_string()]).unwrap());
         let readiness = Arc::new(Readiness::new(["corp", "ci"], true));
-        let store = crate::identity::store::open("sqlite::memory:").await.unwrap();
+        let store = crate::identity::store::open("sqlite::memory:")
+            .await
+            .unwrap();
         let admin = Admin::new(metrics, readiness.clone(), store);
         let (status, _, body) = admin.answer("/readyz").await;
         assert_eq!(status, 200, "{body}");

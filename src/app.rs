@@ -80,7 +80,7 @@ fn provider_http(config: &Config) -> Result<Http, StartError> {
         PROVIDER_TOTAL_TIMEOUT,
         &config.sources,
     )
-        .map_err(|e| StartError::Io(e.to_string()))
+    .map_err(|e| StartError::Io(e.to_string()))
 }
 
 /// A small runtime for provider and store I/O begun outside requests
@@ -442,8 +442,7 @@ fn build(config: Config) -> Result<Built, StartError> {
     if let Some(c) = bearer.collector() {
         metrics.register(c)?;
     }
-    let housekeeping =
-        crate::housekeeping::Housekeeping::new(prepared.sessions.store().clone())?;
+    let housekeeping = crate::housekeeping::Housekeeping::new(prepared.sessions.store().clone())?;
     metrics.register(housekeeping.collector())?;
     prepared.background.spawn(housekeeping.run());
     let metrics = Arc::new(metrics);

@@ -294,7 +294,6 @@ pub fn expected(vendor: Vendor) -> Expected {
                 "octo-org/platform",
                 "octo-org/readers",
             ],
-            ..none
         },
         Vendor::Google => Expected {
             identifier: "108234567890123456789",
@@ -698,9 +697,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
             | Endpoint::Orgs
             | Endpoint::Teams,
             _,
-        ) => {
-            resource(&shared, vendor, endpoint, req.headers(), &query)
-        }
+        ) => resource(&shared, vendor, endpoint, req.headers(), &query),
         _ => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
     }
 }
@@ -1554,7 +1551,11 @@ fn github_list(
         .cloned()
         .collect();
     let last = all.len().div_ceil(per_page).max(1);
-    let path = if endpoint == Endpoint::Orgs { "orgs" } else { "teams" };
+    let path = if endpoint == Endpoint::Orgs {
+        "orgs"
+    } else {
+        "teams"
+    };
     let at = |p: usize| {
         format!(
             "<{}/github/user/{path}?per_page={per_page}&page={p}>",

@@ -215,7 +215,10 @@ mod tests {
             ("sub", &["sub"]),
             ("data.attributes.email", &["data", "attributes", "email"]),
             ("emails.0", &["emails", "0"]),
-            ("\"kubernetes.io\".namespace", &["kubernetes.io", "namespace"]),
+            (
+                "\"kubernetes.io\".namespace",
+                &["kubernetes.io", "namespace"],
+            ),
             (
                 "\"kubernetes.io\".serviceaccount.name",
                 &["kubernetes.io", "serviceaccount", "name"],

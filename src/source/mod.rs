@@ -466,7 +466,10 @@ impl Sources {
         {
             let mut groups = Vec::new();
             for (what, names) in [
-                ("orgs", presets::github::org_groups as fn(&Value) -> Vec<String>),
+                (
+                    "orgs",
+                    presets::github::org_groups as fn(&Value) -> Vec<String>,
+                ),
                 ("teams", presets::github::team_groups),
             ] {
                 let mut next = Some(presets::github::memberships_url(profile_url, what));

@@ -465,10 +465,16 @@ fn a_source_ca_file_and_quoted_claim_paths_are_validated_naming_key_and_file() {
     }
     let msg = problems(&source(&not_pem.display().to_string(), "a..b"));
     assert!(msg.contains("holds no PEM certificate"), "{msg}");
-    assert!(msg.contains("claims.groups: `a..b`: empty segment"), "{msg}");
+    assert!(
+        msg.contains("claims.groups: `a..b`: empty segment"),
+        "{msg}"
+    );
 
     let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/test-ca.pem");
-    let ok = config_file(&source(&ca.display().to_string(), "\"kubernetes.io\".groups"));
+    let ok = config_file(&source(
+        &ca.display().to_string(),
+        "\"kubernetes.io\".groups",
+    ));
     let c = load_with_env(&ok.path, Vec::new()).unwrap();
     assert_eq!(c.sources[0].ca_file.as_deref(), Some(ca.as_path()));
     assert_eq!(c.sources[0].claims["groups"], "\"kubernetes.io\".groups");

@@ -84,17 +84,9 @@ async fn a_provider_on_a_private_ca_is_reached_when_the_source_names_the_ca_file
     let (_, issuer) = private_ca_provider(jwks_of(&keys).await).await;
     let upstream = Upstream::start("api").await;
     let ca = fixture("test-ca.pem").display().to_string();
-    let gw = Gateway::start(&format!(
-        "{}{}",
-        source(&issuer, Some(&ca)),
-        app(&upstream)
-    ));
+    let gw = Gateway::start(&format!("{}{}", source(&issuer, Some(&ca)), app(&upstream)));
     gw.ready().await;
-    let ready = client()
-        .get(gw.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = client().get(gw.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
     let token = keys
         .sign(&claims(&issuer, |c| {
@@ -113,11 +105,7 @@ async fn without_ca_file_the_private_ca_provider_is_unreachable_and_the_reason_n
     let upstream = Upstream::start("api").await;
     let body = format!("{}{}", source(&issuer, None), app(&upstream));
     let gw = Gateway::start(&body);
-    let ready = client()
-        .get(gw.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = client().get(gw.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let ready: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(ready["sources_not_ready"], json!(["corp"]), "{ready}");

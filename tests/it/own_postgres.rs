@@ -61,6 +61,12 @@ impl OwnPostgres {
             ],
         );
         assert!(out.status.success(), "initdb: {out:?}");
+        // TCP only over TLS: a plain connection is refused, so one that works is encrypted.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+        )
+        .unwrap();
         std::fs::copy(fixture("localhost-cert.pem"), data.join("server.crt")).unwrap();
         std::fs::copy(fixture("localhost-key.pem"), data.join("server.key")).unwrap();
         chown(&data);
@@ -115,7 +121,13 @@ impl OwnPostgres {
             self.stopped = true;
             let _ = as_postgres(
                 "pg_ctl",
-                &["-D", self.data().to_str().unwrap(), "-m", "immediate", "stop"],
+                &[
+                    "-D",
+                    self.data().to_str().unwrap(),
+                    "-m",
+                    "immediate",
+                    "stop",
+                ],
             );
         }
     }
@@ -132,6 +144,9 @@ async fn the_store_speaks_tls_to_postgresql_as_sslmode_says_and_refuses_a_wrong_
     let Some(pg) = OwnPostgres::start() else {
         return;
     };
+    // The server takes TLS only: without it the store cannot open.
+    let plain = pg.url("127.0.0.1", "sslmode=disable");
+    assert!(portcullis::identity::store::open(&plain).await.is_err());
     // require: encrypted, certificate not checked (the server's CA is unknown here).
     let require = pg.url("127.0.0.1", "sslmode=require");
     portcullis::identity::store::open(&require)
@@ -173,10 +188,7 @@ async fn the_store_speaks_tls_to_postgresql_as_sslmode_says_and_refuses_a_wrong_
         Err(e) => e.to_string(),
     };
     assert!(message.starts_with("store.url:"), "{message}");
-    assert!(
-        message.to_lowercase().contains("certificate"),
-        "{message}"
-    );
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -932,7 +932,10 @@ mod tests {
             expires_at,
             ..session(id, "corp")
         };
-        let user = store.enroll(&ada(), &ending("live", NOW + 3600), NOW).await.unwrap();
+        let user = store
+            .enroll(&ada(), &ending("live", NOW + 3600), NOW)
+            .await
+            .unwrap();
         // Expires exactly at the purge's `now`: still valid this second.
         let mut kept = vec!["live", "edge"];
         store
@@ -954,7 +957,10 @@ mod tests {
 
         let mut batches = Vec::new();
         loop {
-            let n = store.purge_batch(Purge::Sessions, NOW + 100, 2).await.unwrap();
+            let n = store
+                .purge_batch(Purge::Sessions, NOW + 100, 2)
+                .await
+                .unwrap();
             batches.push(n);
             if n < 2 {
                 break;
@@ -972,10 +978,19 @@ mod tests {
         kept.sort();
         assert_eq!(left, kept);
         // The user, its connection and groups are untouched.
-        assert_eq!(store.user(&user.id).await.unwrap().map(|u| u.id), Some(user.id.clone()));
+        assert_eq!(
+            store.user(&user.id).await.unwrap().map(|u| u.id),
+            Some(user.id.clone())
+        );
         assert_eq!(counts(&store).await.connections, 1);
         // Nothing left to purge: a second run (another replica) deletes nothing.
-        assert_eq!(store.purge_batch(Purge::Sessions, NOW + 100, 500).await.unwrap(), 0);
+        assert_eq!(
+            store
+                .purge_batch(Purge::Sessions, NOW + 100, 500)
+                .await
+                .unwrap(),
+            0
+        );
     }
 
     /// Declares each named test body once per backend.

@@ -127,7 +127,10 @@ pub fn team_groups(page: &Value) -> Vec<String> {
         .flatten()
         .filter_map(|t| {
             let slug = t.get("slug").and_then(Value::as_str)?;
-            let org = t.get("organization")?.get("login").and_then(Value::as_str)?;
+            let org = t
+                .get("organization")?
+                .get("login")
+                .and_then(Value::as_str)?;
             (!slug.is_empty() && !org.is_empty()).then(|| format!("{org}/{slug}"))
         })
         .collect()
@@ -150,9 +153,11 @@ pub fn next_page(link: Option<&str>, base: &Url) -> Option<Url> {
             return None;
         }
         let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        Url::parse(target)
-            .ok()
-            .filter(|u| u.scheme() == base.scheme() && u.host_str() == base.host_str() && u.port_or_known_default() == base.port_or_known_default())
+        Url::parse(target).ok().filter(|u| {
+            u.scheme() == base.scheme()
+                && u.host_str() == base.host_str()
+                && u.port_or_known_default() == base.port_or_known_default()
+        })
     })
 }
 
@@ -225,7 +230,9 @@ mod tests {
         let base = Url::parse("https://api.github.com/user/orgs?per_page=100").unwrap();
         let link = r#"<https://api.github.com/user/orgs?per_page=100&page=2>; rel="next", <https://api.github.com/user/orgs?per_page=100&page=5>; rel="last""#;
         assert_eq!(
-            next_page(Some(link), &base).map(|u| u.to_string()).as_deref(),
+            next_page(Some(link), &base)
+                .map(|u| u.to_string())
+                .as_deref(),
             Some("https://api.github.com/user/orgs?per_page=100&page=2")
         );
         let last = r#"<https://api.github.com/user/orgs?page=1>; rel="prev", <https://api.github.com/user/orgs?page=1>; rel="first""#;
