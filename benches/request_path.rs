@@ -23,6 +23,7 @@ fn app(name: &str, host: Option<&str>, prefix: &str) -> App {
         jwt_sources: vec![],
         jwt_audiences: vec![],
         forward_bearer_token: false,
+        identity_assertion: false,
         upstream_ca_file: None,
         public_paths: vec!["/static/".into()],
         policies: vec![],

@@ -67,6 +67,9 @@ pub enum StartError {
     /// The outbound HTTP client or the background runtime could not be built.
     #[error("cannot set up outbound I/O: {0}")]
     Io(String),
+    /// The identity assertion key could not be derived from `session.secrets`.
+    #[error("session.secrets: {0}")]
+    Assertion(#[from] crate::assertion::AssertionError),
 }
 
 /// Timeouts for calls to identity providers (SECURITY.md: 5 s).
@@ -453,7 +456,12 @@ fn build(config: Config) -> Result<Built, StartError> {
                 .map_err(|e| StartError::Io(format!("app[{}].policy: {e}", app.name)))?,
         );
     }
+    let assertions = crate::assertion::Assertions::new(
+        &config.session.secrets,
+        config.server.public_url.origin().ascii_serialization(),
+    )?;
     let state = Arc::new(State {
+        assertions,
         bearer,
         app_rules,
         sources: prepared.sources.clone(),

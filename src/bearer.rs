@@ -361,6 +361,10 @@ fn principal_of(src: &crate::config::Source, claims: &Value) -> Option<Principal
         preferred_username: text("username"),
         source: src.slug.clone(),
         kind: "bearer",
+        token_subject: claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .map(|iss| format!("{iss}#{sub}")),
     })
 }
 

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod assertion;
 pub mod bearer;
 pub mod config;
 pub mod demo;

@@ -240,6 +240,15 @@ fn check(path: &std::path::Path, c: &config::Config) -> ExitCode {
             endpoints.issuer.as_deref().unwrap_or("-")
         );
     }
+    // What to register at each sign-in provider (machine-only sources have no client).
+    for s in c.sources.iter().filter(|s| s.consumer_key.is_some()) {
+        for (what, url) in portcullis::source::registration_urls(&c.server.public_url, &s.slug) {
+            println!(
+                "# source {}: register at the provider: {what} {url}",
+                s.slug
+            );
+        }
+    }
     for (slug, key, discovered, configured) in &report.overridden {
         println!("# source {slug}: {key} = {configured} (set in the config; discovery said {discovered})");
     }

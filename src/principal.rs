@@ -23,6 +23,10 @@ pub struct Principal {
     pub source: String,
     /// How: `session` or `bearer`.
     pub kind: &'static str,
+    /// A machine token's `iss` and `sub` joined by `#` (an issuer has no
+    /// fragment, so the first `#` splits them): its `sub` in the identity assertion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_subject: Option<String>,
 }
 
 /// A header value that is safe to emit: visible ASCII and spaces only; anything
@@ -95,6 +99,7 @@ mod tests {
             preferred_username: Some("Ädä".into()),
             source: "corp".into(),
             kind: "session",
+            token_subject: None,
         };
         let h = p.headers(false);
         assert_eq!(

@@ -91,6 +91,7 @@ mod tests {
             jwt_sources: vec![],
             jwt_audiences: vec![],
             forward_bearer_token: false,
+            identity_assertion: false,
             upstream_ca_file: None,
             public_paths: vec![],
             policies: vec![],

@@ -140,6 +140,7 @@ mod tests {
                 preferred_username: None,
                 source: "ci".into(),
                 kind: "bearer",
+                token_subject: None,
             }),
             key: key.clone(),
             until,

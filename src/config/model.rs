@@ -244,6 +244,9 @@ pub enum SourceKind {
     Patreon,
     #[allow(missing_docs)]
     Mailcow,
+    /// GitHub Actions OIDC tokens: machine-only, nobody signs in through it.
+    #[serde(rename = "github-actions")]
+    GithubActions,
 }
 
 impl SourceKind {
@@ -266,6 +269,7 @@ impl SourceKind {
         ("reddit", SourceKind::Reddit),
         ("patreon", SourceKind::Patreon),
         ("mailcow", SourceKind::Mailcow),
+        ("github-actions", SourceKind::GithubActions),
     ];
 }
 
@@ -484,6 +488,8 @@ pub struct App {
     pub jwt_audiences: Vec<String>,
     /// Pass a verified bearer token on to the upstream (default: removed, SECURITY.md JWT-27).
     pub forward_bearer_token: bool,
+    /// Send `X-Portcullis-Assertion`, a signed JWT of the identity (keys at `/_auth/jwks.json`).
+    pub identity_assertion: bool,
     /// Extra PEM CA trusted for this app's `https://` upstream, besides the system roots.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ca_file: Option<PathBuf>,

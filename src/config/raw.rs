@@ -157,6 +157,7 @@ pub struct RawApp {
     pub jwt_sources: Option<Vec<String>>,
     pub jwt_audiences: Option<Vec<String>>,
     pub forward_bearer_token: Option<bool>,
+    pub identity_assertion: Option<bool>,
     pub upstream_ca_file: Option<String>,
     pub public_paths: Option<Vec<String>>,
     #[serde(default)]

@@ -806,7 +806,16 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
     let has_jwks =
         oidc_jwks_url.is_some() || raw.oidc_jwks.is_some() || oidc_well_known_url.is_some();
     let kind = kind?;
-    if raw.consumer_key.is_some() {
+    let machine_only = preset.is_some_and(|p| p.quirks.machine_only);
+    if machine_only && raw.consumer_key.is_some() {
+        c.fail(
+            at.key("consumer_key"),
+            format!(
+                "a source of type `{}` is machine-only: nobody signs in through it; remove consumer_key and list the source in an app's jwt_sources",
+                raw.kind.as_deref().unwrap_or_default()
+            ),
+        );
+    } else if raw.consumer_key.is_some() {
         if consumer_secret.is_none() && kind != SourceKind::Apple {
             c.fail(
                 at.key("consumer_secret"),
@@ -1169,6 +1178,10 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
                         at.key("sources").item(i, None),
                         format!("`{s}` is not a defined source; define a [[source]] with slug = \"{s}\" or remove it"),
                     ),
+                    Some(x) if x.preset.is_some_and(|p| p.quirks.machine_only) => c.fail(
+                        at.key("sources").item(i, None),
+                        format!("`{s}` is a machine-only source (type `{}`): nobody signs in through it; list it in jwt_sources instead", x.preset.map_or("", |p| p.type_name())),
+                    ),
                     Some(x) if !x.is_login() => c.fail(
                         at.key("sources").item(i, None),
                         format!("`{s}` has no consumer_key, so nobody can sign in through it; list it in jwt_sources instead"),
@@ -1231,6 +1244,7 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
         jwt_sources,
         jwt_audiences,
         forward_bearer_token: raw.forward_bearer_token.unwrap_or(false),
+        identity_assertion: raw.identity_assertion.unwrap_or(false),
         upstream_ca_file,
         public_paths,
         policies,

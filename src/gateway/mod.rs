@@ -51,6 +51,8 @@ pub struct State {
     pub app_rules: Vec<crate::policy::Rules>,
     /// Machine-token verification and its cache.
     pub bearer: crate::bearer::Bearer,
+    /// Identity assertions: keys derived from the session secrets, and the cache.
+    pub assertions: crate::assertion::Assertions,
 }
 
 /// The token of `Authorization: Bearer …`, if the request has one. Two

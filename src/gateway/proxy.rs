@@ -246,11 +246,20 @@ pub async fn forward(
                 headers.insert(n, v);
             }
         }
+        let app = ctx.app.and_then(|i| state.config.apps.get(i));
+        if let Some(app) = app.filter(|a| a.identity_assertion) {
+            // Client copies went with every other X-Portcullis-* header above.
+            match state.assertions.header(&app.name, p, super::routes::now()) {
+                Ok(v) => {
+                    headers.insert(HeaderName::from_static(crate::assertion::HEADER), v);
+                }
+                Err(e) => ctx.span.in_scope(
+                    || tracing::error!(error = %e, "no identity assertion for this request"),
+                ),
+            }
+        }
         // The verified token stays at the gateway unless the app asks for it (JWT-27).
-        let forward = ctx
-            .app
-            .and_then(|i| state.config.apps.get(i))
-            .is_some_and(|a| a.forward_bearer_token);
+        let forward = app.is_some_and(|a| a.forward_bearer_token);
         if p.kind == "bearer" && !forward {
             headers.remove(header::AUTHORIZATION);
         }

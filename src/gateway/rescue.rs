@@ -495,8 +495,9 @@ pub fn write(
         ) else {
             continue;
         };
-        if name == header::CONTENT_SECURITY_POLICY {
-            // A page that widens its own policy (see `page_csp`) replaces it.
+        if name == header::CONTENT_SECURITY_POLICY || name == header::CACHE_CONTROL {
+            // A page that widens its own policy (see `page_csp`), or a
+            // public document that may be cached, replaces the default.
             h.insert(name, value);
         } else {
             // append: a response may set several cookies.

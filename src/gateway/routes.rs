@@ -38,6 +38,8 @@ pub enum AuthRoute {
     Check,
     /// `/_auth/userinfo`: the current identity as JSON.
     Userinfo,
+    /// `/_auth/jwks.json`: the keys that verify the identity assertion; public.
+    Jwks,
     /// Anything else under `/_auth/`.
     Unknown,
 }
@@ -57,6 +59,7 @@ pub fn classify(path: &str) -> AuthRoute {
             "sign_out" => AuthRoute::SignOut,
             "check" => AuthRoute::Check,
             "userinfo" => AuthRoute::Userinfo,
+            "jwks.json" => AuthRoute::Jwks,
             _ => AuthRoute::Unknown,
         },
         Some(("login", s)) => slug(s).map_or(AuthRoute::Unknown, AuthRoute::Login),
@@ -126,6 +129,10 @@ pub async fn handle(
         AuthRoute::BackchannelLogout(slug) => backchannel_logout(state, session, ctx, &slug).await,
         AuthRoute::Check => check(state, session, ctx).await,
         AuthRoute::Userinfo => userinfo(state, session, ctx).await,
+        AuthRoute::Jwks => {
+            jwks(state, session, ctx);
+            Ok(())
+        }
         AuthRoute::Unknown => {
             rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
             Ok(())
@@ -1015,6 +1022,24 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
     }
 }
 
+/// `GET /_auth/jwks.json`: public, cacheable for a few minutes (a verifier
+/// refetches on an unknown `kid` anyway, so a rotation is seen at once).
+fn jwks(state: &State, session: &mut Exchange, ctx: &mut Ctx) {
+    if method_is(session, &http::Method::POST) {
+        rescue::respond(session, ctx, Rejection::MethodNotAllowed);
+        return;
+    }
+    let cache = [("cache-control", "public, max-age=300".to_string())];
+    rescue::write(
+        session,
+        ctx,
+        200,
+        &cache,
+        "application/json",
+        state.assertions.keys().jwks(),
+    );
+}
+
 async fn userinfo(
     state: &Arc<State>,
     session: &mut Exchange,
@@ -1070,5 +1095,6 @@ mod tests {
         assert_eq!(classify("/_auth/login/"), AuthRoute::Unknown);
         assert_eq!(classify("/_auth/login/a/b"), AuthRoute::Unknown);
         assert_eq!(classify("/_auth/nope"), AuthRoute::Unknown);
+        assert_eq!(classify("/_auth/jwks.json"), AuthRoute::Jwks);
     }
 }

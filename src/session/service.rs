@@ -296,5 +296,6 @@ pub fn principal_of(record: &SessionRecord, user: &User) -> Principal {
         preferred_username: Some(user.username.clone()),
         source: record.source.clone(),
         kind: "session",
+        token_subject: None,
     }
 }

@@ -817,3 +817,21 @@ pub fn callback_url(public_url: &Url, slug: &str) -> String {
         public_url.origin().ascii_serialization()
     )
 }
+
+/// What an operator registers at a source's provider: the redirect URI, the
+/// post-logout redirect (RP-initiated logout returns to the sign-in host) and
+/// the back-channel logout URI.
+pub fn registration_urls(public_url: &Url, slug: &str) -> [(&'static str, String); 3] {
+    let origin = public_url.origin().ascii_serialization();
+    [
+        ("redirect URI", callback_url(public_url, slug)),
+        (
+            "post-logout redirect URI",
+            format!("{origin}/ (and the paths below it)"),
+        ),
+        (
+            "back-channel logout URI",
+            format!("{origin}/_auth/backchannel_logout/{slug}"),
+        ),
+    ]
+}

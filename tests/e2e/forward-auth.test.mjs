@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import {
@@ -81,6 +81,18 @@ before(async () => {
 
 after(() => h.stop());
 
+// A recipe from docs/recipes/ with its example addresses replaced: the README's
+// forward-auth recipes are the files this tier runs. A replacement that no
+// longer matches fails the test, so the recipe and the test cannot drift apart.
+function recipe(name, replacements) {
+  let text = readFileSync(path.join(import.meta.dirname, '..', '..', 'docs', 'recipes', name), 'utf8');
+  for (const [from, to] of replacements) {
+    assert.ok(text.includes(from), `docs/recipes/${name} no longer contains ${JSON.stringify(from)}`);
+    text = text.replaceAll(from, to);
+  }
+  return text;
+}
+
 // nginx with `auth_request`, everything (pid, logs, temp files) inside its own folder.
 async function startNginx(f) {
   const dir = path.join(h.dir, 'nginx');
@@ -99,51 +111,11 @@ http {
     uwsgi_temp_path ${dir}/tmp/uwsgi;
     scgi_temp_path ${dir}/tmp/scgi;
 
-    server {
-        listen 127.0.0.1:${f.port};
-        server_name _;
-        proxy_http_version 1.1;
-
-        # portcullis's own endpoints: sign-in page, login, callback, sign-out, userinfo.
-        location /_auth/ {
-            proxy_pass http://127.0.0.1:${f.gwPort};
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        }
-
-        # The forward-auth question: only nginx may ask it.
-        location = /_portcullis_check {
-            internal;
-            proxy_pass http://127.0.0.1:${f.gwPort}/_auth/check;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-Host $host;
-            proxy_set_header X-Forwarded-Uri $request_uri;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Method $request_method;
-        }
-
-        location / {
-            auth_request /_portcullis_check;
-            auth_request_set $auth_user $upstream_http_x_auth_request_user;
-            auth_request_set $auth_email $upstream_http_x_auth_request_email;
-            auth_request_set $auth_groups $upstream_http_x_auth_request_groups;
-            auth_request_set $auth_preferred $upstream_http_x_auth_request_preferred_username;
-            # Set (or, when empty, removed): a client's own copies never pass.
-            proxy_set_header X-Auth-Request-User $auth_user;
-            proxy_set_header X-Auth-Request-Email $auth_email;
-            proxy_set_header X-Auth-Request-Groups $auth_groups;
-            proxy_set_header X-Auth-Request-Preferred-Username $auth_preferred;
-            error_page 401 = @sign_in;
-            proxy_pass http://127.0.0.1:${echo.port};
-        }
-
-        location @sign_in {
-            return 302 /_auth/sign_in?rd=$request_uri;
-        }
-    }
+${recipe('nginx-auth-request.conf', [
+    ['listen 80;', `listen 127.0.0.1:${f.port};`],
+    ['127.0.0.1:4180', `127.0.0.1:${f.gwPort}`],
+    ['127.0.0.1:3000', `127.0.0.1:${echo.port}`],
+  ])}
 }
 `;
   writeFileSync(path.join(dir, 'nginx.conf'), conf);
@@ -155,46 +127,17 @@ http {
 async function startCaddy(f) {
   const dir = path.join(h.dir, 'caddy');
   mkdirSync(dir, { recursive: true });
-  const copied = ['X-Auth-Request-User', 'X-Auth-Request-Email', 'X-Auth-Request-Groups', 'X-Auth-Request-Preferred-Username'];
-  // NOTE: Caddy before 2.9 (Debian 12 has 2.6.2) sets a `copy_headers` field to the literal
-  // placeholder text when the auth answer lacks it, as portcullis's 200 for a public path does:
-  // https://github.com/caddyserver/caddy/issues/6610. Those values are removed again here.
-  const unfilled = copied
-    .map((name, i) => `\t\t\t@unfilled${i} header_regexp ${name} ^\\{http\\.reverse_proxy\\.header\\.\n\t\t\trequest_header @unfilled${i} -${name}`)
-    .join('\n');
   const conf = `{
 \tadmin off
 \tauto_https off
 \tgrace_period 1s
 }
 
-http://127.0.0.1:${f.port} {
-\tbind 127.0.0.1
-
-\t# portcullis's own endpoints: sign-in page, login, callback, sign-out, userinfo.
-\thandle /_auth/* {
-\t\treverse_proxy 127.0.0.1:${f.gwPort}
-\t}
-
-\thandle {
-\t\t# In this order: drop every client-sent copy, ask portcullis (forward_auth
-\t\t# copies its answer in), then proxy.
-\t\troute {
-\t\t\trequest_header -X-Auth-Request-*
-\t\t\tforward_auth 127.0.0.1:${f.gwPort} {
-\t\t\t\turi /_auth/check
-\t\t\t\tcopy_headers ${copied.join(' ')}
-\t\t\t\t@unauthorized status 401
-\t\t\t\thandle_response @unauthorized {
-\t\t\t\t\tredir * /_auth/sign_in?rd={http.request.uri} 302
-\t\t\t\t}
-\t\t\t}
-${unfilled}
-\t\t\treverse_proxy 127.0.0.1:${echo.port}
-\t\t}
-\t}
-}
-`;
+${recipe('Caddyfile.forward-auth', [
+    ['wiki.corp.example {', `http://127.0.0.1:${f.port} {\n\tbind 127.0.0.1`],
+    ['127.0.0.1:4180', `127.0.0.1:${f.gwPort}`],
+    ['127.0.0.1:3000', `127.0.0.1:${echo.port}`],
+  ])}`;
   const file = path.join(dir, 'Caddyfile');
   writeFileSync(file, conf);
   const env = { ...process.env, HOME: dir, XDG_DATA_HOME: path.join(dir, 'data'), XDG_CONFIG_HOME: path.join(dir, 'config') };

@@ -232,6 +232,52 @@ fn invalid_config_exits_with_code_2_and_check_prints_redacted() {
 }
 
 #[test]
+fn check_prints_the_urls_to_register_at_each_sign_in_provider() {
+    let body = format!(
+        r#"{}
+[[source]]
+slug = "corp"
+type = "oauth2"
+consumer_key = "portcullis"
+consumer_secret = "s3cret-for-the-test"
+authorization_url = "http://127.0.0.1:9/authorize"
+access_token_url = "http://127.0.0.1:9/token"
+profile_url = "http://127.0.0.1:9/userinfo"
+
+[[source]]
+slug = "ci"
+type = "openidconnect"
+issuer = "http://127.0.0.1:9"
+oidc_jwks_url = "http://127.0.0.1:9/jwks"
+{APP}"#,
+        base_config()
+    );
+    let file = config_file(&body);
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config"])
+        .arg(&file.path)
+        .env_remove("PORTCULLIS_CONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "# source corp: register at the provider: redirect URI http://127.0.0.1:8080/_auth/callback/corp",
+        "# source corp: register at the provider: post-logout redirect URI http://127.0.0.1:8080/",
+        "# source corp: register at the provider: back-channel logout URI http://127.0.0.1:8080/_auth/backchannel_logout/corp",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    // A machine-only source has no client to register.
+    assert!(!text.contains("source ci: register"), "{text}");
+}
+
+#[test]
 fn check_passes_on_every_shipped_config() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let mut checked = 0;

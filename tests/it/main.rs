@@ -10,6 +10,7 @@
 
 mod support;
 
+mod assertion;
 mod bearer;
 mod binary;
 mod config;

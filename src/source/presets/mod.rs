@@ -13,6 +13,7 @@ pub mod discord;
 pub mod entraid;
 pub mod facebook;
 pub mod github;
+pub mod github_actions;
 pub mod gitlab;
 pub mod google;
 pub mod keycloak;
@@ -146,6 +147,10 @@ pub struct Quirks {
     /// The profile is a vendor API, not OIDC userinfo: it has no `sub`, so it
     /// is not compared with the ID token's (Entra's Graph `/me`).
     pub profile_without_sub: bool,
+    /// The vendor only mints tokens for machines (GitHub Actions): nobody
+    /// signs in through it, so a `consumer_key` or an app's `sources` naming
+    /// it is a config error; it belongs in `jwt_sources`.
+    pub machine_only: bool,
 }
 
 impl Quirks {
@@ -163,6 +168,7 @@ impl Quirks {
         token_accept_json: false,
         user_agent_required: false,
         profile_without_sub: false,
+        machine_only: false,
     };
 }
 
@@ -182,6 +188,7 @@ pub static ALL: &[&Preset] = &[
     &reddit::PRESET,
     &patreon::PRESET,
     &mailcow::PRESET,
+    &github_actions::PRESET,
 ];
 
 /// The preset of a vendor type; `None` for `oauth2`, `oauth1` and
@@ -438,7 +445,10 @@ mod tests {
                             || (urls.oidc_jwks_url.is_some() && urls.issuer.is_some()),
                         "{name}: an OIDC preset needs discovery or a JWKS and an issuer"
                     );
-                    assert!(p.scopes.contains(&"openid"), "{name}: openid scope");
+                    assert!(
+                        p.quirks.machine_only || p.scopes.contains(&"openid"),
+                        "{name}: openid scope"
+                    );
                 }
                 Protocol::OAuth2 => {
                     assert!(urls.authorization_url.is_some(), "{name}");
