@@ -1,10 +1,14 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (config
-//! loaded and every source ready), `/metrics` (Prometheus text).
+//! loaded, every source ready, the store answering within `STORE_TIMEOUT`),
+//! `/metrics` (Prometheus text).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Response;
+
+use crate::identity::store::UserStore;
 
 use crate::gateway::body::{self, Body};
 use crate::metrics::Metrics;
@@ -43,30 +47,56 @@ impl Readiness {
     }
 }
 
+/// How long `/readyz` waits for the store's answer: a probe must not hang
+/// on a database that accepts connections but does not answer.
+pub const STORE_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// The admin HTTP app.
 pub struct Admin {
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    store: Arc<dyn UserStore>,
+}
+
+/// `ok`, or why the store is not usable (shown on `/readyz`).
+pub async fn store_status(store: &dyn UserStore, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("unreachable: {e}")),
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
 }
 
 impl Admin {
-    /// An admin app over the gateway's metrics and readiness.
-    pub fn new(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Self {
-        Admin { metrics, readiness }
+    /// An admin app over the gateway's metrics, readiness and store.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+        store: Arc<dyn UserStore>,
+    ) -> Self {
+        Admin {
+            metrics,
+            readiness,
+            store,
+        }
     }
 
-    /// The response for a path; pure apart from reading the shared counters.
-    pub fn answer(&self, path: &str) -> (u16, &'static str, String) {
+    /// The response for a path: reads the shared counters, and for `/readyz`
+    /// asks the store one bounded query.
+    pub async fn answer(&self, path: &str) -> (u16, &'static str, String) {
         match path {
             "/healthz" => (200, "text/plain; charset=utf-8", "ok\n".into()),
             "/readyz" => {
                 let waiting = self.readiness.not_ready();
+                let store = store_status(self.store.as_ref(), STORE_TIMEOUT).await;
+                let ready = waiting.is_empty() && store.is_ok();
                 let body = serde_json::json!({
-                    "ready": waiting.is_empty(),
+                    "ready": ready,
                     "config": "loaded",
                     "sources_not_ready": waiting,
+                    "store": store.as_ref().map_or_else(String::as_str, |()| "ok"),
                 });
-                let status = if waiting.is_empty() { 200 } else { 503 };
+                let status = if ready { 200 } else { 503 };
                 (status, "application/json", body.to_string())
             }
             "/metrics" => (
@@ -85,8 +115,8 @@ impl Admin {
 
 impl Admin {
     /// The HTTP response for a request to `path`.
-    pub fn response(&self, path: &str) -> Response<Body> {
-        let (status, content_type, text) = self.answer(path);
+    pub async fn response(&self, path: &str) -> Response<Body> {
+        let (status, content_type, text) = self.answer(path).await;
         let len = text.len();
         let mut resp = Response::new(body::full(bytes::Bytes::from(text)));
         *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
@@ -123,8 +153,10 @@ pub async fn serve(
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let resp = admin.response(req.uri().path());
-                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                    let admin = admin.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(admin.response(req.uri().path()).await)
+                    }
                 });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -141,19 +173,25 @@ pub async fn serve(
 mod tests {
     use super::*;
 
-    #[test]
-    fn readyz_lists_sources_that_are_not_ready() {
+    #[tokio::test]
+    async fn readyz_lists_sources_that_are_not_ready_and_says_the_store_is_ok() {
         let metrics = Arc::new(Metrics::new(&["wiki".to_string()]).unwrap());
         let readiness = Arc::new(Readiness::new(["corp", "ci"], true));
-        let admin = Admin::new(metrics, readiness.clone());
-        assert_eq!(admin.answer("/readyz").0, 200);
+        let store = crate::identity::store::open("sqlite::memory:")
+            .await
+            .unwrap();
+        let admin = Admin::new(metrics, readiness.clone(), store);
+        let (status, _, body) = admin.answer("/readyz").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"store\":\"ok\""), "{body}");
         readiness.set("corp", false);
-        let (status, _, body) = admin.answer("/readyz");
+        let (status, _, body) = admin.answer("/readyz").await;
         assert_eq!(status, 503);
         assert!(body.contains("\"corp\""), "{body}");
-        assert_eq!(admin.answer("/healthz").0, 200);
+        assert_eq!(admin.answer("/healthz").await.0, 200);
         assert!(admin
             .answer("/metrics")
+            .await
             .2
             .contains("portcullis_requests_total"));
     }

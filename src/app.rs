@@ -77,9 +77,13 @@ const PROVIDER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PROVIDER_TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The outbound client every provider call goes through.
-fn provider_http() -> Result<Http, StartError> {
-    Http::new(PROVIDER_CONNECT_TIMEOUT, PROVIDER_TOTAL_TIMEOUT)
-        .map_err(|e| StartError::Io(e.to_string()))
+fn provider_http(config: &Config) -> Result<Http, StartError> {
+    Http::for_sources(
+        PROVIDER_CONNECT_TIMEOUT,
+        PROVIDER_TOTAL_TIMEOUT,
+        &config.sources,
+    )
+    .map_err(|e| StartError::Io(e.to_string()))
 }
 
 /// A small runtime for provider and store I/O begun outside requests
@@ -98,7 +102,7 @@ fn background_runtime() -> Result<tokio::runtime::Runtime, StartError> {
 /// source that is refused.
 pub fn check_sources(config: &Config) -> Result<LoadReport, StartError> {
     let rt = background_runtime()?;
-    let http = provider_http()?;
+    let http = provider_http(config)?;
     let readiness = Arc::new(Readiness::new(
         config.sources.iter().map(|s| s.slug.as_str()),
         false,
@@ -117,7 +121,7 @@ struct Prepared {
 
 fn prepare(config: &Config) -> Result<Prepared, StartError> {
     let background = background_runtime()?;
-    let http = provider_http()?;
+    let http = provider_http(config)?;
     let readiness = Arc::new(Readiness::new(
         config.sources.iter().map(|s| s.slug.as_str()),
         false,
@@ -444,6 +448,9 @@ fn build(config: Config) -> Result<Built, StartError> {
     if let Some(c) = bearer.collector() {
         metrics.register(c)?;
     }
+    let housekeeping = crate::housekeeping::Housekeeping::new(prepared.sessions.store().clone())?;
+    metrics.register(housekeeping.collector())?;
+    prepared.background.spawn(housekeeping.run());
     let metrics = Arc::new(metrics);
     let mut app_rules = Vec::new();
     for app in &config.apps {
@@ -472,7 +479,8 @@ fn build(config: Config) -> Result<Built, StartError> {
         },
         config,
     });
-    let admin = admin_listener.map(|l| (l, Arc::new(Admin::new(metrics, readiness))));
+    let store = prepared.sessions.store().clone();
+    let admin = admin_listener.map(|l| (l, Arc::new(Admin::new(metrics, readiness, store))));
     Ok(Built {
         state,
         bound,

@@ -635,7 +635,11 @@ impl JwksCache {
     ) -> Result<(Arc<KeySet>, Option<String>), JwksError> {
         let previous = self.current(source);
         let result = async {
-            let resp = self.http.get(url, None, MAX_JWKS_BYTES).await?;
+            let resp = self
+                .http
+                .source(source)
+                .get(url, None, MAX_JWKS_BYTES)
+                .await?;
             if resp.status != 200 {
                 return Err(JwksError::Invalid(format!(
                     "{url} answered {}",

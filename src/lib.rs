@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod gateway;
+pub mod housekeeping;
 pub mod identity;
 pub mod jwks;
 pub mod jws;

@@ -2,6 +2,9 @@
 //! off (a provider cannot bounce us to another host), connect and total
 //! timeouts, and a cap on every response body.
 
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -50,6 +53,8 @@ pub struct Fetched {
     pub cache_control: Option<String>,
     /// `Content-Type` header, if any.
     pub content_type: Option<String>,
+    /// `Link` header, if any (paged APIs).
+    pub link: Option<String>,
     /// The body, at most the cap.
     pub body: Bytes,
 }
@@ -61,26 +66,77 @@ impl Fetched {
     }
 }
 
-/// The shared outbound client.
+/// The shared outbound client: one reqwest client per trust set. Every source
+/// without a `ca_file` shares the default (system roots plus the webpki
+/// roots); a source with one gets its own client that trusts that CA too.
 #[derive(Clone, Debug)]
 pub struct Http {
     client: reqwest::Client,
+    by_source: Arc<HashMap<String, reqwest::Client>>,
+}
+
+/// Builds one client trusting the system roots, the webpki roots and `ca_file`.
+fn build_client(
+    connect_timeout: Duration,
+    total_timeout: Duration,
+    ca_file: Option<&Path>,
+) -> Result<reqwest::Client, FetchError> {
+    let setup = |reason: String| FetchError::Transport {
+        url: ca_file.map(|f| f.display().to_string()).unwrap_or_default(),
+        reason,
+    };
+    let tls = crate::tls::client_config(crate::tls::base_roots(), ca_file)
+        .map_err(|e| setup(e.to_string()))?;
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .timeout(total_timeout)
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| setup(e.to_string()))
 }
 
 impl Http {
-    /// A client with the given timeouts.
+    /// A client with the given timeouts, trusting the system and webpki roots.
     pub fn new(connect_timeout: Duration, total_timeout: Duration) -> Result<Self, FetchError> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(connect_timeout)
-            .timeout(total_timeout)
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| FetchError::Transport {
-                url: String::new(),
-                reason: e.to_string(),
-            })?;
-        Ok(Http { client })
+        Ok(Http {
+            client: build_client(connect_timeout, total_timeout, None)?,
+            by_source: Arc::new(HashMap::new()),
+        })
+    }
+
+    /// The same, plus a client per source that sets `ca_file` (DESIGN "Safe
+    /// defaults and deployment": system roots plus the source's CA).
+    pub fn for_sources(
+        connect_timeout: Duration,
+        total_timeout: Duration,
+        sources: &[crate::config::Source],
+    ) -> Result<Self, FetchError> {
+        let mut by_source = HashMap::new();
+        for s in sources {
+            if let Some(ca) = &s.ca_file {
+                by_source.insert(
+                    s.slug.clone(),
+                    build_client(connect_timeout, total_timeout, Some(ca))?,
+                );
+            }
+        }
+        Ok(Http {
+            client: build_client(connect_timeout, total_timeout, None)?,
+            by_source: Arc::new(by_source),
+        })
+    }
+
+    /// The client for calls to `source`'s URLs.
+    pub fn source(&self, source: &str) -> Http {
+        match self.by_source.get(source) {
+            Some(client) => Http {
+                client: client.clone(),
+                by_source: self.by_source.clone(),
+            },
+            None => self.clone(),
+        }
     }
 
     /// GET `url`, optionally with a bearer token, reading at most `limit` bytes.
@@ -173,7 +229,7 @@ impl Http {
             } else {
                 FetchError::Transport {
                     url: shown.clone(),
-                    reason: e.without_url().to_string(),
+                    reason: chain(&e.without_url()),
                 }
             }
         };
@@ -187,6 +243,7 @@ impl Http {
         let status = resp.status().as_u16();
         let cache_control = header("cache-control");
         let content_type = header("content-type");
+        let link = header("link");
         if resp.content_length().is_some_and(|n| n > limit as u64) {
             return Err(FetchError::TooLarge { url: shown, limit });
         }
@@ -201,9 +258,26 @@ impl Http {
             status,
             cache_control,
             content_type,
+            link,
             body: body.freeze(),
         })
     }
+}
+
+/// An error with every cause after it: reqwest's own text is only "error
+/// sending request", the cause says "invalid peer certificate: UnknownIssuer".
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The URL without query or credentials, for messages.

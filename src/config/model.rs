@@ -375,6 +375,9 @@ pub struct Source {
     /// Reject machine tokens whose `iat` is older than this.
     #[serde(serialize_with = "ser_opt_duration")]
     pub jwt_max_age: Option<Duration>,
+    /// Extra PEM CA trusted for this source's URLs, besides the system roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// Key refresh interval when the JWKS response sets no `max-age`.
     #[serde(serialize_with = "ser_duration")]
     pub jwks_cache_ttl: Duration,

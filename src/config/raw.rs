@@ -119,6 +119,7 @@ pub struct RawSource {
     pub issuer: Option<String>,
     pub jwt_algorithms: Option<Vec<String>>,
     pub jwt_max_age: Option<String>,
+    pub ca_file: Option<String>,
     pub jwks_cache_ttl: Option<String>,
     pub jwks_max_stale: Option<String>,
     pub jwks_cooldown: Option<String>,

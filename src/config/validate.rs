@@ -814,6 +814,16 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
         }
     }
     let jwt_max_age = c.opt_duration(at.key("jwt_max_age"), raw.jwt_max_age.as_deref());
+    let ca_file = raw.ca_file.as_deref().and_then(|f| {
+        let path = c.resolve(f);
+        match crate::tls::read_certificates(&path) {
+            Ok(_) => Some(path),
+            Err(e) => {
+                c.fail(at.key("ca_file"), e.to_string());
+                None
+            }
+        }
+    });
     let jwks_cache_ttl = c
         .opt_duration(at.key("jwks_cache_ttl"), raw.jwks_cache_ttl.as_deref())
         .unwrap_or(crate::jwks::DEFAULT_TTL);
@@ -925,11 +935,8 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
                     CLAIM_KEYS.join(", ")
                 ),
             );
-        } else if v.is_empty() {
-            c.fail(
-                at.key("claims").key(&k),
-                "empty path; write a dotted path such as \"data.id\"",
-            );
+        } else if let Err(e) = crate::source::claims::parse_path(&v) {
+            c.fail(at.key("claims").key(&k), format!("`{v}`: {e}"));
         } else {
             claims.insert(k, v);
         }
@@ -988,6 +995,7 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
         issuer,
         jwt_algorithms,
         jwt_max_age,
+        ca_file,
         jwks_cache_ttl,
         jwks_max_stale,
         jwks_cooldown,

@@ -175,6 +175,8 @@ impl Vendor {
             (_, Endpoint::Jwks) => "/jwks",
             (_, Endpoint::Userinfo) => "/userinfo",
             (Vendor::Github, Endpoint::Emails) => "/user/emails",
+            (Vendor::Github, Endpoint::Orgs) => "/user/orgs",
+            (Vendor::Github, Endpoint::Teams) => "/user/teams",
             (Vendor::EntraId, Endpoint::MemberOf) => "/v1.0/me/memberOf",
             (Vendor::Github, _) => "/user",
             (Vendor::Discord, _) => "/users/@me",
@@ -184,7 +186,14 @@ impl Vendor {
             (Vendor::Reddit, _) => "/api/v1/me",
             (Vendor::Patreon, _) => "/api/oauth2/v2/identity",
             // OIDC vendors without a separate profile API: userinfo.
-            (_, Endpoint::Profile | Endpoint::Emails | Endpoint::MemberOf) => "/userinfo",
+            (
+                _,
+                Endpoint::Profile
+                | Endpoint::Emails
+                | Endpoint::MemberOf
+                | Endpoint::Orgs
+                | Endpoint::Teams,
+            ) => "/userinfo",
         }
     }
 
@@ -198,7 +207,12 @@ impl Vendor {
             }
         }
         match self {
-            Vendor::Github => list.extend([Endpoint::Profile, Endpoint::Emails]),
+            Vendor::Github => list.extend([
+                Endpoint::Profile,
+                Endpoint::Emails,
+                Endpoint::Orgs,
+                Endpoint::Teams,
+            ]),
             Vendor::EntraId => list.extend([Endpoint::Profile, Endpoint::MemberOf]),
             Vendor::Discord
             | Vendor::Twitter
@@ -231,6 +245,10 @@ pub enum Endpoint {
     Emails,
     /// Entra `/me/memberOf`.
     MemberOf,
+    /// GitHub `/user/orgs`.
+    Orgs,
+    /// GitHub `/user/teams`.
+    Teams,
 }
 
 /// What a sign-in through a vendor's preset must yield with the demo data.
@@ -269,7 +287,13 @@ pub fn expected(vendor: Vendor) -> Expected {
             email: Some("octocat@github.example"),
             email_verified: true,
             name: Some("The Octocat"),
-            ..none
+            groups: &[
+                "octo-labs",
+                "octo-org",
+                "octo-org/justice-league",
+                "octo-org/platform",
+                "octo-org/readers",
+            ],
         },
         Vendor::Google => Expected {
             identifier: "108234567890123456789",
@@ -665,9 +689,15 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
         },
         (Endpoint::Authorize, Method::GET) => authorize(&shared, vendor, &query),
         (Endpoint::Token, Method::POST) => token(&shared, vendor, req).await,
-        (Endpoint::Userinfo | Endpoint::Profile | Endpoint::Emails | Endpoint::MemberOf, _) => {
-            resource(&shared, vendor, endpoint, req.headers(), &query)
-        }
+        (
+            Endpoint::Userinfo
+            | Endpoint::Profile
+            | Endpoint::Emails
+            | Endpoint::MemberOf
+            | Endpoint::Orgs
+            | Endpoint::Teams,
+            _,
+        ) => resource(&shared, vendor, endpoint, req.headers(), &query),
         _ => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
     }
 }
@@ -1269,6 +1299,9 @@ fn resource(
         (Vendor::Github, Endpoint::Emails) if !has("user:email") && !has("user") => {
             json_response(StatusCode::NOT_FOUND, &json!({"message": "Not Found"}))
         }
+        (Vendor::Github, Endpoint::Orgs | Endpoint::Teams) => {
+            github_list(shared, endpoint, &params, has("read:org") || has("admin:org"))
+        }
         (Vendor::Github, Endpoint::Emails) => json_response(StatusCode::OK, &json!([
             {"email": "octocat@github.example", "verified": true, "primary": true, "visibility": "private"},
             {"email": "octocat@old.example", "verified": true, "primary": false, "visibility": null},
@@ -1461,6 +1494,90 @@ fn set(target: &mut Value, key: &str, value: Value) {
 
 fn plain(status: StatusCode, message: &'static str) -> Resp {
     respond(status, "text/plain; charset=utf-8", message)
+}
+
+/// GitHub `/user/orgs` and `/user/teams` as the REST docs describe them
+/// (docs.github.com/en/rest/orgs/orgs#list-organizations-for-the-authenticated-user,
+/// /en/rest/teams/teams#list-teams-for-the-authenticated-user): a JSON array,
+/// `per_page` (default 30, at most 100) and `page` (from 1), and a `Link`
+/// header with `next`/`last` while more pages follow (`prev`/`first` after
+/// the first). Teams need `read:org`; organisations without it list only
+/// public memberships (here: none).
+fn github_list(
+    shared: &Shared,
+    endpoint: Endpoint,
+    params: &BTreeMap<String, String>,
+    read_org: bool,
+) -> Resp {
+    let all: Vec<Value> = match endpoint {
+        Endpoint::Orgs if read_org => vec![
+            json!({"login": "octo-org", "id": 1, "node_id": "MDEyOk9yZ2FuaXphdGlvbjE=",
+                   "url": "https://api.github.com/orgs/octo-org", "description": "A great organization"}),
+            json!({"login": "octo-labs", "id": 2, "node_id": "MDEyOk9yZ2FuaXphdGlvbjI=",
+                   "url": "https://api.github.com/orgs/octo-labs", "description": null}),
+        ],
+        Endpoint::Orgs => Vec::new(),
+        _ if !read_org => {
+            return json_response(
+                StatusCode::FORBIDDEN,
+                &json!({"message": "Resource not accessible by integration",
+                        "documentation_url": "https://docs.github.com/rest/teams/teams#list-teams-for-the-authenticated-user"}),
+            )
+        }
+        _ => ["justice-league", "platform", "readers"]
+            .iter()
+            .enumerate()
+            .map(|(i, slug)| {
+                json!({"id": i + 1, "node_id": "MDQ6VGVhbTE=", "name": slug, "slug": slug,
+                       "privacy": "closed", "permission": "admin",
+                       "organization": {"login": "octo-org", "id": 1}})
+            })
+            .collect(),
+    };
+    let per_page: usize = params
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page: usize = params
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let items: Vec<Value> = all
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .cloned()
+        .collect();
+    let last = all.len().div_ceil(per_page).max(1);
+    let path = if endpoint == Endpoint::Orgs {
+        "orgs"
+    } else {
+        "teams"
+    };
+    let at = |p: usize| {
+        format!(
+            "<{}/github/user/{path}?per_page={per_page}&page={p}>",
+            shared.origin
+        )
+    };
+    let mut links = Vec::new();
+    if page < last {
+        links.push(format!("{}; rel=\"next\"", at(page + 1)));
+        links.push(format!("{}; rel=\"last\"", at(last)));
+    }
+    if page > 1 {
+        links.push(format!("{}; rel=\"prev\"", at(page - 1)));
+        links.push(format!("{}; rel=\"first\"", at(1)));
+    }
+    let mut resp = json_response(StatusCode::OK, &Value::Array(items));
+    if let Ok(v) = http::HeaderValue::from_str(&links.join(", ")) {
+        if !links.is_empty() {
+            resp.headers_mut().insert(http::header::LINK, v);
+        }
+    }
+    resp
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Resp {
@@ -1714,6 +1831,49 @@ mod tests {
             profile["email_verified"] = json!(email.is_some());
             profile["email"] = json!(email);
         }
+        if vendor == Vendor::Github && scopes.iter().any(|s| s == "read:org") {
+            // Read the way GitHub's docs describe paging: follow `Link: rel="next"`.
+            let mut groups = Vec::new();
+            for (path, teams) in [("orgs", false), ("teams", true)] {
+                let mut next = Some(format!(
+                    "{}/user/{path}?per_page=2",
+                    f.base_url(Vendor::Github)
+                ));
+                while let Some(url) = next.take() {
+                    let resp = http()
+                        .get(&url)
+                        .bearer_auth(&access)
+                        .header("user-agent", "sim")
+                        .send()
+                        .await
+                        .unwrap();
+                    next = resp
+                        .headers()
+                        .get("link")
+                        .and_then(|l| l.to_str().ok())
+                        .and_then(|l| {
+                            l.split(", ")
+                                .find(|p| p.ends_with("rel=\"next\""))
+                                .and_then(|p| p.split(['<', '>']).nth(1))
+                                .map(str::to_string)
+                        });
+                    let page: Value = resp.json().await.unwrap();
+                    for item in page.as_array().unwrap() {
+                        groups.push(if teams {
+                            format!(
+                                "{}/{}",
+                                item["organization"]["login"].as_str().unwrap(),
+                                item["slug"].as_str().unwrap()
+                            )
+                        } else {
+                            item["login"].as_str().unwrap().to_string()
+                        });
+                    }
+                }
+            }
+            groups.sort();
+            profile["groups"] = json!(groups);
+        }
         if preset.quirks.email_fallback_other_mails {
             profile["mail"] = json!(presets::entraid::fallback_email(&profile));
         }
@@ -1778,6 +1938,9 @@ mod tests {
             assert_eq!(f.calls(vendor, Endpoint::Authorize), 1, "{vendor:?}");
         }
         assert_eq!(f.calls(Vendor::Github, Endpoint::Emails), 1);
+        // Two organisations and three teams, two per page: 1 + 2 pages.
+        assert_eq!(f.calls(Vendor::Github, Endpoint::Orgs), 1);
+        assert_eq!(f.calls(Vendor::Github, Endpoint::Teams), 2);
         assert_eq!(f.calls(Vendor::EntraId, Endpoint::MemberOf), 2, "two pages");
         assert_eq!(f.calls(Vendor::Apple, Endpoint::Jwks), 1);
     }

@@ -30,13 +30,64 @@ pub enum MapError {
     NoIdentifier(String),
 }
 
-/// Reads a dotted path (`data.attributes.email`); array elements by index (`emails.0`).
+/// Why a claim path cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Nothing between two dots, or at either end.
+    #[error("empty segment; write a dotted path such as \"data.id\" (quote a name with dots: \"kubernetes.io\".namespace)")]
+    EmptySegment,
+    /// A quoted segment has no closing quote.
+    #[error("a quoted segment has no closing quote")]
+    Unclosed,
+    /// A quote in the middle of a segment, or text right after a closing quote.
+    #[error("a quote may only open and close a whole segment: \"a.b\".c")]
+    StrayQuote,
+}
+
+/// Splits a claim path into its segments: dots separate them, and a segment
+/// written in double quotes is taken whole, dots included
+/// (`"kubernetes.io".namespace`). No escapes: a claim name with a quote in it
+/// cannot be addressed (none is known).
+pub fn parse_path(path: &str) -> Result<Vec<&str>, PathError> {
+    let mut segments = Vec::new();
+    let mut rest = path;
+    loop {
+        let (segment, after) = if let Some(quoted) = rest.strip_prefix('"') {
+            let end = quoted.find('"').ok_or(PathError::Unclosed)?;
+            let (name, tail) = quoted.split_at(end);
+            // `tail` starts with the closing quote.
+            (name, tail.get(1..).unwrap_or_default())
+        } else {
+            let end = rest.find('.').unwrap_or(rest.len());
+            let (name, tail) = rest.split_at(end);
+            if name.contains('"') {
+                return Err(PathError::StrayQuote);
+            }
+            (name, tail)
+        };
+        if segment.is_empty() {
+            return Err(PathError::EmptySegment);
+        }
+        segments.push(segment);
+        if after.is_empty() {
+            return Ok(segments);
+        }
+        rest = after.strip_prefix('.').ok_or(PathError::StrayQuote)?;
+    }
+}
+
+/// Reads a dotted path (`data.attributes.email`); array elements by index
+/// (`emails.0`); a quoted segment may hold dots (`"kubernetes.io".namespace`).
+/// A path that does not parse finds nothing (config validation refuses it).
 pub fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(v, |cur, seg| match cur {
-        Value::Object(map) => map.get(seg),
-        Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
-        _ => None,
-    })
+    parse_path(path)
+        .ok()?
+        .into_iter()
+        .try_fold(v, |cur, seg| match cur {
+            Value::Object(map) => map.get(seg),
+            Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
 }
 
 /// A scalar as text: strings as they are, numbers and booleans printed.
@@ -156,5 +207,64 @@ mod tests {
         .unwrap();
         assert_eq!(m.email.as_deref(), Some("x@y"));
         assert_eq!(m.groups, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn claim_paths_split_on_dots_and_keep_quoted_segments_whole() {
+        let ok: &[(&str, &[&str])] = &[
+            ("sub", &["sub"]),
+            ("data.attributes.email", &["data", "attributes", "email"]),
+            ("emails.0", &["emails", "0"]),
+            (
+                "\"kubernetes.io\".namespace",
+                &["kubernetes.io", "namespace"],
+            ),
+            (
+                "\"kubernetes.io\".serviceaccount.name",
+                &["kubernetes.io", "serviceaccount", "name"],
+            ),
+            ("a.\"b.c\"", &["a", "b.c"]),
+            ("\"a.b\"", &["a.b"]),
+            ("\"plain\"", &["plain"]),
+        ];
+        for (path, want) in ok {
+            assert_eq!(parse_path(path).as_deref(), Ok(*want), "{path}");
+        }
+        let bad: &[(&str, PathError)] = &[
+            ("", PathError::EmptySegment),
+            ("a..b", PathError::EmptySegment),
+            (".a", PathError::EmptySegment),
+            ("a.", PathError::EmptySegment),
+            ("\"\".a", PathError::EmptySegment),
+            ("\"kubernetes.io.namespace", PathError::Unclosed),
+            ("\"a\"b", PathError::StrayQuote),
+            ("a\"b\".c", PathError::StrayQuote),
+        ];
+        for (path, want) in bad {
+            assert_eq!(parse_path(path).as_ref(), Err(want), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_quoted_claim_name_with_dots_is_read_from_a_kubernetes_token() {
+        let token = json!({
+            "sub": "system:serviceaccount:ci:deployer",
+            "kubernetes.io": {"namespace": "ci", "serviceaccount": {"name": "deployer"}},
+            "kubernetes": {"io": {"namespace": "wrong"}}
+        });
+        assert_eq!(
+            lookup(&token, "\"kubernetes.io\".namespace"),
+            Some(&json!("ci"))
+        );
+        assert_eq!(
+            lookup(&token, "\"kubernetes.io\".serviceaccount.name"),
+            Some(&json!("deployer"))
+        );
+        // Unquoted, the dots still separate segments.
+        assert_eq!(
+            lookup(&token, "kubernetes.io.namespace"),
+            Some(&json!("wrong"))
+        );
+        assert_eq!(lookup(&token, "\"kubernetes.io.namespace"), None);
     }
 }

@@ -179,7 +179,7 @@ impl Sources {
                     rt.set_endpoints(e);
                     readiness.set(&s.slug, true);
                 }
-                Some(wk) => match discovery::fetch_fresh(&http, wk).await {
+                Some(wk) => match discovery::fetch_fresh(&http.source(&s.slug), wk).await {
                     Ok((doc, cache_control)) => {
                         let e = discovery::resolve(s, Some(&doc))
                             .map_err(|e| LoadError::discovery(&s.slug, e))?;
@@ -286,10 +286,12 @@ impl Sources {
             // WeChat: the code is traded by a GET with the secret in the query.
             let url = presets::wechat::token_url(token_url, client_id, secret, code);
             self.http
+                .source(&src.slug)
                 .get_with(&url, None, &[], MAX_RESPONSE_BYTES)
                 .await?
         } else {
             self.http
+                .source(&src.slug)
                 .post_form(token_url, &form, basic, MAX_RESPONSE_BYTES)
                 .await?
         };
@@ -412,16 +414,19 @@ impl Sources {
             TokenIn::Query(access_token) => {
                 let with_token = presets::mailcow::profile_url_with_token(url, access_token);
                 self.http
+                    .source(&src.slug)
                     .get_with(&with_token, None, headers, MAX_RESPONSE_BYTES)
                     .await?
             }
             TokenIn::Url => {
                 self.http
+                    .source(&src.slug)
                     .get_with(url, None, headers, MAX_RESPONSE_BYTES)
                     .await?
             }
             TokenIn::Bearer(access_token) => {
                 self.http
+                    .source(&src.slug)
                     .get_with(url, Some(access_token), headers, MAX_RESPONSE_BYTES)
                     .await?
             }
@@ -431,6 +436,28 @@ impl Sources {
                 vendor_api_error(quirks, &v)?;
                 Ok(v)
             }
+            (status, _) => Err(SourceError::Provider(format!(
+                "{} answered {status}",
+                url.path()
+            ))),
+        }
+    }
+
+    /// One page of a paged vendor list (a JSON array) and its `Link` header.
+    async fn vendor_page(
+        &self,
+        src: &Source,
+        url: &Url,
+        access_token: &str,
+    ) -> Result<(Value, Option<String>), SourceError> {
+        let headers = src.preset.map_or(&[][..], |p| p.profile_headers);
+        let resp = self
+            .http
+            .source(&src.slug)
+            .get_with(url, Some(access_token), headers, MAX_RESPONSE_BYTES)
+            .await?;
+        match (resp.status, resp.json()) {
+            (200, Some(v @ Value::Array(_))) => Ok((v, resp.link)),
             (status, _) => Err(SourceError::Provider(format!(
                 "{} answered {status}",
                 url.path()
@@ -467,6 +494,36 @@ impl Sources {
                 obj.insert("email".into(), Value::String(email));
                 obj.insert("email_verified".into(), Value::Bool(true));
             }
+        }
+        if q.github_memberships
+            && src
+                .scopes
+                .iter()
+                .any(|s| s == presets::github::MEMBERSHIP_SCOPE)
+        {
+            let mut groups = Vec::new();
+            for (what, names) in [
+                (
+                    "orgs",
+                    presets::github::org_groups as fn(&Value) -> Vec<String>,
+                ),
+                ("teams", presets::github::team_groups),
+            ] {
+                let mut next = Some(presets::github::memberships_url(profile_url, what));
+                for _ in 0..presets::github::MAX_PAGES {
+                    let Some(url) = next.take() else { break };
+                    let (page, link) = self.vendor_page(src, &url, access_token).await?;
+                    groups.extend(names(&page));
+                    next = presets::github::next_page(link.as_deref(), profile_url);
+                }
+                if next.is_some() {
+                    tracing::warn!(source = %src.slug, list = what, pages = presets::github::MAX_PAGES, "GitHub memberships cut off after the page limit");
+                }
+            }
+            obj.insert(
+                "groups".into(),
+                Value::Array(groups.into_iter().map(Value::String).collect()),
+            );
         }
         if q.email_fallback_other_mails && missing(obj.get("mail")) {
             if let Some(email) = presets::entraid::fallback_email(&Value::Object(obj.clone())) {
@@ -563,7 +620,7 @@ impl Sources {
             .request_token(request_url, callback, &stamp)
             .map_err(|e| SourceError::Provider(e.to_string()))?;
         let body = self
-            .oauth1_token_call(request_url, &signed, "request token")
+            .oauth1_token_call(&src.slug, request_url, &signed, "request token")
             .await?;
         // Refuses a missing or false oauth_callback_confirmed (OA1-01).
         let temporary = oauth1::parse_temporary_credentials(&body)
@@ -605,7 +662,7 @@ impl Sources {
             .access_token(token_url, &temporary, verifier, &stamp)
             .map_err(provider)?;
         let body = self
-            .oauth1_token_call(token_url, &signed, "access token")
+            .oauth1_token_call(&src.slug, token_url, &signed, "access token")
             .await?;
         let access = oauth1::parse_token_credentials(&body)
             .map_err(|e| SourceError::Provider(format!("access token: {e}")))?;
@@ -615,6 +672,7 @@ impl Sources {
             .map_err(provider)?;
         let resp = self
             .http
+            .source(&src.slug)
             .signed(
                 reqwest::Method::GET,
                 profile_url,
@@ -652,12 +710,14 @@ impl Sources {
     /// A signed POST to one of the two token endpoints; the body of a 200.
     async fn oauth1_token_call(
         &self,
+        slug: &str,
         url: &Url,
         signed: &oauth1::Signed,
         step: &str,
     ) -> Result<bytes::Bytes, SourceError> {
         let resp = self
             .http
+            .source(slug)
             .signed(
                 reqwest::Method::POST,
                 url,

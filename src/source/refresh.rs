@@ -188,7 +188,8 @@ impl Sources {
             return Ok(self.jwks.freshness(slug).ttl);
         };
         let fetched = async {
-            let (doc, cache_control) = discovery::fetch_fresh(&self.http, well_known).await?;
+            let (doc, cache_control) =
+                discovery::fetch_fresh(&self.http.source(slug), well_known).await?;
             let endpoints = discovery::resolve(&rt.config, Some(&doc))?;
             Ok::<_, DiscoveryError>((endpoints, cache_control))
         }

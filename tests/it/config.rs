@@ -547,3 +547,42 @@ fn claim_headers_refuse_reserved_malformed_and_repeated_names() {
         Some("org.team")
     );
 }
+
+#[test]
+fn a_source_ca_file_and_quoted_claim_paths_are_validated_naming_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("corp-ca.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let source = |ca: &str, claim: &str| {
+        format!(
+            "{}\n[[source]]\nslug = \"corp\"\ntype = \"oauth2\"\nconsumer_key = \"id\"\nconsumer_secret = \"s\"\n\
+             authorization_url = \"https://idp.example/a\"\naccess_token_url = \"https://idp.example/t\"\n\
+             profile_url = \"https://idp.example/p\"\nca_file = \"{ca}\"\nclaims = {{ groups = '{claim}' }}\n{APP}",
+            base_config()
+        )
+    };
+    let msg = problems(&source("missing-ca.pem", "\"kubernetes.io.groups"));
+    for want in [
+        "source[corp].ca_file: cannot read",
+        "missing-ca.pem",
+        "PORTCULLIS_SOURCE__0__CA_FILE",
+        "source[corp].claims.groups: `\"kubernetes.io.groups`: a quoted segment has no closing quote",
+    ] {
+        assert!(msg.contains(want), "{want}: {msg}");
+    }
+    let msg = problems(&source(&not_pem.display().to_string(), "a..b"));
+    assert!(msg.contains("holds no PEM certificate"), "{msg}");
+    assert!(
+        msg.contains("claims.groups: `a..b`: empty segment"),
+        "{msg}"
+    );
+
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/test-ca.pem");
+    let ok = config_file(&source(
+        &ca.display().to_string(),
+        "\"kubernetes.io\".groups",
+    ));
+    let c = load_with_env(&ok.path, Vec::new()).unwrap();
+    assert_eq!(c.sources[0].ca_file.as_deref(), Some(ca.as_path()));
+    assert_eq!(c.sources[0].claims["groups"], "\"kubernetes.io\".groups");
+}

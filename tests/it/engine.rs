@@ -24,19 +24,19 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{base_config, client, config_file, websocket_echo, Gateway, Upstream};
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/it/fixtures")
         .join(name)
 }
 
 /// The test CA, PEM.
-fn test_ca() -> Vec<u8> {
+pub(crate) fn test_ca() -> Vec<u8> {
     std::fs::read(fixture("test-ca.pem")).unwrap()
 }
 
 /// A TLS acceptor serving the `localhost` leaf signed by the test CA, HTTP/1.1 only.
-fn localhost_tls() -> tokio_rustls::TlsAcceptor {
+pub(crate) fn localhost_tls() -> tokio_rustls::TlsAcceptor {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -19,6 +19,8 @@ mod discovery;
 mod engine;
 mod identity;
 mod oauth1;
+mod outbound_tls;
+mod own_postgres;
 mod proxy;
 mod replicas;
 mod sessions;

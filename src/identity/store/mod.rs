@@ -181,6 +181,33 @@ pub trait UserStore: Send + Sync {
 
     /// The user's sessions, newest first (revoked and expired ones included).
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Deletes at most `batch` rows of `table` that are of no use at `now`
+    /// (see [`Purge`]); returns how many. Safe to run on several replicas at once.
+    async fn purge_batch(&self, table: Purge, now: i64, batch: u32) -> Result<u64, StoreError>;
+
+    /// One small query proving the database answers and holds the schema (`/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The tables housekeeping purges, and what it removes from each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purge {
+    /// Sessions past `expires_at`, and revoked ones (a revoked session is
+    /// refused exactly like a missing one).
+    Sessions,
+}
+
+impl Purge {
+    /// Every purged table.
+    pub const ALL: [Purge; 1] = [Purge::Sessions];
+
+    /// The table name, as the metric's `table` label.
+    pub fn table(self) -> &'static str {
+        match self {
+            Purge::Sessions => "sessions",
+        }
+    }
 }
 
 /// Opens the store named by `url` (`sqlite://FILE`, created if missing;

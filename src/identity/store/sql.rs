@@ -16,8 +16,8 @@ use sqlx::{
 };
 
 use super::{
-    clean_groups, first_free_username, new_user_id, suffix_pattern, wanted_username, StoreCounts,
-    StoreError, UserStore,
+    clean_groups, first_free_username, new_user_id, suffix_pattern, wanted_username, Purge,
+    StoreCounts, StoreError, UserStore,
 };
 use crate::identity::profile::{self, Profile};
 use crate::identity::{Connection, Identity, NewSession, SessionRecord, User};
@@ -39,6 +39,9 @@ const GROUPS_PER_INSERT: usize = 200;
 pub(super) trait Dialect: Database {
     /// The statement that opens a transaction that will write.
     const BEGIN_WRITE: &'static str;
+    /// Appended to the row selection of a purge batch: PostgreSQL skips rows
+    /// another replica is deleting right now instead of waiting for them.
+    const SKIP_LOCKED: &'static str;
     /// How many rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
@@ -49,6 +52,8 @@ impl Dialect for Sqlite {
     // SQLITE_BUSY (the busy timeout cannot help). `IMMEDIATE` takes the write
     // lock up front, so concurrent writers queue on the busy timeout instead.
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    // One writer at a time anyway: nothing to skip.
+    const SKIP_LOCKED: &'static str = "";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
@@ -59,6 +64,7 @@ impl Dialect for Postgres {
     // READ COMMITTED suffices: races are settled by unique indexes with
     // `ON CONFLICT DO NOTHING`, which waits for the concurrent writer's outcome.
     const BEGIN_WRITE: &'static str = "BEGIN";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
@@ -769,6 +775,34 @@ where
             .collect::<Result<_, _>>()?)
     }
 
+    async fn purge_batch(&self, table: Purge, now: i64, batch: u32) -> Result<u64, StoreError> {
+        // The rows to delete are chosen by key in a bounded sub-select (neither
+        // dialect limits a DELETE portably); a row two replicas both pick is
+        // deleted once, the other DELETE finds it gone.
+        let sql = match table {
+            Purge::Sessions => format!(
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                 WHERE expires_at < $1 OR revoked = TRUE LIMIT $2{})",
+                DB::SKIP_LOCKED
+            ),
+        };
+        self.execute(
+            sqlx::query::<DB>(AssertSqlSafe(sql))
+                .bind(now)
+                .bind(i64::from(batch)),
+        )
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // Reads a real table: proves the connection and the migrated schema.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query::<DB>("SELECT COUNT(*) FROM (SELECT 1 FROM sessions LIMIT 1) AS one")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let row = sqlx::query::<DB>(
@@ -801,7 +835,7 @@ mod tests {
     use futures_util::FutureExt as _;
     use sqlx::Connection as _;
 
-    use super::super::{open, StoreCounts, StoreError, UserStore};
+    use super::super::{open, Purge, StoreCounts, StoreError, UserStore};
     use crate::identity::{Identity, NewSession};
 
     const NOW: i64 = 1_700_000_000;
@@ -906,6 +940,74 @@ mod tests {
         }
     }
 
+    async fn purge_removes_only_expired_and_revoked_sessions_in_bounded_batches(
+        store: Arc<dyn UserStore>,
+    ) {
+        let ending = |id: &str, expires_at: i64| NewSession {
+            expires_at,
+            ..session(id, "corp")
+        };
+        let user = store
+            .enroll(&ada(), &ending("live", NOW + 3600), NOW)
+            .await
+            .unwrap();
+        // Expires exactly at the purge's `now`: still valid this second.
+        let mut kept = vec!["live", "edge"];
+        store
+            .sign_in(&user.id, &ada(), &ending("edge", NOW + 100), NOW)
+            .await
+            .unwrap();
+        for id in ["old1", "old2", "old3", "old4", "old5"] {
+            store
+                .sign_in(&user.id, &ada(), &ending(id, NOW + 10), NOW)
+                .await
+                .unwrap();
+        }
+        store
+            .sign_in(&user.id, &ada(), &ending("revoked", NOW + 3600), NOW)
+            .await
+            .unwrap();
+        store.revoke_session("revoked").await.unwrap();
+        store.ping().await.unwrap();
+
+        let mut batches = Vec::new();
+        loop {
+            let n = store
+                .purge_batch(Purge::Sessions, NOW + 100, 2)
+                .await
+                .unwrap();
+            batches.push(n);
+            if n < 2 {
+                break;
+            }
+        }
+        assert_eq!(batches, vec![2, 2, 2, 0]);
+        let mut left: Vec<String> = store
+            .user_sessions(&user.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        left.sort();
+        kept.sort();
+        assert_eq!(left, kept);
+        // The user, its connection and groups are untouched.
+        assert_eq!(
+            store.user(&user.id).await.unwrap().map(|u| u.id),
+            Some(user.id.clone())
+        );
+        assert_eq!(counts(&store).await.connections, 1);
+        // Nothing left to purge: a second run (another replica) deletes nothing.
+        assert_eq!(
+            store
+                .purge_batch(Purge::Sessions, NOW + 100, 500)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+
     /// Declares each named test body once per backend.
     macro_rules! on_both_backends {
         ($($name:ident),* $(,)?) => {
@@ -929,6 +1031,7 @@ mod tests {
     }
 
     on_both_backends!(
+        purge_removes_only_expired_and_revoked_sessions_in_bounded_batches,
         enroll_then_user_by_connection_finds_the_user,
         username_collisions_get_deterministic_suffixes,
         enroll_of_a_connected_identity_is_refused_and_writes_nothing,

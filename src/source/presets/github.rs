@@ -1,5 +1,7 @@
 //! GitHub (github.com; GitHub Enterprise Server by overriding the three URLs).
 //! Plain OAuth 2.0: no ID token; the identity is the REST API's `/user`.
+//! With `read:org`, organisation and team memberships become groups
+//! (`acme`, `acme/platform`) from `/user/orgs` and `/user/teams`, paged.
 
 use serde_json::Value;
 use url::Url;
@@ -27,7 +29,9 @@ pub static PRESET: Preset = Preset {
     // `read:user` for the profile, `user:email` for `/user/emails` (a
     // private primary address is otherwise invisible):
     // https://docs.github.com/en/apps/oauth-apps/building-oauth-apps/scopes-for-oauth-apps
-    scopes: &["read:user", "user:email"],
+    // `read:org` for `/user/orgs` and `/user/teams` (groups):
+    // https://docs.github.com/en/rest/orgs/orgs#list-organizations-for-the-authenticated-user
+    scopes: &["read:user", "user:email", "read:org"],
     // PKCE is accepted (S256 only) since July 2025:
     // https://github.blog/changelog/2025-07-14-pkce-support-for-oauth-and-github-app-authentication
     // GitHub Enterprise Server versions older than that may refuse it; set
@@ -45,6 +49,7 @@ pub static PRESET: Preset = Preset {
         ("username", "login"),
         ("name", "name"),
         ("email", "email"),
+        ("groups", "groups"),
     ],
     authorize_params: &[],
     requires: &[],
@@ -62,6 +67,7 @@ pub static PRESET: Preset = Preset {
     quirks: Quirks {
         // https://docs.github.com/en/rest/users/emails#list-email-addresses-for-the-authenticated-user
         github_emails: true,
+        github_memberships: true,
         // Without `Accept: application/json` the token endpoint answers
         // `access_token=...&scope=...` form-encoded:
         // https://docs.github.com/en/apps/oauth-apps/building-oauth-apps/authorizing-oauth-apps#2-users-are-redirected-back-to-your-site-by-github
@@ -83,6 +89,76 @@ pub fn emails_url(profile_url: &Url) -> Url {
     let path = format!("{}/emails", url.path().trim_end_matches('/'));
     url.set_path(&path);
     url
+}
+
+/// The scope that lets `/user/orgs` and `/user/teams` answer.
+pub const MEMBERSHIP_SCOPE: &str = "read:org";
+/// Entries per page asked for (GitHub's maximum).
+pub const PER_PAGE: u32 = 100;
+/// Pages read per list at most: 1000 organisations or teams; more are cut
+/// off (logged by the caller) rather than slowing every sign-in.
+pub const MAX_PAGES: usize = 10;
+
+/// `/user/{what}?per_page=100` next to the profile URL (`orgs`, `teams`).
+pub fn memberships_url(profile_url: &Url, what: &str) -> Url {
+    let mut url = emails_url(profile_url);
+    let path = format!("{}/{what}", url.path().trim_end_matches("/emails"));
+    url.set_path(&path);
+    url.set_query(Some(&format!("per_page={PER_PAGE}")));
+    url
+}
+
+/// The organisation logins of one `/user/orgs` page: `[{"login": "acme", ...}]`.
+pub fn org_groups(page: &Value) -> Vec<String> {
+    page.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("login").and_then(Value::as_str))
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `org/team-slug` for each team of one `/user/teams` page:
+/// `[{"slug": "platform", "organization": {"login": "acme"}, ...}]`.
+pub fn team_groups(page: &Value) -> Vec<String> {
+    page.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let slug = t.get("slug").and_then(Value::as_str)?;
+            let org = t
+                .get("organization")?
+                .get("login")
+                .and_then(Value::as_str)?;
+            (!slug.is_empty() && !org.is_empty()).then(|| format!("{org}/{slug}"))
+        })
+        .collect()
+}
+
+/// The `rel="next"` URL of a `Link` header (RFC 8288, as GitHub pages:
+/// `<https://api.github.com/user/orgs?page=2>; rel="next", <...>; rel="last"`),
+/// only when it stays on `base`'s scheme and host: a page cannot send the
+/// access token elsewhere.
+pub fn next_page(link: Option<&str>, base: &Url) -> Option<Url> {
+    link?.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim();
+            p.strip_prefix("rel=")
+                .map(|r| r.trim_matches('"').split_whitespace().any(|r| r == "next"))
+                .unwrap_or(false)
+        });
+        if !is_next {
+            return None;
+        }
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        Url::parse(target).ok().filter(|u| {
+            u.scheme() == base.scheme()
+                && u.host_str() == base.host_str()
+                && u.port_or_known_default() == base.port_or_known_default()
+        })
+    })
 }
 
 /// The primary address of a `/user/emails` answer, if GitHub has verified
@@ -116,6 +192,54 @@ mod tests {
             u("https://ghe.corp.example/api/v3/user/"),
             "https://ghe.corp.example/api/v3/user/emails"
         );
+    }
+
+    #[test]
+    fn membership_lists_sit_next_to_the_profile_with_100_per_page() {
+        let u = |s: &str, w: &str| memberships_url(&Url::parse(s).unwrap(), w).to_string();
+        assert_eq!(
+            u("https://api.github.com/user", "orgs"),
+            "https://api.github.com/user/orgs?per_page=100"
+        );
+        assert_eq!(
+            u("https://ghe.corp.example/api/v3/user", "teams"),
+            "https://ghe.corp.example/api/v3/user/teams?per_page=100"
+        );
+    }
+
+    #[test]
+    fn orgs_and_teams_from_the_documented_shapes_become_groups() {
+        // Shapes from docs.github.com/en/rest/orgs/orgs#list-organizations-for-the-authenticated-user
+        // and /en/rest/teams/teams#list-teams-for-the-authenticated-user.
+        let orgs = json!([
+            {"login": "acme", "id": 1, "node_id": "MDEyOk9yZ2FuaXphdGlvbjE=", "url": "https://api.github.com/orgs/acme", "description": "A"},
+            {"login": "widgets", "id": 2}
+        ]);
+        assert_eq!(org_groups(&orgs), vec!["acme", "widgets"]);
+        let teams = json!([
+            {"id": 1, "name": "Platform Team", "slug": "platform", "privacy": "closed",
+             "organization": {"login": "acme", "id": 1}},
+            {"id": 2, "name": "No org", "slug": "lost"}
+        ]);
+        assert_eq!(team_groups(&teams), vec!["acme/platform"]);
+        assert!(org_groups(&json!({"message": "Bad credentials"})).is_empty());
+    }
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header_on_the_same_host_only() {
+        let base = Url::parse("https://api.github.com/user/orgs?per_page=100").unwrap();
+        let link = r#"<https://api.github.com/user/orgs?per_page=100&page=2>; rel="next", <https://api.github.com/user/orgs?per_page=100&page=5>; rel="last""#;
+        assert_eq!(
+            next_page(Some(link), &base)
+                .map(|u| u.to_string())
+                .as_deref(),
+            Some("https://api.github.com/user/orgs?per_page=100&page=2")
+        );
+        let last = r#"<https://api.github.com/user/orgs?page=1>; rel="prev", <https://api.github.com/user/orgs?page=1>; rel="first""#;
+        assert_eq!(next_page(Some(last), &base), None);
+        assert_eq!(next_page(None, &base), None);
+        let elsewhere = r#"<https://evil.example/user/orgs?page=2>; rel="next""#;
+        assert_eq!(next_page(Some(elsewhere), &base), None);
     }
 
     #[test]

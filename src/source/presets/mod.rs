@@ -115,6 +115,9 @@ pub struct Quirks {
     /// GitHub: when the profile's `email` is null, fetch
     /// [`github::emails_url`] and take [`github::primary_verified_email`].
     pub github_emails: bool,
+    /// GitHub: with the `read:org` scope, organisations and teams become
+    /// groups ([`github::memberships`]).
+    pub github_memberships: bool,
     /// Entra ID: when one of `group_scopes` is requested, fetch
     /// [`entraid::member_of_url`] (following `@odata.nextLink`) and put
     /// [`entraid::group_names`] into the profile's `groups`.
@@ -173,6 +176,7 @@ impl Quirks {
     /// No quirks: a well-behaved vendor.
     pub const NONE: Quirks = Quirks {
         github_emails: false,
+        github_memberships: false,
         entra_member_of: false,
         group_scopes: &[],
         token_in_query: false,
