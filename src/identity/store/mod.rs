@@ -12,6 +12,7 @@ use base64::Engine as _;
 use rand::RngCore as _;
 
 use crate::identity::{Connection, Identity, NewSession, SessionRecord, User};
+use crate::session::handoff::HandoffRecord;
 
 /// Why a store call failed; each variant says what the caller should do.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +172,18 @@ pub trait UserStore: Send + Sync {
 
     /// The user's sessions, newest first (revoked and expired ones included).
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Stores a handoff code under `code_key` (its hash) for an existing session.
+    async fn create_handoff(
+        &self,
+        code_key: &str,
+        handoff: &HandoffRecord,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Removes the handoff code `code_key` and returns it: `Some` exactly once
+    /// across every replica, expired or not (the caller checks expiry and host).
+    async fn take_handoff(&self, code_key: &str) -> Result<Option<HandoffRecord>, StoreError>;
 }
 
 /// Opens the store named by `url` (`sqlite://FILE`, created if missing;

@@ -21,6 +21,7 @@ use super::{
     StoreError, UserStore,
 };
 use crate::identity::{Connection, Identity, NewSession, SessionRecord, User};
+use crate::session::handoff::HandoffRecord;
 
 /// How long a connection waits for the database before giving up.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -755,6 +756,50 @@ where
             .collect::<Result<_, _>>()?)
     }
 
+    async fn create_handoff(
+        &self,
+        code_key: &str,
+        handoff: &HandoffRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            sqlx::query(
+                "INSERT INTO handoff_codes (code_hash, session_id, host, rd, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(code_key)
+            .bind(handoff.session_id.as_str())
+            .bind(handoff.host.as_str())
+            .bind(handoff.rd.as_str())
+            .bind(now)
+            .bind(handoff.expires_at),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_handoff(&self, code_key: &str) -> Result<Option<HandoffRecord>, StoreError> {
+        // One statement: of two replicas trading the same code at once, the
+        // row lock (PostgreSQL) or the write lock (SQLite) lets one delete it;
+        // the other finds nothing.
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query::<DB>(
+            "DELETE FROM handoff_codes WHERE code_hash = $1 RETURNING session_id, host, rd, expires_at",
+        )
+        .bind(code_key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(HandoffRecord {
+            session_id: row.try_get(0)?,
+            host: row.try_get(1)?,
+            rd: row.try_get(2)?,
+            expires_at: row.try_get(3)?,
+        }))
+    }
+
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let row = sqlx::query::<DB>(
@@ -926,7 +971,37 @@ mod tests {
         unlink_removes_the_connection_its_groups_and_its_sessions,
         email_lookup_is_case_insensitive_and_refuses_ambiguity,
         ses06_a_use_is_recorded_at_most_once_per_interval,
+        a_handoff_code_is_taken_once_and_only_by_its_key,
     );
+
+    async fn a_handoff_code_is_taken_once_and_only_by_its_key(store: Arc<dyn UserStore>) {
+        use crate::session::handoff::HandoffRecord;
+        store
+            .enroll(&ada(), &session("s1", "corp"), NOW)
+            .await
+            .unwrap();
+        let handoff = HandoffRecord {
+            session_id: "s1".into(),
+            host: "wiki.example".into(),
+            rd: "http://wiki.example/p".into(),
+            expires_at: NOW + 60,
+        };
+        store.create_handoff("key-1", &handoff, NOW).await.unwrap();
+        assert_eq!(store.take_handoff("key-2").await.unwrap(), None);
+        // Many takers at once: exactly one gets it.
+        let takers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.take_handoff("key-1").await.unwrap() })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in takers {
+            got.extend(t.await.unwrap());
+        }
+        assert_eq!(got, vec![handoff]);
+        assert_eq!(store.take_handoff("key-1").await.unwrap(), None);
+    }
 
     async fn enroll_then_user_by_connection_finds_the_user(store: Arc<dyn UserStore>) {
         assert_eq!(counts(&store).await, StoreCounts::default());
