@@ -15,6 +15,7 @@ mod binary;
 mod config;
 mod discovery;
 mod engine;
+mod multihost;
 mod oauth1;
 mod proxy;
 mod replicas;
