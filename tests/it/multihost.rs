@@ -556,3 +556,96 @@ fn a_cookie_domain_that_does_not_cover_the_sign_in_host_is_a_config_error() {
     assert!(err.contains("127.0.0.1"), "{err}");
     assert!(err.contains("PORTCULLIS_SESSION__COOKIE_DOMAIN"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handoff_code_is_traded_once_across_two_replicas_on_postgresql() {
+    use sqlx::Connection as _;
+    let Ok(base) = std::env::var("PORTCULLIS_TEST_POSTGRES_URL") else {
+        eprintln!("notice: PORTCULLIS_TEST_POSTGRES_URL is unset; the replica handoff test is skipped");
+        return;
+    };
+    let schema = format!("pc_it_{:016x}", rand::random::<u64>());
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let db = format!("{base}{sep}options[search_path]={schema}");
+
+    // Both replicas share the sign-in host (A's address) and the app host `localhost`.
+    let ports = [free_port(), free_port()];
+    let public = format!("http://127.0.0.1:{}", ports[0]);
+    let cfg = portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"));
+    let (id, secret) = (
+        cfg.clients[0].client_id.clone(),
+        cfg.clients[0].client_secret.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let provider = portcullis::demo::provider::start(listener, cfg).await;
+    provider.set_faults(|f| f.auto_approve_as = Some("alice".into()));
+    let upstream = Upstream::start("wiki").await;
+    let config = |port: u16| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"{public}\"\nthreads = 1\nshutdown_timeout = \"2s\"\n\
+             [session]\nsecrets = [\"{SECRET}\"]\n[store]\nurl = \"{db}\"\n\
+             [[source]]\nslug = \"demo\"\ntype = \"openidconnect\"\nconsumer_key = \"{id}\"\nconsumer_secret = \"{secret}\"\noidc_well_known_url = \"{}\"\n\
+             [[app]]\nname = \"main\"\nupstream = \"{up}\"\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n\
+             [[app]]\nname = \"wiki\"\nhost = \"localhost\"\nupstream = \"{up}\"\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+            provider.well_known_url(),
+            up = upstream.url(),
+        )
+    };
+    let a = crate::replicas::Replica::start(&config(ports[0]), ports[0]).await;
+    let b = crate::replicas::Replica::start(&config(ports[1]), ports[1]).await;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut browser = Browser::new(loopback, &["localhost"]);
+    let on = |port: u16, path: &str| format!("http://localhost:{port}{path}");
+
+    let r = browser.get(&on(ports[0], "/_auth/login/demo?rd=/private")).await;
+    let mut next = location(&r);
+    while !next.contains("/_auth/handoff?") {
+        let r = browser.get(&next).await;
+        assert_eq!(r.status(), 302, "{next}");
+        next = location(&r);
+    }
+    let code = next.split_once("code=").unwrap().1.to_string();
+    let handoff = |port: u16| {
+        let c = browser.client.clone();
+        let url = on(port, &format!("/_auth/handoff?code={code}"));
+        async move {
+            let r = c.get(url).header("accept", "text/html").send().await.unwrap();
+            let cookies = set_cookies(&r);
+            (r.status().as_u16(), cookies)
+        }
+    };
+    let (ra, rb) = tokio::join!(handoff(ports[0]), handoff(ports[1]));
+    let mut statuses = [ra.0, rb.0];
+    statuses.sort();
+    assert_eq!(statuses, [302, 400], "{ra:?} {rb:?}");
+    // The winner's cookie is a session on either replica.
+    let cookie = [ra, rb]
+        .into_iter()
+        .find(|(s, _)| *s == 302)
+        .unwrap()
+        .1
+        .into_iter()
+        .find(|c| c.starts_with("portcullis="))
+        .unwrap();
+    let pair = cookie.split(';').next().unwrap().to_string();
+    for port in ports {
+        let r = browser
+            .client
+            .get(on(port, "/private"))
+            .header("cookie", &pair)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "replica on {port}");
+    }
+    drop((a, b));
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
