@@ -31,7 +31,10 @@ impl Origins {
         Origins {
             scheme: public_url.scheme().to_string(),
             port: public_url.port_or_known_default(),
-            sign_in_host: public_url.host_str().unwrap_or_default().to_ascii_lowercase(),
+            sign_in_host: public_url
+                .host_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
             app_hosts,
         }
     }
@@ -137,7 +140,11 @@ fn absolute(raw: &str, origins: &Origins) -> Option<String> {
     }
     // The path must pass the same rules as a relative `rd` (no `//x` inside).
     let origin_len = url.origin().ascii_serialization().len();
-    let rest = url.as_str().get(origin_len..).filter(|r| !r.is_empty()).unwrap_or("/");
+    let rest = url
+        .as_str()
+        .get(origin_len..)
+        .filter(|r| !r.is_empty())
+        .unwrap_or("/");
     is_safe(rest).then(|| url.to_string())
 }
 
@@ -266,7 +273,10 @@ mod tests {
             }
         );
         let o = origins();
-        assert_eq!(o.origin_of("wiki.corp.example"), "https://wiki.corp.example");
+        assert_eq!(
+            o.origin_of("wiki.corp.example"),
+            "https://wiki.corp.example"
+        );
         let http = Origins::new(&Url::parse("http://127.0.0.1:8080").unwrap(), []);
         assert_eq!(http.origin_of("localhost"), "http://localhost:8080");
     }

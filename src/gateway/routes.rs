@@ -12,8 +12,8 @@ use super::rescue::{self, Rejection, SignInRefusal};
 use super::{pages, State};
 use crate::config::SourceKind;
 use crate::redirect::{safe_rd_for, target, Target};
-use crate::session::handoff::{self, HandoffError, HandoffRecord};
 use crate::session::cookie::{self, Lookup, Purpose};
+use crate::session::handoff::{self, HandoffError, HandoffRecord};
 use crate::session::{LoginState, SessionClaims};
 use crate::source::flow::{self, Callback, FlowError};
 use crate::source::{callback_url, SourceError};
@@ -163,7 +163,10 @@ pub async fn handle(
 fn app_for_rd<'a>(state: &'a State, ctx: &Ctx, rd: &str) -> Option<&'a crate::config::App> {
     let path_of = |p: &str| p.split(['?', '#']).next().unwrap_or("/").to_string();
     let index = match target(rd) {
-        Target::Path(p) => state.router.route(ctx.host.as_deref(), &path_of(p)).or(ctx.app),
+        Target::Path(p) => state
+            .router
+            .route(ctx.host.as_deref(), &path_of(p))
+            .or(ctx.app),
         Target::Absolute { host, path } => state
             .router
             .route(Some(&host), &path_of(&path))
@@ -243,9 +246,7 @@ async fn take_handoff(
     let store = state.sessions.store();
     let record = match store.take_handoff(&handoff::code_key(&code)).await {
         Ok(Some(r)) => r,
-        Ok(None) => {
-            return refuse(session, ctx, refused, &HandoffError::Unknown, Vec::new()).await
-        }
+        Ok(None) => return refuse(session, ctx, refused, &HandoffError::Unknown, Vec::new()).await,
         Err(e) => {
             let refusal = SignInRefusal::StoreUnavailable;
             return refuse(session, ctx, refusal, &e, Vec::new()).await;
@@ -254,7 +255,9 @@ async fn take_handoff(
     match handoff::check(&record, host, now) {
         Ok(()) => {}
         Err(e @ HandoffError::ForeignHost { .. }) => {
-            ctx.span.in_scope(|| tracing::warn!(request_id = %ctx.request_id, auth.error = %e, "handoff refused"));
+            ctx.span.in_scope(
+                || tracing::warn!(request_id = %ctx.request_id, auth.error = %e, "handoff refused"),
+            );
             let rejection = Rejection::WrongHost {
                 reason: format!(
                     "This sign-in link was made for {}, but it was opened on {host}.",
@@ -272,11 +275,10 @@ async fn take_handoff(
     }
     // The same session record: a sign-out or revocation anywhere ends this cookie too.
     let live = match store.session(&record.session_id).await {
-        Ok(Some((r, user))) => (!r.revoked
-            && !user.disabled
-            && r.expires_at > now as i64
-            && r.user_id == user.id)
-            .then_some((r, user)),
+        Ok(Some((r, user))) => {
+            (!r.revoked && !user.disabled && r.expires_at > now as i64 && r.user_id == user.id)
+                .then_some((r, user))
+        }
         Ok(None) => None,
         Err(e) => {
             let refusal = SignInRefusal::StoreUnavailable;
@@ -292,9 +294,8 @@ async fn take_handoff(
         Ok(s) => s,
         Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, Vec::new()).await,
     };
-    ctx.span.in_scope(|| {
-        tracing::info!(user = %user.username, host, "session handed to an app host")
-    });
+    ctx.span
+        .in_scope(|| tracing::info!(user = %user.username, host, "session handed to an app host"));
     redirect(session, ctx, record.rd, vec![("set-cookie", set)]).await
 }
 

@@ -265,7 +265,13 @@ impl Sessions {
         host: &str,
         now: u64,
     ) -> Result<String, cookie::SessionError> {
-        self.cookie_on(&record.id, &user.id, host, now + self.lifetime.as_secs(), now)
+        self.cookie_on(
+            &record.id,
+            &user.id,
+            host,
+            now + self.lifetime.as_secs(),
+            now,
+        )
     }
 
     /// The `Set-Cookie` value for session `sid` of user `uid` on `host`, until

@@ -438,7 +438,9 @@ async fn a_replayed_expired_or_foreign_host_handoff_code_is_refused() {
 
     // Unknown or missing codes.
     for q in ["?code=nope", "", "?code="] {
-        let r = b.get(&h.url("localhost", &format!("/_auth/handoff{q}"))).await;
+        let r = b
+            .get(&h.url("localhost", &format!("/_auth/handoff{q}")))
+            .await;
         refused(&r, q);
     }
 }
@@ -513,7 +515,12 @@ async fn a_callback_on_an_app_host_gets_a_page_naming_the_registered_callback() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_cookie_domain_every_host_under_it_shares_one_cookie_without_handoff() {
-    let h = Hosts::start("localhost", "wiki.localhost", "cookie_domain = \"localhost\"").await;
+    let h = Hosts::start(
+        "localhost",
+        "wiki.localhost",
+        "cookie_domain = \"localhost\"",
+    )
+    .await;
     let mut b = h.browser();
     let r = b
         .get(&h.url("wiki.localhost", "/_auth/login/demo?rd=/private"))
@@ -524,7 +531,10 @@ async fn with_a_cookie_domain_every_host_under_it_shares_one_cookie_without_hand
         !visited.iter().any(|v| v.contains("/_auth/handoff")),
         "{visited:?}"
     );
-    assert_eq!(visited.last().unwrap(), &h.url("wiki.localhost", "/private"));
+    assert_eq!(
+        visited.last().unwrap(),
+        &h.url("wiki.localhost", "/private")
+    );
     assert_eq!(landed.text().await.unwrap(), "hello from wiki");
     // One cookie, set on the sign-in host with Domain, sent to both hosts.
     let sessions: Vec<&Stored> = b
@@ -561,7 +571,9 @@ fn a_cookie_domain_that_does_not_cover_the_sign_in_host_is_a_config_error() {
 async fn a_handoff_code_is_traded_once_across_two_replicas_on_postgresql() {
     use sqlx::Connection as _;
     let Ok(base) = std::env::var("PORTCULLIS_TEST_POSTGRES_URL") else {
-        eprintln!("notice: PORTCULLIS_TEST_POSTGRES_URL is unset; the replica handoff test is skipped");
+        eprintln!(
+            "notice: PORTCULLIS_TEST_POSTGRES_URL is unset; the replica handoff test is skipped"
+        );
         return;
     };
     let schema = format!("pc_it_{:016x}", rand::random::<u64>());
@@ -602,7 +614,9 @@ async fn a_handoff_code_is_traded_once_across_two_replicas_on_postgresql() {
     let mut browser = Browser::new(loopback, &["localhost"]);
     let on = |port: u16, path: &str| format!("http://localhost:{port}{path}");
 
-    let r = browser.get(&on(ports[0], "/_auth/login/demo?rd=/private")).await;
+    let r = browser
+        .get(&on(ports[0], "/_auth/login/demo?rd=/private"))
+        .await;
     let mut next = location(&r);
     while !next.contains("/_auth/handoff?") {
         let r = browser.get(&next).await;
@@ -614,7 +628,12 @@ async fn a_handoff_code_is_traded_once_across_two_replicas_on_postgresql() {
         let c = browser.client.clone();
         let url = on(port, &format!("/_auth/handoff?code={code}"));
         async move {
-            let r = c.get(url).header("accept", "text/html").send().await.unwrap();
+            let r = c
+                .get(url)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap();
             let cookies = set_cookies(&r);
             (r.status().as_u16(), cookies)
         }
