@@ -112,7 +112,7 @@ pub enum SignInRefusal {
     /// The gateway itself failed (no random values, a cookie it could not seal) (500).
     Internal,
     /// A handoff code from the sign-in host that is unknown, already used,
-    /// expired, or whose session has ended (400).
+    /// expired, not this browser's, or whose session has ended (400).
     HandoffRefused,
 }
 
@@ -167,7 +167,7 @@ impl SignInRefusal {
             SignInRefusal::NotReady => "The identity provider is not reachable right now.",
             SignInRefusal::Internal => "The gateway could not complete the sign-in.",
             SignInRefusal::HandoffRefused => {
-                "This sign-in link is not valid: it has expired, it was already used, or its session has ended."
+                "This sign-in link is not valid: it has expired, it was already used, it was opened in another browser, or its session has ended."
             }
         };
         fixed.to_string()

@@ -128,8 +128,9 @@ pub async fn handle(
             } else {
                 "login"
             };
-            let location = to_sign_in_host(state, &host, kind, slug, &rd_param(state, session));
-            return redirect(session, ctx, location, Vec::new()).await;
+            let rd = rd_param(state, session);
+            let (location, headers) = to_sign_in_host(state, session, &host, kind, slug, &rd);
+            return redirect(session, ctx, location, headers).await;
         }
     }
     match route {
@@ -175,48 +176,118 @@ fn app_for_rd<'a>(state: &'a State, ctx: &Ctx, rd: &str) -> Option<&'a crate::co
     index.and_then(|i| state.config.apps.get(i))
 }
 
+/// The cookie, on an app host, holding the nonce its handoff codes are bound
+/// to; in the login cookies' namespace, so it never reaches an upstream and
+/// sign-out clears it.
+fn handoff_cookie_name(state: &State) -> String {
+    cookie::flow_cookie_name(&state.sessions.login_cookie_name, "handoff")
+}
+
 /// Where a login (or link) asked for on `host`, which is not the sign-in
-/// host, continues: the same endpoint on the sign-in host, with `rd` made
-/// absolute on `host` when `host` is an app host (so the browser is handed
-/// back there). On a host no app names (served by a host-less app) an
+/// host, continues: the same endpoint on the sign-in host. On an app host,
+/// `rd` is made absolute on `host` (so the browser is handed back there) and
+/// the handoff is bound to this browser: a nonce cookie on `host` (kept if
+/// one is there, so logins in several tabs share it), its hash sent along as
+/// `handoff`. On a host no app names (served by a host-less app) an
 /// absolute `rd` would not be accepted: the person lands on the sign-in host.
-fn to_sign_in_host(state: &State, host: &str, kind: &str, slug: &str, rd: &str) -> String {
+fn to_sign_in_host(
+    state: &State,
+    session: &Exchange,
+    host: &str,
+    kind: &str,
+    slug: &str,
+    rd: &str,
+) -> (String, Vec<(&'static str, String)>) {
     let origins = &state.origins;
+    let sign_in = origins.origin_of(&origins.sign_in_host);
+    let encode =
+        |v: &str| -> String { url::form_urlencoded::byte_serialize(v.as_bytes()).collect() };
+    if !origins.is_app_host(host) {
+        let rd = match target(rd) {
+            Target::Path(path) => path.to_string(),
+            Target::Absolute { .. } => rd.to_string(),
+        };
+        return (
+            format!("{sign_in}/_auth/{kind}/{slug}?rd={}", encode(&rd)),
+            Vec::new(),
+        );
+    }
     let rd = match target(rd) {
-        Target::Path(path) if origins.is_app_host(host) => {
-            format!("{}{path}", origins.origin_of(host))
-        }
-        _ => rd.to_string(),
+        Target::Path(path) => format!("{}{path}", origins.origin_of(host)),
+        Target::Absolute { .. } => rd.to_string(),
     };
-    let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-    format!(
-        "{}/_auth/{kind}/{slug}?rd={rd}",
-        origins.origin_of(&origins.sign_in_host)
-    )
+    if state.sessions.shares_cookie(host) {
+        // The shared cookie reaches this host: no handoff, nothing to bind.
+        return (
+            format!("{sign_in}/_auth/{kind}/{slug}?rd={}", encode(&rd)),
+            Vec::new(),
+        );
+    }
+    let name = handoff_cookie_name(state);
+    let held = {
+        let headers = session.req_header().headers.get_all(http::header::COOKIE);
+        match cookie::find(headers.iter().filter_map(|v| v.to_str().ok()), &name) {
+            Lookup::One(v) if handoff::well_formed(v) => Some(v.to_string()),
+            _ => None,
+        }
+    };
+    let Some(nonce) = held.or_else(|| flow::random_token().ok()) else {
+        // No randomness: no binding; the sign-in host sends the browser back here to retry.
+        return (
+            format!("{sign_in}/_auth/{kind}/{slug}?rd={}", encode(&rd)),
+            Vec::new(),
+        );
+    };
+    let set = cookie::set_cookie(
+        &name,
+        &nonce,
+        flow::LOGIN_STATE_SECS as i64,
+        state.sessions.secure,
+        false,
+    );
+    let location = format!(
+        "{sign_in}/_auth/{kind}/{slug}?rd={}&handoff={}",
+        encode(&rd),
+        handoff::binding_of(&nonce)
+    );
+    (location, vec![("set-cookie", set)])
 }
 
 /// Where the browser goes once the sign-in host holds session `sid`: `rd`
 /// itself when it is on the sign-in host or under the shared cookie domain,
-/// else the handoff URL on `rd`'s host with a fresh one-time code.
+/// else the handoff URL on `rd`'s host with a fresh one-time code bound to
+/// `binding`. Without a binding (a login not started on that host) the
+/// browser is sent to that host's own login for `slug` first, which comes
+/// back here with one.
 async fn hand_back(
     state: &State,
     sid: &str,
     rd: &str,
+    binding: Option<&str>,
+    slug: &str,
     now: u64,
 ) -> Result<String, (SignInRefusal, String)> {
-    let host = match target(rd) {
-        Target::Absolute { host, .. }
+    let (host, path) = match target(rd) {
+        Target::Absolute { host, path }
             if !state.origins.is_sign_in_host(&host) && !state.sessions.shares_cookie(&host) =>
         {
-            host
+            (host, path)
         }
         _ => return Ok(rd.to_string()),
+    };
+    let Some(binding) = binding else {
+        let path: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+        return Ok(format!(
+            "{}/_auth/login/{slug}?rd={path}",
+            state.origins.origin_of(&host)
+        ));
     };
     let code = flow::random_token().map_err(|e| (SignInRefusal::Internal, e.to_string()))?;
     let record = HandoffRecord {
         session_id: sid.to_string(),
         host: host.clone(),
         rd: rd.to_string(),
+        binding: binding.to_string(),
         expires_at: i64::try_from(now + handoff::HANDOFF_SECS).unwrap_or(i64::MAX),
     };
     state
@@ -252,7 +323,15 @@ async fn take_handoff(
             return refuse(session, ctx, refusal, &e, Vec::new()).await;
         }
     };
-    match handoff::check(&record, host, now) {
+    let nonce = {
+        let headers = session.req_header().headers.get_all(http::header::COOKIE);
+        let name = handoff_cookie_name(state);
+        match cookie::find(headers.iter().filter_map(|v| v.to_str().ok()), &name) {
+            Lookup::One(v) => Some(v.to_string()),
+            _ => None,
+        }
+    };
+    match handoff::check(&record, host, nonce.as_deref(), now) {
         Ok(()) => {}
         Err(e @ HandoffError::ForeignHost { .. }) => {
             ctx.span.in_scope(
@@ -357,6 +436,8 @@ async fn login(
     link: Option<String>,
 ) -> Result<(), BodyError> {
     let rd = rd_param(state, session);
+    // Sent by an app host's login: the hash of that browser's handoff nonce.
+    let binding = query_param(session, "handoff").filter(|b| handoff::well_formed(b));
     let app = app_for_rd(state, ctx, &rd);
     let offered = app.is_some_and(|a| a.sources.iter().any(|s| s == slug));
     let Some(rt) = state.sources.get(slug).filter(|_| offered) else {
@@ -370,7 +451,8 @@ async fn login(
         let host = ctx.host.clone().unwrap_or_default();
         if let Some((claims, p)) = current_session(state, session, &host, now()).await {
             if app.is_some_and(|a| a.sources.contains(&p.source)) {
-                let location = match hand_back(state, &claims.sid, &rd, now()).await {
+                let handed = hand_back(state, &claims.sid, &rd, binding.as_deref(), slug, now());
+                let location = match handed.await {
                     Ok(l) => l,
                     Err((refusal, detail)) => {
                         return refuse(session, ctx, refusal, &detail, Vec::new()).await
@@ -412,6 +494,7 @@ async fn login(
             link,
             exp: now() + flow::LOGIN_STATE_SECS,
             oauth1: Some(pending),
+            handoff: binding,
         };
         let start = flow::Start { url, state: login };
         return send_to_provider(state, session, ctx, slug, start, false).await;
@@ -427,7 +510,7 @@ async fn login(
             now(),
         )
     });
-    let start = match started {
+    let mut start = match started {
         Ok(s) => s,
         Err(FlowError::NotReady) => {
             rescue::respond(session, ctx, Rejection::SourceNotReady);
@@ -435,6 +518,7 @@ async fn login(
         }
         Err(e) => return refuse(session, ctx, (&e).into(), &e, Vec::new()).await,
     };
+    start.state.handoff = binding;
     // A form_post callback (Apple) is a cross-site POST: the login cookie must travel with it.
     let cross_site = rt.config.preset.is_some_and(|p| p.quirks.form_post);
     send_to_provider(state, session, ctx, slug, start, cross_site).await
@@ -705,7 +789,15 @@ async fn callback(
     let mut headers = clear_login;
     headers.push(("set-cookie", set));
     // The sign-in host has its cookie now; another app host gets its own by a handoff.
-    let location = match hand_back(state, &record.id, &login.rd, now).await {
+    let handed = hand_back(
+        state,
+        &record.id,
+        &login.rd,
+        login.handoff.as_deref(),
+        slug,
+        now,
+    );
+    let location = match handed.await {
         Ok(l) => l,
         Err((refusal, detail)) => return refuse(session, ctx, refusal, &detail, headers).await,
     };

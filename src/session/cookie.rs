@@ -544,6 +544,7 @@ mod tests {
             link: None,
             exp: 1_700_000_600,
             oauth1: None,
+            handoff: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The hand-back from the sign-in host to an app host (DESIGN "URLs"): a
-//! one-time code, bound to one host, good for 60 s, that the app host trades
-//! for its own cookie of the same session. Pure: the store keeps the codes
-//! (by hash) and the caller passes `now`.
+//! one-time code, bound to one host and to the browser that asked (a nonce
+//! cookie on that host), good for 60 s, that the app host trades for its own
+//! cookie of the same session. Pure: the store keeps the codes (by hash) and
+//! the caller passes `now`.
 
 use aws_lc_rs::digest::{digest, SHA256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,6 +20,8 @@ pub struct HandoffRecord {
     pub host: String,
     /// Where the browser goes afterwards (validated when the code was made).
     pub rd: String,
+    /// [`binding_of`] the nonce the asking browser holds on `host`.
+    pub binding: String,
     /// Unix seconds; at or after this the code is refused.
     pub expires_at: i64,
 }
@@ -32,6 +35,10 @@ pub enum HandoffError {
     /// The code is older than [`HANDOFF_SECS`].
     #[error("the handoff code has expired")]
     Expired,
+    /// The browser does not hold the nonce the code is bound to: the link
+    /// was made for another browser (login CSRF) or its cookie is gone.
+    #[error("the handoff code belongs to another browser")]
+    OtherBrowser,
     /// The code was made for another host.
     #[error("the handoff code was made for {made_for}, not for {presented_on}")]
     ForeignHost {
@@ -48,9 +55,28 @@ pub fn code_key(code: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest(&SHA256, code.as_bytes()).as_ref())
 }
 
+/// What a code is bound to: SHA-256 of the browser's nonce, base64url (the
+/// nonce itself never leaves its cookie).
+pub fn binding_of(nonce: &str) -> String {
+    code_key(nonce)
+}
+
+/// Whether `s` looks like a nonce, binding or code we made (base64url of 32 bytes).
+pub fn well_formed(s: &str) -> bool {
+    s.len() == 43
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Whether a record taken from the store (already removed there, so the
-/// code is spent whatever this says) may be traded on `host` at `now`.
-pub fn check(record: &HandoffRecord, host: &str, now: u64) -> Result<(), HandoffError> {
+/// code is spent whatever this says) may be traded on `host` at `now` by a
+/// browser holding `nonce` on that host.
+pub fn check(
+    record: &HandoffRecord,
+    host: &str,
+    nonce: Option<&str>,
+    now: u64,
+) -> Result<(), HandoffError> {
     if record.host != host {
         return Err(HandoffError::ForeignHost {
             made_for: record.host.clone(),
@@ -60,6 +86,9 @@ pub fn check(record: &HandoffRecord, host: &str, now: u64) -> Result<(), Handoff
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     if now >= record.expires_at {
         return Err(HandoffError::Expired);
+    }
+    if nonce.map(binding_of).as_deref() != Some(record.binding.as_str()) {
+        return Err(HandoffError::OtherBrowser);
     }
     Ok(())
 }
@@ -74,21 +103,25 @@ pub fn url(origin: &str, code: &str) -> String {
 mod tests {
     use super::*;
 
+    const NONCE: &str = "n0nce-of-the-browser-that-asked";
+
     fn record() -> HandoffRecord {
         HandoffRecord {
             session_id: "s1".into(),
             host: "wiki.example".into(),
             rd: "https://wiki.example/p".into(),
+            binding: binding_of(NONCE),
             expires_at: 1_000 + HANDOFF_SECS as i64,
         }
     }
 
     #[test]
     fn a_code_is_accepted_on_its_host_until_it_expires() {
-        assert_eq!(check(&record(), "wiki.example", 1_000), Ok(()));
-        assert_eq!(check(&record(), "wiki.example", 1_059), Ok(()));
+        let nonce = Some(NONCE);
+        assert_eq!(check(&record(), "wiki.example", nonce, 1_000), Ok(()));
+        assert_eq!(check(&record(), "wiki.example", nonce, 1_059), Ok(()));
         assert_eq!(
-            check(&record(), "wiki.example", 1_060),
+            check(&record(), "wiki.example", nonce, 1_060),
             Err(HandoffError::Expired)
         );
     }
@@ -96,9 +129,20 @@ mod tests {
     #[test]
     fn a_code_presented_on_another_host_is_refused() {
         assert!(matches!(
-            check(&record(), "other.example", 1_000),
+            check(&record(), "other.example", Some(NONCE), 1_000),
             Err(HandoffError::ForeignHost { .. })
         ));
+    }
+
+    #[test]
+    fn a_code_presented_by_another_browser_is_refused() {
+        for nonce in [None, Some("another-browser"), Some("")] {
+            assert_eq!(
+                check(&record(), "wiki.example", nonce, 1_000),
+                Err(HandoffError::OtherBrowser),
+                "{nonce:?}"
+            );
+        }
     }
 
     #[test]

@@ -139,6 +139,7 @@ pub fn start(
             link,
             exp: now + LOGIN_STATE_SECS,
             oauth1: None,
+            handoff: None,
         },
     })
 }
@@ -250,6 +251,7 @@ mod tests {
             link: None,
             exp: now + LOGIN_STATE_SECS,
             oauth1: None,
+            handoff: None,
         }
     }
 

@@ -272,6 +272,11 @@ effect = "allow"
     }
 }
 
+/// The app host's cookie holding the nonce handoff codes are bound to.
+fn nonce_cookie() -> String {
+    portcullis::session::cookie::flow_cookie_name("portcullis_login", "handoff")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn signing_in_on_an_app_host_lands_there_with_its_own_cookie_of_one_session() {
     let h = Hosts::start("127.0.0.1", "localhost", "").await;
@@ -288,11 +293,20 @@ async fn signing_in_on_an_app_host_lands_there_with_its_own_cookie_of_one_sessio
     let to_sign_in = location(&r);
     let expected_rd: String =
         url::form_urlencoded::byte_serialize(app("/private?x=1").as_bytes()).collect();
-    assert_eq!(
-        to_sign_in,
-        h.url("127.0.0.1", &format!("/_auth/login/demo?rd={expected_rd}"))
+    assert!(
+        to_sign_in.starts_with(&h.url(
+            "127.0.0.1",
+            &format!("/_auth/login/demo?rd={expected_rd}&handoff=")
+        )),
+        "{to_sign_in}"
     );
-    assert!(set_cookies(&r).is_empty(), "{:?}", set_cookies(&r));
+    // The app host keeps only the nonce its handoff will be bound to.
+    let set = set_cookies(&r);
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert!(
+        set[0].starts_with(&format!("{}=", nonce_cookie())),
+        "{set:?}"
+    );
 
     let (visited, landed) = b.follow(&to_sign_in).await;
     assert_eq!(landed.status(), 200, "{visited:?}");
@@ -382,8 +396,7 @@ async fn a_replayed_expired_or_foreign_host_handoff_code_is_refused() {
     let handoff = h.handoff_url(&mut b, "localhost").await;
     let r = b.get(&handoff).await;
     assert_eq!(r.status(), 302);
-    let mut other = h.browser();
-    let r = other.get(&handoff).await;
+    let r = b.get(&handoff).await;
     refused(&r, "replayed");
     let page = r.text().await.unwrap();
     assert!(page.contains("already used"), "{page}");
@@ -415,11 +428,18 @@ async fn a_replayed_expired_or_foreign_host_handoff_code_is_refused() {
         session_id: sid.clone(),
         host: "localhost".into(),
         rd: h.url("localhost", "/"),
+        binding: portcullis::session::handoff::binding_of("the-nonce"),
         expires_at: now - 1,
     };
     let key = portcullis::session::handoff::code_key("an-old-code");
     store.create_handoff(&key, &old, now - 61).await.unwrap();
     let mut b = h.browser();
+    b.cookies.push(Stored {
+        name: nonce_cookie(),
+        value: "the-nonce".into(),
+        host: "localhost".into(),
+        domain: false,
+    });
     let r = b
         .get(&h.url("localhost", "/_auth/handoff?code=an-old-code"))
         .await;
@@ -443,6 +463,60 @@ async fn a_replayed_expired_or_foreign_host_handoff_code_is_refused() {
             .await;
         refused(&r, q);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handoff_link_opened_in_another_browser_is_refused_and_spent() {
+    let h = Hosts::start("127.0.0.1", "localhost", "").await;
+    // The attacker signs in and keeps the handoff URL instead of opening it.
+    let mut attacker = h.browser();
+    let handoff = h.handoff_url(&mut attacker, "localhost").await;
+    // The victim opens it: no session of the attacker's is planted (login CSRF).
+    let mut victim = h.browser();
+    let r = victim.get(&handoff).await;
+    assert_eq!(r.status(), 400);
+    assert!(set_cookies(&r).is_empty(), "{:?}", set_cookies(&r));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("another browser"), "{page}");
+    assert!(victim.cookie("localhost", "portcullis").is_none());
+    // A victim holding a nonce of its own fares no better.
+    let mut victim = h.browser();
+    let r = victim
+        .get(&h.url("localhost", "/_auth/login/demo?rd=/"))
+        .await;
+    assert_eq!(r.status(), 302);
+    let handoff = h.handoff_url(&mut attacker, "localhost").await;
+    assert_eq!(victim.get(&handoff).await.status(), 400);
+    // The code is spent: the attacker cannot use it afterwards either.
+    assert_eq!(attacker.get(&handoff).await.status(), 400);
+    let handoff = h.handoff_url(&mut attacker, "localhost").await;
+    assert_eq!(attacker.get(&handoff).await.status(), 302);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_on_the_sign_in_host_for_an_app_host_binds_its_handoff_there_first() {
+    let h = Hosts::start("127.0.0.1", "localhost", "").await;
+    let mut b = h.browser();
+    let rd: String =
+        url::form_urlencoded::byte_serialize(h.url("localhost", "/x").as_bytes()).collect();
+    let (visited, r) = b
+        .follow(&h.url("127.0.0.1", &format!("/_auth/login/demo?rd={rd}")))
+        .await;
+    assert_eq!(r.status(), 200, "{visited:?}");
+    assert_eq!(visited.last().unwrap(), &h.url("localhost", "/x"));
+    // After the callback: the app host's own login (which sets the nonce),
+    // the sign-in host again (live session, no provider), then the handoff.
+    let after: Vec<&String> = visited.iter().skip(2).collect();
+    assert!(
+        after[0].starts_with(&h.url("localhost", "/_auth/login/demo?rd=%2Fx")),
+        "{visited:?}"
+    );
+    assert!(after[1].contains("&handoff="), "{visited:?}");
+    assert!(
+        after[2].starts_with(&h.url("localhost", "/_auth/handoff?code=")),
+        "{visited:?}"
+    );
+    assert_eq!(h.provider.calls(Endpoint::Authorize), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -624,13 +698,16 @@ async fn a_handoff_code_is_traded_once_across_two_replicas_on_postgresql() {
         next = location(&r);
     }
     let code = next.split_once("code=").unwrap().1.to_string();
+    let nonce = browser.cookie_header("localhost");
     let handoff = |port: u16| {
         let c = browser.client.clone();
         let url = on(port, &format!("/_auth/handoff?code={code}"));
+        let nonce = nonce.clone();
         async move {
             let r = c
                 .get(url)
                 .header("accept", "text/html")
+                .header("cookie", nonce)
                 .send()
                 .await
                 .unwrap();

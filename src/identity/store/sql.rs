@@ -764,13 +764,14 @@ where
     ) -> Result<(), StoreError> {
         self.execute(
             sqlx::query(
-                "INSERT INTO handoff_codes (code_hash, session_id, host, rd, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO handoff_codes (code_hash, session_id, host, rd, binding, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(code_key)
             .bind(handoff.session_id.as_str())
             .bind(handoff.host.as_str())
             .bind(handoff.rd.as_str())
+            .bind(handoff.binding.as_str())
             .bind(now)
             .bind(handoff.expires_at),
         )
@@ -784,7 +785,7 @@ where
         // the other finds nothing.
         let mut conn = self.pool.acquire().await?;
         let row = sqlx::query::<DB>(
-            "DELETE FROM handoff_codes WHERE code_hash = $1 RETURNING session_id, host, rd, expires_at",
+            "DELETE FROM handoff_codes WHERE code_hash = $1 RETURNING session_id, host, rd, binding, expires_at",
         )
         .bind(code_key)
         .fetch_optional(&mut *conn)
@@ -796,7 +797,8 @@ where
             session_id: row.try_get(0)?,
             host: row.try_get(1)?,
             rd: row.try_get(2)?,
-            expires_at: row.try_get(3)?,
+            binding: row.try_get(3)?,
+            expires_at: row.try_get(4)?,
         }))
     }
 
@@ -984,6 +986,7 @@ mod tests {
             session_id: "s1".into(),
             host: "wiki.example".into(),
             rd: "http://wiki.example/p".into(),
+            binding: "b".into(),
             expires_at: NOW + 60,
         };
         store.create_handoff("key-1", &handoff, NOW).await.unwrap();
