@@ -524,6 +524,8 @@ async fn an_rd_to_a_host_that_is_no_app_host_lands_on_slash() {
     let h = Hosts::start("127.0.0.1", "localhost", "").await;
     for rd in [
         "http://evil.example/x".to_string(),
+        // Our scheme and port, a host that resolves here, but no app names it.
+        format!("http://other.localhost:{}/x", h.port),
         // An app host on another port is another origin.
         format!("http://localhost:{}/x", h.port + 1),
         "https://localhost/x".to_string(),
