@@ -139,6 +139,7 @@ fn prepare(config: &Config) -> Result<Prepared, StartError> {
         Sealer::new(&config.session.secrets),
         store,
         &config.session.cookie_name,
+        config.session.cookie_domain.clone(),
         secure,
         config.session.lifetime,
         config.session.idle_timeout,
@@ -470,6 +471,10 @@ fn build(config: Config) -> Result<Built, StartError> {
         sources: prepared.sources.clone(),
         sessions: prepared.sessions.clone(),
         router: Router::new(&config.apps),
+        origins: crate::redirect::Origins::new(
+            &config.server.public_url,
+            config.apps.iter().filter_map(|a| a.host.clone()),
+        ),
         upstreams: upstreams(&config)?,
         metrics: metrics.clone(),
         scheme: if config.server.tls.is_some() {

@@ -1,10 +1,158 @@
 //! `rd` validation: where a person may be sent back to after signing in or
-//! out. Only a same-origin relative path is kept; anything else becomes `/`. Pure.
+//! out. A same-origin relative path, or an absolute `http(s)` URL on the
+//! sign-in host or a configured app host, is kept; anything else becomes `/`. Pure.
+
+use url::Url;
+
+/// The origins an absolute `rd` may name: the sign-in host's and every
+/// configured app host's. App hosts are served with `public_url`'s scheme
+/// and port (one listener, or one load balancer, for every host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origins {
+    /// `public_url`'s scheme.
+    pub scheme: String,
+    /// `public_url`'s port, the scheme's default when not written.
+    pub port: Option<u16>,
+    /// The sign-in host (`public_url`'s), lower-case.
+    pub sign_in_host: String,
+    /// Every `[[app]]` `host`, lower-case.
+    pub app_hosts: Vec<String>,
+}
+
+impl Origins {
+    /// The origins of a config: `public_url` and the apps' hosts.
+    pub fn new(public_url: &Url, app_hosts: impl IntoIterator<Item = String>) -> Origins {
+        let mut app_hosts: Vec<String> = app_hosts
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        app_hosts.sort();
+        app_hosts.dedup();
+        Origins {
+            scheme: public_url.scheme().to_string(),
+            port: public_url.port_or_known_default(),
+            sign_in_host: public_url
+                .host_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+            app_hosts,
+        }
+    }
+
+    /// Whether `host` (lower-case, no port) is the sign-in host.
+    pub fn is_sign_in_host(&self, host: &str) -> bool {
+        self.sign_in_host == host
+    }
+
+    /// Whether `host` (lower-case, no port) is named by an `[[app]]`.
+    pub fn is_app_host(&self, host: &str) -> bool {
+        self.app_hosts.iter().any(|h| h == host)
+    }
+
+    /// `{scheme}://{host}[:port]` for one of our hosts (the port left out where it is the scheme's default).
+    pub fn origin_of(&self, host: &str) -> String {
+        let default = match self.scheme.as_str() {
+            "https" => Some(443),
+            _ => Some(80),
+        };
+        match self.port {
+            Some(p) if Some(p) != default => format!("{}://{host}:{p}", self.scheme),
+            _ => format!("{}://{host}", self.scheme),
+        }
+    }
+
+    /// Whether an absolute URL's scheme, host and port are ours.
+    fn allows(&self, url: &Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let host = host.to_ascii_lowercase();
+        url.scheme() == self.scheme
+            && url.port_or_known_default() == self.port
+            && url.username().is_empty()
+            && url.password().is_none()
+            && (self.is_sign_in_host(&host) || self.is_app_host(&host))
+    }
+}
+
+/// Where a kept `rd` leads: a path on the current host, or an absolute URL on one of ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// A same-origin path (with query).
+    Path(&'a str),
+    /// An absolute URL on `host` (lower-case), whose path and query are `path`.
+    Absolute {
+        /// The host it names.
+        host: String,
+        /// Its path and query.
+        path: String,
+    },
+}
+
+/// What a kept `rd` (one [`safe_rd_for`] returned) points at.
+pub fn target(rd: &str) -> Target<'_> {
+    if rd.starts_with('/') {
+        return Target::Path(rd);
+    }
+    match Url::parse(rd) {
+        Ok(u) => {
+            let mut path = u.path().to_string();
+            if let Some(q) = u.query() {
+                path.push('?');
+                path.push_str(q);
+            }
+            Target::Absolute {
+                host: u.host_str().unwrap_or_default().to_ascii_lowercase(),
+                path,
+            }
+        }
+        Err(_) => Target::Path("/"),
+    }
+}
+
+/// The `rd` to use: `raw` when it is a same-origin relative path or an
+/// absolute `http(s)` URL whose scheme, host and port are in `origins`
+/// (written as the URL parser spells it), else `/`.
+pub fn safe_rd_for(raw: Option<&str>, origins: &Origins) -> String {
+    let Some(r) = raw else {
+        return "/".to_string();
+    };
+    if is_safe(r) {
+        return r.to_string();
+    }
+    absolute(r, origins).unwrap_or_else(|| "/".to_string())
+}
+
+/// `raw` as an absolute URL on one of `origins`, if it is one.
+fn absolute(raw: &str, origins: &Origins) -> Option<String> {
+    // The URL parser drops tabs, newlines and surrounding spaces and reads
+    // `\` as `/`: refuse them rather than let it repair a hostile value.
+    if raw.len() > MAX_RD || raw.chars().any(|c| c.is_control() || c == ' ' || c == '\\') {
+        return None;
+    }
+    let lower = raw.get(..8).unwrap_or(raw).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return None;
+    }
+    let url = Url::parse(raw).ok()?;
+    if !origins.allows(&url) {
+        return None;
+    }
+    // The path must pass the same rules as a relative `rd` (no `//x` inside).
+    let origin_len = url.origin().ascii_serialization().len();
+    let rest = url
+        .as_str()
+        .get(origin_len..)
+        .filter(|r| !r.is_empty())
+        .unwrap_or("/");
+    is_safe(rest).then(|| url.to_string())
+}
 
 /// Longest `rd` kept.
 pub const MAX_RD: usize = 2048;
 
-/// The `rd` to use: `raw` when it is a same-origin relative path, else `/`.
+/// The `rd` to use where only a same-origin path will do: `raw` when it is
+/// a relative path, else `/`.
 /// Checked on the raw value and again after percent-decoding (up to three
 /// rounds), so `/%2F%2Fevil.example` or `/%5Cevil.example` cannot pass.
 pub fn safe_rd(raw: Option<&str>) -> String {
@@ -71,6 +219,66 @@ mod tests {
         }
         assert_eq!(safe_rd(None), "/");
         assert_eq!(safe_rd(Some(&format!("/{}", "a".repeat(MAX_RD)))), "/");
+    }
+
+    fn origins() -> Origins {
+        let public = Url::parse("https://auth.corp.example").unwrap();
+        Origins::new(&public, ["Wiki.corp.example".to_string()])
+    }
+
+    #[test]
+    fn an_absolute_rd_is_kept_only_on_the_sign_in_host_or_an_app_host() {
+        let o = origins();
+        for good in [
+            "https://wiki.corp.example/page?x=1",
+            "https://WIKI.corp.example:443/",
+            "https://auth.corp.example/done",
+        ] {
+            assert_ne!(safe_rd_for(Some(good), &o), "/", "{good:?} was refused");
+        }
+        assert_eq!(
+            safe_rd_for(Some("https://WIKI.corp.example:443/a?b=c"), &o),
+            "https://wiki.corp.example/a?b=c"
+        );
+        for bad in [
+            "https://evil.example/",
+            "http://wiki.corp.example/",
+            "https://wiki.corp.example:8443/",
+            "https://wiki.corp.example@evil.example/",
+            "https://user@wiki.corp.example/",
+            "https://wiki.corp.example.evil.example/",
+            "https://evil.example\\@wiki.corp.example/",
+            "https://wiki.corp.example//evil.example",
+            "https://wi\tki.corp.example/",
+            " https://wiki.corp.example/",
+            "javascript://wiki.corp.example/%0aalert(1)",
+            "data:text/html,x",
+            "//wiki.corp.example/",
+            "ftp://wiki.corp.example/",
+        ] {
+            assert_eq!(safe_rd_for(Some(bad), &o), "/", "{bad:?} was kept");
+        }
+        assert_eq!(safe_rd_for(Some("/x?y"), &o), "/x?y");
+        assert_eq!(safe_rd_for(Some("//evil.example"), &o), "/");
+    }
+
+    #[test]
+    fn an_rd_names_its_host_and_path() {
+        assert_eq!(target("/a?b"), Target::Path("/a?b"));
+        assert_eq!(
+            target("https://wiki.corp.example/p?q=1"),
+            Target::Absolute {
+                host: "wiki.corp.example".into(),
+                path: "/p?q=1".into()
+            }
+        );
+        let o = origins();
+        assert_eq!(
+            o.origin_of("wiki.corp.example"),
+            "https://wiki.corp.example"
+        );
+        let http = Origins::new(&Url::parse("http://127.0.0.1:8080").unwrap(), []);
+        assert_eq!(http.origin_of("localhost"), "http://localhost:8080");
     }
 
     #[test]

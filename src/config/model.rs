@@ -177,6 +177,10 @@ pub struct Session {
         skip_serializing_if = "Option::is_none"
     )]
     pub idle_timeout: Option<Duration>,
+    /// `cookie_domain`: the session cookie carries `Domain=` this (lower-case,
+    /// no leading dot), so every host under it shares the session without a handoff.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie_domain: Option<String>,
     /// How long a replica may trust a cached session or user record.
     #[serde(serialize_with = "ser_duration")]
     pub identity_cache_ttl: Duration,
@@ -530,6 +534,15 @@ impl Serialize for Upstream {
 
 fn ser_origin<S: Serializer>(u: &Url, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&u.origin().ascii_serialization())
+}
+
+/// Whether `host` is `domain` or a subdomain of it (`wiki.corp.example`
+/// under `corp.example`, never `evilcorp.example`); both lower-case.
+pub fn host_under(host: &str, domain: &str) -> bool {
+    host == domain
+        || host
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
 }
 
 /// Whether `path` falls under `prefix`: a prefix ending in `/` covers what is

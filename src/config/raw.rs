@@ -62,6 +62,7 @@ pub struct RawSession {
     pub cookie_name: Option<String>,
     pub lifetime: Option<String>,
     pub idle_timeout: Option<String>,
+    pub cookie_domain: Option<String>,
     pub identity_cache_ttl: Option<String>,
 }
 

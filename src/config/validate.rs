@@ -307,6 +307,12 @@ pub fn build(file: &Path, root: &Dict) -> Result<Config, Vec<Problem>> {
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
+    if let (Some(server), Some(session)) = (&server, &session) {
+        check_cookie_domain(&mut c, server, session);
+    }
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
     match (server, session) {
         (Some(server), Some(session)) => Ok(Config {
             file: file.to_path_buf(),
@@ -318,6 +324,25 @@ pub fn build(file: &Path, root: &Dict) -> Result<Config, Vec<Problem>> {
         }),
         // Both return None only after recording a problem, handled above.
         _ => Err(vec![Problem::new(KeyPath::default(), "invalid config")]),
+    }
+}
+
+/// `session.cookie_domain` must cover the sign-in host: the callback sets
+/// the shared cookie there, and a browser refuses a `Domain` its host is not under.
+fn check_cookie_domain(c: &mut Check<'_>, server: &Server, session: &Session) {
+    let Some(domain) = &session.cookie_domain else {
+        return;
+    };
+    let host = server
+        .public_url
+        .host_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !crate::config::host_under(&host, domain) {
+        c.fail(
+            KeyPath::root("session").key("cookie_domain"),
+            format!("`{domain}` does not cover the sign-in host `{host}` (server.public_url); use a domain that `{host}` ends with, or remove cookie_domain to hand sessions to each host instead"),
+        );
     }
 }
 
@@ -569,11 +594,30 @@ fn session(c: &mut Check<'_>, raw: RawSession) -> Option<Session> {
         raw.identity_cache_ttl.as_deref(),
         Duration::from_secs(30),
     );
+    let cookie_domain = raw.cookie_domain.and_then(|d| {
+        // A leading dot is how older cookie syntax wrote it; browsers ignore it.
+        let d = d.trim_start_matches('.').to_ascii_lowercase();
+        let name_like = !d.is_empty()
+            && d.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && !d.ends_with('.')
+            && !d.contains("..");
+        let ip = d.parse::<std::net::IpAddr>().is_ok();
+        if !name_like || ip {
+            c.fail(
+                at.key("cookie_domain"),
+                format!("`{d}` must be a DNS domain that the sign-in host and the app hosts share, e.g. corp.example (not an IP address, no scheme or port)"),
+            );
+            return None;
+        }
+        Some(d)
+    });
     Some(Session {
         secrets,
         cookie_name,
         lifetime,
         idle_timeout,
+        cookie_domain,
         identity_cache_ttl,
     })
 }

@@ -38,6 +38,8 @@ pub struct State {
     pub config: Config,
     /// App routing table.
     pub router: Router,
+    /// The sign-in host and the app hosts: where an absolute `rd` may lead.
+    pub origins: crate::redirect::Origins,
     /// One upstream client per app, in config order.
     pub upstreams: Vec<proxy::Target>,
     /// Request metrics.
@@ -223,7 +225,9 @@ fn decide(
     let host = ctx.host.as_deref();
     if routes::is_auth_path(path) {
         ctx.app = state.router.route_host(host);
-        if ctx.app.is_none() {
+        // The sign-in host answers /_auth/* (callbacks) even when no app is served there.
+        let sign_in_host = host.is_some_and(|h| state.origins.is_sign_in_host(h));
+        if ctx.app.is_none() && !sign_in_host {
             return Decision::Reject(Rejection::NoApp);
         }
         return Decision::Auth(routes::classify(path));

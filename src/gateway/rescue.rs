@@ -61,6 +61,15 @@ pub enum Rejection {
     MethodNotAllowed,
     /// A sign-out POST that does not come from one of our origins (SES-16): 403, nothing changed.
     CrossOriginSignOut,
+    /// A request that belongs on another of our hosts (a callback off the
+    /// sign-in host, a handoff code made for another host): 400 with a page
+    /// that names the fix.
+    WrongHost {
+        /// What happened, in the person's terms.
+        reason: String,
+        /// What to do about it (the operator's fix where there is one).
+        fix: String,
+    },
 }
 
 /// Why a sign-in was refused (DESIGN.md "Sign-in outcomes"). Each kind has
@@ -102,6 +111,9 @@ pub enum SignInRefusal {
     NotReady,
     /// The gateway itself failed (no random values, a cookie it could not seal) (500).
     Internal,
+    /// A handoff code from the sign-in host that is unknown, already used,
+    /// expired, not this browser's, or whose session has ended (400).
+    HandoffRefused,
 }
 
 impl SignInRefusal {
@@ -112,7 +124,8 @@ impl SignInRefusal {
             | SignInRefusal::Expired
             | SignInRefusal::ForeignResponse
             | SignInRefusal::Malformed
-            | SignInRefusal::CodeRefused => 400,
+            | SignInRefusal::CodeRefused
+            | SignInRefusal::HandoffRefused => 400,
             SignInRefusal::InvalidIdToken => 401,
             SignInRefusal::ProviderDenied
             | SignInRefusal::Policy(_)
@@ -153,6 +166,9 @@ impl SignInRefusal {
             SignInRefusal::StoreUnavailable => "The user directory is unavailable.",
             SignInRefusal::NotReady => "The identity provider is not reachable right now.",
             SignInRefusal::Internal => "The gateway could not complete the sign-in.",
+            SignInRefusal::HandoffRefused => {
+                "This sign-in link is not valid: it has expired, it was already used, it was opened in another browser, or its session has ended."
+            }
         };
         fixed.to_string()
     }
@@ -213,6 +229,7 @@ impl Rejection {
             Rejection::TooLarge => 413,
             Rejection::MethodNotAllowed => 405,
             Rejection::CrossOriginSignOut => 403,
+            Rejection::WrongHost { .. } => 400,
         }
     }
 
@@ -234,6 +251,7 @@ impl Rejection {
             Rejection::InvalidToken { .. } => Outcome::Unauthorized,
             Rejection::InvalidRequest { .. } => Outcome::BadRequest,
             Rejection::CrossOriginSignOut => Outcome::Forbidden,
+            Rejection::WrongHost { .. } => Outcome::BadRequest,
         }
     }
 
@@ -319,6 +337,11 @@ impl Rejection {
                 "This sign-out request did not come from this site, so nothing was changed.".into(),
                 "To sign out, open /_auth/sign_out on this site and press its Sign out button.",
             ),
+            Rejection::WrongHost { reason, .. } => (
+                "Wrong address for this sign-in",
+                reason.clone(),
+                "",
+            ),
         }
     }
 }
@@ -367,6 +390,11 @@ pub fn respond_with(
     }
     let status = rejection.status();
     let (heading, reason, hint) = rejection.explain();
+    // The fix for a request on the wrong host names hosts and keys: not a fixed text.
+    let hint = match &rejection {
+        Rejection::WrongHost { fix, .. } => fix.as_str(),
+        _ => hint,
+    };
     if matches!(
         rejection,
         Rejection::SourceNotReady | Rejection::SignIn(SignInRefusal::NotReady)

@@ -1,5 +1,6 @@
 //! `/_auth/*`: the gateway's own endpoints, answered on every app host:
-//! sign-in page, login start, callback, sign-out, forward auth, userinfo.
+//! sign-in page, login start, callback, handoff to an app host, sign-out,
+//! forward auth, userinfo.
 
 use std::sync::Arc;
 
@@ -10,8 +11,9 @@ use super::exchange::{BodyError, Exchange};
 use super::rescue::{self, Rejection, SignInRefusal};
 use super::{pages, State};
 use crate::config::SourceKind;
-use crate::redirect::safe_rd;
+use crate::redirect::{safe_rd_for, target, Target};
 use crate::session::cookie::{self, Lookup, Purpose};
+use crate::session::handoff::{self, HandoffError, HandoffRecord};
 use crate::session::{LoginState, SessionClaims};
 use crate::source::flow::{self, Callback, FlowError};
 use crate::source::{callback_url, SourceError};
@@ -32,6 +34,8 @@ pub enum AuthRoute {
     Callback(String),
     /// `/_auth/sign_out`
     SignOut,
+    /// `/_auth/handoff`: an app host trades a one-time code for its own session cookie.
+    Handoff,
     /// `/_auth/backchannel_logout/{slug}`: OIDC Back-Channel Logout 1.0.
     BackchannelLogout(String),
     /// `/_auth/check`: forward auth.
@@ -57,6 +61,7 @@ pub fn classify(path: &str) -> AuthRoute {
         None => match rest {
             "sign_in" => AuthRoute::SignIn,
             "sign_out" => AuthRoute::SignOut,
+            "handoff" => AuthRoute::Handoff,
             "check" => AuthRoute::Check,
             "userinfo" => AuthRoute::Userinfo,
             "jwks.json" => AuthRoute::Jwks,
@@ -96,6 +101,12 @@ fn method_is(session: &Exchange, m: &http::Method) -> bool {
     session.req_header().method == *m
 }
 
+/// The request's `rd`, kept when it is a relative path or an absolute URL on
+/// the sign-in host or an app host, else `/`.
+fn rd_param(state: &State, session: &Exchange) -> String {
+    safe_rd_for(query_param(session, "rd").as_deref(), &state.origins)
+}
+
 /// Answers an `/_auth/*` request; always writes a response.
 pub async fn handle(
     state: &Arc<State>,
@@ -111,14 +122,28 @@ pub async fn handle(
         rescue::respond(session, ctx, Rejection::MethodNotAllowed);
         return Ok(());
     }
+    let host = ctx.host.clone().unwrap_or_default();
+    if let AuthRoute::Login(slug) | AuthRoute::Link(slug) = &route {
+        // Providers send callbacks to the sign-in host only: a flow starts there.
+        if !state.origins.is_sign_in_host(&host) {
+            let kind = if matches!(route, AuthRoute::Link(_)) {
+                "link"
+            } else {
+                "login"
+            };
+            let rd = rd_param(state, session);
+            let (location, headers) = to_sign_in_host(state, session, &host, kind, slug, &rd);
+            return redirect(session, ctx, location, headers).await;
+        }
+    }
     match route {
         AuthRoute::SignIn => sign_in(state, session, ctx).await,
         AuthRoute::Login(slug) => login(state, session, ctx, &slug, None).await,
+        AuthRoute::Handoff => take_handoff(state, session, ctx, &host).await,
         AuthRoute::Link(slug) => {
-            let host = ctx.host.clone().unwrap_or_default();
             // The flow is bound to this very session: its id goes into the login state.
             let Some((claims, _)) = current_session(state, session, &host, now()).await else {
-                let rd = safe_rd(query_param(session, "rd").as_deref());
+                let rd = rd_param(state, session);
                 rescue::respond(session, ctx, Rejection::Unauthenticated { rd });
                 return Ok(());
             };
@@ -140,15 +165,224 @@ pub async fn handle(
     }
 }
 
-/// The app a sign-in is for: the one serving `rd` on this host, else the
-/// host's most specific app (several apps may share a host by path prefix).
+/// The app a sign-in is for: the one serving `rd` (on this host, or on the
+/// host an absolute `rd` names), else that host's most specific app
+/// (several apps may share a host by path prefix).
 fn app_for_rd<'a>(state: &'a State, ctx: &Ctx, rd: &str) -> Option<&'a crate::config::App> {
-    let path = rd.split(['?', '#']).next().unwrap_or("/");
+    let path_of = |p: &str| p.split(['?', '#']).next().unwrap_or("/").to_string();
+    let index = match target(rd) {
+        Target::Path(p) => state
+            .router
+            .route(ctx.host.as_deref(), &path_of(p))
+            .or(ctx.app),
+        Target::Absolute { host, path } => state
+            .router
+            .route(Some(&host), &path_of(&path))
+            .or_else(|| state.router.route_host(Some(&host))),
+    };
+    index.and_then(|i| state.config.apps.get(i))
+}
+
+/// The cookie, on an app host, holding the nonce its handoff codes are bound
+/// to; in the login cookies' namespace, so it never reaches an upstream and
+/// sign-out clears it.
+fn handoff_cookie_name(state: &State) -> String {
+    cookie::flow_cookie_name(&state.sessions.login_cookie_name, "handoff")
+}
+
+/// Where a login (or link) asked for on `host`, which is not the sign-in
+/// host, continues: the same endpoint on the sign-in host. On an app host,
+/// `rd` is made absolute on `host` (so the browser is handed back there) and
+/// the handoff is bound to this browser: a nonce cookie on `host` (kept if
+/// one is there, so logins in several tabs share it), its hash sent along as
+/// `handoff`. On a host no app names (served by a host-less app) an
+/// absolute `rd` would not be accepted: the person lands on the sign-in host.
+fn to_sign_in_host(
+    state: &State,
+    session: &Exchange,
+    host: &str,
+    kind: &str,
+    slug: &str,
+    rd: &str,
+) -> (String, Vec<(&'static str, String)>) {
+    let origins = &state.origins;
+    let sign_in = origins.origin_of(&origins.sign_in_host);
+    let encode =
+        |v: &str| -> String { url::form_urlencoded::byte_serialize(v.as_bytes()).collect() };
+    if !origins.is_app_host(host) {
+        let rd = match target(rd) {
+            Target::Path(path) => path.to_string(),
+            Target::Absolute { .. } => rd.to_string(),
+        };
+        return (
+            format!("{sign_in}/_auth/{kind}/{slug}?rd={}", encode(&rd)),
+            Vec::new(),
+        );
+    }
+    let rd = match target(rd) {
+        Target::Path(path) => format!("{}{path}", origins.origin_of(host)),
+        Target::Absolute { .. } => rd.to_string(),
+    };
+    if state.sessions.shares_cookie(host) {
+        // The shared cookie reaches this host: no handoff, nothing to bind.
+        return (
+            format!("{sign_in}/_auth/{kind}/{slug}?rd={}", encode(&rd)),
+            Vec::new(),
+        );
+    }
+    let name = handoff_cookie_name(state);
+    let held = {
+        let headers = session.req_header().headers.get_all(http::header::COOKIE);
+        match cookie::find(headers.iter().filter_map(|v| v.to_str().ok()), &name) {
+            Lookup::One(v) if handoff::well_formed(v) => Some(v.to_string()),
+            _ => None,
+        }
+    };
+    let Some(nonce) = held.or_else(|| flow::random_token().ok()) else {
+        // No randomness: no binding; the sign-in host sends the browser back here to retry.
+        return (
+            format!("{sign_in}/_auth/{kind}/{slug}?rd={}", encode(&rd)),
+            Vec::new(),
+        );
+    };
+    let set = cookie::set_cookie(
+        &name,
+        &nonce,
+        flow::LOGIN_STATE_SECS as i64,
+        state.sessions.secure,
+        false,
+    );
+    let location = format!(
+        "{sign_in}/_auth/{kind}/{slug}?rd={}&handoff={}",
+        encode(&rd),
+        handoff::binding_of(&nonce)
+    );
+    (location, vec![("set-cookie", set)])
+}
+
+/// Where the browser goes once the sign-in host holds session `sid`: `rd`
+/// itself when it is on the sign-in host or under the shared cookie domain,
+/// else the handoff URL on `rd`'s host with a fresh one-time code bound to
+/// `binding`. Without a binding (a login not started on that host) the
+/// browser is sent to that host's own login for `slug` first, which comes
+/// back here with one.
+async fn hand_back(
+    state: &State,
+    sid: &str,
+    rd: &str,
+    binding: Option<&str>,
+    slug: &str,
+    now: u64,
+) -> Result<String, (SignInRefusal, String)> {
+    let (host, path) = match target(rd) {
+        Target::Absolute { host, path }
+            if !state.origins.is_sign_in_host(&host) && !state.sessions.shares_cookie(&host) =>
+        {
+            (host, path)
+        }
+        _ => return Ok(rd.to_string()),
+    };
+    let Some(binding) = binding else {
+        let path: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+        return Ok(format!(
+            "{}/_auth/login/{slug}?rd={path}",
+            state.origins.origin_of(&host)
+        ));
+    };
+    let code = flow::random_token().map_err(|e| (SignInRefusal::Internal, e.to_string()))?;
+    let record = HandoffRecord {
+        session_id: sid.to_string(),
+        host: host.clone(),
+        rd: rd.to_string(),
+        binding: binding.to_string(),
+        expires_at: i64::try_from(now + handoff::HANDOFF_SECS).unwrap_or(i64::MAX),
+    };
     state
-        .router
-        .route(ctx.host.as_deref(), path)
-        .or(ctx.app)
-        .and_then(|i| state.config.apps.get(i))
+        .sessions
+        .store()
+        .create_handoff(&handoff::code_key(&code), &record, now as i64)
+        .await
+        .map_err(|e| (SignInRefusal::StoreUnavailable, e.to_string()))?;
+    Ok(handoff::url(&state.origins.origin_of(&host), &code))
+}
+
+/// `GET /_auth/handoff?code=…` on an app host: takes the code from the
+/// store (once, on whichever replica asks first), checks its host and age,
+/// sets this host's cookie for the code's session and redirects to the
+/// code's `rd` (never a query parameter's).
+async fn take_handoff(
+    state: &Arc<State>,
+    session: &mut Exchange,
+    ctx: &mut Ctx,
+    host: &str,
+) -> Result<(), BodyError> {
+    let now = now();
+    let refused = SignInRefusal::HandoffRefused;
+    let Some(code) = query_param(session, "code").filter(|c| !c.is_empty()) else {
+        return refuse(session, ctx, refused, &HandoffError::Unknown, Vec::new()).await;
+    };
+    let store = state.sessions.store();
+    let record = match store.take_handoff(&handoff::code_key(&code)).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return refuse(session, ctx, refused, &HandoffError::Unknown, Vec::new()).await,
+        Err(e) => {
+            let refusal = SignInRefusal::StoreUnavailable;
+            return refuse(session, ctx, refusal, &e, Vec::new()).await;
+        }
+    };
+    let nonce = {
+        let headers = session.req_header().headers.get_all(http::header::COOKIE);
+        let name = handoff_cookie_name(state);
+        match cookie::find(headers.iter().filter_map(|v| v.to_str().ok()), &name) {
+            Lookup::One(v) => Some(v.to_string()),
+            _ => None,
+        }
+    };
+    match handoff::check(&record, host, nonce.as_deref(), now) {
+        Ok(()) => {}
+        Err(e @ HandoffError::ForeignHost { .. }) => {
+            ctx.span.in_scope(
+                || tracing::warn!(request_id = %ctx.request_id, auth.error = %e, "handoff refused"),
+            );
+            let rejection = Rejection::WrongHost {
+                reason: format!(
+                    "This sign-in link was made for {}, but it was opened on {host}.",
+                    record.host
+                ),
+                fix: format!(
+                    "Open the application at {} and sign in again. Operator: make the proxy in front pass the Host header unchanged, so each app host receives its own handoff.",
+                    state.origins.origin_of(&record.host)
+                ),
+            };
+            rescue::respond(session, ctx, rejection);
+            return Ok(());
+        }
+        Err(e) => return refuse(session, ctx, refused, &e, Vec::new()).await,
+    }
+    // The same session record: a sign-out or revocation anywhere ends this cookie too.
+    let live = match store.session(&record.session_id).await {
+        Ok(Some((r, user))) => {
+            (!r.revoked && !user.disabled && r.expires_at > now as i64 && r.user_id == user.id)
+                .then_some((r, user))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            let refusal = SignInRefusal::StoreUnavailable;
+            return refuse(session, ctx, refusal, &e, Vec::new()).await;
+        }
+    };
+    let Some((r, user)) = live else {
+        let detail = "the handoff's session has ended";
+        return refuse(session, ctx, refused, &detail, Vec::new()).await;
+    };
+    let exp = u64::try_from(r.expires_at).unwrap_or_default();
+    let set = match state.sessions.cookie_on(&r.id, &user.id, host, exp, now) {
+        Ok(s) => s,
+        Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, Vec::new()).await,
+    };
+    ctx.span
+        .in_scope(|| tracing::info!(user = %user.username, host, "session handed to an app host"));
+    redirect(session, ctx, record.rd, vec![("set-cookie", set)]).await
 }
 
 async fn sign_in(
@@ -156,7 +390,7 @@ async fn sign_in(
     session: &mut Exchange,
     ctx: &mut Ctx,
 ) -> Result<(), BodyError> {
-    let rd = safe_rd(query_param(session, "rd").as_deref());
+    let rd = rd_param(state, session);
     let Some(app) = app_for_rd(state, ctx, &rd) else {
         rescue::respond(session, ctx, Rejection::NoApp);
         return Ok(());
@@ -212,12 +446,33 @@ async fn login(
     slug: &str,
     link: Option<String>,
 ) -> Result<(), BodyError> {
-    let rd = safe_rd(query_param(session, "rd").as_deref());
-    let offered = app_for_rd(state, ctx, &rd).is_some_and(|a| a.sources.iter().any(|s| s == slug));
+    let rd = rd_param(state, session);
+    // Sent by an app host's login: the hash of that browser's handoff nonce.
+    let binding = query_param(session, "handoff").filter(|b| handoff::well_formed(b));
+    let app = app_for_rd(state, ctx, &rd);
+    let offered = app.is_some_and(|a| a.sources.iter().any(|s| s == slug));
     let Some(rt) = state.sources.get(slug).filter(|_| offered) else {
         rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
         return Ok(());
     };
+    // One sign-in is one session: a login for another host while this
+    // browser is signed in here (through a source that app offers) is handed
+    // back at once, without a round trip to the provider.
+    if link.is_none() && matches!(target(&rd), Target::Absolute { .. }) {
+        let host = ctx.host.clone().unwrap_or_default();
+        if let Some((claims, p)) = current_session(state, session, &host, now()).await {
+            if app.is_some_and(|a| a.sources.contains(&p.source)) {
+                let handed = hand_back(state, &claims.sid, &rd, binding.as_deref(), slug, now());
+                let location = match handed.await {
+                    Ok(l) => l,
+                    Err((refusal, detail)) => {
+                        return refuse(session, ctx, refusal, &detail, Vec::new()).await
+                    }
+                };
+                return redirect(session, ctx, location, Vec::new()).await;
+            }
+        }
+    }
     let Some(endpoints) = rt.endpoints() else {
         rescue::respond(session, ctx, Rejection::SourceNotReady);
         return Ok(());
@@ -250,6 +505,7 @@ async fn login(
             link,
             exp: now() + flow::LOGIN_STATE_SECS,
             oauth1: Some(pending),
+            handoff: binding,
         };
         let start = flow::Start { url, state: login };
         return send_to_provider(state, session, ctx, slug, start, false).await;
@@ -265,7 +521,7 @@ async fn login(
             now(),
         )
     });
-    let start = match started {
+    let mut start = match started {
         Ok(s) => s,
         Err(FlowError::NotReady) => {
             rescue::respond(session, ctx, Rejection::SourceNotReady);
@@ -273,6 +529,7 @@ async fn login(
         }
         Err(e) => return refuse(session, ctx, (&e).into(), &e, Vec::new()).await,
     };
+    start.state.handoff = binding;
     // A form_post callback (Apple) is a cross-site POST: the login cookie must travel with it.
     let cross_site = rt.config.preset.is_some_and(|p| p.quirks.form_post);
     send_to_provider(state, session, ctx, slug, start, cross_site).await
@@ -406,6 +663,23 @@ async fn callback(
         rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
         return Ok(());
     };
+    let here = ctx.host.clone().unwrap_or_default();
+    if !state.origins.is_sign_in_host(&here) {
+        // The login state lives on the sign-in host: here it can only fail as
+        // "not started in this browser", which hides the real problem.
+        let callback = callback_url(&state.config.server.public_url, slug);
+        let rejection = Rejection::WrongHost {
+            reason: format!(
+                "The provider sent this sign-in back to {here}, but sign-ins finish on {} (server.public_url).",
+                state.origins.sign_in_host
+            ),
+            fix: format!(
+                "Operator: register {callback} as the redirect URI at the provider (`portcullis check` prints it), or set server.public_url to the address people sign in at. Then sign in again."
+            ),
+        };
+        rescue::respond(session, ctx, rejection);
+        return Ok(());
+    }
     let oauth1 = rt.config.kind == SourceKind::OAuth1;
     // This flow's own cookie, found by the state the provider sends back;
     // other tabs' flows are left alone (OA2-23).
@@ -530,9 +804,22 @@ async fn callback(
         .in_scope(|| tracing::info!(auth.source = slug, user = %user.username, "signed in"));
     let mut headers = clear_login;
     headers.push(("set-cookie", set));
+    // The sign-in host has its cookie now; another app host gets its own by a handoff.
+    let handed = hand_back(
+        state,
+        &record.id,
+        &login.rd,
+        login.handoff.as_deref(),
+        slug,
+        now,
+    );
+    let location = match handed.await {
+        Ok(l) => l,
+        Err((refusal, detail)) => return refuse(session, ctx, refusal, &detail, headers).await,
+    };
     if let Some(note) = note {
         // An enrollment that needs explaining: say why, then continue.
-        let html = pages::notice("Account created", note, &login.rd);
+        let html = pages::notice("Account created", note, &location);
         rescue::write(
             session,
             ctx,
@@ -543,7 +830,7 @@ async fn callback(
         );
         return Ok(());
     }
-    redirect(session, ctx, login.rd.clone(), headers).await
+    redirect(session, ctx, location, headers).await
 }
 
 /// A redirect to `location`; 303 when answering a POST so the browser follows
@@ -696,7 +983,7 @@ async fn sign_out(
     session: &mut Exchange,
     ctx: &mut Ctx,
 ) -> Result<(), BodyError> {
-    let rd = safe_rd(query_param(session, "rd").as_deref());
+    let rd = rd_param(state, session);
     if !method_is(session, &http::Method::POST) {
         // A link, an image or a prefetch from anywhere lands here: sign nobody out.
         let html = pages::sign_out(&rd);
@@ -758,15 +1045,18 @@ async fn sign_out(
                     if let Some(id) = &rt.config.consumer_key {
                         q.append_pair("client_id", id);
                     }
-                    let back = format!(
-                        "{}{rd}",
-                        state
-                            .config
-                            .server
-                            .public_url
-                            .origin()
-                            .ascii_serialization()
-                    );
+                    let back = match target(&rd) {
+                        Target::Absolute { .. } => rd.clone(),
+                        Target::Path(path) => format!(
+                            "{}{path}",
+                            state
+                                .config
+                                .server
+                                .public_url
+                                .origin()
+                                .ascii_serialization()
+                        ),
+                    };
                     q.append_pair("post_logout_redirect_uri", &back);
                 }
                 location = url.to_string();
@@ -774,7 +1064,7 @@ async fn sign_out(
         }
     }
     // Login cookies too: a flow started before signing out must not finish after it.
-    let mut headers = vec![("set-cookie", sessions.clear())];
+    let mut headers = vec![("set-cookie", sessions.clear(&host))];
     {
         let sent = session.req_header().headers.get_all(http::header::COOKIE);
         let cleared = cookie::clear_login_cookies(
@@ -1106,6 +1396,7 @@ mod tests {
             classify("/_auth/callback/corp-2"),
             AuthRoute::Callback("corp-2".into())
         );
+        assert_eq!(classify("/_auth/handoff"), AuthRoute::Handoff);
         assert_eq!(classify("/_auth/login/Corp"), AuthRoute::Unknown);
         assert_eq!(classify("/_auth/login/"), AuthRoute::Unknown);
         assert_eq!(classify("/_auth/login/a/b"), AuthRoute::Unknown);

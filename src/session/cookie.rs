@@ -258,6 +258,17 @@ pub fn cookie_name(base: &str, secure: bool) -> String {
     }
 }
 
+/// The session cookie's name when it is shared by a parent domain
+/// (`session.cookie_domain`): `__Secure-{base}` on https (`__Host-` forbids
+/// `Domain`), `{base}` on http.
+pub fn shared_cookie_name(base: &str, secure: bool) -> String {
+    if secure {
+        format!("__Secure-{base}")
+    } else {
+        base.to_string()
+    }
+}
+
 /// The login-state cookie's name: the session cookie's name plus `_login`.
 pub fn login_cookie_name(base: &str, secure: bool) -> String {
     format!("{}_login", cookie_name(base, secure))
@@ -470,6 +481,29 @@ pub fn set_cookie(
         .to_string()
 }
 
+/// [`set_cookie`] (SameSite=Lax) for the session cookie, with `Domain=` when
+/// the operator shares it across a parent domain (`session.cookie_domain`).
+pub fn set_session_cookie(
+    name: &str,
+    value: &str,
+    max_age_secs: i64,
+    secure: bool,
+    domain: Option<&str>,
+) -> String {
+    let Some(domain) = domain else {
+        return set_cookie(name, value, max_age_secs, secure, false);
+    };
+    Cookie::build((name, value))
+        .domain(domain)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .max_age(cookie::time::Duration::seconds(max_age_secs.max(0)))
+        .build()
+        .to_string()
+}
+
 /// `Set-Cookie` that deletes one of the gateway's cookies: same attributes, so the browser
 /// matches it, empty value, `Max-Age=0` (SES-16).
 pub fn clear_cookie(name: &str, secure: bool, same_site_none: bool) -> String {
@@ -510,6 +544,7 @@ mod tests {
             link: None,
             exp: 1_700_000_600,
             oauth1: None,
+            handoff: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! `cookie` is pure (the time is a parameter); `service` reads and writes the store.
 
 pub mod cookie;
+pub mod handoff;
 pub mod idle;
 pub mod service;
 
@@ -14,7 +15,8 @@ pub struct SessionClaims {
     pub sid: String,
     /// The local user's id.
     pub uid: String,
-    /// The host the session was issued for; a session presented on another host is ignored (SES-18).
+    /// The host the session was issued for; a session presented on another host is ignored
+    /// (SES-18). `.{domain}` for a cookie shared under `session.cookie_domain`.
     pub host: String,
     /// Issued at, unix seconds.
     pub iat: u64,
@@ -45,6 +47,11 @@ pub struct LoginState {
     /// its secret (sealed with the rest; the callback must name this token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth1: Option<Oauth1Pending>,
+    /// A login for another app host: the hash of the handoff nonce that
+    /// host's browser holds in a cookie; the handoff code is bound to it, so
+    /// only this browser can trade it (a login-CSRF guard, like OA2-04).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
 }
 
 /// An OAuth 1.0a request token (temporary credentials, RFC 5849 §2.1).

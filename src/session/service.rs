@@ -46,8 +46,10 @@ pub struct Sessions {
     store: Arc<dyn UserStore>,
     /// sid -> the session as this replica knows it.
     cache: moka::sync::Cache<String, Arc<Cached>>,
-    /// Session cookie name (with `__Host-` on https).
+    /// Session cookie name (with `__Host-` on https, `__Secure-` with a cookie domain).
     pub cookie_name: String,
+    /// `session.cookie_domain`: hosts under it share one `Domain` cookie.
+    cookie_domain: Option<String>,
     /// Login-state cookie name.
     pub login_cookie_name: String,
     /// Whether cookies are `Secure` (public URL is https).
@@ -62,10 +64,12 @@ pub struct Sessions {
 
 impl Sessions {
     /// Builds the session service.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         sealer: Sealer,
         store: Arc<dyn UserStore>,
         base_name: &str,
+        cookie_domain: Option<String>,
         secure: bool,
         lifetime: Duration,
         idle_timeout: Option<Duration>,
@@ -78,7 +82,12 @@ impl Sessions {
                 .max_capacity(CACHE_ENTRIES)
                 .time_to_live(cache_ttl)
                 .build(),
-            cookie_name: cookie::cookie_name(base_name, secure),
+            cookie_name: match cookie_domain {
+                Some(_) => cookie::shared_cookie_name(base_name, secure),
+                None => cookie::cookie_name(base_name, secure),
+            },
+            cookie_domain,
+            // Login state stays host-only: it lives on the sign-in host alone.
             login_cookie_name: cookie::login_cookie_name(base_name, secure),
             secure,
             lifetime,
@@ -118,7 +127,30 @@ impl Sessions {
             .open::<SessionClaims>(&self.cookie_name, Purpose::Session, value)
             .ok()?;
         let c = opened.value;
-        (c.host == host && !cookie::is_expired(c.exp, now)).then_some((c, opened.stale_key))
+        (self.binding(host) == c.host && !cookie::is_expired(c.exp, now))
+            .then_some((c, opened.stale_key))
+    }
+
+    /// Whether `host` is under `session.cookie_domain` (shares the session cookie, no handoff).
+    pub fn shares_cookie(&self, host: &str) -> bool {
+        self.shared_domain(host).is_some()
+    }
+
+    /// The cookie domain, when `host` is under it.
+    fn shared_domain(&self, host: &str) -> Option<&str> {
+        self.cookie_domain
+            .as_deref()
+            .filter(|d| crate::config::host_under(host, d))
+    }
+
+    /// What a session cookie valid on `host` names as its host (SES-18):
+    /// the host itself, or `.{cookie_domain}` for a cookie shared by every
+    /// host under it.
+    fn binding(&self, host: &str) -> String {
+        match self.shared_domain(host) {
+            Some(d) => format!(".{d}"),
+            None => host.to_string(),
+        }
     }
 
     /// `Set-Cookie` carrying the same session sealed with the current secret (SES-05).
@@ -128,12 +160,13 @@ impl Sessions {
             .seal(&self.cookie_name, Purpose::Session, claims)
             .ok()?;
         let max_age = claims.exp.saturating_sub(now) as i64;
-        Some(cookie::set_cookie(
+        let domain = claims.host.strip_prefix('.');
+        Some(cookie::set_session_cookie(
             &self.cookie_name,
             &sealed,
             max_age,
             self.secure,
-            false,
+            domain,
         ))
     }
 
@@ -246,22 +279,43 @@ impl Sessions {
         host: &str,
         now: u64,
     ) -> Result<String, cookie::SessionError> {
+        self.cookie_on(
+            &record.id,
+            &user.id,
+            host,
+            now + self.lifetime.as_secs(),
+            now,
+        )
+    }
+
+    /// The `Set-Cookie` value for session `sid` of user `uid` on `host`, until
+    /// `exp`: a host-only cookie bound to `host`, or the shared `Domain`
+    /// cookie where `host` is under `session.cookie_domain`. A handoff gives
+    /// an app host its own cookie of an existing session this way.
+    pub fn cookie_on(
+        &self,
+        sid: &str,
+        uid: &str,
+        host: &str,
+        exp: u64,
+        now: u64,
+    ) -> Result<String, cookie::SessionError> {
         let claims = SessionClaims {
-            sid: record.id.clone(),
-            uid: user.id.clone(),
-            host: host.to_string(),
+            sid: sid.to_string(),
+            uid: uid.to_string(),
+            host: self.binding(host),
             iat: now,
-            exp: now + self.lifetime.as_secs(),
+            exp,
         };
         let sealed = self
             .sealer
             .seal(&self.cookie_name, Purpose::Session, &claims)?;
-        Ok(cookie::set_cookie(
+        Ok(cookie::set_session_cookie(
             &self.cookie_name,
             &sealed,
-            self.lifetime.as_secs() as i64,
+            exp.saturating_sub(now) as i64,
             self.secure,
-            false,
+            self.shared_domain(host),
         ))
     }
 
@@ -284,9 +338,16 @@ impl Sessions {
         self.store.session(sid).await.ok().flatten().map(|(r, _)| r)
     }
 
-    /// `Set-Cookie` that removes the session cookie.
-    pub fn clear(&self) -> String {
-        cookie::clear_cookie(&self.cookie_name, self.secure, false)
+    /// `Set-Cookie` that removes the session cookie on `host` (with the
+    /// `Domain` it was set with, where it is shared).
+    pub fn clear(&self, host: &str) -> String {
+        cookie::set_session_cookie(
+            &self.cookie_name,
+            "",
+            0,
+            self.secure,
+            self.shared_domain(host),
+        )
     }
 }
 

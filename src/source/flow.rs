@@ -151,6 +151,7 @@ pub fn start(
             link,
             exp: now + LOGIN_STATE_SECS,
             oauth1: None,
+            handoff: None,
         },
     })
 }
@@ -262,6 +263,7 @@ mod tests {
             link: None,
             exp: now + LOGIN_STATE_SECS,
             oauth1: None,
+            handoff: None,
         }
     }
 

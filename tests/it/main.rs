@@ -18,6 +18,7 @@ mod defaults;
 mod discovery;
 mod engine;
 mod identity;
+mod multihost;
 mod oauth1;
 mod outbound_tls;
 mod own_postgres;

@@ -21,7 +21,7 @@ impl Drop for Process {
 }
 
 /// One replica: a gateway process with its config, and a browser's cookie jar.
-struct Replica {
+pub(crate) struct Replica {
     _process: Process,
     _config: crate::support::ConfigFile,
     port: u16,
@@ -30,7 +30,7 @@ struct Replica {
 
 impl Replica {
     /// Starts `portcullis serve` and waits (bounded) until it answers.
-    async fn start(config: &str, port: u16) -> Replica {
+    pub(crate) async fn start(config: &str, port: u16) -> Replica {
         let file = config_file(config);
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["serve", "--config"])
@@ -56,7 +56,7 @@ impl Replica {
         panic!("replica on port {port} did not start");
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 }

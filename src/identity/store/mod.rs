@@ -12,6 +12,7 @@ use base64::Engine as _;
 use rand::RngCore as _;
 
 use crate::identity::{Connection, Identity, NewSession, SessionRecord, User};
+use crate::session::handoff::HandoffRecord;
 
 /// Why a store call failed; each variant says what the caller should do.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +183,18 @@ pub trait UserStore: Send + Sync {
     /// The user's sessions, newest first (revoked and expired ones included).
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError>;
 
+    /// Stores a handoff code under `code_key` (its hash) for an existing session.
+    async fn create_handoff(
+        &self,
+        code_key: &str,
+        handoff: &HandoffRecord,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Removes the handoff code `code_key` and returns it: `Some` exactly once
+    /// across every replica, expired or not (the caller checks expiry and host).
+    async fn take_handoff(&self, code_key: &str) -> Result<Option<HandoffRecord>, StoreError>;
+
     /// Deletes at most `batch` rows of `table` that are of no use at `now`
     /// (see [`Purge`]); returns how many. Safe to run on several replicas at once.
     async fn purge_batch(&self, table: Purge, now: i64, batch: u32) -> Result<u64, StoreError>;
@@ -196,16 +209,20 @@ pub enum Purge {
     /// Sessions past `expires_at`, and revoked ones (a revoked session is
     /// refused exactly like a missing one).
     Sessions,
+    /// Handoff codes past `expires_at` (used ones are deleted when traded,
+    /// and a purged session takes its codes with it).
+    HandoffCodes,
 }
 
 impl Purge {
     /// Every purged table.
-    pub const ALL: [Purge; 1] = [Purge::Sessions];
+    pub const ALL: [Purge; 2] = [Purge::Sessions, Purge::HandoffCodes];
 
     /// The table name, as the metric's `table` label.
     pub fn table(self) -> &'static str {
         match self {
             Purge::Sessions => "sessions",
+            Purge::HandoffCodes => "handoff_codes",
         }
     }
 }

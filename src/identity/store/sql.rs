@@ -21,6 +21,7 @@ use super::{
 };
 use crate::identity::profile::{self, Profile};
 use crate::identity::{Connection, Identity, NewSession, SessionRecord, User};
+use crate::session::handoff::HandoffRecord;
 
 /// How long a connection waits for the database before giving up.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -785,6 +786,11 @@ where
                  WHERE expires_at < $1 OR revoked = TRUE LIMIT $2{})",
                 DB::SKIP_LOCKED
             ),
+            Purge::HandoffCodes => format!(
+                "DELETE FROM handoff_codes WHERE code_hash IN (SELECT code_hash FROM handoff_codes \
+                 WHERE expires_at < $1 LIMIT $2{})",
+                DB::SKIP_LOCKED
+            ),
         };
         self.execute(
             sqlx::query::<DB>(AssertSqlSafe(sql))
@@ -801,6 +807,52 @@ where
             .fetch_one(&mut *conn)
             .await?;
         Ok(())
+    }
+
+    async fn create_handoff(
+        &self,
+        code_key: &str,
+        handoff: &HandoffRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            sqlx::query(
+                "INSERT INTO handoff_codes (code_hash, session_id, host, rd, binding, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(code_key)
+            .bind(handoff.session_id.as_str())
+            .bind(handoff.host.as_str())
+            .bind(handoff.rd.as_str())
+            .bind(handoff.binding.as_str())
+            .bind(now)
+            .bind(handoff.expires_at),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_handoff(&self, code_key: &str) -> Result<Option<HandoffRecord>, StoreError> {
+        // One statement: of two replicas trading the same code at once, the
+        // row lock (PostgreSQL) or the write lock (SQLite) lets one delete it;
+        // the other finds nothing.
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query::<DB>(
+            "DELETE FROM handoff_codes WHERE code_hash = $1 RETURNING session_id, host, rd, binding, expires_at",
+        )
+        .bind(code_key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(HandoffRecord {
+            session_id: row.try_get(0)?,
+            host: row.try_get(1)?,
+            rd: row.try_get(2)?,
+            binding: row.try_get(3)?,
+            expires_at: row.try_get(4)?,
+        }))
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
@@ -1045,7 +1097,84 @@ mod tests {
         email_lookup_is_case_insensitive_and_refuses_ambiguity,
         ses06_a_use_is_recorded_at_most_once_per_interval,
         rename_changes_the_username_only_to_a_free_one,
+        a_handoff_code_is_taken_once_and_only_by_its_key,
+        purge_removes_only_expired_handoff_codes,
     );
+
+    async fn purge_removes_only_expired_handoff_codes(store: Arc<dyn UserStore>) {
+        use crate::session::handoff::HandoffRecord;
+        store
+            .enroll(&ada(), &session("s1", "corp"), NOW)
+            .await
+            .unwrap();
+        let code = |expires_at: i64| HandoffRecord {
+            session_id: "s1".into(),
+            host: "wiki.example".into(),
+            rd: "http://wiki.example/".into(),
+            binding: "b".into(),
+            expires_at,
+        };
+        store
+            .create_handoff("gone", &code(NOW + 10), NOW)
+            .await
+            .unwrap();
+        store
+            .create_handoff("edge", &code(NOW + 100), NOW)
+            .await
+            .unwrap();
+        store
+            .create_handoff("kept", &code(NOW + 200), NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .purge_batch(Purge::HandoffCodes, NOW + 100, 10)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.take_handoff("gone").await.unwrap(), None);
+        assert_eq!(
+            store.take_handoff("edge").await.unwrap(),
+            Some(code(NOW + 100))
+        );
+        assert_eq!(
+            store.take_handoff("kept").await.unwrap(),
+            Some(code(NOW + 200))
+        );
+        // The session itself is no business of this purge.
+        assert!(store.session("s1").await.unwrap().is_some());
+    }
+
+    async fn a_handoff_code_is_taken_once_and_only_by_its_key(store: Arc<dyn UserStore>) {
+        use crate::session::handoff::HandoffRecord;
+        store
+            .enroll(&ada(), &session("s1", "corp"), NOW)
+            .await
+            .unwrap();
+        let handoff = HandoffRecord {
+            session_id: "s1".into(),
+            host: "wiki.example".into(),
+            rd: "http://wiki.example/p".into(),
+            binding: "b".into(),
+            expires_at: NOW + 60,
+        };
+        store.create_handoff("key-1", &handoff, NOW).await.unwrap();
+        assert_eq!(store.take_handoff("key-2").await.unwrap(), None);
+        // Many takers at once: exactly one gets it.
+        let takers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.take_handoff("key-1").await.unwrap() })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in takers {
+            got.extend(t.await.unwrap());
+        }
+        assert_eq!(got, vec![handoff]);
+        assert_eq!(store.take_handoff("key-1").await.unwrap(), None);
+    }
 
     async fn enroll_then_user_by_connection_finds_the_user(store: Arc<dyn UserStore>) {
         assert_eq!(counts(&store).await, StoreCounts::default());
@@ -1799,7 +1928,7 @@ mod tests {
             let kept: Vec<_> = before
                 .migrations
                 .iter()
-                .filter(|m| m.version < 4)
+                .filter(|m| m.version < 3)
                 .cloned()
                 .collect();
             before.migrations = std::borrow::Cow::Owned(kept);
@@ -1820,7 +1949,7 @@ mod tests {
             let kept: Vec<_> = before
                 .migrations
                 .iter()
-                .filter(|m| m.version < 4)
+                .filter(|m| m.version < 3)
                 .cloned()
                 .collect();
             before.migrations = std::borrow::Cow::Owned(kept);
