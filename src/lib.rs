@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod identity;
 pub mod jwks;
 pub mod jws;
+pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod path;

@@ -440,3 +440,33 @@ fn connection_limits_and_the_upstream_ca_file_are_validated_naming_key_and_file(
     assert_eq!(c.server.idle_timeout.as_secs(), 60);
     assert_eq!(c.server.max_connections, 10_000);
 }
+
+#[test]
+fn an_unknown_log_format_is_refused_naming_key_file_and_environment_variable() {
+    let body = base_config().replace("[session]", "log_format = \"yaml\"\n[session]");
+    let msg = problems(&format!("{body}{APP}"));
+    assert!(
+        msg.contains("server.log_format: `yaml` is not allowed; use one of: text, json"),
+        "{msg}"
+    );
+    assert!(msg.contains("portcullis.toml"), "{msg}");
+    let msg = problems_with_env(
+        &format!("{}{APP}", base_config()),
+        vec![("PORTCULLIS_SERVER__LOG_FORMAT", "xml")],
+    );
+    assert!(
+        msg.contains("server.log_format: `xml` is not allowed")
+            && msg.contains("the value came from PORTCULLIS_SERVER__LOG_FORMAT"),
+        "{msg}"
+    );
+    let app = format!("{APP}[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n");
+    let ok = config_file(&format!(
+        "{}{app}",
+        base_config().replace("[session]", "log_format = \"json\"\n[session]")
+    ));
+    let config = load_with_env(&ok.path, Vec::new()).unwrap();
+    assert_eq!(
+        config.server.log_format,
+        Some(portcullis::config::LogFormat::Json)
+    );
+}
