@@ -225,24 +225,38 @@ pub fn check_response_framing(headers: &HeaderMap) -> Result<(), &'static str> {
 /// (RFC 9110 §7.6.1): the ones its `Connection` nominates and the standard
 /// ones. `Upgrade` stays on a 101, which needs it.
 pub fn response_hop_by_hop(headers: &HeaderMap, status: u16) -> Vec<HeaderName> {
-    let mut names: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| {
-            !CONNECTION_OPTIONS.contains(&t.as_str()) && !FRAMING_HEADERS.contains(&t.as_str())
-        })
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for standard in ["keep-alive", "proxy-connection", "te", "trailer"] {
-        names.push(HeaderName::from_static(standard));
-    }
-    if status != 101 {
-        names.push(http::header::UPGRADE);
+    static STANDARD: [HeaderName; 4] = [
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        http::header::TE,
+        http::header::TRAILER,
+    ];
+    // Most answers have none of these: no list is allocated for them.
+    let mut names: Vec<HeaderName> = Vec::new();
+    if headers.contains_key(http::header::CONNECTION) {
+        names.extend(
+            headers
+                .get_all(http::header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|t| t.trim().to_ascii_lowercase())
+                .filter(|t| {
+                    !CONNECTION_OPTIONS.contains(&t.as_str())
+                        && !FRAMING_HEADERS.contains(&t.as_str())
+                })
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
+        );
     }
     names.retain(|n| headers.contains_key(n));
+    let upgrade = (status != 101).then_some(&http::header::UPGRADE);
+    names.extend(
+        STANDARD
+            .iter()
+            .chain(upgrade)
+            .filter(|n| headers.contains_key(*n))
+            .cloned(),
+    );
     names
 }
 

@@ -449,7 +449,10 @@ fn an_unknown_log_format_is_refused_naming_key_file_and_environment_variable() {
         msg.contains("server.log_format: `yaml` is not allowed; use one of: text, json"),
         "{msg}"
     );
-    assert!(msg.contains("portcullis.toml"), "{msg}");
+    assert!(
+        msg.contains("(set it in FILE or PORTCULLIS_SERVER__LOG_FORMAT)"),
+        "{msg}"
+    );
     let msg = problems_with_env(
         &format!("{}{APP}", base_config()),
         vec![("PORTCULLIS_SERVER__LOG_FORMAT", "xml")],
