@@ -194,7 +194,9 @@ mod tests {
                 let log = log.clone();
                 std::thread::spawn(move || {
                     for i in 0..500 {
-                        log.write_line(format!("thread {t} line {i} {}\n", "x".repeat(i)).as_bytes());
+                        log.write_line(
+                            format!("thread {t} line {i} {}\n", "x".repeat(i)).as_bytes(),
+                        );
                     }
                 })
             })
@@ -217,7 +219,11 @@ mod tests {
                     i
                 })
                 .collect();
-            assert_eq!(mine, (0..500).collect::<Vec<_>>(), "thread {t} out of order");
+            assert_eq!(
+                mine,
+                (0..500).collect::<Vec<_>>(),
+                "thread {t} out of order"
+            );
         }
     }
 }

@@ -160,9 +160,7 @@ fn main() -> ExitCode {
         },
         Command::Serve { config, .. } => match load(config) {
             Ok(c) => match init_logging(flag.or(c.server.log_format)) {
-                Ok((access, guard)) => {
-                    started(portcullis::app::serve(c, access, flusher(guard)))
-                }
+                Ok((access, guard)) => started(portcullis::app::serve(c, access, flusher(guard))),
                 Err(code) => code,
             },
             Err(code) => code,
@@ -180,9 +178,12 @@ fn load(path: Option<PathBuf>) -> Result<config::Config, ExitCode> {
     })
 }
 
+/// The log guard, held by `main` and by the gateway's exit hook.
+type SharedGuard = Arc<Mutex<Option<LogGuard>>>;
+
 /// Drops the log guard (writing out buffered lines) when called; the gateway
 /// calls it just before the process ends.
-fn flusher(guard: Arc<Mutex<Option<LogGuard>>>) -> Box<dyn FnOnce() + Send> {
+fn flusher(guard: SharedGuard) -> Box<dyn FnOnce() + Send> {
     Box::new(move || {
         if let Ok(mut g) = guard.lock() {
             g.take();
@@ -284,9 +285,7 @@ fn keygen() -> String {
 /// Installs the log (`format`, text if none) on a background writer so the
 /// request path never blocks on stderr; returns where the gateway writes its
 /// access lines and the guard that flushes the log when dropped.
-fn init_logging(
-    format: Option<config::LogFormat>,
-) -> Result<(AccessSink, Arc<Mutex<Option<LogGuard>>>), ExitCode> {
+fn init_logging(format: Option<config::LogFormat>) -> Result<(AccessSink, SharedGuard), ExitCode> {
     let format = format.unwrap_or(config::LogFormat::Text);
     match portcullis::logging::init(format) {
         Ok((writer, guard)) => Ok((

@@ -430,12 +430,7 @@ mod tests {
         let proxies = |ip: IpAddr| ip.to_string().starts_with("10.");
         let peer = ip("10.0.0.2");
         let client = |trusted: bool, lines: &[&str]| {
-            client_ip(
-                peer,
-                trusted,
-                lines.iter().map(|l| l.as_bytes()),
-                proxies,
-            )
+            client_ip(peer, trusted, lines.iter().map(|l| l.as_bytes()), proxies)
         };
         // An untrusted peer is the client, whatever it claims.
         assert_eq!(client(false, &["203.0.113.9"]), peer);

@@ -109,7 +109,9 @@ where
             Poll::Ready(frame) => {
                 // The wait that follows is timed from the next time it starts.
                 if let Some(timer) = this.timer.as_mut() {
-                    timer.as_mut().reset(tokio::time::Instant::now() + this.idle);
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle);
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }

@@ -111,7 +111,8 @@ mod tests {
         for id in &ids {
             assert_eq!(id.len(), 12, "{id}");
             assert!(
-                id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                id.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
                 "{id}"
             );
         }

@@ -372,7 +372,14 @@ pub async fn serve(
             r
         }
     };
-    log(&state, &ex, &ctx, response.status().as_u16(), error, client_ip);
+    log(
+        &state,
+        &ex,
+        &ctx,
+        response.status().as_u16(),
+        error,
+        client_ip,
+    );
     Ok(response)
 }
 

@@ -427,9 +427,7 @@ async fn drive<C>(
             .deadline(builders.head_timeout, builders.idle)
             .unwrap_or((Instant::now() + builders.idle, Expiry::Idle));
         if armed != Some(next) {
-            sleep
-                .as_mut()
-                .reset(tokio::time::Instant::from_std(next));
+            sleep.as_mut().reset(tokio::time::Instant::from_std(next));
             armed = Some(next);
         }
         tokio::select! {

@@ -330,8 +330,18 @@ async fn log_format_comes_from_the_flag_else_the_config_or_its_environment_varia
             assert_eq!(v["fields"]["client_ip"], "127.0.0.1", "{name}");
         } else {
             assert!(parsed.is_err(), "{name}: {}", access[0]);
-            for part in ["INFO portcullis::access: request", "path=/hello", "status=200", "user=-", "client_ip=127.0.0.1"] {
-                assert!(access[0].contains(part), "{name}: {part} missing: {}", access[0]);
+            for part in [
+                "INFO portcullis::access: request",
+                "path=/hello",
+                "status=200",
+                "user=-",
+                "client_ip=127.0.0.1",
+            ] {
+                assert!(
+                    access[0].contains(part),
+                    "{name}: {part} missing: {}",
+                    access[0]
+                );
             }
         }
     }
