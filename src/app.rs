@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::admin::{Admin, Readiness};
 use crate::config::Config;
+use crate::gateway::access::Sink as AccessSink;
 use crate::gateway::proxy::Target;
 use crate::gateway::{server, State};
 use crate::metrics::Metrics;
@@ -194,10 +195,14 @@ impl Running {
     }
 }
 
-/// Runs the gateway until SIGTERM or SIGINT. Blocks. `before_exit` runs just
-/// before the process ends (flush logs there).
-pub fn serve(config: Config, before_exit: Box<dyn FnOnce() + Send>) -> Result<(), StartError> {
-    let built = build(config)?;
+/// Runs the gateway until SIGTERM or SIGINT, access lines to `access`.
+/// Blocks. `before_exit` runs just before the process ends (flush logs there).
+pub fn serve(
+    config: Config,
+    access: AccessSink,
+    before_exit: Box<dyn FnOnce() + Send>,
+) -> Result<(), StartError> {
+    let built = build(config, access)?;
     tracing::info!(listen = %built.bound.listen, admin = ?built.bound.admin, "portcullis is serving");
     let result = run(built, signalled());
     before_exit();
@@ -226,6 +231,7 @@ async fn signalled() {
 pub fn serve_dev(
     port: u16,
     upstream: Option<String>,
+    access: AccessSink,
     before_exit: Box<dyn FnOnce() + Send>,
 ) -> Result<(), StartError> {
     let demo_rt = background_runtime()?;
@@ -297,7 +303,7 @@ effect = "allow"
         provider.issuer(),
         echo.addr
     );
-    let result = serve(config, before_exit);
+    let result = serve(config, access, before_exit);
     // The provider and the echo app live until the gateway stops.
     drop((provider, echo));
     drop(demo_rt);
@@ -305,13 +311,14 @@ effect = "allow"
 }
 
 /// Runs the gateway on a thread and returns once its listener accepts
-/// connections. Safe to call from async code: all set-up happens on that thread.
+/// connections; access lines are `tracing` events. Safe to call from async
+/// code: all set-up happens on that thread.
 pub fn spawn(config: Config) -> Result<Running, StartError> {
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_rx = stop.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
-        let built = match build(config) {
+        let built = match build(config, AccessSink::Tracing) {
             Ok(built) => built,
             Err(e) => {
                 let _ = tx.send(Err(e));
@@ -409,7 +416,7 @@ struct Built {
     background: tokio::runtime::Runtime,
 }
 
-fn build(config: Config) -> Result<Built, StartError> {
+fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
     let listener = bind(config.server.listen)?;
     let admin_listener = config.server.admin_listen.map(bind).transpose()?;
     let local = |l: &TcpListener, addr: SocketAddr| {
@@ -466,6 +473,7 @@ fn build(config: Config) -> Result<Built, StartError> {
     )?;
     let state = Arc::new(State {
         assertions,
+        access,
         bearer,
         app_rules,
         sources: prepared.sources.clone(),

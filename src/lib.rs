@@ -15,6 +15,7 @@ pub mod housekeeping;
 pub mod identity;
 pub mod jwks;
 pub mod jws;
+pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod path;

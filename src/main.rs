@@ -7,15 +7,17 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use portcullis::config;
+use portcullis::gateway::access::Sink as AccessSink;
+use portcullis::logging::LogGuard;
 
 /// An authentication gateway: a reverse proxy that signs people in through
 /// OAuth/OpenID Connect sources and verifies machine JWTs.
 #[derive(Parser)]
 #[command(name = "portcullis", version, about)]
 struct Cli {
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// Log format (default: `server.log_format` of the config, else text).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -24,6 +26,15 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
+}
+
+impl From<LogFormat> for config::LogFormat {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Text => config::LogFormat::Text,
+            LogFormat::Json => config::LogFormat::Json,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -110,9 +121,8 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Dropping the guard flushes buffered log lines: at the end of main, or
-    // just before the drain watcher ends the process.
-    let log_guard = Arc::new(Mutex::new(Some(init_logging(cli.log_format))));
+    // The flag wins over `server.log_format`; with neither, text.
+    let flag = cli.log_format.map(config::LogFormat::from);
     match cli.command {
         Command::Keygen => {
             println!("{}", keygen());
@@ -122,11 +132,20 @@ fn main() -> ExitCode {
             config,
             json,
             action,
-        } => users(config, json, action),
+        } => match load(config) {
+            Ok(c) => match init_logging(flag.or(c.server.log_format)) {
+                Ok(_log) => users(&c, json, action),
+                Err(code) => code,
+            },
+            Err(code) => code,
+        },
         Command::Check { config } => {
             let path = config.unwrap_or_else(config::default_path);
             match config::load(&path) {
-                Ok(c) => check(&path, &c),
+                Ok(c) => match init_logging(flag.or(c.server.log_format)) {
+                    Ok(_log) => check(&path, &c),
+                    Err(code) => code,
+                },
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::from(EXIT_CONFIG)
@@ -138,13 +157,20 @@ fn main() -> ExitCode {
             port,
             upstream,
             ..
-        } => started(portcullis::app::serve_dev(
-            port,
-            upstream,
-            flusher(log_guard),
-        )),
+        } => match init_logging(flag) {
+            Ok((access, guard)) => started(portcullis::app::serve_dev(
+                port,
+                upstream,
+                access,
+                flusher(guard),
+            )),
+            Err(code) => code,
+        },
         Command::Serve { config, .. } => match load(config) {
-            Ok(c) => started(portcullis::app::serve(c, flusher(log_guard))),
+            Ok(c) => match init_logging(flag.or(c.server.log_format)) {
+                Ok((access, guard)) => started(portcullis::app::serve(c, access, flusher(guard))),
+                Err(code) => code,
+            },
             Err(code) => code,
         },
     }
@@ -160,10 +186,12 @@ fn load(path: Option<PathBuf>) -> Result<config::Config, ExitCode> {
     })
 }
 
-/// Drops the log guard (flushing buffered lines) when called.
-fn flusher(
-    guard: Arc<Mutex<Option<tracing_appender::non_blocking::WorkerGuard>>>,
-) -> Box<dyn FnOnce() + Send> {
+/// The log guard, held by `main` and by the gateway's exit hook.
+type SharedGuard = Arc<Mutex<Option<LogGuard>>>;
+
+/// Drops the log guard (writing out buffered lines) when called; the gateway
+/// calls it just before the process ends.
+fn flusher(guard: SharedGuard) -> Box<dyn FnOnce() + Send> {
     Box::new(move || {
         if let Ok(mut g) = guard.lock() {
             g.take();
@@ -183,12 +211,8 @@ fn started(result: Result<(), portcullis::app::StartError>) -> ExitCode {
 }
 
 /// Runs a `users` command against the configured store.
-fn users(config: Option<PathBuf>, json: bool, action: UsersAction) -> ExitCode {
+fn users(c: &config::Config, json: bool, action: UsersAction) -> ExitCode {
     use portcullis::users::Command as C;
-    let c = match load(config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
     let cmd = match action {
         UsersAction::List => C::List,
         UsersAction::Show { user } => C::Show(user),
@@ -276,23 +300,19 @@ fn keygen() -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Logs go through a background writer so the request path never blocks on
-/// stderr; the writer blocks (never drops) when its buffer is full.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    use tracing_subscriber::EnvFilter;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(64 * 1024)
-        .finish(std::io::stderr());
-    // hyper and rustls log connection-level detail at debug; keep them quiet unless asked.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,hyper_util=warn,rustls=warn,h2=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match format {
-        LogFormat::Json => builder.json().with_current_span(true).init(),
-        LogFormat::Text => builder.init(),
+/// Installs the log (`format`, text if none) on a background writer so the
+/// request path never blocks on stderr; returns where the gateway writes its
+/// access lines and the guard that flushes the log when dropped.
+fn init_logging(format: Option<config::LogFormat>) -> Result<(AccessSink, SharedGuard), ExitCode> {
+    let format = format.unwrap_or(config::LogFormat::Text);
+    match portcullis::logging::init(format) {
+        Ok((writer, guard)) => Ok((
+            AccessSink::Direct { format, writer },
+            Arc::new(Mutex::new(Some(guard))),
+        )),
+        Err(e) => {
+            eprintln!("portcullis: cannot start the log writer: {e}");
+            Err(ExitCode::FAILURE)
+        }
     }
-    guard
 }

@@ -136,6 +136,20 @@ pub struct Server {
     pub idle_timeout: Duration,
     /// Most client connections served at once; more wait in the accept queue.
     pub max_connections: usize,
+    /// The log format `serve` writes, unless `--log-format` says otherwise;
+    /// none: text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// `server.log_format`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The default of `server.idle_timeout`.

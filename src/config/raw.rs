@@ -39,6 +39,7 @@ pub struct RawServer {
     pub request_header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_connections: Option<usize>,
+    pub log_format: Option<String>,
 }
 
 /// `[server.tls]`

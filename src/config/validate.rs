@@ -452,6 +452,14 @@ fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         raw.idle_timeout.as_deref(),
         super::model::DEFAULT_CONNECTION_IDLE,
     );
+    let log_format = raw.log_format.as_deref().map(|f| {
+        c.one_of(
+            at.key("log_format"),
+            Some(f),
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            LogFormat::Text,
+        )
+    });
     let max_connections = raw.max_connections.unwrap_or(10_000);
     if max_connections == 0 {
         c.fail(at.key("max_connections"), "must be at least 1");
@@ -472,6 +480,7 @@ fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         request_header_timeout,
         idle_timeout,
         max_connections: max_connections.max(1),
+        log_format,
     })
 }
 

@@ -1,6 +1,7 @@
-//! Response and request bodies on the data path: one boxed body type for
-//! everything the service answers, and the adapters that bound an upstream
-//! body's idle time and notice a client body whose framing breaks.
+//! Response and request bodies on the data path: one body type for
+//! everything the service answers (an enum, not a box: no allocation per
+//! response), and the adapters that bound an upstream body's idle time and
+//! notice a client body whose framing breaks.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -11,30 +12,68 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
 
 /// Any error a body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of every response the gateway sends.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+#[derive(Debug)]
+pub enum Body {
+    /// These bytes, then the end (`None` once sent).
+    Full(Option<Bytes>),
+    /// An upstream's body, passed on as it arrives.
+    Upstream(IdleTimeout<Incoming>),
+}
 
 /// A body of these bytes.
 pub fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
+    Body::Full((!bytes.is_empty()).then_some(bytes))
 }
 
 /// A body with no bytes.
 pub fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed()
+    Body::Full(None)
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Upstream(up) => Pin::new(up).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(bytes) => bytes.is_none(),
+            Body::Upstream(up) => up.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Upstream(up) => up.size_hint(),
+        }
+    }
 }
 
 /// An upstream body that fails when no frame arrives for `idle`
-/// (`server.upstream_read_timeout`, the time allowed between bytes).
+/// (`server.upstream_read_timeout`, the time allowed between bytes). The
+/// timer is made only once the body has to wait: a body already read with
+/// its head (most small answers) never pays for one.
+#[derive(Debug)]
 pub struct IdleTimeout<B> {
     inner: B,
     idle: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The error of a body that stalled.
@@ -48,7 +87,7 @@ impl<B> IdleTimeout<B> {
         IdleTimeout {
             inner,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: None,
         }
     }
 }
@@ -68,14 +107,24 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + this.idle;
-                this.timer.as_mut().reset(deadline);
+                // The wait that follows is timed from the next time it starts.
+                if let Some(timer) = this.timer.as_mut() {
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle);
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(this.idle))))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(idle))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

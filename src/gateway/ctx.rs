@@ -27,26 +27,52 @@ pub struct Ctx {
     pub principal: Option<Arc<crate::principal::Principal>>,
     /// A `Set-Cookie` re-sealing the session with the current secret.
     pub reseal: Option<String>,
-    /// A short random id shown on error pages and logged with the request,
-    /// so an operator can find the detail a page does not show.
-    pub request_id: String,
+    /// The id pages, JSON errors and the access line show.
+    pub request_id: RequestId,
 }
 
-/// 72 random bits, base64url (12 characters); the clock if the system random source fails,
-/// since an id only has to tell requests apart in the log.
-fn new_request_id() -> String {
-    use base64::Engine as _;
-    let mut bytes = [0u8; 9];
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        for (b, n) in bytes.iter_mut().zip(nanos.to_le_bytes()) {
-            *b = n;
-        }
+/// A short random id shown on error pages and logged with the request, so an
+/// operator can find the detail a page does not show: 72 random bits,
+/// base64url (12 characters), kept inline (no allocation per request).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RequestId([u8; 12]);
+
+impl RequestId {
+    /// A fresh id from the thread's CSPRNG (seeded from the OS, no system call per id).
+    pub fn new() -> Self {
+        use base64::Engine as _;
+        use rand::RngCore as _;
+        let mut bytes = [0u8; 9];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        let mut id = [b'A'; 12];
+        // 9 bytes are exactly 12 base64 characters: this never fails.
+        let _ = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(bytes, &mut id);
+        RequestId(id)
     }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Always base64url ASCII.
+        std::str::from_utf8(&self.0).unwrap_or("-")
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId::new()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for Ctx {
@@ -68,7 +94,27 @@ impl Ctx {
             status: None,
             principal: None,
             reseal: None,
-            request_id: new_request_id(),
+            request_id: RequestId::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_twelve_base64url_characters_and_differ() {
+        let ids: std::collections::HashSet<String> =
+            (0..1000).map(|_| RequestId::new().to_string()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.len(), 12, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{id}"
+            );
         }
     }
 }

@@ -2,6 +2,7 @@
 //! bearer or cookie, access rules, `/_auth/*`, forward), each reading facts
 //! out of the request, calling the pure checks below, and acting on the answer.
 
+pub mod access;
 pub mod body;
 pub mod ctx;
 pub mod exchange;
@@ -56,6 +57,8 @@ pub struct State {
     pub bearer: crate::bearer::Bearer,
     /// Identity assertions: keys derived from the session secrets, and the cache.
     pub assertions: crate::assertion::Assertions,
+    /// Where the access lines go.
+    pub access: access::Sink,
 }
 
 /// The token of `Authorization: Bearer …`, if the request has one. Two
@@ -180,11 +183,8 @@ pub async fn authenticate(
 enum Decision {
     /// Forward it to the routed app's upstream without authentication.
     Public,
-    /// Authenticate it, then forward it; `rd` is where to come back after signing in.
-    Protected {
-        /// The original path and query.
-        rd: String,
-    },
+    /// Authenticate it, then forward it.
+    Protected,
     /// A gateway endpoint.
     Auth(routes::AuthRoute),
     /// Answer it with this refusal.
@@ -243,11 +243,7 @@ fn decide(
         return Decision::Public;
     }
     ctx.app = Some(index);
-    let rd = req
-        .uri
-        .path_and_query()
-        .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
-    Decision::Protected { rd }
+    Decision::Protected
 }
 
 /// Whether a WebSocket upgrade carried by ambient credentials (the session
@@ -343,12 +339,26 @@ pub async fn serve(
     let _busy = conn.enter();
     let mut ctx = Ctx::new();
     let mut ex = Exchange::new(request, conn.peer);
-    ctx.span = tracing::info_span!(
+    // At debug, off by default: a span costs every request its creation and
+    // records while nobody reads it. The access line and the warnings of a
+    // request carry its request id instead (README, "Performance").
+    ctx.span = tracing::debug_span!(
         "request",
         http.method = %ex.head.method,
         url.path = %ex.head.uri.path(),
         app.name = tracing::field::Empty,
         request_id = %ctx.request_id,
+    );
+    // Read now: forwarding moves the headers into the upstream request.
+    let client_ip = access::client_ip(
+        conn.peer.addr.ip(),
+        conn.peer.trusted,
+        ex.head
+            .headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .map(http::HeaderValue::as_bytes),
+        |ip| state.config.server.is_trusted_proxy(ip),
     );
     let raw = conn.heads.as_ref().map(|h| h.pop());
     let error = handle(
@@ -369,7 +379,14 @@ pub async fn serve(
             r
         }
     };
-    log(&state, &ex, &ctx, response.status().as_u16(), error);
+    log(
+        &state,
+        &ex,
+        &ctx,
+        response.status().as_u16(),
+        error,
+        client_ip,
+    );
     Ok(response)
 }
 
@@ -389,7 +406,7 @@ async fn handle(
         Decision::Public => {
             ctx.outcome = Some(Outcome::Public);
         }
-        Decision::Protected { rd } => {
+        Decision::Protected => {
             let host = ctx.host.clone().unwrap_or_default();
             // A bearer token decides alone, never falling back to the cookie (PRX-29).
             let principal = match authenticate_bearer(state, session, ctx.app).await {
@@ -401,9 +418,17 @@ async fn handle(
                 None => authenticate(state, session, ctx, &host).await,
             };
             let Some(p) = principal else {
+                // Where to come back after signing in: the original path and query.
+                let rd = session
+                    .req_header()
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
                 rescue::respond(session, ctx, Rejection::Unauthenticated { rd });
                 return Ok(());
             };
+            // Known from here, refused or not: the access line names them.
+            ctx.principal = Some(p.clone());
             let req = session.req_header();
             let path = ctx.path.as_ref().map_or("/", |c| c.decision.as_str());
             let allowed = match ctx.app {
@@ -411,17 +436,16 @@ async fn handle(
                 None => Ok(()),
             };
             if let Err(reason) = allowed {
-                ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, "access refused by policy"));
+                ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, request_id = %ctx.request_id, "access refused by policy"));
                 rescue::respond(session, ctx, refused_by_policy(&p, reason));
                 return Ok(());
             }
             if p.kind != "bearer" && foreign_websocket(state, session.req_header()) {
                 let reason = "This WebSocket was opened from another site.".to_string();
-                ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, "cross-site WebSocket refused"));
+                ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, request_id = %ctx.request_id, "cross-site WebSocket refused"));
                 rescue::respond(session, ctx, Rejection::Forbidden { reason });
                 return Ok(());
             }
-            ctx.principal = Some(p);
             ctx.outcome = Some(Outcome::Authenticated);
         }
         Decision::Auth(route) => {
@@ -443,8 +467,17 @@ async fn handle(
     proxy::forward(state, conn, session, ctx).await
 }
 
+static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
 /// The one access line of a request, and its metrics.
-fn log(state: &State, ex: &Exchange, ctx: &Ctx, status: u16, error: Option<&'static str>) {
+fn log(
+    state: &State,
+    ex: &Exchange,
+    ctx: &Ctx,
+    status: u16,
+    error: Option<&'static str>,
+    client_ip: std::net::IpAddr,
+) {
     let outcome = match (ctx.outcome, error) {
         (Some(o), None) => o,
         (Some(Outcome::UpstreamError), Some(_)) => Outcome::UpstreamError,
@@ -459,21 +492,20 @@ fn log(state: &State, ex: &Exchange, ctx: &Ctx, status: u16, error: Option<&'sta
         .and_then(|i| state.config.apps.get(i))
         .map_or(crate::metrics::NO_APP, |a| a.name.as_str());
     let req = ex.req_header();
-    ctx.span.in_scope(|| {
-        tracing::info!(
-            target: "portcullis::access",
-            method = %req.method,
-            host = ctx.host.as_deref().unwrap_or("-"),
-            path = %req.uri.path(),
-            app,
-            status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            outcome = outcome.label(),
-            error,
-            request_id = %ctx.request_id,
-            "request"
-        )
-    });
+    let line = access::Line {
+        method: req.method.as_str(),
+        host: ctx.host.as_deref().unwrap_or("-"),
+        path: req.uri.path(),
+        app,
+        status,
+        elapsed,
+        outcome: outcome.label(),
+        error,
+        request_id: ctx.request_id.as_str(),
+        user: ctx.principal.as_ref().map_or("-", |p| p.user.as_str()),
+        client_ip,
+    };
+    state.access.emit(&line, std::time::SystemTime::now());
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -301,7 +300,7 @@ pub async fn forward(
         Err(_) => {
             // Dropping the request closes that upstream connection (PRX-24).
             ctx.span
-                .in_scope(|| tracing::warn!("the upstream did not answer in time"));
+                .in_scope(|| tracing::warn!(request_id = %ctx.request_id, "the upstream did not answer in time"));
             rescue::respond(ex, ctx, Rejection::UpstreamTimeout);
             return Err("ReadTimedout");
         }
@@ -315,7 +314,7 @@ pub async fn forward(
                 return Err("InvalidChunk");
             }
             ctx.span.in_scope(
-                || tracing::warn!(error = %e, error.detail = ?e, "upstream request failed"),
+                || tracing::warn!(request_id = %ctx.request_id, error = %e, error.detail = ?e, "upstream request failed"),
             );
             if timed_out(&e) {
                 rescue::respond(ex, ctx, Rejection::UpstreamTimeout);
@@ -333,7 +332,7 @@ pub async fn forward(
     // A response whose length could be read two ways goes no further (PRX-23).
     if let Err(why) = upstream::check_response_framing(response.headers()) {
         ctx.span
-            .in_scope(|| tracing::warn!(reason = why, "upstream response refused"));
+            .in_scope(|| tracing::warn!(request_id = %ctx.request_id, reason = why, "upstream response refused"));
         rescue::respond(ex, ctx, Rejection::UpstreamFailed);
         return Err("InvalidUpstreamFraming");
     }
@@ -382,7 +381,7 @@ pub async fn forward(
             });
             body::empty()
         }
-        None => IdleTimeout::new(incoming, target.read_timeout).boxed(),
+        None => body::Body::Upstream(IdleTimeout::new(incoming, target.read_timeout)),
     };
     ex.response = Some(http::Response::from_parts(parts, body));
     Ok(())

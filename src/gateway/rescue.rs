@@ -428,7 +428,7 @@ pub fn respond_with(
         session.close = true;
     }
     if browser {
-        let html = pages::error_page(status, heading, &reason, hint, &ctx.request_id);
+        let html = pages::error_page(status, heading, &reason, hint, ctx.request_id.as_str());
         write(
             session,
             ctx,
@@ -443,7 +443,7 @@ pub fn respond_with(
             "error": code,
             "error_description": reason,
             "hint": hint,
-            "request_id": ctx.request_id,
+            "request_id": ctx.request_id.as_str(),
         });
         write(
             session,

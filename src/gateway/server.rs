@@ -414,11 +414,22 @@ async fn drive<C>(
     C: Future<Output = Result<(), hyper::Error>> + Graceful,
 {
     let mut closing = false;
+    // One timer, one shutdown watch and one wake-up for the connection's
+    // life, moved rather than made anew after every request.
+    let far = tokio::time::Instant::now() + builders.idle;
+    let mut sleep = std::pin::pin!(tokio::time::sleep_until(far));
+    let mut armed: Option<Instant> = None;
+    let mut shutdown_changed = std::pin::pin!(shutdown.changed());
+    let mut moved = std::pin::pin!(conn.moved.notified());
     loop {
         // While a request is in flight, look again one idle period later.
         let (next, expiry) = conn
             .deadline(builders.head_timeout, builders.idle)
             .unwrap_or((Instant::now() + builders.idle, Expiry::Idle));
+        if armed != Some(next) {
+            sleep.as_mut().reset(tokio::time::Instant::from_std(next));
+            armed = Some(next);
+        }
         tokio::select! {
             done = c.as_mut() => {
                 if let Err(e) = done {
@@ -426,15 +437,18 @@ async fn drive<C>(
                 }
                 return;
             }
-            _ = shutdown.changed(), if !closing => {
+            _ = shutdown_changed.as_mut(), if !closing => {
                 closing = true;
                 c.as_mut().begin_close();
             }
             // A request ended or a head began: work the deadline out again.
-            _ = conn.moved.notified() => {}
+            _ = moved.as_mut() => {
+                moved.set(conn.moved.notified());
+            }
             // Once closing, only a head deadline still matters (and ends the loop).
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)),
-                if !closing || expiry == Expiry::Head => {
+            _ = sleep.as_mut(), if !closing || expiry == Expiry::Head => {
+                // Fired: whatever the deadline is now, the timer is armed again.
+                armed = None;
                 let due = conn
                     .deadline(builders.head_timeout, builders.idle)
                     .filter(|(at, _)| Instant::now() >= *at);

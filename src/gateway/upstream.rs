@@ -41,31 +41,51 @@ const FORWARDING_HEADERS: &[&str] = &[
     "forwarded",
 ];
 
-/// A header name in lower case with `_` read as `-`, as some upstreams read it.
-fn canonical_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c == '_' {
-                '-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect()
+/// Byte `b` of a header name as the gateway compares names: lower case, `_` read as `-`.
+fn canonical_byte(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+/// Whether `name` starts with `prefix` (canonical lower-case `-` spelling)
+/// once `_` is read as `-` and case is ignored, as some upstreams read it.
+/// Compares in place: names are checked on every request, so no copy is made.
+fn canonical_starts_with(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(n, p)| canonical_byte(n) == p)
+}
+
+/// Whether `name` is `canonical` in any spelling (case, `_` for `-`).
+fn canonical_eq(name: &str, canonical: &str) -> bool {
+    name.len() == canonical.len() && canonical_starts_with(name, canonical)
+}
+
+/// Every gateway-owned and forwarding header name starts with `x` or `f`:
+/// most names are ruled out by their first byte.
+fn may_be_ours(name: &str) -> bool {
+    matches!(name.as_bytes().first(), Some(b'x' | b'X' | b'f' | b'F'))
 }
 
 /// Whether a client-sent header name claims an identity only the gateway may
 /// set. `_` counts as `-` because some upstreams treat them alike
 /// (CVE-2025-64484).
 pub fn is_spoofable(name: &str) -> bool {
-    let canonical = canonical_name(name);
-    IDENTITY_HEADERS.contains(&canonical.as_str())
-        || GATEWAY_PREFIXES.iter().any(|p| canonical.starts_with(p))
+    may_be_ours(name)
+        && (IDENTITY_HEADERS.iter().any(|h| canonical_eq(name, h))
+            || GATEWAY_PREFIXES
+                .iter()
+                .any(|p| canonical_starts_with(name, p)))
 }
 
 /// Whether a header name, in any spelling, is one of the forwarding headers.
 pub fn is_forwarding(name: &str) -> bool {
-    FORWARDING_HEADERS.contains(&canonical_name(name).as_str())
+    may_be_ours(name) && FORWARDING_HEADERS.iter().any(|h| canonical_eq(name, h))
 }
 
 /// Connection options that name no field.
@@ -177,6 +197,20 @@ pub fn request_header_edits(headers: &HeaderMap, peer: &Peer<'_>) -> HeaderEdits
     edits
 }
 
+/// A header name lower-cased with `_` read as `-`: how `claim_headers` names
+/// are stored.
+fn canonical_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
 /// Removes every client copy of the app's `claim_headers` names, in any
 /// case and with `_` for `-` (the names are stored canonical, lower-case).
 /// Done for every request, public paths and absent claims included.
@@ -273,24 +307,38 @@ pub fn check_response_framing(headers: &HeaderMap) -> Result<(), &'static str> {
 /// (RFC 9110 §7.6.1): the ones its `Connection` nominates and the standard
 /// ones. `Upgrade` stays on a 101, which needs it.
 pub fn response_hop_by_hop(headers: &HeaderMap, status: u16) -> Vec<HeaderName> {
-    let mut names: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| {
-            !CONNECTION_OPTIONS.contains(&t.as_str()) && !FRAMING_HEADERS.contains(&t.as_str())
-        })
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for standard in ["keep-alive", "proxy-connection", "te", "trailer"] {
-        names.push(HeaderName::from_static(standard));
-    }
-    if status != 101 {
-        names.push(http::header::UPGRADE);
+    static STANDARD: [HeaderName; 4] = [
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        http::header::TE,
+        http::header::TRAILER,
+    ];
+    // Most answers have none of these: no list is allocated for them.
+    let mut names: Vec<HeaderName> = Vec::new();
+    if headers.contains_key(http::header::CONNECTION) {
+        names.extend(
+            headers
+                .get_all(http::header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|t| t.trim().to_ascii_lowercase())
+                .filter(|t| {
+                    !CONNECTION_OPTIONS.contains(&t.as_str())
+                        && !FRAMING_HEADERS.contains(&t.as_str())
+                })
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
+        );
     }
     names.retain(|n| headers.contains_key(n));
+    let upgrade = (status != 101).then_some(&http::header::UPGRADE);
+    names.extend(
+        STANDARD
+            .iter()
+            .chain(upgrade)
+            .filter(|n| headers.contains_key(*n))
+            .cloned(),
+    );
     names
 }
 
@@ -366,6 +414,31 @@ mod tests {
         ] {
             assert!(!is_spoofable(n), "{n}");
         }
+    }
+
+    #[test]
+    fn prx05_every_spelling_of_a_forwarding_header_is_one_and_no_other_name_is() {
+        for n in [
+            "X-Forwarded-For",
+            "x_forwarded_proto",
+            "X-REAL-IP",
+            "Forwarded",
+            "x-original_url",
+        ] {
+            assert!(is_forwarding(n), "{n}");
+        }
+        for n in [
+            "X-Forwarded-Fo",
+            "X-Forwarded-For-Real",
+            "Forwarded-By",
+            "Host",
+            "X-Forwarded-User",
+            "",
+        ] {
+            assert!(!is_forwarding(n), "{n}");
+        }
+        assert!(!is_spoofable("X-Forwarded-Use"));
+        assert!(!is_spoofable("X-Auth-Request"));
     }
 
     fn map(lines: &[(&str, &str)]) -> HeaderMap {

@@ -109,3 +109,240 @@ async fn serve_logs_one_access_line_per_request_and_drains_on_sigterm() {
         "the query was logged"
     );
 }
+
+/// The real binary serving `config` with `args` after `serve`, `env` added
+/// (and `RUST_LOG`, `PORTCULLIS_SERVER__LOG_FORMAT` removed unless given);
+/// its stderr lines arrive on the receiver.
+fn spawn_binary(
+    config: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.arg("serve")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .env_remove("PORTCULLIS_SERVER__LOG_FORMAT")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// The address of the start-up line, and whether that line was JSON.
+fn serving_address(rx: &mpsc::Receiver<String>) -> (String, bool) {
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if v["fields"]["message"] == "portcullis is serving" {
+                return (v["fields"]["listen"].as_str().unwrap().to_string(), true);
+            }
+        } else if line.contains("portcullis is serving") {
+            let listen = line
+                .split(' ')
+                .find_map(|w| w.strip_prefix("listen="))
+                .unwrap_or_else(|| panic!("no listen= in {line}"));
+            return (listen.to_string(), false);
+        }
+    }
+    panic!("no start-up line");
+}
+
+/// SIGTERM, then every line the binary wrote.
+fn stop(mut child: std::process::Child, rx: mpsc::Receiver<String>) -> Vec<String> {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    for _ in 0..200 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if child.try_wait().unwrap().is_none() {
+        let _ = child.kill();
+        panic!("the gateway did not exit within 10 s of SIGTERM");
+    }
+    // The reader thread ends at EOF; give it a moment to pass the last lines on.
+    let mut lines = Vec::new();
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+        lines.push(l);
+    }
+    lines
+}
+
+/// The `fields` of every JSON access line.
+fn access_fields(lines: &[String]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "portcullis::access")
+        .map(|v| v["fields"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_line_names_the_user_the_client_behind_a_trusted_proxy_and_the_request_id() {
+    let provider = crate::bearer::provider().await;
+    let up = Upstream::start("api").await;
+    let file = config_file(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:8080"
+trusted_proxies = ["127.0.0.1"]
+threads = 1
+shutdown_timeout = "2s"
+
+[session]
+secrets = ["{secret}"]
+
+[store]
+url = "sqlite::memory:"
+
+[[source]]
+slug = "ci"
+type = "openidconnect"
+oidc_well_known_url = "{wk}"
+
+[[app]]
+name = "api"
+upstream = "{up}"
+jwt_sources = ["ci"]
+jwt_audiences = ["api"]
+[[app.policy]]
+on = ["access"]
+effect = "allow"
+"#,
+        secret = crate::support::SECRET,
+        wk = provider.well_known_url(),
+        up = up.url()
+    ));
+    let (child, rx) = spawn_binary(&file.path, &["--log-format", "json"], &[]);
+    let (listen, _) = serving_address(&rx);
+    let token = provider
+        .sign(&crate::bearer::claims(&provider.issuer(), |_| {}))
+        .unwrap();
+    let c = client();
+    let signed = c
+        .get(format!("http://{listen}/deploy"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-forwarded-for", "198.51.100.1, 203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 200);
+    let anonymous = c
+        .get(format!("http://{listen}/anonymous"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let shown: serde_json::Value = anonymous.json().await.unwrap();
+    let shown_id = shown["request_id"].as_str().unwrap().to_string();
+
+    let access = access_fields(&stop(child, rx));
+    let line = |path: &str| {
+        let found: Vec<_> = access.iter().filter(|f| f["path"] == path).collect();
+        assert_eq!(found.len(), 1, "{access:#?}");
+        found[0].clone()
+    };
+    let deploy = line("/deploy");
+    assert_eq!(deploy["user"], "ci-job-7");
+    // The peer is a trusted proxy: the client is the first hop it did not add.
+    assert_eq!(deploy["client_ip"], "203.0.113.7");
+    assert_eq!(deploy["status"], 200);
+    assert_eq!(deploy["request_id"].as_str().unwrap().len(), 12);
+    let refused = line("/anonymous");
+    assert_eq!(refused["user"], "-");
+    assert_eq!(refused["client_ip"], "127.0.0.1");
+    assert_eq!(refused["status"], 401);
+    assert_eq!(refused["request_id"], shown_id.as_str());
+    assert_ne!(refused["request_id"], deploy["request_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_format_comes_from_the_flag_else_the_config_or_its_environment_variable_else_text() {
+    let up = Upstream::start("echo").await;
+    let app = format!(
+        "[[app]]\nname = \"echo\"\nupstream = \"{}\"\npublic_paths = [\"/\"]\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        up.url()
+    );
+    let plain = config_file(&format!("{}\n{app}", base_config()));
+    // The key joins `[server]`, the first table of the base config.
+    let json_in_file = config_file(&format!(
+        "{}\n{app}",
+        base_config().replacen("[session]", "log_format = \"json\"\n\n[session]", 1)
+    ));
+    for (name, file, args, env, json) in [
+        ("default", &plain, &[][..], &[][..], false),
+        ("config", &json_in_file, &[][..], &[][..], true),
+        (
+            "environment",
+            &plain,
+            &[][..],
+            &[("PORTCULLIS_SERVER__LOG_FORMAT", "json")][..],
+            true,
+        ),
+        (
+            "flag over config",
+            &json_in_file,
+            &["--log-format", "text"][..],
+            &[][..],
+            false,
+        ),
+    ] {
+        let (child, rx) = spawn_binary(&file.path, args, env);
+        let (listen, started_json) = serving_address(&rx);
+        assert_eq!(started_json, json, "{name}: the start-up line");
+        let r = client()
+            .get(format!("http://{listen}/hello"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+        let lines = stop(child, rx);
+        let access: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("portcullis::access") && l.contains("/hello"))
+            .collect();
+        assert_eq!(access.len(), 1, "{name}: {lines:#?}");
+        let parsed = serde_json::from_str::<serde_json::Value>(access[0]);
+        if json {
+            let v = parsed.unwrap_or_else(|e| panic!("{name}: {e}: {}", access[0]));
+            assert_eq!(v["fields"]["status"], 200, "{name}");
+            assert_eq!(v["fields"]["client_ip"], "127.0.0.1", "{name}");
+        } else {
+            assert!(parsed.is_err(), "{name}: {}", access[0]);
+            for part in [
+                "INFO portcullis::access: request",
+                "path=/hello",
+                "status=200",
+                "user=-",
+                "client_ip=127.0.0.1",
+            ] {
+                assert!(
+                    access[0].contains(part),
+                    "{name}: {part} missing: {}",
+                    access[0]
+                );
+            }
+        }
+    }
+}

@@ -586,3 +586,36 @@ fn a_source_ca_file_and_quoted_claim_paths_are_validated_naming_key_and_file() {
     assert_eq!(c.sources[0].ca_file.as_deref(), Some(ca.as_path()));
     assert_eq!(c.sources[0].claims["groups"], "\"kubernetes.io\".groups");
 }
+
+#[test]
+fn an_unknown_log_format_is_refused_naming_key_file_and_environment_variable() {
+    let body = base_config().replace("[session]", "log_format = \"yaml\"\n[session]");
+    let msg = problems(&format!("{body}{APP}"));
+    assert!(
+        msg.contains("server.log_format: `yaml` is not allowed; use one of: text, json"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("(set it in FILE or PORTCULLIS_SERVER__LOG_FORMAT)"),
+        "{msg}"
+    );
+    let msg = problems_with_env(
+        &format!("{}{APP}", base_config()),
+        vec![("PORTCULLIS_SERVER__LOG_FORMAT", "xml")],
+    );
+    assert!(
+        msg.contains("server.log_format: `xml` is not allowed")
+            && msg.contains("the value came from PORTCULLIS_SERVER__LOG_FORMAT"),
+        "{msg}"
+    );
+    let app = format!("{APP}[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n");
+    let ok = config_file(&format!(
+        "{}{app}",
+        base_config().replace("[session]", "log_format = \"json\"\n[session]")
+    ));
+    let config = load_with_env(&ok.path, Vec::new()).unwrap();
+    assert_eq!(
+        config.server.log_format,
+        Some(portcullis::config::LogFormat::Json)
+    );
+}

@@ -12,17 +12,32 @@ fn recipes() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/recipes")
 }
 
-/// The environment the guide tells the operator to set, with test values.
-fn operator_env() -> Vec<(String, String)> {
-    [
-        ("PORTCULLIS_SESSION__SECRETS", SECRET),
-        ("PORTCULLIS_SOURCE__GOOGLE__CONSUMER_SECRET", "google-client-secret"),
-        ("PORTCULLIS_SOURCE__GITHUB__CONSUMER_SECRET", "github-client-secret"),
-        ("PORTCULLIS_STORE__URL", "sqlite::memory:"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+/// The environment the guide tells the operator to set, with test values:
+/// the session secret, the store, and the client secret of each sign-in
+/// source the recipe has (naming a source it lacks is itself an error).
+fn operator_env(body: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "PORTCULLIS_SESSION__SECRETS".to_string(),
+            SECRET.to_string(),
+        ),
+        (
+            "PORTCULLIS_STORE__URL".to_string(),
+            "sqlite::memory:".to_string(),
+        ),
+    ];
+    for slug in ["google", "github"] {
+        if body.contains(&format!("slug = \"{slug}\"")) {
+            env.push((
+                format!(
+                    "PORTCULLIS_SOURCE__{}__CONSUMER_SECRET",
+                    slug.to_uppercase()
+                ),
+                format!("{slug}-client-secret"),
+            ));
+        }
+    }
+    env
 }
 
 /// Validates one recipe as `check` would; paths that only exist on the
@@ -35,8 +50,8 @@ fn validate(name: &str, body: &str) -> Result<(), String> {
         &ca.display().to_string(),
     );
     let file = dir.path().join(name);
-    std::fs::write(&file, body).unwrap();
-    load_with_env(&file, operator_env())
+    std::fs::write(&file, &body).unwrap();
+    load_with_env(&file, operator_env(&body))
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
@@ -58,7 +73,11 @@ fn every_config_recipe_in_the_guide_passes_validation() {
     checked.sort();
     assert_eq!(
         checked,
-        ["getting-started.toml", "github-actions.toml", "kubernetes-tokens.toml"],
+        [
+            "getting-started.toml",
+            "github-actions.toml",
+            "kubernetes-tokens.toml"
+        ],
         "the guide's config recipes"
     );
 }
@@ -67,7 +86,9 @@ fn every_config_recipe_in_the_guide_passes_validation() {
 fn the_config_in_the_kubernetes_recipe_passes_validation() {
     let yaml = std::fs::read_to_string(recipes().join("kubernetes.yaml")).unwrap();
     // The ConfigMap's `portcullis.toml: |` block: every line indented deeper than the key.
-    let mut lines = yaml.lines().skip_while(|l| l.trim() != "portcullis.toml: |");
+    let mut lines = yaml
+        .lines()
+        .skip_while(|l| l.trim() != "portcullis.toml: |");
     let key = lines.next().expect("the ConfigMap holds portcullis.toml");
     let indent = key.len() - key.trim_start().len();
     let body: String = lines

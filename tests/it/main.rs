@@ -16,6 +16,7 @@ mod binary;
 mod config;
 mod defaults;
 mod discovery;
+mod docs;
 mod engine;
 mod identity;
 mod multihost;
