@@ -51,7 +51,7 @@ pub async fn settle(
         Some((_, None)) => Match::Nobody,
         Some((what, Some(value))) => {
             let lookup = if what == "email" {
-                store.user_by_email(value).await
+                store.user_by_vouched_email(value).await
             } else {
                 store.user_by_username(value).await
             };

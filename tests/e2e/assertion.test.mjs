@@ -55,14 +55,8 @@ before(async () => {
       clientId: CLIENT_ID,
       clientSecret: CLIENT_SECRET,
       upstream: echo.url,
-    })}identity_assertion = true
-jwt_sources = ["ci"]
-jwt_audiences = ["echo"]
-
-[[app.policy]]
-on = ["access"]
-effect = "allow"
-
+      appKeys: 'identity_assertion = true\njwt_sources = ["ci"]\njwt_audiences = ["echo"]\n',
+    })}
 [[source]]
 slug = "ci"
 type = "openidconnect"

@@ -129,6 +129,12 @@ pub trait UserStore: Send + Sync {
     /// The user with this email (case-insensitive); `Ambiguous` if several have it.
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
 
+    /// The user whose email is this one and vouched for (case-insensitive);
+    /// `Ambiguous` if several. What `email_link` and `email_deny` match: an
+    /// address nobody vouched for must not pull a newcomer into (or keep one
+    /// out of) the account that merely claims it.
+    async fn user_by_vouched_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+
     /// The user with this username (case-insensitive).
     async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError>;
 

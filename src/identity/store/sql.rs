@@ -560,6 +560,20 @@ where
         }
     }
 
+    async fn user_by_vouched_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut found = Self::users_where(
+            &mut conn,
+            select_users!("WHERE lower(u.email) = lower($1) AND u.email_verified = TRUE"),
+            &[email],
+        )
+        .await?;
+        match found.len() {
+            0 | 1 => Ok(found.pop()),
+            _ => Err(StoreError::Ambiguous),
+        }
+    }
+
     async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         Self::one_user(
@@ -1099,7 +1113,51 @@ mod tests {
         rename_changes_the_username_only_to_a_free_one,
         a_handoff_code_is_taken_once_and_only_by_its_key,
         purge_removes_only_expired_handoff_codes,
+        only_a_vouched_email_is_found_for_email_matching,
     );
+
+    async fn only_a_vouched_email_is_found_for_email_matching(store: Arc<dyn UserStore>) {
+        // Mallory claims victim@example.com through a source that does not vouch for it.
+        let squatter = Identity {
+            email_verified: false,
+            ..identity(
+                "corp",
+                "m",
+                Some("mallory"),
+                Some("victim@example.com"),
+                &[],
+            )
+        };
+        store
+            .enroll(&squatter, &session("s1", "corp"), NOW)
+            .await
+            .unwrap();
+        assert!(store
+            .user_by_email("victim@example.com")
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            store
+                .user_by_vouched_email("VICTIM@example.com")
+                .await
+                .unwrap(),
+            None
+        );
+        let vouched = identity("corp", "v", Some("victim"), Some("victim@example.com"), &[]);
+        let victim = store
+            .enroll(&vouched, &session("s2", "corp"), NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .user_by_vouched_email("victim@example.com")
+                .await
+                .unwrap()
+                .map(|u| u.id),
+            Some(victim.id)
+        );
+    }
 
     async fn purge_removes_only_expired_handoff_codes(store: Arc<dyn UserStore>) {
         use crate::session::handoff::HandoffRecord;
