@@ -111,6 +111,13 @@ impl Rules {
         let longest = allows.iter().map(|r| reach(r)).max().unwrap_or(0);
         let allows: Vec<&&Rule> = allows.into_iter().filter(|r| reach(r) == longest).collect();
         match allows.first() {
+            // Access is never open by default: a path no allow rule covers
+            // (only "allow admins on /admin", or only denies) admits nobody.
+            // Sign-in actions stay open unless a rule says otherwise.
+            None if action == PolicyAction::Access => Err(format!(
+                "No access rule admits anyone to this path, so you may not {}.",
+                verb(action)
+            )),
             None => Ok(()),
             Some(first)
                 if !allows
@@ -312,7 +319,8 @@ mod tests {
             email_domains: vec!["example.com".into()],
             ..rule(PolicyAction::Access, Effect::Deny)
         };
-        let rules = Rules::new(&[deny]).unwrap();
+        let everyone = rule(PolicyAction::Access, Effect::Allow);
+        let rules = Rules::new(&[deny, everyone]).unwrap();
         assert!(rules.check(PolicyAction::Access, &unvouched, None).is_ok());
         assert!(rules.check(PolicyAction::Access, &vouched, None).is_err());
     }
@@ -383,10 +391,28 @@ mod tests {
         assert!(rules
             .check(PolicyAction::Access, &s, at("/admin/users"))
             .is_err());
-        assert!(rules.check(PolicyAction::Access, &s, at("/wiki")).is_ok());
+        // Outside the prefix no rule admits anyone: access is never open by default.
+        assert!(rules.check(PolicyAction::Access, &s, at("/wiki")).is_err());
         assert!(rules
             .check(PolicyAction::Access, &s, at("/administrator"))
+            .is_err());
+        // With "allow everyone" beside it, only /admin is restricted.
+        let open = Rules::new(&[
+            rule(PolicyAction::Access, Effect::Allow),
+            Policy {
+                groups: vec!["admins".into()],
+                path_prefix: Some("/admin".into()),
+                ..rule(PolicyAction::Access, Effect::Allow)
+            },
+        ])
+        .unwrap();
+        assert!(open.check(PolicyAction::Access, &s, at("/wiki")).is_ok());
+        assert!(open
+            .check(PolicyAction::Access, &s, at("/administrator"))
             .is_ok());
+        assert!(open
+            .check(PolicyAction::Access, &s, at("/admin/users"))
+            .is_err());
     }
 
     /// DESIGN "Access rules and paths", as a table: which rules, which path,
@@ -485,13 +511,15 @@ mod tests {
                 true,
                 false,
             ),
-            // Where no allow applies, everyone signed in passes (the config requires a rule).
+            // Where no allow applies, nobody passes: access is never open by default.
             (
                 vec![on(Allow, &["admins"], Some("/admin"))],
                 "/wiki",
-                true,
-                true,
+                false,
+                false,
             ),
+            // Denies alone admit nobody either.
+            (vec![on(Deny, &["staff"], None)], "/wiki", false, false),
         ];
         for (i, (policies, path, admin_ok, member_ok)) in table.into_iter().enumerate() {
             let rules = Rules::new(&policies).unwrap();

@@ -1337,6 +1337,7 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
     }
     let policies = policies(c, at, &raw.policy, &[("access", PolicyAction::Access)]);
     access_is_stated(c, at, &app_sources, &jwt_sources, &public_paths, &policies);
+    public_issuer_is_narrowed(c, at, sources, &jwt_sources, &policies);
     let claim_headers = claim_headers(c, at, raw.claim_headers.unwrap_or_default());
     let upstream_ca_file = raw.upstream_ca_file.as_deref().and_then(|f| {
         let key = at.key("upstream_ca_file");
@@ -1370,6 +1371,41 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
         claim_headers,
         policies,
     })
+}
+
+/// GitHub Actions mints a token with any audience any workflow on GitHub asks
+/// for (DESIGN "Safe defaults"): an app trusting it must not "allow everyone"
+/// — an access allow rule without a matcher would admit every repository.
+fn public_issuer_is_narrowed(
+    c: &mut Check<'_>,
+    at: &KeyPath,
+    sources: &[Source],
+    jwt_sources: &[String],
+    policies: &[Policy],
+) {
+    let public = jwt_sources.iter().find(|s| {
+        sources
+            .iter()
+            .any(|x| &x.slug == *s && x.kind == SourceKind::GithubActions)
+    });
+    let Some(public) = public else { return };
+    for (i, p) in policies.iter().enumerate() {
+        let everyone = p.effect == Effect::Allow
+            && p.on.contains(&PolicyAction::Access)
+            && p.groups.is_empty()
+            && p.users.is_empty()
+            && p.email_domains.is_empty()
+            && p.expression.is_none();
+        if everyone {
+            c.fail(
+                at.key("policy").item(i, None),
+                format!(
+                    "allows everyone, and `{public}` is GitHub Actions: any workflow on GitHub can get a token with your audience. \
+                     Narrow it, e.g. expression = 'claims.repository == \"acme/deploy\" && claims.ref == \"refs/heads/main\"'"
+                ),
+            );
+        }
+    }
 }
 
 /// Access must be stated (DESIGN "Safe defaults"): an app that anyone can

@@ -157,6 +157,18 @@ impl State {
     }
 }
 
+/// Whether app `app` takes principal `p`: a token was already checked against
+/// the app's `jwt_sources`; a session counts only when it was signed in
+/// through one of the app's `sources`. A session made for another app that
+/// shares the cookie (same host, a path prefix apart, or `cookie_domain`) is
+/// no session here, so a source one app offers cannot open another app.
+pub fn app_takes(state: &State, app: Option<usize>, p: &Principal) -> bool {
+    p.kind == "bearer"
+        || app
+            .and_then(|i| state.config.apps.get(i))
+            .is_none_or(|a| a.sources.iter().any(|s| *s == p.source))
+}
+
 /// The principal of the request's session cookie on `host`, if any; a cookie
 /// sealed with an older secret gets a re-sealed copy queued in `ctx`.
 pub async fn authenticate(
@@ -415,7 +427,10 @@ async fn handle(
                     rescue::respond(session, ctx, refusal);
                     return Ok(());
                 }
-                None => authenticate(state, session, ctx, &host).await,
+                None => {
+                    let found = authenticate(state, session, ctx, &host).await;
+                    found.filter(|p| app_takes(state, ctx.app, p))
+                }
             };
             let Some(p) = principal else {
                 // Where to come back after signing in: the original path and query.

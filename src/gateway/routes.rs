@@ -1261,7 +1261,9 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
             return Ok(());
         }
         None => match &host {
-            Some(h) => super::authenticate(state, session, ctx, h).await,
+            Some(h) => super::authenticate(state, session, ctx, h)
+                .await
+                .filter(|p| super::app_takes(state, target, p)),
             None => None,
         },
     };

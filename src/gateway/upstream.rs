@@ -244,10 +244,15 @@ pub fn claim_header_value(claim: &Value) -> Option<HeaderValue> {
         }
     }
     let text = match claim {
+        // An element holding a comma would read as two: it is left out, as
+        // the groups header does, so `["a,b"]` can never pass for `a` and `b`.
         Value::Array(items) => items
             .iter()
             .map(scalar)
             .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .filter(|item| !item.contains(','))
+            .collect::<Vec<_>>()
             .join(","),
         other => scalar(other)?,
     };
@@ -740,6 +745,9 @@ mod tests {
         ] {
             assert_eq!(claim_header_value(&bad), None, "{bad}");
         }
+        // An element with a comma would pass for two: it is left out.
+        let roles = serde_json::json!(["admin,ops", "dev"]);
+        assert_eq!(claim_header_value(&roles).unwrap(), "dev");
     }
 
     #[test]

@@ -517,7 +517,12 @@ impl Sources {
                     next = presets::github::next_page(link.as_deref(), profile_url);
                 }
                 if next.is_some() {
-                    tracing::warn!(source = %src.slug, list = what, pages = presets::github::MAX_PAGES, "GitHub memberships cut off after the page limit");
+                    // A cut-off list would quietly drop groups a deny rule
+                    // looks for: refuse the sign-in rather than admit on half.
+                    return Err(SourceError::Provider(format!(
+                        "GitHub {what} go on past {} pages of 100",
+                        presets::github::MAX_PAGES
+                    )));
                 }
             }
             obj.insert(
@@ -545,6 +550,12 @@ impl Sources {
                     .filter(|l| {
                         l.host_str() == profile_url.host_str() && l.scheme() == profile_url.scheme()
                     });
+            }
+            if next.is_some() {
+                // As for GitHub: no sign-in on a group list cut in half.
+                return Err(SourceError::Provider(
+                    "Entra ID group memberships go on past 20 pages".into(),
+                ));
             }
             obj.insert(
                 "groups".into(),

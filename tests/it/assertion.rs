@@ -230,10 +230,13 @@ async fn an_app_without_identity_assertion_gets_none_and_a_client_copy_never_pas
 
 const GHA: &str = "[[source]]\nslug = \"gha\"\ntype = \"github-actions\"\n";
 
+/// The access rule an app trusting GitHub Actions needs: one repository and branch.
+const ONE_REPO: &str = "[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\nexpression = 'claims.repository == \"acme/deploy\" && claims.ref == \"refs/heads/main\"'\n";
+
 #[test]
 fn the_github_actions_preset_loads_with_its_issuer_and_discovery_url_and_is_machine_only() {
     let ok = format!(
-        "{}{GHA}[[app]]\nname = \"deploy\"\nupstream = \"http://127.0.0.1:3000\"\njwt_sources = [\"gha\"]\njwt_audiences = [\"https://github.com/acme\"]\n{ALLOW_ALL}",
+        "{}{GHA}[[app]]\nname = \"deploy\"\nupstream = \"http://127.0.0.1:3000\"\njwt_sources = [\"gha\"]\njwt_audiences = [\"https://github.com/acme\"]\n{ONE_REPO}",
         base_config()
     );
     let file = config_file(&ok);
@@ -282,6 +285,13 @@ fn the_github_actions_preset_loads_with_its_issuer_and_discovery_url_and_is_mach
     // jwt_audiences stays required.
     let msg = refused(ok.replace("jwt_audiences = [\"https://github.com/acme\"]\n", ""));
     assert!(msg.contains("app[deploy].jwt_audiences: required"), "{msg}");
+    // "Allow everyone" would admit every workflow on GitHub: refused.
+    let msg = refused(ok.replace(ONE_REPO, ALLOW_ALL));
+    assert!(
+        msg.contains("app[deploy].policy[0]: allows everyone, and `gha` is GitHub Actions")
+            && msg.contains("PORTCULLIS_APP__0__POLICY__0"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -292,7 +302,7 @@ async fn a_github_actions_shaped_token_from_a_fake_issuer_is_verified_through_th
     // the config wins over the preset's).
     let gw = Gateway::start(&format!(
         "{GHA}oidc_well_known_url = \"{wk}\"\nissuer = \"{iss}\"\n\
-         [[app]]\nname = \"deploy\"\nupstream = \"{up}\"\njwt_sources = [\"gha\"]\njwt_audiences = [\"https://github.com/acme\"]\nidentity_assertion = true\n{ALLOW_ALL}",
+         [[app]]\nname = \"deploy\"\nupstream = \"{up}\"\njwt_sources = [\"gha\"]\njwt_audiences = [\"https://github.com/acme\"]\nidentity_assertion = true\n{ONE_REPO}",
         wk = issuer.well_known_url(),
         iss = issuer.issuer(),
         up = upstream.url(),
@@ -329,6 +339,15 @@ async fn a_github_actions_shaped_token_from_a_fake_issuer_is_verified_through_th
     // base_config()'s public URL is the issuer.
     let said = verify(&jwks(&gw).await, jwt, "http://127.0.0.1:8080", "deploy").unwrap();
     assert_eq!(said["sub"], format!("{}#{sub}", issuer.issuer()).as_str());
+    // Another repository's workflow, same audience: refused by the policy.
+    let fork = issuer
+        .sign(&claims(&issuer.issuer(), |c| {
+            c.insert("aud".into(), json!("https://github.com/acme"));
+            c.insert("repository".into(), json!("mallory/deploy"));
+            c.insert("ref".into(), json!("refs/heads/main"));
+        }))
+        .unwrap();
+    assert_eq!(crate::bearer::bearer_status(&gw, &fork).await, 403);
     // A token for another audience is refused.
     let other = issuer
         .sign(&crate::bearer::claims(&issuer.issuer(), |c| {

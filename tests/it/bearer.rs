@@ -813,6 +813,7 @@ async fn token_transport_forwarding_and_policy_refusals() {
         "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{wk}\"\n\
          [[app]]\nname = \"api\"\nhost = \"api.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n\
          [[app.policy]]\non = [\"access\"]\neffect = \"deny\"\ngroups = [\"interns\"]\nmessage = \"Interns may not deploy\"\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n\
          [[app]]\nname = \"passthrough\"\nhost = \"pass.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\nforward_bearer_token = true\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         wk = trusted.well_known_url(),
         up = upstream.url()

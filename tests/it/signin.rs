@@ -1625,3 +1625,34 @@ async fn oidc14_an_id_token_signed_with_an_algorithm_the_provider_does_not_list_
     .await;
     assert_eq!(s.sign_in().await.status(), 302);
 }
+
+/// A session counts only for the apps that offer the source it was signed in
+/// through: an app beside it on the same host (another path prefix) that
+/// offers other sources sends the person to sign in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_opens_only_apps_that_offer_its_source() {
+    let mut s = Setup::start_with_apps(
+        "",
+        "[[app]]\nname = \"other\"\npath_prefix = \"/other\"\nupstream = \"http://127.0.0.1:9\"\nsources = []\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        |_| {},
+    )
+    .await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let get = async |s: &Setup, path: &str| {
+        s.client
+            .get(s.gw.url(path))
+            .header("cookie", s.jar.header())
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap()
+    };
+    // The app of the sign-in takes the session ...
+    assert_eq!(get(&s, "/private").await.status(), 200);
+    // ... the app that does not offer `demo` does not: sign in there first.
+    let r = get(&s, "/other/page").await;
+    assert_eq!(r.status(), 302);
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(to.starts_with("/_auth/sign_in?rd="), "{to}");
+}
