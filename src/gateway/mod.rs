@@ -166,7 +166,7 @@ pub fn app_takes(state: &State, app: Option<usize>, p: &Principal) -> bool {
     p.kind == "bearer"
         || app
             .and_then(|i| state.config.apps.get(i))
-            .is_none_or(|a| a.sources.iter().any(|s| *s == p.source))
+            .is_none_or(|a| a.sources.contains(&p.source))
 }
 
 /// The principal of the request's session cookie on `host`, if any; a cookie
