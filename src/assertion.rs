@@ -188,6 +188,10 @@ pub struct Identity<'a> {
     /// Email, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<&'a str>,
+    /// Whether a source vouched for `email` (present with it): an upstream
+    /// that keys accounts on email must not trust an unvouched one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
     /// Display name, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<&'a str>,
@@ -212,6 +216,7 @@ impl<'a> Identity<'a> {
             aud,
             sub,
             email: p.email.as_deref(),
+            email_verified: p.email.as_ref().map(|_| p.email_verified),
             name: p.name.as_deref(),
             groups: &p.groups,
             preferred_username: p.preferred_username.as_deref(),
@@ -238,6 +243,7 @@ impl<'a> Identity<'a> {
         field(5, self.name);
         field(6, self.preferred_username);
         field(7, Some(self.kind));
+        field(9, self.email_verified.map(|v| if v { "1" } else { "0" }));
         for g in self.groups {
             field(8, Some(g));
         }
@@ -447,6 +453,7 @@ mod tests {
         assert_eq!(claims["aud"], "wiki");
         assert_eq!(claims["sub"], "u-1");
         assert_eq!(claims["email"], "ada@example.com");
+        assert_eq!(claims["email_verified"], true);
         assert_eq!(claims["name"], "Ada L");
         assert_eq!(claims["groups"], json!(["staff", "ops"]));
         assert_eq!(claims["preferred_username"], "ada");
@@ -455,6 +462,23 @@ mod tests {
         assert_eq!(claims["exp"], now + LIFETIME_SECS);
         // Another app's audience does not accept it.
         assert!(verify(h.to_str().unwrap(), &a.keys().jwks(), "other").is_err());
+    }
+
+    #[test]
+    fn an_unvouched_email_is_marked_so_and_cached_apart() {
+        let a = Assertions::new(&[secret(7)], "https://sso.example".into()).unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        let unvouched = Principal {
+            email_verified: false,
+            ..person()
+        };
+        let h = a.header("wiki", &unvouched, now).unwrap();
+        let claims = verify(h.to_str().unwrap(), &a.keys().jwks(), "wiki").unwrap();
+        assert_eq!(claims["email_verified"], false);
+        // The vouched twin is another assertion, not the cached one.
+        let h = a.header("wiki", &person(), now).unwrap();
+        let claims = verify(h.to_str().unwrap(), &a.keys().jwks(), "wiki").unwrap();
+        assert_eq!(claims["email_verified"], true);
     }
 
     #[test]
@@ -479,6 +503,7 @@ mod tests {
         assert_eq!(claims["sub"], "https://ci.example#repo:acme/deploy");
         assert_eq!(claims["kind"], "bearer");
         assert!(claims.get("email").is_none());
+        assert!(claims.get("email_verified").is_none());
     }
 
     #[test]
