@@ -266,3 +266,73 @@ pub fn on_hangup(mut reloader: Reloader) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET_A: &str = "feeQnjJyhqAI92I28IgVDanqRnYHerVyw+5HfOJDMK8=";
+    const SECRET_B: &str = "Qm9vdHN0cmFwIHNlY3JldCBmb3IgdGVzdHMgb25seSE=";
+
+    fn config(listen: &str, secret: &str, cookie: &str, client_secret: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            format!(
+                r#"[server]
+listen = "{listen}"
+public_url = "http://127.0.0.1:8080"
+[session]
+secrets = ["{secret}"]
+cookie_name = "{cookie}"
+[store]
+url = "sqlite::memory:"
+[[source]]
+slug = "corp"
+type = "openidconnect"
+consumer_key = "gw"
+consumer_secret = "{client_secret}"
+authorization_url = "https://idp.example/auth"
+access_token_url = "https://idp.example/token"
+profile_url = "https://idp.example/userinfo"
+issuer = "https://idp.example"
+oidc_jwks = "{{\"keys\":[]}}"
+[[app]]
+name = "wiki"
+upstream = "http://127.0.0.1:9"
+[[app.policy]]
+on = ["access"]
+effect = "allow"
+"#
+            ),
+        )
+        .unwrap();
+        crate::config::load_with_env(&file, Vec::<(String, String)>::new()).unwrap()
+    }
+
+    #[test]
+    fn a_rotated_client_secret_or_session_secret_counts_as_a_change() {
+        let base = config("127.0.0.1:8080", SECRET_A, "pc", "one");
+        assert!(same_sources(&base, &base.clone()));
+        assert!(same_session(&base, &base.clone()));
+        assert!(same_apps(&base, &base.clone()));
+        let rotated = config("127.0.0.1:8080", SECRET_A, "pc", "two");
+        assert!(!same_sources(&base, &rotated));
+        assert!(same_session(&base, &rotated));
+        let resealed = config("127.0.0.1:8080", SECRET_B, "pc", "one");
+        assert!(!same_session(&base, &resealed));
+        assert!(same_sources(&base, &resealed));
+    }
+
+    #[test]
+    fn listen_and_cookie_name_changes_are_named_and_the_running_values_kept() {
+        let old = config("127.0.0.1:8080", SECRET_A, "pc", "one");
+        let mut new = config("127.0.0.1:8181", SECRET_A, "other", "one");
+        let changed = keep_restart_only(&old, &mut new);
+        assert_eq!(changed, ["server.listen", "session.cookie_name"]);
+        assert_eq!(new.server.listen, old.server.listen);
+        assert_eq!(new.session.cookie_name, "pc");
+        assert!(keep_restart_only(&old, &mut old.clone()).is_empty());
+    }
+}
