@@ -544,8 +544,8 @@ fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
     let tls = match &certificate {
         None => None,
         Some(c) => {
-            let c = crate::tls::server_config(c.clone())
-                .map_err(|e| StartError::Tls(e.to_string()))?;
+            let c =
+                crate::tls::server_config(c.clone()).map_err(|e| StartError::Tls(e.to_string()))?;
             Some(tokio_rustls::TlsAcceptor::from(Arc::new(c)))
         }
     };

@@ -54,8 +54,7 @@ pub fn same_sources(old: &Config, new: &Config) -> bool {
             .collect()
     };
     // Outbound TLS and timeouts of provider calls come from the sources too.
-    fingerprint(&old.sources, &[]) == fingerprint(&new.sources, &[])
-        && secrets(old) == secrets(new)
+    fingerprint(&old.sources, &[]) == fingerprint(&new.sources, &[]) && secrets(old) == secrets(new)
 }
 
 /// Whether `[session]` and the public origin (cookie `Secure`, `__Host-`) are the same.
@@ -96,7 +95,10 @@ pub fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("server.admin_listen", server.admin_listen);
     keep!("server.threads", server.threads);
     keep!("server.max_connections", server.max_connections);
-    keep!("server.request_header_timeout", server.request_header_timeout);
+    keep!(
+        "server.request_header_timeout",
+        server.request_header_timeout
+    );
     keep!("server.idle_timeout", server.idle_timeout);
     keep!("server.shutdown_timeout", server.shutdown_timeout);
     keep!("server.log_format", server.log_format);

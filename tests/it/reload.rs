@@ -52,6 +52,7 @@ impl Bin {
             }
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("the binary did not start");
     }
 
@@ -101,7 +102,10 @@ impl Bin {
             if self.readyz().await["config_generation"] == n {
                 return;
             }
-            assert!(Instant::now() < deadline, "generation {n} not reached in 2 s");
+            assert!(
+                Instant::now() < deadline,
+                "generation {n} not reached in 2 s"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -129,13 +133,27 @@ fn app(name: &str, prefix: &str, upstream: &str, public: &str) -> String {
 async fn sighup_serves_a_new_app_and_public_path_while_a_request_under_way_finishes() {
     let one = Upstream::start("one").await;
     let two = Upstream::start("two").await;
-    let first = format!("{}{}", base_config(), app("one", "/", &one.url(), "\"/slow\""));
+    let first = format!(
+        "{}{}",
+        base_config(),
+        app("one", "/", &one.url(), "\"/slow\"")
+    );
     let file = config_file(&first);
     let bin = Bin::start(&file.path);
     let c = client();
     let base = format!("http://{}", bin.listen);
-    assert_eq!(c.get(format!("{base}/two/x")).send().await.unwrap().status(), 401);
-    assert_eq!(c.get(format!("{base}/open")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.get(format!("{base}/two/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        c.get(format!("{base}/open")).send().await.unwrap().status(),
+        401
+    );
     assert_eq!(bin.readyz().await["config_generation"], 1);
 
     // A slow request (700 ms upstream) on the old config, then the new config.
@@ -158,24 +176,41 @@ async fn sighup_serves_a_new_app_and_public_path_while_a_request_under_way_finis
     let r = c.get(format!("{base}/two/x")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-upstream"], "two");
-    assert_eq!(c.get(format!("{base}/open")).send().await.unwrap().status(), 200);
-    let slow = slow.await.unwrap().expect("the request under way was dropped");
+    assert_eq!(
+        c.get(format!("{base}/open")).send().await.unwrap().status(),
+        200
+    );
+    let slow = slow
+        .await
+        .unwrap()
+        .expect("the request under way was dropped");
     assert_eq!(slow.status(), 200);
     assert_eq!(slow.text().await.unwrap(), "hello from one");
-    assert_eq!(bin.metric("portcullis_config_reloads_total{result=\"ok\"}").await, 1.0);
+    assert_eq!(
+        bin.metric("portcullis_config_reloads_total{result=\"ok\"}")
+            .await,
+        1.0
+    );
     assert!(bin.readyz().await["config_loaded_at"].is_string());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_config_with_an_error_is_refused_on_sighup_and_the_running_one_keeps_serving() {
     let one = Upstream::start("one").await;
-    let good = format!("{}{}", base_config(), app("one", "/", &one.url(), "\"/open\""));
+    let good = format!(
+        "{}{}",
+        base_config(),
+        app("one", "/", &one.url(), "\"/open\"")
+    );
     let file = config_file(&good);
     let mut bin = Bin::start(&file.path);
     let base = format!("http://{}", bin.listen);
     // A keep-alive connection open across the reload.
     let c = client();
-    assert_eq!(c.get(format!("{base}/open")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{base}/open")).send().await.unwrap().status(),
+        200
+    );
 
     let bad = format!(
         "{}{}",
@@ -190,16 +225,32 @@ async fn a_config_with_an_error_is_refused_on_sighup_and_the_running_one_keeps_s
         .await
         < 1.0
     {
-        assert!(Instant::now() < deadline, "the refusal was not counted in 2 s");
+        assert!(
+            Instant::now() < deadline,
+            "the refusal was not counted in 2 s"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(bin.alive(), "the process died on a bad config");
-    assert_eq!(c.get(format!("{base}/open")).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(format!("{base}/also")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.get(format!("{base}/open")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{base}/also")).send().await.unwrap().status(),
+        401
+    );
     assert_eq!(bin.readyz().await["config_generation"], 1);
-    assert_eq!(bin.metric("portcullis_config_reloads_total{result=\"ok\"}").await, 0.0);
+    assert_eq!(
+        bin.metric("portcullis_config_reloads_total{result=\"ok\"}")
+            .await,
+        0.0
+    );
     let logs = bin.drain_logs().join("\n");
-    assert!(logs.contains("app[one].upstream"), "the problem was not logged:\n{logs}");
+    assert!(
+        logs.contains("app[one].upstream"),
+        "the problem was not logged:\n{logs}"
+    );
     assert!(logs.contains("config reload refused"), "{logs}");
 }
 
@@ -243,7 +294,12 @@ oidc_well_known_url = "{wk}"
     let bin = Bin::start(&file.path);
     let c = client();
     let mut jar = crate::signin::Jar::default();
-    let start = get_with(&c, &mut jar, &format!("{public}/_auth/login/demo?rd=/private")).await;
+    let start = get_with(
+        &c,
+        &mut jar,
+        &format!("{public}/_auth/login/demo?rd=/private"),
+    )
+    .await;
     assert_eq!(start.status(), 302);
     let authorize = start.headers()["location"].to_str().unwrap().to_string();
     let back = get_with(&c, &mut jar, &authorize).await;
@@ -318,8 +374,10 @@ impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AnyCert {
         _: &[u8],
         _: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
         _: &tokio_rustls::rustls::DigitallySignedStruct,
-    ) -> Result<tokio_rustls::rustls::client::danger::HandshakeSignatureValid, tokio_rustls::rustls::Error>
-    {
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
         Ok(tokio_rustls::rustls::client::danger::HandshakeSignatureValid::assertion())
     }
     fn verify_tls13_signature(
@@ -327,8 +385,10 @@ impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AnyCert {
         _: &[u8],
         _: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
         _: &tokio_rustls::rustls::DigitallySignedStruct,
-    ) -> Result<tokio_rustls::rustls::client::danger::HandshakeSignatureValid, tokio_rustls::rustls::Error>
-    {
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
         Ok(tokio_rustls::rustls::client::danger::HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
@@ -381,7 +441,11 @@ async fn get_on(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>
         assert!(n > 0, "the connection was closed");
         got.extend_from_slice(&buf[..n]);
     }
-    String::from_utf8_lossy(&got).lines().next().unwrap().to_string()
+    String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 fn der(pem_file: &str) -> Vec<u8> {
@@ -425,7 +489,11 @@ async fn a_renewed_certificate_is_served_after_sighup_and_an_open_connection_car
     bin.hup();
     bin.wait_generation(2).await;
     let (mut fresh, served) = tls_connect(&bin.listen).await;
-    assert_eq!(served, der("selfsigned-cert.pem"), "the renewed certificate was not served");
+    assert_eq!(
+        served,
+        der("selfsigned-cert.pem"),
+        "the renewed certificate was not served"
+    );
     assert!(get_on(&mut fresh).await.contains("200"));
     assert!(
         get_on(&mut open).await.contains("200"),
