@@ -51,10 +51,22 @@ impl Readiness {
 /// on a database that accepts connections but does not answer.
 pub const STORE_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// The config being served: its generation (1 at start, one more per
+/// accepted reload), when it was loaded, and its sources' readiness.
+#[derive(Debug)]
+pub struct Loaded {
+    /// 1 for the config read at start, then one more per accepted reload.
+    pub generation: u64,
+    /// When this config was loaded.
+    pub loaded_at: std::time::SystemTime,
+    /// Its sources' readiness.
+    pub readiness: Arc<Readiness>,
+}
+
 /// The admin HTTP app.
 pub struct Admin {
     metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
+    loaded: Arc<arc_swap::ArcSwap<Loaded>>,
     store: Arc<dyn UserStore>,
 }
 
@@ -68,15 +80,15 @@ pub async fn store_status(store: &dyn UserStore, timeout: Duration) -> Result<()
 }
 
 impl Admin {
-    /// An admin app over the gateway's metrics, readiness and store.
+    /// An admin app over the gateway's metrics, loaded config (swapped by reloads) and store.
     pub fn new(
         metrics: Arc<Metrics>,
-        readiness: Arc<Readiness>,
+        loaded: Arc<arc_swap::ArcSwap<Loaded>>,
         store: Arc<dyn UserStore>,
     ) -> Self {
         Admin {
             metrics,
-            readiness,
+            loaded,
             store,
         }
     }
@@ -87,12 +99,15 @@ impl Admin {
         match path {
             "/healthz" => (200, "text/plain; charset=utf-8", "ok\n".into()),
             "/readyz" => {
-                let waiting = self.readiness.not_ready();
+                let loaded = self.loaded.load_full();
+                let waiting = loaded.readiness.not_ready();
                 let store = store_status(self.store.as_ref(), STORE_TIMEOUT).await;
                 let ready = waiting.is_empty() && store.is_ok();
                 let body = serde_json::json!({
                     "ready": ready,
                     "config": "loaded",
+                    "config_generation": loaded.generation,
+                    "config_loaded_at": humantime::format_rfc3339_seconds(loaded.loaded_at).to_string(),
                     "sources_not_ready": waiting,
                     "store": store.as_ref().map_or_else(String::as_str, |()| "ok"),
                 });
@@ -180,10 +195,20 @@ mod tests {
         let store = crate::identity::store::open("sqlite::memory:")
             .await
             .unwrap();
-        let admin = Admin::new(metrics, readiness.clone(), store);
+        let loaded = Arc::new(arc_swap::ArcSwap::from_pointee(Loaded {
+            generation: 3,
+            loaded_at: std::time::UNIX_EPOCH + Duration::from_secs(86_400),
+            readiness: readiness.clone(),
+        }));
+        let admin = Admin::new(metrics, loaded, store);
         let (status, _, body) = admin.answer("/readyz").await;
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("\"store\":\"ok\""), "{body}");
+        assert!(body.contains("\"config_generation\":3"), "{body}");
+        assert!(
+            body.contains("\"config_loaded_at\":\"1970-01-02T00:00:00Z\""),
+            "{body}"
+        );
         readiness.set("corp", false);
         let (status, _, body) = admin.answer("/readyz").await;
         assert_eq!(status, 503);

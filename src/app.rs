@@ -112,55 +112,155 @@ pub fn check_sources(config: &Config) -> Result<LoadReport, StartError> {
     Ok(report)
 }
 
-/// What needs async set-up before the listeners start.
-struct Prepared {
-    background: tokio::runtime::Runtime,
-    sources: Arc<Sources>,
-    sessions: Arc<Sessions>,
-    readiness: Arc<Readiness>,
+/// What every config generation shares: the runtime for provider and
+/// store I/O, the store, the metrics registry and the access sink.
+pub(crate) struct Io {
+    pub(crate) handle: tokio::runtime::Handle,
+    pub(crate) store: Arc<dyn crate::identity::store::UserStore>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) access: AccessSink,
 }
 
-fn prepare(config: &Config) -> Result<Prepared, StartError> {
-    let background = background_runtime()?;
-    let http = provider_http(config)?;
-    let readiness = Arc::new(Readiness::new(
-        config.sources.iter().map(|s| s.slug.as_str()),
-        false,
-    ));
-    let (sources, report) = background.block_on(Sources::load(config, http, readiness.clone()))?;
-    for (slug, reason) in &report.pending {
-        tracing::warn!(source = %slug, reason = %reason, "source not ready; discovery will be retried");
-    }
-    for (slug, key, discovered, configured) in &report.overridden {
-        tracing::info!(source = %slug, key, discovered = %discovered, configured = %configured, "a URL set in the config replaces the discovered one");
-    }
-    let store = background.block_on(crate::identity::store::open(config.store.url.expose()))?;
+/// A config's request-path state, and whether its sources are new (their
+/// refresh tasks and metrics still to be started) or the previous ones.
+pub(crate) struct Assembled {
+    pub(crate) state: Arc<State>,
+    pub(crate) readiness: Arc<Readiness>,
+    pub(crate) fresh_sources: bool,
+    pub(crate) fresh_bearer: bool,
+}
+
+/// Builds the state of `config`. With `prev` (a reload), the parts the
+/// change does not touch are kept with their caches: the sources (JWKS and
+/// discovery) when no `[[source]]` changed, the sessions (their cache) when
+/// `[session]` did not, the bearer verdict cache when neither sources nor
+/// apps did. Nothing here is visible to requests until the caller swaps it in.
+pub(crate) fn assemble(
+    config: Config,
+    io: &Io,
+    prev: Option<(&State, &Arc<Readiness>)>,
+) -> Result<Assembled, StartError> {
+    use crate::reload::{same_apps, same_session, same_sources};
+    let kept_sources = prev.filter(|(old, _)| same_sources(&old.config, &config));
+    let (sources, readiness) = match kept_sources {
+        Some((old, readiness)) => (old.sources.clone(), readiness.clone()),
+        None => {
+            let http = provider_http(&config)?;
+            let readiness = Arc::new(Readiness::new(
+                config.sources.iter().map(|s| s.slug.as_str()),
+                false,
+            ));
+            let (sources, report) =
+                io.handle
+                    .block_on(Sources::load(&config, http, readiness.clone()))?;
+            for (slug, reason) in &report.pending {
+                tracing::warn!(source = %slug, reason = %reason, "source not ready; discovery will be retried");
+            }
+            for (slug, key, discovered, configured) in &report.overridden {
+                tracing::info!(source = %slug, key, discovered = %discovered, configured = %configured, "a URL set in the config replaces the discovered one");
+            }
+            (Arc::new(sources), readiness)
+        }
+    };
+    let fresh_sources = kept_sources.is_none();
     let secure = config.server.public_url.scheme() == "https";
-    let sessions = Arc::new(Sessions::new(
-        Sealer::new(&config.session.secrets),
-        store,
-        &config.session.cookie_name,
-        config.session.cookie_domain.clone(),
-        secure,
-        config.session.lifetime,
-        config.session.idle_timeout,
-        config.session.identity_cache_ttl,
-    ));
-    let sources = Arc::new(sources);
-    // Every source's keys are hot before the first request; keys and
-    // discovery documents are kept fresh after (DESIGN "Operations").
-    for (slug, next) in background.block_on(sources.fetch_all_keys()) {
-        background.spawn(sources.clone().keep_keys_fresh(slug, next));
+    let sessions = match prev.filter(|(old, _)| same_session(&old.config, &config)) {
+        Some((old, _)) => old.sessions.clone(),
+        None => Arc::new(Sessions::new(
+            Sealer::new(&config.session.secrets),
+            io.store.clone(),
+            &config.session.cookie_name,
+            config.session.cookie_domain.clone(),
+            secure,
+            config.session.lifetime,
+            config.session.idle_timeout,
+            config.session.identity_cache_ttl,
+        )),
+    };
+    // Verdicts are keyed by app index and checked against the app's
+    // audiences: kept only when neither the apps nor the sources changed.
+    let kept_bearer = prev.filter(|(old, _)| {
+        !fresh_sources
+            && same_apps(&old.config, &config)
+            && old.config.server.bearer_cache_entries == config.server.bearer_cache_entries
+    });
+    let bearer = match kept_bearer {
+        Some((old, _)) => old.bearer.clone(),
+        None => Arc::new(crate::bearer::Bearer::new(
+            sources.clone(),
+            &config.sources,
+            config.server.bearer_cache_entries,
+        )),
+    };
+    let app_names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
+    let metrics = if prev.is_some() {
+        Arc::new(io.metrics.for_apps(&app_names)?)
+    } else {
+        io.metrics.clone()
+    };
+    let mut app_rules = Vec::new();
+    for app in &config.apps {
+        app_rules.push(
+            crate::policy::Rules::new(&app.policies)
+                .map_err(|e| StartError::Io(format!("app[{}].policy: {e}", app.name)))?,
+        );
     }
-    for slug in sources.discovered() {
-        background.spawn(sources.clone().keep_discovery_fresh(slug));
-    }
-    Ok(Prepared {
-        background,
+    let assertions = crate::assertion::Assertions::new(
+        &config.session.secrets,
+        config.server.public_url.origin().ascii_serialization(),
+    )?;
+    let state = Arc::new(State {
+        assertions,
+        access: io.access.clone(),
+        bearer,
+        app_rules,
         sources,
         sessions,
+        router: Router::new(&config.apps),
+        origins: crate::redirect::Origins::new(
+            &config.server.public_url,
+            config.apps.iter().filter_map(|a| a.host.clone()),
+        ),
+        upstreams: upstreams(&config)?,
+        metrics,
+        scheme: if config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        config,
+    });
+    Ok(Assembled {
+        state,
         readiness,
+        fresh_sources,
+        fresh_bearer: kept_bearer.is_none(),
     })
+}
+
+/// Starts keeping `sources`' keys and discovery documents fresh (DESIGN
+/// "Operations"), after fetching every key set once; the handles stop them
+/// when a reload replaces the sources.
+pub(crate) fn start_refreshing(
+    sources: &Arc<Sources>,
+    handle: &tokio::runtime::Handle,
+) -> Vec<tokio::task::AbortHandle> {
+    let mut tasks = Vec::new();
+    for (slug, next) in handle.block_on(sources.fetch_all_keys()) {
+        tasks.push(
+            handle
+                .spawn(sources.clone().keep_keys_fresh(slug, next))
+                .abort_handle(),
+        );
+    }
+    for slug in sources.discovered() {
+        tasks.push(
+            handle
+                .spawn(sources.clone().keep_discovery_fresh(slug))
+                .abort_handle(),
+        );
+    }
+    tasks
 }
 
 /// The addresses the gateway actually listens on.
@@ -204,7 +304,7 @@ pub fn serve(
 ) -> Result<(), StartError> {
     let built = build(config, access)?;
     tracing::info!(listen = %built.bound.listen, admin = ?built.bound.admin, "portcullis is serving");
-    let result = run(built, signalled());
+    let result = run(built, signalled(), true);
     before_exit();
     result
 }
@@ -326,7 +426,7 @@ pub fn spawn(config: Config) -> Result<Running, StartError> {
             }
         };
         let _ = tx.send(Ok(built.bound));
-        if let Err(e) = run(built, async move { stop_rx.notified().await }) {
+        if let Err(e) = run(built, async move { stop_rx.notified().await }, false) {
             tracing::error!(error = %e, "the gateway stopped");
         }
     });
@@ -407,7 +507,9 @@ fn upstreams(config: &Config) -> Result<Vec<Target>, StartError> {
 
 /// Everything built before the runtime starts.
 struct Built {
-    state: Arc<State>,
+    state: Arc<arc_swap::ArcSwap<State>>,
+    /// Applies SIGHUP reloads.
+    reloader: crate::reload::Reloader,
     bound: Bound,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -432,93 +534,93 @@ fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
             _ => None,
         },
     };
-    let tls = match &config.server.tls {
+    let certificate = match &config.server.tls {
         None => None,
-        Some(t) => {
-            let c = crate::tls::server_config(&t.cert_file, &t.key_file)
-                .map_err(|e| StartError::Tls(e.to_string()))?;
+        Some(t) => Some(Arc::new(
+            crate::tls::Certificate::load(&t.cert_file, &t.key_file)
+                .map_err(|e| StartError::Tls(e.to_string()))?,
+        )),
+    };
+    let tls = match &certificate {
+        None => None,
+        Some(c) => {
+            let c =
+                crate::tls::server_config(c.clone()).map_err(|e| StartError::Tls(e.to_string()))?;
             Some(tokio_rustls::TlsAcceptor::from(Arc::new(c)))
         }
     };
 
-    let prepared = prepare(&config)?;
-    let readiness = prepared.readiness.clone();
+    let background = background_runtime()?;
+    let store = background.block_on(crate::identity::store::open(config.store.url.expose()))?;
     let app_names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
-    let metrics = Metrics::new(&app_names)?;
-    for c in prepared.sources.collectors() {
-        metrics.register(c)?;
-    }
-    let bearer = crate::bearer::Bearer::new(
-        prepared.sources.clone(),
-        &config.sources,
-        config.server.bearer_cache_entries,
-    );
-    if let Some(c) = bearer.collector() {
-        metrics.register(c)?;
-    }
-    let housekeeping = crate::housekeeping::Housekeeping::new(prepared.sessions.store().clone())?;
+    let metrics = Arc::new(Metrics::new(&app_names)?);
+    let reloads = crate::reload::reloads_counter()?;
+    metrics.register(Box::new(reloads.clone()))?;
+    let housekeeping = crate::housekeeping::Housekeeping::new(store.clone())?;
     metrics.register(housekeeping.collector())?;
-    prepared.background.spawn(housekeeping.run());
-    let metrics = Arc::new(metrics);
-    let mut app_rules = Vec::new();
-    for app in &config.apps {
-        app_rules.push(
-            crate::policy::Rules::new(&app.policies)
-                .map_err(|e| StartError::Io(format!("app[{}].policy: {e}", app.name)))?,
-        );
-    }
-    let assertions = crate::assertion::Assertions::new(
-        &config.session.secrets,
-        config.server.public_url.origin().ascii_serialization(),
-    )?;
-    let state = Arc::new(State {
-        assertions,
-        access,
-        bearer,
-        app_rules,
-        sources: prepared.sources.clone(),
-        sessions: prepared.sessions.clone(),
-        router: Router::new(&config.apps),
-        origins: crate::redirect::Origins::new(
-            &config.server.public_url,
-            config.apps.iter().filter_map(|a| a.host.clone()),
-        ),
-        upstreams: upstreams(&config)?,
+    background.spawn(housekeeping.run());
+    let io = Io {
+        handle: background.handle().clone(),
+        store: store.clone(),
         metrics: metrics.clone(),
-        scheme: if config.server.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        },
-        config,
-    });
-    let store = prepared.sessions.store().clone();
-    let admin = admin_listener.map(|l| (l, Arc::new(Admin::new(metrics, readiness, store))));
+        access,
+    };
+    let assembled = assemble(config, &io, None)?;
+    for c in assembled.state.sources.collectors() {
+        metrics.register(c)?;
+    }
+    if let Some(c) = assembled.state.bearer.collector() {
+        metrics.register(c)?;
+    }
+    let refreshers = start_refreshing(&assembled.state.sources, &io.handle);
+    let loaded = Arc::new(arc_swap::ArcSwap::from_pointee(crate::admin::Loaded {
+        generation: 1,
+        loaded_at: std::time::SystemTime::now(),
+        readiness: assembled.readiness.clone(),
+    }));
+    let state = Arc::new(arc_swap::ArcSwap::new(assembled.state));
+    let admin = admin_listener.map(|l| (l, Arc::new(Admin::new(metrics, loaded.clone(), store))));
+    let reloader = crate::reload::Reloader::new(
+        io,
+        state.clone(),
+        loaded,
+        assembled.readiness,
+        refreshers,
+        certificate,
+        reloads,
+    );
     Ok(Built {
         state,
         bound,
         listener,
         tls,
         admin,
-        background: prepared.background,
+        background,
+        reloader,
     })
 }
 
 /// Serves until `stop` resolves, then stops accepting, lets every
 /// connection finish its requests (at most `shutdown_timeout`), and returns.
-fn run(built: Built, stop: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+fn run(
+    built: Built,
+    stop: impl Future<Output = ()> + Send + 'static,
+    hangup: bool,
+) -> Result<(), StartError> {
     let Built {
         state,
         listener,
         tls,
         admin,
         background,
+        reloader,
         ..
     } = built;
+    let first = state.load_full();
     let (threads, max, grace) = (
-        state.config.server.threads,
-        state.config.server.max_connections,
-        state.config.server.shutdown_timeout,
+        first.config.server.threads,
+        first.config.server.max_connections,
+        first.config.server.shutdown_timeout,
     );
     // One multi-thread runtime with work stealing: CPU-heavy requests (JWT,
     // policies) never stall a core's other connections.
@@ -533,7 +635,11 @@ fn run(built: Built, stop: impl Future<Output = ()> + Send + 'static) -> Result<
             .map_err(|e| StartError::Io(e.to_string()))?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let permits = Arc::new(tokio::sync::Semaphore::new(max));
-        let builders = Arc::new(server::Builders::new(&state.config.server));
+        let builders = Arc::new(server::Builders::new(&first.config.server));
+        drop(first);
+        if hangup {
+            crate::reload::on_hangup(reloader);
+        }
         let proxy = tokio::spawn(server::run(
             state.clone(),
             listener,

@@ -22,6 +22,7 @@ pub mod path;
 pub mod policy;
 pub mod principal;
 pub mod redirect;
+pub mod reload;
 pub mod routing;
 pub mod same_origin;
 pub mod session;

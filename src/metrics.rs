@@ -12,6 +12,8 @@ pub const NO_APP: &str = "-";
 /// Metrics of one gateway.
 pub struct Metrics {
     registry: Registry,
+    requests_vec: IntCounterVec,
+    durations_vec: HistogramVec,
     /// [app][outcome] -> counter; the last app row is [`NO_APP`].
     requests: Vec<Vec<IntCounter>>,
     durations: Vec<Vec<Histogram>>,
@@ -38,6 +40,26 @@ impl Metrics {
         )?;
         registry.register(Box::new(requests_vec.clone()))?;
         registry.register(Box::new(durations_vec.clone()))?;
+        Self::rows(registry, requests_vec, durations_vec, app_names)
+    }
+
+    /// The same registry and series with rows for these apps (a reloaded
+    /// config's): counts of apps in both configs carry on.
+    pub fn for_apps(&self, app_names: &[String]) -> Result<Self, prometheus::Error> {
+        Self::rows(
+            self.registry.clone(),
+            self.requests_vec.clone(),
+            self.durations_vec.clone(),
+            app_names,
+        )
+    }
+
+    fn rows(
+        registry: Registry,
+        requests_vec: IntCounterVec,
+        durations_vec: HistogramVec,
+        app_names: &[String],
+    ) -> Result<Self, prometheus::Error> {
         let mut requests = Vec::new();
         let mut durations = Vec::new();
         for app in app_names
@@ -56,6 +78,8 @@ impl Metrics {
         }
         Ok(Metrics {
             registry,
+            requests_vec,
+            durations_vec,
             requests,
             durations,
         })
@@ -67,6 +91,12 @@ impl Metrics {
         c: Box<dyn prometheus::core::Collector>,
     ) -> Result<(), prometheus::Error> {
         self.registry.register(c)
+    }
+
+    /// Removes a part's series (a replaced source's) from this registry.
+    pub fn unregister(&self, c: Box<dyn prometheus::core::Collector>) {
+        // Not registered (never was, or a name clash at start): nothing to remove.
+        let _ = self.registry.unregister(c);
     }
 
     /// Counts one finished request.

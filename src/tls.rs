@@ -58,8 +58,11 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
     Ok(certs)
 }
 
-/// The listener's TLS config: this chain and key, ALPN h2 then http/1.1.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig, TlsError> {
+/// The chain and key in these files, checked to belong together.
+pub fn certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<rustls::sign::CertifiedKey, TlsError> {
     let certs = read_certificates(cert_file)?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut read(key_file)?.as_slice())
         .map_err(|e| TlsError::Read {
@@ -67,12 +70,48 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::Server
             reason: e.to_string(),
         })?
         .ok_or_else(|| TlsError::NoKey(key_file.to_path_buf()))?;
+    rustls::sign::CertifiedKey::from_der(certs, key, &provider())
+        .map_err(|e| TlsError::Rustls(e.to_string()))
+}
+
+/// The listener's certificate, replaceable while it serves: a reload swaps
+/// in the renewed files, new handshakes present them, open connections keep
+/// the session they negotiated.
+#[derive(Debug)]
+pub struct Certificate {
+    current: arc_swap::ArcSwap<rustls::sign::CertifiedKey>,
+}
+
+impl Certificate {
+    /// Reads the chain and key from these files.
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Self, TlsError> {
+        Ok(Certificate {
+            current: arc_swap::ArcSwap::from_pointee(certified_key(cert_file, key_file)?),
+        })
+    }
+
+    /// Serves `key` on new handshakes from now on.
+    pub fn set(&self, key: rustls::sign::CertifiedKey) {
+        self.current.store(Arc::new(key));
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Certificate {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// The listener's TLS config: `certificate` (reloadable), ALPN h2 then http/1.1.
+pub fn server_config(certificate: Arc<Certificate>) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

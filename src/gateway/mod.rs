@@ -33,7 +33,8 @@ use exchange::Exchange;
 use framing::FramingError;
 use rescue::Rejection;
 
-/// Everything the request path reads, built once at start.
+/// Everything the request path reads, built at start and again by each
+/// accepted reload; a request holds the one it started with.
 pub struct State {
     /// The validated config.
     pub config: Config,
@@ -54,7 +55,7 @@ pub struct State {
     /// Each app's `[[app.policy]]` rules, compiled, in config order.
     pub app_rules: Vec<crate::policy::Rules>,
     /// Machine-token verification and its cache.
-    pub bearer: crate::bearer::Bearer,
+    pub bearer: Arc<crate::bearer::Bearer>,
     /// Identity assertions: keys derived from the session secrets, and the cache.
     pub assertions: crate::assertion::Assertions,
     /// Where the access lines go.

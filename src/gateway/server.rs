@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -234,7 +235,7 @@ impl Builders {
 /// only once one of `permits` is free: the others wait in the kernel's
 /// accept queue.
 pub async fn run(
-    state: Arc<State>,
+    live: Arc<ArcSwap<State>>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     builders: Arc<Builders>,
@@ -266,7 +267,7 @@ pub async fn run(
         };
         let _ = tcp.set_nodelay(true);
         tokio::spawn(connection(
-            state.clone(),
+            live.clone(),
             tcp,
             addr,
             tls.clone(),
@@ -278,7 +279,7 @@ pub async fn run(
 }
 
 async fn connection(
-    state: Arc<State>,
+    live: Arc<ArcSwap<State>>,
     tcp: TcpStream,
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
@@ -286,12 +287,15 @@ async fn connection(
     permit: OwnedSemaphorePermit,
     shutdown: watch::Receiver<bool>,
 ) {
+    // The connection's own bookkeeping reads the config current when it
+    // opened; each request loads the one current when it arrives.
+    let state = live.load_full();
     let peer = Peer {
         addr,
         trusted: state.config.server.is_trusted_proxy(addr.ip()),
     };
     let Some(acceptor) = tls else {
-        return serve_h1(state, peer, permit, tcp, &builders, shutdown).await;
+        return serve_h1(state, live, peer, permit, tcp, &builders, shutdown).await;
     };
     // hyper has no handshake timeout: the head timeout bounds it too.
     let stream = match tokio::time::timeout(builders.head_timeout, acceptor.accept(tcp)).await {
@@ -305,18 +309,20 @@ async fn connection(
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         let conn = Arc::new(Conn::new(peer, permit, None));
         let service = {
-            let (state, conn) = (state.clone(), conn.clone());
-            service_fn(move |req| super::serve(state.clone(), conn.clone(), req))
+            let (live, conn) = (live.clone(), conn.clone());
+            service_fn(move |req| super::serve(live.load_full(), conn.clone(), req))
         };
         let c = builders.h2.serve_connection(TokioIo::new(stream), service);
         drive(std::pin::pin!(c), &state, &conn, &builders, shutdown).await;
     } else {
-        serve_h1(state, peer, permit, stream, &builders, shutdown).await;
+        serve_h1(state, live, peer, permit, stream, &builders, shutdown).await;
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_h1<I>(
     state: Arc<State>,
+    live: Arc<ArcSwap<State>>,
     peer: Peer,
     permit: OwnedSemaphorePermit,
     io: I,
@@ -331,9 +337,8 @@ async fn serve_h1<I>(
     let io = io.into_inner();
     let conn = Arc::new(Conn::new(peer, permit, Some(heads)));
     let service = {
-        let state = state.clone();
         let conn = conn.clone();
-        service_fn(move |req| super::serve(state.clone(), conn.clone(), req))
+        service_fn(move |req| super::serve(live.load_full(), conn.clone(), req))
     };
     let io = Watched {
         io,

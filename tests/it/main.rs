@@ -24,6 +24,7 @@ mod oauth1;
 mod outbound_tls;
 mod own_postgres;
 mod proxy;
+mod reload;
 mod replicas;
 mod sessions;
 mod signin;

@@ -1,0 +1,340 @@
+//! Reload on SIGHUP (DESIGN "Operations"): the file and the environment are
+//! read again and validated whole, discovery included, on a thread of its
+//! own (requests never wait for it), then the new state is swapped in
+//! atomically. A request keeps the state it started with; the next one, on
+//! any connection, gets the new. A refused config changes nothing.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use prometheus::IntCounterVec;
+
+use crate::admin::{Loaded, Readiness};
+use crate::app::{assemble, start_refreshing, Io};
+use crate::config::Config;
+use crate::gateway::State;
+use crate::tls::Certificate;
+
+/// `portcullis_config_reloads_total{result="ok"|"error"}`, both at 0 from the start.
+pub fn reloads_counter() -> Result<IntCounterVec, prometheus::Error> {
+    let c = IntCounterVec::new(
+        prometheus::Opts::new(
+            "config_reloads_total",
+            "Config reloads (SIGHUP), by result: ok (applied) or error (refused, the running config kept)",
+        ),
+        &["result"],
+    )?;
+    c.with_label_values(&["ok"]);
+    c.with_label_values(&["error"]);
+    Ok(c)
+}
+
+/// A value compared across configs with its secrets included (the serialized
+/// form redacts them, and a rotated secret is a change).
+fn fingerprint<T: serde::Serialize>(value: &T, secrets: &[&[u8]]) -> (String, Vec<Vec<u8>>) {
+    (
+        serde_json::to_string(value).unwrap_or_default(),
+        secrets.iter().map(|s| s.to_vec()).collect(),
+    )
+}
+
+/// Whether the `[[source]]` lists are the same, secrets included.
+pub fn same_sources(old: &Config, new: &Config) -> bool {
+    let secrets = |c: &Config| -> Vec<Vec<u8>> {
+        c.sources
+            .iter()
+            .flat_map(|s| {
+                [
+                    s.consumer_secret.as_ref().map(|x| x.expose().as_bytes()),
+                    s.private_key.as_ref().map(|x| x.expose().as_bytes()),
+                ]
+            })
+            .map(|s| s.unwrap_or_default().to_vec())
+            .collect()
+    };
+    // Outbound TLS and timeouts of provider calls come from the sources too.
+    fingerprint(&old.sources, &[]) == fingerprint(&new.sources, &[]) && secrets(old) == secrets(new)
+}
+
+/// Whether `[session]` and the public origin (cookie `Secure`, `__Host-`) are the same.
+pub fn same_session(old: &Config, new: &Config) -> bool {
+    let key = |c: &Config| {
+        let secrets: Vec<&[u8]> = c
+            .session
+            .secrets
+            .iter()
+            .map(|s| s.expose().as_slice())
+            .collect();
+        (
+            fingerprint(&c.session, &secrets),
+            c.server.public_url.scheme().to_string(),
+        )
+    };
+    key(old) == key(new)
+}
+
+/// Whether the `[[app]]` lists are the same.
+pub fn same_apps(old: &Config, new: &Config) -> bool {
+    fingerprint(&old.apps, &[]) == fingerprint(&new.apps, &[])
+}
+
+/// Settings read only at start: a new value is logged as needing a restart
+/// and the running value is kept. Returns the keys that changed.
+pub fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($key:literal, $($field:tt)+) => {
+            if old.$($field)+ != new.$($field)+ {
+                changed.push($key);
+                new.$($field)+ = old.$($field)+.clone();
+            }
+        };
+    }
+    keep!("server.listen", server.listen);
+    keep!("server.admin_listen", server.admin_listen);
+    keep!("server.threads", server.threads);
+    keep!("server.max_connections", server.max_connections);
+    keep!(
+        "server.request_header_timeout",
+        server.request_header_timeout
+    );
+    keep!("server.idle_timeout", server.idle_timeout);
+    keep!("server.shutdown_timeout", server.shutdown_timeout);
+    keep!("server.log_format", server.log_format);
+    keep!("store.url", store.url);
+    keep!("session.cookie_name", session.cookie_name);
+    if old.server.tls.is_some() != new.server.tls.is_some() {
+        changed.push("server.tls");
+        new.server.tls = old.server.tls.clone();
+    }
+    changed
+}
+
+/// Applies reloads: owns what outlives one config (the I/O runtime, the
+/// refresh tasks of the sources in use, the listener's certificate).
+pub struct Reloader {
+    io: Io,
+    live: Arc<ArcSwap<State>>,
+    loaded: Arc<ArcSwap<Loaded>>,
+    readiness: Arc<Readiness>,
+    refreshers: Vec<tokio::task::AbortHandle>,
+    certificate: Option<Arc<Certificate>>,
+    reloads: IntCounterVec,
+    generation: u64,
+}
+
+/// Why a reload was refused: every problem, in the words `check` uses.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file or the environment holds problems.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// A source, an upstream, a policy or the TLS files cannot be used.
+    #[error("{0}")]
+    Start(#[from] crate::app::StartError),
+}
+
+impl Reloader {
+    /// A reloader for the state in `live`, generation 1.
+    pub(crate) fn new(
+        io: Io,
+        live: Arc<ArcSwap<State>>,
+        loaded: Arc<ArcSwap<Loaded>>,
+        readiness: Arc<Readiness>,
+        refreshers: Vec<tokio::task::AbortHandle>,
+        certificate: Option<Arc<Certificate>>,
+        reloads: IntCounterVec,
+    ) -> Self {
+        Reloader {
+            io,
+            live,
+            loaded,
+            readiness,
+            refreshers,
+            certificate,
+            reloads,
+            generation: 1,
+        }
+    }
+
+    /// Reads, validates and applies the config file again; a refusal is
+    /// logged with every problem and counted, and the running config stays.
+    pub fn reload(&mut self) {
+        match self.try_reload() {
+            Ok(()) => {
+                self.reloads.with_label_values(&["ok"]).inc();
+                tracing::info!(
+                    generation = self.generation,
+                    "config reloaded; new requests use it"
+                );
+            }
+            Err(e) => {
+                self.reloads.with_label_values(&["error"]).inc();
+                for line in e.to_string().lines() {
+                    tracing::error!("{line}");
+                }
+                tracing::error!(
+                    generation = self.generation,
+                    "config reload refused; the running config keeps serving"
+                );
+            }
+        }
+    }
+
+    fn try_reload(&mut self) -> Result<(), ReloadError> {
+        let old = self.live.load_full();
+        let mut config = crate::config::load(&old.config.file)?;
+        for key in keep_restart_only(&old.config, &mut config) {
+            tracing::warn!(
+                key,
+                "{key} changed: it takes effect only after a restart; the running value is kept"
+            );
+        }
+        let renewed = match (&config.server.tls, &self.certificate) {
+            (Some(t), Some(_)) => Some(
+                crate::tls::certified_key(&t.cert_file, &t.key_file)
+                    .map_err(|e| crate::app::StartError::Tls(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let next = assemble(config, &self.io, Some((&old, &self.readiness)))?;
+        // Accepted: from here on nothing can refuse it.
+        if next.fresh_sources {
+            for c in old.sources.collectors() {
+                self.io.metrics.unregister(c);
+            }
+            for c in next.state.sources.collectors() {
+                if let Err(e) = self.io.metrics.register(c) {
+                    tracing::warn!(error = %e, "a source metric could not be registered");
+                }
+            }
+            for task in self.refreshers.drain(..) {
+                task.abort();
+            }
+            self.refreshers = start_refreshing(&next.state.sources, &self.io.handle);
+        }
+        if next.fresh_bearer {
+            if let Some(c) = old.bearer.collector() {
+                self.io.metrics.unregister(c);
+            }
+            if let Some(c) = next.state.bearer.collector() {
+                if let Err(e) = self.io.metrics.register(c) {
+                    tracing::warn!(error = %e, "the bearer cache metric could not be registered");
+                }
+            }
+        }
+        if let (Some(key), Some(cert)) = (renewed, &self.certificate) {
+            cert.set(key);
+        }
+        self.generation += 1;
+        self.readiness = next.readiness.clone();
+        self.live.store(next.state);
+        self.loaded.store(Arc::new(Loaded {
+            generation: self.generation,
+            loaded_at: SystemTime::now(),
+            readiness: next.readiness,
+        }));
+        Ok(())
+    }
+}
+
+/// Reloads on every SIGHUP, on a thread of its own: discovery and upstream
+/// name lookups never hold a request. Signals that arrive during a reload
+/// are coalesced into one more. Call inside the gateway's runtime.
+pub fn on_hangup(mut reloader: Reloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: reload needs a restart");
+        return;
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let spawned = std::thread::Builder::new()
+        .name("portcullis-reload".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                tracing::info!("SIGHUP: reloading the config");
+                reloader.reload();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no reload thread: reload needs a restart");
+        return;
+    }
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            // Full: a reload is already queued and will read the file anew.
+            let _ = tx.try_send(());
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET_A: &str = "feeQnjJyhqAI92I28IgVDanqRnYHerVyw+5HfOJDMK8=";
+    const SECRET_B: &str = "Qm9vdHN0cmFwIHNlY3JldCBmb3IgdGVzdHMgb25seSE=";
+
+    fn config(listen: &str, secret: &str, cookie: &str, client_secret: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            format!(
+                r#"[server]
+listen = "{listen}"
+public_url = "http://127.0.0.1:8080"
+[session]
+secrets = ["{secret}"]
+cookie_name = "{cookie}"
+[store]
+url = "sqlite::memory:"
+[[source]]
+slug = "corp"
+type = "openidconnect"
+consumer_key = "gw"
+consumer_secret = "{client_secret}"
+authorization_url = "https://idp.example/auth"
+access_token_url = "https://idp.example/token"
+profile_url = "https://idp.example/userinfo"
+issuer = "https://idp.example"
+oidc_jwks = "{{\"keys\":[]}}"
+[[app]]
+name = "wiki"
+upstream = "http://127.0.0.1:9"
+[[app.policy]]
+on = ["access"]
+effect = "allow"
+"#
+            ),
+        )
+        .unwrap();
+        crate::config::load_with_env(&file, Vec::<(String, String)>::new()).unwrap()
+    }
+
+    #[test]
+    fn a_rotated_client_secret_or_session_secret_counts_as_a_change() {
+        let base = config("127.0.0.1:8080", SECRET_A, "pc", "one");
+        assert!(same_sources(&base, &base.clone()));
+        assert!(same_session(&base, &base.clone()));
+        assert!(same_apps(&base, &base.clone()));
+        let rotated = config("127.0.0.1:8080", SECRET_A, "pc", "two");
+        assert!(!same_sources(&base, &rotated));
+        assert!(same_session(&base, &rotated));
+        let resealed = config("127.0.0.1:8080", SECRET_B, "pc", "one");
+        assert!(!same_session(&base, &resealed));
+        assert!(same_sources(&base, &resealed));
+    }
+
+    #[test]
+    fn listen_and_cookie_name_changes_are_named_and_the_running_values_kept() {
+        let old = config("127.0.0.1:8080", SECRET_A, "pc", "one");
+        let mut new = config("127.0.0.1:8181", SECRET_A, "other", "one");
+        let changed = keep_restart_only(&old, &mut new);
+        assert_eq!(changed, ["server.listen", "session.cookie_name"]);
+        assert_eq!(new.server.listen, old.server.listen);
+        assert_eq!(new.session.cookie_name, "pc");
+        assert!(keep_restart_only(&old, &mut old.clone()).is_empty());
+    }
+}

@@ -1,0 +1,502 @@
+//! Reload on SIGHUP through the real binary (DESIGN "Operations"): a new
+//! config is served within 2 s, a request under way finishes on its own, a
+//! refused config leaves the running one serving, a session outlives a
+//! reload that does not touch it, a renewed certificate is served.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use crate::support::{base_config, client, config_file, free_port, Upstream, SECRET};
+
+/// The binary serving a config file, its log lines on a channel.
+struct Bin {
+    child: Child,
+    logs: mpsc::Receiver<String>,
+    listen: String,
+    admin: String,
+}
+
+impl Bin {
+    fn start(config: &Path) -> Bin {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .env_remove("PORTCULLIS_SERVER__LOG_FORMAT")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, logs) = mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        while let Ok(line) = logs.recv_timeout(Duration::from_secs(15)) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["fields"]["message"] == "portcullis is serving" {
+                let listen = v["fields"]["listen"].as_str().unwrap().to_string();
+                let admin = v["fields"]["admin"].as_str().unwrap();
+                let admin = admin.trim_start_matches("Some(").trim_end_matches(')');
+                return Bin {
+                    admin: admin.to_string(),
+                    child,
+                    logs,
+                    listen,
+                };
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the binary did not start");
+    }
+
+    fn hup(&self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    async fn readyz(&self) -> serde_json::Value {
+        client()
+            .get(format!("http://{}/readyz", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one exact series of `/metrics`.
+    async fn metric(&self, series: &str) -> f64 {
+        let text = client()
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    }
+
+    /// Waits (at most 2 s) until `/readyz` shows config generation `n`.
+    async fn wait_generation(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if self.readyz().await["config_generation"] == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "generation {n} not reached in 2 s"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Every log line so far.
+    fn drain_logs(&self) -> Vec<String> {
+        self.logs.try_iter().collect()
+    }
+}
+
+impl Drop for Bin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn app(name: &str, prefix: &str, upstream: &str, public: &str) -> String {
+    format!(
+        "\n[[app]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"{upstream}\"\npublic_paths = [{public}]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_serves_a_new_app_and_public_path_while_a_request_under_way_finishes() {
+    let one = Upstream::start("one").await;
+    let two = Upstream::start("two").await;
+    let first = format!(
+        "{}{}",
+        base_config(),
+        app("one", "/", &one.url(), "\"/slow\"")
+    );
+    let file = config_file(&first);
+    let bin = Bin::start(&file.path);
+    let c = client();
+    let base = format!("http://{}", bin.listen);
+    assert_eq!(
+        c.get(format!("{base}/two/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        c.get(format!("{base}/open")).send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(bin.readyz().await["config_generation"], 1);
+
+    // A slow request (700 ms upstream) on the old config, then the new config.
+    let slow = tokio::spawn({
+        let url = format!("{base}/slow");
+        async move { c.get(url).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = format!(
+        "{}{}{}",
+        base_config(),
+        app("two", "/two", &two.url(), "\"/two/x\""),
+        app("one", "/", &one.url(), "\"/slow\", \"/open\"")
+    );
+    std::fs::write(&file.path, second).unwrap();
+    bin.hup();
+    bin.wait_generation(2).await;
+
+    let c = client();
+    let r = c.get(format!("{base}/two/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-upstream"], "two");
+    assert_eq!(
+        c.get(format!("{base}/open")).send().await.unwrap().status(),
+        200
+    );
+    let slow = slow
+        .await
+        .unwrap()
+        .expect("the request under way was dropped");
+    assert_eq!(slow.status(), 200);
+    assert_eq!(slow.text().await.unwrap(), "hello from one");
+    assert_eq!(
+        bin.metric("portcullis_config_reloads_total{result=\"ok\"}")
+            .await,
+        1.0
+    );
+    assert!(bin.readyz().await["config_loaded_at"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_with_an_error_is_refused_on_sighup_and_the_running_one_keeps_serving() {
+    let one = Upstream::start("one").await;
+    let good = format!(
+        "{}{}",
+        base_config(),
+        app("one", "/", &one.url(), "\"/open\"")
+    );
+    let file = config_file(&good);
+    let mut bin = Bin::start(&file.path);
+    let base = format!("http://{}", bin.listen);
+    // A keep-alive connection open across the reload.
+    let c = client();
+    assert_eq!(
+        c.get(format!("{base}/open")).send().await.unwrap().status(),
+        200
+    );
+
+    let bad = format!(
+        "{}{}",
+        base_config(),
+        app("one", "/", "ftp://nowhere", "\"/open\", \"/also\"")
+    );
+    std::fs::write(&file.path, bad).unwrap();
+    bin.hup();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while bin
+        .metric("portcullis_config_reloads_total{result=\"error\"}")
+        .await
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the refusal was not counted in 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(bin.alive(), "the process died on a bad config");
+    assert_eq!(
+        c.get(format!("{base}/open")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{base}/also")).send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(bin.readyz().await["config_generation"], 1);
+    assert_eq!(
+        bin.metric("portcullis_config_reloads_total{result=\"ok\"}")
+            .await,
+        0.0
+    );
+    let logs = bin.drain_logs().join("\n");
+    assert!(
+        logs.contains("app[one].upstream"),
+        "the problem was not logged:\n{logs}"
+    );
+    assert!(logs.contains("config reload refused"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_in_session_survives_a_reload_that_adds_another_app() {
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let provider_cfg =
+        portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"));
+    let client_reg = provider_cfg.clients.first().cloned().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let provider = portcullis::demo::provider::start(listener, provider_cfg).await;
+    provider.set_faults(|f| f.auto_approve_as = Some("alice".into()));
+    let one = Upstream::start("one").await;
+    let two = Upstream::start("two").await;
+    let dir = tempfile::tempdir().unwrap();
+    let top = format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
+public_url = "{public}"
+threads = 1
+[session]
+secrets = ["{SECRET}"]
+[store]
+url = "sqlite://{db}"
+[[source]]
+slug = "demo"
+name = "Demo"
+type = "openidconnect"
+consumer_key = "{id}"
+consumer_secret = "{secret}"
+oidc_well_known_url = "{wk}"
+"#,
+        db = dir.path().join("p.db").display(),
+        id = client_reg.client_id,
+        secret = client_reg.client_secret,
+        wk = provider.well_known_url(),
+    );
+    let file = config_file(&format!("{top}{}", app("one", "/", &one.url(), "")));
+    let bin = Bin::start(&file.path);
+    let c = client();
+    let mut jar = crate::signin::Jar::default();
+    let start = get_with(
+        &c,
+        &mut jar,
+        &format!("{public}/_auth/login/demo?rd=/private"),
+    )
+    .await;
+    assert_eq!(start.status(), 302);
+    let authorize = start.headers()["location"].to_str().unwrap().to_string();
+    let back = get_with(&c, &mut jar, &authorize).await;
+    assert_eq!(back.status(), 302, "{authorize}: {:?}", back.text().await);
+    let callback = back.headers()["location"].to_str().unwrap().to_string();
+    let done = get_with(&c, &mut jar, &callback).await;
+    assert_eq!(done.status(), 302, "{:?}", done.text().await);
+    let private = format!("{public}/private");
+    assert_eq!(get_with(&c, &mut jar, &private).await.status(), 200);
+
+    std::fs::write(
+        &file.path,
+        format!(
+            "{top}{}{}",
+            app("two", "/two", &two.url(), ""),
+            app("one", "/", &one.url(), "")
+        ),
+    )
+    .unwrap();
+    bin.hup();
+    bin.wait_generation(2).await;
+    let r = get_with(&c, &mut jar, &private).await;
+    assert_eq!(r.status(), 200, "the session did not survive the reload");
+    assert_eq!(r.headers()["x-upstream"], "one");
+    let r = get_with(&c, &mut jar, &format!("{public}/two/y")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-upstream"], "two");
+    drop(provider);
+}
+
+/// A GET carrying and absorbing the jar's cookies.
+async fn get_with(
+    c: &reqwest::Client,
+    jar: &mut crate::signin::Jar,
+    url: &str,
+) -> reqwest::Response {
+    let r = c
+        .get(url)
+        .header("accept", "text/html")
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .unwrap();
+    jar.absorb(&r);
+    r
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/fixtures")
+        .join(name)
+}
+
+/// Accepts any certificate and remembers it: the test reads which one was served.
+#[derive(Debug)]
+struct AnyCert;
+
+impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
+        _: &[tokio_rustls::rustls::pki_types::CertificateDer<'_>],
+        _: &tokio_rustls::rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: tokio_rustls::rustls::pki_types::UnixTime,
+    ) -> Result<tokio_rustls::rustls::client::danger::ServerCertVerified, tokio_rustls::rustls::Error>
+    {
+        Ok(tokio_rustls::rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
+        _: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        Ok(tokio_rustls::rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
+        _: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        Ok(tokio_rustls::rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
+        tokio_rustls::rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// An HTTP/1.1 TLS connection to `addr`; the certificate it was served.
+async fn tls_connect(
+    addr: &str,
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Vec<u8>,
+) {
+    use tokio_rustls::rustls;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyCert))
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    (tls, served)
+}
+
+/// One GET on an open connection; the status line.
+async fn get_on(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(b"GET /open HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    // The upstream answers "hello from one" (14 bytes) with a length.
+    while !String::from_utf8_lossy(&got).contains("hello from one") {
+        let n = tls.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the connection was closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn der(pem_file: &str) -> Vec<u8> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    tokio_rustls::rustls::pki_types::CertificateDer::pem_file_iter(fixture(pem_file))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewed_certificate_is_served_after_sighup_and_an_open_connection_carries_on() {
+    let one = Upstream::start("one").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(fixture("localhost-cert.pem"), &cert).unwrap();
+    std::fs::copy(fixture("localhost-key.pem"), &key).unwrap();
+    let body = format!(
+        "{}{}",
+        base_config().replacen(
+            "threads = 1",
+            &format!(
+                "threads = 1\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}",
+                cert.display(),
+                key.display()
+            ),
+            1
+        ),
+        app("one", "/", &one.url(), "\"/open\"")
+    );
+    let file = config_file(&body);
+    let bin = Bin::start(&file.path);
+    let (mut open, served) = tls_connect(&bin.listen).await;
+    assert_eq!(served, der("localhost-cert.pem"));
+    assert!(get_on(&mut open).await.contains("200"));
+
+    std::fs::copy(fixture("selfsigned-cert.pem"), &cert).unwrap();
+    std::fs::copy(fixture("selfsigned-key.pem"), &key).unwrap();
+    bin.hup();
+    bin.wait_generation(2).await;
+    let (mut fresh, served) = tls_connect(&bin.listen).await;
+    assert_eq!(
+        served,
+        der("selfsigned-cert.pem"),
+        "the renewed certificate was not served"
+    );
+    assert!(get_on(&mut fresh).await.contains("200"));
+    assert!(
+        get_on(&mut open).await.contains("200"),
+        "the connection open before the reload was dropped"
+    );
+}
