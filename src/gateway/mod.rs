@@ -158,12 +158,16 @@ impl State {
 }
 
 /// The principal of the request's session cookie on `host`, if any; a cookie
-/// sealed with an older secret gets a re-sealed copy queued in `ctx`.
+/// sealed with an older secret gets a re-sealed copy queued in `ctx`. For an
+/// app with `pass_access_token` (`pass_token`), the session's access token
+/// goes to `ctx` (refreshed if due); a session whose token cannot be renewed
+/// ends here, and the request is treated as signed out.
 pub async fn authenticate(
     state: &State,
     session: &Exchange,
     ctx: &mut Ctx,
     host: &str,
+    pass_token: bool,
 ) -> Option<Arc<Principal>> {
     let now = routes::now();
     let (claims, stale) = {
@@ -173,6 +177,18 @@ pub async fn authenticate(
             .read(headers.iter().filter_map(|v| v.to_str().ok()), host, now)?
     };
     let principal = state.sessions.principal(&claims, now).await?;
+    if pass_token {
+        use crate::session::service::AccessToken;
+        match state
+            .sessions
+            .access_token(&claims.sid, &state.sources, now)
+            .await
+        {
+            AccessToken::Token(t) => ctx.access_token = Some(t),
+            AccessToken::Absent => {}
+            AccessToken::Ended => return None,
+        }
+    }
     if stale {
         ctx.reseal = state.sessions.reseal(&claims, now);
     }
@@ -415,7 +431,13 @@ async fn handle(
                     rescue::respond(session, ctx, refusal);
                     return Ok(());
                 }
-                None => authenticate(state, session, ctx, &host).await,
+                None => {
+                    let pass_token = ctx
+                        .app
+                        .and_then(|i| state.config.apps.get(i))
+                        .is_some_and(|a| a.pass_access_token);
+                    authenticate(state, session, ctx, &host, pass_token).await
+                }
             };
             let Some(p) = principal else {
                 // Where to come back after signing in: the original path and query.
