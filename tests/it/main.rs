@@ -27,4 +27,5 @@ mod proxy;
 mod replicas;
 mod sessions;
 mod signin;
+mod tokens;
 mod vendors;
