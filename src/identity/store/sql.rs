@@ -1148,6 +1148,7 @@ mod tests {
         ses06_a_use_is_recorded_at_most_once_per_interval,
         rename_changes_the_username_only_to_a_free_one,
         a_handoff_code_is_taken_once_and_only_by_its_key,
+        a_token_refresh_lease_has_one_holder_and_the_new_tokens_free_it,
         purge_removes_only_expired_handoff_codes,
     );
 
@@ -1194,6 +1195,44 @@ mod tests {
         );
         // The session itself is no business of this purge.
         assert!(store.session("s1").await.unwrap().is_some());
+    }
+
+    async fn a_token_refresh_lease_has_one_holder_and_the_new_tokens_free_it(
+        store: Arc<dyn UserStore>,
+    ) {
+        let first = NewSession {
+            tokens: Some("sealed-1".into()),
+            ..session("s1", "corp")
+        };
+        store.enroll(&ada(), &first, NOW).await.unwrap();
+        // Eight claimants at once: exactly one holds the lease.
+        let mut claims = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            claims.push(tokio::spawn(async move {
+                store.claim_token_refresh("s1", NOW, NOW + 30).await.unwrap()
+            }));
+        }
+        let mut won = 0;
+        for c in claims {
+            won += usize::from(c.await.unwrap());
+        }
+        assert_eq!(won, 1);
+        // Still held before it runs out; free again once it has.
+        assert!(!store.claim_token_refresh("s1", NOW + 29, NOW + 59).await.unwrap());
+        assert!(store.claim_token_refresh("s1", NOW + 30, NOW + 60).await.unwrap());
+        // The new tokens replace the old and free the lease in one update.
+        store.finish_token_refresh("s1", Some("sealed-2")).await.unwrap();
+        let (record, _) = store.session("s1").await.unwrap().unwrap();
+        assert_eq!(record.tokens.as_deref(), Some("sealed-2"));
+        assert!(store.claim_token_refresh("s1", NOW + 31, NOW + 61).await.unwrap());
+        // A freed lease without new tokens keeps the old ones.
+        store.finish_token_refresh("s1", None).await.unwrap();
+        let (record, _) = store.session("s1").await.unwrap().unwrap();
+        assert_eq!(record.tokens.as_deref(), Some("sealed-2"));
+        // A revoked session's lease cannot be claimed.
+        store.revoke_session("s1").await.unwrap();
+        assert!(!store.claim_token_refresh("s1", NOW + 31, NOW + 61).await.unwrap());
     }
 
     async fn a_handoff_code_is_taken_once_and_only_by_its_key(store: Arc<dyn UserStore>) {
