@@ -1387,7 +1387,9 @@ fn issue_tokens(
     scope: &str,
     faults: &Faults,
 ) -> Map<String, Value> {
-    let ttl = faults.access_token_ttl_secs.unwrap_or(ACCESS_TOKEN_TTL_SECS);
+    let ttl = faults
+        .access_token_ttl_secs
+        .unwrap_or(ACCESS_TOKEN_TTL_SECS);
     let access_token = random_token(32);
     let refresh_token = faults.refresh_tokens.then(|| random_token(32));
     {

@@ -405,8 +405,11 @@ impl Sessions {
         }
         if current.refresh_token.is_none() {
             if current.expired(now) {
-                self.end(sid, "the access token expired and the provider gave no refresh token")
-                    .await;
+                self.end(
+                    sid,
+                    "the access token expired and the provider gave no refresh token",
+                )
+                .await;
                 return AccessToken::Ended;
             }
             return AccessToken::Token(current.access_token.clone());
@@ -442,7 +445,8 @@ impl Sessions {
             let record = match self.store.session(sid).await {
                 Ok(Some((record, user))) if record.is_live(now_secs) && !user.disabled => record,
                 Ok(_) => {
-                    self.cache.insert(sid.to_string(), Cached::new(None, 0, None));
+                    self.cache
+                        .insert(sid.to_string(), Cached::new(None, 0, None));
                     return AccessToken::Ended;
                 }
                 Err(e) => {
@@ -466,7 +470,11 @@ impl Sessions {
                 .claim_token_refresh(sid, now_secs, now_secs + REFRESH_LEASE_SECS)
                 .await;
             match claimed {
-                Ok(true) => return self.refresh(sid, entry, &record.source, stored, sources, now).await,
+                Ok(true) => {
+                    return self
+                        .refresh(sid, entry, &record.source, stored, sources, now)
+                        .await
+                }
                 Ok(false) if !stored.expired(now) => {
                     return AccessToken::Token(stored.access_token.clone())
                 }
@@ -496,9 +504,11 @@ impl Sessions {
         sources: &Sources,
         now: u64,
     ) -> AccessToken {
-        let (Some(rt), Some(refresh_token)) = (sources.get(source), stored.refresh_token.as_deref())
+        let (Some(rt), Some(refresh_token)) =
+            (sources.get(source), stored.refresh_token.as_deref())
         else {
-            self.end(sid, "the session's source is no longer configured").await;
+            self.end(sid, "the session's source is no longer configured")
+                .await;
             return AccessToken::Ended;
         };
         match sources.refresh(&rt, refresh_token, now).await {
@@ -508,7 +518,8 @@ impl Sessions {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::error!(error = %e, "sealing the refreshed tokens failed");
-                        self.end(sid, "the refreshed tokens could not be kept").await;
+                        self.end(sid, "the refreshed tokens could not be kept")
+                            .await;
                         return AccessToken::Ended;
                     }
                 };
@@ -516,7 +527,8 @@ impl Sessions {
                     // The provider may have rotated the refresh token we could
                     // not store: the old one is spent, so the session cannot go on.
                     tracing::warn!(error = %e, "storing the refreshed tokens failed");
-                    self.end(sid, "the refreshed tokens could not be stored").await;
+                    self.end(sid, "the refreshed tokens could not be stored")
+                        .await;
                     return AccessToken::Ended;
                 }
                 tracing::debug!(auth.source = source, "access token refreshed");
@@ -524,7 +536,8 @@ impl Sessions {
             }
             Err(SourceError::TokenRefused(why)) => {
                 tracing::info!(auth.source = source, reason = %why, "the provider refused the refresh token");
-                self.end(sid, "the provider refused the refresh token").await;
+                self.end(sid, "the provider refused the refresh token")
+                    .await;
                 AccessToken::Ended
             }
             Err(e) => {
@@ -546,7 +559,10 @@ impl Sessions {
 
     /// Ends a session whose tokens cannot go on (logged with the reason).
     async fn end(&self, sid: &str, why: &'static str) {
-        tracing::info!(reason = why, "session ended: its access token cannot be renewed");
+        tracing::info!(
+            reason = why,
+            "session ended: its access token cannot be renewed"
+        );
         self.revoke(sid).await;
     }
 
@@ -555,7 +571,8 @@ impl Sessions {
         if let Err(e) = self.store.revoke_session(sid).await {
             tracing::warn!(error = %e, "session revocation failed");
         }
-        self.cache.insert(sid.to_string(), Cached::new(None, 0, None));
+        self.cache
+            .insert(sid.to_string(), Cached::new(None, 0, None));
     }
 
     /// Forgets every cached session of this replica (after a back-channel

@@ -145,7 +145,10 @@ mod tests {
         let t = SessionTokens::issued(&set("access-XYZ", Some("refresh-XYZ"), Some(60)), 0);
         let sealed = t.seal(&sealer, "sid-1").unwrap();
         assert!(!sealed.contains("XYZ"));
-        assert_eq!(SessionTokens::open(&sealer, "sid-1", &sealed), Some(t.clone()));
+        assert_eq!(
+            SessionTokens::open(&sealer, "sid-1", &sealed),
+            Some(t.clone())
+        );
         assert_eq!(SessionTokens::open(&sealer, "sid-2", &sealed), None);
         let debug = format!("{t:?}");
         assert!(!debug.contains("XYZ"), "{debug}");

@@ -122,7 +122,10 @@ async fn twenty_requests_at_expiry_on_two_replicas_cause_one_refresh() {
         .take(20)
         .map(|r| r.header("x-forwarded-access-token").unwrap().to_string())
         .collect();
-    assert!(fresh.iter().all(|t| *t == fresh[0] && *t != first), "{fresh:?}");
+    assert!(
+        fresh.iter().all(|t| *t == fresh[0] && *t != first),
+        "{fresh:?}"
+    );
     assert!(s.provider.access_token_valid(&fresh[0]));
 }
 
@@ -176,7 +179,9 @@ async fn the_store_keeps_the_tokens_sealed_never_in_clear() {
         bytes.extend(std::fs::read(&file).unwrap_or_default());
     }
     assert!(bytes.len() > 4096);
-    assert!(bytes.windows(sealed.len().min(32)).any(|w| w == &sealed.as_bytes()[..32.min(sealed.len())]));
+    assert!(bytes
+        .windows(sealed.len().min(32))
+        .any(|w| w == &sealed.as_bytes()[..32.min(sealed.len())]));
     assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()));
 }
 

@@ -642,7 +642,11 @@ where
         Ok(claimed > 0)
     }
 
-    async fn finish_token_refresh(&self, sid: &str, tokens: Option<&str>) -> Result<(), StoreError> {
+    async fn finish_token_refresh(
+        &self,
+        sid: &str,
+        tokens: Option<&str>,
+    ) -> Result<(), StoreError> {
         // The new tokens (a rotated refresh token with them) replace the old
         // ones in the same statement that frees the lease.
         match tokens {
@@ -658,8 +662,7 @@ where
             }
             None => {
                 self.execute(
-                    sqlx::query("UPDATE sessions SET refreshing_until = 0 WHERE id = $1")
-                        .bind(sid),
+                    sqlx::query("UPDATE sessions SET refreshing_until = 0 WHERE id = $1").bind(sid),
                 )
                 .await?
             }
@@ -1210,7 +1213,10 @@ mod tests {
         for _ in 0..8 {
             let store = store.clone();
             claims.push(tokio::spawn(async move {
-                store.claim_token_refresh("s1", NOW, NOW + 30).await.unwrap()
+                store
+                    .claim_token_refresh("s1", NOW, NOW + 30)
+                    .await
+                    .unwrap()
             }));
         }
         let mut won = 0;
@@ -1219,20 +1225,35 @@ mod tests {
         }
         assert_eq!(won, 1);
         // Still held before it runs out; free again once it has.
-        assert!(!store.claim_token_refresh("s1", NOW + 29, NOW + 59).await.unwrap());
-        assert!(store.claim_token_refresh("s1", NOW + 30, NOW + 60).await.unwrap());
+        assert!(!store
+            .claim_token_refresh("s1", NOW + 29, NOW + 59)
+            .await
+            .unwrap());
+        assert!(store
+            .claim_token_refresh("s1", NOW + 30, NOW + 60)
+            .await
+            .unwrap());
         // The new tokens replace the old and free the lease in one update.
-        store.finish_token_refresh("s1", Some("sealed-2")).await.unwrap();
+        store
+            .finish_token_refresh("s1", Some("sealed-2"))
+            .await
+            .unwrap();
         let (record, _) = store.session("s1").await.unwrap().unwrap();
         assert_eq!(record.tokens.as_deref(), Some("sealed-2"));
-        assert!(store.claim_token_refresh("s1", NOW + 31, NOW + 61).await.unwrap());
+        assert!(store
+            .claim_token_refresh("s1", NOW + 31, NOW + 61)
+            .await
+            .unwrap());
         // A freed lease without new tokens keeps the old ones.
         store.finish_token_refresh("s1", None).await.unwrap();
         let (record, _) = store.session("s1").await.unwrap().unwrap();
         assert_eq!(record.tokens.as_deref(), Some("sealed-2"));
         // A revoked session's lease cannot be claimed.
         store.revoke_session("s1").await.unwrap();
-        assert!(!store.claim_token_refresh("s1", NOW + 31, NOW + 61).await.unwrap());
+        assert!(!store
+            .claim_token_refresh("s1", NOW + 31, NOW + 61)
+            .await
+            .unwrap());
     }
 
     async fn a_handoff_code_is_taken_once_and_only_by_its_key(store: Arc<dyn UserStore>) {
