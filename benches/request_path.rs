@@ -24,6 +24,7 @@ fn app(name: &str, host: Option<&str>, prefix: &str) -> App {
         jwt_audiences: vec![],
         forward_bearer_token: false,
         identity_assertion: false,
+        pass_access_token: false,
         upstream_ca_file: None,
         public_paths: vec!["/static/".into()],
         claim_headers: Default::default(),

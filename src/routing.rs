@@ -92,6 +92,7 @@ mod tests {
             jwt_audiences: vec![],
             forward_bearer_token: false,
             identity_assertion: false,
+            pass_access_token: false,
             upstream_ca_file: None,
             public_paths: vec![],
             claim_headers: Default::default(),

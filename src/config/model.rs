@@ -514,6 +514,9 @@ pub struct App {
     pub forward_bearer_token: bool,
     /// Send `X-Portcullis-Assertion`, a signed JWT of the identity (keys at `/_auth/jwks.json`).
     pub identity_assertion: bool,
+    /// Send `X-Forwarded-Access-Token`: the session's access token from its
+    /// source, refreshed before it expires (sessions keep the tokens, sealed).
+    pub pass_access_token: bool,
     /// Extra PEM CA trusted for this app's `https://` upstream, besides the system roots.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ca_file: Option<PathBuf>,

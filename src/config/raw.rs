@@ -161,6 +161,7 @@ pub struct RawApp {
     pub jwt_audiences: Option<Vec<String>>,
     pub forward_bearer_token: Option<bool>,
     pub identity_assertion: Option<bool>,
+    pub pass_access_token: Option<bool>,
     pub upstream_ca_file: Option<String>,
     pub public_paths: Option<Vec<String>>,
     pub claim_headers: Option<std::collections::BTreeMap<String, String>>,

@@ -1366,6 +1366,7 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
         jwt_audiences,
         forward_bearer_token: raw.forward_bearer_token.unwrap_or(false),
         identity_assertion: raw.identity_assertion.unwrap_or(false),
+        pass_access_token: raw.pass_access_token.unwrap_or(false),
         upstream_ca_file,
         public_paths,
         claim_headers,

@@ -226,6 +226,11 @@ pub struct Faults {
     /// `id_token_signing_alg_values_supported` of the discovery document
     /// instead of every algorithm the provider can sign with.
     pub advertised_algs: Option<Vec<String>>,
+    /// Access tokens live this long (`expires_in`) instead of an hour.
+    pub access_token_ttl_secs: Option<u64>,
+    /// The token endpoint issues refresh tokens and accepts the
+    /// `refresh_token` grant, rotating the refresh token on each use.
+    pub refresh_tokens: bool,
 }
 
 /// A broken answer an endpoint gives instead of its real one.
@@ -441,6 +446,25 @@ impl Provider {
             .unwrap_or(0)
     }
 
+    /// `refresh_token` grants that were answered with new tokens.
+    pub fn refreshes(&self) -> usize {
+        self.shared.lock().refreshes
+    }
+
+    /// Revokes every refresh token issued so far (the next refresh is refused).
+    pub fn revoke_refresh_tokens(&self) {
+        self.shared.lock().refresh_tokens.clear();
+    }
+
+    /// Whether `access_token` is one this provider issued and has not expired.
+    pub fn access_token_valid(&self, access_token: &str) -> bool {
+        self.shared
+            .lock()
+            .access_tokens
+            .get(access_token)
+            .is_some_and(|g| g.expires > Instant::now())
+    }
+
     /// Sets every call counter back to zero.
     pub fn reset_calls(&self) {
         self.shared.lock().calls.clear();
@@ -507,6 +531,10 @@ struct State {
     calls: HashMap<Endpoint, usize>,
     codes: HashMap<String, CodeGrant>,
     access_tokens: HashMap<String, AccessGrant>,
+    /// Live refresh tokens (one-time: each use rotates it).
+    refresh_tokens: HashMap<String, RefreshGrant>,
+    /// `refresh_token` grants answered with new tokens.
+    refreshes: usize,
     last_authorize_query: Option<BTreeMap<String, String>>,
     last_token_request: Option<TokenRequestSeen>,
     last_end_session_query: Option<BTreeMap<String, String>>,
@@ -532,6 +560,13 @@ struct CodeGrant {
 struct AccessGrant {
     sub: String,
     expires: Instant,
+}
+
+/// What a refresh token stands for.
+struct RefreshGrant {
+    client_id: String,
+    sub: String,
+    scope: String,
 }
 
 #[derive(Clone)]
@@ -1246,12 +1281,18 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
         Ok(client) => client,
         Err(response) => return response,
     };
-    if form.get("grant_type").map(String::as_str) != Some("authorization_code") {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "only authorization_code is supported",
-        );
+    match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => {}
+        Some("refresh_token") if faults.refresh_tokens => {
+            return refresh_grant(shared, client, &form, &faults);
+        }
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only authorization_code (and refresh_token, when enabled) is supported",
+            )
+        }
     }
     let Some(code) = form.get("code") else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code missing");
@@ -1282,27 +1323,12 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
         );
     };
 
-    let access_token = random_token(32);
-    {
-        let mut state = shared.lock();
-        let now = Instant::now();
-        state.access_tokens.retain(|_, grant| grant.expires > now);
-        state.access_tokens.insert(
-            access_token.clone(),
-            AccessGrant {
-                sub: user.sub.clone(),
-                expires: now + Duration::from_secs(ACCESS_TOKEN_TTL_SECS),
-            },
-        );
-    }
-    let mut answer = Map::new();
-    answer.insert("access_token".into(), json!(access_token));
-    answer.insert(
-        "token_type".into(),
-        json!(faults.token_type.as_deref().unwrap_or("Bearer")),
-    );
-    answer.insert("expires_in".into(), json!(ACCESS_TOKEN_TTL_SECS));
-    answer.insert("scope".into(), json!(grant.scope));
+    let mut answer = issue_tokens(shared, &client.client_id, &user.sub, &grant.scope, &faults);
+    let access_token = answer
+        .get("access_token")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if grant.scope.split(' ').any(|scope| scope == "openid") {
         let keys = if faults.rotate_signing_key {
             if ensure_rotated(shared).await.is_err() {
@@ -1345,6 +1371,88 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
             }
         }
     }
+    let mut response = json_response(StatusCode::OK, &Value::Object(answer));
+    response
+        .headers_mut()
+        .insert("pragma", HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A fresh access token (and, with `Faults.refresh_tokens`, a refresh token)
+/// for `sub`: the token answer without its ID token.
+fn issue_tokens(
+    shared: &Shared,
+    client_id: &str,
+    sub: &str,
+    scope: &str,
+    faults: &Faults,
+) -> Map<String, Value> {
+    let ttl = faults
+        .access_token_ttl_secs
+        .unwrap_or(ACCESS_TOKEN_TTL_SECS);
+    let access_token = random_token(32);
+    let refresh_token = faults.refresh_tokens.then(|| random_token(32));
+    {
+        let mut state = shared.lock();
+        let now = Instant::now();
+        state.access_tokens.retain(|_, grant| grant.expires > now);
+        state.access_tokens.insert(
+            access_token.clone(),
+            AccessGrant {
+                sub: sub.to_string(),
+                expires: now + Duration::from_secs(ttl),
+            },
+        );
+        if let Some(r) = &refresh_token {
+            state.refresh_tokens.insert(
+                r.clone(),
+                RefreshGrant {
+                    client_id: client_id.to_string(),
+                    sub: sub.to_string(),
+                    scope: scope.to_string(),
+                },
+            );
+        }
+    }
+    let mut answer = Map::new();
+    answer.insert("access_token".into(), json!(access_token));
+    answer.insert(
+        "token_type".into(),
+        json!(faults.token_type.as_deref().unwrap_or("Bearer")),
+    );
+    answer.insert("expires_in".into(), json!(ttl));
+    answer.insert("scope".into(), json!(scope));
+    if let Some(r) = refresh_token {
+        answer.insert("refresh_token".into(), json!(r));
+    }
+    answer
+}
+
+/// The `refresh_token` grant (RFC 6749 §6): the refresh token is one-time
+/// (rotation), bound to the client it was issued to.
+fn refresh_grant(
+    shared: &Shared,
+    client: &DemoClient,
+    form: &BTreeMap<String, String>,
+    faults: &Faults,
+) -> Resp {
+    let Some(token) = form.get("refresh_token") else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token missing",
+        );
+    };
+    let grant = shared.lock().refresh_tokens.remove(token);
+    let Some(grant) = grant.filter(|g| g.client_id == client.client_id) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "unknown, revoked or already used refresh token",
+        );
+    };
+    let answer = issue_tokens(shared, &grant.client_id, &grant.sub, &grant.scope, faults);
+    shared.lock().refreshes += 1;
     let mut response = json_response(StatusCode::OK, &Value::Object(answer));
     response
         .headers_mut()

@@ -27,6 +27,8 @@ pub struct Ctx {
     pub principal: Option<Arc<crate::principal::Principal>>,
     /// A `Set-Cookie` re-sealing the session with the current secret.
     pub reseal: Option<String>,
+    /// The session's source access token, for an app with `pass_access_token`.
+    pub access_token: Option<String>,
     /// The id pages, JSON errors and the access line show.
     pub request_id: RequestId,
 }
@@ -94,6 +96,7 @@ impl Ctx {
             status: None,
             principal: None,
             reseal: None,
+            access_token: None,
             request_id: RequestId::new(),
         }
     }

@@ -171,12 +171,16 @@ pub fn app_takes(state: &State, app: Option<usize>, p: &Principal) -> bool {
 }
 
 /// The principal of the request's session cookie on `host`, if any; a cookie
-/// sealed with an older secret gets a re-sealed copy queued in `ctx`.
+/// sealed with an older secret gets a re-sealed copy queued in `ctx`. For an
+/// app with `pass_access_token` (`pass_token`), the session's access token
+/// goes to `ctx` (refreshed if due); a session whose token cannot be renewed
+/// ends here, and the request is treated as signed out.
 pub async fn authenticate(
     state: &State,
     session: &Exchange,
     ctx: &mut Ctx,
     host: &str,
+    pass_token: bool,
 ) -> Option<Arc<Principal>> {
     let now = routes::now();
     let (claims, stale) = {
@@ -186,6 +190,18 @@ pub async fn authenticate(
             .read(headers.iter().filter_map(|v| v.to_str().ok()), host, now)?
     };
     let principal = state.sessions.principal(&claims, now).await?;
+    if pass_token {
+        use crate::session::service::AccessToken;
+        match state
+            .sessions
+            .access_token(&claims.sid, &state.sources, now)
+            .await
+        {
+            AccessToken::Token(t) => ctx.access_token = Some(t),
+            AccessToken::Absent => {}
+            AccessToken::Ended => return None,
+        }
+    }
     if stale {
         ctx.reseal = state.sessions.reseal(&claims, now);
     }
@@ -429,7 +445,11 @@ async fn handle(
                     return Ok(());
                 }
                 None => {
-                    let found = authenticate(state, session, ctx, &host).await;
+                    let pass_token = ctx
+                        .app
+                        .and_then(|i| state.config.apps.get(i))
+                        .is_some_and(|a| a.pass_access_token);
+                    let found = authenticate(state, session, ctx, &host, pass_token).await;
                     found.filter(|p| app_takes(state, ctx.app, p))
                 }
             };

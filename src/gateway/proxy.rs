@@ -255,6 +255,14 @@ pub async fn forward(
                 headers.insert(name, value);
             }
         }
+        // Set only for an app with pass_access_token (client copies are gone).
+        if let Some(v) = ctx
+            .access_token
+            .as_deref()
+            .and_then(|t| HeaderValue::from_str(t).ok())
+        {
+            headers.insert(upstream::FORWARDED_ACCESS_TOKEN, v);
+        }
         if let Some(app) = app.filter(|a| a.identity_assertion) {
             // Client copies went with every other X-Portcullis-* header above.
             match state.assertions.header(&app.name, p, super::routes::now()) {

@@ -774,6 +774,15 @@ async fn callback(
         proven.id_token.clone(),
         proven.oidc_sid.clone(),
         &proven.claims,
+        // Kept only where an app passes them upstream: a token nobody needs
+        // is a token that cannot leak.
+        proven.tokens.as_ref().filter(|_| {
+            state
+                .config
+                .apps
+                .iter()
+                .any(|a| a.pass_access_token && a.sources.iter().any(|s| s == slug))
+        }),
     ) {
         Ok(r) => r,
         Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, clear_login).await,
@@ -1261,9 +1270,14 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
             return Ok(());
         }
         None => match &host {
-            Some(h) => super::authenticate(state, session, ctx, h)
-                .await
-                .filter(|p| super::app_takes(state, target, p)),
+            Some(h) => {
+                let pass_token = target
+                    .and_then(|i| state.config.apps.get(i))
+                    .is_some_and(|a| a.pass_access_token);
+                super::authenticate(state, session, ctx, h, pass_token)
+                    .await
+                    .filter(|p| super::app_takes(state, target, p))
+            }
             None => None,
         },
     };
@@ -1303,6 +1317,14 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
             if let (Some(app), Some(resp)) = (app, session.response.as_mut()) {
                 for (name, value) in super::upstream::claim_headers(&app.claim_headers, &p.claims) {
                     resp.headers_mut().insert(name, value);
+                }
+                if let Some(v) = ctx
+                    .access_token
+                    .as_deref()
+                    .and_then(|t| http::HeaderValue::from_str(t).ok())
+                {
+                    resp.headers_mut()
+                        .insert(super::upstream::AUTH_REQUEST_ACCESS_TOKEN, v);
                 }
             }
             Ok(())
@@ -1359,7 +1381,7 @@ async fn userinfo(
             rescue::respond(session, ctx, refusal);
             return Ok(());
         }
-        None => super::authenticate(state, session, ctx, &host).await,
+        None => super::authenticate(state, session, ctx, &host, false).await,
     };
     match principal {
         Some(p) => {

@@ -22,6 +22,12 @@ const IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-preferred-username",
     "x-forwarded-access-token",
 ];
+/// The session's source access token, to the upstream of an app with `pass_access_token`.
+pub const FORWARDED_ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-forwarded-access-token");
+/// The same token in a `/_auth/check` answer.
+pub const AUTH_REQUEST_ACCESS_TOKEN: HeaderName =
+    HeaderName::from_static("x-auth-request-access-token");
+
 /// Every header starting with one of these (any spelling) belongs to the gateway too.
 const GATEWAY_PREFIXES: &[&str] = &["x-auth-request-", "x-portcullis-"];
 

@@ -77,6 +77,9 @@ pub struct NewSession {
     pub id_token: Option<String>,
     /// The sign-in's claims as JSON text (see [`super::claims::for_session`]).
     pub claims: Option<String>,
+    /// The source's tokens, sealed (see [`crate::session::tokens`]); `None`
+    /// unless an app passes them upstream.
+    pub tokens: Option<String>,
 }
 
 /// A stored session.
@@ -103,6 +106,8 @@ pub struct SessionRecord {
     pub id_token: Option<String>,
     /// The sign-in's claims as JSON text; `None` for sessions from before they were kept.
     pub claims: Option<String>,
+    /// The source's tokens, sealed (see [`crate::session::tokens`]).
+    pub tokens: Option<String>,
 }
 
 impl SessionRecord {
@@ -129,6 +134,7 @@ impl fmt::Debug for NewSession {
             .field("oidc_sid", &self.oidc_sid)
             .field("id_token", &format_args!("{}", redacted(&self.id_token)))
             .field("claims", &format_args!("{}", sized(&self.claims)))
+            .field("tokens", &format_args!("{}", sized(&self.tokens)))
             .finish()
     }
 }
@@ -154,6 +160,7 @@ impl fmt::Debug for SessionRecord {
             .field("oidc_sid", &self.oidc_sid)
             .field("id_token", &format_args!("{}", redacted(&self.id_token)))
             .field("claims", &format_args!("{}", sized(&self.claims)))
+            .field("tokens", &format_args!("{}", sized(&self.tokens)))
             .finish()
     }
 }
@@ -171,6 +178,7 @@ mod tests {
             oidc_sid: None,
             id_token: Some("eyJhbGciOi.secret.sig".into()),
             claims: Some(r#"{"email":"ada@example.com"}"#.into()),
+            tokens: None,
         };
         let shown = format!("{s:?}");
         assert!(!shown.contains("secret"), "{shown}");
@@ -191,6 +199,7 @@ mod tests {
             oidc_sid: None,
             id_token: None,
             claims: None,
+            tokens: None,
         };
         assert!(r.is_live(99));
         assert!(!r.is_live(100));

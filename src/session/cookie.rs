@@ -67,6 +67,8 @@ pub enum Purpose {
     Session,
     /// The login-state cookie: one sign-in attempt in progress.
     LoginState,
+    /// A session's source tokens in the store (`context` is the session id).
+    Tokens,
 }
 
 impl Purpose {
@@ -74,6 +76,7 @@ impl Purpose {
         match self {
             Purpose::Session => 1,
             Purpose::LoginState => 2,
+            Purpose::Tokens => 3,
         }
     }
 }
@@ -200,6 +203,28 @@ impl Sealer {
         Ok(URL_SAFE_NO_PAD.encode(&buf))
     }
 
+    /// Seals a value kept in the store rather than a cookie (no cookie size
+    /// bound), bound to `context` (the session id) and `purpose`.
+    pub fn seal_stored<T: Serialize>(
+        &self,
+        context: &str,
+        purpose: Purpose,
+        value: &T,
+    ) -> Result<String, SessionError> {
+        self.seal_unbounded(context, purpose, value)
+    }
+
+    /// Opens a value sealed by [`Sealer::seal_stored`] (at most `max_len` bytes of text).
+    pub fn open_stored<T: DeserializeOwned>(
+        &self,
+        context: &str,
+        purpose: Purpose,
+        sealed: &str,
+        max_len: usize,
+    ) -> Result<Opened<T>, SessionError> {
+        self.open_bounded(context, purpose, sealed, max_len)
+    }
+
     /// Opens a value sealed for `cookie_name` and `purpose` by any of the keys.
     pub fn open<T: DeserializeOwned>(
         &self,
@@ -207,8 +232,18 @@ impl Sealer {
         purpose: Purpose,
         sealed: &str,
     ) -> Result<Opened<T>, SessionError> {
+        self.open_bounded(cookie_name, purpose, sealed, MAX_COOKIE_BYTES)
+    }
+
+    fn open_bounded<T: DeserializeOwned>(
+        &self,
+        cookie_name: &str,
+        purpose: Purpose,
+        sealed: &str,
+        max_len: usize,
+    ) -> Result<Opened<T>, SessionError> {
         use SessionError::Invalid;
-        if sealed.len() > MAX_COOKIE_BYTES {
+        if sealed.len() > max_len {
             return Err(Invalid);
         }
         // The engine is strict: no padding, no `+`/`/`, no non-zero trailing bits, so each value

@@ -5,6 +5,7 @@ pub mod cookie;
 pub mod handoff;
 pub mod idle;
 pub mod service;
+pub mod tokens;
 
 use serde::{Deserialize, Serialize};
 

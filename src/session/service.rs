@@ -10,7 +10,9 @@ use crate::identity::store::UserStore;
 use crate::identity::{NewSession, SessionRecord, User};
 use crate::principal::Principal;
 use crate::session::cookie::{self, Lookup, Purpose, Sealer};
+use crate::session::tokens::SessionTokens;
 use crate::session::{idle, SessionClaims};
+use crate::source::{SourceError, Sources, TokenSet};
 
 /// Most sessions held in one replica's cache.
 pub const CACHE_ENTRIES: u64 = 100_000;
@@ -27,17 +29,64 @@ struct Cached {
     /// The latest use written to (or read from) the store, so a use is
     /// written at most once per touch interval from this replica.
     written: AtomicI64,
+    /// The source's tokens, opened, when the session keeps them: the hot
+    /// path reads them here; only a refresh touches the store.
+    tokens: std::sync::Mutex<Option<Arc<SessionTokens>>>,
+    /// Held by the one request of this replica that refreshes the tokens.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl Cached {
-    fn new(principal: Option<Arc<Principal>>, last_used: i64) -> Arc<Self> {
+    fn new(
+        principal: Option<Arc<Principal>>,
+        last_used: i64,
+        tokens: Option<SessionTokens>,
+    ) -> Arc<Self> {
         Arc::new(Cached {
             principal,
             last_used: AtomicI64::new(last_used),
             written: AtomicI64::new(last_used),
+            tokens: std::sync::Mutex::new(tokens.map(Arc::new)),
+            refreshing: tokio::sync::Mutex::new(()),
         })
     }
+
+    fn tokens(&self) -> Option<Arc<SessionTokens>> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_tokens(&self, tokens: SessionTokens) -> Arc<SessionTokens> {
+        let tokens = Arc::new(tokens);
+        *self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokens.clone());
+        tokens
+    }
 }
+
+/// The access token to pass upstream for a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessToken {
+    /// This token (valid, refreshed if it was due).
+    Token(String),
+    /// The session keeps no token (its source gave none, or it is from before
+    /// tokens were kept), or none could be had in time: no header.
+    Absent,
+    /// The refresh failed or the token expired with nothing to refresh it:
+    /// the session was ended; the request is treated as signed out.
+    Ended,
+}
+
+/// How long a replica holds the refresh lease (longer than a token call takes).
+const REFRESH_LEASE_SECS: i64 = 30;
+/// How long a request waits for another replica's refresh before giving up.
+const REFRESH_WAIT: Duration = Duration::from_secs(5);
+/// How often a waiting request looks at the store for the refreshed tokens.
+const REFRESH_POLL: Duration = Duration::from_millis(100);
 
 /// Session handling for one gateway.
 pub struct Sessions {
@@ -189,9 +238,14 @@ impl Sessions {
                 let live = usable(&record, &user, claims, now)
                     && !idle::is_idle(now, record.last_used_at, self.idle_timeout);
                 let principal = live.then(|| Arc::new(principal_of(&record, &user)));
-                Cached::new(principal, record.last_used_at)
+                let tokens = record
+                    .tokens
+                    .as_deref()
+                    .filter(|_| live)
+                    .and_then(|t| SessionTokens::open(&self.sealer, &record.id, t));
+                Cached::new(principal, record.last_used_at, tokens)
             }
-            Ok(None) => Cached::new(None, 0),
+            Ok(None) => Cached::new(None, 0, None),
             Err(e) => {
                 // Not cached: a store hiccup must not lock a person out for the whole TTL.
                 tracing::warn!(error = %e, "session lookup failed");
@@ -248,6 +302,7 @@ impl Sessions {
         id_token: Option<String>,
         oidc_sid: Option<String>,
         claims: &serde_json::Value,
+        tokens: Option<&TokenSet>,
     ) -> Result<NewSession, crate::source::flow::FlowError> {
         let (claims, dropped) = crate::identity::claims::for_session(
             claims,
@@ -261,8 +316,21 @@ impl Sessions {
                 "the sign-in's claims exceed 16 KiB; the largest were left out of the session"
             );
         }
+        let id = crate::source::flow::random_token()?;
+        let tokens = match tokens {
+            Some(set) => match SessionTokens::issued(set, now).seal(&self.sealer, &id) {
+                Ok(sealed) => Some(sealed),
+                Err(e) => {
+                    // The sign-in still works; the app just gets no token.
+                    tracing::error!(error = %e, "sealing the session's tokens failed");
+                    None
+                }
+            },
+            None => None,
+        };
         Ok(NewSession {
-            id: crate::source::flow::random_token()?,
+            id,
+            tokens,
             source: source.to_string(),
             expires_at: (now + self.lifetime.as_secs()) as i64,
             oidc_sid,
@@ -319,12 +387,192 @@ impl Sessions {
         ))
     }
 
+    /// The access token of session `sid` (resolved by [`Sessions::principal`]
+    /// just before) for an app with `pass_access_token`. From the cache while
+    /// it is not due; a due token is refreshed by one request of one replica
+    /// (a lease in the store); the others use the still-valid token or wait
+    /// briefly for the refreshed one. A refused refresh, or an expired token
+    /// with no refresh token, ends the session.
+    pub async fn access_token(&self, sid: &str, sources: &Sources, now: u64) -> AccessToken {
+        let Some(entry) = self.cache.get(sid) else {
+            return AccessToken::Absent;
+        };
+        let Some(current) = entry.tokens() else {
+            return AccessToken::Absent;
+        };
+        if !current.refresh_due(now) {
+            return AccessToken::Token(current.access_token.clone());
+        }
+        if current.refresh_token.is_none() {
+            if current.expired(now) {
+                self.end(
+                    sid,
+                    "the access token expired and the provider gave no refresh token",
+                )
+                .await;
+                return AccessToken::Ended;
+            }
+            return AccessToken::Token(current.access_token.clone());
+        }
+        // One refreshing request per replica; the others use the still-valid
+        // token, or wait for the refresh when it has expired.
+        let _guard = match entry.refreshing.try_lock() {
+            Ok(g) => g,
+            Err(_) if !current.expired(now) => {
+                return AccessToken::Token(current.access_token.clone())
+            }
+            Err(_) => entry.refreshing.lock().await,
+        };
+        if let Some(t) = entry.tokens().filter(|t| !t.refresh_due(now)) {
+            return AccessToken::Token(t.access_token.clone());
+        }
+        self.refresh_shared(sid, &entry, sources, now).await
+    }
+
+    /// The refresh across replicas: the store's tokens when another replica
+    /// has refreshed them, else the lease and the refresh grant.
+    async fn refresh_shared(
+        &self,
+        sid: &str,
+        entry: &Cached,
+        sources: &Sources,
+        start: u64,
+    ) -> AccessToken {
+        let started = std::time::Instant::now();
+        loop {
+            let now = start + started.elapsed().as_secs();
+            let now_secs = i64::try_from(now).unwrap_or(i64::MAX);
+            let record = match self.store.session(sid).await {
+                Ok(Some((record, user))) if record.is_live(now_secs) && !user.disabled => record,
+                Ok(_) => {
+                    self.cache
+                        .insert(sid.to_string(), Cached::new(None, 0, None));
+                    return AccessToken::Ended;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the session's tokens failed");
+                    return still_valid(entry, now);
+                }
+            };
+            let Some(stored) = record
+                .tokens
+                .as_deref()
+                .and_then(|t| SessionTokens::open(&self.sealer, sid, t))
+            else {
+                return AccessToken::Absent;
+            };
+            if !stored.refresh_due(now) {
+                // Another replica refreshed it.
+                return AccessToken::Token(entry.set_tokens(stored).access_token.clone());
+            }
+            let claimed = self
+                .store
+                .claim_token_refresh(sid, now_secs, now_secs + REFRESH_LEASE_SECS)
+                .await;
+            match claimed {
+                Ok(true) => {
+                    return self
+                        .refresh(sid, entry, &record.source, stored, sources, now)
+                        .await
+                }
+                Ok(false) if !stored.expired(now) => {
+                    return AccessToken::Token(stored.access_token.clone())
+                }
+                Ok(false) if started.elapsed() < REFRESH_WAIT => {
+                    tokio::time::sleep(REFRESH_POLL).await;
+                }
+                Ok(false) => {
+                    tracing::warn!("another replica's token refresh did not finish in time");
+                    return AccessToken::Absent;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming the token refresh failed");
+                    return still_valid(entry, now);
+                }
+            }
+        }
+    }
+
+    /// The refresh grant, with the lease held: stores the new tokens (a
+    /// rotated refresh token with them) in one update, or ends the session.
+    async fn refresh(
+        &self,
+        sid: &str,
+        entry: &Cached,
+        source: &str,
+        stored: SessionTokens,
+        sources: &Sources,
+        now: u64,
+    ) -> AccessToken {
+        let (Some(rt), Some(refresh_token)) =
+            (sources.get(source), stored.refresh_token.as_deref())
+        else {
+            self.end(sid, "the session's source is no longer configured")
+                .await;
+            return AccessToken::Ended;
+        };
+        match sources.refresh(&rt, refresh_token, now).await {
+            Ok(set) => {
+                let next = stored.refreshed(&set, now);
+                let sealed = match next.seal(&self.sealer, sid) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "sealing the refreshed tokens failed");
+                        self.end(sid, "the refreshed tokens could not be kept")
+                            .await;
+                        return AccessToken::Ended;
+                    }
+                };
+                if let Err(e) = self.store.finish_token_refresh(sid, Some(&sealed)).await {
+                    // The provider may have rotated the refresh token we could
+                    // not store: the old one is spent, so the session cannot go on.
+                    tracing::warn!(error = %e, "storing the refreshed tokens failed");
+                    self.end(sid, "the refreshed tokens could not be stored")
+                        .await;
+                    return AccessToken::Ended;
+                }
+                tracing::debug!(auth.source = source, "access token refreshed");
+                AccessToken::Token(entry.set_tokens(next).access_token.clone())
+            }
+            Err(SourceError::TokenRefused(why)) => {
+                tracing::info!(auth.source = source, reason = %why, "the provider refused the refresh token");
+                self.end(sid, "the provider refused the refresh token")
+                    .await;
+                AccessToken::Ended
+            }
+            Err(e) => {
+                // Unreachable or garbled: retried by a later request while the
+                // token lasts; once it has expired the session ends.
+                tracing::warn!(auth.source = source, error = %e, "refreshing the access token failed");
+                if let Err(e) = self.store.finish_token_refresh(sid, None).await {
+                    tracing::warn!(error = %e, "freeing the token refresh lease failed");
+                }
+                if stored.expired(now) {
+                    self.end(sid, "the access token expired and could not be refreshed")
+                        .await;
+                    return AccessToken::Ended;
+                }
+                AccessToken::Token(stored.access_token.clone())
+            }
+        }
+    }
+
+    /// Ends a session whose tokens cannot go on (logged with the reason).
+    async fn end(&self, sid: &str, why: &'static str) {
+        tracing::info!(
+            reason = why,
+            "session ended: its access token cannot be renewed"
+        );
+        self.revoke(sid).await;
+    }
+
     /// Revokes a session in the store and in this replica's cache.
     pub async fn revoke(&self, sid: &str) {
         if let Err(e) = self.store.revoke_session(sid).await {
             tracing::warn!(error = %e, "session revocation failed");
         }
-        self.cache.insert(sid.to_string(), Cached::new(None, 0));
+        self.cache
+            .insert(sid.to_string(), Cached::new(None, 0, None));
     }
 
     /// Forgets every cached session of this replica (after a back-channel
@@ -348,6 +596,14 @@ impl Sessions {
             self.secure,
             self.shared_domain(host),
         )
+    }
+}
+
+/// The cached token while it has not expired (the store could not be asked).
+fn still_valid(entry: &Cached, now: u64) -> AccessToken {
+    match entry.tokens() {
+        Some(t) if !t.expired(now) => AccessToken::Token(t.access_token.clone()),
+        _ => AccessToken::Absent,
     }
 }
 

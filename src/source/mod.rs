@@ -79,6 +79,81 @@ pub struct Proven {
     pub oidc_sid: Option<String>,
     /// The ID token's claims overlaid with the profile's, for policy expressions.
     pub claims: Value,
+    /// The token endpoint's access and refresh tokens (OAuth 2.0 sources).
+    pub tokens: Option<TokenSet>,
+}
+
+/// What a token endpoint answered: an access token, perhaps a refresh token, its lifetime.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenSet {
+    /// The access token.
+    pub access_token: String,
+    /// The refresh token, if the provider gave one.
+    pub refresh_token: Option<String>,
+    /// `expires_in`, seconds, if the provider said.
+    pub expires_in: Option<u64>,
+}
+
+impl TokenSet {
+    fn from_response(access_token: &str, body: &Value) -> TokenSet {
+        TokenSet {
+            access_token: access_token.to_string(),
+            refresh_token: body
+                .get("refresh_token")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+            // Some vendors send the number as a string.
+            expires_in: body.get("expires_in").and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_token", &"<redacted>")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+/// The client id and secret a token request authenticates with (Apple: an
+/// ES256 JWT made now from the .p8 key).
+fn client_credentials(
+    src: &Source,
+    quirks: presets::Quirks,
+    now: u64,
+) -> Result<(String, String), SourceError> {
+    let client_id = src.consumer_key.clone().unwrap_or_default();
+    if quirks.apple_client_secret {
+        let secret = presets::apple::client_secret(
+            src.team_id.as_deref().unwrap_or_default(),
+            src.key_id.as_deref().unwrap_or_default(),
+            &client_id,
+            src.private_key
+                .as_ref()
+                .map(|k| k.expose().as_str())
+                .unwrap_or_default(),
+            now,
+            presets::apple::CLIENT_SECRET_TTL_SECS,
+        )
+        .map_err(|e| SourceError::Provider(format!("Apple client secret: {e}")))?;
+        return Ok((client_id, secret));
+    }
+    let secret = src
+        .consumer_secret
+        .as_ref()
+        .map(|s| s.expose().clone())
+        .unwrap_or_default();
+    Ok((client_id, secret))
 }
 
 /// One source at run time.
@@ -238,34 +313,8 @@ impl Sources {
         let quirks = src.preset.map_or(presets::Quirks::NONE, |p| p.quirks);
         let endpoints = rt.endpoints().ok_or(SourceError::NotReady)?;
         let token_url = endpoints.token.as_ref().ok_or(SourceError::NotReady)?;
-        let client_id = src.consumer_key.as_deref().unwrap_or_default();
-        // Apple: the client secret is an ES256 JWT made now from the .p8 key.
-        let apple_secret = if quirks.apple_client_secret {
-            Some(
-                presets::apple::client_secret(
-                    src.team_id.as_deref().unwrap_or_default(),
-                    src.key_id.as_deref().unwrap_or_default(),
-                    client_id,
-                    src.private_key
-                        .as_ref()
-                        .map(|k| k.expose().as_str())
-                        .unwrap_or_default(),
-                    now,
-                    presets::apple::CLIENT_SECRET_TTL_SECS,
-                )
-                .map_err(|e| SourceError::Provider(format!("Apple client secret: {e}")))?,
-            )
-        } else {
-            None
-        };
-        let secret = match &apple_secret {
-            Some(s) => s.as_str(),
-            None => src
-                .consumer_secret
-                .as_ref()
-                .map(|s| s.expose().as_str())
-                .unwrap_or_default(),
-        };
+        let (client_id, secret) = client_credentials(src, quirks, now)?;
+        let (client_id, secret) = (client_id.as_str(), secret.as_str());
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
@@ -384,7 +433,9 @@ impl Sources {
             .and_then(|c| c.get("sid"))
             .and_then(Value::as_str)
             .map(str::to_string);
+        let tokens = Some(TokenSet::from_response(access_token, &body));
         Ok(Proven {
+            tokens,
             identity: Identity {
                 source: src.slug.clone(),
                 identifier: mapped.identifier,
@@ -398,6 +449,43 @@ impl Sources {
             oidc_sid,
             claims: all_claims,
         })
+    }
+
+    /// Trades a refresh token for fresh tokens (RFC 6749 §6) at the source's
+    /// token endpoint, authenticated as the code exchange is. A refused
+    /// refresh token is [`SourceError::TokenRefused`].
+    pub async fn refresh(
+        &self,
+        rt: &Runtime,
+        refresh_token: &str,
+        now: u64,
+    ) -> Result<TokenSet, SourceError> {
+        let src = &rt.config;
+        let quirks = src.preset.map_or(presets::Quirks::NONE, |p| p.quirks);
+        let endpoints = rt.endpoints().ok_or(SourceError::NotReady)?;
+        let token_url = endpoints.token.as_ref().ok_or(SourceError::NotReady)?;
+        let (client_id, secret) = client_credentials(src, quirks, now)?;
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        let basic = match src.token_auth_method {
+            TokenAuthMethod::ClientSecretBasic => Some((client_id.as_str(), secret.as_str())),
+            TokenAuthMethod::ClientSecretPost => {
+                form.push(("client_id", &client_id));
+                form.push(("client_secret", &secret));
+                None
+            }
+        };
+        let resp = self
+            .http
+            .source(&src.slug)
+            .post_form(token_url, &form, basic, MAX_RESPONSE_BYTES)
+            .await?;
+        let body = resp.json().unwrap_or(Value::Null);
+        vendor_api_error(quirks, &body)?;
+        let access_token = token_response(resp.status, &body)?;
+        Ok(TokenSet::from_response(access_token, &body))
     }
 
     /// A JSON object from a vendor API: with the access token as a bearer
@@ -701,6 +789,8 @@ impl Sources {
         };
         let mapped = claims::map(&src.claims, &profile, None)?;
         Ok(Proven {
+            // OAuth 1.0a credentials are not bearer tokens: nothing to pass on.
+            tokens: None,
             identity: Identity {
                 source: src.slug.clone(),
                 identifier: mapped.identifier,

@@ -28,4 +28,5 @@ mod reload;
 mod replicas;
 mod sessions;
 mod signin;
+mod tokens;
 mod vendors;

@@ -152,6 +152,19 @@ pub trait UserStore: Send + Sync {
         min_interval: i64,
     ) -> Result<bool, StoreError>;
 
+    /// Claims the token-refresh lease of a live session until `until` (unix
+    /// seconds), if no other replica holds it at `now`; `true` if claimed.
+    async fn claim_token_refresh(
+        &self,
+        sid: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Frees the refresh lease, storing the refreshed (sealed) tokens if any.
+    async fn finish_token_refresh(&self, sid: &str, tokens: Option<&str>)
+        -> Result<(), StoreError>;
+
     /// Revokes one session (no error if it does not exist).
     async fn revoke_session(&self, sid: &str) -> Result<(), StoreError>;
 

@@ -136,13 +136,13 @@ macro_rules! select_users {
 const USER_COLUMNS: usize = 9;
 
 /// Session columns followed by the `select_users!` columns.
-const SELECT_SESSION: &str = "SELECT s.id, s.user_id, s.source, s.created_at, s.expires_at, s.revoked, s.oidc_sid, s.id_token, s.last_used_at, s.claims, \
+const SELECT_SESSION: &str = "SELECT s.id, s.user_id, s.source, s.created_at, s.expires_at, s.revoked, s.oidc_sid, s.id_token, s.last_used_at, s.claims, s.tokens, \
      u.id, u.username, u.email, u.name, u.disabled, u.created_at, u.email_verified, u.home_source, g.group_name \
      FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN user_groups g ON g.user_id = u.id \
      WHERE s.id = $1";
 
 /// Number of session columns before the user columns in `SELECT_SESSION`.
-const SESSION_COLUMNS: usize = 10;
+const SESSION_COLUMNS: usize = 11;
 
 impl<DB> SqlStore<DB>
 where
@@ -188,8 +188,8 @@ where
         Ok(users)
     }
 
-    /// A session record from the ten columns starting at `at` (`id, user_id,
-    /// source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at, claims`).
+    /// A session record from the eleven columns starting at `at` (`id, user_id,
+    /// source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at, claims, tokens`).
     fn session_at(row: &DB::Row, at: usize) -> Result<SessionRecord, sqlx::Error> {
         Ok(SessionRecord {
             id: row.try_get(at)?,
@@ -202,6 +202,7 @@ where
             id_token: row.try_get(at + 7)?,
             last_used_at: row.try_get(at + 8)?,
             claims: row.try_get(at + 9)?,
+            tokens: row.try_get(at + 10)?,
         })
     }
 
@@ -341,8 +342,8 @@ where
         now: i64,
     ) -> Result<(), StoreError> {
         sqlx::query::<DB>(
-            "INSERT INTO sessions (id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at, claims) \
-             VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7, $4, $8)",
+            "INSERT INTO sessions (id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at, claims, tokens) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7, $4, $8, $9)",
         )
         .bind(session.id.as_str())
         .bind(user_id)
@@ -352,6 +353,7 @@ where
         .bind(session.oidc_sid.as_deref())
         .bind(session.id_token.as_deref())
         .bind(session.claims.as_deref())
+        .bind(session.tokens.as_deref())
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -632,6 +634,56 @@ where
         Ok(changed > 0)
     }
 
+    async fn claim_token_refresh(
+        &self,
+        sid: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        // One conditional UPDATE: whichever replica changes the row holds the
+        // lease; the others see 0 rows and wait for its result.
+        let claimed = self
+            .execute(
+                sqlx::query(
+                    "UPDATE sessions SET refreshing_until = $2 \
+                     WHERE id = $1 AND revoked = FALSE AND refreshing_until <= $3",
+                )
+                .bind(sid)
+                .bind(until)
+                .bind(now),
+            )
+            .await?;
+        Ok(claimed > 0)
+    }
+
+    async fn finish_token_refresh(
+        &self,
+        sid: &str,
+        tokens: Option<&str>,
+    ) -> Result<(), StoreError> {
+        // The new tokens (a rotated refresh token with them) replace the old
+        // ones in the same statement that frees the lease.
+        match tokens {
+            Some(t) => {
+                self.execute(
+                    sqlx::query(
+                        "UPDATE sessions SET tokens = $2, refreshing_until = 0 WHERE id = $1",
+                    )
+                    .bind(sid)
+                    .bind(t),
+                )
+                .await?
+            }
+            None => {
+                self.execute(
+                    sqlx::query("UPDATE sessions SET refreshing_until = 0 WHERE id = $1").bind(sid),
+                )
+                .await?
+            }
+        };
+        Ok(())
+    }
+
     async fn revoke_user_sessions(&self, user_id: &str) -> Result<u64, StoreError> {
         self.execute(
             sqlx::query(
@@ -778,7 +830,7 @@ where
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query::<DB>(
-            "SELECT id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at, claims \
+            "SELECT id, user_id, source, created_at, expires_at, revoked, oidc_sid, id_token, last_used_at, claims, tokens \
              FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id",
         )
         .bind(user_id)
@@ -942,6 +994,7 @@ mod tests {
             oidc_sid: Some(format!("op-{id}")),
             id_token: Some(format!("token-{id}")),
             claims: Some(format!(r#"{{"sid":"{id}"}}"#)),
+            tokens: None,
         }
     }
 
@@ -1112,6 +1165,7 @@ mod tests {
         ses06_a_use_is_recorded_at_most_once_per_interval,
         rename_changes_the_username_only_to_a_free_one,
         a_handoff_code_is_taken_once_and_only_by_its_key,
+        a_token_refresh_lease_has_one_holder_and_the_new_tokens_free_it,
         purge_removes_only_expired_handoff_codes,
         only_a_vouched_email_is_found_for_email_matching,
     );
@@ -1202,6 +1256,62 @@ mod tests {
         );
         // The session itself is no business of this purge.
         assert!(store.session("s1").await.unwrap().is_some());
+    }
+
+    async fn a_token_refresh_lease_has_one_holder_and_the_new_tokens_free_it(
+        store: Arc<dyn UserStore>,
+    ) {
+        let first = NewSession {
+            tokens: Some("sealed-1".into()),
+            ..session("s1", "corp")
+        };
+        store.enroll(&ada(), &first, NOW).await.unwrap();
+        // Eight claimants at once: exactly one holds the lease.
+        let mut claims = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            claims.push(tokio::spawn(async move {
+                store
+                    .claim_token_refresh("s1", NOW, NOW + 30)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut won = 0;
+        for c in claims {
+            won += usize::from(c.await.unwrap());
+        }
+        assert_eq!(won, 1);
+        // Still held before it runs out; free again once it has.
+        assert!(!store
+            .claim_token_refresh("s1", NOW + 29, NOW + 59)
+            .await
+            .unwrap());
+        assert!(store
+            .claim_token_refresh("s1", NOW + 30, NOW + 60)
+            .await
+            .unwrap());
+        // The new tokens replace the old and free the lease in one update.
+        store
+            .finish_token_refresh("s1", Some("sealed-2"))
+            .await
+            .unwrap();
+        let (record, _) = store.session("s1").await.unwrap().unwrap();
+        assert_eq!(record.tokens.as_deref(), Some("sealed-2"));
+        assert!(store
+            .claim_token_refresh("s1", NOW + 31, NOW + 61)
+            .await
+            .unwrap());
+        // A freed lease without new tokens keeps the old ones.
+        store.finish_token_refresh("s1", None).await.unwrap();
+        let (record, _) = store.session("s1").await.unwrap().unwrap();
+        assert_eq!(record.tokens.as_deref(), Some("sealed-2"));
+        // A revoked session's lease cannot be claimed.
+        store.revoke_session("s1").await.unwrap();
+        assert!(!store
+            .claim_token_refresh("s1", NOW + 31, NOW + 61)
+            .await
+            .unwrap());
     }
 
     async fn a_handoff_code_is_taken_once_and_only_by_its_key(store: Arc<dyn UserStore>) {
