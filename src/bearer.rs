@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::config::App;
 use crate::jwks::Key;
 use crate::jws::{self, JwsError};
-use crate::principal::Principal;
+use crate::principal::{no_claims, Principal};
 use crate::source::claims::lookup;
 use crate::source::idtoken::{self, LEEWAY_SECS};
 use crate::source::Sources;
@@ -248,7 +248,12 @@ impl Bearer {
         if !audience_allowed(&claims, &app.jwt_audiences) {
             return Err(BearerError::Audience);
         }
-        let principal = principal_of(src, claims).ok_or(BearerError::Malformed)?;
+        let mut principal = principal_of(src, claims).ok_or(BearerError::Malformed)?;
+        if !needs_claims(app) {
+            // Nothing of this app reads them: one principal per machine
+            // identity is then shared by all its tokens' verdicts.
+            principal.claims = no_claims();
+        }
         Ok((self.shared(principal), exp, signer))
     }
 
@@ -268,6 +273,17 @@ impl Bearer {
         key.copy_from_slice(ctx.finish().as_ref());
         self.principals.get_with(key, || Arc::new(p))
     }
+}
+
+/// Whether app `app` reads a token's claims beyond the identity fields: an
+/// access rule with an expression (`claims.*`) or `claim_headers`. Only then
+/// does a verdict keep the token's claims (each token's own copy, as `jti`,
+/// `iat` and `exp` differ); otherwise the claims are dropped and the tokens
+/// of one machine share one principal, which keeps 100 000 cached tokens
+/// small. The identity assertion reads only the identity fields and
+/// `token_subject`, never the claims.
+pub fn needs_claims(app: &App) -> bool {
+    !app.claim_headers.is_empty() || app.policies.iter().any(|p| p.expression.is_some())
 }
 
 /// Whether `aud` (a string or an array) names one of the app's audiences.
@@ -490,6 +506,66 @@ mod tests {
         // An app without audiences admits no token at all.
         assert!(!audience_allowed(&json!({"aud": "api"}), &[]));
         assert!(!audience_allowed(&json!({}), &[]));
+    }
+
+    fn app() -> App {
+        App {
+            name: "api".into(),
+            host: None,
+            path_prefix: "/".into(),
+            upstream: crate::config::Upstream {
+                url: url::Url::parse("http://127.0.0.1:1").unwrap(),
+                host: "127.0.0.1".into(),
+                port: 1,
+                tls: false,
+            },
+            sources: vec![],
+            jwt_sources: vec!["ci".into()],
+            jwt_audiences: vec!["api".into()],
+            forward_bearer_token: false,
+            identity_assertion: false,
+            pass_access_token: false,
+            upstream_ca_file: None,
+            public_paths: vec![],
+            claim_headers: Default::default(),
+            policies: vec![],
+        }
+    }
+
+    fn allow(expression: Option<&str>) -> crate::config::Policy {
+        crate::config::Policy {
+            on: vec![crate::config::PolicyAction::Access],
+            effect: crate::config::Effect::Allow,
+            email_domains: vec![],
+            groups: vec!["ops".into()],
+            users: vec![],
+            expression: expression.map(str::to_string),
+            message: None,
+            path_prefix: None,
+        }
+    }
+
+    #[test]
+    fn verdicts_keep_token_claims_only_for_apps_that_read_them() {
+        let mut plain = app();
+        plain.identity_assertion = true;
+        plain.policies.push(allow(None));
+        assert!(
+            !needs_claims(&plain),
+            "groups, users and the assertion need no claims"
+        );
+        let mut by_expression = app();
+        by_expression.policies.push(allow(None));
+        by_expression
+            .policies
+            .push(allow(Some("claims.ref == 'refs/heads/main'")));
+        assert!(needs_claims(&by_expression));
+        let mut by_header = app();
+        by_header.policies.push(allow(None));
+        by_header
+            .claim_headers
+            .insert("x-repo".into(), "repository".into());
+        assert!(needs_claims(&by_header));
     }
 
     #[test]
