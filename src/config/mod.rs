@@ -3,6 +3,7 @@
 
 mod error;
 mod example_secrets;
+pub mod header_names;
 mod load;
 pub mod model;
 mod raw;

@@ -1,5 +1,6 @@
 //! Turns the raw tables into the typed model, collecting every problem with its key.
 
+use super::header_names;
 use crate::source::presets::PresetError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -1451,9 +1452,9 @@ fn access_is_stated(
     );
 }
 
-/// Header names `claim_headers` may not use: hop-by-hop and framing fields,
-/// `Host`, credentials, and the names the gateway owns or the forwarding
-/// headers (all compared lower-case with `_` read as `-`).
+/// Header names `claim_headers` may not use besides the gateway's own and the
+/// forwarding headers (`header_names`): hop-by-hop and framing fields,
+/// `Host`, credentials (all compared lower-case with `_` read as `-`).
 const RESERVED_CLAIM_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",
@@ -1473,26 +1474,7 @@ const RESERVED_CLAIM_HEADERS: &[&str] = &[
     "cookie",
     "set-cookie",
     "authorization",
-    "x-forwarded-user",
-    "x-forwarded-email",
-    "x-forwarded-groups",
-    "x-forwarded-preferred-username",
-    "x-forwarded-access-token",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-uri",
-    "x-forwarded-prefix",
-    "x-forwarded-method",
-    "x-original-url",
-    "x-original-uri",
-    "x-real-ip",
-    "forwarded",
 ];
-
-/// Prefixes of names the gateway owns.
-const RESERVED_CLAIM_HEADER_PREFIXES: &[&str] = &["x-auth-request-", "x-portcullis-"];
 
 /// `claim_headers = { "X-Team" = "org.team" }`: valid header names that are
 /// not reserved, not given twice (in any case or `_` spelling), and non-empty paths.
@@ -1514,7 +1496,9 @@ fn claim_headers(
             continue;
         }
         if RESERVED_CLAIM_HEADERS.contains(&canonical.as_str())
-            || RESERVED_CLAIM_HEADER_PREFIXES
+            || header_names::IDENTITY_HEADERS.contains(&canonical.as_str())
+            || header_names::FORWARDING_HEADERS.contains(&canonical.as_str())
+            || header_names::GATEWAY_PREFIXES
                 .iter()
                 .any(|p| canonical.starts_with(p))
         {

@@ -13,39 +13,13 @@ use serde_json::Value;
 use crate::principal::header_safe;
 use crate::source::claims::lookup;
 
-/// Identity headers the gateway owns, in canonical lower-case `-` spelling:
-/// every client copy is removed, always.
-const IDENTITY_HEADERS: &[&str] = &[
-    "x-forwarded-user",
-    "x-forwarded-email",
-    "x-forwarded-groups",
-    "x-forwarded-preferred-username",
-    "x-forwarded-access-token",
-];
+use crate::config::header_names::{FORWARDING_HEADERS, GATEWAY_PREFIXES, IDENTITY_HEADERS};
+
 /// The session's source access token, to the upstream of an app with `pass_access_token`.
 pub const FORWARDED_ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-forwarded-access-token");
 /// The same token in a `/_auth/check` answer.
 pub const AUTH_REQUEST_ACCESS_TOKEN: HeaderName =
     HeaderName::from_static("x-auth-request-access-token");
-
-/// Every header starting with one of these (any spelling) belongs to the gateway too.
-const GATEWAY_PREFIXES: &[&str] = &["x-auth-request-", "x-portcullis-"];
-
-/// Headers that say where a request came from and what it asked for: believed
-/// only from a trusted proxy, removed or replaced otherwise (PRX-05).
-const FORWARDING_HEADERS: &[&str] = &[
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-uri",
-    "x-forwarded-prefix",
-    "x-forwarded-method",
-    "x-original-url",
-    "x-original-uri",
-    "x-real-ip",
-    "forwarded",
-];
 
 /// Byte `b` of a header name as the gateway compares names: lower case, `_` read as `-`.
 fn canonical_byte(b: u8) -> u8 {

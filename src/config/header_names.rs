@@ -1,0 +1,32 @@
+//! The header names the gateway owns or judges, in canonical lower-case `-`
+//! spelling: one list for the data path (what it strips and replaces) and
+//! for config validation (what `claim_headers` may not use), so the two can
+//! never drift apart.
+
+/// Identity headers the gateway sets; every client copy is removed, always.
+pub const IDENTITY_HEADERS: &[&str] = &[
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+];
+
+/// Every header starting with one of these (any spelling) belongs to the gateway too.
+pub const GATEWAY_PREFIXES: &[&str] = &["x-auth-request-", "x-portcullis-"];
+
+/// Headers that say where a request came from and what it asked for: believed
+/// only from a trusted proxy, removed or replaced otherwise (PRX-05).
+pub const FORWARDING_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-uri",
+    "x-forwarded-prefix",
+    "x-forwarded-method",
+    "x-original-url",
+    "x-original-uri",
+    "x-real-ip",
+    "forwarded",
+];
