@@ -121,6 +121,14 @@ pub(super) struct SqlStore<DB: Database> {
 
 /// The columns of a user row followed by one of its groups (NULL when it has none);
 /// `$cond` completes the statement. Rows of one user are adjacent (ordered by id).
+/// The one user an email lookup found, if any; several are `Ambiguous`.
+fn at_most_one(mut found: Vec<User>) -> Result<Option<User>, StoreError> {
+    match found.len() {
+        0 | 1 => Ok(found.pop()),
+        _ => Err(StoreError::Ambiguous),
+    }
+}
+
 macro_rules! select_users {
     ($cond:literal) => {
         concat!(
@@ -550,30 +558,24 @@ where
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let mut found = Self::users_where(
+        let found = Self::users_where(
             &mut conn,
             select_users!("WHERE lower(u.email) = lower($1)"),
             &[email],
         )
         .await?;
-        match found.len() {
-            0 | 1 => Ok(found.pop()),
-            _ => Err(StoreError::Ambiguous),
-        }
+        at_most_one(found)
     }
 
     async fn user_by_vouched_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let mut found = Self::users_where(
+        let found = Self::users_where(
             &mut conn,
             select_users!("WHERE lower(u.email) = lower($1) AND u.email_verified = TRUE"),
             &[email],
         )
         .await?;
-        match found.len() {
-            0 | 1 => Ok(found.pop()),
-            _ => Err(StoreError::Ambiguous),
-        }
+        at_most_one(found)
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
