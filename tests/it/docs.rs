@@ -264,7 +264,7 @@ fn link_problems(file: &str, text: &str) -> Vec<String> {
             let names_a_file = span
                 .rsplit('/')
                 .next()
-                .is_some_and(|n| n.contains('.') && n.trim_matches('.') != "");
+                .is_some_and(|n| n.contains('.') && !n.trim_matches('.').is_empty());
             if span.starts_with("../") && names_a_file && resolve(file, span).is_none() {
                 problems.push(format!(
                     "{file}:{line}: `{span}` names a path outside the repository"
