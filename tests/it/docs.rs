@@ -414,8 +414,11 @@ fn defined_ids() -> BTreeMap<String, usize> {
     let mut ids = BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("- **") {
+            // Other bold list items (`- **Refused sign-in**`) are prose, not cases.
             if let Some((id, _)) = rest.split_once("**") {
-                *ids.entry(id.to_string()).or_insert(0) += 1;
+                if cited_ids(id).contains(id) {
+                    *ids.entry(id.to_string()).or_insert(0) += 1;
+                }
             }
         }
     }
