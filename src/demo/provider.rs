@@ -456,6 +456,11 @@ impl Provider {
         self.shared.lock().refresh_tokens.clear();
     }
 
+    /// The refresh tokens issued and not yet used or revoked.
+    pub fn live_refresh_tokens(&self) -> Vec<String> {
+        self.shared.lock().refresh_tokens.keys().cloned().collect()
+    }
+
     /// Whether `access_token` is one this provider issued and has not expired.
     pub fn access_token_valid(&self, access_token: &str) -> bool {
         self.shared

@@ -29,6 +29,9 @@ pub struct Ctx {
     pub reseal: Option<String>,
     /// The session's source access token, for an app with `pass_access_token`.
     pub access_token: Option<String>,
+    /// Why the request's session was ended early (its token could not be
+    /// renewed), so the refusal can say it.
+    pub session_ended: Option<crate::session::ended::SessionEnded>,
     /// The id pages, JSON errors and the access line show.
     pub request_id: RequestId,
 }
@@ -97,6 +100,7 @@ impl Ctx {
             principal: None,
             reseal: None,
             access_token: None,
+            session_ended: None,
             request_id: RequestId::new(),
         }
     }

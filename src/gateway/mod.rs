@@ -189,7 +189,10 @@ pub async fn authenticate(
             .sessions
             .read(headers.iter().filter_map(|v| v.to_str().ok()), host, now)?
     };
-    let principal = state.sessions.principal(&claims, now).await?;
+    let Some(principal) = state.sessions.principal(&claims, now).await else {
+        ctx.session_ended = state.sessions.ended(&claims.sid);
+        return None;
+    };
     if pass_token {
         use crate::session::service::AccessToken;
         match state
@@ -199,13 +202,34 @@ pub async fn authenticate(
         {
             AccessToken::Token(t) => ctx.access_token = Some(t),
             AccessToken::Absent => {}
-            AccessToken::Ended => return None,
+            AccessToken::Ended(why) => {
+                ctx.session_ended = why;
+                return None;
+            }
         }
     }
     if stale {
         ctx.reseal = state.sessions.reseal(&claims, now);
     }
     Some(principal)
+}
+
+/// The refusal for a request whose session this replica just ended (its
+/// token could not be renewed): sign in again, told why.
+pub(crate) fn session_ended(
+    state: &State,
+    rd: String,
+    ended: crate::session::ended::SessionEnded,
+) -> Rejection {
+    let provider = state
+        .config
+        .source(&ended.source)
+        .map_or_else(|| "the identity provider".to_string(), |s| s.name.clone());
+    Rejection::SessionEnded {
+        rd,
+        description: ended.reason.wording(&provider),
+        ended,
+    }
 }
 
 /// What to do with a request once its head has been read.
@@ -460,7 +484,15 @@ async fn handle(
                     .uri
                     .path_and_query()
                     .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
-                rescue::respond(session, ctx, Rejection::Unauthenticated { rd });
+                match ctx.session_ended.take() {
+                    Some(ended) => {
+                        // The ended session's cookie goes too (OA2-21: session cleared).
+                        let clear = vec![("set-cookie", state.sessions.clear(&host))];
+                        let refusal = session_ended(state, rd, ended);
+                        rescue::respond_with(session, ctx, refusal, clear);
+                    }
+                    None => rescue::respond(session, ctx, Rejection::Unauthenticated { rd }),
+                }
                 return Ok(());
             };
             // Known from here, refused or not: the access line names them.

@@ -33,6 +33,7 @@ main {{ width: min(26rem, 100% - 2rem); padding: 2rem 1.5rem 1.5rem; background:
 h1 {{ font-size: 1.4rem; line-height: 1.25; margin: 0 0 .75rem; }}
 p {{ margin: 0 0 1rem; }}
 .hint {{ opacity: .75; font-size: .9rem; }}
+.notice {{ padding: .6rem .8rem; border-left: 4px solid #f5b700; border-radius: 6px; background: color-mix(in srgb, #f5b700 12%, Canvas); }}
 .status {{ display: inline-block; margin: 0 0 .5rem; padding: .1rem .55rem; border-radius: 999px; font-size: .8rem; font-weight: 700;
           letter-spacing: .03em; color: #fff; background: #b3261e; }}
 .buttons {{ display: grid; gap: .6rem; margin: 1.25rem 0 .5rem; }}
@@ -95,11 +96,24 @@ pub struct Offer {
 /// The sign-in page: one button per source offered by the app, each with
 /// the vendor's mark and name; the app's name in the title and the text.
 pub fn sign_in(app: &str, sources: &[Offer], rd: &str) -> String {
+    sign_in_after(app, sources, rd, None)
+}
+
+/// The sign-in page, first saying why the person has to sign in again
+/// (`notice`: a session that ended early), when there is a reason.
+pub fn sign_in_after(app: &str, sources: &[Offer], rd: &str, notice: Option<&str>) -> String {
     let rd_q: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-    let mut body = format!(
+    let mut body = String::new();
+    if let Some(notice) = notice {
+        body.push_str(&format!(
+            "<p class=\"notice\" role=\"status\">{}</p>\n",
+            encode_text(notice)
+        ));
+    }
+    body.push_str(&format!(
         "<p>Sign in to continue to <strong>{}</strong>.</p>\n",
         encode_text(app)
-    );
+    ));
     if sources.is_empty() {
         body.push_str("<p>No sign-in method is configured for this application. Ask the operator to add a source.</p>\n");
     } else {
@@ -169,6 +183,21 @@ mod tests {
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("Not &lt;found&gt;"));
+    }
+
+    #[test]
+    fn the_sign_in_page_says_first_why_the_session_ended_escaped() {
+        let offers = [Offer {
+            slug: "corp".into(),
+            name: "Corp".into(),
+            kind: SourceKind::OpenIdConnect,
+        }];
+        let html = sign_in_after("Wiki", &offers, "/", Some("Ended <because> & so"));
+        let notice = html
+            .find("<p class=\"notice\" role=\"status\">Ended &lt;because&gt; &amp; so</p>")
+            .expect(&html);
+        assert!(notice < html.find("Sign in to continue").unwrap_or(0));
+        assert!(!sign_in("Wiki", &offers, "/").contains("class=\"notice\""));
     }
 
     #[test]

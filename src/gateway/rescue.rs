@@ -27,6 +27,17 @@ pub enum Rejection {
         /// The original path and query, to come back to after signing in.
         rd: String,
     },
+    /// The request's session was just ended because its access token could
+    /// not be renewed: a browser is sent to sign in with the reason (the page
+    /// says it), an API client gets 401 `error="invalid_token"` with it.
+    SessionEnded {
+        /// The original path and query, to come back to after signing in.
+        rd: String,
+        /// Why, and through which source.
+        ended: crate::session::ended::SessionEnded,
+        /// The reason in words (names the source), safe to show.
+        description: String,
+    },
     /// The upstream could not be reached or failed.
     UpstreamFailed,
     /// The upstream did not connect or answer in time (PRX-24): 504.
@@ -218,7 +229,7 @@ impl Rejection {
         match self {
             Rejection::Framing(f) => f.status(),
             Rejection::NoApp | Rejection::UnknownAuthEndpoint => 404,
-            Rejection::Unauthenticated { .. } => 401,
+            Rejection::Unauthenticated { .. } | Rejection::SessionEnded { .. } => 401,
             Rejection::UpstreamFailed => 502,
             Rejection::UpstreamTimeout => 504,
             Rejection::SignIn(r) => r.status(),
@@ -239,6 +250,8 @@ impl Rejection {
             Rejection::NoApp | Rejection::UnknownAuthEndpoint => Outcome::NotFound,
             Rejection::Unauthenticated { .. } if browser => Outcome::Redirected,
             Rejection::Unauthenticated { .. } => Outcome::Unauthorized,
+            Rejection::SessionEnded { .. } if browser => Outcome::Redirected,
+            Rejection::SessionEnded { .. } => Outcome::Unauthorized,
             Rejection::UpstreamFailed | Rejection::UpstreamTimeout => Outcome::UpstreamError,
             Rejection::SignIn(r) => match r.status() {
                 401 => Outcome::Unauthorized,
@@ -277,6 +290,11 @@ impl Rejection {
                 "Sign-in required",
                 "This resource needs a signed-in user or a bearer token.".into(),
                 "Send an Authorization: Bearer token, or sign in through a browser.",
+            ),
+            Rejection::SessionEnded { description, .. } => (
+                "Session ended",
+                description.clone(),
+                "Sign in again through a browser.",
             ),
             Rejection::UpstreamFailed => (
                 "Bad gateway",
@@ -346,6 +364,14 @@ impl Rejection {
     }
 }
 
+/// `text` as the content of an RFC 6750 §3 quoted-string: printable ASCII
+/// without `"` and `\`.
+pub fn quoted_string(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii() && *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
+}
+
 /// Whether the client is a browser that should see pages and redirects.
 pub fn wants_html(session: &Exchange) -> bool {
     session
@@ -388,6 +414,24 @@ pub fn respond_with(
             );
         }
     }
+    if let (Rejection::SessionEnded { rd, ended, .. }, true) = (&rejection, browser) {
+        // Fixed codes only: the sign-in page turns them back into words.
+        let location = format!(
+            "/_auth/sign_in?rd={}&reason={}&source={}",
+            percent_encoding::utf8_percent_encode(rd, QUERY_VALUE),
+            ended.reason.code(),
+            percent_encoding::utf8_percent_encode(&ended.source, QUERY_VALUE)
+        );
+        extra.push(("location", location));
+        return write(
+            session,
+            ctx,
+            302,
+            &extra,
+            "text/plain; charset=utf-8",
+            Bytes::new(),
+        );
+    }
     let status = rejection.status();
     let (heading, reason, hint) = rejection.explain();
     // The fix for a request on the wrong host names hosts and keys: not a fixed text.
@@ -405,17 +449,15 @@ pub fn respond_with(
         extra.push(("www-authenticate", "Bearer realm=\"portcullis\"".into()));
     }
     let token_error = match &rejection {
-        Rejection::InvalidToken { description } => Some(("invalid_token", description)),
+        Rejection::InvalidToken { description } | Rejection::SessionEnded { description, .. } => {
+            Some(("invalid_token", description))
+        }
         Rejection::InsufficientScope { reason } => Some(("insufficient_scope", reason)),
         Rejection::InvalidRequest { description } => Some(("invalid_request", description)),
         _ => None,
     };
     if let Some((code, description)) = token_error {
-        // RFC 6750 §3: the description is a quoted-string of printable ASCII.
-        let quoted: String = description
-            .chars()
-            .filter(|c| c.is_ascii() && *c != '"' && *c != '\\' && !c.is_control())
-            .collect();
+        let quoted = quoted_string(description);
         extra.push((
             "www-authenticate",
             format!(

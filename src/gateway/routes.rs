@@ -405,7 +405,18 @@ async fn sign_in(
             kind: s.kind,
         })
         .collect();
-    let html = pages::sign_in(&app.name, &offered, &rd);
+    // A session that ended early says why (fixed wording per code, never reflected text).
+    let notice = query_param(session, "reason")
+        .as_deref()
+        .and_then(crate::session::ended::EndReason::from_code)
+        .map(|reason| {
+            let provider = query_param(session, "source")
+                .as_deref()
+                .and_then(|slug| state.config.source(slug))
+                .map_or_else(|| "the identity provider".to_string(), |s| s.name.clone());
+            reason.wording(&provider)
+        });
+    let html = pages::sign_in_after(&app.name, &offered, &rd, notice.as_deref());
     {
         rescue::write(
             session,
@@ -1330,11 +1341,26 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
             Ok(())
         }
         None => {
-            let json = serde_json::json!({"error": "unauthorized", "error_description": "no valid session or token"});
-            let headers = [(
-                "www-authenticate",
-                "Bearer realm=\"portcullis\"".to_string(),
-            )];
+            // Forward auth always answers 401 (the proxy in front decides
+            // what a browser sees); a session just ended says why, RFC 6750 style.
+            let ended = ctx.session_ended.take().map(|e| {
+                let rd = path.clone().unwrap_or_else(|| "/".to_string());
+                super::session_ended(state, rd, e)
+            });
+            let (json, challenge) = match ended {
+                Some(Rejection::SessionEnded { description, .. }) => (
+                    serde_json::json!({"error": "invalid_token", "error_description": description}),
+                    format!(
+                        "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{}\"",
+                        rescue::quoted_string(&description)
+                    ),
+                ),
+                _ => (
+                    serde_json::json!({"error": "unauthorized", "error_description": "no valid session or token"}),
+                    "Bearer realm=\"portcullis\"".to_string(),
+                ),
+            };
+            let headers = [("www-authenticate", challenge)];
             ctx.outcome = Some(Outcome::Unauthorized);
             {
                 rescue::write(

@@ -2,6 +2,7 @@
 //! `cookie` is pure (the time is a parameter); `service` reads and writes the store.
 
 pub mod cookie;
+pub mod ended;
 pub mod handoff;
 pub mod idle;
 pub mod service;

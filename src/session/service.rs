@@ -10,6 +10,7 @@ use crate::identity::store::UserStore;
 use crate::identity::{NewSession, SessionRecord, User};
 use crate::principal::Principal;
 use crate::session::cookie::{self, Lookup, Purpose, Sealer};
+use crate::session::ended::{EndReason, SessionEnded};
 use crate::session::tokens::SessionTokens;
 use crate::session::{idle, SessionClaims};
 use crate::source::{SourceError, Sources, TokenSet};
@@ -34,6 +35,9 @@ struct Cached {
     tokens: std::sync::Mutex<Option<Arc<SessionTokens>>>,
     /// Held by the one request of this replica that refreshes the tokens.
     refreshing: tokio::sync::Mutex<()>,
+    /// Why this replica ended the session early, so the requests that waited
+    /// for its refresh, and the ones after, can say why on the sign-in page.
+    ended: std::sync::OnceLock<SessionEnded>,
 }
 
 impl Cached {
@@ -48,7 +52,23 @@ impl Cached {
             written: AtomicI64::new(last_used),
             tokens: std::sync::Mutex::new(tokens.map(Arc::new)),
             refreshing: tokio::sync::Mutex::new(()),
+            ended: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The entry of a session this replica ended early, for `why`.
+    fn ended(why: SessionEnded) -> Arc<Self> {
+        let entry = Cached::new(None, 0, None);
+        let _ = entry.ended.set(why);
+        entry
+    }
+
+    /// The session's source, when it is live here.
+    fn source(&self) -> String {
+        self.principal
+            .as_ref()
+            .map(|p| p.source.clone())
+            .unwrap_or_default()
     }
 
     fn tokens(&self) -> Option<Arc<SessionTokens>> {
@@ -77,8 +97,10 @@ pub enum AccessToken {
     /// tokens were kept), or none could be had in time: no header.
     Absent,
     /// The refresh failed or the token expired with nothing to refresh it:
-    /// the session was ended; the request is treated as signed out.
-    Ended,
+    /// the session was ended; the request is treated as signed out. Says why
+    /// when the session ended early (`None`: it was ended otherwise, e.g. by
+    /// a sign-out while this request waited).
+    Ended(Option<SessionEnded>),
 }
 
 /// How long a replica holds the refresh lease (longer than a token call takes).
@@ -243,7 +265,12 @@ impl Sessions {
                     .as_deref()
                     .filter(|_| live)
                     .and_then(|t| SessionTokens::open(&self.sealer, &record.id, t));
-                Cached::new(principal, record.last_used_at, tokens)
+                let entry = Cached::new(principal, record.last_used_at, tokens);
+                if let Some(why) = self.ended_in(&record) {
+                    // Another replica (or this one, before its cache let go) ended it early.
+                    let _ = entry.ended.set(why);
+                }
+                entry
             }
             Ok(None) => Cached::new(None, 0, None),
             Err(e) => {
@@ -405,12 +432,9 @@ impl Sessions {
         }
         if current.refresh_token.is_none() {
             if current.expired(now) {
-                self.end(
-                    sid,
-                    "the access token expired and the provider gave no refresh token",
-                )
-                .await;
-                return AccessToken::Ended;
+                return self
+                    .end(sid, &entry, entry.source(), EndReason::TokenExpired)
+                    .await;
             }
             return AccessToken::Token(current.access_token.clone());
         }
@@ -423,6 +447,10 @@ impl Sessions {
             }
             Err(_) => entry.refreshing.lock().await,
         };
+        if let Some(why) = entry.ended.get() {
+            // The request this one waited for ended the session.
+            return AccessToken::Ended(Some(why.clone()));
+        }
         if let Some(t) = entry.tokens().filter(|t| !t.refresh_due(now)) {
             return AccessToken::Token(t.access_token.clone());
         }
@@ -444,10 +472,15 @@ impl Sessions {
             let now_secs = i64::try_from(now).unwrap_or(i64::MAX);
             let record = match self.store.session(sid).await {
                 Ok(Some((record, user))) if record.is_live(now_secs) && !user.disabled => record,
-                Ok(_) => {
-                    self.cache
-                        .insert(sid.to_string(), Cached::new(None, 0, None));
-                    return AccessToken::Ended;
+                Ok(found) => {
+                    // Ended while we waited: by another replica's refused refresh, a sign-out…
+                    let why = found.and_then(|(record, _)| self.ended_in(&record));
+                    let entry = match &why {
+                        Some(w) => Cached::ended(w.clone()),
+                        None => Cached::new(None, 0, None),
+                    };
+                    self.cache.insert(sid.to_string(), entry);
+                    return AccessToken::Ended(why);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the session's tokens failed");
@@ -472,7 +505,7 @@ impl Sessions {
             match claimed {
                 Ok(true) => {
                     return self
-                        .refresh(sid, entry, &record.source, stored, sources, now)
+                        .refresh_claimed(sid, entry, &record.source, sources, now)
                         .await
                 }
                 Ok(false) if !stored.expired(now) => {
@@ -493,6 +526,48 @@ impl Sessions {
         }
     }
 
+    /// With the lease just won: reads the tokens again, because another
+    /// replica may have finished its refresh between our read and our claim
+    /// (its rotated refresh token would make ours a reuse, which a provider
+    /// with reuse detection answers by revoking the whole grant).
+    async fn refresh_claimed(
+        &self,
+        sid: &str,
+        entry: &Cached,
+        source: &str,
+        sources: &Sources,
+        now: u64,
+    ) -> AccessToken {
+        let stored = match self.store.session(sid).await {
+            Ok(Some((record, _))) => record
+                .tokens
+                .as_deref()
+                .and_then(|t| SessionTokens::open(&self.sealer, sid, t)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the session's tokens failed");
+                self.free_lease(sid).await;
+                return still_valid(entry, now);
+            }
+        };
+        let Some(stored) = stored else {
+            self.free_lease(sid).await;
+            return AccessToken::Absent;
+        };
+        if !stored.refresh_due(now) {
+            self.free_lease(sid).await;
+            return AccessToken::Token(entry.set_tokens(stored).access_token.clone());
+        }
+        self.refresh(sid, entry, source, stored, sources, now).await
+    }
+
+    /// Frees the refresh lease without new tokens.
+    async fn free_lease(&self, sid: &str) {
+        if let Err(e) = self.store.finish_token_refresh(sid, None).await {
+            tracing::warn!(error = %e, "freeing the token refresh lease failed");
+        }
+    }
+
     /// The refresh grant, with the lease held: stores the new tokens (a
     /// rotated refresh token with them) in one update, or ends the session.
     async fn refresh(
@@ -507,10 +582,11 @@ impl Sessions {
         let (Some(rt), Some(refresh_token)) =
             (sources.get(source), stored.refresh_token.as_deref())
         else {
-            self.end(sid, "the session's source is no longer configured")
+            return self
+                .end(sid, entry, source.to_string(), EndReason::SourceRemoved)
                 .await;
-            return AccessToken::Ended;
         };
+        let asked = std::time::Instant::now();
         match sources.refresh(&rt, refresh_token, now).await {
             Ok(set) => {
                 let next = stored.refreshed(&set, now);
@@ -518,52 +594,99 @@ impl Sessions {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::error!(error = %e, "sealing the refreshed tokens failed");
-                        self.end(sid, "the refreshed tokens could not be kept")
+                        return self
+                            .end(sid, entry, source.to_string(), EndReason::TokensNotKept)
                             .await;
-                        return AccessToken::Ended;
                     }
                 };
                 if let Err(e) = self.store.finish_token_refresh(sid, Some(&sealed)).await {
                     // The provider may have rotated the refresh token we could
                     // not store: the old one is spent, so the session cannot go on.
                     tracing::warn!(error = %e, "storing the refreshed tokens failed");
-                    self.end(sid, "the refreshed tokens could not be stored")
+                    return self
+                        .end(sid, entry, source.to_string(), EndReason::TokensNotKept)
                         .await;
-                    return AccessToken::Ended;
                 }
                 tracing::debug!(auth.source = source, "access token refreshed");
                 AccessToken::Token(entry.set_tokens(next).access_token.clone())
             }
             Err(SourceError::TokenRefused(why)) => {
                 tracing::info!(auth.source = source, reason = %why, "the provider refused the refresh token");
-                self.end(sid, "the provider refused the refresh token")
-                    .await;
-                AccessToken::Ended
+                self.end(sid, entry, source.to_string(), EndReason::RefreshRefused)
+                    .await
             }
             Err(e) => {
                 // Unreachable or garbled: retried by a later request while the
                 // token lasts; once it has expired the session ends.
                 tracing::warn!(auth.source = source, error = %e, "refreshing the access token failed");
-                if let Err(e) = self.store.finish_token_refresh(sid, None).await {
-                    tracing::warn!(error = %e, "freeing the token refresh lease failed");
-                }
-                if stored.expired(now) {
-                    self.end(sid, "the access token expired and could not be refreshed")
+                self.free_lease(sid).await;
+                // The clock moved while the provider was tried (up to its timeout).
+                if stored.expired(now + asked.elapsed().as_secs()) {
+                    return self
+                        .end(
+                            sid,
+                            entry,
+                            source.to_string(),
+                            EndReason::ProviderUnreachable,
+                        )
                         .await;
-                    return AccessToken::Ended;
                 }
                 AccessToken::Token(stored.access_token.clone())
             }
         }
     }
 
-    /// Ends a session whose tokens cannot go on (logged with the reason).
-    async fn end(&self, sid: &str, why: &'static str) {
+    /// Ends a session whose tokens cannot go on (logged with the reason);
+    /// this replica remembers why, so the sign-in page can say it.
+    async fn end(
+        &self,
+        sid: &str,
+        entry: &Cached,
+        source: String,
+        reason: EndReason,
+    ) -> AccessToken {
         tracing::info!(
-            reason = why,
+            auth.source = source.as_str(),
+            reason = reason.code(),
             "session ended: its access token cannot be renewed"
         );
-        self.revoke(sid).await;
+        if let Err(e) = self.store.revoke_session(sid).await {
+            tracing::warn!(error = %e, "session revocation failed");
+        }
+        let why = SessionEnded { reason, source };
+        // After the revocation, so no replica ever finds the session live
+        // without its tokens: the reason replaces them (an ended session needs
+        // none), and every replica can say why.
+        match why.seal(&self.sealer, sid) {
+            Ok(sealed) => {
+                if let Err(e) = self.store.finish_token_refresh(sid, Some(&sealed)).await {
+                    tracing::warn!(error = %e, "keeping why the session ended failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sealing why the session ended failed"),
+        }
+        // The requests waiting on this entry's refresh read it from here.
+        let _ = entry.ended.set(why.clone());
+        self.cache
+            .insert(sid.to_string(), Cached::ended(why.clone()));
+        AccessToken::Ended(Some(why))
+    }
+
+    /// Why a revoked session record was ended early, when it was.
+    fn ended_in(&self, record: &SessionRecord) -> Option<SessionEnded> {
+        if !record.revoked {
+            return None;
+        }
+        record
+            .tokens
+            .as_deref()
+            .and_then(|t| SessionEnded::open(&self.sealer, &record.id, t))
+    }
+
+    /// Why session `sid` was ended early, when this replica knows (it ended
+    /// it, or read the reason from the store).
+    pub fn ended(&self, sid: &str) -> Option<SessionEnded> {
+        self.cache.get(sid).and_then(|e| e.ended.get().cloned())
     }
 
     /// Revokes a session in the store and in this replica's cache.

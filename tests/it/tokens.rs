@@ -29,6 +29,24 @@ async fn private(gw: &Gateway, jar: &Jar) -> reqwest::Response {
         .unwrap()
 }
 
+/// `GET /_auth/check` on `gw` with `jar`'s cookies.
+async fn check(gw: &Gateway, jar: &Jar) -> reqwest::Response {
+    crate::support::client()
+        .get(gw.url("/_auth/check"))
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `WWW-Authenticate` of a response, or "".
+fn challenge(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
 /// The access token the upstream saw on its latest request.
 fn last_token(s: &Setup) -> String {
     s.upstream
@@ -139,15 +157,149 @@ async fn a_revoked_refresh_token_ends_the_session_and_the_browser_signs_in_again
     let r = private(&s.gw, &s.jar).await;
     assert_eq!(r.status(), 401);
     assert_eq!(s.provider.refreshes(), 0);
-    // Ended in the store too: another replica refuses it.
+    // Ended in the store too: another replica refuses it, and says why.
     let other = replica(&s);
     other.ready().await;
     let r = s.get(&other.url("/private")).await;
     assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()["location"],
+        "/_auth/sign_in?rd=/private&reason=refresh_refused&source=demo"
+    );
+    // Its cookie was cleared with that redirect: the next sign-in page is the plain one.
+    let r = s.get(&other.url("/private")).await;
     assert_eq!(r.headers()["location"], "/_auth/sign_in?rd=/private");
     // Signing in again works.
     assert_eq!(s.sign_in().await.status(), 302);
     assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_refresh_sends_the_browser_to_a_sign_in_page_that_says_why() {
+    let mut s = setup(true).await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
+    let forwarded = s.upstream.requests().len();
+    s.provider.revoke_refresh_tokens();
+    tokio::time::sleep(Duration::from_secs(TTL / 2 + 1)).await;
+    // The browser's request tries the refresh, which the provider refuses.
+    let kept = s.jar.clone();
+    let r = s.get(&s.gw.url("/private")).await;
+    assert_eq!(r.status(), 302);
+    let cleared: Vec<&str> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.starts_with("portcullis=;") && c.contains("Max-Age=0")),
+        "the ended session's cookie is cleared: {cleared:?}"
+    );
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(
+        location,
+        "/_auth/sign_in?rd=/private&reason=refresh_refused&source=demo"
+    );
+    let page = s.get(&s.gw.url(&location)).await;
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert!(
+        body.contains("Your session ended because Demo IdP no longer accepts it"),
+        "{body}"
+    );
+    assert!(body.contains("Sign in with Demo IdP"), "{body}");
+    assert!(!body.contains("invalid_grant"), "no internal error text");
+    // An API client with the same (old) cookie: RFC 6750 invalid_token with the reason.
+    let r = private(&s.gw, &kept).await;
+    assert_eq!(r.status(), 401);
+    let header = challenge(&r);
+    assert!(header.contains(r#"error="invalid_token""#), "{header}");
+    assert!(
+        header.contains(
+            "error_description=\"Your session ended because Demo IdP no longer accepts it"
+        ),
+        "{header}"
+    );
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(json["error"], "invalid_token");
+    // Forward auth says it the same way.
+    let r = check(&s.gw, &kept).await;
+    assert_eq!(r.status(), 401);
+    assert!(challenge(&r).contains(r#"error="invalid_token""#));
+    assert_eq!(
+        s.upstream.requests().len(),
+        forwarded,
+        "nothing reached the app"
+    );
+    // A made-up reason shows no notice.
+    let page = s
+        .get(
+            &s.gw
+                .url("/_auth/sign_in?rd=/private&reason=%3Cb%3Ehi&source=demo"),
+        )
+        .await;
+    let body = page.text().await.unwrap();
+    assert!(!body.contains("Your session ended"), "{body}");
+    assert!(!body.contains("<b>hi"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_provider_keeps_the_session_while_the_token_lasts_then_ends_it_saying_why() {
+    use portcullis::demo::Endpoint;
+    let mut s = setup(true).await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
+    let first = last_token(&s);
+    // Due for a refresh while the provider is down: the still-valid token is used.
+    s.provider.set_faults(|f| f.down = true);
+    let tried = s.provider.calls(Endpoint::Token);
+    tokio::time::sleep(Duration::from_secs(TTL / 2 + 1)).await;
+    assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
+    assert_eq!(last_token(&s), first);
+    assert!(
+        s.provider.calls(Endpoint::Token) > tried,
+        "the refresh was tried"
+    );
+    // Back up before expiry: the next request renews it.
+    s.provider.set_faults(|f| f.down = false);
+    assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
+    let second = last_token(&s);
+    assert_ne!(second, first);
+    assert!(s.provider.access_token_valid(&second));
+    assert_eq!(s.provider.refreshes(), 1);
+    // Down until the token has expired: the session ends, and says why.
+    s.provider.set_faults(|f| f.down = true);
+    let forwarded = s.upstream.requests().len();
+    tokio::time::sleep(Duration::from_secs(TTL + 1)).await;
+    let r = private(&s.gw, &s.jar).await;
+    assert_eq!(r.status(), 401);
+    let header = challenge(&r);
+    assert!(
+        header.contains("Demo IdP could not be reached to renew it before it expired"),
+        "{header}"
+    );
+    let kept = s.jar.clone();
+    let r = s.get(&s.gw.url("/private")).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()["location"],
+        "/_auth/sign_in?rd=/private&reason=provider_unreachable&source=demo"
+    );
+    assert_eq!(
+        s.upstream.requests().len(),
+        forwarded,
+        "nothing reached the app"
+    );
+    // Ended in the store: the provider coming back does not revive it, here
+    // or on another replica.
+    s.provider.set_faults(|f| f.down = false);
+    assert_eq!(private(&s.gw, &kept).await.status(), 401);
+    let other = replica(&s);
+    other.ready().await;
+    assert_eq!(private(&other, &kept).await.status(), 401);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -167,6 +319,8 @@ async fn the_store_keeps_the_tokens_sealed_never_in_clear() {
     assert_eq!(s.sign_in().await.status(), 302);
     assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
     let token = last_token(&s);
+    let refresh = s.provider.live_refresh_tokens();
+    assert_eq!(refresh.len(), 1, "one refresh token was issued");
     let store = portcullis::identity::store::open(&s.db).await.unwrap();
     let (user, _) = store.list_users().await.unwrap().remove(0);
     let record = store.user_sessions(&user.id).await.unwrap().remove(0);
@@ -183,6 +337,9 @@ async fn the_store_keeps_the_tokens_sealed_never_in_clear() {
         .windows(sealed.len().min(32))
         .any(|w| w == &sealed.as_bytes()[..32.min(sealed.len())]));
     assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()));
+    for r in &refresh {
+        assert!(!bytes.windows(r.len()).any(|w| w == r.as_bytes()));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
