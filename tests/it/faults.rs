@@ -978,6 +978,7 @@ url = "sqlite::memory:"
         tokio::time::sleep(Duration::from_millis(200)).await;
         now_open = gw.open_fds();
     }
+    eprintln!("gateway descriptors: {baseline} after the warm-up round, {now_open} after five more");
     drop(unanswered);
     // The upstream requests reached nobody but the healthy app and the misbehaving ones.
     assert_eq!(ok.requests().len(), 6);
