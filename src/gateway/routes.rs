@@ -434,7 +434,12 @@ async fn current_session(
             .read(headers.iter().filter_map(|v| v.to_str().ok()), host, now)?
     };
     // The store unavailable: no session here; what needs one refuses itself.
-    let principal = state.sessions.principal(&claims, now).await.ok().flatten()?;
+    let principal = state
+        .sessions
+        .principal(&claims, now)
+        .await
+        .ok()
+        .flatten()?;
     Some((claims, principal))
 }
 

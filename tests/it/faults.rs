@@ -326,7 +326,9 @@ effect = "allow"
 
     /// Row counts of the store (it must be reachable).
     async fn counts(&self) -> StoreCounts {
-        let store = portcullis::identity::store::open(&self.store).await.unwrap();
+        let store = portcullis::identity::store::open(&self.store)
+            .await
+            .unwrap();
         store.counts().await.unwrap()
     }
 
@@ -409,7 +411,11 @@ async fn postgresql_stopped_under_traffic_fails_closed_and_recovers_without_a_re
         cached_at.elapsed() < CACHE_TTL,
         "inconclusive: the machine took longer than the cache TTL to stop PostgreSQL"
     );
-    assert_eq!(r.status(), 200, "the cached session stopped working at once");
+    assert_eq!(
+        r.status(),
+        200,
+        "the cached session stopped working at once"
+    );
     assert_eq!(rig.last_user().as_deref(), Some("alice"));
 
     // Bob's session cannot be checked: a 503 page, neither admitted nor sent to sign in.
@@ -417,7 +423,11 @@ async fn postgresql_stopped_under_traffic_fails_closed_and_recovers_without_a_re
     let r = rig.visit(&bob, "/private").await;
     assert!(r.headers().contains_key("retry-after"));
     assert_refusal_page(r, 503, "the user directory is unavailable").await;
-    assert!(asked.elapsed() < Duration::from_secs(15), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        asked.elapsed()
+    );
     // An API client gets the same as JSON; forward auth answers 503 too.
     let r = rig
         .client
@@ -460,7 +470,10 @@ async fn postgresql_stopped_under_traffic_fails_closed_and_recovers_without_a_re
             other => panic!("the expired cached session got {other}"),
         }
     };
-    assert!(ended >= CACHE_TTL, "the cached session ended after {ended:?}");
+    assert!(
+        ended >= CACHE_TTL,
+        "the cached session ended after {ended:?}"
+    );
     assert!(rig.gw.alive(), "the gateway died:\n{}", rig.gw.log());
     // Nothing reached the app but alice's cached session.
     let seen = rig.upstream.requests();
@@ -601,11 +614,7 @@ async fn sessions_and_unfinished_sign_ins_survive_sigkill_with_postgresql() {
 // ---------------------------------------------------------------------------
 
 /// Requests that need no provider are answered promptly while `slow` runs.
-async fn served_meanwhile<F>(
-    rig: &Rig,
-    alice: &Jar,
-    slow: F,
-) -> (reqwest::Response, Duration)
+async fn served_meanwhile<F>(rig: &Rig, alice: &Jar, slow: F) -> (reqwest::Response, Duration)
 where
     F: std::future::Future<Output = reqwest::Response> + Send + 'static,
 {
@@ -627,7 +636,10 @@ where
             t.elapsed()
         );
     }
-    assert!(!slow.is_finished(), "inconclusive: the slow request was not slow");
+    assert!(
+        !slow.is_finished(),
+        "inconclusive: the slow request was not slow"
+    );
     slow.await.unwrap()
 }
 
@@ -978,7 +990,9 @@ url = "sqlite::memory:"
         tokio::time::sleep(Duration::from_millis(200)).await;
         now_open = gw.open_fds();
     }
-    eprintln!("gateway descriptors: {baseline} after the warm-up round, {now_open} after five more");
+    eprintln!(
+        "gateway descriptors: {baseline} after the warm-up round, {now_open} after five more"
+    );
     drop(unanswered);
     // The upstream requests reached nobody but the healthy app and the misbehaving ones.
     assert_eq!(ok.requests().len(), 6);
@@ -1030,7 +1044,10 @@ async fn upstream_round(c: &reqwest::Client, base: &str, blackhole: bool) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, took) = hit(c.clone(), format!("{base}/ok/x")).await;
     assert_eq!(status, 200);
-    assert!(took < Duration::from_secs(3), "the healthy app waited {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the healthy app waited {took:?}"
+    );
     for ((path, want, at_least, at_most), run) in cases.iter().zip(runs) {
         let (status, took) = run.await.unwrap();
         assert_eq!(status, *want, "{path}");
