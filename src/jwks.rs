@@ -562,9 +562,54 @@ impl JwksCache {
         url: Option<&Url>,
         seen: Option<&Arc<KeySet>>,
     ) -> Result<Arc<KeySet>, JwksError> {
+        match self.refetch_or_failure(source, url, seen).await {
+            Ok(set) | Err((Some(set), _)) => Ok(set),
+            Err((None, e)) => Err(e),
+        }
+    }
+
+    /// [`Self::keys_for`] for an ID token at sign-in: where the key is not
+    /// held and fetching the set failed, that failure (the provider did not
+    /// answer: 502/504), not the stale set, whose "unknown key" would blame
+    /// the person's ID token. Within the cooldown the held set decides.
+    pub async fn keys_for_sign_in(
+        &self,
+        source: &str,
+        url: Option<&Url>,
+        kid: Option<&str>,
+    ) -> Result<Arc<KeySet>, JwksError> {
+        let held = self.current(source);
+        match &held {
+            Some(set) if kid.is_none_or(|k| set.has_kid(k)) => Ok(set.clone()),
+            _ => self.refetch_for_sign_in(source, url, held.as_ref()).await,
+        }
+    }
+
+    /// [`Self::refetch`] for an ID token at sign-in: a failed fetch is the
+    /// error, not the stale set (see [`Self::keys_for_sign_in`]).
+    pub async fn refetch_for_sign_in(
+        &self,
+        source: &str,
+        url: Option<&Url>,
+        seen: Option<&Arc<KeySet>>,
+    ) -> Result<Arc<KeySet>, JwksError> {
+        match self.refetch_or_failure(source, url, seen).await {
+            Ok(set) | Err((Some(set), JwksError::CoolingDown)) => Ok(set),
+            Err((_, e)) => Err(e),
+        }
+    }
+
+    /// The refetch itself; `Err` carries the set still held (if any) and why
+    /// no newer one came: the fetch failed, or the cooldown held it back.
+    async fn refetch_or_failure(
+        &self,
+        source: &str,
+        url: Option<&Url>,
+        seen: Option<&Arc<KeySet>>,
+    ) -> Result<Arc<KeySet>, (Option<Arc<KeySet>>, JwksError)> {
         let held = self.current(source);
         let (Some(entry), Some(url)) = (self.sources.get(source), url) else {
-            return held.ok_or_else(|| JwksError::NoKeys(source.to_string()));
+            return held.ok_or_else(|| (None, JwksError::NoKeys(source.to_string())));
         };
         let mut last = entry.fetching.lock().await;
         // Another caller fetched while this one waited: use its result.
@@ -575,7 +620,7 @@ impl JwksCache {
             }
         }
         if last.is_some_and(|t| t.elapsed() < entry.freshness.cooldown) {
-            return held.ok_or(JwksError::CoolingDown);
+            return Err((held, JwksError::CoolingDown));
         }
         // A refetch past a held set, and any failed fetch, start the cooldown; a
         // first successful fetch does not, so a rotation right after it still works.
@@ -589,7 +634,7 @@ impl JwksCache {
             }
             Err(e) => {
                 *last = Some(started);
-                held.ok_or(e)
+                Err((held, e))
             }
         }
     }

@@ -25,7 +25,7 @@ use crate::config::{path_has_prefix, Config};
 use crate::metrics::Metrics;
 use crate::principal::Principal;
 use crate::routing::{request_host, Router};
-use crate::session::service::Sessions;
+use crate::session::service::{Sessions, StoreUnavailable};
 use crate::source::Sources;
 use body::Body;
 use ctx::{Ctx, Outcome};
@@ -174,24 +174,28 @@ pub fn app_takes(state: &State, app: Option<usize>, p: &Principal) -> bool {
 /// sealed with an older secret gets a re-sealed copy queued in `ctx`. For an
 /// app with `pass_access_token` (`pass_token`), the session's access token
 /// goes to `ctx` (refreshed if due); a session whose token cannot be renewed
-/// ends here, and the request is treated as signed out.
+/// ends here, and the request is treated as signed out. `Err`: a session
+/// cookie whose record the store could not be asked for (answer 503).
 pub async fn authenticate(
     state: &State,
     session: &Exchange,
     ctx: &mut Ctx,
     host: &str,
     pass_token: bool,
-) -> Option<Arc<Principal>> {
+) -> Result<Option<Arc<Principal>>, StoreUnavailable> {
     let now = routes::now();
-    let (claims, stale) = {
+    let read = {
         let headers = session.req_header().headers.get_all(http::header::COOKIE);
         state
             .sessions
-            .read(headers.iter().filter_map(|v| v.to_str().ok()), host, now)?
+            .read(headers.iter().filter_map(|v| v.to_str().ok()), host, now)
     };
-    let Some(principal) = state.sessions.principal(&claims, now).await else {
+    let Some((claims, stale)) = read else {
+        return Ok(None);
+    };
+    let Some(principal) = state.sessions.principal(&claims, now).await? else {
         ctx.session_ended = state.sessions.ended(&claims.sid);
-        return None;
+        return Ok(None);
     };
     if pass_token {
         use crate::session::service::AccessToken;
@@ -204,14 +208,14 @@ pub async fn authenticate(
             AccessToken::Absent => {}
             AccessToken::Ended(why) => {
                 ctx.session_ended = why;
-                return None;
+                return Ok(None);
             }
         }
     }
     if stale {
         ctx.reseal = state.sessions.reseal(&claims, now);
     }
-    Some(principal)
+    Ok(Some(principal))
 }
 
 /// The refusal for a request whose session this replica just ended (its
@@ -473,7 +477,11 @@ async fn handle(
                         .app
                         .and_then(|i| state.config.apps.get(i))
                         .is_some_and(|a| a.pass_access_token);
-                    let found = authenticate(state, session, ctx, &host, pass_token).await;
+                    let Ok(found) = authenticate(state, session, ctx, &host, pass_token).await
+                    else {
+                        rescue::respond(session, ctx, Rejection::SessionUnavailable);
+                        return Ok(());
+                    };
                     found.filter(|p| app_takes(state, ctx.app, p))
                 }
             };

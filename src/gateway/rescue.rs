@@ -66,6 +66,10 @@ pub enum Rejection {
     },
     /// The source is not ready yet (discovery pending): 503 with Retry-After.
     SourceNotReady,
+    /// A session cookie whose record is not cached here and the store cannot
+    /// be asked: 503 with Retry-After, neither admitted nor sent to sign in
+    /// (signing in needs the store too).
+    SessionUnavailable,
     /// A body over the limit was sent to a gateway endpoint: 413.
     TooLarge,
     /// The method is not allowed on this endpoint: 405.
@@ -233,7 +237,7 @@ impl Rejection {
             Rejection::UpstreamFailed => 502,
             Rejection::UpstreamTimeout => 504,
             Rejection::SignIn(r) => r.status(),
-            Rejection::SourceNotReady => 503,
+            Rejection::SourceNotReady | Rejection::SessionUnavailable => 503,
             Rejection::Forbidden { .. } | Rejection::InsufficientScope { .. } => 403,
             Rejection::InvalidToken { .. } => 401,
             Rejection::InvalidRequest { .. } => 400,
@@ -259,6 +263,7 @@ impl Rejection {
                 _ => Outcome::AuthEndpoint,
             },
             Rejection::SourceNotReady => Outcome::AuthEndpoint,
+            Rejection::SessionUnavailable => Outcome::Error,
             Rejection::TooLarge | Rejection::MethodNotAllowed => Outcome::BadRequest,
             Rejection::Forbidden { .. } | Rejection::InsufficientScope { .. } => Outcome::Forbidden,
             Rejection::InvalidToken { .. } => Outcome::Unauthorized,
@@ -339,6 +344,11 @@ impl Rejection {
                 "Sign-in unavailable",
                 "The identity provider is not reachable right now.".into(),
                 "Try again in a minute.",
+            ),
+            Rejection::SessionUnavailable => (
+                "Temporarily unavailable",
+                "Your session cannot be checked right now: the user directory is unavailable.".into(),
+                "Try again in a moment; you are still signed in. If this persists, tell the operator the request id.",
             ),
             Rejection::TooLarge => (
                 "Request too large",
@@ -441,7 +451,9 @@ pub fn respond_with(
     };
     if matches!(
         rejection,
-        Rejection::SourceNotReady | Rejection::SignIn(SignInRefusal::NotReady)
+        Rejection::SourceNotReady
+            | Rejection::SignIn(SignInRefusal::NotReady)
+            | Rejection::SessionUnavailable
     ) {
         extra.push(("retry-after", "30".into()));
     }

@@ -444,7 +444,13 @@ async fn current_session(
             .sessions
             .read(headers.iter().filter_map(|v| v.to_str().ok()), host, now)?
     };
-    let principal = state.sessions.principal(&claims, now).await?;
+    // The store unavailable: no session here; what needs one refuses itself.
+    let principal = state
+        .sessions
+        .principal(&claims, now)
+        .await
+        .ok()
+        .flatten()?;
     Some((claims, principal))
 }
 
@@ -1285,9 +1291,12 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
                 let pass_token = target
                     .and_then(|i| state.config.apps.get(i))
                     .is_some_and(|a| a.pass_access_token);
-                super::authenticate(state, session, ctx, h, pass_token)
-                    .await
-                    .filter(|p| super::app_takes(state, target, p))
+                let Ok(found) = super::authenticate(state, session, ctx, h, pass_token).await
+                else {
+                    rescue::respond(session, ctx, Rejection::SessionUnavailable);
+                    return Ok(());
+                };
+                found.filter(|p| super::app_takes(state, target, p))
             }
             None => None,
         },
@@ -1407,7 +1416,13 @@ async fn userinfo(
             rescue::respond(session, ctx, refusal);
             return Ok(());
         }
-        None => super::authenticate(state, session, ctx, &host, false).await,
+        None => match super::authenticate(state, session, ctx, &host, false).await {
+            Ok(found) => found,
+            Err(_) => {
+                rescue::respond(session, ctx, Rejection::SessionUnavailable);
+                return Ok(());
+            }
+        },
     };
     match principal {
         Some(p) => {

@@ -15,6 +15,13 @@ use crate::session::tokens::SessionTokens;
 use crate::session::{idle, SessionClaims};
 use crate::source::{SourceError, Sources, TokenSet};
 
+/// The store could not be asked about a session this replica has not
+/// cached (or must re-check): the request is neither admitted nor treated as
+/// signed out, but answered 503 until the store is back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the session store is unavailable")]
+pub struct StoreUnavailable;
+
 /// Most sessions held in one replica's cache.
 pub const CACHE_ENTRIES: u64 = 100_000;
 
@@ -244,15 +251,23 @@ impl Sessions {
     /// The principal of a session: from the cache, else from the store once.
     /// With `idle_timeout`, a session unused that long is refused and each
     /// use is recorded in the background (no store write on this path).
-    pub async fn principal(&self, claims: &SessionClaims, now: u64) -> Option<Arc<Principal>> {
+    /// `Ok(None)`: no usable session; `Err`: the store had to be asked and
+    /// could not answer.
+    pub async fn principal(
+        &self,
+        claims: &SessionClaims,
+        now: u64,
+    ) -> Result<Option<Arc<Principal>>, StoreUnavailable> {
         if let Some(hit) = self.cache.get(&claims.sid) {
-            let principal = hit.principal.clone()?;
+            let Some(principal) = hit.principal.clone() else {
+                return Ok(None);
+            };
             let last_used = hit.last_used.load(Ordering::Acquire);
             // Idle as far as this replica knows: another replica may have
             // written a later use, so ask the store before refusing.
             if !idle::is_idle(now, last_used, self.idle_timeout) {
                 self.used(&claims.sid, &hit, now);
-                return Some(principal);
+                return Ok(Some(principal));
             }
         }
         let resolved = match self.store.session(&claims.sid).await {
@@ -274,15 +289,19 @@ impl Sessions {
             }
             Ok(None) => Cached::new(None, 0, None),
             Err(e) => {
-                // Not cached: a store hiccup must not lock a person out for the whole TTL.
+                // Not cached: a store hiccup must not lock a person out for
+                // the whole TTL. Not "signed out" either: that would send a
+                // browser to a sign-in that needs the store as well.
                 tracing::warn!(error = %e, "session lookup failed");
-                return None;
+                return Err(StoreUnavailable);
             }
         };
         self.cache.insert(claims.sid.clone(), resolved.clone());
-        let principal = resolved.principal.clone()?;
+        let Some(principal) = resolved.principal.clone() else {
+            return Ok(None);
+        };
         self.used(&claims.sid, &resolved, now);
-        Some(principal)
+        Ok(Some(principal))
     }
 
     /// Notes a use of a live session at `now`; with an idle timeout, writes

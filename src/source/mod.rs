@@ -64,7 +64,11 @@ impl From<FetchError> for SourceError {
 
 impl From<JwksError> for SourceError {
     fn from(e: JwksError) -> Self {
-        SourceError::Provider(e.to_string())
+        match e {
+            // The key set did not come in time: the provider's timeout (504).
+            JwksError::Fetch(FetchError::Timeout { .. }) => SourceError::Timeout(e.to_string()),
+            _ => SourceError::Provider(e.to_string()),
+        }
     }
 }
 
@@ -678,7 +682,7 @@ impl Sources {
             Arc::new(crate::jwks::KeySet::default())
         } else {
             self.jwks
-                .keys_for(&src.slug, endpoints.jwks.as_ref(), kid.as_deref())
+                .keys_for_sign_in(&src.slug, endpoints.jwks.as_ref(), kid.as_deref())
                 .await?
         };
         match idtoken::validate(raw, &keys, &expect) {
@@ -686,7 +690,7 @@ impl Sources {
             Err(idtoken::IdTokenError::UnknownKey) if !hmac => {
                 let keys = self
                     .jwks
-                    .refetch(&src.slug, endpoints.jwks.as_ref(), Some(&keys))
+                    .refetch_for_sign_in(&src.slug, endpoints.jwks.as_ref(), Some(&keys))
                     .await?;
                 Ok(idtoken::validate(raw, &keys, &expect)?)
             }

@@ -18,6 +18,7 @@ mod defaults;
 mod discovery;
 mod docs;
 mod engine;
+mod faults;
 mod identity;
 mod multihost;
 mod oauth1;

@@ -15,7 +15,7 @@ const BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A PostgreSQL cluster of its own in a temp dir, on its own port, with
 /// `ssl = on`; stopped (immediately) when dropped.
-struct OwnPostgres {
+pub(crate) struct OwnPostgres {
     dir: tempfile::TempDir,
     port: u16,
     stopped: bool,
@@ -31,7 +31,7 @@ fn as_postgres(program: &str, args: &[&str]) -> std::process::Output {
 
 impl OwnPostgres {
     /// Starts it, or `None` (with a notice) where the binaries are missing.
-    fn start() -> Option<OwnPostgres> {
+    pub(crate) fn start() -> Option<OwnPostgres> {
         if !Path::new(BIN).join("initdb").exists() {
             eprintln!("NOTICE: {BIN} not found; skipping the test with its own PostgreSQL");
             return None;
@@ -76,17 +76,28 @@ impl OwnPostgres {
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
-        let port = free_port();
+        let mut pg = OwnPostgres {
+            dir,
+            port: free_port(),
+            stopped: true,
+        };
+        pg.restart();
+        Some(pg)
+    }
+
+    /// Starts the stopped cluster again: same data, same port.
+    pub(crate) fn restart(&mut self) {
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c ssl=on -c fsync=off",
-            dir.path().display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c ssl=on -c fsync=off",
+            self.port,
+            self.dir.path().display()
         );
-        let log = dir.path().join("postgres.log");
+        let log = self.dir.path().join("postgres.log");
         let out = as_postgres(
             "pg_ctl",
             &[
                 "-D",
-                data.to_str().unwrap(),
+                self.data().to_str().unwrap(),
                 "-o",
                 &options,
                 "-l",
@@ -100,11 +111,7 @@ impl OwnPostgres {
             "pg_ctl start: {out:?}\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        Some(OwnPostgres {
-            dir,
-            port,
-            stopped: false,
-        })
+        self.stopped = false;
     }
 
     fn data(&self) -> PathBuf {
@@ -112,11 +119,12 @@ impl OwnPostgres {
     }
 
     /// `postgres://postgres@HOST:PORT/postgres?QUERY`.
-    fn url(&self, host: &str, query: &str) -> String {
+    pub(crate) fn url(&self, host: &str, query: &str) -> String {
         format!("postgres://postgres@{host}:{}/postgres?{query}", self.port)
     }
 
-    fn stop(&mut self) {
+    /// Stops it at once (`-m immediate`: like a crash or a pulled cable).
+    pub(crate) fn stop(&mut self) {
         if !self.stopped {
             self.stopped = true;
             let _ = as_postgres(

@@ -72,6 +72,24 @@ impl Dialect for Postgres {
     }
 }
 
+/// Whether a connection coming back to the pool may serve again: not while
+/// it still counts an open transaction. SQLite ends a transaction itself when
+/// its `COMMIT` fails (disk full, an I/O error); sqlx's rollback on drop then
+/// fails as well and leaves its counter at one, so every later `BEGIN` on
+/// that connection would fail ("non-zero transaction depth") until the pool
+/// happened to close it: writes would stay broken after the disk has room again.
+fn reusable<DB: Database>(
+    conn: &mut DB::Connection,
+    _: sqlx::pool::PoolConnectionMetadata,
+) -> futures_util::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    use sqlx::Connection as _;
+    Box::pin(async move {
+        // The rollback a dropped transaction queued runs before this ping.
+        conn.ping().await?;
+        Ok(!conn.is_in_transaction())
+    })
+}
+
 /// Opens (creating if missing) a SQLite store and migrates it.
 pub(super) async fn open_sqlite(url: &str) -> Result<SqlStore<Sqlite>, StoreError> {
     let options = SqliteConnectOptions::from_str(url)?
@@ -92,7 +110,10 @@ pub(super) async fn open_sqlite(url: &str) -> Result<SqlStore<Sqlite>, StoreErro
             .idle_timeout(None)
             .max_lifetime(None)
     } else {
-        SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS)
+        // (Not for memory: closing its one connection would drop the database.)
+        SqlitePoolOptions::new()
+            .max_connections(SQLITE_MAX_CONNECTIONS)
+            .after_release(reusable::<Sqlite>)
     }
     .acquire_timeout(ACQUIRE_TIMEOUT)
     .connect_with(options)
@@ -108,6 +129,7 @@ pub(super) async fn open_postgres(url: &str) -> Result<SqlStore<Postgres>, Store
     let pool = PgPoolOptions::new()
         .max_connections(POSTGRES_MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_release(reusable::<Postgres>)
         .connect_with(options)
         .await?;
     sqlx::migrate!("migrations/postgres").run(&pool).await?;
