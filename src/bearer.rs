@@ -8,7 +8,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use crate::config::App;
-use crate::jwks::Key;
+use crate::jwk::Key;
 use crate::jws::{self, JwsError};
 use crate::principal::{no_claims, Principal};
 use crate::source::claims::lookup;
@@ -18,8 +18,6 @@ use crate::verdict_cache::{Verdict, VerdictCache, VerdictKey};
 
 /// Largest token accepted, checked before any parsing (SECURITY.md).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Most verified tokens held per replica by default (`server.bearer_cache_entries`).
-pub const CACHE_ENTRIES: u64 = 100_000;
 
 /// Why a bearer token is refused; the text goes into RFC 6750's
 /// `error_description` and never contains the token or its claims.

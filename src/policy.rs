@@ -29,7 +29,7 @@ pub struct Subject<'a> {
 /// The request an access rule is evaluated for.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    /// The decision path (see [`crate::path`]): canonical, without query or `;params`.
+    /// The decision path (see [`crate::config::path`]): canonical, without query or `;params`.
     pub path: &'a str,
     /// Method.
     pub method: &'a str,

@@ -418,7 +418,7 @@ pub struct Source {
     pub private_key: Option<Secret<String>>,
     /// The vendor preset this source starts from, if any.
     #[serde(skip)]
-    pub preset: Option<&'static crate::source::presets::Preset>,
+    pub preset: Option<&'static crate::config::presets::Preset>,
     /// `[[source.policy]]`
     #[serde(rename = "policy")]
     pub policies: Vec<Policy>,
@@ -430,7 +430,7 @@ impl Source {
         self.kind == SourceKind::OpenIdConnect
             || self
                 .preset
-                .is_some_and(|p| p.protocol == crate::source::presets::Protocol::OpenIdConnect)
+                .is_some_and(|p| p.protocol == crate::config::presets::Protocol::OpenIdConnect)
     }
 
     /// Whether people can sign in through this source (it has a client id).
@@ -439,8 +439,8 @@ impl Source {
     }
 
     /// How this source's keys are kept fresh.
-    pub fn jwks_freshness(&self) -> crate::jwks::Freshness {
-        crate::jwks::Freshness {
+    pub fn jwks_freshness(&self) -> super::jwks_freshness::Freshness {
+        super::jwks_freshness::Freshness {
             ttl: self.jwks_cache_ttl,
             max_stale: self.jwks_max_stale,
             cooldown: self.jwks_cooldown,

@@ -51,7 +51,7 @@ use url::Url;
 
 use super::respond;
 use crate::config::{SourceKind, TokenAuthMethod};
-use crate::source::presets;
+use crate::config::presets;
 
 /// The client id every vendor fake knows (Apple's is [`APPLE_SERVICES_ID`]).
 pub const CLIENT_ID: &str = "portcullis-demo-client";

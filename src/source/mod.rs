@@ -5,8 +5,8 @@
 pub mod claims;
 pub mod flow;
 pub mod idtoken;
+pub mod login_state;
 pub mod oauth1;
-pub mod presets;
 mod refresh;
 
 use std::collections::HashMap;
@@ -16,13 +16,14 @@ use jsonwebtoken::Algorithm;
 use serde_json::Value;
 use url::Url;
 
-use crate::admin::Readiness;
+use crate::readiness::Readiness;
+use crate::config::presets;
 use crate::config::{Config, Source, TokenAuthMethod};
 use crate::discovery::{self, DiscoveryError, Endpoints};
 use crate::identity::Identity;
 use crate::jwks::{JwksCache, JwksError};
 use crate::outbound::{FetchError, Http, MAX_RESPONSE_BYTES};
-use crate::session::LoginState;
+use login_state::LoginState;
 
 /// How old an ID token's `iat` may be when it arrives.
 pub const ID_TOKEN_MAX_AGE_SECS: u64 = 15 * 60;
@@ -675,7 +676,7 @@ impl Sources {
         };
         let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
         let keys = if hmac {
-            Arc::new(crate::jwks::KeySet::default())
+            Arc::new(crate::jwk::KeySet::default())
         } else {
             self.jwks
                 .keys_for(&src.slug, endpoints.jwks.as_ref(), kid.as_deref())
@@ -705,7 +706,7 @@ impl Sources {
         &self,
         rt: &Runtime,
         callback: &str,
-    ) -> Result<(Url, crate::session::Oauth1Pending), SourceError> {
+    ) -> Result<(Url, login_state::Oauth1Pending), SourceError> {
         let src = &rt.config;
         let endpoints = rt.endpoints().ok_or(SourceError::NotReady)?;
         let (Some(request_url), Some(mut authorize)) = (
@@ -729,7 +730,7 @@ impl Sources {
             .append_pair("oauth_token", &temporary.credentials.token);
         Ok((
             authorize,
-            crate::session::Oauth1Pending {
+            login_state::Oauth1Pending {
                 token: temporary.credentials.token.clone(),
                 secret: temporary.credentials.secret.expose().clone(),
             },
@@ -742,7 +743,7 @@ impl Sources {
     pub async fn finish_oauth1(
         &self,
         rt: &Runtime,
-        pending: &crate::session::Oauth1Pending,
+        pending: &login_state::Oauth1Pending,
         verifier: &str,
     ) -> Result<Proven, SourceError> {
         let src = &rt.config;

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use rand::RngCore as _;
 
 use crate::identity::{Connection, Identity, NewSession, SessionRecord, User};
-use crate::session::handoff::HandoffRecord;
+use crate::identity::HandoffRecord;
 
 /// Why a store call failed; each variant says what the caller should do.
 #[derive(Debug, thiserror::Error)]
