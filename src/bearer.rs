@@ -296,14 +296,20 @@ pub fn audience_allowed(claims: &Value, audiences: &[String]) -> bool {
     }
 }
 
-/// The source's `jwt_algorithms`, else every asymmetric algorithm; never HMAC or none.
-pub fn allowed_algorithms(configured: &[String]) -> Vec<Algorithm> {
-    let parsed: Vec<Algorithm> = configured.iter().filter_map(|a| a.parse().ok()).collect();
+/// The source's `jwt_algorithms` (parsed once, by validation), else every
+/// asymmetric algorithm; never HMAC or none.
+pub fn allowed_algorithms(configured: &[Algorithm]) -> Vec<Algorithm> {
     let all = crate::source::id_token_algorithms(&[]);
-    if parsed.is_empty() {
+    if configured.is_empty() {
         all
     } else {
-        parsed.into_iter().filter(|a| all.contains(a)).collect()
+        // Validation admits only asymmetric algorithms; this is the second
+        // lock for a `Source` built in code.
+        configured
+            .iter()
+            .copied()
+            .filter(|a| all.contains(a))
+            .collect()
     }
 }
 
@@ -537,7 +543,8 @@ mod tests {
             email_domains: vec![],
             groups: vec!["ops".into()],
             users: vec![],
-            expression: expression.map(str::to_string),
+            expression: expression
+                .map(|e| crate::config::expression::Expression::compile(e).unwrap()),
             message: None,
             path_prefix: None,
         }
@@ -575,7 +582,7 @@ mod tests {
                 && all.contains(&Algorithm::EdDSA)
         );
         assert_eq!(
-            allowed_algorithms(&["ES256".into()]),
+            allowed_algorithms(&[Algorithm::ES256]),
             vec![Algorithm::ES256]
         );
     }

@@ -201,13 +201,11 @@ pub(crate) fn assemble(
     } else {
         io.metrics.clone()
     };
-    let mut app_rules = Vec::new();
-    for app in &config.apps {
-        app_rules.push(
-            crate::policy::Rules::new(&app.policies)
-                .map_err(|e| StartError::Io(format!("app[{}].policy: {e}", app.name)))?,
-        );
-    }
+    let app_rules: Vec<_> = config
+        .apps
+        .iter()
+        .map(|app| crate::policy::Rules::new(&app.policies))
+        .collect();
     let assertions = crate::assertion::Assertions::new(
         &config.session.secrets,
         config.server.public_url.origin().ascii_serialization(),

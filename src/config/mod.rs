@@ -6,6 +6,7 @@ pub mod claim_path;
 pub mod defaults;
 mod error;
 mod example_secrets;
+pub mod expression;
 pub mod header_names;
 pub mod jwks_freshness;
 mod load;

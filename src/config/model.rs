@@ -388,8 +388,9 @@ pub struct Source {
     pub authorize_params: BTreeMap<String, String>,
     /// Expected `iss`; from discovery when unset.
     pub issuer: Option<String>,
-    /// Algorithms allowed for machine tokens (empty: the JWK's own).
-    pub jwt_algorithms: Vec<String>,
+    /// Algorithms allowed for machine tokens (empty: the JWK's own), parsed
+    /// once by validation: asymmetric only.
+    pub jwt_algorithms: Vec<jsonwebtoken::Algorithm>,
     /// Reject machine tokens whose `iat` is older than this.
     #[serde(serialize_with = "ser_opt_duration")]
     pub jwt_max_age: Option<Duration>,
@@ -485,8 +486,8 @@ pub struct Policy {
     pub groups: Vec<String>,
     /// Matches these usernames.
     pub users: Vec<String>,
-    /// A CEL expression over `{user, claims, source, request}`.
-    pub expression: Option<String>,
+    /// A CEL expression over `{user, claims, source, request}`, compiled.
+    pub expression: Option<super::expression::Expression>,
     /// Shown to the person on refusal.
     pub message: Option<String>,
     /// For app rules: only paths under this prefix.

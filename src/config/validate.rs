@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use url::Url;
 
 use super::error::{KeyPath, Problem};
+use super::expression::{Expression, ExpressionError};
 use super::load::table;
 use super::model::*;
 use super::raw::*;
@@ -855,8 +856,13 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
         .into_iter()
         .enumerate()
     {
-        if JWT_ALGORITHMS.contains(&a.as_str()) {
-            jwt_algorithms.push(a);
+        // Only names on the list are parsed, so HMAC and `none` never get in.
+        let parsed = JWT_ALGORITHMS
+            .contains(&a.as_str())
+            .then(|| a.parse::<jsonwebtoken::Algorithm>().ok())
+            .flatten();
+        if let Some(alg) = parsed {
+            jwt_algorithms.push(alg);
         } else {
             c.fail(
                 at.key("jwt_algorithms").item(i, None),
@@ -1114,16 +1120,22 @@ fn policies(
                 Effect::Deny,
             ),
         };
-        if let Some(expr) = p.expression.as_deref() {
-            // Compiled here so a typo stops the config, not a sign-in.
-            if let Err(e) = cel::Program::compile(expr) {
-                let first = e.to_string().lines().next().unwrap_or_default().to_string();
-                c.fail(
-                    at.key("expression"),
-                    format!("the CEL expression does not parse: {first}"),
-                );
-            }
-        }
+        // Compiled here, once: a typo stops the config, not a sign-in, and the
+        // model carries the program every evaluation runs.
+        let expression = p
+            .expression
+            .as_deref()
+            .and_then(|expr| match Expression::compile(expr) {
+                Ok(compiled) => Some(compiled),
+                Err(ExpressionError(e)) => {
+                    let first = e.lines().next().unwrap_or_default().to_string();
+                    c.fail(
+                        at.key("expression"),
+                        format!("the CEL expression does not parse: {first}"),
+                    );
+                    None
+                }
+            });
         if let Some(pp) = p.path_prefix.as_deref() {
             canonical_prefix(c, at.key("path_prefix"), pp);
         }
@@ -1138,7 +1150,7 @@ fn policies(
                 .collect(),
             groups: p.groups.unwrap_or_default(),
             users: p.users.unwrap_or_default(),
-            expression: p.expression,
+            expression,
             message: p.message,
             path_prefix: p.path_prefix,
         });

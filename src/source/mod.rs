@@ -237,11 +237,7 @@ impl Sources {
         let mut by_slug = HashMap::new();
         let mut upkeep = refresh::Upkeep::new();
         for s in &config.sources {
-            let policies = crate::policy::Rules::new(&s.policies).map_err(|e| LoadError {
-                slug: s.slug.clone(),
-                key: "policy",
-                reason: e.to_string(),
-            })?;
+            let policies = crate::policy::Rules::new(&s.policies);
             let rt = Arc::new(Runtime {
                 policies,
                 config: s.clone(),
