@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::config::App;
 use crate::jwk::Key;
 use crate::jws::{self, JwsError};
-use crate::principal::{no_claims, Principal};
+use crate::principal::{no_claims, Principal, PrincipalKind};
 use crate::source::claims::lookup;
 use crate::source::idtoken::{self, LEEWAY_SECS};
 use crate::source::Sources;
@@ -395,7 +395,7 @@ fn principal_of(src: &crate::config::Source, claims: Value) -> Option<Principal>
         groups,
         preferred_username,
         source: src.slug.clone(),
-        kind: "bearer",
+        kind: PrincipalKind::Bearer,
         token_subject: claims
             .get("iss")
             .and_then(Value::as_str)

@@ -140,7 +140,7 @@ mod tests {
                 groups: Vec::new(),
                 preferred_username: None,
                 source: "ci".into(),
-                kind: "bearer",
+                kind: crate::principal::PrincipalKind::Bearer,
                 token_subject: None,
                 claims: crate::principal::no_claims(),
             }),

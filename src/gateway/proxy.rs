@@ -22,6 +22,7 @@ use super::framing::FramingError;
 use super::rescue::{self, Rejection};
 use super::server::Conn;
 use super::{upstream, State};
+use crate::principal::PrincipalKind;
 use crate::config::App;
 
 /// The body type of requests sent upstream.
@@ -276,7 +277,7 @@ pub async fn forward(
         }
         // The verified token stays at the gateway unless the app asks for it (JWT-27).
         let forward = app.is_some_and(|a| a.forward_bearer_token);
-        if p.kind == "bearer" && !forward {
+        if p.kind == PrincipalKind::Bearer && !forward {
             headers.remove(header::AUTHORIZATION);
         }
     }

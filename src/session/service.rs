@@ -627,7 +627,7 @@ pub fn principal_of(record: &SessionRecord, user: &User) -> Principal {
         groups: user.groups.clone(),
         preferred_username: Some(user.username.clone()),
         source: record.source.clone(),
-        kind: "session",
+        kind: crate::principal::PrincipalKind::Session,
         token_subject: None,
         claims: std::sync::Arc::new(crate::identity::claims::parse(record.claims.as_deref())),
     }
