@@ -106,7 +106,7 @@ pub fn start(
     };
     if appid {
         // WeChat: its own parameter names and order, no PKCE, no nonce.
-        url = crate::config::presets::wechat::authorize_url(
+        url = crate::source::vendors::wechat::authorize_url(
             &url,
             source.consumer_key.as_deref().unwrap_or_default(),
             redirect_uri,
