@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::admin::Admin;
-use crate::readiness::Readiness;
 use crate::config::Config;
 use crate::gateway::access::Sink as AccessSink;
 use crate::gateway::proxy::Target;
 use crate::gateway::{server, State};
 use crate::metrics::Metrics;
 use crate::outbound::Http;
+use crate::readiness::Readiness;
 use crate::routing::Router;
 use crate::session::cookie::Sealer;
 use crate::session::service::Sessions;

@@ -10,11 +10,11 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use prometheus::IntCounterVec;
 
-use crate::admin::Loaded;
-use crate::readiness::Readiness;
 use super::{assemble, start_refreshing, Io};
+use crate::admin::Loaded;
 use crate::config::Config;
 use crate::gateway::State;
+use crate::readiness::Readiness;
 use crate::tls::Certificate;
 
 /// `portcullis_config_reloads_total{result="ok"|"error"}`, both at 0 from the start.

@@ -23,8 +23,7 @@ pub struct ExpressionError(pub String);
 impl Expression {
     /// Compiles `source`.
     pub fn compile(source: &str) -> Result<Expression, ExpressionError> {
-        let program =
-            cel::Program::compile(source).map_err(|e| ExpressionError(e.to_string()))?;
+        let program = cel::Program::compile(source).map_err(|e| ExpressionError(e.to_string()))?;
         Ok(Expression {
             source: source.to_string(),
             program: Arc::new(program),

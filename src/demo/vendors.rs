@@ -50,8 +50,8 @@ use tokio::sync::watch;
 use url::Url;
 
 use super::respond;
-use crate::config::{SourceKind, TokenAuthMethod};
 use crate::config::presets;
+use crate::config::{SourceKind, TokenAuthMethod};
 use crate::source::vendors;
 
 /// The client id every vendor fake knows (Apple's is [`APPLE_SERVICES_ID`]).

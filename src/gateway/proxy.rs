@@ -22,8 +22,8 @@ use super::framing::FramingError;
 use super::rescue::{self, Rejection};
 use super::server::Conn;
 use super::{upstream, State};
-use crate::principal::PrincipalKind;
 use crate::config::App;
+use crate::principal::PrincipalKind;
 
 /// The body type of requests sent upstream.
 type UpstreamBody = Watched<Incoming>;

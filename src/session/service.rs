@@ -143,7 +143,9 @@ impl Sessions {
             idle_timeout,
             used_states: moka::sync::Cache::builder()
                 .max_capacity(CACHE_ENTRIES)
-                .time_to_live(Duration::from_secs(crate::config::defaults::LOGIN_STATE_SECS))
+                .time_to_live(Duration::from_secs(
+                    crate::config::defaults::LOGIN_STATE_SECS,
+                ))
                 .build(),
         }
     }

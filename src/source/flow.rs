@@ -5,9 +5,9 @@
 use base64::Engine as _;
 use url::Url;
 
+use super::login_state::LoginState;
 use crate::config::{Pkce, Source};
 use crate::discovery::Endpoints;
-use super::login_state::LoginState;
 
 pub use crate::config::defaults::LOGIN_STATE_SECS;
 

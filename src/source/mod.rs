@@ -17,13 +17,13 @@ use jsonwebtoken::Algorithm;
 use serde_json::Value;
 use url::Url;
 
-use crate::readiness::Readiness;
 use crate::config::presets;
 use crate::config::{Config, Source, TokenAuthMethod};
 use crate::discovery::{self, DiscoveryError, Endpoints};
 use crate::identity::Identity;
 use crate::jwks::{JwksCache, JwksError};
 use crate::outbound::{FetchError, Http, MAX_RESPONSE_BYTES};
+use crate::readiness::Readiness;
 use login_state::LoginState;
 
 /// How old an ID token's `iat` may be when it arrives.

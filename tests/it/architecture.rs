@@ -359,7 +359,13 @@ fn the_scanner_reads_grouped_and_nested_use_trees() {
     let paths: Vec<String> = refs.iter().map(|r| r.path.join("::")).collect();
     assert_eq!(
         paths,
-        ["crate::a", "crate::b::c", "crate::b::d", "crate::f::g", "crate::h::i"]
+        [
+            "crate::a",
+            "crate::b::c",
+            "crate::b::d",
+            "crate::f::g",
+            "crate::h::i"
+        ]
     );
 }
 
@@ -377,7 +383,10 @@ fn the_scanner_leaves_test_code_out_of_the_graph_and_not_strings_or_comments() {
     "#;
     let files = vec![(PathBuf::from("m.rs"), references(text, &module("m")))];
     let graph = import_graph(&files);
-    let to: Vec<&String> = graph.get("m").map(|e| e.keys().collect()).unwrap_or_default();
+    let to: Vec<&String> = graph
+        .get("m")
+        .map(|e| e.keys().collect())
+        .unwrap_or_default();
     assert_eq!(to, ["after_tests", "kept"]);
 }
 
@@ -388,10 +397,7 @@ fn the_scanner_resolves_super_paths_and_flags_climbing_out_of_config() {
         &module("config::validate"),
     );
     let resolved: Vec<Vec<String>> = refs.iter().filter_map(Reference::resolved).collect();
-    assert_eq!(
-        resolved,
-        [module("config::model::X"), module("jwks::Y")]
-    );
+    assert_eq!(resolved, [module("config::model::X"), module("jwks::Y")]);
 }
 
 #[test]

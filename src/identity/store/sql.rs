@@ -20,8 +20,8 @@ use super::{
     StoreCounts, StoreError, UserStore,
 };
 use crate::identity::profile::{self, Profile};
-use crate::identity::{Connection, Identity, NewSession, SessionRecord, User};
 use crate::identity::HandoffRecord;
+use crate::identity::{Connection, Identity, NewSession, SessionRecord, User};
 
 /// How long a connection waits for the database before giving up.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);

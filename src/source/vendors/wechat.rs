@@ -2,8 +2,8 @@
 //! helpers the sign-in adapter calls; the preset itself (URLs, scopes,
 //! quirk flags and why) is `config::presets::wechat`.
 
-use std::collections::BTreeMap;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use url::Url;
 
 /// The QR-code page URL: `appid`, `redirect_uri`, `response_type`, `scope`,
