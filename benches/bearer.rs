@@ -51,7 +51,7 @@ fn bench(c: &mut Criterion) {
         std::time::Duration::from_secs(10),
     )
     .unwrap();
-    let readiness = Arc::new(portcullis::admin::Readiness::new(["ci"], false));
+    let readiness = Arc::new(portcullis::readiness::Readiness::new(["ci"], false));
     let (sources, _) = rt
         .block_on(portcullis::source::Sources::load(&config, http, readiness))
         .unwrap();

@@ -82,7 +82,9 @@ fn bench(c: &mut Criterion) {
         )
     });
     c.bench_function("path::canonicalize (hostile spelling)", |b| {
-        b.iter(|| portcullis::path::canonicalize(black_box("//api/%76%31;v=2/pages%2Fhome")))
+        b.iter(|| {
+            portcullis::config::path::canonicalize(black_box("//api/%76%31;v=2/pages%2Fhome"))
+        })
     });
 }
 

@@ -2,7 +2,6 @@
 //! loaded, every source ready, the store answering within `STORE_TIMEOUT`),
 //! `/metrics` (Prometheus text).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,40 +11,7 @@ use crate::identity::store::UserStore;
 
 use crate::gateway::body::{self, Body};
 use crate::metrics::Metrics;
-
-/// Whether each source can serve sign-ins (its discovery and keys are loaded).
-#[derive(Debug, Default)]
-pub struct Readiness {
-    sources: Vec<(String, AtomicBool)>,
-}
-
-impl Readiness {
-    /// Tracks these sources, each starting as `ready`.
-    pub fn new<'a>(slugs: impl IntoIterator<Item = &'a str>, ready: bool) -> Self {
-        Readiness {
-            sources: slugs
-                .into_iter()
-                .map(|s| (s.to_string(), AtomicBool::new(ready)))
-                .collect(),
-        }
-    }
-
-    /// Marks a source ready or not.
-    pub fn set(&self, slug: &str, ready: bool) {
-        if let Some((_, flag)) = self.sources.iter().find(|(s, _)| s == slug) {
-            flag.store(ready, Ordering::Release);
-        }
-    }
-
-    /// The slugs of the sources that are not ready.
-    pub fn not_ready(&self) -> Vec<&str> {
-        self.sources
-            .iter()
-            .filter(|(_, f)| !f.load(Ordering::Acquire))
-            .map(|(s, _)| s.as_str())
-            .collect()
-    }
-}
+use crate::readiness::Readiness;
 
 /// How long `/readyz` waits for the store's answer: a probe must not hang
 /// on a database that accepts connections but does not answer.

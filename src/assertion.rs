@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::Secret;
-use crate::principal::Principal;
+use crate::principal::{Principal, PrincipalKind};
 
 /// The header that carries the assertion to the upstream.
 pub const HEADER: &str = "x-portcullis-assertion";
@@ -201,15 +201,15 @@ pub struct Identity<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preferred_username: Option<&'a str>,
     /// `session` or `bearer`.
-    pub kind: &'a str,
+    pub kind: PrincipalKind,
 }
 
 impl<'a> Identity<'a> {
     /// The assertion of `p` for app `aud`, issued by `iss`.
     pub fn of(iss: &'a str, aud: &'a str, p: &'a Principal) -> Self {
         let sub = match p.kind {
-            "bearer" => p.token_subject.as_deref().unwrap_or(&p.user),
-            _ => p.user_id.as_deref().unwrap_or(&p.user),
+            PrincipalKind::Bearer => p.token_subject.as_deref().unwrap_or(&p.user),
+            PrincipalKind::Session => p.user_id.as_deref().unwrap_or(&p.user),
         };
         Identity {
             iss,
@@ -242,7 +242,7 @@ impl<'a> Identity<'a> {
         field(4, self.email);
         field(5, self.name);
         field(6, self.preferred_username);
-        field(7, Some(self.kind));
+        field(7, Some(self.kind.as_str()));
         field(9, self.email_verified.map(|v| if v { "1" } else { "0" }));
         for g in self.groups {
             field(8, Some(g));
@@ -346,7 +346,7 @@ mod tests {
             groups: vec!["staff".into(), "ops".into()],
             preferred_username: Some("ada".into()),
             source: "corp".into(),
-            kind: "session",
+            kind: PrincipalKind::Session,
             token_subject: None,
             email_verified: true,
             claims: crate::principal::no_claims(),
@@ -492,7 +492,7 @@ mod tests {
             groups: vec![],
             preferred_username: None,
             source: "ci".into(),
-            kind: "bearer",
+            kind: PrincipalKind::Bearer,
             token_subject: Some("https://ci.example#repo:acme/deploy".into()),
             email_verified: false,
             claims: crate::principal::no_claims(),

@@ -8,9 +8,9 @@ use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use crate::config::App;
-use crate::jwks::Key;
+use crate::jwk::Key;
 use crate::jws::{self, JwsError};
-use crate::principal::{no_claims, Principal};
+use crate::principal::{no_claims, Principal, PrincipalKind};
 use crate::source::claims::lookup;
 use crate::source::idtoken::{self, LEEWAY_SECS};
 use crate::source::Sources;
@@ -18,8 +18,6 @@ use crate::verdict_cache::{Verdict, VerdictCache, VerdictKey};
 
 /// Largest token accepted, checked before any parsing (SECURITY.md).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Most verified tokens held per replica by default (`server.bearer_cache_entries`).
-pub const CACHE_ENTRIES: u64 = 100_000;
 
 /// Why a bearer token is refused; the text goes into RFC 6750's
 /// `error_description` and never contains the token or its claims.
@@ -298,14 +296,20 @@ pub fn audience_allowed(claims: &Value, audiences: &[String]) -> bool {
     }
 }
 
-/// The source's `jwt_algorithms`, else every asymmetric algorithm; never HMAC or none.
-pub fn allowed_algorithms(configured: &[String]) -> Vec<Algorithm> {
-    let parsed: Vec<Algorithm> = configured.iter().filter_map(|a| a.parse().ok()).collect();
+/// The source's `jwt_algorithms` (parsed once, by validation), else every
+/// asymmetric algorithm; never HMAC or none.
+pub fn allowed_algorithms(configured: &[Algorithm]) -> Vec<Algorithm> {
     let all = crate::source::id_token_algorithms(&[]);
-    if parsed.is_empty() {
+    if configured.is_empty() {
         all
     } else {
-        parsed.into_iter().filter(|a| all.contains(a)).collect()
+        // Validation admits only asymmetric algorithms; this is the second
+        // lock for a `Source` built in code.
+        configured
+            .iter()
+            .copied()
+            .filter(|a| all.contains(a))
+            .collect()
     }
 }
 
@@ -391,7 +395,7 @@ fn principal_of(src: &crate::config::Source, claims: Value) -> Option<Principal>
         groups,
         preferred_username,
         source: src.slug.clone(),
-        kind: "bearer",
+        kind: PrincipalKind::Bearer,
         token_subject: claims
             .get("iss")
             .and_then(Value::as_str)
@@ -539,7 +543,8 @@ mod tests {
             email_domains: vec![],
             groups: vec!["ops".into()],
             users: vec![],
-            expression: expression.map(str::to_string),
+            expression: expression
+                .map(|e| crate::config::expression::Expression::compile(e).unwrap()),
             message: None,
             path_prefix: None,
         }
@@ -577,7 +582,7 @@ mod tests {
                 && all.contains(&Algorithm::EdDSA)
         );
         assert_eq!(
-            allowed_algorithms(&["ES256".into()]),
+            allowed_algorithms(&[Algorithm::ES256]),
             vec![Algorithm::ES256]
         );
     }

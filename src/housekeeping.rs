@@ -68,9 +68,7 @@ impl Housekeeping {
         let jitter = Duration::from_millis(rand::random::<u64>() % 60_000);
         tokio::time::sleep(Duration::from_secs(60) + jitter).await;
         loop {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let now = i64::try_from(crate::clock::now_unix()).unwrap_or(i64::MAX);
             match self.purge_once(now, BATCH).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "purged expired and revoked sessions"),

@@ -12,7 +12,7 @@ use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::jwks::{Candidates, Key, KeySet};
+use crate::jwk::{Candidates, Key, KeySet};
 
 /// Longest `kid` looked up; longer ones are refused without a refetch (SECURITY.md JWT-11).
 pub const MAX_KID_BYTES: usize = 256;

@@ -29,7 +29,7 @@ pub struct Subject<'a> {
 /// The request an access rule is evaluated for.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    /// The decision path (see [`crate::path`]): canonical, without query or `;params`.
+    /// The decision path (see [`crate::config::path`]): canonical, without query or `;params`.
     pub path: &'a str,
     /// Method.
     pub method: &'a str,
@@ -37,40 +37,25 @@ pub struct Request<'a> {
     pub host: &'a str,
 }
 
-/// One rule with its expression compiled once.
+/// One rule; its expression was compiled once, by config validation.
 pub struct Rule {
     /// The rule as configured.
     pub policy: Policy,
-    program: Option<cel::Program>,
 }
 
 /// The rules of one source or app.
 #[derive(Default)]
 pub struct Rules(Vec<Rule>);
 
-/// A CEL expression that does not parse.
-#[derive(Debug, thiserror::Error)]
-#[error("the expression does not parse: {0}")]
-pub struct ExpressionError(String);
-
-/// Parses a CEL expression (used by config validation and at start).
-pub fn compile(expression: &str) -> Result<cel::Program, ExpressionError> {
-    cel::Program::compile(expression).map_err(|e| ExpressionError(e.to_string()))
-}
-
 impl Rules {
-    /// Compiles the rules; the config was validated, so expressions parse.
-    pub fn new(policies: &[Policy]) -> Result<Rules, ExpressionError> {
-        policies
-            .iter()
-            .map(|p| {
-                Ok(Rule {
-                    program: p.expression.as_deref().map(compile).transpose()?,
-                    policy: p.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Rules)
+    /// The rules of these policies (validated: their expressions are compiled).
+    pub fn new(policies: &[Policy]) -> Rules {
+        Rules(
+            policies
+                .iter()
+                .map(|p| Rule { policy: p.clone() })
+                .collect(),
+        )
     }
 
     /// Whether the rules allow `action`; `Err` carries the message to show.
@@ -166,9 +151,9 @@ impl Rule {
         if !p.users.is_empty() && !p.users.iter().any(named) {
             return Some(false);
         }
-        match &self.program {
+        match &p.expression {
             None => Some(true),
-            Some(program) => evaluate(program, who, request),
+            Some(expression) => evaluate(expression.program(), who, request),
         }
     }
 }
@@ -200,6 +185,7 @@ fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::expression::Expression;
 
     fn rule(on: PolicyAction, effect: Effect) -> Policy {
         Policy {
@@ -243,7 +229,7 @@ mod tests {
             message: Some("Contractor accounts cannot be linked".into()),
             ..rule(PolicyAction::Link, Effect::Deny)
         };
-        let rules = Rules::new(&[deny_contractors]).unwrap();
+        let rules = Rules::new(&[deny_contractors]);
         assert_eq!(
             rules.check(PolicyAction::Link, &s_guest, None),
             Err("Contractor accounts cannot be linked".into())
@@ -262,10 +248,10 @@ mod tests {
             users: vec!["ada".into()],
             ..rule(PolicyAction::Access, Effect::Deny)
         };
-        let rules = Rules::new(std::slice::from_ref(&allow_staff)).unwrap();
+        let rules = Rules::new(std::slice::from_ref(&allow_staff));
         assert!(rules.check(PolicyAction::Access, &s_staff, None).is_ok());
         assert!(rules.check(PolicyAction::Access, &s_guest, None).is_err());
-        let rules = Rules::new(&[allow_staff, deny_ada]).unwrap();
+        let rules = Rules::new(&[allow_staff, deny_ada]);
         assert!(
             rules.check(PolicyAction::Access, &s_staff, None).is_err(),
             "deny wins over allow"
@@ -290,7 +276,7 @@ mod tests {
             ..rule(PolicyAction::Access, Effect::Allow)
         };
         for p in [by_domain, by_email] {
-            let rules = Rules::new(std::slice::from_ref(&p)).unwrap();
+            let rules = Rules::new(std::slice::from_ref(&p));
             assert!(
                 rules.check(PolicyAction::Access, &vouched, None).is_ok(),
                 "{p:?}"
@@ -310,7 +296,6 @@ mod tests {
             ..rule(PolicyAction::Access, Effect::Allow)
         };
         assert!(Rules::new(&[by_email])
-            .unwrap()
             .check(PolicyAction::Access, &lookalike, None)
             .is_err());
         // A deny on a domain does not fire for an unvouched address either:
@@ -320,7 +305,7 @@ mod tests {
             ..rule(PolicyAction::Access, Effect::Deny)
         };
         let everyone = rule(PolicyAction::Access, Effect::Allow);
-        let rules = Rules::new(&[deny, everyone]).unwrap();
+        let rules = Rules::new(&[deny, everyone]);
         assert!(rules.check(PolicyAction::Access, &unvouched, None).is_ok());
         assert!(rules.check(PolicyAction::Access, &vouched, None).is_err());
     }
@@ -331,7 +316,7 @@ mod tests {
         let claims = json!({"hd": "example.com", "amr": ["mfa"]});
         let s = subject(&staff, &claims, "ada@example.com");
         let allow = |expr: &str| Policy {
-            expression: Some(expr.into()),
+            expression: Some(Expression::compile(expr).unwrap()),
             ..rule(PolicyAction::Access, Effect::Allow)
         };
         let req = Request {
@@ -351,7 +336,7 @@ mod tests {
             ("claims.missing == 1", false), // an evaluation error never allows
             ("1 + 1", false),               // not a boolean never allows
         ] {
-            let rules = Rules::new(&[allow(expr)]).unwrap();
+            let rules = Rules::new(&[allow(expr)]);
             assert_eq!(
                 rules.check(PolicyAction::Access, &s, Some(req)).is_ok(),
                 want,
@@ -360,14 +345,12 @@ mod tests {
         }
         // A deny rule whose expression fails to evaluate denies (fail closed).
         let deny = Policy {
-            expression: Some("claims.missing == 1".into()),
+            expression: Some(Expression::compile("claims.missing == 1").unwrap()),
             ..rule(PolicyAction::Access, Effect::Deny)
         };
         assert!(Rules::new(&[deny])
-            .unwrap()
             .check(PolicyAction::Access, &s, Some(req))
             .is_err());
-        assert!(compile("user.groups.exists(").is_err());
     }
 
     #[test]
@@ -380,7 +363,7 @@ mod tests {
             path_prefix: Some("/admin".into()),
             ..rule(PolicyAction::Access, Effect::Allow)
         };
-        let rules = Rules::new(&[admins_only]).unwrap();
+        let rules = Rules::new(&[admins_only]);
         let at = |path| {
             Some(Request {
                 path,
@@ -404,8 +387,7 @@ mod tests {
                 path_prefix: Some("/admin".into()),
                 ..rule(PolicyAction::Access, Effect::Allow)
             },
-        ])
-        .unwrap();
+        ]);
         assert!(open.check(PolicyAction::Access, &s, at("/wiki")).is_ok());
         assert!(open
             .check(PolicyAction::Access, &s, at("/administrator"))
@@ -522,7 +504,7 @@ mod tests {
             (vec![on(Deny, &["staff"], None)], "/wiki", false, false),
         ];
         for (i, (policies, path, admin_ok, member_ok)) in table.into_iter().enumerate() {
-            let rules = Rules::new(&policies).unwrap();
+            let rules = Rules::new(&policies);
             let req = Some(Request {
                 path,
                 method: "GET",
@@ -547,7 +529,7 @@ mod tests {
             path_prefix: Some("/admin".into()),
             ..rule(PolicyAction::Access, Effect::Allow)
         };
-        let rules = Rules::new(&[everyone, admins_on_admin]).unwrap();
+        let rules = Rules::new(&[everyone, admins_on_admin]);
         let at = |path| {
             Some(Request {
                 path,

@@ -26,8 +26,8 @@ pub struct Principal {
     pub preferred_username: Option<String>,
     /// The source that authenticated this request.
     pub source: String,
-    /// How: `session` or `bearer`.
-    pub kind: &'static str,
+    /// How: a person's session or a machine's bearer token.
+    pub kind: PrincipalKind,
     /// A machine token's `iss` and `sub` joined by `#` (an issuer has no
     /// fragment, so the first `#` splits them): its `sub` in the identity assertion.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -36,6 +36,27 @@ pub struct Principal {
     /// claims or the token's; `{}` when none. Not part of `/_auth/userinfo`.
     #[serde(skip)]
     pub claims: Arc<Value>,
+}
+
+/// How a request was authenticated; `/_auth/userinfo` and the identity
+/// assertion say it as `session` or `bearer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrincipalKind {
+    /// A person, by the session cookie.
+    Session,
+    /// A machine, by an `Authorization: Bearer` JWT.
+    Bearer,
+}
+
+impl PrincipalKind {
+    /// The name `/_auth/userinfo` and the identity assertion use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::Session => "session",
+            PrincipalKind::Bearer => "bearer",
+        }
+    }
 }
 
 /// An empty claim set.
@@ -113,7 +134,7 @@ mod tests {
             ],
             preferred_username: Some("Ädä".into()),
             source: "corp".into(),
-            kind: "session",
+            kind: PrincipalKind::Session,
             token_subject: None,
             claims: no_claims(),
         };

@@ -28,7 +28,7 @@ impl Router {
     }
 
     /// The app serving `host` (lower-case, no port) and `path`, the request's
-    /// decision path (see [`crate::path`]), never the raw one.
+    /// decision path (see [`crate::config::path`]), never the raw one.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
         self.order
             .iter()

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::config::pem::PemError;
+
 /// Why a certificate, key or CA file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -45,17 +47,16 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// Every PEM certificate in `path`; at least one.
 pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read(path)?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut bytes.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Read {
-            file: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate(path.to_path_buf()));
+    Ok(crate::config::pem::read_certificates(path)?)
+}
+
+impl From<PemError> for TlsError {
+    fn from(e: PemError) -> Self {
+        match e {
+            PemError::Read { file, reason } => TlsError::Read { file, reason },
+            PemError::NoCertificate(file) => TlsError::NoCertificate(file),
+        }
     }
-    Ok(certs)
 }
 
 /// The chain and key in these files, checked to belong together.

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::jwks::Key;
+use crate::jwk::Key;
 use crate::principal::Principal;
 
 /// The first 128 bits of SHA-256(app index, token): finding another token
@@ -121,9 +121,9 @@ impl VerdictCache {
 mod tests {
     use super::*;
 
-    fn key_set() -> crate::jwks::KeySet {
+    fn key_set() -> crate::jwk::KeySet {
         let n = "u1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0_IzW7yWR7QkrmBL7jTKEn5u-qKhbwKfBstIs-bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW_VDL5AaWTg0nLVkjRo9z-40RQzuVaE8AkAFmxZzow3x-VJYKdjykkJ0iT9wCS0DRTXu269V264Vf_3jvredZiKRkgwlL9xNAwxXFg0x_XFw005UWVRIkdgcKWTjpBP2dPwVZ4WWC-9aGVd-Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbcmw";
-        crate::jwks::parse(
+        crate::jwk::parse(
             format!(r#"{{"keys":[{{"kty":"RSA","kid":"a","n":"{n}","e":"AQAB"}}]}}"#).as_bytes(),
         )
         .unwrap()
@@ -140,7 +140,7 @@ mod tests {
                 groups: Vec::new(),
                 preferred_username: None,
                 source: "ci".into(),
-                kind: "bearer",
+                kind: crate::principal::PrincipalKind::Bearer,
                 token_subject: None,
                 claims: crate::principal::no_claims(),
             }),

@@ -1,11 +1,19 @@
 //! Configuration: load (figment) -> raw (serde, deny_unknown_fields) -> model (validated, typed).
-//! Imports nothing else from the crate.
+//! The bottom layer: imports nothing else from the crate (held by
+//! tests/it/architecture.rs; see docs/architecture.md).
 
+pub mod claim_path;
+pub mod defaults;
 mod error;
 mod example_secrets;
+pub mod expression;
 pub mod header_names;
+pub mod jwks_freshness;
 mod load;
 pub mod model;
+pub mod path;
+pub mod pem;
+pub mod presets;
 mod raw;
 mod validate;
 

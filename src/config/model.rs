@@ -388,8 +388,9 @@ pub struct Source {
     pub authorize_params: BTreeMap<String, String>,
     /// Expected `iss`; from discovery when unset.
     pub issuer: Option<String>,
-    /// Algorithms allowed for machine tokens (empty: the JWK's own).
-    pub jwt_algorithms: Vec<String>,
+    /// Algorithms allowed for machine tokens (empty: the JWK's own), parsed
+    /// once by validation: asymmetric only.
+    pub jwt_algorithms: Vec<jsonwebtoken::Algorithm>,
     /// Reject machine tokens whose `iat` is older than this.
     #[serde(serialize_with = "ser_opt_duration")]
     pub jwt_max_age: Option<Duration>,
@@ -418,7 +419,7 @@ pub struct Source {
     pub private_key: Option<Secret<String>>,
     /// The vendor preset this source starts from, if any.
     #[serde(skip)]
-    pub preset: Option<&'static crate::source::presets::Preset>,
+    pub preset: Option<&'static crate::config::presets::Preset>,
     /// `[[source.policy]]`
     #[serde(rename = "policy")]
     pub policies: Vec<Policy>,
@@ -430,7 +431,7 @@ impl Source {
         self.kind == SourceKind::OpenIdConnect
             || self
                 .preset
-                .is_some_and(|p| p.protocol == crate::source::presets::Protocol::OpenIdConnect)
+                .is_some_and(|p| p.protocol == crate::config::presets::Protocol::OpenIdConnect)
     }
 
     /// Whether people can sign in through this source (it has a client id).
@@ -439,8 +440,8 @@ impl Source {
     }
 
     /// How this source's keys are kept fresh.
-    pub fn jwks_freshness(&self) -> crate::jwks::Freshness {
-        crate::jwks::Freshness {
+    pub fn jwks_freshness(&self) -> super::jwks_freshness::Freshness {
+        super::jwks_freshness::Freshness {
             ttl: self.jwks_cache_ttl,
             max_stale: self.jwks_max_stale,
             cooldown: self.jwks_cooldown,
@@ -485,8 +486,8 @@ pub struct Policy {
     pub groups: Vec<String>,
     /// Matches these usernames.
     pub users: Vec<String>,
-    /// A CEL expression over `{user, claims, source, request}`.
-    pub expression: Option<String>,
+    /// A CEL expression over `{user, claims, source, request}`, compiled.
+    pub expression: Option<super::expression::Expression>,
     /// Shown to the person on refusal.
     pub message: Option<String>,
     /// For app rules: only paths under this prefix.

@@ -1,7 +1,7 @@
 //! Turns the raw tables into the typed model, collecting every problem with its key.
 
 use super::header_names;
-use crate::source::presets::PresetError;
+use crate::config::presets::PresetError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use url::Url;
 
 use super::error::{KeyPath, Problem};
+use super::expression::{Expression, ExpressionError};
 use super::load::table;
 use super::model::*;
 use super::raw::*;
@@ -477,7 +478,7 @@ fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         upstream_read_timeout,
         bearer_cache_entries: raw
             .bearer_cache_entries
-            .unwrap_or(crate::bearer::CACHE_ENTRIES),
+            .unwrap_or(super::defaults::BEARER_CACHE_ENTRIES),
         request_header_timeout,
         idle_timeout,
         max_connections: max_connections.max(1),
@@ -729,10 +730,10 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
     };
     // A vendor preset fills every key the config leaves unset (its URLs with
     // `base_url`/`tenant` put in); a key set in the config always wins.
-    let preset = kind.and_then(crate::source::presets::preset);
+    let preset = kind.and_then(crate::config::presets::preset);
     let mut reported: Option<&'static str> = None;
     let expanded = match preset.map(|p| p.urls(raw.base_url.as_deref(), raw.tenant.as_deref())) {
-        None => crate::source::presets::ExpandedUrls::default(),
+        None => crate::config::presets::ExpandedUrls::default(),
         Some(Ok(u)) => u,
         Some(Err(e)) => {
             let key = match &e {
@@ -744,7 +745,7 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
                 at.key(key),
                 format!("{e} (type `{}`)", raw.kind.as_deref().unwrap_or_default()),
             );
-            crate::source::presets::ExpandedUrls::default()
+            crate::config::presets::ExpandedUrls::default()
         }
     };
     let oidc_well_known_url = c.provider_url(
@@ -855,8 +856,13 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
         .into_iter()
         .enumerate()
     {
-        if JWT_ALGORITHMS.contains(&a.as_str()) {
-            jwt_algorithms.push(a);
+        // Only names on the list are parsed, so HMAC and `none` never get in.
+        let parsed = JWT_ALGORITHMS
+            .contains(&a.as_str())
+            .then(|| a.parse::<jsonwebtoken::Algorithm>().ok())
+            .flatten();
+        if let Some(alg) = parsed {
+            jwt_algorithms.push(alg);
         } else {
             c.fail(
                 at.key("jwt_algorithms").item(i, None),
@@ -870,7 +876,7 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
     let jwt_max_age = c.opt_duration(at.key("jwt_max_age"), raw.jwt_max_age.as_deref());
     let ca_file = raw.ca_file.as_deref().and_then(|f| {
         let path = c.resolve(f);
-        match crate::tls::read_certificates(&path) {
+        match super::pem::read_certificates(&path) {
             Ok(_) => Some(path),
             Err(e) => {
                 c.fail(at.key("ca_file"), e.to_string());
@@ -880,13 +886,13 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
     });
     let jwks_cache_ttl = c
         .opt_duration(at.key("jwks_cache_ttl"), raw.jwks_cache_ttl.as_deref())
-        .unwrap_or(crate::jwks::DEFAULT_TTL);
+        .unwrap_or(super::jwks_freshness::DEFAULT_TTL);
     let jwks_max_stale = c
         .opt_duration(at.key("jwks_max_stale"), raw.jwks_max_stale.as_deref())
-        .unwrap_or(crate::jwks::DEFAULT_MAX_STALE);
+        .unwrap_or(super::jwks_freshness::DEFAULT_MAX_STALE);
     let jwks_cooldown = c
         .opt_duration(at.key("jwks_cooldown"), raw.jwks_cooldown.as_deref())
-        .unwrap_or(crate::jwks::UNKNOWN_KID_COOLDOWN);
+        .unwrap_or(super::jwks_freshness::UNKNOWN_KID_COOLDOWN);
     for (key, d) in [
         ("jwks_cache_ttl", jwks_cache_ttl),
         ("jwks_cooldown", jwks_cooldown),
@@ -989,7 +995,7 @@ fn source(c: &mut Check<'_>, at: &KeyPath, raw: RawSource) -> Option<Source> {
                     CLAIM_KEYS.join(", ")
                 ),
             );
-        } else if let Err(e) = crate::source::claims::parse_path(&v) {
+        } else if let Err(e) = super::claim_path::parse_path(&v) {
             c.fail(at.key("claims").key(&k), format!("`{v}`: {e}"));
         } else {
             claims.insert(k, v);
@@ -1114,16 +1120,22 @@ fn policies(
                 Effect::Deny,
             ),
         };
-        if let Some(expr) = p.expression.as_deref() {
-            // Compiled here so a typo stops the config, not a sign-in.
-            if let Err(e) = cel::Program::compile(expr) {
-                let first = e.to_string().lines().next().unwrap_or_default().to_string();
-                c.fail(
-                    at.key("expression"),
-                    format!("the CEL expression does not parse: {first}"),
-                );
-            }
-        }
+        // Compiled here, once: a typo stops the config, not a sign-in, and the
+        // model carries the program every evaluation runs.
+        let expression = p
+            .expression
+            .as_deref()
+            .and_then(|expr| match Expression::compile(expr) {
+                Ok(compiled) => Some(compiled),
+                Err(ExpressionError(e)) => {
+                    let first = e.lines().next().unwrap_or_default().to_string();
+                    c.fail(
+                        at.key("expression"),
+                        format!("the CEL expression does not parse: {first}"),
+                    );
+                    None
+                }
+            });
         if let Some(pp) = p.path_prefix.as_deref() {
             canonical_prefix(c, at.key("path_prefix"), pp);
         }
@@ -1138,7 +1150,7 @@ fn policies(
                 .collect(),
             groups: p.groups.unwrap_or_default(),
             users: p.users.unwrap_or_default(),
-            expression: p.expression,
+            expression,
             message: p.message,
             path_prefix: p.path_prefix,
         });
@@ -1147,10 +1159,10 @@ fn policies(
 }
 
 /// Checks a rule's `path_prefix`: rules are matched against the canonical
-/// decision path (`crate::path`), so a prefix in any other spelling would
+/// decision path (`crate::config::path`), so a prefix in any other spelling would
 /// silently never match; refuse it and name the spelling to write.
 fn canonical_prefix(c: &mut Check<'_>, key: KeyPath, p: &str) {
-    match crate::path::canonicalize(p) {
+    match super::path::canonicalize(p) {
         Ok(canon) if canon.decision == p => {}
         Ok(canon) => c.fail(
             key,
@@ -1349,7 +1361,7 @@ fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Source]) -> Opti
             );
         }
         let path = c.resolve(f);
-        match crate::tls::read_certificates(&path) {
+        match super::pem::read_certificates(&path) {
             Ok(_) => Some(path),
             Err(e) => {
                 c.fail(key, e.to_string());

@@ -50,8 +50,9 @@ use tokio::sync::watch;
 use url::Url;
 
 use super::respond;
+use crate::config::presets;
 use crate::config::{SourceKind, TokenAuthMethod};
-use crate::source::presets;
+use crate::source::vendors;
 
 /// The client id every vendor fake knows (Apple's is [`APPLE_SERVICES_ID`]).
 pub const CLIENT_ID: &str = "portcullis-demo-client";
@@ -1099,7 +1100,7 @@ fn apple_client_secret_ok(shared: &Shared, jwt: &str) -> Result<(), &'static str
         .get("exp")
         .and_then(Value::as_u64)
         .unwrap_or(u64::MAX);
-    if exp.saturating_sub(iat) > presets::apple::CLIENT_SECRET_MAX_TTL_SECS {
+    if exp.saturating_sub(iat) > vendors::apple::CLIENT_SECRET_MAX_TTL_SECS {
         return Err("client_secret lives longer than six months");
     }
     Ok(())
@@ -1733,7 +1734,7 @@ mod tests {
             form.push(("code_verifier", VERIFIER.to_string()));
         }
         let secret = if preset.quirks.apple_client_secret {
-            presets::apple::client_secret(
+            vendors::apple::client_secret(
                 APPLE_TEAM_ID,
                 APPLE_KEY_ID,
                 APPLE_SERVICES_ID,
@@ -1802,7 +1803,7 @@ mod tests {
             Some(p) => {
                 let mut url = Url::parse(p).unwrap();
                 let mut req = if preset.quirks.token_in_query {
-                    url = presets::mailcow::profile_url_with_token(&url, &access);
+                    url = vendors::mailcow::profile_url_with_token(&url, &access);
                     http().get(url)
                 } else {
                     http().get(url).bearer_auth(&access)
@@ -1817,7 +1818,7 @@ mod tests {
         };
         if preset.quirks.github_emails && profile["email"].is_null() {
             let url =
-                presets::github::emails_url(&Url::parse(profile_url.as_deref().unwrap()).unwrap());
+                vendors::github::emails_url(&Url::parse(profile_url.as_deref().unwrap()).unwrap());
             let emails: Value = http()
                 .get(url)
                 .bearer_auth(&access)
@@ -1827,7 +1828,7 @@ mod tests {
                 .json()
                 .await
                 .unwrap();
-            let email = presets::github::primary_verified_email(&emails);
+            let email = vendors::github::primary_verified_email(&emails);
             profile["email_verified"] = json!(email.is_some());
             profile["email"] = json!(email);
         }
@@ -1875,11 +1876,11 @@ mod tests {
             profile["groups"] = json!(groups);
         }
         if preset.quirks.email_fallback_other_mails {
-            profile["mail"] = json!(presets::entraid::fallback_email(&profile));
+            profile["mail"] = json!(vendors::entraid::fallback_email(&profile));
         }
         if preset.wants_groups(&scopes) {
             let mut next = Some(
-                presets::entraid::member_of_url(
+                vendors::entraid::member_of_url(
                     &Url::parse(profile_url.as_deref().unwrap()).unwrap(),
                 )
                 .to_string(),
@@ -1895,12 +1896,12 @@ mod tests {
                     .json()
                     .await
                     .unwrap();
-                groups.extend(presets::entraid::group_names(&page));
-                next = presets::entraid::next_link(&page).map(str::to_string);
+                groups.extend(vendors::entraid::group_names(&page));
+                next = vendors::entraid::next_link(&page).map(str::to_string);
             }
             profile["groups"] = json!(groups);
         }
-        if let Some(user) = user_field.as_deref().and_then(presets::apple::user_name) {
+        if let Some(user) = user_field.as_deref().and_then(vendors::apple::user_name) {
             profile["name"] = json!(user);
         }
         let mut mapped = claims::map(&claim_table(preset), &profile, id_claims.as_ref()).unwrap();
@@ -1966,7 +1967,7 @@ mod tests {
         assert!(sign_in(&f, Vendor::Apple, &[]).await.name.is_some());
 
         // A secret signed by another key, or with the wrong kid, is refused.
-        let other = presets::apple::client_secret(
+        let other = vendors::apple::client_secret(
             APPLE_TEAM_ID,
             APPLE_KEY_ID,
             APPLE_SERVICES_ID,
@@ -1975,7 +1976,7 @@ mod tests {
             300,
         )
         .unwrap();
-        let wrong_kid = presets::apple::client_secret(
+        let wrong_kid = vendors::apple::client_secret(
             APPLE_TEAM_ID,
             "OTHERKEY",
             APPLE_SERVICES_ID,

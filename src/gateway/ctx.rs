@@ -18,7 +18,7 @@ pub struct Ctx {
     /// The request host, lower-case, without port.
     pub host: Option<String>,
     /// The request path, canonical: decided on and forwarded (PRX-06).
-    pub path: Option<crate::path::CanonicalPath>,
+    pub path: Option<crate::config::path::CanonicalPath>,
     /// How the request ended (set by the phase that decided).
     pub outcome: Option<Outcome>,
     /// Status written by the gateway itself, when it answered.

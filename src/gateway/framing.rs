@@ -2,7 +2,7 @@
 //! gateway and the upstream (request smuggling, path confusion). Pure: it reads
 //! the raw header block and the path, and says what is wrong.
 
-use crate::path::CanonicalPath;
+use crate::config::path::CanonicalPath;
 
 /// Most header fields a request may carry (Envoy's default).
 pub const MAX_HEADER_FIELDS: usize = 100;
@@ -233,9 +233,9 @@ fn is_tchar(b: u8) -> bool {
 
 /// Checks that the path means the same to every server: no dot segments, no
 /// NUL, no backslash, also when percent-encoded or hidden behind `;params`.
-/// Returns both canonical forms (see [`crate::path`]): decide on one, forward the other.
+/// Returns both canonical forms (see [`crate::config::path`]): decide on one, forward the other.
 pub fn check_path(path: &str) -> Result<CanonicalPath, FramingError> {
-    crate::path::canonicalize(path).map_err(|e| FramingError::AmbiguousPath(e.reason()))
+    crate::config::path::canonicalize(path).map_err(|e| FramingError::AmbiguousPath(e.reason()))
 }
 
 #[cfg(test)]

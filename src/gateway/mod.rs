@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 
 use crate::config::{path_has_prefix, Config};
 use crate::metrics::Metrics;
-use crate::principal::Principal;
+use crate::principal::{Principal, PrincipalKind};
 use crate::routing::{request_host, Router};
 use crate::session::service::{Sessions, StoreUnavailable};
 use crate::source::Sources;
@@ -124,7 +124,7 @@ pub async fn authenticate_bearer(
 /// The refusal for a principal an app's policy does not admit: RFC 6750
 /// `insufficient_scope` for a machine, the access-denied page for a person.
 pub(crate) fn refused_by_policy(p: &Principal, reason: String) -> Rejection {
-    if p.kind == "bearer" {
+    if p.kind == PrincipalKind::Bearer {
         Rejection::InsufficientScope { reason }
     } else {
         Rejection::Forbidden { reason }
@@ -164,7 +164,7 @@ impl State {
 /// shares the cookie (same host, a path prefix apart, or `cookie_domain`) is
 /// no session here, so a source one app offers cannot open another app.
 pub fn app_takes(state: &State, app: Option<usize>, p: &Principal) -> bool {
-    p.kind == "bearer"
+    p.kind == PrincipalKind::Bearer
         || app
             .and_then(|i| state.config.apps.get(i))
             .is_none_or(|a| a.sources.contains(&p.source))
@@ -516,7 +516,7 @@ async fn handle(
                 rescue::respond(session, ctx, refused_by_policy(&p, reason));
                 return Ok(());
             }
-            if p.kind != "bearer" && foreign_websocket(state, session.req_header()) {
+            if p.kind != PrincipalKind::Bearer && foreign_websocket(state, session.req_header()) {
                 let reason = "This WebSocket was opened from another site.".to_string();
                 ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, request_id = %ctx.request_id, "cross-site WebSocket refused"));
                 rescue::respond(session, ctx, Rejection::Forbidden { reason });

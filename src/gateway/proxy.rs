@@ -23,6 +23,7 @@ use super::rescue::{self, Rejection};
 use super::server::Conn;
 use super::{upstream, State};
 use crate::config::App;
+use crate::principal::PrincipalKind;
 
 /// The body type of requests sent upstream.
 type UpstreamBody = Watched<Incoming>;
@@ -276,7 +277,7 @@ pub async fn forward(
         }
         // The verified token stays at the gateway unless the app asks for it (JWT-27).
         let forward = app.is_some_and(|a| a.forward_bearer_token);
-        if p.kind == "bearer" && !forward {
+        if p.kind == PrincipalKind::Bearer && !forward {
             headers.remove(header::AUTHORIZATION);
         }
     }

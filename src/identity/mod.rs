@@ -8,4 +8,4 @@ pub mod signin;
 pub mod store;
 mod types;
 
-pub use types::{Connection, Identity, NewSession, SessionRecord, User};
+pub use types::{Connection, HandoffRecord, Identity, NewSession, SessionRecord, User};

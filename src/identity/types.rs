@@ -165,6 +165,22 @@ impl fmt::Debug for SessionRecord {
     }
 }
 
+/// A handoff as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffRecord {
+    /// The session whose cookie the app host gets.
+    pub session_id: String,
+    /// The only host (lower-case, no port) that may trade the code.
+    pub host: String,
+    /// Where the browser goes afterwards (validated when the code was made).
+    pub rd: String,
+    /// The hash (`session::handoff::binding_of`) of the nonce the asking
+    /// browser holds on `host`.
+    pub binding: String,
+    /// Unix seconds; at or after this the code is refused.
+    pub expires_at: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,20 +11,8 @@ use base64::Engine as _;
 /// How long a handoff code may be traded, in seconds.
 pub const HANDOFF_SECS: u64 = 60;
 
-/// A handoff as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandoffRecord {
-    /// The session whose cookie the app host gets.
-    pub session_id: String,
-    /// The only host (lower-case, no port) that may trade the code.
-    pub host: String,
-    /// Where the browser goes afterwards (validated when the code was made).
-    pub rd: String,
-    /// [`binding_of`] the nonce the asking browser holds on `host`.
-    pub binding: String,
-    /// Unix seconds; at or after this the code is refused.
-    pub expires_at: i64,
-}
+// The record is the store's (a layer below); the code and its checks are here.
+pub use crate::identity::HandoffRecord;
 
 /// Why a handoff code is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -172,7 +172,9 @@ impl Sessions {
             idle_timeout,
             used_states: moka::sync::Cache::builder()
                 .max_capacity(CACHE_ENTRIES)
-                .time_to_live(Duration::from_secs(crate::source::flow::LOGIN_STATE_SECS))
+                .time_to_live(Duration::from_secs(
+                    crate::config::defaults::LOGIN_STATE_SECS,
+                ))
                 .build(),
         }
     }
@@ -349,7 +351,7 @@ impl Sessions {
         oidc_sid: Option<String>,
         claims: &serde_json::Value,
         tokens: Option<&TokenSet>,
-    ) -> Result<NewSession, crate::source::flow::FlowError> {
+    ) -> Result<NewSession, crate::random::NoRandom> {
         let (claims, dropped) = crate::identity::claims::for_session(
             claims,
             crate::identity::claims::MAX_SESSION_CLAIMS,
@@ -362,7 +364,7 @@ impl Sessions {
                 "the sign-in's claims exceed 16 KiB; the largest were left out of the session"
             );
         }
-        let id = crate::source::flow::random_token()?;
+        let id = crate::random::token()?;
         let tokens = match tokens {
             Some(set) => match SessionTokens::issued(set, now).seal(&self.sealer, &id) {
                 Ok(sealed) => Some(sealed),
@@ -769,7 +771,7 @@ pub fn principal_of(record: &SessionRecord, user: &User) -> Principal {
         groups: user.groups.clone(),
         preferred_username: Some(user.username.clone()),
         source: record.source.clone(),
-        kind: "session",
+        kind: crate::principal::PrincipalKind::Session,
         token_subject: None,
         claims: std::sync::Arc::new(crate::identity::claims::parse(record.claims.as_deref())),
     }

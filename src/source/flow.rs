@@ -5,12 +5,11 @@
 use base64::Engine as _;
 use url::Url;
 
+use super::login_state::LoginState;
 use crate::config::{Pkce, Source};
 use crate::discovery::Endpoints;
-use crate::session::LoginState;
 
-/// How long a sign-in may take (SECURITY.md: 10 minutes).
-pub const LOGIN_STATE_SECS: u64 = 600;
+pub use crate::config::defaults::LOGIN_STATE_SECS;
 
 /// Fresh random values for one flow (each 256 bits, base64url).
 #[derive(Debug, Clone)]
@@ -34,11 +33,9 @@ impl Fresh {
     }
 }
 
-/// 32 random bytes, base64url without padding.
+/// 32 random bytes, base64url without padding ([`crate::random::token`]).
 pub fn random_token() -> Result<String, FlowError> {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| FlowError::Random)?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    crate::random::token().map_err(|_| FlowError::Random)
 }
 
 /// Why a flow cannot start or its callback is refused.
@@ -109,7 +106,7 @@ pub fn start(
     };
     if appid {
         // WeChat: its own parameter names and order, no PKCE, no nonce.
-        url = crate::source::presets::wechat::authorize_url(
+        url = crate::source::vendors::wechat::authorize_url(
             &url,
             source.consumer_key.as_deref().unwrap_or_default(),
             redirect_uri,

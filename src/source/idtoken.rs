@@ -5,7 +5,7 @@
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
-use crate::jwks::KeySet;
+use crate::jwk::KeySet;
 use crate::jws::{self, JwsError};
 
 /// Clock leeway for `exp` and `iat` (SECURITY.md: 60 s).
@@ -398,7 +398,7 @@ mod tests {
             .bytes()
             .await
             .unwrap();
-        let keys = crate::jwks::parse(&jwks).unwrap();
+        let keys = crate::jwk::parse(&jwks).unwrap();
         let pinned = crate::source::id_token_algorithms(&["RS256".into(), "PS256".into()]);
         assert!(matches!(
             verify(&token, &keys, &pinned, None),

@@ -5,9 +5,10 @@
 pub mod claims;
 pub mod flow;
 pub mod idtoken;
+pub mod login_state;
 pub mod oauth1;
-pub mod presets;
 mod refresh;
+pub mod vendors;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -16,13 +17,14 @@ use jsonwebtoken::Algorithm;
 use serde_json::Value;
 use url::Url;
 
-use crate::admin::Readiness;
+use crate::config::presets;
 use crate::config::{Config, Source, TokenAuthMethod};
 use crate::discovery::{self, DiscoveryError, Endpoints};
 use crate::identity::Identity;
 use crate::jwks::{JwksCache, JwksError};
 use crate::outbound::{FetchError, Http, MAX_RESPONSE_BYTES};
-use crate::session::LoginState;
+use crate::readiness::Readiness;
+use login_state::LoginState;
 
 /// How old an ID token's `iat` may be when it arrives.
 pub const ID_TOKEN_MAX_AGE_SECS: u64 = 15 * 60;
@@ -138,7 +140,7 @@ fn client_credentials(
 ) -> Result<(String, String), SourceError> {
     let client_id = src.consumer_key.clone().unwrap_or_default();
     if quirks.apple_client_secret {
-        let secret = presets::apple::client_secret(
+        let secret = vendors::apple::client_secret(
             src.team_id.as_deref().unwrap_or_default(),
             src.key_id.as_deref().unwrap_or_default(),
             &client_id,
@@ -147,7 +149,7 @@ fn client_credentials(
                 .map(|k| k.expose().as_str())
                 .unwrap_or_default(),
             now,
-            presets::apple::CLIENT_SECRET_TTL_SECS,
+            vendors::apple::CLIENT_SECRET_TTL_SECS,
         )
         .map_err(|e| SourceError::Provider(format!("Apple client secret: {e}")))?;
         return Ok((client_id, secret));
@@ -240,11 +242,7 @@ impl Sources {
         let mut by_slug = HashMap::new();
         let mut upkeep = refresh::Upkeep::new();
         for s in &config.sources {
-            let policies = crate::policy::Rules::new(&s.policies).map_err(|e| LoadError {
-                slug: s.slug.clone(),
-                key: "policy",
-                reason: e.to_string(),
-            })?;
+            let policies = crate::policy::Rules::new(&s.policies);
             let rt = Arc::new(Runtime {
                 policies,
                 config: s.clone(),
@@ -337,7 +335,7 @@ impl Sources {
         };
         let resp = if quirks.token_by_get {
             // WeChat: the code is traded by a GET with the secret in the query.
-            let url = presets::wechat::token_url(token_url, client_id, secret, code);
+            let url = vendors::wechat::token_url(token_url, client_id, secret, code);
             self.http
                 .source(&src.slug)
                 .get_with(&url, None, &[], MAX_RESPONSE_BYTES)
@@ -372,12 +370,12 @@ impl Sources {
             Some(url) if quirks.profile_with_openid => {
                 // WeChat: the profile is asked for by the token answer's openid,
                 // must be about that openid, and is identified by unionid else openid.
-                let openid = presets::wechat::openid(&body)
+                let openid = vendors::wechat::openid(&body)
                     .map_err(|e| SourceError::Provider(e.to_string()))?;
-                let url = presets::wechat::profile_url(url, access_token, openid);
+                let url = vendors::wechat::profile_url(url, access_token, openid);
                 let mut p = self.vendor_get(src, &url, TokenIn::Url).await?;
-                presets::wechat::identify(&body, &mut p).map_err(|e| match e {
-                    presets::wechat::IdentifyError::Mismatch => SourceError::SubjectMismatch,
+                vendors::wechat::identify(&body, &mut p).map_err(|e| match e {
+                    vendors::wechat::IdentifyError::Mismatch => SourceError::SubjectMismatch,
                     other => SourceError::Provider(other.to_string()),
                 })?;
                 p
@@ -403,7 +401,7 @@ impl Sources {
         if let (Some(user), true) = (user_field, quirks.no_profile_endpoint) {
             // Apple sends the name once, in the first callback's `user` field.
             if let (Some(name), Some(p)) =
-                (presets::apple::user_name(user), profile.as_object_mut())
+                (vendors::apple::user_name(user), profile.as_object_mut())
             {
                 p.insert("name".into(), Value::String(name));
             }
@@ -504,7 +502,7 @@ impl Sources {
         let quirks = src.preset.map_or(presets::Quirks::NONE, |p| p.quirks);
         let resp = match how {
             TokenIn::Query(access_token) => {
-                let with_token = presets::mailcow::profile_url_with_token(url, access_token);
+                let with_token = vendors::mailcow::profile_url_with_token(url, access_token);
                 self.http
                     .source(&src.slug)
                     .get_with(&with_token, None, headers, MAX_RESPONSE_BYTES)
@@ -578,11 +576,11 @@ impl Sources {
             let emails = self
                 .vendor_get(
                     src,
-                    &presets::github::emails_url(profile_url),
+                    &vendors::github::emails_url(profile_url),
                     TokenIn::Bearer(access_token),
                 )
                 .await?;
-            if let Some(email) = presets::github::primary_verified_email(&emails) {
+            if let Some(email) = vendors::github::primary_verified_email(&emails) {
                 obj.insert("email".into(), Value::String(email));
                 obj.insert("email_verified".into(), Value::Bool(true));
             }
@@ -591,29 +589,29 @@ impl Sources {
             && src
                 .scopes
                 .iter()
-                .any(|s| s == presets::github::MEMBERSHIP_SCOPE)
+                .any(|s| s == vendors::github::MEMBERSHIP_SCOPE)
         {
             let mut groups = Vec::new();
             for (what, names) in [
                 (
                     "orgs",
-                    presets::github::org_groups as fn(&Value) -> Vec<String>,
+                    vendors::github::org_groups as fn(&Value) -> Vec<String>,
                 ),
-                ("teams", presets::github::team_groups),
+                ("teams", vendors::github::team_groups),
             ] {
-                let mut next = Some(presets::github::memberships_url(profile_url, what));
-                for _ in 0..presets::github::MAX_PAGES {
+                let mut next = Some(vendors::github::memberships_url(profile_url, what));
+                for _ in 0..vendors::github::MAX_PAGES {
                     let Some(url) = next.take() else { break };
                     let (page, link) = self.vendor_page(src, &url, access_token).await?;
                     groups.extend(names(&page));
-                    next = presets::github::next_page(link.as_deref(), profile_url);
+                    next = vendors::github::next_page(link.as_deref(), profile_url);
                 }
                 if next.is_some() {
                     // A cut-off list would quietly drop groups a deny rule
                     // looks for: refuse the sign-in rather than admit on half.
                     return Err(SourceError::Provider(format!(
                         "GitHub {what} go on past {} pages of 100",
-                        presets::github::MAX_PAGES
+                        vendors::github::MAX_PAGES
                     )));
                 }
             }
@@ -623,21 +621,21 @@ impl Sources {
             );
         }
         if q.email_fallback_other_mails && missing(obj.get("mail")) {
-            if let Some(email) = presets::entraid::fallback_email(&Value::Object(obj.clone())) {
+            if let Some(email) = vendors::entraid::fallback_email(&Value::Object(obj.clone())) {
                 obj.insert("mail".into(), Value::String(email));
             }
         }
         if preset.wants_groups(&src.scopes) {
             let mut groups = Vec::new();
-            let mut next = Some(presets::entraid::member_of_url(profile_url));
+            let mut next = Some(vendors::entraid::member_of_url(profile_url));
             // At most 20 pages; a next link is followed only on the same host.
             for _ in 0..20 {
                 let Some(url) = next.take() else { break };
                 let page = self
                     .vendor_get(src, &url, TokenIn::Bearer(access_token))
                     .await?;
-                groups.extend(presets::entraid::group_names(&page));
-                next = presets::entraid::next_link(&page)
+                groups.extend(vendors::entraid::group_names(&page));
+                next = vendors::entraid::next_link(&page)
                     .and_then(|l| Url::parse(l).ok())
                     .filter(|l| {
                         l.host_str() == profile_url.host_str() && l.scheme() == profile_url.scheme()
@@ -679,7 +677,7 @@ impl Sources {
         };
         let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
         let keys = if hmac {
-            Arc::new(crate::jwks::KeySet::default())
+            Arc::new(crate::jwk::KeySet::default())
         } else {
             self.jwks
                 .keys_for_sign_in(&src.slug, endpoints.jwks.as_ref(), kid.as_deref())
@@ -709,7 +707,7 @@ impl Sources {
         &self,
         rt: &Runtime,
         callback: &str,
-    ) -> Result<(Url, crate::session::Oauth1Pending), SourceError> {
+    ) -> Result<(Url, login_state::Oauth1Pending), SourceError> {
         let src = &rt.config;
         let endpoints = rt.endpoints().ok_or(SourceError::NotReady)?;
         let (Some(request_url), Some(mut authorize)) = (
@@ -733,7 +731,7 @@ impl Sources {
             .append_pair("oauth_token", &temporary.credentials.token);
         Ok((
             authorize,
-            crate::session::Oauth1Pending {
+            login_state::Oauth1Pending {
                 token: temporary.credentials.token.clone(),
                 secret: temporary.credentials.secret.expose().clone(),
             },
@@ -746,7 +744,7 @@ impl Sources {
     pub async fn finish_oauth1(
         &self,
         rt: &Runtime,
-        pending: &crate::session::Oauth1Pending,
+        pending: &login_state::Oauth1Pending,
         verifier: &str,
     ) -> Result<Proven, SourceError> {
         let src = &rt.config;
@@ -921,9 +919,9 @@ enum TokenIn<'a> {
 /// Slack's `"ok": false`, WeChat's `errcode` (both in an HTTP 200).
 fn vendor_api_error(quirks: presets::Quirks, body: &Value) -> Result<(), SourceError> {
     let error = if quirks.ok_field {
-        presets::slack::api_error(body)
+        vendors::slack::api_error(body)
     } else if quirks.errcode_in_body {
-        presets::wechat::api_error(body)
+        vendors::wechat::api_error(body)
     } else {
         None
     };

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::hmac;
 use base64::engine::general_purpose::STANDARD;
@@ -222,16 +221,13 @@ impl Stamp {
     /// A fresh 256-bit random nonce (unreserved characters only, so it
     /// needs no encoding) at `now` (OA1-08).
     pub fn fresh(now: u64) -> Result<Stamp, SignError> {
-        let nonce = super::flow::random_token().map_err(|_| SignError::Random)?;
+        let nonce = crate::random::token().map_err(|_| SignError::Random)?;
         Ok(Stamp::new(nonce, now))
     }
 
     /// A fresh nonce at the current time of the system clock.
     pub fn now() -> Result<Stamp, SignError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
-        Stamp::fresh(now)
+        Stamp::fresh(crate::clock::now_unix())
     }
 }
 
@@ -1299,8 +1295,8 @@ mod tests {
         assert_eq!(encode(&a.nonce), a.nonce);
         assert_eq!(a.timestamp, 1_700_000_000);
         let now = Stamp::now().unwrap();
-        let clock = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
         assert!(now.timestamp.abs_diff(clock) <= 2);

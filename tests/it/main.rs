@@ -10,6 +10,7 @@
 
 mod support;
 
+mod architecture;
 mod assertion;
 mod bearer;
 mod binary;

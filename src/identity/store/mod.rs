@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use rand::RngCore as _;
 
+use crate::identity::HandoffRecord;
 use crate::identity::{Connection, Identity, NewSession, SessionRecord, User};
-use crate::session::handoff::HandoffRecord;
 
 /// Why a store call failed; each variant says what the caller should do.
 #[derive(Debug, thiserror::Error)]

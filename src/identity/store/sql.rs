@@ -20,8 +20,8 @@ use super::{
     StoreCounts, StoreError, UserStore,
 };
 use crate::identity::profile::{self, Profile};
+use crate::identity::HandoffRecord;
 use crate::identity::{Connection, Identity, NewSession, SessionRecord, User};
-use crate::session::handoff::HandoffRecord;
 
 /// How long a connection waits for the database before giving up.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -1238,7 +1238,7 @@ mod tests {
     }
 
     async fn purge_removes_only_expired_handoff_codes(store: Arc<dyn UserStore>) {
-        use crate::session::handoff::HandoffRecord;
+        use crate::identity::HandoffRecord;
         store
             .enroll(&ada(), &session("s1", "corp"), NOW)
             .await
@@ -1339,7 +1339,7 @@ mod tests {
     }
 
     async fn a_handoff_code_is_taken_once_and_only_by_its_key(store: Arc<dyn UserStore>) {
-        use crate::session::handoff::HandoffRecord;
+        use crate::identity::HandoffRecord;
         store
             .enroll(&ada(), &session("s1", "corp"), NOW)
             .await

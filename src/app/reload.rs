@@ -10,10 +10,11 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use prometheus::IntCounterVec;
 
-use crate::admin::{Loaded, Readiness};
-use crate::app::{assemble, start_refreshing, Io};
+use super::{assemble, start_refreshing, Io};
+use crate::admin::Loaded;
 use crate::config::Config;
 use crate::gateway::State;
+use crate::readiness::Readiness;
 use crate::tls::Certificate;
 
 /// `portcullis_config_reloads_total{result="ok"|"error"}`, both at 0 from the start.
@@ -132,7 +133,7 @@ pub enum ReloadError {
     Config(#[from] crate::config::ConfigError),
     /// A source, an upstream, a policy or the TLS files cannot be used.
     #[error("{0}")]
-    Start(#[from] crate::app::StartError),
+    Start(#[from] super::StartError),
 }
 
 impl Reloader {
@@ -194,7 +195,7 @@ impl Reloader {
         let renewed = match (&config.server.tls, &self.certificate) {
             (Some(t), Some(_)) => Some(
                 crate::tls::certified_key(&t.cert_file, &t.key_file)
-                    .map_err(|e| crate::app::StartError::Tls(e.to_string()))?,
+                    .map_err(|e| super::StartError::Tls(e.to_string()))?,
             ),
             _ => None,
         };

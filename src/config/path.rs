@@ -1,6 +1,8 @@
 //! Request paths canonicalised once (PRX-06): the path the upstream receives
 //! and the path every decision (routing, `/_auth/*`, public paths, policies)
 //! is made on come from one pure function, so the two cannot disagree.
+//! It lives in config, the bottom layer, because validation refuses a
+//! policy's `path_prefix` that is not already in this canonical spelling.
 
 /// A request path in its two canonical forms.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 //! Nothing here does I/O. Config validation starts from a [`Preset`] and lets
 //! every config key of the same name win; the sign-in adapter reads
 //! [`Quirks`] for the behaviour that is more than a URL or a claim path, and
-//! uses the small pure helpers in the vendor files (GitHub's primary email,
+//! calls the small pure helpers in `source::vendors` (GitHub's primary email,
 //! Entra's groups, Apple's client secret).
 
 pub mod apple;
@@ -113,32 +113,32 @@ pub struct Preset {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quirks {
     /// GitHub: when the profile's `email` is null, fetch
-    /// [`github::emails_url`] and take [`github::primary_verified_email`].
+    /// `source::vendors::github::emails_url` and take `source::vendors::github::primary_verified_email`.
     pub github_emails: bool,
     /// GitHub: with the `read:org` scope, organisations and teams become
-    /// groups ([`github::memberships`]).
+    /// groups (`source::vendors::github::memberships`).
     pub github_memberships: bool,
     /// Entra ID: when one of `group_scopes` is requested, fetch
-    /// [`entraid::member_of_url`] (following `@odata.nextLink`) and put
-    /// [`entraid::group_names`] into the profile's `groups`.
+    /// `source::vendors::entraid::member_of_url` (following `@odata.nextLink`) and put
+    /// `source::vendors::entraid::group_names` into the profile's `groups`.
     pub entra_member_of: bool,
     /// Scopes that switch on the group fetch (`entra_member_of`).
     pub group_scopes: &'static [&'static str],
     /// Mailcow: the profile call carries the access token as
-    /// `?access_token=` ([`mailcow::profile_url_with_token`]), not a header.
+    /// `?access_token=` (`source::vendors::mailcow::profile_url_with_token`), not a header.
     pub token_in_query: bool,
     /// Entra ID: `mail` may be null; fall back to the first of `otherMails`
-    /// ([`entraid::fallback_email`]).
+    /// (`source::vendors::entraid::fallback_email`).
     pub email_fallback_other_mails: bool,
     /// Apple: `response_mode=form_post` — the callback is a cross-site POST,
     /// so the login-state cookie must be `SameSite=None; Secure`.
     pub form_post: bool,
     /// Apple: the client secret is an ES256 JWT made per request from the
-    /// team id, key id, Services ID and `.p8` key ([`apple::client_secret`]).
+    /// team id, key id, Services ID and `.p8` key (`source::vendors::apple::client_secret`).
     pub apple_client_secret: bool,
     /// Apple: no profile endpoint; identity is the ID token, and the name
     /// arrives once, as the `user` form field of the first callback
-    /// ([`apple::user_name`]).
+    /// (`source::vendors::apple::user_name`).
     pub no_profile_endpoint: bool,
     /// GitHub: the token endpoint answers form-encoded unless the request
     /// says `Accept: application/json`.
@@ -154,21 +154,21 @@ pub struct Quirks {
     /// it is a config error; it belongs in `jwt_sources`.
     pub machine_only: bool,
     /// Slack: the Web API answers HTTP 200 with `"ok": false` and an
-    /// `error` on failure ([`slack::api_error`]), token and profile alike.
+    /// `error` on failure (`source::vendors::slack::api_error`), token and profile alike.
     pub ok_field: bool,
     /// WeChat: the authorization URL names the client `appid` (not
     /// `client_id`), keeps WeChat's parameter order and ends in
-    /// `#wechat_redirect` ([`wechat::authorize_url`]).
+    /// `#wechat_redirect` (`source::vendors::wechat::authorize_url`).
     pub appid_authorize: bool,
     /// WeChat: the code is exchanged by a GET with `appid`, `secret`,
-    /// `code` and `grant_type` in the query ([`wechat::token_url`]).
+    /// `code` and `grant_type` in the query (`source::vendors::wechat::token_url`).
     pub token_by_get: bool,
     /// WeChat: an `errcode` in a 200 answer is an error
-    /// ([`wechat::api_error`]).
+    /// (`source::vendors::wechat::api_error`).
     pub errcode_in_body: bool,
     /// WeChat: the profile call carries `access_token` and the token
-    /// answer's `openid` in the query ([`wechat::profile_url`]), and the
-    /// identifier is `unionid` else `openid` ([`wechat::identify`]).
+    /// answer's `openid` in the query (`source::vendors::wechat::profile_url`), and the
+    /// identifier is `unionid` else `openid` (`source::vendors::wechat::identify`).
     pub profile_with_openid: bool,
 }
 

@@ -7,17 +7,20 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::admin::{Admin, Readiness};
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::gateway::access::Sink as AccessSink;
 use crate::gateway::proxy::Target;
 use crate::gateway::{server, State};
 use crate::metrics::Metrics;
 use crate::outbound::Http;
+use crate::readiness::Readiness;
 use crate::routing::Router;
 use crate::session::cookie::Sealer;
 use crate::session::service::Sessions;
 use crate::source::{LoadError, LoadReport, Sources};
+
+pub mod reload;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +143,7 @@ pub(crate) fn assemble(
     io: &Io,
     prev: Option<(&State, &Arc<Readiness>)>,
 ) -> Result<Assembled, StartError> {
-    use crate::reload::{same_apps, same_session, same_sources};
+    use reload::{same_apps, same_session, same_sources};
     let kept_sources = prev.filter(|(old, _)| same_sources(&old.config, &config));
     let (sources, readiness) = match kept_sources {
         Some((old, readiness)) => (old.sources.clone(), readiness.clone()),
@@ -198,13 +201,11 @@ pub(crate) fn assemble(
     } else {
         io.metrics.clone()
     };
-    let mut app_rules = Vec::new();
-    for app in &config.apps {
-        app_rules.push(
-            crate::policy::Rules::new(&app.policies)
-                .map_err(|e| StartError::Io(format!("app[{}].policy: {e}", app.name)))?,
-        );
-    }
+    let app_rules: Vec<_> = config
+        .apps
+        .iter()
+        .map(|app| crate::policy::Rules::new(&app.policies))
+        .collect();
     let assertions = crate::assertion::Assertions::new(
         &config.session.secrets,
         config.server.public_url.origin().ascii_serialization(),
@@ -509,7 +510,7 @@ fn upstreams(config: &Config) -> Result<Vec<Target>, StartError> {
 struct Built {
     state: Arc<arc_swap::ArcSwap<State>>,
     /// Applies SIGHUP reloads.
-    reloader: crate::reload::Reloader,
+    reloader: reload::Reloader,
     bound: Bound,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -554,7 +555,7 @@ fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
     let store = background.block_on(crate::identity::store::open(config.store.url.expose()))?;
     let app_names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(&app_names)?);
-    let reloads = crate::reload::reloads_counter()?;
+    let reloads = reload::reloads_counter()?;
     metrics.register(Box::new(reloads.clone()))?;
     let housekeeping = crate::housekeeping::Housekeeping::new(store.clone())?;
     metrics.register(housekeeping.collector())?;
@@ -580,7 +581,7 @@ fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
     }));
     let state = Arc::new(arc_swap::ArcSwap::new(assembled.state));
     let admin = admin_listener.map(|l| (l, Arc::new(Admin::new(metrics, loaded.clone(), store))));
-    let reloader = crate::reload::Reloader::new(
+    let reloader = reload::Reloader::new(
         io,
         state.clone(),
         loaded,
@@ -638,7 +639,7 @@ fn run(
         let builders = Arc::new(server::Builders::new(&first.config.server));
         drop(first);
         if hangup {
-            crate::reload::on_hangup(reloader);
+            reload::on_hangup(reloader);
         }
         let proxy = tokio::spawn(server::run(
             state.clone(),

@@ -1,0 +1,430 @@
+//! The module structure of `src/`, checked from the source text
+//! (docs/architecture.md): `config` is the bottom layer and imports nothing
+//! else from the crate, and the top-level modules import each other without
+//! a cycle. Test code (`#[cfg(test)]` items) may reach anywhere, like a
+//! dev-dependency, so it is left out of the import graph.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use proc_macro2::{Delimiter, TokenStream, TokenTree};
+
+/// One `crate::…` or `super::…` path found in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reference {
+    /// The module the path is written in, from the crate root
+    /// (`["config", "validate"]`, plus any inline `mod` around it).
+    module: Vec<String>,
+    /// The path as written: `crate` or one or more `super`, then names.
+    path: Vec<String>,
+    /// Whether it sits inside a `#[cfg(test)]` item.
+    in_test: bool,
+}
+
+impl Reference {
+    /// The path from the crate root it names, or `None` when `super`
+    /// climbs above the crate root.
+    fn resolved(&self) -> Option<Vec<String>> {
+        let first = self.path.first()?;
+        if first == "crate" {
+            return Some(self.path.iter().skip(1).cloned().collect());
+        }
+        let ups = self.path.iter().take_while(|s| *s == "super").count();
+        let kept = self.module.len().checked_sub(ups)?;
+        let mut out: Vec<String> = self.module.iter().take(kept).cloned().collect();
+        out.extend(self.path.iter().skip(ups).cloned());
+        Some(out)
+    }
+}
+
+fn is_colon(t: Option<&TokenTree>) -> bool {
+    matches!(t, Some(TokenTree::Punct(p)) if p.as_char() == ':')
+}
+
+fn is_cfg_test(t: Option<&TokenTree>) -> bool {
+    match t {
+        Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Bracket => {
+            let text: String = g
+                .stream()
+                .to_string()
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            text == "cfg(test)"
+        }
+        _ => false,
+    }
+}
+
+/// The paths a `use` tree group (`{a, b::c, d::{e, f}}`) names, each
+/// appended to `prefix`.
+fn group_paths(prefix: &[String], stream: TokenStream, out: &mut Vec<Vec<String>>) {
+    let tokens: Vec<TokenTree> = stream.into_iter().collect();
+    for part in tokens.split(|t| matches!(t, TokenTree::Punct(p) if p.as_char() == ',')) {
+        let mut path = prefix.to_vec();
+        let mut nested = None;
+        for t in part {
+            match t {
+                TokenTree::Ident(id) if id == "as" => break,
+                TokenTree::Ident(id) => path.push(id.to_string()),
+                TokenTree::Group(g) if g.delimiter() == Delimiter::Brace => {
+                    nested = Some(g.stream());
+                }
+                _ => {}
+            }
+        }
+        match nested {
+            Some(inner) => group_paths(&path, inner, out),
+            None if path.len() > prefix.len() => out.push(path),
+            None => {}
+        }
+    }
+}
+
+/// Collects every `crate::…` / `super::…` path in `stream`, tracking inline
+/// `mod name { … }` blocks and `#[cfg(test)]` items.
+fn walk(stream: TokenStream, module: &[String], in_test: bool, out: &mut Vec<Reference>) {
+    let tokens: Vec<TokenTree> = stream.into_iter().collect();
+    let mut i = 0;
+    let mut next_is_test = false;
+    while let Some(t) = tokens.get(i) {
+        match t {
+            TokenTree::Punct(p) if p.as_char() == '#' && is_cfg_test(tokens.get(i + 1)) => {
+                next_is_test = true;
+                i += 2;
+                continue;
+            }
+            TokenTree::Punct(p) if p.as_char() == ';' => next_is_test = false,
+            TokenTree::Ident(id) if id == "mod" => {
+                if let (Some(TokenTree::Ident(name)), Some(TokenTree::Group(body))) =
+                    (tokens.get(i + 1), tokens.get(i + 2))
+                {
+                    if body.delimiter() == Delimiter::Brace {
+                        let mut inner = module.to_vec();
+                        inner.push(name.to_string());
+                        walk(body.stream(), &inner, in_test || next_is_test, out);
+                        next_is_test = false;
+                        i += 3;
+                        continue;
+                    }
+                }
+            }
+            TokenTree::Ident(id)
+                if (id == "crate" || id == "super")
+                    && is_colon(tokens.get(i + 1))
+                    && is_colon(tokens.get(i + 2))
+                    // `$crate::` in a macro is this crate's root too, but
+                    // `other::crate` cannot occur; a preceding `::` means
+                    // this is not the start of a path.
+                    && !(i >= 2 && is_colon(tokens.get(i - 1))) =>
+            {
+                let mut path = vec![id.to_string()];
+                let mut j = i + 1;
+                let mut paths = Vec::new();
+                loop {
+                    if !(is_colon(tokens.get(j)) && is_colon(tokens.get(j + 1))) {
+                        paths.push(path.clone());
+                        break;
+                    }
+                    match tokens.get(j + 2) {
+                        Some(TokenTree::Ident(next)) => {
+                            path.push(next.to_string());
+                            j += 3;
+                        }
+                        Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Brace => {
+                            group_paths(&path, g.stream(), &mut paths);
+                            j += 3;
+                            break;
+                        }
+                        _ => {
+                            paths.push(path.clone());
+                            break;
+                        }
+                    }
+                }
+                for path in paths {
+                    out.push(Reference {
+                        module: module.to_vec(),
+                        path,
+                        in_test: in_test || next_is_test,
+                    });
+                }
+                i = j;
+                continue;
+            }
+            TokenTree::Group(g) => {
+                // A brace group ends the item an attribute was on (`fn f() {}`,
+                // `impl X {}`); the item's own contents are still its.
+                walk(g.stream(), module, in_test || next_is_test, out);
+                if g.delimiter() == Delimiter::Brace {
+                    next_is_test = false;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+}
+
+/// The references in one file's text; `module` is the file's module path.
+fn references(text: &str, module: &[String]) -> Vec<Reference> {
+    let stream: TokenStream = text
+        .parse()
+        .unwrap_or_else(|e| panic!("{module:?} does not tokenize: {e:?}"));
+    let mut out = Vec::new();
+    walk(stream, module, false, &mut out);
+    out
+}
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The module path of a file under `src/` (`config/mod.rs` -> `config`).
+fn module_of(relative: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = relative
+        .with_extension("")
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod" || p == "lib") {
+        parts.pop();
+    }
+    parts
+}
+
+/// Every library source file (not `main.rs`, a crate of its own) with its
+/// references.
+fn crate_references() -> Vec<(PathBuf, Vec<Reference>)> {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .filter(|f| !f.ends_with("src/main.rs"))
+        .map(|f| {
+            let relative = f.strip_prefix(src()).unwrap().to_path_buf();
+            let text = std::fs::read_to_string(&f).unwrap();
+            let refs = references(&text, &module_of(&relative));
+            (relative, refs)
+        })
+        .collect()
+}
+
+/// Edges between top-level modules: (from, to) -> one place that makes it.
+type Graph = BTreeMap<String, BTreeMap<String, String>>;
+
+fn import_graph(files: &[(PathBuf, Vec<Reference>)]) -> Graph {
+    let mut graph = Graph::new();
+    for (file, refs) in files {
+        for r in refs.iter().filter(|r| !r.in_test) {
+            let (Some(from), Some(resolved)) = (r.module.first(), r.resolved()) else {
+                continue;
+            };
+            let Some(to) = resolved.first() else { continue };
+            if to != from {
+                graph
+                    .entry(from.clone())
+                    .or_default()
+                    .entry(to.clone())
+                    .or_insert_with(|| format!("src/{}: {}", file.display(), r.path.join("::")));
+            }
+        }
+    }
+    graph
+}
+
+/// One cycle per strongly connected knot, as the modules in order and the
+/// place that makes each edge; empty when the graph has none.
+fn cycles(graph: &Graph) -> Vec<Vec<(String, String)>> {
+    fn visit(
+        node: &str,
+        graph: &Graph,
+        stack: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+        found: &mut Vec<Vec<(String, String)>>,
+    ) {
+        stack.push(node.to_string());
+        for (next, place) in graph.get(node).into_iter().flatten() {
+            if let Some(start) = stack.iter().position(|s| s == next) {
+                let mut cycle: Vec<(String, String)> = Vec::new();
+                let ring: Vec<&String> = stack.iter().skip(start).collect();
+                for (k, m) in ring.iter().enumerate() {
+                    let to = ring.get(k + 1).copied().unwrap_or(next);
+                    let how = graph
+                        .get(m.as_str())
+                        .and_then(|e| e.get(to.as_str()))
+                        .cloned()
+                        .unwrap_or_else(|| place.clone());
+                    cycle.push(((*m).clone(), format!("-> {to}   ({how})")));
+                }
+                found.push(cycle);
+            } else if !done.contains(next) {
+                visit(next, graph, stack, done, found);
+            }
+        }
+        stack.pop();
+        done.insert(node.to_string());
+    }
+    let mut done = BTreeSet::new();
+    let mut found = Vec::new();
+    for node in graph.keys() {
+        if !done.contains(node) {
+            visit(node, graph, &mut Vec::new(), &mut done, &mut found);
+        }
+    }
+    found
+}
+
+fn render(cycle: &[(String, String)]) -> String {
+    cycle
+        .iter()
+        .map(|(m, edge)| format!("  {m} {edge}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn module(path: &str) -> Vec<String> {
+    path.split("::").map(str::to_string).collect()
+}
+
+#[test]
+fn no_file_under_src_config_imports_another_part_of_the_crate() {
+    let files = crate_references();
+    let config: Vec<_> = files
+        .iter()
+        .filter(|(f, _)| f.starts_with("config"))
+        .collect();
+    assert!(
+        config.len() >= 5,
+        "expected the config module's files, found {}",
+        config.len()
+    );
+    let mut outside = Vec::new();
+    for (file, refs) in config {
+        for r in refs {
+            let target = r.resolved();
+            if target.as_ref().and_then(|t| t.first()).map(String::as_str) != Some("config") {
+                outside.push(format!("src/{}: {}", file.display(), r.path.join("::")));
+            }
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "config is the bottom layer and imports nothing else from the crate \
+         (docs/architecture.md); move what it needs into config:\n  {}",
+        outside.join("\n  ")
+    );
+}
+
+#[test]
+fn the_top_level_modules_import_each_other_without_a_cycle() {
+    let graph = import_graph(&crate_references());
+    // The scanner must see the crate as it is, or the check proves nothing.
+    for (from, to) in [("app", "config"), ("gateway", "session"), ("jws", "jwk")] {
+        assert!(
+            graph.get(from).is_some_and(|e| e.contains_key(to)),
+            "the scanner missed {from} -> {to}; graph: {graph:#?}"
+        );
+    }
+    let found = cycles(&graph);
+    assert!(
+        found.is_empty(),
+        "the top-level modules import each other in a cycle; break each (docs/architecture.md):\n{}",
+        found
+            .iter()
+            .map(|c| render(c))
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    );
+}
+
+#[test]
+fn the_scanner_reads_grouped_and_nested_use_trees() {
+    let refs = references(
+        "use crate::{a, b::{c, d as e}, f::g};\nfn x() { crate::h::i(); }",
+        &module("m"),
+    );
+    let paths: Vec<String> = refs.iter().map(|r| r.path.join("::")).collect();
+    assert_eq!(
+        paths,
+        [
+            "crate::a",
+            "crate::b::c",
+            "crate::b::d",
+            "crate::f::g",
+            "crate::h::i"
+        ]
+    );
+}
+
+#[test]
+fn the_scanner_leaves_test_code_out_of_the_graph_and_not_strings_or_comments() {
+    let text = r#"
+        use crate::kept;
+        // use crate::commented;
+        const S: &str = "crate::quoted::x";
+        #[cfg(test)]
+        mod tests { use crate::only_tests; }
+        #[cfg(test)]
+        fn helper() { crate::only_helper::x(); }
+        fn after() { crate::after_tests::y(); }
+    "#;
+    let files = vec![(PathBuf::from("m.rs"), references(text, &module("m")))];
+    let graph = import_graph(&files);
+    let to: Vec<&String> = graph
+        .get("m")
+        .map(|e| e.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(to, ["after_tests", "kept"]);
+}
+
+#[test]
+fn the_scanner_resolves_super_paths_and_flags_climbing_out_of_config() {
+    let refs = references(
+        "use super::model::X;\nmod inner { use super::super::super::jwks::Y; }",
+        &module("config::validate"),
+    );
+    let resolved: Vec<Vec<String>> = refs.iter().filter_map(Reference::resolved).collect();
+    assert_eq!(resolved, [module("config::model::X"), module("jwks::Y")]);
+}
+
+#[test]
+fn the_cycle_check_names_every_module_of_a_cycle_and_where_each_edge_is() {
+    let files = vec![
+        (
+            PathBuf::from("a.rs"),
+            references("use crate::b::X;", &module("a")),
+        ),
+        (
+            PathBuf::from("b/mod.rs"),
+            references("use crate::c::Y;", &module("b")),
+        ),
+        (
+            PathBuf::from("c.rs"),
+            references("fn f() { crate::a::z(); }", &module("c")),
+        ),
+        (
+            PathBuf::from("d.rs"),
+            references("use crate::a::W;", &module("d")),
+        ),
+    ];
+    let found = cycles(&import_graph(&files));
+    assert_eq!(found.len(), 1, "{found:?}");
+    let text = render(&found[0]);
+    assert_eq!(
+        text,
+        "  a -> b   (src/a.rs: crate::b::X)\n  b -> c   (src/b/mod.rs: crate::c::Y)\n  c -> a   (src/c.rs: crate::a::z)"
+    );
+}
