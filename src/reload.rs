@@ -12,6 +12,7 @@ use prometheus::IntCounterVec;
 
 use crate::admin::{Loaded, Readiness};
 use crate::app::{assemble, start_refreshing, Io};
+use crate::audit::{Event, Kind, Reason};
 use crate::config::Config;
 use crate::gateway::State;
 use crate::tls::Certificate;
@@ -168,6 +169,10 @@ impl Reloader {
                     generation = self.generation,
                     "config reloaded; new requests use it"
                 );
+                self.io.audit.emit(&Event {
+                    generation: Some(self.generation),
+                    ..Event::new(Kind::ConfigReload)
+                });
             }
             Err(e) => {
                 self.reloads.with_label_values(&["error"]).inc();
@@ -178,6 +183,12 @@ impl Reloader {
                     generation = self.generation,
                     "config reload refused; the running config keeps serving"
                 );
+                // The problems are on the lines above; the audit line says a reload was refused.
+                self.io.audit.emit(&Event {
+                    reason: Some(Reason::ConfigInvalid),
+                    generation: Some(self.generation),
+                    ..Event::new(Kind::ConfigReload)
+                });
             }
         }
     }

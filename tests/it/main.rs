@@ -11,6 +11,7 @@
 mod support;
 
 mod assertion;
+mod audit;
 mod bearer;
 mod binary;
 mod config;
