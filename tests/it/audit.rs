@@ -292,8 +292,7 @@ impl Run {
             .unwrap()
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["target"] == "portcullis::access" && v["fields"]["path"] == path)
-            .next_back()
+            .rfind(|v| v["target"] == "portcullis::access" && v["fields"]["path"] == path)
             .map(|v| v["fields"].clone())
             .unwrap_or_else(|| panic!("no access line for {path}:\n{}", self.log()))
     }
