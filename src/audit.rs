@@ -234,6 +234,8 @@ pub struct Event<'a> {
     pub cause: Option<&'a str>,
     /// The config generation now serving (reloads).
     pub generation: Option<u64>,
+    /// `ok` or `error` (reloads, as in `portcullis_config_reloads_total{result}`).
+    pub result: Option<&'a str>,
 }
 
 impl<'a> Event<'a> {
@@ -253,6 +255,7 @@ impl<'a> Event<'a> {
             sessions: None,
             cause: None,
             generation: None,
+            result: None,
         }
     }
 
@@ -281,6 +284,7 @@ impl<'a> Event<'a> {
             ("username", self.username),
             ("new_username", self.new_username),
             ("cause", self.cause),
+            ("result", self.result),
         ];
         for (k, v) in texts {
             if let Some(v) = v {
@@ -377,6 +381,7 @@ impl Audit {
             sessions = event.sessions,
             cause = event.cause,
             generation = event.generation,
+            result = event.result,
         );
     }
 }

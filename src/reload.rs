@@ -171,6 +171,7 @@ impl Reloader {
                 );
                 self.io.audit.emit(&Event {
                     generation: Some(self.generation),
+                    result: Some("ok"),
                     ..Event::new(Kind::ConfigReload)
                 });
             }
@@ -187,6 +188,7 @@ impl Reloader {
                 self.io.audit.emit(&Event {
                     reason: Some(Reason::ConfigInvalid),
                     generation: Some(self.generation),
+                    result: Some("error"),
                     ..Event::new(Kind::ConfigReload)
                 });
             }

@@ -631,6 +631,7 @@ async fn users_commands_and_config_reloads_write_audit_lines_also_in_the_text_lo
     run.hup();
     let ok = run.nth("config.reload", "none", 1).await;
     assert_eq!(ok["generation"], 2);
+    assert_eq!(ok["result"], "ok");
     assert!(ok.get("request_id").is_none(), "{ok}");
     std::fs::write(
         &run.config_path,
@@ -640,6 +641,7 @@ async fn users_commands_and_config_reloads_write_audit_lines_also_in_the_text_lo
     run.hup();
     let refused = run.nth("config.reload", "config_invalid", 1).await;
     assert_eq!(refused["generation"], 2);
+    assert_eq!(refused["result"], "error");
     assert_eq!(
         run.metric(
             r#"portcullis_auth_events_total{event="config.reload",reason="config_invalid"}"#
