@@ -34,7 +34,7 @@ struct Run {
     admin: String,
     db: String,
     demo: Provider,
-    _second: Provider,
+    second: Provider,
     upstream: Upstream,
     jar: Jar,
     client: reqwest::Client,
@@ -64,6 +64,16 @@ fn audit_of(line: &str) -> Option<Value> {
 
 impl Run {
     async fn start(format: &str, faults: impl Fn(&mut portcullis::demo::Faults)) -> Run {
+        Self::start_with(format, faults, "", "").await
+    }
+
+    /// As `start`, with `demo_extra` and `second_extra` ending each source's table.
+    async fn start_with(
+        format: &str,
+        faults: impl Fn(&mut portcullis::demo::Faults),
+        demo_extra: &str,
+        second_extra: &str,
+    ) -> Run {
         let port = free_port();
         let public = format!("http://127.0.0.1:{port}");
         let mut providers = Vec::new();
@@ -84,10 +94,10 @@ impl Run {
         let upstream = Upstream::start("app").await;
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}/portcullis.db", dir.path().display());
-        let source = |slug: &str, p: &Provider| {
+        let source = |slug: &str, p: &Provider, extra: &str| {
             let c = &p.config().clients[0];
             format!(
-                "[[source]]\nslug = \"{slug}\"\ntype = \"openidconnect\"\nconsumer_key = \"{}\"\nconsumer_secret = \"{}\"\noidc_well_known_url = \"{}\"\n",
+                "[[source]]\nslug = \"{slug}\"\ntype = \"openidconnect\"\nconsumer_key = \"{}\"\nconsumer_secret = \"{}\"\noidc_well_known_url = \"{}\"\n{extra}\n",
                 c.client_id,
                 c.client_secret,
                 p.well_known_url()
@@ -98,8 +108,8 @@ impl Run {
             "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"{admin}\"\npublic_url = \"{public}\"\nthreads = 1\nshutdown_timeout = \"2s\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
              [session]\nsecrets = [\"{SECRET}\"]\n[store]\nurl = \"{db}\"\n{}{}\
              [[app]]\nname = \"app\"\nupstream = \"{}\"\npass_access_token = true\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
-            source("demo", &demo),
-            source("second", &second),
+            source("demo", &demo, demo_extra),
+            source("second", &second, second_extra),
             upstream.url()
         );
         let config_path = dir.path().join("portcullis.toml");
@@ -130,7 +140,7 @@ impl Run {
             admin,
             db,
             demo,
-            _second: second,
+            second,
             upstream,
             jar: Jar::default(),
             client: client(),
@@ -649,5 +659,57 @@ async fn users_commands_and_config_reloads_write_audit_lines_also_in_the_text_lo
         .await,
         1.0
     );
+    run.assert_no_secrets();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_identity_taken_and_closed_enrollment_refusals_carry_their_reason_codes() {
+    // demo: enrolls, but a policy refuses signing in again; second: email_deny, no enrollment.
+    let mut run = Run::start_with(
+        "json",
+        |_| {},
+        "[[source.policy]]\non = [\"authenticate\"]\neffect = \"deny\"\nemail_domains = [\"example.com\"]\nmessage = \"Ask an administrator\"",
+        "user_matching_mode = \"email_deny\"\nenroll = false",
+    )
+    .await;
+    assert_eq!(
+        run.flow("/_auth/login/demo?rd=/private").await.status(),
+        302
+    );
+    run.nth("enroll", "none", 1).await;
+
+    // The source policy refuses alice's next sign-in: `policy_denied`.
+    run.jar.0.clear();
+    assert_eq!(
+        run.flow("/_auth/login/demo?rd=/private").await.status(),
+        403
+    );
+    let denied = run.nth("refusal", "policy_denied", 1).await;
+    assert_request_facts(&denied);
+    assert_eq!(denied["source"], "demo");
+    assert_eq!(denied["status"], 403);
+
+    // email_deny finds alice's email on an existing user: `identity_taken`.
+    run.jar.0.clear();
+    assert_eq!(
+        run.flow("/_auth/login/second?rd=/private").await.status(),
+        403
+    );
+    let taken = run.nth("refusal", "identity_taken", 1).await;
+    assert_request_facts(&taken);
+    assert_eq!(taken["source"], "second");
+
+    // bob is nobody yet, and second does not enroll: `enroll_closed`.
+    run.second
+        .set_faults(|f| f.auto_approve_as = Some("bob".into()));
+    run.jar.0.clear();
+    assert_eq!(
+        run.flow("/_auth/login/second?rd=/private").await.status(),
+        403
+    );
+    let closed = run.nth("refusal", "enroll_closed", 1).await;
+    assert_request_facts(&closed);
+    assert_eq!(closed["source"], "second");
+    assert!(closed.get("user_id").is_none(), "{closed}");
     run.assert_no_secrets();
 }
