@@ -295,16 +295,31 @@ impl Run {
         }
     }
 
-    /// The access line of the latest request to `path`.
-    fn access_line(&self, path: &str) -> Value {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .rfind(|v| v["target"] == "portcullis::access" && v["fields"]["path"] == path)
-            .map(|v| v["fields"].clone())
-            .unwrap_or_else(|| panic!("no access line for {path}:\n{}", self.log()))
+    /// The access line of the request with this id. Waits (up to 5 s): it
+    /// is written after the response, so it may come after the audit line.
+    async fn access_line(&self, request_id: &Value) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| {
+                    v["target"] == "portcullis::access" && v["fields"]["request_id"] == *request_id
+                })
+                .map(|v| v["fields"].clone());
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no access line with request id {request_id} in:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The value of one exact series of `/metrics`.
@@ -355,6 +370,8 @@ impl Run {
 
     /// No secret of the run anywhere in its log.
     fn assert_no_secrets(&self) {
+        // Lines still in the log thread's buffer get a moment to arrive.
+        std::thread::sleep(Duration::from_millis(300));
         let log = self.log();
         assert!(
             self.secrets.len() >= 5,
@@ -398,8 +415,15 @@ async fn enroll_link_sign_out_sign_in_and_refusals_each_write_one_audit_line_wit
     assert_eq!(enroll["username"], "alice");
     let user_id = enroll["user_id"].as_str().unwrap().to_string();
     assert!(!user_id.is_empty());
-    let access = run.access_line("/_auth/callback/demo");
-    assert_eq!(enroll["request_id"], access["request_id"]);
+    // The same request as the callback's access line, the same client.
+    let access = run.access_line(&enroll["request_id"]).await;
+    assert!(
+        access["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("/_auth/callback/demo"),
+        "{access}"
+    );
     assert_eq!(enroll["client_ip"], access["client_ip"]);
     assert_eq!(run.private().await, 200);
 
@@ -442,14 +466,19 @@ async fn enroll_link_sign_out_sign_in_and_refusals_each_write_one_audit_line_wit
     // The same callback replayed: refused as `state_invalid` (SECURITY OIDC-11).
     let r = run.get(&callback).await;
     assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
     let replay = run.nth("refusal", "state_invalid", 1).await;
     assert_request_facts(&replay);
     assert_eq!(replay["source"], "demo");
     assert_eq!(replay["status"], 400);
-    assert_eq!(
-        replay["request_id"],
-        run.access_line("/_auth/callback/demo")["request_id"]
+    // The request id the refusal page shows, and the access line's.
+    assert!(
+        page.contains(replay["request_id"].as_str().unwrap()),
+        "{replay} {page}"
     );
+    let access = run.access_line(&replay["request_id"]).await;
+    assert_eq!(access["status"], 400);
+    assert_eq!(access["client_ip"], CLIENT_IP);
 
     // An ID token with a bad signature: `id_token_invalid`, 401.
     run.demo.set_faults(|f| f.bad_signature = true);
