@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod app;
 pub mod assertion;
+pub mod audit;
 pub mod bearer;
 pub mod clock;
 pub mod config;

@@ -134,7 +134,8 @@ fn main() -> ExitCode {
             action,
         } => match load(config) {
             Ok(c) => match init_logging(flag.or(c.server.log_format)) {
-                Ok(_log) => users(&c, json, action),
+                // The guard stays until the command is done: its audit line is written out.
+                Ok((sink, _guard)) => users(&c, sink.format(), json, action),
                 Err(code) => code,
             },
             Err(code) => code,
@@ -211,7 +212,12 @@ fn started(result: Result<(), portcullis::app::StartError>) -> ExitCode {
 }
 
 /// Runs a `users` command against the configured store.
-fn users(c: &config::Config, json: bool, action: UsersAction) -> ExitCode {
+fn users(
+    c: &config::Config,
+    format: Option<config::LogFormat>,
+    json: bool,
+    action: UsersAction,
+) -> ExitCode {
     use portcullis::users::Command as C;
     let cmd = match action {
         UsersAction::List => C::List,
@@ -220,6 +226,13 @@ fn users(c: &config::Config, json: bool, action: UsersAction) -> ExitCode {
         UsersAction::Enable { user } => C::Enable(user),
         UsersAction::Unlink { user, source } => C::Unlink(user, source),
         UsersAction::Rename { user, new } => C::Rename(user, new),
+    };
+    let audit = match portcullis::audit::Audit::new(format) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -238,7 +251,7 @@ fn users(c: &config::Config, json: bool, action: UsersAction) -> ExitCode {
         let store = portcullis::identity::store::open(c.store.url.expose())
             .await
             .map_err(portcullis::users::UsersError::from)?;
-        portcullis::users::run(&store, cmd, json, now).await
+        portcullis::users::run(&store, &audit, cmd, json, now).await
     });
     match result {
         Ok(out) => {

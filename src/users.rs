@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::audit::{Audit, Event, Kind};
 use crate::identity::store::{StoreError, UserStore};
 use crate::identity::{Connection, SessionRecord, User};
 
@@ -116,6 +117,7 @@ fn user_line(u: &User, connections: &[Connection]) -> String {
 /// Runs `cmd`; returns what to print.
 pub async fn run(
     store: &Arc<dyn UserStore>,
+    audit: &Audit,
     cmd: Command,
     as_json: bool,
     now: i64,
@@ -193,14 +195,20 @@ pub async fn run(
             }
             Ok(out.trim_end().to_string())
         }
-        Command::Rename(who, new) => rename(store, &who, &new, as_json).await,
-        Command::Disable(who) => set(store, &who, true, as_json).await,
-        Command::Enable(who) => set(store, &who, false, as_json).await,
+        Command::Rename(who, new) => rename(store, audit, &who, &new, as_json).await,
+        Command::Disable(who) => set(store, audit, &who, true, as_json).await,
+        Command::Enable(who) => set(store, audit, &who, false, as_json).await,
         Command::Unlink(who, source) => {
             let user = find(store, &who).await?;
             if !store.unlink(&user.id, &source).await? {
                 return Err(UsersError::NotConnected(user.username, source));
             }
+            audit.emit(&Event {
+                user_id: Some(&user.id),
+                username: Some(&user.username),
+                source: Some(&source),
+                ..Event::new(Kind::UserUnlink)
+            });
             Ok(if as_json {
                 json!({"user": user.username, "unlinked": source}).to_string()
             } else {
@@ -215,6 +223,7 @@ pub async fn run(
 
 async fn rename(
     store: &Arc<dyn UserStore>,
+    audit: &Audit,
     who: &str,
     new: &str,
     as_json: bool,
@@ -229,14 +238,12 @@ async fn rename(
         Err(StoreError::UsernameTaken) => return Err(UsersError::UsernameTaken(new.to_string())),
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(
-        target: "portcullis::audit",
-        event = "user.rename",
-        user_id = %user.id,
-        from = %user.username,
-        to = %new,
-        "user renamed"
-    );
+    audit.emit(&Event {
+        user_id: Some(&user.id),
+        username: Some(&user.username),
+        new_username: Some(new),
+        ..Event::new(Kind::UserRename)
+    });
     Ok(if as_json {
         json!({"user_id": user.id, "renamed_from": user.username, "username": new}).to_string()
     } else {
@@ -249,6 +256,7 @@ async fn rename(
 
 async fn set(
     store: &Arc<dyn UserStore>,
+    audit: &Audit,
     who: &str,
     disabled: bool,
     as_json: bool,
@@ -257,6 +265,15 @@ async fn set(
     if !store.set_disabled(&user.id, disabled).await? {
         return Err(UsersError::UnknownUser(who.to_string()));
     }
+    audit.emit(&Event {
+        user_id: Some(&user.id),
+        username: Some(&user.username),
+        ..Event::new(if disabled {
+            Kind::UserDisable
+        } else {
+            Kind::UserEnable
+        })
+    });
     Ok(if as_json {
         json!({"user": user.username, "disabled": disabled}).to_string()
     } else if disabled {

@@ -122,6 +122,7 @@ pub(crate) struct Io {
     pub(crate) store: Arc<dyn crate::identity::store::UserStore>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) access: AccessSink,
+    pub(crate) audit: crate::audit::Audit,
 }
 
 /// A config's request-path state, and whether its sources are new (their
@@ -213,6 +214,7 @@ pub(crate) fn assemble(
     let state = Arc::new(State {
         assertions,
         access: io.access.clone(),
+        audit: io.audit.clone(),
         bearer,
         app_rules,
         sources,
@@ -557,6 +559,8 @@ fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
     let metrics = Arc::new(Metrics::new(&app_names)?);
     let reloads = reload::reloads_counter()?;
     metrics.register(Box::new(reloads.clone()))?;
+    let audit = crate::audit::Audit::new(access.format())?;
+    metrics.register(audit.collector())?;
     let housekeeping = crate::housekeeping::Housekeeping::new(store.clone())?;
     metrics.register(housekeeping.collector())?;
     background.spawn(housekeeping.run());
@@ -565,6 +569,7 @@ fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
         store: store.clone(),
         metrics: metrics.clone(),
         access,
+        audit,
     };
     let assembled = assemble(config, &io, None)?;
     for c in assembled.state.sources.collectors() {

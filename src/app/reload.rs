@@ -12,6 +12,7 @@ use prometheus::IntCounterVec;
 
 use super::{assemble, start_refreshing, Io};
 use crate::admin::Loaded;
+use crate::audit::{Event, Kind, Reason};
 use crate::config::Config;
 use crate::gateway::State;
 use crate::readiness::Readiness;
@@ -169,6 +170,11 @@ impl Reloader {
                     generation = self.generation,
                     "config reloaded; new requests use it"
                 );
+                self.io.audit.emit(&Event {
+                    generation: Some(self.generation),
+                    result: Some("ok"),
+                    ..Event::new(Kind::ConfigReload)
+                });
             }
             Err(e) => {
                 self.reloads.with_label_values(&["error"]).inc();
@@ -179,6 +185,13 @@ impl Reloader {
                     generation = self.generation,
                     "config reload refused; the running config keeps serving"
                 );
+                // The problems are on the lines above; the audit line says a reload was refused.
+                self.io.audit.emit(&Event {
+                    reason: Some(Reason::ConfigInvalid),
+                    generation: Some(self.generation),
+                    result: Some("error"),
+                    ..Event::new(Kind::ConfigReload)
+                });
             }
         }
     }

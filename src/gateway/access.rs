@@ -54,6 +54,15 @@ pub struct Line<'a> {
 }
 
 impl Sink {
+    /// The log format lines are written in by hand; `None` where a
+    /// `tracing` subscriber formats them.
+    pub fn format(&self) -> Option<LogFormat> {
+        match self {
+            Sink::Tracing => None,
+            Sink::Direct { format, .. } => Some(*format),
+        }
+    }
+
     /// Writes `line` (stamped `now`) unless the log filter turned access lines off.
     pub fn emit(&self, line: &Line<'_>, now: SystemTime) {
         match self {

@@ -34,6 +34,10 @@ pub struct Ctx {
     pub session_ended: Option<crate::session::ended::SessionEnded>,
     /// The id pages, JSON errors and the access line show.
     pub request_id: RequestId,
+    /// The client after `trusted_proxies`: the access line's and the audit lines' `client_ip`.
+    pub client_ip: Option<std::net::IpAddr>,
+    /// Why an `/_auth` endpoint refused, for its one audit line.
+    pub refused: Option<crate::audit::Reason>,
 }
 
 /// A short random id shown on error pages and logged with the request, so an
@@ -102,6 +106,8 @@ impl Ctx {
             access_token: None,
             session_ended: None,
             request_id: RequestId::new(),
+            client_ip: None,
+            refused: None,
         }
     }
 }

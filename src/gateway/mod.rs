@@ -60,6 +60,8 @@ pub struct State {
     pub assertions: crate::assertion::Assertions,
     /// Where the access lines go.
     pub access: access::Sink,
+    /// Where audit events go (`portcullis::audit`) and their counter.
+    pub audit: crate::audit::Audit,
 }
 
 /// The token of `Authorization: Bearer …`, if the request has one. Two
@@ -170,6 +172,23 @@ pub fn app_takes(state: &State, app: Option<usize>, p: &Principal) -> bool {
             .is_none_or(|a| a.sources.contains(&p.source))
 }
 
+/// An audit event of `kind` with the request's facts: its id, app and client IP.
+pub(crate) fn audit_facts<'a>(
+    state: &'a State,
+    ctx: &'a Ctx,
+    kind: crate::audit::Kind,
+) -> crate::audit::Event<'a> {
+    crate::audit::Event {
+        request_id: Some(ctx.request_id.as_str()),
+        app: ctx
+            .app
+            .and_then(|i| state.config.apps.get(i))
+            .map(|a| a.name.as_str()),
+        client_ip: ctx.client_ip,
+        ..crate::audit::Event::new(kind)
+    }
+}
+
 /// The principal of the request's session cookie on `host`, if any; a cookie
 /// sealed with an older secret gets a re-sealed copy queued in `ctx`. For an
 /// app with `pass_access_token` (`pass_token`), the session's access token
@@ -207,6 +226,13 @@ pub async fn authenticate(
             AccessToken::Token(t) => ctx.access_token = Some(t),
             AccessToken::Absent => {}
             AccessToken::Ended(why) => {
+                state.audit.emit(&crate::audit::Event {
+                    cause: Some("access_token_not_renewed"),
+                    user_id: principal.user_id.as_deref(),
+                    username: Some(&principal.user),
+                    source: Some(&principal.source),
+                    ..audit_facts(state, ctx, crate::audit::Kind::Revocation)
+                });
                 ctx.session_ended = why;
                 return Ok(None);
             }
@@ -417,6 +443,7 @@ pub async fn serve(
             .map(http::HeaderValue::as_bytes),
         |ip| state.config.server.is_trusted_proxy(ip),
     );
+    ctx.client_ip = Some(client_ip);
     let raw = conn.heads.as_ref().map(|h| h.pop());
     let error = handle(
         &state,

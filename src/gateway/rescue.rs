@@ -8,6 +8,7 @@ use super::ctx::{Ctx, Outcome};
 use super::exchange::Exchange;
 use super::framing::FramingError;
 use super::pages;
+use crate::audit::Reason;
 use crate::identity::flow::Refusal;
 use crate::identity::signin::SignInError;
 use crate::source::flow::FlowError;
@@ -150,6 +151,37 @@ impl SignInRefusal {
             SignInRefusal::ProviderFailed => 502,
             SignInRefusal::StoreUnavailable | SignInRefusal::NotReady => 503,
             SignInRefusal::ProviderTimeout => 504,
+        }
+    }
+
+    /// The audit line's reason code. Every refusal of the sign-in, link,
+    /// callback and handoff paths reaches the person as a `SignInRefusal`
+    /// (from a `FlowError`, a `SourceError`, a `SignInError` or a handoff
+    /// failure), so this one match gives each of them its code.
+    pub fn reason(&self) -> Reason {
+        match self {
+            SignInRefusal::NotStarted => Reason::StateInvalid,
+            SignInRefusal::Expired => Reason::StateExpired,
+            SignInRefusal::ForeignResponse => Reason::ResponseMismatch,
+            SignInRefusal::Malformed => Reason::ResponseMalformed,
+            SignInRefusal::CodeRefused => Reason::CodeRefused,
+            SignInRefusal::ProviderDenied => Reason::ProviderDenied,
+            SignInRefusal::InvalidIdToken => Reason::IdTokenInvalid,
+            SignInRefusal::Policy(_) => Reason::PolicyDenied,
+            SignInRefusal::Directory(r) => match r {
+                Refusal::Disabled => Reason::UserDisabled,
+                Refusal::EnrollClosed => Reason::EnrollClosed,
+                Refusal::LinkedElsewhere(_) | Refusal::Taken(_) => Reason::IdentityTaken,
+                Refusal::MissingValue(_) => Reason::ClaimMissing,
+                Refusal::Ambiguous(_) => Reason::MatchAmbiguous,
+            },
+            SignInRefusal::LinkSessionGone => Reason::LinkSessionGone,
+            SignInRefusal::ProviderFailed => Reason::ProviderError,
+            SignInRefusal::ProviderTimeout => Reason::ProviderTimeout,
+            SignInRefusal::StoreUnavailable => Reason::StoreUnavailable,
+            SignInRefusal::NotReady => Reason::SourceNotReady,
+            SignInRefusal::Internal => Reason::Internal,
+            SignInRefusal::HandoffRefused => Reason::HandoffInvalid,
         }
     }
 
@@ -648,5 +680,86 @@ mod tests {
             SignInRefusal::from(SignInError::Policy("Ask the admins".into())).wording(),
             "Ask the admins"
         );
+    }
+
+    #[test]
+    fn every_typed_refusal_of_a_sign_in_maps_to_its_audit_reason_code() {
+        use crate::source::idtoken::IdTokenError;
+        let store = || crate::identity::store::StoreError::Ambiguous;
+        let rows: Vec<(SignInRefusal, &str)> = vec![
+            ((&FlowError::NoLoginState).into(), "state_invalid"),
+            ((&FlowError::Expired).into(), "state_expired"),
+            ((&FlowError::State).into(), "response_mismatch"),
+            ((&FlowError::WrongSource).into(), "response_mismatch"),
+            ((&FlowError::Issuer).into(), "response_mismatch"),
+            ((&FlowError::IssuerMissing).into(), "response_mismatch"),
+            ((&FlowError::Malformed).into(), "response_malformed"),
+            ((&FlowError::NoCode).into(), "response_malformed"),
+            (
+                (&FlowError::Provider("access_denied".into())).into(),
+                "provider_denied",
+            ),
+            ((&FlowError::NotReady).into(), "source_not_ready"),
+            ((&FlowError::Random).into(), "internal_error"),
+            (
+                (&SourceError::TokenRefused("x".into())).into(),
+                "code_refused",
+            ),
+            (
+                (&SourceError::IdToken(IdTokenError::Malformed)).into(),
+                "id_token_invalid",
+            ),
+            ((&SourceError::SubjectMismatch).into(), "id_token_invalid"),
+            (
+                (&SourceError::Provider("x".into())).into(),
+                "provider_error",
+            ),
+            (
+                (&SourceError::Mapping(crate::source::claims::MapError::NoIdentifier(
+                    "sub".into(),
+                )))
+                    .into(),
+                "provider_error",
+            ),
+            (
+                (&SourceError::Timeout("x".into())).into(),
+                "provider_timeout",
+            ),
+            ((&SourceError::NotReady).into(), "source_not_ready"),
+            (SignInError::Store(store()).into(), "store_unavailable"),
+            (
+                SignInError::Policy("Ask the admins".into()).into(),
+                "policy_denied",
+            ),
+            (
+                SignInError::Refused(Refusal::Disabled).into(),
+                "user_disabled",
+            ),
+            (
+                SignInError::Refused(Refusal::EnrollClosed).into(),
+                "enroll_closed",
+            ),
+            (
+                SignInError::Refused(Refusal::LinkedElsewhere("github".into())).into(),
+                "identity_taken",
+            ),
+            (
+                SignInError::Refused(Refusal::Taken("email")).into(),
+                "identity_taken",
+            ),
+            (
+                SignInError::Refused(Refusal::MissingValue("email")).into(),
+                "claim_missing",
+            ),
+            (
+                SignInError::Refused(Refusal::Ambiguous("email")).into(),
+                "match_ambiguous",
+            ),
+            (SignInRefusal::LinkSessionGone, "link_session_gone"),
+            (SignInRefusal::HandoffRefused, "handoff_invalid"),
+        ];
+        for (refusal, code) in rows {
+            assert_eq!(refusal.reason().as_str(), code, "{refusal:?}");
+        }
     }
 }

@@ -10,7 +10,9 @@ use super::ctx::{Ctx, Outcome};
 use super::exchange::{BodyError, Exchange};
 use super::rescue::{self, Rejection, SignInRefusal};
 use super::{pages, State};
+use crate::audit::{Kind, Reason};
 use crate::config::SourceKind;
+use crate::identity::signin::Settlement;
 use crate::redirect::{safe_rd_for, target, Target};
 use crate::session::cookie::{self, Lookup, Purpose};
 use crate::session::handoff::{self, HandoffError, HandoffRecord};
@@ -136,7 +138,14 @@ pub async fn handle(
             return redirect(session, ctx, location, headers).await;
         }
     }
-    match route {
+    let source = match &route {
+        AuthRoute::Login(s)
+        | AuthRoute::Link(s)
+        | AuthRoute::Callback(s)
+        | AuthRoute::BackchannelLogout(s) => Some(s.clone()),
+        _ => None,
+    };
+    let answered = match route {
         AuthRoute::SignIn => sign_in(state, session, ctx).await,
         AuthRoute::Login(slug) => login(state, session, ctx, &slug, None).await,
         AuthRoute::Handoff => take_handoff(state, session, ctx, &host).await,
@@ -162,7 +171,18 @@ pub async fn handle(
             rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
             Ok(())
         }
+    };
+    // Every refusal of these endpoints is recorded in `ctx` where it is
+    // decided and written here, once, with the request's facts.
+    if let Some(reason) = ctx.refused.take() {
+        state.audit.emit(&crate::audit::Event {
+            reason: Some(reason),
+            source: source.as_deref(),
+            status: ctx.status,
+            ..super::audit_facts(state, ctx, Kind::Refusal)
+        });
     }
+    answered
 }
 
 /// The app a sign-in is for: the one serving `rd` (on this host, or on the
@@ -354,6 +374,7 @@ async fn take_handoff(
                     state.origins.origin_of(&record.host)
                 ),
             };
+            ctx.refused = Some(Reason::WrongHost);
             rescue::respond(session, ctx, rejection);
             return Ok(());
         }
@@ -491,6 +512,7 @@ async fn login(
         }
     }
     let Some(endpoints) = rt.endpoints() else {
+        ctx.refused = Some(Reason::SourceNotReady);
         rescue::respond(session, ctx, Rejection::SourceNotReady);
         return Ok(());
     };
@@ -500,6 +522,7 @@ async fn login(
         let (url, pending) = match state.sources.start_oauth1(&rt, &redirect_uri).await {
             Ok(started) => started,
             Err(SourceError::NotReady) => {
+                ctx.refused = Some(Reason::SourceNotReady);
                 rescue::respond(session, ctx, Rejection::SourceNotReady);
                 return Ok(());
             }
@@ -541,6 +564,7 @@ async fn login(
     let mut start = match started {
         Ok(s) => s,
         Err(FlowError::NotReady) => {
+            ctx.refused = Some(Reason::SourceNotReady);
             rescue::respond(session, ctx, Rejection::SourceNotReady);
             return Ok(());
         }
@@ -694,6 +718,7 @@ async fn callback(
                 "Operator: register {callback} as the redirect URI at the provider (`portcullis check` prints it), or set server.public_url to the address people sign in at. Then sign in again."
             ),
         };
+        ctx.refused = Some(Reason::WrongHost);
         rescue::respond(session, ctx, rejection);
         return Ok(());
     }
@@ -815,7 +840,7 @@ async fn callback(
         now as i64,
     )
     .await;
-    let (user, note) = match settled {
+    let (user, settlement, note) = match settled {
         Ok(s) => s,
         Err(e) => {
             let detail = e.to_string();
@@ -828,6 +853,22 @@ async fn callback(
     };
     ctx.span
         .in_scope(|| tracing::info!(auth.source = slug, user = %user.username, "signed in"));
+    let kind = match settlement {
+        Settlement::Authenticated => Kind::SignIn,
+        Settlement::Linked => Kind::Link,
+        Settlement::Enrolled => Kind::Enroll,
+    };
+    let facts = super::audit_facts(state, ctx, kind);
+    state.audit.emit(&crate::audit::Event {
+        // The app the person is signing in to, not only the host's.
+        app: app_for_rd(state, ctx, &login.rd)
+            .map(|a| a.name.as_str())
+            .or(facts.app),
+        source: Some(slug),
+        user_id: Some(&user.id),
+        username: Some(&user.username),
+        ..facts
+    });
     let mut headers = clear_login;
     headers.push(("set-cookie", set));
     // The sign-in host has its cookie now; another app host gets its own by a handoff.
@@ -985,6 +1026,7 @@ async fn refuse(
     extra: Vec<(&'static str, String)>,
 ) -> Result<(), BodyError> {
     let status = refusal.status();
+    ctx.refused = Some(refusal.reason());
     ctx.span.in_scope(|| {
         tracing::warn!(
             request_id = %ctx.request_id,
@@ -1040,6 +1082,7 @@ async fn sign_out(
     if let Err(why) = same_origin {
         ctx.span
             .in_scope(|| tracing::info!(reason = %why, "cross-origin sign-out refused"));
+        ctx.refused = Some(Reason::CrossOrigin);
         rescue::respond(session, ctx, Rejection::CrossOriginSignOut);
         return Ok(());
     }
@@ -1052,7 +1095,14 @@ async fn sign_out(
     let mut location = rd.clone();
     if let Some((c, _)) = claims {
         let record = sessions.record(&c.sid).await;
+        let who = sessions.principal(&c, now()).await.ok().flatten();
         sessions.revoke(&c.sid).await;
+        state.audit.emit(&crate::audit::Event {
+            user_id: Some(&c.uid),
+            username: who.as_ref().map(|p| p.user.as_str()),
+            source: record.as_ref().map(|r| r.source.as_str()),
+            ..super::audit_facts(state, ctx, Kind::SignOut)
+        });
         // RP-initiated logout: the provider ends its own session too.
         if let Some(r) = record {
             let rt = state.sources.get(&r.source);
@@ -1151,6 +1201,7 @@ async fn backchannel_logout(
             .find(|(k, _)| k == "logout_token")
             .map(|(_, v)| v.into_owned());
         let Some(token) = token else {
+            ctx.refused = Some(Reason::LogoutTokenInvalid);
             break 'outcome answer(400, "invalid_request", "no logout_token".into());
         };
         let request = match state.sources.verify_logout(&rt, &token, now()).await {
@@ -1158,6 +1209,7 @@ async fn backchannel_logout(
             Err(e) => {
                 // The detail (which check failed, a key fetch's URL) is for the log only.
                 ctx.span.in_scope(|| tracing::info!(auth.source = slug, request_id = %ctx.request_id, auth.error = %e, "back-channel logout token refused"));
+                ctx.refused = Some(Reason::LogoutTokenInvalid);
                 break 'outcome answer(
                     400,
                     "invalid_request",
@@ -1168,6 +1220,7 @@ async fn backchannel_logout(
         // A logout token is one-time too (its `jti`).
         if let Some(jti) = &request.jti {
             if !state.sessions.consume_state(&format!("jti:{slug}:{jti}")) {
+                ctx.refused = Some(Reason::LogoutTokenReplayed);
                 break 'outcome answer(400, "invalid_request", "logout token replayed".into());
             }
         }
@@ -1181,10 +1234,16 @@ async fn backchannel_logout(
                 ctx.span.in_scope(|| {
                     tracing::info!(auth.source = slug, revoked = n, "back-channel logout")
                 });
+                state.audit.emit(&crate::audit::Event {
+                    source: Some(slug),
+                    sessions: Some(n),
+                    ..super::audit_facts(state, ctx, Kind::BackchannelLogout)
+                });
                 answer(200, "", String::new())
             }
             Err(e) => {
                 ctx.span.in_scope(|| tracing::error!(request_id = %ctx.request_id, error = %e, "store failed during back-channel logout"));
+                ctx.refused = Some(Reason::StoreUnavailable);
                 answer(
                     503,
                     "temporarily_unavailable",

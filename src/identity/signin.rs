@@ -24,9 +24,20 @@ pub enum SignInError {
     Store(#[from] StoreError),
 }
 
-/// The signed-in user and, for an enrollment that did not use an email
-/// match, the note explaining why.
-pub type Settled = (User, Option<&'static str>);
+/// What a sign-in did to the directory (the audit event it is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Signed in as the user already connected to the identity.
+    Authenticated,
+    /// Connected the identity to an existing user.
+    Linked,
+    /// Created a user with this identity.
+    Enrolled,
+}
+
+/// The signed-in user, what the sign-in did and, for an enrollment that did
+/// not use an email match, the note explaining why.
+pub type Settled = (User, Settlement, Option<&'static str>);
 
 /// Decides the outcome of a sign-in through `source`, checks the source's
 /// policy for it (`claims` feed expressions), and writes it. `link_to` is
@@ -99,13 +110,17 @@ pub async fn settle(
             .map_err(SignInError::Policy)?;
     }
     match outcome {
-        Outcome::Authenticate(id) => Ok((store.sign_in(&id, identity, session, now).await?, None)),
+        Outcome::Authenticate(id) => Ok((
+            store.sign_in(&id, identity, session, now).await?,
+            Settlement::Authenticated,
+            None,
+        )),
         Outcome::Link(id) => match store.link(&id, identity, session, now).await {
             // The identity was connected to someone between the look-up and the write.
             Err(StoreError::AlreadyConnected) => {
                 Err(Refusal::LinkedElsewhere(identity.source.clone()).into())
             }
-            other => Ok((other?, None)),
+            other => Ok((other?, Settlement::Linked, None)),
         },
         Outcome::Enroll(note) => match store.enroll(identity, session, now).await {
             // Another replica enrolled the same identity a moment ago: sign in as that user.
@@ -113,10 +128,14 @@ pub async fn settle(
                 .user_by_connection(&identity.source, &identity.identifier)
                 .await?
             {
-                Some(user) => Ok((store.sign_in(&user.id, identity, session, now).await?, None)),
+                Some(user) => Ok((
+                    store.sign_in(&user.id, identity, session, now).await?,
+                    Settlement::Authenticated,
+                    None,
+                )),
                 None => Err(StoreError::AlreadyConnected.into()),
             },
-            other => Ok((other?, note)),
+            other => Ok((other?, Settlement::Enrolled, note)),
         },
         Outcome::Refuse(r) => Err(r.into()),
     }

@@ -12,6 +12,7 @@ mod support;
 
 mod architecture;
 mod assertion;
+mod audit;
 mod bearer;
 mod binary;
 mod config;
