@@ -664,10 +664,6 @@ fn run(
     stop: impl Future<Output = ()> + Send + 'static,
     hangup: bool,
 ) -> Result<(), StartError> {
-    // TEMPORARY (measurement only, removed before commit).
-    if std::env::var_os("PCX_RUNTIME").is_some_and(|v| v == "ws") {
-        return run_work_stealing(built, stop, hangup);
-    }
     let Built {
         state,
         listener,
@@ -788,93 +784,6 @@ fn run(
         let _ = w.join();
     }
     control.shutdown_timeout(Duration::from_millis(100));
-    // Dropped here, on a plain thread: never inside another runtime.
-    drop(background);
-    outcome
-}
-
-// TEMPORARY
-/// Serves until `stop` resolves, then stops accepting, lets every
-/// connection finish its requests (at most `shutdown_timeout`), and returns.
-fn run_work_stealing(
-    built: Built,
-    stop: impl Future<Output = ()> + Send + 'static,
-    hangup: bool,
-) -> Result<(), StartError> {
-    let Built {
-        state,
-        listener,
-        tls,
-        admin,
-        background,
-        reloader,
-        ..
-    } = built;
-    let first = state.load_full();
-    let (threads, max, grace) = (
-        first.config.server.threads,
-        first.config.server.max_connections,
-        first.config.server.shutdown_timeout,
-    );
-    // One multi-thread runtime with work stealing: CPU-heavy requests (JWT,
-    // policies) never stall a core's other connections.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("portcullis")
-        .enable_all()
-        .build()
-        .map_err(|e| StartError::Io(e.to_string()))?;
-    let outcome = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|e| StartError::Io(e.to_string()))?;
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let permits = Arc::new(tokio::sync::Semaphore::new(max));
-        let builders = Arc::new(server::Builders::new(&first.config.server));
-        drop(first);
-        if hangup {
-            crate::reload::on_hangup(reloader);
-        }
-        let proxy = tokio::spawn(server::run(
-            state.clone(),
-            listener,
-            tls,
-            builders,
-            permits.clone(),
-            rx.clone(),
-        ));
-        let admin = match admin {
-            Some((l, a)) => {
-                let l = tokio::net::TcpListener::from_std(l)
-                    .map_err(|e| StartError::Io(e.to_string()))?;
-                Some(tokio::spawn(crate::admin::serve(a, l, rx.clone())))
-            }
-            None => None,
-        };
-        stop.await;
-        let _ = tx.send(true);
-        // The accept loop ends and drops the listener: no new connections.
-        let _ = proxy.await;
-        let drained = tokio::time::timeout(grace, async {
-            while permits.available_permits() < max {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        match drained {
-            Ok(()) => tracing::info!("drained; exiting"),
-            Err(_) => tracing::warn!(
-                open = max - permits.available_permits(),
-                "shutdown_timeout passed with connections still open; closing them"
-            ),
-        }
-        if let Some(a) = admin {
-            a.abort();
-        }
-        drop(tx);
-        Ok::<(), StartError>(())
-    });
-    // Whatever is left (tunnels, stragglers) is cut off here.
-    runtime.shutdown_timeout(Duration::from_millis(100));
     // Dropped here, on a plain thread: never inside another runtime.
     drop(background);
     outcome
