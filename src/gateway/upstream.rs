@@ -550,6 +550,36 @@ mod tests {
     }
 
     #[test]
+    fn hop_by_hop_fields_and_expect_never_reach_the_upstream() {
+        let h = filtered(
+            &[
+                ("Connection", "keep-alive"),
+                ("TE", "trailers"),
+                ("Trailer", "x-sum"),
+                ("Transfer-Encoding", "chunked"),
+                ("Upgrade", "h2c"),
+                ("Expect", "100-continue"),
+                ("Keep-Alive", "timeout=5"),
+                ("Proxy-Connection", "keep-alive"),
+                ("Accept", "text/html"),
+            ],
+            &UNTRUSTED,
+        );
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-real-ip"
+            ]
+        );
+    }
+
+    #[test]
     fn prx05_forwarding_headers_from_untrusted_peers_are_removed_or_replaced() {
         let spoofed = [
             ("X-Forwarded-For", "6.6.6.6"),
