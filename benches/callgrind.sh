@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per request under valgrind --tool=callgrind: nginx as a plain
-# reverse proxy against portcullis (public path, bearer hit) and the hyper
-# floor, each in front of the same nginx upstream (not under valgrind).
+# reverse proxy against portcullis (public path, signed-in session, bearer
+# hit) and the hyper floor, each in front of the same nginx upstream (not
+# under valgrind).
 # Instruction counts hardly move with machine load, unlike req/s.
 #
 # Usage:
@@ -10,7 +11,7 @@
 # Options (each has an environment variable of the same meaning):
 #   --requests N     REQUESTS=2000   measured requests, one keep-alive connection, one at a time
 #   --warm N         WARM=200        requests sent first, in both runs (connection, caches, pools)
-#   --targets LIST   TARGETS=nginx,public,bearer-hit,hyper-bare
+#   --targets LIST   TARGETS=nginx,public,bearer-hit,hyper-bare (also: session)
 # Environment only:
 #   PORTCULLIS_BIN=PATH  use this binary instead of `cargo build --release --locked`
 #                        (bare_hyper and mint_tokens are then taken from PATH's examples/ dir)
@@ -23,7 +24,14 @@
 # (Ir of the first run - Ir of the baseline) / REQUESTS, so start-up,
 # warm-up, idle timers and shutdown cancel out. nginx runs with
 # `master_process off; daemon off;` so one process does all its work;
-# portcullis and the floor run one worker thread. Exits 0 when the
+# portcullis and the floor run one worker thread. `session` is `serve --dev`
+# (its demo provider and echo app in the same process, idle while measured)
+# pinned to one CPU so it sizes itself to one worker; the client signs in
+# through the demo provider's form first (in both runs, so it cancels out)
+# and sends the session cookie: a session cache hit. NOT USABLE YET, so not
+# a default: the demo provider generates an RSA key at start, whose
+# instruction count varies between the two runs by more than all the
+# measured requests cost (2026-12-02: -80 509 and -327 426 "per request"). Exits 0 when the
 # measurements ran; non-zero only if something could not be installed,
 # built or started.
 
@@ -60,8 +68,8 @@ done
 IFS=, read -ra TARGET_LIST <<<"$TARGETS"
 for t in "${TARGET_LIST[@]}"; do
     case "$t" in
-    nginx | public | bearer-hit | hyper-bare) ;;
-    *) die "unknown target '$t' (targets: nginx,public,bearer-hit,hyper-bare)" ;;
+    nginx | public | session | bearer-hit | hyper-bare) ;;
+    *) die "unknown target '$t' (targets: nginx,public,session,bearer-hit,hyper-bare)" ;;
     esac
 done
 
@@ -194,7 +202,7 @@ done
 
 need_pc=0
 for t in "${TARGET_LIST[@]}"; do
-    [[ "$t" == public || "$t" == bearer-hit ]] && need_pc=1
+    [[ "$t" == public || "$t" == session || "$t" == bearer-hit ]] && need_pc=1
 done
 ONE_TOKEN=""
 if ((need_pc == 1)); then
@@ -266,13 +274,11 @@ EOF
 # The client: one keep-alive connection, requests one after the other; waits
 # for the listener, sends WARM requests, then either REQUESTS requests or
 # stays idle for IDLE seconds. Prints the seconds the second phase took.
+# HEADER `SIGN-IN` signs in through portcullis --dev's demo provider first
+# (as a browser would, on connections of its own) and sends the session cookie.
 cat >"$WORK/client.py" <<'PY'
-import http.client, socket, sys, time
+import html.parser, http.client, socket, sys, time, urllib.error, urllib.parse, urllib.request
 port, warm, count, idle, header = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-headers = {}
-if header:
-    name, value = header.split(": ", 1)
-    headers[name] = value
 deadline = time.monotonic() + float(sys.argv[6])
 while True:
     try:
@@ -283,6 +289,52 @@ while True:
         if time.monotonic() > deadline:
             sys.exit("the server did not listen in time")
         time.sleep(0.2)
+
+def sign_in(base):
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+    opener = urllib.request.build_opener(NoRedirect)
+    def call(url, data=None, cookie=""):
+        req = urllib.request.Request(url, data=data, headers={"Cookie": cookie} if cookie else {})
+        try:
+            r = opener.open(req, timeout=60)
+        except urllib.error.HTTPError as e:
+            r = e
+        return r.status, r.headers, r.read().decode("utf-8", "replace")
+    def cookies(h):
+        return "; ".join(v.split(";")[0] for v in h.get_all("Set-Cookie") or [])
+    while True:
+        try:
+            status, h, _ = call(base + "/_auth/login/demo?rd=/")
+            if status in (302, 303):
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            sys.exit("the demo sign-in did not start in time")
+        time.sleep(0.5)
+    login_cookie, authorize = cookies(h), h["Location"]
+    _, _, page = call(authorize)
+    class Form(html.parser.HTMLParser):
+        def __init__(self):
+            super().__init__(); self.fields = {}
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "input" and a.get("type") == "hidden":
+                self.fields[a["name"]] = a.get("value", "")
+    f = Form(); f.feed(page); f.fields["user"] = "alice"
+    p = urllib.parse.urlsplit(authorize)
+    _, h, _ = call(f"{p.scheme}://{p.netloc}/authorize", urllib.parse.urlencode(f.fields).encode())
+    _, h, _ = call(h["Location"], cookie=login_cookie)
+    return next(c for c in cookies(h).split("; ") if c.startswith("portcullis="))
+
+headers = {}
+if header == "SIGN-IN":
+    headers["Cookie"] = sign_in(f"http://127.0.0.1:{port}")
+elif header:
+    name, value = header.split(": ", 1)
+    headers[name] = value
 def get():
     conn.request("GET", "/", headers=headers)
     r = conn.getresponse()
@@ -338,6 +390,11 @@ run_target() {
         [[ "$t" == public ]] || header="Authorization: Bearer $ONE_TOKEN"
         (cd "$dir" && exec env "${unset_args[@]}" "${vg[@]}" "$BIN" serve --config "$dir/portcullis.toml" --log-format json) \
             >"$dir/stderr.log" 2>&1 &
+        ;;
+    session)
+        header="SIGN-IN"
+        (cd "$dir" && exec env "${unset_args[@]}" taskset -c 0 "${vg[@]}" "$BIN" serve --dev --port "$PORT_T" \
+            --upstream "http://127.0.0.1:$PORT_U") >"$dir/stderr.log" 2>&1 &
         ;;
     hyper-bare)
         [[ -x "$HYPER_BIN" ]] || die "no hyper floor at $HYPER_BIN (cargo build --release --example bare_hyper)"

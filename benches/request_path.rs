@@ -65,17 +65,19 @@ fn bench(c: &mut Criterion) {
     ] {
         req.append(k, http::HeaderValue::from_static(v));
     }
+    let client = http::HeaderValue::from_static("10.0.0.1");
+    let host = http::HeaderValue::from_static("wiki.example");
     let peer = upstream::Peer {
-        client: Some(std::net::IpAddr::from([10, 0, 0, 1])),
+        client: Some(&client),
         trusted: false,
-        scheme: "http",
-        host: Some("wiki.example"),
+        scheme: &upstream::HTTP,
+        host: Some(&host),
     };
-    c.bench_function("upstream::request_header_edits + apply (6 headers)", |b| {
+    c.bench_function("upstream::filter_request_headers (6 headers)", |b| {
         b.iter_batched(
             || req.clone(),
             |mut r| {
-                upstream::request_header_edits(&r, black_box(&peer)).apply(&mut r);
+                upstream::filter_request_headers(&mut r, black_box(&peer));
                 r
             },
             criterion::BatchSize::SmallInput,

@@ -350,6 +350,7 @@ mod tests {
             token_subject: None,
             email_verified: true,
             claims: crate::principal::no_claims(),
+            rendered: Default::default(),
         }
     }
 
@@ -496,6 +497,7 @@ mod tests {
             token_subject: Some("https://ci.example#repo:acme/deploy".into()),
             email_verified: false,
             claims: crate::principal::no_claims(),
+            rendered: Default::default(),
         };
         let now = jsonwebtoken::get_current_timestamp();
         let h = a.header("api", &machine, now).unwrap();

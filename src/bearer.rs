@@ -401,6 +401,7 @@ fn principal_of(src: &crate::config::Source, claims: Value) -> Option<Principal>
             .and_then(Value::as_str)
             .map(|iss| format!("{iss}#{sub}")),
         claims: Arc::new(claims),
+        rendered: Default::default(),
     })
 }
 

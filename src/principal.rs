@@ -1,8 +1,9 @@
 //! Who a request is from once authenticated, and the identity headers that
 //! say so to the upstream. Pure.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -36,6 +37,41 @@ pub struct Principal {
     /// claims or the token's; `{}` when none. Not part of `/_auth/userinfo`.
     #[serde(skip)]
     pub claims: Arc<Value>,
+    /// The `X-Forwarded-*` identity headers, rendered on first use. A
+    /// principal lives in the session or verdict cache, so they are written
+    /// once per principal, not once per request.
+    #[serde(skip)]
+    pub rendered: Rendered,
+}
+
+/// A principal's upstream identity headers once rendered. Not part of who the
+/// principal is: equal to any other, and a clone starts empty (a changed copy
+/// must never carry the headers of the original).
+#[derive(Default)]
+pub struct Rendered(OnceLock<Vec<(HeaderName, HeaderValue)>>);
+
+impl Clone for Rendered {
+    fn clone(&self) -> Self {
+        Rendered::default()
+    }
+}
+
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Rendered {}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Rendered"
+        } else {
+            "Unrendered"
+        })
+    }
 }
 
 /// How a request was authenticated; `/_auth/userinfo` and the identity
@@ -112,6 +148,22 @@ impl Principal {
         push(preferred, self.preferred_username.as_deref());
         out
     }
+
+    /// [`Principal::headers`] with the `X-Forwarded-` prefix as header
+    /// fields, rendered the first time and kept with the principal.
+    pub fn upstream_headers(&self) -> &[(HeaderName, HeaderValue)] {
+        self.rendered.0.get_or_init(|| {
+            self.headers(false)
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    Some((
+                        HeaderName::from_bytes(name.as_bytes()).ok()?,
+                        HeaderValue::from_str(&value).ok()?,
+                    ))
+                })
+                .collect()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +189,7 @@ mod tests {
             kind: PrincipalKind::Session,
             token_subject: None,
             claims: no_claims(),
+            rendered: Rendered::default(),
         };
         let h = p.headers(false);
         assert_eq!(
@@ -147,5 +200,39 @@ mod tests {
             ]
         );
         assert_eq!(p.headers(true)[0].0, "x-auth-request-user");
+        let fields: Vec<(&str, &[u8])> = p
+            .upstream_headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("x-forwarded-user", &b"ada"[..]),
+                ("x-forwarded-groups", &b"staff,ops"[..])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_changed_copy_of_a_principal_never_sends_the_original_identity() {
+        let p = Principal {
+            user: "ada".into(),
+            user_id: None,
+            email: None,
+            email_verified: false,
+            name: None,
+            groups: vec![],
+            preferred_username: None,
+            source: "corp".into(),
+            kind: "session",
+            token_subject: None,
+            claims: no_claims(),
+            rendered: Rendered::default(),
+        };
+        assert_eq!(p.upstream_headers()[0].1, "ada");
+        let mut copy = p.clone();
+        copy.user = "grace".into();
+        assert_eq!(copy.upstream_headers()[0].1, "grace");
     }
 }

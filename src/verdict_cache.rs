@@ -143,6 +143,7 @@ mod tests {
                 kind: crate::principal::PrincipalKind::Bearer,
                 token_subject: None,
                 claims: crate::principal::no_claims(),
+                rendered: Default::default(),
             }),
             key: key.clone(),
             until,

@@ -1,6 +1,6 @@
 //! Wiring: builds the shared state from a validated config, once, and runs
-//! the proxy and admin listeners on a multi-thread tokio runtime until a
-//! shutdown signal, then drains.
+//! the proxy listener on one current-thread runtime per worker (the admin
+//! listener on its own) until a shutdown signal, then drains.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -476,6 +476,55 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     Ok(l)
 }
 
+/// Binds the proxy listener with `SO_REUSEPORT`, so that each worker can
+/// bind its own socket to the same address and the kernel spreads new
+/// connections over them. Another process already listening there (a
+/// second portcullis included) is still an error, as without the option:
+/// the address is first bound without it, and that must succeed.
+fn bind_first(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let fail = |e: std::io::Error| StartError::Listen {
+        addr,
+        reason: e.to_string(),
+    };
+    let probe = socket(addr).map_err(fail)?;
+    probe.bind(&addr.into()).map_err(fail)?;
+    // Port 0 became a concrete port: the workers' sockets join that one.
+    let concrete = probe
+        .local_addr()
+        .map_err(fail)?
+        .as_socket()
+        .unwrap_or(addr);
+    drop(probe);
+    bind_shared(concrete)
+}
+
+/// A further `SO_REUSEPORT` socket on the (concrete) proxy address.
+fn bind_shared(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let fail = |e: std::io::Error| StartError::Listen {
+        addr,
+        reason: e.to_string(),
+    };
+    let socket = socket(addr).map_err(fail)?;
+    socket.set_reuse_port(true).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.listen(LISTEN_BACKLOG).map_err(fail)?;
+    Ok(socket.into())
+}
+
+/// A TCP socket for `addr` with `SO_REUSEADDR` (as std's `bind` sets it:
+/// a restart does not wait for the old connections' TIME_WAIT).
+fn socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    Ok(socket)
+}
+
+/// The accept queue of each listening socket (std's `bind` uses 128; a
+/// burst of clients should wait in the kernel, not be refused).
+const LISTEN_BACKLOG: i32 = 1024;
+
 /// One upstream client per app; host names are resolved here, once.
 fn upstreams(config: &Config) -> Result<Vec<Target>, StartError> {
     let roots = crate::tls::base_roots();
@@ -522,7 +571,7 @@ struct Built {
 }
 
 fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
-    let listener = bind(config.server.listen)?;
+    let listener = bind_first(config.server.listen)?;
     let admin_listener = config.server.admin_listen.map(bind).transpose()?;
     let local = |l: &TcpListener, addr: SocketAddr| {
         l.local_addr().map_err(|e| StartError::Listen {
@@ -608,6 +657,14 @@ fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
 
 /// Serves until `stop` resolves, then stops accepting, lets every
 /// connection finish its requests (at most `shutdown_timeout`), and returns.
+///
+/// Each of `server.threads` workers is a thread with its own current-thread
+/// runtime and its own `SO_REUSEPORT` socket on the listen address: a
+/// connection lives on the worker that accepted it, with no hand-over
+/// between threads (measured against one work-stealing runtime: README,
+/// "Performance"). Every request still loads the config current when it
+/// arrives (SIGHUP swaps it for all workers at once). This thread runs the
+/// admin listener, the signals and the drain.
 fn run(
     built: Built,
     stop: impl Future<Output = ()> + Send + 'static,
@@ -620,7 +677,7 @@ fn run(
         admin,
         background,
         reloader,
-        ..
+        bound,
     } = built;
     let first = state.load_full();
     let (threads, max, grace) = (
@@ -628,32 +685,78 @@ fn run(
         first.config.server.max_connections,
         first.config.server.shutdown_timeout,
     );
-    // One multi-thread runtime with work stealing: CPU-heavy requests (JWT,
-    // policies) never stall a core's other connections.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("portcullis")
+    let builders = Arc::new(server::Builders::new(&first.config.server));
+    drop(first);
+    let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| StartError::Io(e.to_string()))?;
-    let outcome = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|e| StartError::Io(e.to_string()))?;
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let permits = Arc::new(tokio::sync::Semaphore::new(max));
-        let builders = Arc::new(server::Builders::new(&first.config.server));
-        drop(first);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    // Set once the drain is over: workers stop driving their connections.
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max));
+    let mut listeners = vec![listener];
+    for _ in 1..threads {
+        listeners.push(bind_shared(bound.listen)?);
+    }
+    let mut workers = Vec::new();
+    // Workers already started are stopped if a later one cannot be.
+    let abandon = |workers: Vec<std::thread::JoinHandle<()>>| {
+        let _ = tx.send(true);
+        let _ = done_tx.send(true);
+        for w in workers {
+            let _ = w.join();
+        }
+    };
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (state, tls, builders, permits) = (
+            state.clone(),
+            tls.clone(),
+            builders.clone(),
+            permits.clone(),
+        );
+        let (rx, mut done) = (rx.clone(), done_rx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("portcullis-{i}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a worker runtime could not be built");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(error = %e, "a worker could not listen");
+                            return;
+                        }
+                    };
+                    // The accept loop ends and drops the listener: no new connections.
+                    server::run(state, listener, tls, builders, permits, rx).await;
+                    // This runtime's connections keep being served until the drain ends.
+                    let _ = done.wait_for(|d| *d).await;
+                });
+                // Whatever is left (tunnels, stragglers) is cut off here.
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            });
+        match spawned {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                abandon(workers);
+                return Err(StartError::Io(e.to_string()));
+            }
+        }
+    }
+    let outcome = control.block_on(async move {
         if hangup {
             reload::on_hangup(reloader);
         }
-        let proxy = tokio::spawn(server::run(
-            state.clone(),
-            listener,
-            tls,
-            builders,
-            permits.clone(),
-            rx.clone(),
-        ));
         let admin = match admin {
             Some((l, a)) => {
                 let l = tokio::net::TcpListener::from_std(l)
@@ -664,8 +767,6 @@ fn run(
         };
         stop.await;
         let _ = tx.send(true);
-        // The accept loop ends and drops the listener: no new connections.
-        let _ = proxy.await;
         let drained = tokio::time::timeout(grace, async {
             while permits.available_permits() < max {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -682,12 +783,53 @@ fn run(
         if let Some(a) = admin {
             a.abort();
         }
-        drop(tx);
         Ok::<(), StartError>(())
     });
-    // Whatever is left (tunnels, stragglers) is cut off here.
-    runtime.shutdown_timeout(Duration::from_millis(100));
+    let _ = done_tx.send(true);
+    for w in workers {
+        let _ = w.join();
+    }
+    control.shutdown_timeout(Duration::from_millis(100));
     // Dropped here, on a plain thread: never inside another runtime.
     drop(background);
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_gateway_on_a_taken_listen_address_is_refused_despite_reuseport() {
+        let first = bind_first("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        // The first gateway's own workers join it...
+        let worker = bind_shared(addr).unwrap();
+        assert_eq!(worker.local_addr().unwrap(), addr);
+        // ...but another process starting on the same address is told it is taken.
+        let err = bind_first(addr).unwrap_err();
+        assert!(
+            matches!(err, StartError::Listen { addr: a, .. } if a == addr),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_worker_socket_accepts_connections_to_the_one_address() {
+        let first = bind_first("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = bind_shared(addr).unwrap();
+        // The kernel spreads connections over both; together they take all.
+        let clients: Vec<_> = (0..16)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut accepted = 0;
+        for l in [&first, &second] {
+            while l.accept().is_ok() {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, clients.len());
+    }
 }

@@ -30,8 +30,6 @@ type UpstreamBody = Watched<Incoming>;
 /// A pooled client to upstreams.
 type Pool = Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>;
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
 static CLOSE: HeaderValue = HeaderValue::from_static("close");
 
@@ -178,7 +176,6 @@ pub async fn forward(
     parts.path_and_query = Some(path_and_query);
     let uri = http::Uri::from_parts(parts).map_err(|_| "InvalidPath")?;
 
-    // X-Forwarded-Host is the Host the client sent, port included (as nginx's $http_host).
     // The request's authority (absolute-form, or HTTP/2's :authority) is
     // what the app was routed and decided on, so it is the Host the upstream
     // gets, whatever Host line came beside it (RFC 9112 §3.2.2): an upstream
@@ -187,20 +184,6 @@ pub async fn forward(
         .uri
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    let edits = {
-        let sent_host = head
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| head.headers.get(header::HOST).and_then(|v| v.to_str().ok()));
-        let peer = upstream::Peer {
-            client: Some(ex.peer.addr.ip()),
-            trusted: ex.peer.trusted,
-            scheme: state.scheme,
-            host: sent_host,
-        };
-        upstream::request_header_edits(&head.headers, &peer)
-    };
     let upgrade = if on_upgrade.is_some() {
         head.headers.get(header::UPGRADE).cloned()
     } else {
@@ -208,19 +191,28 @@ pub async fn forward(
     };
     let h2_client = head.version == http::Version::HTTP_2;
     let mut headers = std::mem::take(&mut head.headers);
-    // Client headers are filtered before the gateway adds its own (PRX-04).
-    edits.apply(&mut headers);
-    for name in [
-        &header::CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::EXPECT,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-    ] {
-        headers.remove(name);
+    {
+        // X-Forwarded-Host is the Host the client sent, port included (as
+        // nginx's $http_host): the authority, else the Host line.
+        let sent_host = match head.uri.authority() {
+            Some(_) => authority_host.clone(),
+            None => headers
+                .get(header::HOST)
+                .filter(|v| v.to_str().is_ok())
+                .cloned(),
+        };
+        let peer = upstream::Peer {
+            client: conn.client_value.as_ref(),
+            trusted: ex.peer.trusted,
+            scheme: if state.scheme == "https" {
+                &upstream::HTTPS
+            } else {
+                &upstream::HTTP
+            },
+            host: sent_host.as_ref(),
+        };
+        // Client headers are filtered before the gateway adds its own (PRX-04).
+        upstream::filter_request_headers(&mut headers, &peer);
     }
     if let Some(upgrade) = upgrade {
         headers.insert(header::CONNECTION, UPGRADE_TOKEN.clone());
@@ -243,13 +235,9 @@ pub async fn forward(
         upstream::strip_claim_headers(&mut headers, &app.claim_headers);
     }
     if let Some(p) = &ctx.principal {
-        for (name, value) in p.headers(false) {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&value),
-            ) {
-                headers.insert(n, v);
-            }
+        // Rendered once per principal, kept with it in its cache.
+        for (name, value) in p.upstream_headers() {
+            headers.insert(name.clone(), value.clone());
         }
         if let Some(app) = app {
             for (name, value) in upstream::claim_headers(&app.claim_headers, &p.claims) {

@@ -39,6 +39,9 @@ const NO_HEAD: u64 = u64::MAX;
 pub struct Conn {
     /// Who is connected, taken once at accept.
     pub peer: Peer,
+    /// The client's address as a header value (`X-Forwarded-For`,
+    /// `X-Real-IP`), rendered once for all the connection's requests.
+    pub client_value: Option<http::HeaderValue>,
     /// The raw request heads of this connection, when a tap provides them.
     pub heads: Option<head_tap::HeadQueue>,
     /// Requests being served right now.
@@ -79,6 +82,7 @@ enum Expiry {
 impl Conn {
     fn new(peer: Peer, permit: OwnedSemaphorePermit, heads: Option<head_tap::HeadQueue>) -> Self {
         Conn {
+            client_value: http::HeaderValue::from_str(&peer.addr.ip().to_string()).ok(),
             peer,
             heads,
             busy: AtomicUsize::new(0),

@@ -3,8 +3,6 @@
 //! fields removed, forwarding headers believed only from trusted proxies) and
 //! the response headers the client receives. Pure over `http::HeaderMap`.
 
-use std::net::IpAddr;
-
 use std::collections::BTreeMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -74,107 +72,148 @@ const CONNECTION_OPTIONS: &[&str] = &["close", "keep-alive", "upgrade"];
 /// upstream would read the request (or its body) differently.
 const FRAMING_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding"];
 
-/// Facts about the connection that the forwarding headers carry.
+/// Facts about the connection that the forwarding headers carry, rendered
+/// as header values (the client address once per connection, not per request).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer<'a> {
     /// The address the request came from.
-    pub client: Option<IpAddr>,
+    pub client: Option<&'a HeaderValue>,
     /// Whether that address is in `trusted_proxies`.
     pub trusted: bool,
     /// `http` or `https`, as the client connected.
-    pub scheme: &'a str,
+    pub scheme: &'a HeaderValue,
     /// The host the client asked for, port included, as it sent it.
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
 }
 
-/// Header changes to make before a request goes upstream: remove every
-/// `remove` name (all lines), then set each `set` pair (replacing any line).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct HeaderEdits {
-    /// Names to remove, all their lines.
-    pub remove: Vec<HeaderName>,
-    /// Names to set, after the removals, to one line each.
-    pub set: Vec<(HeaderName, HeaderValue)>,
+/// `X-Forwarded-Proto` of a plain listener.
+pub static HTTP: HeaderValue = HeaderValue::from_static("http");
+/// `X-Forwarded-Proto` of a TLS listener.
+pub static HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// A request's hop-by-hop fields (RFC 9110 §7.6.1) and `Expect`: they speak
+/// of the client's connection, never the upstream's (hyper frames that one).
+static REQUEST_HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::EXPECT,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// Whether a connection option (a token of `Connection`) names no field, or
+/// names one a client may not remove.
+fn kept_option(token: &str) -> bool {
+    CONNECTION_OPTIONS
+        .iter()
+        .chain(FRAMING_HEADERS)
+        .any(|o| o.eq_ignore_ascii_case(token))
 }
 
-impl HeaderEdits {
-    /// Applies the edits to a header map (for engines that expose one mutably).
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        for name in &self.remove {
-            headers.remove(name);
-        }
-        for (name, value) in &self.set {
-            headers.insert(name.clone(), value.clone());
+/// Filters a client's request headers in place before the gateway adds its
+/// own (PRX-01..05), in one pass over the names. Removed: fields the client
+/// nominated in `Connection` (RFC 9110 §7.6.1), the hop-by-hop fields, every
+/// spelling of a gateway-owned header, every `_` spelling of a forwarding
+/// header, and from an untrusted peer every forwarding header. Then
+/// `X-Forwarded-For`, `-Proto`, `-Host` and `X-Real-IP` are set from what the
+/// gateway saw. A trusted peer's own values are kept, its `X-Forwarded-For`
+/// extended by its address. Most requests carry none of these names: they
+/// cost one look at each name and the four insertions, no allocation.
+pub fn filter_request_headers(headers: &mut HeaderMap, peer: &Peer<'_>) {
+    // Names to remove; allocated only when there is one.
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    if headers.contains_key(http::header::CONNECTION) {
+        for value in headers.get_all(http::header::CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim) {
+                if kept_option(token) {
+                    continue;
+                }
+                // `from_bytes` reads the name in any case.
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    doomed.push(name);
+                }
+            }
         }
     }
-}
-
-/// What to change in a client's request headers before the gateway adds its
-/// own (PRX-01..05). In order: fields the client nominated in `Connection`
-/// (RFC 9110 §7.6.1) go; every spelling of a gateway-owned header goes; every
-/// `_` spelling of a forwarding header goes; from an untrusted peer every
-/// forwarding header goes, and `X-Forwarded-For`, `-Proto`, `-Host` and
-/// `X-Real-IP` are set from what the gateway saw. A trusted peer's own
-/// values are kept, its `X-Forwarded-For` extended by its address.
-pub fn request_header_edits(headers: &HeaderMap, peer: &Peer<'_>) -> HeaderEdits {
-    let mut edits = HeaderEdits::default();
-    for value in headers.get_all(http::header::CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',').map(|t| t.trim().to_ascii_lowercase()) {
-            if CONNECTION_OPTIONS.contains(&token.as_str())
-                || FRAMING_HEADERS.contains(&token.as_str())
-            {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                edits.remove.push(name);
-            }
-        }
-    }
+    // Whether a trusted proxy sent (`-` spelled) forwarding names that survive.
+    let mut trusted_forwarding = false;
     for name in headers.keys() {
+        if REQUEST_HOP_BY_HOP.iter().any(|h| h == name) {
+            doomed.push(name.clone());
+            continue;
+        }
         let n = name.as_str();
-        let doomed = is_spoofable(n) || (is_forwarding(n) && (!peer.trusted || n.contains('_')));
-        if doomed {
-            edits.remove.push(name.clone());
+        if !may_be_ours(n) {
+            continue;
+        }
+        if is_spoofable(n) {
+            doomed.push(name.clone());
+        } else if is_forwarding(n) {
+            if !peer.trusted || n.contains('_') {
+                doomed.push(name.clone());
+            } else {
+                trusted_forwarding = true;
+            }
         }
     }
     // A trusted proxy's values survive unless its client nominated them.
-    let survives = |edits: &HeaderEdits, name: &str| {
-        peer.trusted && headers.contains_key(name) && !edits.remove.iter().any(|r| r == name)
+    let survives = |headers: &HeaderMap, doomed: &[HeaderName], name: &HeaderName| {
+        trusted_forwarding && headers.contains_key(name) && !doomed.contains(name)
     };
-    let client = peer.client.map(|ip| ip.to_string());
-    let mut chain: Vec<&str> = Vec::new();
-    if survives(&edits, "x-forwarded-for") {
-        chain.extend(
-            headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty()),
-        );
+    let [xff, proto, host, real_ip] = [
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &X_REAL_IP,
+    ]
+    .map(|n| survives(headers, &doomed, n));
+    for name in &doomed {
+        headers.remove(name);
     }
-    chain.extend(client.as_deref());
-    let xff = chain.join(", ");
-    let mut ours = vec![("x-forwarded-for", (!xff.is_empty()).then_some(xff.as_str()))];
-    for (name, value) in [
-        ("x-forwarded-proto", Some(peer.scheme)),
-        ("x-forwarded-host", peer.host),
-        ("x-real-ip", client.as_deref()),
-    ] {
-        if !survives(&edits, name) {
-            ours.push((name, value));
+    let chain = if xff {
+        let client = peer.client.and_then(|v| v.to_str().ok());
+        let hops: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .chain(client)
+            .collect();
+        (!hops.is_empty())
+            .then(|| HeaderValue::from_str(&hops.join(", ")).ok())
+            .flatten()
+    } else {
+        peer.client.cloned()
+    };
+    let mut set = |name: &HeaderName, value: Option<HeaderValue>| match value {
+        Some(v) => {
+            headers.insert(name.clone(), v);
         }
-    }
-    for (name, value) in ours {
-        let name = HeaderName::from_static(name);
-        match value.and_then(|v| HeaderValue::from_str(v).ok()) {
-            Some(v) => edits.set.push((name, v)),
-            // Nothing true to say: make sure nothing false is said either.
-            None => edits.remove.push(name),
+        // Nothing true to say: make sure nothing false is said either.
+        None => {
+            headers.remove(name);
         }
+    };
+    set(&X_FORWARDED_FOR, chain);
+    if !proto {
+        set(&X_FORWARDED_PROTO, Some(peer.scheme.clone()));
     }
-    edits
+    if !host {
+        set(&X_FORWARDED_HOST, peer.host.cloned());
+    }
+    if !real_ip {
+        set(&X_REAL_IP, peer.client.cloned());
+    }
 }
 
 /// A header name lower-cased with `_` read as `-`: how `claim_headers` names
@@ -273,16 +312,17 @@ pub fn rewritten_target(uri: &http::Uri, forward: &str) -> Option<String> {
 /// Why an upstream response cannot be passed on: its framing could be read
 /// two ways (PRX-23). Answered with 502; the upstream connection is not reused.
 pub fn check_response_framing(headers: &HeaderMap) -> Result<(), &'static str> {
-    let lengths: Vec<&[u8]> = headers
-        .get_all(http::header::CONTENT_LENGTH)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect();
-    if !lengths.is_empty() && headers.contains_key(http::header::TRANSFER_ENCODING) {
+    // Read in place: every answer passes here, so nothing is collected.
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else {
+        return Ok(());
+    };
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
         return Err("the upstream sent both Content-Length and Transfer-Encoding");
     }
-    let valid = |v: &&[u8]| !v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit);
-    if !lengths.iter().all(valid) || lengths.windows(2).any(|w| w.first() != w.last()) {
+    let first = first.as_bytes();
+    let valid = |v: &[u8]| !v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit);
+    if !valid(first) || lengths.any(|v| v.as_bytes() != first) {
         return Err("the upstream sent an invalid Content-Length");
     }
     Ok(())
@@ -307,11 +347,9 @@ pub fn response_hop_by_hop(headers: &HeaderMap, status: u16) -> Vec<HeaderName> 
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .map(|t| t.trim().to_ascii_lowercase())
-                .filter(|t| {
-                    !CONNECTION_OPTIONS.contains(&t.as_str())
-                        && !FRAMING_HEADERS.contains(&t.as_str())
-                })
+                .map(str::trim)
+                // nginx says `Connection: keep-alive` on every answer: no copy for that.
+                .filter(|t| !kept_option(t))
                 .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
         );
     }
@@ -439,7 +477,7 @@ mod tests {
 
     fn filtered(lines: &[(&str, &str)], peer: &Peer<'_>) -> HeaderMap {
         let mut h = map(lines);
-        request_header_edits(&h, peer).apply(&mut h);
+        filter_request_headers(&mut h, peer);
         h
     }
 
@@ -450,14 +488,17 @@ mod tests {
             .collect()
     }
 
-    const UNTRUSTED: Peer<'static> = Peer {
-        client: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3))),
+    static CLIENT: HeaderValue = HeaderValue::from_static("10.1.2.3");
+    static HOST: HeaderValue = HeaderValue::from_static("wiki.example:8080");
+
+    static UNTRUSTED: Peer<'static> = Peer {
+        client: Some(&CLIENT),
         trusted: false,
-        scheme: "http",
-        host: Some("wiki.example:8080"),
+        scheme: &HTTP,
+        host: Some(&HOST),
     };
 
-    const TRUSTED: Peer<'static> = Peer {
+    static TRUSTED: Peer<'static> = Peer {
         trusted: true,
         ..UNTRUSTED
     };
@@ -506,6 +547,36 @@ mod tests {
         // A client cannot make the upstream lose the request's host or framing.
         assert_eq!(values(&h, "host"), ["wiki.example"]);
         assert_eq!(values(&h, "content-length"), ["5"]);
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_expect_never_reach_the_upstream() {
+        let h = filtered(
+            &[
+                ("Connection", "keep-alive"),
+                ("TE", "trailers"),
+                ("Trailer", "x-sum"),
+                ("Transfer-Encoding", "chunked"),
+                ("Upgrade", "h2c"),
+                ("Expect", "100-continue"),
+                ("Keep-Alive", "timeout=5"),
+                ("Proxy-Connection", "keep-alive"),
+                ("Accept", "text/html"),
+            ],
+            &UNTRUSTED,
+        );
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-real-ip"
+            ]
+        );
     }
 
     #[test]

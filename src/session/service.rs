@@ -774,5 +774,6 @@ pub fn principal_of(record: &SessionRecord, user: &User) -> Principal {
         kind: crate::principal::PrincipalKind::Session,
         token_subject: None,
         claims: std::sync::Arc::new(crate::identity::claims::parse(record.claims.as_deref())),
+        rendered: Default::default(),
     }
 }
