@@ -225,7 +225,7 @@ mod tests {
             groups: vec![],
             preferred_username: None,
             source: "corp".into(),
-            kind: "session",
+            kind: PrincipalKind::Session,
             token_subject: None,
             claims: no_claims(),
             rendered: Rendered::default(),
