@@ -315,6 +315,14 @@ groups = ["contractors"]
 "#,
     );
     write(dir, "not_a_table", "= 1\n[[server]]\nlisten = 5\n[server\n");
+    // The operator's guide's recipes, as deployers copy them.
+    for entry in std::fs::read_dir("docs/recipes").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let name = path.file_stem().unwrap().to_string_lossy();
+            write(dir, &format!("recipe_{name}"), std::fs::read(&path).unwrap());
+        }
+    }
 }
 
 /// A real OAuth 1.0a exchange with the demo provider: the answers it gives,

@@ -9,6 +9,8 @@
 #   FUZZ_SANITIZER=address     AddressSanitizer (needs -Z flags: RUSTC_BOOTSTRAP=1 is set
 #                              for it on stable); default `none`, plain stable
 #   FUZZ_TOOLCHAIN=stable      the rustup toolchain
+#   FUZZ_KEEP_GOING=1          run the whole time, collecting every crash (libFuzzer fork
+#                              mode) instead of stopping at the first; still exit 1 if any
 #   CARGO_TARGET_DIR           honoured (the fuzz build has its own flags; give it its own dir)
 #
 # The committed seeds (fuzz/corpus/<target>/) are only read; what a run finds
@@ -60,12 +62,24 @@ for t in $targets; do
     mkdir -p "$work" "fuzz/artifacts/$t"
     log="fuzz/logs/$t.log"
     status=0
+    found_before=$(find "fuzz/artifacts/$t" -type f | wc -l)
+    keep_going=()
+    if [ -n "${FUZZ_KEEP_GOING:-}" ]; then
+        keep_going=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
+    fi
     # New inputs go to the first directory; the seeds are read from the second.
     cargo "+$toolchain" fuzz run "${flags[@]}" "$t" "$work" "fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        >"$log" 2>&1 || status=$?
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-    last=$(grep -E '^#[0-9]+' "$log" | tail -1)
+        "${keep_going[@]}" >"$log" 2>&1 || status=$?
+    if [ "$(find "fuzz/artifacts/$t" -type f | wc -l)" -gt "$found_before" ] && [ "$status" -eq 0 ]; then
+        status=1
+    fi
+    last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
+    if [ -z "$execs" ]; then
+        # Fork mode prints no final stats: its last status line counts the runs.
+        execs=$(grep -oE '^#[0-9]+' <<<"$last" | tr -d '#' || true)
+    fi
     cov=$(grep -o 'cov: [0-9]*' <<<"$last" | grep -o '[0-9]*' || true)
     ft=$(grep -o 'ft: [0-9]*' <<<"$last" | grep -o '[0-9]*' || true)
     corpus=$(find "$work" -type f | wc -l)

@@ -16,8 +16,9 @@ const MAX_BYTES: usize = 16 * 1024;
 const JWKS: &str = include_str!("../corpus/jwks/demo_rsa_ec");
 const HMAC_SECRET: &str = include_str!("../corpus/jws/hs256_secret.txt");
 /// Tokens the demo provider signed with the keys above (a bad-signature one is among the seeds, not here).
-const SIGNED: [&str; 4] = [
+const SIGNED: [&str; 5] = [
     include_str!("../corpus/jws/rs256"),
+    include_str!("../corpus/jws/rs256_no_kid"),
     include_str!("../corpus/jws/es256"),
     include_str!("../corpus/jws/hs256"),
     include_str!("../corpus/jws/rs256_hostile_claims"),
