@@ -320,7 +320,11 @@ groups = ["contractors"]
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let name = path.file_stem().unwrap().to_string_lossy();
-            write(dir, &format!("recipe_{name}"), std::fs::read(&path).unwrap());
+            write(
+                dir,
+                &format!("recipe_{name}"),
+                std::fs::read(&path).unwrap(),
+            );
         }
     }
 }

@@ -88,10 +88,16 @@ fn try_open(value: &str) {
             }
         }
         // The typed payloads, as the session layer opens them.
-        if sealer.open::<SessionClaims>(name, Purpose::Session, value).is_ok() {
+        if sealer
+            .open::<SessionClaims>(name, Purpose::Session, value)
+            .is_ok()
+        {
             assert!(is_authentic(name, Purpose::Session, value));
         }
-        if sealer.open::<LoginState>(name, Purpose::LoginState, value).is_ok() {
+        if sealer
+            .open::<LoginState>(name, Purpose::LoginState, value)
+            .is_ok()
+        {
             assert!(is_authentic(name, Purpose::LoginState, value));
         }
     }

@@ -1837,8 +1837,15 @@ mod tests {
                 .with_realm(realm)
                 .resource("GET", &target, None, &token, &Stamp::new("n", 10))
                 .unwrap();
-            let parsed = verify_request("GET", &target, None, &signed.authorization, "s", "token-secret")
-                .unwrap_or_else(|e| panic!("{realm:?}: {e}: {}", signed.authorization));
+            let parsed = verify_request(
+                "GET",
+                &target,
+                None,
+                &signed.authorization,
+                "s",
+                "token-secret",
+            )
+            .unwrap_or_else(|e| panic!("{realm:?}: {e}: {}", signed.authorization));
             assert_eq!(parsed.realm(), Some(realm));
             assert_eq!(parsed.token(), Some("token"));
         }
