@@ -225,6 +225,16 @@ impl Jws<'_> {
             .map_err(|_| JwsError::Signature)
     }
 
+    /// The signed part as the token spelt it: `header.payload`.
+    pub fn signing_input(&self) -> &str {
+        self.signing_input
+    }
+
+    /// The signature, decoded.
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+
     /// The claims as one JSON value.
     pub fn into_claims(self) -> Value {
         Value::Object(self.claims)

@@ -92,6 +92,24 @@ mod tests {
     }
 
     #[test]
+    fn a_long_decimal_claim_reads_back_as_the_number_stored() {
+        // Found by fuzzing (fuzz/fuzz_targets/claims_policy.rs): without
+        // serde_json's exact float parsing, the stored text of a claim such as
+        // 9223372036.54737903 read back one unit in the last place off, so a
+        // policy saw another number than at sign-in.
+        for text in [
+            r#"{"x":9223372036.54737903}"#,
+            r#"{"x":922337223372036.54775801}"#,
+            r#"{"x":922.037623354775001}"#,
+        ] {
+            let claims: Value = serde_json::from_str(text).unwrap();
+            let (stored, dropped) = for_session(&claims, MAX_SESSION_CLAIMS);
+            assert!(dropped.is_empty());
+            assert_eq!(parse(Some(&stored)), claims, "{text} stored as {stored}");
+        }
+    }
+
+    #[test]
     fn missing_or_broken_stored_claims_read_as_empty() {
         assert_eq!(parse(None), json!({}));
         assert_eq!(parse(Some("not json")), json!({}));
