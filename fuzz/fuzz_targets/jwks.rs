@@ -6,7 +6,7 @@
 
 use jsonwebtoken::Algorithm;
 use libfuzzer_sys::fuzz_target;
-use portcullis::jwks::{self, Candidates, MAX_KEYS};
+use portcullis::jwk::{self, Candidates, MAX_KEYS};
 
 const ALL: [Algorithm; 10] = [
     Algorithm::RS256,
@@ -22,7 +22,7 @@ const ALL: [Algorithm; 10] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(set) = jwks::parse(data) else {
+    let Ok(set) = jwk::parse(data) else {
         return;
     };
     assert!(!set.keys.is_empty() && set.keys.len() <= MAX_KEYS);

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use portcullis::jwks::KeySet;
+use portcullis::jwk::KeySet;
 use portcullis::jws;
 
 const MAX_BYTES: usize = 16 * 1024;
@@ -26,7 +26,7 @@ const SIGNED: [&str; 5] = [
 
 fn keys() -> &'static KeySet {
     static KEYS: OnceLock<KeySet> = OnceLock::new();
-    KEYS.get_or_init(|| portcullis::jwks::parse(JWKS.as_bytes()).unwrap_or_default())
+    KEYS.get_or_init(|| portcullis::jwk::parse(JWKS.as_bytes()).unwrap_or_default())
 }
 
 fn authentic(signing_input: &str) -> bool {

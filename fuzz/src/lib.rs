@@ -1,6 +1,6 @@
 //! Invariants shared by the fuzz targets.
 
-use portcullis::path::{canonicalize, CanonicalPath};
+use portcullis::config::path::{canonicalize, CanonicalPath};
 
 /// Whether `bytes` (fully percent-decoded) holds a `.` or `..` segment, a NUL
 /// or a backslash, reading `%2F` as `/` and ignoring `;params`, as
