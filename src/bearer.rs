@@ -16,7 +16,7 @@ use crate::source::idtoken::{self, LEEWAY_SECS};
 use crate::source::Sources;
 use crate::verdict_cache::{Verdict, VerdictCache, VerdictKey};
 
-/// Largest token accepted, checked before any parsing (SECURITY.md).
+/// Largest token accepted, checked before any parsing (docs/security.md).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Why a bearer token is refused; the text goes into RFC 6750's
@@ -314,7 +314,7 @@ pub fn allowed_algorithms(configured: &[Algorithm]) -> Vec<Algorithm> {
 }
 
 /// The last second of year 9999: later NumericDates are refused rather than
-/// carried into arithmetic (SECURITY.md JWT-19).
+/// carried into arithmetic (docs/security.md JWT-19).
 const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
 
 /// A NumericDate we accept: a non-negative integer up to [`MAX_NUMERIC_DATE`].

@@ -9,7 +9,7 @@ use aws_lc_rs::signature::ParsedPublicKey;
 use base64::Engine as _;
 use jsonwebtoken::Algorithm;
 
-/// Most keys accepted in one set (SECURITY.md JWKS-08).
+/// Most keys accepted in one set (docs/security.md JWKS-08).
 pub const MAX_KEYS: usize = 100;
 
 /// Why a JWKS document was refused as a whole (not JSON, no `keys`, too

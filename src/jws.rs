@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::jwk::{Candidates, Key, KeySet};
 
-/// Longest `kid` looked up; longer ones are refused without a refetch (SECURITY.md JWT-11).
+/// Longest `kid` looked up; longer ones are refused without a refetch (docs/security.md JWT-11).
 pub const MAX_KID_BYTES: usize = 256;
 
 /// Why a token is not a signed JWS we accept. The texts are fixed: they never

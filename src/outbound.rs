@@ -12,7 +12,7 @@ use url::Url;
 
 /// Largest provider response read (discovery, token, userinfo).
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
-/// Largest JWKS document read (SECURITY.md JWKS-07).
+/// Largest JWKS document read (docs/security.md JWKS-07).
 pub const MAX_JWKS_BYTES: usize = 512 * 1024;
 
 /// Why a call to a provider failed. Every variant means: the provider is not

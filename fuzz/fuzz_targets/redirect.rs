@@ -1,4 +1,4 @@
-//! The `rd` validator on hostile values (open redirects, SECURITY.md OA2-13):
+//! The `rd` validator on hostile values (open redirects, docs/security.md OA2-13):
 //! whatever it keeps, a browser resolving it against any of our pages lands
 //! on one of our origins, never elsewhere; and it never panics.
 #![no_main]

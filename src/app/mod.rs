@@ -76,7 +76,7 @@ pub enum StartError {
     Assertion(#[from] crate::assertion::AssertionError),
 }
 
-/// Timeouts for calls to identity providers (SECURITY.md: 5 s).
+/// Timeouts for calls to identity providers (docs/security.md: 5 s).
 const PROVIDER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PROVIDER_TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
 

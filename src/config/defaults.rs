@@ -5,6 +5,6 @@
 /// Most verified tokens held per replica by default (`server.bearer_cache_entries`).
 pub const BEARER_CACHE_ENTRIES: u64 = 100_000;
 
-/// How long a sign-in may take (SECURITY.md: 10 minutes): the login-state
+/// How long a sign-in may take (docs/security.md: 10 minutes): the login-state
 /// cookie's lifetime and how long the replay guard remembers a state.
 pub const LOGIN_STATE_SECS: u64 = 600;

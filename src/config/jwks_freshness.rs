@@ -58,7 +58,7 @@ fn max_age(cache_control: &str) -> Option<u64> {
     age
 }
 
-/// Refresh interval without `max-age` (SECURITY.md JWKS-12 default).
+/// Refresh interval without `max-age` (docs/security.md JWKS-12 default).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 /// How long a set outlives failed refreshes (KEEP-LAST-GOOD bound).
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 3600);

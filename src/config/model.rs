@@ -511,7 +511,7 @@ pub struct App {
     pub jwt_sources: Vec<String>,
     /// Accepted `aud` values of bearer JWTs (empty: not checked).
     pub jwt_audiences: Vec<String>,
-    /// Pass a verified bearer token on to the upstream (default: removed, SECURITY.md JWT-27).
+    /// Pass a verified bearer token on to the upstream (default: removed, docs/security.md JWT-27).
     pub forward_bearer_token: bool,
     /// Send `X-Portcullis-Assertion`, a signed JWT of the identity (keys at `/_auth/jwks.json`).
     pub identity_assertion: bool,

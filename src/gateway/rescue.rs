@@ -88,7 +88,7 @@ pub enum Rejection {
     },
 }
 
-/// Why a sign-in was refused (DESIGN.md "Sign-in outcomes"). Each kind has
+/// Why a sign-in was refused (docs/design.md "Sign-in outcomes"). Each kind has
 /// one status and one public wording; what actually went wrong (a URL, a
 /// library's message) is logged with the request id, never shown.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -738,7 +738,7 @@ async fn callback(
             _ => None,
         }
     });
-    // The login state is one-time: every answer from here clears it (SECURITY.md REJECT-LOGIN).
+    // The login state is one-time: every answer from here clears it (docs/security.md, "Refused sign-in").
     let clear_login: Vec<(&'static str, String)> = name
         .iter()
         .map(|n| {

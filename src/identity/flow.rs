@@ -1,4 +1,4 @@
-//! The sign-in decision of DESIGN.md "Sign-in outcomes" (authentik's flow
+//! The sign-in decision of docs/design.md "Sign-in outcomes" (authentik's flow
 //! manager) as one pure function: what the source proved and what the
 //! directory holds go in; authenticate, link, enroll or refuse comes out.
 
@@ -93,7 +93,7 @@ pub fn lookup_key(
     }
 }
 
-/// Decides the outcome (DESIGN.md steps 1–4, in order).
+/// Decides the outcome (docs/design.md steps 1–4, in order).
 pub fn decide(f: &Facts<'_>) -> Outcome {
     // 1. A connection exists: authenticate that user.
     if let Some(user) = f.connected {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::jwk::KeySet;
 use crate::jws::{self, JwsError};
 
-/// Clock leeway for `exp` and `iat` (SECURITY.md: 60 s).
+/// Clock leeway for `exp` and `iat` (docs/security.md: 60 s).
 pub const LEEWAY_SECS: u64 = 60;
 /// Largest ID token accepted.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;

@@ -467,7 +467,7 @@ async fn a_key_published_after_start_is_accepted_after_one_refetch() {
     );
 }
 
-/// The hostile cases of SECURITY.md's JWT group that need a running gateway;
+/// The hostile cases of docs/security.md's JWT group that need a running gateway;
 /// the parser-level ones (JWT-12…JWT-17) are table tests in `src/jws.rs`.
 #[tokio::test(flavor = "multi_thread")]
 async fn security_md_jwt_cases_are_refused_with_nothing_upstream() {

@@ -1,6 +1,6 @@
 //! People signing in through an OAuth 1.0a source (RFC 5849, HMAC-SHA1): the
 //! three legs through the gateway against the in-process OAuth 1.0a provider,
-//! and the refusals of SECURITY.md's OAuth 1.0a group, each asserting no
+//! and the refusals of docs/security.md's OAuth 1.0a group, each asserting no
 //! session cookie and no user written.
 
 use portcullis::demo::oauth1_provider::{

@@ -1,6 +1,6 @@
 //! People signing in through an OpenID Connect source: the whole flow through
 //! the gateway against the in-process provider, and every way the provider
-//! can misbehave (SECURITY.md section 1), each asserting no session, no user
+//! can misbehave (docs/security.md section 1), each asserting no session, no user
 //! written, and no provider call after the failure point.
 
 use std::time::Duration;
