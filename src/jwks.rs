@@ -41,6 +41,10 @@ struct Held {
     set: Arc<KeySet>,
     /// `None` for inline keys: they never go stale.
     stale_after: Option<Duration>,
+    /// When the set was fetched (or carried over by a reload).
+    held_at: std::time::Instant,
+    /// From `held_at` to the scheduled refresh; `None` for inline keys.
+    refresh_after: Option<Duration>,
 }
 
 /// Evicts each set at the end of its max stale age.
@@ -111,6 +115,8 @@ impl JwksCache {
                             Arc::new(Held {
                                 set: Arc::new(set),
                                 stale_after: None,
+                                held_at: Instant::now(),
+                                refresh_after: None,
                             }),
                         );
                     }
@@ -133,6 +139,44 @@ impl JwksCache {
             held,
             fetches,
         }
+    }
+
+    /// Takes over `source`'s fetched key set from `previous`, the cache of
+    /// the config a reload replaces, when the reload left that source as it
+    /// was: its keys, what is left of their stale age and of the time to the
+    /// scheduled refresh carry over, so the reload fetches nothing for it.
+    /// Returns whether it did.
+    pub fn carry_over(&self, previous: &JwksCache, source: &str) -> bool {
+        if self.held.contains_key(source) || !self.sources.contains_key(source) {
+            return false;
+        }
+        let Some(old) = previous.held.get(source) else {
+            return false;
+        };
+        let (Some(stale_after), Some(refresh_after)) = (old.stale_after, old.refresh_after) else {
+            return false;
+        };
+        let age = old.held_at.elapsed();
+        let Some(left) = stale_after.checked_sub(age).filter(|d| !d.is_zero()) else {
+            return false;
+        };
+        self.held.insert(
+            source.to_string(),
+            Arc::new(Held {
+                set: old.set.clone(),
+                stale_after: Some(left),
+                held_at: Instant::now(),
+                refresh_after: Some(refresh_after.saturating_sub(age)),
+            }),
+        );
+        true
+    }
+
+    /// How long until the held set of `source` is due for its scheduled
+    /// refresh; `None` when none was fetched (or the keys are inline).
+    pub fn refresh_due_in(&self, source: &str) -> Option<Duration> {
+        let held = self.held.get(source)?;
+        Some(held.refresh_after?.saturating_sub(held.held_at.elapsed()))
     }
 
     /// The fetch counters, for the metrics registry.
@@ -332,6 +376,8 @@ impl JwksCache {
             Arc::new(Held {
                 set: set.clone(),
                 stale_after: Some(entry.freshness.max_stale),
+                held_at: Instant::now(),
+                refresh_after: Some(entry.freshness.interval(cache_control.as_deref())),
             }),
         );
         Ok((set, cache_control))

@@ -163,6 +163,16 @@ pub(crate) fn assemble(
             for (slug, key, discovered, configured) in &report.overridden {
                 tracing::info!(source = %slug, key, discovered = %discovered, configured = %configured, "a URL set in the config replaces the discovered one");
             }
+            // A source the reload left as it was keeps its fetched keys
+            // (the others' changes are no reason to fetch them again).
+            if let Some((old, _)) = prev {
+                for s in &config.sources {
+                    let unchanged = old.config.sources.iter().any(|o| reload::same_source(o, s));
+                    if unchanged && sources.jwks.carry_over(&old.sources.jwks, &s.slug) {
+                        tracing::debug!(source = %s.slug, "reload keeps the source's keys");
+                    }
+                }
+            }
             (Arc::new(sources), readiness)
         }
     };

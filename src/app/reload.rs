@@ -13,7 +13,7 @@ use prometheus::IntCounterVec;
 use super::{assemble, start_refreshing, Io};
 use crate::admin::Loaded;
 use crate::audit::{Event, Kind, Reason};
-use crate::config::Config;
+use crate::config::{Config, Source};
 use crate::gateway::State;
 use crate::readiness::Readiness;
 use crate::tls::Certificate;
@@ -43,20 +43,29 @@ fn fingerprint<T: serde::Serialize>(value: &T, secrets: &[&[u8]]) -> (String, Ve
 
 /// Whether the `[[source]]` lists are the same, secrets included.
 pub fn same_sources(old: &Config, new: &Config) -> bool {
-    let secrets = |c: &Config| -> Vec<Vec<u8>> {
-        c.sources
+    old.sources.len() == new.sources.len()
+        && old
+            .sources
             .iter()
-            .flat_map(|s| {
-                [
-                    s.consumer_secret.as_ref().map(|x| x.expose().as_bytes()),
-                    s.private_key.as_ref().map(|x| x.expose().as_bytes()),
-                ]
-            })
-            .map(|s| s.unwrap_or_default().to_vec())
-            .collect()
+            .zip(&new.sources)
+            .all(|(o, n)| same_source(o, n))
+}
+
+/// Whether one `[[source]]` is the same in both configs, secrets included
+/// (its outbound TLS and provider timeouts come from it too).
+pub fn same_source(old: &Source, new: &Source) -> bool {
+    let secrets = |s: &Source| -> Vec<Vec<u8>> {
+        [
+            s.consumer_secret.as_ref().map(|x| x.expose().as_bytes()),
+            s.private_key.as_ref().map(|x| x.expose().as_bytes()),
+        ]
+        .into_iter()
+        .map(|x| x.unwrap_or_default().to_vec())
+        .collect()
     };
-    // Outbound TLS and timeouts of provider calls come from the sources too.
-    fingerprint(&old.sources, &[]) == fingerprint(&new.sources, &[]) && secrets(old) == secrets(new)
+    old.slug == new.slug
+        && fingerprint(old, &[]) == fingerprint(new, &[])
+        && secrets(old) == secrets(new)
 }
 
 /// Whether `[session]` and the public origin (cookie `Secure`, `__Host-`) are the same.

@@ -97,7 +97,8 @@ impl Sources {
     /// Fetches now, concurrently, the keys of every source that has a JWKS
     /// URL (configured or discovered; inline-only sets have nothing to
     /// fetch); returns, per source, when to refresh next. Failures are logged
-    /// and counted, and retried soon.
+    /// and counted, and retried soon. A set a reload carried over (the source
+    /// did not change) is not fetched: it keeps its own refresh time.
     pub async fn fetch_all_keys(&self) -> Vec<(String, Duration)> {
         let mut slugs: Vec<&String> = self
             .by_slug
@@ -109,6 +110,10 @@ impl Sources {
             .collect();
         slugs.sort();
         let fetches = slugs.into_iter().map(|slug| async move {
+            // Keys a reload carried over are refreshed on their own schedule.
+            if let Some(due) = self.jwks.refresh_due_in(slug) {
+                return (slug.clone(), due);
+            }
             let next = match self.jwks_url(slug) {
                 Some(url) => match self.jwks.refresh(slug, &url).await {
                     Ok(r) => r.next,

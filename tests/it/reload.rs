@@ -500,3 +500,68 @@ async fn a_renewed_certificate_is_served_after_sighup_and_an_open_connection_car
         "the connection open before the reload was dropped"
     );
 }
+
+/// How many times `p`'s JWKS was fetched, once it has been at least `at_least` times (at most 5 s).
+async fn jwks_fetches(p: &portcullis::demo::Provider, at_least: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = p.calls(portcullis::demo::Endpoint::Jwks);
+        if n >= at_least || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_changes_one_source_keeps_the_other_sources_keys() {
+    let ci = crate::bearer::provider().await;
+    let corp = crate::bearer::provider().await;
+    let api = Upstream::start("api").await;
+    let config = |corp_name: &str| {
+        format!(
+            "{}[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\n\
+             [[source]]\nslug = \"corp\"\nname = \"{corp_name}\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\n\
+             [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n\
+             [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+            base_config(),
+            ci.well_known_url(),
+            corp.well_known_url(),
+            api.url()
+        )
+    };
+    let file = config_file(&config("Corp"));
+    let bin = Bin::start(&file.path);
+    let ci_before = jwks_fetches(&ci, 1).await;
+    let corp_before = jwks_fetches(&corp, 1).await;
+    assert!(
+        ci_before >= 1 && corp_before >= 1,
+        "keys were not fetched at start"
+    );
+    let token = ci
+        .sign(&crate::bearer::claims(&ci.issuer(), |_| {}))
+        .unwrap();
+    let call = || {
+        client()
+            .get(format!("http://{}/x", bin.listen))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(call().await.unwrap().status(), 200);
+
+    // Only corp changes (its display name): its keys are fetched again, ci's are not.
+    std::fs::write(&file.path, config("Corp SSO")).unwrap();
+    bin.hup();
+    bin.wait_generation(2).await;
+    assert!(
+        jwks_fetches(&corp, corp_before + 1).await > corp_before,
+        "the changed source's keys were not fetched again"
+    );
+    let r = call().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert_eq!(
+        ci.calls(portcullis::demo::Endpoint::Jwks),
+        ci_before,
+        "the unchanged source's keys were fetched again"
+    );
+}
