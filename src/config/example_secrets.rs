@@ -1,12 +1,18 @@
 //! Session secrets printed in portcullis's own examples and docs. Anyone can
 //! read them, so a gateway keyed with one seals cookies anyone can forge:
 //! `serve`, `check` and a reload refuse them. A test scans the README,
-//! `config/` and `docs/` so that a new example secret is added here.
+//! `config/`, `docs/`, `examples/` and the fuzz config seeds so that a new
+//! example secret is added here.
 
 /// Every session secret the project has published (base64, as printed).
 pub const EXAMPLE_SECRETS: &[&str] = &[
     // config/portcullis.toml and the Docker image until 2026-12 (the image copied it).
     "k1p0fLq2pQm7WQ0r5V9o3cL1yW6m2sQ8tR4uE7iO0aA=",
+    // The fuzz seeds: config files under fuzz/corpus/config_load/ ("hello world" x3)…
+    "aGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd29ybGQ=",
+    // …and the keys of the sealed cookies under fuzz/corpus/cookie_open/.
+    "cG9ydGN1bGxpcyBmdXp6IHNlY3JldCwgY3VycmVudCE=",
+    "cG9ydGN1bGxpcyBmdXp6IHNlY3JldCwgcmV0aXJlZCE=",
 ];
 
 /// Whether `secret` (decoded bytes) is one of the published example secrets,

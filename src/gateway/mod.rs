@@ -226,13 +226,17 @@ pub async fn authenticate(
             AccessToken::Token(t) => ctx.access_token = Some(t),
             AccessToken::Absent => {}
             AccessToken::Ended(why) => {
-                state.audit.emit(&crate::audit::Event {
-                    cause: Some("access_token_not_renewed"),
-                    user_id: principal.user_id.as_deref(),
-                    username: Some(&principal.user),
-                    source: Some(&principal.source),
-                    ..audit_facts(state, ctx, crate::audit::Kind::Revocation)
-                });
+                // `None`: ended by something else (a sign-out, `users disable`)
+                // while this request waited; that has its own audit line.
+                if why.is_some() {
+                    state.audit.emit(&crate::audit::Event {
+                        cause: Some("access_token_not_renewed"),
+                        user_id: principal.user_id.as_deref(),
+                        username: Some(&principal.user),
+                        source: Some(&principal.source),
+                        ..audit_facts(state, ctx, crate::audit::Kind::Revocation)
+                    });
+                }
                 ctx.session_ended = why;
                 return Ok(None);
             }

@@ -1096,7 +1096,13 @@ async fn sign_out(
     if let Some((c, _)) = claims {
         let record = sessions.record(&c.sid).await;
         let who = sessions.principal(&c, now()).await.ok().flatten();
-        sessions.revoke(&c.sid).await;
+        if sessions.revoke(&c.sid).await.is_err() {
+            // Not ended in the store: clearing the cookie would claim a
+            // sign-out that a copy of the cookie outlives.
+            ctx.refused = Some(Reason::StoreUnavailable);
+            rescue::respond(session, ctx, Rejection::SessionUnavailable);
+            return Ok(());
+        }
         state.audit.emit(&crate::audit::Event {
             user_id: Some(&c.uid),
             username: who.as_ref().map(|p| p.user.as_str()),

@@ -671,20 +671,22 @@ impl Sessions {
             reason = reason.code(),
             "session ended: its access token cannot be renewed"
         );
-        if let Err(e) = self.store.revoke_session(sid).await {
-            tracing::warn!(error = %e, "session revocation failed");
-        }
         let why = SessionEnded { reason, source };
-        // After the revocation, so no replica ever finds the session live
-        // without its tokens: the reason replaces them (an ended session needs
-        // none), and every replica can say why.
-        match why.seal(&self.sealer, sid) {
-            Ok(sealed) => {
-                if let Err(e) = self.store.finish_token_refresh(sid, Some(&sealed)).await {
-                    tracing::warn!(error = %e, "keeping why the session ended failed");
+        match self.store.revoke_session(sid).await {
+            // After the revocation, so no replica ever finds the session live
+            // without its tokens: the reason replaces them (an ended session
+            // needs none), and every replica can say why.
+            Ok(()) => match why.seal(&self.sealer, sid) {
+                Ok(sealed) => {
+                    if let Err(e) = self.store.finish_token_refresh(sid, Some(&sealed)).await {
+                        tracing::warn!(error = %e, "keeping why the session ended failed");
+                    }
                 }
-            }
-            Err(e) => tracing::warn!(error = %e, "sealing why the session ended failed"),
+                Err(e) => tracing::warn!(error = %e, "sealing why the session ended failed"),
+            },
+            // Not revoked in the store: its tokens stay, so another replica
+            // never serves it live without them (it refreshes or ends it itself).
+            Err(e) => tracing::warn!(error = %e, "session revocation failed"),
         }
         // The requests waiting on this entry's refresh read it from here.
         let _ = entry.ended.set(why.clone());
@@ -710,13 +712,17 @@ impl Sessions {
         self.cache.get(sid).and_then(|e| e.ended.get().cloned())
     }
 
-    /// Revokes a session in the store and in this replica's cache.
-    pub async fn revoke(&self, sid: &str) {
+    /// Revokes a session in the store, then in this replica's cache. `Err`:
+    /// the store could not be written, so the session is still live on
+    /// every replica (a sign-out must then not claim to have ended it).
+    pub async fn revoke(&self, sid: &str) -> Result<(), StoreUnavailable> {
         if let Err(e) = self.store.revoke_session(sid).await {
             tracing::warn!(error = %e, "session revocation failed");
+            return Err(StoreUnavailable);
         }
         self.cache
             .insert(sid.to_string(), Cached::new(None, 0, None));
+        Ok(())
     }
 
     /// Forgets every cached session of this replica (after a back-channel

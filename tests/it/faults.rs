@@ -449,6 +449,24 @@ async fn postgresql_stopped_under_traffic_fails_closed_and_recovers_without_a_re
         .unwrap();
     assert_eq!(r.status(), 503);
 
+    // Bob's sign-out cannot end his session in the store: a 503 page, and his
+    // cookie is not cleared (a copy of it would outlive a sign-out claimed here).
+    let r = rig
+        .client
+        .post(rig.url("/_auth/sign_out?rd=/bye"))
+        .header("accept", "text/html")
+        .header("origin", format!("http://127.0.0.1:{}", rig.port))
+        .header("cookie", bob.header())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers().get_all("set-cookie").iter().next().is_none(),
+        "{:?}",
+        r.headers()
+    );
+    assert_refusal_page(r, 503, "the user directory is unavailable").await;
+
     // A new sign-in reaches the callback and is refused there, setting nothing.
     let (mut jar, callback) = rig.start_login("alice").await;
     let r = rig.follow(&mut jar, &callback).await;

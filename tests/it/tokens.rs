@@ -304,12 +304,20 @@ async fn an_unreachable_provider_keeps_the_session_while_the_token_lasts_then_en
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_refresh_token_the_session_ends_when_the_access_token_expires() {
-    let mut s = setup(false).await;
+    // Longer than TTL: expiry is kept in whole seconds, so with 4 s a token
+    // can be due and expired less than a second apart, too close to hit on
+    // a loaded machine. Due after 4 s (half its lifetime left), expired at 8 s.
+    const LONG: u64 = 8;
+    let mut s = Setup::start_with_apps("", "pass_access_token = true\n", |f| {
+        f.access_token_ttl_secs = Some(LONG);
+        f.refresh_tokens = false;
+    })
+    .await;
     assert_eq!(s.sign_in().await.status(), 302);
     // Due for a refresh but still valid, with nothing to refresh it: kept.
-    tokio::time::sleep(Duration::from_secs(TTL / 2 + 1)).await;
+    tokio::time::sleep(Duration::from_secs(LONG / 2 + 1)).await;
     assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
-    tokio::time::sleep(Duration::from_secs(TTL / 2 + 1)).await;
+    tokio::time::sleep(Duration::from_secs(LONG / 2 + 1)).await;
     assert_eq!(private(&s.gw, &s.jar).await.status(), 401);
 }
 
