@@ -16,6 +16,7 @@ use crate::identity::signin::Settlement;
 use crate::redirect::{safe_rd_for, target, Target};
 use crate::session::cookie::{self, Lookup, Purpose};
 use crate::session::handoff::{self, HandoffError, HandoffRecord};
+use crate::session::service::StoreUnavailable;
 use crate::session::{LoginState, SessionClaims};
 use crate::source::flow::{self, Callback, FlowError};
 use crate::source::{callback_url, SourceError};
@@ -151,7 +152,14 @@ pub async fn handle(
         AuthRoute::Handoff => take_handoff(state, session, ctx, &host).await,
         AuthRoute::Link(slug) => {
             // The flow is bound to this very session: its id goes into the login state.
-            let Some((claims, _)) = current_session(state, session, &host, now()).await else {
+            let current = current_session(state, session, &host, now()).await;
+            let Ok(current) = current else {
+                // Whether this browser is signed in cannot be told: not "signed out".
+                ctx.refused = Some(Reason::StoreUnavailable);
+                rescue::respond(session, ctx, Rejection::SessionUnavailable);
+                return Ok(());
+            };
+            let Some((claims, _)) = current else {
                 let rd = rd_param(state, session);
                 rescue::respond(session, ctx, Rejection::Unauthenticated { rd });
                 return Ok(());
@@ -452,27 +460,25 @@ async fn sign_in(
 }
 
 /// The session this browser carries on `host`, if it is valid and not
-/// revoked: its claims (for the session id) and its principal.
+/// revoked: its claims (for the session id) and its principal. `Err`: a
+/// session cookie whose record the store could not be asked for.
 async fn current_session(
     state: &State,
     session: &Exchange,
     host: &str,
     now: u64,
-) -> Option<(SessionClaims, Arc<crate::principal::Principal>)> {
-    let (claims, _) = {
+) -> Result<Option<(SessionClaims, Arc<crate::principal::Principal>)>, StoreUnavailable> {
+    let read = {
         let headers = session.req_header().headers.get_all(http::header::COOKIE);
         state
             .sessions
-            .read(headers.iter().filter_map(|v| v.to_str().ok()), host, now)?
+            .read(headers.iter().filter_map(|v| v.to_str().ok()), host, now)
     };
-    // The store unavailable: no session here; what needs one refuses itself.
-    let principal = state
-        .sessions
-        .principal(&claims, now)
-        .await
-        .ok()
-        .flatten()?;
-    Some((claims, principal))
+    let Some((claims, _)) = read else {
+        return Ok(None);
+    };
+    let principal = state.sessions.principal(&claims, now).await?;
+    Ok(principal.map(|p| (claims, p)))
 }
 
 /// Starts a flow through `slug`. `link` is the id of the session that
@@ -498,7 +504,8 @@ async fn login(
     // back at once, without a round trip to the provider.
     if link.is_none() && matches!(target(&rd), Target::Absolute { .. }) {
         let host = ctx.host.clone().unwrap_or_default();
-        if let Some((claims, p)) = current_session(state, session, &host, now()).await {
+        // A store that cannot be asked: sign in through the provider as usual.
+        if let Ok(Some((claims, p))) = current_session(state, session, &host, now()).await {
             if app.is_some_and(|a| a.sources.contains(&p.source)) {
                 let handed = hand_back(state, &claims.sid, &rd, binding.as_deref(), slug, now());
                 let location = match handed.await {
@@ -770,8 +777,19 @@ async fn callback(
         None => None,
         Some(sid) => {
             let user = match current_session(state, session, &host, now).await {
-                Some((claims, p)) if claims.sid == *sid => p.user_id.clone(),
-                _ => None,
+                Ok(Some((claims, p))) if claims.sid == *sid => p.user_id.clone(),
+                Ok(_) => None,
+                Err(StoreUnavailable) => {
+                    let detail = "the linking session could not be read: the store is unavailable";
+                    return refuse(
+                        session,
+                        ctx,
+                        SignInRefusal::StoreUnavailable,
+                        &detail,
+                        clear_login,
+                    )
+                    .await;
+                }
             };
             let Some(user_id) = user else {
                 let detail = "the session that started the link flow is gone or changed";

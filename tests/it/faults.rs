@@ -466,6 +466,16 @@ async fn postgresql_stopped_under_traffic_fails_closed_and_recovers_without_a_re
         r.headers()
     );
     assert_refusal_page(r, 503, "the user directory is unavailable").await;
+    // Nor can he start linking another identity: 503, not "sign in first".
+    let r = rig
+        .client
+        .get(rig.url("/_auth/link/demo?rd=/private"))
+        .header("accept", "text/html")
+        .header("cookie", bob.header())
+        .send()
+        .await
+        .unwrap();
+    assert_refusal_page(r, 503, "the user directory is unavailable").await;
 
     // A new sign-in reaches the callback and is refused there, setting nothing.
     let (mut jar, callback) = rig.start_login("alice").await;
