@@ -40,8 +40,22 @@ impl Verdict {
 
 /// A bounded, sharded verdict map.
 pub struct VerdictCache {
-    shards: Vec<Mutex<HashMap<VerdictKey, Verdict>>>,
+    shards: Vec<Mutex<Shard>>,
     per_shard: usize,
+}
+
+/// Smallest shard size at which expired verdicts are swept.
+const FIRST_SWEEP: usize = 64;
+
+/// One shard: its verdicts, and the size at which the next sweep of
+/// expired ones runs. Without sweeps, the verdicts of tokens used once (a CI
+/// job's) would stay until the shard is full, and memory would grow with
+/// every fresh token up to the capacity; sweeping at twice the live size
+/// keeps the map near what is live, at an amortised constant cost per insert.
+#[derive(Default)]
+struct Shard {
+    map: HashMap<VerdictKey, Verdict>,
+    sweep_at: usize,
 }
 
 impl VerdictCache {
@@ -49,14 +63,21 @@ impl VerdictCache {
     pub fn new(capacity: u64) -> Self {
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
         VerdictCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        map: HashMap::new(),
+                        sweep_at: FIRST_SWEEP,
+                    })
+                })
+                .collect(),
             // An eighth of slack per shard, so uneven shards do not evict while the
             // whole is below capacity; the bound is thus capacity × 9/8.
             per_shard: capacity.saturating_mul(9).div_ceil(8 * SHARDS),
         }
     }
 
-    fn shard(&self, key: &VerdictKey) -> Option<&Mutex<HashMap<VerdictKey, Verdict>>> {
+    fn shard(&self, key: &VerdictKey) -> Option<&Mutex<Shard>> {
         self.shards.get(usize::from(key[0]) % SHARDS)
     }
 
@@ -66,11 +87,11 @@ impl VerdictCache {
             return None;
         }
         // A poisoned shard only means a panic elsewhere mid-insert: treat it as a miss.
-        let mut map = self.shard(key)?.lock().ok()?;
-        match map.get(key) {
+        let mut shard = self.shard(key)?.lock().ok()?;
+        match shard.map.get(key) {
             Some(v) if v.live(now) => Some(v.principal.clone()),
             Some(_) => {
-                map.remove(key);
+                shard.map.remove(key);
                 None
             }
             None => None,
@@ -82,9 +103,14 @@ impl VerdictCache {
         if self.per_shard == 0 {
             return;
         }
-        let Some(Ok(mut map)) = self.shard(&key).map(Mutex::lock) else {
+        let Some(Ok(mut shard)) = self.shard(&key).map(Mutex::lock) else {
             return;
         };
+        if shard.map.len() >= shard.sweep_at {
+            shard.map.retain(|_, v| v.live(now));
+            shard.sweep_at = (shard.map.len() * 2).max(FIRST_SWEEP);
+        }
+        let map = &mut shard.map;
         if map.len() >= self.per_shard && !map.contains_key(&key) {
             map.retain(|_, v| v.live(now));
             if map.len() >= self.per_shard {
@@ -107,7 +133,7 @@ impl VerdictCache {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .filter_map(|s| s.lock().ok().map(|m| m.len()))
+            .filter_map(|s| s.lock().ok().map(|m| m.map.len()))
             .sum()
     }
 
@@ -171,5 +197,19 @@ mod tests {
         assert!(cache.len() <= 64 * 12, "{} held", cache.len());
         assert!(cache.len() >= 500, "{} held", cache.len());
         assert!(VerdictCache::new(0).get(&k(1), 0).is_none());
+    }
+
+    #[test]
+    fn verdicts_of_tokens_used_once_do_not_pile_up_after_they_expire() {
+        let set = key_set();
+        let signer = set.keys[0].clone();
+        let cache = VerdictCache::new(100_000);
+        // A fresh 60 s token every 100 ms for an hour: about 600 are live at a time.
+        for i in 0..36_000u32 {
+            let now = 1_000 + u64::from(i) / 10;
+            cache.insert(k(i), verdict(&signer, now + 60), now);
+        }
+        assert!(cache.len() <= 4 * 600, "{} verdicts held", cache.len());
+        assert!(cache.len() >= 600, "{} verdicts held", cache.len());
     }
 }
