@@ -27,12 +27,16 @@ WORKDIR /build
 # that this layer is reused until Cargo.toml or Cargo.lock change. It is only an
 # optimisation: if the stub cannot be built (e.g. the manifest names [[bench]] or
 # [[test]] files that are not copied here), the real build below does all the work.
+# The workspace's second member (testkit/, the tests' fakes) must exist for
+# cargo to read the workspace; the release build never compiles it.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src \
+COPY testkit/Cargo.toml testkit/
+RUN mkdir -p src testkit/src \
     && echo 'fn main() {}' > src/main.rs \
     && : > src/lib.rs \
+    && : > testkit/src/lib.rs \
     && { cargo build --release --locked || echo "dependency pre-build skipped; building everything below"; } \
-    && rm -rf src
+    && rm -rf src testkit/src
 
 # The real sources. Touch them so cargo never takes the stub's artifacts for
 # up to date (COPY keeps the build context's modification times).

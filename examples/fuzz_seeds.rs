@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use portcullis::config::Secret;
-use portcullis::demo::{Faults, KidFault, Oauth1Endpoint, ProviderConfig, SignAlg};
+use portcullis::demo::{Faults, KidFault, ProviderConfig, SignAlg};
 use portcullis::session::cookie::{self, Purpose, Sealer};
 use portcullis::session::{LoginState, Oauth1Pending, SessionClaims};
 use portcullis::source::oauth1::{Signer, Stamp, TokenCredentials};
+use portcullis_testkit::oauth1_provider::Oauth1Endpoint;
 use serde_json::{json, Map, Value};
 
 /// The session secrets the cookie target opens with (fuzz/fuzz_targets/cookie_open.rs):
@@ -334,8 +335,8 @@ groups = ["contractors"]
 async fn oauth1(dir: &Path) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let callback = "http://127.0.0.1:1/_auth/callback/twitter";
-    let config = portcullis::demo::Oauth1ProviderConfig::example(callback);
-    let provider = portcullis::demo::oauth1_provider::start(listener, config.clone());
+    let config = portcullis_testkit::oauth1_provider::Oauth1ProviderConfig::example(callback);
+    let provider = portcullis_testkit::oauth1_provider::start(listener, config.clone());
     let signer = Signer::new(
         &config.consumer_key,
         Secret::new(config.consumer_secret.clone()),

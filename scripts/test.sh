@@ -9,7 +9,7 @@ scripts/install-deps.sh
 if [ -z "${PORTCULLIS_TEST_POSTGRES_URL:-}" ]; then
     echo "[test] PORTCULLIS_TEST_POSTGRES_URL is not set: PostgreSQL tests will be skipped" >&2
 fi
-cargo test --locked "$@"
+cargo test --locked --workspace "$@"
 # The binary the e2e tier runs: ${CARGO_TARGET_DIR:-target}/debug/portcullis.
 cargo build --locked
 echo "[test] e2e tier: node --test tests/e2e/*.test.mjs" >&2

@@ -1,19 +1,13 @@
 //! In-process demo parts: an OpenID provider that misbehaves on demand and an
 //! echo app. `portcullis serve --dev` runs them behind the gateway; the
 //! integration tests drive the provider's [`Faults`] and read its call counters.
+//! The fakes of the vendors and of an OAuth 1.0a provider that only tests use
+//! live in the `portcullis-testkit` crate (testkit/), not in the product.
 
 pub mod echo;
-pub mod oauth1_provider;
 pub mod provider;
-pub mod slack;
-pub mod vendors;
-pub mod wechat;
 
 pub use echo::EchoApp;
-pub use oauth1_provider::{
-    CallbackConfirmed, Oauth1Endpoint, Oauth1Faults, Oauth1Provider, Oauth1ProviderConfig,
-    Oauth1User,
-};
 pub use provider::{
     Broken, DemoClient, DemoUser, Endpoint, Faults, KidFault, NonceFault, Provider, ProviderConfig,
     SignAlg, TokenRequestSeen,

@@ -428,3 +428,110 @@ fn the_cycle_check_names_every_module_of_a_cycle_and_where_each_edge_is() {
         "  a -> b   (src/a.rs: crate::b::X)\n  b -> c   (src/b/mod.rs: crate::c::Y)\n  c -> a   (src/c.rs: crate::a::z)"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The testkit stays out of the product
+// ---------------------------------------------------------------------------
+
+/// The identifiers named in `stream` outside `#[cfg(test)]` items (an
+/// attribute's item ends at its `;` or its brace group, as in `walk`).
+fn idents_outside_tests(stream: TokenStream, in_test: bool, out: &mut Vec<String>) {
+    let tokens: Vec<TokenTree> = stream.into_iter().collect();
+    let mut i = 0;
+    let mut next_is_test = false;
+    while let Some(t) = tokens.get(i) {
+        match t {
+            TokenTree::Punct(p) if p.as_char() == '#' && is_cfg_test(tokens.get(i + 1)) => {
+                next_is_test = true;
+                i += 2;
+                continue;
+            }
+            TokenTree::Punct(p) if p.as_char() == ';' => next_is_test = false,
+            TokenTree::Ident(id) if !(in_test || next_is_test) => out.push(id.to_string()),
+            TokenTree::Group(g) => {
+                idents_outside_tests(g.stream(), in_test || next_is_test, out);
+                if g.delimiter() == Delimiter::Brace {
+                    next_is_test = false;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+}
+
+/// Whether production code in `text` names the testkit crate.
+fn names_testkit_outside_tests(text: &str) -> bool {
+    let stream: TokenStream = text.parse().unwrap();
+    let mut idents = Vec::new();
+    idents_outside_tests(stream, false, &mut idents);
+    idents.iter().any(|i| i == "portcullis_testkit")
+}
+
+#[test]
+fn no_file_under_src_names_the_testkit_outside_test_code() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    assert!(!files.is_empty());
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|f| names_testkit_outside_tests(&std::fs::read_to_string(f).unwrap()))
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "production code names portcullis_testkit (a dev-dependency: use it in #[cfg(test)] code only): {offenders:?}"
+    );
+}
+
+#[test]
+fn the_testkit_scan_sees_production_code_and_skips_test_code_and_comments() {
+    assert!(names_testkit_outside_tests(
+        "use portcullis_testkit::vendors;\nfn f() {}"
+    ));
+    assert!(names_testkit_outside_tests(
+        "#[cfg(test)]\nmod tests {}\nfn f() { portcullis_testkit::x(); }"
+    ));
+    assert!(!names_testkit_outside_tests(
+        "#[cfg(test)]\nmod tests { use portcullis_testkit::vendors; }\n\
+         // portcullis_testkit in a comment\nfn f() { let _ = \"portcullis_testkit\"; }"
+    ));
+    assert!(!names_testkit_outside_tests(
+        "#[cfg(test)]\nuse portcullis_testkit::oauth1;\nfn f() {}"
+    ));
+}
+
+#[test]
+fn the_products_normal_dependency_tree_holds_no_testkit() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let output = std::process::Command::new(&cargo)
+        .args(["tree", "-e", "normal", "-p", "portcullis", "--locked"])
+        .args(["--prefix", "none", "--format", "{p}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => {
+            println!("skipped: cargo ({cargo}) is not runnable here: {error}");
+            return;
+        }
+    };
+    let tree = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        tree.lines().any(|l| l.starts_with("portcullis v")),
+        "cargo tree printed no portcullis: {tree}"
+    );
+    assert!(
+        tree.lines().any(|l| l.starts_with("hyper v")),
+        "the tree lists the product's dependencies: {tree}"
+    );
+    assert!(
+        !tree.contains("portcullis-testkit"),
+        "the product's normal dependencies include the testkit:\n{tree}"
+    );
+}

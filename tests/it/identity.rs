@@ -2,8 +2,8 @@
 //! linked source changes, vouched emails in policies, and the claims of the
 //! session or the token in policies and `claim_headers`.
 
-use portcullis::demo::oauth1_provider::{self, Oauth1ProviderConfig, Oauth1User};
 use portcullis::demo::{DemoUser, Provider, ProviderConfig};
+use portcullis_testkit::oauth1_provider::{self, Oauth1ProviderConfig, Oauth1User};
 use serde_json::{json, Value};
 
 use crate::signin::{users_cli, Jar, Setup};

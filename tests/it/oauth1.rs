@@ -3,7 +3,7 @@
 //! and the refusals of docs/security.md's OAuth 1.0a group, each asserting no
 //! session cookie and no user written.
 
-use portcullis::demo::oauth1_provider::{
+use portcullis_testkit::oauth1_provider::{
     start, CallbackConfirmed, Oauth1Endpoint, Oauth1Faults, Oauth1Provider, Oauth1ProviderConfig,
 };
 

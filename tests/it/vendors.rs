@@ -4,7 +4,7 @@
 //! Only the URLs are overridden (to point at the fake): scopes, client
 //! authentication, PKCE, mapping and quirks come from the preset.
 
-use portcullis::demo::vendors::{
+use portcullis_testkit::vendors::{
     expected, parse_form_post, start, Vendor, VendorFakes, APPLE_KEY_ID, APPLE_SERVICES_ID,
     APPLE_TEAM_ID, CLIENT_ID, CLIENT_SECRET,
 };
@@ -164,11 +164,11 @@ async fn every_vendor_preset_signs_in_with_the_expected_identity() {
 
 // ---------------------------------------------------------------------------
 // Slack and WeChat: fakes written from the vendors' documentation
-// (`demo::slack`, `demo::wechat`), independent of the presets' tables.
+// (`portcullis_testkit::slack`, `portcullis_testkit::wechat`), independent of the presets' tables.
 // ---------------------------------------------------------------------------
 
-use portcullis::demo::slack::{self, SlackFake};
-use portcullis::demo::wechat::{self, WechatFake};
+use portcullis_testkit::slack::{self, SlackFake};
+use portcullis_testkit::wechat::{self, WechatFake};
 
 struct VendorGateway {
     gw: Gateway,

@@ -42,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use url::Url;
 
-use super::{respond, spawn_server};
+use crate::server::{respond, spawn_server};
 
 /// The client id the fake knows (the shape of Slack's example).
 pub const CLIENT_ID: &str = "2141029472.691202649728";

@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use url::Url;
 
-use super::{respond, spawn_server};
+use crate::server::{respond, spawn_server};
 
 /// The website app's AppID the fake knows.
 pub const APPID: &str = "wxd477edab60670232";
