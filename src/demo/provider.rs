@@ -1015,23 +1015,7 @@ fn validate_authorize(
             "No client is registered under this client_id.",
         ));
     };
-    let redirect_uri = match get("redirect_uri") {
-        Some(uri) if client.redirect_uris.contains(&uri) => uri,
-        _ => {
-            return Err(html_error(
-                StatusCode::BAD_REQUEST,
-                "Unregistered redirect_uri",
-                "The redirect_uri is missing or not registered for this client.",
-            ))
-        }
-    };
-    let Ok(redirect_url) = Url::parse(&redirect_uri) else {
-        return Err(html_error(
-            StatusCode::BAD_REQUEST,
-            "Bad redirect_uri",
-            "The registered redirect_uri is not an absolute URL.",
-        ));
-    };
+    let (redirect_uri, redirect_url) = registered_redirect(&client, get("redirect_uri"))?;
     let state = get("state");
     let back = |error: &str, description: &str| {
         error_redirect(
@@ -1054,32 +1038,11 @@ fn validate_authorize(
             "only response_type=code is supported",
         ));
     }
-    let pkce = match (
+    let pkce = pkce_of(
         get("code_challenge"),
         get("code_challenge_method").as_deref(),
-    ) {
-        (None, None) => None,
-        (None, Some(_)) => {
-            return Err(back(
-                "invalid_request",
-                "code_challenge_method without code_challenge",
-            ))
-        }
-        (Some(challenge), None | Some("plain")) => Some(Pkce {
-            challenge,
-            method: PkceMethod::Plain,
-        }),
-        (Some(challenge), Some("S256")) => Some(Pkce {
-            challenge,
-            method: PkceMethod::S256,
-        }),
-        (Some(_), Some(_)) => {
-            return Err(back(
-                "invalid_request",
-                "code_challenge_method must be S256 or plain",
-            ))
-        }
-    };
+    )
+    .map_err(|description| back("invalid_request", description))?;
     Ok(AuthorizeRequest {
         client_id: client.client_id,
         redirect_uri,
@@ -1090,6 +1053,47 @@ fn validate_authorize(
         pkce,
         params,
     })
+}
+
+/// The client's redirect_uri when it is registered for it, and parsed.
+#[allow(clippy::result_large_err)] // the error is the response to send
+fn registered_redirect(client: &DemoClient, sent: Option<String>) -> Result<(String, Url), Resp> {
+    let redirect_uri = match sent {
+        Some(uri) if client.redirect_uris.contains(&uri) => uri,
+        _ => {
+            return Err(html_error(
+                StatusCode::BAD_REQUEST,
+                "Unregistered redirect_uri",
+                "The redirect_uri is missing or not registered for this client.",
+            ))
+        }
+    };
+    let Ok(redirect_url) = Url::parse(&redirect_uri) else {
+        return Err(html_error(
+            StatusCode::BAD_REQUEST,
+            "Bad redirect_uri",
+            "The registered redirect_uri is not an absolute URL.",
+        ));
+    };
+    Ok((redirect_uri, redirect_url))
+}
+
+/// The PKCE challenge of an authorization request (RFC 7636 §4.3: the
+/// method defaults to plain), or why it is refused.
+fn pkce_of(challenge: Option<String>, method: Option<&str>) -> Result<Option<Pkce>, &'static str> {
+    match (challenge, method) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err("code_challenge_method without code_challenge"),
+        (Some(challenge), None | Some("plain")) => Ok(Some(Pkce {
+            challenge,
+            method: PkceMethod::Plain,
+        })),
+        (Some(challenge), Some("S256")) => Ok(Some(Pkce {
+            challenge,
+            method: PkceMethod::S256,
+        })),
+        (Some(_), Some(_)) => Err("code_challenge_method must be S256 or plain"),
+    }
 }
 
 fn authorize_get(shared: &Shared, query: Option<&str>) -> Resp {
@@ -1299,35 +1303,10 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
             )
         }
     }
-    let Some(code) = form.get("code") else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code missing");
+    let (grant, user) = match redeem_code(shared, &client.client_id, &form) {
+        Ok(redeemed) => redeemed,
+        Err(response) => return response,
     };
-    // One-time: the code is gone whatever happens next.
-    let grant = shared.lock().codes.remove(code);
-    let invalid_grant = |why: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why);
-    let Some(grant) = grant else {
-        return invalid_grant("unknown or already used code");
-    };
-    if grant.expires <= Instant::now() {
-        return invalid_grant("code expired");
-    }
-    if grant.client_id != client.client_id {
-        return invalid_grant("code was issued to another client");
-    }
-    if form.get("redirect_uri") != Some(&grant.redirect_uri) {
-        return invalid_grant("redirect_uri differs from the authorization request");
-    }
-    if let Err(why) = check_pkce(grant.pkce.as_ref(), form.get("code_verifier")) {
-        return invalid_grant(why);
-    }
-    let Some(user) = shared.user(&grant.sub) else {
-        return oauth_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "user gone",
-        );
-    };
-
     let mut answer = issue_tokens(shared, &client.client_id, &user.sub, &grant.scope, &faults);
     let access_token = answer
         .get("access_token")
@@ -1335,45 +1314,20 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
         .unwrap_or_default()
         .to_string();
     if grant.scope.split(' ').any(|scope| scope == "openid") {
-        let keys = if faults.rotate_signing_key {
-            if ensure_rotated(shared).await.is_err() {
-                return oauth_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "key generation failed",
-                );
-            }
-            shared.lock().rotated.clone()
-        } else {
-            shared.keys.clone()
-        };
-        let Some(keys) = keys else {
-            return oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "no signing keys",
-            );
-        };
-        let claims = id_token_claims(
-            &shared.issuer,
+        match id_token(
+            shared,
             &grant,
             user,
             &access_token,
             &faults,
-            unix_now(),
-        );
-        match sign_id_token(&claims, &faults, &keys, &client.client_secret) {
+            &client.client_secret,
+        )
+        .await
+        {
             Ok(id_token) => {
                 answer.insert("id_token".into(), json!(id_token));
             }
-            Err(error) => {
-                tracing::error!(%error, "demo provider: signing the ID token failed");
-                return oauth_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "signing failed",
-                );
-            }
+            Err(response) => return response,
         }
     }
     let mut response = json_response(StatusCode::OK, &Value::Object(answer));
@@ -1381,6 +1335,89 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
         .headers_mut()
         .insert("pragma", HeaderValue::from_static("no-cache"));
     response
+}
+
+/// Redeems the authorization code of a token request (RFC 6749 §4.1.3):
+/// one-time, unexpired, issued to this client for this redirect_uri, and
+/// the PKCE verifier when a challenge was sent; the grant and its user.
+#[allow(clippy::result_large_err)] // the error is the response to send
+fn redeem_code<'a>(
+    shared: &'a Shared,
+    client_id: &str,
+    form: &BTreeMap<String, String>,
+) -> Result<(CodeGrant, &'a DemoUser), Resp> {
+    let Some(code) = form.get("code") else {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code missing",
+        ));
+    };
+    // One-time: the code is gone whatever happens next.
+    let grant = shared.lock().codes.remove(code);
+    let invalid_grant = |why: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why);
+    let Some(grant) = grant else {
+        return Err(invalid_grant("unknown or already used code"));
+    };
+    if grant.expires <= Instant::now() {
+        return Err(invalid_grant("code expired"));
+    }
+    if grant.client_id != client_id {
+        return Err(invalid_grant("code was issued to another client"));
+    }
+    if form.get("redirect_uri") != Some(&grant.redirect_uri) {
+        return Err(invalid_grant(
+            "redirect_uri differs from the authorization request",
+        ));
+    }
+    if let Err(why) = check_pkce(grant.pkce.as_ref(), form.get("code_verifier")) {
+        return Err(invalid_grant(why));
+    }
+    let Some(user) = shared.user(&grant.sub) else {
+        return Err(oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "user gone",
+        ));
+    };
+    Ok((grant, user))
+}
+
+/// The signed ID token of a token answer, with the rotated key when
+/// `Faults.rotate_signing_key` says so.
+async fn id_token(
+    shared: &Shared,
+    grant: &CodeGrant,
+    user: &DemoUser,
+    access_token: &str,
+    faults: &Faults,
+    client_secret: &str,
+) -> Result<String, Resp> {
+    let server_error =
+        |why: &str| oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", why);
+    let keys = if faults.rotate_signing_key {
+        if ensure_rotated(shared).await.is_err() {
+            return Err(server_error("key generation failed"));
+        }
+        shared.lock().rotated.clone()
+    } else {
+        shared.keys.clone()
+    };
+    let Some(keys) = keys else {
+        return Err(server_error("no signing keys"));
+    };
+    let claims = id_token_claims(
+        &shared.issuer,
+        grant,
+        user,
+        access_token,
+        faults,
+        unix_now(),
+    );
+    sign_id_token(&claims, faults, &keys, client_secret).map_err(|error| {
+        tracing::error!(%error, "demo provider: signing the ID token failed");
+        server_error("signing failed")
+    })
 }
 
 /// A fresh access token (and, with `Faults.refresh_tokens`, a refresh token)
