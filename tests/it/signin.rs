@@ -1698,3 +1698,33 @@ async fn a_session_opens_only_apps_that_offer_its_source() {
     let to = r.headers()["location"].to_str().unwrap().to_string();
     assert!(to.starts_with("/_auth/sign_in?rd="), "{to}");
 }
+
+/// Starts a sign-in, lets `at_provider` pass on the clock before the
+/// provider answers, and follows it back; the callback's response.
+async fn sign_in_taking(s: &mut Setup, at_provider: Duration) -> reqwest::Response {
+    let start = s.get(&s.gw.url("/_auth/login/demo?rd=/private")).await;
+    assert_eq!(start.status(), 302, "login start");
+    let authorize = start.headers()["location"].to_str().unwrap().to_string();
+    s.advance(at_provider);
+    let back = s.get(&authorize).await;
+    assert_eq!(back.status(), 302, "provider authorize");
+    let callback = back.headers()["location"].to_str().unwrap().to_string();
+    s.get(&callback).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sign_in_finished_within_ten_minutes_works_and_one_finished_later_is_refused_as_too_long()
+{
+    let mut s = Setup::start_on_manual_clock("", "", |_| {}).await;
+    let r = sign_in_taking(&mut s, Duration::from_secs(599)).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(session_cookies_set(&r).len(), 1);
+    assert_eq!(s.users().await, 1);
+
+    s.jar.0.clear();
+    let r = sign_in_taking(&mut s, Duration::from_secs(601)).await;
+    assert_eq!(r.status(), 400);
+    assert!(session_cookies_set(&r).is_empty(), "a session was set");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("This sign-in took too long."), "{body}");
+}
