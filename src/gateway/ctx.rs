@@ -47,7 +47,8 @@ pub struct Ctx {
 pub struct RequestId([u8; 12]);
 
 impl RequestId {
-    /// A fresh random id ([`crate::random`]). Without random values it
+    /// A fresh random id ([`crate::random`]: a per-thread DRBG seeded from
+    /// the OS, no system call per id). Without random values it
     /// still correlates lines: a process-wide counter takes their place (an
     /// id is no secret, and a request must not fail for its log line).
     pub fn new() -> Self {
