@@ -53,7 +53,12 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let readiness = Arc::new(portcullis::readiness::Readiness::new(["ci"], false));
     let (sources, _) = rt
-        .block_on(portcullis::source::Sources::load(&config, http, readiness))
+        .block_on(portcullis::source::Sources::load(
+            &config,
+            http,
+            readiness,
+            portcullis::clock::Clock::system(),
+        ))
         .unwrap();
     let sources = Arc::new(sources);
     let app = config.apps[0].clone();

@@ -315,12 +315,17 @@ pub struct Audit {
     /// user's own subscriber).
     format: Option<LogFormat>,
     events: IntCounterVec,
+    /// The wall clock that stamps each line.
+    clock: crate::clock::Clock,
 }
 
 impl Audit {
     /// An audit writer for a log of `format` (`None`: a subscriber the
     /// embedding program installed), with every series at 0.
-    pub fn new(format: Option<LogFormat>) -> Result<Self, prometheus::Error> {
+    pub fn new(
+        format: Option<LogFormat>,
+        clock: crate::clock::Clock,
+    ) -> Result<Self, prometheus::Error> {
         let events = IntCounterVec::new(
             Opts::new(
                 "auth_events_total",
@@ -342,7 +347,11 @@ impl Audit {
             };
             events.get_metric_with_label_values(&[kind.as_str(), reason.as_str()])?;
         }
-        Ok(Audit { format, events })
+        Ok(Audit {
+            format,
+            events,
+            clock,
+        })
     }
 
     /// The counter, to register with the gateway's metrics.
@@ -358,7 +367,7 @@ impl Audit {
         {
             c.inc();
         }
-        let now = SystemTime::now();
+        let now = self.clock.now();
         if self.format == Some(LogFormat::Text) {
             let payload = event.payload(now);
             tracing::info!(target: "portcullis::audit", "{payload}");
@@ -426,7 +435,7 @@ mod tests {
 
     #[test]
     fn an_event_that_refused_nothing_is_counted_with_reason_none() {
-        let audit = Audit::new(None).unwrap();
+        let audit = Audit::new(None, crate::clock::Clock::system()).unwrap();
         audit.emit(&Event::new(Kind::SignOut));
         let refused = Event {
             reason: Some(Reason::PolicyDenied),

@@ -21,11 +21,16 @@ const MAX_BATCHES: u32 = 1000;
 pub struct Housekeeping {
     store: Arc<dyn UserStore>,
     purged: IntCounterVec,
+    /// The wall clock: rows expired before its `now` go.
+    clock: crate::clock::Clock,
 }
 
 impl Housekeeping {
     /// A purge job over `store`, counting into `portcullis_store_purged_rows_total{table}`.
-    pub fn new(store: Arc<dyn UserStore>) -> Result<Self, prometheus::Error> {
+    pub fn new(
+        store: Arc<dyn UserStore>,
+        clock: crate::clock::Clock,
+    ) -> Result<Self, prometheus::Error> {
         let purged = IntCounterVec::new(
             Opts::new(
                 "store_purged_rows_total",
@@ -37,7 +42,11 @@ impl Housekeeping {
             // Present at 0 from the start, so a dashboard sees the series.
             purged.with_label_values(&[t.table()]);
         }
-        Ok(Housekeeping { store, purged })
+        Ok(Housekeeping {
+            store,
+            purged,
+            clock,
+        })
     }
 
     /// The metric, for the gateway's registry.
@@ -65,10 +74,12 @@ impl Housekeeping {
     /// Purges every `INTERVAL` (the first run a jittered minute after start)
     /// until the runtime stops; failures are logged and retried next time.
     pub async fn run(self) {
-        let jitter = Duration::from_millis(rand::random::<u64>() % 60_000);
+        // The jitter only spreads replicas' purges apart: without random
+        // values they purge on the minute, which is still correct.
+        let jitter = Duration::from_millis(crate::random::u64().unwrap_or(0) % 60_000);
         tokio::time::sleep(Duration::from_secs(60) + jitter).await;
         loop {
-            let now = i64::try_from(crate::clock::now_unix()).unwrap_or(i64::MAX);
+            let now = i64::try_from(self.clock.now_unix()).unwrap_or(i64::MAX);
             match self.purge_once(now, BATCH).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "purged expired and revoked sessions"),

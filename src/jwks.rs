@@ -80,6 +80,8 @@ pub struct JwksCache {
     sources: HashMap<String, SourceKeys>,
     held: moka::sync::Cache<String, Arc<Held>>,
     fetches: Option<IntCounterVec>,
+    /// The wall clock: until when fetched keys may vouch for cached verdicts.
+    clock: crate::clock::Clock,
 }
 
 /// How a scheduled refresh went: when to try again.
@@ -91,7 +93,7 @@ pub struct Refreshed {
 
 impl JwksCache {
     /// A cache for these sources; sources with inline keys start with them.
-    pub fn new(http: Http, sources: &[crate::config::Source]) -> Self {
+    pub fn new(http: Http, sources: &[crate::config::Source], clock: crate::clock::Clock) -> Self {
         let fetches = IntCounterVec::new(
             Opts::new(
                 "jwks_fetches_total",
@@ -138,6 +140,7 @@ impl JwksCache {
             sources: map,
             held,
             fetches,
+            clock,
         }
     }
 
@@ -359,7 +362,10 @@ impl JwksCache {
             }
         };
         self.count(source, "ok");
-        let until = crate::clock::now_unix().saturating_add(entry.freshness.max_stale.as_secs());
+        let until = self
+            .clock
+            .now_unix()
+            .saturating_add(entry.freshness.max_stale.as_secs());
         for k in &set.keys {
             k.set_usable_until(until);
         }

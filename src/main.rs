@@ -124,10 +124,16 @@ fn main() -> ExitCode {
     // The flag wins over `server.log_format`; with neither, text.
     let flag = cli.log_format.map(config::LogFormat::from);
     match cli.command {
-        Command::Keygen => {
-            println!("{}", keygen());
-            ExitCode::SUCCESS
-        }
+        Command::Keygen => match keygen() {
+            Ok(secret) => {
+                println!("{secret}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis keygen: {e}; no secret printed");
+                ExitCode::FAILURE
+            }
+        },
         Command::Users {
             config,
             json,
@@ -227,7 +233,8 @@ fn users(
         UsersAction::Unlink { user, source } => C::Unlink(user, source),
         UsersAction::Rename { user, new } => C::Rename(user, new),
     };
-    let audit = match portcullis::audit::Audit::new(format) {
+    let clock = portcullis::clock::Clock::system();
+    let audit = match portcullis::audit::Audit::new(format, clock.clone()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("portcullis: {e}");
@@ -244,9 +251,7 @@ fn users(
             return ExitCode::FAILURE;
         }
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = i64::try_from(clock.now_unix()).unwrap_or(i64::MAX);
     let result = rt.block_on(async {
         let store = portcullis::identity::store::open(c.store.url.expose())
             .await
@@ -306,11 +311,10 @@ fn check(path: &std::path::Path, c: &config::Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn keygen() -> String {
-    use rand::RngCore;
+fn keygen() -> Result<String, portcullis::random::NoRandom> {
     let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    portcullis::random::fill(&mut bytes)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 /// Installs the log (`format`, text if none) on a background writer so the

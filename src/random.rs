@@ -15,6 +15,13 @@ pub fn fill(bytes: &mut [u8]) -> Result<(), NoRandom> {
     aws_lc_rs::rand::fill(bytes).map_err(|_| NoRandom)
 }
 
+/// A random `u64` (jitter, ids that need no encoding).
+pub fn u64() -> Result<u64, NoRandom> {
+    let mut bytes = [0u8; 8];
+    fill(&mut bytes)?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
 /// 32 random bytes, base64url without padding: state, nonce, PKCE
 /// verifier, session id, hand-off code.
 pub fn token() -> Result<String, NoRandom> {
@@ -36,5 +43,13 @@ mod tests {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn two_random_u64s_differ_and_filled_bytes_are_not_all_zero() {
+        assert_ne!(u64().unwrap(), u64().unwrap());
+        let mut bytes = [0u8; 32];
+        fill(&mut bytes).unwrap();
+        assert_ne!(bytes, [0u8; 32]);
     }
 }

@@ -111,7 +111,8 @@ pub fn check_sources(config: &Config) -> Result<LoadReport, StartError> {
         config.sources.iter().map(|s| s.slug.as_str()),
         false,
     ));
-    let (_, report) = rt.block_on(Sources::load(config, http, readiness))?;
+    let clock = crate::clock::Clock::system();
+    let (_, report) = rt.block_on(Sources::load(config, http, readiness, clock))?;
     Ok(report)
 }
 
@@ -123,6 +124,8 @@ pub(crate) struct Io {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) access: AccessSink,
     pub(crate) audit: crate::audit::Audit,
+    /// The wall clock every generation's state reads.
+    pub(crate) clock: crate::clock::Clock,
 }
 
 /// A config's request-path state, and whether its sources are new (their
@@ -154,9 +157,12 @@ pub(crate) fn assemble(
                 config.sources.iter().map(|s| s.slug.as_str()),
                 false,
             ));
-            let (sources, report) =
-                io.handle
-                    .block_on(Sources::load(&config, http, readiness.clone()))?;
+            let (sources, report) = io.handle.block_on(Sources::load(
+                &config,
+                http,
+                readiness.clone(),
+                io.clock.clone(),
+            ))?;
             for (slug, reason) in &report.pending {
                 tracing::warn!(source = %slug, reason = %reason, "source not ready; discovery will be retried");
             }
@@ -225,6 +231,7 @@ pub(crate) fn assemble(
         assertions,
         access: io.access.clone(),
         audit: io.audit.clone(),
+        clock: io.clock.clone(),
         bearer,
         app_rules,
         sources,
@@ -315,7 +322,7 @@ pub fn serve(
     access: AccessSink,
     before_exit: Box<dyn FnOnce() + Send>,
 ) -> Result<(), StartError> {
-    let built = build(config, access)?;
+    let built = build(config, access, crate::clock::Clock::system())?;
     tracing::info!(listen = %built.bound.listen, admin = ?built.bound.admin, "portcullis is serving");
     let result = run(built, signalled(), true);
     before_exit();
@@ -372,7 +379,7 @@ pub fn serve_dev(
     let secret = {
         use base64::Engine as _;
         let mut bytes = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| StartError::Io("no random source".into()))?;
+        crate::random::fill(&mut bytes).map_err(|e| StartError::Io(e.to_string()))?;
         base64::engine::general_purpose::STANDARD.encode(bytes)
     };
     let toml = format!(
@@ -427,11 +434,17 @@ effect = "allow"
 /// connections; access lines are `tracing` events. Safe to call from async
 /// code: all set-up happens on that thread.
 pub fn spawn(config: Config) -> Result<Running, StartError> {
+    spawn_with_clock(config, crate::clock::Clock::system())
+}
+
+/// [`spawn`] on `clock`: tests pass a [`crate::clock::ManualClock`]'s clock
+/// and advance it past an expiry instead of sleeping.
+pub fn spawn_with_clock(config: Config, clock: crate::clock::Clock) -> Result<Running, StartError> {
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_rx = stop.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
-        let built = match build(config, AccessSink::Tracing) {
+        let built = match build(config, AccessSink::Tracing, clock) {
             Ok(built) => built,
             Err(e) => {
                 let _ = tx.send(Err(e));
@@ -580,7 +593,11 @@ struct Built {
     background: tokio::runtime::Runtime,
 }
 
-fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
+fn build(
+    config: Config,
+    access: AccessSink,
+    clock: crate::clock::Clock,
+) -> Result<Built, StartError> {
     let listener = bind_first(config.server.listen)?;
     let admin_listener = config.server.admin_listen.map(bind).transpose()?;
     let local = |l: &TcpListener, addr: SocketAddr| {
@@ -618,9 +635,9 @@ fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
     let metrics = Arc::new(Metrics::new(&app_names)?);
     let reloads = reload::reloads_counter()?;
     metrics.register(Box::new(reloads.clone()))?;
-    let audit = crate::audit::Audit::new(access.format())?;
+    let audit = crate::audit::Audit::new(access.format(), clock.clone())?;
     metrics.register(audit.collector())?;
-    let housekeeping = crate::housekeeping::Housekeeping::new(store.clone())?;
+    let housekeeping = crate::housekeeping::Housekeeping::new(store.clone(), clock.clone())?;
     metrics.register(housekeeping.collector())?;
     background.spawn(housekeeping.run());
     let io = Io {
@@ -629,6 +646,7 @@ fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
         metrics: metrics.clone(),
         access,
         audit,
+        clock: clock.clone(),
     };
     let assembled = assemble(config, &io, None)?;
     for c in assembled.state.sources.collectors() {
@@ -640,7 +658,7 @@ fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
     let refreshers = start_refreshing(&assembled.state.sources, &io.handle);
     let loaded = Arc::new(arc_swap::ArcSwap::from_pointee(crate::admin::Loaded {
         generation: 1,
-        loaded_at: std::time::SystemTime::now(),
+        loaded_at: clock.now(),
         readiness: assembled.readiness.clone(),
     }));
     let state = Arc::new(arc_swap::ArcSwap::new(assembled.state));

@@ -5,7 +5,6 @@
 //! any connection, gets the new. A refused config changes nothing.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use prometheus::IntCounterVec;
@@ -255,7 +254,7 @@ impl Reloader {
         self.live.store(next.state);
         self.loaded.store(Arc::new(Loaded {
             generation: self.generation,
-            loaded_at: SystemTime::now(),
+            loaded_at: self.io.clock.now(),
             readiness: next.readiness,
         }));
         Ok(())

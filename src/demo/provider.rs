@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use crate::clock::Clock;
 
 use aws_lc_rs::digest::{digest, SHA256};
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
@@ -21,7 +23,6 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rand::RngCore;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -356,6 +357,16 @@ impl fmt::Debug for Provider {
 /// Serves the provider on `listener` (the caller binds it, e.g. to
 /// 127.0.0.1:0). Generates the signing keys first (RSA-2048 and P-256).
 pub async fn start(listener: TcpListener, config: ProviderConfig) -> Provider {
+    start_with_clock(listener, config, Clock::system()).await
+}
+
+/// [`start`] on `clock`: grants expire and tokens are stamped by it, so a
+/// test that advances the gateway's manual clock moves the provider's too.
+pub async fn start_with_clock(
+    listener: TcpListener,
+    config: ProviderConfig,
+    clock: Clock,
+) -> Provider {
     let addr = match listener.local_addr() {
         Ok(addr) => addr,
         Err(error) => {
@@ -373,6 +384,7 @@ pub async fn start(listener: TcpListener, config: ProviderConfig) -> Provider {
         config,
         keys,
         state: Mutex::new(State::default()),
+        clock,
     });
     let handler_state = Arc::clone(&shared);
     let stop = super::spawn_server(listener, move |req| handle(Arc::clone(&handler_state), req));
@@ -467,7 +479,7 @@ impl Provider {
             .lock()
             .access_tokens
             .get(access_token)
-            .is_some_and(|g| g.expires > Instant::now())
+            .is_some_and(|g| g.expires > self.shared.clock.now())
     }
 
     /// Sets every call counter back to zero.
@@ -509,6 +521,8 @@ struct Shared {
     /// `None` only if key generation failed at start.
     keys: Option<KeySet>,
     state: Mutex<State>,
+    /// Grant expiry and token times.
+    clock: Clock,
 }
 
 impl Shared {
@@ -559,12 +573,12 @@ struct CodeGrant {
     pkce: Option<Pkce>,
     auth_time: i64,
     sid: String,
-    expires: Instant,
+    expires: SystemTime,
 }
 
 struct AccessGrant {
     sub: String,
-    expires: Instant,
+    expires: SystemTime,
 }
 
 /// What a refresh token stands for.
@@ -1166,13 +1180,13 @@ fn approve(shared: &Shared, request: &AuthorizeRequest, sub: &str) -> Resp {
         nonce: request.nonce.clone(),
         scope: request.scope.clone(),
         pkce: request.pkce.clone(),
-        auth_time: unix_now(),
+        auth_time: unix_now(&shared.clock),
         sid: random_token(16),
-        expires: Instant::now() + CODE_TTL,
+        expires: shared.clock.now() + CODE_TTL,
     };
     {
         let mut state = shared.lock();
-        let now = Instant::now();
+        let now = shared.clock.now();
         state.codes.retain(|_, grant| grant.expires > now);
         state.codes.insert(code.clone(), grant);
     }
@@ -1359,7 +1373,7 @@ fn redeem_code<'a>(
     let Some(grant) = grant else {
         return Err(invalid_grant("unknown or already used code"));
     };
-    if grant.expires <= Instant::now() {
+    if grant.expires <= shared.clock.now() {
         return Err(invalid_grant("code expired"));
     }
     if grant.client_id != client_id {
@@ -1412,7 +1426,7 @@ async fn id_token(
         user,
         access_token,
         faults,
-        unix_now(),
+        unix_now(&shared.clock),
     );
     sign_id_token(&claims, faults, &keys, client_secret).map_err(|error| {
         tracing::error!(%error, "demo provider: signing the ID token failed");
@@ -1436,7 +1450,7 @@ fn issue_tokens(
     let refresh_token = faults.refresh_tokens.then(|| random_token(32));
     {
         let mut state = shared.lock();
-        let now = Instant::now();
+        let now = shared.clock.now();
         state.access_tokens.retain(|_, grant| grant.expires > now);
         state.access_tokens.insert(
             access_token.clone(),
@@ -1772,7 +1786,7 @@ fn userinfo(shared: &Shared, headers: &HeaderMap) -> Resp {
         let sub = state
             .access_tokens
             .get(token)
-            .filter(|grant| grant.expires > Instant::now())
+            .filter(|grant| grant.expires > shared.clock.now())
             .map(|grant| grant.sub.clone());
         (sub, state.faults.clone())
     };
@@ -1920,7 +1934,12 @@ button:focus-visible {{ outline: 3px solid #f0b400; outline-offset: 2px; }}
 
 fn random_bytes(len: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; len];
-    rand::thread_rng().fill_bytes(&mut bytes);
+    if let Err(error) = crate::random::fill(&mut bytes) {
+        // The demo provider serves loopback sign-ins of made-up users: a
+        // failed source is logged and leaves this value all zeros (codes
+        // and tokens then collide and sign-ins fail) instead of a panic.
+        tracing::error!(%error, "demo provider: no random values");
+    }
     bytes
 }
 
@@ -1929,12 +1948,8 @@ fn random_token(len: usize) -> String {
     URL_SAFE_NO_PAD.encode(random_bytes(len))
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
-        })
+fn unix_now(clock: &Clock) -> i64 {
+    i64::try_from(clock.now_unix()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -47,12 +47,20 @@ pub struct Ctx {
 pub struct RequestId([u8; 12]);
 
 impl RequestId {
-    /// A fresh id from the thread's CSPRNG (seeded from the OS, no system call per id).
+    /// A fresh random id ([`crate::random`]: a per-thread DRBG seeded from
+    /// the OS, no system call per id). Without random values it
+    /// still correlates lines: a process-wide counter takes their place (an
+    /// id is no secret, and a request must not fail for its log line).
     pub fn new() -> Self {
         use base64::Engine as _;
-        use rand::RngCore as _;
+        static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut bytes = [0u8; 9];
-        rand::thread_rng().fill_bytes(&mut bytes);
+        if crate::random::fill(&mut bytes).is_err() {
+            let n = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for (b, n) in bytes.iter_mut().zip(n.to_be_bytes()) {
+                *b = n;
+            }
+        }
         let mut id = [b'A'; 12];
         // 9 bytes are exactly 12 base64 characters: this never fails.
         let _ = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(bytes, &mut id);

@@ -62,6 +62,8 @@ pub struct State {
     pub access: access::Sink,
     /// Where audit events go (`portcullis::audit`) and their counter.
     pub audit: crate::audit::Audit,
+    /// The wall clock: expiry, idle time and token times are read here.
+    pub clock: crate::clock::Clock,
 }
 
 /// The token of `Authorization: Bearer …`, if the request has one. Two
@@ -115,7 +117,7 @@ pub async fn authenticate_bearer(
     Some(
         state
             .bearer
-            .verify(index, app, token, routes::now())
+            .verify(index, app, token, state.clock.now_unix())
             .await
             .map_err(|e| Rejection::InvalidToken {
                 description: e.to_string(),
@@ -202,7 +204,7 @@ pub async fn authenticate(
     host: &str,
     pass_token: bool,
 ) -> Result<Option<Arc<Principal>>, StoreUnavailable> {
-    let now = routes::now();
+    let now = state.clock.now_unix();
     let read = {
         let headers = session.req_header().headers.get_all(http::header::COOKIE);
         state
@@ -612,7 +614,7 @@ fn log(
         user: ctx.principal.as_ref().map_or("-", |p| p.user.as_str()),
         client_ip,
     };
-    state.access.emit(&line, std::time::SystemTime::now());
+    state.access.emit(&line, state.clock.now());
 }
 
 #[cfg(test)]

@@ -254,7 +254,10 @@ pub async fn forward(
         }
         if let Some(app) = app.filter(|a| a.identity_assertion) {
             // Client copies went with every other X-Portcullis-* header above.
-            match state.assertions.header(&app.name, p, super::routes::now()) {
+            match state
+                .assertions
+                .header(&app.name, p, state.clock.now_unix())
+            {
                 Ok(v) => {
                     headers.insert(HeaderName::from_static(crate::assertion::HEADER), v);
                 }

@@ -85,14 +85,6 @@ pub fn is_auth_path(path: &str) -> bool {
     path == "/_auth" || path.starts_with("/_auth/")
 }
 
-/// Unix time now.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn query_param(session: &Exchange, name: &str) -> Option<String> {
     let q = session.req_header().uri.query()?;
     url::form_urlencoded::parse(q.as_bytes())
@@ -152,7 +144,7 @@ pub async fn handle(
         AuthRoute::Handoff => take_handoff(state, session, ctx, &host).await,
         AuthRoute::Link(slug) => {
             // The flow is bound to this very session: its id goes into the login state.
-            let current = current_session(state, session, &host, now()).await;
+            let current = current_session(state, session, &host, state.clock.now_unix()).await;
             let Ok(current) = current else {
                 // Whether this browser is signed in cannot be told: not "signed out".
                 ctx.refused = Some(Reason::StoreUnavailable);
@@ -344,7 +336,7 @@ async fn take_handoff(
     ctx: &mut Ctx,
     host: &str,
 ) -> Result<(), BodyError> {
-    let now = now();
+    let now = state.clock.now_unix();
     let refused = SignInRefusal::HandoffRefused;
     let Some(code) = query_param(session, "code").filter(|c| !c.is_empty()) else {
         return refuse(session, ctx, refused, &HandoffError::Unknown, Vec::new()).await;
@@ -505,9 +497,18 @@ async fn login(
     if link.is_none() && matches!(target(&rd), Target::Absolute { .. }) {
         let host = ctx.host.clone().unwrap_or_default();
         // A store that cannot be asked: sign in through the provider as usual.
-        if let Ok(Some((claims, p))) = current_session(state, session, &host, now()).await {
+        if let Ok(Some((claims, p))) =
+            current_session(state, session, &host, state.clock.now_unix()).await
+        {
             if app.is_some_and(|a| a.sources.contains(&p.source)) {
-                let handed = hand_back(state, &claims.sid, &rd, binding.as_deref(), slug, now());
+                let handed = hand_back(
+                    state,
+                    &claims.sid,
+                    &rd,
+                    binding.as_deref(),
+                    slug,
+                    state.clock.now_unix(),
+                );
                 let location = match handed.await {
                     Ok(l) => l,
                     Err((refusal, detail)) => {
@@ -550,7 +551,7 @@ async fn login(
             pkce_verifier: None,
             rd,
             link,
-            exp: now() + flow::LOGIN_STATE_SECS,
+            exp: state.clock.now_unix() + flow::LOGIN_STATE_SECS,
             oauth1: Some(pending),
             handoff: binding,
         };
@@ -565,7 +566,7 @@ async fn login(
             &rd,
             link,
             fresh,
-            now(),
+            state.clock.now_unix(),
         )
     });
     let mut start = match started {
@@ -620,7 +621,7 @@ async fn send_to_provider(
             (n, exp)
         })
         .collect();
-        cookie::flows_to_drop(&flows, now())
+        cookie::flows_to_drop(&flows, state.clock.now_unix())
     };
     let mut headers = vec![
         ("location", start.url.to_string()),
@@ -755,7 +756,7 @@ async fn callback(
             )
         })
         .collect();
-    let now = now();
+    let now = state.clock.now_unix();
     let answered = if oauth1 {
         oauth1_callback(state, &rt, slug, &params, login, now).await
     } else {
@@ -1108,12 +1109,20 @@ async fn sign_out(
     let host = ctx.host.clone().unwrap_or_default();
     let claims = {
         let headers = session.req_header().headers.get_all(http::header::COOKIE);
-        sessions.read(headers.iter().filter_map(|v| v.to_str().ok()), &host, now())
+        sessions.read(
+            headers.iter().filter_map(|v| v.to_str().ok()),
+            &host,
+            state.clock.now_unix(),
+        )
     };
     let mut location = rd.clone();
     if let Some((c, _)) = claims {
         let record = sessions.record(&c.sid).await;
-        let who = sessions.principal(&c, now()).await.ok().flatten();
+        let who = sessions
+            .principal(&c, state.clock.now_unix())
+            .await
+            .ok()
+            .flatten();
         if sessions.revoke(&c.sid).await.is_err() {
             // Not ended in the store: clearing the cookie would claim a
             // sign-out that a copy of the cookie outlives.
@@ -1228,7 +1237,11 @@ async fn backchannel_logout(
             ctx.refused = Some(Reason::LogoutTokenInvalid);
             break 'outcome answer(400, "invalid_request", "no logout_token".into());
         };
-        let request = match state.sources.verify_logout(&rt, &token, now()).await {
+        let request = match state
+            .sources
+            .verify_logout(&rt, &token, state.clock.now_unix())
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 // The detail (which check failed, a key fetch's URL) is for the log only.

@@ -7,7 +7,6 @@ use std::fmt;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::error::Unspecified;
 use aws_lc_rs::hkdf::{self, Salt, HKDF_SHA256};
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use cookie::{Cookie, SameSite};
@@ -101,7 +100,6 @@ struct Key {
 pub struct Sealer {
     /// The first key seals; every key opens.
     keys: Vec<Key>,
-    rng: SystemRandom,
 }
 
 impl fmt::Debug for Sealer {
@@ -152,10 +150,7 @@ impl Sealer {
             .map(|secret| derive_key(secret.expose()))
             .collect::<Result<Vec<_>, _>>()
             .unwrap_or_default();
-        Sealer {
-            keys,
-            rng: SystemRandom::new(),
-        }
+        Sealer { keys }
     }
 
     /// Seals `value` as JSON for the cookie `cookie_name` and `purpose`: base64url, no padding.
@@ -182,9 +177,7 @@ impl Sealer {
         let key = self.keys.first().ok_or(SessionError::NoKey)?;
         // A fresh random nonce per seal (SES-15): replicas share keys but no counter.
         let mut nonce = [0u8; NONCE_LEN];
-        self.rng
-            .fill(&mut nonce)
-            .map_err(|_| SessionError::Crypto)?;
+        crate::random::fill(&mut nonce).map_err(|_| SessionError::Crypto)?;
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(&[VERSION, key.id]);
         buf.extend_from_slice(&nonce);

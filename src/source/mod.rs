@@ -193,6 +193,8 @@ pub struct Sources {
     readiness: Arc<Readiness>,
     /// Background upkeep of discovery documents (see `refresh`).
     upkeep: refresh::Upkeep,
+    /// The wall clock (OAuth 1.0a timestamps).
+    clock: crate::clock::Clock,
 }
 
 /// What loading the sources found, for `check` and the start-up log.
@@ -237,6 +239,7 @@ impl Sources {
         config: &Config,
         http: Http,
         readiness: Arc<Readiness>,
+        clock: crate::clock::Clock,
     ) -> Result<(Sources, LoadReport), LoadError> {
         let mut report = LoadReport::default();
         let mut by_slug = HashMap::new();
@@ -282,7 +285,7 @@ impl Sources {
             }
             by_slug.insert(s.slug.clone(), rt);
         }
-        let jwks = JwksCache::new(http.clone(), &config.sources);
+        let jwks = JwksCache::new(http.clone(), &config.sources, clock.clone());
         Ok((
             Sources {
                 http,
@@ -290,6 +293,7 @@ impl Sources {
                 by_slug,
                 readiness,
                 upkeep,
+                clock,
             },
             report,
         ))
@@ -716,7 +720,8 @@ impl Sources {
         ) else {
             return Err(SourceError::NotReady);
         };
-        let stamp = oauth1::Stamp::now().map_err(|e| SourceError::Provider(e.to_string()))?;
+        let stamp = oauth1::Stamp::fresh(self.clock.now_unix())
+            .map_err(|e| SourceError::Provider(e.to_string()))?;
         let signed = oauth1_signer(src)
             .request_token(request_url, callback, &stamp)
             .map_err(|e| SourceError::Provider(e.to_string()))?;
@@ -758,7 +763,7 @@ impl Sources {
         let provider = |e: oauth1::SignError| SourceError::Provider(e.to_string());
         let temporary =
             oauth1::TokenCredentials::new(pending.token.clone(), pending.secret.clone());
-        let stamp = oauth1::Stamp::now().map_err(provider)?;
+        let stamp = oauth1::Stamp::fresh(self.clock.now_unix()).map_err(provider)?;
         let signed = signer
             .access_token(token_url, &temporary, verifier, &stamp)
             .map_err(provider)?;
@@ -767,7 +772,7 @@ impl Sources {
             .await?;
         let access = oauth1::parse_token_credentials(&body)
             .map_err(|e| SourceError::Provider(format!("access token: {e}")))?;
-        let stamp = oauth1::Stamp::now().map_err(provider)?;
+        let stamp = oauth1::Stamp::fresh(self.clock.now_unix()).map_err(provider)?;
         let signed = signer
             .resource("GET", profile_url, None, &access.credentials, &stamp)
             .map_err(provider)?;

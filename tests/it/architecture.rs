@@ -535,3 +535,135 @@ fn the_products_normal_dependency_tree_holds_no_testkit() {
         "the product's normal dependencies include the testkit:\n{tree}"
     );
 }
+
+/// The identifiers and `::` of `stream` outside `#[cfg(test)]` items, in
+/// order, one string each (comments and string literals are not tokens).
+fn product_words(stream: TokenStream, out: &mut Vec<String>) {
+    let tokens: Vec<TokenTree> = stream.into_iter().collect();
+    let mut i = 0;
+    let mut skip_next_item = false;
+    while let Some(t) = tokens.get(i) {
+        match t {
+            TokenTree::Punct(p) if p.as_char() == '#' && is_cfg_test(tokens.get(i + 1)) => {
+                skip_next_item = true;
+                i += 2;
+                continue;
+            }
+            TokenTree::Punct(p) if p.as_char() == ';' => {
+                skip_next_item = false;
+                out.push(";".into());
+            }
+            TokenTree::Punct(p) if p.as_char() == ':' && is_colon(tokens.get(i + 1)) => {
+                if !skip_next_item {
+                    out.push("::".into());
+                }
+                i += 2;
+                continue;
+            }
+            TokenTree::Ident(id) if !skip_next_item => out.push(id.to_string()),
+            TokenTree::Group(g) => {
+                if !skip_next_item {
+                    product_words(g.stream(), out);
+                }
+                // A brace group ends the item a `#[cfg(test)]` was on.
+                if g.delimiter() == Delimiter::Brace {
+                    skip_next_item = false;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+}
+
+/// Where `text` names one of `banned` (each a path like `SystemTime::now`)
+/// outside test code.
+fn names_in_product(text: &str, banned: &[&str]) -> Vec<String> {
+    let stream: TokenStream = text.parse().expect("tokenizes");
+    let mut words = Vec::new();
+    product_words(stream, &mut words);
+    banned
+        .iter()
+        .filter(|b| {
+            let want: Vec<String> = b
+                .split("::")
+                .flat_map(|w| ["::".to_string(), w.to_string()])
+                .skip(1)
+                .collect();
+            words.windows(want.len()).any(|w| w == want.as_slice())
+        })
+        .map(|b| b.to_string())
+        .collect()
+}
+
+/// Every product file under `src/` (with `main.rs`) that names one of
+/// `banned`, except `owner`: "file: names".
+fn product_files_naming(banned: &[&str], owner: &str) -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    files.sort();
+    assert!(files.len() > 20, "found only {} source files", files.len());
+    files
+        .iter()
+        .filter_map(|f| {
+            let relative = f.strip_prefix(src()).unwrap();
+            let shown = relative.to_string_lossy().replace('\\', "/");
+            if shown == owner {
+                return None;
+            }
+            let found = names_in_product(&std::fs::read_to_string(f).unwrap(), banned);
+            (!found.is_empty()).then(|| format!("src/{shown}: {}", found.join(", ")))
+        })
+        .collect()
+}
+
+#[test]
+fn only_src_clock_rs_reads_the_wall_clock() {
+    let found = product_files_naming(
+        &["SystemTime::now", "jsonwebtoken::get_current_timestamp"],
+        "clock.rs",
+    );
+    assert!(
+        found.is_empty(),
+        "the wall clock is read only in src/clock.rs; take the `Clock` the state \
+         carries (or `now` as a parameter):\n  {}",
+        found.join("\n  ")
+    );
+}
+
+#[test]
+fn only_src_random_rs_asks_for_random_values() {
+    let banned = [
+        "thread_rng",
+        "OsRng",
+        "aws_lc_rs::rand",
+        "rand::random",
+        "SystemRandom",
+    ];
+    let found = product_files_naming(&banned, "random.rs");
+    assert!(
+        found.is_empty(),
+        "random values come only from src/random.rs (`random::fill`, `random::token`, \
+         `random::u64`):\n  {}",
+        found.join("\n  ")
+    );
+}
+
+#[test]
+fn the_clock_and_rng_scan_sees_product_code_but_not_tests_comments_or_strings() {
+    let text = r#"
+        use std::time::SystemTime;
+        // SystemTime::now() in a comment
+        const S: &str = "rand::thread_rng()";
+        #[cfg(test)]
+        mod tests { fn t() { let _ = rand::rngs::OsRng; } }
+        fn f() -> SystemTime { SystemTime::now() }
+        fn g() { let _ = rand::random::<u64>(); }
+    "#;
+    let banned = ["SystemTime::now", "thread_rng", "OsRng", "rand::random"];
+    assert_eq!(
+        names_in_product(text, &banned),
+        ["SystemTime::now", "rand::random"]
+    );
+    assert!(names_in_product("fn f() { std::time::SystemTime::UNIX_EPOCH; }", &banned).is_empty());
+}

@@ -20,6 +20,11 @@ pub struct Setup {
     pub client: reqwest::Client,
     /// The gateway's config, to start another replica on the same store.
     pub config: String,
+    /// The clock the gateway and the provider read: the system's, or a
+    /// manual one ([`Setup::start_on_manual_clock`]) the test advances.
+    pub clock: portcullis::clock::Clock,
+    /// The manual clock behind `clock`, if any.
+    pub manual: Option<portcullis::clock::ManualClock>,
     _dir: tempfile::TempDir,
 }
 
@@ -82,6 +87,38 @@ impl Setup {
         apps_extra: &str,
         faults: impl FnOnce(&mut Faults),
     ) -> Setup {
+        Self::start_on(source_extra, apps_extra, faults, None).await
+    }
+
+    /// As `start_with_apps`, with the gateway and the provider on one manual
+    /// clock that starts at the system's time: [`Setup::advance`] moves it.
+    pub async fn start_on_manual_clock(
+        source_extra: &str,
+        apps_extra: &str,
+        faults: impl FnOnce(&mut Faults),
+    ) -> Setup {
+        let manual = portcullis::clock::ManualClock::starting_now();
+        Self::start_on(source_extra, apps_extra, faults, Some(manual)).await
+    }
+
+    /// Moves the manual clock of a [`Setup::start_on_manual_clock`] setup.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.manual
+            .as_ref()
+            .expect("started on the system clock")
+            .advance(by);
+    }
+
+    async fn start_on(
+        source_extra: &str,
+        apps_extra: &str,
+        faults: impl FnOnce(&mut Faults),
+        manual: Option<portcullis::clock::ManualClock>,
+    ) -> Setup {
+        let clock = manual.as_ref().map_or_else(
+            portcullis::clock::Clock::system,
+            portcullis::clock::ManualClock::clock,
+        );
         let port = free_port();
         let public = format!("http://127.0.0.1:{port}");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -89,7 +126,8 @@ impl Setup {
             portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"));
         let client_id = cfg.clients[0].client_id.clone();
         let secret = cfg.clients[0].client_secret.clone();
-        let provider = portcullis::demo::provider::start(listener, cfg).await;
+        let provider =
+            portcullis::demo::provider::start_with_clock(listener, cfg, clock.clone()).await;
         provider.set_faults(|f| {
             f.auto_approve_as = Some("alice".into());
             faults(f);
@@ -158,7 +196,7 @@ public_paths = ["/public"]
             },
             up = upstream.url(),
         );
-        let gw = Gateway::start_full(&config);
+        let gw = Gateway::start_full_on(&config, clock.clone());
         // On a loaded machine discovery can miss its first try; a test that did
         // not ask for a provider that is down starts once the source is ready.
         if !provider.faults().down {
@@ -166,6 +204,8 @@ public_paths = ["/public"]
         }
         Setup {
             config,
+            clock,
+            manual,
             provider,
             gw,
             upstream,
@@ -914,6 +954,8 @@ async fn two_sources(second_extra: &str) -> (Setup, Provider) {
         jar: Jar::default(),
         client: client(),
         config,
+        clock: portcullis::clock::Clock::system(),
+        manual: None,
         _dir: dir,
     };
     (setup, second)
@@ -1655,4 +1697,34 @@ async fn a_session_opens_only_apps_that_offer_its_source() {
     assert_eq!(r.status(), 302);
     let to = r.headers()["location"].to_str().unwrap().to_string();
     assert!(to.starts_with("/_auth/sign_in?rd="), "{to}");
+}
+
+/// Starts a sign-in, lets `at_provider` pass on the clock before the
+/// provider answers, and follows it back; the callback's response.
+async fn sign_in_taking(s: &mut Setup, at_provider: Duration) -> reqwest::Response {
+    let start = s.get(&s.gw.url("/_auth/login/demo?rd=/private")).await;
+    assert_eq!(start.status(), 302, "login start");
+    let authorize = start.headers()["location"].to_str().unwrap().to_string();
+    s.advance(at_provider);
+    let back = s.get(&authorize).await;
+    assert_eq!(back.status(), 302, "provider authorize");
+    let callback = back.headers()["location"].to_str().unwrap().to_string();
+    s.get(&callback).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sign_in_finished_within_ten_minutes_works_and_one_finished_later_is_refused_as_too_long()
+{
+    let mut s = Setup::start_on_manual_clock("", "", |_| {}).await;
+    let r = sign_in_taking(&mut s, Duration::from_secs(599)).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(session_cookies_set(&r).len(), 1);
+    assert_eq!(s.users().await, 1);
+
+    s.jar.0.clear();
+    let r = sign_in_taking(&mut s, Duration::from_secs(601)).await;
+    assert_eq!(r.status(), 400);
+    assert!(session_cookies_set(&r).is_empty(), "a session was set");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("This sign-in took too long."), "{body}");
 }

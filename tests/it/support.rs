@@ -230,10 +230,16 @@ impl Gateway {
 
     /// Starts the gateway with exactly this config.
     pub fn start_full(body: &str) -> Gateway {
+        Self::start_full_on(body, portcullis::clock::Clock::system())
+    }
+
+    /// Starts the gateway with exactly this config, reading the time from
+    /// `clock` (a test's manual clock, advanced instead of sleeping).
+    pub fn start_full_on(body: &str, clock: portcullis::clock::Clock) -> Gateway {
         let file = config_file(body);
         let config = portcullis::config::load_with_env(&file.path, Vec::new())
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let running = portcullis::app::spawn(config).unwrap();
+        let running = portcullis::app::spawn_with_clock(config, clock).unwrap();
         Gateway {
             addr: running.bound.listen,
             admin: running.bound.admin.unwrap(),

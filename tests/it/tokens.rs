@@ -1,7 +1,8 @@
 //! `pass_access_token`: the upstream receives the session's access token from
 //! its source, refreshed before it expires (once per session across replicas),
 //! the session ends when it cannot be renewed, and the store never holds the
-//! token in clear. Against the in-process provider with short-lived tokens.
+//! token in clear. Against the in-process provider with short-lived tokens,
+//! the gateway and the provider on one manual clock the tests advance.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use crate::support::{free_port, Gateway};
 const TTL: u64 = 4;
 
 async fn setup(refresh_tokens: bool) -> Setup {
-    Setup::start_with_apps("", "pass_access_token = true\n", |f| {
+    Setup::start_on_manual_clock("", "pass_access_token = true\n", |f| {
         f.access_token_ttl_secs = Some(TTL);
         f.refresh_tokens = refresh_tokens;
     })
@@ -58,13 +59,13 @@ fn last_token(s: &Setup) -> String {
         .to_string()
 }
 
-/// Another gateway on the same store.
+/// Another gateway on the same store and clock.
 fn replica(s: &Setup) -> Gateway {
     let config = s.config.replace(
         &s.gw.addr.to_string(),
         &format!("127.0.0.1:{}", free_port()),
     );
-    Gateway::start_full(&config)
+    Gateway::start_full_on(&config, s.clock.clone())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -87,14 +88,14 @@ async fn the_upstream_gets_a_valid_access_token_and_a_fresh_one_before_it_expire
     assert_eq!(r.headers()["x-auth-request-access-token"], first.as_str());
     assert_eq!(s.provider.refreshes(), 0);
     // Past half its lifetime: the next request carries a fresh token.
-    tokio::time::sleep(Duration::from_secs(TTL / 2 + 1)).await;
+    s.advance(Duration::from_secs(TTL / 2 + 1));
     assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
     let second = last_token(&s);
     assert_ne!(second, first);
     assert!(s.provider.access_token_valid(&second));
     assert_eq!(s.provider.refreshes(), 1);
     // Long past the first token's expiry, with the rotated refresh token.
-    tokio::time::sleep(Duration::from_secs(TTL)).await;
+    s.advance(Duration::from_secs(TTL));
     assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
     let third = last_token(&s);
     assert!(!s.provider.access_token_valid(&first));
@@ -122,7 +123,7 @@ async fn twenty_requests_at_expiry_on_two_replicas_cause_one_refresh() {
     assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
     assert_eq!(private(&other, &s.jar).await.status(), 200);
     let first = last_token(&s);
-    tokio::time::sleep(Duration::from_secs(TTL + 1)).await;
+    s.advance(Duration::from_secs(TTL + 1));
     assert!(!s.provider.access_token_valid(&first));
     let mut calls = Vec::new();
     for i in 0..20 {
@@ -153,7 +154,7 @@ async fn a_revoked_refresh_token_ends_the_session_and_the_browser_signs_in_again
     assert_eq!(s.sign_in().await.status(), 302);
     assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
     s.provider.revoke_refresh_tokens();
-    tokio::time::sleep(Duration::from_secs(TTL / 2 + 1)).await;
+    s.advance(Duration::from_secs(TTL / 2 + 1));
     let r = private(&s.gw, &s.jar).await;
     assert_eq!(r.status(), 401);
     assert_eq!(s.provider.refreshes(), 0);
@@ -181,7 +182,7 @@ async fn a_refused_refresh_sends_the_browser_to_a_sign_in_page_that_says_why() {
     assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
     let forwarded = s.upstream.requests().len();
     s.provider.revoke_refresh_tokens();
-    tokio::time::sleep(Duration::from_secs(TTL / 2 + 1)).await;
+    s.advance(Duration::from_secs(TTL / 2 + 1));
     // The browser's request tries the refresh, which the provider refuses.
     let kept = s.jar.clone();
     let r = s.get(&s.gw.url("/private")).await;
@@ -256,7 +257,7 @@ async fn an_unreachable_provider_keeps_the_session_while_the_token_lasts_then_en
     // Due for a refresh while the provider is down: the still-valid token is used.
     s.provider.set_faults(|f| f.down = true);
     let tried = s.provider.calls(Endpoint::Token);
-    tokio::time::sleep(Duration::from_secs(TTL / 2 + 1)).await;
+    s.advance(Duration::from_secs(TTL / 2 + 1));
     assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
     assert_eq!(last_token(&s), first);
     assert!(
@@ -273,7 +274,7 @@ async fn an_unreachable_provider_keeps_the_session_while_the_token_lasts_then_en
     // Down until the token has expired: the session ends, and says why.
     s.provider.set_faults(|f| f.down = true);
     let forwarded = s.upstream.requests().len();
-    tokio::time::sleep(Duration::from_secs(TTL + 1)).await;
+    s.advance(Duration::from_secs(TTL + 1));
     let r = private(&s.gw, &s.jar).await;
     assert_eq!(r.status(), 401);
     let header = challenge(&r);
@@ -308,16 +309,16 @@ async fn without_a_refresh_token_the_session_ends_when_the_access_token_expires(
     // can be due and expired less than a second apart, too close to hit on
     // a loaded machine. Due after 4 s (half its lifetime left), expired at 8 s.
     const LONG: u64 = 8;
-    let mut s = Setup::start_with_apps("", "pass_access_token = true\n", |f| {
+    let mut s = Setup::start_on_manual_clock("", "pass_access_token = true\n", |f| {
         f.access_token_ttl_secs = Some(LONG);
         f.refresh_tokens = false;
     })
     .await;
     assert_eq!(s.sign_in().await.status(), 302);
     // Due for a refresh but still valid, with nothing to refresh it: kept.
-    tokio::time::sleep(Duration::from_secs(LONG / 2 + 1)).await;
+    s.advance(Duration::from_secs(LONG / 2 + 1));
     assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
-    tokio::time::sleep(Duration::from_secs(LONG / 2 + 1)).await;
+    s.advance(Duration::from_secs(LONG / 2 + 1));
     assert_eq!(private(&s.gw, &s.jar).await.status(), 401);
 }
 

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use rand::RngCore as _;
 
 use crate::identity::HandoffRecord;
 use crate::identity::{Connection, Identity, NewSession, SessionRecord, User};
@@ -50,6 +49,9 @@ pub enum StoreError {
     /// The database failed or is unreachable. Retry later (503); log it.
     #[error("database: {0}")]
     Database(#[source] sqlx::Error),
+    /// No secure random values for a new user id; nothing was written. Retry later.
+    #[error("no secure random values for a new user id")]
+    NoRandom,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -262,10 +264,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn UserStore>, StoreError> {
 }
 
 /// A fresh user id: 128 random bits, base64url without padding.
-fn new_user_id() -> String {
+fn new_user_id() -> Result<String, StoreError> {
     let mut bytes = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    crate::random::fill(&mut bytes).map_err(|_| StoreError::NoRandom)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The username an enrolling identity asks for: the source's username, else
@@ -298,7 +300,9 @@ fn first_free_username(base: &str, taken: &[String]) -> String {
     (2u64..)
         .map(|n| format!("{base}-{n}"))
         .find(|candidate| !taken.contains(&candidate.to_lowercase()))
-        .unwrap_or_else(|| format!("{base}-{}", new_user_id()))
+        // Unreachable (the range is endless, `taken` is not); a name the
+        // unique index would refuse rather than a panic.
+        .unwrap_or_else(|| base.to_string())
 }
 
 /// A `LIKE` pattern matching `base-` followed by anything, with `base`'s own
@@ -387,12 +391,12 @@ mod tests {
 
     #[test]
     fn user_ids_are_128_bit_base64url() {
-        let id = new_user_id();
+        let id = new_user_id().unwrap();
         assert_eq!(id.len(), 22);
         assert!(id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-        assert_ne!(id, new_user_id());
+        assert_ne!(id, new_user_id().unwrap());
     }
 
     #[tokio::test]

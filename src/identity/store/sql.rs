@@ -509,7 +509,7 @@ where
         if connected.is_some() {
             return Err(StoreError::AlreadyConnected);
         }
-        let id = new_user_id();
+        let id = new_user_id()?;
         let username =
             Self::insert_user(&mut tx, &id, &wanted_username(identity), identity, now).await?;
         // The decisive check: on PostgreSQL a concurrent enroll of the same
@@ -1065,7 +1065,7 @@ mod tests {
             );
             return;
         };
-        let schema = format!("pc_test_{:016x}", rand::random::<u64>());
+        let schema = format!("pc_test_{:016x}", crate::random::u64().unwrap());
         let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
             .execute(&mut admin)
