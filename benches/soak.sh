@@ -15,6 +15,8 @@
 #   --driver-cpus LIST  DRIVER_CPUS=1    CPUs of the load driver, provider and upstreams
 #   --no-pin            PIN=0            no taskset
 #   --quiesce D         QUIESCE=130s     idle time after the traffic before the last fd/RSS reading
+#   --only LIST         ONLY=            only these traffic classes (comma-separated, e.g. sign_in,websocket;
+#                                        names as in soak-report.txt): to find what makes a figure move
 #                                        (past the gateway's 60 s client and upstream-pool idle timeouts)
 #   --rss-tolerance P   RSS_TOLERANCE=10 after warm-up, the highest RSS sample may be at most P% above the lowest
 #   --fd-slack N        FD_SLACK=16      after warm-up, the median fd count of the last third of the
@@ -64,6 +66,7 @@ RSS_TOLERANCE="${RSS_TOLERANCE:-10}"
 FD_SLACK="${FD_SLACK:-16}"
 KEEP_TMP="${KEEP_TMP:-0}"
 QUIESCE="${QUIESCE:-130s}"
+ONLY="${ONLY:-}"
 COMMAND_LINE="$0 $*"
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -87,6 +90,7 @@ while (($# > 0)); do
     --driver-cpus) DRIVER_CPUS="${2:?--driver-cpus needs a value}" && shift ;;
     --no-pin) PIN=0 ;;
     --quiesce) QUIESCE="${2:?--quiesce needs a value}" && shift ;;
+    --only) ONLY="${2:?--only needs a value}" && shift ;;
     --rss-tolerance) RSS_TOLERANCE="${2:?--rss-tolerance needs a value}" && shift ;;
     --fd-slack) FD_SLACK="${2:?--fd-slack needs a value}" && shift ;;
     --results) RESULTS="${2:?--results needs a value}" && shift ;;
@@ -212,7 +216,7 @@ log "work dir: $WORK"
 # Bounded: the traffic, the setup and the drain, with room to spare.
 timeout --kill-after=10 $((DURATION_S + QUIESCE_S + 180)) "${DRIVER_PIN[@]}" "$SOAK_DRIVER" \
     --bin "$PORTCULLIS_BIN" --dir "$WORK" --duration "$DURATION_S" --sample "$SAMPLE_S" \
-    --rate-scale "$RATE_SCALE" --token-ttl "$TOKEN_TTL_S" --quiesce "$QUIESCE_S" "${GATEWAY_PIN_ARGS[@]}" &
+    --rate-scale "$RATE_SCALE" --token-ttl "$TOKEN_TTL_S" --quiesce "$QUIESCE_S" "${GATEWAY_PIN_ARGS[@]}" ${ONLY:+--only "$ONLY"} &
 DRIVER_PID=$!
 driver_rc=0
 wait "$DRIVER_PID" || driver_rc=$?

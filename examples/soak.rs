@@ -62,6 +62,17 @@ struct Args {
     /// the reading show whether everything the traffic opened was closed.
     #[arg(long, default_value_t = 130)]
     quiesce: u64,
+    /// Run only these classes (comma-separated names, e.g. `sign_in,websocket`):
+    /// to find which kind of traffic makes a figure move. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+impl Args {
+    /// Whether `class` runs in this soak (`--only`).
+    fn runs(&self, class: Class) -> bool {
+        self.only.is_empty() || self.only.iter().any(|n| n == class.name())
+    }
 }
 
 /// One kind of traffic: its name, its rate (operations per second at scale
@@ -1004,7 +1015,8 @@ fn summary(stats: &Stats, args: &Args) -> String {
     let mut out = String::new();
     for class in Class::ALL {
         let t = tallies.get(&class).unwrap_or(&empty);
-        let planned = (class.rate() * args.rate_scale * args.duration as f64).floor();
+        let rate = if args.runs(class) { class.rate() } else { 0.0 };
+        let planned = (rate * args.rate_scale * args.duration as f64).floor();
         let responses: Vec<String> = t.statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
         let _ = writeln!(
             out,
@@ -1037,6 +1049,14 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.duration == 0 || args.sample == 0 {
         bail!("--duration and --sample must be at least 1 second");
+    }
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .find(|n| !Class::ALL.iter().any(|c| c.name() == n.as_str()))
+    {
+        let names: Vec<&str> = Class::ALL.iter().map(|c| c.name()).collect();
+        bail!("--only: no class named '{unknown}' (classes: {})", names.join(", "));
     }
     if !(args.rate_scale > 0.0 && args.rate_scale.is_finite()) {
         bail!("--rate-scale must be a positive number");
@@ -1116,7 +1136,7 @@ async fn main() -> anyhow::Result<()> {
     let started = tokio::time::Instant::now();
     let end = started + Duration::from_secs(args.duration);
     let mut drivers = Vec::new();
-    for class in Class::ALL {
+    for class in Class::ALL.into_iter().filter(|c| args.runs(*c)) {
         let rate = class.rate() * args.rate_scale;
         let ctx = Arc::clone(&ctx);
         let in_flight = Arc::clone(&in_flight);
