@@ -611,34 +611,10 @@ impl Sources {
                 .iter()
                 .any(|s| s == vendors::github::MEMBERSHIP_SCOPE)
         {
-            let mut groups = Vec::new();
-            for (what, names) in [
-                (
-                    "orgs",
-                    vendors::github::org_groups as fn(&Value) -> Vec<String>,
-                ),
-                ("teams", vendors::github::team_groups),
-            ] {
-                let mut next = Some(vendors::github::memberships_url(profile_url, what));
-                for _ in 0..vendors::github::MAX_PAGES {
-                    let Some(url) = next.take() else { break };
-                    let (page, link) = self.vendor_page(src, &url, access_token).await?;
-                    groups.extend(names(&page));
-                    next = vendors::github::next_page(link.as_deref(), profile_url);
-                }
-                if next.is_some() {
-                    // A cut-off list would quietly drop groups a deny rule
-                    // looks for: refuse the sign-in rather than admit on half.
-                    return Err(SourceError::Provider(format!(
-                        "GitHub {what} go on past {} pages of 100",
-                        vendors::github::MAX_PAGES
-                    )));
-                }
-            }
-            obj.insert(
-                "groups".into(),
-                Value::Array(groups.into_iter().map(Value::String).collect()),
-            );
+            let groups = self
+                .github_memberships(src, profile_url, access_token)
+                .await?;
+            obj.insert("groups".into(), groups);
         }
         if q.email_fallback_other_mails && missing(obj.get("mail")) {
             if let Some(email) = vendors::entraid::fallback_email(&Value::Object(obj.clone())) {
@@ -646,33 +622,79 @@ impl Sources {
             }
         }
         if preset.wants_groups(&src.scopes) {
-            let mut groups = Vec::new();
-            let mut next = Some(vendors::entraid::member_of_url(profile_url));
-            // At most 20 pages; a next link is followed only on the same host.
-            for _ in 0..20 {
-                let Some(url) = next.take() else { break };
-                let page = self
-                    .vendor_get(src, &url, TokenIn::Bearer(access_token))
-                    .await?;
-                groups.extend(vendors::entraid::group_names(&page));
-                next = vendors::entraid::next_link(&page)
-                    .and_then(|l| Url::parse(l).ok())
-                    .filter(|l| {
-                        l.host_str() == profile_url.host_str() && l.scheme() == profile_url.scheme()
-                    });
-            }
-            if next.is_some() {
-                // As for GitHub: no sign-in on a group list cut in half.
-                return Err(SourceError::Provider(
-                    "Entra ID group memberships go on past 20 pages".into(),
-                ));
-            }
-            obj.insert(
-                "groups".into(),
-                Value::Array(groups.into_iter().map(Value::String).collect()),
-            );
+            let groups = self.entra_groups(src, profile_url, access_token).await?;
+            obj.insert("groups".into(), groups);
         }
         Ok(())
+    }
+
+    /// GitHub: the person's organisations and teams, every page of them.
+    async fn github_memberships(
+        &self,
+        src: &Source,
+        profile_url: &Url,
+        access_token: &str,
+    ) -> Result<Value, SourceError> {
+        let mut groups = Vec::new();
+        for (what, names) in [
+            (
+                "orgs",
+                vendors::github::org_groups as fn(&Value) -> Vec<String>,
+            ),
+            ("teams", vendors::github::team_groups),
+        ] {
+            let mut next = Some(vendors::github::memberships_url(profile_url, what));
+            for _ in 0..vendors::github::MAX_PAGES {
+                let Some(url) = next.take() else { break };
+                let (page, link) = self.vendor_page(src, &url, access_token).await?;
+                groups.extend(names(&page));
+                next = vendors::github::next_page(link.as_deref(), profile_url);
+            }
+            if next.is_some() {
+                // A cut-off list would quietly drop groups a deny rule
+                // looks for: refuse the sign-in rather than admit on half.
+                return Err(SourceError::Provider(format!(
+                    "GitHub {what} go on past {} pages of 100",
+                    vendors::github::MAX_PAGES
+                )));
+            }
+        }
+        Ok(Value::Array(
+            groups.into_iter().map(Value::String).collect(),
+        ))
+    }
+
+    /// Entra ID: the person's group memberships, every page of them.
+    async fn entra_groups(
+        &self,
+        src: &Source,
+        profile_url: &Url,
+        access_token: &str,
+    ) -> Result<Value, SourceError> {
+        let mut groups = Vec::new();
+        let mut next = Some(vendors::entraid::member_of_url(profile_url));
+        // At most 20 pages; a next link is followed only on the same host.
+        for _ in 0..20 {
+            let Some(url) = next.take() else { break };
+            let page = self
+                .vendor_get(src, &url, TokenIn::Bearer(access_token))
+                .await?;
+            groups.extend(vendors::entraid::group_names(&page));
+            next = vendors::entraid::next_link(&page)
+                .and_then(|l| Url::parse(l).ok())
+                .filter(|l| {
+                    l.host_str() == profile_url.host_str() && l.scheme() == profile_url.scheme()
+                });
+        }
+        if next.is_some() {
+            // As for GitHub: no sign-in on a group list cut in half.
+            return Err(SourceError::Provider(
+                "Entra ID group memberships go on past 20 pages".into(),
+            ));
+        }
+        Ok(Value::Array(
+            groups.into_iter().map(Value::String).collect(),
+        ))
     }
 
     async fn validate_id_token(

@@ -435,10 +435,18 @@ fn the_cycle_check_names_every_module_of_a_cycle_and_where_each_edge_is() {
 /// closing brace, without a `// Long: <reason>` comment above it.
 const MAX_FUNCTION_LINES: usize = 80;
 
-/// Functions over the limit in files other branches are splitting right now
-/// (`src/gateway/`, `src/demo/`), as `path name`. The lead empties this list
-/// at merge: the test fails on an entry that is no longer over the limit.
+/// Functions over the limit in files other branches are splitting or moving
+/// right now (`src/gateway/`, `src/demo/`), as `path name`. The lead empties
+/// this list at merge: the test fails on an entry that is no longer over the
+/// limit or no longer exists.
 const PENDING_IN_OTHER_BRANCHES: &[&str] = &[
+    // Leaving src/ for the testkit crate (the vendors' and OAuth 1.0a fakes).
+    "src/demo/oauth1_provider.rs access_token",
+    "src/demo/vendors.rs expected",
+    "src/demo/vendors.rs id_token_claims",
+    "src/demo/vendors.rs resource",
+    "src/demo/vendors.rs token",
+    // Split in place.
     "src/demo/provider.rs token",
     "src/demo/provider.rs validate_authorize",
     "src/gateway/mod.rs handle",

@@ -66,94 +66,144 @@ pub(super) fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Sourc
     };
     let host = raw.host.map(|h| h.to_ascii_lowercase());
     if let Some(h) = &host {
-        let ok = !h.is_empty()
-            && h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            && !h.starts_with('.')
-            && !h.ends_with('.');
-        if !ok {
-            c.fail(
-                at.key("host"),
-                format!(
-                    "`{h}` must be a host name without scheme, port or path, e.g. wiki.example"
-                ),
-            );
-        }
+        check_host(c, at, h);
     }
     let path_prefix = raw.path_prefix.unwrap_or_else(|| "/".to_string());
     check_prefix(c, at.key("path_prefix"), &path_prefix);
-    let upstream = match raw.upstream.as_deref() {
-        None => {
-            c.fail(
-                at.key("upstream"),
-                "missing: e.g. upstream = \"http://127.0.0.1:3000\"",
-            );
-            None
-        }
-        Some(u) => match parse_http_url(u) {
-            Err(e) => {
-                c.fail(at.key("upstream"), e);
-                None
-            }
-            Ok(url) => {
-                if (url.path() != "/" && !url.path().is_empty())
-                    || url.query().is_some()
-                    || !url.username().is_empty()
-                {
-                    c.fail(
-                        at.key("upstream"),
-                        format!("`{u}` must be an origin only (scheme, host, port), without path, query or user"),
-                    );
-                    None
-                } else {
-                    let tls = url.scheme() == "https";
-                    let host = match url.host() {
-                        Some(url::Host::Ipv6(a)) => a.to_string(),
-                        Some(h) => h.to_string(),
-                        None => String::new(),
-                    };
-                    let port = url
-                        .port_or_known_default()
-                        .unwrap_or(if tls { 443 } else { 80 });
-                    Some(Upstream {
-                        url,
-                        host,
-                        port,
-                        tls,
-                    })
-                }
-            }
-        },
-    };
-    let login_sources: Vec<String> = sources
-        .iter()
-        .filter(|s| s.is_login())
-        .map(|s| s.slug.clone())
-        .collect();
-    let app_sources = match raw.sources {
-        None => login_sources,
-        Some(list) => {
-            for (i, s) in list.iter().enumerate() {
-                match sources.iter().find(|x| &x.slug == s) {
-                    None => c.fail(
-                        at.key("sources").item(i, None),
-                        format!("`{s}` is not a defined source; define a [[source]] with slug = \"{s}\" or remove it"),
-                    ),
-                    Some(x) if x.preset.is_some_and(|p| p.quirks.machine_only) => c.fail(
-                        at.key("sources").item(i, None),
-                        format!("`{s}` is a machine-only source (type `{}`): nobody signs in through it; list it in jwt_sources instead", x.preset.map_or("", |p| p.type_name())),
-                    ),
-                    Some(x) if !x.is_login() => c.fail(
-                        at.key("sources").item(i, None),
-                        format!("`{s}` has no consumer_key, so nobody can sign in through it; list it in jwt_sources instead"),
-                    ),
-                    Some(_) => {}
-                }
-            }
-            list
-        }
-    };
+    let upstream = upstream(c, at, raw.upstream.as_deref());
+    let app_sources = sign_in_sources(c, at, raw.sources, sources);
     let jwt_sources = raw.jwt_sources.unwrap_or_default();
+    check_jwt_sources(c, at, &jwt_sources, sources);
+    let jwt_audiences = jwt_audiences(c, at, name.as_deref(), &jwt_sources, raw.jwt_audiences);
+    let mut public_paths = Vec::new();
+    for (i, p) in raw.public_paths.unwrap_or_default().into_iter().enumerate() {
+        if check_prefix(c, at.key("public_paths").item(i, None), &p) {
+            public_paths.push(p);
+        }
+    }
+    let policies = policies(c, at, &raw.policy, &[("access", PolicyAction::Access)]);
+    access_is_stated(c, at, &app_sources, &jwt_sources, &public_paths, &policies);
+    public_issuer_is_narrowed(c, at, sources, &jwt_sources, &policies);
+    let claim_headers = claim_headers(c, at, raw.claim_headers.unwrap_or_default());
+    let upstream_ca_file = raw
+        .upstream_ca_file
+        .as_deref()
+        .and_then(|f| upstream_ca_file(c, at, f, upstream.as_ref()));
+    Some(App {
+        name: name?,
+        host,
+        path_prefix,
+        upstream: upstream?,
+        sources: app_sources,
+        jwt_sources,
+        jwt_audiences,
+        forward_bearer_token: raw.forward_bearer_token.unwrap_or(false),
+        identity_assertion: raw.identity_assertion.unwrap_or(false),
+        pass_access_token: raw.pass_access_token.unwrap_or(false),
+        upstream_ca_file,
+        public_paths,
+        claim_headers,
+        policies,
+    })
+}
+
+/// `host`: a host name alone, without scheme, port or path.
+fn check_host(c: &mut Check<'_>, at: &KeyPath, h: &str) {
+    let ok = !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && !h.starts_with('.')
+        && !h.ends_with('.');
+    if !ok {
+        c.fail(
+            at.key("host"),
+            format!("`{h}` must be a host name without scheme, port or path, e.g. wiki.example"),
+        );
+    }
+}
+
+/// `upstream`: an http(s) origin, without path, query or user.
+fn upstream(c: &mut Check<'_>, at: &KeyPath, raw: Option<&str>) -> Option<Upstream> {
+    let Some(u) = raw else {
+        c.fail(
+            at.key("upstream"),
+            "missing: e.g. upstream = \"http://127.0.0.1:3000\"",
+        );
+        return None;
+    };
+    let url = match parse_http_url(u) {
+        Err(e) => {
+            c.fail(at.key("upstream"), e);
+            return None;
+        }
+        Ok(url) => url,
+    };
+    if (url.path() != "/" && !url.path().is_empty())
+        || url.query().is_some()
+        || !url.username().is_empty()
+    {
+        c.fail(
+            at.key("upstream"),
+            format!(
+                "`{u}` must be an origin only (scheme, host, port), without path, query or user"
+            ),
+        );
+        return None;
+    }
+    let tls = url.scheme() == "https";
+    let host = match url.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => String::new(),
+    };
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    Some(Upstream {
+        url,
+        host,
+        port,
+        tls,
+    })
+}
+
+/// `sources`: the sign-in sources people may use for this app, each defined
+/// and one somebody can sign in through; by default every such source.
+fn sign_in_sources(
+    c: &mut Check<'_>,
+    at: &KeyPath,
+    raw: Option<Vec<String>>,
+    sources: &[Source],
+) -> Vec<String> {
+    let Some(list) = raw else {
+        return sources
+            .iter()
+            .filter(|s| s.is_login())
+            .map(|s| s.slug.clone())
+            .collect();
+    };
+    for (i, s) in list.iter().enumerate() {
+        match sources.iter().find(|x| &x.slug == s) {
+            None => c.fail(
+                at.key("sources").item(i, None),
+                format!("`{s}` is not a defined source; define a [[source]] with slug = \"{s}\" or remove it"),
+            ),
+            Some(x) if x.preset.is_some_and(|p| p.quirks.machine_only) => c.fail(
+                at.key("sources").item(i, None),
+                format!("`{s}` is a machine-only source (type `{}`): nobody signs in through it; list it in jwt_sources instead", x.preset.map_or("", |p| p.type_name())),
+            ),
+            Some(x) if !x.is_login() => c.fail(
+                at.key("sources").item(i, None),
+                format!("`{s}` has no consumer_key, so nobody can sign in through it; list it in jwt_sources instead"),
+            ),
+            Some(_) => {}
+        }
+    }
+    list
+}
+
+/// `jwt_sources`: each a defined source with an issuer and keys.
+fn check_jwt_sources(c: &mut Check<'_>, at: &KeyPath, jwt_sources: &[String], sources: &[Source]) {
     for (i, s) in jwt_sources.iter().enumerate() {
         match sources.iter().find(|x| &x.slug == s) {
             None => c.fail(
@@ -171,50 +221,30 @@ pub(super) fn app(c: &mut Check<'_>, at: &KeyPath, raw: RawApp, sources: &[Sourc
             Some(_) => {}
         }
     }
-    let jwt_audiences = jwt_audiences(c, at, name.as_deref(), &jwt_sources, raw.jwt_audiences);
-    let mut public_paths = Vec::new();
-    for (i, p) in raw.public_paths.unwrap_or_default().into_iter().enumerate() {
-        if check_prefix(c, at.key("public_paths").item(i, None), &p) {
-            public_paths.push(p);
+}
+
+/// `upstream_ca_file`: for an https upstream only, a PEM file of certificates.
+fn upstream_ca_file(
+    c: &mut Check<'_>,
+    at: &KeyPath,
+    f: &str,
+    upstream: Option<&Upstream>,
+) -> Option<std::path::PathBuf> {
+    let key = at.key("upstream_ca_file");
+    if upstream.is_some_and(|u| !u.tls) {
+        c.fail(
+            key.clone(),
+            "set only for an https:// upstream: a plain http upstream has no certificate to check",
+        );
+    }
+    let path = c.resolve(f);
+    match crate::config::pem::read_certificates(&path) {
+        Ok(_) => Some(path),
+        Err(e) => {
+            c.fail(key, e.to_string());
+            None
         }
     }
-    let policies = policies(c, at, &raw.policy, &[("access", PolicyAction::Access)]);
-    access_is_stated(c, at, &app_sources, &jwt_sources, &public_paths, &policies);
-    public_issuer_is_narrowed(c, at, sources, &jwt_sources, &policies);
-    let claim_headers = claim_headers(c, at, raw.claim_headers.unwrap_or_default());
-    let upstream_ca_file = raw.upstream_ca_file.as_deref().and_then(|f| {
-        let key = at.key("upstream_ca_file");
-        if upstream.as_ref().is_some_and(|u| !u.tls) {
-            c.fail(
-                key.clone(),
-                "set only for an https:// upstream: a plain http upstream has no certificate to check",
-            );
-        }
-        let path = c.resolve(f);
-        match crate::config::pem::read_certificates(&path) {
-            Ok(_) => Some(path),
-            Err(e) => {
-                c.fail(key, e.to_string());
-                None
-            }
-        }
-    });
-    Some(App {
-        name: name?,
-        host,
-        path_prefix,
-        upstream: upstream?,
-        sources: app_sources,
-        jwt_sources,
-        jwt_audiences,
-        forward_bearer_token: raw.forward_bearer_token.unwrap_or(false),
-        identity_assertion: raw.identity_assertion.unwrap_or(false),
-        pass_access_token: raw.pass_access_token.unwrap_or(false),
-        upstream_ca_file,
-        public_paths,
-        claim_headers,
-        policies,
-    })
 }
 
 /// GitHub Actions mints a token with any audience any workflow on GitHub asks

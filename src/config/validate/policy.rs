@@ -21,81 +21,107 @@ pub(super) fn policies(
         let Some(p) = table::<RawPolicy>(Some(v), &at, &mut c.problems) else {
             continue;
         };
-        let on_raw = p.on.map(StringOrList::into_vec).unwrap_or_default();
-        if on_raw.is_empty() {
+        out.push(policy(c, &at, p, actions));
+    }
+    out
+}
+
+/// One rule: the actions it governs, its effect, its matchers, its CEL
+/// expression compiled.
+fn policy(
+    c: &mut Check<'_>,
+    at: &KeyPath,
+    p: RawPolicy,
+    actions: &[(&str, PolicyAction)],
+) -> Policy {
+    let on = governed_actions(
+        c,
+        at,
+        p.on.map(StringOrList::into_vec).unwrap_or_default(),
+        actions,
+    );
+    let effect = match p.effect.as_deref() {
+        None => {
+            c.fail(at.key("effect"), "missing: allow or deny");
+            Effect::Deny
+        }
+        e => c.one_of(
+            at.key("effect"),
+            e,
+            &[("allow", Effect::Allow), ("deny", Effect::Deny)],
+            Effect::Deny,
+        ),
+    };
+    // Compiled here, once: a typo stops the config, not a sign-in, and the
+    // model carries the program every evaluation runs.
+    let expression = p
+        .expression
+        .as_deref()
+        .and_then(|expr| match Expression::compile(expr) {
+            Ok(compiled) => Some(compiled),
+            Err(ExpressionError(e)) => {
+                let first = e.lines().next().unwrap_or_default().to_string();
+                c.fail(
+                    at.key("expression"),
+                    format!("the CEL expression does not parse: {first}"),
+                );
+                None
+            }
+        });
+    if let Some(pp) = p.path_prefix.as_deref() {
+        canonical_prefix(c, at.key("path_prefix"), pp);
+    }
+    Policy {
+        on,
+        effect,
+        email_domains: p
+            .email_domains
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect(),
+        groups: p.groups.unwrap_or_default(),
+        users: p.users.unwrap_or_default(),
+        expression,
+        message: p.message,
+        path_prefix: p.path_prefix,
+    }
+}
+
+/// `on`: at least one action, each one this kind of rule may govern.
+fn governed_actions(
+    c: &mut Check<'_>,
+    at: &KeyPath,
+    on_raw: Vec<String>,
+    actions: &[(&str, PolicyAction)],
+) -> Vec<PolicyAction> {
+    if on_raw.is_empty() {
+        let names: Vec<&str> = actions.iter().map(|(n, _)| *n).collect();
+        c.fail(
+            at.key("on"),
+            format!(
+                "missing: name the actions it governs, any of: {}",
+                names.join(", ")
+            ),
+        );
+    }
+    let mut on = Vec::new();
+    for (j, a) in on_raw.iter().enumerate() {
+        let key = at.key("on").item(j, None);
+        if actions.iter().any(|(n, _)| n == a) {
+            on.push(c.one_of(key, Some(a), actions, PolicyAction::Access));
+        } else {
             let names: Vec<&str> = actions.iter().map(|(n, _)| *n).collect();
             c.fail(
-                at.key("on"),
+                key,
                 format!(
-                    "missing: name the actions it governs, any of: {}",
+                    "`{a}` is not an action here; use any of: {}",
                     names.join(", ")
                 ),
             );
         }
-        let mut on = Vec::new();
-        for (j, a) in on_raw.iter().enumerate() {
-            let key = at.key("on").item(j, None);
-            if actions.iter().any(|(n, _)| n == a) {
-                on.push(c.one_of(key, Some(a), actions, PolicyAction::Access));
-            } else {
-                let names: Vec<&str> = actions.iter().map(|(n, _)| *n).collect();
-                c.fail(
-                    key,
-                    format!(
-                        "`{a}` is not an action here; use any of: {}",
-                        names.join(", ")
-                    ),
-                );
-            }
-        }
-        let effect = match p.effect.as_deref() {
-            None => {
-                c.fail(at.key("effect"), "missing: allow or deny");
-                Effect::Deny
-            }
-            e => c.one_of(
-                at.key("effect"),
-                e,
-                &[("allow", Effect::Allow), ("deny", Effect::Deny)],
-                Effect::Deny,
-            ),
-        };
-        // Compiled here, once: a typo stops the config, not a sign-in, and the
-        // model carries the program every evaluation runs.
-        let expression = p
-            .expression
-            .as_deref()
-            .and_then(|expr| match Expression::compile(expr) {
-                Ok(compiled) => Some(compiled),
-                Err(ExpressionError(e)) => {
-                    let first = e.lines().next().unwrap_or_default().to_string();
-                    c.fail(
-                        at.key("expression"),
-                        format!("the CEL expression does not parse: {first}"),
-                    );
-                    None
-                }
-            });
-        if let Some(pp) = p.path_prefix.as_deref() {
-            canonical_prefix(c, at.key("path_prefix"), pp);
-        }
-        out.push(Policy {
-            on,
-            effect,
-            email_domains: p
-                .email_domains
-                .unwrap_or_default()
-                .into_iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
-            groups: p.groups.unwrap_or_default(),
-            users: p.users.unwrap_or_default(),
-            expression,
-            message: p.message,
-            path_prefix: p.path_prefix,
-        });
     }
-    out
+    on
 }
 
 /// Checks a rule's `path_prefix`: rules are matched against the canonical

@@ -26,61 +26,8 @@ pub(super) fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         cert_file: c.resolve(&t.cert_file),
         key_file: c.resolve(&t.key_file),
     });
-    let public_url = match raw.public_url.as_deref() {
-        Some(s) => {
-            let u = c.http_url(at.key("public_url"), Some(s));
-            if let Some(u) = &u {
-                // SES-02: without https the session cookie cannot be Secure/__Host-.
-                if u.scheme() == "http" && !is_loopback(u) {
-                    c.fail(
-                        at.key("public_url"),
-                        format!("`{s}` is plain http on a non-loopback host: session cookies would travel unprotected; use https:// (terminate TLS here with server.tls or in front)"),
-                    );
-                }
-                if (u.path() != "/" && !u.path().is_empty()) || u.query().is_some() {
-                    c.fail(
-                        at.key("public_url"),
-                        format!("`{s}` must be an origin only (scheme, host, port), without path or query"),
-                    );
-                }
-            }
-            u
-        }
-        None => {
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            let u = listen.and_then(|l| Url::parse(&format!("{scheme}://{l}")).ok());
-            // SES-02 holds for the default too: `listen = "0.0.0.0:8080"` alone
-            // would serve cookies without Secure on a public interface.
-            if let Some(u) = u
-                .as_ref()
-                .filter(|u| u.scheme() == "http" && !is_loopback(u))
-            {
-                c.fail(
-                    at.key("public_url"),
-                    format!(
-                        "not set, so it defaults to `{}` (from server.listen), plain http on a non-loopback address: \
-                         session cookies would travel unprotected; set public_url to the https:// origin your users open \
-                         (TLS here with server.tls, or at a load balancer in front), or listen on 127.0.0.1",
-                        u.origin().ascii_serialization()
-                    ),
-                );
-            }
-            u
-        }
-    };
-    let mut trusted_proxies = Vec::new();
-    for (i, p) in raw.trusted_proxies.unwrap_or_default().iter().enumerate() {
-        let parsed = p
-            .parse::<IpNet>()
-            .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from));
-        match parsed {
-            Ok(n) => trusted_proxies.push(n),
-            Err(_) => c.fail(
-                at.key("trusted_proxies").item(i, None),
-                format!("`{p}` is not an IP address or CIDR range, e.g. 10.0.0.0/8"),
-            ),
-        }
-    }
+    let public_url = public_url(c, &at, raw.public_url.as_deref(), listen, tls.is_some());
+    let trusted_proxies = trusted_proxies(c, &at, raw.trusted_proxies.unwrap_or_default());
     let threads = raw.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -144,4 +91,76 @@ pub(super) fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         max_connections: max_connections.max(1),
         log_format,
     })
+}
+
+/// `public_url`: an origin, https unless on loopback (SES-02: without https
+/// the session cookie cannot be Secure/__Host-); when unset, the listen
+/// address, held to the same rule.
+fn public_url(
+    c: &mut Check<'_>,
+    at: &KeyPath,
+    raw: Option<&str>,
+    listen: Option<SocketAddr>,
+    tls: bool,
+) -> Option<Url> {
+    match raw {
+        Some(s) => {
+            let u = c.http_url(at.key("public_url"), Some(s));
+            if let Some(u) = &u {
+                // SES-02: without https the session cookie cannot be Secure/__Host-.
+                if u.scheme() == "http" && !is_loopback(u) {
+                    c.fail(
+                        at.key("public_url"),
+                        format!("`{s}` is plain http on a non-loopback host: session cookies would travel unprotected; use https:// (terminate TLS here with server.tls or in front)"),
+                    );
+                }
+                if (u.path() != "/" && !u.path().is_empty()) || u.query().is_some() {
+                    c.fail(
+                        at.key("public_url"),
+                        format!("`{s}` must be an origin only (scheme, host, port), without path or query"),
+                    );
+                }
+            }
+            u
+        }
+        None => {
+            let scheme = if tls { "https" } else { "http" };
+            let u = listen.and_then(|l| Url::parse(&format!("{scheme}://{l}")).ok());
+            // SES-02 holds for the default too: `listen = "0.0.0.0:8080"` alone
+            // would serve cookies without Secure on a public interface.
+            if let Some(u) = u
+                .as_ref()
+                .filter(|u| u.scheme() == "http" && !is_loopback(u))
+            {
+                c.fail(
+                    at.key("public_url"),
+                    format!(
+                        "not set, so it defaults to `{}` (from server.listen), plain http on a non-loopback address: \
+                         session cookies would travel unprotected; set public_url to the https:// origin your users open \
+                         (TLS here with server.tls, or at a load balancer in front), or listen on 127.0.0.1",
+                        u.origin().ascii_serialization()
+                    ),
+                );
+            }
+            u
+        }
+    }
+}
+
+/// `trusted_proxies`: IP addresses or CIDR ranges.
+fn trusted_proxies(c: &mut Check<'_>, at: &KeyPath, raw: Vec<String>) -> Vec<IpNet> {
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in raw.iter().enumerate() {
+        let parsed = p
+            .parse::<IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => c.fail(
+                at.key("trusted_proxies").item(i, None),
+                format!("`{p}` is not an IP address or CIDR range, e.g. 10.0.0.0/8"),
+            ),
+        }
+    }
+    trusted_proxies
 }

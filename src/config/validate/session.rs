@@ -21,8 +21,59 @@ pub fn decode_secret(s: &str) -> Option<Vec<u8>> {
         .find_map(|e| e.decode(s).ok())
 }
 
-pub(super) fn session(c: &mut Check<'_>, raw: RawSession) -> Option<Session> {
+pub(super) fn session(c: &mut Check<'_>, mut raw: RawSession) -> Option<Session> {
     let at = KeyPath::root("session");
+    let secrets = secrets(c, &at, &mut raw);
+    let cookie_name = raw.cookie_name.unwrap_or_else(|| "portcullis".to_string());
+    if cookie_name.is_empty()
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        c.fail(
+            at.key("cookie_name"),
+            format!(
+                "`{cookie_name}` is not a valid cookie name; use letters, digits, `-`, `_`, `.`"
+            ),
+        );
+    }
+    let lifetime = c.duration(
+        at.key("lifetime"),
+        raw.lifetime.as_deref(),
+        Duration::from_secs(12 * 3600),
+    );
+    let idle_timeout = c.opt_duration(at.key("idle_timeout"), raw.idle_timeout.as_deref());
+    if let Some(idle) = idle_timeout.filter(|idle| *idle >= lifetime) {
+        // An error, not a warning: a setting that can never act is a mistake
+        // the operator should hear about before relying on it.
+        c.fail(
+            at.key("idle_timeout"),
+            format!(
+                "{} is not shorter than session.lifetime ({}), so it would never end a session; make it shorter or remove it",
+                humantime::format_duration(idle),
+                humantime::format_duration(lifetime)
+            ),
+        );
+    }
+    let identity_cache_ttl = c.duration(
+        at.key("identity_cache_ttl"),
+        raw.identity_cache_ttl.as_deref(),
+        Duration::from_secs(30),
+    );
+    let cookie_domain = raw.cookie_domain.and_then(|d| cookie_domain(c, &at, &d));
+    Some(Session {
+        secrets,
+        cookie_name,
+        lifetime,
+        idle_timeout,
+        cookie_domain,
+        identity_cache_ttl,
+    })
+}
+
+/// The session secrets, given in one place (`secrets`, `secret` or
+/// `secrets_file`): base64, long enough, none from the examples.
+fn secrets(c: &mut Check<'_>, at: &KeyPath, raw: &mut RawSession) -> Vec<Secret<Vec<u8>>> {
     // One place gives the secrets (an environment variable already replaced
     // the file's, see load.rs): two could leave a forgotten secret valid.
     let given: Vec<&str> = [
@@ -46,10 +97,10 @@ pub(super) fn session(c: &mut Check<'_>, raw: RawSession) -> Option<Session> {
         }
     }
     let mut written: Vec<(KeyPath, String)> = Vec::new();
-    if let Some(s) = raw.secret {
+    if let Some(s) = raw.secret.take() {
         written.push((at.key("secret"), s));
     }
-    if let Some(list) = raw.secrets {
+    if let Some(list) = raw.secrets.take() {
         for (i, s) in list.into_vec().into_iter().enumerate() {
             written.push((at.key("secrets").item(i, None), s));
         }
@@ -95,66 +146,25 @@ pub(super) fn session(c: &mut Check<'_>, raw: RawSession) -> Option<Session> {
              PORTCULLIS_SESSION__SECRET to it, or point session.secrets_file at a file holding it",
         );
     }
-    let cookie_name = raw.cookie_name.unwrap_or_else(|| "portcullis".to_string());
-    if cookie_name.is_empty()
-        || !cookie_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
+    secrets
+}
+
+/// `cookie_domain`: a DNS domain (a leading dot allowed), not an IP address.
+fn cookie_domain(c: &mut Check<'_>, at: &KeyPath, d: &str) -> Option<String> {
+    // A leading dot is how older cookie syntax wrote it; browsers ignore it.
+    let d = d.trim_start_matches('.').to_ascii_lowercase();
+    let name_like = !d.is_empty()
+        && d.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && !d.ends_with('.')
+        && !d.contains("..");
+    let ip = d.parse::<std::net::IpAddr>().is_ok();
+    if !name_like || ip {
         c.fail(
-            at.key("cookie_name"),
-            format!(
-                "`{cookie_name}` is not a valid cookie name; use letters, digits, `-`, `_`, `.`"
-            ),
+            at.key("cookie_domain"),
+            format!("`{d}` must be a DNS domain that the sign-in host and the app hosts share, e.g. corp.example (not an IP address, no scheme or port)"),
         );
+        return None;
     }
-    let lifetime = c.duration(
-        at.key("lifetime"),
-        raw.lifetime.as_deref(),
-        Duration::from_secs(12 * 3600),
-    );
-    let idle_timeout = c.opt_duration(at.key("idle_timeout"), raw.idle_timeout.as_deref());
-    if let Some(idle) = idle_timeout.filter(|idle| *idle >= lifetime) {
-        // An error, not a warning: a setting that can never act is a mistake
-        // the operator should hear about before relying on it.
-        c.fail(
-            at.key("idle_timeout"),
-            format!(
-                "{} is not shorter than session.lifetime ({}), so it would never end a session; make it shorter or remove it",
-                humantime::format_duration(idle),
-                humantime::format_duration(lifetime)
-            ),
-        );
-    }
-    let identity_cache_ttl = c.duration(
-        at.key("identity_cache_ttl"),
-        raw.identity_cache_ttl.as_deref(),
-        Duration::from_secs(30),
-    );
-    let cookie_domain = raw.cookie_domain.and_then(|d| {
-        // A leading dot is how older cookie syntax wrote it; browsers ignore it.
-        let d = d.trim_start_matches('.').to_ascii_lowercase();
-        let name_like = !d.is_empty()
-            && d.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            && !d.ends_with('.')
-            && !d.contains("..");
-        let ip = d.parse::<std::net::IpAddr>().is_ok();
-        if !name_like || ip {
-            c.fail(
-                at.key("cookie_domain"),
-                format!("`{d}` must be a DNS domain that the sign-in host and the app hosts share, e.g. corp.example (not an IP address, no scheme or port)"),
-            );
-            return None;
-        }
-        Some(d)
-    });
-    Some(Session {
-        secrets,
-        cookie_name,
-        lifetime,
-        idle_timeout,
-        cookie_domain,
-        identity_cache_ttl,
-    })
+    Some(d)
 }
