@@ -724,18 +724,41 @@ fn build(config: Config, access: AccessSink) -> Result<Built, StartError> {
     })
 }
 
-/// One worker thread: its own runtime serving the connections its
-/// listener accepts until `rx` says stop, then until `done` says the drain
-/// is over.
-fn worker(
-    listener: std::net::TcpListener,
+/// What every worker thread shares.
+#[derive(Clone)]
+struct WorkerShared {
     state: Arc<arc_swap::ArcSwap<State>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     builders: Arc<server::Builders>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// Says stop accepting.
     rx: tokio::sync::watch::Receiver<bool>,
-    mut done: tokio::sync::watch::Receiver<bool>,
-) {
+    /// Says the drain is over.
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Starts the admin listener on the current runtime, until `rx` says stop.
+fn start_admin(
+    (listener, admin): (TcpListener, Arc<Admin>),
+    rx: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|e| StartError::Io(e.to_string()))?;
+    Ok(tokio::spawn(crate::admin::serve(admin, listener, rx)))
+}
+
+/// One worker thread: its own runtime serving the connections its
+/// listener accepts until `rx` says stop, then until `done` says the drain
+/// is over.
+fn worker(listener: std::net::TcpListener, shared: WorkerShared) {
+    let WorkerShared {
+        state,
+        tls,
+        builders,
+        permits,
+        rx,
+        mut done,
+    } = shared;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -834,17 +857,19 @@ fn run(
             let _ = w.join();
         }
     };
+    let shared = WorkerShared {
+        state,
+        tls,
+        builders,
+        permits: permits.clone(),
+        rx: rx.clone(),
+        done: done_rx,
+    };
     for (i, listener) in listeners.into_iter().enumerate() {
-        let (state, tls, builders, permits) = (
-            state.clone(),
-            tls.clone(),
-            builders.clone(),
-            permits.clone(),
-        );
-        let (rx, done) = (rx.clone(), done_rx.clone());
+        let shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("portcullis-{i}"))
-            .spawn(move || worker(listener, state, tls, builders, permits, rx, done));
+            .spawn(move || worker(listener, shared));
         match spawned {
             Ok(w) => workers.push(w),
             Err(e) => {
@@ -857,14 +882,7 @@ fn run(
         if hangup {
             reload::on_hangup(reloader);
         }
-        let admin = match admin {
-            Some((l, a)) => {
-                let l = tokio::net::TcpListener::from_std(l)
-                    .map_err(|e| StartError::Io(e.to_string()))?;
-                Some(tokio::spawn(crate::admin::serve(a, l, rx.clone())))
-            }
-            None => None,
-        };
+        let admin = admin.map(|a| start_admin(a, rx.clone())).transpose()?;
         stop.await;
         let _ = tx.send(true);
         drain(&permits, max, grace).await;

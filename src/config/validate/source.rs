@@ -53,11 +53,7 @@ pub(super) fn source(c: &mut Check<'_>, at: &KeyPath, mut raw: RawSource) -> Opt
         preset.map_or(TokenAuthMethod::ClientSecretBasic, |p| p.token_auth_method),
     );
     vendor_keys(c, at, &raw, preset, reported);
-    let private_key = raw
-        .private_key_file
-        .as_deref()
-        .and_then(|f| c.read_file(at.key("private_key_file"), f))
-        .map(Secret::new);
+    let private_key = private_key(c, at, raw.private_key_file.as_deref());
     let user_matching_mode = c.one_of(
         at.key("user_matching_mode"),
         raw.user_matching_mode.as_deref(),
@@ -360,6 +356,12 @@ fn vendor_keys(
             );
         }
     }
+}
+
+/// Apple's `.p8` key, read from `private_key_file`.
+fn private_key(c: &mut Check<'_>, at: &KeyPath, file: Option<&str>) -> Option<Secret<String>> {
+    file.and_then(|f| c.read_file(at.key("private_key_file"), f))
+        .map(Secret::new)
 }
 
 /// `jwt_algorithms`: names on [`JWT_ALGORITHMS`] only, parsed once here.
