@@ -737,6 +737,39 @@ struct WorkerShared {
     done: tokio::sync::watch::Receiver<bool>,
 }
 
+/// Starts a worker thread per listener; if one cannot be started, stops
+/// those already running.
+fn spawn_workers(
+    listeners: Vec<TcpListener>,
+    shared: &WorkerShared,
+    tx: &tokio::sync::watch::Sender<bool>,
+    done_tx: &tokio::sync::watch::Sender<bool>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
+    let mut workers = Vec::new();
+    // Workers already started are stopped if a later one cannot be.
+    let abandon = |workers: Vec<std::thread::JoinHandle<()>>| {
+        let _ = tx.send(true);
+        let _ = done_tx.send(true);
+        for w in workers {
+            let _ = w.join();
+        }
+    };
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("portcullis-{i}"))
+            .spawn(move || worker(listener, shared));
+        match spawned {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                abandon(workers);
+                return Err(StartError::Io(e.to_string()));
+            }
+        }
+    }
+    Ok(workers)
+}
+
 /// Starts the admin listener on the current runtime, until `rx` says stop.
 fn start_admin(
     (listener, admin): (TcpListener, Arc<Admin>),
@@ -848,15 +881,6 @@ fn run(
     for _ in 1..threads {
         listeners.push(bind_shared(bound.listen)?);
     }
-    let mut workers = Vec::new();
-    // Workers already started are stopped if a later one cannot be.
-    let abandon = |workers: Vec<std::thread::JoinHandle<()>>| {
-        let _ = tx.send(true);
-        let _ = done_tx.send(true);
-        for w in workers {
-            let _ = w.join();
-        }
-    };
     let shared = WorkerShared {
         state,
         tls,
@@ -865,19 +889,7 @@ fn run(
         rx: rx.clone(),
         done: done_rx,
     };
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let shared = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("portcullis-{i}"))
-            .spawn(move || worker(listener, shared));
-        match spawned {
-            Ok(w) => workers.push(w),
-            Err(e) => {
-                abandon(workers);
-                return Err(StartError::Io(e.to_string()));
-            }
-        }
-    }
+    let workers = spawn_workers(listeners, &shared, &tx, &done_tx)?;
     let outcome = control.block_on(async move {
         if hangup {
             reload::on_hangup(reloader);
