@@ -1,6 +1,7 @@
 //! Sources: the identity providers people sign in through. The flow itself is
-//! pure (`flow`, `idtoken`, `claims`); this module is the thin adapter that
-//! makes the HTTP calls (discovery, token, JWKS, profile) in between.
+//! pure (`flow`, `idtoken`, `claims`, and `proof`: what a sign-in proves);
+//! this module is the thin adapter that makes the HTTP calls (discovery,
+//! token, JWKS, profile) in between.
 
 pub mod claims;
 pub mod flow;
