@@ -168,23 +168,7 @@ fn b64_member(
 
 fn parse_key(raw: &serde_json::Value) -> Result<Key, &'static str> {
     let obj = raw.as_object().ok_or("not an object")?;
-    // Private members must never be used (or kept) by a verifier.
-    if ["d", "p", "q", "dp", "dq", "qi", "k"]
-        .iter()
-        .any(|m| obj.contains_key(*m))
-    {
-        return Err("private or symmetric key material");
-    }
-    if let Some(ops) = obj.get("key_ops").and_then(|v| v.as_array()) {
-        if !ops.iter().any(|o| o == "verify") {
-            return Err("key_ops without verify");
-        }
-    }
-    match obj.get("use") {
-        None => {}
-        Some(u) if u == "sig" => {}
-        Some(_) => return Err("use is not sig"),
-    }
+    refuse_unless_for_verifying(obj)?;
     let declared = match obj.get("alg") {
         None => None,
         Some(a) => {
@@ -197,102 +181,11 @@ fn parse_key(raw: &serde_json::Value) -> Result<Key, &'static str> {
         Some(k) => Some(k.as_str().ok_or("kid is not a string")?.to_string()),
     };
     let kty = member(obj, "kty").ok_or("no kty")?;
-    let mut print = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for name in ["kty", "kid", "alg", "crv", "n", "e", "x", "y"] {
-        print.update(name.as_bytes());
-        print.update(b"=");
-        print.update(member(obj, name).unwrap_or("").as_bytes());
-        print.update(b";");
-    }
-    let mut fingerprint = [0u8; 32];
-    fingerprint.copy_from_slice(print.finish().as_ref());
-
-    let (family_algs, verifiers): (Vec<Algorithm>, Vec<(Algorithm, ParsedPublicKey)>) = match kty {
-        "RSA" => {
-            let n = strip_zeros(b64_member(obj, "n")?);
-            let e = strip_zeros(b64_member(obj, "e")?);
-            // JWT-08: short moduli and degenerate exponents are refused at load.
-            let bits = n
-                .first()
-                .map_or(0, |b| (n.len() - 1) * 8 + (8 - b.leading_zeros() as usize));
-            if bits < 2048 {
-                return Err("RSA modulus shorter than 2048 bits");
-            }
-            let e_odd = e.last().is_some_and(|b| b & 1 == 1);
-            if e.len() > 8 || !e_odd || e == [1] {
-                return Err("RSA exponent is 1, even, or too large");
-            }
-            let algs = jsonwebtoken::AlgorithmFamily::Rsa.algorithms().to_vec();
-            let wanted: Vec<Algorithm> = match declared {
-                Some(a) if algs.contains(&a) => vec![a],
-                Some(_) => return Err("alg does not fit the key type"),
-                None => algs.clone(),
-            };
-            let components = aws_lc_rs::signature::RsaPublicKeyComponents {
-                n: n.as_slice(),
-                e: e.as_slice(),
-            };
-            let mut v = Vec::new();
-            for a in wanted {
-                let params = rsa_params(a).ok_or("alg does not fit the key type")?;
-                let parsed = components
-                    .to_parsed_public_key(params)
-                    .map_err(|_| "RSA key rejected by the crypto library")?;
-                v.push((a, parsed));
-            }
-            (algs, v)
-        }
-        "EC" => {
-            // JWT-04: the curve fixes the algorithm; a P-256 key never verifies ES384.
-            let (alg, params, len): (
-                _,
-                &'static aws_lc_rs::signature::EcdsaVerificationAlgorithm,
-                _,
-            ) = match member(obj, "crv") {
-                Some("P-256") => (
-                    Algorithm::ES256,
-                    &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
-                    32,
-                ),
-                Some("P-384") => (
-                    Algorithm::ES384,
-                    &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED,
-                    48,
-                ),
-                _ => return Err("unsupported EC curve"),
-            };
-            if declared.is_some_and(|d| d != alg) {
-                return Err("alg does not fit the key's curve");
-            }
-            let x = b64_member(obj, "x")?;
-            let y = b64_member(obj, "y")?;
-            if x.len() != len || y.len() != len {
-                return Err("EC coordinates of the wrong length");
-            }
-            let mut point = Vec::with_capacity(1 + 2 * len);
-            point.push(4);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
-            // JWT-08: the library refuses a point that is not on the curve.
-            let parsed =
-                ParsedPublicKey::new(params, &point).map_err(|_| "EC point not on the curve")?;
-            (vec![alg], vec![(alg, parsed)])
-        }
-        "OKP" => {
-            if member(obj, "crv") != Some("Ed25519") {
-                return Err("unsupported OKP curve");
-            }
-            if declared.is_some_and(|d| d != Algorithm::EdDSA) {
-                return Err("alg does not fit the key type");
-            }
-            let x = b64_member(obj, "x")?;
-            if x.len() != 32 {
-                return Err("Ed25519 key of the wrong length");
-            }
-            let parsed = ParsedPublicKey::new(&aws_lc_rs::signature::ED25519, &x)
-                .map_err(|_| "Ed25519 key rejected by the crypto library")?;
-            (vec![Algorithm::EdDSA], vec![(Algorithm::EdDSA, parsed)])
-        }
+    let fingerprint = fingerprint(obj);
+    let (family_algs, verifiers) = match kty {
+        "RSA" => rsa_verifiers(obj, declared)?,
+        "EC" => ec_verifiers(obj, declared)?,
+        "OKP" => okp_verifiers(obj, declared)?,
         _ => return Err("symmetric or unknown key type"),
     };
     let algorithms = match declared {
@@ -306,6 +199,140 @@ fn parse_key(raw: &serde_json::Value) -> Result<Key, &'static str> {
         fingerprint,
         usable_until: AtomicU64::new(u64::MAX),
     })
+}
+
+/// A JSON Web Key's object.
+type JwkObject = serde_json::Map<String, serde_json::Value>;
+
+/// The algorithms of a key's family, and a verifier for each algorithm the
+/// key may be used with.
+type Verifiers = (Vec<Algorithm>, Vec<(Algorithm, ParsedPublicKey)>);
+
+/// Refuses a key a verifier must not hold or use: private or symmetric
+/// material, `key_ops` without verify, a `use` other than sig.
+fn refuse_unless_for_verifying(obj: &JwkObject) -> Result<(), &'static str> {
+    // Private members must never be used (or kept) by a verifier.
+    if ["d", "p", "q", "dp", "dq", "qi", "k"]
+        .iter()
+        .any(|m| obj.contains_key(*m))
+    {
+        return Err("private or symmetric key material");
+    }
+    if let Some(ops) = obj.get("key_ops").and_then(|v| v.as_array()) {
+        if !ops.iter().any(|o| o == "verify") {
+            return Err("key_ops without verify");
+        }
+    }
+    match obj.get("use") {
+        None => Ok(()),
+        Some(u) if u == "sig" => Ok(()),
+        Some(_) => Err("use is not sig"),
+    }
+}
+
+/// A digest of the members that make a public key what it is, to tell a
+/// changed key from the same key fetched again.
+fn fingerprint(obj: &JwkObject) -> [u8; 32] {
+    let mut print = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for name in ["kty", "kid", "alg", "crv", "n", "e", "x", "y"] {
+        print.update(name.as_bytes());
+        print.update(b"=");
+        print.update(member(obj, name).unwrap_or("").as_bytes());
+        print.update(b";");
+    }
+    let mut fingerprint = [0u8; 32];
+    fingerprint.copy_from_slice(print.finish().as_ref());
+    fingerprint
+}
+
+/// An RSA key: at least 2048 bits, an odd exponent other than 1.
+fn rsa_verifiers(obj: &JwkObject, declared: Option<Algorithm>) -> Result<Verifiers, &'static str> {
+    let n = strip_zeros(b64_member(obj, "n")?);
+    let e = strip_zeros(b64_member(obj, "e")?);
+    // JWT-08: short moduli and degenerate exponents are refused at load.
+    let bits = n
+        .first()
+        .map_or(0, |b| (n.len() - 1) * 8 + (8 - b.leading_zeros() as usize));
+    if bits < 2048 {
+        return Err("RSA modulus shorter than 2048 bits");
+    }
+    let e_odd = e.last().is_some_and(|b| b & 1 == 1);
+    if e.len() > 8 || !e_odd || e == [1] {
+        return Err("RSA exponent is 1, even, or too large");
+    }
+    let algs = jsonwebtoken::AlgorithmFamily::Rsa.algorithms().to_vec();
+    let wanted: Vec<Algorithm> = match declared {
+        Some(a) if algs.contains(&a) => vec![a],
+        Some(_) => return Err("alg does not fit the key type"),
+        None => algs.clone(),
+    };
+    let components = aws_lc_rs::signature::RsaPublicKeyComponents {
+        n: n.as_slice(),
+        e: e.as_slice(),
+    };
+    let mut v = Vec::new();
+    for a in wanted {
+        let params = rsa_params(a).ok_or("alg does not fit the key type")?;
+        let parsed = components
+            .to_parsed_public_key(params)
+            .map_err(|_| "RSA key rejected by the crypto library")?;
+        v.push((a, parsed));
+    }
+    Ok((algs, v))
+}
+
+/// An EC key on P-256 or P-384, whose curve fixes the algorithm.
+fn ec_verifiers(obj: &JwkObject, declared: Option<Algorithm>) -> Result<Verifiers, &'static str> {
+    // JWT-04: the curve fixes the algorithm; a P-256 key never verifies ES384.
+    let (alg, params, len): (
+        _,
+        &'static aws_lc_rs::signature::EcdsaVerificationAlgorithm,
+        _,
+    ) = match member(obj, "crv") {
+        Some("P-256") => (
+            Algorithm::ES256,
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+            32,
+        ),
+        Some("P-384") => (
+            Algorithm::ES384,
+            &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED,
+            48,
+        ),
+        _ => return Err("unsupported EC curve"),
+    };
+    if declared.is_some_and(|d| d != alg) {
+        return Err("alg does not fit the key's curve");
+    }
+    let x = b64_member(obj, "x")?;
+    let y = b64_member(obj, "y")?;
+    if x.len() != len || y.len() != len {
+        return Err("EC coordinates of the wrong length");
+    }
+    let mut point = Vec::with_capacity(1 + 2 * len);
+    point.push(4);
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    // JWT-08: the library refuses a point that is not on the curve.
+    let parsed = ParsedPublicKey::new(params, &point).map_err(|_| "EC point not on the curve")?;
+    Ok((vec![alg], vec![(alg, parsed)]))
+}
+
+/// An Ed25519 key.
+fn okp_verifiers(obj: &JwkObject, declared: Option<Algorithm>) -> Result<Verifiers, &'static str> {
+    if member(obj, "crv") != Some("Ed25519") {
+        return Err("unsupported OKP curve");
+    }
+    if declared.is_some_and(|d| d != Algorithm::EdDSA) {
+        return Err("alg does not fit the key type");
+    }
+    let x = b64_member(obj, "x")?;
+    if x.len() != 32 {
+        return Err("Ed25519 key of the wrong length");
+    }
+    let parsed = ParsedPublicKey::new(&aws_lc_rs::signature::ED25519, &x)
+        .map_err(|_| "Ed25519 key rejected by the crypto library")?;
+    Ok((vec![Algorithm::EdDSA], vec![(Algorithm::EdDSA, parsed)]))
 }
 
 fn strip_zeros(mut v: Vec<u8>) -> Vec<u8> {

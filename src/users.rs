@@ -123,102 +123,122 @@ pub async fn run(
     now: i64,
 ) -> Result<String, UsersError> {
     match cmd {
-        Command::List => {
-            let users = store.list_users().await?;
-            if as_json {
-                let all: Vec<Value> = users.iter().map(|(u, c)| user_json(u, c)).collect();
-                return Ok(Value::Array(all).to_string());
-            }
-            if users.is_empty() {
-                return Ok("no users yet".into());
-            }
-            Ok(users
-                .iter()
-                .map(|(u, c)| user_line(u, c))
-                .collect::<Vec<_>>()
-                .join("\n"))
-        }
-        Command::Show(who) => {
-            let user = find(store, &who).await?;
-            let connections = store
-                .list_users()
-                .await?
-                .into_iter()
-                .find(|(u, _)| u.id == user.id)
-                .map(|(_, c)| c)
-                .unwrap_or_default();
-            let sessions = store.user_sessions(&user.id).await?;
-            if as_json {
-                let mut v = user_json(&user, &connections);
-                if let Some(obj) = v.as_object_mut() {
-                    let list = sessions.iter().map(|s| session_json(s, now)).collect();
-                    obj.insert("sessions".into(), Value::Array(list));
-                }
-                return Ok(v.to_string());
-            }
-            let mut out = format!(
-                "{}\n  id: {}\n  name: {}\n  email verified: {}\n  home source: {}\n",
-                user_line(&user, &connections),
-                user.id,
-                user.name.as_deref().unwrap_or("-"),
-                if user.email_verified { "yes" } else { "no" },
-                user.home_source.as_deref().unwrap_or("-"),
-            );
-            out.push_str(&format!("  connections: {}\n", connections.len()));
-            for c in &connections {
-                let home = if user.home_source.as_deref() == Some(c.source.as_str()) {
-                    "  (home)"
-                } else {
-                    ""
-                };
-                out.push_str(&format!(
-                    "    {}:{}  linked_at={}{home}\n",
-                    c.source, c.identifier, c.created_at
-                ));
-            }
-            out.push_str(&format!("  sessions: {}\n", sessions.len()));
-            for s in &sessions {
-                let state = if s.revoked {
-                    "revoked"
-                } else if s.expires_at <= now {
-                    "expired"
-                } else {
-                    "live"
-                };
-                out.push_str(&format!(
-                    "    {}…  {}  {}  expires_at={}\n",
-                    s.id.chars().take(8).collect::<String>(),
-                    s.source,
-                    state,
-                    s.expires_at
-                ));
-            }
-            Ok(out.trim_end().to_string())
-        }
+        Command::List => list(store, as_json).await,
+        Command::Show(who) => show(store, &who, as_json, now).await,
         Command::Rename(who, new) => rename(store, audit, &who, &new, as_json).await,
         Command::Disable(who) => set(store, audit, &who, true, as_json).await,
         Command::Enable(who) => set(store, audit, &who, false, as_json).await,
-        Command::Unlink(who, source) => {
-            let user = find(store, &who).await?;
-            if !store.unlink(&user.id, &source).await? {
-                return Err(UsersError::NotConnected(user.username, source));
-            }
-            audit.emit(&Event {
-                user_id: Some(&user.id),
-                username: Some(&user.username),
-                source: Some(&source),
-                ..Event::new(Kind::UserUnlink)
-            });
-            Ok(if as_json {
-                json!({"user": user.username, "unlinked": source}).to_string()
-            } else {
-                format!(
-                    "{}: connection to {source} removed (its groups and sessions too)",
-                    user.username
-                )
-            })
-        }
+        Command::Unlink(who, source) => unlink(store, audit, &who, source, as_json).await,
     }
+}
+
+/// `users list`: every user with their connections and groups.
+async fn list(store: &Arc<dyn UserStore>, as_json: bool) -> Result<String, UsersError> {
+    let users = store.list_users().await?;
+    if as_json {
+        let all: Vec<Value> = users.iter().map(|(u, c)| user_json(u, c)).collect();
+        return Ok(Value::Array(all).to_string());
+    }
+    if users.is_empty() {
+        return Ok("no users yet".into());
+    }
+    Ok(users
+        .iter()
+        .map(|(u, c)| user_line(u, c))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// `users show`: one user, their connections and sessions.
+async fn show(
+    store: &Arc<dyn UserStore>,
+    who: &str,
+    as_json: bool,
+    now: i64,
+) -> Result<String, UsersError> {
+    let user = find(store, who).await?;
+    let connections = store
+        .list_users()
+        .await?
+        .into_iter()
+        .find(|(u, _)| u.id == user.id)
+        .map(|(_, c)| c)
+        .unwrap_or_default();
+    let sessions = store.user_sessions(&user.id).await?;
+    if as_json {
+        let mut v = user_json(&user, &connections);
+        if let Some(obj) = v.as_object_mut() {
+            let list = sessions.iter().map(|s| session_json(s, now)).collect();
+            obj.insert("sessions".into(), Value::Array(list));
+        }
+        return Ok(v.to_string());
+    }
+    let mut out = format!(
+        "{}\n  id: {}\n  name: {}\n  email verified: {}\n  home source: {}\n",
+        user_line(&user, &connections),
+        user.id,
+        user.name.as_deref().unwrap_or("-"),
+        if user.email_verified { "yes" } else { "no" },
+        user.home_source.as_deref().unwrap_or("-"),
+    );
+    out.push_str(&format!("  connections: {}\n", connections.len()));
+    for c in &connections {
+        let home = if user.home_source.as_deref() == Some(c.source.as_str()) {
+            "  (home)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "    {}:{}  linked_at={}{home}\n",
+            c.source, c.identifier, c.created_at
+        ));
+    }
+    out.push_str(&format!("  sessions: {}\n", sessions.len()));
+    for s in &sessions {
+        let state = if s.revoked {
+            "revoked"
+        } else if s.expires_at <= now {
+            "expired"
+        } else {
+            "live"
+        };
+        out.push_str(&format!(
+            "    {}…  {}  {}  expires_at={}\n",
+            s.id.chars().take(8).collect::<String>(),
+            s.source,
+            state,
+            s.expires_at
+        ));
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// `users unlink`: removes a user's connection to a source.
+async fn unlink(
+    store: &Arc<dyn UserStore>,
+    audit: &Audit,
+    who: &str,
+    source: String,
+    as_json: bool,
+) -> Result<String, UsersError> {
+    let user = find(store, who).await?;
+    if !store.unlink(&user.id, &source).await? {
+        return Err(UsersError::NotConnected(user.username, source));
+    }
+    audit.emit(&Event {
+        user_id: Some(&user.id),
+        username: Some(&user.username),
+        source: Some(&source),
+        ..Event::new(Kind::UserUnlink)
+    });
+    Ok(if as_json {
+        json!({"user": user.username, "unlinked": source}).to_string()
+    } else {
+        format!(
+            "{}: connection to {source} removed (its groups and sessions too)",
+            user.username
+        )
+    })
 }
 
 async fn rename(

@@ -151,51 +151,12 @@ pub(crate) fn assemble(
     let kept_sources = prev.filter(|(old, _)| same_sources(&old.config, &config));
     let (sources, readiness) = match kept_sources {
         Some((old, readiness)) => (old.sources.clone(), readiness.clone()),
-        None => {
-            let http = provider_http(&config)?;
-            let readiness = Arc::new(Readiness::new(
-                config.sources.iter().map(|s| s.slug.as_str()),
-                false,
-            ));
-            let (sources, report) = io.handle.block_on(Sources::load(
-                &config,
-                http,
-                readiness.clone(),
-                io.clock.clone(),
-            ))?;
-            for (slug, reason) in &report.pending {
-                tracing::warn!(source = %slug, reason = %reason, "source not ready; discovery will be retried");
-            }
-            for (slug, key, discovered, configured) in &report.overridden {
-                tracing::info!(source = %slug, key, discovered = %discovered, configured = %configured, "a URL set in the config replaces the discovered one");
-            }
-            // A source the reload left as it was keeps its fetched keys
-            // (the others' changes are no reason to fetch them again).
-            if let Some((old, _)) = prev {
-                for s in &config.sources {
-                    let unchanged = old.config.sources.iter().any(|o| reload::same_source(o, s));
-                    if unchanged && sources.jwks.carry_over(&old.sources.jwks, &s.slug) {
-                        tracing::debug!(source = %s.slug, "reload keeps the source's keys");
-                    }
-                }
-            }
-            (Arc::new(sources), readiness)
-        }
+        None => load_sources(&config, io, prev.map(|(old, _)| old))?,
     };
     let fresh_sources = kept_sources.is_none();
-    let secure = config.server.public_url.scheme() == "https";
     let sessions = match prev.filter(|(old, _)| same_session(&old.config, &config)) {
         Some((old, _)) => old.sessions.clone(),
-        None => Arc::new(Sessions::new(
-            Sealer::new(&config.session.secrets),
-            io.store.clone(),
-            &config.session.cookie_name,
-            config.session.cookie_domain.clone(),
-            secure,
-            config.session.lifetime,
-            config.session.idle_timeout,
-            config.session.identity_cache_ttl,
-        )),
+        None => new_sessions(&config, io),
     };
     // Verdicts are keyed by app index and checked against the app's
     // audiences: kept only when neither the apps nor the sources changed.
@@ -256,6 +217,61 @@ pub(crate) fn assemble(
         fresh_sources,
         fresh_bearer: kept_bearer.is_none(),
     })
+}
+
+/// The sessions of `config`, with an empty cache.
+fn new_sessions(config: &Config, io: &Io) -> Arc<Sessions> {
+    let secure = config.server.public_url.scheme() == "https";
+    Arc::new(Sessions::new(
+        Sealer::new(&config.session.secrets),
+        io.store.clone(),
+        &config.session.cookie_name,
+        config.session.cookie_domain.clone(),
+        secure,
+        config.session.lifetime,
+        config.session.idle_timeout,
+        config.session.identity_cache_ttl,
+    ))
+}
+
+/// Loads the sources of `config` afresh (discovery, keys), logging the ones
+/// not ready yet; on a reload (`prev`), a source that did not change keeps
+/// the keys it fetched.
+fn load_sources(
+    config: &Config,
+    io: &Io,
+    prev: Option<&State>,
+) -> Result<(Arc<Sources>, Arc<Readiness>), StartError> {
+    let http = provider_http(config)?;
+    let readiness = Arc::new(Readiness::new(
+        config.sources.iter().map(|s| s.slug.as_str()),
+        false,
+    ));
+    let (sources, report) = io
+        .handle
+        .block_on(Sources::load(
+            config,
+            http,
+            readiness.clone(),
+            io.clock.clone(),
+        ))?;
+    for (slug, reason) in &report.pending {
+        tracing::warn!(source = %slug, reason = %reason, "source not ready; discovery will be retried");
+    }
+    for (slug, key, discovered, configured) in &report.overridden {
+        tracing::info!(source = %slug, key, discovered = %discovered, configured = %configured, "a URL set in the config replaces the discovered one");
+    }
+    // A source the reload left as it was keeps its fetched keys
+    // (the others' changes are no reason to fetch them again).
+    if let Some(old) = prev {
+        for s in &config.sources {
+            let unchanged = old.config.sources.iter().any(|o| reload::same_source(o, s));
+            if unchanged && sources.jwks.carry_over(&old.sources.jwks, &s.slug) {
+                tracing::debug!(source = %s.slug, "reload keeps the source's keys");
+            }
+        }
+    }
+    Ok((Arc::new(sources), readiness))
 }
 
 /// Starts keeping `sources`' keys and discovery documents fresh (DESIGN
@@ -382,6 +398,42 @@ pub fn serve_dev(
         crate::random::fill(&mut bytes).map_err(|e| StartError::Io(e.to_string()))?;
         base64::engine::general_purpose::STANDARD.encode(bytes)
     };
+    let config = dev_config(
+        &dir,
+        &listen,
+        &public,
+        &secret,
+        upstream.unwrap_or_else(|| format!("http://{}", echo.addr)),
+        &client,
+        &provider.well_known_url(),
+    )?;
+    let warning = "DEMO MODE: a built-in provider that signs anyone in, a random secret and a throw-away store. NOT FOR PRODUCTION.";
+    eprintln!("\n!!! {warning}\n");
+    tracing::warn!("{warning}");
+    println!(
+        "portcullis demo: open {public}/ in a browser (provider {}, echo app http://{})",
+        provider.issuer(),
+        echo.addr
+    );
+    let result = serve(config, access, before_exit);
+    // The provider and the echo app live until the gateway stops.
+    drop((provider, echo));
+    drop(demo_rt);
+    result
+}
+
+/// The config of `serve --dev`, written into `dir` and loaded: the demo
+/// provider as the one source, `upstream` as the one app, open to everyone
+/// who signs in.
+fn dev_config(
+    dir: &std::path::Path,
+    listen: &SocketAddr,
+    public: &str,
+    secret: &str,
+    upstream: String,
+    client: &crate::demo::provider::DemoClient,
+    well_known_url: &str,
+) -> Result<Config, StartError> {
     let toml = format!(
         r#"[server]
 listen = "{listen}"
@@ -405,29 +457,15 @@ upstream = "{upstream}"
 on = ["access"]
 effect = "allow"
 "#,
-        upstream = upstream.unwrap_or_else(|| format!("http://{}", echo.addr)),
         db = dir.join("portcullis.db").display(),
         id = client.client_id,
         client_secret = client.client_secret,
-        wk = provider.well_known_url(),
+        wk = well_known_url,
     );
     let file = dir.join("portcullis.toml");
     std::fs::write(&file, toml).map_err(|e| StartError::Io(e.to_string()))?;
-    let config = crate::config::load_with_env(&file, Vec::<(String, String)>::new())
-        .map_err(|e| StartError::Io(e.to_string()))?;
-    let warning = "DEMO MODE: a built-in provider that signs anyone in, a random secret and a throw-away store. NOT FOR PRODUCTION.";
-    eprintln!("\n!!! {warning}\n");
-    tracing::warn!("{warning}");
-    println!(
-        "portcullis demo: open {public}/ in a browser (provider {}, echo app http://{})",
-        provider.issuer(),
-        echo.addr
-    );
-    let result = serve(config, access, before_exit);
-    // The provider and the echo app live until the gateway stops.
-    drop((provider, echo));
-    drop(demo_rt);
-    result
+    crate::config::load_with_env(&file, Vec::<(String, String)>::new())
+        .map_err(|e| StartError::Io(e.to_string()))
 }
 
 /// Runs the gateway on a thread and returns once its listener accepts
@@ -593,11 +631,9 @@ struct Built {
     background: tokio::runtime::Runtime,
 }
 
-fn build(
-    config: Config,
-    access: AccessSink,
-    clock: crate::clock::Clock,
-) -> Result<Built, StartError> {
+/// Binds the gateway's listener and the admin one, if configured, and
+/// says where they listen (port 0 becomes the port given).
+fn listeners(config: &Config) -> Result<(TcpListener, Option<TcpListener>, Bound), StartError> {
     let listener = bind_first(config.server.listen)?;
     let admin_listener = config.server.admin_listen.map(bind).transpose()?;
     let local = |l: &TcpListener, addr: SocketAddr| {
@@ -613,6 +649,21 @@ fn build(
             _ => None,
         },
     };
+    Ok((listener, admin_listener, bound))
+}
+
+/// The server certificate and the TLS acceptor using it, when the gateway
+/// terminates TLS itself.
+#[allow(clippy::type_complexity)]
+fn tls_acceptor(
+    config: &Config,
+) -> Result<
+    (
+        Option<Arc<crate::tls::Certificate>>,
+        Option<tokio_rustls::TlsAcceptor>,
+    ),
+    StartError,
+> {
     let certificate = match &config.server.tls {
         None => None,
         Some(t) => Some(Arc::new(
@@ -628,6 +679,16 @@ fn build(
             Some(tokio_rustls::TlsAcceptor::from(Arc::new(c)))
         }
     };
+    Ok((certificate, tls))
+}
+
+fn build(
+    config: Config,
+    access: AccessSink,
+    clock: crate::clock::Clock,
+) -> Result<Built, StartError> {
+    let (listener, admin_listener, bound) = listeners(&config)?;
+    let (certificate, tls) = tls_acceptor(&config)?;
 
     let background = background_runtime()?;
     let store = background.block_on(crate::identity::store::open(config.store.url.expose()))?;
@@ -683,6 +744,119 @@ fn build(
     })
 }
 
+/// What every worker thread shares.
+#[derive(Clone)]
+struct WorkerShared {
+    state: Arc<arc_swap::ArcSwap<State>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    builders: Arc<server::Builders>,
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Says stop accepting.
+    rx: tokio::sync::watch::Receiver<bool>,
+    /// Says the drain is over.
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Starts a worker thread per listener; if one cannot be started, stops
+/// those already running.
+fn spawn_workers(
+    listeners: Vec<TcpListener>,
+    shared: &WorkerShared,
+    tx: &tokio::sync::watch::Sender<bool>,
+    done_tx: &tokio::sync::watch::Sender<bool>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
+    let mut workers = Vec::new();
+    // Workers already started are stopped if a later one cannot be.
+    let abandon = |workers: Vec<std::thread::JoinHandle<()>>| {
+        let _ = tx.send(true);
+        let _ = done_tx.send(true);
+        for w in workers {
+            let _ = w.join();
+        }
+    };
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("portcullis-{i}"))
+            .spawn(move || worker(listener, shared));
+        match spawned {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                abandon(workers);
+                return Err(StartError::Io(e.to_string()));
+            }
+        }
+    }
+    Ok(workers)
+}
+
+/// Starts the admin listener on the current runtime, until `rx` says stop.
+fn start_admin(
+    (listener, admin): (TcpListener, Arc<Admin>),
+    rx: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|e| StartError::Io(e.to_string()))?;
+    Ok(tokio::spawn(crate::admin::serve(admin, listener, rx)))
+}
+
+/// One worker thread: its own runtime serving the connections its
+/// listener accepts until `rx` says stop, then until `done` says the drain
+/// is over.
+fn worker(listener: std::net::TcpListener, shared: WorkerShared) {
+    let WorkerShared {
+        state,
+        tls,
+        builders,
+        permits,
+        rx,
+        mut done,
+    } = shared;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "a worker runtime could not be built");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "a worker could not listen");
+                return;
+            }
+        };
+        // The accept loop ends and drops the listener: no new connections.
+        server::run(state, listener, tls, builders, permits, rx).await;
+        // This runtime's connections keep being served until the drain ends.
+        let _ = done.wait_for(|d| *d).await;
+    });
+    // Whatever is left (tunnels, stragglers) is cut off here.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+}
+
+/// Waits until every connection is closed (all `max` permits back), at
+/// most `grace`.
+async fn drain(permits: &tokio::sync::Semaphore, max: usize, grace: Duration) {
+    let drained = tokio::time::timeout(grace, async {
+        while permits.available_permits() < max {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("drained; exiting"),
+        Err(_) => tracing::warn!(
+            open = max - permits.available_permits(),
+            "shutdown_timeout passed with connections still open; closing them"
+        ),
+    }
+}
+
 /// Serves until `stop` resolves, then stops accepting, lets every
 /// connection finish its requests (at most `shutdown_timeout`), and returns.
 ///
@@ -727,87 +901,23 @@ fn run(
     for _ in 1..threads {
         listeners.push(bind_shared(bound.listen)?);
     }
-    let mut workers = Vec::new();
-    // Workers already started are stopped if a later one cannot be.
-    let abandon = |workers: Vec<std::thread::JoinHandle<()>>| {
-        let _ = tx.send(true);
-        let _ = done_tx.send(true);
-        for w in workers {
-            let _ = w.join();
-        }
+    let shared = WorkerShared {
+        state,
+        tls,
+        builders,
+        permits: permits.clone(),
+        rx: rx.clone(),
+        done: done_rx,
     };
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let (state, tls, builders, permits) = (
-            state.clone(),
-            tls.clone(),
-            builders.clone(),
-            permits.clone(),
-        );
-        let (rx, mut done) = (rx.clone(), done_rx.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("portcullis-{i}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(error = %e, "a worker runtime could not be built");
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!(error = %e, "a worker could not listen");
-                            return;
-                        }
-                    };
-                    // The accept loop ends and drops the listener: no new connections.
-                    server::run(state, listener, tls, builders, permits, rx).await;
-                    // This runtime's connections keep being served until the drain ends.
-                    let _ = done.wait_for(|d| *d).await;
-                });
-                // Whatever is left (tunnels, stragglers) is cut off here.
-                runtime.shutdown_timeout(Duration::from_millis(100));
-            });
-        match spawned {
-            Ok(w) => workers.push(w),
-            Err(e) => {
-                abandon(workers);
-                return Err(StartError::Io(e.to_string()));
-            }
-        }
-    }
+    let workers = spawn_workers(listeners, &shared, &tx, &done_tx)?;
     let outcome = control.block_on(async move {
         if hangup {
             reload::on_hangup(reloader);
         }
-        let admin = match admin {
-            Some((l, a)) => {
-                let l = tokio::net::TcpListener::from_std(l)
-                    .map_err(|e| StartError::Io(e.to_string()))?;
-                Some(tokio::spawn(crate::admin::serve(a, l, rx.clone())))
-            }
-            None => None,
-        };
+        let admin = admin.map(|a| start_admin(a, rx.clone())).transpose()?;
         stop.await;
         let _ = tx.send(true);
-        let drained = tokio::time::timeout(grace, async {
-            while permits.available_permits() < max {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        match drained {
-            Ok(()) => tracing::info!("drained; exiting"),
-            Err(_) => tracing::warn!(
-                open = max - permits.available_permits(),
-                "shutdown_timeout passed with connections still open; closing them"
-            ),
-        }
+        drain(&permits, max, grace).await;
         if let Some(a) = admin {
             a.abort();
         }

@@ -87,28 +87,48 @@ pub async fn settle(
         trust_email: source.trust_email,
     };
     let outcome = flow::decide(&facts);
-    let action = match &outcome {
-        Outcome::Authenticate(_) => Some(PolicyAction::Authenticate),
-        Outcome::Link(_) => Some(PolicyAction::Link),
-        Outcome::Enroll(_) => Some(PolicyAction::Enroll),
-        Outcome::Refuse(_) => None,
+    source_policy_allows(rules, &outcome, identity, claims)?;
+    write(store, outcome, identity, session, now).await
+}
+
+/// The source's policy for what the outcome would do (`authenticate`,
+/// `link`, `enroll`), asked about the user as the source describes them now.
+fn source_policy_allows(
+    rules: &Rules,
+    outcome: &Outcome,
+    identity: &Identity,
+    claims: &serde_json::Value,
+) -> Result<(), SignInError> {
+    let action = match outcome {
+        Outcome::Authenticate(_) => PolicyAction::Authenticate,
+        Outcome::Link(_) => PolicyAction::Link,
+        Outcome::Enroll(_) => PolicyAction::Enroll,
+        Outcome::Refuse(_) => return Ok(()),
     };
-    if let Some(action) = action {
-        // The user as the source describes them now: what enrolling would create.
-        let username = identity.username.as_deref().unwrap_or(&identity.identifier);
-        let subject = Subject {
-            username,
-            email: identity.email.as_deref(),
-            email_verified: identity.email_verified,
-            name: identity.name.as_deref(),
-            groups: &identity.groups,
-            claims,
-            source: &identity.source,
-        };
-        rules
-            .check(action, &subject, None)
-            .map_err(SignInError::Policy)?;
-    }
+    // The user as the source describes them now: what enrolling would create.
+    let username = identity.username.as_deref().unwrap_or(&identity.identifier);
+    let subject = Subject {
+        username,
+        email: identity.email.as_deref(),
+        email_verified: identity.email_verified,
+        name: identity.name.as_deref(),
+        groups: &identity.groups,
+        claims,
+        source: &identity.source,
+    };
+    rules
+        .check(action, &subject, None)
+        .map_err(SignInError::Policy)
+}
+
+/// Performs the one transaction the outcome calls for.
+async fn write(
+    store: &Arc<dyn UserStore>,
+    outcome: Outcome,
+    identity: &Identity,
+    session: &NewSession,
+    now: i64,
+) -> Result<Settled, SignInError> {
     match outcome {
         Outcome::Authenticate(id) => Ok((
             store.sign_in(&id, identity, session, now).await?,

@@ -1,12 +1,14 @@
 //! Sources: the identity providers people sign in through. The flow itself is
-//! pure (`flow`, `idtoken`, `claims`); this module is the thin adapter that
-//! makes the HTTP calls (discovery, token, JWKS, profile) in between.
+//! pure (`flow`, `idtoken`, `claims`, and `proof`: what a sign-in proves);
+//! this module is the thin adapter that makes the HTTP calls (discovery,
+//! token, JWKS, profile) in between.
 
 pub mod claims;
 pub mod flow;
 pub mod idtoken;
 pub mod login_state;
 pub mod oauth1;
+pub mod proof;
 mod refresh;
 pub mod vendors;
 
@@ -318,6 +320,38 @@ impl Sources {
         let src = &rt.config;
         let quirks = src.preset.map_or(presets::Quirks::NONE, |p| p.quirks);
         let endpoints = rt.endpoints().ok_or(SourceError::NotReady)?;
+        let (status, body) = self
+            .exchange_code(src, quirks, &endpoints, code, login, redirect_uri, now)
+            .await?;
+        let access_token = token_response(status, &body)?;
+        let (id_claims, id_token) = self.id_token_of(src, &endpoints, &body, login, now).await?;
+        let profile = self
+            .gather_profile(src, quirks, &endpoints, &body, access_token, user_field)
+            .await?;
+        let proof = proof::prove(src, quirks, id_claims.as_ref(), &profile)?;
+        Ok(Proven {
+            tokens: Some(TokenSet::from_response(access_token, &body)),
+            identity: proof.identity,
+            id_token,
+            oidc_sid: proof.oidc_sid,
+            claims: proof.claims,
+        })
+    }
+
+    /// Trades the authorization code at the token endpoint, authenticated
+    /// as the source says (WeChat: by a GET with the secret in the query);
+    /// the answer's status and JSON body, unless it is a vendor's API error.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange_code(
+        &self,
+        src: &Source,
+        quirks: presets::Quirks,
+        endpoints: &Endpoints,
+        code: &str,
+        login: &LoginState,
+        redirect_uri: &str,
+        now: u64,
+    ) -> Result<(u16, Value), SourceError> {
         let token_url = endpoints.token.as_ref().ok_or(SourceError::NotReady)?;
         let (client_id, secret) = client_credentials(src, quirks, now)?;
         let (client_id, secret) = (client_id.as_str(), secret.as_str());
@@ -352,37 +386,47 @@ impl Sources {
         };
         let body = resp.json().unwrap_or(Value::Null);
         vendor_api_error(quirks, &body)?;
-        let access_token = token_response(resp.status, &body)?;
+        Ok((resp.status, body))
+    }
 
-        let oidc = src.is_oidc();
-        let (id_claims, id_token) = if oidc {
-            let raw = body
-                .get("id_token")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    SourceError::Provider("the token response has no id_token".into())
-                })?;
-            let claims = self
-                .validate_id_token(src, &endpoints, raw, login.nonce.as_deref(), now)
-                .await?;
-            (Some(claims), Some(raw.to_string()))
-        } else {
-            (None, None)
-        };
+    /// The ID token of an OIDC source's token answer, validated (no further
+    /// call after an invalid one): its claims and the raw token.
+    async fn id_token_of(
+        &self,
+        src: &Source,
+        endpoints: &Endpoints,
+        body: &Value,
+        login: &LoginState,
+        now: u64,
+    ) -> Result<(Option<Value>, Option<String>), SourceError> {
+        if !src.is_oidc() {
+            return Ok((None, None));
+        }
+        let raw = body
+            .get("id_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| SourceError::Provider("the token response has no id_token".into()))?;
+        let claims = self
+            .validate_id_token(src, endpoints, raw, login.nonce.as_deref(), now)
+            .await?;
+        Ok((Some(claims), Some(raw.to_string())))
+    }
 
-        let mut profile = match &endpoints.profile {
+    /// The profile: from the profile endpoint the source's quirks say how to
+    /// call, completed by the vendor's follow-up calls; Apple's name from the
+    /// callback's `user` field.
+    async fn gather_profile(
+        &self,
+        src: &Source,
+        quirks: presets::Quirks,
+        endpoints: &Endpoints,
+        body: &Value,
+        access_token: &str,
+        user_field: Option<&str>,
+    ) -> Result<proof::Profile, SourceError> {
+        let mut fields = match &endpoints.profile {
             Some(url) if quirks.profile_with_openid => {
-                // WeChat: the profile is asked for by the token answer's openid,
-                // must be about that openid, and is identified by unionid else openid.
-                let openid = vendors::wechat::openid(&body)
-                    .map_err(|e| SourceError::Provider(e.to_string()))?;
-                let url = vendors::wechat::profile_url(url, access_token, openid);
-                let mut p = self.vendor_get(src, &url, TokenIn::Url).await?;
-                vendors::wechat::identify(&body, &mut p).map_err(|e| match e {
-                    vendors::wechat::IdentifyError::Mismatch => SourceError::SubjectMismatch,
-                    other => SourceError::Provider(other.to_string()),
-                })?;
-                p
+                self.wechat_profile(src, url, body, access_token).await?
             }
             Some(url) if !quirks.no_profile_endpoint => {
                 let how = if quirks.token_in_query {
@@ -394,69 +438,46 @@ impl Sources {
             }
             _ => Value::Object(Default::default()),
         };
-        if let Some(url) = endpoints
+        let fetched_from = endpoints
             .profile
             .as_ref()
-            .filter(|_| !quirks.no_profile_endpoint)
-        {
-            self.complete_profile(src, url, access_token, &mut profile)
+            .filter(|_| !quirks.no_profile_endpoint);
+        if let Some(url) = fetched_from {
+            self.complete_profile(src, url, access_token, &mut fields)
                 .await?;
         }
         if let (Some(user), true) = (user_field, quirks.no_profile_endpoint) {
             // Apple sends the name once, in the first callback's `user` field.
-            if let (Some(name), Some(p)) =
-                (vendors::apple::user_name(user), profile.as_object_mut())
+            if let (Some(name), Some(p)) = (vendors::apple::user_name(user), fields.as_object_mut())
             {
                 p.insert("name".into(), Value::String(name));
             }
         }
-        if let Some(claims) = id_claims.as_ref().filter(|_| !quirks.profile_without_sub) {
-            // OIDC Core §5.3.2: userinfo must be about the ID token's subject.
-            if profile.get("sub").is_some() && profile.get("sub") != claims.get("sub") {
-                return Err(SourceError::SubjectMismatch);
-            }
-            if endpoints.profile.is_some()
-                && !quirks.no_profile_endpoint
-                && profile.get("sub").is_none()
-            {
-                return Err(SourceError::SubjectMismatch);
-            }
-        }
-        let mapped = claims::map(&src.claims, &profile, id_claims.as_ref())?;
-        let email_verified = match src.preset.map(|p| p.email_trust) {
-            Some(presets::EmailTrust::Always) => true,
-            Some(presets::EmailTrust::Unknown) => false,
-            _ => mapped.email_verified,
-        };
-        let mut all_claims = id_claims
-            .clone()
-            .unwrap_or(Value::Object(Default::default()));
-        if let (Some(all), Value::Object(p)) = (all_claims.as_object_mut(), &profile) {
-            all.extend(p.clone());
-        }
-        let oidc_sid = id_claims
-            .as_ref()
-            .and_then(|c| c.get("sid"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let tokens = Some(TokenSet::from_response(access_token, &body));
-        Ok(Proven {
-            tokens,
-            identity: Identity {
-                source: src.slug.clone(),
-                identifier: mapped.identifier,
-                username: mapped.username,
-                email: mapped.email,
-                email_verified: email_verified || src.trust_email,
-                name: mapped.name,
-                groups: mapped.groups,
-            },
-            id_token,
-            oidc_sid,
-            claims: all_claims,
+        Ok(proof::Profile {
+            fields,
+            fetched: fetched_from.is_some(),
         })
     }
 
+    /// WeChat: the profile is asked for by the token answer's openid, must
+    /// be about that openid, and is identified by unionid else openid.
+    async fn wechat_profile(
+        &self,
+        src: &Source,
+        url: &Url,
+        body: &Value,
+        access_token: &str,
+    ) -> Result<Value, SourceError> {
+        let openid =
+            vendors::wechat::openid(body).map_err(|e| SourceError::Provider(e.to_string()))?;
+        let url = vendors::wechat::profile_url(url, access_token, openid);
+        let mut p = self.vendor_get(src, &url, TokenIn::Url).await?;
+        vendors::wechat::identify(body, &mut p).map_err(|e| match e {
+            vendors::wechat::IdentifyError::Mismatch => SourceError::SubjectMismatch,
+            other => SourceError::Provider(other.to_string()),
+        })?;
+        Ok(p)
+    }
     /// Trades a refresh token for fresh tokens (RFC 6749 §6) at the source's
     /// token endpoint, authenticated as the code exchange is. A refused
     /// refresh token is [`SourceError::TokenRefused`].
@@ -595,34 +616,10 @@ impl Sources {
                 .iter()
                 .any(|s| s == vendors::github::MEMBERSHIP_SCOPE)
         {
-            let mut groups = Vec::new();
-            for (what, names) in [
-                (
-                    "orgs",
-                    vendors::github::org_groups as fn(&Value) -> Vec<String>,
-                ),
-                ("teams", vendors::github::team_groups),
-            ] {
-                let mut next = Some(vendors::github::memberships_url(profile_url, what));
-                for _ in 0..vendors::github::MAX_PAGES {
-                    let Some(url) = next.take() else { break };
-                    let (page, link) = self.vendor_page(src, &url, access_token).await?;
-                    groups.extend(names(&page));
-                    next = vendors::github::next_page(link.as_deref(), profile_url);
-                }
-                if next.is_some() {
-                    // A cut-off list would quietly drop groups a deny rule
-                    // looks for: refuse the sign-in rather than admit on half.
-                    return Err(SourceError::Provider(format!(
-                        "GitHub {what} go on past {} pages of 100",
-                        vendors::github::MAX_PAGES
-                    )));
-                }
-            }
-            obj.insert(
-                "groups".into(),
-                Value::Array(groups.into_iter().map(Value::String).collect()),
-            );
+            let groups = self
+                .github_memberships(src, profile_url, access_token)
+                .await?;
+            obj.insert("groups".into(), groups);
         }
         if q.email_fallback_other_mails && missing(obj.get("mail")) {
             if let Some(email) = vendors::entraid::fallback_email(&Value::Object(obj.clone())) {
@@ -630,33 +627,79 @@ impl Sources {
             }
         }
         if preset.wants_groups(&src.scopes) {
-            let mut groups = Vec::new();
-            let mut next = Some(vendors::entraid::member_of_url(profile_url));
-            // At most 20 pages; a next link is followed only on the same host.
-            for _ in 0..20 {
-                let Some(url) = next.take() else { break };
-                let page = self
-                    .vendor_get(src, &url, TokenIn::Bearer(access_token))
-                    .await?;
-                groups.extend(vendors::entraid::group_names(&page));
-                next = vendors::entraid::next_link(&page)
-                    .and_then(|l| Url::parse(l).ok())
-                    .filter(|l| {
-                        l.host_str() == profile_url.host_str() && l.scheme() == profile_url.scheme()
-                    });
-            }
-            if next.is_some() {
-                // As for GitHub: no sign-in on a group list cut in half.
-                return Err(SourceError::Provider(
-                    "Entra ID group memberships go on past 20 pages".into(),
-                ));
-            }
-            obj.insert(
-                "groups".into(),
-                Value::Array(groups.into_iter().map(Value::String).collect()),
-            );
+            let groups = self.entra_groups(src, profile_url, access_token).await?;
+            obj.insert("groups".into(), groups);
         }
         Ok(())
+    }
+
+    /// GitHub: the person's organisations and teams, every page of them.
+    async fn github_memberships(
+        &self,
+        src: &Source,
+        profile_url: &Url,
+        access_token: &str,
+    ) -> Result<Value, SourceError> {
+        let mut groups = Vec::new();
+        for (what, names) in [
+            (
+                "orgs",
+                vendors::github::org_groups as fn(&Value) -> Vec<String>,
+            ),
+            ("teams", vendors::github::team_groups),
+        ] {
+            let mut next = Some(vendors::github::memberships_url(profile_url, what));
+            for _ in 0..vendors::github::MAX_PAGES {
+                let Some(url) = next.take() else { break };
+                let (page, link) = self.vendor_page(src, &url, access_token).await?;
+                groups.extend(names(&page));
+                next = vendors::github::next_page(link.as_deref(), profile_url);
+            }
+            if next.is_some() {
+                // A cut-off list would quietly drop groups a deny rule
+                // looks for: refuse the sign-in rather than admit on half.
+                return Err(SourceError::Provider(format!(
+                    "GitHub {what} go on past {} pages of 100",
+                    vendors::github::MAX_PAGES
+                )));
+            }
+        }
+        Ok(Value::Array(
+            groups.into_iter().map(Value::String).collect(),
+        ))
+    }
+
+    /// Entra ID: the person's group memberships, every page of them.
+    async fn entra_groups(
+        &self,
+        src: &Source,
+        profile_url: &Url,
+        access_token: &str,
+    ) -> Result<Value, SourceError> {
+        let mut groups = Vec::new();
+        let mut next = Some(vendors::entraid::member_of_url(profile_url));
+        // At most 20 pages; a next link is followed only on the same host.
+        for _ in 0..20 {
+            let Some(url) = next.take() else { break };
+            let page = self
+                .vendor_get(src, &url, TokenIn::Bearer(access_token))
+                .await?;
+            groups.extend(vendors::entraid::group_names(&page));
+            next = vendors::entraid::next_link(&page)
+                .and_then(|l| Url::parse(l).ok())
+                .filter(|l| {
+                    l.host_str() == profile_url.host_str() && l.scheme() == profile_url.scheme()
+                });
+        }
+        if next.is_some() {
+            // As for GitHub: no sign-in on a group list cut in half.
+            return Err(SourceError::Provider(
+                "Entra ID group memberships go on past 20 pages".into(),
+            ));
+        }
+        Ok(Value::Array(
+            groups.into_iter().map(Value::String).collect(),
+        ))
     }
 
     async fn validate_id_token(

@@ -1,0 +1,166 @@
+//! `[server]`: listeners, the public origin, trusted proxies, timeouts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use url::Url;
+
+use super::is_loopback;
+use super::Check;
+use crate::config::error::KeyPath;
+use crate::config::model::*;
+use crate::config::raw::*;
+
+pub(super) fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
+    let at = KeyPath::root("server");
+    let listen = match raw.listen.as_deref() {
+        Some(s) => c.socket_addr(at.key("listen"), s),
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+    };
+    let admin_listen = match raw.admin_listen.as_deref() {
+        Some(s) => c.socket_addr(at.key("admin_listen"), s),
+        None => None,
+    };
+    let tls = raw.tls.map(|t| Tls {
+        cert_file: c.resolve(&t.cert_file),
+        key_file: c.resolve(&t.key_file),
+    });
+    let public_url = public_url(c, &at, raw.public_url.as_deref(), listen, tls.is_some());
+    let trusted_proxies = trusted_proxies(c, &at, raw.trusted_proxies.unwrap_or_default());
+    let threads = raw.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    if threads == 0 {
+        c.fail(at.key("threads"), "must be at least 1");
+    }
+    let shutdown_timeout = c.duration(
+        at.key("shutdown_timeout"),
+        raw.shutdown_timeout.as_deref(),
+        Duration::from_secs(30),
+    );
+    let upstream_connect_timeout = c.duration(
+        at.key("upstream_connect_timeout"),
+        raw.upstream_connect_timeout.as_deref(),
+        Duration::from_secs(5),
+    );
+    let upstream_read_timeout = c.duration(
+        at.key("upstream_read_timeout"),
+        raw.upstream_read_timeout.as_deref(),
+        Duration::from_secs(60),
+    );
+    let request_header_timeout = c.duration(
+        at.key("request_header_timeout"),
+        raw.request_header_timeout.as_deref(),
+        Duration::from_secs(10),
+    );
+    let idle_timeout = c.duration(
+        at.key("idle_timeout"),
+        raw.idle_timeout.as_deref(),
+        crate::config::model::DEFAULT_CONNECTION_IDLE,
+    );
+    let log_format = raw.log_format.as_deref().map(|f| {
+        c.one_of(
+            at.key("log_format"),
+            Some(f),
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            LogFormat::Text,
+        )
+    });
+    let max_connections = raw.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        c.fail(at.key("max_connections"), "must be at least 1");
+    }
+    Some(Server {
+        listen: listen?,
+        admin_listen,
+        public_url: public_url?,
+        trusted_proxies,
+        tls,
+        threads: threads.max(1),
+        shutdown_timeout,
+        upstream_connect_timeout,
+        upstream_read_timeout,
+        bearer_cache_entries: raw
+            .bearer_cache_entries
+            .unwrap_or(crate::config::defaults::BEARER_CACHE_ENTRIES),
+        request_header_timeout,
+        idle_timeout,
+        max_connections: max_connections.max(1),
+        log_format,
+    })
+}
+
+/// `public_url`: an origin, https unless on loopback (SES-02: without https
+/// the session cookie cannot be Secure/__Host-); when unset, the listen
+/// address, held to the same rule.
+fn public_url(
+    c: &mut Check<'_>,
+    at: &KeyPath,
+    raw: Option<&str>,
+    listen: Option<SocketAddr>,
+    tls: bool,
+) -> Option<Url> {
+    match raw {
+        Some(s) => {
+            let u = c.http_url(at.key("public_url"), Some(s));
+            if let Some(u) = &u {
+                // SES-02: without https the session cookie cannot be Secure/__Host-.
+                if u.scheme() == "http" && !is_loopback(u) {
+                    c.fail(
+                        at.key("public_url"),
+                        format!("`{s}` is plain http on a non-loopback host: session cookies would travel unprotected; use https:// (terminate TLS here with server.tls or in front)"),
+                    );
+                }
+                if (u.path() != "/" && !u.path().is_empty()) || u.query().is_some() {
+                    c.fail(
+                        at.key("public_url"),
+                        format!("`{s}` must be an origin only (scheme, host, port), without path or query"),
+                    );
+                }
+            }
+            u
+        }
+        None => {
+            let scheme = if tls { "https" } else { "http" };
+            let u = listen.and_then(|l| Url::parse(&format!("{scheme}://{l}")).ok());
+            // SES-02 holds for the default too: `listen = "0.0.0.0:8080"` alone
+            // would serve cookies without Secure on a public interface.
+            if let Some(u) = u
+                .as_ref()
+                .filter(|u| u.scheme() == "http" && !is_loopback(u))
+            {
+                c.fail(
+                    at.key("public_url"),
+                    format!(
+                        "not set, so it defaults to `{}` (from server.listen), plain http on a non-loopback address: \
+                         session cookies would travel unprotected; set public_url to the https:// origin your users open \
+                         (TLS here with server.tls, or at a load balancer in front), or listen on 127.0.0.1",
+                        u.origin().ascii_serialization()
+                    ),
+                );
+            }
+            u
+        }
+    }
+}
+
+/// `trusted_proxies`: IP addresses or CIDR ranges.
+fn trusted_proxies(c: &mut Check<'_>, at: &KeyPath, raw: Vec<String>) -> Vec<IpNet> {
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in raw.iter().enumerate() {
+        let parsed = p
+            .parse::<IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => c.fail(
+                at.key("trusted_proxies").item(i, None),
+                format!("`{p}` is not an IP address or CIDR range, e.g. 10.0.0.0/8"),
+            ),
+        }
+    }
+    trusted_proxies
+}
