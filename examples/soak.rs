@@ -1056,7 +1056,10 @@ async fn main() -> anyhow::Result<()> {
         .find(|n| !Class::ALL.iter().any(|c| c.name() == n.as_str()))
     {
         let names: Vec<&str> = Class::ALL.iter().map(|c| c.name()).collect();
-        bail!("--only: no class named '{unknown}' (classes: {})", names.join(", "));
+        bail!(
+            "--only: no class named '{unknown}' (classes: {})",
+            names.join(", ")
+        );
     }
     if !(args.rate_scale > 0.0 && args.rate_scale.is_finite()) {
         bail!("--rate-scale must be a positive number");

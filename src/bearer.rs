@@ -11,6 +11,7 @@ use crate::config::App;
 use crate::jwk::Key;
 use crate::jws::{self, JwsError};
 use crate::principal::{no_claims, Principal, PrincipalKind};
+use crate::shared_principals::SharedPrincipals;
 use crate::source::claims::lookup;
 use crate::source::idtoken::{self, LEEWAY_SECS};
 use crate::source::Sources;
@@ -111,12 +112,13 @@ pub struct Bearer {
     held: Option<prometheus::IntGauge>,
     /// One shared principal per distinct identity: many tokens of one
     /// machine (a CI job's, say) then cost one verdict entry each, not one
-    /// principal each. Keyed by the SHA-256 of the principal's JSON.
-    principals: moka::sync::Cache<[u8; 32], Arc<Principal>>,
+    /// principal each. Keyed by the SHA-256 of the principal's JSON; held
+    /// only while a verdict holds it.
+    principals: SharedPrincipals,
 }
 
-/// Distinct machine identities kept for sharing between verdicts.
-const PRINCIPAL_ENTRIES: u64 = 10_000;
+/// Most distinct machine identities shared between verdicts at once.
+const PRINCIPAL_ENTRIES: usize = 10_000;
 
 impl Bearer {
     /// Verification over these sources' key sets.
@@ -124,7 +126,7 @@ impl Bearer {
         Bearer {
             sources,
             cache: Arc::new(VerdictCache::new(entries)),
-            principals: moka::sync::Cache::new(PRINCIPAL_ENTRIES),
+            principals: SharedPrincipals::new(PRINCIPAL_ENTRIES),
             held: prometheus::IntGauge::new(
                 "bearer_cache_entries",
                 "Verified bearer tokens held in this replica's cache",
@@ -269,7 +271,7 @@ impl Bearer {
         ctx.update(&claims);
         let mut key = [0u8; 32];
         key.copy_from_slice(ctx.finish().as_ref());
-        self.principals.get_with(key, || Arc::new(p))
+        self.principals.share(key, p)
     }
 }
 

@@ -29,6 +29,7 @@ pub mod redirect;
 pub mod routing;
 pub mod same_origin;
 pub mod session;
+pub mod shared_principals;
 pub mod source;
 pub mod tls;
 pub mod users;

@@ -247,14 +247,12 @@ fn load_sources(
         config.sources.iter().map(|s| s.slug.as_str()),
         false,
     ));
-    let (sources, report) = io
-        .handle
-        .block_on(Sources::load(
-            config,
-            http,
-            readiness.clone(),
-            io.clock.clone(),
-        ))?;
+    let (sources, report) = io.handle.block_on(Sources::load(
+        config,
+        http,
+        readiness.clone(),
+        io.clock.clone(),
+    ))?;
     for (slug, reason) in &report.pending {
         tracing::warn!(source = %slug, reason = %reason, "source not ready; discovery will be retried");
     }
