@@ -323,7 +323,7 @@ async fn hand_back(
     binding: Option<&str>,
     slug: &str,
     now: u64,
-) -> Result<String, (SignInRefusal, String)> {
+) -> Result<String, Refused> {
     let (host, path) = match target(rd) {
         Target::Absolute { host, path }
             if !state.origins.is_sign_in_host(&host) && !state.sessions.shares_cookie(&host) =>
