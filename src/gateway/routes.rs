@@ -786,7 +786,7 @@ async fn callback(
             return refuse(session, ctx, refusal, &detail, clear_login).await;
         }
     };
-    let host = ctx.host.clone().unwrap_or_default();
+    let host = here;
     let signed_in = settle_sign_in(state, session, &rt, slug, &login, &proven, &host, now).await;
     let (record, user, settlement, note) = match signed_in {
         Ok(done) => done,
