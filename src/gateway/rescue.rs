@@ -772,6 +772,67 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_back_channel_logout_answers_the_provider_with_its_status_oauth_error_and_audit_code(
+    ) {
+        let rows = [
+            (
+                LogoutRefusal::NotPost,
+                405,
+                "invalid_request",
+                "use POST",
+                None,
+            ),
+            (
+                LogoutRefusal::UnknownSource,
+                404,
+                "invalid_request",
+                "no such source",
+                None,
+            ),
+            (
+                LogoutRefusal::TooLarge,
+                413,
+                "invalid_request",
+                "body too large",
+                None,
+            ),
+            (
+                LogoutRefusal::NoToken,
+                400,
+                "invalid_request",
+                "no logout_token",
+                Some("logout_token_invalid"),
+            ),
+            (
+                LogoutRefusal::InvalidToken,
+                400,
+                "invalid_request",
+                "the logout token is not valid",
+                Some("logout_token_invalid"),
+            ),
+            (
+                LogoutRefusal::Replayed,
+                400,
+                "invalid_request",
+                "logout token replayed",
+                Some("logout_token_replayed"),
+            ),
+            (
+                LogoutRefusal::StoreUnavailable,
+                503,
+                "temporarily_unavailable",
+                "the session store is unavailable; retry",
+                Some("store_unavailable"),
+            ),
+        ];
+        for (refusal, status, error, description, code) in rows {
+            assert_eq!(refusal.status(), status, "{refusal:?}");
+            assert_eq!(refusal.explain(), (error, description), "{refusal:?}");
+            assert_eq!(refusal.reason().map(Reason::as_str), code, "{refusal:?}");
+        }
+    }
+
+    #[test]
     fn every_typed_refusal_of_a_sign_in_maps_to_its_audit_reason_code() {
         use crate::source::idtoken::IdTokenError;
         let store = || crate::identity::store::StoreError::Ambiguous;
