@@ -157,7 +157,69 @@ pub async fn forward(
     } else {
         None
     };
-    // The upstream receives the path the gateway decided on (PRX-06).
+    let uri = upstream_uri(target, head, ctx)?;
+    let app = ctx.app.and_then(|i| state.config.apps.get(i));
+    let mut headers = client_headers(state, conn, ex, app, on_upgrade.is_some());
+    add_identity(state, ctx, app, &mut headers);
+
+    let body = ex.body.take();
+    // Only a body that can fail needs watching (GETs pay nothing).
+    let progress = body
+        .as_ref()
+        .filter(|b| !http_body::Body::is_end_stream(*b))
+        .map(|_| Arc::new(Progress::new()));
+    let mut request = http::Request::new(Watched::new(body, progress.clone()));
+    *request.method_mut() = ex.head.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = http::Version::HTTP_11;
+    *request.headers_mut() = headers;
+
+    let client = if on_upgrade.is_some() {
+        &target.upgrade_client
+    } else {
+        &target.client
+    };
+    let sent = answer_within(
+        client.request(request),
+        target.read_timeout,
+        progress.as_deref(),
+    )
+    .await;
+    let response = match sent {
+        Err(_) => {
+            // Dropping the request closes that upstream connection (PRX-24).
+            ctx.span
+                .in_scope(|| tracing::warn!(request_id = %ctx.request_id, "the upstream did not answer in time"));
+            rescue::respond(ex, ctx, Rejection::UpstreamTimeout);
+            return Err("ReadTimedout");
+        }
+        Ok(Err(e)) => return Err(upstream_failed(ex, ctx, &e, progress.as_deref())),
+        Ok(Ok(r)) => r,
+    };
+    // A response whose length could be read two ways goes no further (PRX-23).
+    if let Err(why) = upstream::check_response_framing(response.headers()) {
+        ctx.span
+            .in_scope(|| tracing::warn!(request_id = %ctx.request_id, reason = why, "upstream response refused"));
+        rescue::respond(ex, ctx, Rejection::UpstreamFailed);
+        return Err("InvalidUpstreamFraming");
+    }
+    let tunnel = Tunnel {
+        requested: websocket,
+        down: on_upgrade,
+    };
+    ex.response = Some(client_response(
+        state, conn, ex, ctx, target, response, tunnel,
+    ));
+    Ok(())
+}
+
+/// The request target the upstream receives: its scheme and authority, and
+/// the path the gateway decided on (PRX-06).
+fn upstream_uri(
+    target: &Target,
+    head: &http::request::Parts,
+    ctx: &Ctx,
+) -> Result<http::Uri, &'static str> {
     let rewritten = ctx
         .path
         .as_ref()
@@ -174,8 +236,30 @@ pub async fn forward(
     parts.scheme = Some(target.scheme.clone());
     parts.authority = Some(target.authority.clone());
     parts.path_and_query = Some(path_and_query);
-    let uri = http::Uri::from_parts(parts).map_err(|_| "InvalidPath")?;
+    http::Uri::from_parts(parts).map_err(|_| "InvalidPath")
+}
 
+/// The gateway's own cookies, which never reach an upstream and which an
+/// upstream may not set.
+fn gateway_cookies(state: &State) -> [&str; 2] {
+    [
+        state.sessions.cookie_name.as_str(),
+        state.sessions.login_cookie_name.as_str(),
+    ]
+}
+
+/// The client's request headers as the upstream may see them, moved out of
+/// the request: filtered before the gateway adds its own (PRX-04), the
+/// forwarding headers set, the upgrade kept for a tunnel, the gateway's
+/// cookies and `app`'s claim header names gone.
+fn client_headers(
+    state: &State,
+    conn: &Conn,
+    ex: &mut Exchange,
+    app: Option<&App>,
+    tunnel: bool,
+) -> http::HeaderMap {
+    let head = &mut ex.head;
     // The request's authority (absolute-form, or HTTP/2's :authority) is
     // what the app was routed and decided on, so it is the Host the upstream
     // gets, whatever Host line came beside it (RFC 9112 §3.2.2): an upstream
@@ -184,7 +268,7 @@ pub async fn forward(
         .uri
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    let upgrade = if on_upgrade.is_some() {
+    let upgrade = if tunnel {
         head.headers.get(header::UPGRADE).cloned()
     } else {
         None
@@ -211,7 +295,6 @@ pub async fn forward(
             },
             host: sent_host.as_ref(),
         };
-        // Client headers are filtered before the gateway adds its own (PRX-04).
         upstream::filter_request_headers(&mut headers, &peer);
     }
     if let Some(upgrade) = upgrade {
@@ -224,120 +307,110 @@ pub async fn forward(
     if h2_client {
         join_cookies(&mut headers);
     }
-    let gateway_cookies = [
-        state.sessions.cookie_name.as_str(),
-        state.sessions.login_cookie_name.as_str(),
-    ];
-    upstream::strip_gateway_cookies(&mut headers, &gateway_cookies);
-    let app = ctx.app.and_then(|i| state.config.apps.get(i));
+    upstream::strip_gateway_cookies(&mut headers, &gateway_cookies(state));
     // Claim header names are the gateway's on every request, public paths too.
     if let Some(app) = app {
         upstream::strip_claim_headers(&mut headers, &app.claim_headers);
     }
-    if let Some(p) = &ctx.principal {
-        // Rendered once per principal, kept with it in its cache.
-        for (name, value) in p.upstream_headers() {
-            headers.insert(name.clone(), value.clone());
+    headers
+}
+
+/// Adds what the upstream learns of the request's principal: its identity
+/// headers, `app`'s claim headers, the access token and identity assertion
+/// where `app` asks for them; a verified bearer token is removed unless
+/// `app` forwards it (JWT-27).
+fn add_identity(state: &State, ctx: &Ctx, app: Option<&App>, headers: &mut http::HeaderMap) {
+    let Some(p) = &ctx.principal else {
+        return;
+    };
+    // Rendered once per principal, kept with it in its cache.
+    for (name, value) in p.upstream_headers() {
+        headers.insert(name.clone(), value.clone());
+    }
+    if let Some(app) = app {
+        for (name, value) in upstream::claim_headers(&app.claim_headers, &p.claims) {
+            headers.insert(name, value);
         }
-        if let Some(app) = app {
-            for (name, value) in upstream::claim_headers(&app.claim_headers, &p.claims) {
-                headers.insert(name, value);
-            }
-        }
-        // Set only for an app with pass_access_token (client copies are gone).
-        if let Some(v) = ctx
-            .access_token
-            .as_deref()
-            .and_then(|t| HeaderValue::from_str(t).ok())
+    }
+    // Set only for an app with pass_access_token (client copies are gone).
+    if let Some(v) = ctx
+        .access_token
+        .as_deref()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+    {
+        headers.insert(upstream::FORWARDED_ACCESS_TOKEN, v);
+    }
+    if let Some(app) = app.filter(|a| a.identity_assertion) {
+        // Client copies went with every other X-Portcullis-* header above.
+        match state
+            .assertions
+            .header(&app.name, p, state.clock.now_unix())
         {
-            headers.insert(upstream::FORWARDED_ACCESS_TOKEN, v);
-        }
-        if let Some(app) = app.filter(|a| a.identity_assertion) {
-            // Client copies went with every other X-Portcullis-* header above.
-            match state
-                .assertions
-                .header(&app.name, p, state.clock.now_unix())
-            {
-                Ok(v) => {
-                    headers.insert(HeaderName::from_static(crate::assertion::HEADER), v);
-                }
-                Err(e) => ctx.span.in_scope(
-                    || tracing::error!(error = %e, "no identity assertion for this request"),
-                ),
+            Ok(v) => {
+                headers.insert(HeaderName::from_static(crate::assertion::HEADER), v);
             }
-        }
-        // The verified token stays at the gateway unless the app asks for it (JWT-27).
-        let forward = app.is_some_and(|a| a.forward_bearer_token);
-        if p.kind == PrincipalKind::Bearer && !forward {
-            headers.remove(header::AUTHORIZATION);
+            Err(e) => ctx
+                .span
+                .in_scope(|| tracing::error!(error = %e, "no identity assertion for this request")),
         }
     }
+    let forward = app.is_some_and(|a| a.forward_bearer_token);
+    if p.kind == PrincipalKind::Bearer && !forward {
+        headers.remove(header::AUTHORIZATION);
+    }
+}
 
-    let body = ex.body.take();
-    // Only a body that can fail needs watching (GETs pay nothing).
-    let progress = body
-        .as_ref()
-        .filter(|b| !http_body::Body::is_end_stream(*b))
-        .map(|_| Arc::new(Progress::new()));
-    let mut request = http::Request::new(Watched::new(body, progress.clone()));
-    *request.method_mut() = ex.head.method.clone();
-    *request.uri_mut() = uri;
-    *request.version_mut() = http::Version::HTTP_11;
-    *request.headers_mut() = headers;
-
-    let client = if on_upgrade.is_some() {
-        &target.upgrade_client
+/// Answers a request the upstream did not take; returns what failed, for
+/// the access line.
+fn upstream_failed(
+    ex: &mut Exchange,
+    ctx: &mut Ctx,
+    e: &hyper_util::client::legacy::Error,
+    upload: Option<&Progress>,
+) -> &'static str {
+    if upload.is_some_and(|p| p.failed()) {
+        // The client's own body framing broke, not the upstream (PRX-12).
+        let refusal = Rejection::Framing(FramingError::BadFraming("invalid request body framing"));
+        rescue::respond(ex, ctx, refusal);
+        ctx.outcome = Some(Outcome::Error);
+        return "InvalidChunk";
+    }
+    ctx.span.in_scope(
+        || tracing::warn!(request_id = %ctx.request_id, error = %e, error.detail = ?e, "upstream request failed"),
+    );
+    if timed_out(e) {
+        rescue::respond(ex, ctx, Rejection::UpstreamTimeout);
+        return "ConnectTimedout";
+    }
+    rescue::respond(ex, ctx, Rejection::UpstreamFailed);
+    if e.is_connect() {
+        "ConnectError"
     } else {
-        &target.client
-    };
-    let sent = answer_within(
-        client.request(request),
-        target.read_timeout,
-        progress.as_deref(),
-    )
-    .await;
-    let mut response = match sent {
-        Err(_) => {
-            // Dropping the request closes that upstream connection (PRX-24).
-            ctx.span
-                .in_scope(|| tracing::warn!(request_id = %ctx.request_id, "the upstream did not answer in time"));
-            rescue::respond(ex, ctx, Rejection::UpstreamTimeout);
-            return Err("ReadTimedout");
-        }
-        Ok(Err(e)) => {
-            if progress.as_ref().is_some_and(|p| p.failed()) {
-                // The client's own body framing broke, not the upstream (PRX-12).
-                let refusal =
-                    Rejection::Framing(FramingError::BadFraming("invalid request body framing"));
-                rescue::respond(ex, ctx, refusal);
-                ctx.outcome = Some(Outcome::Error);
-                return Err("InvalidChunk");
-            }
-            ctx.span.in_scope(
-                || tracing::warn!(request_id = %ctx.request_id, error = %e, error.detail = ?e, "upstream request failed"),
-            );
-            if timed_out(&e) {
-                rescue::respond(ex, ctx, Rejection::UpstreamTimeout);
-                return Err("ConnectTimedout");
-            }
-            rescue::respond(ex, ctx, Rejection::UpstreamFailed);
-            return Err(if e.is_connect() {
-                "ConnectError"
-            } else {
-                "UpstreamError"
-            });
-        }
-        Ok(Ok(r)) => r,
-    };
-    // A response whose length could be read two ways goes no further (PRX-23).
-    if let Err(why) = upstream::check_response_framing(response.headers()) {
-        ctx.span
-            .in_scope(|| tracing::warn!(request_id = %ctx.request_id, reason = why, "upstream response refused"));
-        rescue::respond(ex, ctx, Rejection::UpstreamFailed);
-        return Err("InvalidUpstreamFraming");
+        "UpstreamError"
     }
+}
+
+/// A WebSocket upgrade the client asked for, and its side of the
+/// connection when it is one that can become a tunnel.
+struct Tunnel {
+    requested: bool,
+    down: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// The upstream's response as the client gets it: hop-by-hop fields and
+/// the gateway's cookies removed (PRX-23), a resealed session cookie added;
+/// a 101 to an upgrade becomes a tunnel between the two connections.
+fn client_response(
+    state: &State,
+    conn: &Arc<Conn>,
+    ex: &Exchange,
+    ctx: &mut Ctx,
+    target: &Target,
+    mut response: http::Response<Incoming>,
+    tunnel: Tunnel,
+) -> http::Response<body::Body> {
     let status = response.status();
-    let tunnel = match on_upgrade {
+    let tunnel_ends = match tunnel.down {
         Some(down) if status == http::StatusCode::SWITCHING_PROTOCOLS => {
             Some((down, hyper::upgrade::on(&mut response)))
         }
@@ -347,44 +420,48 @@ pub async fn forward(
     for name in upstream::response_hop_by_hop(&parts.headers, status.as_u16()) {
         parts.headers.remove(&name);
     }
-    if tunnel.is_none() {
+    if tunnel_ends.is_none() {
         // hyper frames the response itself; the client's connection is ours.
         parts.headers.remove(header::CONNECTION);
         parts.headers.remove(header::TRANSFER_ENCODING);
     }
     // The upstream may not set the gateway's own cookies (PRX-23).
-    upstream::drop_gateway_set_cookies(&mut parts.headers, &gateway_cookies);
+    upstream::drop_gateway_set_cookies(&mut parts.headers, &gateway_cookies(state));
     if let Some(set) = ctx.reseal.take() {
         if let Ok(v) = HeaderValue::from_str(&set) {
             parts.headers.append(header::SET_COOKIE, v);
         }
     }
-    if websocket && tunnel.is_none() || ex.close {
+    if tunnel.requested && tunnel_ends.is_none() || ex.close {
         // A refused upgrade: the bytes after it are never read as requests (PRX-16).
         parts.headers.insert(header::CONNECTION, CLOSE.clone());
     }
-    let body = match tunnel {
+    let body = match tunnel_ends {
         Some((down, up)) => {
-            // The connection is a tunnel from here: its bytes are no longer requests.
-            if let Some(heads) = &conn.heads {
-                heads.upgraded();
-            }
-            let held = conn.clone();
-            tokio::spawn(async move {
-                // The tunnel holds its connection's slot of max_connections.
-                let _held = held;
-                let (Ok(down), Ok(up)) = tokio::join!(down, up) else {
-                    return;
-                };
-                let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-            });
+            open_tunnel(conn, down, up);
             body::empty()
         }
         None => body::Body::Upstream(IdleTimeout::new(incoming, target.read_timeout)),
     };
-    ex.response = Some(http::Response::from_parts(parts, body));
-    Ok(())
+    http::Response::from_parts(parts, body)
+}
+
+/// Copies bytes both ways between the client's upgraded connection and the
+/// upstream's: the connection is a tunnel from here, its bytes no longer requests.
+fn open_tunnel(conn: &Arc<Conn>, down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    if let Some(heads) = &conn.heads {
+        heads.upgraded();
+    }
+    let held = conn.clone();
+    tokio::spawn(async move {
+        // The tunnel holds its connection's slot of max_connections.
+        let _held = held;
+        let (Ok(down), Ok(up)) = tokio::join!(down, up) else {
+            return;
+        };
+        let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+    });
 }
 
 /// Awaits the upstream's answer while something moves: the request body is

@@ -305,6 +305,7 @@ impl Rejection {
         }
     }
 
+    // Long: one flat table, a row per refusal, so the wordings read side by side.
     /// (heading, reason, what to do), shown to people and sent to API clients.
     fn explain(&self) -> (&'static str, String, &'static str) {
         match self {
@@ -406,6 +407,87 @@ impl Rejection {
     }
 }
 
+/// Why a back-channel logout request (OIDC Back-Channel Logout 1.0 §2.8)
+/// is refused. The provider, not a person, reads the answer: JSON with an
+/// OAuth error code, never a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutRefusal {
+    /// Not a POST (405).
+    NotPost,
+    /// No source has this slug (404).
+    UnknownSource,
+    /// The form is larger than a gateway endpoint accepts (413).
+    TooLarge,
+    /// The form carries no `logout_token` (400).
+    NoToken,
+    /// The logout token did not verify; which check failed is only logged (400).
+    InvalidToken,
+    /// The logout token's `jti` was used before (400).
+    Replayed,
+    /// The session store could not revoke the sessions; the provider may retry (503).
+    StoreUnavailable,
+}
+
+impl LogoutRefusal {
+    /// The HTTP status of this refusal.
+    pub fn status(self) -> u16 {
+        match self {
+            LogoutRefusal::NotPost => 405,
+            LogoutRefusal::UnknownSource => 404,
+            LogoutRefusal::TooLarge => 413,
+            LogoutRefusal::NoToken | LogoutRefusal::InvalidToken | LogoutRefusal::Replayed => 400,
+            LogoutRefusal::StoreUnavailable => 503,
+        }
+    }
+
+    /// The OAuth error code and its description, as the provider reads them.
+    pub fn explain(self) -> (&'static str, &'static str) {
+        match self {
+            LogoutRefusal::NotPost => ("invalid_request", "use POST"),
+            LogoutRefusal::UnknownSource => ("invalid_request", "no such source"),
+            LogoutRefusal::TooLarge => ("invalid_request", "body too large"),
+            LogoutRefusal::NoToken => ("invalid_request", "no logout_token"),
+            LogoutRefusal::InvalidToken => ("invalid_request", "the logout token is not valid"),
+            LogoutRefusal::Replayed => ("invalid_request", "logout token replayed"),
+            LogoutRefusal::StoreUnavailable => (
+                "temporarily_unavailable",
+                "the session store is unavailable; retry",
+            ),
+        }
+    }
+
+    /// The audit line's reason code; `None` for a request that is not a
+    /// logout at all (wrong method, unknown source, too large).
+    pub fn reason(self) -> Option<Reason> {
+        match self {
+            LogoutRefusal::NotPost | LogoutRefusal::UnknownSource | LogoutRefusal::TooLarge => None,
+            LogoutRefusal::NoToken | LogoutRefusal::InvalidToken => {
+                Some(Reason::LogoutTokenInvalid)
+            }
+            LogoutRefusal::Replayed => Some(Reason::LogoutTokenReplayed),
+            LogoutRefusal::StoreUnavailable => Some(Reason::StoreUnavailable),
+        }
+    }
+}
+
+/// Writes the JSON answer to a refused back-channel logout and records its
+/// reason in `ctx` (the caller sets the outcome).
+pub fn refuse_logout(session: &mut Exchange, ctx: &mut Ctx, refusal: LogoutRefusal) {
+    if let Some(reason) = refusal.reason() {
+        ctx.refused = Some(reason);
+    }
+    let (error, description) = refusal.explain();
+    let body = serde_json::json!({"error": error, "error_description": description}).to_string();
+    write(
+        session,
+        ctx,
+        refusal.status(),
+        &[],
+        "application/json",
+        Bytes::from(body),
+    );
+}
+
 /// `text` as the content of an RFC 6750 §3 quoted-string: printable ASCII
 /// without `"` and `\`.
 pub fn quoted_string(text: &str) -> String {
@@ -438,13 +520,8 @@ pub fn respond_with(
 ) {
     let browser = wants_html(session);
     ctx.outcome = Some(rejection.outcome(browser));
-    if let Rejection::Unauthenticated { rd } = &rejection {
-        // Only an anonymous browser is redirected; a token error never is.
-        if browser {
-            let location = format!(
-                "/_auth/sign_in?rd={}",
-                percent_encoding::utf8_percent_encode(rd, QUERY_VALUE)
-            );
+    if browser {
+        if let Some(location) = sign_in_redirect(&rejection) {
             extra.push(("location", location));
             return write(
                 session,
@@ -456,24 +533,6 @@ pub fn respond_with(
             );
         }
     }
-    if let (Rejection::SessionEnded { rd, ended, .. }, true) = (&rejection, browser) {
-        // Fixed codes only: the sign-in page turns them back into words.
-        let location = format!(
-            "/_auth/sign_in?rd={}&reason={}&source={}",
-            percent_encoding::utf8_percent_encode(rd, QUERY_VALUE),
-            ended.reason.code(),
-            percent_encoding::utf8_percent_encode(&ended.source, QUERY_VALUE)
-        );
-        extra.push(("location", location));
-        return write(
-            session,
-            ctx,
-            302,
-            &extra,
-            "text/plain; charset=utf-8",
-            Bytes::new(),
-        );
-    }
     let status = rejection.status();
     let (heading, reason, hint) = rejection.explain();
     // The fix for a request on the wrong host names hosts and keys: not a fixed text.
@@ -481,34 +540,7 @@ pub fn respond_with(
         Rejection::WrongHost { fix, .. } => fix.as_str(),
         _ => hint,
     };
-    if matches!(
-        rejection,
-        Rejection::SourceNotReady
-            | Rejection::SignIn(SignInRefusal::NotReady)
-            | Rejection::SessionUnavailable
-    ) {
-        extra.push(("retry-after", "30".into()));
-    }
-    if let Rejection::Unauthenticated { .. } = rejection {
-        extra.push(("www-authenticate", "Bearer realm=\"portcullis\"".into()));
-    }
-    let token_error = match &rejection {
-        Rejection::InvalidToken { description } | Rejection::SessionEnded { description, .. } => {
-            Some(("invalid_token", description))
-        }
-        Rejection::InsufficientScope { reason } => Some(("insufficient_scope", reason)),
-        Rejection::InvalidRequest { description } => Some(("invalid_request", description)),
-        _ => None,
-    };
-    if let Some((code, description)) = token_error {
-        let quoted = quoted_string(description);
-        extra.push((
-            "www-authenticate",
-            format!(
-                "Bearer realm=\"portcullis\", error=\"{code}\", error_description=\"{quoted}\""
-            ),
-        ));
-    }
+    let token_error = challenge(&rejection, &mut extra);
     if let Rejection::Framing(_) = rejection {
         // Bytes after a refused head could be a smuggled request: never read them.
         session.close = true;
@@ -540,6 +572,63 @@ pub fn respond_with(
             Bytes::from(json.to_string()),
         )
     }
+}
+
+/// Where a browser is sent instead of a page: to sign in, for a request that
+/// needs a user (only an anonymous browser is redirected; a token error
+/// never is) or whose session just ended (with fixed codes only: the
+/// sign-in page turns them back into words).
+fn sign_in_redirect(rejection: &Rejection) -> Option<String> {
+    match rejection {
+        Rejection::Unauthenticated { rd } => Some(format!(
+            "/_auth/sign_in?rd={}",
+            percent_encoding::utf8_percent_encode(rd, QUERY_VALUE)
+        )),
+        Rejection::SessionEnded { rd, ended, .. } => Some(format!(
+            "/_auth/sign_in?rd={}&reason={}&source={}",
+            percent_encoding::utf8_percent_encode(rd, QUERY_VALUE),
+            ended.reason.code(),
+            percent_encoding::utf8_percent_encode(&ended.source, QUERY_VALUE)
+        )),
+        _ => None,
+    }
+}
+
+/// Adds the `Retry-After` and RFC 6750 `WWW-Authenticate` headers a refusal
+/// carries to `extra`; returns its RFC 6750 error code and description, if it has one.
+fn challenge<'r>(
+    rejection: &'r Rejection,
+    extra: &mut Vec<(&'static str, String)>,
+) -> Option<(&'static str, &'r String)> {
+    if matches!(
+        rejection,
+        Rejection::SourceNotReady
+            | Rejection::SignIn(SignInRefusal::NotReady)
+            | Rejection::SessionUnavailable
+    ) {
+        extra.push(("retry-after", "30".into()));
+    }
+    if let Rejection::Unauthenticated { .. } = rejection {
+        extra.push(("www-authenticate", "Bearer realm=\"portcullis\"".into()));
+    }
+    let token_error = match rejection {
+        Rejection::InvalidToken { description } | Rejection::SessionEnded { description, .. } => {
+            Some(("invalid_token", description))
+        }
+        Rejection::InsufficientScope { reason } => Some(("insufficient_scope", reason)),
+        Rejection::InvalidRequest { description } => Some(("invalid_request", description)),
+        _ => None,
+    };
+    if let Some((code, description)) = token_error {
+        let quoted = quoted_string(description);
+        extra.push((
+            "www-authenticate",
+            format!(
+                "Bearer realm=\"portcullis\", error=\"{code}\", error_description=\"{quoted}\""
+            ),
+        ));
+    }
+    token_error
 }
 
 fn error_code(status: u16) -> &'static str {
@@ -680,6 +769,67 @@ mod tests {
             SignInRefusal::from(SignInError::Policy("Ask the admins".into())).wording(),
             "Ask the admins"
         );
+    }
+
+    #[test]
+    fn a_refused_back_channel_logout_answers_the_provider_with_its_status_oauth_error_and_audit_code(
+    ) {
+        let rows = [
+            (
+                LogoutRefusal::NotPost,
+                405,
+                "invalid_request",
+                "use POST",
+                None,
+            ),
+            (
+                LogoutRefusal::UnknownSource,
+                404,
+                "invalid_request",
+                "no such source",
+                None,
+            ),
+            (
+                LogoutRefusal::TooLarge,
+                413,
+                "invalid_request",
+                "body too large",
+                None,
+            ),
+            (
+                LogoutRefusal::NoToken,
+                400,
+                "invalid_request",
+                "no logout_token",
+                Some("logout_token_invalid"),
+            ),
+            (
+                LogoutRefusal::InvalidToken,
+                400,
+                "invalid_request",
+                "the logout token is not valid",
+                Some("logout_token_invalid"),
+            ),
+            (
+                LogoutRefusal::Replayed,
+                400,
+                "invalid_request",
+                "logout token replayed",
+                Some("logout_token_replayed"),
+            ),
+            (
+                LogoutRefusal::StoreUnavailable,
+                503,
+                "temporarily_unavailable",
+                "the session store is unavailable; retry",
+                Some("store_unavailable"),
+            ),
+        ];
+        for (refusal, status, error, description, code) in rows {
+            assert_eq!(refusal.status(), status, "{refusal:?}");
+            assert_eq!(refusal.explain(), (error, description), "{refusal:?}");
+            assert_eq!(refusal.reason().map(Reason::as_str), code, "{refusal:?}");
+        }
     }
 
     #[test]

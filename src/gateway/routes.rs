@@ -8,11 +8,12 @@ use bytes::Bytes;
 
 use super::ctx::{Ctx, Outcome};
 use super::exchange::{BodyError, Exchange};
-use super::rescue::{self, Rejection, SignInRefusal};
+use super::rescue::{self, LogoutRefusal, Rejection, SignInRefusal};
 use super::{pages, State};
 use crate::audit::{Kind, Reason};
 use crate::config::SourceKind;
 use crate::identity::signin::Settlement;
+use crate::identity::{NewSession, SessionRecord, User};
 use crate::redirect::{safe_rd_for, target, Target};
 use crate::session::cookie::{self, Lookup, Purpose};
 use crate::session::handoff::{self, HandoffError, HandoffRecord};
@@ -138,26 +139,33 @@ pub async fn handle(
         | AuthRoute::BackchannelLogout(s) => Some(s.clone()),
         _ => None,
     };
-    let answered = match route {
+    let answered = answer(state, session, ctx, route, &host).await;
+    // Every refusal of these endpoints is recorded in `ctx` where it is
+    // decided and written here, once, with the request's facts.
+    if let Some(reason) = ctx.refused.take() {
+        state.audit.emit(&crate::audit::Event {
+            reason: Some(reason),
+            source: source.as_deref(),
+            status: ctx.status,
+            ..super::audit_facts(state, ctx, Kind::Refusal)
+        });
+    }
+    answered
+}
+
+/// Dispatches an `/_auth/*` request to its endpoint on the host it may be answered on.
+async fn answer(
+    state: &Arc<State>,
+    session: &mut Exchange,
+    ctx: &mut Ctx,
+    route: AuthRoute,
+    host: &str,
+) -> Result<(), BodyError> {
+    match route {
         AuthRoute::SignIn => sign_in(state, session, ctx).await,
         AuthRoute::Login(slug) => login(state, session, ctx, &slug, None).await,
-        AuthRoute::Handoff => take_handoff(state, session, ctx, &host).await,
-        AuthRoute::Link(slug) => {
-            // The flow is bound to this very session: its id goes into the login state.
-            let current = current_session(state, session, &host, state.clock.now_unix()).await;
-            let Ok(current) = current else {
-                // Whether this browser is signed in cannot be told: not "signed out".
-                ctx.refused = Some(Reason::StoreUnavailable);
-                rescue::respond(session, ctx, Rejection::SessionUnavailable);
-                return Ok(());
-            };
-            let Some((claims, _)) = current else {
-                let rd = rd_param(state, session);
-                rescue::respond(session, ctx, Rejection::Unauthenticated { rd });
-                return Ok(());
-            };
-            login(state, session, ctx, &slug, Some(claims.sid)).await
-        }
+        AuthRoute::Handoff => take_handoff(state, session, ctx, host).await,
+        AuthRoute::Link(slug) => link(state, session, ctx, &slug, host).await,
         AuthRoute::Callback(slug) => callback(state, session, ctx, &slug).await,
         AuthRoute::SignOut => sign_out(state, session, ctx).await,
         AuthRoute::BackchannelLogout(slug) => backchannel_logout(state, session, ctx, &slug).await,
@@ -171,18 +179,32 @@ pub async fn handle(
             rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
             Ok(())
         }
-    };
-    // Every refusal of these endpoints is recorded in `ctx` where it is
-    // decided and written here, once, with the request's facts.
-    if let Some(reason) = ctx.refused.take() {
-        state.audit.emit(&crate::audit::Event {
-            reason: Some(reason),
-            source: source.as_deref(),
-            status: ctx.status,
-            ..super::audit_facts(state, ctx, Kind::Refusal)
-        });
     }
-    answered
+}
+
+/// `/_auth/link/{slug}`: a login flow bound to this very session (its id
+/// goes into the login state); only for a browser signed in on `host`.
+async fn link(
+    state: &Arc<State>,
+    session: &mut Exchange,
+    ctx: &mut Ctx,
+    slug: &str,
+    host: &str,
+) -> Result<(), BodyError> {
+    let current = current_session(state, session, host, state.clock.now_unix()).await;
+    let Ok(current) = current else {
+        // Whether this browser is signed in cannot be told: not "signed out".
+        // No audit line: this refusal has never had one (the reason it once
+        // set was dropped before the audit point).
+        rescue::respond(session, ctx, Rejection::SessionUnavailable);
+        return Ok(());
+    };
+    let Some((claims, _)) = current else {
+        let rd = rd_param(state, session);
+        rescue::respond(session, ctx, Rejection::Unauthenticated { rd });
+        return Ok(());
+    };
+    login(state, session, ctx, slug, Some(claims.sid)).await
 }
 
 /// The app a sign-in is for: the one serving `rd` (on this host, or on the
@@ -293,7 +315,7 @@ async fn hand_back(
     binding: Option<&str>,
     slug: &str,
     now: u64,
-) -> Result<String, (SignInRefusal, String)> {
+) -> Result<String, Refused> {
     let (host, path) = match target(rd) {
         Target::Absolute { host, path }
             if !state.origins.is_sign_in_host(&host) && !state.sessions.shares_cookie(&host) =>
@@ -491,49 +513,26 @@ async fn login(
         rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
         return Ok(());
     };
-    // One sign-in is one session: a login for another host while this
-    // browser is signed in here (through a source that app offers) is handed
-    // back at once, without a round trip to the provider.
     if link.is_none() && matches!(target(&rd), Target::Absolute { .. }) {
-        let host = ctx.host.clone().unwrap_or_default();
-        // A store that cannot be asked: sign in through the provider as usual.
-        if let Ok(Some((claims, p))) =
-            current_session(state, session, &host, state.clock.now_unix()).await
-        {
-            if app.is_some_and(|a| a.sources.contains(&p.source)) {
-                let handed = hand_back(
-                    state,
-                    &claims.sid,
-                    &rd,
-                    binding.as_deref(),
-                    slug,
-                    state.clock.now_unix(),
-                );
-                let location = match handed.await {
-                    Ok(l) => l,
-                    Err((refusal, detail)) => {
-                        return refuse(session, ctx, refusal, &detail, Vec::new()).await
-                    }
-                };
-                return redirect(session, ctx, location, Vec::new()).await;
+        let signed_in = already_signed_in(state, session, ctx, app, &rd, binding.as_deref(), slug);
+        match signed_in.await {
+            Some(Ok(location)) => return redirect(session, ctx, location, Vec::new()).await,
+            Some(Err((refusal, detail))) => {
+                return refuse(session, ctx, refusal, &detail, Vec::new()).await
             }
+            None => {}
         }
     }
     let Some(endpoints) = rt.endpoints() else {
-        ctx.refused = Some(Reason::SourceNotReady);
-        rescue::respond(session, ctx, Rejection::SourceNotReady);
-        return Ok(());
+        return source_not_ready(session, ctx);
     };
     let redirect_uri = callback_url(&state.config.server.public_url, slug);
     if rt.config.kind == SourceKind::OAuth1 {
         // OAuth 1.0a: the provider is called before the browser goes there.
-        let (url, pending) = match state.sources.start_oauth1(&rt, &redirect_uri).await {
-            Ok(started) => started,
-            Err(SourceError::NotReady) => {
-                ctx.refused = Some(Reason::SourceNotReady);
-                rescue::respond(session, ctx, Rejection::SourceNotReady);
-                return Ok(());
-            }
+        let started = start_oauth1(state, &rt, slug, &redirect_uri, rd, link, binding).await;
+        let start = match started {
+            Ok(start) => start,
+            Err(SourceError::NotReady) => return source_not_ready(session, ctx),
             Err(e) => {
                 // Any refusal before the browser went anywhere is the provider failing us.
                 let refusal = match e {
@@ -543,19 +542,6 @@ async fn login(
                 return refuse(session, ctx, refusal, &e, Vec::new()).await;
             }
         };
-        let login = LoginState {
-            source: slug.to_string(),
-            // The request token is this flow's one-time key.
-            state: pending.token.clone(),
-            nonce: None,
-            pkce_verifier: None,
-            rd,
-            link,
-            exp: state.clock.now_unix() + flow::LOGIN_STATE_SECS,
-            oauth1: Some(pending),
-            handoff: binding,
-        };
-        let start = flow::Start { url, state: login };
         return send_to_provider(state, session, ctx, slug, start, false).await;
     }
     let started = flow::Fresh::generate().and_then(|fresh| {
@@ -571,17 +557,82 @@ async fn login(
     });
     let mut start = match started {
         Ok(s) => s,
-        Err(FlowError::NotReady) => {
-            ctx.refused = Some(Reason::SourceNotReady);
-            rescue::respond(session, ctx, Rejection::SourceNotReady);
-            return Ok(());
-        }
+        Err(FlowError::NotReady) => return source_not_ready(session, ctx),
         Err(e) => return refuse(session, ctx, (&e).into(), &e, Vec::new()).await,
     };
     start.state.handoff = binding;
     // A form_post callback (Apple) is a cross-site POST: the login cookie must travel with it.
     let cross_site = rt.config.preset.is_some_and(|p| p.quirks.form_post);
     send_to_provider(state, session, ctx, slug, start, cross_site).await
+}
+
+/// Answers a request through a source that is not ready yet (discovery pending).
+fn source_not_ready(session: &mut Exchange, ctx: &mut Ctx) -> Result<(), BodyError> {
+    ctx.refused = Some(Reason::SourceNotReady);
+    rescue::respond(session, ctx, Rejection::SourceNotReady);
+    Ok(())
+}
+
+/// One sign-in is one session: a login for another host while this browser
+/// is signed in here (through a source `app` offers) is handed back at once,
+/// without a round trip to the provider. `None`: not signed in here (or a
+/// store that cannot be asked): sign in through the provider as usual.
+async fn already_signed_in(
+    state: &State,
+    session: &Exchange,
+    ctx: &Ctx,
+    app: Option<&crate::config::App>,
+    rd: &str,
+    binding: Option<&str>,
+    slug: &str,
+) -> Option<Result<String, Refused>> {
+    let host = ctx.host.clone().unwrap_or_default();
+    let Ok(Some((claims, p))) =
+        current_session(state, session, &host, state.clock.now_unix()).await
+    else {
+        return None;
+    };
+    if !app.is_some_and(|a| a.sources.contains(&p.source)) {
+        return None;
+    }
+    Some(
+        hand_back(
+            state,
+            &claims.sid,
+            rd,
+            binding,
+            slug,
+            state.clock.now_unix(),
+        )
+        .await,
+    )
+}
+
+/// An OAuth 1.0a flow's start: the request token fetched from the provider
+/// (before the browser goes there), the login state keyed by it.
+async fn start_oauth1(
+    state: &State,
+    rt: &crate::source::Runtime,
+    slug: &str,
+    redirect_uri: &str,
+    rd: String,
+    link: Option<String>,
+    binding: Option<String>,
+) -> Result<flow::Start, SourceError> {
+    let (url, pending) = state.sources.start_oauth1(rt, redirect_uri).await?;
+    let login = LoginState {
+        source: slug.to_string(),
+        // The request token is this flow's one-time key.
+        state: pending.token.clone(),
+        nonce: None,
+        pkce_verifier: None,
+        rd,
+        link,
+        exp: state.clock.now_unix() + flow::LOGIN_STATE_SECS,
+        oauth1: Some(pending),
+        handoff: binding,
+    };
+    Ok(flow::Start { url, state: login })
 }
 
 /// Seals the flow's login state into its own cookie, named after its state
@@ -684,29 +735,19 @@ fn flow_key(params: &str, oauth1: bool) -> Option<String> {
     })
 }
 
+/// `/_auth/callback/{slug}`: the provider's answer to a flow started here.
+/// The flow's login state is checked and used once, the identity proven and
+/// settled in the directory, then the session cookie set and the browser
+/// sent back to where it started.
 async fn callback(
     state: &Arc<State>,
     session: &mut Exchange,
     ctx: &mut Ctx,
     slug: &str,
 ) -> Result<(), BodyError> {
-    let sessions = state.sessions.clone();
-    let post = method_is(session, &http::Method::POST);
-    let params = if post {
-        match read_body(session).await? {
-            Some(b) => String::from_utf8_lossy(&b).into_owned(),
-            None => {
-                rescue::respond(session, ctx, Rejection::TooLarge);
-                return Ok(());
-            }
-        }
-    } else {
-        session
-            .req_header()
-            .uri
-            .query()
-            .unwrap_or_default()
-            .to_string()
+    let Some(params) = callback_params(session).await? else {
+        rescue::respond(session, ctx, Rejection::TooLarge);
+        return Ok(());
     };
     let Some(rt) = state.sources.get(slug) else {
         rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
@@ -714,45 +755,25 @@ async fn callback(
     };
     let here = ctx.host.clone().unwrap_or_default();
     if !state.origins.is_sign_in_host(&here) {
-        // The login state lives on the sign-in host: here it can only fail as
-        // "not started in this browser", which hides the real problem.
-        let callback = callback_url(&state.config.server.public_url, slug);
-        let rejection = Rejection::WrongHost {
-            reason: format!(
-                "The provider sent this sign-in back to {here}, but sign-ins finish on {} (server.public_url).",
-                state.origins.sign_in_host
-            ),
-            fix: format!(
-                "Operator: register {callback} as the redirect URI at the provider (`portcullis check` prints it), or set server.public_url to the address people sign in at. Then sign in again."
-            ),
-        };
         ctx.refused = Some(Reason::WrongHost);
-        rescue::respond(session, ctx, rejection);
+        rescue::respond(session, ctx, callback_off_sign_in_host(state, &here, slug));
         return Ok(());
     }
     let oauth1 = rt.config.kind == SourceKind::OAuth1;
     // This flow's own cookie, found by the state the provider sends back;
     // other tabs' flows are left alone (OA2-23).
     let name = flow_key(&params, oauth1)
-        .map(|key| cookie::flow_cookie_name(&sessions.login_cookie_name, &key));
-    let login: Option<LoginState> = name.as_deref().and_then(|name| {
-        let headers = session.req_header().headers.get_all(http::header::COOKIE);
-        match cookie::find(headers.iter().filter_map(|v| v.to_str().ok()), name) {
-            Lookup::One(v) => sessions
-                .sealer
-                .open::<LoginState>(name, Purpose::LoginState, v)
-                .ok()
-                .map(|o| o.value),
-            _ => None,
-        }
-    });
+        .map(|key| cookie::flow_cookie_name(&state.sessions.login_cookie_name, &key));
+    let login = name
+        .as_deref()
+        .and_then(|name| sealed_login_state(state, session, name));
     // The login state is one-time: every answer from here clears it (docs/security.md, "Refused sign-in").
     let clear_login: Vec<(&'static str, String)> = name
         .iter()
         .map(|n| {
             (
                 "set-cookie",
-                cookie::clear_cookie(n, sessions.secure, false),
+                cookie::clear_cookie(n, state.sessions.secure, false),
             )
         })
         .collect();
@@ -769,85 +790,115 @@ async fn callback(
             return refuse(session, ctx, refusal, &detail, clear_login).await;
         }
     };
-    let host = ctx.host.clone().unwrap_or_default();
-    // Only a flow started by /_auth/link links, and only while the session
-    // that started it is still this browser's. An ordinary login ignores any
-    // session the browser carries: a planted one must not capture this
-    // identity (SES-08); the new session cookie replaces it.
-    let link_to = match &login.link {
-        None => None,
-        Some(sid) => {
-            let user = match current_session(state, session, &host, now).await {
-                Ok(Some((claims, p))) if claims.sid == *sid => p.user_id.clone(),
-                Ok(_) => None,
-                Err(StoreUnavailable) => {
-                    let detail = "the linking session could not be read: the store is unavailable";
-                    return refuse(
-                        session,
-                        ctx,
-                        SignInRefusal::StoreUnavailable,
-                        &detail,
-                        clear_login,
-                    )
-                    .await;
-                }
-            };
-            let Some(user_id) = user else {
-                let detail = "the session that started the link flow is gone or changed";
-                return refuse(
-                    session,
-                    ctx,
-                    SignInRefusal::LinkSessionGone,
-                    &detail,
-                    clear_login,
-                )
-                .await;
-            };
-            match sessions.store().user(&user_id).await {
-                Ok(Some(u)) => Some(u),
-                Ok(None) => {
-                    let detail = "the linking session's user is gone";
-                    return refuse(
-                        session,
-                        ctx,
-                        SignInRefusal::LinkSessionGone,
-                        &detail,
-                        clear_login,
-                    )
-                    .await;
-                }
-                Err(e) => {
-                    return refuse(
-                        session,
-                        ctx,
-                        SignInRefusal::StoreUnavailable,
-                        &e,
-                        clear_login,
-                    )
-                    .await
-                }
-            }
+    let host = here;
+    let signed_in = settle_sign_in(state, session, &rt, slug, &login, &proven, &host, now).await;
+    let (record, user, settlement, note) = match signed_in {
+        Ok(done) => done,
+        Err((refusal, detail)) => {
+            return refuse(session, ctx, refusal, &detail, clear_login).await;
         }
     };
-    let record = match sessions.new_record(
-        slug,
-        now,
-        proven.id_token.clone(),
-        proven.oidc_sid.clone(),
-        &proven.claims,
-        // Kept only where an app passes them upstream: a token nobody needs
-        // is a token that cannot leak.
-        proven.tokens.as_ref().filter(|_| {
-            state
-                .config
-                .apps
-                .iter()
-                .any(|a| a.pass_access_token && a.sources.iter().any(|s| s == slug))
-        }),
-    ) {
-        Ok(r) => r,
+    let set = match state.sessions.cookie_for(&record, &user, &host, now) {
+        Ok(s) => s,
         Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, clear_login).await,
     };
+    ctx.span
+        .in_scope(|| tracing::info!(auth.source = slug, user = %user.username, "signed in"));
+    audit_sign_in(state, ctx, slug, &login, &user, settlement);
+    let mut headers = clear_login;
+    headers.push(("set-cookie", set));
+    send_back_signed_in(
+        state, session, ctx, slug, &login, &record.id, note, headers, now,
+    )
+    .await
+}
+
+/// A callback's parameters: the form of a POST (`form_post`), else the
+/// query. `None`: a form larger than [`MAX_BODY`].
+async fn callback_params(session: &mut Exchange) -> Result<Option<String>, BodyError> {
+    if method_is(session, &http::Method::POST) {
+        return Ok(read_body(session)
+            .await?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()));
+    }
+    Ok(Some(
+        session
+            .req_header()
+            .uri
+            .query()
+            .unwrap_or_default()
+            .to_string(),
+    ))
+}
+
+/// The refusal of a callback that reached `here`, not the sign-in host. The
+/// login state lives on the sign-in host: here it could only fail as "not
+/// started in this browser", which hides the real problem.
+fn callback_off_sign_in_host(state: &State, here: &str, slug: &str) -> Rejection {
+    let callback = callback_url(&state.config.server.public_url, slug);
+    Rejection::WrongHost {
+        reason: format!(
+            "The provider sent this sign-in back to {here}, but sign-ins finish on {} (server.public_url).",
+            state.origins.sign_in_host
+        ),
+        fix: format!(
+            "Operator: register {callback} as the redirect URI at the provider (`portcullis check` prints it), or set server.public_url to the address people sign in at. Then sign in again."
+        ),
+    }
+}
+
+/// The login state sealed in this browser's cookie `name`, if there is
+/// exactly one such cookie and it opens.
+fn sealed_login_state(state: &State, session: &Exchange, name: &str) -> Option<LoginState> {
+    let headers = session.req_header().headers.get_all(http::header::COOKIE);
+    match cookie::find(headers.iter().filter_map(|v| v.to_str().ok()), name) {
+        Lookup::One(v) => state
+            .sessions
+            .sealer
+            .open::<LoginState>(name, Purpose::LoginState, v)
+            .ok()
+            .map(|o| o.value),
+        _ => None,
+    }
+}
+
+/// A settled sign-in: the new session's record, its user, how the identity
+/// was settled, and a note to show first (an enrollment that needs explaining).
+type SignedIn = (NewSession, User, Settlement, Option<&'static str>);
+
+/// A proven identity made a session: the link target (for a link flow),
+/// a new session record, and the directory's settlement.
+#[allow(clippy::too_many_arguments)]
+async fn settle_sign_in(
+    state: &Arc<State>,
+    session: &Exchange,
+    rt: &crate::source::Runtime,
+    slug: &str,
+    login: &LoginState,
+    proven: &crate::source::Proven,
+    host: &str,
+    now: u64,
+) -> Result<SignedIn, Refused> {
+    let link_to = link_target(state, session, login, host, now).await?;
+    let sessions = &state.sessions;
+    let record = sessions
+        .new_record(
+            slug,
+            now,
+            proven.id_token.clone(),
+            proven.oidc_sid.clone(),
+            &proven.claims,
+            // Kept only where an app passes them upstream: a token nobody needs
+            // is a token that cannot leak.
+            proven.tokens.as_ref().filter(|_| {
+                state
+                    .config
+                    .apps
+                    .iter()
+                    .any(|a| a.pass_access_token && a.sources.iter().any(|s| s == slug))
+            }),
+        )
+        .map_err(|e| (SignInRefusal::Internal, e.to_string()))?;
     let settled = crate::identity::signin::settle(
         sessions.store(),
         &rt.config,
@@ -859,19 +910,59 @@ async fn callback(
         now as i64,
     )
     .await;
-    let (user, settlement, note) = match settled {
-        Ok(s) => s,
-        Err(e) => {
-            let detail = e.to_string();
-            return refuse(session, ctx, e.into(), &detail, clear_login).await;
+    let (user, settlement, note) = settled.map_err(|e| {
+        let detail = e.to_string();
+        (e.into(), detail)
+    })?;
+    Ok((record, user, settlement, note))
+}
+
+/// The user a flow links to. Only a flow started by /_auth/link links, and
+/// only while the session that started it is still this browser's. An
+/// ordinary login ignores any session the browser carries: a planted one
+/// must not capture this identity (SES-08); the new session cookie replaces it.
+async fn link_target(
+    state: &State,
+    session: &Exchange,
+    login: &LoginState,
+    host: &str,
+    now: u64,
+) -> Result<Option<User>, Refused> {
+    let Some(sid) = &login.link else {
+        return Ok(None);
+    };
+    let user = match current_session(state, session, host, now).await {
+        Ok(Some((claims, p))) if claims.sid == *sid => p.user_id.clone(),
+        Ok(_) => None,
+        Err(StoreUnavailable) => {
+            let detail = "the linking session could not be read: the store is unavailable";
+            return Err((SignInRefusal::StoreUnavailable, detail.to_string()));
         }
     };
-    let set = match sessions.cookie_for(&record, &user, &host, now) {
-        Ok(s) => s,
-        Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, clear_login).await,
+    let Some(user_id) = user else {
+        let detail = "the session that started the link flow is gone or changed";
+        return Err((SignInRefusal::LinkSessionGone, detail.to_string()));
     };
-    ctx.span
-        .in_scope(|| tracing::info!(auth.source = slug, user = %user.username, "signed in"));
+    match state.sessions.store().user(&user_id).await {
+        Ok(Some(u)) => Ok(Some(u)),
+        Ok(None) => {
+            let detail = "the linking session's user is gone";
+            Err((SignInRefusal::LinkSessionGone, detail.to_string()))
+        }
+        Err(e) => Err((SignInRefusal::StoreUnavailable, e.to_string())),
+    }
+}
+
+/// The audit line of a finished sign-in, naming the app the person is
+/// signing in to (not only the host's).
+fn audit_sign_in(
+    state: &State,
+    ctx: &Ctx,
+    slug: &str,
+    login: &LoginState,
+    user: &User,
+    settlement: Settlement,
+) {
     let kind = match settlement {
         Settlement::Authenticated => Kind::SignIn,
         Settlement::Linked => Kind::Link,
@@ -879,7 +970,6 @@ async fn callback(
     };
     let facts = super::audit_facts(state, ctx, kind);
     state.audit.emit(&crate::audit::Event {
-        // The app the person is signing in to, not only the host's.
         app: app_for_rd(state, ctx, &login.rd)
             .map(|a| a.name.as_str())
             .or(facts.app),
@@ -888,23 +978,30 @@ async fn callback(
         username: Some(&user.username),
         ..facts
     });
-    let mut headers = clear_login;
-    headers.push(("set-cookie", set));
-    // The sign-in host has its cookie now; another app host gets its own by a handoff.
-    let handed = hand_back(
-        state,
-        &record.id,
-        &login.rd,
-        login.handoff.as_deref(),
-        slug,
-        now,
-    );
+}
+
+/// Sends a browser the sign-in host now holds session `sid` for to where
+/// it started. The sign-in host has its cookie now; another app host gets
+/// its own by a handoff. An enrollment that needs explaining shows `note`
+/// first, then continues.
+#[allow(clippy::too_many_arguments)]
+async fn send_back_signed_in(
+    state: &State,
+    session: &mut Exchange,
+    ctx: &mut Ctx,
+    slug: &str,
+    login: &LoginState,
+    sid: &str,
+    note: Option<&'static str>,
+    headers: Vec<(&'static str, String)>,
+    now: u64,
+) -> Result<(), BodyError> {
+    let handed = hand_back(state, sid, &login.rd, login.handoff.as_deref(), slug, now);
     let location = match handed.await {
         Ok(l) => l,
         Err((refusal, detail)) => return refuse(session, ctx, refusal, &detail, headers).await,
     };
     if let Some(note) = note {
-        // An enrollment that needs explaining: say why, then continue.
         let html = pages::notice("Account created", note, &location);
         rescue::write(
             session,
@@ -1085,20 +1182,7 @@ async fn sign_out(
         );
         return Ok(());
     }
-    let same_origin = {
-        let req = session.req_header();
-        let authority = req.uri.authority().map(|a| a.as_str()).or_else(|| {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|v| v.to_str().ok())
-        });
-        let sign_in_host = state.config.server.public_url.host_str();
-        crate::same_origin::check(&req.headers, state.scheme, authority, |host| {
-            sign_in_host.is_some_and(|h| h.eq_ignore_ascii_case(host))
-                || state.router.route_host(Some(host)).is_some()
-        })
-    };
-    if let Err(why) = same_origin {
+    if let Err(why) = sign_out_same_origin(state, session) {
         ctx.span
             .in_scope(|| tracing::info!(reason = %why, "cross-origin sign-out refused"));
         ctx.refused = Some(Reason::CrossOrigin);
@@ -1136,40 +1220,8 @@ async fn sign_out(
             source: record.as_ref().map(|r| r.source.as_str()),
             ..super::audit_facts(state, ctx, Kind::SignOut)
         });
-        // RP-initiated logout: the provider ends its own session too.
-        if let Some(r) = record {
-            let rt = state.sources.get(&r.source);
-            if let (Some(rt), Some(end)) = (
-                rt.as_ref(),
-                rt.as_ref()
-                    .and_then(|rt| rt.endpoints())
-                    .and_then(|e| e.end_session.clone()),
-            ) {
-                let mut url = end;
-                {
-                    let mut q = url.query_pairs_mut();
-                    if let Some(t) = &r.id_token {
-                        q.append_pair("id_token_hint", t);
-                    }
-                    if let Some(id) = &rt.config.consumer_key {
-                        q.append_pair("client_id", id);
-                    }
-                    let back = match target(&rd) {
-                        Target::Absolute { .. } => rd.clone(),
-                        Target::Path(path) => format!(
-                            "{}{path}",
-                            state
-                                .config
-                                .server
-                                .public_url
-                                .origin()
-                                .ascii_serialization()
-                        ),
-                    };
-                    q.append_pair("post_logout_redirect_uri", &back);
-                }
-                location = url.to_string();
-            }
+        if let Some(url) = record.and_then(|r| provider_logout(state, &r, &rd)) {
+            location = url;
         }
     }
     // Login cookies too: a flow started before signing out must not finish after it.
@@ -1184,6 +1236,56 @@ async fn sign_out(
         headers.extend(cleared.into_iter().map(|c| ("set-cookie", c)));
     }
     redirect(session, ctx, location, headers).await
+}
+
+/// Whether a sign-out POST comes from one of our own origins (SES-16): the
+/// sign-in host or a host an app is served on.
+fn sign_out_same_origin(
+    state: &State,
+    session: &Exchange,
+) -> Result<(), crate::same_origin::CrossOrigin> {
+    let req = session.req_header();
+    let authority = req.uri.authority().map(|a| a.as_str()).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+    });
+    let sign_in_host = state.config.server.public_url.host_str();
+    crate::same_origin::check(&req.headers, state.scheme, authority, |host| {
+        sign_in_host.is_some_and(|h| h.eq_ignore_ascii_case(host))
+            || state.router.route_host(Some(host)).is_some()
+    })
+}
+
+/// RP-initiated logout: the provider's `end_session_endpoint` for the
+/// source of session `r`, with the hint, the client and the way back to
+/// `rd`, so the provider ends its own session too. `None`: the source has none.
+fn provider_logout(state: &State, r: &SessionRecord, rd: &str) -> Option<String> {
+    let rt = state.sources.get(&r.source)?;
+    let mut url = rt.endpoints()?.end_session.clone()?;
+    {
+        let mut q = url.query_pairs_mut();
+        if let Some(t) = &r.id_token {
+            q.append_pair("id_token_hint", t);
+        }
+        if let Some(id) = &rt.config.consumer_key {
+            q.append_pair("client_id", id);
+        }
+        let back = match target(rd) {
+            Target::Absolute { .. } => rd.to_string(),
+            Target::Path(path) => format!(
+                "{}{path}",
+                state
+                    .config
+                    .server
+                    .public_url
+                    .origin()
+                    .ascii_serialization()
+            ),
+        };
+        q.append_pair("post_logout_redirect_uri", &back);
+    }
+    Some(url.to_string())
 }
 
 /// The origins of the sources' `end_session_endpoint`s, where the sign-out
@@ -1211,93 +1313,85 @@ async fn backchannel_logout(
     ctx: &mut Ctx,
     slug: &str,
 ) -> Result<(), BodyError> {
-    let answer = |status: u16, error: &str, description: String| {
-        let body = if status == 200 {
-            String::new()
-        } else {
-            serde_json::json!({"error": error, "error_description": description}).to_string()
-        };
-        (status, body)
-    };
-    let (status, body) = 'outcome: {
-        if !method_is(session, &http::Method::POST) {
-            break 'outcome answer(405, "invalid_request", "use POST".into());
-        }
-        let Some(rt) = state.sources.get(slug) else {
-            break 'outcome answer(404, "invalid_request", "no such source".into());
-        };
-        let form = match read_body(session).await? {
-            Some(b) => b,
-            None => break 'outcome answer(413, "invalid_request", "body too large".into()),
-        };
-        let token = url::form_urlencoded::parse(&form)
-            .find(|(k, _)| k == "logout_token")
-            .map(|(_, v)| v.into_owned());
-        let Some(token) = token else {
-            ctx.refused = Some(Reason::LogoutTokenInvalid);
-            break 'outcome answer(400, "invalid_request", "no logout_token".into());
-        };
-        let request = match state
-            .sources
-            .verify_logout(&rt, &token, state.clock.now_unix())
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                // The detail (which check failed, a key fetch's URL) is for the log only.
-                ctx.span.in_scope(|| tracing::info!(auth.source = slug, request_id = %ctx.request_id, auth.error = %e, "back-channel logout token refused"));
-                ctx.refused = Some(Reason::LogoutTokenInvalid);
-                break 'outcome answer(
-                    400,
-                    "invalid_request",
-                    "the logout token is not valid".into(),
-                );
-            }
-        };
-        // A logout token is one-time too (its `jti`).
-        if let Some(jti) = &request.jti {
-            if !state.sessions.consume_state(&format!("jti:{slug}:{jti}")) {
-                ctx.refused = Some(Reason::LogoutTokenReplayed);
-                break 'outcome answer(400, "invalid_request", "logout token replayed".into());
-            }
-        }
-        let store = state.sessions.store();
-        match store
-            .revoke_sessions_by_oidc(slug, request.sid.as_deref(), request.sub.as_deref())
-            .await
-        {
-            Ok(n) => {
-                state.sessions.forget_all();
-                ctx.span.in_scope(|| {
-                    tracing::info!(auth.source = slug, revoked = n, "back-channel logout")
-                });
-                state.audit.emit(&crate::audit::Event {
-                    source: Some(slug),
-                    sessions: Some(n),
-                    ..super::audit_facts(state, ctx, Kind::BackchannelLogout)
-                });
-                answer(200, "", String::new())
-            }
-            Err(e) => {
-                ctx.span.in_scope(|| tracing::error!(request_id = %ctx.request_id, error = %e, "store failed during back-channel logout"));
-                ctx.refused = Some(Reason::StoreUnavailable);
-                answer(
-                    503,
-                    "temporarily_unavailable",
-                    "the session store is unavailable; retry".into(),
-                )
-            }
-        }
-    };
+    let answered = logout_by_token(state, session, ctx, slug).await?;
     ctx.outcome = Some(Outcome::AuthEndpoint);
-    let content_type = if body.is_empty() {
-        "text/plain; charset=utf-8"
-    } else {
-        "application/json"
+    match answered {
+        Ok(()) => rescue::write(
+            session,
+            ctx,
+            200,
+            &[],
+            "text/plain; charset=utf-8",
+            Bytes::new(),
+        ),
+        Err(refusal) => rescue::refuse_logout(session, ctx, refusal),
+    }
+    Ok(())
+}
+
+/// The steps of a back-channel logout: a POSTed form naming a known
+/// source, a `logout_token` that verifies and was not used before, then the
+/// sessions it names revoked.
+async fn logout_by_token(
+    state: &Arc<State>,
+    session: &mut Exchange,
+    ctx: &mut Ctx,
+    slug: &str,
+) -> Result<Result<(), LogoutRefusal>, BodyError> {
+    if !method_is(session, &http::Method::POST) {
+        return Ok(Err(LogoutRefusal::NotPost));
+    }
+    let Some(rt) = state.sources.get(slug) else {
+        return Ok(Err(LogoutRefusal::UnknownSource));
     };
+    let Some(form) = read_body(session).await? else {
+        return Ok(Err(LogoutRefusal::TooLarge));
+    };
+    let token = url::form_urlencoded::parse(&form)
+        .find(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned());
+    let Some(token) = token else {
+        return Ok(Err(LogoutRefusal::NoToken));
+    };
+    let request = match state
+        .sources
+        .verify_logout(&rt, &token, state.clock.now_unix())
+        .await
     {
-        rescue::write(session, ctx, status, &[], content_type, Bytes::from(body));
-        Ok(())
+        Ok(r) => r,
+        Err(e) => {
+            // The detail (which check failed, a key fetch's URL) is for the log only.
+            ctx.span.in_scope(|| tracing::info!(auth.source = slug, request_id = %ctx.request_id, auth.error = %e, "back-channel logout token refused"));
+            return Ok(Err(LogoutRefusal::InvalidToken));
+        }
+    };
+    // A logout token is one-time too (its `jti`).
+    if let Some(jti) = &request.jti {
+        if !state.sessions.consume_state(&format!("jti:{slug}:{jti}")) {
+            return Ok(Err(LogoutRefusal::Replayed));
+        }
+    }
+    let store = state.sessions.store();
+    match store
+        .revoke_sessions_by_oidc(slug, request.sid.as_deref(), request.sub.as_deref())
+        .await
+    {
+        Ok(n) => {
+            state.sessions.forget_all();
+            ctx.span.in_scope(|| {
+                tracing::info!(auth.source = slug, revoked = n, "back-channel logout")
+            });
+            state.audit.emit(&crate::audit::Event {
+                source: Some(slug),
+                sessions: Some(n),
+                ..super::audit_facts(state, ctx, Kind::BackchannelLogout)
+            });
+            Ok(Ok(()))
+        }
+        Err(e) => {
+            ctx.span.in_scope(|| tracing::error!(request_id = %ctx.request_id, error = %e, "store failed during back-channel logout"));
+            Ok(Err(LogoutRefusal::StoreUnavailable))
+        }
     }
 }
 
@@ -1345,6 +1439,9 @@ fn forwarded_target(
     Ok((ctx.host.clone(), None))
 }
 
+/// `/_auth/check`: forward auth. 200 for a public path of the app asked
+/// about, or for a principal that app admits (with its identity headers for
+/// the proxy in front to copy); else a refusal, or 401.
 async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Result<(), BodyError> {
     let (host, path) = match forwarded_target(session, ctx) {
         Ok(target) => target,
@@ -1354,54 +1451,36 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
         }
     };
     // A public path of the app asked about needs no identity.
-    if let Some(path) = &path {
-        let app = state.router.route(host.as_deref(), path);
-        if let Some(a) = app.and_then(|i| state.config.apps.get(i)) {
-            if a.public_paths
-                .iter()
-                .any(|p| crate::config::path_has_prefix(path, p))
-            {
-                rescue::write(
-                    session,
-                    ctx,
-                    200,
-                    &[],
-                    "text/plain; charset=utf-8",
-                    Bytes::new(),
-                );
-                return Ok(());
-            }
-        }
+    if is_public_path(state, host.as_deref(), path.as_deref()) {
+        rescue::write(
+            session,
+            ctx,
+            200,
+            &[],
+            "text/plain; charset=utf-8",
+            Bytes::new(),
+        );
+        return Ok(());
     }
     let target = host
         .as_deref()
         .and_then(|h| state.router.route(Some(h), path.as_deref().unwrap_or("/")));
-    let principal = match super::authenticate_bearer(state, session, target).await {
-        Some(Ok(p)) => Some(p),
-        Some(Err(refusal)) => {
+    let principal = match &host {
+        Some(h) => super::identify(state, session, ctx, h, target).await,
+        // No host: no cookie applies, only a bearer token.
+        None => super::authenticate_bearer(state, session, target)
+            .await
+            .transpose(),
+    };
+    let principal = match principal {
+        Ok(p) => p,
+        Err(refusal) => {
             rescue::respond(session, ctx, refusal);
             return Ok(());
         }
-        None => match &host {
-            Some(h) => {
-                let pass_token = target
-                    .and_then(|i| state.config.apps.get(i))
-                    .is_some_and(|a| a.pass_access_token);
-                let Ok(found) = super::authenticate(state, session, ctx, h, pass_token).await
-                else {
-                    rescue::respond(session, ctx, Rejection::SessionUnavailable);
-                    return Ok(());
-                };
-                found.filter(|p| super::app_takes(state, target, p))
-            }
-            None => None,
-        },
     };
     // The target app's access rules apply to forward auth as to proxying.
-    let target_app = host
-        .as_deref()
-        .and_then(|h| state.router.route(Some(h), path.as_deref().unwrap_or("/")));
-    if let (Some(p), Some(app)) = (&principal, target_app) {
+    if let (Some(p), Some(app)) = (&principal, target) {
         let method = session
             .req_header()
             .headers
@@ -1416,70 +1495,92 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
         }
     }
     match principal {
-        Some(p) => {
-            ctx.outcome = Some(Outcome::Authenticated);
-            let headers = p.headers(true);
-            rescue::write(
-                session,
-                ctx,
-                200,
-                &headers,
-                "text/plain; charset=utf-8",
-                Bytes::new(),
-            );
-            // The target app's claim headers, under their own names, for the
-            // proxy in front to copy (nginx `auth_request_set`, Traefik `authResponseHeaders`).
-            let app = target_app.and_then(|i| state.config.apps.get(i));
-            if let (Some(app), Some(resp)) = (app, session.response.as_mut()) {
-                for (name, value) in super::upstream::claim_headers(&app.claim_headers, &p.claims) {
-                    resp.headers_mut().insert(name, value);
-                }
-                if let Some(v) = ctx
-                    .access_token
-                    .as_deref()
-                    .and_then(|t| http::HeaderValue::from_str(t).ok())
-                {
-                    resp.headers_mut()
-                        .insert(super::upstream::AUTH_REQUEST_ACCESS_TOKEN, v);
-                }
-            }
-            Ok(())
+        Some(p) => check_admits(state, session, ctx, &p, target),
+        None => check_refuses(state, session, ctx, path),
+    }
+    Ok(())
+}
+
+/// Whether `path` (when the caller named one) is a public path of the app
+/// `host` and `path` route to.
+fn is_public_path(state: &State, host: Option<&str>, path: Option<&str>) -> bool {
+    let Some(path) = path else {
+        return false;
+    };
+    let app = state.router.route(host, path);
+    app.and_then(|i| state.config.apps.get(i)).is_some_and(|a| {
+        a.public_paths
+            .iter()
+            .any(|p| crate::config::path_has_prefix(path, p))
+    })
+}
+
+/// Forward auth's 200 for principal `p`: its identity headers, and the
+/// target app's claim headers under their own names, for the proxy in front
+/// to copy (nginx `auth_request_set`, Traefik `authResponseHeaders`).
+fn check_admits(
+    state: &State,
+    session: &mut Exchange,
+    ctx: &mut Ctx,
+    p: &crate::principal::Principal,
+    target: Option<usize>,
+) {
+    ctx.outcome = Some(Outcome::Authenticated);
+    let headers = p.headers(true);
+    rescue::write(
+        session,
+        ctx,
+        200,
+        &headers,
+        "text/plain; charset=utf-8",
+        Bytes::new(),
+    );
+    let app = target.and_then(|i| state.config.apps.get(i));
+    if let (Some(app), Some(resp)) = (app, session.response.as_mut()) {
+        for (name, value) in super::upstream::claim_headers(&app.claim_headers, &p.claims) {
+            resp.headers_mut().insert(name, value);
         }
-        None => {
-            // Forward auth always answers 401 (the proxy in front decides
-            // what a browser sees); a session just ended says why, RFC 6750 style.
-            let ended = ctx.session_ended.take().map(|e| {
-                let rd = path.clone().unwrap_or_else(|| "/".to_string());
-                super::session_ended(state, rd, e)
-            });
-            let (json, challenge) = match ended {
-                Some(Rejection::SessionEnded { description, .. }) => (
-                    serde_json::json!({"error": "invalid_token", "error_description": description}),
-                    format!(
-                        "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{}\"",
-                        rescue::quoted_string(&description)
-                    ),
-                ),
-                _ => (
-                    serde_json::json!({"error": "unauthorized", "error_description": "no valid session or token"}),
-                    "Bearer realm=\"portcullis\"".to_string(),
-                ),
-            };
-            let headers = [("www-authenticate", challenge)];
-            ctx.outcome = Some(Outcome::Unauthorized);
-            {
-                rescue::write(
-                    session,
-                    ctx,
-                    401,
-                    &headers,
-                    "application/json",
-                    Bytes::from(json.to_string()),
-                );
-                Ok(())
-            }
+        if let Some(v) = ctx
+            .access_token
+            .as_deref()
+            .and_then(|t| http::HeaderValue::from_str(t).ok())
+        {
+            resp.headers_mut()
+                .insert(super::upstream::AUTH_REQUEST_ACCESS_TOKEN, v);
         }
     }
+}
+
+/// Forward auth's 401 (the proxy in front decides what a browser sees); a
+/// session just ended says why, RFC 6750 style.
+fn check_refuses(state: &State, session: &mut Exchange, ctx: &mut Ctx, path: Option<String>) {
+    let ended = ctx.session_ended.take().map(|e| {
+        let rd = path.unwrap_or_else(|| "/".to_string());
+        super::session_ended(state, rd, e)
+    });
+    let (json, challenge) = match ended {
+        Some(Rejection::SessionEnded { description, .. }) => (
+            serde_json::json!({"error": "invalid_token", "error_description": description}),
+            format!(
+                "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{}\"",
+                rescue::quoted_string(&description)
+            ),
+        ),
+        _ => (
+            serde_json::json!({"error": "unauthorized", "error_description": "no valid session or token"}),
+            "Bearer realm=\"portcullis\"".to_string(),
+        ),
+    };
+    let headers = [("www-authenticate", challenge)];
+    ctx.outcome = Some(Outcome::Unauthorized);
+    rescue::write(
+        session,
+        ctx,
+        401,
+        &headers,
+        "application/json",
+        Bytes::from(json.to_string()),
+    );
 }
 
 /// `GET /_auth/jwks.json`: public, cacheable for a few minutes (a verifier

@@ -128,43 +128,7 @@ fn kept_option(token: &str) -> bool {
 /// extended by its address. Most requests carry none of these names: they
 /// cost one look at each name and the four insertions, no allocation.
 pub fn filter_request_headers(headers: &mut HeaderMap, peer: &Peer<'_>) {
-    // Names to remove; allocated only when there is one.
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    if headers.contains_key(http::header::CONNECTION) {
-        for value in headers.get_all(http::header::CONNECTION) {
-            let Ok(value) = value.to_str() else { continue };
-            for token in value.split(',').map(str::trim) {
-                if kept_option(token) {
-                    continue;
-                }
-                // `from_bytes` reads the name in any case.
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    doomed.push(name);
-                }
-            }
-        }
-    }
-    // Whether a trusted proxy sent (`-` spelled) forwarding names that survive.
-    let mut trusted_forwarding = false;
-    for name in headers.keys() {
-        if REQUEST_HOP_BY_HOP.iter().any(|h| h == name) {
-            doomed.push(name.clone());
-            continue;
-        }
-        let n = name.as_str();
-        if !may_be_ours(n) {
-            continue;
-        }
-        if is_spoofable(n) {
-            doomed.push(name.clone());
-        } else if is_forwarding(n) {
-            if !peer.trusted || n.contains('_') {
-                doomed.push(name.clone());
-            } else {
-                trusted_forwarding = true;
-            }
-        }
-    }
+    let (doomed, trusted_forwarding) = doomed_names(headers, peer);
     // A trusted proxy's values survive unless its client nominated them.
     let survives = |headers: &HeaderMap, doomed: &[HeaderName], name: &HeaderName| {
         trusted_forwarding && headers.contains_key(name) && !doomed.contains(name)
@@ -180,18 +144,7 @@ pub fn filter_request_headers(headers: &mut HeaderMap, peer: &Peer<'_>) {
         headers.remove(name);
     }
     let chain = if xff {
-        let client = peer.client.and_then(|v| v.to_str().ok());
-        let hops: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .chain(client)
-            .collect();
-        (!hops.is_empty())
-            .then(|| HeaderValue::from_str(&hops.join(", ")).ok())
-            .flatten()
+        extended_chain(headers, peer.client)
     } else {
         peer.client.cloned()
     };
@@ -214,6 +167,71 @@ pub fn filter_request_headers(headers: &mut HeaderMap, peer: &Peer<'_>) {
     if !real_ip {
         set(&X_REAL_IP, peer.client.cloned());
     }
+}
+
+/// The names [`filter_request_headers`] removes, and whether a trusted
+/// proxy sent (`-` spelled) forwarding names that survive. The vector is
+/// allocated only when there is a name to remove.
+fn doomed_names(headers: &HeaderMap, peer: &Peer<'_>) -> (Vec<HeaderName>, bool) {
+    let mut doomed = nominated(headers);
+    let mut trusted_forwarding = false;
+    for name in headers.keys() {
+        if REQUEST_HOP_BY_HOP.iter().any(|h| h == name) {
+            doomed.push(name.clone());
+            continue;
+        }
+        let n = name.as_str();
+        if !may_be_ours(n) {
+            continue;
+        }
+        if is_spoofable(n) {
+            doomed.push(name.clone());
+        } else if is_forwarding(n) {
+            if !peer.trusted || n.contains('_') {
+                doomed.push(name.clone());
+            } else {
+                trusted_forwarding = true;
+            }
+        }
+    }
+    (doomed, trusted_forwarding)
+}
+
+/// The fields a client nominated in `Connection` that it may remove.
+fn nominated(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut doomed = Vec::new();
+    if headers.contains_key(http::header::CONNECTION) {
+        for value in headers.get_all(http::header::CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim) {
+                if kept_option(token) {
+                    continue;
+                }
+                // `from_bytes` reads the name in any case.
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    doomed.push(name);
+                }
+            }
+        }
+    }
+    doomed
+}
+
+/// A trusted proxy's `X-Forwarded-For` extended by its own address
+/// (`client`); `None` when there is nothing to say.
+fn extended_chain(headers: &HeaderMap, client: Option<&HeaderValue>) -> Option<HeaderValue> {
+    let client = client.and_then(|v| v.to_str().ok());
+    let hops: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .chain(client)
+        .collect();
+    (!hops.is_empty())
+        .then(|| HeaderValue::from_str(&hops.join(", ")).ok())
+        .flatten()
 }
 
 /// A header name lower-cased with `_` read as `-`: how `claim_headers` names

@@ -674,24 +674,6 @@ fn the_clock_and_rng_scan_sees_product_code_but_not_tests_comments_or_strings() 
 /// closing brace, without a `// Long: <reason>` comment above it.
 const MAX_FUNCTION_LINES: usize = 80;
 
-/// Functions over the limit in files other branches are splitting or moving
-/// right now (`src/gateway/`, `src/demo/`), as `path name`. The lead empties
-/// this list at merge: the test fails on an entry that is no longer over the
-/// limit or no longer exists.
-const PENDING_IN_OTHER_BRANCHES: &[&str] = &[
-    "src/gateway/mod.rs handle",
-    "src/gateway/proxy.rs forward",
-    "src/gateway/rescue.rs explain",
-    "src/gateway/rescue.rs respond_with",
-    "src/gateway/routes.rs backchannel_logout",
-    "src/gateway/routes.rs callback",
-    "src/gateway/routes.rs check",
-    "src/gateway/routes.rs handle",
-    "src/gateway/routes.rs login",
-    "src/gateway/routes.rs sign_out",
-    "src/gateway/upstream.rs filter_request_headers",
-];
-
 /// One production function as the source text spans it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Function {
@@ -829,7 +811,7 @@ fn no_production_function_is_longer_than_80_lines_without_a_reason() {
     let long = long_functions();
     let unexplained: Vec<&str> = long
         .iter()
-        .filter(|(key, _, marked)| !marked && !PENDING_IN_OTHER_BRANCHES.contains(&key.as_str()))
+        .filter(|(_, _, marked)| !marked)
         .map(|(_, place, _)| place.as_str())
         .collect();
     assert!(
@@ -838,15 +820,6 @@ fn no_production_function_is_longer_than_80_lines_without_a_reason() {
          by their job, or say why it reads best long in a `// Long: <reason>` comment on the \
          line above it (docs/architecture.md):\n  {}",
         unexplained.join("\n  ")
-    );
-    let stale: Vec<&&str> = PENDING_IN_OTHER_BRANCHES
-        .iter()
-        .filter(|entry| !long.iter().any(|(key, _, marked)| key == *entry && !marked))
-        .collect();
-    assert!(
-        stale.is_empty(),
-        "PENDING_IN_OTHER_BRANCHES names functions that are no longer over \
-         {MAX_FUNCTION_LINES} lines (or no longer exist); remove them:\n  {stale:?}"
     );
 }
 
