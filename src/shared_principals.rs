@@ -28,10 +28,28 @@ pub struct SharedPrincipals {
     capacity: usize,
 }
 
-/// The entries, and the size at which the next sweep runs.
+/// The entries, the size at which the next sweep runs, and the identities
+/// left unshared since the pool was last found full of live entries.
 struct Pool {
     map: HashMap<PrincipalKey, Weak<Principal>>,
     sweep_at: usize,
+    unshared: usize,
+}
+
+impl Pool {
+    /// Drops the dead entries; the next sweep runs at twice what is left,
+    /// never beyond `capacity` (a pool that cannot grow must still sweep),
+    /// and not at all while the pool stays full of live entries (then
+    /// [`SharedPrincipals::share`] schedules one after enough misses).
+    fn sweep(&mut self, capacity: usize) {
+        self.map.retain(|_, held| held.strong_count() > 0);
+        self.unshared = 0;
+        self.sweep_at = if self.map.len() >= capacity {
+            usize::MAX
+        } else {
+            (self.map.len() * 2).clamp(FIRST_SWEEP.min(capacity), capacity)
+        };
+    }
 }
 
 impl SharedPrincipals {
@@ -40,7 +58,8 @@ impl SharedPrincipals {
         SharedPrincipals {
             pool: Mutex::new(Pool {
                 map: HashMap::new(),
-                sweep_at: FIRST_SWEEP,
+                sweep_at: FIRST_SWEEP.min(capacity),
+                unshared: 0,
             }),
             capacity,
         }
@@ -58,11 +77,18 @@ impl SharedPrincipals {
         }
         let shared = Arc::new(principal);
         if pool.map.len() >= pool.sweep_at {
-            pool.map.retain(|_, held| held.strong_count() > 0);
-            pool.sweep_at = (pool.map.len() * 2).max(FIRST_SWEEP);
+            pool.sweep(self.capacity);
         }
         if pool.map.len() < self.capacity || pool.map.contains_key(&key) {
             pool.map.insert(key, Arc::downgrade(&shared));
+        } else {
+            // Full of live entries at the last sweep: sweep again once an
+            // eighth of the capacity has gone unshared, so the cost of a
+            // sweep is spread over that many misses (each a signature check).
+            pool.unshared += 1;
+            if pool.unshared >= (self.capacity / 8).max(1) {
+                pool.sweep_at = 0;
+            }
         }
         shared
     }
@@ -148,6 +174,42 @@ mod tests {
         // The live ones are still shared.
         let again = pool.share(machine(2).0, machine(2).1);
         assert!(Arc::ptr_eq(&held[1], &again));
+    }
+
+    #[test]
+    fn a_pool_once_full_of_live_principals_shares_again_after_they_are_gone() {
+        let pool = SharedPrincipals::new(100);
+        // More than half the capacity live at a sweep, then the pool full.
+        let held: Vec<_> = (1..=100)
+            .map(|n| pool.share(machine(n).0, machine(n).1))
+            .collect();
+        assert_eq!(pool.len(), 100);
+        // Every verdict expires; fresh identities keep coming, each seen once.
+        drop(held);
+        for n in 1_000..1_300 {
+            drop(pool.share(machine(n).0, machine(n).1));
+        }
+        // A machine seen now is shared again by its tokens' verdicts.
+        let first = pool.share(machine(5_000).0, machine(5_000).1);
+        let second = pool.share(machine(5_000).0, machine(5_000).1);
+        assert!(Arc::ptr_eq(&first, &second), "the pool stopped sharing");
+        assert!(pool.len() <= 100);
+    }
+
+    #[test]
+    fn a_pool_full_of_live_principals_keeps_answering_and_sharing_what_it_holds() {
+        let pool = SharedPrincipals::new(16);
+        let held: Vec<_> = (1..=16)
+            .map(|n| pool.share(machine(n).0, machine(n).1))
+            .collect();
+        for n in 100..200 {
+            let p = pool.share(machine(n).0, machine(n).1);
+            assert_eq!(p.user, format!("machine-{n}"));
+        }
+        assert_eq!(pool.len(), 16);
+        for (n, h) in (1..=16).zip(&held) {
+            assert!(Arc::ptr_eq(h, &pool.share(machine(n).0, machine(n).1)));
+        }
     }
 
     #[test]
