@@ -31,7 +31,11 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let provider: Provider = rt.block_on(async {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        portcullis::demo::provider::start(l, ProviderConfig::example("http://127.0.0.1:1/cb")).await
+        portcullis::demo::provider::start(
+            l,
+            ProviderConfig::example("http://127.0.0.1:1/cb").unwrap(),
+        )
+        .await
     });
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bench.toml");

@@ -79,7 +79,7 @@ async fn jws_and_jwks(jws_dir: &Path, jwks_dir: &Path) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let provider = portcullis::demo::provider::start(
         listener,
-        ProviderConfig::example("http://127.0.0.1:1/cb"),
+        ProviderConfig::example("http://127.0.0.1:1/cb").unwrap(),
     )
     .await;
     let jwks_url = format!("{}/jwks", provider.issuer());

@@ -26,7 +26,7 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let provider = portcullis::demo::provider::start(
         listener,
-        ProviderConfig::example("http://127.0.0.1:1/cb"),
+        ProviderConfig::example("http://127.0.0.1:1/cb").unwrap(),
     )
     .await;
     let jwks = reqwest::get(format!("{}/jwks", provider.issuer()))

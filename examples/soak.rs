@@ -1071,7 +1071,7 @@ async fn main() -> anyhow::Result<()> {
 
     let provider = portcullis::demo::provider::start(
         TcpListener::bind("127.0.0.1:0").await?,
-        ProviderConfig::example(&format!("{base}/_auth/callback/demo")),
+        ProviderConfig::example(&format!("{base}/_auth/callback/demo"))?,
     )
     .await;
     let echo = portcullis::demo::echo::start(TcpListener::bind("127.0.0.1:0").await?).await;

@@ -372,7 +372,8 @@ pub fn serve_dev(
     let listen = concrete(SocketAddr::from(([127, 0, 0, 1], port)))?;
     let public = format!("http://{listen}");
     let provider_cfg =
-        crate::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"));
+        crate::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"))
+            .map_err(|e| StartError::Io(e.to_string()))?;
     let client = provider_cfg
         .clients
         .first()

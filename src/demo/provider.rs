@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use crate::clock::Clock;
+use crate::random::NoRandom;
 
 use aws_lc_rs::digest::{digest, SHA256};
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
@@ -57,12 +58,13 @@ pub struct ProviderConfig {
 impl ProviderConfig {
     /// One client, `portcullis-demo` with a fresh random secret, allowed to
     /// return to `redirect_uri`; users `alice` (groups admins, staff) and
-    /// `bob` (staff; his email is not verified).
-    pub fn example(redirect_uri: &str) -> Self {
-        ProviderConfig {
+    /// `bob` (staff; his email is not verified). Fails only without a
+    /// secure random source for the secret.
+    pub fn example(redirect_uri: &str) -> Result<Self, NoRandom> {
+        Ok(ProviderConfig {
             clients: vec![DemoClient {
                 client_id: "portcullis-demo".to_string(),
-                client_secret: random_token(24),
+                client_secret: random_token(24)?,
                 redirect_uris: vec![redirect_uri.to_string()],
             }],
             users: vec![
@@ -83,7 +85,7 @@ impl ProviderConfig {
                     groups: vec!["staff".to_string()],
                 },
             ],
-        }
+        })
     }
 }
 
@@ -622,7 +624,7 @@ impl RsaKey {
         RsaKeyPair::from_der(&pkcs1_der).ok()?;
         let public = pair.public_key();
         Some(RsaKey {
-            kid: format!("rsa-{}", random_token(9)),
+            kid: format!("rsa-{}", random_token(9).ok()?),
             pkcs1_der,
             n: public.modulus().big_endian_without_leading_zero().to_vec(),
             e: public.exponent().big_endian_without_leading_zero().to_vec(),
@@ -660,7 +662,7 @@ impl EcKey {
             return None;
         }
         Some(EcKey {
-            kid: format!("ec-{}", random_token(9)),
+            kid: format!("ec-{}", random_token(9).ok()?),
             pkcs8_der: pkcs8.as_ref().to_vec(),
             x: x.to_vec(),
             y: y.to_vec(),
@@ -984,12 +986,13 @@ async fn jwks(shared: &Shared) -> Resp {
         }
     }
     if faults.jwks_unparseable_key {
+        // Any 64 bytes do: no reader of this set knows the key type.
         list.push(json!({
             "kty": "AKP",
             "alg": "ML-DSA-44",
             "use": "sig",
             "kid": "unparseable-akp",
-            "pub": URL_SAFE_NO_PAD.encode(random_bytes(64)),
+            "pub": URL_SAFE_NO_PAD.encode([7u8; 64]),
         }));
     }
     json_response(StatusCode::OK, &json!({ "keys": list }))
@@ -1172,7 +1175,14 @@ fn approve(shared: &Shared, request: &AuthorizeRequest, sub: &str) -> Resp {
             "There is no demo user with this identifier.",
         );
     }
-    let code = random_token(32);
+    let (Ok(code), Ok(sid)) = (random_token(32), random_token(16)) else {
+        tracing::error!("demo provider: no random values for a code");
+        return html_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "No random values",
+            "The demo provider could not make a one-time code; try again.",
+        );
+    };
     let grant = CodeGrant {
         client_id: request.client_id.clone(),
         redirect_uri: request.redirect_uri.clone(),
@@ -1181,7 +1191,7 @@ fn approve(shared: &Shared, request: &AuthorizeRequest, sub: &str) -> Resp {
         scope: request.scope.clone(),
         pkce: request.pkce.clone(),
         auth_time: unix_now(&shared.clock),
-        sid: random_token(16),
+        sid,
         expires: shared.clock.now() + CODE_TTL,
     };
     {
@@ -1321,7 +1331,11 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
         Ok(redeemed) => redeemed,
         Err(response) => return response,
     };
-    let mut answer = issue_tokens(shared, &client.client_id, &user.sub, &grant.scope, &faults);
+    let mut answer = match issue_tokens(shared, &client.client_id, &user.sub, &grant.scope, &faults)
+    {
+        Ok(answer) => answer,
+        Err(error) => return no_random(error),
+    };
     let access_token = answer
         .get("access_token")
         .and_then(Value::as_str)
@@ -1442,12 +1456,15 @@ fn issue_tokens(
     sub: &str,
     scope: &str,
     faults: &Faults,
-) -> Map<String, Value> {
+) -> Result<Map<String, Value>, NoRandom> {
     let ttl = faults
         .access_token_ttl_secs
         .unwrap_or(ACCESS_TOKEN_TTL_SECS);
-    let access_token = random_token(32);
-    let refresh_token = faults.refresh_tokens.then(|| random_token(32));
+    let access_token = random_token(32)?;
+    let refresh_token = match faults.refresh_tokens {
+        true => Some(random_token(32)?),
+        false => None,
+    };
     {
         let mut state = shared.lock();
         let now = shared.clock.now();
@@ -1481,7 +1498,7 @@ fn issue_tokens(
     if let Some(r) = refresh_token {
         answer.insert("refresh_token".into(), json!(r));
     }
-    answer
+    Ok(answer)
 }
 
 /// The `refresh_token` grant (RFC 6749 §6): the refresh token is one-time
@@ -1507,7 +1524,10 @@ fn refresh_grant(
             "unknown, revoked or already used refresh token",
         );
     };
-    let answer = issue_tokens(shared, &grant.client_id, &grant.sub, &grant.scope, faults);
+    let answer = match issue_tokens(shared, &grant.client_id, &grant.sub, &grant.scope, faults) {
+        Ok(answer) => answer,
+        Err(error) => return no_random(error),
+    };
     shared.lock().refreshes += 1;
     let mut response = json_response(StatusCode::OK, &Value::Object(answer));
     response
@@ -1678,7 +1698,9 @@ fn id_token_claims(
             claims.insert("nonce".into(), json!(nonce));
         }
         (NonceFault::Wrong, _) => {
-            claims.insert("nonce".into(), json!(format!("wrong-{}", random_token(12))));
+            // Any value other than the one sent: the prefix alone makes it differ.
+            let tail = random_token(12).unwrap_or_default();
+            claims.insert("nonce".into(), json!(format!("wrong-{tail}")));
         }
         (NonceFault::Echo, None) | (NonceFault::Omit, _) => {}
     }
@@ -1932,20 +1954,26 @@ button:focus-visible {{ outline: 3px solid #f0b400; outline-offset: 2px; }}
     response
 }
 
-fn random_bytes(len: usize) -> Vec<u8> {
+/// `len` random bytes; without a secure source, none (never a weaker value).
+fn random_bytes(len: usize) -> Result<Vec<u8>, NoRandom> {
     let mut bytes = vec![0u8; len];
-    if let Err(error) = crate::random::fill(&mut bytes) {
-        // The demo provider serves loopback sign-ins of made-up users: a
-        // failed source is logged and leaves this value all zeros (codes
-        // and tokens then collide and sign-ins fail) instead of a panic.
-        tracing::error!(%error, "demo provider: no random values");
-    }
-    bytes
+    crate::random::fill(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// `len` random bytes, base64url.
-fn random_token(len: usize) -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes(len))
+fn random_token(len: usize) -> Result<String, NoRandom> {
+    random_bytes(len).map(|b| URL_SAFE_NO_PAD.encode(b))
+}
+
+/// The token endpoint's answer when no random values could be made.
+fn no_random(error: NoRandom) -> Resp {
+    tracing::error!(%error, "demo provider: no random values");
+    oauth_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "no random values available",
+    )
 }
 
 fn unix_now(clock: &Clock) -> i64 {
@@ -1967,7 +1995,7 @@ mod tests {
     const NONCE: &str = "n-0S6_WzA2Mj";
 
     fn config() -> ProviderConfig {
-        let mut config = ProviderConfig::example(REDIRECT);
+        let mut config = ProviderConfig::example(REDIRECT).unwrap();
         config.clients = vec![
             DemoClient {
                 client_id: CLIENT.into(),

@@ -385,7 +385,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let p = crate::demo::provider::start(
             listener,
-            crate::demo::ProviderConfig::example("http://127.0.0.1:1/cb"),
+            crate::demo::ProviderConfig::example("http://127.0.0.1:1/cb").unwrap(),
         )
         .await;
         p.set_faults(|f| f.alg = crate::demo::SignAlg::ES256);

@@ -81,7 +81,8 @@ impl Run {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let cfg = portcullis::demo::ProviderConfig::example(&format!(
                 "{public}/_auth/callback/{slug}"
-            ));
+            ))
+            .unwrap();
             let p = portcullis::demo::provider::start(listener, cfg).await;
             p.set_faults(|f| {
                 f.auto_approve_as = Some("alice".into());

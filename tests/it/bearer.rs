@@ -184,7 +184,7 @@ pub(crate) async fn provider() -> Provider {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     portcullis::demo::provider::start(
         listener,
-        portcullis::demo::ProviderConfig::example("http://127.0.0.1:1/cb"),
+        portcullis::demo::ProviderConfig::example("http://127.0.0.1:1/cb").unwrap(),
     )
     .await
 }
@@ -1197,7 +1197,7 @@ async fn jwt23_jwt24_aud_decides_and_login_id_tokens_are_refused() {
     const CLIENT: &str = "portcullis-demo";
     const SECRET: &str = "demo-client-secret-for-jwt24";
     const REDIRECT: &str = "http://127.0.0.1:1/cb";
-    let mut config = portcullis::demo::ProviderConfig::example(REDIRECT);
+    let mut config = portcullis::demo::ProviderConfig::example(REDIRECT).unwrap();
     config.clients[0].client_secret = SECRET.into();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let trusted = portcullis::demo::provider::start(listener, config).await;

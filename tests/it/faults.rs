@@ -178,7 +178,8 @@ impl Rig {
         let admin = free_port();
         let public = format!("http://127.0.0.1:{port}");
         let cfg =
-            portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"));
+            portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"))
+                .unwrap();
         let client_id = cfg.clients[0].client_id.clone();
         let secret = cfg.clients[0].client_secret.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -12,7 +12,7 @@ use crate::support::{client, config_file, free_port, Gateway, Upstream, SECRET};
 /// An OpenID provider whose only user is `user`, returning to `{public}/_auth/callback/{slug}`.
 async fn oidc_provider(public: &str, slug: &str, user: DemoUser) -> Provider {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut cfg = ProviderConfig::example(&format!("{public}/_auth/callback/{slug}"));
+    let mut cfg = ProviderConfig::example(&format!("{public}/_auth/callback/{slug}")).unwrap();
     let sub = user.sub.clone();
     cfg.users = vec![user];
     let p = portcullis::demo::provider::start(listener, cfg).await;

@@ -168,7 +168,8 @@ impl Hosts {
         let port = free_port();
         let public = format!("http://{public_host}:{port}");
         let cfg =
-            portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"));
+            portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"))
+                .unwrap();
         let (id, secret) = (
             cfg.clients[0].client_id.clone(),
             cfg.clients[0].client_secret.clone(),
@@ -664,7 +665,8 @@ async fn a_handoff_code_is_traded_once_across_two_replicas_on_postgresql() {
     // Both replicas share the sign-in host (A's address) and the app host `localhost`.
     let ports = [free_port(), free_port()];
     let public = format!("http://127.0.0.1:{}", ports[0]);
-    let cfg = portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"));
+    let cfg = portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"))
+        .unwrap();
     let (id, secret) = (
         cfg.clients[0].client_id.clone(),
         cfg.clients[0].client_secret.clone(),

@@ -495,7 +495,7 @@ async fn token_provider() -> portcullis::demo::Provider {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     portcullis::demo::provider::start(
         listener,
-        portcullis::demo::ProviderConfig::example("http://127.0.0.1:1/cb"),
+        portcullis::demo::ProviderConfig::example("http://127.0.0.1:1/cb").unwrap(),
     )
     .await
 }

@@ -259,7 +259,8 @@ async fn a_signed_in_session_survives_a_reload_that_adds_another_app() {
     let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
     let provider_cfg =
-        portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"));
+        portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"))
+            .unwrap();
     let client_reg = provider_cfg.clients.first().cloned().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let provider = portcullis::demo::provider::start(listener, provider_cfg).await;

@@ -99,7 +99,8 @@ async fn two_replicas_share_sessions_revocation_and_enrollment_on_postgresql() {
     let mut cfg = portcullis::demo::ProviderConfig::example(&format!(
         "http://127.0.0.1:{}/_auth/callback/demo",
         ports[0]
-    ));
+    ))
+    .unwrap();
     cfg.clients[0]
         .redirect_uris
         .push(format!("http://127.0.0.1:{}/_auth/callback/demo", ports[1]));

@@ -123,7 +123,8 @@ impl Setup {
         let public = format!("http://127.0.0.1:{port}");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let cfg =
-            portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"));
+            portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/demo"))
+                .unwrap();
         let client_id = cfg.clients[0].client_id.clone();
         let secret = cfg.clients[0].client_secret.clone();
         let provider =
@@ -643,7 +644,7 @@ async fn discovery_issuer_mismatch_refuses_the_source_at_load() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let provider = portcullis::demo::provider::start(
         listener,
-        portcullis::demo::ProviderConfig::example("http://127.0.0.1:1/cb"),
+        portcullis::demo::ProviderConfig::example("http://127.0.0.1:1/cb").unwrap(),
     )
     .await;
     provider.set_faults(|f| f.discovery_issuer = Some("https://elsewhere.example".into()));
@@ -919,7 +920,8 @@ async fn two_sources(second_extra: &str) -> (Setup, Provider) {
     for slug in ["first", "second"] {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let cfg =
-            portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/{slug}"));
+            portcullis::demo::ProviderConfig::example(&format!("{public}/_auth/callback/{slug}"))
+                .unwrap();
         let p = portcullis::demo::provider::start(listener, cfg).await;
         p.set_faults(|f| f.auto_approve_as = Some("alice".into()));
         providers.push(p);
