@@ -1296,12 +1296,8 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
         });
         state.faults.clone()
     };
-    if let Some(status) = faults.token_status {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return oauth_error(status, "server_error", "injected by Faults.token_status");
-    }
-    if let Some(answer) = faults.token_answer {
-        return broken(answer).await;
+    if let Some(injected) = injected_token_answer(&faults).await {
+        return injected;
     }
     if let Some(name) = repeated {
         return oauth_error(
@@ -1363,6 +1359,23 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
         .headers_mut()
         .insert("pragma", HeaderValue::from_static("no-cache"));
     response
+}
+
+/// The token endpoint's answer that `Faults.token_status` or
+/// `Faults.token_answer` injects, if any.
+async fn injected_token_answer(faults: &Faults) -> Option<Resp> {
+    if let Some(status) = faults.token_status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Some(oauth_error(
+            status,
+            "server_error",
+            "injected by Faults.token_status",
+        ));
+    }
+    match faults.token_answer {
+        Some(answer) => Some(broken(answer).await),
+        None => None,
+    }
 }
 
 /// Redeems the authorization code of a token request (RFC 6749 §4.1.3):
