@@ -518,7 +518,11 @@ pub fn parse_temporary_credentials(body: &[u8]) -> Result<TokenResponse, Respons
 
 /// Reads the token credentials answer (§2.3) (OA1-10).
 pub fn parse_token_credentials(body: &[u8]) -> Result<TokenResponse, ResponseError> {
-    token_response(parse_strict_form(body)?)
+    let mut fields = parse_strict_form(body)?;
+    // A protocol parameter of the temporary credentials' answer (§2.1), never
+    // profile data: it is not kept among the extras a sign-in reads.
+    fields.remove("oauth_callback_confirmed");
+    token_response(fields)
 }
 
 fn token_response(mut fields: BTreeMap<String, String>) -> Result<TokenResponse, ResponseError> {
@@ -1188,6 +1192,22 @@ mod tests {
         assert_eq!(
             parse_token_credentials(b"oauth_token=a&oauth_token=b&oauth_token_secret=c"),
             Err(ResponseError::Duplicate("oauth_token".into()))
+        );
+    }
+
+    #[test]
+    fn a_token_credentials_answer_keeps_no_protocol_parameter_among_its_extras() {
+        // Found by the oauth1 fuzz target (2026-12-03).
+        let answer = parse_token_credentials(
+            b"oauth_token=t&oauth_token_secret=s&oauth_callback_confirmed=true&screen_name=ann",
+        )
+        .unwrap();
+        assert_eq!(answer.credentials.token, "t");
+        assert_eq!(
+            answer.extra.keys().collect::<Vec<_>>(),
+            vec!["screen_name"],
+            "extras: {:?}",
+            answer.extra
         );
     }
 
