@@ -435,39 +435,10 @@ fn the_cycle_check_names_every_module_of_a_cycle_and_where_each_edge_is() {
 // The testkit stays out of the product
 // ---------------------------------------------------------------------------
 
-/// The identifiers named in `stream` outside `#[cfg(test)]` items (an
-/// attribute's item ends at its `;` or its brace group, as in `walk`).
-fn idents_outside_tests(stream: TokenStream, in_test: bool, out: &mut Vec<String>) {
-    let tokens: Vec<TokenTree> = stream.into_iter().collect();
-    let mut i = 0;
-    let mut next_is_test = false;
-    while let Some(t) = tokens.get(i) {
-        match t {
-            TokenTree::Punct(p) if p.as_char() == '#' && is_cfg_test(tokens.get(i + 1)) => {
-                next_is_test = true;
-                i += 2;
-                continue;
-            }
-            TokenTree::Punct(p) if p.as_char() == ';' => next_is_test = false,
-            TokenTree::Ident(id) if !(in_test || next_is_test) => out.push(id.to_string()),
-            TokenTree::Group(g) => {
-                idents_outside_tests(g.stream(), in_test || next_is_test, out);
-                if g.delimiter() == Delimiter::Brace {
-                    next_is_test = false;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-}
-
-/// Whether production code in `text` names the testkit crate.
+/// Whether production code in `text` names the testkit crate (the same
+/// token scan as the clock and RNG checks below).
 fn names_testkit_outside_tests(text: &str) -> bool {
-    let stream: TokenStream = text.parse().unwrap();
-    let mut idents = Vec::new();
-    idents_outside_tests(stream, false, &mut idents);
-    idents.iter().any(|i| i == "portcullis_testkit")
+    !names_in_product(text, &["portcullis_testkit"]).is_empty()
 }
 
 #[test]
