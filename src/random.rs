@@ -22,6 +22,48 @@ pub fn u64() -> Result<u64, NoRandom> {
     Ok(u64::from_le_bytes(bytes))
 }
 
+/// Bytes a thread's id pool holds: 56 ids of [`ID_BYTES`].
+const ID_POOL: usize = ID_BYTES * 56;
+
+/// Bytes of one id from [`id_bytes`].
+pub const ID_BYTES: usize = 9;
+
+thread_local! {
+    /// Random bytes not yet handed out as ids, and how many are used.
+    static IDS: std::cell::RefCell<([u8; ID_POOL], usize)> =
+        const { std::cell::RefCell::new(([0; ID_POOL], ID_POOL)) };
+}
+
+/// Random bytes for an id that is no secret (a request id, which pages and
+/// log lines show): taken from a per-thread pool that the secure source
+/// refills 56 ids at a time. One call into the source costs about 2 300
+/// instructions, which was 3.5 % of a proxied request when each request id
+/// made one; never use these for tokens, nonces or keys ([`fill`], [`token`]).
+pub fn id_bytes() -> Result<[u8; ID_BYTES], NoRandom> {
+    let mut id = [0u8; ID_BYTES];
+    let pooled = IDS.with(|cell| {
+        // Only re-entered if a refill panicked mid-way: then draw directly.
+        let Ok(mut pool) = cell.try_borrow_mut() else {
+            return None;
+        };
+        let (bytes, used) = &mut *pool;
+        if *used + ID_BYTES > ID_POOL {
+            if fill(bytes).is_err() {
+                return Some(Err(NoRandom));
+            }
+            *used = 0;
+        }
+        let next = bytes.get(*used..*used + ID_BYTES)?;
+        id.copy_from_slice(next);
+        *used += ID_BYTES;
+        Some(Ok(()))
+    });
+    match pooled {
+        Some(done) => done.map(|()| id),
+        None => fill(&mut id).map(|()| id),
+    }
+}
+
 /// 32 random bytes, base64url without padding: state, nonce, PKCE
 /// verifier, session id, hand-off code.
 pub fn token() -> Result<String, NoRandom> {
@@ -43,6 +85,15 @@ mod tests {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn ids_stay_distinct_across_refills_of_the_pool() {
+        // 300 ids cross five refills of a 56-id pool.
+        let ids: std::collections::HashSet<[u8; ID_BYTES]> =
+            (0..300).map(|_| id_bytes().unwrap()).collect();
+        assert_eq!(ids.len(), 300);
+        assert!(!ids.contains(&[0u8; ID_BYTES]));
     }
 
     #[test]

@@ -47,20 +47,21 @@ pub struct Ctx {
 pub struct RequestId([u8; 12]);
 
 impl RequestId {
-    /// A fresh random id ([`crate::random`]: a per-thread DRBG seeded from
-    /// the OS, no system call per id). Without random values it
+    /// A fresh random id ([`crate::random::id_bytes`]: a per-thread pool of
+    /// secure random bytes, one refill per 56 ids). Without random values it
     /// still correlates lines: a process-wide counter takes their place (an
     /// id is no secret, and a request must not fail for its log line).
     pub fn new() -> Self {
         use base64::Engine as _;
         static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let mut bytes = [0u8; 9];
-        if crate::random::fill(&mut bytes).is_err() {
+        let bytes = crate::random::id_bytes().unwrap_or_else(|_| {
             let n = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut bytes = [0u8; crate::random::ID_BYTES];
             for (b, n) in bytes.iter_mut().zip(n.to_be_bytes()) {
                 *b = n;
             }
-        }
+            bytes
+        });
         let mut id = [b'A'; 12];
         // 9 bytes are exactly 12 base64 characters: this never fails.
         let _ = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(bytes, &mut id);
