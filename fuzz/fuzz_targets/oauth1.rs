@@ -67,7 +67,9 @@ fn header(value: &str) {
         .map(|(n, v)| format!("{}=\"{}\"", oauth1::encode(n), oauth1::encode(v)))
         .collect();
     if let Some(realm) = auth.realm() {
-        parts.insert(0, format!("realm=\"{realm}\""));
+        // A quoted-string: the parser took its quoted pairs apart, so put them back.
+        let quoted = realm.replace('\\', "\\\\").replace('"', "\\\"");
+        parts.insert(0, format!("realm=\"{quoted}\""));
     }
     if parts.is_empty() {
         return;

@@ -272,6 +272,10 @@ fn a_realm_with_a_comma_quote_or_backslash_is_read_back_and_verifies() {
         assert_eq!(parsed.realm(), Some(realm));
         assert_eq!(parsed.token(), Some("token"));
     }
+    // Quoted pairs are taken apart: `\\` is one backslash, `\"` a quote (the
+    // fuzz target once re-sent a parsed realm without escaping them again).
+    let parsed = Authorization::parse("OAuth realm=\"a\\\\b\\\"c\", oauth_token=\"t\"").unwrap();
+    assert_eq!(parsed.realm(), Some("a\\b\"c"));
     // Still strict: an unclosed quote, text after the quote, a trailing comma.
     for bad in [
         "OAuth realm=\"a",
