@@ -41,8 +41,9 @@ thread_local! {
 /// made one; never use these for tokens, nonces or keys ([`fill`], [`token`]).
 pub fn id_bytes() -> Result<[u8; ID_BYTES], NoRandom> {
     let mut id = [0u8; ID_BYTES];
-    let pooled = IDS.with(|cell| {
-        // Only re-entered if a refill panicked mid-way: then draw directly.
+    // Without the pool (a thread tearing down, or a refill that panicked
+    // mid-way and left it borrowed) the id is drawn directly.
+    let pooled = IDS.try_with(|cell| {
         let Ok(mut pool) = cell.try_borrow_mut() else {
             return None;
         };
@@ -58,7 +59,7 @@ pub fn id_bytes() -> Result<[u8; ID_BYTES], NoRandom> {
         *used += ID_BYTES;
         Some(Ok(()))
     });
-    match pooled {
+    match pooled.ok().flatten() {
         Some(done) => done.map(|()| id),
         None => fill(&mut id).map(|()| id),
     }
