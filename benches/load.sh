@@ -165,7 +165,10 @@ else
     LOAD_PIN=()
 fi
 # taskset execs the command: the PID we keep is the server's own.
-on_proxy() { "${PROXY_PIN[@]}" "$@"; }
+# Only ever started in the background (`on_proxy … &`, which runs the function
+# in a subshell): exec, so the PID the cleanup stops is the proxy's own. Without
+# it the subshell was stopped and nginx, Apache and the floor outlived the run.
+on_proxy() { exec "${PROXY_PIN[@]}" "$@"; }
 on_load() { "${LOAD_PIN[@]}" "$@"; }
 
 # Which rows run: ROWS minus what the skip switches remove.
