@@ -8,7 +8,9 @@
 //! one more signature check. Capacity is approximate: each shard may hold an
 //! eighth more than its share, so the whole holds at most capacity × 9/8.
 //! Expired verdicts are also swept by time (see [`SWEEP_EVERY_SECS`]), so
-//! the map follows the live tokens instead of filling to its sweep size.
+//! while tokens keep arriving the map follows the live ones instead of
+//! filling to its sweep size (sweeps run at inserts; a shard that only
+//! serves hits keeps its dead verdicts, within the capacity bound).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -133,7 +135,9 @@ impl VerdictCache {
 
     /// Holds `verdict` for `key`, making room when the shard is full.
     pub fn insert(&self, key: VerdictKey, verdict: Verdict, now: u64) {
-        if self.per_shard == 0 {
+        // A token accepted within the clock leeway after its `exp` is already
+        // dead here: holding it would only evict live verdicts for it.
+        if self.per_shard == 0 || verdict.until <= now {
             return;
         }
         let Some(Ok(mut shard)) = self.shard(&key).map(Mutex::lock) else {
@@ -224,6 +228,9 @@ mod tests {
         assert!(cache.get(&k(1), 99).is_some());
         assert!(cache.get(&k(1), 100).is_none(), "served past until");
         assert!(cache.is_empty(), "a dead verdict was kept");
+        // A token accepted within the leeway after its exp is not held at all.
+        cache.insert(k(2), verdict(&signer, 100), 130);
+        assert!(cache.is_empty(), "a verdict already dead was held");
         for i in 0..10_000 {
             cache.insert(k(i), verdict(&signer, 1_000), 10);
         }

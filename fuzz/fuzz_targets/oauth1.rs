@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use portcullis::config::Secret;
 use portcullis::source::oauth1::{self, Callback, Signer, Stamp, TokenCredentials};
 // The server side: the testkit's own RFC 5849 verifier.
-use portcullis_testkit::oauth1::{verify_request, Authorization};
+use portcullis_testkit::oauth1::{verify_request, Authorization, MAX_HEADER_BYTES};
 
 fn answers(body: &[u8], temporary: bool) {
     let parsed = if temporary {
@@ -60,6 +60,11 @@ fn header(value: &str) {
     let Ok(auth) = Authorization::parse(value) else {
         return;
     };
+    // `re%61lm` decodes to a parameter named realm, which re-sent reads as the
+    // realm itself: not a header a signer writes, so not a round trip to check.
+    if auth.params().iter().any(|(n, _)| n == "realm") {
+        return;
+    }
     // Re-encoded, the parameters read back the same.
     let mut parts: Vec<String> = auth
         .params()
@@ -74,7 +79,12 @@ fn header(value: &str) {
     if parts.is_empty() {
         return;
     }
-    let again = Authorization::parse(&format!("OAuth {}", parts.join(", ")))
+    let resent = format!("OAuth {}", parts.join(", "));
+    // Percent-encoding what was sent raw can make it longer than a header may be.
+    if resent.len() > MAX_HEADER_BYTES {
+        return;
+    }
+    let again = Authorization::parse(&resent)
         .unwrap_or_else(|e| panic!("re-encoded header refused ({e}): {value:?}"));
     assert_eq!(again.params(), auth.params());
     assert_eq!(again.realm(), auth.realm());
