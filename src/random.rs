@@ -22,11 +22,11 @@ pub fn u64() -> Result<u64, NoRandom> {
     Ok(u64::from_le_bytes(bytes))
 }
 
-/// Bytes a thread's id pool holds: 56 ids of [`ID_BYTES`].
-const ID_POOL: usize = ID_BYTES * 56;
-
 /// Bytes of one id from [`id_bytes`].
 pub const ID_BYTES: usize = 9;
+
+/// Bytes a thread's id pool holds: 56 ids of [`ID_BYTES`].
+const ID_POOL: usize = ID_BYTES * 56;
 
 thread_local! {
     /// Random bytes not yet handed out as ids, and how many are used.

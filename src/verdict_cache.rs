@@ -66,7 +66,6 @@ const SWEEP_EVERY_SECS: u64 = 10;
 /// amortised constant cost per insert, and sweeping by time (at most once
 /// per [`SWEEP_EVERY_SECS`], only once something has expired) keeps a small
 /// shard from holding dead verdicts until it reaches that size.
-#[derive(Default)]
 struct Shard {
     map: HashMap<VerdictKey, Verdict>,
     sweep_at: usize,
@@ -77,6 +76,16 @@ struct Shard {
 }
 
 impl Shard {
+    /// An empty shard: first swept at [`FIRST_SWEEP`] verdicts or once one expires.
+    fn new() -> Self {
+        Shard {
+            map: HashMap::new(),
+            sweep_at: FIRST_SWEEP,
+            earliest: u64::MAX,
+            quiet_until: 0,
+        }
+    }
+
     /// Whether the next insert should first drop the dead verdicts.
     fn due(&self, now: u64) -> bool {
         self.map.len() >= self.sweep_at || (now >= self.earliest && now >= self.quiet_until)
@@ -96,16 +105,7 @@ impl VerdictCache {
     pub fn new(capacity: u64) -> Self {
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
         VerdictCache {
-            shards: (0..SHARDS)
-                .map(|_| {
-                    Mutex::new(Shard {
-                        map: HashMap::new(),
-                        sweep_at: FIRST_SWEEP,
-                        earliest: u64::MAX,
-                        quiet_until: 0,
-                    })
-                })
-                .collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
             // An eighth of slack per shard, so uneven shards do not evict while the
             // whole is below capacity; the bound is thus capacity × 9/8.
             per_shard: capacity.saturating_mul(9).div_ceil(8 * SHARDS),
@@ -146,10 +146,9 @@ impl VerdictCache {
         if shard.due(now) {
             shard.sweep(now);
         }
-        shard.earliest = shard.earliest.min(verdict.until);
-        let map = &mut shard.map;
-        if map.len() >= self.per_shard && !map.contains_key(&key) {
-            map.retain(|_, v| v.live(now));
+        if shard.map.len() >= self.per_shard && !shard.map.contains_key(&key) {
+            shard.sweep(now);
+            let map = &mut shard.map;
             if map.len() >= self.per_shard {
                 // Arbitrary victims: the map's iteration order is randomly seeded.
                 let excess = map.len() + 1 - self.per_shard;
@@ -163,7 +162,8 @@ impl VerdictCache {
                 }
             }
         }
-        map.insert(key, verdict);
+        shard.earliest = shard.earliest.min(verdict.until);
+        shard.map.insert(key, verdict);
     }
 
     /// Verdicts held (live or not yet swept).
