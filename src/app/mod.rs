@@ -605,8 +605,11 @@ fn upstreams(config: &Config) -> Result<Vec<Target>, StartError> {
             app,
             addr,
             &roots,
-            config.server.upstream_connect_timeout,
-            config.server.upstream_read_timeout,
+            (
+                config.server.upstream_connect_timeout,
+                config.server.upstream_read_timeout,
+            ),
+            config.server.threads,
         )
         .map_err(|e| StartError::Upstream {
             app: app.name.clone(),
@@ -777,7 +780,7 @@ fn spawn_workers(
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("portcullis-{i}"))
-            .spawn(move || worker(listener, shared));
+            .spawn(move || worker(i, listener, shared));
         match spawned {
             Ok(w) => workers.push(w),
             Err(e) => {
@@ -802,7 +805,9 @@ fn start_admin(
 /// One worker thread: its own runtime serving the connections its
 /// listener accepts until `rx` says stop, then until `done` says the drain
 /// is over.
-fn worker(listener: std::net::TcpListener, shared: WorkerShared) {
+fn worker(i: usize, listener: std::net::TcpListener, shared: WorkerShared) {
+    // Its upstream connections are its own (no wake-ups across threads).
+    crate::gateway::pool::set_worker(i);
     let WorkerShared {
         state,
         tls,

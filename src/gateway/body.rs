@@ -17,13 +17,48 @@ use hyper::body::Incoming;
 /// Any error a body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The body of requests sent upstream: the client's, watched.
+pub type UpstreamBody = Watched<Incoming>;
+
 /// The body of every response the gateway sends.
 #[derive(Debug)]
 pub enum Body {
     /// These bytes, then the end (`None` once sent).
     Full(Option<Bytes>),
     /// An upstream's body, passed on as it arrives.
-    Upstream(IdleTimeout<Incoming>),
+    Upstream(Upstream),
+}
+
+/// An upstream's body and, for an HTTP/1.1 upstream, its connection, which
+/// goes back to the pool once the body has been passed on to its end.
+#[derive(Debug)]
+pub struct Upstream {
+    body: IdleTimeout<Incoming>,
+    checkin: Option<super::pool::Checkin>,
+    ended: bool,
+}
+
+impl Upstream {
+    /// `body` of the connection `checkin` returns.
+    pub fn new(body: IdleTimeout<Incoming>, checkin: Option<super::pool::Checkin>) -> Self {
+        Upstream {
+            body,
+            checkin,
+            ended: false,
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        // A body dropped before its end leaves the rest of it on the
+        // connection: that connection is closed, not reused.
+        if self.ended || self.body.is_end_stream() {
+            if let Some(c) = self.checkin.take() {
+                c.put_back();
+            }
+        }
+    }
 }
 
 /// A body of these bytes.
@@ -46,21 +81,27 @@ impl HttpBody for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Body::Upstream(up) => Pin::new(up).poll_frame(cx),
+            Body::Upstream(up) => {
+                let polled = Pin::new(&mut up.body).poll_frame(cx);
+                if let Poll::Ready(None) = polled {
+                    up.ended = true;
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Full(bytes) => bytes.is_none(),
-            Body::Upstream(up) => up.is_end_stream(),
+            Body::Upstream(up) => up.ended || up.body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Upstream(up) => up.size_hint(),
+            Body::Upstream(up) => up.body.size_hint(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod framing;
 pub mod head_tap;
 mod marks;
 pub mod pages;
+pub mod pool;
 pub mod proxy;
 pub mod rescue;
 pub mod routes;

@@ -11,11 +11,10 @@ use std::time::Duration;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use super::body::{self, IdleTimeout, Progress, Watched};
+use super::pool::{self, Checkin, Pool};
 use super::ctx::{Ctx, Outcome};
 use super::exchange::Exchange;
 use super::framing::FramingError;
@@ -25,25 +24,15 @@ use super::{upstream, State};
 use crate::config::App;
 use crate::principal::PrincipalKind;
 
-/// The body type of requests sent upstream.
-type UpstreamBody = Watched<Incoming>;
-/// A pooled client to upstreams.
-type Pool = Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>;
-
 static UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
 static CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// How long an upstream connection may sit idle in the pool.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
-/// One app's upstream: where requests go and the clients that take them.
+/// One app's upstream: the connections that take its requests.
 pub struct Target {
-    scheme: Scheme,
-    authority: Authority,
-    /// HTTP/1.1, or HTTP/2 when an `https://` upstream offers it (ALPN).
-    client: Pool,
-    /// HTTP/1.1 only: upgrades (WebSocket) exist only there.
-    upgrade_client: Pool,
+    pool: Pool,
     read_timeout: Duration,
 }
 
@@ -56,59 +45,49 @@ pub enum TargetError {
     /// The TLS set-up (CA file) failed.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The upstream's name is not one a certificate can carry.
+    #[error(transparent)]
+    Name(#[from] pool::Error),
 }
 
 impl Target {
-    /// The upstream of `app`. A plain `http://` upstream is reached at `addr`
-    /// (resolved once at start); an `https://` one by its name, which its
-    /// certificate must carry.
+    /// The upstream of `app`, with connections kept for `workers` workers. A
+    /// plain `http://` upstream is reached at `addr` (resolved once at
+    /// start); an `https://` one by its name, which its certificate must carry.
     pub fn new(
         app: &App,
         addr: SocketAddr,
         roots: &rustls::RootCertStore,
-        connect_timeout: Duration,
-        read_timeout: Duration,
+        timeouts: (Duration, Duration),
+        workers: usize,
     ) -> Result<Target, TargetError> {
+        let (connect_timeout, read_timeout) = timeouts;
         let up = &app.upstream;
-        let (scheme, authority) = if up.tls {
+        let (scheme, authority, address, tls) = if up.tls {
             let host = if up.host.contains(':') {
                 format!("[{}]:{}", up.host, up.port)
             } else {
                 format!("{}:{}", up.host, up.port)
             };
-            (Scheme::HTTPS, host)
+            let tls = crate::tls::client_config(roots.clone(), app.upstream_ca_file.as_deref())?;
+            let address = pool::Address::Name(up.host.clone(), up.port);
+            (Scheme::HTTPS, host, address, Some(Arc::new(tls)))
         } else {
-            (Scheme::HTTP, addr.to_string())
+            let address = pool::Address::Socket(addr);
+            (Scheme::HTTP, addr.to_string(), address, None)
         };
         let authority = Authority::try_from(authority.as_str())
             .map_err(|_| TargetError::Authority(authority.clone()))?;
-        let tls = crate::tls::client_config(roots.clone(), app.upstream_ca_file.as_deref())?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        let all = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls.clone())
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http.clone());
-        let h1 = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let pool = |connector| {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(POOL_IDLE)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .build(connector)
-        };
-        Ok(Target {
+        let dial = pool::Dial {
+            address,
+            tls,
+            connect_timeout,
             scheme,
             authority,
-            client: pool(all),
-            upgrade_client: pool(h1),
+            idle_for: POOL_IDLE,
+        };
+        Ok(Target {
+            pool: Pool::new(dial, workers)?,
             read_timeout,
         })
     }
@@ -157,7 +136,7 @@ pub async fn forward(
     } else {
         None
     };
-    let uri = upstream_uri(target, head, ctx)?;
+    let uri = upstream_uri(head, ctx)?;
     let app = ctx.app.and_then(|i| state.config.apps.get(i));
     let mut headers = client_headers(state, conn, ex, app, on_upgrade.is_some());
     add_identity(state, ctx, app, &mut headers);
@@ -174,18 +153,13 @@ pub async fn forward(
     *request.version_mut() = http::Version::HTTP_11;
     *request.headers_mut() = headers;
 
-    let client = if on_upgrade.is_some() {
-        &target.upgrade_client
-    } else {
-        &target.client
-    };
     let sent = answer_within(
-        client.request(request),
+        target.pool.send(request, on_upgrade.is_some()),
         target.read_timeout,
         progress.as_deref(),
     )
     .await;
-    let response = match sent {
+    let (response, checkin) = match sent {
         Err(_) => {
             // Dropping the request closes that upstream connection (PRX-24).
             ctx.span
@@ -208,15 +182,21 @@ pub async fn forward(
         down: on_upgrade,
     };
     ex.response = Some(client_response(
-        state, conn, ex, ctx, target, response, tunnel,
+        state,
+        conn,
+        ex,
+        ctx,
+        target,
+        (response, checkin),
+        tunnel,
     ));
     Ok(())
 }
 
-/// The request target the upstream receives: its scheme and authority, and
-/// the path the gateway decided on (PRX-06).
+/// The request target the upstream receives, in origin form: the path the
+/// gateway decided on (PRX-06). The pool adds the scheme and authority
+/// where HTTP/2 needs them.
 fn upstream_uri(
-    target: &Target,
     head: &http::request::Parts,
     ctx: &Ctx,
 ) -> Result<http::Uri, &'static str> {
@@ -232,11 +212,7 @@ fn upstream_uri(
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(target.scheme.clone());
-    parts.authority = Some(target.authority.clone());
-    parts.path_and_query = Some(path_and_query);
-    http::Uri::from_parts(parts).map_err(|_| "InvalidPath")
+    Ok(http::Uri::from(path_and_query))
 }
 
 /// The gateway's own cookies, which never reach an upstream and which an
@@ -365,7 +341,7 @@ fn add_identity(state: &State, ctx: &Ctx, app: Option<&App>, headers: &mut http:
 fn upstream_failed(
     ex: &mut Exchange,
     ctx: &mut Ctx,
-    e: &hyper_util::client::legacy::Error,
+    e: &pool::Error,
     upload: Option<&Progress>,
 ) -> &'static str {
     if upload.is_some_and(|p| p.failed()) {
@@ -406,7 +382,7 @@ fn client_response(
     ex: &Exchange,
     ctx: &mut Ctx,
     target: &Target,
-    mut response: http::Response<Incoming>,
+    (mut response, checkin): (http::Response<Incoming>, Option<Checkin>),
     tunnel: Tunnel,
 ) -> http::Response<body::Body> {
     let status = response.status();
@@ -441,7 +417,10 @@ fn client_response(
             open_tunnel(conn, down, up);
             body::empty()
         }
-        None => body::Body::Upstream(IdleTimeout::new(incoming, target.read_timeout)),
+        None => body::Body::Upstream(body::Upstream::new(
+            IdleTimeout::new(incoming, target.read_timeout),
+            checkin,
+        )),
     };
     http::Response::from_parts(parts, body)
 }

@@ -1,0 +1,392 @@
+//! Upstream connections: per app upstream and per worker, HTTP/1.1
+//! connections reused one request at a time and one HTTP/2 connection
+//! shared by all requests, TLS by rustls with ALPN.
+//!
+//! hyper-util's pooled client did the same for about 12 000 instructions a
+//! request (a SipHash of the pool key and a map under a lock, a race between
+//! the checkout and a connect future, a task spawned per response to put the
+//! connection back: README, "Performance"). Here a worker's idle HTTP/1.1
+//! connections are a list behind a lock only that worker takes, a
+//! connection is taken off its end, and it goes back when the response
+//! body has been passed on whole ([`Checkin`]). A connection whose body was
+//! not read to its end is never reused (its bytes would be the next
+//! answer).
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use http::uri::{Authority, Scheme};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::body::UpstreamBody;
+
+thread_local! {
+    /// The worker this thread is (0 on threads that are not workers).
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks this thread as worker `i`: its requests take and keep upstream
+/// connections in the `i`th idle lists, which no other worker touches.
+pub fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+fn worker() -> usize {
+    WORKER.try_with(Cell::get).unwrap_or(0)
+}
+
+/// Idle HTTP/1.1 connections one worker keeps per upstream at most.
+const MAX_IDLE: usize = 1024;
+
+/// Why a request could not be sent or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The TCP connection could not be made (refused, unreachable, timed out).
+    #[error("connecting to the upstream failed: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The TLS handshake failed (an untrusted certificate, a wrong name).
+    #[error("the TLS handshake with the upstream failed: {0}")]
+    Tls(#[source] std::io::Error),
+    /// The HTTP handshake failed (HTTP/2 settings).
+    #[error("the HTTP handshake with the upstream failed: {0}")]
+    Handshake(#[source] hyper::Error),
+    /// A connection for an upgrade came up as HTTP/2 (its TLS offers only
+    /// `http/1.1`, so a sound upstream cannot do this).
+    #[error("the upstream chose HTTP/2 for a connection that offered only HTTP/1.1")]
+    NotHttp1,
+    /// The request was sent (at least in part) and the connection failed.
+    #[error("the upstream request failed: {0}")]
+    Send(#[source] hyper::Error),
+}
+
+impl Error {
+    /// Whether no connection to the upstream could be made.
+    pub fn is_connect(&self) -> bool {
+        !matches!(self, Error::Send(_))
+    }
+}
+
+/// Where an upstream is and how to speak to it.
+pub struct Dial {
+    /// A plain upstream's address (resolved once at start), or an `https://`
+    /// one's name and port (resolved at each connect, checked against its
+    /// certificate).
+    pub address: Address,
+    /// The TLS client set-up of an `https://` upstream.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// How long connecting (TCP and TLS) may take.
+    pub connect_timeout: Duration,
+    /// `http` or `https`, for HTTP/2's request targets.
+    pub scheme: Scheme,
+    /// The upstream's authority, for HTTP/2's request targets.
+    pub authority: Authority,
+    /// How long a connection may sit unused before it is not reused.
+    pub idle_for: Duration,
+}
+
+/// An upstream's address.
+pub enum Address {
+    /// A resolved socket address.
+    Socket(SocketAddr),
+    /// A host name (or IP) and port, for TLS.
+    Name(String, u16),
+}
+
+/// The connections to one upstream.
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dial: Dial,
+    /// TLS with ALPN `h2` and `http/1.1`, and with `http/1.1` only (upgrades).
+    tls: Option<(TlsConnector, TlsConnector, ServerName<'static>)>,
+    /// One per worker.
+    slots: Box<[Mutex<Slot>]>,
+    /// For a thread numbered past the workers (none is).
+    spare: Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Oldest first; each with when it went idle.
+    h1: VecDeque<(http1::SendRequest<UpstreamBody>, Instant)>,
+    h2: Option<http2::SendRequest<UpstreamBody>>,
+}
+
+/// A connection taken for one request.
+enum Taken {
+    H1(http1::SendRequest<UpstreamBody>),
+    H2(http2::SendRequest<UpstreamBody>),
+}
+
+/// An HTTP/1.1 connection whose response is still being passed on: it goes
+/// back to its pool by [`Checkin::put_back`] once the body ended, and is
+/// closed if dropped before.
+pub struct Checkin {
+    shared: Arc<Shared>,
+    slot: usize,
+    tx: http1::SendRequest<UpstreamBody>,
+}
+
+impl std::fmt::Debug for Checkin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkin").field("slot", &self.slot).finish()
+    }
+}
+
+impl Checkin {
+    /// The response was passed on whole: the connection may take another request.
+    pub fn put_back(self) {
+        if self.tx.is_closed() {
+            return;
+        }
+        let mut slot = self.shared.lock(self.slot);
+        let now = Instant::now();
+        // The oldest may have gone stale while this worker was busy elsewhere.
+        while slot
+            .h1
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) > self.shared.dial.idle_for)
+        {
+            slot.h1.pop_front();
+        }
+        if slot.h1.len() < MAX_IDLE {
+            slot.h1.push_back((self.tx, now));
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, Slot> {
+        // Workers are numbered from 0 to `slots.len()`: `spare` is never taken.
+        let slot = self.slots.get(i).unwrap_or(&self.spare);
+        // A slot holds no invariant a panic could break half-way.
+        slot.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A live connection of worker `i`, if one is idle.
+    fn take(&self, i: usize) -> Option<Taken> {
+        let mut slot = self.lock(i);
+        if let Some(h2) = &slot.h2 {
+            if !h2.is_closed() {
+                return Some(Taken::H2(h2.clone()));
+            }
+            slot.h2 = None;
+        }
+        while let Some((tx, since)) = slot.h1.pop_back() {
+            if since.elapsed() > self.dial.idle_for {
+                // The newest is too old, so all are.
+                slot.h1.clear();
+                return None;
+            }
+            if !tx.is_closed() {
+                return Some(Taken::H1(tx));
+            }
+        }
+        None
+    }
+
+    /// A new connection: HTTP/2 when a TLS upstream offers it and `h1_only`
+    /// is not asked for (upgrades exist only in HTTP/1.1).
+    async fn connect(&self, h1_only: bool) -> Result<Taken, Error> {
+        let limit = self.dial.connect_timeout;
+        let timed_out = || {
+            Error::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {limit:?}"),
+            ))
+        };
+        let tcp = tokio::time::timeout(limit, self.tcp())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(Error::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let Some((all, h1, name)) = &self.tls else {
+            return handshake_h1(TokioIo::new(tcp), h1_only).await;
+        };
+        let connector = if h1_only { h1 } else { all };
+        let stream = tokio::time::timeout(limit, connector.connect(name.clone(), tcp))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(Error::Tls)?;
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(Error::Handshake)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+                }
+            });
+            return Ok(Taken::H2(tx));
+        }
+        handshake_h1(TokioIo::new(stream), h1_only).await
+    }
+
+    async fn tcp(&self) -> std::io::Result<TcpStream> {
+        match &self.dial.address {
+            Address::Socket(addr) => TcpStream::connect(addr).await,
+            Address::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
+        }
+    }
+}
+
+/// An HTTP/1.1 connection on `io`, served by a task of its own.
+async fn handshake_h1<T>(io: T, upgrades: bool) -> Result<Taken, Error>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (tx, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(Error::Handshake)?;
+    tokio::spawn(async move {
+        let ended = if upgrades {
+            conn.with_upgrades().await
+        } else {
+            conn.await
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(Taken::H1(tx))
+}
+
+/// The TLS connector of `config` offering these ALPN protocols.
+fn connector(config: &rustls::ClientConfig, alpn: &[&[u8]]) -> TlsConnector {
+    let mut config = config.clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+impl Pool {
+    /// Connections to the upstream `dial` describes, kept for `workers` workers.
+    pub fn new(dial: Dial, workers: usize) -> Result<Pool, Error> {
+        let tls = match (&dial.tls, &dial.address) {
+            (None, _) => None,
+            (Some(config), address) => {
+                let host = match address {
+                    Address::Name(host, _) => host.clone(),
+                    Address::Socket(addr) => addr.ip().to_string(),
+                };
+                let name = ServerName::try_from(host).map_err(|e| {
+                    Error::Tls(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                })?;
+                Some((
+                    connector(config, &[b"h2", b"http/1.1"]),
+                    connector(config, &[b"http/1.1"]),
+                    name,
+                ))
+            }
+        };
+        let slots = (0..workers)
+            .map(|_| Mutex::new(Slot::default()))
+            .collect();
+        Ok(Pool {
+            shared: Arc::new(Shared {
+                dial,
+                tls,
+                slots,
+                spare: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Sends `req` (its target in origin form) on an idle connection of this
+    /// worker or a new one; `upgrade` takes a new HTTP/1.1 connection that
+    /// can become a tunnel. A request refused by a reused connection before
+    /// any of it was sent (the upstream closed it meanwhile) is sent again on
+    /// another. The [`Checkin`] returns an HTTP/1.1 connection to the pool.
+    pub async fn send(
+        &self,
+        mut req: http::Request<UpstreamBody>,
+        upgrade: bool,
+    ) -> Result<(http::Response<Incoming>, Option<Checkin>), Error> {
+        let shared = &self.shared;
+        let slot = worker();
+        if upgrade {
+            let Taken::H1(mut tx) = shared.connect(true).await? else {
+                return Err(Error::NotHttp1);
+            };
+            let response = tx.send_request(req).await.map_err(Error::Send)?;
+            return Ok((response, None));
+        }
+        loop {
+            let (taken, reused) = match shared.take(slot) {
+                Some(t) => (t, true),
+                None => (shared.connect(false).await?, false),
+            };
+            let failed = match taken {
+                Taken::H1(mut tx) => {
+                    with_host(&mut req, &shared.dial);
+                    match tx.try_send_request(req).await {
+                    Ok(response) => {
+                        let checkin = Checkin {
+                            shared: shared.clone(),
+                            slot,
+                            tx,
+                        };
+                        return Ok((response, Some(checkin)));
+                    }
+                    Err(e) => e,
+                    }
+                }
+                Taken::H2(mut tx) => {
+                    if !reused {
+                        shared.lock(slot).h2 = Some(tx.clone());
+                    }
+                    absolute_form(&mut req, &shared.dial);
+                    match tx.try_send_request(req).await {
+                        Ok(response) => return Ok((response, None)),
+                        Err(e) => {
+                            if tx.is_closed() {
+                                shared.lock(slot).h2 = None;
+                            }
+                            e
+                        }
+                    }
+                }
+            };
+            let mut failed = failed;
+            match failed.take_message() {
+                // Nothing of it was sent: another connection may take it.
+                Some(again) if reused => req = again,
+                _ => return Err(Error::Send(failed.into_error())),
+            }
+        }
+    }
+}
+
+/// HTTP/1.1 needs a Host line; a client's HTTP/1.0 request may have come
+/// without one.
+fn with_host(req: &mut http::Request<UpstreamBody>, dial: &Dial) {
+    if !req.headers().contains_key(http::header::HOST) {
+        if let Ok(v) = http::HeaderValue::from_str(dial.authority.as_str()) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+}
+
+/// HTTP/2 needs the scheme and authority in the request target.
+fn absolute_form(req: &mut http::Request<UpstreamBody>, dial: &Dial) {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(dial.scheme.clone());
+    parts.authority = Some(dial.authority.clone());
+    parts.path_and_query = req.uri().path_and_query().cloned();
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
