@@ -28,6 +28,7 @@ mod oauth1_provider;
 mod oauth1_verify;
 mod outbound_tls;
 mod own_postgres;
+mod pool;
 mod proxy;
 mod reload;
 mod replicas;

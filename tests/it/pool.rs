@@ -1,0 +1,241 @@
+//! The gateway's upstream connections (`gateway/pool.rs`): HTTP/2 to a TLS
+//! upstream that offers it, a connection whose answer was not read to its
+//! end never reused, a connection the upstream closed while idle never used.
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::engine::fixture;
+use crate::support::{base_config, client, Gateway};
+
+/// Bytes of the long answer at `/big`: far more than one read or socket buffer.
+const BIG: usize = 4 << 20;
+
+/// How an upstream speaks.
+#[derive(Clone, Copy)]
+enum Speaks {
+    /// HTTP/1.1 in the clear; it closes a keep-alive connection idle for this long.
+    Http1 { idle_close: Duration },
+    /// TLS offering `h2` by ALPN, then HTTP/2.
+    Http2Tls,
+}
+
+/// An upstream counting its connections and recording each request's
+/// version and path; `/big` answers `BIG` bytes of `b'x'`, anything else
+/// "ok <path>".
+struct Counted {
+    addr: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<(http::Version, String)>>>,
+}
+
+impl Counted {
+    async fn start(speaks: Speaks) -> Counted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (count, log) = (accepted.clone(), seen.clone());
+        let tls = h2_tls();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let log = log.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| answer(log.clone(), req));
+                    match speaks {
+                        Speaks::Http1 { idle_close } => {
+                            let mut h1 = hyper::server::conn::http1::Builder::new();
+                            // hyper's head timer also runs between requests:
+                            // an idle keep-alive connection is closed by it.
+                            h1.timer(TokioTimer::new()).header_read_timeout(idle_close);
+                            let _ = h1.serve_connection(TokioIo::new(tcp), svc).await;
+                        }
+                        Speaks::Http2Tls => {
+                            let Ok(tls) = tls.accept(tcp).await else {
+                                return;
+                            };
+                            let h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                            let _ = h2.serve_connection(TokioIo::new(tls), svc).await;
+                        }
+                    }
+                });
+            }
+        });
+        Counted {
+            addr,
+            accepted,
+            seen,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self) -> Vec<(http::Version, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn answer(
+    log: Arc<Mutex<Vec<(http::Version, String)>>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    log.lock().unwrap().push((req.version(), path.clone()));
+    let body = if path == "/big" {
+        Bytes::from(vec![b'x'; BIG])
+    } else {
+        Bytes::from(format!("ok {path}"))
+    };
+    Ok(Response::new(Full::new(body)))
+}
+
+/// The `localhost` leaf of the test CA, offering `h2` only.
+fn h2_tls() -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(fixture("localhost-cert.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(fixture("localhost-key.pem")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A gateway with one app, public under `/`, in front of `upstream` (a URL).
+fn gateway(upstream: &str, extra: &str) -> Gateway {
+    Gateway::start_full(&format!(
+        "{}\n[[app]]\nname = \"pooled\"\nupstream = \"{upstream}\"\npublic_paths = [\"/\"]\n{extra}",
+        base_config()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_upstream_that_offers_http2_gets_the_requests_over_http2_on_few_connections() {
+    let up = Counted::start(Speaks::Http2Tls).await;
+    let gw = gateway(
+        &format!("https://localhost:{}", up.addr.port()),
+        &format!(
+            "upstream_ca_file = \"{}\"\n",
+            fixture("test-ca.pem").display()
+        ),
+    );
+    let c = client();
+    for i in 0..10 {
+        let r = c.get(gw.url(&format!("/seq/{i}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), format!("ok /seq/{i}"));
+    }
+    let all = (0..30).map(|i| {
+        let c = c.clone();
+        let url = gw.url(&format!("/par/{i}"));
+        async move { c.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    let bodies = futures_util::future::join_all(all).await;
+    for (i, body) in bodies.iter().enumerate() {
+        assert_eq!(body, &format!("ok /par/{i}"));
+    }
+    let seen = up.seen();
+    assert_eq!(seen.len(), 40);
+    assert!(
+        seen.iter().all(|(v, _)| *v == http::Version::HTTP_2),
+        "not all over HTTP/2: {seen:?}"
+    );
+    // One shared connection per worker, plus those a burst opened before
+    // the first one was up: far fewer than the requests.
+    assert!(
+        up.connections() <= 8,
+        "{} HTTP/2 connections for 40 requests",
+        up.connections()
+    );
+}
+
+/// Sends `GET /big` on a raw connection, reads a little of the answer and
+/// leaves: the rest of the body is still on its way.
+fn leave_after_a_little(gw: &Gateway) {
+    let addr = gw.url("/").replace("http://", "");
+    let addr = addr.trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_the_client_did_not_read_to_its_end_never_becomes_the_next_answer() {
+    let up = Counted::start(Speaks::Http1 {
+        idle_close: Duration::from_secs(60),
+    })
+    .await;
+    let gw = gateway(&format!("http://{}", up.addr), "");
+    for round in 0..5 {
+        leave_after_a_little(&gw);
+        let r = client()
+            .get(gw.url(&format!("/after/{round}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "round {round}");
+        assert_eq!(r.text().await.unwrap(), format!("ok /after/{round}"));
+    }
+    // Whole answers do leave their connection for the next request.
+    let before = up.connections();
+    let c = client();
+    for i in 0..20 {
+        let r = c.get(gw.url(&format!("/whole/{i}"))).send().await.unwrap();
+        assert_eq!(r.text().await.unwrap(), format!("ok /whole/{i}"));
+    }
+    assert!(
+        up.connections() - before <= 2,
+        "{} new connections for 20 sequential requests",
+        up.connections() - before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_the_upstream_closed_while_idle_is_not_used_and_the_request_is_answered() {
+    let up = Counted::start(Speaks::Http1 {
+        idle_close: Duration::from_millis(150),
+    })
+    .await;
+    let gw = gateway(&format!("http://{}", up.addr), "");
+    let c = client();
+    for i in 0..4 {
+        let r = c.get(gw.url(&format!("/gap/{i}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), format!("ok /gap/{i}"));
+        // Longer than the upstream keeps an idle connection.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(up.seen().len(), 4);
+    assert!(up.connections() >= 4, "a closed connection was reused");
+}
