@@ -170,8 +170,7 @@ impl Shared {
         // Workers are numbered from 0 to `slots.len()`: `spare` is never taken.
         let slot = self.slots.get(i).unwrap_or(&self.spare);
         // A slot holds no invariant a panic could break half-way.
-        slot.lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        slot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A live connection of worker `i`, if one is idle.
@@ -292,9 +291,7 @@ impl Pool {
                 ))
             }
         };
-        let slots = (0..workers)
-            .map(|_| Mutex::new(Slot::default()))
-            .collect();
+        let slots = (0..workers).map(|_| Mutex::new(Slot::default())).collect();
         Ok(Pool {
             shared: Arc::new(Shared {
                 dial,
@@ -333,15 +330,15 @@ impl Pool {
                 Taken::H1(mut tx) => {
                     with_host(&mut req, &shared.dial);
                     match tx.try_send_request(req).await {
-                    Ok(response) => {
-                        let checkin = Checkin {
-                            shared: shared.clone(),
-                            slot,
-                            tx,
-                        };
-                        return Ok((response, Some(checkin)));
-                    }
-                    Err(e) => e,
+                        Ok(response) => {
+                            let checkin = Checkin {
+                                shared: shared.clone(),
+                                slot,
+                                tx,
+                            };
+                            return Ok((response, Some(checkin)));
+                        }
+                        Err(e) => e,
                     }
                 }
                 Taken::H2(mut tx) => {

@@ -14,10 +14,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{self, IdleTimeout, Progress, Watched};
-use super::pool::{self, Checkin, Pool};
 use super::ctx::{Ctx, Outcome};
 use super::exchange::Exchange;
 use super::framing::FramingError;
+use super::pool::{self, Checkin, Pool};
 use super::rescue::{self, Rejection};
 use super::server::Conn;
 use super::{upstream, State};
@@ -196,10 +196,7 @@ pub async fn forward(
 /// The request target the upstream receives, in origin form: the path the
 /// gateway decided on (PRX-06). The pool adds the scheme and authority
 /// where HTTP/2 needs them.
-fn upstream_uri(
-    head: &http::request::Parts,
-    ctx: &Ctx,
-) -> Result<http::Uri, &'static str> {
+fn upstream_uri(head: &http::request::Parts, ctx: &Ctx) -> Result<http::Uri, &'static str> {
     let rewritten = ctx
         .path
         .as_ref()
