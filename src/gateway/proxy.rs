@@ -153,8 +153,9 @@ pub async fn forward(
     *request.version_mut() = http::Version::HTTP_11;
     *request.headers_mut() = headers;
 
+    let upgrade = on_upgrade.is_some();
     let sent = answer_within(
-        target.pool.send(request, on_upgrade.is_some()),
+        || target.pool.send(request, upgrade),
         target.read_timeout,
         progress.as_deref(),
     )
@@ -442,12 +443,14 @@ fn open_tunnel(conn: &Arc<Conn>, down: hyper::upgrade::OnUpgrade, up: hyper::upg
 
 /// Awaits the upstream's answer while something moves: the request body is
 /// still being sent, or less than `idle` has passed since it last moved.
+/// The answer's future is made here, in place: made by the caller it would
+/// be held twice in the request's future, which every request copies.
 async fn answer_within<F: std::future::Future>(
-    answer: F,
+    answer: impl FnOnce() -> F,
     idle: Duration,
     upload: Option<&Progress>,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut answer = std::pin::pin!(answer);
+    let mut answer = std::pin::pin!(answer());
     loop {
         match tokio::time::timeout(idle, answer.as_mut()).await {
             Ok(out) => return Ok(out),
