@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use crate::jwk::Key;
 use crate::principal::Principal;
 
-/// The first 128 bits of SHA-256(app index, token): finding another token
-/// with the same key is a 2^128 second-preimage search.
+/// A keyed 128-bit hash of (app index, token) (`bearer::verdict_key`):
+/// finding another token with the same key is about a 2^128 search.
 pub type VerdictKey = [u8; 16];
 
 /// Shards of the map; a power of two.
