@@ -41,7 +41,7 @@ impl FramingError {
 
 /// Checks the raw HTTP/1.x header block (request line, fields, without body).
 pub fn check_raw_head(raw: &[u8], http10: bool) -> Result<(), FramingError> {
-    let mut lines = raw.split(|&b| b == b'\n');
+    let mut lines = Lines(Some(raw));
     let request_line = lines.next().unwrap_or_default();
     if request_line.len() > MAX_REQUEST_LINE {
         return Err(FramingError::UriTooLong);
@@ -57,14 +57,14 @@ pub fn check_raw_head(raw: &[u8], http10: bool) -> Result<(), FramingError> {
         if line.is_empty() {
             continue;
         }
-        if line.contains(&b'\r') || line.contains(&0) {
+        if memchr::memchr2(b'\r', 0, line).is_some() {
             return Err(FramingError::BadFraming("bare CR or NUL in a header"));
         }
         if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
             return Err(FramingError::BadFraming("folded header line"));
         }
         fields += 1;
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             return Err(FramingError::BadFraming("header line without a colon"));
         };
         let (name, value) = line.split_at(colon);
@@ -110,6 +110,29 @@ pub fn check_raw_head(raw: &[u8], http10: bool) -> Result<(), FramingError> {
         return Err(FramingError::BadFraming("missing Host"));
     }
     Ok(())
+}
+
+/// The lines of a head, split at each LF (as `split`, a last piece after the
+/// last LF included), found by `memchr`: a byte-at-a-time split cost a bearer
+/// request's 900-byte `Authorization` line about 5 000 instructions.
+struct Lines<'a>(Option<&'a [u8]>);
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.0?;
+        match memchr::memchr(b'\n', rest) {
+            Some(i) => {
+                self.0 = rest.get(i + 1..);
+                rest.get(..i)
+            }
+            None => {
+                self.0 = None;
+                Some(rest)
+            }
+        }
+    }
 }
 
 /// The checks of [`check_raw_head`] that hyper's HTTP/1 parser leaves to the
@@ -241,6 +264,24 @@ pub fn check_path(path: &str) -> Result<CanonicalPath, FramingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_is_split_into_the_same_lines_as_a_byte_by_byte_split() {
+        let heads: [&[u8]; 7] = [
+            b"",
+            b"\n",
+            b"GET / HTTP/1.1",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\nx",
+            b"\n\n\nA: b\r",
+            b"A: \0\rb\n\tfolded\n",
+        ];
+        for head in heads {
+            let ours: Vec<&[u8]> = Lines(Some(head)).collect();
+            let split: Vec<&[u8]> = head.split(|&b| b == b'\n').collect();
+            assert_eq!(ours, split, "{:?}", String::from_utf8_lossy(head));
+        }
+    }
 
     fn head(fields: &str) -> Vec<u8> {
         format!("POST /x HTTP/1.1\r\nHost: a\r\n{fields}\r\n").into_bytes()
