@@ -2,15 +2,25 @@
 //! http/1.1), one hyper connection per client with the head timeout, the
 //! keep-alive idle timeout and the HTTP/2 stream and flood limits, and the
 //! graceful drain on shutdown.
+//!
+//! The two timeouts and the shutdown are watched by a separate task per
+//! connection (`watchdog`), not by a `select!` in the connection's own task:
+//! such a select polled its timer, its shutdown watch and its wake-up on
+//! every wake-up of the connection, several times per request. The
+//! connection task now polls hyper and one atomic (`Conn::order`); requests
+//! only store times in `Conn`, and wake the watchdog only in the rare case
+//! that they move its deadline earlier than the one it armed.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use futures_util::task::AtomicWaker;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -33,6 +43,13 @@ const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// No head has started (the value of `Conn::head_started`).
 const NO_HEAD: u64 = u64::MAX;
+/// The watchdog is working its deadline out (the value of `Conn::armed`):
+/// any deadline is earlier, so whoever moves one wakes it again.
+const UNARMED: u64 = u64::MAX;
+/// `Conn::order` bit: finish the requests in flight and close.
+const CLOSE: u8 = 1;
+/// `Conn::order` bit: close now (a head took too long; nothing is in flight).
+const CUT: u8 = 2;
 
 /// One client connection, shared by its requests (and its WebSocket tunnel,
 /// which keeps its slot of `max_connections` while it lives).
@@ -52,8 +69,19 @@ pub struct Conn {
     last: AtomicU64,
     /// When the first byte of the next head arrived, in ms after `born` (HTTP/1 only).
     head_started: AtomicU64,
-    /// Wakes the watchdog when a deadline may have moved earlier.
+    /// When the watchdog's timer fires, in ms after `born` (or `UNARMED`):
+    /// a deadline that moves to before it has to wake the watchdog.
+    armed: AtomicU64,
+    /// Wakes the watchdog when a deadline moved earlier than `armed`.
     moved: tokio::sync::Notify,
+    /// What the watchdog asks of the connection task (`CLOSE`, `CUT` bits).
+    order: AtomicU8,
+    /// Wakes the connection task when `order` changes.
+    order_waker: AtomicWaker,
+    /// `request_header_timeout` in whole ms (rounded up).
+    head_ms: u64,
+    /// `idle_timeout` in whole ms (rounded up).
+    idle_ms: u64,
     born: Instant,
     _permit: OwnedSemaphorePermit,
 }
@@ -63,9 +91,10 @@ pub struct Busy<'a>(&'a Conn);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.last.store(self.0.now(), Ordering::Release);
-        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.moved.notify_one();
+        let now = self.0.now();
+        self.0.last.store(now, Ordering::SeqCst);
+        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.deadline_now(now.saturating_add(self.0.idle_ms));
         }
     }
 }
@@ -79,8 +108,20 @@ enum Expiry {
     Head,
 }
 
+/// A duration in whole ms, rounded up so that no deadline comes early.
+fn ms_up(d: Duration) -> u64 {
+    let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
 impl Conn {
-    fn new(peer: Peer, permit: OwnedSemaphorePermit, heads: Option<head_tap::HeadQueue>) -> Self {
+    fn new(
+        peer: Peer,
+        permit: OwnedSemaphorePermit,
+        heads: Option<head_tap::HeadQueue>,
+        builders: &Builders,
+    ) -> Self {
+        let head_ms = ms_up(builders.head_timeout);
         Conn {
             client_value: http::HeaderValue::from_str(&peer.addr.ip().to_string()).ok(),
             peer,
@@ -89,7 +130,13 @@ impl Conn {
             served: AtomicBool::new(false),
             last: AtomicU64::new(0),
             head_started: AtomicU64::new(NO_HEAD),
+            // The watchdog's first timer: the first head is due then.
+            armed: AtomicU64::new(head_ms),
             moved: tokio::sync::Notify::new(),
+            order: AtomicU8::new(0),
+            order_waker: AtomicWaker::new(),
+            head_ms,
+            idle_ms: ms_up(builders.idle),
             born: Instant::now(),
             _permit: permit,
         }
@@ -109,31 +156,58 @@ impl Conn {
 
     /// Bytes arrived: if no request is in flight, they begin the next head.
     fn saw_bytes(&self) {
-        if self.busy.load(Ordering::Acquire) == 0
-            && self
-                .head_started
-                .compare_exchange(NO_HEAD, self.now(), Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+        // Most reads are within a head already begun or a request: no clock.
+        if self.busy.load(Ordering::Acquire) != 0
+            || self.head_started.load(Ordering::Acquire) != NO_HEAD
         {
+            return;
+        }
+        let now = self.now();
+        if self
+            .head_started
+            .compare_exchange(NO_HEAD, now, Ordering::SeqCst, Ordering::Acquire)
+            .is_ok()
+        {
+            self.deadline_now(now.saturating_add(self.head_ms));
+        }
+    }
+
+    /// The deadline is now `at` (ms after `born`): the watchdog is woken only
+    /// if its timer would fire after it. It arms at most a head timeout
+    /// ahead, so a head that begins later never needs this; an idle timeout
+    /// shorter than the head timeout does.
+    ///
+    /// The deadline's inputs were stored before this load (both `SeqCst`),
+    /// and the watchdog stores `armed` around reading them: either it read
+    /// them, or this sees what it armed (or `UNARMED`) and compares with it.
+    fn deadline_now(&self, at: u64) {
+        if at < self.armed.load(Ordering::SeqCst) {
             self.moved.notify_one();
         }
     }
 
-    /// The next deadline and what happens then; `None` while a request is in flight.
-    fn deadline(&self, head: Duration, idle: Duration) -> Option<(Instant, Expiry)> {
-        if self.busy.load(Ordering::Acquire) > 0 {
+    /// The next deadline (ms after `born`) and what happens then; `None`
+    /// while a request is in flight.
+    fn deadline(&self) -> Option<(u64, Expiry)> {
+        if self.busy.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        let at = |ms: u64, d: Duration| self.born + Duration::from_millis(ms) + d;
-        let started = self.head_started.load(Ordering::Acquire);
+        let started = self.head_started.load(Ordering::SeqCst);
         Some(if started != NO_HEAD {
-            (at(started, head), Expiry::Head)
-        } else if !self.served.load(Ordering::Acquire) {
+            (started.saturating_add(self.head_ms), Expiry::Head)
+        } else if !self.served.load(Ordering::SeqCst) {
             // A new connection's first head must come within the head timeout.
-            (at(0, head), Expiry::Head)
+            (self.head_ms, Expiry::Head)
         } else {
-            (at(self.last.load(Ordering::Acquire), idle), Expiry::Idle)
+            let last = self.last.load(Ordering::SeqCst);
+            (last.saturating_add(self.idle_ms), Expiry::Idle)
         })
+    }
+
+    /// Asks the connection task to close (`CLOSE`) or to cut (`CUT`).
+    fn order(&self, bits: u8) {
+        self.order.fetch_or(bits, Ordering::AcqRel);
+        self.order_waker.wake();
     }
 }
 
@@ -209,8 +283,8 @@ impl Builders {
     pub fn new(server: &crate::config::Server) -> Self {
         let mut h1 = http1::Builder::new();
         // hyper arms this timer when it starts waiting for a head, so it is
-        // also an idle timeout; the watchdog (`drive`) enforces each of the
-        // two exactly, this is the backstop.
+        // also an idle timeout; the watchdog (`watchdog`) enforces each of
+        // the two exactly, this is the backstop.
         h1.timer(TokioTimer::new())
             .header_read_timeout(server.request_header_timeout.max(server.idle_timeout))
             .max_header_size(framing::MAX_HEADER_BYTES)
@@ -311,13 +385,13 @@ async fn connection(
         Err(_) => return,
     };
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        let conn = Arc::new(Conn::new(peer, permit, None));
+        let conn = Arc::new(Conn::new(peer, permit, None, &builders));
         let service = {
             let (live, conn) = (live.clone(), conn.clone());
             service_fn(move |req| super::serve(live.load_full(), conn.clone(), req))
         };
         let c = builders.h2.serve_connection(TokioIo::new(stream), service);
-        drive(std::pin::pin!(c), &state, &conn, &builders, shutdown).await;
+        drive(std::pin::pin!(c), &state, &conn, shutdown).await;
     } else {
         serve_h1(state, live, peer, permit, stream, &builders, shutdown).await;
     }
@@ -339,7 +413,7 @@ async fn serve_h1<I>(
     // (hyper repairs CL+TE and duplicate Content-Length before the service sees them).
     let (io, heads) = head_tap::tap(io);
     let io = io.into_inner();
-    let conn = Arc::new(Conn::new(peer, permit, Some(heads)));
+    let conn = Arc::new(Conn::new(peer, permit, Some(heads), builders));
     let service = {
         let conn = conn.clone();
         service_fn(move |req| super::serve(live.load_full(), conn.clone(), req))
@@ -352,7 +426,7 @@ async fn serve_h1<I>(
         .h1
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    drive(std::pin::pin!(c), &state, &conn, builders, shutdown).await;
+    drive(std::pin::pin!(c), &state, &conn, shutdown).await;
 }
 
 /// hyper's own refusals (a malformed head: 400, too large: 431 or 414) never
@@ -413,65 +487,137 @@ where
 /// Runs a connection to its end: on shutdown, or once it has been idle for
 /// `idle_timeout` with no request in flight, it is asked to finish and
 /// close; a head still arriving after `request_header_timeout` is cut off.
-async fn drive<C>(
-    mut c: Pin<&mut C>,
-    state: &State,
-    conn: &Conn,
-    builders: &Builders,
-    mut shutdown: watch::Receiver<bool>,
-) where
+///
+/// The timeouts and the shutdown are the watchdog's, a task of its own that
+/// ends with this one; here hyper is polled with nothing but one atomic load
+/// beside it (see the module doc for why).
+async fn drive<C>(c: Pin<&mut C>, state: &State, conn: &Arc<Conn>, shutdown: watch::Receiver<bool>)
+where
     C: Future<Output = Result<(), hyper::Error>> + Graceful,
 {
-    let mut closing = false;
-    // One timer, one shutdown watch and one wake-up for the connection's
-    // life, moved rather than made anew after every request.
-    let far = tokio::time::Instant::now() + builders.idle;
-    let mut sleep = std::pin::pin!(tokio::time::sleep_until(far));
-    let mut armed: Option<Instant> = None;
-    let mut shutdown_changed = std::pin::pin!(shutdown.changed());
-    let mut moved = std::pin::pin!(conn.moved.notified());
-    loop {
-        // While a request is in flight, look again one idle period later.
-        let (next, expiry) = conn
-            .deadline(builders.head_timeout, builders.idle)
-            .unwrap_or((Instant::now() + builders.idle, Expiry::Idle));
-        if armed != Some(next) {
-            sleep.as_mut().reset(tokio::time::Instant::from_std(next));
-            armed = Some(next);
+    let _watchdog = Watchdog(tokio::spawn(watchdog(conn.clone(), shutdown)));
+    let driven = Driven {
+        c,
+        conn,
+        closing: false,
+    };
+    match driven.await {
+        Ended::Done(Ok(())) => {}
+        Ended::Done(Err(e)) => refused_by_hyper(state, conn, &e),
+        Ended::Cut => {
+            tracing::debug!(client = %conn.peer.addr, "request head too slow; closed");
         }
-        tokio::select! {
-            done = c.as_mut() => {
-                if let Err(e) = done {
-                    refused_by_hyper(state, conn, &e);
-                }
-                return;
+    }
+}
+
+/// How `Driven` ended.
+enum Ended {
+    /// hyper finished the connection.
+    Done(Result<(), hyper::Error>),
+    /// The watchdog cut it: a head took too long.
+    Cut,
+}
+
+/// The hyper connection and the watchdog's orders, polled as one future:
+/// the connection first, then `Conn::order`.
+struct Driven<'a, C> {
+    c: Pin<&'a mut C>,
+    conn: &'a Conn,
+    /// `begin_close` was called.
+    closing: bool,
+}
+
+impl<C> Future for Driven<'_, C>
+where
+    C: Future<Output = Result<(), hyper::Error>> + Graceful,
+{
+    type Output = Ended;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
+        let this = self.get_mut();
+        loop {
+            if let Poll::Ready(done) = this.c.as_mut().poll(cx) {
+                return Poll::Ready(Ended::Done(done));
             }
-            _ = shutdown_changed.as_mut(), if !closing => {
+            // Registered before the load, so an order given after it wakes us.
+            this.conn.order_waker.register(cx.waker());
+            let order = this.conn.order.load(Ordering::Acquire);
+            if order & CUT != 0 {
+                if this.conn.busy.load(Ordering::SeqCst) == 0 {
+                    return Poll::Ready(Ended::Cut);
+                }
+                // A request began after the watchdog decided (possible only
+                // on a runtime with more than one thread): it is not cut,
+                // and the watchdog works its deadline out again.
+                this.conn.order.fetch_and(!CUT, Ordering::AcqRel);
+                this.conn.moved.notify_one();
+            }
+            if order & CLOSE != 0 && !this.closing {
+                this.closing = true;
+                this.c.as_mut().begin_close();
+                // hyper acts on it when polled.
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+/// Ends the watchdog task with its connection.
+struct Watchdog(tokio::task::JoinHandle<()>);
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Watches one connection's deadlines and the shutdown, and orders its
+/// task to close or cut (`Conn::order`).
+///
+/// The timer is armed lazily: never more than a head timeout ahead, so a
+/// head that begins later is due at or after it and needs no wake-up. When
+/// it fires, the deadline is worked out again from `Conn`, so it is exact:
+/// either it has passed, or the timer is armed again, for it at the latest.
+async fn watchdog(conn: Arc<Conn>, mut shutdown: watch::Receiver<bool>) {
+    let mut closing = false;
+    let mut sleep = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::from_std(
+        conn.born
+    )));
+    loop {
+        conn.armed.store(UNARMED, Ordering::SeqCst);
+        let now = conn.now();
+        // Once closing, only a head deadline still matters.
+        let next = match conn.deadline() {
+            Some((at, Expiry::Head)) if at <= now => {
+                conn.order(CUT);
+                // Back only if the connection task turned the cut down.
+                conn.moved.notified().await;
+                continue;
+            }
+            Some((at, Expiry::Idle)) if at <= now && !closing => {
                 closing = true;
-                c.as_mut().begin_close();
+                conn.order(CLOSE);
+                None
             }
-            // A request ended or a head began: work the deadline out again.
-            _ = moved.as_mut() => {
-                moved.set(conn.moved.notified());
-            }
-            // Once closing, only a head deadline still matters (and ends the loop).
-            _ = sleep.as_mut(), if !closing || expiry == Expiry::Head => {
-                // Fired: whatever the deadline is now, the timer is armed again.
-                armed = None;
-                let due = conn
-                    .deadline(builders.head_timeout, builders.idle)
-                    .filter(|(at, _)| Instant::now() >= *at);
-                match due {
-                    Some((_, Expiry::Head)) => {
-                        tracing::debug!(client = %conn.peer.addr, "request head too slow; closed");
-                        return;
-                    }
-                    Some(_) if !closing => {
-                        closing = true;
-                        c.as_mut().begin_close();
-                    }
-                    _ => {}
-                }
+            Some((at, Expiry::Head)) => Some(at),
+            Some((at, Expiry::Idle)) if !closing => Some(at),
+            _ => None,
+        };
+        let limit = now.saturating_add(conn.head_ms);
+        let at = next.map_or(limit, |at| at.min(limit));
+        conn.armed.store(at, Ordering::SeqCst);
+        sleep.as_mut().reset(tokio::time::Instant::from_std(
+            conn.born + Duration::from_millis(at),
+        ));
+        tokio::select! {
+            biased;
+            () = sleep.as_mut() => {}
+            // A deadline moved earlier than `at`.
+            () = conn.moved.notified() => {}
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                conn.order(CLOSE);
             }
         }
     }

@@ -887,6 +887,46 @@ async fn prx19_the_head_timer_starts_at_the_first_byte_so_keep_alive_outlives_it
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn prx19_a_head_begun_long_after_the_last_response_is_cut_at_its_own_deadline() {
+    // The watchdog arms its timer at most a head timeout ahead and is not
+    // woken when a head begins: the head still gets exactly its own deadline,
+    // not the idle one (10 s after the response) nor a later timer.
+    let up = Upstream::start("late").await;
+    let gw = open_gateway(
+        "request_header_timeout = \"2s\"\nidle_timeout = \"10s\"",
+        &up,
+    );
+    let addr = gw.addr;
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        keep_alive_get(&mut s, "/one", "hello from late", Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(2500));
+        // A head that never ends, begun 2.5 s after the response (the
+        // watchdog's timer is then armed for 4 s after the connection began).
+        s.write_all(b"GET /late HTTP/1.1\r\n").unwrap();
+        let since = Instant::now();
+        let mut w = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..40 {
+                if w.write_all(b"X").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        time_until_closed(&mut s, since, Duration::from_secs(15))
+    })
+    .await
+    .unwrap();
+    let closed = closed.unwrap_or_else(|| panic!("the slow head was never cut"));
+    assert!(
+        closed >= Duration::from_millis(1500) && closed < Duration::from_millis(3000),
+        "the slow head was cut {closed:?} after its first byte, expected ~2s"
+    );
+    assert_eq!(up.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn prx19_beyond_max_connections_a_new_connection_waits_and_is_then_served() {
     let up = Upstream::start("capped").await;
     let gw = open_gateway("max_connections = 2", &up);
