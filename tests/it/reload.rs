@@ -111,8 +111,18 @@ impl Bin {
     }
 
     /// Every log line so far.
-    fn drain_logs(&self) -> Vec<String> {
-        self.logs.try_iter().collect()
+    /// The log lines so far, waiting (at most 5 s) until they contain every
+    /// one of `wanted`: the log thread writes lines in batches.
+    fn logs_containing(&self, wanted: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut logs = String::new();
+        while !wanted.iter().all(|w| logs.contains(w)) && std::time::Instant::now() < deadline {
+            if let Ok(line) = self.logs.recv_timeout(Duration::from_millis(50)) {
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        }
+        logs
     }
 }
 
@@ -246,7 +256,7 @@ async fn a_config_with_an_error_is_refused_on_sighup_and_the_running_one_keeps_s
             .await,
         0.0
     );
-    let logs = bin.drain_logs().join("\n");
+    let logs = bin.logs_containing(&["app[one].upstream", "config reload refused"]);
     assert!(
         logs.contains("app[one].upstream"),
         "the problem was not logged:\n{logs}"
