@@ -170,6 +170,14 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 /// `s` escaped for the inside of a JSON string (RFC 8259 §7).
 fn json_escaped(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    // Most values need no escape: one test a byte, one copy.
+    if !bytes
+        .iter()
+        .any(|&b| b < 0x20 || b == 0x7f || b == b'"' || b == b'\\')
+    {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {

@@ -389,7 +389,7 @@ async fn connection(
         let conn = Arc::new(Conn::new(peer, permit, None, &builders));
         let service = {
             let (live, conn) = (live.clone(), conn.clone());
-            service_fn(move |req| super::serve(live.load_full(), conn.clone(), req))
+            service_fn(move |req| Box::pin(super::serve(live.load_full(), conn.clone(), req)))
         };
         let c = builders.h2.serve_connection(TokioIo::new(stream), service);
         drive(std::pin::pin!(c), &state, &conn, shutdown).await;
@@ -417,7 +417,9 @@ async fn serve_h1<I>(
     let conn = Arc::new(Conn::new(peer, permit, Some(heads), builders));
     let service = {
         let conn = conn.clone();
-        service_fn(move |req| super::serve(live.load_full(), conn.clone(), req))
+        // Boxed: hyper moves the request's future into place more than
+        // once; a box is moved as one pointer (see `gateway::future_size`).
+        service_fn(move |req| Box::pin(super::serve(live.load_full(), conn.clone(), req)))
     };
     let io = Watched {
         io,
