@@ -46,6 +46,10 @@ fn worker() -> usize {
 /// Idle HTTP/1.1 connections one worker keeps per upstream at most.
 const MAX_IDLE: usize = 1024;
 
+/// How often an HTTP/2 upstream connection is pinged, and how long the
+/// answer may take.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
 /// Why a request could not be sent or answered.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -122,6 +126,12 @@ struct Slot {
     h2: Option<http2::SendRequest<UpstreamBody>>,
 }
 
+/// A new connection before its HTTP handshake.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
 /// A connection taken for one request.
 enum Taken {
     H1(http1::SendRequest<UpstreamBody>),
@@ -146,7 +156,9 @@ impl std::fmt::Debug for Checkin {
 impl Checkin {
     /// The response was passed on whole: the connection may take another request.
     pub fn put_back(self) {
-        if self.tx.is_closed() {
+        // Not ready: the upstream answered before the request body was all
+        // sent, and the connection is still busy with it.
+        if self.tx.is_closed() || !self.tx.is_ready() {
             return;
         }
         let mut slot = self.shared.lock(self.slot);
@@ -199,39 +211,53 @@ impl Shared {
     /// is not asked for (upgrades exist only in HTTP/1.1).
     async fn connect(&self, h1_only: bool) -> Result<Taken, Error> {
         let limit = self.dial.connect_timeout;
-        let timed_out = || {
-            Error::Connect(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no connection within {limit:?}"),
-            ))
-        };
-        let tcp = tokio::time::timeout(limit, self.tcp())
+        // One limit for the TCP connect and the TLS handshake together.
+        let io = tokio::time::timeout(limit, self.transport(h1_only))
             .await
-            .map_err(|_| timed_out())?
-            .map_err(Error::Connect)?;
+            .map_err(|_| {
+                Error::Connect(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {limit:?}"),
+                ))
+            })??;
+        match io {
+            Transport::Plain(tcp) => handshake_h1(TokioIo::new(tcp), h1_only).await,
+            Transport::Tls(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    // A connection that went silent (a dropped NAT entry, a
+                    // vanished host) is found and closed, not used until TCP
+                    // gives up.
+                    .keep_alive_interval(H2_KEEP_ALIVE)
+                    .keep_alive_timeout(H2_KEEP_ALIVE)
+                    .keep_alive_while_idle(true)
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(Error::Handshake)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+                    }
+                });
+                Ok(Taken::H2(tx))
+            }
+            Transport::Tls(stream) => handshake_h1(TokioIo::new(stream), h1_only).await,
+        }
+    }
+
+    /// The TCP connection and, for an `https://` upstream, its TLS session.
+    async fn transport(&self, h1_only: bool) -> Result<Transport, Error> {
+        let tcp = self.tcp().await.map_err(Error::Connect)?;
         let _ = tcp.set_nodelay(true);
         let Some((all, h1, name)) = &self.tls else {
-            return handshake_h1(TokioIo::new(tcp), h1_only).await;
+            return Ok(Transport::Plain(tcp));
         };
         let connector = if h1_only { h1 } else { all };
-        let stream = tokio::time::timeout(limit, connector.connect(name.clone(), tcp))
+        let stream = connector
+            .connect(name.clone(), tcp)
             .await
-            .map_err(|_| timed_out())?
             .map_err(Error::Tls)?;
-        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(Error::Handshake)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-                }
-            });
-            return Ok(Taken::H2(tx));
-        }
-        handshake_h1(TokioIo::new(stream), h1_only).await
+        Ok(Transport::Tls(Box::new(stream)))
     }
 
     async fn tcp(&self) -> std::io::Result<TcpStream> {
@@ -331,6 +357,7 @@ impl Pool {
             };
             let failed = match taken {
                 Taken::H1(mut tx) => {
+                    origin_form(&mut req);
                     with_host(&mut req, &shared.dial);
                     match tx.try_send_request(req).await {
                         Ok(response) => {
@@ -346,7 +373,13 @@ impl Pool {
                 }
                 Taken::H2(mut tx) => {
                     if !reused {
-                        shared.lock(slot).h2 = Some(tx.clone());
+                        // Requests that found no connection each made one:
+                        // the first to finish is kept, the others serve
+                        // their request and close.
+                        let mut s = shared.lock(slot);
+                        if s.h2.as_ref().is_none_or(http2::SendRequest::is_closed) {
+                            s.h2 = Some(tx.clone());
+                        }
                     }
                     absolute_form(&mut req, &shared.dial);
                     match tx.try_send_request(req).await {
@@ -380,11 +413,31 @@ fn with_host(req: &mut http::Request<UpstreamBody>, dial: &Dial) {
     }
 }
 
-/// HTTP/2 needs the scheme and authority in the request target.
+/// HTTP/1.1 takes the path alone (a request tried on HTTP/2 first has the
+/// absolute form).
+fn origin_form(req: &mut http::Request<UpstreamBody>) {
+    if req.uri().scheme().is_some() {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = http::Uri::from(path);
+    }
+}
+
+/// HTTP/2 needs the scheme and authority in the request target. The
+/// authority is the Host the request carries (the one it was decided on,
+/// as an HTTP/1.1 upstream gets it), else the upstream's own: `:authority`
+/// and `Host` may not differ (RFC 9113 §8.3.1).
 fn absolute_form(req: &mut http::Request<UpstreamBody>, dial: &Dial) {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| Authority::try_from(v.as_bytes()).ok());
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(dial.scheme.clone());
-    parts.authority = Some(dial.authority.clone());
+    parts.authority = Some(host.unwrap_or_else(|| dial.authority.clone()));
     parts.path_and_query = req.uri().path_and_query().cloned();
     if let Ok(uri) = http::Uri::from_parts(parts) {
         *req.uri_mut() = uri;

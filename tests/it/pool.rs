@@ -37,8 +37,11 @@ enum Speaks {
 struct Counted {
     addr: std::net::SocketAddr,
     accepted: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<(http::Version, String)>>>,
+    /// Version, path, and authority (HTTP/2's `:authority`) of each request.
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
+
+type Seen = (http::Version, String, Option<String>);
 
 impl Counted {
     async fn start(speaks: Speaks) -> Counted {
@@ -85,17 +88,18 @@ impl Counted {
         self.accepted.load(Ordering::SeqCst)
     }
 
-    fn seen(&self) -> Vec<(http::Version, String)> {
+    fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
 
 async fn answer(
-    log: Arc<Mutex<Vec<(http::Version, String)>>>,
+    log: Arc<Mutex<Vec<Seen>>>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
-    log.lock().unwrap().push((req.version(), path.clone()));
+    let authority = req.uri().authority().map(|a| a.to_string());
+    log.lock().unwrap().push((req.version(), path.clone(), authority));
     let body = if path == "/big" {
         Bytes::from(vec![b'x'; BIG])
     } else {
@@ -161,8 +165,16 @@ async fn an_https_upstream_that_offers_http2_gets_the_requests_over_http2_on_few
     let seen = up.seen();
     assert_eq!(seen.len(), 40);
     assert!(
-        seen.iter().all(|(v, _)| *v == http::Version::HTTP_2),
+        seen.iter().all(|(v, _, _)| *v == http::Version::HTTP_2),
         "not all over HTTP/2: {seen:?}"
+    );
+    // :authority is the Host the request was decided on, as an HTTP/1.1
+    // upstream would get it in its Host line.
+    let host = gw.url("/").replace("http://", "");
+    let host = host.trim_end_matches('/');
+    assert!(
+        seen.iter().all(|(_, _, a)| a.as_deref() == Some(host)),
+        "{seen:?}"
     );
     // One shared connection per worker, plus those a burst opened before
     // the first one was up: far fewer than the requests.
