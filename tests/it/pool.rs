@@ -99,7 +99,9 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let authority = req.uri().authority().map(|a| a.to_string());
-    log.lock().unwrap().push((req.version(), path.clone(), authority));
+    log.lock()
+        .unwrap()
+        .push((req.version(), path.clone(), authority));
     let body = if path == "/big" {
         Bytes::from(vec![b'x'; BIG])
     } else {
