@@ -25,7 +25,7 @@ const MAX_PENDING: usize = 1 << 20;
 
 /// How often the log thread takes the lines while they keep coming: the
 /// most a line waits before it is written.
-pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Pending bytes at which a writer wakes the log thread without waiting for
 /// its interval.

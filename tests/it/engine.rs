@@ -37,6 +37,11 @@ pub(crate) fn test_ca() -> Vec<u8> {
 
 /// A TLS acceptor serving the `localhost` leaf signed by the test CA, HTTP/1.1 only.
 pub(crate) fn localhost_tls() -> tokio_rustls::TlsAcceptor {
+    localhost_tls_offering(&[b"http/1.1"])
+}
+
+/// The `localhost` leaf of the test CA, offering these ALPN protocols.
+pub(crate) fn localhost_tls_offering(alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -52,7 +57,7 @@ pub(crate) fn localhost_tls() -> tokio_rustls::TlsAcceptor {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 

@@ -16,7 +16,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use crate::engine::fixture;
+use crate::engine::{fixture, localhost_tls_offering};
 use crate::support::{base_config, client, Gateway};
 
 /// Bytes of the long answer at `/big`: far more than one read or socket buffer.
@@ -112,23 +112,7 @@ async fn answer(
 
 /// The `localhost` leaf of the test CA, offering `h2` only.
 fn h2_tls() -> tokio_rustls::TlsAcceptor {
-    use tokio_rustls::rustls;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(fixture("localhost-cert.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(fixture("localhost-key.pem")).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    localhost_tls_offering(&[b"h2"])
 }
 
 /// A gateway with one app, public under `/`, in front of `upstream` (a URL).
