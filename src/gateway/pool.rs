@@ -428,13 +428,16 @@ fn origin_form(req: &mut http::Request<UpstreamBody>) {
 
 /// HTTP/2 needs the scheme and authority in the request target. The
 /// authority is the Host the request carries (the one it was decided on,
-/// as an HTTP/1.1 upstream gets it), else the upstream's own: `:authority`
+/// as an HTTP/1.1 upstream gets it) unless it carries userinfo, else the
+/// upstream's own: `:authority`
 /// and `Host` may not differ (RFC 9113 §8.3.1).
 fn absolute_form(req: &mut http::Request<UpstreamBody>, dial: &Dial) {
     let host = req
         .headers()
         .get(http::header::HOST)
-        .and_then(|v| Authority::try_from(v.as_bytes()).ok());
+        .and_then(|v| Authority::try_from(v.as_bytes()).ok())
+        // A client's `user@host` is no authority HTTP/2 may carry (RFC 9113 §8.3.1).
+        .filter(|a| !a.as_str().contains('@'));
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(dial.scheme.clone());
     parts.authority = Some(host.unwrap_or_else(|| dial.authority.clone()));

@@ -237,3 +237,36 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_used_and_the_request
     assert_eq!(up.seen().len(), 4);
     assert!(up.connections() >= 4, "a closed connection was reused");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_with_userinfo_never_becomes_the_http2_authority() {
+    let up = Counted::start(Speaks::Http2Tls).await;
+    let gw = gateway(
+        &format!("https://localhost:{}", up.addr.port()),
+        &format!(
+            "upstream_ca_file = \"{}\"\n",
+            fixture("test-ca.pem").display()
+        ),
+    );
+    let addr = gw.url("/").replace("http://", "");
+    let addr = addr.trim_end_matches('/').to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(
+            b"GET /who HTTP/1.1\r\nHost: attacker@evil.example\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    for (_, _, authority) in seen {
+        let authority = authority.unwrap_or_default();
+        assert!(!authority.contains('@'), "{authority} ({answer})");
+    }
+}
