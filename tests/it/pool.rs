@@ -32,8 +32,8 @@ enum Speaks {
 }
 
 /// An upstream counting its connections and recording each request's
-/// version and path; `/big` answers `BIG` bytes of `b'x'`, anything else
-/// "ok <path>".
+/// version and path; `/big` answers `BIG` bytes of `b'x'`, `/echo` the
+/// request body, anything else "ok <path>".
 struct Counted {
     addr: std::net::SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -104,6 +104,9 @@ async fn answer(
         .push((req.version(), path.clone(), authority));
     let body = if path == "/big" {
         Bytes::from(vec![b'x'; BIG])
+    } else if path == "/echo" {
+        use http_body_util::BodyExt;
+        req.into_body().collect().await.unwrap().to_bytes()
     } else {
         Bytes::from(format!("ok {path}"))
     };
@@ -269,4 +272,37 @@ async fn a_host_with_userinfo_never_becomes_the_http2_authority() {
         let authority = authority.unwrap_or_default();
         assert!(!authority.contains('@'), "{authority} ({answer})");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_of_megabytes_pass_whole_both_ways_and_leave_the_connection_reusable() {
+    let up = Counted::start(Speaks::Http1 {
+        idle_close: Duration::from_secs(60),
+    })
+    .await;
+    let gw = gateway(&format!("http://{}", up.addr), "");
+    let c = client();
+    // Not one byte value: a reordered or repeated chunk would show.
+    let sent: Vec<u8> = (0..BIG as u32).map(|i| (i % 251) as u8).collect();
+    for round in 0..3 {
+        let r = c
+            .post(gw.url("/echo"))
+            .body(sent.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "round {round}");
+        let back = r.bytes().await.unwrap();
+        assert_eq!(back.len(), sent.len(), "round {round}");
+        assert!(back[..] == sent[..], "round {round}: the echo differs");
+        let big = c.get(gw.url("/big")).send().await.unwrap();
+        let big = big.bytes().await.unwrap();
+        assert_eq!(big.len(), BIG, "round {round}");
+        assert!(big.iter().all(|b| *b == b'x'), "round {round}");
+    }
+    assert!(
+        up.connections() <= 2,
+        "{} upstream connections for 6 sequential requests",
+        up.connections()
+    );
 }
