@@ -387,8 +387,7 @@ pub fn response_hop_by_hop(headers: &HeaderMap, status: u16) -> Vec<HeaderName> 
 /// upstream; lines are read as bytes, so one that is not UTF-8 is filtered too.
 pub fn strip_gateway_cookies(headers: &mut HeaderMap, names: &[&str]) {
     let ours = |v: &HeaderValue| {
-        v.as_bytes()
-            .split(|b| *b == b';')
+        crate::session::cookie::pieces(v.as_bytes())
             .any(|pair| crate::session::cookie::pair_is_gateway_cookie(pair.trim_ascii(), names))
     };
     if !headers.get_all(http::header::COOKIE).iter().any(ours) {

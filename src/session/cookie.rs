@@ -412,20 +412,38 @@ pub enum Lookup<'a> {
 /// malformed; nothing the gateway sets is quoted.
 fn is_cookie_value(s: &str) -> bool {
     s.bytes()
-        .all(|b| matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E))
+        .all(|b| COOKIE_OCTET.get(usize::from(b)).copied().unwrap_or(false))
 }
 
+/// RFC 6265 cookie-octets, as a table: a session cookie's 200-odd bytes are
+/// checked on every request.
+// `b` stays below 256, the table's length (and a const block cannot call `get_mut`).
+#[allow(clippy::indexing_slicing)]
+static COOKIE_OCTET: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
+        b += 1;
+    }
+    table
+};
+
 /// Finds the cookie `name` in every `Cookie` header; malformed pairs are skipped (SES-13).
+/// A pair is read as the `cookie` crate's `split_parse` reads it (split at
+/// `;`, then at the first `=`, each side trimmed, the value raw), without
+/// building a cookie per pair (a test holds the two to the same answers).
 pub fn find<'a>(cookie_headers: impl Iterator<Item = &'a str>, name: &str) -> Lookup<'a> {
     // One pass over each header, no backtracking: linear in the header bytes, which the gateway
     // caps before this runs (SES-12).
     let mut found = Lookup::Absent;
     for header in cookie_headers {
-        for pair in Cookie::split_parse(header).flatten() {
-            let (Some(pair_name), Some(value)) = (pair.name_raw(), pair.value_raw()) else {
+        for segment in header.split(';') {
+            let Some((pair_name, value)) = segment.split_once('=') else {
                 continue;
             };
-            if pair_name != name || !is_cookie_value(value) {
+            let value = value.trim();
+            if pair_name.trim() != name || !is_cookie_value(value) {
                 continue;
             }
             found = match found {
@@ -451,7 +469,7 @@ pub fn without(cookie_header: &str, names: &[&str]) -> Option<String> {
 pub fn without_bytes(cookie_header: &[u8], names: &[&str]) -> Option<Vec<u8>> {
     let mut kept: Vec<&[u8]> = Vec::new();
     let mut removed = false;
-    for segment in cookie_header.split(|b| *b == b';') {
+    for segment in pieces(cookie_header) {
         let pair = segment.trim_ascii();
         if pair.is_empty() {
             continue;
@@ -469,6 +487,26 @@ pub fn without_bytes(cookie_header: &[u8], names: &[&str]) -> Option<Vec<u8>> {
     } else {
         Some(cookie_header.to_vec())
     }
+}
+
+/// The `;`-separated pieces of a `Cookie` line, as `split` on `;` gives
+/// them, found by `memchr`: a line carrying a session cookie is a few
+/// hundred bytes, read on every request.
+pub fn pieces(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(line);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b';', r) {
+            Some(i) => {
+                rest = r.get(i + 1..);
+                r.get(..i)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 /// Whether a `name=value` pair (a `Cookie` pair or the start of a
@@ -543,6 +581,83 @@ mod tests {
     use super::*;
     use crate::session::{LoginState, SessionClaims};
     use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE};
+
+    /// `find` as it was written on the `cookie` crate's parser.
+    fn find_by_the_cookie_crate<'a>(headers: &[&'a str], name: &str) -> Lookup<'a> {
+        let mut found = Lookup::Absent;
+        for header in headers {
+            for pair in Cookie::split_parse(*header).flatten() {
+                let (Some(pair_name), Some(value)) = (pair.name_raw(), pair.value_raw()) else {
+                    continue;
+                };
+                if pair_name != name || !is_cookie_value(value) {
+                    continue;
+                }
+                found = match found {
+                    Lookup::Absent => Lookup::One(value),
+                    Lookup::One(_) | Lookup::Many => return Lookup::Many,
+                };
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn pieces_are_what_split_gives() {
+        for line in ["", ";", "a", "a;b", ";a;", "a;;b;", "x=1; y=2", " ; "] {
+            let ours: Vec<&[u8]> = pieces(line.as_bytes()).collect();
+            let split: Vec<&[u8]> = line.as_bytes().split(|b| *b == b';').collect();
+            assert_eq!(ours, split, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn find_reads_cookie_lines_exactly_as_the_cookie_crate_does() {
+        // Pieces a hostile or sloppy client might put together.
+        const PIECES: &[&str] = &[
+            "a",
+            "b",
+            "=",
+            ";",
+            " ",
+            "\t",
+            "\"",
+            "v1",
+            "x=y",
+            NAME,
+            "__Host-portcullisX",
+            ";;",
+            "= ",
+            " =",
+            "\"v\"",
+            ",",
+            "\\",
+            "%20",
+            "\u{a0}",
+            "é",
+        ];
+        // A small deterministic generator: the same cases every run.
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for case in 0..20_000 {
+            let lines: Vec<String> = (0..1 + next(2))
+                .map(|_| (0..next(12)).map(|_| PIECES[next(PIECES.len())]).collect())
+                .collect();
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            for name in [NAME, "a", "x"] {
+                assert_eq!(
+                    find(lines.iter().copied(), name),
+                    find_by_the_cookie_crate(&lines, name),
+                    "case {case}: {lines:?} for {name}"
+                );
+            }
+        }
+    }
 
     const NAME: &str = "__Host-portcullis";
     const LOGIN: &str = "__Host-portcullis_login";

@@ -5,6 +5,7 @@ pub mod cookie;
 pub mod ended;
 pub mod handoff;
 pub mod idle;
+pub mod opened;
 pub mod service;
 pub mod tokens;
 

@@ -138,6 +138,8 @@ pub struct Sessions {
     /// `state` values already consumed on this replica, so a replayed callback
     /// (same login cookie, same state) is refused even before the provider sees the code.
     used_states: moka::sync::Cache<String, ()>,
+    /// Session cookies each worker already opened with these keys.
+    opened: super::opened::Memo,
 }
 
 impl Sessions {
@@ -176,6 +178,7 @@ impl Sessions {
                     crate::config::defaults::LOGIN_STATE_SECS,
                 ))
                 .build(),
+            opened: super::opened::Memo::new(),
         }
     }
 
@@ -202,13 +205,27 @@ impl Sessions {
         let Lookup::One(value) = cookie::find(cookie_headers, &self.cookie_name) else {
             return None;
         };
-        let opened = self
-            .sealer
-            .open::<SessionClaims>(&self.cookie_name, Purpose::Session, value)
-            .ok()?;
-        let c = opened.value;
-        (self.binding(host) == c.host && !cookie::is_expired(c.exp, now))
-            .then_some((c, opened.stale_key))
+        let (c, stale_key) = match self.opened.get(value) {
+            Some(hit) => hit,
+            None => {
+                let opened = self
+                    .sealer
+                    .open::<SessionClaims>(&self.cookie_name, Purpose::Session, value)
+                    .ok()?;
+                self.opened.put(value, &opened.value, opened.stale_key);
+                (opened.value, opened.stale_key)
+            }
+        };
+        (self.is_binding(host, &c.host) && !cookie::is_expired(c.exp, now))
+            .then_some((c, stale_key))
+    }
+
+    /// Whether `bound` is [`Sessions::binding`] of `host` (without building it).
+    fn is_binding(&self, host: &str, bound: &str) -> bool {
+        match self.shared_domain(host) {
+            Some(d) => bound.strip_prefix('.') == Some(d),
+            None => bound == host,
+        }
     }
 
     /// Whether `host` is under `session.cookie_domain` (shares the session cookie, no handoff).
