@@ -19,6 +19,7 @@ pub mod jwk;
 pub mod jwks;
 pub mod jws;
 pub mod logging;
+pub mod memo;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;

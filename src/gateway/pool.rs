@@ -15,6 +15,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -117,6 +118,8 @@ struct Shared {
     slots: Box<[Mutex<Slot>]>,
     /// For a thread numbered past the workers (none is).
     spare: Mutex<Slot>,
+    /// Whether the task that sweeps idle connections was started.
+    sweeping: AtomicBool,
 }
 
 #[derive(Default)]
@@ -178,6 +181,24 @@ impl Checkin {
 }
 
 impl Shared {
+    /// Closes the idle connections that went unused for `idle_for` or
+    /// that their upstream closed, in every worker's list, at `now`: a
+    /// worker that no longer sends to this upstream would otherwise keep
+    /// them open until the upstream closes them.
+    fn sweep(&self, now: Instant) {
+        let idle_for = self.dial.idle_for;
+        for slot in self.slots.iter().chain(std::iter::once(&self.spare)) {
+            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            // Dropping a connection's `SendRequest` ends its task, which
+            // closes the socket.
+            slot.h1
+                .retain(|(tx, since)| !tx.is_closed() && now.duration_since(*since) <= idle_for);
+            if slot.h2.as_ref().is_some_and(http2::SendRequest::is_closed) {
+                slot.h2 = None;
+            }
+        }
+    }
+
     fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, Slot> {
         // Workers are numbered from 0 to `slots.len()`: `spare` is never taken.
         let slot = self.slots.get(i).unwrap_or(&self.spare);
@@ -290,6 +311,29 @@ where
     Ok(Taken::H1(tx))
 }
 
+/// Starts, once per pool, a task on this worker's runtime that sweeps the
+/// pool's idle connections every half `idle_for` until the pool is dropped
+/// (a reload replaced it). Called when a connection is made: a pool that
+/// never made one has nothing to sweep.
+fn sweep_while_alive(shared: &Arc<Shared>) {
+    if shared.sweeping.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let every = (shared.dial.idle_for / 2).max(Duration::from_millis(100));
+    let pool = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(shared) = pool.upgrade() else {
+                return;
+            };
+            shared.sweep(Instant::now());
+        }
+    });
+}
+
 /// The TLS connector of `config` offering these ALPN protocols.
 fn connector(config: &rustls::ClientConfig, alpn: &[&[u8]]) -> TlsConnector {
     let mut config = config.clone();
@@ -324,6 +368,7 @@ impl Pool {
                 tls,
                 slots,
                 spare: Mutex::default(),
+                sweeping: AtomicBool::new(false),
             }),
         })
     }
@@ -353,7 +398,10 @@ impl Pool {
                 // Boxed: connecting (TCP, TLS, handshakes) is a large future,
                 // and hyper moves every request's future into place; kept
                 // inline it cost each request about 8 000 instructions of copying.
-                None => (Box::pin(shared.connect(false)).await?, false),
+                None => {
+                    sweep_while_alive(shared);
+                    (Box::pin(shared.connect(false)).await?, false)
+                }
             };
             let failed = match taken {
                 Taken::H1(mut tx) => {
@@ -444,5 +492,82 @@ fn absolute_form(req: &mut http::Request<UpstreamBody>, dial: &Dial) {
     parts.path_and_query = req.uri().path_and_query().cloned();
     if let Ok(uri) = http::Uri::from_parts(parts) {
         *req.uri_mut() = uri;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// An upstream that answers one request on one connection, then
+    /// reports when the gateway closes that connection.
+    async fn one_answer_upstream() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed, closed_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = closed.send(());
+        });
+        (addr, closed_rx)
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_by_the_sweep_once_unused_for_idle_for() {
+        let (addr, mut closed) = one_answer_upstream().await;
+        let idle_for = Duration::from_secs(3600);
+        let pool = Pool::new(
+            Dial {
+                address: Address::Socket(addr),
+                tls: None,
+                connect_timeout: Duration::from_secs(5),
+                scheme: Scheme::HTTP,
+                authority: Authority::try_from(addr.to_string().as_str()).unwrap(),
+                idle_for,
+            },
+            1,
+        )
+        .unwrap();
+        let req = http::Request::builder()
+            .uri("/")
+            .header(http::header::HOST, "app.example")
+            .body(UpstreamBody::new(None, None))
+            .unwrap();
+        let (response, checkin) = pool.send(req, false).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        checkin.unwrap().put_back();
+        assert_eq!(pool.shared.lock(0).h1.len(), 1, "the connection went back");
+
+        // Used just now: a sweep keeps it open.
+        pool.shared.sweep(Instant::now());
+        assert_eq!(pool.shared.lock(0).h1.len(), 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            closed.try_recv().is_err(),
+            "a fresh idle connection was closed"
+        );
+
+        // Unused for longer than idle_for: the sweep closes it.
+        pool.shared
+            .sweep(Instant::now() + idle_for + Duration::from_secs(1));
+        assert_eq!(pool.shared.lock(0).h1.len(), 0);
+        let seen = tokio::time::timeout(Duration::from_secs(5), closed.recv()).await;
+        assert!(
+            matches!(seen, Ok(Some(()))),
+            "the upstream never saw the connection close"
+        );
     }
 }

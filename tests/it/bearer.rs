@@ -1617,3 +1617,42 @@ public_paths = ["/jwks"]
     assert_eq!(bearer_status(&gw, &token).await, 401);
     assert_eq!(upstream.requests().len(), 0);
 }
+
+/// A worker remembers the verdict keys of tokens it saw (`memo.rs`): a
+/// token good for one app's audience stays refused by an app with another,
+/// however often the two are asked in turn.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_for_one_apps_audience_stays_refused_by_another_app_asked_in_turn() {
+    let trusted = provider().await;
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{wk}\"\n\
+         [[app]]\nname = \"api\"\nhost = \"api.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n\
+         [[app]]\nname = \"billing\"\nhost = \"billing.test\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"billing\"]\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        wk = trusted.well_known_url(),
+        up = upstream.url()
+    ));
+    gw.ready().await;
+    let token = trusted.sign(&claims(&trusted.issuer(), |_| {})).unwrap();
+    let c = client();
+    for round in 0..4 {
+        for (host, status) in [("api.test", 200), ("billing.test", 401)] {
+            let r = c
+                .get(gw.url("/x"))
+                .header("host", host)
+                .header("accept", "application/json")
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), status, "round {round}, {host}");
+        }
+    }
+    assert_eq!(
+        upstream.requests().len(),
+        4,
+        "only api's requests went upstream"
+    );
+}
