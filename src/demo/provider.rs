@@ -234,6 +234,11 @@ pub struct Faults {
     /// The token endpoint issues refresh tokens and accepts the
     /// `refresh_token` grant, rotating the refresh token on each use.
     pub refresh_tokens: bool,
+    /// The `refresh_token` grant answers with an ID token too (OIDC Core
+    /// §12.2), built as a sign-in's: the ID token faults above shape it.
+    pub refresh_id_token: bool,
+    /// ID token `sub` instead of the user's.
+    pub id_token_sub: Option<String>,
 }
 
 /// A broken answer an endpoint gives instead of its real one.
@@ -588,6 +593,9 @@ struct RefreshGrant {
     client_id: String,
     sub: String,
     scope: String,
+    /// Of the sign-in the first refresh token came from.
+    auth_time: i64,
+    sid: String,
 }
 
 #[derive(Clone)]
@@ -1313,7 +1321,7 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
     match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {}
         Some("refresh_token") if faults.refresh_tokens => {
-            return refresh_grant(shared, client, &form, &faults);
+            return refresh_grant(shared, client, &form, &faults).await;
         }
         _ => {
             return oauth_error(
@@ -1327,8 +1335,13 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
         Ok(redeemed) => redeemed,
         Err(response) => return response,
     };
-    let mut answer = match issue_tokens(shared, &client.client_id, &user.sub, &grant.scope, &faults)
-    {
+    let mut answer = match issue_tokens(
+        shared,
+        &client.client_id,
+        (&user.sub, &grant.scope),
+        (grant.auth_time, &grant.sid),
+        &faults,
+    ) {
         Ok(answer) => answer,
         Err(error) => return no_random(error),
     };
@@ -1466,8 +1479,8 @@ async fn id_token(
 fn issue_tokens(
     shared: &Shared,
     client_id: &str,
-    sub: &str,
-    scope: &str,
+    (sub, scope): (&str, &str),
+    (auth_time, sid): (i64, &str),
     faults: &Faults,
 ) -> Result<Map<String, Value>, NoRandom> {
     let ttl = faults
@@ -1496,6 +1509,8 @@ fn issue_tokens(
                     client_id: client_id.to_string(),
                     sub: sub.to_string(),
                     scope: scope.to_string(),
+                    auth_time,
+                    sid: sid.to_string(),
                 },
             );
         }
@@ -1516,7 +1531,7 @@ fn issue_tokens(
 
 /// The `refresh_token` grant (RFC 6749 §6): the refresh token is one-time
 /// (rotation), bound to the client it was issued to.
-fn refresh_grant(
+async fn refresh_grant(
     shared: &Shared,
     client: &DemoClient,
     form: &BTreeMap<String, String>,
@@ -1537,10 +1552,57 @@ fn refresh_grant(
             "unknown, revoked or already used refresh token",
         );
     };
-    let answer = match issue_tokens(shared, &grant.client_id, &grant.sub, &grant.scope, faults) {
+    let mut answer = match issue_tokens(
+        shared,
+        &grant.client_id,
+        (&grant.sub, &grant.scope),
+        (grant.auth_time, &grant.sid),
+        faults,
+    ) {
         Ok(answer) => answer,
         Err(error) => return no_random(error),
     };
+    if faults.refresh_id_token && grant.scope.split(' ').any(|scope| scope == "openid") {
+        let Some(user) = shared.user(&grant.sub) else {
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "user gone",
+            );
+        };
+        let access_token = answer
+            .get("access_token")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        // As a sign-in's, without a nonce (OIDC Core §12.2).
+        let signed_in = CodeGrant {
+            client_id: grant.client_id.clone(),
+            redirect_uri: String::new(),
+            sub: grant.sub.clone(),
+            nonce: None,
+            scope: grant.scope.clone(),
+            pkce: None,
+            auth_time: grant.auth_time,
+            sid: grant.sid.clone(),
+            expires: shared.clock.now(),
+        };
+        match id_token(
+            shared,
+            &signed_in,
+            user,
+            &access_token,
+            faults,
+            &client.client_secret,
+        )
+        .await
+        {
+            Ok(id_token) => {
+                answer.insert("id_token".into(), json!(id_token));
+            }
+            Err(response) => return response,
+        }
+    }
     shared.lock().refreshes += 1;
     let mut response = json_response(StatusCode::OK, &Value::Object(answer));
     response
@@ -1671,6 +1733,9 @@ fn id_token_claims(
     now: i64,
 ) -> Map<String, Value> {
     let mut claims = profile_claims(user);
+    if let Some(sub) = &faults.id_token_sub {
+        claims.insert("sub".into(), json!(sub));
+    }
     claims.insert("iss".into(), json!(faults.iss.as_deref().unwrap_or(issuer)));
     if faults.omit_sub {
         claims.remove("sub");

@@ -25,16 +25,20 @@ pub enum EndReason {
     SourceRemoved,
     /// The renewed tokens could not be sealed or stored.
     TokensNotKept,
+    /// The refresh answer's ID token was of another subject, issuer or
+    /// client, or did not verify (OIDC-32).
+    RefreshInvalid,
 }
 
 impl EndReason {
     /// Every reason, for lookups and tests.
-    pub const ALL: [EndReason; 5] = [
+    pub const ALL: [EndReason; 6] = [
         EndReason::RefreshRefused,
         EndReason::TokenExpired,
         EndReason::ProviderUnreachable,
         EndReason::SourceRemoved,
         EndReason::TokensNotKept,
+        EndReason::RefreshInvalid,
     ];
 
     /// The code in the sign-in URL's `reason` parameter and in logs.
@@ -45,6 +49,7 @@ impl EndReason {
             EndReason::ProviderUnreachable => "provider_unreachable",
             EndReason::SourceRemoved => "source_removed",
             EndReason::TokensNotKept => "tokens_not_kept",
+            EndReason::RefreshInvalid => "refresh_invalid",
         }
     }
 
@@ -72,6 +77,9 @@ impl EndReason {
             EndReason::TokensNotKept => {
                 "Your session ended because its renewed access could not be saved. Sign in again.".to_string()
             }
+            EndReason::RefreshInvalid => format!(
+                "Your session ended because {provider} renewed it for another account or application. Sign in again."
+            ),
         }
     }
 }

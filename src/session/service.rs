@@ -625,7 +625,8 @@ impl Sessions {
                 .await;
         };
         let asked = std::time::Instant::now();
-        match sources.refresh(&rt, refresh_token, now).await {
+        let signed_in = entry.principal.as_ref().map(|p| &*p.claims);
+        match sources.refresh(&rt, refresh_token, signed_in, now).await {
             Ok(set) => {
                 let next = stored.refreshed(&set, now);
                 let sealed = match next.seal(&self.sealer, sid) {
@@ -647,6 +648,13 @@ impl Sessions {
                 }
                 tracing::debug!(auth.source = source, "access token refreshed");
                 AccessToken::Token(entry.set_tokens(next).access_token.clone())
+            }
+            Err(e @ (SourceError::IdToken(_) | SourceError::SubjectMismatch)) => {
+                // OIDC-32: an ID token of another subject, issuer or client,
+                // or one that does not verify, ends the session.
+                tracing::warn!(auth.source = source, error = %e, "the provider renewed the tokens with an ID token that is not the session's");
+                self.end(sid, entry, source.to_string(), EndReason::RefreshInvalid)
+                    .await
             }
             Err(SourceError::TokenRefused(why)) => {
                 tracing::info!(auth.source = source, reason = %why, "the provider refused the refresh token");

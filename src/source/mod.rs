@@ -120,6 +120,24 @@ impl TokenSet {
     }
 }
 
+/// Whether a refreshed ID token's `claims` are of the session's identity:
+/// the same `sub` as the sign-in's claims `signed_in`, and the same `iss`
+/// where those kept it (OIDC Core §12.2). A session whose claims kept no
+/// `sub` cannot be matched, so it is refused too.
+pub fn check_same_identity(claims: &Value, signed_in: Option<&Value>) -> Result<(), SourceError> {
+    let old = |name: &str| signed_in.and_then(|c| c.get(name));
+    match (claims.get("sub"), old("sub")) {
+        (Some(new), Some(old)) if new == old => {}
+        _ => return Err(SourceError::SubjectMismatch),
+    }
+    match old("iss") {
+        Some(iss) if claims.get("iss") != Some(iss) => {
+            Err(SourceError::IdToken(idtoken::IdTokenError::Issuer))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl std::fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenSet")
@@ -481,10 +499,17 @@ impl Sources {
     /// Trades a refresh token for fresh tokens (RFC 6749 §6) at the source's
     /// token endpoint, authenticated as the code exchange is. A refused
     /// refresh token is [`SourceError::TokenRefused`].
+    ///
+    /// An ID token in the answer (OIDC Core §12.2) is validated as at sign-in
+    /// (signature, `iss`, `aud`, `azp`, times; no nonce is asked for) and must
+    /// name the subject and issuer of `signed_in`, the claims of the session's
+    /// sign-in: else [`SourceError::SubjectMismatch`] or
+    /// [`SourceError::IdToken`], and the caller ends the session (OIDC-32).
     pub async fn refresh(
         &self,
         rt: &Runtime,
         refresh_token: &str,
+        signed_in: Option<&Value>,
         now: u64,
     ) -> Result<TokenSet, SourceError> {
         let src = &rt.config;
@@ -512,6 +537,17 @@ impl Sources {
         let body = resp.json().unwrap_or(Value::Null);
         vendor_api_error(quirks, &body)?;
         let access_token = token_response(resp.status, &body)?;
+        // Only an OpenID Connect source's ID token is read: a plain OAuth 2.0
+        // source never asked for one.
+        if let (Some(raw), Some(_)) = (
+            body.get("id_token").and_then(Value::as_str),
+            endpoints.issuer.as_deref(),
+        ) {
+            let claims = self
+                .validate_id_token(src, &endpoints, raw, None, now)
+                .await?;
+            check_same_identity(&claims, signed_in)?;
+        }
         Ok(TokenSet::from_response(access_token, &body))
     }
 
@@ -1054,4 +1090,35 @@ pub fn registration_urls(public_url: &Url, slug: &str) -> [(&'static str, String
             format!("{origin}/_auth/backchannel_logout/{slug}"),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn oidc32_a_refreshed_id_token_must_name_the_sessions_subject_and_issuer() {
+        let signed_in = json!({"iss": "https://idp", "sub": "alice", "email": "a@x"});
+        let same = json!({"iss": "https://idp", "sub": "alice"});
+        assert!(check_same_identity(&same, Some(&signed_in)).is_ok());
+        let other_sub = json!({"iss": "https://idp", "sub": "mallory"});
+        assert!(matches!(
+            check_same_identity(&other_sub, Some(&signed_in)),
+            Err(SourceError::SubjectMismatch)
+        ));
+        let other_iss = json!({"iss": "https://other", "sub": "alice"});
+        assert!(matches!(
+            check_same_identity(&other_iss, Some(&signed_in)),
+            Err(SourceError::IdToken(idtoken::IdTokenError::Issuer))
+        ));
+        // A session whose claims lost `sub` (or has none) cannot be matched.
+        let no_sub = json!({"iss": "https://idp"});
+        assert!(check_same_identity(&same, Some(&no_sub)).is_err());
+        assert!(check_same_identity(&same, None).is_err());
+        // A number is not the string it spells.
+        let numeric = json!({"iss": "https://idp", "sub": 7});
+        let spelled = json!({"iss": "https://idp", "sub": "7"});
+        assert!(check_same_identity(&numeric, Some(&spelled)).is_err());
+    }
 }

@@ -363,3 +363,77 @@ async fn sessions_keep_no_tokens_where_no_app_passes_them() {
     let record = store.user_sessions(&user.id).await.unwrap().remove(0);
     assert_eq!(record.tokens, None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_answered_with_the_sessions_own_id_token_keeps_the_session() {
+    let mut s = setup(true).await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
+    s.provider.set_faults(|f| f.refresh_id_token = true);
+    for round in 1..=2 {
+        s.advance(Duration::from_secs(TTL / 2 + 1));
+        let r = private(&s.gw, &s.jar).await;
+        assert_eq!(r.status(), 200, "refresh {round}");
+        assert_eq!(s.provider.refreshes(), round);
+        assert!(s.provider.access_token_valid(&last_token(&s)));
+    }
+}
+
+/// OIDC-32 (OIDC Core §12.2): a refresh answer's ID token of another
+/// subject, issuer, audience or authorized party ends the session, and the
+/// browser is sent to sign in again with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc32_a_refresh_id_token_of_another_sub_iss_aud_or_azp_ends_the_session() {
+    type Fault = fn(&mut portcullis::demo::Faults);
+    let cases: [(&str, Fault); 4] = [
+        ("sub", |f| f.id_token_sub = Some("someone-else".into())),
+        ("iss", |f| f.iss = Some("https://elsewhere.example".into())),
+        ("aud", |f| f.aud = Some(serde_json::json!("another-client"))),
+        ("azp", |f| f.azp = Some(Some("another-client".into()))),
+    ];
+    for (claim, fault) in cases {
+        let mut s = setup(true).await;
+        assert_eq!(s.sign_in().await.status(), 302);
+        assert_eq!(private(&s.gw, &s.jar).await.status(), 200);
+        let forwarded = s.upstream.requests().len();
+        let correct = s.provider.faults();
+        s.provider.set_faults(|f| {
+            f.refresh_id_token = true;
+            fault(f);
+        });
+        s.advance(Duration::from_secs(TTL / 2 + 1));
+        let r = private(&s.gw, &s.jar).await;
+        assert_eq!(r.status(), 401, "another {claim}");
+        let header = challenge(&r);
+        assert!(
+            header.contains(r#"error="invalid_token""#),
+            "{claim}: {header}"
+        );
+        assert!(
+            header.contains("Demo IdP renewed it for another account or application"),
+            "{claim}: {header}"
+        );
+        assert_eq!(
+            s.provider.refreshes(),
+            1,
+            "{claim}: the provider did answer"
+        );
+        assert_eq!(
+            s.upstream.requests().len(),
+            forwarded,
+            "{claim}: nothing reached the app"
+        );
+        // The browser is sent to sign in again, told why.
+        let r = s.get(&s.gw.url("/private")).await;
+        assert_eq!(r.status(), 302, "{claim}");
+        assert_eq!(
+            r.headers()["location"],
+            "/_auth/sign_in?rd=/private&reason=refresh_invalid&source=demo",
+            "{claim}"
+        );
+        // With a correct provider again, signing in works.
+        s.provider.set_faults(|f| *f = correct);
+        assert_eq!(s.sign_in().await.status(), 302, "{claim}");
+        assert_eq!(private(&s.gw, &s.jar).await.status(), 200, "{claim}");
+    }
+}
