@@ -1345,26 +1345,18 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
         Ok(answer) => answer,
         Err(error) => return no_random(error),
     };
-    let access_token = answer
-        .get("access_token")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
     if grant.scope.split(' ').any(|scope| scope == "openid") {
-        match id_token(
+        if let Err(response) = add_id_token(
             shared,
+            &mut answer,
             &grant,
             user,
-            &access_token,
             &faults,
             &client.client_secret,
         )
         .await
         {
-            Ok(id_token) => {
-                answer.insert("id_token".into(), json!(id_token));
-            }
-            Err(response) => return response,
+            return response;
         }
     }
     let mut response = json_response(StatusCode::OK, &Value::Object(answer));
@@ -1435,6 +1427,26 @@ fn redeem_code<'a>(
         ));
     };
     Ok((grant, user))
+}
+
+/// Adds the signed ID token of `grant` to a token `answer` (which holds
+/// its access token, for `at_hash`).
+async fn add_id_token(
+    shared: &Shared,
+    answer: &mut Map<String, Value>,
+    grant: &CodeGrant,
+    user: &DemoUser,
+    faults: &Faults,
+    client_secret: &str,
+) -> Result<(), Resp> {
+    let access_token = answer
+        .get("access_token")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let token = id_token(shared, grant, user, &access_token, faults, client_secret).await?;
+    answer.insert("id_token".into(), json!(token));
+    Ok(())
 }
 
 /// The signed ID token of a token answer, with the rotated key when
@@ -1570,11 +1582,6 @@ async fn refresh_grant(
                 "user gone",
             );
         };
-        let access_token = answer
-            .get("access_token")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
         // As a sign-in's, without a nonce (OIDC Core §12.2).
         let signed_in = CodeGrant {
             client_id: grant.client_id.clone(),
@@ -1587,20 +1594,17 @@ async fn refresh_grant(
             sid: grant.sid.clone(),
             expires: shared.clock.now(),
         };
-        match id_token(
+        if let Err(response) = add_id_token(
             shared,
+            &mut answer,
             &signed_in,
             user,
-            &access_token,
             faults,
             &client.client_secret,
         )
         .await
         {
-            Ok(id_token) => {
-                answer.insert("id_token".into(), json!(id_token));
-            }
-            Err(response) => return response,
+            return response;
         }
     }
     shared.lock().refreshes += 1;

@@ -241,7 +241,9 @@ impl From<&FlowError> for SignInRefusal {
 impl From<&SourceError> for SignInRefusal {
     fn from(e: &SourceError) -> Self {
         match e {
-            SourceError::IdToken(_) | SourceError::SubjectMismatch => SignInRefusal::InvalidIdToken,
+            SourceError::IdToken(_)
+            | SourceError::SubjectMismatch
+            | SourceError::NotTheSession(_) => SignInRefusal::InvalidIdToken,
             SourceError::TokenRefused(_) => SignInRefusal::CodeRefused,
             SourceError::NotReady => SignInRefusal::NotReady,
             SourceError::Timeout(_) => SignInRefusal::ProviderTimeout,

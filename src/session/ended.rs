@@ -78,7 +78,7 @@ impl EndReason {
                 "Your session ended because its renewed access could not be saved. Sign in again.".to_string()
             }
             EndReason::RefreshInvalid => format!(
-                "Your session ended because {provider} renewed it for another account or application. Sign in again."
+                "Your session ended because {provider} renewed it with an ID token this gateway cannot accept (for another account or application, or one that does not verify). Sign in again."
             ),
         }
     }

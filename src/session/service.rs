@@ -649,7 +649,7 @@ impl Sessions {
                 tracing::debug!(auth.source = source, "access token refreshed");
                 AccessToken::Token(entry.set_tokens(next).access_token.clone())
             }
-            Err(e @ (SourceError::IdToken(_) | SourceError::SubjectMismatch)) => {
+            Err(e @ (SourceError::IdToken(_) | SourceError::NotTheSession(_))) => {
                 // OIDC-32: an ID token of another subject, issuer or client,
                 // or one that does not verify, ends the session.
                 tracing::warn!(auth.source = source, error = %e, "the provider renewed the tokens with an ID token that is not the session's");

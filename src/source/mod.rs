@@ -46,6 +46,10 @@ pub enum SourceError {
     /// The profile's `sub` differs from the ID token's (OIDC-20).
     #[error("the provider's profile is for another subject than its ID token")]
     SubjectMismatch,
+    /// A refresh answer's ID token differs from the session's sign-in in
+    /// this claim (OIDC-32).
+    #[error("the refreshed ID token's `{0}` is not the session's")]
+    NotTheSession(&'static str),
     /// The profile could not be mapped to an identity.
     #[error("{0}")]
     Mapping(#[from] claims::MapError),
@@ -120,20 +124,26 @@ impl TokenSet {
     }
 }
 
-/// Whether a refreshed ID token's `claims` are of the session's identity:
-/// the same `sub` as the sign-in's claims `signed_in`, and the same `iss`
-/// where those kept it (OIDC Core §12.2). A session whose claims kept no
-/// `sub` cannot be matched, so it is refused too.
+/// Whether a refreshed ID token's `claims` are of the session's sign-in,
+/// whose claims are `signed_in` (OIDC Core §12.2): the same `sub`; the same
+/// `iss` and `auth_time` where both carry them; and a `nonce` only if it is
+/// the sign-in's. A session whose claims kept no `sub` cannot be matched, so
+/// it is refused too.
 pub fn check_same_identity(claims: &Value, signed_in: Option<&Value>) -> Result<(), SourceError> {
     let old = |name: &str| signed_in.and_then(|c| c.get(name));
     match (claims.get("sub"), old("sub")) {
         (Some(new), Some(old)) if new == old => {}
-        _ => return Err(SourceError::SubjectMismatch),
+        _ => return Err(SourceError::NotTheSession("sub")),
     }
-    match old("iss") {
-        Some(iss) if claims.get("iss") != Some(iss) => {
-            Err(SourceError::IdToken(idtoken::IdTokenError::Issuer))
+    for name in ["iss", "auth_time"] {
+        if let (Some(new), Some(old)) = (claims.get(name), old(name)) {
+            if new != old {
+                return Err(SourceError::NotTheSession(name));
+            }
         }
+    }
+    match claims.get("nonce") {
+        Some(nonce) if old("nonce") != Some(nonce) => Err(SourceError::NotTheSession("nonce")),
         _ => Ok(()),
     }
 }
@@ -500,11 +510,13 @@ impl Sources {
     /// token endpoint, authenticated as the code exchange is. A refused
     /// refresh token is [`SourceError::TokenRefused`].
     ///
-    /// An ID token in the answer (OIDC Core §12.2) is validated as at sign-in
+    /// An OpenID Connect source's keys are fetched first, so a key set that
+    /// cannot be had fails the refresh before the refresh token is spent. An
+    /// ID token in the answer (OIDC Core §12.2) is validated as at sign-in
     /// (signature, `iss`, `aud`, `azp`, times; no nonce is asked for) and must
-    /// name the subject and issuer of `signed_in`, the claims of the session's
-    /// sign-in: else [`SourceError::SubjectMismatch`] or
-    /// [`SourceError::IdToken`], and the caller ends the session (OIDC-32).
+    /// be of the sign-in whose claims are `signed_in` ([`check_same_identity`]):
+    /// else [`SourceError::IdToken`] or [`SourceError::NotTheSession`], and
+    /// the caller ends the session (OIDC-32).
     pub async fn refresh(
         &self,
         rt: &Runtime,
@@ -529,6 +541,14 @@ impl Sources {
                 None
             }
         };
+        if src.is_oidc() && endpoints.jwks.is_some() {
+            // The keys are at hand before the refresh token is spent: a
+            // provider that rotates it has used it up once it answers, so a
+            // key set that cannot be had is better found (and retried) now.
+            self.jwks
+                .keys_for_sign_in(&src.slug, endpoints.jwks.as_ref(), None)
+                .await?;
+        }
         let resp = self
             .http
             .source(&src.slug)
@@ -539,10 +559,7 @@ impl Sources {
         let access_token = token_response(resp.status, &body)?;
         // Only an OpenID Connect source's ID token is read: a plain OAuth 2.0
         // source never asked for one.
-        if let (Some(raw), Some(_)) = (
-            body.get("id_token").and_then(Value::as_str),
-            endpoints.issuer.as_deref(),
-        ) {
+        if let (Some(raw), true) = (body.get("id_token").and_then(Value::as_str), src.is_oidc()) {
             let claims = self
                 .validate_id_token(src, &endpoints, raw, None, now)
                 .await?;
@@ -1099,19 +1116,33 @@ mod tests {
 
     #[test]
     fn oidc32_a_refreshed_id_token_must_name_the_sessions_subject_and_issuer() {
-        let signed_in = json!({"iss": "https://idp", "sub": "alice", "email": "a@x"});
-        let same = json!({"iss": "https://idp", "sub": "alice"});
+        let signed_in = json!({"iss": "https://idp", "sub": "alice", "email": "a@x",
+            "auth_time": 100, "nonce": "n1"});
+        let same = json!({"iss": "https://idp", "sub": "alice", "auth_time": 100});
         assert!(check_same_identity(&same, Some(&signed_in)).is_ok());
-        let other_sub = json!({"iss": "https://idp", "sub": "mallory"});
-        assert!(matches!(
-            check_same_identity(&other_sub, Some(&signed_in)),
-            Err(SourceError::SubjectMismatch)
-        ));
-        let other_iss = json!({"iss": "https://other", "sub": "alice"});
-        assert!(matches!(
-            check_same_identity(&other_iss, Some(&signed_in)),
-            Err(SourceError::IdToken(idtoken::IdTokenError::Issuer))
-        ));
+        let refused = |claims: Value| match check_same_identity(&claims, Some(&signed_in)) {
+            Err(SourceError::NotTheSession(name)) => name,
+            other => panic!("{claims} gave {other:?}"),
+        };
+        assert_eq!(
+            refused(json!({"iss": "https://idp", "sub": "mallory"})),
+            "sub"
+        );
+        assert_eq!(
+            refused(json!({"iss": "https://other", "sub": "alice"})),
+            "iss"
+        );
+        assert_eq!(
+            refused(json!({"iss": "https://idp", "sub": "alice", "auth_time": 200})),
+            "auth_time"
+        );
+        assert_eq!(
+            refused(json!({"iss": "https://idp", "sub": "alice", "nonce": "n2"})),
+            "nonce"
+        );
+        // The sign-in's own nonce may come back (oidc-provider sends it).
+        let echoed = json!({"iss": "https://idp", "sub": "alice", "nonce": "n1"});
+        assert!(check_same_identity(&echoed, Some(&signed_in)).is_ok());
         // A session whose claims lost `sub` (or has none) cannot be matched.
         let no_sub = json!({"iss": "https://idp"});
         assert!(check_same_identity(&same, Some(&no_sub)).is_err());

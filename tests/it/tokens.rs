@@ -410,7 +410,7 @@ async fn oidc32_a_refresh_id_token_of_another_sub_iss_aud_or_azp_ends_the_sessio
             "{claim}: {header}"
         );
         assert!(
-            header.contains("Demo IdP renewed it for another account or application"),
+            header.contains("Demo IdP renewed it with an ID token this gateway cannot accept"),
             "{claim}: {header}"
         );
         assert_eq!(
