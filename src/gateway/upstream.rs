@@ -356,30 +356,33 @@ pub fn response_hop_by_hop(headers: &HeaderMap, status: u16) -> Vec<HeaderName> 
         http::header::TE,
         http::header::TRAILER,
     ];
-    // Most answers have none of these: no list is allocated for them.
-    let mut names: Vec<HeaderName> = Vec::new();
-    if headers.contains_key(http::header::CONNECTION) {
-        names.extend(
-            headers
-                .get_all(http::header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
-                // nginx says `Connection: keep-alive` on every answer: no copy for that.
-                .filter(|t| !kept_option(t))
-                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
-        );
+    // Most answers have none of these: no list is allocated for them. One
+    // pass over the answer's names (a handful) costs less than a hashed
+    // lookup per hop-by-hop name.
+    let mut standard: Vec<HeaderName> = Vec::new();
+    let mut connection = false;
+    for name in headers.keys() {
+        if name == http::header::CONNECTION {
+            connection = true;
+        } else if STANDARD.contains(name) || (status != 101 && name == http::header::UPGRADE) {
+            standard.push(name.clone());
+        }
     }
-    names.retain(|n| headers.contains_key(n));
-    let upgrade = (status != 101).then_some(&http::header::UPGRADE);
-    names.extend(
-        STANDARD
-            .iter()
-            .chain(upgrade)
-            .filter(|n| headers.contains_key(*n))
-            .cloned(),
-    );
+    if !connection {
+        return standard;
+    }
+    let mut names: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        // nginx says `Connection: keep-alive` on every answer: no copy for that.
+        .filter(|t| !kept_option(t))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|n| headers.contains_key(n))
+        .collect();
+    names.append(&mut standard);
     names
 }
 
