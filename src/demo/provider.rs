@@ -1345,7 +1345,7 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
         Ok(answer) => answer,
         Err(error) => return no_random(error),
     };
-    if grant.scope.split(' ').any(|scope| scope == "openid") {
+    if asks_openid(&grant.scope) {
         if let Err(response) = add_id_token(
             shared,
             &mut answer,
@@ -1427,6 +1427,11 @@ fn redeem_code<'a>(
         ));
     };
     Ok((grant, user))
+}
+
+/// Whether a grant's `scope` includes `openid` (an ID token goes with its tokens).
+fn asks_openid(scope: &str) -> bool {
+    scope.split(' ').any(|s| s == "openid")
 }
 
 /// Adds the signed ID token of `grant` to a token `answer` (which holds
@@ -1574,7 +1579,7 @@ async fn refresh_grant(
         Ok(answer) => answer,
         Err(error) => return no_random(error),
     };
-    if faults.refresh_id_token && grant.scope.split(' ').any(|scope| scope == "openid") {
+    if faults.refresh_id_token && asks_openid(&grant.scope) {
         let Some(user) = shared.user(&grant.sub) else {
             return oauth_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
