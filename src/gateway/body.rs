@@ -33,14 +33,14 @@ pub enum Body {
 /// goes back to the pool once the body has been passed on to its end.
 #[derive(Debug)]
 pub struct Upstream {
-    body: IdleTimeout<Incoming>,
+    body: IdleTimeout<Answer>,
     checkin: Option<super::pool::Checkin>,
     ended: bool,
 }
 
 impl Upstream {
     /// `body` of the connection `checkin` returns.
-    pub fn new(body: IdleTimeout<Incoming>, checkin: Option<super::pool::Checkin>) -> Self {
+    pub fn new(body: IdleTimeout<Answer>, checkin: Option<super::pool::Checkin>) -> Self {
         Upstream {
             body,
             checkin,
@@ -55,8 +55,47 @@ impl Drop for Upstream {
         // connection: that connection is closed, not reused.
         if self.ended || self.body.is_end_stream() {
             if let Some(c) = self.checkin.take() {
-                c.put_back();
+                c.put_back(&mut self.body.inner);
             }
+        }
+    }
+}
+
+/// An upstream's answer body: from hyper's client (HTTP/2, requests with a
+/// body, upgrades) or read by the gateway's own HTTP/1.1 exchange.
+#[derive(Debug)]
+pub enum Answer {
+    /// Read by hyper.
+    Hyper(Incoming),
+    /// Read by [`super::upstream_h1`].
+    Own(super::upstream_h1::AnswerBody),
+}
+
+impl HttpBody for Answer {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Answer::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Answer::Own(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Answer::Hyper(b) => b.is_end_stream(),
+            Answer::Own(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Answer::Hyper(b) => b.size_hint(),
+            Answer::Own(b) => b.size_hint(),
         }
     }
 }

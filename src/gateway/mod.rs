@@ -16,6 +16,7 @@ pub mod rescue;
 pub mod routes;
 pub mod server;
 pub mod upstream;
+pub mod upstream_h1;
 
 use std::convert::Infallible;
 use std::sync::Arc;

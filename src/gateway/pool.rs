@@ -20,14 +20,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::body::UpstreamBody;
+use super::body::{Answer, UpstreamBody};
+use super::upstream_h1::{self, Conn, Stream};
 
 thread_local! {
     /// The worker this thread is (0 on threads that are not workers).
@@ -70,12 +70,15 @@ pub enum Error {
     /// The request was sent (at least in part) and the connection failed.
     #[error("the upstream request failed: {0}")]
     Send(#[source] hyper::Error),
+    /// A request without a body was sent and its answer could not be read.
+    #[error("the upstream request failed: {0}")]
+    Exchange(#[source] upstream_h1::ExchangeError),
 }
 
 impl Error {
     /// Whether no connection to the upstream could be made.
     pub fn is_connect(&self) -> bool {
-        !matches!(self, Error::Send(_))
+        !matches!(self, Error::Send(_) | Error::Exchange(_))
     }
 }
 
@@ -124,8 +127,12 @@ struct Shared {
 
 #[derive(Default)]
 struct Slot {
-    /// Oldest first; each with when it went idle.
+    /// hyper's HTTP/1.1 connections, for requests with a body. Oldest
+    /// first; each with when it went idle.
     h1: VecDeque<(http1::SendRequest<UpstreamBody>, Instant)>,
+    /// The gateway's own HTTP/1.1 connections, for requests without a
+    /// body ([`upstream_h1`]). Oldest first, as `h1`.
+    own: VecDeque<(Conn, Instant)>,
     h2: Option<http2::SendRequest<UpstreamBody>>,
 }
 
@@ -138,6 +145,7 @@ enum Transport {
 /// A connection taken for one request.
 enum Taken {
     H1(http1::SendRequest<UpstreamBody>),
+    Own(Conn),
     H2(http2::SendRequest<UpstreamBody>),
 }
 
@@ -147,7 +155,15 @@ enum Taken {
 pub struct Checkin {
     shared: Arc<Shared>,
     slot: usize,
-    tx: http1::SendRequest<UpstreamBody>,
+    kept: Kept,
+}
+
+/// What a [`Checkin`] puts back.
+enum Kept {
+    /// hyper's connection.
+    Hyper(http1::SendRequest<UpstreamBody>),
+    /// The gateway's own, which its answer's body holds.
+    Own,
 }
 
 impl std::fmt::Debug for Checkin {
@@ -157,26 +173,50 @@ impl std::fmt::Debug for Checkin {
 }
 
 impl Checkin {
-    /// The response was passed on whole: the connection may take another request.
-    pub fn put_back(self) {
-        // Not ready: the upstream answered before the request body was all
-        // sent, and the connection is still busy with it.
-        if self.tx.is_closed() || !self.tx.is_ready() {
-            return;
+    /// The response, `answer`, was passed on whole: the connection may take
+    /// another request.
+    pub fn put_back(self, answer: &mut Answer) {
+        let idle_for = self.shared.dial.idle_for;
+        match (self.kept, answer) {
+            (Kept::Hyper(tx), _) => {
+                // Not ready: the upstream answered before the request body
+                // was all sent, and the connection is still busy with it.
+                if tx.is_closed() || !tx.is_ready() {
+                    return;
+                }
+                let mut slot = self.shared.lock(self.slot);
+                keep_idle(&mut slot.h1, tx, idle_for, |tx| !tx.is_closed());
+            }
+            (Kept::Own, Answer::Own(body)) => {
+                if let Some(conn) = body.take_reusable() {
+                    let mut slot = self.shared.lock(self.slot);
+                    keep_idle(&mut slot.own, conn, idle_for, Conn::is_quiet);
+                }
+            }
+            (Kept::Own, Answer::Hyper(_)) => {}
         }
-        let mut slot = self.shared.lock(self.slot);
-        let now = Instant::now();
-        // The oldest may have gone stale while this worker was busy elsewhere.
-        while slot
-            .h1
-            .front()
-            .is_some_and(|(_, since)| now.duration_since(*since) > self.shared.dial.idle_for)
-        {
-            slot.h1.pop_front();
-        }
-        if slot.h1.len() < MAX_IDLE {
-            slot.h1.push_back((self.tx, now));
-        }
+    }
+}
+
+/// Puts `conn` at the end of an idle list, after dropping those at its start
+/// that went stale while this worker was busy elsewhere or that the
+/// upstream closed (not `alive`): a list the newest end of which is always
+/// reused would otherwise keep its closed oldest until they age out.
+fn keep_idle<C>(
+    idle: &mut VecDeque<(C, Instant)>,
+    conn: C,
+    idle_for: Duration,
+    mut alive: impl FnMut(&mut C) -> bool,
+) {
+    let now = Instant::now();
+    while idle
+        .front_mut()
+        .is_some_and(|(c, since)| now.duration_since(*since) > idle_for || !alive(c))
+    {
+        idle.pop_front();
+    }
+    if idle.len() < MAX_IDLE {
+        idle.push_back((conn, now));
     }
 }
 
@@ -193,6 +233,9 @@ impl Shared {
             // closes the socket.
             slot.h1
                 .retain(|(tx, since)| !tx.is_closed() && now.duration_since(*since) <= idle_for);
+            // Not polled here: this task may run on another worker's runtime.
+            slot.own
+                .retain(|(_, since)| now.duration_since(*since) <= idle_for);
             if slot.h2.as_ref().is_some_and(http2::SendRequest::is_closed) {
                 slot.h2 = None;
             }
@@ -206,14 +249,29 @@ impl Shared {
         slot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A live connection of worker `i`, if one is idle.
-    fn take(&self, i: usize) -> Option<Taken> {
+    /// A live connection of worker `i`, if one is idle: the gateway's own
+    /// HTTP/1.1 connection if `own`, else hyper's.
+    fn take(&self, i: usize, own: bool) -> Option<Taken> {
         let mut slot = self.lock(i);
         if let Some(h2) = &slot.h2 {
             if !h2.is_closed() {
                 return Some(Taken::H2(h2.clone()));
             }
             slot.h2 = None;
+        }
+        if own {
+            while let Some((mut conn, since)) = slot.own.pop_back() {
+                if since.elapsed() > self.dial.idle_for {
+                    slot.own.clear();
+                    return None;
+                }
+                // One the upstream closed while idle is dropped here, not
+                // found out by the request.
+                if conn.is_quiet() {
+                    return Some(Taken::Own(conn));
+                }
+            }
+            return None;
         }
         while let Some((tx, since)) = slot.h1.pop_back() {
             if since.elapsed() > self.dial.idle_for {
@@ -229,8 +287,9 @@ impl Shared {
     }
 
     /// A new connection: HTTP/2 when a TLS upstream offers it and `h1_only`
-    /// is not asked for (upgrades exist only in HTTP/1.1).
-    async fn connect(&self, h1_only: bool) -> Result<Taken, Error> {
+    /// is not asked for (upgrades exist only in HTTP/1.1); else the
+    /// gateway's own HTTP/1.1 connection if `own`, or hyper's.
+    async fn connect(&self, h1_only: bool, own: bool) -> Result<Taken, Error> {
         let limit = self.dial.connect_timeout;
         // One limit for the TCP connect and the TLS handshake together.
         let io = tokio::time::timeout(limit, self.transport(h1_only))
@@ -242,6 +301,7 @@ impl Shared {
                 ))
             })??;
         match io {
+            Transport::Plain(tcp) if own => Ok(Taken::Own(Conn::new(Stream::Plain(tcp)))),
             Transport::Plain(tcp) => handshake_h1(TokioIo::new(tcp), h1_only).await,
             Transport::Tls(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
                 let (tx, conn) = http2::Builder::new(TokioExecutor::new())
@@ -262,8 +322,63 @@ impl Shared {
                 });
                 Ok(Taken::H2(tx))
             }
+            Transport::Tls(stream) if own => Ok(Taken::Own(Conn::new(Stream::Tls(stream)))),
             Transport::Tls(stream) => handshake_h1(TokioIo::new(stream), h1_only).await,
         }
+    }
+
+    /// Sends a request without a body on the gateway's own connection
+    /// `conn` of worker `slot`; `None` when the upstream had closed it (it
+    /// was `reused`) as an idempotent request went out, which may then go
+    /// on another (RFC 9110 §9.2.2).
+    async fn exchange(
+        self: &Arc<Self>,
+        conn: Conn,
+        slot: usize,
+        req: &mut http::Request<UpstreamBody>,
+        reused: bool,
+    ) -> Option<Result<(http::Response<Answer>, Option<Checkin>), Error>> {
+        origin_form(req);
+        with_host(req, &self.dial);
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        match conn.exchange(req.method(), target, req.headers()).await {
+            Ok(response) => {
+                let checkin = Checkin {
+                    shared: self.clone(),
+                    slot,
+                    kept: Kept::Own,
+                };
+                Some(Ok((response.map(Answer::Own), Some(checkin))))
+            }
+            Err(f) if reused && f.unanswered && req.method().is_idempotent() => None,
+            Err(f) => Some(Err(Error::Exchange(f.error))),
+        }
+    }
+
+    /// Sends `req` on the HTTP/2 connection `tx` of worker `slot`, which
+    /// becomes the worker's if it is new (not `reused`).
+    async fn send_h2(
+        &self,
+        mut tx: http2::SendRequest<UpstreamBody>,
+        slot: usize,
+        mut req: http::Request<UpstreamBody>,
+        reused: bool,
+    ) -> Result<http::Response<hyper::body::Incoming>, TrySendError<http::Request<UpstreamBody>>>
+    {
+        if !reused {
+            // Requests that found no connection each made one: the first to
+            // finish is kept, the others serve their request and close.
+            let mut s = self.lock(slot);
+            if s.h2.as_ref().is_none_or(http2::SendRequest::is_closed) {
+                s.h2 = Some(tx.clone());
+            }
+        }
+        absolute_form(&mut req, &self.dial);
+        let sent = tx.try_send_request(req).await;
+        if sent.is_err() && tx.is_closed() {
+            self.lock(slot).h2 = None;
+        }
+        sent
     }
 
     /// The TCP connection and, for an `https://` upstream, its TLS session.
@@ -382,28 +497,45 @@ impl Pool {
         &self,
         mut req: http::Request<UpstreamBody>,
         upgrade: bool,
-    ) -> Result<(http::Response<Incoming>, Option<Checkin>), Error> {
+    ) -> Result<(http::Response<Answer>, Option<Checkin>), Error> {
         let shared = &self.shared;
         let slot = worker();
         if upgrade {
-            let Taken::H1(mut tx) = Box::pin(shared.connect(true)).await? else {
+            let Taken::H1(mut tx) = Box::pin(shared.connect(true, false)).await? else {
                 return Err(Error::NotHttp1);
             };
             let response = tx.send_request(req).await.map_err(Error::Send)?;
-            return Ok((response, None));
+            return Ok((response.map(Answer::Hyper), None));
         }
+        // A request without a body goes on the gateway's own connections.
+        let own = http_body::Body::is_end_stream(req.body());
+        // After one retry, only a new connection: a request that made a
+        // connection fail never walks the whole idle list (RFC 9110 §9.2.2).
+        let mut retried = false;
         loop {
-            let (taken, reused) = match shared.take(slot) {
+            let idle = if retried {
+                None
+            } else {
+                shared.take(slot, own)
+            };
+            let (taken, reused) = match idle {
                 Some(t) => (t, true),
                 // Boxed: connecting (TCP, TLS, handshakes) is a large future,
                 // and hyper moves every request's future into place; kept
                 // inline it cost each request about 8 000 instructions of copying.
                 None => {
                     sweep_while_alive(shared);
-                    (Box::pin(shared.connect(false)).await?, false)
+                    (Box::pin(shared.connect(false, own)).await?, false)
                 }
             };
             let failed = match taken {
+                Taken::Own(conn) => match shared.exchange(conn, slot, &mut req, reused).await {
+                    Some(answered) => return answered,
+                    None => {
+                        retried = true;
+                        continue;
+                    }
+                },
                 Taken::H1(mut tx) => {
                     origin_form(&mut req);
                     with_host(&mut req, &shared.dial);
@@ -412,34 +544,17 @@ impl Pool {
                             let checkin = Checkin {
                                 shared: shared.clone(),
                                 slot,
-                                tx,
+                                kept: Kept::Hyper(tx),
                             };
-                            return Ok((response, Some(checkin)));
+                            return Ok((response.map(Answer::Hyper), Some(checkin)));
                         }
                         Err(e) => e,
                     }
                 }
-                Taken::H2(mut tx) => {
-                    if !reused {
-                        // Requests that found no connection each made one:
-                        // the first to finish is kept, the others serve
-                        // their request and close.
-                        let mut s = shared.lock(slot);
-                        if s.h2.as_ref().is_none_or(http2::SendRequest::is_closed) {
-                            s.h2 = Some(tx.clone());
-                        }
-                    }
-                    absolute_form(&mut req, &shared.dial);
-                    match tx.try_send_request(req).await {
-                        Ok(response) => return Ok((response, None)),
-                        Err(e) => {
-                            if tx.is_closed() {
-                                shared.lock(slot).h2 = None;
-                            }
-                            e
-                        }
-                    }
-                }
+                Taken::H2(tx) => match shared.send_h2(tx, slot, req, reused).await {
+                    Ok(response) => return Ok((response.map(Answer::Hyper), None)),
+                    Err(e) => e,
+                },
             };
             let mut failed = failed;
             match failed.take_message() {
@@ -546,14 +661,15 @@ mod tests {
             .body(UpstreamBody::new(None, None))
             .unwrap();
         let (response, checkin) = pool.send(req, false).await.unwrap();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let mut answer = response.into_body();
+        let body = (&mut answer).collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"ok");
-        checkin.unwrap().put_back();
-        assert_eq!(pool.shared.lock(0).h1.len(), 1, "the connection went back");
+        checkin.unwrap().put_back(&mut answer);
+        assert_eq!(pool.shared.lock(0).own.len(), 1, "the connection went back");
 
         // Used just now: a sweep keeps it open.
         pool.shared.sweep(Instant::now());
-        assert_eq!(pool.shared.lock(0).h1.len(), 1);
+        assert_eq!(pool.shared.lock(0).own.len(), 1);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
             closed.try_recv().is_err(),
@@ -563,11 +679,102 @@ mod tests {
         // Unused for longer than idle_for: the sweep closes it.
         pool.shared
             .sweep(Instant::now() + idle_for + Duration::from_secs(1));
-        assert_eq!(pool.shared.lock(0).h1.len(), 0);
+        assert_eq!(pool.shared.lock(0).own.len(), 0);
         let seen = tokio::time::timeout(Duration::from_secs(5), closed.recv()).await;
         assert!(
             matches!(seen, Ok(Some(()))),
             "the upstream never saw the connection close"
         );
+    }
+    /// An upstream that answers each connection's first request and closes
+    /// the connection at its second without answering; returns the counts
+    /// of connections and requests it saw.
+    async fn answers_once_per_connection() -> (
+        SocketAddr,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::atomic::AtomicUsize;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (conns, reqs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (c, r) = (conns.clone(), reqs.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                tokio::spawn(async move {
+                    for answer in [true, false] {
+                        let mut head = Vec::new();
+                        while !head.ends_with(b"\r\n\r\n") {
+                            let mut byte = [0u8; 1];
+                            if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(byte[0]);
+                        }
+                        r.fetch_add(1, Ordering::SeqCst);
+                        if answer {
+                            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                            s.write_all(ok).await.unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        (addr, conns, reqs)
+    }
+
+    fn dial(addr: SocketAddr) -> Dial {
+        Dial {
+            address: Address::Socket(addr),
+            tls: None,
+            connect_timeout: Duration::from_secs(5),
+            scheme: Scheme::HTTP,
+            authority: Authority::try_from(addr.to_string().as_str()).unwrap(),
+            idle_for: Duration::from_secs(60),
+        }
+    }
+
+    fn get(method: http::Method) -> http::Request<UpstreamBody> {
+        http::Request::builder()
+            .method(method)
+            .uri("/")
+            .header(http::header::HOST, "app.example")
+            .body(UpstreamBody::new(None, None))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_reused_connection_fails_goes_once_more_on_a_new_one_and_never_again() {
+        let (addr, conns, reqs) = answers_once_per_connection().await;
+        let pool = Pool::new(dial(addr), 1).unwrap();
+        // Three idle connections, each answered once.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let (response, checkin) = pool.send(get(http::Method::GET), false).await.unwrap();
+            let mut answer = response.into_body();
+            (&mut answer).collect().await.unwrap();
+            held.push((checkin.unwrap(), answer));
+        }
+        for (checkin, mut answer) in held {
+            checkin.put_back(&mut answer);
+        }
+        assert_eq!(pool.shared.lock(0).own.len(), 3);
+
+        // The newest closes at the GET unanswered: it goes once more, on a
+        // new connection, which answers; the other idle ones are not tried.
+        let (response, _) = pool.send(get(http::Method::GET), false).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(conns.load(Ordering::SeqCst), 4);
+        assert_eq!(reqs.load(Ordering::SeqCst), 5);
+
+        // A POST is never sent twice: its failure is the answer.
+        let before = reqs.load(Ordering::SeqCst);
+        let failed = pool.send(get(http::Method::POST), false).await;
+        assert!(matches!(failed, Err(Error::Exchange(_))), "{failed:?}");
+        assert_eq!(reqs.load(Ordering::SeqCst), before + 1);
     }
 }

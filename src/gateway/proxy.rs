@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{self, IdleTimeout, Progress, Watched};
@@ -380,7 +379,7 @@ fn client_response(
     ex: &Exchange,
     ctx: &mut Ctx,
     target: &Target,
-    (mut response, checkin): (http::Response<Incoming>, Option<Checkin>),
+    (mut response, checkin): (http::Response<body::Answer>, Option<Checkin>),
     tunnel: Tunnel,
 ) -> http::Response<body::Body> {
     let status = response.status();

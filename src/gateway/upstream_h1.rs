@@ -1,0 +1,1122 @@
+//! Requests without a body to HTTP/1.1 upstreams, written and answered on a
+//! connection the pool holds itself, on the request's own task.
+//!
+//! hyper's client gives every connection a task of its own and passes each
+//! request and answer through channels to it: about 13 500 instructions a
+//! request (README, "Performance"), a third of what a public path costs.
+//! A request without a body needs none of that: its head is written in one
+//! call and the answer read where it is awaited. A request with a body, or
+//! one that may become a tunnel, still goes through hyper's client, which
+//! sends the body while it reads the answer.
+//!
+//! The answer is read by RFC 9112: informational answers skipped, the
+//! body's length from `Transfer-Encoding: chunked`, `Content-Length` or the
+//! connection's end (§6.3), no body after a HEAD, 204 or 304. An answer
+//! whose length could be read two ways is refused, and a connection goes
+//! back to the pool only when its answer was read to the end and nothing
+//! followed it.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll, Waker};
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The most an answer's head may take (hyper's client allowed about 400 KiB).
+const MAX_HEAD: usize = 256 * 1024;
+
+/// The most fields an answer's head may have (as hyper's client).
+const MAX_FIELDS: usize = 100;
+
+/// The most a chunk's size line, extensions included, may take.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// The most all of a chunked body's chunk extensions may take together (as
+/// hyper's client): an upstream cannot make the gateway parse an extension
+/// per byte of data without end.
+const MAX_EXTENSIONS: usize = 16 * 1024;
+
+/// The most a chunked body's trailer section may take.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// Room made in the read buffer before each read.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Why an exchange or its answer's body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The request's head could not be written.
+    #[error("writing the request to the upstream failed: {0}")]
+    Write(#[source] io::Error),
+    /// Reading the answer failed.
+    #[error("reading the upstream's answer failed: {0}")]
+    Read(#[source] io::Error),
+    /// The upstream closed the connection before any answer.
+    #[error("the upstream closed the connection without answering")]
+    Closed,
+    /// The upstream closed the connection inside the answer's head or body.
+    #[error("the upstream closed the connection in the middle of its answer")]
+    Cut,
+    /// The answer's head is not HTTP/1.x.
+    #[error("the upstream's answer is not valid HTTP/1.1: {0}")]
+    Head(httparse::Error),
+    /// The answer's head is over [`MAX_HEAD`].
+    #[error("the upstream's answer head is larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    /// A field of the answer's head is not a valid HTTP field.
+    #[error("the upstream's answer has an invalid field")]
+    Field,
+    /// The answer's length could be read two ways, or not at all.
+    #[error("the upstream's answer framing is invalid: {0}")]
+    Framing(&'static str),
+    /// A 101 to a request that asked for no upgrade.
+    #[error("the upstream switched protocols unasked")]
+    UnaskedSwitch,
+    /// A chunked body that breaks its own grammar.
+    #[error("the upstream's chunked body is invalid: {0}")]
+    Chunk(&'static str),
+}
+
+/// A failed exchange, and whether no byte of an answer arrived (a reused
+/// connection the upstream had closed: the request may go on another).
+#[derive(Debug)]
+pub struct Failed {
+    /// What failed.
+    pub error: ExchangeError,
+    /// No byte of an answer arrived before the failure.
+    pub unanswered: bool,
+}
+
+/// A connection's byte stream: plain TCP or TLS over it.
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP (ALPN chose HTTP/1.1).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An HTTP/1.1 connection to an upstream, with the buffers it reuses.
+pub struct Conn {
+    io: Stream,
+    /// What was read and not yet taken; empty between exchanges.
+    buf: BytesMut,
+    /// The request head being written.
+    head: Vec<u8>,
+    /// Where the fields of the answer head being read lie in `buf`: kept
+    /// here, not on the stack, so no answer moves or clears a table of them.
+    fields: Vec<Field>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("buffered", &self.buf.len())
+            .finish()
+    }
+}
+
+impl Conn {
+    /// A connection over `io`, before its first request.
+    pub fn new(io: Stream) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            head: Vec::new(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// Whether an idle connection may take a request: nothing arrived on it
+    /// while it was idle, neither its end (the upstream closed it) nor
+    /// stray bytes. Never waits; costs no system call unless the socket
+    /// became readable.
+    pub fn is_quiet(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut one = [0u8; 1];
+        let mut read = ReadBuf::new(&mut one);
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut read)
+            .is_pending()
+    }
+
+    /// Sends a request without a body (`target` in origin form, `headers`
+    /// as the upstream gets them but for framing) and reads its answer's
+    /// head; the body follows as the answer's frames.
+    pub async fn exchange(
+        mut self,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+    ) -> Result<http::Response<AnswerBody>, Failed> {
+        write_head(&mut self.head, method, target, headers);
+        let sent = async {
+            self.io.write_all(&self.head).await?;
+            self.io.flush().await
+        };
+        if let Err(e) = sent.await {
+            return Err(Failed {
+                error: ExchangeError::Write(e),
+                unanswered: true,
+            });
+        }
+        let mut answered = false;
+        loop {
+            if !self.buf.is_empty() {
+                answered = true;
+                let head = parse_head(&self.buf, &mut self.fields).map_err(|error| Failed {
+                    error,
+                    unanswered: false,
+                })?;
+                if let Some(head) = head {
+                    if head.len > MAX_HEAD {
+                        return Err(Failed {
+                            error: ExchangeError::HeadTooLarge,
+                            unanswered: false,
+                        });
+                    }
+                    if (100..200).contains(&head.status) && head.status != 101 {
+                        // Informational: its final answer follows.
+                        self.buf.advance(head.len);
+                        continue;
+                    }
+                    return self.answer(head, method == Method::HEAD);
+                }
+                if self.buf.len() >= MAX_HEAD {
+                    return Err(Failed {
+                        error: ExchangeError::HeadTooLarge,
+                        unanswered: false,
+                    });
+                }
+            }
+            self.buf.reserve(READ_SIZE);
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) => {
+                    let error = if answered {
+                        ExchangeError::Cut
+                    } else {
+                        ExchangeError::Closed
+                    };
+                    return Err(Failed {
+                        error,
+                        unanswered: !answered,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(Failed {
+                        error: ExchangeError::Read(e),
+                        unanswered: !answered,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The response of a parsed final head.
+    fn answer(
+        mut self,
+        head: Head,
+        head_request: bool,
+    ) -> Result<http::Response<AnswerBody>, Failed> {
+        let failed = |error| Failed {
+            error,
+            unanswered: false,
+        };
+        if head.status == 101 {
+            return Err(failed(ExchangeError::UnaskedSwitch));
+        }
+        let bytes = self.buf.split_to(head.len).freeze();
+        let headers = fields(&self.fields, &bytes).map_err(failed)?;
+        let status = StatusCode::from_u16(head.status)
+            .map_err(|_| failed(ExchangeError::Framing("an invalid status code")))?;
+        if head.version == Version::HTTP_10 && headers.contains_key(TRANSFER_ENCODING) {
+            // RFC 9112 §6.1: an HTTP/1.0 message's transfer coding is faulty framing.
+            return Err(failed(ExchangeError::Framing(
+                "Transfer-Encoding in an HTTP/1.0 answer",
+            )));
+        }
+        let framing = body_framing(head_request, head.status, &headers).map_err(failed)?;
+        let announced_unsent = bodiless(head_request, head.status) && announces_body(&headers);
+        let keep = head.version == Version::HTTP_11
+            && !matches!(framing, Framing::UntilClose)
+            && !asks_close(&headers)
+            && !announced_unsent;
+        let mut response = http::Response::new(AnswerBody {
+            conn: Some(self),
+            framing,
+            keep,
+        });
+        *response.status_mut() = status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+}
+
+/// Writes a bodiless request's head into `out`: the request line, the
+/// fields but for framing, and `Content-Length: 0` where the method
+/// defines a body or the client sent one.
+fn write_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap) {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut had_length = false;
+    for (name, value) in headers {
+        // The framing is this connection's to state (the body is empty).
+        if name == CONTENT_LENGTH {
+            had_length = true;
+            continue;
+        }
+        if name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if had_length || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        out.extend_from_slice(b"content-length: 0\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A parsed answer head.
+struct Head {
+    /// The head's length, blank line included.
+    len: usize,
+    status: u16,
+    version: Version,
+}
+
+/// Where a field lies in the bytes of its head: name start and end, value
+/// start and end.
+type Field = [usize; 4];
+
+/// The head at the start of `buf`, `None` if it is not all there yet; its
+/// fields' places go to `fields`.
+fn parse_head(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Head>, ExchangeError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut response = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(ExchangeError::Head(e)),
+    };
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let base = buf.as_ptr() as usize;
+    fields.clear();
+    // Places, not slices: the bytes are frozen once this borrow ends, and
+    // each value then shares them instead of being copied.
+    for f in response.headers.iter() {
+        // httparse's slices lie in `buf`; were one not to, it is refused.
+        let place = |p: *const u8| (p as usize).checked_sub(base).ok_or(ExchangeError::Field);
+        let (name, value) = (place(f.name.as_ptr())?, place(f.value.as_ptr())?);
+        fields.push([name, name + f.name.len(), value, value + f.value.len()]);
+    }
+    Ok(Some(Head {
+        len,
+        status: response.code.unwrap_or(0),
+        version,
+    }))
+}
+
+/// The fields at `places` in `bytes` (a head), their values sharing it.
+fn fields(places: &[Field], bytes: &Bytes) -> Result<HeaderMap, ExchangeError> {
+    let mut map = HeaderMap::with_capacity(places.len());
+    for &[n0, n1, v0, v1] in places {
+        let name = bytes
+            .get(n0..n1)
+            .and_then(|n| HeaderName::from_bytes(n).ok())
+            .ok_or(ExchangeError::Field)?;
+        if v1 > bytes.len() || v0 > v1 {
+            return Err(ExchangeError::Field);
+        }
+        let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1))
+            .map_err(|_| ExchangeError::Field)?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// How an answer's body ends (RFC 9112 §6.3).
+#[derive(Debug)]
+enum Framing {
+    /// After this many more bytes.
+    Length(u64),
+    /// With its last chunk and trailer section; the extension bytes read so far.
+    Chunked(Chunk, usize),
+    /// When the upstream closes the connection.
+    UntilClose,
+    /// It has ended (or there was none).
+    Ended,
+}
+
+/// Where a chunked body is.
+#[derive(Debug)]
+enum Chunk {
+    /// Before a chunk's size line.
+    Size,
+    /// Inside a chunk, this many bytes to go.
+    Data(u64),
+    /// After a chunk's data, before its CRLF.
+    DataEnd,
+    /// After the last chunk, before the trailer section's end.
+    Trailers,
+}
+
+/// The framing of an answer to a request (a HEAD if `head_request`) with
+/// `status` and `headers`; an error for a length that reads two ways.
+fn body_framing(
+    head_request: bool,
+    status: u16,
+    headers: &HeaderMap,
+) -> Result<Framing, ExchangeError> {
+    if bodiless(head_request, status) || (100..200).contains(&status) {
+        return Ok(Framing::Ended);
+    }
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter().peekable();
+    if codings.peek().is_some() {
+        if headers.contains_key(CONTENT_LENGTH) {
+            return Err(ExchangeError::Framing(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        let tokens: Vec<&[u8]> = codings
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
+            .collect();
+        let chunked = |t: &&[u8]| t.eq_ignore_ascii_case(b"chunked");
+        let last_chunked = tokens.last().is_some_and(chunked);
+        let before = tokens.len().saturating_sub(usize::from(last_chunked));
+        if tokens.iter().take(before).any(chunked) {
+            return Err(ExchangeError::Framing("chunked applied more than once"));
+        }
+        // Chunked not last: the body ends with the connection (§6.3 ¶4).
+        return Ok(if last_chunked {
+            Framing::Chunked(Chunk::Size, 0)
+        } else {
+            Framing::UntilClose
+        });
+    }
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else {
+        return Ok(Framing::UntilClose);
+    };
+    let first = first.as_bytes();
+    let valid = !first.is_empty() && first.len() <= 18 && first.iter().all(u8::is_ascii_digit);
+    if !valid || lengths.any(|v| v.as_bytes() != first) {
+        return Err(ExchangeError::Framing("an invalid Content-Length"));
+    }
+    let length = first.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Ok(if length == 0 {
+        Framing::Ended
+    } else {
+        Framing::Length(length)
+    })
+}
+
+/// Whether an answer has no body whatever its head says: one to a HEAD,
+/// a 204 or a 304 (RFC 9112 §6.3; 1xx are skipped before).
+fn bodiless(head_request: bool, status: u16) -> bool {
+    head_request || status == 204 || status == 304
+}
+
+/// Whether a head announces a body. On a [`bodiless`] answer that is
+/// allowed (a HEAD's answer says the GET's length), but an upstream that
+/// sent the body anyway, in a later write, would have it read as the next
+/// request's answer: such a connection is not reused. That costs answers to
+/// HEAD a new connection each, and nothing else.
+fn announces_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0")
+}
+
+/// Whether the answer's `Connection` field says `close`.
+fn asks_close(headers: &HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+/// An answer's body, read from its connection as it is polled.
+#[derive(Debug)]
+pub struct AnswerBody {
+    /// `None` once a read failed: the connection is closed.
+    conn: Option<Conn>,
+    framing: Framing,
+    /// The upstream may take another request on the connection.
+    keep: bool,
+}
+
+impl AnswerBody {
+    /// The connection, if the answer was read to its end, nothing followed
+    /// it, and the upstream keeps it open: it may take another request.
+    pub fn take_reusable(&mut self) -> Option<Conn> {
+        let reusable = self.keep
+            && matches!(self.framing, Framing::Ended)
+            && self.conn.as_ref().is_some_and(|c| c.buf.is_empty());
+        if reusable {
+            self.conn.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads more of the connection into its buffer; `Ok(0)` at its end.
+fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    conn.buf.reserve(READ_SIZE);
+    tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
+}
+
+/// Up to `rest` buffered bytes, taken.
+fn take_data(conn: &mut Conn, rest: &mut u64) -> Bytes {
+    let n = usize::try_from(*rest)
+        .unwrap_or(usize::MAX)
+        .min(conn.buf.len());
+    *rest -= n as u64;
+    conn.buf.split_to(n).freeze()
+}
+
+/// One step of a chunked body: `Some` frame (or error) to hand out, or
+/// `None` to go on (the state moved, or more bytes were read).
+fn chunk_step(
+    conn: &mut Conn,
+    state: &mut Chunk,
+    extensions: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Option<Frame<Bytes>>, ExchangeError>> {
+    match state {
+        Chunk::Size => {
+            // At least one hex digit: httparse takes an empty size as 0.
+            if conn.buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
+                return Poll::Ready(Err(ExchangeError::Chunk("a size line without a size")));
+            }
+            match httparse::parse_chunk_size(&conn.buf) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    let line = conn.buf.get(..used.saturating_sub(2)).unwrap_or_default();
+                    // httparse lets any byte through an extension; a bare LF
+                    // or another control byte there could end the line for
+                    // a more lenient reader, which would frame it otherwise.
+                    if line.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                        return Poll::Ready(Err(ExchangeError::Chunk(
+                            "a control byte in a size line",
+                        )));
+                    }
+                    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+                    *extensions += line.len() - digits;
+                    if *extensions > MAX_EXTENSIONS {
+                        return Poll::Ready(Err(ExchangeError::Chunk("too many chunk extensions")));
+                    }
+                    conn.buf.advance(used);
+                    *state = if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    };
+                    Poll::Ready(Ok(None))
+                }
+                Ok(httparse::Status::Partial) if conn.buf.len() > MAX_CHUNK_LINE => {
+                    Poll::Ready(Err(ExchangeError::Chunk("a size line too long")))
+                }
+                Ok(httparse::Status::Partial) => fill_or_cut(conn, cx),
+                Err(_) => Poll::Ready(Err(ExchangeError::Chunk("an invalid size line"))),
+            }
+        }
+        Chunk::Data(rest) => {
+            if conn.buf.is_empty() {
+                return fill_or_cut(conn, cx);
+            }
+            let data = take_data(conn, rest);
+            if *rest == 0 {
+                *state = Chunk::DataEnd;
+            }
+            Poll::Ready(Ok(Some(Frame::data(data))))
+        }
+        Chunk::DataEnd => match conn.buf.get(..2) {
+            Some(b"\r\n") => {
+                conn.buf.advance(2);
+                *state = Chunk::Size;
+                Poll::Ready(Ok(None))
+            }
+            Some(_) => Poll::Ready(Err(ExchangeError::Chunk("no CRLF after a chunk"))),
+            None if conn.buf.first().is_some_and(|&b| b != b'\r') => {
+                Poll::Ready(Err(ExchangeError::Chunk("no CRLF after a chunk")))
+            }
+            None => fill_or_cut(conn, cx),
+        },
+        Chunk::Trailers => trailers_step(conn, cx),
+    }
+}
+
+/// The trailer section after the last chunk: a trailers frame (empty when
+/// the section was) once it was all read.
+fn trailers_step(
+    conn: &mut Conn,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Option<Frame<Bytes>>, ExchangeError>> {
+    let mut slots = [httparse::EMPTY_HEADER; 32];
+    match httparse::parse_headers(&conn.buf, &mut slots) {
+        Ok(httparse::Status::Complete((used, fields))) => {
+            // httparse ends lines at a bare LF too; a stricter reader would not.
+            let section = conn.buf.get(..used).unwrap_or_default();
+            let bare_lf = section
+                .iter()
+                .enumerate()
+                .any(|(i, &b)| b == b'\n' && (i == 0 || section.get(i - 1) != Some(&b'\r')));
+            if bare_lf {
+                return Poll::Ready(Err(ExchangeError::Chunk(
+                    "a bare LF in the trailer section",
+                )));
+            }
+            let mut trailers = HeaderMap::new();
+            for f in fields.iter() {
+                let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(f.name.as_bytes()),
+                    HeaderValue::from_bytes(f.value),
+                ) else {
+                    return Poll::Ready(Err(ExchangeError::Chunk("an invalid trailer field")));
+                };
+                trailers.append(name, value);
+            }
+            conn.buf.advance(used);
+            Poll::Ready(Ok(Some(Frame::trailers(trailers))))
+        }
+        Ok(httparse::Status::Partial) if conn.buf.len() > MAX_TRAILERS => {
+            Poll::Ready(Err(ExchangeError::Chunk("a trailer section too long")))
+        }
+        Ok(httparse::Status::Partial) => fill_or_cut(conn, cx),
+        Err(_) => Poll::Ready(Err(ExchangeError::Chunk("an invalid trailer section"))),
+    }
+}
+
+/// Reads more; the connection's end inside a body is an error.
+fn fill_or_cut<T>(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<Option<T>, ExchangeError>> {
+    match ready!(poll_fill(conn, cx)) {
+        Ok(0) => Poll::Ready(Err(ExchangeError::Cut)),
+        Ok(_) => Poll::Ready(Ok(None)),
+        Err(e) => Poll::Ready(Err(ExchangeError::Read(e))),
+    }
+}
+
+impl http_body::Body for AnswerBody {
+    type Data = Bytes;
+    type Error = ExchangeError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+        let this = self.get_mut();
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = loop {
+            let step = match &mut this.framing {
+                Framing::Ended => return Poll::Ready(None),
+                Framing::Length(rest) => {
+                    if conn.buf.is_empty() {
+                        fill_or_cut(conn, cx)
+                    } else {
+                        let data = take_data(conn, rest);
+                        if *rest == 0 {
+                            this.framing = Framing::Ended;
+                        }
+                        Poll::Ready(Ok(Some(Frame::data(data))))
+                    }
+                }
+                Framing::UntilClose => {
+                    if conn.buf.is_empty() {
+                        match ready!(poll_fill(conn, cx)) {
+                            Ok(0) => {
+                                this.framing = Framing::Ended;
+                                return Poll::Ready(None);
+                            }
+                            Ok(_) => Poll::Ready(Ok(None)),
+                            Err(e) => Poll::Ready(Err(ExchangeError::Read(e))),
+                        }
+                    } else {
+                        let all = conn.buf.split().freeze();
+                        Poll::Ready(Ok(Some(Frame::data(all))))
+                    }
+                }
+                Framing::Chunked(state, extensions) => {
+                    let trailers = matches!(state, Chunk::Trailers);
+                    let step = chunk_step(conn, state, extensions, cx);
+                    if trailers {
+                        if let Poll::Ready(Ok(Some(_))) = &step {
+                            this.framing = Framing::Ended;
+                        }
+                    }
+                    step
+                }
+            };
+            match step {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(None)) => continue,
+                Poll::Ready(Ok(Some(frame))) => break Ok(frame),
+                Poll::Ready(Err(e)) => break Err(e),
+            }
+        };
+        match polled {
+            // No trailer fields: the body simply ends.
+            Ok(frame) if frame.trailers_ref().is_some_and(HeaderMap::is_empty) => Poll::Ready(None),
+            Ok(frame) => Poll::Ready(Some(Ok(frame))),
+            Err(e) => {
+                // The rest of this answer cannot be found: never reused.
+                this.conn = None;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Ended)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(rest) => SizeHint::with_exact(rest),
+            Framing::Ended => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    /// An upstream that, on one connection, reads a request head and writes
+    /// the next answer, piece by piece with a pause between pieces, for each
+    /// answer in turn; then closes the connection. Its handle returns the
+    /// request heads it read.
+    async fn upstream(
+        answers: Vec<Vec<&'static [u8]>>,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut heads = Vec::new();
+            for pieces in answers {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0u8; 1];
+                    if s.read(&mut byte).await.unwrap() == 0 {
+                        return heads;
+                    }
+                    head.push(byte[0]);
+                }
+                heads.push(String::from_utf8(head).unwrap());
+                for piece in pieces {
+                    s.write_all(piece).await.unwrap();
+                    s.flush().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            heads
+        });
+        (addr, task)
+    }
+
+    async fn conn(addr: SocketAddr) -> Conn {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        Conn::new(Stream::Plain(tcp))
+    }
+
+    fn host() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::HOST, HeaderValue::from_static("app.example"));
+        h
+    }
+
+    async fn get(conn: Conn, method: Method) -> Result<http::Response<AnswerBody>, Failed> {
+        conn.exchange(&method, "/p?q=1", &host()).await
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_in_pieces_is_read_whole_with_its_trailers_and_its_connection_reused()
+    {
+        let (addr, up) = upstream(vec![
+            vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5;ext=\"a b\"\r\nhel",
+                b"lo\r",
+                b"\n0",
+                b"6\r\n, worl\r\n",
+                b"0\r\nx-sum: 11\r\n",
+                b"\r\n",
+            ],
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+        ])
+        .await;
+        let response = get(conn(addr).await, Method::GET).await.unwrap();
+        let mut body = response.into_body();
+        let mut data = Vec::new();
+        let mut trailers = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.unwrap();
+            if let Some(d) = frame.data_ref() {
+                data.extend_from_slice(d);
+            } else {
+                trailers = frame.into_trailers().ok();
+            }
+        }
+        assert_eq!(data, b"hello, worl");
+        assert_eq!(trailers.unwrap()["x-sum"], "11");
+        let again = body.take_reusable().expect("the connection is reusable");
+        let second = get(again, Method::GET).await.unwrap();
+        let bytes = second.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"ok");
+        let heads = up.await.unwrap();
+        assert_eq!(heads.len(), 2);
+        assert_eq!(heads[0], "GET /p?q=1 HTTP/1.1\r\nhost: app.example\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn an_answer_with_both_content_length_and_transfer_encoding_is_refused() {
+        let (addr, _up) = upstream(vec![vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ]])
+        .await;
+        let failed = get(conn(addr).await, Method::GET).await.unwrap_err();
+        assert!(
+            matches!(failed.error, ExchangeError::Framing(_)),
+            "{:?}",
+            failed.error
+        );
+        assert!(!failed.unanswered);
+    }
+
+    #[tokio::test]
+    async fn lengths_that_disagree_or_are_not_numbers_are_refused() {
+        for head in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\nabc",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ] {
+            let (addr, _up) = upstream(vec![vec![head]]).await;
+            let failed = get(conn(addr).await, Method::GET).await.unwrap_err();
+            assert!(
+                matches!(failed.error, ExchangeError::Framing(_)),
+                "{}: {:?}",
+                String::from_utf8_lossy(head),
+                failed.error
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_chunked_body_is_an_error_and_its_connection_is_never_reused() {
+        for broken in [
+            &b"zz\r\nab\r\n0\r\n\r\n"[..],
+            b"\r\n",
+            b";x\r\n",
+            b"2\r\nabXY0\r\n\r\n",
+            b"2\nab\r\n0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"5;a\nHTTP/1.1 200 OK\r\nhello\r\n0\r\n\r\n",
+            b"1;\x01\r\na\r\n0\r\n\r\n",
+            b"0\r\n\n",
+            b"0\r\nx-a: 1\nx-b: 2\r\n\r\n",
+            many_extensions(),
+        ] {
+            let (addr, _up) = upstream(vec![vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                broken,
+            ]])
+            .await;
+            let response = get(conn(addr).await, Method::GET).await.unwrap();
+            let mut body = response.into_body();
+            let mut failed = false;
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            assert!(
+                failed,
+                "{} was read as a body",
+                String::from_utf8_lossy(broken)
+            );
+            assert!(body.take_reusable().is_none());
+        }
+    }
+
+    /// Chunks of one byte, each with an extension of 1 KiB: past the body's
+    /// extension budget after 16.
+    fn many_extensions() -> &'static [u8] {
+        let one = [&b"1;x="[..], &[b'e'; 1024][..], b"\r\na\r\n"].concat();
+        let all: Vec<u8> = std::iter::repeat_n(one, 20)
+            .flatten()
+            .chain(*b"0\r\n\r\n")
+            .collect();
+        Box::leak(all.into_boxed_slice())
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_short_is_an_error_and_its_connection_is_never_reused() {
+        let (addr, _up) = upstream(vec![vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
+        ]])
+        .await;
+        let response = get(conn(addr).await, Method::GET).await.unwrap();
+        let mut body = response.into_body();
+        let mut seen = Vec::new();
+        let mut error = None;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => seen.extend_from_slice(f.data_ref().unwrap()),
+                Err(e) => error = Some(e),
+            }
+        }
+        assert_eq!(seen, b"hello");
+        assert!(matches!(error, Some(ExchangeError::Cut)), "{error:?}");
+        assert!(body.take_reusable().is_none());
+    }
+
+    #[tokio::test]
+    async fn bytes_after_an_answer_keep_its_connection_from_reuse() {
+        let (addr, _up) = upstream(vec![vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
+        ]])
+        .await;
+        let response = get(conn(addr).await, Method::GET).await.unwrap();
+        let mut body = response.into_body();
+        assert_eq!(&(&mut body).collect().await.unwrap().to_bytes()[..], b"ok");
+        assert!(body.take_reusable().is_none());
+    }
+
+    #[tokio::test]
+    async fn informational_answers_are_skipped_and_an_unasked_switch_refused() {
+        let (addr, _up) = upstream(vec![vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 1\r\n\r\nx",
+        ]])
+        .await;
+        let response = get(conn(addr).await, Method::GET).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(!response.headers().contains_key("link"));
+
+        let (addr, _up) = upstream(vec![vec![
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        ]])
+        .await;
+        let failed = get(conn(addr).await, Method::GET).await.unwrap_err();
+        assert!(matches!(failed.error, ExchangeError::UnaskedSwitch));
+    }
+
+    #[tokio::test]
+    async fn head_204_and_304_answers_have_no_body_and_reuse_their_connection_unless_they_announce_one(
+    ) {
+        for (method, head, reused) in [
+            (
+                Method::HEAD,
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n"[..],
+                false,
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 50\r\n\r\n",
+                false,
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+            ),
+            (
+                Method::HEAD,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                true,
+            ),
+            (Method::GET, b"HTTP/1.1 204 No Content\r\n\r\n", true),
+            (
+                Method::GET,
+                b"HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\n\r\n",
+                true,
+            ),
+        ] {
+            let (addr, _up) = upstream(vec![vec![head]]).await;
+            let response = get(conn(addr).await, method).await.unwrap();
+            let mut body = response.into_body();
+            assert!(http_body::Body::is_end_stream(&body));
+            assert!((&mut body).collect().await.unwrap().to_bytes().is_empty());
+            assert_eq!(
+                body.take_reusable().is_some(),
+                reused,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_a_length_runs_to_the_close_and_its_connection_is_not_reused() {
+        for head in [
+            &b"HTTP/1.1 200 OK\r\n\r\nall of it"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nall of it",
+            b"HTTP/1.0 200 OK\r\n\r\nall of it",
+        ] {
+            let (addr, _up) = upstream(vec![vec![head]]).await;
+            let response = get(conn(addr).await, Method::GET).await.unwrap();
+            let mut body = response.into_body();
+            let bytes = (&mut body).collect().await.unwrap().to_bytes();
+            assert_eq!(&bytes[..], b"all of it");
+            assert!(body.take_reusable().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_asking_to_close_or_from_http_1_0_leaves_its_connection_unreused() {
+        for head in [
+            &b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 2\r\n\r\nok"[..],
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ] {
+            let (addr, _up) = upstream(vec![vec![head]]).await;
+            let response = get(conn(addr).await, Method::GET).await.unwrap();
+            let mut body = response.into_body();
+            assert_eq!(&(&mut body).collect().await.unwrap().to_bytes()[..], b"ok");
+            assert!(body.take_reusable().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_while_idle_is_not_quiet() {
+        let (addr, up) = upstream(vec![vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ]])
+        .await;
+        let response = get(conn(addr).await, Method::GET).await.unwrap();
+        let mut body = response.into_body();
+        (&mut body).collect().await.unwrap();
+        let mut idle = body.take_reusable().unwrap();
+        assert!(idle.is_quiet(), "an open idle connection counts as closed");
+        // The upstream closes it after its one answer.
+        up.await.unwrap();
+        let mut quiet = true;
+        for _ in 0..100 {
+            // The reactor notices the close on its next turn.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            quiet = idle.is_quiet();
+            if !quiet {
+                break;
+            }
+        }
+        assert!(!quiet, "a closed idle connection still counts as open");
+        let failed = get(idle, Method::GET).await.unwrap_err();
+        assert!(failed.unanswered, "{:?}", failed.error);
+    }
+
+    #[tokio::test]
+    async fn a_bodiless_post_says_content_length_0_and_the_clients_framing_never_passes() {
+        let (addr, up) =
+            upstream(vec![vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]]).await;
+        let mut headers = host();
+        headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert("x-a", HeaderValue::from_static("1"));
+        let response = conn(addr)
+            .await
+            .exchange(&Method::POST, "/form", &headers)
+            .await
+            .unwrap();
+        assert!(http_body::Body::is_end_stream(response.body()));
+        drop(response);
+        let heads = up.await.unwrap();
+        assert_eq!(
+            heads[0],
+            "POST /form HTTP/1.1\r\nhost: app.example\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_head_over_the_limit_is_refused() {
+        let big: &'static [u8] = Box::leak(
+            [
+                &b"HTTP/1.1 200 OK\r\nx-big: "[..],
+                &vec![b'a'; MAX_HEAD + 10][..],
+                b"\r\n\r\n",
+            ]
+            .concat()
+            .into_boxed_slice(),
+        );
+        let (addr, _up) = upstream(vec![vec![big]]).await;
+        let failed = get(conn(addr).await, Method::GET).await.unwrap_err();
+        assert!(
+            matches!(failed.error, ExchangeError::HeadTooLarge),
+            "{:?}",
+            failed.error
+        );
+    }
+}
