@@ -290,6 +290,12 @@ impl Conn {
             && !matches!(framing, Framing::UntilClose)
             && !asks_close(&headers)
             && !announced_unsent;
+        let reason = bytes
+            .get(head.reason[0]..head.reason[1])
+            .unwrap_or_default();
+        let standard = status
+            .canonical_reason()
+            .is_some_and(|r| r.as_bytes() == reason);
         let mut response = http::Response::new(AnswerBody {
             conn: Some(self),
             framing,
@@ -298,6 +304,12 @@ impl Conn {
         *response.status_mut() = status;
         *response.version_mut() = head.version;
         *response.headers_mut() = headers;
+        if !standard {
+            // Passed on as hyper's client did: hyper's server writes it.
+            if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.to_vec()) {
+                response.extensions_mut().insert(phrase);
+            }
+        }
         Ok(response)
     }
 }
@@ -338,6 +350,8 @@ struct Head {
     len: usize,
     status: u16,
     version: Version,
+    /// Where the reason phrase lies in the head.
+    reason: [usize; 2],
 }
 
 /// Where a field lies in the bytes of its head: name start and end, value
@@ -372,10 +386,13 @@ fn parse_head(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Head>, Excha
         let (name, value) = (place(f.name.as_ptr())?, place(f.value.as_ptr())?);
         fields.push([name, name + f.name.len(), value, value + f.value.len()]);
     }
+    let reason = response.reason.unwrap_or_default();
+    let reason_at = (reason.as_ptr() as usize).saturating_sub(base);
     Ok(Some(Head {
         len,
         status: response.code.unwrap_or(0),
         version,
+        reason: [reason_at, reason_at + reason.len()],
     }))
 }
 
@@ -923,6 +940,27 @@ mod tests {
             .chain(*b"0\r\n\r\n")
             .collect();
         Box::leak(all.into_boxed_slice())
+    }
+
+    #[tokio::test]
+    async fn a_reason_phrase_of_its_own_is_kept_and_a_standard_one_costs_nothing() {
+        let (addr, _up) = upstream(vec![vec![
+            b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 0\r\n\r\n",
+        ]])
+        .await;
+        let response = get(conn(addr).await, Method::GET).await.unwrap();
+        let phrase = response.extensions().get::<hyper::ext::ReasonPhrase>();
+        assert_eq!(
+            phrase.map(hyper::ext::ReasonPhrase::as_bytes),
+            Some(&b"Fine Thanks"[..])
+        );
+
+        let (addr, _up) = upstream(vec![vec![
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        ]])
+        .await;
+        let response = get(conn(addr).await, Method::GET).await.unwrap();
+        assert!(response.extensions().is_empty());
     }
 
     #[tokio::test]
