@@ -211,7 +211,7 @@ pub async fn authenticate(
         let headers = session.req_header().headers.get_all(http::header::COOKIE);
         state
             .sessions
-            .read(headers.iter().filter_map(|v| v.to_str().ok()), host, now)
+            .read(|| headers.iter().filter_map(|v| v.to_str().ok()), host, now)
     };
     let Some((claims, stale)) = read else {
         return Ok(None);

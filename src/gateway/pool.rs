@@ -777,4 +777,75 @@ mod tests {
         assert!(matches!(failed, Err(Error::Exchange(_))), "{failed:?}");
         assert_eq!(reqs.load(Ordering::SeqCst), before + 1);
     }
+    /// An upstream that answers every request with `ok` and closes a
+    /// connection (by the order it was accepted in) when told to.
+    async fn closes_when_told() -> (SocketAddr, tokio::sync::mpsc::UnboundedSender<usize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tell, mut told) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        tokio::spawn(async move {
+            let mut stops = Vec::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let (mut s, _) = accepted.unwrap();
+                        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+                        stops.push(Some(stop));
+                        tokio::spawn(async move {
+                            let mut head = Vec::new();
+                            loop {
+                                let mut byte = [0u8; 1];
+                                tokio::select! {
+                                    _ = &mut stopped => return,
+                                    n = s.read(&mut byte) => if n.unwrap_or(0) == 0 { return },
+                                }
+                                head.push(byte[0]);
+                                if head.ends_with(b"\r\n\r\n") {
+                                    head.clear();
+                                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                                    s.write_all(ok).await.unwrap();
+                                }
+                            }
+                        });
+                    }
+                    Some(i) = told.recv() => {
+                        if let Some(stop) = stops.get_mut(i).and_then(Option::take) {
+                            let _ = stop.send(());
+                        }
+                    }
+                }
+            }
+        });
+        (addr, tell)
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_upstream_closed_leaves_the_list_when_another_goes_back() {
+        let (addr, tell) = closes_when_told().await;
+        let pool = Pool::new(dial(addr), 1).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let (response, checkin) = pool.send(get(http::Method::GET), false).await.unwrap();
+            let mut answer = response.into_body();
+            (&mut answer).collect().await.unwrap();
+            held.push((checkin.unwrap(), answer));
+        }
+        for (checkin, mut answer) in held {
+            checkin.put_back(&mut answer);
+        }
+        assert_eq!(pool.shared.lock(0).own.len(), 2);
+
+        // The oldest is closed by the upstream; the newest serves a request
+        // and goes back: the closed one is dropped then, not after idle_for.
+        tell.send(0).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (response, checkin) = pool.send(get(http::Method::GET), false).await.unwrap();
+        let mut answer = response.into_body();
+        assert_eq!(
+            &(&mut answer).collect().await.unwrap().to_bytes()[..],
+            b"ok"
+        );
+        checkin.unwrap().put_back(&mut answer);
+        assert_eq!(pool.shared.lock(0).own.len(), 1);
+    }
 }

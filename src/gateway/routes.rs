@@ -486,7 +486,7 @@ async fn current_session(
         let headers = session.req_header().headers.get_all(http::header::COOKIE);
         state
             .sessions
-            .read(headers.iter().filter_map(|v| v.to_str().ok()), host, now)
+            .read(|| headers.iter().filter_map(|v| v.to_str().ok()), host, now)
     };
     let Some((claims, _)) = read else {
         return Ok(None);
@@ -1194,7 +1194,7 @@ async fn sign_out(
     let claims = {
         let headers = session.req_header().headers.get_all(http::header::COOKIE);
         sessions.read(
-            headers.iter().filter_map(|v| v.to_str().ok()),
+            || headers.iter().filter_map(|v| v.to_str().ok()),
             &host,
             state.clock.now_unix(),
         )

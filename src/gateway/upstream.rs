@@ -389,6 +389,30 @@ pub fn response_hop_by_hop(headers: &HeaderMap, status: u16) -> Vec<HeaderName> 
 /// Removes the gateway's own cookies from `Cookie` so they never reach the
 /// upstream; lines are read as bytes, so one that is not UTF-8 is filtered too.
 pub fn strip_gateway_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    use crate::session::cookie::{stripped, Stripped};
+    let mut lines = headers.get_all(http::header::COOKIE).iter();
+    let (Some(line), None) = (lines.next(), lines.next()) else {
+        return strip_cookie_lines(headers, names);
+    };
+    // One line, the usual case: read once, and copied only when it changes.
+    match stripped(line.as_bytes(), names) {
+        Stripped::Unchanged => {}
+        Stripped::Empty => {
+            headers.remove(http::header::COOKIE);
+        }
+        Stripped::Kept(kept) => match HeaderValue::from_bytes(&kept) {
+            Ok(kept) => {
+                headers.insert(http::header::COOKIE, kept);
+            }
+            Err(_) => {
+                headers.remove(http::header::COOKIE);
+            }
+        },
+    }
+}
+
+/// [`strip_gateway_cookies`] for a request with no `Cookie` line or several.
+fn strip_cookie_lines(headers: &mut HeaderMap, names: &[&str]) {
     let ours = |v: &HeaderValue| {
         crate::session::cookie::pieces(v.as_bytes())
             .any(|pair| crate::session::cookie::pair_is_gateway_cookie(pair.trim_ascii(), names))

@@ -275,20 +275,23 @@ impl Conn {
             return Err(failed(ExchangeError::UnaskedSwitch));
         }
         let bytes = self.buf.split_to(head.len).freeze();
-        let headers = fields(&self.fields, &bytes).map_err(failed)?;
+        let (headers, present) = fields(&self.fields, &bytes).map_err(failed)?;
         let status = StatusCode::from_u16(head.status)
             .map_err(|_| failed(ExchangeError::Framing("an invalid status code")))?;
-        if head.version == Version::HTTP_10 && headers.contains_key(TRANSFER_ENCODING) {
+        if head.version == Version::HTTP_10 && present.transfer_encoding {
             // RFC 9112 §6.1: an HTTP/1.0 message's transfer coding is faulty framing.
             return Err(failed(ExchangeError::Framing(
                 "Transfer-Encoding in an HTTP/1.0 answer",
             )));
         }
-        let framing = body_framing(head_request, head.status, &headers).map_err(failed)?;
-        let announced_unsent = bodiless(head_request, head.status) && announces_body(&headers);
+        let framing = body_framing(head_request, head.status, &headers, present).map_err(failed)?;
+        let announced_unsent = bodiless(head_request, head.status)
+            && (present.transfer_encoding || present.content_length)
+            && announces_body(&headers);
+        let close_asked = present.connection && asks_close(&headers);
         let keep = head.version == Version::HTTP_11
             && !matches!(framing, Framing::UntilClose)
-            && !asks_close(&headers)
+            && !close_asked
             && !announced_unsent;
         let reason = bytes
             .get(head.reason[0]..head.reason[1])
@@ -396,9 +399,20 @@ fn parse_head(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Head>, Excha
     }))
 }
 
+/// Which of the fields that frame an answer its head carries, noted while
+/// its map is built: the usual answer (a length, no `Connection`) is then
+/// not looked up in the map again for the ones it lacks.
+#[derive(Debug, Default, Clone, Copy)]
+struct Present {
+    transfer_encoding: bool,
+    content_length: bool,
+    connection: bool,
+}
+
 /// The fields at `places` in `bytes` (a head), their values sharing it.
-fn fields(places: &[Field], bytes: &Bytes) -> Result<HeaderMap, ExchangeError> {
+fn fields(places: &[Field], bytes: &Bytes) -> Result<(HeaderMap, Present), ExchangeError> {
     let mut map = HeaderMap::with_capacity(places.len());
+    let mut present = Present::default();
     for &[n0, n1, v0, v1] in places {
         let name = bytes
             .get(n0..n1)
@@ -407,11 +421,14 @@ fn fields(places: &[Field], bytes: &Bytes) -> Result<HeaderMap, ExchangeError> {
         if v1 > bytes.len() || v0 > v1 {
             return Err(ExchangeError::Field);
         }
+        present.transfer_encoding |= name == TRANSFER_ENCODING;
+        present.content_length |= name == CONTENT_LENGTH;
+        present.connection |= name == CONNECTION;
         let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1))
             .map_err(|_| ExchangeError::Field)?;
         map.append(name, value);
     }
-    Ok(map)
+    Ok((map, present))
 }
 
 /// How an answer's body ends (RFC 9112 §6.3).
@@ -441,23 +458,26 @@ enum Chunk {
 }
 
 /// The framing of an answer to a request (a HEAD if `head_request`) with
-/// `status` and `headers`; an error for a length that reads two ways.
+/// `status` and `headers` (which carry the `present` framing fields); an
+/// error for a length that reads two ways.
 fn body_framing(
     head_request: bool,
     status: u16,
     headers: &HeaderMap,
+    present: Present,
 ) -> Result<Framing, ExchangeError> {
     if bodiless(head_request, status) || (100..200).contains(&status) {
         return Ok(Framing::Ended);
     }
-    let mut codings = headers.get_all(TRANSFER_ENCODING).iter().peekable();
-    if codings.peek().is_some() {
-        if headers.contains_key(CONTENT_LENGTH) {
+    if present.transfer_encoding {
+        if present.content_length {
             return Err(ExchangeError::Framing(
                 "both Content-Length and Transfer-Encoding",
             ));
         }
-        let tokens: Vec<&[u8]> = codings
+        let tokens: Vec<&[u8]> = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
             .filter(|t| !t.is_empty())
@@ -474,6 +494,9 @@ fn body_framing(
         } else {
             Framing::UntilClose
         });
+    }
+    if !present.content_length {
+        return Ok(Framing::UntilClose);
     }
     let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
     let Some(first) = lengths.next() else {

@@ -434,25 +434,46 @@ static COOKIE_OCTET: [bool; 256] = {
 /// `;`, then at the first `=`, each side trimmed, the value raw), without
 /// building a cookie per pair (a test holds the two to the same answers).
 pub fn find<'a>(cookie_headers: impl Iterator<Item = &'a str>, name: &str) -> Lookup<'a> {
+    one_of(values_named(cookie_headers, name).filter(|v| is_cookie_value(v)))
+}
+
+/// The value of the one pair named `name`, whatever bytes it holds; `None`
+/// when there is none or more than one. For a value the caller already
+/// knows to be well-formed (it equals one it read through [`find`]
+/// before): the check of each byte is then skipped, and a value it does
+/// not know goes through [`find`].
+pub fn sole_unchecked<'a>(
+    cookie_headers: impl Iterator<Item = &'a str>,
+    name: &str,
+) -> Option<&'a str> {
+    match one_of(values_named(cookie_headers, name)) {
+        Lookup::One(value) => Some(value),
+        Lookup::Absent | Lookup::Many => None,
+    }
+}
+
+/// The values of the pairs named `name`, each trimmed, as the `cookie`
+/// crate's `split_parse` reads pairs (split at `;`, then at the first `=`).
+fn values_named<'a, 'n, I: Iterator<Item = &'a str>>(
+    cookie_headers: I,
+    name: &'n str,
+) -> impl Iterator<Item = &'a str> + use<'a, 'n, I> {
     // One pass over each header, no backtracking: linear in the header bytes, which the gateway
     // caps before this runs (SES-12).
-    let mut found = Lookup::Absent;
-    for header in cookie_headers {
-        for segment in header.split(';') {
-            let Some((pair_name, value)) = segment.split_once('=') else {
-                continue;
-            };
-            let value = value.trim();
-            if pair_name.trim() != name || !is_cookie_value(value) {
-                continue;
-            }
-            found = match found {
-                Lookup::Absent => Lookup::One(value),
-                Lookup::One(_) | Lookup::Many => return Lookup::Many,
-            };
-        }
+    cookie_headers
+        .flat_map(|header| header.split(';'))
+        .filter_map(|segment| segment.split_once('='))
+        .filter(move |(pair_name, _)| pair_name.trim() == name)
+        .map(|(_, value)| value.trim())
+}
+
+/// None, one, or more than one of `values` (stops at the second).
+fn one_of<'a>(mut values: impl Iterator<Item = &'a str>) -> Lookup<'a> {
+    match (values.next(), values.next()) {
+        (None, _) => Lookup::Absent,
+        (Some(value), None) => Lookup::One(value),
+        (Some(_), Some(_)) => Lookup::Many,
     }
-    found
 }
 
 /// `cookie_header` without the gateway's cookies (see [`without_bytes`]).
@@ -467,6 +488,29 @@ pub fn without(cookie_header: &str, names: &[&str]) -> Option<String> {
 /// goes, malformed or not: its value is ours, not the upstream's; anything
 /// else stays exactly as the client sent it.
 pub fn without_bytes(cookie_header: &[u8], names: &[&str]) -> Option<Vec<u8>> {
+    match stripped(cookie_header, names) {
+        // A line of empty pieces only leaves nothing either.
+        Stripped::Unchanged if pieces(cookie_header).all(|p| p.trim_ascii().is_empty()) => None,
+        Stripped::Unchanged => Some(cookie_header.to_vec()),
+        Stripped::Empty => None,
+        Stripped::Kept(kept) => Some(kept),
+    }
+}
+
+/// A `Cookie` line with the gateway's cookies taken out (see [`without_bytes`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stripped {
+    /// It carried none of them: as it was.
+    Unchanged,
+    /// Nothing else was left.
+    Empty,
+    /// What was left, pairs joined by `; `.
+    Kept(Vec<u8>),
+}
+
+/// `cookie_header` without the gateway's cookies, in one pass that copies
+/// nothing when there is nothing to take out.
+pub fn stripped(cookie_header: &[u8], names: &[&str]) -> Stripped {
     let mut kept: Vec<&[u8]> = Vec::new();
     let mut removed = false;
     for segment in pieces(cookie_header) {
@@ -480,12 +524,12 @@ pub fn without_bytes(cookie_header: &[u8], names: &[&str]) -> Option<Vec<u8>> {
             kept.push(pair);
         }
     }
-    if kept.is_empty() {
-        None
-    } else if removed {
-        Some(kept.join(&b"; "[..]))
+    if !removed {
+        Stripped::Unchanged
+    } else if kept.is_empty() {
+        Stripped::Empty
     } else {
-        Some(cookie_header.to_vec())
+        Stripped::Kept(kept.join(&b"; "[..]))
     }
 }
 
@@ -603,6 +647,31 @@ mod tests {
     }
 
     #[test]
+    fn a_cookie_line_is_rewritten_only_when_it_carries_a_gateway_cookie() {
+        let names = [NAME, LOGIN];
+        for (line, expected) in [
+            ("a=1; b=2", Stripped::Unchanged),
+            ("a=1; ; b=2", Stripped::Unchanged),
+            (";", Stripped::Unchanged),
+            ("__Host-portcullis=x", Stripped::Empty),
+            (
+                " __Host-portcullis=x ; __Host-portcullis_login=y",
+                Stripped::Empty,
+            ),
+            (
+                "a=1; __Host-portcullis=x; b=2",
+                Stripped::Kept(b"a=1; b=2".to_vec()),
+            ),
+            ("__Host-portcullis=x;a=1", Stripped::Kept(b"a=1".to_vec())),
+        ] {
+            assert_eq!(stripped(line.as_bytes(), &names), expected, "{line:?}");
+        }
+        // `without_bytes` keeps its answers: nothing left is `None`.
+        assert_eq!(without_bytes(b";", &names), None);
+        assert_eq!(without_bytes(b"a=1", &names), Some(b"a=1".to_vec()));
+    }
+
+    #[test]
     fn pieces_are_what_split_gives() {
         for line in ["", ";", "a", "a;b", ";a;", "a;;b;", "x=1; y=2", " ; "] {
             let ours: Vec<&[u8]> = pieces(line.as_bytes()).collect();
@@ -650,11 +719,24 @@ mod tests {
                 .collect();
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
             for name in [NAME, "a", "x"] {
+                let found = find(lines.iter().copied(), name);
                 assert_eq!(
-                    find(lines.iter().copied(), name),
+                    found,
                     find_by_the_cookie_crate(&lines, name),
                     "case {case}: {lines:?} for {name}"
                 );
+                // What `Sessions::read` takes from a remembered value: a
+                // sole pair that is well-formed is the one `find` gives.
+                let sole = sole_unchecked(lines.iter().copied(), name);
+                if let Some(v) = sole.filter(|v| is_cookie_value(v)) {
+                    assert_eq!(found, Lookup::One(v), "case {case}: {lines:?} for {name}");
+                }
+                if let Lookup::One(v) = found {
+                    assert!(
+                        sole.is_none_or(|s| s == v),
+                        "case {case}: {lines:?} for {name}"
+                    );
+                }
             }
         }
     }

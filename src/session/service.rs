@@ -196,18 +196,22 @@ impl Sessions {
     /// The session claims in the request's cookies, if exactly one valid,
     /// unexpired session cookie for this host is present. Any doubt is "no session".
     /// The flag says the cookie was sealed with an older secret and should be re-sealed.
-    pub fn read<'a>(
+    pub fn read<'a, I: Iterator<Item = &'a str>>(
         &self,
-        cookie_headers: impl Iterator<Item = &'a str>,
+        cookie_headers: impl Fn() -> I,
         host: &str,
         now: u64,
     ) -> Option<(SessionClaims, bool)> {
-        let Lookup::One(value) = cookie::find(cookie_headers, &self.cookie_name) else {
-            return None;
-        };
-        let (c, stale_key) = match self.opened.get(value) {
+        // A value this worker opened before was found well-formed then: its
+        // bytes are not checked again.
+        let remembered = cookie::sole_unchecked(cookie_headers(), &self.cookie_name)
+            .and_then(|value| self.opened.get(value));
+        let (c, stale_key) = match remembered {
             Some(hit) => hit,
             None => {
+                let Lookup::One(value) = cookie::find(cookie_headers(), &self.cookie_name) else {
+                    return None;
+                };
                 let opened = self
                     .sealer
                     .open::<SessionClaims>(&self.cookie_name, Purpose::Session, value)
