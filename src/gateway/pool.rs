@@ -80,6 +80,14 @@ impl Error {
     pub fn is_connect(&self) -> bool {
         !matches!(self, Error::Send(_) | Error::Exchange(_))
     }
+
+    /// Whether the answer's length could be read two ways (PRX-23).
+    pub fn is_ambiguous_framing(&self) -> bool {
+        matches!(
+            self,
+            Error::Exchange(upstream_h1::ExchangeError::Framing(_))
+        )
+    }
 }
 
 /// Where an upstream is and how to speak to it.

@@ -358,6 +358,9 @@ fn upstream_failed(
     rescue::respond(ex, ctx, Rejection::UpstreamFailed);
     if e.is_connect() {
         "ConnectError"
+    } else if e.is_ambiguous_framing() {
+        // As `check_response_framing` names it for an answer hyper read.
+        "InvalidUpstreamFraming"
     } else {
         "UpstreamError"
     }
