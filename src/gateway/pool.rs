@@ -547,7 +547,9 @@ impl Pool {
                 Taken::H1(mut tx) => {
                     origin_form(&mut req);
                     with_host(&mut req, &shared.dial);
-                    match tx.try_send_request(req).await {
+                    // Boxed, as the HTTP/2 arm: the request's future holds
+                    // only the exchange without a body in place.
+                    match Box::pin(tx.try_send_request(req)).await {
                         Ok(response) => {
                             let checkin = Checkin {
                                 shared: shared.clone(),
@@ -559,7 +561,7 @@ impl Pool {
                         Err(e) => e,
                     }
                 }
-                Taken::H2(tx) => match shared.send_h2(tx, slot, req, reused).await {
+                Taken::H2(tx) => match Box::pin(shared.send_h2(tx, slot, req, reused)).await {
                     Ok(response) => return Ok((response.map(Answer::Hyper), None)),
                     Err(e) => e,
                 },
