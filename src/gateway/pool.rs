@@ -85,7 +85,7 @@ impl Error {
     pub fn is_ambiguous_framing(&self) -> bool {
         matches!(
             self,
-            Error::Exchange(upstream_h1::ExchangeError::Framing(_))
+            Error::Exchange(upstream_h1::ExchangeError::AmbiguousLength(_))
         )
     }
 }

@@ -72,7 +72,10 @@ pub enum ExchangeError {
     /// A field of the answer's head is not a valid HTTP field.
     #[error("the upstream's answer has an invalid field")]
     Field,
-    /// The answer's length could be read two ways, or not at all.
+    /// The answer's length could be read two ways (PRX-23).
+    #[error("the upstream's answer length is ambiguous: {0}")]
+    AmbiguousLength(&'static str),
+    /// The answer's head frames it in a way HTTP/1.1 does not allow.
     #[error("the upstream's answer framing is invalid: {0}")]
     Framing(&'static str),
     /// A 101 to a request that asked for no upgrade.
@@ -471,7 +474,7 @@ fn body_framing(
     }
     if present.transfer_encoding {
         if present.content_length {
-            return Err(ExchangeError::Framing(
+            return Err(ExchangeError::AmbiguousLength(
                 "both Content-Length and Transfer-Encoding",
             ));
         }
@@ -505,7 +508,7 @@ fn body_framing(
     let first = first.as_bytes();
     let valid = !first.is_empty() && first.len() <= 18 && first.iter().all(u8::is_ascii_digit);
     if !valid || lengths.any(|v| v.as_bytes() != first) {
-        return Err(ExchangeError::Framing("an invalid Content-Length"));
+        return Err(ExchangeError::AmbiguousLength("an invalid Content-Length"));
     }
     let length = first.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
     Ok(if length == 0 {
@@ -598,6 +601,9 @@ fn chunk_step(
                 return Poll::Ready(Err(ExchangeError::Chunk("a size line without a size")));
             }
             match httparse::parse_chunk_size(&conn.buf) {
+                Ok(httparse::Status::Complete((used, _))) if used > MAX_CHUNK_LINE => {
+                    Poll::Ready(Err(ExchangeError::Chunk("a size line too long")))
+                }
                 Ok(httparse::Status::Complete((used, size))) => {
                     let line = conn.buf.get(..used.saturating_sub(2)).unwrap_or_default();
                     // httparse lets any byte through an extension; a bare LF
@@ -662,6 +668,9 @@ fn trailers_step(
 ) -> Poll<Result<Option<Frame<Bytes>>, ExchangeError>> {
     let mut slots = [httparse::EMPTY_HEADER; 32];
     match httparse::parse_headers(&conn.buf, &mut slots) {
+        Ok(httparse::Status::Complete((used, _))) if used > MAX_TRAILERS => {
+            Poll::Ready(Err(ExchangeError::Chunk("a trailer section too long")))
+        }
         Ok(httparse::Status::Complete((used, fields))) => {
             // httparse ends lines at a bare LF too; a stricter reader would not.
             let section = conn.buf.get(..used).unwrap_or_default();
@@ -889,7 +898,7 @@ mod tests {
         .await;
         let failed = get(conn(addr).await, Method::GET).await.unwrap_err();
         assert!(
-            matches!(failed.error, ExchangeError::Framing(_)),
+            matches!(failed.error, ExchangeError::AmbiguousLength(_)),
             "{:?}",
             failed.error
         );
@@ -898,21 +907,36 @@ mod tests {
 
     #[tokio::test]
     async fn lengths_that_disagree_or_are_not_numbers_are_refused() {
-        for head in [
-            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"[..],
-            b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\nabc",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
-            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        for (head, ambiguous) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"[..],
+                true,
+            ),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\nabc", true),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc", true),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+                false,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                false,
+            ),
         ] {
             let (addr, _up) = upstream(vec![vec![head]]).await;
             let failed = get(conn(addr).await, Method::GET).await.unwrap_err();
-            assert!(
-                matches!(failed.error, ExchangeError::Framing(_)),
-                "{}: {:?}",
-                String::from_utf8_lossy(head),
-                failed.error
-            );
+            let what = format!("{}: {:?}", String::from_utf8_lossy(head), failed.error);
+            if ambiguous {
+                assert!(
+                    matches!(failed.error, ExchangeError::AmbiguousLength(_)),
+                    "{what}"
+                );
+            } else {
+                assert!(matches!(failed.error, ExchangeError::Framing(_)), "{what}");
+            }
+            // Only a length that reads two ways is named so on the access line.
+            let named = super::super::pool::Error::Exchange(failed.error).is_ambiguous_framing();
+            assert_eq!(named, ambiguous, "{what}");
         }
     }
 
@@ -930,6 +954,7 @@ mod tests {
             b"0\r\n\n",
             b"0\r\nx-a: 1\nx-b: 2\r\n\r\n",
             many_extensions(),
+            long_extension(),
         ] {
             let (addr, _up) = upstream(vec![vec![
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -984,6 +1009,13 @@ mod tests {
         .await;
         let response = get(conn(addr).await, Method::GET).await.unwrap();
         assert!(response.extensions().is_empty());
+    }
+
+    /// One size line of 5 KiB, past the limit of one line, under the
+    /// budget of a body.
+    fn long_extension() -> &'static [u8] {
+        let line = [&b"1;x="[..], &[b'e'; 5 * 1024][..], b"\r\na\r\n0\r\n\r\n"].concat();
+        Box::leak(line.into_boxed_slice())
     }
 
     #[tokio::test]

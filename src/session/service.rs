@@ -212,12 +212,18 @@ impl Sessions {
                 let Lookup::One(value) = cookie::find(cookie_headers(), &self.cookie_name) else {
                     return None;
                 };
-                let opened = self
-                    .sealer
-                    .open::<SessionClaims>(&self.cookie_name, Purpose::Session, value)
-                    .ok()?;
-                self.opened.put(value, &opened.value, opened.stale_key);
-                (opened.value, opened.stale_key)
+                // A malformed pair of the same name beside it comes this way.
+                match self.opened.get(value) {
+                    Some(hit) => hit,
+                    None => {
+                        let opened = self
+                            .sealer
+                            .open::<SessionClaims>(&self.cookie_name, Purpose::Session, value)
+                            .ok()?;
+                        self.opened.put(value, &opened.value, opened.stale_key);
+                        (opened.value, opened.stale_key)
+                    }
+                }
             }
         };
         (self.is_binding(host, &c.host) && !cookie::is_expired(c.exp, now))

@@ -215,6 +215,28 @@ pub struct Gateway {
 
 /// A loopback port free right now.
 pub fn free_port() -> u16 {
+    // A port the kernel picks for `:0` comes from ip_local_port_range, the
+    // range outgoing connections take theirs from: a test's own connections
+    // (to its provider, its upstream) could take it before the gateway
+    // binds it ("Address already in use"). Below that range only another
+    // pick of this process could, and picks here never repeat.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    const BASE: u32 = 10_000;
+    if low > BASE + 1_000 {
+        let span = low - BASE;
+        let seed = std::process::id();
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let port = BASE + (seed.wrapping_add(n.wrapping_mul(7_919))) % span;
+            if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return port as u16;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
