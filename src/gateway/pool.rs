@@ -11,6 +11,11 @@
 //! body has been passed on whole ([`Checkin`]). A connection whose body was
 //! not read to its end is never reused (its bytes would be the next
 //! answer).
+//!
+//! Two such lists per worker: the gateway's own connections
+//! ([`super::upstream_h1`]) for requests without a body, which are
+//! written and answered on the request's own task, and hyper's for
+//! requests with a body, which hyper sends while it reads the answer.
 
 use std::cell::Cell;
 use std::collections::VecDeque;

@@ -196,6 +196,9 @@ impl Sessions {
     /// The session claims in the request's cookies, if exactly one valid,
     /// unexpired session cookie for this host is present. Any doubt is "no session".
     /// The flag says the cookie was sealed with an older secret and should be re-sealed.
+    /// `cookie_headers` gives the request's `Cookie` lines each time it is
+    /// called: once to find a value this worker remembers, again to read
+    /// them with every check when it does not.
     pub fn read<'a, I: Iterator<Item = &'a str>>(
         &self,
         cookie_headers: impl Fn() -> I,
