@@ -761,13 +761,12 @@ mod tests {
             .unwrap()
     }
 
-    #[tokio::test]
-    async fn a_request_whose_reused_connection_fails_goes_once_more_on_a_new_one_and_never_again() {
-        let (addr, conns, reqs) = answers_once_per_connection().await;
-        let pool = Pool::new(dial(addr), 1).unwrap();
-        // Three idle connections, each answered once.
+    /// Leaves `n` idle connections of the gateway's own in worker 0's list:
+    /// `n` GETs answered at once (none can reuse another's connection),
+    /// then all put back.
+    async fn fill_idle(pool: &Pool, n: usize) {
         let mut held = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..n {
             let (response, checkin) = pool.send(get(http::Method::GET), false).await.unwrap();
             let mut answer = response.into_body();
             (&mut answer).collect().await.unwrap();
@@ -776,7 +775,15 @@ mod tests {
         for (checkin, mut answer) in held {
             checkin.put_back(&mut answer);
         }
-        assert_eq!(pool.shared.lock(0).own.len(), 3);
+        assert_eq!(pool.shared.lock(0).own.len(), n);
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_reused_connection_fails_goes_once_more_on_a_new_one_and_never_again() {
+        let (addr, conns, reqs) = answers_once_per_connection().await;
+        let pool = Pool::new(dial(addr), 1).unwrap();
+        // Three idle connections, each answered once.
+        fill_idle(&pool, 3).await;
 
         // The newest closes at the GET unanswered: it goes once more, on a
         // new connection, which answers; the other idle ones are not tried.
@@ -838,17 +845,7 @@ mod tests {
     async fn an_idle_connection_the_upstream_closed_leaves_the_list_when_another_goes_back() {
         let (addr, tell) = closes_when_told().await;
         let pool = Pool::new(dial(addr), 1).unwrap();
-        let mut held = Vec::new();
-        for _ in 0..2 {
-            let (response, checkin) = pool.send(get(http::Method::GET), false).await.unwrap();
-            let mut answer = response.into_body();
-            (&mut answer).collect().await.unwrap();
-            held.push((checkin.unwrap(), answer));
-        }
-        for (checkin, mut answer) in held {
-            checkin.put_back(&mut answer);
-        }
-        assert_eq!(pool.shared.lock(0).own.len(), 2);
+        fill_idle(&pool, 2).await;
 
         // The oldest is closed by the upstream; the newest serves a request
         // and goes back: the closed one is dropped then, not after idle_for.
