@@ -660,12 +660,8 @@ mod tests {
         let idle_for = Duration::from_secs(3600);
         let pool = Pool::new(
             Dial {
-                address: Address::Socket(addr),
-                tls: None,
-                connect_timeout: Duration::from_secs(5),
-                scheme: Scheme::HTTP,
-                authority: Authority::try_from(addr.to_string().as_str()).unwrap(),
                 idle_for,
+                ..dial(addr)
             },
             1,
         )
