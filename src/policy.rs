@@ -79,8 +79,9 @@ impl Rules {
                 .clone()
                 .unwrap_or_else(|| format!("A policy does not allow you to {}.", verb(action)))
         };
-        let rules: Vec<&Rule> = self.0.iter().filter(applies).collect();
-        for r in rules.iter().filter(|r| r.policy.effect == Effect::Deny) {
+        // Iterated, never collected: this runs on every protected request.
+        let rules = || self.0.iter().filter(applies);
+        for r in rules().filter(|r| r.policy.effect == Effect::Deny) {
             // An expression that cannot be evaluated counts as a match: fail closed.
             if r.matches(who, request).unwrap_or(true) {
                 return Err(refusal(r));
@@ -89,13 +90,10 @@ impl Rules {
         // Among the applicable allows only the most specific path decides, so
         // "allow everyone" beside "allow admins on /admin" restricts /admin.
         let reach = |r: &Rule| r.policy.path_prefix.as_deref().unwrap_or("/").len();
-        let allows: Vec<&&Rule> = rules
-            .iter()
-            .filter(|r| r.policy.effect == Effect::Allow)
-            .collect();
-        let longest = allows.iter().map(|r| reach(r)).max().unwrap_or(0);
-        let allows: Vec<&&Rule> = allows.into_iter().filter(|r| reach(r) == longest).collect();
-        match allows.first() {
+        let allows = || rules().filter(|r| r.policy.effect == Effect::Allow);
+        let longest = allows().map(reach).max().unwrap_or(0);
+        let mut deciding = allows().filter(|r| reach(r) == longest);
+        match deciding.next() {
             // Access is never open by default: a path no allow rule covers
             // (only "allow admins on /admin", or only denies) admits nobody.
             // Sign-in actions stay open unless a rule says otherwise.
@@ -105,8 +103,8 @@ impl Rules {
             )),
             None => Ok(()),
             Some(first)
-                if !allows
-                    .iter()
+                if !std::iter::once(first)
+                    .chain(deciding)
                     .any(|r| r.matches(who, request).unwrap_or(false)) =>
             {
                 Err(refusal(first))

@@ -209,9 +209,11 @@ pub async fn authenticate(
     let now = state.clock.now_unix();
     let read = {
         let headers = session.req_header().headers.get_all(http::header::COOKIE);
-        state
-            .sessions
-            .read(|| headers.iter().filter_map(|v| v.to_str().ok()), host, now)
+        state.sessions.read(
+            || headers.iter().map(http::HeaderValue::as_bytes),
+            host,
+            now,
+        )
     };
     let Some((claims, stale)) = read else {
         return Ok(None);

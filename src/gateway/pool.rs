@@ -349,12 +349,19 @@ impl Shared {
         conn: Conn,
         slot: usize,
         req: &mut http::Request<UpstreamBody>,
+        identity: Identity<'_>,
         reused: bool,
     ) -> Option<Result<(http::Response<Answer>, Option<Checkin>), Error>> {
         origin_form(req);
         with_host(req, &self.dial);
+        let mut headers = std::mem::take(req.headers_mut());
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        match conn.exchange(req.method(), target, req.headers()).await {
+        let answered = conn
+            .exchange(req.method(), target, &mut headers, identity)
+            .await;
+        // Unanswered, the request may go again: with its fields.
+        *req.headers_mut() = headers;
+        match answered {
             Ok(response) => {
                 let checkin = Checkin {
                     shared: self.clone(),
@@ -366,6 +373,19 @@ impl Shared {
             Err(f) if reused && f.unanswered && req.method().is_idempotent() => None,
             Err(f) => Some(Err(Error::Exchange(f.error))),
         }
+    }
+
+    /// Sends `req`, which asks for an upgrade, on a new HTTP/1.1 connection
+    /// that can become a tunnel.
+    async fn send_upgrade(
+        &self,
+        req: http::Request<UpstreamBody>,
+    ) -> Result<(http::Response<Answer>, Option<Checkin>), Error> {
+        let Taken::H1(mut tx) = Box::pin(self.connect(true, false)).await? else {
+            return Err(Error::NotHttp1);
+        };
+        let response = tx.send_request(req).await.map_err(Error::Send)?;
+        Ok((response.map(Answer::Hyper), None))
     }
 
     /// Sends `req` on the HTTP/2 connection `tx` of worker `slot`, which
@@ -506,22 +526,24 @@ impl Pool {
     /// can become a tunnel. A request refused by a reused connection before
     /// any of it was sent (the upstream closed it meanwhile) is sent again on
     /// another. The [`Checkin`] returns an HTTP/1.1 connection to the pool.
+    /// `identity` goes with the request's headers, which do not hold its names.
     pub async fn send(
         &self,
         mut req: http::Request<UpstreamBody>,
         upgrade: bool,
+        identity: Identity<'_>,
     ) -> Result<(http::Response<Answer>, Option<Checkin>), Error> {
         let shared = &self.shared;
         let slot = worker();
-        if upgrade {
-            let Taken::H1(mut tx) = Box::pin(shared.connect(true, false)).await? else {
-                return Err(Error::NotHttp1);
-            };
-            let response = tx.send_request(req).await.map_err(Error::Send)?;
-            return Ok((response.map(Answer::Hyper), None));
+        // A request without a body goes on the gateway's own connections,
+        // which write `identity` as it is; hyper takes it in the map.
+        let own = !upgrade && http_body::Body::is_end_stream(req.body());
+        if !own {
+            with_identity(&mut req, identity);
         }
-        // A request without a body goes on the gateway's own connections.
-        let own = http_body::Body::is_end_stream(req.body());
+        if upgrade {
+            return shared.send_upgrade(req).await;
+        }
         // After one retry, only a new connection: a request that made a
         // connection fail never walks the whole idle list (RFC 9110 §9.2.2).
         let mut retried = false;
@@ -542,7 +564,10 @@ impl Pool {
                 }
             };
             let failed = match taken {
-                Taken::Own(conn) => match shared.exchange(conn, slot, &mut req, reused).await {
+                Taken::Own(conn) => match shared
+                    .exchange(conn, slot, &mut req, identity, reused)
+                    .await
+                {
                     Some(answered) => return answered,
                     None => {
                         retried = true;
@@ -578,6 +603,18 @@ impl Pool {
                 _ => return Err(Error::Send(failed.into_error())),
             }
         }
+    }
+}
+
+/// Header fields a request carries beside its map, whose names the map
+/// does not hold: the identity headers, rendered once per principal.
+pub type Identity<'a> = &'a [(http::HeaderName, http::HeaderValue)];
+
+/// `req` with the `identity` fields in its map.
+fn with_identity(req: &mut http::Request<UpstreamBody>, identity: Identity<'_>) {
+    let headers = req.headers_mut();
+    for (name, value) in identity {
+        headers.insert(name.clone(), value.clone());
     }
 }
 
@@ -671,7 +708,7 @@ mod tests {
             .header(http::header::HOST, "app.example")
             .body(UpstreamBody::new(None, None))
             .unwrap();
-        let (response, checkin) = pool.send(req, false).await.unwrap();
+        let (response, checkin) = pool.send(req, false, &[]).await.unwrap();
         let mut answer = response.into_body();
         let body = (&mut answer).collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"ok");
@@ -763,7 +800,7 @@ mod tests {
     async fn fill_idle(pool: &Pool, n: usize) {
         let mut held = Vec::new();
         for _ in 0..n {
-            let (response, checkin) = pool.send(get(http::Method::GET), false).await.unwrap();
+            let (response, checkin) = pool.send(get(http::Method::GET), false, &[]).await.unwrap();
             let mut answer = response.into_body();
             (&mut answer).collect().await.unwrap();
             held.push((checkin.unwrap(), answer));
@@ -783,7 +820,7 @@ mod tests {
 
         // The newest closes at the GET unanswered: it goes once more, on a
         // new connection, which answers; the other idle ones are not tried.
-        let (response, _) = pool.send(get(http::Method::GET), false).await.unwrap();
+        let (response, _) = pool.send(get(http::Method::GET), false, &[]).await.unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"ok");
         assert_eq!(conns.load(Ordering::SeqCst), 4);
@@ -791,7 +828,7 @@ mod tests {
 
         // A POST is never sent twice: its failure is the answer.
         let before = reqs.load(Ordering::SeqCst);
-        let failed = pool.send(get(http::Method::POST), false).await;
+        let failed = pool.send(get(http::Method::POST), false, &[]).await;
         assert!(matches!(failed, Err(Error::Exchange(_))), "{failed:?}");
         assert_eq!(reqs.load(Ordering::SeqCst), before + 1);
     }
@@ -847,7 +884,7 @@ mod tests {
         // and goes back: the closed one is dropped then, not after idle_for.
         tell.send(0).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let (response, checkin) = pool.send(get(http::Method::GET), false).await.unwrap();
+        let (response, checkin) = pool.send(get(http::Method::GET), false, &[]).await.unwrap();
         let mut answer = response.into_body();
         assert_eq!(
             &(&mut answer).collect().await.unwrap().to_bytes()[..],

@@ -153,8 +153,14 @@ pub async fn forward(
     *request.headers_mut() = headers;
 
     let upgrade = on_upgrade.is_some();
+    // Rendered once per principal, kept with it in its cache; client copies
+    // of these names went with the client's headers.
+    let principal = ctx.principal.clone();
+    let identity = principal
+        .as_deref()
+        .map_or(&[][..], |p| p.upstream_headers());
     let sent = answer_within(
-        || target.pool.send(request, upgrade),
+        || target.pool.send(request, upgrade, identity),
         target.read_timeout,
         progress.as_deref(),
     )
@@ -296,10 +302,7 @@ fn add_identity(state: &State, ctx: &Ctx, app: Option<&App>, headers: &mut http:
     let Some(p) = &ctx.principal else {
         return;
     };
-    // Rendered once per principal, kept with it in its cache.
-    for (name, value) in p.upstream_headers() {
-        headers.insert(name.clone(), value.clone());
-    }
+    // The identity headers go to the pool beside the map (`forward`).
     if let Some(app) = app {
         for (name, value) in upstream::claim_headers(&app.claim_headers, &p.claims) {
             headers.insert(name, value);

@@ -204,7 +204,7 @@ async fn link(
         rescue::respond(session, ctx, Rejection::Unauthenticated { rd });
         return Ok(());
     };
-    login(state, session, ctx, slug, Some(claims.sid)).await
+    login(state, session, ctx, slug, Some(claims.sid.clone())).await
 }
 
 /// The app a sign-in is for: the one serving `rd` (on this host, or on the
@@ -481,12 +481,14 @@ async fn current_session(
     session: &Exchange,
     host: &str,
     now: u64,
-) -> Result<Option<(SessionClaims, Arc<crate::principal::Principal>)>, StoreUnavailable> {
+) -> Result<Option<(Arc<SessionClaims>, Arc<crate::principal::Principal>)>, StoreUnavailable> {
     let read = {
         let headers = session.req_header().headers.get_all(http::header::COOKIE);
-        state
-            .sessions
-            .read(|| headers.iter().filter_map(|v| v.to_str().ok()), host, now)
+        state.sessions.read(
+            || headers.iter().map(http::HeaderValue::as_bytes),
+            host,
+            now,
+        )
     };
     let Some((claims, _)) = read else {
         return Ok(None);
@@ -1194,7 +1196,7 @@ async fn sign_out(
     let claims = {
         let headers = session.req_header().headers.get_all(http::header::COOKIE);
         sessions.read(
-            || headers.iter().filter_map(|v| v.to_str().ok()),
+            || headers.iter().map(http::HeaderValue::as_bytes),
             &host,
             state.clock.now_unix(),
         )

@@ -8,6 +8,7 @@
 //! cache is asked by `sid`).
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use super::SessionClaims;
 use crate::memo::{self, Table};
@@ -17,7 +18,7 @@ use crate::memo::{self, Table};
 const MAX_SEALED: usize = 512;
 
 thread_local! {
-    static OPENED: RefCell<Table<(SessionClaims, bool)>> = const { RefCell::new(Table::new(MAX_SEALED)) };
+    static OPENED: RefCell<Table<(Arc<SessionClaims>, bool)>> = const { RefCell::new(Table::new(MAX_SEALED)) };
 }
 
 /// One session service's view of the per-thread table.
@@ -42,23 +43,24 @@ impl Memo {
     }
 
     /// The claims and stale-key flag `sealed` opened to, if this thread
-    /// opened exactly these bytes for this view before.
-    pub fn get(&self, sealed: &str) -> Option<(SessionClaims, bool)> {
+    /// opened exactly these bytes for this view before. Shared, not
+    /// copied: a hit allocates nothing.
+    pub fn get(&self, sealed: &[u8]) -> Option<(Arc<SessionClaims>, bool)> {
         OPENED
-            .try_with(|t| t.try_borrow().ok()?.get(self.owner, 0, sealed.as_bytes()))
+            .try_with(|t| t.try_borrow().ok()?.get(self.owner, 0, sealed))
             .ok()
             .flatten()
     }
 
     /// Remembers that `sealed` opened to `claims`.
-    pub fn put(&self, sealed: &str, claims: &SessionClaims, stale_key: bool) {
+    pub fn put(&self, sealed: &str, claims: &Arc<SessionClaims>, stale_key: bool) {
         let _ = OPENED.try_with(|t| {
             if let Ok(mut t) = t.try_borrow_mut() {
                 t.put(
                     self.owner,
                     0,
                     sealed.as_bytes(),
-                    (claims.clone(), stale_key),
+                    (Arc::clone(claims), stale_key),
                 );
             }
         });
@@ -69,14 +71,14 @@ impl Memo {
 mod tests {
     use super::*;
 
-    fn claims(sid: &str) -> SessionClaims {
-        SessionClaims {
+    fn claims(sid: &str) -> Arc<SessionClaims> {
+        Arc::new(SessionClaims {
             sid: sid.into(),
             uid: "u1".into(),
             host: "app.example".into(),
             iat: 1,
             exp: 2,
-        }
+        })
     }
 
     const SEALED: &str = "AQGd1vX8yW0c2mT3k4LzQp7sNf6Rj9Hh0Ee5Aa1Bb2Cc3Dd4";
@@ -84,11 +86,11 @@ mod tests {
     #[test]
     fn a_cookie_opened_before_is_remembered_byte_for_byte() {
         let memo = Memo::new();
-        assert_eq!(memo.get(SEALED), None);
+        assert_eq!(memo.get(SEALED.as_bytes()), None);
         memo.put(SEALED, &claims("s1"), true);
-        assert_eq!(memo.get(SEALED), Some((claims("s1"), true)));
+        assert_eq!(memo.get(SEALED.as_bytes()), Some((claims("s1"), true)));
         let other = SEALED.replacen('A', "B", 1);
-        assert_eq!(memo.get(&other), None);
+        assert_eq!(memo.get(other.as_bytes()), None);
     }
 
     #[test]
@@ -96,8 +98,8 @@ mod tests {
         let old = Memo::new();
         old.put(SEALED, &claims("s1"), false);
         let reloaded = Memo::new();
-        assert_eq!(reloaded.get(SEALED), None);
-        assert_eq!(old.get(SEALED), Some((claims("s1"), false)));
+        assert_eq!(reloaded.get(SEALED.as_bytes()), None);
+        assert_eq!(old.get(SEALED.as_bytes()), Some((claims("s1"), false)));
     }
 
     #[test]
@@ -105,6 +107,6 @@ mod tests {
         let memo = Memo::new();
         let long = "a".repeat(MAX_SEALED + 1);
         memo.put(&long, &claims("s1"), false);
-        assert_eq!(memo.get(&long), None);
+        assert_eq!(memo.get(long.as_bytes()), None);
     }
 }

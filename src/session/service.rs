@@ -196,35 +196,39 @@ impl Sessions {
     /// The session claims in the request's cookies, if exactly one valid,
     /// unexpired session cookie for this host is present. Any doubt is "no session".
     /// The flag says the cookie was sealed with an older secret and should be re-sealed.
-    /// `cookie_headers` gives the request's `Cookie` lines each time it is
-    /// called: once to find a value this worker remembers, again to read
-    /// them with every check when it does not.
-    pub fn read<'a, I: Iterator<Item = &'a str>>(
+    /// `cookie_lines` gives the request's `Cookie` lines (as bytes) each
+    /// time it is called: once to find a value this worker remembers, again
+    /// to read them with every check when it does not. A line that is not
+    /// visible ASCII is not read (as `HeaderValue::to_str` would refuse it).
+    pub fn read<'a, I: Iterator<Item = &'a [u8]>>(
         &self,
-        cookie_headers: impl Fn() -> I,
+        cookie_lines: impl Fn() -> I,
         host: &str,
         now: u64,
-    ) -> Option<(SessionClaims, bool)> {
+    ) -> Option<(Arc<SessionClaims>, bool)> {
         // A value this worker opened before was found well-formed then: its
         // bytes are not checked again.
-        let remembered = cookie::sole_unchecked(cookie_headers(), &self.cookie_name)
+        let lines = || cookie_lines().filter(|l| cookie::visible(l));
+        let remembered = cookie::sole_unchecked(lines(), &self.cookie_name)
             .and_then(|value| self.opened.get(value));
         let (c, stale_key) = match remembered {
             Some(hit) => hit,
             None => {
-                let Lookup::One(value) = cookie::find(cookie_headers(), &self.cookie_name) else {
+                let texts = lines().filter_map(cookie::visible_str);
+                let Lookup::One(value) = cookie::find(texts, &self.cookie_name) else {
                     return None;
                 };
                 // A malformed pair of the same name beside it comes this way.
-                match self.opened.get(value) {
+                match self.opened.get(value.as_bytes()) {
                     Some(hit) => hit,
                     None => {
                         let opened = self
                             .sealer
                             .open::<SessionClaims>(&self.cookie_name, Purpose::Session, value)
                             .ok()?;
-                        self.opened.put(value, &opened.value, opened.stale_key);
-                        (opened.value, opened.stale_key)
+                        let claims = Arc::new(opened.value);
+                        self.opened.put(value, &claims, opened.stale_key);
+                        (claims, opened.stale_key)
                     }
                 }
             }

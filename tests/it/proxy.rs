@@ -1113,6 +1113,36 @@ async fn prx24_an_upstream_that_never_answers_gets_504_and_a_client_that_leaves_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn prx04_a_get_without_a_body_carries_exactly_one_of_each_identity_header_the_gateways() {
+    // A request without a body goes on the gateway's own upstream
+    // connections, which write the identity headers beside the client's.
+    let (gw, up, provider) = guarded_app("").await;
+    let token = token_with_groups(&provider, "root", &["admins", "staff"]);
+    let (status, resp) = raw_status(
+        &gw,
+        "/admin/x",
+        &format!(
+            "Authorization: Bearer {token}\r\nX-Forwarded-User: mallory\r\n\
+x-forwarded-user: eve\r\nX-Forwarded-Groups: admins\r\nX_Forwarded_Email: m@example.com\r\n"
+        ),
+    );
+    assert_eq!(status, 200, "{resp}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let named = |n: &str| -> Vec<&str> {
+        seen[0]
+            .headers
+            .iter()
+            .filter(|(k, _)| k.replace('_', "-") == n)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(named("x-forwarded-user"), ["root"]);
+    assert_eq!(named("x-forwarded-groups"), ["admins,staff"]);
+    assert_eq!(named("x-forwarded-email"), Vec::<&str>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn prx25_a_verified_bearer_token_stays_at_the_gateway_and_other_schemes_pass() {
     let (gw, up, provider) = guarded_app("").await;
     let token = token_with_groups(&provider, "root", &["admins"]);
