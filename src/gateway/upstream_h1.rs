@@ -882,6 +882,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_identity_fields_follow_the_request_s_and_the_answer_holds_the_upstream_s_alone() {
+        let (addr, up) = upstream(vec![vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-From-Upstream: 1\r\n\r\nok",
+        ]])
+        .await;
+        let mut headers = host();
+        headers.insert("x-from-client", HeaderValue::from_static("secret"));
+        let identity = [(
+            HeaderName::from_static("x-forwarded-user"),
+            HeaderValue::from_static("ada"),
+        )];
+        let response = conn(addr)
+            .await
+            .exchange(&Method::GET, "/", &mut headers, &identity)
+            .await
+            .unwrap();
+        // The map the request went out with now holds the answer's fields, and only those.
+        let names: Vec<&str> = response.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-length", "x-from-upstream"]);
+        assert!(headers.is_empty());
+        drop(response);
+        let heads = up.await.unwrap();
+        assert_eq!(
+            heads[0],
+            "GET / HTTP/1.1\r\nhost: app.example\r\nx-from-client: secret\r\nx-forwarded-user: ada\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
     async fn a_chunked_answer_in_pieces_is_read_whole_with_its_trailers_and_its_connection_reused()
     {
         let (addr, up) = upstream(vec![

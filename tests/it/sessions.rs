@@ -384,3 +384,32 @@ fn ses06_check_prints_the_idle_timeout_and_it_is_off_by_default() {
     .unwrap();
     assert_eq!(config.session.idle_timeout, None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_cookie_on_a_line_with_a_byte_outside_visible_ascii_is_not_read_even_once_known()
+{
+    let mut s = Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    // Read as it should be first: each worker that answers may remember it.
+    for _ in 0..4 {
+        assert_eq!(
+            get(&s, &s.gw, "/private", &s.jar, false).await.status(),
+            200
+        );
+    }
+    // The same cookie beside a Latin-1 byte: a line `HeaderValue::to_str`
+    // refuses, which is no session, as it was before the cookie was known.
+    let mut line = s.jar.header().into_bytes();
+    line.extend_from_slice(b"; note=caf\xe9");
+    for _ in 0..4 {
+        let r = s
+            .client
+            .get(s.gw.url("/private"))
+            .header("cookie", http::HeaderValue::from_bytes(&line).unwrap())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+}
