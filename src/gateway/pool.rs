@@ -388,6 +388,26 @@ impl Shared {
         Ok((response.map(Answer::Hyper), None))
     }
 
+    /// Sends `req` on the hyper HTTP/1.1 connection `tx` of worker `slot`,
+    /// which goes back to the worker's list with the answer's end.
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut tx: http1::SendRequest<UpstreamBody>,
+        slot: usize,
+        mut req: http::Request<UpstreamBody>,
+    ) -> Result<(http::Response<Answer>, Option<Checkin>), TrySendError<http::Request<UpstreamBody>>>
+    {
+        origin_form(&mut req);
+        with_host(&mut req, &self.dial);
+        let response = tx.try_send_request(req).await?;
+        let checkin = Checkin {
+            shared: self.clone(),
+            slot,
+            kept: Kept::Hyper(tx),
+        };
+        Ok((response.map(Answer::Hyper), Some(checkin)))
+    }
+
     /// Sends `req` on the HTTP/2 connection `tx` of worker `slot`, which
     /// becomes the worker's if it is new (not `reused`).
     async fn send_h2(
@@ -535,15 +555,17 @@ impl Pool {
     ) -> Result<(http::Response<Answer>, Option<Checkin>), Error> {
         let shared = &self.shared;
         let slot = worker();
-        // A request without a body goes on the gateway's own connections,
-        // which write `identity` as it is; hyper takes it in the map.
-        let own = !upgrade && http_body::Body::is_end_stream(req.body());
-        if !own {
-            with_identity(&mut req, identity);
-        }
         if upgrade {
+            with_identity(&mut req, identity, &mut false);
             return shared.send_upgrade(req).await;
         }
+        // A request without a body goes on the gateway's own connections
+        // (or on HTTP/2 where the upstream chose it).
+        let own = http_body::Body::is_end_stream(req.body());
+        // hyper's client takes `identity` in the map; the gateway's own
+        // connections write it after the map's fields, unless an earlier
+        // try (on HTTP/2) put it in the map.
+        let mut in_map = false;
         // After one retry, only a new connection: a request that made a
         // connection fail never walks the whole idle list (RFC 9110 §9.2.2).
         let mut retried = false;
@@ -564,37 +586,32 @@ impl Pool {
                 }
             };
             let failed = match taken {
-                Taken::Own(conn) => match shared
-                    .exchange(conn, slot, &mut req, identity, reused)
-                    .await
-                {
-                    Some(answered) => return answered,
-                    None => {
-                        retried = true;
-                        continue;
-                    }
-                },
-                Taken::H1(mut tx) => {
-                    origin_form(&mut req);
-                    with_host(&mut req, &shared.dial);
-                    // Boxed, as the HTTP/2 arm: the request's future holds
-                    // only the exchange without a body in place.
-                    match Box::pin(tx.try_send_request(req)).await {
-                        Ok(response) => {
-                            let checkin = Checkin {
-                                shared: shared.clone(),
-                                slot,
-                                kept: Kept::Hyper(tx),
-                            };
-                            return Ok((response.map(Answer::Hyper), Some(checkin)));
+                Taken::Own(conn) => {
+                    let extra = if in_map { &[][..] } else { identity };
+                    match shared.exchange(conn, slot, &mut req, extra, reused).await {
+                        Some(answered) => return answered,
+                        None => {
+                            retried = true;
+                            continue;
                         }
+                    }
+                }
+                // Boxed, both: the request's future holds only the
+                // exchange without a body in place.
+                Taken::H1(tx) => {
+                    with_identity(&mut req, identity, &mut in_map);
+                    match Box::pin(shared.send_h1(tx, slot, req)).await {
+                        Ok(answered) => return Ok(answered),
                         Err(e) => e,
                     }
                 }
-                Taken::H2(tx) => match Box::pin(shared.send_h2(tx, slot, req, reused)).await {
-                    Ok(response) => return Ok((response.map(Answer::Hyper), None)),
-                    Err(e) => e,
-                },
+                Taken::H2(tx) => {
+                    with_identity(&mut req, identity, &mut in_map);
+                    match Box::pin(shared.send_h2(tx, slot, req, reused)).await {
+                        Ok(response) => return Ok((response.map(Answer::Hyper), None)),
+                        Err(e) => e,
+                    }
+                }
             };
             let mut failed = failed;
             match failed.take_message() {
@@ -610,8 +627,12 @@ impl Pool {
 /// does not hold: the identity headers, rendered once per principal.
 pub type Identity<'a> = &'a [(http::HeaderName, http::HeaderValue)];
 
-/// `req` with the `identity` fields in its map.
-fn with_identity(req: &mut http::Request<UpstreamBody>, identity: Identity<'_>) {
+/// `req` with the `identity` fields in its map, unless they already are
+/// (`in_map`, which becomes true).
+fn with_identity(req: &mut http::Request<UpstreamBody>, identity: Identity<'_>, in_map: &mut bool) {
+    if std::mem::replace(in_map, true) {
+        return;
+    }
     let headers = req.headers_mut();
     for (name, value) in identity {
         headers.insert(name.clone(), value.clone());

@@ -33,7 +33,7 @@ enum Speaks {
 
 /// An upstream counting its connections and recording each request's
 /// version and path; `/big` answers `BIG` bytes of `b'x'`, `/echo` the
-/// request body, anything else "ok <path>".
+/// request body, `/who` its `X-Forwarded-User` values, anything else "ok <path>".
 struct Counted {
     addr: std::net::SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -104,6 +104,14 @@ async fn answer(
         .push((req.version(), path.clone(), authority));
     let body = if path == "/big" {
         Bytes::from(vec![b'x'; BIG])
+    } else if path == "/who" {
+        let users: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-user")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        Bytes::from(format!("user {}", users.join(",")))
     } else if path == "/echo" {
         use http_body_util::BodyExt;
         req.into_body().collect().await.unwrap().to_bytes()
@@ -171,6 +179,51 @@ async fn an_https_upstream_that_offers_http2_gets_the_requests_over_http2_on_few
         up.connections() <= 8,
         "{} HTTP/2 connections for 40 requests",
         up.connections()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_machine_s_identity_reaches_an_http2_upstream_once_with_a_body_or_without() {
+    let up = Counted::start(Speaks::Http2Tls).await;
+    let provider = crate::proxy::token_provider().await;
+    let gw = Gateway::start_full(&format!(
+        "{}\n[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\n\
+         [[app]]\nname = \"guarded\"\nupstream = \"https://localhost:{}\"\nupstream_ca_file = \"{}\"\n\
+         jwt_sources = [\"ci\"]\njwt_audiences = [\"guarded\"]\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        base_config(),
+        provider.well_known_url(),
+        up.addr.port(),
+        fixture("test-ca.pem").display()
+    ));
+    let token = crate::proxy::token_with_groups(&provider, "root", &["admins"]);
+    let c = client();
+    // Without a body (the first makes the HTTP/2 connection, the others
+    // reuse it), then with one (hyper's client on the same connection).
+    for i in 0..3 {
+        let r = c
+            .get(gw.url("/who"))
+            .bearer_auth(&token)
+            .header("x-forwarded-user", "mallory")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "user root", "request {i}");
+    }
+    let r = c
+        .post(gw.url("/who"))
+        .bearer_auth(&token)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "user root");
+    let seen = up.seen();
+    assert_eq!(seen.len(), 4);
+    assert!(
+        seen.iter().all(|(v, _, _)| *v == http::Version::HTTP_2),
+        "{seen:?}"
     );
 }
 

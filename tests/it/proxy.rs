@@ -491,7 +491,7 @@ async fn prx29_a_bearer_token_is_answered_by_rfc6750_never_redirected() {
 }
 
 /// A demo OpenID provider whose tokens the path tests use as machine identities.
-async fn token_provider() -> portcullis::demo::Provider {
+pub(crate) async fn token_provider() -> portcullis::demo::Provider {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     portcullis::demo::provider::start(
         listener,
@@ -501,7 +501,11 @@ async fn token_provider() -> portcullis::demo::Provider {
 }
 
 /// A bearer token for app `guarded` with these groups.
-fn token_with_groups(p: &portcullis::demo::Provider, sub: &str, groups: &[&str]) -> String {
+pub(crate) fn token_with_groups(
+    p: &portcullis::demo::Provider,
+    sub: &str,
+    groups: &[&str],
+) -> String {
     let now = jsonwebtoken::get_current_timestamp();
     let claims = serde_json::json!({
         "iss": p.issuer(), "sub": sub, "aud": ["guarded"],
