@@ -1066,4 +1066,16 @@ for floor in hyper-bare pingora-bare; do
     printf '  %-22s req/s %6s   CPU µs/request %6s\n' "$floor / nginx" \
         "$(xfmt "$(ratio "${RPS[$floor]}" "$NX_RPS")")" "$(xfmt "$(ratio "${CPU[$floor]}" "$NX_CPU")")"
 done
+# What a proxy as fast as nginx, with no authentication, would score against
+# the Apache rows: the upstream shares the proxy's core, so no row goes far
+# past nginx's req/s, and a bearer-hit / Apache target above these ratios
+# asks for a proxy faster than nginx itself.
+if [[ -n "$NX_RPS" && -n "${RPS[apache-oidc]:-}${RPS[apache-oauth2]:-}" ]]; then
+    echo
+    echo "the Apache rows against nginx (what a proxy as fast as nginx would score):"
+    for ap in apache-oidc apache-oauth2; do
+        [[ -n "${RPS[$ap]:-}" ]] || continue
+        printf '  %-22s req/s %6s\n' "nginx / $ap" "$(xfmt "$(ratio "$NX_RPS" "${RPS[$ap]}")")"
+    done
+fi
 exit 0
