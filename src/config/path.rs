@@ -9,10 +9,23 @@
 pub struct CanonicalPath {
     /// What the upstream receives: unreserved `%xx` decoded, other `%xx`
     /// upper-cased, empty segments merged, `;parameters`, `%2F` and `%3B` kept.
-    pub forward: String,
-    /// What decisions match against: the forward path with `%2F` read as `/`,
-    /// `%3B` as `;`, each segment without its `;parameters`, empty segments merged.
-    pub decision: String,
+    forward: String,
+    /// What decisions match against, when it differs from `forward`: the
+    /// forward path with `%2F` read as `/`, `%3B` as `;`, each segment
+    /// without its `;parameters`, empty segments merged.
+    decision: Option<String>,
+}
+
+impl CanonicalPath {
+    /// What the upstream receives.
+    pub fn forward(&self) -> &str {
+        &self.forward
+    }
+
+    /// What decisions (routing, public paths, policies) match against.
+    pub fn decision(&self) -> &str {
+        self.decision.as_deref().unwrap_or(&self.forward)
+    }
 }
 
 /// Why a path is refused (400): it could mean another path to some server.
@@ -144,6 +157,18 @@ fn check_decoded(decoded: &[u8]) -> Result<(), PathError> {
 /// Canonicalises a request path (without query), as DESIGN "Paths" says;
 /// `Err` means answer 400 and forward nothing.
 pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathError> {
+    if is_plain(raw) {
+        // Most paths: both forms are the path itself, one copy, no more.
+        return Ok(CanonicalPath {
+            forward: raw.to_string(),
+            decision: None,
+        });
+    }
+    canonicalize_fully(raw)
+}
+
+/// [`canonicalize`] segment by segment, for any path.
+fn canonicalize_fully(raw: &str) -> Result<CanonicalPath, PathError> {
     let Some(rest) = raw.as_bytes().strip_prefix(b"/") else {
         return Err(PathError::NotAbsolute);
     };
@@ -177,7 +202,27 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathError> {
     if trailing_slash || ends_open || decision.is_empty() {
         decision.push('/');
     }
+    let decision = (decision != forward).then_some(decision);
     Ok(CanonicalPath { forward, decision })
+}
+
+/// Whether `raw` is already canonical in both forms, as most paths are:
+/// absolute, only bytes a segment may carry literally (no `%`, no `;`), no
+/// empty segment but a trailing `/`, no `.` or `..` segment. The full
+/// canonicalisation would give it back unchanged, twice (a test holds the
+/// two to the same answers).
+fn is_plain(raw: &str) -> bool {
+    let Some(rest) = raw.as_bytes().strip_prefix(b"/") else {
+        return false;
+    };
+    let segments = rest.strip_suffix(b"/").unwrap_or(rest);
+    rest.is_empty()
+        || segments.split(|&b| b == b'/').all(|segment| {
+            !segment.is_empty()
+                && segment != b"."
+                && segment != b".."
+                && segment.iter().all(|&b| b != b';' && is_literal(b))
+        })
 }
 
 #[cfg(test)]
@@ -186,7 +231,7 @@ mod tests {
 
     fn ok(raw: &str) -> (String, String) {
         let c = canonicalize(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
-        (c.forward, c.decision)
+        (c.forward().to_string(), c.decision().to_string())
     }
 
     #[test]
@@ -231,6 +276,44 @@ mod tests {
                 "{raw}"
             );
         }
+    }
+
+    #[test]
+    fn a_path_taken_as_already_canonical_is_what_the_full_canonicalisation_gives() {
+        const PIECES: &[&str] = &[
+            "/", "a", "B", "0", ".", "..", "-", "_", "~", ";", "=", "%2F", "%2e", "%41", "%", " ",
+            "\\", "\u{e9}", "!", "@", ":", "+",
+        ];
+        // A small deterministic generator: the same cases every run.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut plain = 0;
+        for case in 0..50_000 {
+            let tail: String = (0..next(8)).map(|_| PIECES[next(PIECES.len())]).collect();
+            let raw = format!("/{tail}");
+            if is_plain(&raw) {
+                plain += 1;
+                let full =
+                    canonicalize_fully(&raw).unwrap_or_else(|e| panic!("case {case}: {raw}: {e}"));
+                assert_eq!(
+                    (full.forward(), full.decision()),
+                    (raw.as_str(), raw.as_str()),
+                    "case {case}"
+                );
+            }
+            assert_eq!(
+                canonicalize(&raw),
+                canonicalize_fully(&raw),
+                "case {case}: {raw}"
+            );
+        }
+        // The generator reaches both kinds.
+        assert!(plain > 1_000, "{plain} plain paths");
     }
 
     #[test]

@@ -313,7 +313,7 @@ fn decide(
         Ok(c) => c,
         Err(e) => return Decision::Reject(Rejection::Framing(e)),
     };
-    let path = ctx.path.insert(canonical).decision.as_str();
+    let path = ctx.path.insert(canonical).decision();
     let host_header = req
         .headers
         .get(http::header::HOST)
@@ -598,7 +598,7 @@ fn admits(
     // Known from here, refused or not: the access line names them.
     ctx.principal = Some(p.clone());
     let req = session.req_header();
-    let path = ctx.path.as_ref().map_or("/", |c| c.decision.as_str());
+    let path = ctx.path.as_ref().map_or("/", |c| c.decision());
     let allowed = match ctx.app {
         Some(app) => state.access(app, &p, path, req.method.as_str(), host),
         None => Ok(()),

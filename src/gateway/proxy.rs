@@ -206,7 +206,7 @@ fn upstream_uri(head: &http::request::Parts, ctx: &Ctx) -> Result<http::Uri, &'s
     let rewritten = ctx
         .path
         .as_ref()
-        .and_then(|c| upstream::rewritten_target(&head.uri, &c.forward));
+        .and_then(|c| upstream::rewritten_target(&head.uri, c.forward()));
     let path_and_query = match rewritten {
         Some(t) => PathAndQuery::try_from(t).map_err(|_| "InvalidPath")?,
         None => head

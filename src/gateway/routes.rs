@@ -1413,7 +1413,7 @@ fn forwarded_target(
         |why: &'static str| Rejection::Framing(super::framing::FramingError::AmbiguousPath(why));
     let decision_path = |raw: &str| {
         super::framing::check_path(raw)
-            .map(|c| Some(c.decision))
+            .map(|c| Some(c.decision().to_string()))
             .map_err(Rejection::Framing)
     };
     if !trusted {

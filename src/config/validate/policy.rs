@@ -129,12 +129,12 @@ fn governed_actions(
 /// silently never match; refuse it and name the spelling to write.
 fn canonical_prefix(c: &mut Check<'_>, key: KeyPath, p: &str) {
     match crate::config::path::canonicalize(p) {
-        Ok(canon) if canon.decision == p => {}
+        Ok(canon) if canon.decision() == p => {}
         Ok(canon) => c.fail(
             key,
             format!(
                 "`{p}` is not how requests are matched (their canonical path); write `{}`",
-                canon.decision
+                canon.decision()
             ),
         ),
         Err(e) => c.fail(
