@@ -48,7 +48,7 @@ pub fn check_path_invariants(raw: &str) {
     if let Some(why) = ambiguous(raw) {
         panic!("accepted a path with a {why}: {raw:?} -> {once:?}");
     }
-    for form in [&once.forward, &once.decision] {
+    for form in [once.forward(), once.decision()] {
         if let Some(why) = ambiguous(form) {
             panic!("a canonical form has a {why}: {raw:?} -> {once:?}");
         }
@@ -58,13 +58,14 @@ pub fn check_path_invariants(raw: &str) {
             "empty segment kept: {raw:?} -> {once:?}"
         );
     }
-    let twice: CanonicalPath = canonicalize(&once.forward)
+    let twice: CanonicalPath = canonicalize(once.forward())
         .unwrap_or_else(|e| panic!("the forward form is refused ({e}): {raw:?} -> {once:?}"));
     assert_eq!(once, twice, "canonicalising twice changed {raw:?}");
-    let decided = canonicalize(&once.decision)
+    let decided = canonicalize(once.decision())
         .unwrap_or_else(|e| panic!("the decision form is refused ({e}): {raw:?} -> {once:?}"));
     assert_eq!(
-        decided.decision, once.decision,
+        decided.decision(),
+        once.decision(),
         "the decision form is not a fixed point for {raw:?}"
     );
 }
