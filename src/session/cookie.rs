@@ -728,14 +728,9 @@ mod tests {
             "\u{a0}",
             "é",
         ];
-        // A small deterministic generator: the same cases every run.
-        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        // The same cases every run.
+        let mut cases = portcullis_testkit::cases::Cases::new(0x2545_F491_4F6C_DD1D);
+        let mut next = |n: usize| cases.below(n);
         for case in 0..20_000 {
             let lines: Vec<String> = (0..1 + next(2))
                 .map(|_| (0..next(12)).map(|_| PIECES[next(PIECES.len())]).collect())

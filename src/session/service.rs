@@ -214,7 +214,7 @@ impl Sessions {
         let (c, stale_key) = match remembered {
             Some(hit) => hit,
             None => {
-                let texts = lines().filter_map(cookie::visible_str);
+                let texts = cookie_lines().filter_map(cookie::visible_str);
                 let Lookup::One(value) = cookie::find(texts, &self.cookie_name) else {
                     return None;
                 };

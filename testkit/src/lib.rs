@@ -4,6 +4,7 @@
 //! * [`vendors`]: the OAuth 2.0 / OpenID Connect vendors behind the presets
 //!   (GitHub, Google, Entra ID, Apple, …), one path prefix each;
 //! * [`slack`], [`wechat`]: Sign in with Slack and WeChat website login;
+//! * [`cases`]: a deterministic case generator for tests that draw many inputs;
 //! * [`oauth1_provider`]: an OAuth 1.0a provider with fault knobs, which
 //!   checks signatures with this crate's own RFC 5849 verifier ([`oauth1`]).
 //!
@@ -12,6 +13,7 @@
 //! `portcullis`: a fake that read the product's presets would agree with the
 //! product's mistakes.
 
+pub mod cases;
 pub mod oauth1;
 pub mod oauth1_provider;
 pub mod server;
