@@ -1077,5 +1077,13 @@ if [[ -n "$NX_RPS" && -n "${RPS[apache-oidc]:-}${RPS[apache-oauth2]:-}" ]]; then
         [[ -n "${RPS[$ap]:-}" ]] || continue
         printf '  %-22s req/s %6s\n' "nginx / $ap" "$(xfmt "$(ratio "$NX_RPS" "${RPS[$ap]}")")"
     done
+    # The same comparison by each proxy's own CPU per request, which the
+    # shared upstream does not cap: how much cheaper a verdict is here.
+    echo "the bearer rows against Apache by CPU per request (Apache's µs / ours):"
+    for pair in bearer-hit:apache-oidc bearer-hit:apache-oauth2 bearer-miss:apache-oidc; do
+        ours="${pair%%:*}" ap="${pair#*:}"
+        [[ -n "${CPU[$ours]:-}" && -n "${CPU[$ap]:-}" ]] || continue
+        printf '  %-27s CPU %6s\n' "$ours / $ap" "$(xfmt "$(ratio "${CPU[$ap]}" "${CPU[$ours]}")")"
+    done
 fi
 exit 0

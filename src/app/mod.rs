@@ -886,13 +886,14 @@ fn run(
         bound,
     } = built;
     let first = state.load_full();
-    let (threads, max, grace) = (
+    let (threads, max) = (
         first.config.server.threads,
         first.config.server.max_connections,
-        first.config.server.shutdown_timeout,
     );
-    let builders = Arc::new(server::Builders::new(&first.config.server));
+    let builders = Arc::new(server::Builders::new());
     drop(first);
+    // `shutdown_timeout` as the config current when the stop comes says.
+    let at_stop = state.clone();
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -921,6 +922,7 @@ fn run(
         let admin = admin.map(|a| start_admin(a, rx.clone())).transpose()?;
         stop.await;
         let _ = tx.send(true);
+        let grace = at_stop.load().config.server.shutdown_timeout;
         drain(&permits, max, grace).await;
         if let Some(a) = admin {
             a.abort();

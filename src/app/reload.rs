@@ -17,6 +17,9 @@ use crate::gateway::State;
 use crate::readiness::Readiness;
 use crate::tls::Certificate;
 
+/// The log target of reload lines (README, "Reload (SIGHUP)").
+const LOG_TARGET: &str = "portcullis::reload";
+
 /// `portcullis_config_reloads_total{result="ok"|"error"}`, both at 0 from the start.
 pub fn reloads_counter() -> Result<IntCounterVec, prometheus::Error> {
     let c = IntCounterVec::new(
@@ -105,12 +108,6 @@ pub fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("server.admin_listen", server.admin_listen);
     keep!("server.threads", server.threads);
     keep!("server.max_connections", server.max_connections);
-    keep!(
-        "server.request_header_timeout",
-        server.request_header_timeout
-    );
-    keep!("server.idle_timeout", server.idle_timeout);
-    keep!("server.shutdown_timeout", server.shutdown_timeout);
     keep!("server.log_format", server.log_format);
     keep!("store.url", store.url);
     keep!("session.cookie_name", session.cookie_name);
@@ -175,6 +172,7 @@ impl Reloader {
             Ok(()) => {
                 self.reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(
+                    target: LOG_TARGET,
                     generation = self.generation,
                     "config reloaded; new requests use it"
                 );
@@ -187,9 +185,10 @@ impl Reloader {
             Err(e) => {
                 self.reloads.with_label_values(&["error"]).inc();
                 for line in e.to_string().lines() {
-                    tracing::error!("{line}");
+                    tracing::error!(target: LOG_TARGET, "{line}");
                 }
                 tracing::error!(
+                    target: LOG_TARGET,
                     generation = self.generation,
                     "config reload refused; the running config keeps serving"
                 );
@@ -209,6 +208,7 @@ impl Reloader {
         let mut config = crate::config::load(&old.config.file)?;
         for key in keep_restart_only(&old.config, &mut config) {
             tracing::warn!(
+                target: LOG_TARGET,
                 key,
                 "{key} changed: it takes effect only after a restart; the running value is kept"
             );
@@ -275,7 +275,7 @@ pub fn on_hangup(mut reloader: Reloader) {
         .name("portcullis-reload".into())
         .spawn(move || {
             while rx.recv().is_ok() {
-                tracing::info!("SIGHUP: reloading the config");
+                tracing::info!(target: LOG_TARGET, "SIGHUP: reloading the config");
                 reloader.reload();
             }
         });

@@ -15,6 +15,12 @@ pub const IDENTITY_HEADERS: &[&str] = &[
 /// Every header starting with one of these (any spelling) belongs to the gateway too.
 pub const GATEWAY_PREFIXES: &[&str] = &["x-auth-request-", "x-portcullis-"];
 
+/// Every other `X-Forwarded-*` name (`-Ssl`, `-Scheme`, `-Client-Cert`, …)
+/// is a forwarding claim too: from a peer not in `trusted_proxies` it is
+/// removed, whatever follows the prefix (DESIGN: only trusted proxies may set
+/// `X-Forwarded-*`).
+pub const FORWARDING_PREFIX: &str = "x-forwarded-";
+
 /// Headers that say where a request came from and what it asked for: believed
 /// only from a trusted proxy, removed or replaced otherwise (PRX-05).
 pub const FORWARDING_HEADERS: &[&str] = &[

@@ -160,8 +160,10 @@ fn is_default_connection_idle(d: &Duration) -> bool {
 }
 
 impl Server {
-    /// Whether `ip` may set forwarding headers.
+    /// Whether `ip` may set forwarding headers. An IPv4 peer on a dual-stack
+    /// listener (`::ffff:a.b.c.d`) is matched as the IPv4 address it is.
     pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 }

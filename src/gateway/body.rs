@@ -297,6 +297,14 @@ where
                     let ms = p.since.elapsed().as_millis() as u64;
                     p.last.store(ms, Ordering::Release);
                 }
+                if frame.is_trailers() {
+                    // A client's trailer fields end the body here, unsent:
+                    // the header filter never saw their names (an identity
+                    // header sent as a trailer would reach an HTTP/2
+                    // upstream), and HTTP/1.1 upstreams never get them anyway.
+                    this.inner = None;
+                    return Poll::Ready(None);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             other => other.map(|f| f.map(|r| r.map_err(Into::into))),
@@ -311,5 +319,31 @@ where
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), HttpBody::size_hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    #[tokio::test]
+    async fn a_client_s_trailer_fields_never_go_upstream_and_its_data_does() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-forwarded-user", http::HeaderValue::from_static("admin"));
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Ok(Frame::data(Bytes::from_static(b"cd"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let client_body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let progress = Arc::new(Progress::new());
+        let sent = Watched::new(Some(client_body), Some(progress.clone()))
+            .collect()
+            .await
+            .unwrap();
+        assert!(sent.trailers().is_none());
+        assert_eq!(sent.to_bytes(), Bytes::from_static(b"abcd"));
+        assert!(!progress.failed());
     }
 }

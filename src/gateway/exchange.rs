@@ -12,12 +12,14 @@ use hyper::body::Incoming;
 
 use super::body::Body;
 
-/// Facts about a client connection, taken once when it is accepted.
+/// Where a request came from: the connection's peer, and whether the
+/// config the request is served under trusts it.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {
-    /// The client's address.
+    /// The client's address (an IPv4 peer of a dual-stack listener as IPv4).
     pub addr: SocketAddr,
-    /// Whether that address is in `server.trusted_proxies`.
+    /// Whether that address is in `server.trusted_proxies`: read per
+    /// request, so a reload changes it on open connections too.
     pub trusted: bool,
 }
 
@@ -35,10 +37,16 @@ pub struct Exchange {
     pub close: bool,
 }
 
-/// A request body that could not be read: its framing is broken or the client left.
+/// A request body that could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("reading the request body: {0}")]
-pub struct BodyError(#[from] hyper::Error);
+pub enum BodyError {
+    /// Its framing is broken or the client left.
+    #[error("reading the request body: {0}")]
+    Broken(#[from] hyper::Error),
+    /// It did not arrive in time (a gateway endpoint's body).
+    #[error("the request body did not arrive in time")]
+    TooSlow,
+}
 
 impl Exchange {
     /// A fresh exchange for a request from `peer`.

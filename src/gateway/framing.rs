@@ -26,6 +26,10 @@ pub enum FramingError {
     /// The request line is too long: answer 414.
     #[error("request line too long")]
     UriTooLong,
+    /// A body sent to a gateway endpoint did not arrive in time: answer 408
+    /// and close the connection.
+    #[error("the request body did not arrive in time")]
+    BodyTooSlow,
 }
 
 impl FramingError {
@@ -35,6 +39,7 @@ impl FramingError {
             FramingError::BadFraming(_) | FramingError::AmbiguousPath(_) => 400,
             FramingError::HeadersTooLarge => 431,
             FramingError::UriTooLong => 414,
+            FramingError::BodyTooSlow => 408,
         }
     }
 }

@@ -435,7 +435,13 @@ pub async fn serve(
 ) -> Result<http::Response<Body>, Infallible> {
     let _busy = conn.enter();
     let mut ctx = Ctx::new();
-    let mut ex = Exchange::new(request, conn.peer);
+    // Trust follows the config of this request, not the one the connection
+    // opened under: a reload that removes a proxy reaches its open connections.
+    let peer = exchange::Peer {
+        addr: conn.client,
+        trusted: state.config.server.is_trusted_proxy(conn.client.ip()),
+    };
+    let mut ex = Exchange::new(request, peer);
     // At debug, off by default: a span costs every request its creation and
     // records while nobody reads it. The access line and the warnings of a
     // request carry its request id instead (README, "Performance").
@@ -448,8 +454,8 @@ pub async fn serve(
     );
     // Read now: forwarding moves the headers into the upstream request.
     let client_ip = access::client_ip(
-        conn.peer.addr.ip(),
-        conn.peer.trusted,
+        peer.addr.ip(),
+        peer.trusted,
         ex.head
             .headers
             .get_all(&X_FORWARDED_FOR)
@@ -539,18 +545,20 @@ async fn handle(
         Decision::Auth(route) => {
             // Boxed: the gateway's own endpoints (sign-in, callback) make the
             // largest future, and hyper moves every request's future into place.
-            if Box::pin(routes::handle(state, session, ctx, route))
-                .await
-                .is_err()
-            {
+            let Err(e) = Box::pin(routes::handle(state, session, ctx, route)).await else {
+                return Ok(());
+            };
+            let (refusal, error) = match e {
                 // The body of a request to a gateway endpoint broke off or was malformed.
-                let refusal =
-                    Rejection::Framing(FramingError::BadFraming("invalid request body framing"));
-                rescue::respond(session, ctx, refusal);
-                ctx.outcome = Some(Outcome::Error);
-                return Err("InvalidChunk");
-            }
-            return Ok(());
+                exchange::BodyError::Broken(_) => (
+                    FramingError::BadFraming("invalid request body framing"),
+                    "InvalidChunk",
+                ),
+                exchange::BodyError::TooSlow => (FramingError::BodyTooSlow, "BodyTimeout"),
+            };
+            rescue::respond(session, ctx, Rejection::Framing(refusal));
+            ctx.outcome = Some(Outcome::Error);
+            return Err(error);
         }
         Decision::Reject(rejection) => {
             rescue::respond(session, ctx, rejection);

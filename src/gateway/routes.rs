@@ -710,16 +710,27 @@ async fn send_to_provider(
     }
 }
 
-/// Reads a request body up to [`MAX_BODY`]; `None` when it is larger.
-async fn read_body(session: &mut Exchange) -> Result<Option<Vec<u8>>, BodyError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Ok(None);
+/// Reads a request body up to [`MAX_BODY`]; `None` when it is larger. The
+/// whole body must arrive within `within` (`server.request_header_timeout`):
+/// these bodies are small forms, and a request under way holds its
+/// connection's slot, which no idle timeout reclaims.
+async fn read_body(
+    session: &mut Exchange,
+    within: std::time::Duration,
+) -> Result<Option<Vec<u8>>, BodyError> {
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Ok(None);
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
+        Ok(Some(body))
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .unwrap_or(Err(BodyError::TooSlow))
 }
 
 /// The key a callback names its flow by: `state`, or for OAuth 1.0a the
@@ -747,7 +758,8 @@ async fn callback(
     ctx: &mut Ctx,
     slug: &str,
 ) -> Result<(), BodyError> {
-    let Some(params) = callback_params(session).await? else {
+    let Some(params) = callback_params(session, state.config.server.request_header_timeout).await?
+    else {
         rescue::respond(session, ctx, Rejection::TooLarge);
         return Ok(());
     };
@@ -817,9 +829,12 @@ async fn callback(
 
 /// A callback's parameters: the form of a POST (`form_post`), else the
 /// query. `None`: a form larger than [`MAX_BODY`].
-async fn callback_params(session: &mut Exchange) -> Result<Option<String>, BodyError> {
+async fn callback_params(
+    session: &mut Exchange,
+    within: std::time::Duration,
+) -> Result<Option<String>, BodyError> {
     if method_is(session, &http::Method::POST) {
-        return Ok(read_body(session)
+        return Ok(read_body(session, within)
             .await?
             .map(|b| String::from_utf8_lossy(&b).into_owned()));
     }
@@ -1346,7 +1361,7 @@ async fn logout_by_token(
     let Some(rt) = state.sources.get(slug) else {
         return Ok(Err(LogoutRefusal::UnknownSource));
     };
-    let Some(form) = read_body(session).await? else {
+    let Some(form) = read_body(session, state.config.server.request_header_timeout).await? else {
         return Ok(Err(LogoutRefusal::TooLarge));
     };
     let token = url::form_urlencoded::parse(&form)
@@ -1398,7 +1413,8 @@ async fn logout_by_token(
 }
 
 /// The original request a forward-auth call is about: from `X-Original-URL`
-/// or `X-Forwarded-Host`/`-Uri`, believed only from trusted proxies, its path
+/// or `X-Forwarded-Host`/`-Uri` (or `X-Original-URI`, with the check's own
+/// host when no other is named), believed only from trusted proxies, its path
 /// canonicalised as a proxied request's is (PRX-06). `None` path: the caller
 /// did not (or may not) say which path it asks about. `Err`: the path it names
 /// is one the gateway would refuse, so the answer is a refusal, never "public".
@@ -1430,13 +1446,19 @@ fn forwarded_target(
         let host = crate::routing::request_host(Some(host), None);
         return Ok((host, decision_path(uri.path())?));
     }
+    // nginx's customary name for the path is `X-Original-URI`.
+    let uri = header("x-forwarded-uri").or_else(|| header("x-original-uri"));
+    let path_of = |uri: &str| decision_path(uri.split('?').next().unwrap_or_default());
     if let Some(h) = header("x-forwarded-host") {
-        let uri = header("x-forwarded-uri").unwrap_or("/");
-        let path = uri.split('?').next().unwrap_or_default();
         return Ok((
             crate::routing::request_host(None, Some(h)),
-            decision_path(path)?,
+            path_of(uri.unwrap_or("/"))?,
         ));
+    }
+    // A path without a host is about the host the check was sent with:
+    // deciding on `/` instead would pass a path-scoped rule by.
+    if let Some(uri) = uri {
+        return Ok((ctx.host.clone(), path_of(uri)?));
     }
     Ok((ctx.host.clone(), None))
 }
@@ -1483,12 +1505,19 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
     };
     // The target app's access rules apply to forward auth as to proxying.
     if let (Some(p), Some(app)) = (&principal, target) {
-        let method = session
-            .req_header()
+        // The method asked about: believed only from a trusted proxy, like
+        // the host and URI; anyone else's check is about its own request.
+        let head = session.req_header();
+        let method = head
             .headers
             .get("x-forwarded-method")
+            .filter(|_| session.peer.trusted)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("GET")
+            .unwrap_or(if session.peer.trusted {
+                "GET"
+            } else {
+                head.method.as_str()
+            })
             .to_string();
         let h = host.clone().unwrap_or_default();
         if let Err(reason) = state.access(app, p, path.as_deref().unwrap_or("/"), &method, &h) {

@@ -1,6 +1,7 @@
 //! Connections: accepting within `max_connections`, TLS with ALPN (h2 or
 //! http/1.1), one hyper connection per client with the head timeout, the
-//! keep-alive idle timeout and the HTTP/2 stream and flood limits, and the
+//! keep-alive idle timeout, the same timeout on an answer the client stops
+//! reading (HTTP/1), and the HTTP/2 stream and flood limits, and the
 //! graceful drain on shutdown.
 //!
 //! The two timeouts and the shutdown are watched by a separate task per
@@ -29,7 +30,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::exchange::Peer;
 use super::{framing, head_tap, State};
 
 /// HTTP/2 streams one connection may have open at once.
@@ -48,14 +48,18 @@ const NO_HEAD: u64 = u64::MAX;
 const UNARMED: u64 = u64::MAX;
 /// `Conn::order` bit: finish the requests in flight and close.
 const CLOSE: u8 = 1;
-/// `Conn::order` bit: close now (a head took too long; nothing is in flight).
+/// No write is waiting for the client (the value of `Conn::write_stalled`).
+const NOT_STALLED: u64 = u64::MAX;
+/// `Conn::order` bit: close now (a head took too long, or the client took
+/// no bytes of an answer for `idle_timeout`; nothing is in flight).
 const CUT: u8 = 2;
 
 /// One client connection, shared by its requests (and its WebSocket tunnel,
 /// which keeps its slot of `max_connections` while it lives).
 pub struct Conn {
-    /// Who is connected, taken once at accept.
-    pub peer: Peer,
+    /// The client's address (an IPv4 client of a dual-stack listener as
+    /// IPv4); whether it is a trusted proxy is read per request.
+    pub client: SocketAddr,
     /// The client's address as a header value (`X-Forwarded-For`,
     /// `X-Real-IP`), rendered once for all the connection's requests.
     pub client_value: Option<http::HeaderValue>,
@@ -69,6 +73,9 @@ pub struct Conn {
     last: AtomicU64,
     /// When the first byte of the next head arrived, in ms after `born` (HTTP/1 only).
     head_started: AtomicU64,
+    /// Since when a write has waited for the client to take bytes, in ms
+    /// after `born` (HTTP/1 only; `NOT_STALLED` while writes go through).
+    write_stalled: AtomicU64,
     /// When the watchdog's timer fires, in ms after `born` (or `UNARMED`):
     /// a deadline that moves to before it has to wake the watchdog.
     armed: AtomicU64,
@@ -106,6 +113,9 @@ enum Expiry {
     Idle,
     /// A head is still arriving: close now, nothing is in flight.
     Head,
+    /// The client has taken no bytes of an answer for `idle_timeout`: close
+    /// now (finishing would wait for it forever).
+    Stalled,
 }
 
 /// A duration in whole ms, rounded up so that no deadline comes early.
@@ -116,27 +126,28 @@ fn ms_up(d: Duration) -> u64 {
 
 impl Conn {
     fn new(
-        peer: Peer,
+        client: SocketAddr,
         permit: OwnedSemaphorePermit,
         heads: Option<head_tap::HeadQueue>,
-        builders: &Builders,
+        limits: Limits,
     ) -> Self {
-        let head_ms = ms_up(builders.head_timeout);
+        let head_ms = ms_up(limits.head_timeout);
         Conn {
-            client_value: http::HeaderValue::from_str(&peer.addr.ip().to_string()).ok(),
-            peer,
+            client_value: http::HeaderValue::from_str(&client.ip().to_string()).ok(),
+            client,
             heads,
             busy: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             last: AtomicU64::new(0),
             head_started: AtomicU64::new(NO_HEAD),
+            write_stalled: AtomicU64::new(NOT_STALLED),
             // The watchdog's first timer: the first head is due then.
             armed: AtomicU64::new(head_ms),
             moved: tokio::sync::Notify::new(),
             order: AtomicU8::new(0),
             order_waker: AtomicWaker::new(),
             head_ms,
-            idle_ms: ms_up(builders.idle),
+            idle_ms: ms_up(limits.idle),
             born: Instant::now(),
             _permit: permit,
         }
@@ -186,11 +197,35 @@ impl Conn {
         }
     }
 
+    /// A write could not go out: the client is not reading. The clock is
+    /// read only when a stall begins.
+    fn write_waits(&self) {
+        if self.write_stalled.load(Ordering::Acquire) == NOT_STALLED {
+            let now = self.now();
+            self.write_stalled.store(now, Ordering::SeqCst);
+            // Later than any deadline armed before (it is `idle_ms` ahead of
+            // `last`, which is earlier): the watchdog finds it when it wakes.
+        }
+    }
+
+    /// A write went out: a stall, if there was one, is over.
+    fn write_went(&self) {
+        if self.write_stalled.load(Ordering::Acquire) != NOT_STALLED {
+            self.write_stalled.store(NOT_STALLED, Ordering::SeqCst);
+        }
+    }
+
     /// The next deadline (ms after `born`) and what happens then; `None`
     /// while a request is in flight.
     fn deadline(&self) -> Option<(u64, Expiry)> {
         if self.busy.load(Ordering::SeqCst) > 0 {
             return None;
+        }
+        let stalled = self.write_stalled.load(Ordering::SeqCst);
+        if stalled != NOT_STALLED {
+            // An answer is being written (after its request ended) and the
+            // client takes none of it: whatever else is due, this ends it.
+            return Some((stalled.saturating_add(self.idle_ms), Expiry::Stalled));
         }
         let started = self.head_started.load(Ordering::SeqCst);
         Some(if started != NO_HEAD {
@@ -213,10 +248,21 @@ impl Conn {
 
 /// A client connection's reads, noticing when a head begins (HTTP/1), so
 /// that the head timeout runs from its first byte and the idle timeout
-/// between requests.
+/// between requests; and its writes, noticing when the client stops taking
+/// bytes of an answer.
 struct Watched<I> {
     io: I,
     conn: Arc<Conn>,
+}
+
+impl<I> Watched<I> {
+    fn wrote(&self, pending: bool) {
+        if pending {
+            self.conn.write_waits();
+        } else {
+            self.conn.write_went();
+        }
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
@@ -240,7 +286,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote(polled.is_pending());
+        polled
     }
 
     fn poll_write_vectored(
@@ -248,7 +296,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(polled.is_pending());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -259,7 +309,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.wrote(polled.is_pending());
+        polled
     }
 
     fn poll_shutdown(
@@ -274,13 +326,28 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 pub struct Builders {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
+}
+
+/// A connection's timeouts: from the config current when it was accepted
+/// (a reload changes them for the connections that follow).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
     head_timeout: Duration,
     idle: Duration,
 }
 
+impl Limits {
+    fn of(server: &crate::config::Server) -> Self {
+        Limits {
+            head_timeout: server.request_header_timeout,
+            idle: server.idle_timeout,
+        }
+    }
+}
+
 impl Builders {
-    /// Settings from `[server]`.
-    pub fn new(server: &crate::config::Server) -> Self {
+    /// The settings every connection shares (the limits of HTTP/2).
+    pub fn new() -> Self {
         let mut h1 = http1::Builder::new();
         // The watchdog (`watchdog`) enforces the head and idle timeouts
         // exactly. hyper's own head timer (30 s unless turned off) would only
@@ -301,18 +368,19 @@ impl Builders {
             )
             .keep_alive_interval(H2_KEEP_ALIVE)
             .keep_alive_timeout(H2_KEEP_ALIVE);
-        Builders {
-            h1,
-            h2,
-            head_timeout: server.request_header_timeout,
-            idle: server.idle_timeout,
-        }
+        Builders { h1, h2 }
     }
 }
 
-/// Accepts connections until `shutdown` changes. A connection is accepted
-/// only once one of `permits` is free: the others wait in the kernel's
-/// accept queue.
+impl Default for Builders {
+    fn default() -> Self {
+        Builders::new()
+    }
+}
+
+/// Accepts connections until `shutdown` changes. A connection is served
+/// only once one of `permits` is free; while this worker's one accepted
+/// connection waits for a permit, the next wait in the kernel's accept queue.
 pub async fn run(
     live: Arc<ArcSwap<State>>,
     listener: TcpListener,
@@ -322,14 +390,6 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.changed() => return,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
         let accepted = tokio::select! {
             biased;
             _ = shutdown.changed() => return,
@@ -343,6 +403,18 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        // Accepted first, then a permit: each worker has its own listener
+        // (`SO_REUSEPORT`), and a worker that took the last permit before
+        // accepting would hold it, idle, while a connection waits in another
+        // worker's queue with no permit left for it.
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
         };
         let _ = tcp.set_nodelay(true);
         tokio::spawn(connection(
@@ -369,15 +441,13 @@ async fn connection(
     // The connection's own bookkeeping reads the config current when it
     // opened; each request loads the one current when it arrives.
     let state = live.load_full();
-    let peer = Peer {
-        addr,
-        trusted: state.config.server.is_trusted_proxy(addr.ip()),
-    };
+    let peer = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+    let limits = Limits::of(&state.config.server);
     let Some(acceptor) = tls else {
         return serve_h1(state, live, peer, permit, tcp, &builders, shutdown).await;
     };
     // hyper has no handshake timeout: the head timeout bounds it too.
-    let stream = match tokio::time::timeout(builders.head_timeout, acceptor.accept(tcp)).await {
+    let stream = match tokio::time::timeout(limits.head_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(client = %addr, error = %e, "TLS handshake failed");
@@ -386,7 +456,7 @@ async fn connection(
         Err(_) => return,
     };
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        let conn = Arc::new(Conn::new(peer, permit, None, &builders));
+        let conn = Arc::new(Conn::new(peer, permit, None, limits));
         let service = {
             let (live, conn) = (live.clone(), conn.clone());
             service_fn(move |req| Box::pin(super::serve(live.load_full(), conn.clone(), req)))
@@ -402,7 +472,7 @@ async fn connection(
 async fn serve_h1<I>(
     state: Arc<State>,
     live: Arc<ArcSwap<State>>,
-    peer: Peer,
+    peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     io: I,
     builders: &Builders,
@@ -414,7 +484,12 @@ async fn serve_h1<I>(
     // (hyper repairs CL+TE and duplicate Content-Length before the service sees them).
     let (io, heads) = head_tap::tap(io);
     let io = io.into_inner();
-    let conn = Arc::new(Conn::new(peer, permit, Some(heads), builders));
+    let conn = Arc::new(Conn::new(
+        peer,
+        permit,
+        Some(heads),
+        Limits::of(&state.config.server),
+    ));
     let service = {
         let conn = conn.clone();
         // Boxed: hyper moves the request's future into place more than
@@ -441,7 +516,7 @@ fn refused_by_hyper(state: &State, conn: &Conn, e: &hyper::Error) {
     } else if e.is_parse() {
         400
     } else {
-        tracing::debug!(client = %conn.peer.addr, error = %e, "connection ended");
+        tracing::debug!(client = %conn.client, error = %e, "connection ended");
         return;
     };
     state
@@ -449,7 +524,7 @@ fn refused_by_hyper(state: &State, conn: &Conn, e: &hyper::Error) {
         .observe(None, crate::metrics::Outcome::BadRequest, 0.0);
     tracing::info!(
         target: "portcullis::access",
-        client = %conn.peer.addr,
+        client = %conn.client,
         status,
         outcome = crate::metrics::Outcome::BadRequest.label(),
         error = %e,
@@ -508,7 +583,7 @@ where
         Ended::Done(Ok(())) => {}
         Ended::Done(Err(e)) => refused_by_hyper(state, conn, &e),
         Ended::Cut => {
-            tracing::debug!(client = %conn.peer.addr, "request head too slow; closed");
+            tracing::debug!(client = %conn.client, "request head too slow, or an answer not read; closed");
         }
     }
 }
@@ -517,7 +592,8 @@ where
 enum Ended {
     /// hyper finished the connection.
     Done(Result<(), hyper::Error>),
-    /// The watchdog cut it: a head took too long.
+    /// The watchdog cut it: a head took too long, or the client stopped
+    /// taking an answer.
     Cut,
 }
 
@@ -598,12 +674,17 @@ async fn watchdog(conn: Arc<Conn>, mut shutdown: watch::Receiver<bool>) {
                 conn.moved.notified().await;
                 continue;
             }
+            Some((at, Expiry::Stalled)) if at <= now => {
+                conn.order(CUT);
+                conn.moved.notified().await;
+                continue;
+            }
             Some((at, Expiry::Idle)) if at <= now && !closing => {
                 closing = true;
                 conn.order(CLOSE);
                 None
             }
-            Some((at, Expiry::Head)) => Some(at),
+            Some((at, Expiry::Head | Expiry::Stalled)) => Some(at),
             Some((at, Expiry::Idle)) if !closing => Some(at),
             _ => None,
         };

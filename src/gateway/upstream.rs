@@ -11,7 +11,9 @@ use serde_json::Value;
 use crate::principal::header_safe;
 use crate::source::claims::lookup;
 
-use crate::config::header_names::{FORWARDING_HEADERS, GATEWAY_PREFIXES, IDENTITY_HEADERS};
+use crate::config::header_names::{
+    FORWARDING_HEADERS, FORWARDING_PREFIX, GATEWAY_PREFIXES, IDENTITY_HEADERS,
+};
 
 /// The session's source access token, to the upstream of an app with `pass_access_token`.
 pub const FORWARDED_ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-forwarded-access-token");
@@ -122,7 +124,8 @@ fn kept_option(token: &str) -> bool {
 /// own (PRX-01..05), in one pass over the names. Removed: fields the client
 /// nominated in `Connection` (RFC 9110 §7.6.1), the hop-by-hop fields, every
 /// spelling of a gateway-owned header, every `_` spelling of a forwarding
-/// header, and from an untrusted peer every forwarding header. Then
+/// header, and from an untrusted peer every forwarding header and every
+/// other `X-Forwarded-*` name. Then
 /// `X-Forwarded-For`, `-Proto`, `-Host` and `X-Real-IP` are set from what the
 /// gateway saw. A trusted peer's own values are kept, its `X-Forwarded-For`
 /// extended by its address. Most requests carry none of these names: they
@@ -192,6 +195,8 @@ fn doomed_names(headers: &HeaderMap, peer: &Peer<'_>) -> (Vec<HeaderName>, bool)
             } else {
                 trusted_forwarding = true;
             }
+        } else if !peer.trusted && canonical_starts_with(n, FORWARDING_PREFIX) {
+            doomed.push(name.clone());
         }
     }
     (doomed, trusted_forwarding)
@@ -646,6 +651,8 @@ mod tests {
             ("x_portcullis_anything", "forged"),
             ("X-Forwarded-Access-Token", "forged"),
             ("X_Forwarded_Access_Token", "forged"),
+            ("X-Forwarded-Ssl", "on"),
+            ("X_Forwarded_Client_Cert", "forged"),
             ("X-Kept", "k"),
         ];
         let h = filtered(&spoofed, &UNTRUSTED);
@@ -682,6 +689,7 @@ mod tests {
         );
         assert_eq!(values(&h, "x-real-ip"), ["1.1.1.1"]);
         assert_eq!(values(&h, "forwarded"), ["for=1.1.1.1;proto=https"]);
+        assert_eq!(values(&h, "x-forwarded-ssl"), ["on"]);
         for gone in [
             "x_forwarded_for",
             "x_forwarded_uri",
@@ -740,6 +748,11 @@ mod tests {
         h.append(
             http::header::SET_COOKIE,
             HeaderValue::from_bytes(b" __Host-portcullis =y").unwrap(),
+        );
+        // Nameless: a browser would send it back as `__Host-portcullis=z`.
+        h.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_static(" =__Host-portcullis=z; Path=/; Secure"),
         );
         h.append(
             http::header::SET_COOKIE,

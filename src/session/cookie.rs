@@ -578,8 +578,12 @@ pub fn pieces(line: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Whether a `name=value` pair (a `Cookie` pair or the start of a
 /// `Set-Cookie`) is named like a gateway cookie. Our names are ASCII, so a
-/// name that is not UTF-8 is never ours.
+/// name that is not UTF-8 is never ours. A nameless pair (`=portcullis=…`)
+/// is judged by the name in its value: a browser keeps it as a cookie with
+/// an empty name and sends it back as `portcullis=…`.
 pub fn pair_is_gateway_cookie(pair: &[u8], names: &[&str]) -> bool {
+    let pair = pair.trim_ascii_start();
+    let pair = pair.strip_prefix(b"=").unwrap_or(pair);
     let name = pair
         .split(|b| *b == b'=')
         .next()

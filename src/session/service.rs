@@ -174,9 +174,7 @@ impl Sessions {
             idle_timeout,
             used_states: moka::sync::Cache::builder()
                 .max_capacity(CACHE_ENTRIES)
-                .time_to_live(Duration::from_secs(
-                    crate::config::defaults::LOGIN_STATE_SECS,
-                ))
+                .time_to_live(Duration::from_secs(crate::config::defaults::USED_ONCE_SECS))
                 .build(),
             opened: super::opened::Memo::new(),
         }

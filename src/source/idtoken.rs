@@ -9,7 +9,7 @@ use crate::jwk::KeySet;
 use crate::jws::{self, JwsError};
 
 /// Clock leeway for `exp` and `iat` (docs/security.md: 60 s).
-pub const LEEWAY_SECS: u64 = 60;
+pub const LEEWAY_SECS: u64 = crate::config::defaults::CLOCK_LEEWAY_SECS;
 /// Largest ID token accepted.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
@@ -293,6 +293,29 @@ mod tests {
                 "{name} accepted"
             );
         }
+    }
+
+    /// A used `jti` is remembered for `USED_ONCE_SECS`: the most lenient
+    /// logout token (its `iat` a leeway ahead) must be refused by its age
+    /// by then, or a replay after the replica forgot it would be accepted.
+    #[test]
+    fn a_logout_token_is_refused_by_its_age_before_its_jti_is_forgotten() {
+        use crate::config::defaults::USED_ONCE_SECS;
+        let first_use = 1_700_000_000;
+        let ahead = json!({"iss": "https://idp", "aud": "rp", "iat": first_use + LEEWAY_SECS,
+            "jti": "j1", "sid": "s1", "events": {BACKCHANNEL_LOGOUT_EVENT: {}}});
+        let at = |now| {
+            check_logout_claims(
+                &ahead,
+                "https://idp",
+                "rp",
+                now,
+                crate::source::ID_TOKEN_MAX_AGE_SECS,
+            )
+        };
+        assert!(at(first_use).is_ok());
+        assert!(at(first_use + USED_ONCE_SECS - 1).is_err());
+        assert!(at(first_use + USED_ONCE_SECS).is_err());
     }
 
     fn expect(now: u64) -> Expect<'static> {

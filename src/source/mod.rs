@@ -28,8 +28,7 @@ use crate::outbound::{FetchError, Http, MAX_RESPONSE_BYTES};
 use crate::readiness::Readiness;
 use login_state::LoginState;
 
-/// How old an ID token's `iat` may be when it arrives.
-pub const ID_TOKEN_MAX_AGE_SECS: u64 = 15 * 60;
+pub use crate::config::defaults::ID_TOKEN_MAX_AGE_SECS;
 
 /// Why a sign-in through a source failed after the callback was accepted.
 #[derive(Debug, thiserror::Error)]

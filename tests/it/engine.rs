@@ -945,6 +945,208 @@ async fn prx19_beyond_max_connections_a_new_connection_waits_and_is_then_served(
     assert_eq!(uris, ["/a", "/b", "/c", "/d"]);
 }
 
+/// PRX-19 with two workers, each accepting on a listener of its own
+/// (`SO_REUSEPORT`): the one free slot serves the next connection whichever
+/// worker's queue the kernel put it in (a worker holding the slot while
+/// waiting on its own empty queue left about half of them hanging).
+#[tokio::test(flavor = "multi_thread")]
+async fn prx19_with_one_slot_and_two_workers_every_connection_in_turn_is_served() {
+    let up = Upstream::start("one slot").await;
+    let gw = Gateway::start_full(&format!(
+        "{}\n[[app]]\nname = \"open\"\nupstream = \"{}\"\npublic_paths = [\"/\"]\n",
+        config_with_server("max_connections = 1").replace("threads = 1", "threads = 2"),
+        up.url()
+    ));
+    let addr = gw.addr;
+    tokio::task::spawn_blocking(move || {
+        // Each connection lands in one of the two queues by its port: twelve
+        // in turn all found the worker holding the slot 1 time in 4096.
+        for i in 0..12 {
+            let mut s = TcpStream::connect(addr).unwrap();
+            keep_alive_get(
+                &mut s,
+                &format!("/{i}"),
+                "hello from one slot",
+                Duration::from_secs(5),
+            );
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(up.requests().len(), 12);
+}
+
+/// An IPv4 proxy reaching a dual-stack listener (`[::]`) is the peer
+/// `::ffff:127.0.0.1`; `trusted_proxies = ["127.0.0.1/32"]` names it still,
+/// and the app sees the IPv4 address it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ipv4_proxy_on_a_dual_stack_listener_is_trusted_as_its_ipv4_address() {
+    let up = Upstream::start("dual").await;
+    let gw = Gateway::start_full(&format!(
+        "{}\n[[app]]\nname = \"open\"\nupstream = \"{}\"\npublic_paths = [\"/\"]\n",
+        config_with_server("trusted_proxies = [\"127.0.0.1/32\"]")
+            .replace("\nlisten = \"127.0.0.1:0\"", "\nlisten = \"[::]:0\""),
+        up.url()
+    ));
+    assert!(gw.addr.is_ipv6(), "{}", gw.addr);
+    let v4 = SocketAddr::from(([127, 0, 0, 1], gw.addr.port()));
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(v4).unwrap();
+        s.write_all(
+            b"GET /dual HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n",
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).ends_with("hello from dual") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap();
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
+}
+
+/// A form sent to a gateway endpoint must arrive within
+/// `request_header_timeout`: a client that announces one and sends almost
+/// nothing gets 408 and the connection is closed (a request under way holds
+/// a slot of `max_connections` that no idle timeout reclaims).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_form_to_a_gateway_endpoint_that_never_arrives_is_answered_408_and_closed() {
+    let up = Upstream::start("app").await;
+    let gw = open_gateway("request_header_timeout = \"1s\"", &up);
+    let addr = gw.addr;
+    let (answer, waited) = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        // The sign-in host (public_url), where callbacks are read.
+        s.write_all(
+            b"POST /_auth/callback/x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nstate=",
+        )
+        .unwrap();
+        let t = Instant::now();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!(
+                    "still open after 10 s ({e}): {}",
+                    String::from_utf8_lossy(&got)
+                ),
+            }
+        }
+        (String::from_utf8_lossy(&got).into_owned(), t.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert!(up.requests().is_empty());
+}
+
+/// An upstream on a plain socket: `GET /big` answers `BIG` bytes (more than
+/// the sockets on the way can hold), anything else a 5-byte `small`.
+fn big_answer_upstream() -> SocketAddr {
+    const BIG: usize = 64 << 20;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.starts_with(b"GET /big ") {
+                    let chunk = vec![b'x'; 1 << 16];
+                    let mut out = s.write_all(
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").as_bytes(),
+                    );
+                    for _ in 0..BIG / chunk.len() {
+                        out = out.and_then(|()| s.write_all(&chunk));
+                    }
+                } else {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nsmall",
+                    );
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A client that stops reading an answer holds its connection (and its slot
+/// of `max_connections`) only for `idle_timeout` of no progress: with one
+/// slot, the next client is served once that has passed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_an_answer_is_cut_after_the_idle_timeout() {
+    let up = big_answer_upstream();
+    let gw = Gateway::start_full(&format!(
+        "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{up}\"\npublic_paths = [\"/\"]\n",
+        config_with_server("max_connections = 1\nidle_timeout = \"1s\"")
+    ));
+    let addr = gw.addr;
+    let (small, waited, taken) = tokio::task::spawn_blocking(move || {
+        let mut reader = TcpStream::connect(addr).unwrap();
+        reader
+            .write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        // It reads nothing; the next client waits for the one slot.
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        let mut next = TcpStream::connect(addr).unwrap();
+        next.write_all(b"GET /small HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        next.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).ends_with("small") {
+            match next.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("the next client was not served in 10 s: {e}"),
+            }
+        }
+        let waited = t.elapsed();
+        // The reader's answer was cut short.
+        reader
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut taken = 0usize;
+        let mut big = vec![0u8; 1 << 16];
+        while let Ok(n @ 1..) = reader.read(&mut big) {
+            taken += n;
+        }
+        (String::from_utf8_lossy(&got).into_owned(), waited, taken)
+    })
+    .await
+    .unwrap();
+    assert!(small.starts_with("HTTP/1.1 200"), "{small}");
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    assert!(taken < 64 << 20, "the whole answer arrived: {taken} bytes");
+}
+
 /// PRX-24 without false alarms: `upstream_read_timeout` bounds a silent
 /// upstream, but time the client spends uploading its body does not count.
 #[tokio::test(flavor = "multi_thread")]

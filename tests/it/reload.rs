@@ -204,6 +204,105 @@ async fn sighup_serves_a_new_app_and_public_path_while_a_request_under_way_finis
     assert!(bin.readyz().await["config_loaded_at"].is_string());
 }
 
+/// One keep-alive request on `s` claiming to come from 203.0.113.7 through
+/// `s`'s peer; waits for the whole answer (`hello from {upstream}`).
+async fn get_claiming_a_client(s: &mut tokio::net::TcpStream, path: &str, upstream: &str) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let want = format!("hello from {upstream}");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).ends_with(&want) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("no answer in 5 s")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+}
+
+/// DESIGN "Operations": the next request on an open connection gets the new
+/// config, and with it the new `trusted_proxies`: a proxy taken off the
+/// list is no longer believed on the connections it already holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_removed_from_trusted_proxies_by_sighup_is_not_believed_on_its_open_connection() {
+    let up = Upstream::start("app").await;
+    let with_trust = |trusted: &str| {
+        format!(
+            "{}{}",
+            base_config().replace(
+                "threads = 1",
+                &format!("threads = 1\ntrusted_proxies = [{trusted}]")
+            ),
+            app("app", "/", &up.url(), "\"/\"")
+        )
+    };
+    let file = config_file(&with_trust("\"127.0.0.1/32\""));
+    let bin = Bin::start(&file.path);
+    let mut conn = tokio::net::TcpStream::connect(&bin.listen).await.unwrap();
+    get_claiming_a_client(&mut conn, "/before", "app").await;
+
+    std::fs::write(&file.path, with_trust("")).unwrap();
+    bin.hup();
+    bin.wait_generation(2).await;
+    get_claiming_a_client(&mut conn, "/after", "app").await;
+
+    let seen = up.requests();
+    let xff = |path: &str| {
+        seen.iter()
+            .find(|r| r.uri == path)
+            .and_then(|r| r.header("x-forwarded-for"))
+            .map(str::to_string)
+    };
+    assert_eq!(xff("/before").as_deref(), Some("203.0.113.7, 127.0.0.1"));
+    assert_eq!(xff("/after").as_deref(), Some("127.0.0.1"));
+}
+
+/// The connection timeouts are read when a connection is accepted: after a
+/// SIGHUP that shortens `idle_timeout`, a new connection left idle is
+/// closed after the new one (not the 60 s it started with).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_timeout_shortened_by_sighup_closes_the_connections_that_follow() {
+    use tokio::io::AsyncReadExt as _;
+    let up = Upstream::start("app").await;
+    let with_idle = |idle: &str| {
+        format!(
+            "{}{}",
+            base_config().replace(
+                "threads = 1",
+                &format!("threads = 1\nidle_timeout = \"{idle}\"")
+            ),
+            app("app", "/", &up.url(), "\"/\"")
+        )
+    };
+    let file = config_file(&with_idle("60s"));
+    let bin = Bin::start(&file.path);
+    std::fs::write(&file.path, with_idle("1s")).unwrap();
+    bin.hup();
+    bin.wait_generation(2).await;
+    let mut conn = tokio::net::TcpStream::connect(&bin.listen).await.unwrap();
+    get_claiming_a_client(&mut conn, "/idle", "app").await;
+    let idle_since = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .expect("the connection was still open 10 s after its last answer")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    let idle = idle_since.elapsed();
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(5),
+        "{idle:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_config_with_an_error_is_refused_on_sighup_and_the_running_one_keeps_serving() {
     let one = Upstream::start("one").await;
@@ -262,6 +361,19 @@ async fn a_config_with_an_error_is_refused_on_sighup_and_the_running_one_keeps_s
         "the problem was not logged:\n{logs}"
     );
     assert!(logs.contains("config reload refused"), "{logs}");
+    // Under the target the README names, so `RUST_LOG=portcullis::reload=…` finds them.
+    for wanted in ["app[one].upstream", "config reload refused"] {
+        let line = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(wanted))
+            })
+            .unwrap_or_else(|| panic!("no JSON line with {wanted}:\n{logs}"));
+        assert_eq!(line["target"], "portcullis::reload", "{line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

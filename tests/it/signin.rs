@@ -777,6 +777,70 @@ async fn forward_auth_believes_forwarded_headers_only_from_trusted_proxies() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("x-auth-request-user").is_none());
+    // A path named without a host is about the host the check was sent to:
+    // judged at that path, not at `/`.
+    for name in ["x-forwarded-uri", "x-original-uri"] {
+        let r = s
+            .client
+            .get(gw2.url("/_auth/check"))
+            .header(name, "/public/x?y=1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+        assert!(r.headers().get("x-auth-request-user").is_none());
+        let r = s
+            .client
+            .get(gw2.url("/_auth/check"))
+            .header(name, "/private")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{name}");
+    }
+}
+
+/// `X-Forwarded-Method` names the method a forward-auth check is about only
+/// from a trusted proxy: from anyone else the check is about its own
+/// request, so a method rule cannot be turned by the caller.
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_auth_believes_the_forwarded_method_only_from_trusted_proxies() {
+    let mut s = Setup::start_with_apps(
+        "",
+        "[[app.policy]]\non = [\"access\"]\neffect = \"deny\"\nexpression = \"request.method == 'DELETE'\"\nmessage = \"no deleting\"\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        |_| {},
+    )
+    .await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let cookie = s.jar.header();
+    let check = |url: String, method: Option<&'static str>| {
+        let c = s.client.clone();
+        let cookie = cookie.clone();
+        async move {
+            let mut req = c.get(url).header("cookie", cookie);
+            if let Some(m) = method {
+                req = req.header("x-forwarded-method", m);
+            }
+            req.send().await.unwrap().status()
+        }
+    };
+    // Untrusted (no trusted_proxies): a GET check stays a GET, whatever it claims.
+    assert_eq!(check(s.gw.url("/_auth/check"), None).await, 200);
+    assert_eq!(check(s.gw.url("/_auth/check"), Some("DELETE")).await, 200);
+
+    // A replica that trusts 127.0.0.1: the forwarded method decides.
+    let port = free_port();
+    let trusted = s
+        .config
+        .replace(
+            "threads = 1",
+            "threads = 1\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        )
+        .replace(&s.gw.addr.to_string(), &format!("127.0.0.1:{port}"));
+    let gw2 = Gateway::start_full(&trusted);
+    assert_eq!(check(gw2.url("/_auth/check"), Some("DELETE")).await, 403);
+    assert_eq!(check(gw2.url("/_auth/check"), Some("GET")).await, 200);
 }
 
 pub(crate) fn users_cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
