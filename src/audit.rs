@@ -310,10 +310,13 @@ impl<'a> Event<'a> {
 /// Writes audit lines and counts them. Cheap to clone (the counter is shared).
 #[derive(Debug, Clone)]
 pub struct Audit {
-    /// `Some(Text)`: the line's message is the event's JSON; otherwise the
+    /// `Some(Text)`: the line is the event's JSON alone; otherwise the
     /// event's facts are the line's fields (the JSON log, or a library
     /// user's own subscriber).
     format: Option<LogFormat>,
+    /// The log thread's buffer, where a text log's audit lines go whole (no
+    /// timestamp or level in front: each is one JSON object).
+    writer: Option<crate::logging::LogWriter>,
     events: IntCounterVec,
     /// The wall clock that stamps each line.
     clock: crate::clock::Clock,
@@ -349,9 +352,17 @@ impl Audit {
         }
         Ok(Audit {
             format,
+            writer: None,
             events,
             clock,
         })
+    }
+
+    /// Writes a text log's audit lines straight into `writer` (the log
+    /// thread's buffer the `tracing` lines go to), each a JSON object alone.
+    pub fn writing_to(mut self, writer: crate::logging::LogWriter) -> Self {
+        self.writer = Some(writer);
+        self
     }
 
     /// The counter, to register with the gateway's metrics.
@@ -369,7 +380,19 @@ impl Audit {
         }
         let now = self.clock.now();
         if self.format == Some(LogFormat::Text) {
-            let payload = event.payload(now);
+            let mut payload = event.payload(now);
+            if let (Some(writer), Some(fields)) = (&self.writer, payload.as_object_mut()) {
+                // `RUST_LOG` still decides (`portcullis::audit=off`).
+                if !tracing::enabled!(target: "portcullis::audit", tracing::Level::INFO) {
+                    return;
+                }
+                fields.insert("level".into(), "INFO".into());
+                fields.insert("target".into(), "portcullis::audit".into());
+                let mut line = payload.to_string().into_bytes();
+                line.push(b'\n');
+                writer.write_line(&line);
+                return;
+            }
             tracing::info!(target: "portcullis::audit", "{payload}");
             return;
         }

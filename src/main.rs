@@ -143,7 +143,7 @@ fn main() -> ExitCode {
         } => match load(config) {
             Ok(c) => match init_logging(flag.or(c.server.log_format)) {
                 // The guard stays until the command is done: its audit line is written out.
-                Ok((sink, _guard)) => users(&c, sink.format(), json, action),
+                Ok((sink, _guard)) => users(&c, &sink, json, action),
                 Err(code) => code,
             },
             Err(code) => code,
@@ -220,12 +220,7 @@ fn started(result: Result<(), portcullis::app::StartError>) -> ExitCode {
 }
 
 /// Runs a `users` command against the configured store.
-fn users(
-    c: &config::Config,
-    format: Option<config::LogFormat>,
-    json: bool,
-    action: UsersAction,
-) -> ExitCode {
+fn users(c: &config::Config, log: &AccessSink, json: bool, action: UsersAction) -> ExitCode {
     use portcullis::users::Command as C;
     let cmd = match action {
         UsersAction::List => C::List,
@@ -236,8 +231,11 @@ fn users(
         UsersAction::Rename { user, new } => C::Rename(user, new),
     };
     let clock = portcullis::clock::Clock::system();
-    let audit = match portcullis::audit::Audit::new(format, clock.clone()) {
-        Ok(a) => a,
+    let audit = match portcullis::audit::Audit::new(log.format(), clock.clone()) {
+        Ok(a) => match log.writer() {
+            Some(w) => a.writing_to(w.clone()),
+            None => a,
+        },
         Err(e) => {
             eprintln!("portcullis: {e}");
             return ExitCode::FAILURE;

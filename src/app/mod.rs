@@ -698,7 +698,10 @@ fn build(
     let metrics = Arc::new(Metrics::new(&app_names)?);
     let reloads = reload::reloads_counter()?;
     metrics.register(Box::new(reloads.clone()))?;
-    let audit = crate::audit::Audit::new(access.format(), clock.clone())?;
+    let mut audit = crate::audit::Audit::new(access.format(), clock.clone())?;
+    if let Some(writer) = access.writer() {
+        audit = audit.writing_to(writer.clone());
+    }
     metrics.register(audit.collector())?;
     let housekeeping = crate::housekeeping::Housekeeping::new(store.clone(), clock.clone())?;
     metrics.register(housekeeping.collector())?;

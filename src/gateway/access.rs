@@ -63,6 +63,14 @@ impl Sink {
         }
     }
 
+    /// The log thread's buffer lines are written into by hand, if any.
+    pub fn writer(&self) -> Option<&LogWriter> {
+        match self {
+            Sink::Tracing => None,
+            Sink::Direct { writer, .. } => Some(writer),
+        }
+    }
+
     /// Writes `line` (stamped `now`) unless the log filter turned access lines off.
     pub fn emit(&self, line: &Line<'_>, now: SystemTime) {
         match self {
