@@ -134,6 +134,10 @@ pub struct Server {
         skip_serializing_if = "is_default_connection_idle"
     )]
     pub idle_timeout: Duration,
+    /// An HTTP/1.1 client that takes no byte of an answer for this long is
+    /// cut off (nginx's `send_timeout`).
+    #[serde(serialize_with = "ser_duration")]
+    pub send_timeout: Duration,
     /// Most client connections served at once; more wait in the accept queue.
     pub max_connections: usize,
     /// The log format `serve` writes, unless `--log-format` says otherwise;

@@ -38,6 +38,7 @@ pub struct RawServer {
     pub bearer_cache_entries: Option<u64>,
     pub request_header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub send_timeout: Option<String>,
     pub max_connections: Option<usize>,
     pub log_format: Option<String>,
 }

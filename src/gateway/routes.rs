@@ -1417,14 +1417,14 @@ async fn logout_by_token(
 /// host when no other is named), believed only from trusted proxies, its path
 /// canonicalised as a proxied request's is (PRX-06). `None` path: the caller
 /// did not (or may not) say which path it asks about. `Err`: the path it names
-/// is one the gateway would refuse, so the answer is a refusal, never "public".
+/// is one the gateway would refuse, or the target is named more than once,
+/// so the answer is a refusal, never "public".
 fn forwarded_target(
     session: &Exchange,
     ctx: &Ctx,
 ) -> Result<(Option<String>, Option<String>), Rejection> {
     let req = session.req_header();
     let trusted = session.peer.trusted;
-    let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
     let refuse =
         |why: &'static str| Rejection::Framing(super::framing::FramingError::AmbiguousPath(why));
     let decision_path = |raw: &str| {
@@ -1435,7 +1435,28 @@ fn forwarded_target(
     if !trusted {
         return Ok((ctx.host.clone(), None));
     }
-    if let Some(u) = header("x-original-url") {
+    // A front proxy passes its client's headers on beside its own (nginx's
+    // `auth_request`, Caddy's `forward_auth`): a target named twice, by two
+    // of these names or one name twice, may be the client's choice, so it
+    // is refused rather than one of them believed.
+    let count = |n: &str| req.headers.get_all(n).iter().count();
+    let named = ["x-original-url", "x-forwarded-uri", "x-original-uri"]
+        .into_iter()
+        .map(count)
+        .sum::<usize>();
+    if named > 1 || count("x-forwarded-host") > 1 || count("x-forwarded-method") > 1 {
+        return Err(refuse(
+            "the forwarded request is named more than once (X-Original-URL, X-Forwarded-Uri, X-Original-URI, X-Forwarded-Host, X-Forwarded-Method)",
+        ));
+    }
+    let header = |n: &str| match req.headers.get(n) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| refuse("a forwarded header is not visible ASCII")),
+    };
+    if let Some(u) = header("x-original-url")? {
         // Read as sent: a URL parser would resolve `..` and `%2e` before we could refuse them.
         let uri = u
             .parse::<http::Uri>()
@@ -1447,9 +1468,12 @@ fn forwarded_target(
         return Ok((host, decision_path(uri.path())?));
     }
     // nginx's customary name for the path is `X-Original-URI`.
-    let uri = header("x-forwarded-uri").or_else(|| header("x-original-uri"));
+    let uri = match header("x-forwarded-uri")? {
+        Some(u) => Some(u),
+        None => header("x-original-uri")?,
+    };
     let path_of = |uri: &str| decision_path(uri.split('?').next().unwrap_or_default());
-    if let Some(h) = header("x-forwarded-host") {
+    if let Some(h) = header("x-forwarded-host")? {
         return Ok((
             crate::routing::request_host(None, Some(h)),
             path_of(uri.unwrap_or("/"))?,

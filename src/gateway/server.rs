@@ -89,6 +89,8 @@ pub struct Conn {
     head_ms: u64,
     /// `idle_timeout` in whole ms (rounded up).
     idle_ms: u64,
+    /// `send_timeout` in whole ms (rounded up).
+    send_ms: u64,
     born: Instant,
     _permit: OwnedSemaphorePermit,
 }
@@ -113,7 +115,7 @@ enum Expiry {
     Idle,
     /// A head is still arriving: close now, nothing is in flight.
     Head,
-    /// The client has taken no bytes of an answer for `idle_timeout`: close
+    /// The client has taken no bytes of an answer for `send_timeout`: close
     /// now (finishing would wait for it forever).
     Stalled,
 }
@@ -148,6 +150,7 @@ impl Conn {
             order_waker: AtomicWaker::new(),
             head_ms,
             idle_ms: ms_up(limits.idle),
+            send_ms: ms_up(limits.send),
             born: Instant::now(),
             _permit: permit,
         }
@@ -203,8 +206,7 @@ impl Conn {
         if self.write_stalled.load(Ordering::Acquire) == NOT_STALLED {
             let now = self.now();
             self.write_stalled.store(now, Ordering::SeqCst);
-            // Later than any deadline armed before (it is `idle_ms` ahead of
-            // `last`, which is earlier): the watchdog finds it when it wakes.
+            self.deadline_now(now.saturating_add(self.send_ms));
         }
     }
 
@@ -221,14 +223,8 @@ impl Conn {
         if self.busy.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        let stalled = self.write_stalled.load(Ordering::SeqCst);
-        if stalled != NOT_STALLED {
-            // An answer is being written (after its request ended) and the
-            // client takes none of it: whatever else is due, this ends it.
-            return Some((stalled.saturating_add(self.idle_ms), Expiry::Stalled));
-        }
         let started = self.head_started.load(Ordering::SeqCst);
-        Some(if started != NO_HEAD {
+        let due = if started != NO_HEAD {
             (started.saturating_add(self.head_ms), Expiry::Head)
         } else if !self.served.load(Ordering::SeqCst) {
             // A new connection's first head must come within the head timeout.
@@ -236,6 +232,18 @@ impl Conn {
         } else {
             let last = self.last.load(Ordering::SeqCst);
             (last.saturating_add(self.idle_ms), Expiry::Idle)
+        };
+        let stalled = self.write_stalled.load(Ordering::SeqCst);
+        if stalled == NOT_STALLED {
+            return Some(due);
+        }
+        // An answer is being written (after its request ended) and the
+        // client takes none of it: that ends the connection unless a head
+        // is due first. Closing gracefully (idle) would wait on the answer.
+        let cut = stalled.saturating_add(self.send_ms);
+        Some(match due {
+            (at, Expiry::Head) if at < cut => due,
+            _ => (cut, Expiry::Stalled),
         })
     }
 
@@ -318,7 +326,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        // A TLS close_notify can wait on a client that reads nothing too.
+        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.wrote(polled.is_pending());
+        polled
     }
 }
 
@@ -334,6 +345,7 @@ pub struct Builders {
 struct Limits {
     head_timeout: Duration,
     idle: Duration,
+    send: Duration,
 }
 
 impl Limits {
@@ -341,6 +353,7 @@ impl Limits {
         Limits {
             head_timeout: server.request_header_timeout,
             idle: server.idle_timeout,
+            send: server.send_timeout,
         }
     }
 }
@@ -622,12 +635,18 @@ where
             this.conn.order_waker.register(cx.waker());
             let order = this.conn.order.load(Ordering::Acquire);
             if order & CUT != 0 {
-                if this.conn.busy.load(Ordering::SeqCst) == 0 {
+                // Still due: no request began and no stalled write went out
+                // since the watchdog decided (on a runtime with more than
+                // one thread either can happen meanwhile).
+                let due = this
+                    .conn
+                    .deadline()
+                    .is_some_and(|(at, why)| why != Expiry::Idle && at <= this.conn.now());
+                if due {
                     return Poll::Ready(Ended::Cut);
                 }
-                // A request began after the watchdog decided (possible only
-                // on a runtime with more than one thread): it is not cut,
-                // and the watchdog works its deadline out again.
+                // Else it is not cut, and the watchdog works its deadline
+                // out again.
                 this.conn.order.fetch_and(!CUT, Ordering::AcqRel);
                 this.conn.moved.notify_one();
             }

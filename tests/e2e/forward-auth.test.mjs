@@ -185,6 +185,20 @@ async function frontProxyFlow(t, name) {
     assert.deepEqual(received(seen, 'x-auth-request-groups'), []);
   });
 
+  await t.test('a client naming a public target of its own beside the proxy\'s gets nothing through', async () => {
+    // The front proxy passes its client's headers on to /_auth/check beside
+    // its own X-Forwarded-Host/-Uri: portcullis refuses a target named twice.
+    const count = echo.seen.length;
+    for (const extra of [
+      { 'x-original-url': 'http://127.0.0.1/public/readme.txt' },
+      { 'x-original-uri': '/public/readme.txt' },
+    ]) {
+      const res = await get(`${f.url}${protectedPath}`, { headers: { accept: 'application/json', ...extra } });
+      assert.notEqual(res.status, 200, JSON.stringify(extra));
+    }
+    assert.equal(echo.seen.length, count, 'nothing reached the upstream');
+  });
+
   await t.test('sign-in through the front proxy and the outside provider', async () => {
     const page = await b.request(signInUrl);
     assert.equal(page.status, 200);

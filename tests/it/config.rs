@@ -490,7 +490,35 @@ fn connection_limits_and_the_upstream_ca_file_are_validated_naming_key_and_file(
     .unwrap();
     assert_eq!(c.server.request_header_timeout.as_secs(), 10);
     assert_eq!(c.server.idle_timeout.as_secs(), 60);
+    assert_eq!(c.server.send_timeout.as_secs(), 60);
     assert_eq!(c.server.max_connections, 10_000);
+}
+
+/// Peers are matched as IPv4 when they are IPv4 (also on a dual-stack
+/// listener), so a range written in the IPv4-mapped IPv6 spelling means the
+/// IPv4 range it names; IPv6 ranges stay IPv6.
+#[test]
+fn a_trusted_proxy_range_in_ipv4_mapped_spelling_trusts_those_ipv4_peers() {
+    let c = load_with_env(
+        &config_file(&format!(
+            "{}{APP}",
+            base_config().replace(
+                "[session]",
+                "trusted_proxies = [\"::ffff:10.0.0.0/104\", \"::ffff:192.0.2.7\", \"2001:db8::/32\"]\n[session]"
+            )
+        ))
+        .path,
+        Vec::new(),
+    )
+    .unwrap();
+    let trusted = |ip: &str| c.server.is_trusted_proxy(ip.parse().unwrap());
+    assert!(trusted("10.1.2.3"));
+    assert!(trusted("::ffff:10.1.2.3"));
+    assert!(trusted("192.0.2.7"));
+    assert!(!trusted("192.0.2.8"));
+    assert!(!trusted("11.0.0.1"));
+    assert!(trusted("2001:db8::1"));
+    assert!(!trusted("2001:db9::1"));
 }
 
 #[test]

@@ -798,6 +798,32 @@ async fn forward_auth_believes_forwarded_headers_only_from_trusted_proxies() {
             .unwrap();
         assert_eq!(r.status(), 401, "{name}");
     }
+    // A front proxy passes its client's headers on beside its own: a target
+    // named twice is refused, never one of the two believed.
+    for pair in [
+        [
+            ("x-original-url", "http://127.0.0.1/public/x"),
+            ("x-forwarded-uri", "/private"),
+        ],
+        [
+            ("x-forwarded-uri", "/private"),
+            ("x-original-uri", "/public/x"),
+        ],
+        [
+            ("x-forwarded-uri", "/public/x"),
+            ("x-forwarded-uri", "/private"),
+        ],
+        [
+            ("x-forwarded-host", "127.0.0.1"),
+            ("x-forwarded-host", "evil.example"),
+        ],
+    ] {
+        let mut req = s.client.get(gw2.url("/_auth/check"));
+        for (k, v) in pair {
+            req = req.header(k, v);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 400, "{pair:?}");
+    }
 }
 
 /// `X-Forwarded-Method` names the method a forward-auth check is about only

@@ -61,6 +61,11 @@ pub(super) fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         raw.idle_timeout.as_deref(),
         crate::config::model::DEFAULT_CONNECTION_IDLE,
     );
+    let send_timeout = c.duration(
+        at.key("send_timeout"),
+        raw.send_timeout.as_deref(),
+        Duration::from_secs(60),
+    );
     let log_format = raw.log_format.as_deref().map(|f| {
         c.one_of(
             at.key("log_format"),
@@ -88,6 +93,7 @@ pub(super) fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
             .unwrap_or(crate::config::defaults::BEARER_CACHE_ENTRIES),
         request_header_timeout,
         idle_timeout,
+        send_timeout,
         max_connections: max_connections.max(1),
         log_format,
     })
@@ -147,6 +153,19 @@ fn public_url(
     }
 }
 
+/// An IPv4-mapped IPv6 range (`::ffff:10.0.0.0/104`) as the IPv4 range it
+/// names: peers are matched as IPv4 (`Server::is_trusted_proxy`), so the
+/// mapped spelling would otherwise never match.
+fn ipv4_as_itself(n: IpNet) -> IpNet {
+    let IpNet::V6(v6) = n else {
+        return n;
+    };
+    match (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
+        (Some(v4), Some(len)) => ipnet::Ipv4Net::new(v4, len).map_or(n, IpNet::V4),
+        _ => n,
+    }
+}
+
 /// `trusted_proxies`: IP addresses or CIDR ranges.
 fn trusted_proxies(c: &mut Check<'_>, at: &KeyPath, raw: Vec<String>) -> Vec<IpNet> {
     let mut trusted_proxies = Vec::new();
@@ -155,7 +174,7 @@ fn trusted_proxies(c: &mut Check<'_>, at: &KeyPath, raw: Vec<String>) -> Vec<IpN
             .parse::<IpNet>()
             .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from));
         match parsed {
-            Ok(n) => trusted_proxies.push(n),
+            Ok(n) => trusted_proxies.push(ipv4_as_itself(n)),
             Err(_) => c.fail(
                 at.key("trusted_proxies").item(i, None),
                 format!("`{p}` is not an IP address or CIDR range, e.g. 10.0.0.0/8"),
