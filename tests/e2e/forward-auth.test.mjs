@@ -185,7 +185,7 @@ async function frontProxyFlow(t, name) {
     assert.deepEqual(received(seen, 'x-auth-request-groups'), []);
   });
 
-  await t.test('a client naming a public target of its own beside the proxy\'s gets nothing through', async () => {
+  await t.test('a client naming a public target beside the one of the proxy gets nothing through', async () => {
     // The front proxy passes its client's headers on to /_auth/check beside
     // its own X-Forwarded-Host/-Uri: portcullis refuses a target named twice.
     const count = echo.seen.length;
