@@ -112,8 +112,6 @@ pub enum Reason {
     UserDisabled,
     /// The identity belongs to another user, or `email_deny`/`username_deny` found one.
     IdentityTaken,
-    /// The matching mode needs a value (email, username) the source did not send.
-    ClaimMissing,
     /// Several users share the value the matching mode looks up.
     MatchAmbiguous,
     /// A link flow finished without the session that started it.
@@ -144,7 +142,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the README's order.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 24] = [
         Reason::StateInvalid,
         Reason::StateExpired,
         Reason::ResponseMismatch,
@@ -156,7 +154,6 @@ impl Reason {
         Reason::EnrollClosed,
         Reason::UserDisabled,
         Reason::IdentityTaken,
-        Reason::ClaimMissing,
         Reason::MatchAmbiguous,
         Reason::LinkSessionGone,
         Reason::HandoffInvalid,
@@ -186,7 +183,6 @@ impl Reason {
             Reason::EnrollClosed => "enroll_closed",
             Reason::UserDisabled => "user_disabled",
             Reason::IdentityTaken => "identity_taken",
-            Reason::ClaimMissing => "claim_missing",
             Reason::MatchAmbiguous => "match_ambiguous",
             Reason::LinkSessionGone => "link_session_gone",
             Reason::HandoffInvalid => "handoff_invalid",

@@ -446,11 +446,10 @@ fn principal_of(src: &crate::config::Source, claims: Value) -> Option<Principal>
             Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
             _ => false,
         };
-    let (user, name, preferred_username) = (
-        text("username").unwrap_or_else(|| sub.clone()),
-        text("name"),
-        text("username"),
-    );
+    // DESIGN: a machine's `X-Forwarded-User` is the token's `sub`, whatever
+    // else it carries (a human's name in it must not pass for that person);
+    // the username claim goes to `X-Forwarded-Preferred-Username`.
+    let (user, name, preferred_username) = (sub.clone(), text("name"), text("username"));
     Some(Principal {
         user,
         user_id: None,

@@ -121,7 +121,9 @@ pub fn sign_in_after(app: &str, sources: &[Offer], rd: &str, notice: Option<&str
         for offer in sources {
             let href = format!("/_auth/login/{}?rd={rd_q}", offer.slug);
             body.push_str(&format!(
-                "<a class=\"button source\" href=\"{}\">{}<span>Sign in with {}</span></a>\n",
+                // A link (it works without script, and a client that reads
+                // the page finds the URL) in the role DESIGN gives it: a button.
+                "<a class=\"button source\" role=\"button\" href=\"{}\">{}<span>Sign in with {}</span></a>\n",
                 html_escape::encode_double_quoted_attribute(&href),
                 marks::mark(offer.kind),
                 encode_text(&offer.name)
@@ -230,6 +232,9 @@ mod tests {
             html.contains("href=\"/_auth/login/wx?rd=%2Fx%3Fa%3D1\""),
             "{html}"
         );
+        // DESIGN: one button per source (the role assistive technology and
+        // browser tests see), each a link to its login URL.
+        assert_eq!(html.matches("role=\"button\"").count(), 2, "{html}");
         assert!(!html.contains("<script"), "no JavaScript");
         assert!(
             !html.contains("http://") && !html.contains("https://"),

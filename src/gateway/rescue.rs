@@ -106,7 +106,8 @@ pub enum SignInRefusal {
     /// The token endpoint refused the code: replayed, injected, expired (400).
     CodeRefused,
     /// The provider answered with an error instead of a code, e.g. the
-    /// person cancelled (403).
+    /// person cancelled (400: SECURITY.md OA1-03's REJECT-LOGIN; no code came
+    /// back to sign in with).
     ProviderDenied,
     /// The ID token, the signed profile or the profile's `sub` did not validate (401).
     InvalidIdToken,
@@ -141,10 +142,10 @@ impl SignInRefusal {
             | SignInRefusal::ForeignResponse
             | SignInRefusal::Malformed
             | SignInRefusal::CodeRefused
+            | SignInRefusal::ProviderDenied
             | SignInRefusal::HandoffRefused => 400,
             SignInRefusal::InvalidIdToken => 401,
-            SignInRefusal::ProviderDenied
-            | SignInRefusal::Policy(_)
+            SignInRefusal::Policy(_)
             | SignInRefusal::Directory(_)
             | SignInRefusal::LinkSessionGone => 403,
             SignInRefusal::Internal => 500,
@@ -172,7 +173,6 @@ impl SignInRefusal {
                 Refusal::Disabled => Reason::UserDisabled,
                 Refusal::EnrollClosed => Reason::EnrollClosed,
                 Refusal::LinkedElsewhere(_) | Refusal::Taken(_) => Reason::IdentityTaken,
-                Refusal::MissingValue(_) => Reason::ClaimMissing,
                 Refusal::Ambiguous(_) => Reason::MatchAmbiguous,
             },
             SignInRefusal::LinkSessionGone => Reason::LinkSessionGone,
@@ -743,7 +743,7 @@ mod tests {
             ((&FlowError::Issuer).into(), 400),
             ((&FlowError::IssuerMissing).into(), 400),
             ((&FlowError::Malformed).into(), 400),
-            ((&FlowError::Provider(leaky.into())).into(), 403),
+            ((&FlowError::Provider(leaky.into())).into(), 400),
             ((&SourceError::TokenRefused(leaky.into())).into(), 400),
             ((&SourceError::SubjectMismatch).into(), 401),
             ((&SourceError::Provider(leaky.into())).into(), 502),
@@ -898,10 +898,6 @@ mod tests {
             (
                 SignInError::Refused(Refusal::Taken("email")).into(),
                 "identity_taken",
-            ),
-            (
-                SignInError::Refused(Refusal::MissingValue("email")).into(),
-                "claim_missing",
             ),
             (
                 SignInError::Refused(Refusal::Ambiguous("email")).into(),

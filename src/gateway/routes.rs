@@ -563,8 +563,14 @@ async fn login(
         Err(e) => return refuse(session, ctx, (&e).into(), &e, Vec::new()).await,
     };
     start.state.handoff = binding;
-    // A form_post callback (Apple) is a cross-site POST: the login cookie must travel with it.
-    let cross_site = rt.config.preset.is_some_and(|p| p.quirks.form_post);
+    // A form_post callback (Apple, or any source asking for it in
+    // `authorize_params`) is a cross-site POST: the login cookie must travel with it.
+    let cross_site = rt.config.preset.is_some_and(|p| p.quirks.form_post)
+        || rt
+            .config
+            .authorize_params
+            .get("response_mode")
+            .is_some_and(|m| m == "form_post");
     send_to_provider(state, session, ctx, slug, start, cross_site).await
 }
 

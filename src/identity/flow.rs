@@ -52,9 +52,6 @@ pub enum Refusal {
     /// `email_deny` / `username_deny` found an existing user.
     #[error("A user with this {0} already exists; sign in with your existing account instead.")]
     Taken(&'static str),
-    /// The matching mode needs a value the source did not send.
-    #[error("The provider did not send your {0}, which this sign-in needs to match your account.")]
-    MissingValue(&'static str),
     /// Several users share the value the mode matches on.
     #[error("Several users have this {0}; ask an administrator to link your account.")]
     Ambiguous(&'static str),
@@ -116,10 +113,10 @@ pub fn decide(f: &Facts<'_>) -> Outcome {
     }
     // 3. The matching mode.
     let mut note = None;
-    if let Some((what, value)) = lookup_key(f.mode, f.identity) {
-        if value.is_none_or(str::is_empty) {
-            return Outcome::Refuse(Refusal::MissingValue(what));
-        }
+    // Without the value the mode matches on, nobody has it: DESIGN's "else
+    // enroll".
+    let key = lookup_key(f.mode, f.identity).filter(|(_, v)| v.is_some_and(|v| !v.is_empty()));
+    if let Some((what, _)) = key {
         let deny = matches!(
             f.mode,
             UserMatchingMode::EmailDeny | UserMatchingMode::UsernameDeny
@@ -211,8 +208,8 @@ mod tests {
             ("email_deny without a match enrolls", Facts { mode: EmailDeny, matched: Match::Nobody, ..base(&id_full) }, Outcome::Enroll(None)),
             ("username_link links", Facts { mode: UsernameLink, matched: Match::Found(&alice), ..base(&id_full) }, Outcome::Link("alice".into())),
             ("username_deny refuses", Facts { mode: UsernameDeny, matched: Match::Found(&alice), ..base(&id_full) }, Outcome::Refuse(Refusal::Taken("username"))),
-            ("matching value missing", Facts { mode: EmailLink, matched: Match::Nobody, ..base(&id_bare) }, Outcome::Refuse(Refusal::MissingValue("email"))),
-            ("username missing", Facts { mode: UsernameDeny, matched: Match::Nobody, ..base(&id_bare) }, Outcome::Refuse(Refusal::MissingValue("username"))),
+            ("email_link without an email enrolls", Facts { mode: EmailLink, matched: Match::Nobody, ..base(&id_bare) }, Outcome::Enroll(None)),
+            ("username_deny without a username enrolls", Facts { mode: UsernameDeny, matched: Match::Nobody, ..base(&id_bare) }, Outcome::Enroll(None)),
             ("ambiguous email", Facts { mode: EmailLink, matched: Match::Ambiguous, ..base(&id_full) }, Outcome::Refuse(Refusal::Ambiguous("email"))),
             ("link to a disabled match", Facts { mode: UsernameLink, matched: Match::Found(&carol_disabled), ..base(&id_full) }, Outcome::Refuse(Refusal::Disabled)),
             ("enroll = false", Facts { enroll: false, ..base(&id_full) }, Outcome::Refuse(Refusal::EnrollClosed)),

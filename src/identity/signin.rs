@@ -7,7 +7,7 @@ use super::flow::{self, Facts, Match, Outcome, Refusal};
 use super::store::{StoreError, UserStore};
 use super::{Identity, NewSession, User};
 use crate::config::PolicyAction;
-use crate::config::Source;
+use crate::config::{Source, UserMatchingMode};
 use crate::policy::{Rules, Subject};
 
 /// Why a sign-in did not produce a user.
@@ -61,10 +61,13 @@ pub async fn settle(
         None => Match::NotLooked,
         Some((_, None)) => Match::Nobody,
         Some((what, Some(value))) => {
-            let lookup = if what == "email" {
-                store.user_by_vouched_email(value).await
-            } else {
-                store.user_by_username(value).await
+            let lookup = match (what, source.user_matching_mode) {
+                // DESIGN: `email_deny` refuses "if one exists": any user
+                // holding that email, vouched for or not.
+                ("email", UserMatchingMode::EmailDeny) => store.user_by_email(value).await,
+                // `email_link` links only to an email its user was vouched for.
+                ("email", _) => store.user_by_vouched_email(value).await,
+                _ => store.user_by_username(value).await,
             };
             match lookup {
                 Ok(Some(u)) => {

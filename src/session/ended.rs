@@ -69,7 +69,7 @@ impl EndReason {
                 "Your session ended because the access {provider} granted has expired and cannot be renewed. Sign in again."
             ),
             EndReason::ProviderUnreachable => format!(
-                "Your session ended because {provider} could not be reached to renew it before it expired. Sign in again."
+                "Your session ended because {provider} could not be reached to renew it. Sign in again."
             ),
             EndReason::SourceRemoved => {
                 "Your session ended because the sign-in method it used is no longer offered here. Sign in again.".to_string()

@@ -639,7 +639,6 @@ impl Sessions {
                 .end(sid, entry, source.to_string(), EndReason::SourceRemoved)
                 .await;
         };
-        let asked = std::time::Instant::now();
         let signed_in = entry.principal.as_ref().map(|p| &*p.claims);
         match sources.refresh(&rt, refresh_token, signed_in, now).await {
             Ok(set) => {
@@ -677,22 +676,17 @@ impl Sessions {
                     .await
             }
             Err(e) => {
-                // Unreachable or garbled: retried by a later request while the
-                // token lasts; once it has expired the session ends.
+                // Unreachable or garbled. DESIGN: "a refresh that fails ends
+                // the session (the next request signs in again)", also while
+                // the old token would still last a while.
                 tracing::warn!(auth.source = source, error = %e, "refreshing the access token failed");
-                self.free_lease(sid).await;
-                // The clock moved while the provider was tried (up to its timeout).
-                if stored.expired(now + asked.elapsed().as_secs()) {
-                    return self
-                        .end(
-                            sid,
-                            entry,
-                            source.to_string(),
-                            EndReason::ProviderUnreachable,
-                        )
-                        .await;
-                }
-                AccessToken::Token(stored.access_token.clone())
+                self.end(
+                    sid,
+                    entry,
+                    source.to_string(),
+                    EndReason::ProviderUnreachable,
+                )
+                .await
             }
         }
     }

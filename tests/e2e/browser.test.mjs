@@ -60,7 +60,7 @@ test('a person signs in with Chromium and reaches the echo app as alice', { time
     assert.equal(at.pathname, '/_auth/sign_in');
     assert.equal(at.searchParams.get('rd'), '/reports/q3?tab=summary');
     assert.equal(await page.getByRole('heading', { level: 1 }).innerText(), 'Sign in');
-    const button = page.getByRole('link', { name: 'Sign in with the demo provider' });
+    const button = page.getByRole('button', { name: 'Sign in with the demo provider' });
     assert.equal(await button.count(), 1);
     assert.equal((await button.innerText()).trim(), 'Sign in with the demo provider');
     assert.match(await page.locator('main').innerText(), /Sign in to continue to demo\./);
@@ -89,7 +89,7 @@ test('a person signs in with Chromium and reaches the echo app as alice', { time
   );
 
   await t.test('the source button leads to the demo provider, where alice is picked', async () => {
-    await Promise.all([page.waitForURL((u) => u.pathname === '/authorize'), page.getByRole('link', { name: 'Sign in with the demo provider' }).click()]);
+    await Promise.all([page.waitForURL((u) => u.pathname === '/authorize'), page.getByRole('button', { name: 'Sign in with the demo provider' }).click()]);
     assert.notEqual(new URL(page.url()).origin, demo.url, 'the provider is another origin');
     const alice = page.getByRole('button', { name: /^Sign in as Alice Example\b/ });
     assert.equal(await alice.count(), 1);
@@ -207,7 +207,7 @@ test('the sign-in page shows every vendor with its name and mark, on a desktop a
         assert.equal(await page.getByRole('heading', { level: 1 }).innerText(), 'Sign in');
         assert.match(await page.locator('main').innerText(), /Sign in to continue to Team Wiki\./);
         for (const [slug, name] of VENDORS) {
-          const button = page.getByRole('link', { name: `Sign in with ${name}`, exact: true });
+          const button = page.getByRole('button', { name: `Sign in with ${name}`, exact: true });
           assert.equal(await button.count(), 1, name);
           assert.ok(await button.isVisible(), `${name} is visible`);
           assert.equal(await button.getAttribute('href'), `/_auth/login/${slug}?rd=%2Fdocs`);

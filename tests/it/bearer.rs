@@ -273,6 +273,25 @@ fn b64(v: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
 }
 
+/// DESIGN: `X-Forwarded-User` is the token's `sub` for a machine, even when
+/// the token also names a person (`preferred_username`): that name goes to
+/// `X-Forwarded-Preferred-Username` only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_machine_is_its_sub_to_the_app_whatever_username_its_token_names() {
+    let m = machines().await;
+    let token = m.token(|c| {
+        c.insert("preferred_username".into(), json!("alice"));
+    });
+    assert_eq!(m.call(&token).await.status(), 200);
+    let seen = m.upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("x-forwarded-user"), Some("ci-job-7"));
+    assert_eq!(
+        seen[0].header("x-forwarded-preferred-username"),
+        Some("alice")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_signed_by_a_trusted_source_authenticates_and_is_cached() {
     let m = machines().await;

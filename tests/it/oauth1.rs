@@ -291,7 +291,8 @@ async fn oauth1_provider_errors_are_refused_with_nothing_written() {
                 ..Oauth1Faults::default()
             },
             false,
-            403,
+            // OA1-03: REJECT-LOGIN (400).
+            400,
         ),
     ];
     for (name, faults, at_start, status) in cases {

@@ -253,6 +253,35 @@ public_paths = ["/public"]
     }
 }
 
+/// A source that asks for `response_mode=form_post` in `authorize_params`
+/// (not only the Apple preset) gets its callback as a cross-site POST: its
+/// login cookie is `SameSite=None; Secure`, or the browser would not send it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_form_post_source_s_login_cookie_travels_with_the_cross_site_callback() {
+    let mut s = Setup::start_with(
+        "authorize_params = { response_mode = \"form_post\" }",
+        |_| {},
+    )
+    .await;
+    let start = s.get(&s.gw.url("/_auth/login/demo?rd=/private")).await;
+    assert_eq!(start.status(), 302);
+    let login: Vec<String> = start
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .filter(|c| c.starts_with("portcullis_login"))
+        .collect();
+    assert_eq!(login.len(), 1, "{login:?}");
+    assert!(
+        login[0].contains("SameSite=None") && login[0].contains("Secure"),
+        "{}",
+        login[0]
+    );
+    let authorize = start.headers()["location"].to_str().unwrap();
+    assert!(authorize.contains("response_mode=form_post"), "{authorize}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn oidc01_full_sign_in_enrolls_and_the_app_sees_identity_headers() {
     let mut s = Setup::start().await;
@@ -447,7 +476,8 @@ async fn oidc21_a_signed_userinfo_response_is_refused() {
 async fn provider_error_access_denied_is_refused_before_any_token_call() {
     let mut s = Setup::start_with("", |f| f.authorize_error = Some("access_denied".into())).await;
     let r = s.sign_in().await;
-    assert_eq!(r.status(), 403);
+    // REJECT-LOGIN: a 400 page (SECURITY.md OA1-03 for OAuth 1.0a's `denied=`, alike here).
+    assert_eq!(r.status(), 400);
     assert!(session_cookies_set(&r).is_empty());
     // OA2-10: fixed wording, nothing the provider (or whoever built the URL) wrote.
     let body = r.text().await.unwrap();
@@ -1117,6 +1147,22 @@ async fn email_link_links_a_verified_email_and_email_deny_refuses() {
         .await
         .unwrap()
         .contains("A user with this email already exists"));
+    assert_eq!((s.users().await, s.connections().await), (1, 1));
+}
+
+/// DESIGN: `email_deny` refuses "if one exists": a user holding that email
+/// unverified (bob's provider does not vouch for it) counts too.
+#[tokio::test(flavor = "multi_thread")]
+async fn email_deny_refuses_an_email_an_existing_user_holds_unverified() {
+    let (mut s, second) = two_sources("user_matching_mode = \"email_deny\"").await;
+    s.provider
+        .set_faults(|f| f.auto_approve_as = Some("bob".into()));
+    second.set_faults(|f| f.auto_approve_as = Some("bob".into()));
+    assert_eq!(s.flow("/_auth/login/first").await.status(), 302);
+    s.jar.0.clear();
+    let r = s.flow("/_auth/login/second").await;
+    assert_eq!(r.status(), 403);
+    assert!(session_cookies_set(&r).is_empty());
     assert_eq!((s.users().await, s.connections().await), (1, 1));
 }
 

@@ -14,6 +14,7 @@ use crate::config::raw::*;
 
 pub(super) fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
     let at = KeyPath::root("server");
+    let [request_header_timeout, idle_timeout, send_timeout] = connection_timeouts(c, &at, &raw);
     let listen = match raw.listen.as_deref() {
         Some(s) => c.socket_addr(at.key("listen"), s),
         None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -49,21 +50,6 @@ pub(super) fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
     let upstream_read_timeout = c.duration(
         at.key("upstream_read_timeout"),
         raw.upstream_read_timeout.as_deref(),
-        Duration::from_secs(60),
-    );
-    let request_header_timeout = c.duration(
-        at.key("request_header_timeout"),
-        raw.request_header_timeout.as_deref(),
-        Duration::from_secs(10),
-    );
-    let idle_timeout = c.duration(
-        at.key("idle_timeout"),
-        raw.idle_timeout.as_deref(),
-        crate::config::model::DEFAULT_CONNECTION_IDLE,
-    );
-    let send_timeout = c.duration(
-        at.key("send_timeout"),
-        raw.send_timeout.as_deref(),
         Duration::from_secs(60),
     );
     let log_format = raw.log_format.as_deref().map(|f| {
@@ -164,6 +150,24 @@ fn ipv4_as_itself(n: IpNet) -> IpNet {
         (Some(v4), Some(len)) => ipnet::Ipv4Net::new(v4, len).map_or(n, IpNet::V4),
         _ => n,
     }
+}
+
+/// `request_header_timeout`, `idle_timeout` and `send_timeout`, with their defaults.
+fn connection_timeouts(c: &mut Check<'_>, at: &KeyPath, raw: &RawServer) -> [Duration; 3] {
+    [
+        (
+            "request_header_timeout",
+            &raw.request_header_timeout,
+            Duration::from_secs(10),
+        ),
+        (
+            "idle_timeout",
+            &raw.idle_timeout,
+            crate::config::model::DEFAULT_CONNECTION_IDLE,
+        ),
+        ("send_timeout", &raw.send_timeout, Duration::from_secs(60)),
+    ]
+    .map(|(key, value, default)| c.duration(at.key(key), value.as_deref(), default))
 }
 
 /// `trusted_proxies`: IP addresses or CIDR ranges.

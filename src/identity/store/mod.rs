@@ -271,22 +271,31 @@ fn new_user_id() -> Result<String, StoreError> {
 }
 
 /// The username an enrolling identity asks for: the source's username, else
-/// the email's local part, else `{source}-{identifier}`.
+/// the email's local part, else `{source}-{identifier}`, else `{source}-user`;
+/// each only if it can go in `X-Forwarded-User` as it is (visible ASCII and
+/// inner spaces, at most 128 bytes): a name the header would drop would
+/// leave the user's requests without one.
 fn wanted_username(identity: &Identity) -> String {
+    let fits = |u: &str| {
+        u.len() <= 128 && crate::principal::header_safe(u).is_some_and(|v| v.len() == u.len())
+    };
     let given = identity
         .username
         .as_deref()
         .map(str::trim)
-        .filter(|u| !u.is_empty());
+        .filter(|u| fits(u));
     let from_email = || {
         let email = identity.email.as_deref()?.trim();
         let (local, _) = email.rsplit_once('@')?;
-        Some(local).filter(|l| !l.is_empty())
+        Some(local).filter(|l| fits(l))
     };
-    match given.or_else(from_email) {
-        Some(name) => name.to_string(),
-        None => format!("{}-{}", identity.source, identity.identifier),
-    }
+    let from_identifier =
+        || Some(format!("{}-{}", identity.source, identity.identifier)).filter(|u| fits(u));
+    given
+        .or_else(from_email)
+        .map(str::to_string)
+        .or_else(from_identifier)
+        .unwrap_or_else(|| format!("{}-user", identity.source))
 }
 
 /// The first of `base`, `base-2`, `base-3`, ... not in `taken` (compared
@@ -364,6 +373,29 @@ mod tests {
             "corp-1234"
         );
         assert_eq!(wanted_username(&identity(None, None)), "corp-1234");
+    }
+
+    #[test]
+    fn a_username_the_identity_header_could_not_carry_is_never_chosen() {
+        // Non-ASCII, control bytes, too long: the next candidate instead.
+        assert_eq!(
+            wanted_username(&identity(Some("josé"), Some("jose@example.com"))),
+            "jose"
+        );
+        assert_eq!(
+            wanted_username(&identity(Some("a\tb"), Some("zoë@example.com"))),
+            "corp-1234"
+        );
+        let long = "a".repeat(129);
+        assert_eq!(wanted_username(&identity(Some(&long), None)), "corp-1234");
+        let mut odd = identity(Some("ö"), None);
+        odd.identifier = "ü".into();
+        assert_eq!(wanted_username(&odd), "corp-user");
+        // Inner spaces and visible ASCII are carried as they are.
+        assert_eq!(
+            wanted_username(&identity(Some("Ada Lovelace"), None)),
+            "Ada Lovelace"
+        );
     }
 
     #[test]
