@@ -119,7 +119,7 @@ fn apply_env(root: &mut Dict, segments: &[String], raw: &str) -> Result<KeyPath,
     let Value::Dict(_, dict) = node else {
         return Err(format!("{path} is not a table"));
     };
-    let parsed = parse_env_value(raw, dict.get(last.as_str()));
+    let parsed = parse_env_value(raw, last, dict.get(last.as_str()));
     dict.insert(last.clone(), parsed);
     path.0.push(Segment::Key(last.clone()));
     Ok(path)
@@ -182,12 +182,36 @@ fn item_label(item: &Value) -> Option<String> {
         .map(str::to_ascii_lowercase)
 }
 
+/// Keys whose value is always text: a number-like value from the environment
+/// stays text for them even where the file does not set the key (a Discord
+/// client id is all digits).
+const TEXT_KEYS: &[&str] = &[
+    "consumer_key",
+    "consumer_secret",
+    "slug",
+    "name",
+    "issuer",
+    "host",
+    "path_prefix",
+    "cookie_name",
+    "cookie_domain",
+    "message",
+    "expression",
+    "secret",
+    "url",
+    "upstream",
+    "public_url",
+];
+
 /// Parses an env value like figment does (`true`, `42`, `["a","b"]`), but keeps
-/// it a string where the file has a string, so `CONSUMER_KEY=123` stays text.
-fn parse_env_value(raw: &str, existing: Option<&Value>) -> Value {
+/// it a string where the file has a string, or the key `key` is always text,
+/// so `CONSUMER_KEY=123` stays text.
+fn parse_env_value(raw: &str, key: &str, existing: Option<&Value>) -> Value {
     let parsed = Value::from_str(raw).unwrap_or_else(|never| match never {});
-    match (existing, &parsed) {
-        (Some(Value::String(..)), Value::Num(..) | Value::Bool(..)) => Value::from(raw.to_string()),
+    let text = matches!(existing, Some(Value::String(..)))
+        || (existing.is_none() && TEXT_KEYS.contains(&key.to_ascii_lowercase().as_str()));
+    match &parsed {
+        Value::Num(..) | Value::Bool(..) if text => Value::from(raw.to_string()),
         _ => parsed,
     }
 }

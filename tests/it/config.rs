@@ -194,6 +194,34 @@ fn env_overrides_nested_keys_and_array_entries() {
     assert_eq!(c.apps[0].upstream.port, 3999);
 }
 
+/// A client id of digits only (Discord's) given from the environment for a
+/// source whose file leaves `consumer_key` out stays text, as it would in
+/// the file.
+#[test]
+fn a_number_like_client_id_from_the_environment_is_text() {
+    let body = format!(
+        "{}\n[[source]]\nslug = \"corp\"\ntype = \"oauth2\"\nauthorization_url = \"https://idp.example/a\"\naccess_token_url = \"https://idp.example/t\"\nprofile_url = \"https://idp.example/p\"\n{APP}",
+        base_config()
+    );
+    let file = config_file(&body);
+    let env = vec![
+        (
+            "PORTCULLIS_SOURCE__CORP__CONSUMER_KEY".to_string(),
+            "1234567890".to_string(),
+        ),
+        (
+            "PORTCULLIS_SOURCE__CORP__CONSUMER_SECRET".to_string(),
+            "4242".to_string(),
+        ),
+    ];
+    let c = load_with_env(&file.path, env).unwrap();
+    assert_eq!(c.sources[0].consumer_key.as_deref(), Some("1234567890"));
+    assert_eq!(
+        c.sources[0].consumer_secret.as_ref().unwrap().expose(),
+        "4242"
+    );
+}
+
 #[test]
 fn single_secret_from_env_is_accepted() {
     let body = format!("[server]\nlisten = \"127.0.0.1:0\"\n{APP}");
