@@ -423,7 +423,8 @@ pub fn check_times(c: &Value, now: u64, max_age: Option<u64>) -> Result<u64, Bea
     Ok(exp)
 }
 
-/// The machine's identity: `sub` (or the source's username claim), email,
+/// The machine's identity: `sub` (the username claim goes to
+/// `preferred_username` only), email,
 /// groups, and the token's claims for policies and `claim_headers`. Its email
 /// counts as vouched for when the token says `email_verified` (or the source
 /// sets `trust_email`).

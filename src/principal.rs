@@ -100,6 +100,12 @@ pub fn no_claims() -> Arc<Value> {
     Arc::new(Value::Object(serde_json::Map::new()))
 }
 
+/// Whether `name` can be a username: it travels as `X-Forwarded-User`, so
+/// visible ASCII only (no space, and no comma that a list would split on).
+pub fn valid_username(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+}
+
 /// A header value that is safe to emit: visible ASCII and spaces only; anything
 /// else (CR, LF, NUL, non-ASCII) makes the value be dropped (PRX-07).
 pub fn header_safe(v: &str) -> Option<&str> {

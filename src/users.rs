@@ -64,11 +64,7 @@ async fn find(store: &Arc<dyn UserStore>, who: &str) -> Result<User, UsersError>
     Err(UsersError::UnknownUser(who.to_string()))
 }
 
-/// Whether `name` can be a username: it travels as `X-Forwarded-User`, so
-/// visible ASCII only (no space, and no comma that a list would split on).
-pub fn valid_username(name: &str) -> bool {
-    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic() && b != b',')
-}
+pub use crate::principal::valid_username;
 
 fn user_json(u: &User, connections: &[Connection]) -> Value {
     json!({

@@ -563,15 +563,20 @@ async fn login(
         Err(e) => return refuse(session, ctx, (&e).into(), &e, Vec::new()).await,
     };
     start.state.handoff = binding;
-    // A form_post callback (Apple, or any source asking for it in
-    // `authorize_params`) is a cross-site POST: the login cookie must travel with it.
-    let cross_site = rt.config.preset.is_some_and(|p| p.quirks.form_post)
-        || rt
-            .config
+    let cross_site = posts_back_cross_site(&rt.config);
+    send_to_provider(state, session, ctx, slug, start, cross_site).await
+}
+
+/// Whether the source's callback is a cross-site form POST (Apple, or any
+/// source asking for `response_mode=form_post` in `authorize_params`): its
+/// login cookie must be `SameSite=None` to travel with it, and is cleared
+/// with the same attributes.
+fn posts_back_cross_site(source: &crate::config::Source) -> bool {
+    source.preset.is_some_and(|p| p.quirks.form_post)
+        || source
             .authorize_params
             .get("response_mode")
-            .is_some_and(|m| m == "form_post");
-    send_to_provider(state, session, ctx, slug, start, cross_site).await
+            .is_some_and(|m| m == "form_post")
 }
 
 /// Answers a request through a source that is not ready yet (discovery pending).
@@ -787,13 +792,15 @@ async fn callback(
     let login = name
         .as_deref()
         .and_then(|name| sealed_login_state(state, session, name));
-    // The login state is one-time: every answer from here clears it (docs/security.md, "Refused sign-in").
+    // The login state is one-time: every answer from here clears it
+    // (docs/security.md, "Refused sign-in"), with the attributes it was set with.
+    let cross_site = posts_back_cross_site(&rt.config);
     let clear_login: Vec<(&'static str, String)> = name
         .iter()
         .map(|n| {
             (
                 "set-cookie",
-                cookie::clear_cookie(n, state.sessions.secure, false),
+                cookie::clear_cookie(n, state.sessions.secure, cross_site),
             )
         })
         .collect();
@@ -1455,12 +1462,20 @@ fn forwarded_target(
             "the forwarded request is named more than once (X-Original-URL, X-Forwarded-Uri, X-Original-URI, X-Forwarded-Host, X-Forwarded-Method)",
         ));
     }
+    // Two copies an earlier hop joined into one line (`/public/x, /private`,
+    // `a.example, b.example`) are named twice too: a request target holds no
+    // blank and a host no comma.
+    let joined =
+        |n: &str, s: &str| s.contains([' ', '\t']) || (n == "x-forwarded-host" && s.contains(','));
     let header = |n: &str| match req.headers.get(n) {
         None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| refuse("a forwarded header is not visible ASCII")),
+        Some(v) => match v.to_str() {
+            Ok(s) if joined(n, s) => Err(refuse(
+                "a forwarded header holds two values joined into one",
+            )),
+            Ok(s) => Ok(Some(s)),
+            Err(_) => Err(refuse("a forwarded header is not visible ASCII")),
+        },
     };
     if let Some(u) = header("x-original-url")? {
         // Read as sent: a URL parser would resolve `..` and `%2e` before we could refuse them.

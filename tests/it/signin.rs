@@ -847,6 +847,15 @@ async fn forward_auth_believes_forwarded_headers_only_from_trusted_proxies() {
             ("x-forwarded-host", "127.0.0.1"),
             ("x-forwarded-host", "evil.example"),
         ],
+        // Two copies an earlier hop joined into one line.
+        [
+            ("x-forwarded-uri", "/public/x, /private"),
+            ("accept", "*/*"),
+        ],
+        [
+            ("x-forwarded-host", "127.0.0.1, evil.example"),
+            ("x-forwarded-uri", "/public/x"),
+        ],
     ] {
         let mut req = s.client.get(gw2.url("/_auth/check"));
         for (k, v) in pair {

@@ -132,9 +132,10 @@ pub trait UserStore: Send + Sync {
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
 
     /// The user whose email is this one and vouched for (case-insensitive);
-    /// `Ambiguous` if several. What `email_link` and `email_deny` match: an
-    /// address nobody vouched for must not pull a newcomer into (or keep one
-    /// out of) the account that merely claims it.
+    /// `Ambiguous` if several. What `email_link` matches: an address nobody
+    /// vouched for must not pull a newcomer into the account that merely
+    /// claims it. (`email_deny` refuses for any holder: DESIGN's "if one
+    /// exists".)
     async fn user_by_vouched_email(&self, email: &str) -> Result<Option<User>, StoreError>;
 
     /// The user with this username (case-insensitive).
@@ -272,13 +273,11 @@ fn new_user_id() -> Result<String, StoreError> {
 
 /// The username an enrolling identity asks for: the source's username, else
 /// the email's local part, else `{source}-{identifier}`, else `{source}-user`;
-/// each only if it can go in `X-Forwarded-User` as it is (visible ASCII and
-/// inner spaces, at most 128 bytes): a name the header would drop would
-/// leave the user's requests without one.
+/// each only if it is a valid username (`users rename`'s rule: it goes in
+/// `X-Forwarded-User` as it is) with room for a `-N` suffix: a name the
+/// header would drop would leave the user's requests without one.
 fn wanted_username(identity: &Identity) -> String {
-    let fits = |u: &str| {
-        u.len() <= 128 && crate::principal::header_safe(u).is_some_and(|v| v.len() == u.len())
-    };
+    let fits = |u: &str| u.len() <= 120 && crate::principal::valid_username(u);
     let given = identity
         .username
         .as_deref()
@@ -386,15 +385,19 @@ mod tests {
             wanted_username(&identity(Some("a\tb"), Some("zoë@example.com"))),
             "corp-1234"
         );
-        let long = "a".repeat(129);
+        let long = "a".repeat(121);
         assert_eq!(wanted_username(&identity(Some(&long), None)), "corp-1234");
         let mut odd = identity(Some("ö"), None);
         odd.identifier = "ü".into();
         assert_eq!(wanted_username(&odd), "corp-user");
-        // Inner spaces and visible ASCII are carried as they are.
+        // A space or a comma (a list would split on it) neither.
         assert_eq!(
-            wanted_username(&identity(Some("Ada Lovelace"), None)),
-            "Ada Lovelace"
+            wanted_username(&identity(Some("Ada Lovelace"), Some("ada@example.com"))),
+            "ada"
+        );
+        assert_eq!(
+            wanted_username(&identity(Some("bob,admin"), None)),
+            "corp-1234"
         );
     }
 
