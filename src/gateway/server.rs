@@ -1,6 +1,6 @@
 //! Connections: accepting within `max_connections`, TLS with ALPN (h2 or
 //! http/1.1), one hyper connection per client with the head timeout, the
-//! keep-alive idle timeout, the same timeout on an answer the client stops
+//! keep-alive idle timeout, the send timeout on an answer the client stops
 //! reading (HTTP/1), and the HTTP/2 stream and flood limits, and the
 //! graceful drain on shutdown.
 //!
@@ -51,7 +51,7 @@ const CLOSE: u8 = 1;
 /// No write is waiting for the client (the value of `Conn::write_stalled`).
 const NOT_STALLED: u64 = u64::MAX;
 /// `Conn::order` bit: close now (a head took too long, or the client took
-/// no bytes of an answer for `idle_timeout`; nothing is in flight).
+/// no bytes of an answer for `send_timeout`; nothing is in flight).
 const CUT: u8 = 2;
 
 /// One client connection, shared by its requests (and its WebSocket tunnel,
