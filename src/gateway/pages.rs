@@ -134,16 +134,6 @@ pub fn sign_in_after(app: &str, sources: &[Offer], rd: &str, notice: Option<&str
     page(&format!("Sign in · {app}"), "Sign in", &body)
 }
 
-/// A page with a message and a button to continue to `rd`.
-pub fn notice(heading: &str, message: &str, rd: &str) -> String {
-    let body = format!(
-        "<p>{}</p>\n<a class=\"button\" href=\"{}\">Continue</a>\n",
-        encode_text(message),
-        html_escape::encode_double_quoted_attribute(rd)
-    );
-    page(heading, heading, &body)
-}
-
 /// The sign-out page: one button that POSTs back to the same URL (with the
 /// same `rd`), so that a link or an image from another site signs nobody out (SES-16).
 pub fn sign_out(rd: &str) -> String {

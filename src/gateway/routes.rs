@@ -1012,8 +1012,9 @@ fn audit_sign_in(
 
 /// Sends a browser the sign-in host now holds session `sid` for to where
 /// it started. The sign-in host has its cookie now; another app host gets
-/// its own by a handoff. An enrollment that needs explaining shows `note`
-/// first, then continues.
+/// its own by a handoff. An enrollment that needs explaining logs `note`:
+/// the callback's answer is always an immediate redirect (SECURITY.md
+/// OA2-15). `headers` set the session cookie; a refusal here sets none.
 #[allow(clippy::too_many_arguments)]
 async fn send_back_signed_in(
     state: &State,
@@ -1029,19 +1030,19 @@ async fn send_back_signed_in(
     let handed = hand_back(state, sid, &login.rd, login.handoff.as_deref(), slug, now);
     let location = match handed.await {
         Ok(l) => l,
-        Err((refusal, detail)) => return refuse(session, ctx, refusal, &detail, headers).await,
+        Err((refusal, detail)) => {
+            // Every refusal sets no session: only the login cookie's clearing goes.
+            let session_cookie = format!("{}=", state.sessions.cookie_name);
+            let clearing = headers
+                .into_iter()
+                .filter(|(_, v)| !v.starts_with(&session_cookie))
+                .collect();
+            return refuse(session, ctx, refusal, &detail, clearing).await;
+        }
     };
     if let Some(note) = note {
-        let html = pages::notice("Account created", note, &location);
-        rescue::write(
-            session,
-            ctx,
-            200,
-            &headers,
-            "text/html; charset=utf-8",
-            Bytes::from(html),
-        );
-        return Ok(());
+        ctx.span
+            .in_scope(|| tracing::info!(auth.source = slug, note, "enrolled"));
     }
     redirect(session, ctx, location, headers).await
 }

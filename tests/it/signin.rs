@@ -1043,6 +1043,11 @@ authorize_params = { prompt = "select_account" }"#,
 
 /// Two providers behind one gateway: `first` and `second`, the latter with `second_extra`.
 async fn two_sources(second_extra: &str) -> (Setup, Provider) {
+    two_sources_with("", second_extra).await
+}
+
+/// As [`two_sources`], with `first_extra` ending the first source's table.
+async fn two_sources_with(first_extra: &str, second_extra: &str) -> (Setup, Provider) {
     let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
     let mut providers = Vec::new();
@@ -1072,7 +1077,7 @@ async fn two_sources(second_extra: &str) -> (Setup, Provider) {
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"{public}\"\nthreads = 1\nshutdown_timeout = \"2s\"\n\
          [session]\nsecrets = [\"{SECRET}\"]\n[store]\nurl = \"{db}\"\n{}{}[[app]]\nname = \"app\"\nupstream = \"{}\"\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
-        source("first", &first, ""),
+        source("first", &first, first_extra),
         source("second", &second, second_extra),
         upstream.url()
     );
@@ -1157,6 +1162,26 @@ async fn email_link_links_a_verified_email_and_email_deny_refuses() {
         .unwrap()
         .contains("A user with this email already exists"));
     assert_eq!((s.users().await, s.connections().await), (1, 1));
+}
+
+/// `email_link` does not link on an email its source does not vouch for: it
+/// enrolls a new user, and the callback still answers with an immediate
+/// redirect (SECURITY.md OA2-15), never a page in between.
+#[tokio::test(flavor = "multi_thread")]
+async fn email_link_with_an_unverified_email_enrolls_and_still_redirects_at_once() {
+    // bob's email is unverified at both providers; the first source trusts it.
+    let (mut s, second) =
+        two_sources_with("trust_email = true", "user_matching_mode = \"email_link\"").await;
+    s.provider
+        .set_faults(|f| f.auto_approve_as = Some("bob".into()));
+    second.set_faults(|f| f.auto_approve_as = Some("bob".into()));
+    assert_eq!(s.flow("/_auth/login/first").await.status(), 302);
+    s.jar.0.clear();
+    let r = s.flow("/_auth/login/second?rd=/private").await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(r.headers()["location"], "/private");
+    assert_eq!(session_cookies_set(&r).len(), 1);
+    assert_eq!((s.users().await, s.connections().await), (2, 2));
 }
 
 /// DESIGN: `email_deny` refuses "if one exists": a user holding that email
