@@ -691,6 +691,11 @@ fn time_until_closed(s: &mut TcpStream, since: Instant, limit: Duration) -> Opti
 fn keep_alive_get(s: &mut TcpStream, path: &str, body: &str, within: Duration) -> String {
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .unwrap();
+    answer_ending_with(s, body, within)
+}
+
+/// The answer read from `s` up to `body` at its end, within `within`; a 200.
+fn answer_ending_with(s: &mut TcpStream, body: &str, within: Duration) -> String {
     s.set_read_timeout(Some(within)).unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
@@ -1000,14 +1005,7 @@ async fn an_ipv4_proxy_on_a_dual_stack_listener_is_trusted_as_its_ipv4_address()
             b"GET /dual HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n",
         )
         .unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !String::from_utf8_lossy(&got).ends_with("hello from dual") {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
+        answer_ending_with(&mut s, "hello from dual", Duration::from_secs(5));
     })
     .await
     .unwrap();

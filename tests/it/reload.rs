@@ -204,6 +204,16 @@ async fn sighup_serves_a_new_app_and_public_path_while_a_request_under_way_finis
     assert!(bin.readyz().await["config_loaded_at"].is_string());
 }
 
+/// A config with `server_line` in `[server]` and one app, public under `/`,
+/// in front of `upstream`.
+fn open_app_with(server_line: &str, upstream: &str) -> String {
+    format!(
+        "{}{}",
+        base_config().replace("threads = 1", &format!("threads = 1\n{server_line}")),
+        app("app", "/", upstream, "\"/\"")
+    )
+}
+
 /// One keep-alive request on `s` claiming to come from 203.0.113.7 through
 /// `s`'s peer; waits for the whole answer (`hello from {upstream}`).
 async fn get_claiming_a_client(s: &mut tokio::net::TcpStream, path: &str, upstream: &str) {
@@ -234,16 +244,8 @@ async fn get_claiming_a_client(s: &mut tokio::net::TcpStream, path: &str, upstre
 #[tokio::test(flavor = "multi_thread")]
 async fn a_proxy_removed_from_trusted_proxies_by_sighup_is_not_believed_on_its_open_connection() {
     let up = Upstream::start("app").await;
-    let with_trust = |trusted: &str| {
-        format!(
-            "{}{}",
-            base_config().replace(
-                "threads = 1",
-                &format!("threads = 1\ntrusted_proxies = [{trusted}]")
-            ),
-            app("app", "/", &up.url(), "\"/\"")
-        )
-    };
+    let with_trust =
+        |trusted: &str| open_app_with(&format!("trusted_proxies = [{trusted}]"), &up.url());
     let file = config_file(&with_trust("\"127.0.0.1/32\""));
     let bin = Bin::start(&file.path);
     let mut conn = tokio::net::TcpStream::connect(&bin.listen).await.unwrap();
@@ -272,16 +274,7 @@ async fn a_proxy_removed_from_trusted_proxies_by_sighup_is_not_believed_on_its_o
 async fn an_idle_timeout_shortened_by_sighup_closes_the_connections_that_follow() {
     use tokio::io::AsyncReadExt as _;
     let up = Upstream::start("app").await;
-    let with_idle = |idle: &str| {
-        format!(
-            "{}{}",
-            base_config().replace(
-                "threads = 1",
-                &format!("threads = 1\nidle_timeout = \"{idle}\"")
-            ),
-            app("app", "/", &up.url(), "\"/\"")
-        )
-    };
+    let with_idle = |idle: &str| open_app_with(&format!("idle_timeout = \"{idle}\""), &up.url());
     let file = config_file(&with_idle("60s"));
     let bin = Bin::start(&file.path);
     std::fs::write(&file.path, with_idle("1s")).unwrap();

@@ -69,6 +69,20 @@ pub fn session_cookies_set(resp: &reqwest::Response) -> Vec<String> {
 }
 
 impl Setup {
+    /// A second gateway on this setup's store and provider that lists
+    /// 127.0.0.1 in `trusted_proxies`: its forwarding headers are believed.
+    fn replica_trusting_loopback(&self) -> Gateway {
+        let port = free_port();
+        let trusted = self
+            .config
+            .replace(
+                "threads = 1",
+                "threads = 1\ntrusted_proxies = [\"127.0.0.1/32\"]",
+            )
+            .replace(&self.gw.addr.to_string(), &format!("127.0.0.1:{port}"));
+        Gateway::start_full(&trusted)
+    }
+
     pub async fn start() -> Setup {
         Self::start_with("", |_| {}).await
     }
@@ -771,15 +785,7 @@ async fn forward_auth_believes_forwarded_headers_only_from_trusted_proxies() {
     assert_eq!(r.headers()["x-auth-request-groups"], "admins,staff");
 
     // A replica that trusts 127.0.0.1: the forwarded host decides.
-    let port = free_port();
-    let trusted = s
-        .config
-        .replace(
-            "threads = 1",
-            "threads = 1\ntrusted_proxies = [\"127.0.0.1/32\"]",
-        )
-        .replace(&s.gw.addr.to_string(), &format!("127.0.0.1:{port}"));
-    let gw2 = Gateway::start_full(&trusted);
+    let gw2 = s.replica_trusting_loopback();
     // The session was issued for 127.0.0.1, not for evil.example.
     let r = check(
         gw2.url("/_auth/check"),
@@ -895,15 +901,7 @@ async fn forward_auth_believes_the_forwarded_method_only_from_trusted_proxies() 
     assert_eq!(check(s.gw.url("/_auth/check"), Some("DELETE")).await, 200);
 
     // A replica that trusts 127.0.0.1: the forwarded method decides.
-    let port = free_port();
-    let trusted = s
-        .config
-        .replace(
-            "threads = 1",
-            "threads = 1\ntrusted_proxies = [\"127.0.0.1/32\"]",
-        )
-        .replace(&s.gw.addr.to_string(), &format!("127.0.0.1:{port}"));
-    let gw2 = Gateway::start_full(&trusted);
+    let gw2 = s.replica_trusting_loopback();
     assert_eq!(check(gw2.url("/_auth/check"), Some("DELETE")).await, 403);
     assert_eq!(check(gw2.url("/_auth/check"), Some("GET")).await, 200);
 }
