@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod rescue;
 pub mod routes;
 pub mod server;
+pub mod tunnel;
 pub mod upstream;
 pub mod upstream_h1;
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use hyper_util::rt::TokioIo;
 
 use super::body::{self, IdleTimeout, Progress, Watched};
 use super::ctx::{Ctx, Outcome};
@@ -417,7 +416,7 @@ fn client_response(
     }
     let body = match tunnel_ends {
         Some((down, up)) => {
-            open_tunnel(conn, down, up);
+            super::tunnel::open(conn, down, up);
             body::empty()
         }
         None => body::Body::Upstream(body::Upstream::new(
@@ -426,24 +425,6 @@ fn client_response(
         )),
     };
     http::Response::from_parts(parts, body)
-}
-
-/// Copies bytes both ways between the client's upgraded connection and the
-/// upstream's: the connection is a tunnel from here, its bytes no longer requests.
-fn open_tunnel(conn: &Arc<Conn>, down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
-    if let Some(heads) = &conn.heads {
-        heads.upgraded();
-    }
-    let held = conn.clone();
-    tokio::spawn(async move {
-        // The tunnel holds its connection's slot of max_connections.
-        let _held = held;
-        let (Ok(down), Ok(up)) = tokio::join!(down, up) else {
-            return;
-        };
-        let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-    });
 }
 
 /// Awaits the upstream's answer while something moves: the request body is

@@ -1,7 +1,8 @@
 //! Connections: accepting within `max_connections`, TLS with ALPN (h2 or
 //! http/1.1), one hyper connection per client with the head timeout, the
 //! keep-alive idle timeout, the send timeout on an answer the client stops
-//! reading (HTTP/1), and the HTTP/2 stream and flood limits, and the
+//! reading (HTTP/1: a write that waits; HTTP/2: a closing connection whose
+//! answers do not move), and the HTTP/2 stream and flood limits, and the
 //! graceful drain on shutdown.
 //!
 //! The two timeouts and the shutdown are watched by a separate task per
@@ -50,6 +51,8 @@ const UNARMED: u64 = u64::MAX;
 const CLOSE: u8 = 1;
 /// No write is waiting for the client (the value of `Conn::write_stalled`).
 const NOT_STALLED: u64 = u64::MAX;
+/// The connection has not been asked to close (the value of `Conn::closing_at`).
+const NOT_CLOSING: u64 = u64::MAX;
 /// `Conn::order` bit: close now (a head took too long, or the client took
 /// no bytes of an answer for `send_timeout`; nothing is in flight).
 const CUT: u8 = 2;
@@ -76,6 +79,14 @@ pub struct Conn {
     /// Since when a write has waited for the client to take bytes, in ms
     /// after `born` (HTTP/1 only; `NOT_STALLED` while writes go through).
     write_stalled: AtomicU64,
+    /// Whether this is an HTTP/2 connection.
+    h2: bool,
+    /// When the watchdog asked the connection to close, in ms after `born`
+    /// (`NOT_CLOSING` before).
+    closing_at: AtomicU64,
+    /// When an answer's body was last polled after `closing_at` (HTTP/2
+    /// only): a closing HTTP/2 connection must keep sending.
+    sent_at: AtomicU64,
     /// When the watchdog's timer fires, in ms after `born` (or `UNARMED`):
     /// a deadline that moves to before it has to wake the watchdog.
     armed: AtomicU64,
@@ -115,8 +126,10 @@ enum Expiry {
     Idle,
     /// A head is still arriving: close now, nothing is in flight.
     Head,
-    /// The client has taken no bytes of an answer for `send_timeout`: close
-    /// now (finishing would wait for it forever).
+    /// The client has taken no bytes of an answer for `send_timeout` (over
+    /// HTTP/2: a closing connection's answers have not moved for that long,
+    /// as when the client grants no flow-control window): close now
+    /// (finishing would wait for it forever).
     Stalled,
 }
 
@@ -132,6 +145,7 @@ impl Conn {
         permit: OwnedSemaphorePermit,
         heads: Option<head_tap::HeadQueue>,
         limits: Limits,
+        h2: bool,
     ) -> Self {
         let head_ms = ms_up(limits.head_timeout);
         Conn {
@@ -143,6 +157,9 @@ impl Conn {
             last: AtomicU64::new(0),
             head_started: AtomicU64::new(NO_HEAD),
             write_stalled: AtomicU64::new(NOT_STALLED),
+            h2,
+            closing_at: AtomicU64::new(NOT_CLOSING),
+            sent_at: AtomicU64::new(0),
             // The watchdog's first timer: the first head is due then.
             armed: AtomicU64::new(head_ms),
             moved: tokio::sync::Notify::new(),
@@ -158,6 +175,12 @@ impl Conn {
 
     fn now(&self) -> u64 {
         self.born.elapsed().as_millis() as u64
+    }
+
+    /// How long a write may wait for the client (`send_timeout`, from the
+    /// config current when the connection was accepted).
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_ms)
     }
 
     /// Counts a request as in flight until the guard drops.
@@ -217,11 +240,29 @@ impl Conn {
         }
     }
 
+    /// An answer's body was polled (HTTP/2): once the connection is
+    /// closing, that is the progress it must keep making. The clock is read
+    /// only then.
+    fn sent(&self) {
+        if self.closing_at.load(Ordering::Acquire) != NOT_CLOSING {
+            self.sent_at.store(self.now(), Ordering::SeqCst);
+        }
+    }
+
     /// The next deadline (ms after `born`) and what happens then; `None`
     /// while a request is in flight.
     fn deadline(&self) -> Option<(u64, Expiry)> {
         if self.busy.load(Ordering::SeqCst) > 0 {
             return None;
+        }
+        let closing = self.closing_at.load(Ordering::SeqCst);
+        if self.h2 && closing != NOT_CLOSING {
+            // A closing HTTP/2 connection waits for its open streams. A client
+            // that grants them no flow-control window (and answers pings)
+            // would hold the connection and its slot for ever: its answers
+            // must move within `send_timeout`.
+            let moved = closing.max(self.sent_at.load(Ordering::SeqCst));
+            return Some((moved.saturating_add(self.send_ms), Expiry::Stalled));
         }
         let started = self.head_started.load(Ordering::SeqCst);
         let due = if started != NO_HEAD {
@@ -330,6 +371,34 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         let polled = Pin::new(&mut self.io).poll_shutdown(cx);
         self.wrote(polled.is_pending());
         polled
+    }
+}
+
+/// An answer's body on an HTTP/2 connection, telling the connection each
+/// time it is polled (see `Conn::sent`).
+struct Sending {
+    body: super::body::Body,
+    conn: Arc<Conn>,
+}
+
+impl hyper::body::Body for Sending {
+    type Data = bytes::Bytes;
+    type Error = super::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.conn.sent();
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -469,10 +538,17 @@ async fn connection(
         Err(_) => return,
     };
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        let conn = Arc::new(Conn::new(peer, permit, None, limits));
+        let conn = Arc::new(Conn::new(peer, permit, None, limits, true));
         let service = {
             let (live, conn) = (live.clone(), conn.clone());
-            service_fn(move |req| Box::pin(super::serve(live.load_full(), conn.clone(), req)))
+            service_fn(move |req| {
+                let conn = conn.clone();
+                let served = super::serve(live.load_full(), conn.clone(), req);
+                Box::pin(async move {
+                    let response = served.await?;
+                    Ok::<_, std::convert::Infallible>(response.map(|body| Sending { body, conn }))
+                })
+            })
         };
         let c = builders.h2.serve_connection(TokioIo::new(stream), service);
         drive(std::pin::pin!(c), &state, &conn, shutdown).await;
@@ -502,6 +578,7 @@ async fn serve_h1<I>(
         permit,
         Some(heads),
         Limits::of(&state.config.server),
+        false,
     ));
     let service = {
         let conn = conn.clone();
@@ -700,8 +777,9 @@ async fn watchdog(conn: Arc<Conn>, mut shutdown: watch::Receiver<bool>) {
             }
             Some((at, Expiry::Idle)) if at <= now && !closing => {
                 closing = true;
+                conn.closing_at.store(now, Ordering::SeqCst);
                 conn.order(CLOSE);
-                None
+                continue;
             }
             Some((at, Expiry::Head | Expiry::Stalled)) => Some(at),
             Some((at, Expiry::Idle)) if !closing => Some(at),
@@ -720,6 +798,7 @@ async fn watchdog(conn: Arc<Conn>, mut shutdown: watch::Receiver<bool>) {
             () = conn.moved.notified() => {}
             _ = shutdown.changed(), if !closing => {
                 closing = true;
+                conn.closing_at.store(conn.now(), Ordering::SeqCst);
                 conn.order(CLOSE);
             }
         }

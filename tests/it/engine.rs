@@ -93,10 +93,15 @@ fn open_gateway(server_extra: &str, up: &Upstream) -> Gateway {
 /// A gateway serving TLS with the `localhost` leaf; app `h2` on host
 /// `localhost`, public under `/public/`, in front of `upstream` (a URL).
 fn tls_gateway(upstream: &str) -> Gateway {
+    tls_gateway_with(upstream, "")
+}
+
+/// [`tls_gateway`] with `server_extra` added to `[server]`.
+fn tls_gateway_with(upstream: &str, server_extra: &str) -> Gateway {
     Gateway::start_full(&format!(
         "{}\n[[app]]\nname = \"h2\"\nhost = \"localhost\"\nupstream = \"{}\"\npublic_paths = [\"/public/\"]\n",
         config_with_server(&format!(
-            "tls = {{ cert_file = \"{}\", key_file = \"{}\" }}",
+            "tls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n{server_extra}",
             fixture("localhost-cert.pem").display(),
             fixture("localhost-key.pem").display()
         )),
@@ -229,6 +234,49 @@ async fn tls_to(
         )
         .await
         .unwrap()
+}
+
+/// An HTTP/2 client that grants its streams no flow-control window (and
+/// answers pings, so the connection looks alive) holds its connection and
+/// its slot of `max_connections` only until the connection, idle and asked
+/// to close, has sent nothing of its answers for `send_timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_client_that_grants_no_window_gives_its_slot_up_after_idle_and_send_timeouts() {
+    let up = Upstream::start("h2").await;
+    let gw = tls_gateway_with(
+        &up.url(),
+        "max_connections = 1\nidle_timeout = \"1s\"\nsend_timeout = \"1s\"",
+    );
+    let tls = h2_tls(gw.addr).await;
+    let (h2, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    let driven = tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let req = http::Request::get(format!("https://localhost:{}/public/s", gw.addr.port()))
+        .body(())
+        .unwrap();
+    let (resp, _) = h2.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Its body is never read, and no window is ever granted for it.
+    let _held = resp.into_body();
+    let t = Instant::now();
+    let next = tls_client(gw.addr, true)
+        .get(format!("https://localhost:{}/public/next", gw.addr.port()))
+        .send()
+        .await
+        .expect("the next client was not served in 10 s");
+    assert_eq!(next.status(), 200);
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    // The stalled connection was closed by the gateway.
+    let ended = tokio::time::timeout(Duration::from_secs(5), driven).await;
+    assert!(ended.is_ok(), "the stalled HTTP/2 connection is still open");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1061,7 +1109,8 @@ async fn a_form_to_a_gateway_endpoint_that_never_arrives_is_answered_408_and_clo
 }
 
 /// An upstream on a plain socket: `GET /big` answers `BIG` bytes (more than
-/// the sockets on the way can hold), anything else a 5-byte `small`.
+/// the sockets on the way can hold), `GET /ws` switches to a WebSocket and
+/// sends as many, anything else a 5-byte `small`.
 fn big_answer_upstream() -> SocketAddr {
     const BIG: usize = 64 << 20;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1086,6 +1135,14 @@ fn big_answer_upstream() -> SocketAddr {
                     for _ in 0..BIG / chunk.len() {
                         out = out.and_then(|()| s.write_all(&chunk));
                     }
+                } else if head.starts_with(b"GET /ws ") {
+                    let chunk = vec![b'x'; 1 << 16];
+                    let mut out = s.write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                    );
+                    for _ in 0..BIG / chunk.len() {
+                        out = out.and_then(|()| s.write_all(&chunk));
+                    }
                 } else {
                     let _ = s.write_all(
                         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nsmall",
@@ -1103,17 +1160,45 @@ fn big_answer_upstream() -> SocketAddr {
 /// is the default 60 s: it plays no part).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stops_reading_an_answer_is_cut_after_the_send_timeout() {
+    let (small, waited, taken) =
+        next_client_after_one_that_stops_reading(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await;
+    assert!(small.starts_with("HTTP/1.1 200"), "{small}");
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    assert!(taken < 64 << 20, "the whole answer arrived: {taken} bytes");
+}
+
+/// The same for a WebSocket tunnel: a client that takes none of what the
+/// upstream sends through it loses the tunnel after `send_timeout`, and its
+/// slot goes to the next client.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_client_that_stops_reading_loses_its_tunnel_after_the_send_timeout() {
+    let (small, waited, taken) = next_client_after_one_that_stops_reading(
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert!(small.starts_with("HTTP/1.1 200"), "{small}");
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    assert!(taken < 64 << 20, "the whole stream arrived: {taken} bytes");
+}
+
+/// With one slot and `send_timeout = 1s`: one client sends `request` to
+/// `big_answer_upstream` and reads nothing; then the next client asks for
+/// `/small`. Returns what the next client got, how long it waited, and how
+/// many bytes the first could read after that.
+async fn next_client_after_one_that_stops_reading(
+    request: &'static [u8],
+) -> (String, Duration, usize) {
     let up = big_answer_upstream();
     let gw = Gateway::start_full(&format!(
         "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{up}\"\npublic_paths = [\"/\"]\n",
         config_with_server("max_connections = 1\nsend_timeout = \"1s\"")
     ));
     let addr = gw.addr;
-    let (small, waited, taken) = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let mut reader = TcpStream::connect(addr).unwrap();
-        reader
-            .write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
+        reader.write_all(request).unwrap();
         // It reads nothing; the next client waits for the one slot.
         std::thread::sleep(Duration::from_millis(300));
         let t = Instant::now();
@@ -1144,10 +1229,7 @@ async fn a_client_that_stops_reading_an_answer_is_cut_after_the_send_timeout() {
         (String::from_utf8_lossy(&got).into_owned(), waited, taken)
     })
     .await
-    .unwrap();
-    assert!(small.starts_with("HTTP/1.1 200"), "{small}");
-    assert!(waited < Duration::from_secs(8), "{waited:?}");
-    assert!(taken < 64 << 20, "the whole answer arrived: {taken} bytes");
+    .unwrap()
 }
 
 /// PRX-24 without false alarms: `upstream_read_timeout` bounds a silent
