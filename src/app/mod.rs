@@ -756,6 +756,8 @@ struct WorkerShared {
     tls: Option<tokio_rustls::TlsAcceptor>,
     builders: Arc<server::Builders>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// Connections open per client address (`max_connections_per_ip`).
+    per_ip: Arc<server::PerIp>,
     /// Says stop accepting.
     rx: tokio::sync::watch::Receiver<bool>,
     /// Says the drain is over.
@@ -816,6 +818,7 @@ fn worker(i: usize, listener: std::net::TcpListener, shared: WorkerShared) {
         tls,
         builders,
         permits,
+        per_ip,
         rx,
         mut done,
     } = shared;
@@ -838,7 +841,7 @@ fn worker(i: usize, listener: std::net::TcpListener, shared: WorkerShared) {
             }
         };
         // The accept loop ends and drops the listener: no new connections.
-        server::run(state, listener, tls, builders, permits, rx).await;
+        server::run(state, listener, tls, builders, permits, per_ip, rx).await;
         // This runtime's connections keep being served until the drain ends.
         let _ = done.wait_for(|d| *d).await;
     });
@@ -914,6 +917,7 @@ fn run(
         tls,
         builders,
         permits: permits.clone(),
+        per_ip: Arc::default(),
         rx: rx.clone(),
         done: done_rx,
     };

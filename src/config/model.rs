@@ -140,6 +140,9 @@ pub struct Server {
     pub send_timeout: Duration,
     /// Most client connections served at once; more wait in the accept queue.
     pub max_connections: usize,
+    /// Most connections served at once from one client address (IPv6: one
+    /// /64), trusted proxies exempt; more are closed at once. 0: no limit.
+    pub max_connections_per_ip: usize,
     /// The log format `serve` writes, unless `--log-format` says otherwise;
     /// none: text.
     #[serde(skip_serializing_if = "Option::is_none")]

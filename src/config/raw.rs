@@ -40,6 +40,7 @@ pub struct RawServer {
     pub idle_timeout: Option<String>,
     pub send_timeout: Option<String>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
     pub log_format: Option<String>,
 }
 

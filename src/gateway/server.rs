@@ -13,8 +13,9 @@
 //! only store times in `Conn`, and wake the watchdog only in the rare case
 //! that they move its deadline earlier than the one it armed.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -103,7 +104,81 @@ pub struct Conn {
     /// `send_timeout` in whole ms (rounded up).
     send_ms: u64,
     born: Instant,
+    _slot: Slot,
+}
+
+/// A connection's share of the limits: its permit of `max_connections` and,
+/// unless off or the client is a trusted proxy, its count for
+/// `max_connections_per_ip`. Both are given back when the connection (and
+/// its WebSocket tunnel) ends.
+struct Slot {
     _permit: OwnedSemaphorePermit,
+    _ip: Option<IpSlot>,
+}
+
+/// Connections open per client address, shared by the workers, for
+/// `max_connections_per_ip`. An IPv6 client counts by its /64: one host's
+/// usual share, which it could otherwise spread its connections over.
+#[derive(Debug, Default)]
+pub struct PerIp(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's count in [`PerIp`], given back on drop.
+#[derive(Debug)]
+struct IpSlot {
+    table: Arc<PerIp>,
+    key: IpAddr,
+}
+
+impl PerIp {
+    /// The address `ip` counts under: IPv4 as itself, IPv6 by its /64.
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+            v4 => v4,
+        }
+    }
+
+    /// A count for `ip` if fewer than `limit` of its connections are open.
+    fn take(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
+        let key = Self::key(ip);
+        // The lock is held for one map operation; a panic cannot leave the
+        // map half-changed, so a poisoned lock is taken as it is.
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= limit {
+            if *n == 0 {
+                open.remove(&key);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            key,
+        })
+    }
+
+    /// Connections open from `ip`'s key (for tests).
+    #[cfg(test)]
+    fn open(&self, ip: IpAddr) -> usize {
+        let open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&Self::key(ip)).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Marks a connection busy while a request is being served.
@@ -142,7 +217,7 @@ fn ms_up(d: Duration) -> u64 {
 impl Conn {
     fn new(
         client: SocketAddr,
-        permit: OwnedSemaphorePermit,
+        slot: Slot,
         heads: Option<head_tap::HeadQueue>,
         limits: Limits,
         h2: bool,
@@ -169,7 +244,7 @@ impl Conn {
             idle_ms: ms_up(limits.idle),
             send_ms: ms_up(limits.send),
             born: Instant::now(),
-            _permit: permit,
+            _slot: slot,
         }
     }
 
@@ -463,12 +538,15 @@ impl Default for Builders {
 /// Accepts connections until `shutdown` changes. A connection is served
 /// only once one of `permits` is free; while this worker's one accepted
 /// connection waits for a permit, the next wait in the kernel's accept queue.
+/// A client over `max_connections_per_ip` (counted in `per_ip`) has its new
+/// connection closed at once, before it waits for a permit.
 pub async fn run(
     live: Arc<ArcSwap<State>>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     builders: Arc<Builders>,
     permits: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -483,6 +561,14 @@ pub async fn run(
                 // Out of file descriptors and the like: wait rather than spin.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let ip = match ip_slot(&live.load().config.server, &per_ip, addr.ip()) {
+            Ok(ip) => ip,
+            Err(()) => {
+                tracing::debug!(client = %addr.ip().to_canonical(), "connection closed: max_connections_per_ip");
+                drop(tcp);
                 continue;
             }
         };
@@ -505,10 +591,28 @@ pub async fn run(
             addr,
             tls.clone(),
             builders.clone(),
-            permit,
+            Slot {
+                _permit: permit,
+                _ip: ip,
+            },
             shutdown.clone(),
         ));
     }
+}
+
+/// The per-address count a new connection from `ip` takes: none when the
+/// limit is off or `ip` is a trusted proxy (every client behind it shares
+/// its address); `Err` when `ip` is at the limit.
+fn ip_slot(
+    server: &crate::config::Server,
+    per_ip: &Arc<PerIp>,
+    ip: IpAddr,
+) -> Result<Option<IpSlot>, ()> {
+    let limit = server.max_connections_per_ip;
+    if limit == 0 || server.is_trusted_proxy(ip) {
+        return Ok(None);
+    }
+    per_ip.take(ip, limit).map(Some).ok_or(())
 }
 
 async fn connection(
@@ -517,7 +621,7 @@ async fn connection(
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
     builders: Arc<Builders>,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
     shutdown: watch::Receiver<bool>,
 ) {
     // The connection's own bookkeeping reads the config current when it
@@ -526,7 +630,7 @@ async fn connection(
     let peer = SocketAddr::new(addr.ip().to_canonical(), addr.port());
     let limits = Limits::of(&state.config.server);
     let Some(acceptor) = tls else {
-        return serve_h1(state, live, peer, permit, tcp, &builders, shutdown).await;
+        return serve_h1(state, live, peer, slot, tcp, &builders, shutdown).await;
     };
     // hyper has no handshake timeout: the head timeout bounds it too.
     let stream = match tokio::time::timeout(limits.head_timeout, acceptor.accept(tcp)).await {
@@ -538,7 +642,7 @@ async fn connection(
         Err(_) => return,
     };
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        let conn = Arc::new(Conn::new(peer, permit, None, limits, true));
+        let conn = Arc::new(Conn::new(peer, slot, None, limits, true));
         let service = {
             let (live, conn) = (live.clone(), conn.clone());
             service_fn(move |req| {
@@ -553,7 +657,7 @@ async fn connection(
         let c = builders.h2.serve_connection(TokioIo::new(stream), service);
         drive(std::pin::pin!(c), &state, &conn, shutdown).await;
     } else {
-        serve_h1(state, live, peer, permit, stream, &builders, shutdown).await;
+        serve_h1(state, live, peer, slot, stream, &builders, shutdown).await;
     }
 }
 
@@ -562,7 +666,7 @@ async fn serve_h1<I>(
     state: Arc<State>,
     live: Arc<ArcSwap<State>>,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
     io: I,
     builders: &Builders,
     shutdown: watch::Receiver<bool>,
@@ -575,7 +679,7 @@ async fn serve_h1<I>(
     let io = io.into_inner();
     let conn = Arc::new(Conn::new(
         peer,
-        permit,
+        slot,
         Some(heads),
         Limits::of(&state.config.server),
         false,
@@ -802,5 +906,46 @@ async fn watchdog(conn: Arc<Conn>, mut shutdown: watch::Receiver<bool>) {
                 conn.order(CLOSE);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_client_at_its_limit_gets_no_more_connections_until_one_closes() {
+        let table = Arc::new(PerIp::default());
+        let first = table.take(ip("192.0.2.7"), 2).unwrap();
+        let _second = table.take(ip("192.0.2.7"), 2).unwrap();
+        assert!(table.take(ip("192.0.2.7"), 2).is_none());
+        // Another client is counted on its own.
+        assert!(table.take(ip("192.0.2.8"), 2).is_some());
+        drop(first);
+        assert_eq!(table.open(ip("192.0.2.7")), 1);
+        assert!(table.take(ip("192.0.2.7"), 2).is_some());
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let table = Arc::new(PerIp::default());
+        let _a = table.take(ip("2001:db8:1:2::1"), 2).unwrap();
+        let _b = table.take(ip("2001:db8:1:2:ffff::9"), 2).unwrap();
+        assert!(table.take(ip("2001:db8:1:2::3"), 2).is_none());
+        assert!(table.take(ip("2001:db8:1:3::1"), 2).is_some());
+        let _c = table.take(ip("::ffff:192.0.2.7"), 1).unwrap();
+        assert!(table.take(ip("192.0.2.7"), 1).is_none());
+    }
+
+    #[test]
+    fn the_table_forgets_a_client_whose_connections_all_closed() {
+        let table = Arc::new(PerIp::default());
+        let slots: Vec<_> = (0..3).map(|_| table.take(ip("192.0.2.7"), 3)).collect();
+        drop(slots);
+        assert!(table.0.lock().unwrap().is_empty());
     }
 }

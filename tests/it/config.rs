@@ -520,6 +520,7 @@ fn connection_limits_and_the_upstream_ca_file_are_validated_naming_key_and_file(
     assert_eq!(c.server.idle_timeout.as_secs(), 60);
     assert_eq!(c.server.send_timeout.as_secs(), 60);
     assert_eq!(c.server.max_connections, 10_000);
+    assert_eq!(c.server.max_connections_per_ip, 0);
 }
 
 /// Peers are matched as IPv4 when they are IPv4 (also on a dual-stack

@@ -998,6 +998,74 @@ async fn prx19_beyond_max_connections_a_new_connection_waits_and_is_then_served(
     assert_eq!(uris, ["/a", "/b", "/c", "/d"]);
 }
 
+/// PRX-19, connection caps per client: with `max_connections_per_ip = 2`,
+/// a third connection from the same address is closed at once, unanswered,
+/// and the address gets a connection again once one of its two closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx19_a_client_over_max_connections_per_ip_is_closed_at_once_until_one_of_its_own_closes()
+{
+    let up = Upstream::start("per ip").await;
+    let gw = open_gateway("max_connections_per_ip = 2", &up);
+    let addr = gw.addr;
+    tokio::task::spawn_blocking(move || {
+        let within = Duration::from_secs(10);
+        let mut first = TcpStream::connect(addr).unwrap();
+        keep_alive_get(&mut first, "/a", "hello from per ip", within);
+        let mut second = TcpStream::connect(addr).unwrap();
+        keep_alive_get(&mut second, "/b", "hello from per ip", within);
+        let mut third = TcpStream::connect(addr).unwrap();
+        let _ = third.write_all(b"GET /c HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let closed = time_until_closed(&mut third, Instant::now(), within);
+        assert!(closed.is_some(), "the third connection was kept open");
+        drop(first);
+        // The count is given back when the gateway sees the close.
+        let deadline = Instant::now() + within;
+        loop {
+            let mut next = TcpStream::connect(addr).unwrap();
+            let _ = next.write_all(b"GET /d HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            next.set_read_timeout(Some(within)).unwrap();
+            let mut buf = [0u8; 4096];
+            match next.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    assert!(buf.starts_with(b"HTTP/1.1 200"));
+                    break;
+                }
+                _ => assert!(Instant::now() < deadline, "no connection after one closed"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(second);
+    })
+    .await
+    .unwrap();
+    let uris: Vec<_> = up.requests().into_iter().map(|s| s.uri).collect();
+    assert_eq!(uris, ["/a", "/b", "/d"]);
+}
+
+/// A trusted proxy carries every client behind it on its own address: it is
+/// not held to `max_connections_per_ip`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_proxy_is_not_held_to_max_connections_per_ip() {
+    let up = Upstream::start("via proxy").await;
+    let gw = open_gateway(
+        "max_connections_per_ip = 1\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        &up,
+    );
+    let addr = gw.addr;
+    tokio::task::spawn_blocking(move || {
+        let within = Duration::from_secs(10);
+        let mut open: Vec<TcpStream> = Vec::new();
+        for path in ["/a", "/b", "/c"] {
+            let mut s = TcpStream::connect(addr).unwrap();
+            keep_alive_get(&mut s, path, "hello from via proxy", within);
+            open.push(s);
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(up.requests().len(), 3);
+}
+
 /// PRX-19 with two workers, each accepting on a listener of its own
 /// (`SO_REUSEPORT`): the one free slot serves the next connection whichever
 /// worker's queue the kernel put it in (a worker holding the slot while

@@ -81,6 +81,7 @@ pub(super) fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         idle_timeout,
         send_timeout,
         max_connections: max_connections.max(1),
+        max_connections_per_ip: raw.max_connections_per_ip.unwrap_or(0),
         log_format,
     })
 }
