@@ -13,7 +13,7 @@
 //! only store times in `Conn`, and wake the watchdog only in the rare case
 //! that they move its deadline earlier than the one it armed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
@@ -55,7 +55,8 @@ const NOT_STALLED: u64 = u64::MAX;
 /// The connection has not been asked to close (the value of `Conn::closing_at`).
 const NOT_CLOSING: u64 = u64::MAX;
 /// `Conn::order` bit: close now (a head took too long, or the client took
-/// no bytes of an answer for `send_timeout`; nothing is in flight).
+/// no bytes of an answer for `send_timeout`; over HTTP/1 nothing is in
+/// flight then, over HTTP/2 the client's other streams end with it).
 const CUT: u8 = 2;
 
 /// One client connection, shared by its requests (and its WebSocket tunnel,
@@ -85,9 +86,8 @@ pub struct Conn {
     /// When the watchdog asked the connection to close, in ms after `born`
     /// (`NOT_CLOSING` before).
     closing_at: AtomicU64,
-    /// When an answer's body was last polled after `closing_at` (HTTP/2
-    /// only): a closing HTTP/2 connection must keep sending.
-    sent_at: AtomicU64,
+    /// The answers of an HTTP/2 connection, as its send timeout sees them.
+    sends: std::sync::Mutex<Sends>,
     /// When the watchdog's timer fires, in ms after `born` (or `UNARMED`):
     /// a deadline that moves to before it has to wake the watchdog.
     armed: AtomicU64,
@@ -234,7 +234,7 @@ impl Conn {
             write_stalled: AtomicU64::new(NOT_STALLED),
             h2,
             closing_at: AtomicU64::new(NOT_CLOSING),
-            sent_at: AtomicU64::new(0),
+            sends: std::sync::Mutex::default(),
             // The watchdog's first timer: the first head is due then.
             armed: AtomicU64::new(head_ms),
             moved: tokio::sync::Notify::new(),
@@ -315,29 +315,42 @@ impl Conn {
         }
     }
 
-    /// An answer's body was polled (HTTP/2): once the connection is
-    /// closing, that is the progress it must keep making. The clock is read
-    /// only then.
-    fn sent(&self) {
-        if self.closing_at.load(Ordering::Acquire) != NOT_CLOSING {
-            self.sent_at.store(self.now(), Ordering::SeqCst);
+    /// The HTTP/2 answers' book, taken as it is if a panic poisoned it (each
+    /// change is one field or one set operation).
+    fn sends(&self) -> std::sync::MutexGuard<'_, Sends> {
+        self.sends.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latest time an HTTP/2 connection may be cut (ms after `born`):
+    /// `send_timeout` after the oldest answer began to wait for the client
+    /// to take what it gave (a client that grants no flow-control window,
+    /// and answers pings, would hold its streams, their upstream
+    /// connections and its slot for ever), whether or not requests are in
+    /// flight; and, once the connection is asked to close with nothing in
+    /// flight and every answer handed over, `send_timeout` after that (what
+    /// is left is data the client has not let through).
+    fn h2_cut(&self, busy: bool) -> Option<u64> {
+        let sends = self.sends();
+        let waiting = sends
+            .waiting
+            .first()
+            .map(|(since, _)| since.saturating_add(self.send_ms));
+        let closing = self.closing_at.load(Ordering::SeqCst);
+        let flushing = (!busy && closing != NOT_CLOSING && sends.live == 0)
+            .then(|| closing.max(sends.last_end).saturating_add(self.send_ms));
+        match (waiting, flushing) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// The next deadline (ms after `born`) and what happens then; `None`
-    /// while a request is in flight.
+    /// The next deadline (ms after `born`) and what happens then; over
+    /// HTTP/1, `None` while a request is in flight.
     fn deadline(&self) -> Option<(u64, Expiry)> {
-        if self.busy.load(Ordering::SeqCst) > 0 {
-            return None;
-        }
-        let closing = self.closing_at.load(Ordering::SeqCst);
-        if self.h2 && closing != NOT_CLOSING {
-            // A closing HTTP/2 connection waits for its open streams. A client
-            // that grants them no flow-control window (and answers pings)
-            // would hold the connection and its slot for ever: its answers
-            // must move within `send_timeout`.
-            let moved = closing.max(self.sent_at.load(Ordering::SeqCst));
-            return Some((moved.saturating_add(self.send_ms), Expiry::Stalled));
+        let busy = self.busy.load(Ordering::SeqCst) > 0;
+        let h2_cut = if self.h2 { self.h2_cut(busy) } else { None };
+        if busy {
+            return h2_cut.map(|at| (at, Expiry::Stalled));
         }
         let started = self.head_started.load(Ordering::SeqCst);
         let due = if started != NO_HEAD {
@@ -350,13 +363,13 @@ impl Conn {
             (last.saturating_add(self.idle_ms), Expiry::Idle)
         };
         let stalled = self.write_stalled.load(Ordering::SeqCst);
-        if stalled == NOT_STALLED {
+        let h1_cut = (stalled != NOT_STALLED).then(|| stalled.saturating_add(self.send_ms));
+        let Some(cut) = h1_cut.or(h2_cut) else {
             return Some(due);
-        }
+        };
         // An answer is being written (after its request ended) and the
         // client takes none of it: that ends the connection unless a head
         // is due first. Closing gracefully (idle) would wait on the answer.
-        let cut = stalled.saturating_add(self.send_ms);
         Some(match due {
             (at, Expiry::Head) if at < cut => due,
             _ => (cut, Expiry::Stalled),
@@ -449,11 +462,83 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 }
 
-/// An answer's body on an HTTP/2 connection, telling the connection each
-/// time it is polled (see `Conn::sent`).
+/// What an HTTP/2 connection's send timeout knows of its answers (see
+/// `Conn::h2_cut`).
+#[derive(Debug, Default)]
+struct Sends {
+    /// Answer bodies alive.
+    live: usize,
+    /// Bodies waiting for the client to take what they gave (or, new, for
+    /// their first poll), by since when (ms after `born`) and id.
+    waiting: BTreeSet<(u64, u64)>,
+    /// When the last body ended (ms after `born`).
+    last_end: u64,
+    /// The next body's id.
+    next_id: u64,
+}
+
+/// An answer's body on an HTTP/2 connection. hyper (1.12) holds each data
+/// frame it polls until the stream has send capacity, which the client's
+/// flow-control window gives, then polls again (or, after the last frame,
+/// drops the body): from when the body gives a data frame (or is new)
+/// until it is polled again or dropped, it waits on the client, and
+/// `Conn::sends` knows since when. A body waiting on its upstream was
+/// polled and is not waiting on the client.
 struct Sending {
     body: super::body::Body,
     conn: Arc<Conn>,
+    id: u64,
+    /// Since when this body waits on the client (ms after `born`).
+    waiting: Option<u64>,
+}
+
+impl Sending {
+    /// `body`, counted in `conn`'s book; a body with something to send
+    /// waits for its first poll.
+    fn new(body: super::body::Body, conn: Arc<Conn>) -> Self {
+        let id = {
+            let mut sends = conn.sends();
+            sends.live += 1;
+            sends.next_id += 1;
+            sends.next_id
+        };
+        let mut sending = Sending {
+            body,
+            conn,
+            id,
+            waiting: None,
+        };
+        if !hyper::body::Body::is_end_stream(&sending.body) {
+            sending.wait();
+        }
+        sending
+    }
+
+    /// Begins waiting on the client.
+    fn wait(&mut self) {
+        let now = self.conn.now();
+        self.conn.sends().waiting.insert((now, self.id));
+        self.waiting = Some(now);
+        self.conn
+            .deadline_now(now.saturating_add(self.conn.send_ms));
+    }
+
+    /// Stops waiting on the client, if it was.
+    fn moved(&mut self) {
+        if let Some(since) = self.waiting.take() {
+            self.conn.sends().waiting.remove(&(since, self.id));
+        }
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.moved();
+        let now = self.conn.now();
+        let mut sends = self.conn.sends();
+        sends.live = sends.live.saturating_sub(1);
+        sends.last_end = now;
+    }
 }
 
 impl hyper::body::Body for Sending {
@@ -464,16 +549,22 @@ impl hyper::body::Body for Sending {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        self.conn.sent();
-        Pin::new(&mut self.body).poll_frame(cx)
+        self.moved();
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if frame.is_data() {
+                self.wait();
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        hyper::body::Body::is_end_stream(&self.body)
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
+        hyper::body::Body::size_hint(&self.body)
     }
 }
 
@@ -650,7 +741,7 @@ async fn connection(
                 let served = super::serve(live.load_full(), conn.clone(), req);
                 Box::pin(async move {
                     let response = served.await?;
-                    Ok::<_, std::convert::Infallible>(response.map(|body| Sending { body, conn }))
+                    Ok::<_, std::convert::Infallible>(response.map(|body| Sending::new(body, conn)))
                 })
             })
         };
@@ -866,7 +957,8 @@ async fn watchdog(conn: Arc<Conn>, mut shutdown: watch::Receiver<bool>) {
     loop {
         conn.armed.store(UNARMED, Ordering::SeqCst);
         let now = conn.now();
-        // Once closing, only a head deadline still matters.
+        // Once closing, an idle deadline no longer matters (a head one, or
+        // an HTTP/2 answer that does not move, still does).
         let next = match conn.deadline() {
             Some((at, Expiry::Head)) if at <= now => {
                 conn.order(CUT);

@@ -22,18 +22,18 @@ pub fn open(conn: &Arc<Conn>, down: hyper::upgrade::OnUpgrade, up: hyper::upgrad
     if let Some(heads) = &conn.heads {
         heads.upgraded();
     }
+    // The tunnel holds its connection (and its slot of max_connections)
+    // until it ends.
     let held = conn.clone();
     let limit = conn.send_timeout();
     tokio::spawn(async move {
-        // The tunnel holds its connection's slot of max_connections.
-        let _held = held;
         let (Ok(down), Ok(up)) = tokio::join!(down, up) else {
             return;
         };
         let mut down = SendBound::new(TokioIo::new(down), limit);
         let mut up = SendBound::new(TokioIo::new(up), limit);
         if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-            tracing::debug!(client = %_held.client, error = %e, "WebSocket tunnel ended");
+            tracing::debug!(client = %held.client, error = %e, "WebSocket tunnel ended");
         }
     });
 }

@@ -238,15 +238,13 @@ async fn tls_to(
 
 /// An HTTP/2 client that grants its streams no flow-control window (and
 /// answers pings, so the connection looks alive) holds its connection and
-/// its slot of `max_connections` only until the connection, idle and asked
-/// to close, has sent nothing of its answers for `send_timeout`.
+/// its slot of `max_connections` only until an answer has waited
+/// `send_timeout` for it; sending a new request every 300 ms, so that the
+/// connection is never idle, does not help it.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_http2_client_that_grants_no_window_gives_its_slot_up_after_idle_and_send_timeouts() {
+async fn an_http2_client_that_grants_no_window_gives_its_slot_up_after_the_send_timeout() {
     let up = Upstream::start("h2").await;
-    let gw = tls_gateway_with(
-        &up.url(),
-        "max_connections = 1\nidle_timeout = \"1s\"\nsend_timeout = \"1s\"",
-    );
+    let gw = tls_gateway_with(&up.url(), "max_connections = 1\nsend_timeout = \"1s\"");
     let tls = h2_tls(gw.addr).await;
     let (h2, connection) = h2::client::Builder::new()
         .initial_window_size(0)
@@ -266,6 +264,23 @@ async fn an_http2_client_that_grants_no_window_gives_its_slot_up_after_idle_and_
     assert_eq!(resp.status(), 200);
     // Its body is never read, and no window is ever granted for it.
     let _held = resp.into_body();
+    let port = gw.addr.port();
+    let busy = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let Ok(mut ready) = h2.clone().ready().await else {
+                return;
+            };
+            let req = http::Request::get(format!("https://localhost:{port}/public/more"))
+                .body(())
+                .unwrap();
+            let Ok((resp, _)) = ready.send_request(req, true) else {
+                return;
+            };
+            held.push(resp);
+        }
+    });
     let t = Instant::now();
     let next = tls_client(gw.addr, true)
         .get(format!("https://localhost:{}/public/next", gw.addr.port()))
@@ -277,6 +292,64 @@ async fn an_http2_client_that_grants_no_window_gives_its_slot_up_after_idle_and_
     // The stalled connection was closed by the gateway.
     let ended = tokio::time::timeout(Duration::from_secs(5), driven).await;
     assert!(ended.is_ok(), "the stalled HTTP/2 connection is still open");
+    busy.abort();
+}
+
+/// The send timeout is not a timeout on the upstream: over HTTP/2, an
+/// answer that waits longer than `send_timeout` for its upstream's next
+/// bytes (a stream of events) is not cut, also once the connection has
+/// been idle for `idle_timeout` and asked to close.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_answer_waiting_on_a_quiet_upstream_is_not_cut_by_the_send_timeout() {
+    let up = pausing_upstream(Duration::from_millis(3500));
+    let gw = tls_gateway_with(
+        &format!("http://{up}"),
+        "idle_timeout = \"1s\"\nsend_timeout = \"1s\"",
+    );
+    let t = Instant::now();
+    let r = tls_client(gw.addr, false)
+        .get(format!(
+            "https://localhost:{}/public/events",
+            gw.addr.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.text().await.unwrap(), "first;second;");
+    assert!(
+        t.elapsed() >= Duration::from_millis(3500),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+/// An upstream on a plain socket that answers every request with a chunked
+/// body: `first;`, then after `pause`, `second;` and the end.
+fn pausing_upstream(pause: Duration) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n6\r\nfirst;\r\n",
+                );
+                std::thread::sleep(pause);
+                let _ = s.write_all(b"7\r\nsecond;\r\n0\r\n\r\n");
+            });
+        }
+    });
+    addr
 }
 
 #[tokio::test(flavor = "multi_thread")]
