@@ -1,9 +1,10 @@
-//! Connections: accepting within `max_connections`, TLS with ALPN (h2 or
-//! http/1.1), one hyper connection per client with the head timeout, the
-//! keep-alive idle timeout, the send timeout on an answer the client stops
-//! reading (HTTP/1: a write that waits; HTTP/2: a closing connection whose
-//! answers do not move), and the HTTP/2 stream and flood limits, and the
-//! graceful drain on shutdown.
+//! Connections: accepting within `max_connections` and
+//! `max_connections_per_ip`, TLS with ALPN (h2 or http/1.1), one hyper
+//! connection per client with the head timeout, the keep-alive idle
+//! timeout, the send timeout on an answer the client stops reading (HTTP/1:
+//! a write that waits; HTTP/2: answers that wait for the client's
+//! flow-control window while none moves), and the HTTP/2 stream and flood
+//! limits, and the graceful drain on shutdown.
 //!
 //! The two timeouts and the shutdown are watched by a separate task per
 //! connection (`watchdog`), not by a `select!` in the connection's own task:
@@ -13,7 +14,7 @@
 //! only store times in `Conn`, and wake the watchdog only in the rare case
 //! that they move its deadline earlier than the one it armed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
@@ -202,9 +203,9 @@ enum Expiry {
     /// A head is still arriving: close now, nothing is in flight.
     Head,
     /// The client has taken no bytes of an answer for `send_timeout` (over
-    /// HTTP/2: a closing connection's answers have not moved for that long,
-    /// as when the client grants no flow-control window): close now
-    /// (finishing would wait for it forever).
+    /// HTTP/2: answers have waited that long for the client's flow-control
+    /// window and none moved on; or, closing, the last frames it was handed
+    /// have not gone out): close now (finishing would wait for it forever).
     Stalled,
 }
 
@@ -322,22 +323,23 @@ impl Conn {
     }
 
     /// The latest time an HTTP/2 connection may be cut (ms after `born`):
-    /// `send_timeout` after the oldest answer began to wait for the client
-    /// to take what it gave (a client that grants no flow-control window,
-    /// and answers pings, would hold its streams, their upstream
-    /// connections and its slot for ever), whether or not requests are in
-    /// flight; and, once the connection is asked to close with nothing in
-    /// flight and every answer handed over, `send_timeout` after that (what
-    /// is left is data the client has not let through).
+    /// while answers wait for the client to take what they gave, `send_timeout`
+    /// after the later of when they began to wait and when any answer last
+    /// moved on (nginx's `send_timeout`, between two successive writes, for
+    /// the connection as a whole: a client that grants no flow-control
+    /// window, and answers pings, would hold its streams, their upstream
+    /// connections and its slot for ever; one stream paused while others
+    /// move is left alone), whether or not requests are in flight; and, once
+    /// the connection is asked to close with nothing in flight and every
+    /// answer handed over, `send_timeout` after that (what is left is data
+    /// of last frames the client has not let through).
     fn h2_cut(&self, busy: bool) -> Option<u64> {
         let sends = self.sends();
-        let waiting = sends
-            .waiting
-            .first()
-            .map(|(since, _)| since.saturating_add(self.send_ms));
+        let waiting =
+            (sends.waiting > 0).then(|| sends.since.max(sends.moved).saturating_add(self.send_ms));
         let closing = self.closing_at.load(Ordering::SeqCst);
         let flushing = (!busy && closing != NOT_CLOSING && sends.live == 0)
-            .then(|| closing.max(sends.last_end).saturating_add(self.send_ms));
+            .then(|| closing.max(sends.moved).saturating_add(self.send_ms));
         match (waiting, flushing) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -468,76 +470,76 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 struct Sends {
     /// Answer bodies alive.
     live: usize,
-    /// Bodies waiting for the client to take what they gave (or, new, for
-    /// their first poll), by since when (ms after `born`) and id.
-    waiting: BTreeSet<(u64, u64)>,
-    /// When the last body ended (ms after `born`).
-    last_end: u64,
-    /// The next body's id.
-    next_id: u64,
+    /// Bodies waiting for the client to take the frame they gave.
+    waiting: usize,
+    /// Since when some body has been waiting (ms after `born`).
+    since: u64,
+    /// When a body last stopped waiting or ended (ms after `born`).
+    moved: u64,
 }
 
 /// An answer's body on an HTTP/2 connection. hyper (1.12) holds each data
 /// frame it polls until the stream has send capacity, which the client's
 /// flow-control window gives, then polls again (or, after the last frame,
-/// drops the body): from when the body gives a data frame (or is new)
-/// until it is polled again or dropped, it waits on the client, and
-/// `Conn::sends` knows since when. A body waiting on its upstream was
-/// polled and is not waiting on the client.
+/// drops the body): from when the body gives a data frame until it is
+/// polled again or dropped, it waits on the client, and `Conn::sends`
+/// counts it. A body waiting on its upstream was polled and is not waiting
+/// on the client. What a last frame leaves in HTTP/2's buffers once the
+/// body is dropped is not seen here (only the closing rule of `h2_cut`
+/// bounds it).
 struct Sending {
     body: super::body::Body,
     conn: Arc<Conn>,
-    id: u64,
-    /// Since when this body waits on the client (ms after `born`).
-    waiting: Option<u64>,
+    /// It waits on the client.
+    waiting: bool,
 }
 
 impl Sending {
-    /// `body`, counted in `conn`'s book; a body with something to send
-    /// waits for its first poll.
+    /// `body`, counted in `conn`'s book.
     fn new(body: super::body::Body, conn: Arc<Conn>) -> Self {
-        let id = {
-            let mut sends = conn.sends();
-            sends.live += 1;
-            sends.next_id += 1;
-            sends.next_id
-        };
-        let mut sending = Sending {
+        conn.sends().live += 1;
+        Sending {
             body,
             conn,
-            id,
-            waiting: None,
-        };
-        if !hyper::body::Body::is_end_stream(&sending.body) {
-            sending.wait();
+            waiting: false,
         }
-        sending
     }
 
     /// Begins waiting on the client.
     fn wait(&mut self) {
         let now = self.conn.now();
-        self.conn.sends().waiting.insert((now, self.id));
-        self.waiting = Some(now);
+        {
+            let mut sends = self.conn.sends();
+            if sends.waiting == 0 {
+                sends.since = now;
+            }
+            sends.waiting += 1;
+        }
+        self.waiting = true;
         self.conn
             .deadline_now(now.saturating_add(self.conn.send_ms));
     }
 
-    /// Stops waiting on the client, if it was.
+    /// Stops waiting on the client, if it was: the connection moved.
     fn moved(&mut self) {
-        if let Some(since) = self.waiting.take() {
-            self.conn.sends().waiting.remove(&(since, self.id));
+        if std::mem::take(&mut self.waiting) {
+            let now = self.conn.now();
+            let mut sends = self.conn.sends();
+            sends.waiting = sends.waiting.saturating_sub(1);
+            sends.moved = now;
         }
     }
 }
 
 impl Drop for Sending {
     fn drop(&mut self) {
-        self.moved();
         let now = self.conn.now();
         let mut sends = self.conn.sends();
+        if std::mem::take(&mut self.waiting) {
+            sends.waiting = sends.waiting.saturating_sub(1);
+        }
         sends.live = sends.live.saturating_sub(1);
-        sends.last_end = now;
+        sends.moved = now;
     }
 }
 

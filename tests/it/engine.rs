@@ -295,6 +295,99 @@ async fn an_http2_client_that_grants_no_window_gives_its_slot_up_after_the_send_
     busy.abort();
 }
 
+/// An HTTP/2 client that lets one byte of each answer through and no
+/// more: the body is handed over whole and dropped, the rest waits in
+/// HTTP/2's buffers. Once the connection has been idle for `idle_timeout`
+/// and asked to close, that rest must go out within `send_timeout`, or the
+/// connection is cut and its slot goes to the next client.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_client_that_lets_one_byte_through_loses_its_connection_once_idle() {
+    let up = Upstream::start("h2").await;
+    let gw = tls_gateway_with(
+        &up.url(),
+        "max_connections = 1\nidle_timeout = \"1s\"\nsend_timeout = \"1s\"",
+    );
+    let tls = h2_tls(gw.addr).await;
+    let (h2, connection) = h2::client::Builder::new()
+        .initial_window_size(1)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    let driven = tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let req = http::Request::get(format!("https://localhost:{}/public/s", gw.addr.port()))
+        .body(())
+        .unwrap();
+    let (resp, _) = h2.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let _held = resp.into_body();
+    let t = Instant::now();
+    let next = tls_client(gw.addr, true)
+        .get(format!("https://localhost:{}/public/next", gw.addr.port()))
+        .send()
+        .await
+        .expect("the next client was not served in 10 s");
+    assert_eq!(next.status(), 200);
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    let ended = tokio::time::timeout(Duration::from_secs(5), driven).await;
+    assert!(ended.is_ok(), "the stalled HTTP/2 connection is still open");
+}
+
+/// Over HTTP/2, one answer the client has paused (it grants that stream no
+/// more window) does not end the connection while the client's other
+/// answers keep moving: as with nginx, the send timeout times the
+/// connection's progress, not each stream's.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_stream_paused_by_the_client_does_not_cut_its_moving_neighbours() {
+    let up = big_answer_upstream();
+    let gw = tls_gateway_with(&format!("http://{up}"), "send_timeout = \"1s\"");
+    let tls = h2_tls(gw.addr).await;
+    // As browsers do: a connection window far larger than a stream's, so
+    // one stream's unread data does not stop the others.
+    let (h2, connection) = h2::client::Builder::new()
+        .initial_connection_window_size(16 << 20)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    let driven = tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let port = gw.addr.port();
+    let get = |path: &str| {
+        http::Request::get(format!("https://localhost:{port}/public{path}"))
+            .body(())
+            .unwrap()
+    };
+    // A big answer, never read: its window runs out and stays shut.
+    let (paused, _) = h2.send_request(get("/big"), true).unwrap();
+    let _paused = tokio::time::timeout(Duration::from_secs(10), paused)
+        .await
+        .unwrap()
+        .unwrap();
+    // Small answers, one every 300 ms for 3 s, each read to its end.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut ready = h2.clone().ready().await.expect("the connection was cut");
+        let (resp, _) = ready.send_request(get("/small"), true).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+            .await
+            .unwrap()
+            .expect("the connection was cut");
+        let mut body = resp.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("the connection was cut");
+            let _ = body.flow_control().release_capacity(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, b"small");
+    }
+    assert!(!driven.is_finished(), "the connection was closed");
+}
+
 /// The send timeout is not a timeout on the upstream: over HTTP/2, an
 /// answer that waits longer than `send_timeout` for its upstream's next
 /// bytes (a stream of events) is not cut, also once the connection has
@@ -1249,9 +1342,10 @@ async fn a_form_to_a_gateway_endpoint_that_never_arrives_is_answered_408_and_clo
     assert!(up.requests().is_empty());
 }
 
-/// An upstream on a plain socket: `GET /big` answers `BIG` bytes (more than
-/// the sockets on the way can hold), `GET /ws` switches to a WebSocket and
-/// sends as many, anything else a 5-byte `small`.
+/// An upstream on a plain socket: a GET of a path ending in `/big` answers
+/// `BIG` bytes (more than the sockets on the way can hold), one ending in
+/// `/ws` switches to a WebSocket and sends as many, anything else a 5-byte
+/// `small`.
 fn big_answer_upstream() -> SocketAddr {
     const BIG: usize = 64 << 20;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1268,7 +1362,12 @@ fn big_answer_upstream() -> SocketAddr {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                if head.starts_with(b"GET /big ") {
+                let path = String::from_utf8_lossy(&head)
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                if path.ends_with("/big") {
                     let chunk = vec![b'x'; 1 << 16];
                     let mut out = s.write_all(
                         format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").as_bytes(),
@@ -1276,7 +1375,7 @@ fn big_answer_upstream() -> SocketAddr {
                     for _ in 0..BIG / chunk.len() {
                         out = out.and_then(|()| s.write_all(&chunk));
                     }
-                } else if head.starts_with(b"GET /ws ") {
+                } else if path.ends_with("/ws") {
                     let chunk = vec![b'x'; 1 << 16];
                     let mut out = s.write_all(
                         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
