@@ -8,6 +8,7 @@ pub mod ctx;
 pub mod exchange;
 pub mod framing;
 pub mod head_tap;
+pub mod keepalive;
 mod marks;
 pub mod pages;
 pub mod pool;

@@ -438,6 +438,7 @@ impl Shared {
     async fn transport(&self, h1_only: bool) -> Result<Transport, Error> {
         let tcp = self.tcp().await.map_err(Error::Connect)?;
         let _ = tcp.set_nodelay(true);
+        super::keepalive::probe_silent_peers(&tcp);
         let Some((all, h1, name)) = &self.tls else {
             return Ok(Transport::Plain(tcp));
         };

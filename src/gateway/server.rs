@@ -678,6 +678,7 @@ pub async fn run(
             },
         };
         let _ = tcp.set_nodelay(true);
+        super::keepalive::probe_silent_peers(&tcp);
         tokio::spawn(connection(
             live.clone(),
             tcp,

@@ -2,7 +2,8 @@
 //! the upstream's are copied both ways. Each side's writes are bounded by
 //! the connection's `send_timeout`: a side that stops reading ends the
 //! tunnel (and frees its slot of `max_connections`), as it ends an HTTP/1
-//! connection whose client stops reading an answer.
+//! connection whose client stops reading an answer. An idle tunnel has no
+//! timeout: a peer that vanished is found by TCP keep-alive (`keepalive`).
 
 use std::future::Future as _;
 use std::io;

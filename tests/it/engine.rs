@@ -1232,6 +1232,38 @@ async fn a_trusted_proxy_is_not_held_to_max_connections_per_ip() {
     assert_eq!(up.requests().len(), 3);
 }
 
+/// Every client connection has TCP keep-alive on, so that an idle
+/// WebSocket tunnel whose client vanished (no FIN, no RST) does not hold its
+/// slot for ever: the kernel shows the gateway's side of an idle connection
+/// with its keep-alive timer running (`/proc/net/tcp`, timer 02).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_client_connection_runs_the_kernel_s_keep_alive_timer() {
+    let up = Upstream::start("probed").await;
+    let gw = open_gateway("", &up);
+    let addr = gw.addr;
+    let line = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        keep_alive_get(&mut s, "/", "hello from probed", Duration::from_secs(10));
+        // The answer's ACK goes out; the connection is idle after it.
+        std::thread::sleep(Duration::from_millis(300));
+        let local = format!("0100007F:{:04X}", addr.port());
+        let remote = format!("0100007F:{:04X}", s.local_addr().unwrap().port());
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        table
+            .lines()
+            .find(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(1) == Some(&local.as_str()) && f.get(2) == Some(&remote.as_str())
+            })
+            .map(str::to_owned)
+            .expect("the gateway's side of the connection is not in /proc/net/tcp")
+    })
+    .await
+    .unwrap();
+    let timer = line.split_whitespace().nth(5).unwrap_or_default();
+    assert!(timer.starts_with("02:"), "no keep-alive timer: {line}");
+}
+
 /// PRX-19 with two workers, each accepting on a listener of its own
 /// (`SO_REUSEPORT`): the one free slot serves the next connection whichever
 /// worker's queue the kernel put it in (a worker holding the slot while
