@@ -567,6 +567,8 @@ fn bind_shared(addr: SocketAddr) -> Result<TcpListener, StartError> {
     let socket = socket(addr).map_err(fail)?;
     socket.set_reuse_port(true).map_err(fail)?;
     socket.set_nonblocking(true).map_err(fail)?;
+    // Accepted connections inherit it: no system calls per connection.
+    crate::gateway::keepalive::probe_silent_peers(&socket);
     socket.bind(&addr.into()).map_err(fail)?;
     socket.listen(LISTEN_BACKLOG).map_err(fail)?;
     Ok(socket.into())

@@ -1,6 +1,7 @@
-//! TCP keep-alive on every client connection and every upstream
-//! connection: the one way a long-lived, idle connection (a WebSocket
-//! tunnel) learns that its peer is gone.
+//! TCP keep-alive on every client connection (set on the proxy listeners,
+//! which their connections inherit) and every upstream connection: the one
+//! way a long-lived, idle connection (a WebSocket tunnel) learns that its
+//! peer is gone.
 
 use std::time::Duration;
 
@@ -12,17 +13,20 @@ const PROBE_EVERY: Duration = Duration::from_secs(10);
 /// Probes unanswered before the kernel ends the connection.
 const PROBES: u32 = 6;
 
-/// Turns TCP keep-alive on for `tcp` (a client's connection, or one to an
-/// upstream): an idle WebSocket tunnel has no timeout of its own, and a
-/// peer that vanished without a FIN or RST (powered off, a NAT that forgot
-/// it) would hold it, and its slot of `max_connections`, for ever. The
-/// kernel ends such a connection about two minutes after it fell silent.
-pub fn probe_silent_peers(tcp: &tokio::net::TcpStream) {
+/// Turns TCP keep-alive on for `socket`: a connection to an upstream, or a
+/// proxy listener, whose accepted connections inherit it (Linux copies the
+/// listener's options into each). An idle WebSocket tunnel has no timeout
+/// of its own, and a peer that vanished without a FIN or RST (powered off,
+/// a NAT that forgot it) would hold it, and its slot of `max_connections`,
+/// for ever. The kernel ends such a connection about two minutes after it
+/// fell silent, or, with data of ours unacknowledged, when retransmission
+/// gives up (`tcp_retries2`, about 15 minutes).
+pub fn probe_silent_peers<S: std::os::fd::AsFd>(socket: &S) {
     let probes = socket2::TcpKeepalive::new()
         .with_time(PROBE_AFTER)
         .with_interval(PROBE_EVERY)
         .with_retries(PROBES);
-    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&probes) {
+    if let Err(e) = socket2::SockRef::from(socket).set_tcp_keepalive(&probes) {
         tracing::debug!(error = %e, "TCP keep-alive could not be turned on");
     }
 }

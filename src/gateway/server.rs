@@ -6,7 +6,7 @@
 //! flow-control window while none moves), and the HTTP/2 stream and flood
 //! limits, and the graceful drain on shutdown.
 //!
-//! The two timeouts and the shutdown are watched by a separate task per
+//! The timeouts and the shutdown are watched by a separate task per
 //! connection (`watchdog`), not by a `select!` in the connection's own task:
 //! such a select polled its timer, its shutdown watch and its wake-up on
 //! every wake-up of the connection, several times per request. The
@@ -290,8 +290,9 @@ impl Conn {
     /// ahead, so a head that begins later never needs this; an idle timeout
     /// shorter than the head timeout does.
     ///
-    /// The deadline's inputs were stored before this load (both `SeqCst`),
-    /// and the watchdog stores `armed` around reading them: either it read
+    /// The deadline's inputs were stored before this load (`SeqCst`, or
+    /// under the HTTP/2 book's lock, released before this call), and the
+    /// watchdog stores `armed` around reading them: either it read
     /// them, or this sees what it armed (or `UNARMED`) and compares with it.
     fn deadline_now(&self, at: u64) {
         if at < self.armed.load(Ordering::SeqCst) {
@@ -316,23 +317,25 @@ impl Conn {
         }
     }
 
-    /// The HTTP/2 answers' book, taken as it is if a panic poisoned it (each
-    /// change is one field or one set operation).
+    /// The HTTP/2 answers' book, taken as it is if a panic poisoned it (no
+    /// change to it can panic half-way).
     fn sends(&self) -> std::sync::MutexGuard<'_, Sends> {
         self.sends.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The latest time an HTTP/2 connection may be cut (ms after `born`):
     /// while answers wait for the client to take what they gave, `send_timeout`
-    /// after the later of when they began to wait and when any answer last
-    /// moved on (nginx's `send_timeout`, between two successive writes, for
-    /// the connection as a whole: a client that grants no flow-control
-    /// window, and answers pings, would hold its streams, their upstream
-    /// connections and its slot for ever; one stream paused while others
-    /// move is left alone), whether or not requests are in flight; and, once
+    /// after the later of when they began to wait and when an answer last
+    /// moved on (a polled body, or one dropped after its last frame). The
+    /// connection as a whole, not each stream: hyper cannot reset one stream
+    /// from outside, and cutting the connection for one stream the client
+    /// paused would end its other streams too (nginx resets just that
+    /// stream). So a client that grants no flow-control window, and answers
+    /// pings and sends requests, is cut; one that keeps any answer moving is
+    /// not, however slowly. Whether or not requests are in flight. And, once
     /// the connection is asked to close with nothing in flight and every
-    /// answer handed over, `send_timeout` after that (what is left is data
-    /// of last frames the client has not let through).
+    /// answer handed over, `send_timeout` after that (what is left is data of
+    /// last frames the client has not let through).
     fn h2_cut(&self, busy: bool) -> Option<u64> {
         let sends = self.sends();
         let waiting =
@@ -526,7 +529,7 @@ impl Sending {
             let now = self.conn.now();
             let mut sends = self.conn.sends();
             sends.waiting = sends.waiting.saturating_sub(1);
-            sends.moved = now;
+            sends.moved = sends.moved.max(now);
         }
     }
 }
@@ -534,12 +537,26 @@ impl Sending {
 impl Drop for Sending {
     fn drop(&mut self) {
         let now = self.conn.now();
-        let mut sends = self.conn.sends();
-        if std::mem::take(&mut self.waiting) {
-            sends.waiting = sends.waiting.saturating_sub(1);
+        let last = {
+            let mut sends = self.conn.sends();
+            if std::mem::take(&mut self.waiting) {
+                sends.waiting = sends.waiting.saturating_sub(1);
+                // Dropped after its last frame: hyper got the window for it
+                // and handed it over (or the client reset the stream then).
+                // A body reset while more was to come, or never polled (no
+                // data), moved nothing.
+                if hyper::body::Body::is_end_stream(&self.body) {
+                    sends.moved = sends.moved.max(now);
+                }
+            }
+            sends.live = sends.live.saturating_sub(1);
+            sends.live == 0
+        };
+        if last {
+            // A closing connection's last cut may now come earlier.
+            self.conn
+                .deadline_now(now.saturating_add(self.conn.send_ms));
         }
-        sends.live = sends.live.saturating_sub(1);
-        sends.moved = now;
     }
 }
 
@@ -678,7 +695,6 @@ pub async fn run(
             },
         };
         let _ = tcp.set_nodelay(true);
-        super::keepalive::probe_silent_peers(&tcp);
         tokio::spawn(connection(
             live.clone(),
             tcp,
@@ -852,7 +868,8 @@ where
 
 /// Runs a connection to its end: on shutdown, or once it has been idle for
 /// `idle_timeout` with no request in flight, it is asked to finish and
-/// close; a head still arriving after `request_header_timeout` is cut off.
+/// close; a head still arriving after `request_header_timeout`, or an answer
+/// the client has taken nothing of for `send_timeout`, is cut off.
 ///
 /// The timeouts and the shutdown are the watchdog's, a task of its own that
 /// ends with this one; here hyper is polled with nothing but one atomic load
@@ -910,8 +927,8 @@ where
             this.conn.order_waker.register(cx.waker());
             let order = this.conn.order.load(Ordering::Acquire);
             if order & CUT != 0 {
-                // Still due: no request began and no stalled write went out
-                // since the watchdog decided (on a runtime with more than
+                // Still due: no request began, no stalled write went out and
+                // no HTTP/2 answer moved since the watchdog decided (on a runtime with more than
                 // one thread either can happen meanwhile).
                 let due = this
                     .conn
