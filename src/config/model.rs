@@ -134,8 +134,9 @@ pub struct Server {
         skip_serializing_if = "is_default_connection_idle"
     )]
     pub idle_timeout: Duration,
-    /// An HTTP/1.1 client that takes no byte of an answer for this long is
-    /// cut off (nginx's `send_timeout`).
+    /// A client that takes no byte of an answer for this long is cut off
+    /// (nginx's `send_timeout`; also either side of a WebSocket tunnel, and
+    /// HTTP/2 answers waiting on the client's window while none moves).
     #[serde(serialize_with = "ser_duration")]
     pub send_timeout: Duration,
     /// Most client connections served at once; more wait in the accept queue.

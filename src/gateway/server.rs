@@ -475,7 +475,8 @@ struct Sends {
     live: usize,
     /// Bodies waiting for the client to take the frame they gave.
     waiting: usize,
-    /// Since when some body has been waiting (ms after `born`).
+    /// When the count last rose from 0 (ms after `born`); not moved when the
+    /// first waiter leaves without progress (a reset is not progress).
     since: u64,
     /// When a body last stopped waiting or ended (ms after `born`).
     moved: u64,
@@ -928,8 +929,9 @@ where
             let order = this.conn.order.load(Ordering::Acquire);
             if order & CUT != 0 {
                 // Still due: no request began, no stalled write went out and
-                // no HTTP/2 answer moved since the watchdog decided (on a runtime with more than
-                // one thread either can happen meanwhile).
+                // no HTTP/2 answer moved since the watchdog decided (on a
+                // runtime with more than one thread any of these can happen
+                // meanwhile).
                 let due = this
                     .conn
                     .deadline()

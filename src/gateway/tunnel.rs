@@ -28,6 +28,8 @@ pub fn open(conn: &Arc<Conn>, down: hyper::upgrade::OnUpgrade, up: hyper::upgrad
     let held = conn.clone();
     let limit = conn.send_timeout();
     tokio::spawn(async move {
+        // Owned by the task for its whole life, not only by the log line.
+        let held = held;
         let (Ok(down), Ok(up)) = tokio::join!(down, up) else {
             return;
         };
@@ -42,7 +44,7 @@ pub fn open(conn: &Arc<Conn>, down: hyper::upgrade::OnUpgrade, up: hyper::upgrad
 /// An I/O whose write (or flush, or shutdown) fails once it has waited
 /// `limit` for the peer to take bytes; a write that goes out restarts the
 /// count. Reads pass through.
-pub struct SendBound<T> {
+struct SendBound<T> {
     io: T,
     limit: Duration,
     /// Made on the first wait, reset on each that follows.
@@ -53,7 +55,7 @@ pub struct SendBound<T> {
 
 impl<T> SendBound<T> {
     /// Wraps `io`.
-    pub fn new(io: T, limit: Duration) -> Self {
+    fn new(io: T, limit: Duration) -> Self {
         SendBound {
             io,
             limit,

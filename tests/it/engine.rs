@@ -245,25 +245,8 @@ async fn tls_to(
 async fn an_http2_client_that_grants_no_window_gives_its_slot_up_after_the_send_timeout() {
     let up = Upstream::start("h2").await;
     let gw = tls_gateway_with(&up.url(), "max_connections = 1\nsend_timeout = \"1s\"");
-    let tls = h2_tls(gw.addr).await;
-    let (h2, connection) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake::<_, bytes::Bytes>(tls)
-        .await
-        .unwrap();
-    let driven = tokio::spawn(connection);
-    let mut h2 = h2.ready().await.unwrap();
-    let req = http::Request::get(format!("https://localhost:{}/public/s", gw.addr.port()))
-        .body(())
-        .unwrap();
-    let (resp, _) = h2.send_request(req, true).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
     // Its body is never read, and no window is ever granted for it.
-    let _held = resp.into_body();
+    let (h2, driven, _held) = h2_answer_held_with_window(gw.addr, 0).await;
     let port = gw.addr.port();
     // Every 300 ms a HEAD, answered in full (no body needs a window): answers
     // that end without data are not progress of the stalled one.
@@ -284,18 +267,58 @@ async fn an_http2_client_that_grants_no_window_gives_its_slot_up_after_the_send_
             }
         }
     });
+    next_client_served_and_the_stalled_one_closed(gw.addr, driven).await;
+    busy.abort();
+}
+
+/// An HTTP/2 connection to `addr` whose streams get `window` bytes of
+/// flow-control window and no more, one GET answered on it (its body held,
+/// never read), and the task driving the connection (it answers pings).
+async fn h2_answer_held_with_window(
+    addr: SocketAddr,
+    window: u32,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+    h2::RecvStream,
+) {
+    let tls = h2_tls(addr).await;
+    let (h2, connection) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    let driven = tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let req = http::Request::get(format!("https://localhost:{}/public/s", addr.port()))
+        .body(())
+        .unwrap();
+    let (resp, _) = h2.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    (h2, driven, resp.into_body())
+}
+
+/// With one slot held by a stalled HTTP/2 connection (`driven`): the next
+/// client at `addr` is served within 8 s, and the stalled connection was
+/// closed by the gateway.
+async fn next_client_served_and_the_stalled_one_closed(
+    addr: SocketAddr,
+    driven: tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
     let t = Instant::now();
-    let next = tls_client(gw.addr, true)
-        .get(format!("https://localhost:{}/public/next", gw.addr.port()))
+    let next = tls_client(addr, true)
+        .get(format!("https://localhost:{}/public/next", addr.port()))
         .send()
         .await
         .expect("the next client was not served in 10 s");
     assert_eq!(next.status(), 200);
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
-    // The stalled connection was closed by the gateway.
     let ended = tokio::time::timeout(Duration::from_secs(5), driven).await;
     assert!(ended.is_ok(), "the stalled HTTP/2 connection is still open");
-    busy.abort();
 }
 
 /// An HTTP/2 client that lets one byte of each answer through and no
@@ -310,34 +333,8 @@ async fn an_http2_client_that_lets_one_byte_through_loses_its_connection_once_id
         &up.url(),
         "max_connections = 1\nidle_timeout = \"1s\"\nsend_timeout = \"1s\"",
     );
-    let tls = h2_tls(gw.addr).await;
-    let (h2, connection) = h2::client::Builder::new()
-        .initial_window_size(1)
-        .handshake::<_, bytes::Bytes>(tls)
-        .await
-        .unwrap();
-    let driven = tokio::spawn(connection);
-    let mut h2 = h2.ready().await.unwrap();
-    let req = http::Request::get(format!("https://localhost:{}/public/s", gw.addr.port()))
-        .body(())
-        .unwrap();
-    let (resp, _) = h2.send_request(req, true).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let _held = resp.into_body();
-    let t = Instant::now();
-    let next = tls_client(gw.addr, true)
-        .get(format!("https://localhost:{}/public/next", gw.addr.port()))
-        .send()
-        .await
-        .expect("the next client was not served in 10 s");
-    assert_eq!(next.status(), 200);
-    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
-    let ended = tokio::time::timeout(Duration::from_secs(5), driven).await;
-    assert!(ended.is_ok(), "the stalled HTTP/2 connection is still open");
+    let (_h2, driven, _held) = h2_answer_held_with_window(gw.addr, 1).await;
+    next_client_served_and_the_stalled_one_closed(gw.addr, driven).await;
 }
 
 /// Over HTTP/2, one answer the client has paused (it grants that stream no
@@ -347,7 +344,7 @@ async fn an_http2_client_that_lets_one_byte_through_loses_its_connection_once_id
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http2_stream_paused_by_the_client_does_not_cut_its_moving_neighbours() {
     let up = big_answer_upstream();
-    let gw = tls_gateway_with(&format!("http://{up}"), "send_timeout = \"1s\"");
+    let gw = tls_gateway_with(&format!("http://{up}"), "send_timeout = \"3s\"");
     let tls = h2_tls(gw.addr).await;
     // As browsers do: a connection window far larger than a stream's, so
     // one stream's unread data does not stop the others.
@@ -370,8 +367,9 @@ async fn an_http2_stream_paused_by_the_client_does_not_cut_its_moving_neighbours
         .await
         .unwrap()
         .unwrap();
-    // Small answers, one every 300 ms for 3 s, each read to its end.
-    for _ in 0..10 {
+    // Small answers, one every 300 ms for 6 s (twice the send timeout), each
+    // read to its end.
+    for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut ready = h2.clone().ready().await.expect("the connection was cut");
         let (resp, _) = ready.send_request(get("/small"), true).unwrap();
