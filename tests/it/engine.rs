@@ -272,8 +272,9 @@ async fn an_http2_client_that_grants_no_window_gives_its_slot_up_after_the_send_
 }
 
 /// An HTTP/2 connection to `addr` whose streams get `window` bytes of
-/// flow-control window and no more, one GET answered on it (its body held,
-/// never read), and the task driving the connection (it answers pings).
+/// flow-control window (no more unless the caller releases capacity), one
+/// GET answered on it (its body returned, unread), and the task driving the
+/// connection (it answers pings).
 async fn h2_answer_held_with_window(
     addr: SocketAddr,
     window: u32,
@@ -421,11 +422,27 @@ async fn an_http2_answer_waiting_on_a_quiet_upstream_is_not_cut_by_the_send_time
 /// An upstream on a plain socket that answers every request with a chunked
 /// body: `first;`, then after `pause`, `second;` and the end.
 fn pausing_upstream(pause: Duration) -> SocketAddr {
+    raw_upstream(move |_, s| {
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n6\r\nfirst;\r\n",
+        );
+        std::thread::sleep(pause);
+        let _ = s.write_all(b"7\r\nsecond;\r\n0\r\n\r\n");
+    })
+}
+
+/// An upstream on a plain socket: a thread per connection reads one request
+/// head, then `answer` writes to the socket what it likes, given the head.
+fn raw_upstream<F>(answer: F) -> SocketAddr
+where
+    F: Fn(&[u8], &mut TcpStream) + Clone + Send + 'static,
+{
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut s) = conn else { return };
+            let answer = answer.clone();
             std::thread::spawn(move || {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -435,11 +452,7 @@ fn pausing_upstream(pause: Duration) -> SocketAddr {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n6\r\nfirst;\r\n",
-                );
-                std::thread::sleep(pause);
-                let _ = s.write_all(b"7\r\nsecond;\r\n0\r\n\r\n");
+                answer(&head, &mut s);
             });
         }
     });
@@ -450,21 +463,9 @@ fn pausing_upstream(pause: Duration) -> SocketAddr {
 async fn prx22_http2_advertises_a_bounded_number_of_concurrent_streams() {
     let up = Upstream::start("h2").await;
     let gw = tls_gateway(&up.url());
-    let tls = h2_tls(gw.addr).await;
-    let (h2, connection) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(connection);
-    // One exchange, so the server's SETTINGS have been applied.
-    let mut h2 = h2.ready().await.unwrap();
-    let req = http::Request::get(format!("https://localhost:{}/public/s", gw.addr.port()))
-        .body(())
-        .unwrap();
-    let (resp, _) = h2.send_request(req, true).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
+    // One exchange (HTTP/2's default window), so the server's SETTINGS have
+    // been applied.
+    let (h2, _driven, mut body) = h2_answer_held_with_window(gw.addr, 65_535).await;
     while let Some(chunk) = body.data().await {
         let chunk = chunk.unwrap();
         let _ = body.flow_control().release_capacity(chunk.len());
@@ -1384,50 +1385,28 @@ async fn a_form_to_a_gateway_endpoint_that_never_arrives_is_answered_408_and_clo
 /// `small`.
 fn big_answer_upstream() -> SocketAddr {
     const BIG: usize = 64 << 20;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut s) = conn else { return };
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let path = String::from_utf8_lossy(&head)
-                    .split(' ')
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_owned();
-                if path.ends_with("/big") {
-                    let chunk = vec![b'x'; 1 << 16];
-                    let mut out = s.write_all(
-                        format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").as_bytes(),
-                    );
-                    for _ in 0..BIG / chunk.len() {
-                        out = out.and_then(|()| s.write_all(&chunk));
-                    }
-                } else if path.ends_with("/ws") {
-                    let chunk = vec![b'x'; 1 << 16];
-                    let mut out = s.write_all(
-                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-                    );
-                    for _ in 0..BIG / chunk.len() {
-                        out = out.and_then(|()| s.write_all(&chunk));
-                    }
-                } else {
-                    let _ = s.write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nsmall",
-                    );
-                }
-            });
+    raw_upstream(|head, s| {
+        let path = String::from_utf8_lossy(head)
+            .split(' ')
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        let start: &[u8] = if path.ends_with("/big") {
+            &format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").into_bytes()
+        } else if path.ends_with("/ws") {
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        } else {
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nsmall",
+            );
+            return;
+        };
+        let chunk = vec![b'x'; 1 << 16];
+        let mut out = s.write_all(start);
+        for _ in 0..BIG / chunk.len() {
+            out = out.and_then(|()| s.write_all(&chunk));
         }
-    });
-    addr
+    })
 }
 
 /// A client that stops reading an answer holds its connection (and its slot
