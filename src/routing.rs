@@ -61,6 +61,15 @@ pub fn request_host<'a>(
     authority: Option<&'a str>,
     host_header: Option<&'a str>,
 ) -> Option<String> {
+    request_host_into(authority, host_header, String::new())
+}
+
+/// [`request_host`], written into `buffer` (emptied first) instead of a new `String`.
+pub fn request_host_into(
+    authority: Option<&str>,
+    host_header: Option<&str>,
+    mut buffer: String,
+) -> Option<String> {
     let raw = authority.or(host_header)?.trim();
     let without_port = if let Some(rest) = raw.strip_prefix('[') {
         // IPv6 literal: keep the brackets' content.
@@ -68,7 +77,10 @@ pub fn request_host<'a>(
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
-    Some(without_port.trim_end_matches('.').to_ascii_lowercase())
+    buffer.clear();
+    buffer.push_str(without_port.trim_end_matches('.'));
+    buffer.make_ascii_lowercase();
+    Some(buffer)
 }
 
 #[cfg(test)]
@@ -138,5 +150,9 @@ mod tests {
         );
         assert_eq!(request_host(None, Some("[::1]:80")).as_deref(), Some("::1"));
         assert_eq!(request_host(None, None), None);
+        let buffer = String::from("old.example.with.room");
+        let at = buffer.as_ptr();
+        let host = request_host_into(None, Some("Wiki.Example.:443"), buffer).unwrap();
+        assert_eq!((host.as_str(), host.as_ptr()), ("wiki.example", at));
     }
 }

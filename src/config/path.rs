@@ -26,6 +26,12 @@ impl CanonicalPath {
     pub fn decision(&self) -> &str {
         self.decision.as_deref().unwrap_or(&self.forward)
     }
+
+    /// The forward path's buffer, for [`canonicalize_into`] to write the
+    /// next path into.
+    pub fn into_buffer(self) -> String {
+        self.forward
+    }
 }
 
 /// Why a path is refused (400): it could mean another path to some server.
@@ -157,10 +163,18 @@ fn check_decoded(decoded: &[u8]) -> Result<(), PathError> {
 /// Canonicalises a request path (without query), as DESIGN "Paths" says;
 /// `Err` means answer 400 and forward nothing.
 pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathError> {
+    canonicalize_into(raw, String::new())
+}
+
+/// [`canonicalize`], writing a path that is already canonical into `buffer`
+/// (emptied first) instead of a new `String`.
+pub fn canonicalize_into(raw: &str, mut buffer: String) -> Result<CanonicalPath, PathError> {
     if is_plain(raw) {
         // Most paths: both forms are the path itself, one copy, no more.
+        buffer.clear();
+        buffer.push_str(raw);
         return Ok(CanonicalPath {
-            forward: raw.to_string(),
+            forward: buffer,
             decision: None,
         });
     }
@@ -228,6 +242,23 @@ fn is_plain(raw: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_canonical_path_is_written_into_the_buffer_it_is_given() {
+        let mut buffer = String::with_capacity(64);
+        buffer.push_str("/left/over/from/the/last/request");
+        let at = buffer.as_ptr();
+        let path = canonicalize_into("/wiki/page", buffer).unwrap();
+        assert_eq!(
+            (path.forward(), path.decision()),
+            ("/wiki/page", "/wiki/page")
+        );
+        let buffer = path.into_buffer();
+        assert_eq!(buffer.as_ptr(), at, "a new String was made");
+        // A path that needs rewriting is built whole, as before.
+        let path = canonicalize_into("/a//b/%7Ex", buffer).unwrap();
+        assert_eq!(path.forward(), "/a/b/~x");
+    }
 
     fn ok(raw: &str) -> (String, String) {
         let c = canonicalize(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));

@@ -38,6 +38,41 @@ pub struct Ctx {
     pub client_ip: Option<std::net::IpAddr>,
     /// Why an `/_auth` endpoint refused, for its one audit line.
     pub refused: Option<crate::audit::Reason>,
+    /// The connection's buffers, lent to this request for its host and path.
+    pub spare: Buffers,
+}
+
+/// The buffers a connection lends its requests in turn: the request's host
+/// and canonical path are written into them, so a request on a kept-alive
+/// connection allocates neither (the issue's "no allocation per request
+/// that a buffer reused per connection could avoid").
+#[derive(Debug, Default)]
+pub struct Buffers {
+    /// Holds the request's host.
+    pub host: String,
+    /// Holds the request's canonical path (the forwarded form).
+    pub path: String,
+}
+
+impl Buffers {
+    /// Capacity past which a buffer is not kept for the next request: one
+    /// long path does not stay with its connection for the connection's life.
+    const KEEP: usize = 1024;
+
+    /// `self`, without a buffer grown past [`Buffers::KEEP`].
+    fn trimmed(self) -> Buffers {
+        let keep = |s: String| {
+            if s.capacity() <= Self::KEEP {
+                s
+            } else {
+                String::new()
+            }
+        };
+        Buffers {
+            host: keep(self.host),
+            path: keep(self.path),
+        }
+    }
 }
 
 /// A short random id shown on error pages and logged with the request, so an
@@ -117,13 +152,79 @@ impl Ctx {
             request_id: RequestId::new(),
             client_ip: None,
             refused: None,
+            spare: Buffers::default(),
         }
+    }
+
+    /// A fresh context writing its host and path into `spare`.
+    pub fn with_buffers(spare: Buffers) -> Self {
+        Ctx {
+            spare,
+            ..Ctx::new()
+        }
+    }
+
+    /// The buffers back, for the connection's next request: the host's and
+    /// the path's, emptied (their capacity kept), or the spare ones unused.
+    pub fn take_buffers(&mut self) -> Buffers {
+        let mut spare = std::mem::take(&mut self.spare);
+        if let Some(host) = self.host.take() {
+            spare.host = host;
+        }
+        if let Some(path) = self.path.take() {
+            spare.path = path.into_buffer();
+        }
+        spare.host.clear();
+        spare.path.clear();
+        spare.trimmed()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_gives_its_host_and_path_buffers_back_empty_for_the_next_one() {
+        let mut ctx = Ctx::with_buffers(Buffers::default());
+        ctx.host = crate::routing::request_host_into(
+            None,
+            Some("wiki.example"),
+            std::mem::take(&mut ctx.spare.host),
+        );
+        ctx.path = crate::config::path::canonicalize_into(
+            "/some/page",
+            std::mem::take(&mut ctx.spare.path),
+        )
+        .ok();
+        let (host_at, path_at) = (
+            ctx.host.as_ref().unwrap().as_ptr(),
+            ctx.path.as_ref().unwrap().forward().as_ptr(),
+        );
+        let back = ctx.take_buffers();
+        assert_eq!((back.host.as_str(), back.path.as_str()), ("", ""));
+        assert_eq!((back.host.as_ptr(), back.path.as_ptr()), (host_at, path_at));
+
+        // The next request writes into the same memory.
+        let mut next = Ctx::with_buffers(back);
+        next.host = crate::routing::request_host_into(
+            None,
+            Some("other.example"),
+            std::mem::take(&mut next.spare.host),
+        );
+        assert_eq!(next.host.as_ref().unwrap().as_ptr(), host_at);
+    }
+
+    #[test]
+    fn a_buffer_grown_by_one_long_path_is_not_kept_for_the_connection_s_life() {
+        let mut ctx = Ctx::with_buffers(Buffers::default());
+        let long = format!("/{}", "x".repeat(Buffers::KEEP * 2));
+        ctx.path = crate::config::path::canonicalize_into(&long, String::new()).ok();
+        ctx.host = Some("wiki.example".to_string());
+        let back = ctx.take_buffers();
+        assert_eq!(back.path.capacity(), 0);
+        assert!(back.host.capacity() > 0);
+    }
 
     #[test]
     fn request_ids_are_twelve_base64url_characters_and_differ() {

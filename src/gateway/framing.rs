@@ -263,7 +263,13 @@ fn is_tchar(b: u8) -> bool {
 /// NUL, no backslash, also when percent-encoded or hidden behind `;params`.
 /// Returns both canonical forms (see [`crate::config::path`]): decide on one, forward the other.
 pub fn check_path(path: &str) -> Result<CanonicalPath, FramingError> {
-    crate::config::path::canonicalize(path).map_err(|e| FramingError::AmbiguousPath(e.reason()))
+    check_path_into(path, String::new())
+}
+
+/// [`check_path`], writing a path already canonical into `buffer`.
+pub fn check_path_into(path: &str, buffer: String) -> Result<CanonicalPath, FramingError> {
+    crate::config::path::canonicalize_into(path, buffer)
+        .map_err(|e| FramingError::AmbiguousPath(e.reason()))
 }
 
 #[cfg(test)]

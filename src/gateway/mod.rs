@@ -21,6 +21,7 @@ pub mod upstream;
 pub mod upstream_h1;
 
 use std::convert::Infallible;
+use std::mem::take;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -28,7 +29,7 @@ use hyper::body::Incoming;
 use crate::config::{path_has_prefix, Config};
 use crate::metrics::Metrics;
 use crate::principal::{Principal, PrincipalKind};
-use crate::routing::{request_host, Router};
+use crate::routing::{request_host_into, Router};
 use crate::session::service::{Sessions, StoreUnavailable};
 use crate::source::Sources;
 use body::Body;
@@ -311,7 +312,7 @@ fn decide(
     }
     // One canonical path: every decision below reads `decision`, the
     // upstream receives `forward` (PRX-06).
-    let canonical = match framing::check_path(req.uri.path()) {
+    let canonical = match framing::check_path_into(req.uri.path(), take(&mut ctx.spare.path)) {
         Ok(c) => c,
         Err(e) => return Decision::Reject(Rejection::Framing(e)),
     };
@@ -320,7 +321,11 @@ fn decide(
         .headers
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok());
-    ctx.host = request_host(req.uri.authority().map(|a| a.as_str()), host_header);
+    ctx.host = request_host_into(
+        req.uri.authority().map(|a| a.as_str()),
+        host_header,
+        take(&mut ctx.spare.host),
+    );
     let host = ctx.host.as_deref();
     if routes::is_auth_path(path) {
         ctx.app = state.router.route_host(host);
@@ -436,7 +441,7 @@ pub async fn serve(
     request: http::Request<Incoming>,
 ) -> Result<http::Response<Body>, Infallible> {
     let _busy = conn.enter();
-    let mut ctx = Ctx::new();
+    let mut ctx = Ctx::with_buffers(conn.lend_buffers());
     // Trust follows the config of this request, not the one the connection
     // opened under: a reload that removes a proxy reaches its open connections.
     let peer = exchange::Peer {
@@ -493,6 +498,7 @@ pub async fn serve(
         error,
         client_ip,
     );
+    conn.take_back(ctx.take_buffers());
     Ok(response)
 }
 
@@ -513,33 +519,13 @@ async fn handle(
             ctx.outcome = Some(Outcome::Public);
         }
         Decision::Protected => {
-            let host = ctx.host.clone().unwrap_or_default();
-            // A bearer token decides alone, never falling back to the cookie (PRX-29).
-            // Kept inline rather than awaiting `identify`: one future less per request.
-            let principal = match authenticate_bearer(state, session, ctx.app).await {
-                Some(Ok(p)) => Some(p),
-                Some(Err(refusal)) => {
-                    rescue::respond(session, ctx, refusal);
-                    return Ok(());
-                }
-                None => {
-                    let pass_token = ctx
-                        .app
-                        .and_then(|i| state.config.apps.get(i))
-                        .is_some_and(|a| a.pass_access_token);
-                    let Ok(found) = authenticate(state, session, ctx, &host, pass_token).await
-                    else {
-                        rescue::respond(session, ctx, Rejection::SessionUnavailable);
-                        return Ok(());
-                    };
-                    found.filter(|p| app_takes(state, ctx.app, p))
-                }
-            };
-            let Some(p) = principal else {
-                refuse_unauthenticated(state, session, ctx, &host);
-                return Ok(());
-            };
-            if !admits(state, session, ctx, p, &host) {
+            // Out of `ctx` while the phases below take it, back for the
+            // access line: the host is not copied per request.
+            let host = ctx.host.take();
+            let admitted =
+                protected(state, session, ctx, host.as_deref().unwrap_or_default()).await;
+            ctx.host = host;
+            if !admitted {
                 return Ok(());
             }
             ctx.outcome = Some(Outcome::Authenticated);
@@ -568,6 +554,36 @@ async fn handle(
         }
     }
     proxy::forward(state, conn, session, ctx).await
+}
+
+/// Whether a request to a protected path on `host` goes on to its upstream:
+/// its principal is found and admitted. `false`: the refusal is answered.
+async fn protected(state: &State, session: &mut Exchange, ctx: &mut Ctx, host: &str) -> bool {
+    // A bearer token decides alone, never falling back to the cookie (PRX-29).
+    // Kept inline rather than awaiting `identify`: one future less per request.
+    let principal = match authenticate_bearer(state, session, ctx.app).await {
+        Some(Ok(p)) => Some(p),
+        Some(Err(refusal)) => {
+            rescue::respond(session, ctx, refusal);
+            return false;
+        }
+        None => {
+            let pass_token = ctx
+                .app
+                .and_then(|i| state.config.apps.get(i))
+                .is_some_and(|a| a.pass_access_token);
+            let Ok(found) = authenticate(state, session, ctx, host, pass_token).await else {
+                rescue::respond(session, ctx, Rejection::SessionUnavailable);
+                return false;
+            };
+            found.filter(|p| app_takes(state, ctx.app, p))
+        }
+    };
+    let Some(p) = principal else {
+        refuse_unauthenticated(state, session, ctx, host);
+        return false;
+    };
+    admits(state, session, ctx, p, host)
 }
 
 /// The principal of a request to `app`: a bearer token decides alone, never

@@ -33,6 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use super::ctx::Buffers;
 use super::{framing, head_tap, State};
 
 /// HTTP/2 streams one connection may have open at once.
@@ -89,6 +90,9 @@ pub struct Conn {
     closing_at: AtomicU64,
     /// The answers of an HTTP/2 connection, as its send timeout sees them.
     sends: std::sync::Mutex<Sends>,
+    /// The buffers its requests write their host and path into, between
+    /// requests (an HTTP/2 stream that finds them lent out makes its own).
+    lent: std::sync::Mutex<Buffers>,
     /// When the watchdog's timer fires, in ms after `born` (or `UNARMED`):
     /// a deadline that moves to before it has to wake the watchdog.
     armed: AtomicU64,
@@ -236,6 +240,7 @@ impl Conn {
             h2,
             closing_at: AtomicU64::new(NOT_CLOSING),
             sends: std::sync::Mutex::default(),
+            lent: std::sync::Mutex::default(),
             // The watchdog's first timer: the first head is due then.
             armed: AtomicU64::new(head_ms),
             moved: tokio::sync::Notify::new(),
@@ -257,6 +262,17 @@ impl Conn {
     /// config current when the connection was accepted).
     pub fn send_timeout(&self) -> Duration {
         Duration::from_millis(self.send_ms)
+    }
+
+    /// The connection's buffers for one request's host and path (empty
+    /// ones while another stream has them).
+    pub fn lend_buffers(&self) -> Buffers {
+        std::mem::take(&mut *self.lent.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Keeps a request's buffers for the connection's next request.
+    pub fn take_back(&self, buffers: Buffers) {
+        *self.lent.lock().unwrap_or_else(|e| e.into_inner()) = buffers;
     }
 
     /// Counts a request as in flight until the guard drops.
