@@ -57,10 +57,7 @@ fn host_matches(app_host: Option<&str>, request_host: Option<&str>) -> bool {
 
 /// The host a request names, lower-cased and without port: the authority of an
 /// absolute-form target, else the `Host` header.
-pub fn request_host<'a>(
-    authority: Option<&'a str>,
-    host_header: Option<&'a str>,
-) -> Option<String> {
+pub fn request_host(authority: Option<&str>, host_header: Option<&str>) -> Option<String> {
     request_host_into(authority, host_header, String::new())
 }
 

@@ -15,7 +15,8 @@ pub struct Ctx {
     pub span: tracing::Span,
     /// Index of the app the request was routed to.
     pub app: Option<usize>,
-    /// The request host, lower-case, without port.
+    /// The request host, lower-case, without port. `None` while
+    /// `gateway::protected` runs: it takes the host as an argument.
     pub host: Option<String>,
     /// The request path, canonical: decided on and forwarded (PRX-06).
     pub path: Option<crate::config::path::CanonicalPath>,
@@ -43,9 +44,9 @@ pub struct Ctx {
 }
 
 /// The buffers a connection lends its requests in turn: the request's host
-/// and canonical path are written into them, so a request on a kept-alive
-/// connection allocates neither (the issue's "no allocation per request
-/// that a buffer reused per connection could avoid").
+/// and a path already canonical (most are) are written into them, so such a
+/// request on a kept-alive connection allocates for neither. A path that
+/// has to be rewritten, or a request refused before, makes its own.
 #[derive(Debug, Default)]
 pub struct Buffers {
     /// Holds the request's host.
@@ -165,7 +166,8 @@ impl Ctx {
     }
 
     /// The buffers back, for the connection's next request: the host's and
-    /// the path's, emptied (their capacity kept), or the spare ones unused.
+    /// the path's, emptied (their capacity kept unless past
+    /// [`Buffers::KEEP`]), or the spare ones unused.
     pub fn take_buffers(&mut self) -> Buffers {
         let mut spare = std::mem::take(&mut self.spare);
         if let Some(host) = self.host.take() {

@@ -519,8 +519,8 @@ async fn handle(
             ctx.outcome = Some(Outcome::Public);
         }
         Decision::Protected => {
-            // Out of `ctx` while the phases below take it, back for the
-            // access line: the host is not copied per request.
+            // Taken out of `ctx` (which `protected` borrows mutably) and put
+            // back for the access line: the host is not copied per request.
             let host = ctx.host.take();
             let admitted =
                 protected(state, session, ctx, host.as_deref().unwrap_or_default()).await;
