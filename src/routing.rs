@@ -55,9 +55,21 @@ fn host_matches(app_host: Option<&str>, request_host: Option<&str>) -> bool {
     }
 }
 
+/// Why a request's host is refused (answer 400): it is not `host [":" port]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the host is not a name or IP literal with an optional port")]
+pub struct BadHost;
+
 /// The host a request names, lower-cased and without port: the authority of an
-/// absolute-form target, else the `Host` header.
-pub fn request_host(authority: Option<&str>, host_header: Option<&str>) -> Option<String> {
+/// absolute-form target, else the `Host` header. `Err` for one that is not a
+/// host name (letters, digits, `-`, `.`, `_`, `~`) or a bracketed IPv6
+/// literal, with an optional port: userinfo (`wiki.example:@evil.com`) and
+/// anything else an upstream could read as another host are refused, never
+/// routed on one part while the upstream reads another (PRX-14).
+pub fn request_host(
+    authority: Option<&str>,
+    host_header: Option<&str>,
+) -> Result<Option<String>, BadHost> {
     request_host_into(authority, host_header, String::new())
 }
 
@@ -66,18 +78,52 @@ pub fn request_host_into(
     authority: Option<&str>,
     host_header: Option<&str>,
     mut buffer: String,
-) -> Option<String> {
-    let raw = authority.or(host_header)?.trim();
-    let without_port = if let Some(rest) = raw.strip_prefix('[') {
-        // IPv6 literal: keep the brackets' content.
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+) -> Result<Option<String>, BadHost> {
+    let Some(raw) = authority.or(host_header).map(str::trim) else {
+        return Ok(None);
     };
+    let name = host_name(raw)?;
     buffer.clear();
-    buffer.push_str(without_port.trim_end_matches('.'));
+    buffer.push_str(name.trim_end_matches('.'));
     buffer.make_ascii_lowercase();
-    Some(buffer)
+    Ok(Some(buffer))
+}
+
+/// The host of `raw` (`host [":" port]`), without port and brackets; an
+/// empty `raw` (allowed where a target has no authority) is an empty host.
+fn host_name(raw: &str) -> Result<&str, BadHost> {
+    if raw.is_empty() {
+        return Ok(raw);
+    }
+    let (host, port) = match raw.strip_prefix('[') {
+        Some(rest) => {
+            let (literal, port) = rest.split_once(']').ok_or(BadHost)?;
+            let ipv6 = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
+            if literal.is_empty() || !literal.bytes().all(ipv6) {
+                return Err(BadHost);
+            }
+            (literal, port)
+        }
+        None => {
+            let end = raw.find(':').unwrap_or(raw.len());
+            let (name, port) = raw.split_at(end);
+            let allowed =
+                |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+            if name.is_empty() || !name.bytes().all(allowed) {
+                return Err(BadHost);
+            }
+            (name, port)
+        }
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    if port_ok {
+        Ok(host)
+    } else {
+        Err(BadHost)
+    }
 }
 
 #[cfg(test)]
@@ -138,18 +184,69 @@ mod tests {
     #[test]
     fn request_host_strips_port_and_case() {
         assert_eq!(
-            request_host(None, Some("Wiki.Example:8080")).as_deref(),
+            request_host(None, Some("Wiki.Example:8080"))
+                .unwrap()
+                .as_deref(),
             Some("wiki.example")
         );
         assert_eq!(
-            request_host(Some("a.example"), Some("b.example")).as_deref(),
+            request_host(Some("a.example"), Some("b.example"))
+                .unwrap()
+                .as_deref(),
             Some("a.example")
         );
-        assert_eq!(request_host(None, Some("[::1]:80")).as_deref(), Some("::1"));
-        assert_eq!(request_host(None, None), None);
+        assert_eq!(
+            request_host(None, Some("[::1]:80")).unwrap().as_deref(),
+            Some("::1")
+        );
+        assert_eq!(request_host(None, None), Ok(None));
         let buffer = String::from("old.example.with.room");
         let at = buffer.as_ptr();
-        let host = request_host_into(None, Some("Wiki.Example.:443"), buffer).unwrap();
+        let host = request_host_into(None, Some("Wiki.Example.:443"), buffer)
+            .unwrap()
+            .unwrap();
         assert_eq!((host.as_str(), host.as_ptr()), ("wiki.example", at));
+    }
+
+    #[test]
+    fn prx14_a_host_an_upstream_could_read_as_another_is_refused() {
+        for bad in [
+            "wiki.example:@evil.com",
+            "admin@wiki.example",
+            "wiki.example@evil.com",
+            "[wiki.example].evil.com",
+            "[::1].evil.com",
+            "[::1]:80:81",
+            "[]",
+            "[::1",
+            "wiki.example:80:81",
+            "wiki.example:8o",
+            "wiki.example:123456",
+            "wiki example",
+            "wiki.example/x",
+            "wiki.example\\x",
+            "wiki.example%2fx",
+            "wiki.example,evil.com",
+            ":80",
+        ] {
+            assert_eq!(request_host(None, Some(bad)), Err(BadHost), "{bad}");
+            assert_eq!(request_host(Some(bad), Some("x")), Err(BadHost), "{bad}");
+        }
+        for (good, host) in [
+            ("wiki.example", "wiki.example"),
+            ("Wiki.Example:8080", "wiki.example"),
+            ("wiki.example:", "wiki.example"),
+            ("[::1]:80", "::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("127.0.0.1:8080", "127.0.0.1"),
+            ("my_host.internal", "my_host.internal"),
+            ("", ""),
+        ] {
+            assert_eq!(
+                request_host(None, Some(good)),
+                Ok(Some(host.to_string())),
+                "{good}"
+            );
+        }
     }
 }

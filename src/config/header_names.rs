@@ -12,6 +12,17 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-access-token",
 ];
 
+/// Identity headers other gateways set (Authelia's, and Apache's `REMOTE_USER`
+/// as a header): an app moved from behind one may still read them, so a
+/// client's copy is removed on every route, in every spelling (PRX-03 names
+/// `Remote_User`). An app may still have the gateway set one (`claim_headers`).
+pub const FOREIGN_IDENTITY_HEADERS: &[&str] = &[
+    "remote-user",
+    "remote-email",
+    "remote-groups",
+    "remote-name",
+];
+
 /// Every header starting with one of these (any spelling) belongs to the gateway too.
 pub const GATEWAY_PREFIXES: &[&str] = &["x-auth-request-", "x-portcullis-"];
 

@@ -193,7 +193,8 @@ mod tests {
             None,
             Some("wiki.example"),
             std::mem::take(&mut ctx.spare.host),
-        );
+        )
+        .unwrap();
         ctx.path = crate::config::path::canonicalize_into(
             "/some/page",
             std::mem::take(&mut ctx.spare.path),
@@ -213,7 +214,8 @@ mod tests {
             None,
             Some("other.example"),
             std::mem::take(&mut next.spare.host),
-        );
+        )
+        .unwrap();
         assert_eq!(next.host.as_ref().unwrap().as_ptr(), host_at);
     }
 

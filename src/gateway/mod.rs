@@ -78,7 +78,10 @@ pub struct State {
 pub(crate) fn bearer_token(session: &Exchange) -> Result<Option<&str>, Rejection> {
     let req = session.req_header();
     fn bearer(v: &http::HeaderValue) -> Option<&str> {
-        let (scheme, token) = v.to_str().ok()?.split_once(' ')?;
+        // A tab after the scheme is no valid credential (RFC 6750 §2.1 has one
+        // space), but an upstream splitting on any blank would read a token
+        // the gateway never checked: it is a bearer token here, and checked.
+        let (scheme, token) = v.to_str().ok()?.split_once([' ', '\t'])?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     }
     let mut lines = req.headers.get_all(http::header::AUTHORIZATION).iter();
@@ -321,11 +324,16 @@ fn decide(
         .headers
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok());
-    ctx.host = request_host_into(
+    ctx.host = match request_host_into(
         req.uri.authority().map(|a| a.as_str()),
         host_header,
         take(&mut ctx.spare.host),
-    );
+    ) {
+        Ok(host) => host,
+        Err(_) => {
+            return Decision::Reject(Rejection::Framing(FramingError::BadFraming("invalid Host")))
+        }
+    };
     let host = ctx.host.as_deref();
     if routes::is_auth_path(path) {
         ctx.app = state.router.route_host(host);
@@ -428,9 +436,21 @@ fn check_head(session: &Exchange, raw: Option<RawHeadSeen<'_>>) -> Result<(), Fr
     let h = &req.headers;
     let bytes: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if h.len() > framing::MAX_HEADER_FIELDS || bytes > framing::MAX_HEADER_BYTES {
-        Err(FramingError::HeadersTooLarge)
-    } else {
-        Ok(())
+        return Err(FramingError::HeadersTooLarge);
+    }
+    // HTTP/2 names the host in `:authority`; a `host` field beside it must
+    // agree (RFC 9113 §8.3.1), and one host is named, as on HTTP/1 (PRX-14).
+    let mut hosts = h.get_all(http::header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(FramingError::BadFraming("more than one Host"));
+    }
+    match (req.uri.authority(), host) {
+        (None, None) => Err(FramingError::BadFraming("missing :authority and Host")),
+        (Some(a), Some(host)) if !host.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) => {
+            Err(FramingError::BadFraming("Host differs from :authority"))
+        }
+        _ => Ok(()),
     }
 }
 

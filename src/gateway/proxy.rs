@@ -23,6 +23,7 @@ use crate::config::App;
 use crate::principal::PrincipalKind;
 
 static UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+static WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
 static CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// How long an upstream connection may sit idle in the pool.
@@ -175,12 +176,11 @@ pub async fn forward(
         Ok(Err(e)) => return Err(upstream_failed(ex, ctx, &e, progress.as_deref())),
         Ok(Ok(r)) => r,
     };
-    // A response whose length could be read two ways goes no further (PRX-23).
-    if let Err(why) = upstream::check_response_framing(response.headers()) {
+    if let Some((why, error)) = refused_answer(&response, on_upgrade.is_some()) {
         ctx.span
             .in_scope(|| tracing::warn!(request_id = %ctx.request_id, reason = why, "upstream response refused"));
         rescue::respond(ex, ctx, Rejection::UpstreamFailed);
-        return Err("InvalidUpstreamFraming");
+        return Err(error);
     }
     let tunnel = Tunnel {
         requested: websocket,
@@ -196,6 +196,27 @@ pub async fn forward(
         tunnel,
     ));
     Ok(())
+}
+
+/// Why an upstream's answer goes no further (a 502), and the access line's
+/// error: a length that could be read two ways (PRX-23), or a switch to
+/// another protocol than the WebSocket the client asked for, which would
+/// carry the client past the gateway (PRX-17).
+fn refused_answer<B>(
+    response: &http::Response<B>,
+    upgrade_asked: bool,
+) -> Option<(&'static str, &'static str)> {
+    if let Err(why) = upstream::check_response_framing(response.headers()) {
+        return Some((why, "InvalidUpstreamFraming"));
+    }
+    let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    if switched && !(upgrade_asked && wants_websocket(response.headers())) {
+        return Some((
+            "the upstream switched to a protocol other than the WebSocket asked for",
+            "UnexpectedUpgrade",
+        ));
+    }
+    None
 }
 
 /// The request target the upstream receives, in origin form: the path the
@@ -246,11 +267,6 @@ fn client_headers(
         .uri
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    let upgrade = if tunnel {
-        head.headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
     let h2_client = head.version == http::Version::HTTP_2;
     let mut headers = std::mem::take(&mut head.headers);
     {
@@ -275,9 +291,11 @@ fn client_headers(
         };
         upstream::filter_request_headers(&mut headers, &peer);
     }
-    if let Some(upgrade) = upgrade {
+    if tunnel {
+        // WebSocket alone, whatever else the client listed (`h2c, websocket`):
+        // a tunnel to another protocol would bypass the gateway (PRX-17).
         headers.insert(header::CONNECTION, UPGRADE_TOKEN.clone());
-        headers.insert(header::UPGRADE, upgrade);
+        headers.insert(header::UPGRADE, WEBSOCKET.clone());
     }
     if let Some(host) = authority_host {
         headers.insert(header::HOST, host);

@@ -1483,10 +1483,11 @@ fn forwarded_target(
         let uri = u
             .parse::<http::Uri>()
             .map_err(|_| refuse("X-Original-URL is not a URL"))?;
-        let Some(host) = uri.host() else {
+        let Some(authority) = uri.authority() else {
             return Err(refuse("X-Original-URL has no host"));
         };
-        let host = crate::routing::request_host(Some(host), None);
+        let host = crate::routing::request_host(Some(authority.as_str()), None)
+            .map_err(|_| refuse("X-Original-URL names no valid host"))?;
         return Ok((host, decision_path(uri.path())?));
     }
     // nginx's customary name for the path is `X-Original-URI`.
@@ -1496,10 +1497,9 @@ fn forwarded_target(
     };
     let path_of = |uri: &str| decision_path(uri.split('?').next().unwrap_or_default());
     if let Some(h) = header("x-forwarded-host")? {
-        return Ok((
-            crate::routing::request_host(None, Some(h)),
-            path_of(uri.unwrap_or("/"))?,
-        ));
+        let host = crate::routing::request_host(None, Some(h))
+            .map_err(|_| refuse("X-Forwarded-Host is not a valid host"))?;
+        return Ok((host, path_of(uri.unwrap_or("/"))?));
     }
     // A path without a host is about the host the check was sent with:
     // deciding on `/` instead would pass a path-scoped rule by.

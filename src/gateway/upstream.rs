@@ -12,7 +12,8 @@ use crate::principal::header_safe;
 use crate::source::claims::lookup;
 
 use crate::config::header_names::{
-    FORWARDING_HEADERS, FORWARDING_PREFIX, GATEWAY_PREFIXES, IDENTITY_HEADERS,
+    FOREIGN_IDENTITY_HEADERS, FORWARDING_HEADERS, FORWARDING_PREFIX, GATEWAY_PREFIXES,
+    IDENTITY_HEADERS,
 };
 
 /// The session's source access token, to the upstream of an app with `pass_access_token`.
@@ -56,11 +57,18 @@ fn may_be_ours(name: &str) -> bool {
 /// set. `_` counts as `-` because some upstreams treat them alike
 /// (CVE-2025-64484).
 pub fn is_spoofable(name: &str) -> bool {
-    may_be_ours(name)
-        && (IDENTITY_HEADERS.iter().any(|h| canonical_eq(name, h))
-            || GATEWAY_PREFIXES
-                .iter()
-                .any(|p| canonical_starts_with(name, p)))
+    match name.as_bytes().first() {
+        Some(b'x' | b'X' | b'f' | b'F') => {
+            IDENTITY_HEADERS.iter().any(|h| canonical_eq(name, h))
+                || GATEWAY_PREFIXES
+                    .iter()
+                    .any(|p| canonical_starts_with(name, p))
+        }
+        Some(b'r' | b'R') => FOREIGN_IDENTITY_HEADERS
+            .iter()
+            .any(|h| canonical_eq(name, h)),
+        _ => false,
+    }
 }
 
 /// Whether a header name, in any spelling, is one of the forwarding headers.
@@ -100,7 +108,7 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// A request's hop-by-hop fields (RFC 9110 §7.6.1) and `Expect`: they speak
 /// of the client's connection, never the upstream's (hyper frames that one).
-static REQUEST_HOP_BY_HOP: [HeaderName; 8] = [
+static REQUEST_HOP_BY_HOP: [HeaderName; 9] = [
     http::header::CONNECTION,
     http::header::TE,
     http::header::TRAILER,
@@ -109,6 +117,8 @@ static REQUEST_HOP_BY_HOP: [HeaderName; 8] = [
     http::header::EXPECT,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
+    // h2c's upgrade settings: the only upgrade passed on is WebSocket's.
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Whether a connection option (a token of `Connection`) names no field, or
@@ -184,11 +194,10 @@ fn doomed_names(headers: &HeaderMap, peer: &Peer<'_>) -> (Vec<HeaderName>, bool)
             continue;
         }
         let n = name.as_str();
-        if !may_be_ours(n) {
-            continue;
-        }
         if is_spoofable(n) {
             doomed.push(name.clone());
+        } else if !may_be_ours(n) {
+            continue;
         } else if is_forwarding(n) {
             if !peer.trusted || n.contains('_') {
                 doomed.push(name.clone());
@@ -475,6 +484,11 @@ mod tests {
             "X-AUTH-REQUEST-USER",
             "x_auth_request_email",
             "X-Auth-Request-Anything",
+            "Remote_User",
+            "remote-user",
+            "REMOTE-EMAIL",
+            "Remote_Groups",
+            "remote-name",
         ] {
             assert!(is_spoofable(n), "{n}");
         }
@@ -483,6 +497,8 @@ mod tests {
             "X-Forwarded-Proto",
             "Authorization",
             "X-User",
+            "Remote-Addr",
+            "Referer",
         ] {
             assert!(!is_spoofable(n), "{n}");
         }

@@ -1515,3 +1515,88 @@ async fn prx24_a_slow_upload_is_not_taken_for_a_silent_upstream() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body.len(), 40);
 }
+
+/// PRX-17: the only protocol a connection is switched to is the WebSocket
+/// the client asked for. An upstream answering a WebSocket upgrade with a
+/// switch to anything else (h2c here) gets the client a 502, never a tunnel
+/// to that protocol past the gateway; a 101 with `Upgrade: websocket` still
+/// opens one.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx17_an_upstream_switching_to_another_protocol_than_websocket_gets_a_502() {
+    let up = raw_upstream(|head, s| {
+        let upgrade = if String::from_utf8_lossy(head).contains("/h2c") {
+            "h2c"
+        } else {
+            "websocket"
+        };
+        let _ = s.write_all(
+            format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: {upgrade}\r\nConnection: Upgrade\r\n\r\n")
+                .as_bytes(),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let gw = Gateway::start_full(&format!(
+        "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{up}\"\npublic_paths = [\"/\"]\n",
+        config_with_server("")
+    ));
+    let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let addr = gw.addr;
+    let answer = move |path: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{ws}").as_bytes())
+                .unwrap();
+            let mut got = vec![0u8; 4096];
+            let n = s.read(&mut got).unwrap_or(0);
+            String::from_utf8_lossy(&got[..n]).into_owned()
+        })
+    };
+    let refused = answer("/h2c").await.unwrap();
+    assert!(refused.starts_with("HTTP/1.1 502"), "{refused}");
+    let switched = answer("/chat").await.unwrap();
+    assert!(switched.starts_with("HTTP/1.1 101"), "{switched}");
+    assert!(
+        switched.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{switched}"
+    );
+}
+
+/// One connection, one request over HTTP/2 with `host` fields `hosts`
+/// beside `:authority` (`localhost:PORT`): the status the gateway answered.
+async fn h2_status_with_hosts(addr: SocketAddr, hosts: &[&str]) -> u16 {
+    let (h2, connection) = h2::client::handshake(h2_tls(addr).await).await.unwrap();
+    tokio::spawn(connection);
+    let mut req = http::Request::get(format!("https://localhost:{}/public/x", addr.port()));
+    for h in hosts {
+        req = req.header("host", *h);
+    }
+    let mut ready = h2.ready().await.unwrap();
+    let (resp, _) = ready.send_request(req.body(()).unwrap(), true).unwrap();
+    resp.await.unwrap().status().as_u16()
+}
+
+/// PRX-14 over HTTP/2: a `host` field beside `:authority` must name the same
+/// host (RFC 9113 §8.3.1) and only one may come, as on HTTP/1; otherwise 400
+/// and nothing reaches the upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx14_an_http2_request_naming_two_hosts_is_refused() {
+    let up = Upstream::start("h2").await;
+    let gw = tls_gateway(&up.url());
+    let own = format!("localhost:{}", gw.addr.port());
+    assert_eq!(h2_status_with_hosts(gw.addr, &[]).await, 200);
+    assert_eq!(h2_status_with_hosts(gw.addr, &[&own]).await, 200);
+    assert_eq!(up.requests().len(), 2);
+    assert_eq!(h2_status_with_hosts(gw.addr, &["admin.example"]).await, 400);
+    assert_eq!(h2_status_with_hosts(gw.addr, &[&own, &own]).await, 400);
+    assert_eq!(
+        h2_status_with_hosts(gw.addr, &[&own, "admin.example"]).await,
+        400
+    );
+    assert_eq!(
+        up.requests().len(),
+        2,
+        "a refused request reached the upstream"
+    );
+}

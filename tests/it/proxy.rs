@@ -148,7 +148,8 @@ async fn prx01_prx02_prx03_identity_headers_are_stripped_in_every_spelling() {
         gw.addr,
         b"GET /static/x HTTP/1.1\r\nHost: wiki.example\r\nX-Forwarded-User: admin\r\nx-forwarded-user: root\r\n\
 X_Forwarded_Email: boss@example.com\r\nX-FORWARDED-GROUPS: admins\r\nX-Forwarded-Preferred_Username: admin\r\n\
-X-Auth-Request-User: admin\r\nx_auth_request_email: a@b\r\nX-Kept: yes\r\nConnection: close\r\n\r\n",
+X-Auth-Request-User: admin\r\nx_auth_request_email: a@b\r\nRemote_User: admin\r\nRemote-User: root\r\n\
+X-Kept: yes\r\nConnection: close\r\n\r\n",
     );
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let seen = wiki.requests();
@@ -160,7 +161,8 @@ X-Auth-Request-User: admin\r\nx_auth_request_email: a@b\r\nX-Kept: yes\r\nConnec
                 || n.starts_with("x-forwarded-email")
                 || n.starts_with("x-forwarded-groups")
                 || n.starts_with("x-forwarded-preferred-username")
-                || n.starts_with("x-auth-request-")),
+                || n.starts_with("x-auth-request-")
+                || n == "remote-user"),
             "spoofed header {name} reached the upstream"
         );
     }
@@ -675,6 +677,29 @@ async fn prx06_forward_auth_canonicalises_the_forwarded_uri_before_deciding() {
         let (status, resp) = check(&forwarded, &guest);
         assert_eq!(status, non_admin, "non-admin {forwarded:?}: {resp}");
     }
+    assert!(up.requests().is_empty(), "forward auth proxied a request");
+}
+
+/// PRX-14 in forward auth: a trusted proxy's `X-Forwarded-Host` or
+/// `X-Original-URL` naming a host the gateway would refuse (userinfo) is a
+/// 400, never decided on part of it; the same target well formed is public.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx14_forward_auth_refuses_a_forwarded_host_with_userinfo() {
+    let (gw, up, _provider) = guarded_app("trusted_proxies = [\"127.0.0.1/32\"]\n").await;
+    for forwarded in [
+        "X-Forwarded-Host: guarded.example:@evil.com\r\nX-Forwarded-Uri: /public/x\r\n",
+        "X-Original-URL: http://guarded.example:@evil.com/public/x\r\n",
+        "X-Original-URL: http://admin@guarded.example/public/x\r\n",
+    ] {
+        let (status, resp) = raw_status(&gw, "/_auth/check", forwarded);
+        assert_eq!(status, 400, "{forwarded:?}: {resp}");
+    }
+    let (status, resp) = raw_status(
+        &gw,
+        "/_auth/check",
+        "X-Forwarded-Host: guarded.example\r\nX-Forwarded-Uri: /public/x\r\n",
+    );
+    assert_eq!(status, 200, "{resp}");
     assert!(up.requests().is_empty(), "forward auth proxied a request");
 }
 
@@ -1268,20 +1293,77 @@ async fn prx29_a_valid_session_never_rescues_an_invalid_bearer_token() {
     let (status, resp) = with_session(&s, "/private", "");
     assert_eq!(status, 200, "{resp}");
     let before = s.upstream.requests().len();
-    for accept in ["", "Accept: text/html\r\n"] {
-        let (status, resp) = with_session(
-            &s,
-            "/private",
-            &format!("{accept}Authorization: Bearer not.a.token\r\n"),
-        );
-        assert_eq!(status, 401, "{accept:?}: {resp}");
-        assert!(resp.contains("error=\"invalid_token\""), "{resp}");
+    // A tab after the scheme too: an upstream splitting on any blank would
+    // read that token, so the gateway reads it as one and checks it.
+    for sep in [" ", "\t"] {
+        for accept in ["", "Accept: text/html\r\n"] {
+            let (status, resp) = with_session(
+                &s,
+                "/private",
+                &format!("{accept}Authorization: Bearer{sep}not.a.token\r\n"),
+            );
+            assert_eq!(status, 401, "{sep:?} {accept:?}: {resp}");
+            assert!(resp.contains("error=\"invalid_token\""), "{resp}");
+        }
     }
     assert_eq!(
         s.upstream.requests().len(),
         before,
         "the cookie let a bad token through"
     );
+}
+
+/// PRX-14: a host an upstream could read as another (userinfo before the
+/// host, a bracket or comma trick) is refused with 400, never routed on one
+/// part of it while the upstream gets the whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx14_a_host_with_userinfo_or_junk_is_refused_not_routed_on_part_of_it() {
+    let (gw, wiki, api, other) = two_apps().await;
+    for req in [
+        "GET /static/x HTTP/1.1\r\nHost: wiki.example:@evil.com\r\nConnection: close\r\n\r\n",
+        "GET http://wiki.example:@evil.com/static/x HTTP/1.1\r\nHost: wiki.example\r\nConnection: close\r\n\r\n",
+        "GET http://admin@wiki.example/static/x HTTP/1.1\r\nHost: wiki.example\r\nConnection: close\r\n\r\n",
+        "GET /static/x HTTP/1.1\r\nHost: [wiki.example].evil.com\r\nConnection: close\r\n\r\n",
+        "GET /static/x HTTP/1.1\r\nHost: wiki.example,evil.com\r\nConnection: close\r\n\r\n",
+        "GET /static/x HTTP/1.1\r\nHost: wiki.example:80:81\r\nConnection: close\r\n\r\n",
+    ] {
+        let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+        assert!(resp.starts_with("HTTP/1.1 400"), "{req:?}: {resp}");
+    }
+    // The same host, well formed, is served.
+    let (resp, _) = raw_exchange(
+        gw.addr,
+        b"GET /static/x HTTP/1.1\r\nHost: Wiki.Example:80\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(wiki.requests().len(), 1);
+    assert!(api.requests().is_empty() && other.requests().is_empty());
+}
+
+/// PRX-17: an upgrade listing WebSocket beside another protocol reaches the
+/// upstream as a WebSocket upgrade alone, without h2c's settings.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx17_only_the_websocket_upgrade_reaches_the_upstream() {
+    let (gw, up, _provider) = guarded_app("").await;
+    for upgrade in [
+        "Upgrade: h2c, websocket\r\n",
+        "Upgrade: h2c\r\nUpgrade: websocket\r\n",
+    ] {
+        let before = up.requests().len();
+        let (_, resp) = raw_status(
+            &gw,
+            "/public/x",
+            &format!(
+                "Connection: Upgrade\r\n{upgrade}HTTP2-Settings: AAMAAABkAAQAAP__\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            ),
+        );
+        let seen = up.requests();
+        assert_eq!(seen.len(), before + 1, "{upgrade:?}: {resp}");
+        let last = &seen[before];
+        assert_eq!(last.header("upgrade"), Some("websocket"), "{upgrade:?}");
+        assert_eq!(last.header("http2-settings"), None, "{upgrade:?}");
+    }
 }
 
 /// PRX-14: an absolute-form target overrides `Host`: the request is routed
