@@ -100,6 +100,32 @@ impl HttpBody for Answer {
     }
 }
 
+/// Fields an upstream's trailer section may not carry to the client: the
+/// response head's filters (hop-by-hop fields, the gateway's cookies,
+/// PRX-23) never saw them, and none of these means anything after a body
+/// (RFC 9110 §6.5.1), so they go whatever their values. HTTP/2 clients get
+/// trailers (gRPC's status among them); HTTP/1.1 clients never do (the
+/// `Trailer` field is removed as hop-by-hop, so hyper sends none).
+static NOT_IN_TRAILERS: [http::HeaderName; 10] = [
+    http::header::SET_COOKIE,
+    http::header::CONNECTION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::CONTENT_LENGTH,
+    http::header::HOST,
+    http::HeaderName::from_static("keep-alive"),
+    http::HeaderName::from_static("proxy-connection"),
+];
+
+/// An upstream's trailer fields as the client may get them.
+fn answer_trailers(trailers: &mut http::HeaderMap) {
+    for name in &NOT_IN_TRAILERS {
+        trailers.remove(name);
+    }
+}
+
 /// A body of these bytes.
 pub fn full(bytes: Bytes) -> Body {
     Body::Full((!bytes.is_empty()).then_some(bytes))
@@ -121,9 +147,15 @@ impl HttpBody for Body {
         match self.get_mut() {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Body::Upstream(up) => {
-                let polled = Pin::new(&mut up.body).poll_frame(cx);
-                if let Poll::Ready(None) = polled {
-                    up.ended = true;
+                let mut polled = Pin::new(&mut up.body).poll_frame(cx);
+                match &mut polled {
+                    Poll::Ready(None) => up.ended = true,
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(trailers) = frame.trailers_mut() {
+                            answer_trailers(trailers);
+                        }
+                    }
+                    _ => {}
                 }
                 polled
             }
@@ -326,6 +358,26 @@ where
 mod tests {
     use super::*;
     use http_body_util::BodyExt as _;
+
+    #[test]
+    fn an_upstream_s_trailers_lose_cookies_and_hop_by_hop_fields_and_keep_the_rest() {
+        let mut t = http::HeaderMap::new();
+        for (k, v) in [
+            ("set-cookie", "portcullis=evil; Path=/"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "0"),
+            ("grpc-status", "0"),
+            ("x-checksum", "42"),
+        ] {
+            t.append(k, http::HeaderValue::from_static(v));
+        }
+        answer_trailers(&mut t);
+        let mut kept: Vec<&str> = t.keys().map(http::HeaderName::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["grpc-status", "x-checksum"]);
+    }
 
     #[tokio::test]
     async fn a_client_s_trailer_fields_never_go_upstream_and_its_data_does() {

@@ -413,6 +413,9 @@ fn client_response(
         _ => None,
     };
     let (mut parts, incoming) = response.into_parts();
+    // The gateway's own version, whatever the upstream spoke (RFC 9110 §2.5):
+    // an HTTP/1.0 answer does not make the client's connection HTTP/1.0.
+    parts.version = http::Version::HTTP_11;
     for name in upstream::response_hop_by_hop(&parts.headers, status.as_u16()) {
         parts.headers.remove(&name);
     }

@@ -1600,3 +1600,67 @@ async fn prx14_an_http2_request_naming_two_hosts_is_refused() {
         "a refused request reached the upstream"
     );
 }
+
+/// PRX-23 for trailers: an upstream's trailer fields reach an HTTP/2 client
+/// without the gateway's cookies or hop-by-hop fields (the response head's
+/// filters never saw them); other trailer fields pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx23_an_upstream_s_trailers_reach_an_http2_client_without_cookies_or_hop_by_hop_fields() {
+    let up = raw_upstream(|_, s| {
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum, set-cookie\r\n\r\n\
+              2\r\nok\r\n0\r\nx-checksum: 42\r\nSet-Cookie: portcullis=evil; Path=/\r\nKeep-Alive: timeout=5\r\n\r\n",
+        );
+    });
+    let gw = tls_gateway(&format!("http://{up}"));
+    let (h2, connection) = h2::client::handshake(h2_tls(gw.addr).await).await.unwrap();
+    tokio::spawn(connection);
+    let req = http::Request::get(format!("https://localhost:{}/public/t", gw.addr.port()))
+        .body(())
+        .unwrap();
+    let mut ready = h2.ready().await.unwrap();
+    let (resp, _) = ready.send_request(req, true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    assert_eq!(data, b"ok");
+    let trailers = body.trailers().await.unwrap().expect("trailers");
+    assert_eq!(
+        trailers.get("x-checksum").map(|v| v.as_bytes()),
+        Some(&b"42"[..])
+    );
+    assert!(trailers.get("set-cookie").is_none(), "{trailers:?}");
+    assert!(trailers.get("keep-alive").is_none(), "{trailers:?}");
+}
+
+/// An HTTP/1.0 upstream's answer reaches an HTTP/1.1 client as the gateway's
+/// own HTTP/1.1 (RFC 9110 §2.5: an intermediary sends its own version).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http1_0_upstream_s_answer_reaches_the_client_as_http1_1() {
+    let up = raw_upstream(|_, s| {
+        let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    });
+    let gw = Gateway::start_full(&format!(
+        "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{up}\"\npublic_paths = [\"/\"]\n",
+        config_with_server("")
+    ));
+    let addr = gw.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /old HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("ok"), "{answer}");
+}

@@ -1050,7 +1050,7 @@ async fn prx23_upstream_framing_hop_by_hop_fields_and_gateway_cookies_are_police
         ),
         (
             b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
-            false,
+            true,
         ),
     ] {
         let up = RawUpstream::start(Some(
