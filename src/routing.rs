@@ -82,18 +82,31 @@ pub fn request_host_into(
     let Some(raw) = authority.or(host_header).map(str::trim) else {
         return Ok(None);
     };
-    let name = host_name(raw)?;
+    let (name, _) = host_and_port(raw)?;
     buffer.clear();
-    buffer.push_str(name.trim_end_matches('.'));
+    buffer.push_str(name);
     buffer.make_ascii_lowercase();
     Ok(Some(buffer))
 }
 
-/// The host of `raw` (`host [":" port]`), without port and brackets; an
-/// empty `raw` (allowed where a target has no authority) is an empty host.
-fn host_name(raw: &str) -> Result<&str, BadHost> {
+/// Whether two authorities (`host [":" port]`) name the same host and port
+/// once normalised (RFC 9113 §8.3.1, RFC 3986 §6.2.3): case, one trailing
+/// dot, and a missing or empty port read as `default_port`.
+pub fn same_authority(a: &str, b: &str, default_port: u16) -> bool {
+    match (host_and_port(a.trim()), host_and_port(b.trim())) {
+        (Ok((ha, pa)), Ok((hb, pb))) => {
+            ha.eq_ignore_ascii_case(hb) && pa.unwrap_or(default_port) == pb.unwrap_or(default_port)
+        }
+        _ => false,
+    }
+}
+
+/// The host of `raw` (`host [":" port]`), without brackets and without one
+/// trailing dot, and its port (`None` when absent or empty); an empty `raw`
+/// (allowed where a target has no authority) is an empty host.
+fn host_and_port(raw: &str) -> Result<(&str, Option<u16>), BadHost> {
     if raw.is_empty() {
-        return Ok(raw);
+        return Ok((raw, None));
     }
     let (host, port) = match raw.strip_prefix('[') {
         Some(rest) => {
@@ -107,23 +120,26 @@ fn host_name(raw: &str) -> Result<&str, BadHost> {
         None => {
             let end = raw.find(':').unwrap_or(raw.len());
             let (name, port) = raw.split_at(end);
+            let name = name.strip_suffix('.').unwrap_or(name);
             let allowed =
                 |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
-            if name.is_empty() || !name.bytes().all(allowed) {
+            // No empty label: `wiki.example..` or `.` would be routed as
+            // another name than the upstream reads.
+            if name.is_empty() || name.split('.').any(str::is_empty) || !name.bytes().all(allowed) {
                 return Err(BadHost);
             }
             (name, port)
         }
     };
-    let port_ok = port.is_empty()
-        || port
-            .strip_prefix(':')
-            .is_some_and(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-    if port_ok {
-        Ok(host)
-    } else {
-        Err(BadHost)
-    }
+    let port = match port.strip_prefix(':') {
+        None if port.is_empty() => None,
+        Some("") => None,
+        Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().map_err(|_| BadHost)?)
+        }
+        _ => return Err(BadHost),
+    };
+    Ok((host, port))
 }
 
 #[cfg(test)]
@@ -209,6 +225,27 @@ mod tests {
     }
 
     #[test]
+    fn two_spellings_of_one_authority_are_the_same_and_other_hosts_or_ports_are_not() {
+        for (a, b) in [
+            ("example.com", "example.com:443"),
+            ("Example.COM:443", "example.com."),
+            ("example.com:", "example.com"),
+            ("[::1]:443", "[::1]"),
+        ] {
+            assert!(same_authority(a, b, 443), "{a} {b}");
+            assert!(same_authority(b, a, 443), "{b} {a}");
+        }
+        for (a, b) in [
+            ("example.com", "example.com:8443"),
+            ("example.com", "admin.example.com"),
+            ("example.com", "example.com:@evil.com"),
+            ("[::1]", "[::2]"),
+        ] {
+            assert!(!same_authority(a, b, 443), "{a} {b}");
+        }
+    }
+
+    #[test]
     fn prx14_a_host_an_upstream_could_read_as_another_is_refused() {
         for bad in [
             "wiki.example:@evil.com",
@@ -228,6 +265,12 @@ mod tests {
             "wiki.example%2fx",
             "wiki.example,evil.com",
             ":80",
+            "wiki.example..",
+            ".",
+            "...",
+            ".wiki.example",
+            "wiki..example",
+            "wiki.example:65536",
         ] {
             assert_eq!(request_host(None, Some(bad)), Err(BadHost), "{bad}");
             assert_eq!(request_host(Some(bad), Some("x")), Err(BadHost), "{bad}");
@@ -240,6 +283,7 @@ mod tests {
             ("[2001:db8::1]", "2001:db8::1"),
             ("127.0.0.1:8080", "127.0.0.1"),
             ("my_host.internal", "my_host.internal"),
+            ("Wiki.Example.:443", "wiki.example"),
             ("", ""),
         ] {
             assert_eq!(

@@ -81,7 +81,18 @@ pub(crate) fn bearer_token(session: &Exchange) -> Result<Option<&str>, Rejection
         // A tab after the scheme is no valid credential (RFC 6750 §2.1 has one
         // space), but an upstream splitting on any blank would read a token
         // the gateway never checked: it is a bearer token here, and checked.
-        let (scheme, token) = v.to_str().ok()?.split_once([' ', '\t'])?;
+        let Ok(value) = v.to_str() else {
+            // Not visible ASCII: `Bearer` then a byte no scheme name holds (a
+            // no-break space to an upstream reading Latin-1) is a bearer
+            // credential still, an unreadable one: the empty token, refused.
+            let b = v.as_bytes();
+            let tchar = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+            let named = b
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer"));
+            return (named && b.get(6).is_some_and(|&c| !tchar(c))).then_some("");
+        };
+        let (scheme, token) = value.split_once([' ', '\t'])?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     }
     let mut lines = req.headers.get_all(http::header::AUTHORIZATION).iter();
@@ -320,10 +331,15 @@ fn decide(
         Err(e) => return Decision::Reject(Rejection::Framing(e)),
     };
     let path = ctx.path.insert(canonical).decision();
-    let host_header = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok());
+    // A Host that is not visible ASCII is refused, not read as no Host:
+    // the upstream would still get it (PRX-14).
+    let host_header = match req.headers.get(http::header::HOST).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(h)) => Some(h),
+        Some(Err(_)) => {
+            return Decision::Reject(Rejection::Framing(FramingError::BadFraming("invalid Host")))
+        }
+    };
     ctx.host = match request_host_into(
         req.uri.authority().map(|a| a.as_str()),
         host_header,
@@ -439,15 +455,24 @@ fn check_head(session: &Exchange, raw: Option<RawHeadSeen<'_>>) -> Result<(), Fr
         return Err(FramingError::HeadersTooLarge);
     }
     // HTTP/2 names the host in `:authority`; a `host` field beside it must
-    // agree (RFC 9113 §8.3.1), and one host is named, as on HTTP/1 (PRX-14).
+    // name the same one once normalised (RFC 9113 §8.3.1: case, default
+    // port), and one host is named, as on HTTP/1 (PRX-14).
     let mut hosts = h.get_all(http::header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(FramingError::BadFraming("more than one Host"));
     }
-    match (req.uri.authority(), host) {
+    let default_port = if req.uri.scheme() == Some(&http::uri::Scheme::HTTP) {
+        80
+    } else {
+        443
+    };
+    match (req.uri.authority(), host.map(|v| v.to_str())) {
         (None, None) => Err(FramingError::BadFraming("missing :authority and Host")),
-        (Some(a), Some(host)) if !host.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) => {
+        (_, Some(Err(_))) => Err(FramingError::BadFraming("invalid Host")),
+        (Some(a), Some(Ok(host)))
+            if !crate::routing::same_authority(a.as_str(), host, default_port) =>
+        {
             Err(FramingError::BadFraming("Host differs from :authority"))
         }
         _ => Ok(()),

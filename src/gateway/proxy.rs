@@ -179,6 +179,7 @@ pub async fn forward(
     if let Some((why, error)) = refused_answer(&response, on_upgrade.is_some()) {
         ctx.span
             .in_scope(|| tracing::warn!(request_id = %ctx.request_id, reason = why, "upstream response refused"));
+        ex.close |= on_upgrade.is_some(); // as after a declined upgrade (PRX-16)
         rescue::respond(ex, ctx, Rejection::UpstreamFailed);
         return Err(error);
     }
@@ -210,7 +211,15 @@ fn refused_answer<B>(
         return Some((why, "InvalidUpstreamFraming"));
     }
     let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-    if switched && !(upgrade_asked && wants_websocket(response.headers())) {
+    let mut upgrades = response.headers().get_all(header::UPGRADE).iter();
+    let websocket = match (upgrades.next(), upgrades.next()) {
+        (Some(only), None) => only
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"websocket"),
+        _ => false,
+    };
+    if switched && !(upgrade_asked && websocket) {
         return Some((
             "the upstream switched to a protocol other than the WebSocket asked for",
             "UnexpectedUpgrade",

@@ -47,15 +47,16 @@ fn canonical_eq(name: &str, canonical: &str) -> bool {
     name.len() == canonical.len() && canonical_starts_with(name, canonical)
 }
 
-/// Every gateway-owned and forwarding header name starts with `x` or `f`:
-/// most names are ruled out by their first byte.
+/// Every gateway-owned and forwarding header name but the `Remote-*` family
+/// (`is_spoofable` looks at those apart) starts with `x` or `f`: most names
+/// are ruled out by their first byte.
 fn may_be_ours(name: &str) -> bool {
     matches!(name.as_bytes().first(), Some(b'x' | b'X' | b'f' | b'F'))
 }
 
 /// Whether a client-sent header name claims an identity only the gateway may
-/// set. `_` counts as `-` because some upstreams treat them alike
-/// (CVE-2025-64484).
+/// set (its own names, and the `Remote-*` of other gateways). `_` counts as
+/// `-` because some upstreams treat them alike (CVE-2025-64484).
 pub fn is_spoofable(name: &str) -> bool {
     match name.as_bytes().first() {
         Some(b'x' | b'X' | b'f' | b'F') => {

@@ -1524,8 +1524,11 @@ async fn prx24_a_slow_upload_is_not_taken_for_a_silent_upstream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn prx17_an_upstream_switching_to_another_protocol_than_websocket_gets_a_502() {
     let up = raw_upstream(|head, s| {
-        let upgrade = if String::from_utf8_lossy(head).contains("/h2c") {
+        let head = String::from_utf8_lossy(head);
+        let upgrade = if head.contains("/h2c") {
             "h2c"
+        } else if head.contains("/both") {
+            "h2c, websocket"
         } else {
             "websocket"
         };
@@ -1553,8 +1556,15 @@ async fn prx17_an_upstream_switching_to_another_protocol_than_websocket_gets_a_5
             String::from_utf8_lossy(&got[..n]).into_owned()
         })
     };
-    let refused = answer("/h2c").await.unwrap();
-    assert!(refused.starts_with("HTTP/1.1 502"), "{refused}");
+    for path in ["/h2c", "/both"] {
+        let refused = answer(path).await.unwrap();
+        assert!(refused.starts_with("HTTP/1.1 502"), "{path}: {refused}");
+        // Refused like an upgrade the upstream declined: the connection closes.
+        assert!(
+            refused.to_ascii_lowercase().contains("connection: close"),
+            "{path}: {refused}"
+        );
+    }
     let switched = answer("/chat").await.unwrap();
     assert!(switched.starts_with("HTTP/1.1 101"), "{switched}");
     assert!(
@@ -1587,8 +1597,13 @@ async fn prx14_an_http2_request_naming_two_hosts_is_refused() {
     let own = format!("localhost:{}", gw.addr.port());
     assert_eq!(h2_status_with_hosts(gw.addr, &[]).await, 200);
     assert_eq!(h2_status_with_hosts(gw.addr, &[&own]).await, 200);
-    assert_eq!(up.requests().len(), 2);
+    // The same authority spelled otherwise (RFC 9113 §8.3.1 normalises).
+    let spelled = format!("LocalHost.:{}", gw.addr.port());
+    assert_eq!(h2_status_with_hosts(gw.addr, &[&spelled]).await, 200);
+    assert_eq!(up.requests().len(), 3);
     assert_eq!(h2_status_with_hosts(gw.addr, &["admin.example"]).await, 400);
+    // Without a port `host` means 443, not the gateway's port.
+    assert_eq!(h2_status_with_hosts(gw.addr, &["localhost"]).await, 400);
     assert_eq!(h2_status_with_hosts(gw.addr, &[&own, &own]).await, 400);
     assert_eq!(
         h2_status_with_hosts(gw.addr, &[&own, "admin.example"]).await,
@@ -1596,7 +1611,7 @@ async fn prx14_an_http2_request_naming_two_hosts_is_refused() {
     );
     assert_eq!(
         up.requests().len(),
-        2,
+        3,
         "a refused request reached the upstream"
     );
 }

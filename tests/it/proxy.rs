@@ -1295,7 +1295,9 @@ async fn prx29_a_valid_session_never_rescues_an_invalid_bearer_token() {
     let before = s.upstream.requests().len();
     // A tab after the scheme too: an upstream splitting on any blank would
     // read that token, so the gateway reads it as one and checks it.
-    for sep in [" ", "\t"] {
+    // And a byte no ASCII client sends (a no-break space, which an upstream
+    // reading Latin-1 splits at): still a bearer credential, refused.
+    for sep in [" ", "\t", "\u{a0}"] {
         for accept in ["", "Accept: text/html\r\n"] {
             let (status, resp) = with_session(
                 &s,
@@ -1330,6 +1332,12 @@ async fn prx14_a_host_with_userinfo_or_junk_is_refused_not_routed_on_part_of_it(
         let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
         assert!(resp.starts_with("HTTP/1.1 400"), "{req:?}: {resp}");
     }
+    // Not visible ASCII: refused, not read as a request without a Host.
+    let (resp, _) = raw_exchange(
+        gw.addr,
+        b"GET /static/x HTTP/1.1\r\nHost: wiki.example\xe9\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     // The same host, well formed, is served.
     let (resp, _) = raw_exchange(
         gw.addr,
