@@ -111,35 +111,78 @@ fn host_and_port(raw: &str) -> Result<(&str, Option<u16>), BadHost> {
     let (host, port) = match raw.strip_prefix('[') {
         Some(rest) => {
             let (literal, port) = rest.split_once(']').ok_or(BadHost)?;
-            let ipv6 = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
-            if literal.is_empty() || !literal.bytes().all(ipv6) {
+            if literal.parse::<std::net::Ipv6Addr>().is_err() {
                 return Err(BadHost);
             }
             (literal, port)
         }
         None => {
-            let end = raw.find(':').unwrap_or(raw.len());
-            let (name, port) = raw.split_at(end);
-            let name = name.strip_suffix('.').unwrap_or(name);
-            let allowed =
-                |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
-            // No empty label: `wiki.example..` or `.` would be routed as
-            // another name than the upstream reads.
-            if name.is_empty() || name.split('.').any(str::is_empty) || !name.bytes().all(allowed) {
-                return Err(BadHost);
+            let (name, port) = raw.split_at(name_end(raw)?);
+            (name.strip_suffix('.').unwrap_or(name), port)
+        }
+    };
+    Ok((host, port_of(port)?))
+}
+
+/// Where the host name at the start of `raw` ends (at `:` or the end): one
+/// pass over its bytes, since every request's host comes here. Letters,
+/// digits, `-`, `_`, `~` and `.` between labels, one trailing `.` allowed;
+/// no empty label (`wiki.example..` or `.` would be routed as another name
+/// than the upstream reads).
+fn name_end(raw: &str) -> Result<usize, BadHost> {
+    let bytes = raw.as_bytes();
+    let mut label_empty = true;
+    let mut dots = 0;
+    let mut end = bytes.len();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b':' => {
+                end = i;
+                break;
             }
-            (name, port)
+            b'.' if label_empty => return Err(BadHost),
+            b'.' => {
+                label_empty = true;
+                dots += 1;
+            }
+            b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') => {
+                label_empty = false
+            }
+            _ => return Err(BadHost),
         }
+    }
+    // Empty, or only its trailing dot left: no name.
+    if end == 0 || (label_empty && dots == 0) {
+        return Err(BadHost);
+    }
+    Ok(end)
+}
+
+/// The port after a host: `None` when absent or empty (`host:`), else 1 to
+/// 5 digits up to 65535.
+fn port_of(rest: &str) -> Result<Option<u16>, BadHost> {
+    let Some(digits) = rest.strip_prefix(':') else {
+        return if rest.is_empty() {
+            Ok(None)
+        } else {
+            Err(BadHost)
+        };
     };
-    let port = match port.strip_prefix(':') {
-        None if port.is_empty() => None,
-        Some("") => None,
-        Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(p.parse::<u16>().map_err(|_| BadHost)?)
+    if digits.len() > 5 {
+        return Err(BadHost);
+    }
+    let mut port: u32 = 0;
+    for b in digits.bytes() {
+        if !b.is_ascii_digit() {
+            return Err(BadHost);
         }
-        _ => return Err(BadHost),
-    };
-    Ok((host, port))
+        port = port * 10 + u32::from(b - b'0');
+    }
+    match (digits.is_empty(), u16::try_from(port)) {
+        (true, _) => Ok(None),
+        (false, Ok(p)) => Ok(Some(p)),
+        (false, Err(_)) => Err(BadHost),
+    }
 }
 
 #[cfg(test)]
@@ -271,6 +314,9 @@ mod tests {
             ".wiki.example",
             "wiki..example",
             "wiki.example:65536",
+            "[cafe]",
+            "[1.2.3.4]",
+            "[:]",
         ] {
             assert_eq!(request_host(None, Some(bad)), Err(BadHost), "{bad}");
             assert_eq!(request_host(Some(bad), Some("x")), Err(BadHost), "{bad}");
@@ -281,6 +327,8 @@ mod tests {
             ("wiki.example:", "wiki.example"),
             ("[::1]:80", "::1"),
             ("[2001:db8::1]", "2001:db8::1"),
+            ("[::FFFF:1.2.3.4]:8080", "::ffff:1.2.3.4"),
+            ("localhost:080", "localhost"),
             ("127.0.0.1:8080", "127.0.0.1"),
             ("my_host.internal", "my_host.internal"),
             ("Wiki.Example.:443", "wiki.example"),

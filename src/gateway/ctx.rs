@@ -212,7 +212,7 @@ mod tests {
         let mut next = Ctx::with_buffers(back);
         next.host = crate::routing::request_host_into(
             None,
-            Some("other.example"),
+            Some("else.example"),
             std::mem::take(&mut next.spare.host),
         )
         .unwrap();

@@ -432,7 +432,7 @@ type RawHeadSeen<'a> = Option<&'a head_tap::RawHead>;
 /// Framing checks for HTTP/1: on the raw head as the client sent it (the
 /// connection's tap copies it off the wire, so CL+TE and duplicate
 /// Content-Length, which hyper silently repairs, are still refused), else on
-/// what hyper parsed; header limits for HTTP/2.
+/// what hyper parsed; for HTTP/2 the header limits and the host rules.
 fn check_head(session: &Exchange, raw: Option<RawHeadSeen<'_>>) -> Result<(), FramingError> {
     let req = session.req_header();
     let http10 = req.version <= http::Version::HTTP_10;
