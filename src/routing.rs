@@ -132,7 +132,6 @@ fn host_and_port(raw: &str) -> Result<(&str, Option<u16>), BadHost> {
 fn name_end(raw: &str) -> Result<usize, BadHost> {
     let bytes = raw.as_bytes();
     let mut label_empty = true;
-    let mut dots = 0;
     let mut end = bytes.len();
     for (i, &b) in bytes.iter().enumerate() {
         match b {
@@ -141,18 +140,15 @@ fn name_end(raw: &str) -> Result<usize, BadHost> {
                 break;
             }
             b'.' if label_empty => return Err(BadHost),
-            b'.' => {
-                label_empty = true;
-                dots += 1;
-            }
+            b'.' => label_empty = true,
             b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') => {
                 label_empty = false
             }
             _ => return Err(BadHost),
         }
     }
-    // Empty, or only its trailing dot left: no name.
-    if end == 0 || (label_empty && dots == 0) {
+    // Nothing before the port: no name (a lone `.` failed above).
+    if end == 0 {
         return Err(BadHost);
     }
     Ok(end)

@@ -22,7 +22,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{base_config, client, config_file, websocket_echo, Gateway, Upstream};
+use crate::support::{
+    base_config, client, config_file, raw_exchange, websocket_echo, Gateway, Upstream,
+};
 
 pub(crate) fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -1544,20 +1546,12 @@ async fn prx17_an_upstream_switching_to_another_protocol_than_websocket_gets_a_5
     ));
     let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-    let addr = gw.addr;
-    let answer = move |path: &'static str| {
-        tokio::task::spawn_blocking(move || {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{ws}").as_bytes())
-                .unwrap();
-            let mut got = vec![0u8; 4096];
-            let n = s.read(&mut got).unwrap_or(0);
-            String::from_utf8_lossy(&got[..n]).into_owned()
-        })
+    let answer = |path: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{ws}");
+        raw_exchange(gw.addr, request.as_bytes()).0
     };
     for path in ["/h2c", "/both"] {
-        let refused = answer(path).await.unwrap();
+        let refused = answer(path);
         assert!(refused.starts_with("HTTP/1.1 502"), "{path}: {refused}");
         // Refused like an upgrade the upstream declined: the connection closes.
         assert!(
@@ -1565,7 +1559,7 @@ async fn prx17_an_upstream_switching_to_another_protocol_than_websocket_gets_a_5
             "{path}: {refused}"
         );
     }
-    let switched = answer("/chat").await.unwrap();
+    let switched = answer("/chat");
     assert!(switched.starts_with("HTTP/1.1 101"), "{switched}");
     assert!(
         switched.to_ascii_lowercase().contains("upgrade: websocket"),
@@ -1665,17 +1659,10 @@ async fn an_http1_0_upstream_s_answer_reaches_the_client_as_http1_1() {
         "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{up}\"\npublic_paths = [\"/\"]\n",
         config_with_server("")
     ));
-    let addr = gw.addr;
-    let answer = tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /old HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    })
-    .await
-    .unwrap();
+    let (answer, _) = raw_exchange(
+        gw.addr,
+        b"GET /old HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("ok"), "{answer}");
 }

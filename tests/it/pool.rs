@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::engine::{fixture, localhost_tls_offering};
-use crate::support::{base_config, client, Gateway};
+use crate::support::{base_config, client, raw_exchange, Gateway};
 
 /// Bytes of the long answer at `/big`: far more than one read or socket buffer.
 const BIG: usize = 4 << 20;
@@ -304,20 +304,10 @@ async fn a_host_with_userinfo_never_becomes_the_http2_authority() {
             fixture("test-ca.pem").display()
         ),
     );
-    let addr = gw.url("/").replace("http://", "");
-    let addr = addr.trim_end_matches('/').to_string();
-    let answer = tokio::task::spawn_blocking(move || {
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        s.write_all(
-            b"GET /who HTTP/1.1\r\nHost: attacker@evil.example\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    })
-    .await
-    .unwrap();
+    let (answer, _) = raw_exchange(
+        gw.addr,
+        b"GET /who HTTP/1.1\r\nHost: attacker@evil.example\r\nConnection: close\r\n\r\n",
+    );
     // RFC 9112 §3.2: a Host that is no host name (`@` is not in one) is a
     // 400; before the gateway checked it (PRX-14), this request was
     // answered and only the authority was kept clean.
