@@ -52,6 +52,11 @@ pub enum PathError {
     /// A `%` not followed by two hex digits: servers disagree on what it means.
     #[error("malformed percent-encoding in the path")]
     BadEncoding,
+    /// An overlong UTF-8 form (`%C0%AE` for `.`): never valid UTF-8, it
+    /// exists only to spell `.`, `/` or `\\` so that a filter misses them and
+    /// a lenient decoder still reads them.
+    #[error("overlong UTF-8 in the path")]
+    Overlong,
 }
 
 impl PathError {
@@ -63,6 +68,7 @@ impl PathError {
             PathError::Nul => "NUL in the path",
             PathError::Backslash => "backslash in the path",
             PathError::BadEncoding => "malformed percent-encoding in the path",
+            PathError::Overlong => "overlong UTF-8 in the path",
         }
     }
 }
@@ -150,6 +156,9 @@ fn check_decoded(decoded: &[u8]) -> Result<(), PathError> {
     if decoded.contains(&b'\\') {
         return Err(PathError::Backslash);
     }
+    if has_overlong_utf8(decoded) {
+        return Err(PathError::Overlong);
+    }
     for part in decoded.split(|&b| b == b'/') {
         // Tomcat and others read `..;x` as `..`: the name before `;` decides.
         let name = part.split(|&b| b == b';').next().unwrap_or_default();
@@ -158,6 +167,19 @@ fn check_decoded(decoded: &[u8]) -> Result<(), PathError> {
         }
     }
     Ok(())
+}
+
+/// Whether `bytes` hold the lead of an overlong UTF-8 form (RFC 3629 §3):
+/// `C0`/`C1` (two bytes), `E0` then `80`–`9F` (three), `F0` then `80`–`8F`
+/// (four). Other bytes that are not UTF-8 (Latin-1 names, say) pass: they
+/// spell no ASCII character in any decoder.
+fn has_overlong_utf8(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(i, &b)| {
+        let next = bytes.get(i + 1).copied().unwrap_or(0);
+        matches!(b, 0xC0 | 0xC1)
+            || (b == 0xE0 && (0x80..0xA0).contains(&next))
+            || (b == 0xF0 && (0x80..0x90).contains(&next))
+    })
 }
 
 /// Canonicalises a request path (without query), as DESIGN "Paths" says;
@@ -370,6 +392,12 @@ mod tests {
             ("/a%2", PathError::BadEncoding),
             ("/a%zz", PathError::BadEncoding),
             ("/a%%32%65", PathError::BadEncoding),
+            // Overlong `.`, `/` and `\\`, which a lenient decoder reads as such.
+            ("/public/%c0%ae%c0%ae/admin", PathError::Overlong),
+            ("/public%c0%afadmin", PathError::Overlong),
+            ("/a%C1%9Cb", PathError::Overlong),
+            ("/a%e0%80%ae", PathError::Overlong),
+            ("/a%F0%80%80%AE", PathError::Overlong),
             ("admin", PathError::NotAbsolute),
             ("*", PathError::NotAbsolute),
             ("", PathError::NotAbsolute),
@@ -383,6 +411,9 @@ mod tests {
         for raw in [
             "//admin;x//%61%2fb%3b/",
             "/a%20b/c%c3%a9;p=1",
+            // Not UTF-8, but no overlong form: Latin-1 `é`, and `%E0%A4%85`.
+            "/caf%E9",
+            "/%E0%A4%85/%F0%9F%98%80",
             "/%2Fadmin%2F",
             "/x/;y",
         ] {

@@ -408,7 +408,10 @@ pub fn foreign_websocket_origin(
         Some(port) => format!("{host}:{port}"),
         None => host.clone(),
     };
-    let same_host = sent_host.is_some_and(|h| h.eq_ignore_ascii_case(&authority));
+    // Compared once normalised (case, one trailing dot): a browser that sent
+    // `Host: GW.example.` is on the page it names. A port stays as written
+    // on both sides (`Url` drops the scheme's default from `Origin`).
+    let same_host = sent_host.is_some_and(|h| crate::routing::same_authority(h, &authority, 0));
     !(same_host || is_ours(&host))
 }
 
@@ -778,6 +781,28 @@ mod tests {
                 foreign_websocket_origin(&h, Some("gw.example:8443"), ours),
                 foreign,
                 "{h:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn prx17_the_host_a_websocket_was_sent_to_is_compared_with_its_origin_once_normalised() {
+        let none = |_: &str| false;
+        let ws = |origin: &'static str| headers(&[("upgrade", "websocket"), ("origin", origin)]);
+        for (origin, sent, foreign) in [
+            ("https://gw.example:8443", "GW.Example.:8443", false),
+            ("https://gw.example", "gw.example.", false),
+            ("http://[::1]:8080", "[::1]:8080", false),
+            ("https://gw.example:8443", "gw.example:8444", true),
+            ("https://gw.example:8443", "gw.example", true),
+            ("https://gw.example", "gw.example:8443", true),
+            ("https://gw.example", "gw.example..", true),
+            ("https://gw.example", "evil.example", true),
+        ] {
+            assert_eq!(
+                foreign_websocket_origin(&ws(origin), Some(sent), none),
+                foreign,
+                "{origin} sent to {sent}"
             );
         }
     }

@@ -331,9 +331,14 @@ pub fn claim_headers(
 }
 
 /// The request target to send upstream when the canonical path `forward`
-/// differs from the path the client sent (the query is kept as sent).
+/// differs from the path the client sent (the query is kept as sent). An
+/// absolute-form target with no path (`http://app.example?x`) is sent with
+/// its `/`: `Uri::path` reads it as `/`, but its own bytes are `?x`.
 pub fn rewritten_target(uri: &http::Uri, forward: &str) -> Option<String> {
-    if uri.path() == forward {
+    let sent_with_slash = uri
+        .path_and_query()
+        .is_none_or(|pq| pq.as_str().starts_with('/'));
+    if uri.path() == forward && sent_with_slash {
         return None;
     }
     Some(match uri.query() {
@@ -347,10 +352,14 @@ pub fn rewritten_target(uri: &http::Uri, forward: &str) -> Option<String> {
 pub fn check_response_framing(headers: &HeaderMap) -> Result<(), &'static str> {
     // Read in place: every answer passes here, so nothing is collected.
     let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let coded = headers.contains_key(http::header::TRANSFER_ENCODING);
+    if coded && !only_chunked(headers) {
+        return Err("the upstream sent a transfer coding other than chunked");
+    }
     let Some(first) = lengths.next() else {
         return Ok(());
     };
-    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+    if coded {
         return Err("the upstream sent both Content-Length and Transfer-Encoding");
     }
     let first = first.as_bytes();
@@ -359,6 +368,23 @@ pub fn check_response_framing(headers: &HeaderMap) -> Result<(), &'static str> {
         return Err("the upstream sent an invalid Content-Length");
     }
     Ok(())
+}
+
+/// Whether an answer's `Transfer-Encoding` names `chunked` and nothing else
+/// (over all its lines). Any other coding would reach the client as
+/// content, undecoded and unlabelled, once the field gives way to the
+/// client's own framing: such an answer is a 502, as nginx makes it.
+pub fn only_chunked(headers: &HeaderMap) -> bool {
+    let mut tokens = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty());
+    matches!(
+        (tokens.next(), tokens.next()),
+        (Some(only), None) if only.eq_ignore_ascii_case(b"chunked")
+    )
 }
 
 /// Hop-by-hop fields of an upstream response that must not reach the client
@@ -792,6 +818,15 @@ mod tests {
             &[("content-length", "+5")],
             &[("content-length", "")],
             &[("content-length", "0x10")],
+            // A coding other than chunked alone would reach the client undecoded.
+            &[("transfer-encoding", "gzip")],
+            &[("transfer-encoding", "gzip, chunked")],
+            &[("transfer-encoding", "chunked, gzip")],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+            &[("transfer-encoding", "")],
         ] {
             assert!(check_response_framing(&map(lines)).is_err(), "{lines:?}");
         }
@@ -799,6 +834,7 @@ mod tests {
             &[("content-length", "5")][..],
             &[("content-length", "5"), ("content-length", "5")],
             &[("transfer-encoding", "chunked")],
+            &[("transfer-encoding", " Chunked ")],
             &[],
         ] {
             assert!(check_response_framing(&map(lines)).is_ok(), "{lines:?}");
@@ -900,5 +936,10 @@ mod tests {
         );
         let uri: http::Uri = "//admin".parse().unwrap();
         assert_eq!(rewritten_target(&uri, "/admin").as_deref(), Some("/admin"));
+        // Absolute form without a path: its own bytes are `?x`, not `/?x`.
+        let uri: http::Uri = "http://wiki.example?x".parse().unwrap();
+        assert_eq!(rewritten_target(&uri, "/").as_deref(), Some("/?x"));
+        let uri: http::Uri = "http://wiki.example/?x".parse().unwrap();
+        assert_eq!(rewritten_target(&uri, "/"), None);
     }
 }

@@ -48,6 +48,12 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// Room made in the read buffer before each read.
 const READ_SIZE: usize = 16 * 1024;
 
+/// The most a buffer of an idle connection keeps; a larger one is dropped.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// The most informational answers (100, 103) before a final one.
+const MAX_INFORMATIONAL: usize = 16;
+
 /// Why an exchange or its answer's body failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -217,34 +223,16 @@ impl Conn {
             });
         }
         let mut answered = false;
+        let mut heads = Heads::default();
         loop {
-            if !self.buf.is_empty() {
-                answered = true;
-                let head = parse_head(&self.buf, &mut self.fields).map_err(|error| Failed {
-                    error,
-                    unanswered: false,
-                })?;
-                if let Some(head) = head {
-                    if head.len > MAX_HEAD {
-                        return Err(Failed {
-                            error: ExchangeError::HeadTooLarge,
-                            unanswered: false,
-                        });
-                    }
-                    if (100..200).contains(&head.status) && head.status != 101 {
-                        // Informational: its final answer follows.
-                        self.buf.advance(head.len);
-                        continue;
-                    }
-                    let map = std::mem::take(headers);
-                    return self.answer(head, method == Method::HEAD, map);
-                }
-                if self.buf.len() >= MAX_HEAD {
-                    return Err(Failed {
-                        error: ExchangeError::HeadTooLarge,
-                        unanswered: false,
-                    });
-                }
+            answered |= !self.buf.is_empty();
+            let head = self.final_head(&mut heads).map_err(|error| Failed {
+                error,
+                unanswered: false,
+            })?;
+            if let Some(head) = head {
+                let map = std::mem::take(headers);
+                return self.answer(head, method == Method::HEAD, map);
             }
             self.buf.reserve(READ_SIZE);
             match self.io.read_buf(&mut self.buf).await {
@@ -270,6 +258,34 @@ impl Conn {
         }
     }
 
+    /// The final answer's head, once `buf` holds it; informational answers
+    /// before it are dropped (at most [`MAX_INFORMATIONAL`]).
+    fn final_head(&mut self, heads: &mut Heads) -> Result<Option<Head>, ExchangeError> {
+        while heads.gate.ready(&mut self.buf) {
+            let Some(head) = parse_head(&self.buf, &mut self.fields)? else {
+                heads.gate.partial(self.buf.len());
+                break;
+            };
+            if head.len > MAX_HEAD {
+                return Err(ExchangeError::HeadTooLarge);
+            }
+            if !(100..200).contains(&head.status) || head.status == 101 {
+                return Ok(Some(head));
+            }
+            // Informational: its final answer follows, after a few.
+            heads.informational += 1;
+            if heads.informational > MAX_INFORMATIONAL {
+                return Err(ExchangeError::Framing("too many informational answers"));
+            }
+            self.buf.advance(head.len);
+            heads.gate = HeadGate::default();
+        }
+        if self.buf.len() >= MAX_HEAD {
+            return Err(ExchangeError::HeadTooLarge);
+        }
+        Ok(None)
+    }
+
     /// The response of a parsed final head.
     fn answer(
         mut self,
@@ -285,6 +301,12 @@ impl Conn {
             return Err(failed(ExchangeError::UnaskedSwitch));
         }
         let bytes = self.buf.split_to(head.len).freeze();
+        if head.len > KEEP_CAPACITY {
+            // What follows moves to a buffer of its own: the rest of this
+            // one would otherwise keep the large head's allocation alive
+            // for as long as the connection idles in the pool.
+            self.buf = BytesMut::from(&self.buf[..]);
+        }
         let (headers, present) = fields(&self.fields, &bytes, map).map_err(failed)?;
         let status = StatusCode::from_u16(head.status)
             .map_err(|_| failed(ExchangeError::Framing("an invalid status code")))?;
@@ -299,10 +321,14 @@ impl Conn {
             && (present.transfer_encoding || present.content_length)
             && announces_body(&headers);
         let close_asked = present.connection && asks_close(&headers);
+        // Not after a HEAD either: an upstream that answers HEAD like GET may
+        // send the body in a later write, where no check before reuse sees
+        // it yet; HEAD is rare enough for a new connection each.
         let keep = head.version == Version::HTTP_11
             && !matches!(framing, Framing::UntilClose)
             && !close_asked
-            && !announced_unsent;
+            && !announced_unsent
+            && !head_request;
         let reason = bytes
             .get(head.reason[0]..head.reason[1])
             .unwrap_or_default();
@@ -371,6 +397,70 @@ fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
+}
+
+/// What reading an answer's heads has seen so far.
+#[derive(Default)]
+struct Heads {
+    gate: HeadGate,
+    /// Informational answers skipped.
+    informational: usize,
+}
+
+/// When an answer head is parsed: at once, then, if it was not all there,
+/// again only once an empty line has arrived. A head that can be complete
+/// ends with one, and parsing from the start each time a byte arrives
+/// would cost an upstream that drips its head the square of the head's
+/// size (a 256 KiB head, about 32 GiB of bytes looked at).
+#[derive(Default)]
+struct HeadGate {
+    /// How much of the buffer the last parse saw; 0 before the first.
+    seen: usize,
+}
+
+impl HeadGate {
+    /// Whether `buf` is worth parsing now. Once a parse found the head not
+    /// all there, empty lines before its status line (which httparse skips)
+    /// are dropped here, so each empty line found later ends a head.
+    fn ready(&mut self, buf: &mut BytesMut) -> bool {
+        if buf.is_empty() {
+            return false;
+        }
+        if self.seen == 0 {
+            return true;
+        }
+        let mut dropped = 0;
+        loop {
+            let skip = if buf.starts_with(b"\r\n") {
+                2
+            } else if buf.starts_with(b"\n") {
+                1
+            } else {
+                break;
+            };
+            buf.advance(skip);
+            dropped += skip;
+        }
+        // The empty line may have begun in the two bytes before the new ones.
+        let from = self.seen.saturating_sub(dropped).saturating_sub(2);
+        let ready = empty_line_in(buf.get(from..).unwrap_or_default());
+        self.seen = buf.len().max(1);
+        ready
+    }
+
+    /// The parse of a buffer of `len` bytes found the head not all there.
+    fn partial(&mut self, len: usize) {
+        self.seen = len.max(1);
+    }
+}
+
+/// Whether `bytes` hold a line feed followed by an empty line (`LF LF` or
+/// `LF CR LF`).
+fn empty_line_in(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', bytes).any(|at| {
+        let rest = bytes.get(at + 1..).unwrap_or_default();
+        rest.starts_with(b"\n") || rest.starts_with(b"\r\n")
+    })
 }
 
 /// A parsed answer head.
@@ -507,25 +597,16 @@ fn body_framing(
                 "both Content-Length and Transfer-Encoding",
             ));
         }
-        let tokens: Vec<&[u8]> = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.is_empty())
-            .collect();
-        let chunked = |t: &&[u8]| t.eq_ignore_ascii_case(b"chunked");
-        let last_chunked = tokens.last().is_some_and(chunked);
-        let before = tokens.len().saturating_sub(usize::from(last_chunked));
-        if tokens.iter().take(before).any(chunked) {
-            return Err(ExchangeError::Framing("chunked applied more than once"));
+        // Chunked alone: another coding (`gzip, chunked`, `chunked, gzip`)
+        // would reach the client as content, undecoded and unlabelled, once
+        // the field is dropped for the client's own framing; nginx refuses
+        // it alike.
+        if !crate::gateway::upstream::only_chunked(headers) {
+            return Err(ExchangeError::Framing(
+                "a transfer coding other than chunked",
+            ));
         }
-        // Chunked not last: the body ends with the connection (§6.3 ¶4).
-        return Ok(if last_chunked {
-            Framing::Chunked(Chunk::Size, 0)
-        } else {
-            Framing::UntilClose
-        });
+        return Ok(Framing::Chunked(Chunk::Size, 0));
     }
     if !present.content_length {
         return Ok(Framing::UntilClose);
@@ -556,8 +637,8 @@ fn bodiless(head_request: bool, status: u16) -> bool {
 /// Whether a head announces a body. On a [`bodiless`] answer that is
 /// allowed (a HEAD's answer says the GET's length), but an upstream that
 /// sent the body anyway, in a later write, would have it read as the next
-/// request's answer: such a connection is not reused. That costs answers to
-/// HEAD a new connection each, and nothing else.
+/// request's answer: such a connection is not reused (nor, in `answer`,
+/// any connection that answered a HEAD).
 fn announces_body(headers: &HeaderMap) -> bool {
     headers.contains_key(TRANSFER_ENCODING)
         || headers
@@ -592,11 +673,17 @@ impl AnswerBody {
         let reusable = self.keep
             && matches!(self.framing, Framing::Ended)
             && self.conn.as_ref().is_some_and(|c| c.buf.is_empty());
-        if reusable {
-            self.conn.take()
-        } else {
-            None
+        if !reusable {
+            return None;
         }
+        let mut conn = self.conn.take()?;
+        // A request of a rare size does not stay pinned to an idle
+        // connection (up to 1 024 of them per upstream and worker); nor does
+        // an answer's, whose head `answer` already let go of.
+        if conn.head.capacity() > KEEP_CAPACITY {
+            conn.head = Vec::new();
+        }
+        Some(conn)
     }
 }
 
@@ -948,6 +1035,57 @@ mod tests {
         assert_eq!(heads[0], "GET /p?q=1 HTTP/1.1\r\nhost: app.example\r\n\r\n");
     }
 
+    /// Feeds `bytes` one at a time to a gate and the head parser, as the
+    /// exchange does; returns the parsed status and how many parses it took.
+    fn drip(bytes: &[u8]) -> (Option<u16>, usize) {
+        let (mut buf, mut gate, mut fields, mut parses) =
+            (BytesMut::new(), HeadGate::default(), Vec::new(), 0);
+        for byte in bytes {
+            buf.extend_from_slice(&[*byte]);
+            if gate.ready(&mut buf) {
+                parses += 1;
+                match parse_head(&buf, &mut fields).unwrap() {
+                    Some(head) => return (Some(head.status), parses),
+                    None => gate.partial(buf.len()),
+                }
+            }
+        }
+        (None, parses)
+    }
+
+    #[test]
+    fn a_head_dripped_a_byte_at_a_time_is_parsed_twice_at_most() {
+        let mut head = b"HTTP/1.1 203 Fine\r\nX-Pad: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 20_000));
+        head.extend_from_slice(b"\r\nX-Other: 1\nContent-Length: 0\r\n\r\n");
+        assert_eq!(drip(&head), (Some(203), 2));
+        // Empty lines before the status line (httparse skips them) do not
+        // each make the head worth parsing again.
+        let mut late = b"\r\n\n".repeat(5_000);
+        late.extend_from_slice(&head);
+        assert_eq!(drip(&late), (Some(203), 2));
+        // A head ending in bare line feeds is found too.
+        assert_eq!(drip(b"HTTP/1.1 204 No Content\nX: 1\n\n"), (Some(204), 2));
+        assert_eq!(drip(b"HTTP/1.1 200 OK\r\nX: 1\r\n"), (None, 1));
+    }
+
+    #[tokio::test]
+    async fn an_answer_head_dripped_in_pieces_after_empty_lines_and_an_informational_one_is_read() {
+        let (addr, _up) = upstream(vec![vec![
+            b"\r\n",
+            b"HTTP/1.1 100 Continue\r",
+            b"\n\r\nHTTP/1.1 2",
+            b"00 OK\r\nContent-Le",
+            b"ngth: 2\r\n\r",
+            b"\nok",
+        ]])
+        .await;
+        let response = get(conn(addr).await, Method::GET).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"ok");
+    }
+
     #[tokio::test]
     async fn an_answer_with_both_content_length_and_transfer_encoding_is_refused() {
         let (addr, _up) = upstream(vec![vec![
@@ -974,6 +1112,19 @@ mod tests {
             (b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc", true),
             (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+                false,
+            ),
+            // Any coding but chunked alone (it would reach the client undecoded).
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nall of it",
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n",
                 false,
             ),
             (
@@ -1128,6 +1279,62 @@ mod tests {
         assert!(matches!(failed.error, ExchangeError::UnaskedSwitch));
     }
 
+    fn leak(bytes: Vec<u8>) -> &'static [u8] {
+        Box::leak(bytes.into_boxed_slice())
+    }
+
+    #[tokio::test]
+    async fn informational_answers_past_sixteen_are_refused() {
+        for (count, refused) in [(MAX_INFORMATIONAL, false), (MAX_INFORMATIONAL + 1, true)] {
+            let mut answer = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(count);
+            answer.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            let (addr, _up) = upstream(vec![vec![leak(answer)]]).await;
+            let result = get(conn(addr).await, Method::GET).await;
+            match result {
+                Ok(response) => {
+                    assert!(!refused, "{count} informational answers passed");
+                    assert_eq!(response.status(), 200);
+                }
+                Err(failed) => {
+                    assert!(refused, "{count}: {:?}", failed.error);
+                    assert!(matches!(failed.error, ExchangeError::Framing(_)));
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_keeps_no_buffer_a_large_answer_grew() {
+        let mut large = b"HTTP/1.1 200 OK\r\nX-Pad: ".to_vec();
+        large.extend(std::iter::repeat_n(b'a', 200_000));
+        large.extend_from_slice(b"\r\nContent-Length: 2\r\n\r\nok");
+        let (addr, _up) = upstream(vec![
+            vec![leak(large)],
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+        ])
+        .await;
+        let (parts, mut body) = get(conn(addr).await, Method::GET)
+            .await
+            .unwrap()
+            .into_parts();
+        let bytes = (&mut body).collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"ok");
+        let again = body.take_reusable().expect("the connection is reusable");
+        // The field's value shares the head's allocation, alive while
+        // `parts` is: the idle buffer must not point into it. (A view of
+        // the same allocation would start right after the head and body.)
+        let pad = parts.headers["x-pad"].as_bytes().as_ptr() as usize;
+        let idle = again.buf.as_ptr() as usize;
+        assert!(
+            !(pad..pad + 200_100).contains(&idle),
+            "the idle connection's buffer lies in the large head's allocation"
+        );
+        // And it still serves the next answer.
+        let second = get(again, Method::GET).await.unwrap();
+        let bytes = second.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"ok");
+    }
+
     #[tokio::test]
     async fn head_204_and_304_answers_have_no_body_and_reuse_their_connection_unless_they_announce_one(
     ) {
@@ -1147,11 +1354,14 @@ mod tests {
                 b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
                 false,
             ),
+            // A HEAD's connection is never reused: a body sent later would
+            // be the next request's answer.
             (
                 Method::HEAD,
                 b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-                true,
+                false,
             ),
+            (Method::HEAD, b"HTTP/1.1 200 OK\r\n\r\n", false),
             (Method::GET, b"HTTP/1.1 204 No Content\r\n\r\n", true),
             (
                 Method::GET,
@@ -1177,7 +1387,6 @@ mod tests {
     async fn an_answer_without_a_length_runs_to_the_close_and_its_connection_is_not_reused() {
         for head in [
             &b"HTTP/1.1 200 OK\r\n\r\nall of it"[..],
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nall of it",
             b"HTTP/1.0 200 OK\r\n\r\nall of it",
         ] {
             let (addr, _up) = upstream(vec![vec![head]]).await;

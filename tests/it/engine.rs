@@ -1570,9 +1570,17 @@ async fn prx17_an_upstream_switching_to_another_protocol_than_websocket_gets_a_5
 /// One connection, one request over HTTP/2 with `host` fields `hosts`
 /// beside `:authority` (`localhost:PORT`): the status the gateway answered.
 async fn h2_status_with_hosts(addr: SocketAddr, hosts: &[&str]) -> u16 {
+    let uri = format!("https://localhost:{}/public/x", addr.port());
+    h2_status(addr, &uri, hosts).await
+}
+
+/// The status of an HTTP/2 GET of `uri` with these `host` fields; a `uri`
+/// without an authority goes out without `:authority` (h2 sends such a
+/// request, with `:scheme` http, for an HTTP/1.1 request it forwards).
+async fn h2_status(addr: SocketAddr, uri: &str, hosts: &[&str]) -> u16 {
     let (h2, connection) = h2::client::handshake(h2_tls(addr).await).await.unwrap();
     tokio::spawn(connection);
-    let mut req = http::Request::get(format!("https://localhost:{}/public/x", addr.port()));
+    let mut req = http::Request::get(uri);
     for h in hosts {
         req = req.header("host", *h);
     }
@@ -1607,6 +1615,25 @@ async fn prx14_an_http2_request_naming_two_hosts_is_refused() {
         up.requests().len(),
         3,
         "a refused request reached the upstream"
+    );
+}
+
+/// PRX-14 over HTTP/2 without `:authority`: the `host` field names the host
+/// (RFC 9113 §8.3.1); a request naming no host at all is a 400 that never
+/// reaches the upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx14_an_http2_request_without_authority_is_routed_by_its_host_or_refused_without_one() {
+    let up = Upstream::start("h2").await;
+    let gw = tls_gateway(&up.url());
+    let own = format!("localhost:{}", gw.addr.port());
+    assert_eq!(h2_status(gw.addr, "/public/by-host", &[&own]).await, 200);
+    assert_eq!(up.requests().len(), 1);
+    assert_eq!(h2_status(gw.addr, "/public/no-host", &[]).await, 400);
+    assert_eq!(h2_status(gw.addr, "/public/junk", &["ad min"]).await, 400);
+    assert_eq!(
+        up.requests().len(),
+        1,
+        "a request naming no host reached the upstream"
     );
 }
 

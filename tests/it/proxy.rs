@@ -1374,6 +1374,23 @@ async fn prx17_only_the_websocket_upgrade_reaches_the_upstream() {
     }
 }
 
+/// PRX-06: an absolute-form target without a path (`http://host?query`) is
+/// decided on as `/`, and the upstream gets `/?query`, never the bare
+/// `?query` (not a valid origin-form target, which each upstream would read
+/// its own way).
+#[tokio::test(flavor = "multi_thread")]
+async fn prx06_an_absolute_target_without_a_path_reaches_the_upstream_as_slash_and_its_query() {
+    let (gw, wiki, _api, _other) = two_apps().await;
+    let (resp, _) = raw_exchange(
+        gw.addr,
+        b"GET http://wiki.example?x=1 HTTP/1.1\r\nHost: wiki.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let seen = wiki.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].uri, "/?x=1");
+}
+
 /// PRX-14: an absolute-form target overrides `Host`: the request is routed
 /// and decided on its authority, and the upstream gets that authority as
 /// `Host`, never the other name the client put beside it.
