@@ -46,6 +46,7 @@ async fn main() {
     oauth1(&out.join("oauth1")).await;
     claims_policy(&out.join("claims_policy"));
     redirects(&out.join("redirect"));
+    upstream_answers(&out.join("upstream_answer"));
     println!("seeds written under {}", out.display());
 }
 
@@ -69,6 +70,29 @@ fn request_heads(dir: &Path) {
     for (i, (name, head)) in heads.iter().enumerate() {
         let mut bytes = vec![u8::try_from(i * 5).unwrap()];
         bytes.extend_from_slice(head.as_bytes());
+        write(dir, name, bytes);
+    }
+}
+
+/// Answers as upstreams send them (nginx, Node, a chunked app with trailers,
+/// informational answers first) and as broken ones do; the first byte is the
+/// read size (low 6 bits) and whether the request was a HEAD (0x40).
+fn upstream_answers(dir: &Path) {
+    let answers: [(&str, u8, &str); 10] = [
+        ("nginx_static", 0x3f, "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 06 Dec 2026 08:00:00 GMT\r\nContent-Type: text/html\r\nContent-Length: 12\r\nLast-Modified: Sat, 05 Dec 2026 10:00:00 GMT\r\nConnection: keep-alive\r\nETag: \"6751\"\r\nAccept-Ranges: bytes\r\n\r\n<p>hello</p>"),
+        ("node_chunked", 7, "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nb\r\n{\"ok\":true}\r\n0\r\n\r\n"),
+        ("chunked_trailers", 3, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5;ext=\"a b\"\r\nhello\r\n6\r\n, worl\r\n0\r\nx-sum: 11\r\nSet-Cookie: a=b\r\n\r\n"),
+        ("continue_hints", 11, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found"),
+        ("head_with_length", 0x40 | 5, "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n"),
+        ("no_content_body", 1, "HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\nbody"),
+        ("until_close_http10", 13, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it until the close"),
+        ("cl_te", 17, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("gzip_chunked", 9, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+        ("bare_lf_reason", 2, "\r\n\nHTTP/1.1 299 Fine by us\nX-A: b\nContent-Length: 2\n\nok"),
+    ];
+    for (name, control, answer) in answers {
+        let mut bytes = vec![control];
+        bytes.extend_from_slice(answer.as_bytes());
         write(dir, name, bytes);
     }
 }

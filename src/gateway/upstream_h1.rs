@@ -108,6 +108,10 @@ pub enum Stream {
     Plain(TcpStream),
     /// TLS over TCP (ALPN chose HTTP/1.1).
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// An in-memory pipe, for the fuzz target `upstream_answer` (built with
+    /// `--cfg fuzzing` only): it cuts an answer into reads of a chosen size.
+    #[cfg(fuzzing)]
+    Memory(tokio::io::DuplexStream),
 }
 
 impl AsyncRead for Stream {
@@ -119,6 +123,8 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(fuzzing)]
+            Stream::Memory(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -132,6 +138,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(fuzzing)]
+            Stream::Memory(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -139,6 +147,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(fuzzing)]
+            Stream::Memory(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -146,6 +156,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(fuzzing)]
+            Stream::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
