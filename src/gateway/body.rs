@@ -177,15 +177,57 @@ impl HttpBody for Body {
     }
 }
 
-/// An upstream body that fails when no frame arrives for `idle`
-/// (`server.upstream_read_timeout`, the time allowed between bytes). The
-/// timer is made only once the body has to wait: a body already read with
-/// its head (most small answers) never pays for one.
+/// A limit on one wait of a body for its next frame, timed from when the
+/// wait begins (the first `Pending` after a frame), not from the last
+/// frame: time the reader spent elsewhere (a client slow to take an
+/// answer, an upstream slow to take a body) is not the writer's silence.
+/// The timer is made the first time a wait begins: a body read whole at
+/// once never pays for one.
+#[derive(Debug)]
+struct WaitLimit {
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A wait is under way (its timer armed).
+    waiting: bool,
+}
+
+impl WaitLimit {
+    fn new(limit: Duration) -> Self {
+        WaitLimit {
+            limit,
+            timer: None,
+            waiting: false,
+        }
+    }
+
+    /// A frame (or the end) came: the wait, if any, is over.
+    fn moved(&mut self) {
+        self.waiting = false;
+    }
+
+    /// The body is pending: whether this wait has now lasted the limit.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.waiting {
+            self.waiting = true;
+            let at = tokio::time::Instant::now() + self.limit;
+            match self.timer.as_mut() {
+                Some(timer) => timer.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+        self.timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+    }
+}
+
+/// An upstream body that fails when the upstream sends no frame for `idle`
+/// (`server.upstream_read_timeout`, the time allowed between bytes) while
+/// the gateway waits for one.
 #[derive(Debug)]
 pub struct IdleTimeout<B> {
     inner: B,
-    idle: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    wait: WaitLimit,
 }
 
 /// The error of a body that stalled.
@@ -193,13 +235,18 @@ pub struct IdleTimeout<B> {
 #[error("the upstream sent nothing for {0:?}")]
 pub struct Stalled(Duration);
 
+/// The error of a client's request body that stopped coming while the
+/// upstream waited for it.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no more of its body for {0:?}")]
+pub struct ClientStalled(Duration);
+
 impl<B> IdleTimeout<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, idle: Duration) -> Self {
         IdleTimeout {
             inner,
-            idle,
-            timer: None,
+            wait: WaitLimit::new(idle),
         }
     }
 }
@@ -219,24 +266,13 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                // The wait that follows is timed from the next time it starts.
-                if let Some(timer) = this.timer.as_mut() {
-                    timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + this.idle);
-                }
+                this.wait.moved();
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => {
-                let idle = this.idle;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(idle))))),
-                    Poll::Pending => Poll::Pending,
-                }
+            Poll::Pending if this.wait.expired(cx) => {
+                Poll::Ready(Some(Err(Box::new(Stalled(this.wait.limit)))))
             }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -256,6 +292,10 @@ where
 #[derive(Debug)]
 pub struct Progress {
     failed: AtomicBool,
+    /// The client stopped sending its body while the upstream waited for it.
+    stalled: AtomicBool,
+    /// The upstream asked for more of the body and the client has not sent it yet.
+    awaiting_client: AtomicBool,
     /// ms after `since` of the last frame.
     last: AtomicU64,
     since: Instant,
@@ -266,6 +306,8 @@ impl Progress {
     pub fn new() -> Self {
         Progress {
             failed: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
+            awaiting_client: AtomicBool::new(false),
             last: AtomicU64::new(0),
             since: Instant::now(),
         }
@@ -274,6 +316,17 @@ impl Progress {
     /// Whether the body ended with an error.
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
+    }
+
+    /// Whether the client stopped sending its body (answered 408).
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Acquire)
+    }
+
+    /// Whether the body waits on the client (which [`Watched`] times), not
+    /// on the upstream to take more.
+    pub fn awaiting_client(&self) -> bool {
+        self.awaiting_client.load(Ordering::Acquire)
     }
 
     /// When the last frame was read.
@@ -288,16 +341,34 @@ impl Default for Progress {
     }
 }
 
-/// A client's request body on its way upstream, reporting its [`Progress`].
+/// A client's request body on its way upstream, reporting its [`Progress`];
+/// it fails once the client, with its body unfinished, sends nothing for
+/// `silence` while the upstream waits for more. That holds after an early
+/// answer too, when no other timer watches the connection: an upstream that
+/// answers before reading the body (and goes on reading it, as Node does)
+/// would otherwise keep the client's connection and its own for as long as
+/// the client stays silent.
 pub struct Watched<B> {
     inner: Option<B>,
     progress: Option<Arc<Progress>>,
+    /// Only for a body that can still wait on the client (with `progress`);
+    /// boxed, as every request's future holds this body (see
+    /// `gateway::future_size`).
+    wait: Option<Box<WaitLimit>>,
 }
 
 impl<B> Watched<B> {
-    /// Wraps `inner` (none: an empty body), reporting to `progress`.
-    pub fn new(inner: Option<B>, progress: Option<Arc<Progress>>) -> Self {
-        Watched { inner, progress }
+    /// Wraps `inner` (none: an empty body), reporting to `progress`; with
+    /// `progress`, the client may leave the body silent for `silence`.
+    pub fn new(inner: Option<B>, progress: Option<Arc<Progress>>, silence: Duration) -> Self {
+        let wait = progress
+            .is_some()
+            .then(|| Box::new(WaitLimit::new(silence)));
+        Watched {
+            inner,
+            progress,
+            wait,
+        }
     }
 }
 
@@ -317,7 +388,19 @@ where
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(inner).poll_frame(cx) {
+        let polled = Pin::new(inner).poll_frame(cx);
+        if let (Some(p), Some(wait)) = (&this.progress, this.wait.as_mut()) {
+            p.awaiting_client
+                .store(polled.is_pending(), Ordering::Release);
+            if polled.is_ready() {
+                wait.moved();
+            } else if wait.expired(cx) {
+                p.stalled.store(true, Ordering::Release);
+                this.inner = None;
+                return Poll::Ready(Some(Err(Box::new(ClientStalled(wait.limit)))));
+            }
+        }
+        match polled {
             Poll::Ready(Some(Err(e))) => {
                 if let Some(p) = &this.progress {
                     p.failed.store(true, Ordering::Release);
@@ -359,6 +442,74 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt as _;
 
+    /// A body fed frame by frame from a channel.
+    struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl HttpBody for Fed {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|bytes| bytes.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn fed() -> (tokio::sync::mpsc::Sender<Bytes>, Fed) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        (tx, Fed(rx))
+    }
+
+    /// Sends `bytes` after `delay`, on its own task.
+    fn send_after(tx: &tokio::sync::mpsc::Sender<Bytes>, delay: Duration, bytes: &'static [u8]) {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Bytes::from_static(bytes)).await;
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_body_s_wait_is_timed_from_when_it_begins_not_from_its_last_frame() {
+        let (tx, inner) = fed();
+        let mut body = IdleTimeout::new(inner, Duration::from_secs(1));
+        tx.send(Bytes::from_static(b"one")).await.unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        // The client took two seconds to want more: not the upstream's silence.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        send_after(&tx, Duration::from_millis(500), b"two");
+        let two = body.frame().await.unwrap().unwrap();
+        assert_eq!(two.into_data().unwrap(), "two");
+        // A wait of its own over the limit fails.
+        let stalled = body.frame().await.unwrap().unwrap_err();
+        assert!(stalled.is::<Stalled>(), "{stalled}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_body_the_client_stops_sending_fails_after_the_limit_and_says_so() {
+        let (tx, inner) = fed();
+        let progress = Arc::new(Progress::new());
+        let mut body = Watched::new(Some(inner), Some(progress.clone()), Duration::from_secs(1));
+        tx.send(Bytes::from_static(b"one")).await.unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        // Time the upstream spent not asking for more does not count.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        send_after(&tx, Duration::from_millis(900), b"two");
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(!progress.stalled());
+        let started = tokio::time::Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.is::<ClientStalled>(), "{err}");
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert!(progress.stalled() && !progress.failed());
+        // The client's body is let go: nothing more comes from it.
+        assert!(body.frame().await.is_none());
+    }
+
     #[test]
     fn an_upstream_s_trailers_lose_cookies_and_hop_by_hop_fields_and_keep_the_rest() {
         let mut t = http::HeaderMap::new();
@@ -390,10 +541,14 @@ mod tests {
         ];
         let client_body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
         let progress = Arc::new(Progress::new());
-        let sent = Watched::new(Some(client_body), Some(progress.clone()))
-            .collect()
-            .await
-            .unwrap();
+        let sent = Watched::new(
+            Some(client_body),
+            Some(progress.clone()),
+            Duration::from_secs(60),
+        )
+        .collect()
+        .await
+        .unwrap();
         assert!(sent.trailers().is_none());
         assert_eq!(sent.to_bytes(), Bytes::from_static(b"abcd"));
         assert!(!progress.failed());

@@ -728,7 +728,7 @@ mod tests {
         let req = http::Request::builder()
             .uri("/")
             .header(http::header::HOST, "app.example")
-            .body(UpstreamBody::new(None, None))
+            .body(UpstreamBody::new(None, None, Duration::from_secs(60)))
             .unwrap();
         let (response, checkin) = pool.send(req, false, &[]).await.unwrap();
         let mut answer = response.into_body();
@@ -812,7 +812,7 @@ mod tests {
             .method(method)
             .uri("/")
             .header(http::header::HOST, "app.example")
-            .body(UpstreamBody::new(None, None))
+            .body(UpstreamBody::new(None, None, Duration::from_secs(60)))
             .unwrap()
     }
 

@@ -146,7 +146,7 @@ pub async fn forward(
         .as_ref()
         .filter(|b| !http_body::Body::is_end_stream(*b))
         .map(|_| Arc::new(Progress::new()));
-    let mut request = http::Request::new(Watched::new(body, progress.clone()));
+    let mut request = http::Request::new(Watched::new(body, progress.clone(), target.read_timeout));
     *request.method_mut() = ex.head.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = http::Version::HTTP_11;
@@ -370,6 +370,12 @@ fn upstream_failed(
     e: &pool::Error,
     upload: Option<&Progress>,
 ) -> &'static str {
+    if upload.is_some_and(|p| p.stalled()) {
+        // The client stopped sending its body while the upstream waited.
+        rescue::respond(ex, ctx, Rejection::Framing(FramingError::BodyTooSlow));
+        ctx.outcome = Some(Outcome::Error);
+        return "ClientBodyTimedout";
+    }
     if upload.is_some_and(|p| p.failed()) {
         // The client's own body framing broke, not the upstream (PRX-12).
         let refusal = Rejection::Framing(FramingError::BadFraming("invalid request body framing"));
@@ -459,6 +465,8 @@ fn client_response(
 
 /// Awaits the upstream's answer while something moves: the request body is
 /// still being sent, or less than `idle` has passed since it last moved.
+/// While the upstream waits for more of the body, the client's silence is
+/// [`Watched`]'s to time (408), not the upstream's (504).
 /// The answer's future is made here, in place: made by the caller it would
 /// be held twice in the request's future, which every request copies.
 async fn answer_within<F: std::future::Future>(
@@ -471,7 +479,8 @@ async fn answer_within<F: std::future::Future>(
         match tokio::time::timeout(idle, answer.as_mut()).await {
             Ok(out) => return Ok(out),
             Err(elapsed) => {
-                let moving = upload.is_some_and(|p| p.last_frame().elapsed() < idle);
+                let moving =
+                    upload.is_some_and(|p| p.awaiting_client() || p.last_frame().elapsed() < idle);
                 if !moving {
                     return Err(elapsed);
                 }

@@ -1518,6 +1518,70 @@ async fn prx24_a_slow_upload_is_not_taken_for_a_silent_upstream() {
     assert_eq!(seen[0].body.len(), 40);
 }
 
+/// PRX-19 for request bodies: a client that stops sending its body while
+/// the upstream waits for it loses the request after
+/// `upstream_read_timeout`, also when the upstream answered before reading
+/// the body (and goes on reading it, as Node does): both connections close,
+/// neither is held for as long as the client stays silent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_sending_its_body_loses_both_connections_even_after_an_early_answer() {
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+    let up = raw_upstream(move |_, s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly");
+        let mut buf = [0u8; 1024];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        let _ = closed_tx.send(());
+    });
+    let gw = Gateway::start_full(&format!(
+        "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{up}\"\npublic_paths = [\"/\"]\n",
+        config_with_server("upstream_read_timeout = \"1s\"")
+    ));
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\nten bytes.",
+    )
+    .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Read until the gateway closes (or resets) the connection, or 20 s pass.
+    let closed = loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                use std::io::ErrorKind::{TimedOut, WouldBlock};
+                break !matches!(e.kind(), TimedOut | WouldBlock);
+            }
+        }
+    };
+    let answer = String::from_utf8_lossy(&got);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("early"), "{answer}");
+    assert!(closed, "the client's connection is still open 20 s on");
+    assert!(
+        closed_rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+        "the upstream connection is still open"
+    );
+
+    // Before any answer, the client's silence is a 408, not the upstream's 504.
+    let quiet = raw_upstream(|_, s| {
+        let mut buf = [0u8; 1024];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let gw = Gateway::start_full(&format!(
+        "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{quiet}\"\npublic_paths = [\"/\"]\n",
+        config_with_server("upstream_read_timeout = \"1s\"")
+    ));
+    let (answer, closed) = raw_exchange(
+        gw.addr,
+        b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\nten bytes.",
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(closed);
+}
+
 /// PRX-17: the only protocol a connection is switched to is the WebSocket
 /// the client asked for. An upstream answering a WebSocket upgrade with a
 /// switch to anything else (h2c here) gets the client a 502, never a tunnel
