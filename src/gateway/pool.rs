@@ -607,7 +607,7 @@ impl Pool {
                     }
                 }
                 Taken::H2(tx) => {
-                    with_identity(&mut req, identity, &mut in_map);
+                    for_http2(&mut req, identity, &mut in_map);
                     match Box::pin(shared.send_h2(tx, slot, req, reused)).await {
                         Ok(response) => return Ok((response.map(Answer::Hyper), None)),
                         Err(e) => e,
@@ -637,6 +637,30 @@ fn with_identity(req: &mut http::Request<UpstreamBody>, identity: Identity<'_>, 
     let headers = req.headers_mut();
     for (name, value) in identity {
         headers.insert(name.clone(), value.clone());
+    }
+}
+
+/// Fields that carry credentials, which HPACK must not put in the dynamic
+/// table of an HTTP/2 connection every client's requests share: from the
+/// size of a later request's encoding, whoever could watch that link and
+/// add fields of their own could guess them (CRIME; RFC 7541 §7.1.3).
+static CREDENTIALS: [http::HeaderName; 5] = [
+    http::header::AUTHORIZATION,
+    http::header::COOKIE,
+    http::header::PROXY_AUTHORIZATION,
+    http::HeaderName::from_static("x-forwarded-access-token"),
+    http::HeaderName::from_static("x-portcullis-assertion"),
+];
+
+/// `req`'s fields as an HTTP/2 upstream gets them: with the `identity`
+/// fields (see [`with_identity`]), and the credential fields marked never
+/// indexed (h2 then sends them as literals outside the dynamic table).
+fn for_http2(req: &mut http::Request<UpstreamBody>, identity: Identity<'_>, in_map: &mut bool) {
+    with_identity(req, identity, in_map);
+    for (name, value) in req.headers_mut().iter_mut() {
+        if CREDENTIALS.contains(name) {
+            value.set_sensitive(true);
+        }
     }
 }
 
@@ -711,6 +735,51 @@ mod tests {
             let _ = closed.send(());
         });
         (addr, closed_rx)
+    }
+
+    #[test]
+    fn credentials_to_an_http2_upstream_are_never_indexed_and_other_fields_are() {
+        let mut req = http::Request::new(UpstreamBody::new(None, None, Duration::from_secs(60)));
+        for (k, v) in [
+            ("authorization", "Bearer t"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("x-forwarded-access-token", "at"),
+        ] {
+            req.headers_mut()
+                .append(k, http::HeaderValue::from_static(v));
+        }
+        // The identity fields, which come beside the map, are marked too.
+        let identity = [
+            (
+                http::HeaderName::from_static("x-portcullis-assertion"),
+                http::HeaderValue::from_static("jwt"),
+            ),
+            (
+                http::HeaderName::from_static("x-forwarded-user"),
+                http::HeaderValue::from_static("ada"),
+            ),
+        ];
+        req.headers_mut()
+            .append("accept", http::HeaderValue::from_static("*/*"));
+        for_http2(&mut req, &identity, &mut false);
+        let sensitive: Vec<(&str, bool)> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.is_sensitive()))
+            .collect();
+        assert_eq!(
+            sensitive,
+            [
+                ("authorization", true),
+                ("cookie", true),
+                ("cookie", true),
+                ("x-forwarded-access-token", true),
+                ("accept", false),
+                ("x-portcullis-assertion", true),
+                ("x-forwarded-user", false),
+            ]
+        );
     }
 
     #[tokio::test]
