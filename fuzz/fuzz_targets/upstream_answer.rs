@@ -2,8 +2,10 @@
 //! upstream answers, cut into reads of a size the input chooses: it must never
 //! panic nor hang; an answer it accepts with one `Content-Length` and no
 //! transfer coding has a body of exactly that length; a body is never longer
-//! than what the upstream sent; and a connection it would reuse read its
-//! answer to the end with nothing left over in its buffer.
+//! than what the upstream sent; a connection it would reuse read its answer
+//! to the end with nothing left over in its buffer; and an answer whose final
+//! head is all there (by httparse on the whole input) is never taken for one
+//! cut short, however the reads cut it (the head gate must not miss its end).
 #![no_main]
 
 use std::cell::RefCell;
@@ -11,7 +13,7 @@ use std::cell::RefCell;
 use http::{HeaderMap, Method};
 use http_body_util::BodyExt as _;
 use libfuzzer_sys::fuzz_target;
-use portcullis::gateway::upstream_h1::{Conn, Stream};
+use portcullis::gateway::upstream_h1::{Conn, ExchangeError, Stream};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 thread_local! {
@@ -46,6 +48,7 @@ async fn exchange(answer: Vec<u8>, read_size: usize, method: Method) {
     let (client, server) = tokio::io::duplex(read_size);
     let (mut from_client, mut to_client) = tokio::io::split(server);
     let sent = answer.len();
+    let answer_copy = answer.clone();
     let upstream = tokio::spawn(async move {
         let _ = to_client.write_all(&answer).await;
         let _ = to_client.shutdown().await;
@@ -54,10 +57,19 @@ async fn exchange(answer: Vec<u8>, read_size: usize, method: Method) {
         let mut sink = [0u8; 256];
         while matches!(from_client.read(&mut sink).await, Ok(n) if n > 0) {}
     });
+    let whole_head = final_head_complete(&answer_copy);
     let mut headers = HeaderMap::new();
     let result = Conn::new(Stream::Memory(client))
         .exchange(&method, "/", &mut headers, &[])
         .await;
+    if let Err(failed) = &result {
+        let cut = matches!(failed.error, ExchangeError::Cut | ExchangeError::Closed);
+        assert!(
+            !(whole_head && cut),
+            "a complete final head was taken for a cut answer: {:?}",
+            failed.error
+        );
+    }
     if let Ok(response) = result {
         let bodiless = method == Method::HEAD || matches!(response.status().as_u16(), 204 | 304);
         let declared = declared_length(response.headers());
@@ -99,4 +111,17 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
     let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
     let first = lengths.next()?;
     first.to_str().ok()?.parse().ok()
+}
+
+/// Whether `answer` begins with a final (not informational) answer head
+/// that is all there and within the gateway's limits (256 KiB, 100 fields).
+fn final_head_complete(answer: &[u8]) -> bool {
+    let mut fields = [httparse::EMPTY_HEADER; 100];
+    let mut response = httparse::Response::new(&mut fields);
+    match response.parse(answer) {
+        Ok(httparse::Status::Complete(len)) => {
+            len <= 256 * 1024 && response.code.is_some_and(|c| c >= 200)
+        }
+        _ => false,
+    }
 }

@@ -169,14 +169,17 @@ fn check_decoded(decoded: &[u8]) -> Result<(), PathError> {
     Ok(())
 }
 
-/// Whether `bytes` hold the lead of an overlong UTF-8 form (RFC 3629 §3):
-/// `C0`/`C1` (two bytes), `E0` then `80`–`9F` (three), `F0` then `80`–`8F`
-/// (four). Other bytes that are not UTF-8 (Latin-1 names, say) pass: they
-/// spell no ASCII character in any decoder.
+/// Whether `bytes` hold an overlong UTF-8 form (RFC 3629 §3): `C0`/`C1`
+/// (two bytes), `E0` then `80`–`9F` (three), `F0` then `80`–`8F` (four),
+/// or the five- and six-byte forms of old decoders (`F8`–`FD`), each
+/// followed by a continuation byte. Other bytes that are not UTF-8 pass
+/// (Latin-1 names: `%C0_propos`, `%FCber`): they spell no ASCII character
+/// in any decoder.
 fn has_overlong_utf8(bytes: &[u8]) -> bool {
     bytes.iter().enumerate().any(|(i, &b)| {
         let next = bytes.get(i + 1).copied().unwrap_or(0);
-        matches!(b, 0xC0 | 0xC1)
+        let continued = (0x80..0xC0).contains(&next);
+        (matches!(b, 0xC0 | 0xC1 | 0xF8..=0xFD) && continued)
             || (b == 0xE0 && (0x80..0xA0).contains(&next))
             || (b == 0xF0 && (0x80..0x90).contains(&next))
     })
@@ -398,6 +401,8 @@ mod tests {
             ("/a%C1%9Cb", PathError::Overlong),
             ("/a%e0%80%ae", PathError::Overlong),
             ("/a%F0%80%80%AE", PathError::Overlong),
+            ("/a%F8%80%80%80%AE", PathError::Overlong),
+            ("/a%FC%80%80%80%80%AF", PathError::Overlong),
             ("admin", PathError::NotAbsolute),
             ("*", PathError::NotAbsolute),
             ("", PathError::NotAbsolute),
@@ -413,6 +418,7 @@ mod tests {
             "/a%20b/c%c3%a9;p=1",
             // Not UTF-8, but no overlong form: Latin-1 `é`, and `%E0%A4%85`.
             "/caf%E9",
+            "/%C0_propos/%C1/%FCber",
             "/%E0%A4%85/%F0%9F%98%80",
             "/%2Fadmin%2F",
             "/x/;y",

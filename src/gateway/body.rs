@@ -477,7 +477,8 @@ mod tests {
     async fn an_upstream_body_s_wait_is_timed_from_when_it_begins_not_from_its_last_frame() {
         let (tx, inner) = fed();
         let mut body = IdleTimeout::new(inner, Duration::from_secs(1));
-        tx.send(Bytes::from_static(b"one")).await.unwrap();
+        // The first frame comes after a wait, so a timer exists when it does.
+        send_after(&tx, Duration::from_millis(500), b"one");
         assert!(body.frame().await.unwrap().is_ok());
         // The client took two seconds to want more: not the upstream's silence.
         tokio::time::sleep(Duration::from_secs(2)).await;

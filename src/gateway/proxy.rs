@@ -466,7 +466,9 @@ fn client_response(
 /// Awaits the upstream's answer while something moves: the request body is
 /// still being sent, or less than `idle` has passed since it last moved.
 /// While the upstream waits for more of the body, the client's silence is
-/// [`Watched`]'s to time (408), not the upstream's (504).
+/// [`Watched`]'s to time (408), not the upstream's (504); for one `idle`
+/// more at most, so that a body no one polls any longer (an HTTP/2
+/// upstream that gives no window) still ends in a 504.
 /// The answer's future is made here, in place: made by the caller it would
 /// be held twice in the request's future, which every request copies.
 async fn answer_within<F: std::future::Future>(
@@ -479,8 +481,10 @@ async fn answer_within<F: std::future::Future>(
         match tokio::time::timeout(idle, answer.as_mut()).await {
             Ok(out) => return Ok(out),
             Err(elapsed) => {
-                let moving =
-                    upload.is_some_and(|p| p.awaiting_client() || p.last_frame().elapsed() < idle);
+                let moving = upload.is_some_and(|p| {
+                    let since = p.last_frame().elapsed();
+                    since < idle || (p.awaiting_client() && since < idle.saturating_mul(2))
+                });
                 if !moving {
                     return Err(elapsed);
                 }
