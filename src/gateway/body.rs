@@ -5,7 +5,7 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -36,21 +36,36 @@ pub struct Upstream {
     body: IdleTimeout<Answer>,
     checkin: Option<super::pool::Checkin>,
     ended: bool,
+    /// The request body's progress, told while this answer flows (see
+    /// [`Watched`]).
+    upload: Option<Arc<Progress>>,
 }
 
 impl Upstream {
-    /// `body` of the connection `checkin` returns.
-    pub fn new(body: IdleTimeout<Answer>, checkin: Option<super::pool::Checkin>) -> Self {
+    /// `body` of the connection `checkin` returns, answering a request whose
+    /// body reports to `upload`.
+    pub fn new(
+        body: IdleTimeout<Answer>,
+        checkin: Option<super::pool::Checkin>,
+        upload: Option<Arc<Progress>>,
+    ) -> Self {
+        if let Some(p) = &upload {
+            p.answer.store(ANSWER_FLOWING, Ordering::Release);
+        }
         Upstream {
             body,
             checkin,
             ended: false,
+            upload,
         }
     }
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
+        if let Some(p) = &self.upload {
+            p.answer.store(ANSWER_OVER, Ordering::Release);
+        }
         // A body dropped before its end leaves the rest of it on the
         // connection: that connection is closed, not reused.
         if self.ended || self.body.is_end_stream() {
@@ -185,19 +200,26 @@ impl HttpBody for Body {
 /// once never pays for one.
 #[derive(Debug)]
 struct WaitLimit {
-    limit: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// In ms (at most about 49 days): every answer's body holds one, and a
+    /// `Duration` made `Body::Upstream` too large beside `Body::Full`.
+    limit_ms: u32,
     /// A wait is under way (its timer armed).
     waiting: bool,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl WaitLimit {
     fn new(limit: Duration) -> Self {
         WaitLimit {
-            limit,
-            timer: None,
+            limit_ms: u32::try_from(limit.as_millis()).unwrap_or(u32::MAX),
             waiting: false,
+            timer: None,
         }
+    }
+
+    /// The limit.
+    fn limit(&self) -> Duration {
+        Duration::from_millis(u64::from(self.limit_ms))
     }
 
     /// A frame (or the end) came: the wait, if any, is over.
@@ -209,7 +231,7 @@ impl WaitLimit {
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.waiting {
             self.waiting = true;
-            let at = tokio::time::Instant::now() + self.limit;
+            let at = tokio::time::Instant::now() + self.limit();
             match self.timer.as_mut() {
                 Some(timer) => timer.as_mut().reset(at),
                 None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
@@ -270,7 +292,7 @@ where
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending if this.wait.expired(cx) => {
-                Poll::Ready(Some(Err(Box::new(Stalled(this.wait.limit)))))
+                Poll::Ready(Some(Err(Box::new(Stalled(this.wait.limit())))))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -285,6 +307,13 @@ where
     }
 }
 
+/// No answer yet to the request whose body a [`Progress`] reports on.
+const ANSWER_NONE: u8 = 0;
+/// Its answer is being passed to the client.
+const ANSWER_FLOWING: u8 = 1;
+/// Its answer went to its end (or was dropped).
+const ANSWER_OVER: u8 = 2;
+
 /// What a forwarded request body did: whether it failed, so that a
 /// forwarding failure caused by the client's own broken framing is answered
 /// 400, not 502 (PRX-12); and when it last moved, so that a slow upload is
@@ -296,6 +325,8 @@ pub struct Progress {
     stalled: AtomicBool,
     /// The upstream asked for more of the body and the client has not sent it yet.
     awaiting_client: AtomicBool,
+    /// Whether the answer has not begun, flows, or is over (`ANSWER_*`).
+    answer: AtomicU8,
     /// ms after `since` of the last frame.
     last: AtomicU64,
     since: Instant,
@@ -308,6 +339,7 @@ impl Progress {
             failed: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             awaiting_client: AtomicBool::new(false),
+            answer: AtomicU8::new(ANSWER_NONE),
             last: AtomicU64::new(0),
             since: Instant::now(),
         }
@@ -395,9 +427,17 @@ where
             if polled.is_ready() {
                 wait.moved();
             } else if wait.expired(cx) {
-                p.stalled.store(true, Ordering::Release);
-                this.inner = None;
-                return Poll::Ready(Some(Err(Box::new(ClientStalled(wait.limit)))));
+                if p.answer.load(Ordering::Acquire) == ANSWER_FLOWING {
+                    // A stream both ways (a gRPC call): the client may be
+                    // silent while its answer flows. Timed again, so that
+                    // silence after the answer's end still ends it.
+                    wait.moved();
+                    let _ = wait.expired(cx);
+                } else {
+                    p.stalled.store(true, Ordering::Release);
+                    this.inner = None;
+                    return Poll::Ready(Some(Err(Box::new(ClientStalled(wait.limit())))));
+                }
             }
         }
         match polled {
@@ -509,6 +549,21 @@ mod tests {
         assert!(progress.stalled() && !progress.failed());
         // The client's body is let go: nothing more comes from it.
         assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_request_body_is_left_alone_while_its_answer_flows_and_ended_after() {
+        let (_tx, inner) = fed();
+        let progress = Arc::new(Progress::new());
+        let mut body = Watched::new(Some(inner), Some(progress.clone()), Duration::from_secs(1));
+        progress.answer.store(ANSWER_FLOWING, Ordering::Release);
+        let flowing = tokio::time::timeout(Duration::from_secs(10), body.frame()).await;
+        assert!(flowing.is_err(), "the body failed while its answer flowed");
+        progress.answer.store(ANSWER_OVER, Ordering::Release);
+        let started = tokio::time::Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.is::<ClientStalled>(), "{err}");
+        assert!(started.elapsed() <= Duration::from_secs(1));
     }
 
     #[test]

@@ -193,7 +193,7 @@ pub async fn forward(
         ex,
         ctx,
         target,
-        (response, checkin),
+        (response, checkin, progress),
         tunnel,
     ));
     Ok(())
@@ -417,7 +417,7 @@ fn client_response(
     ex: &Exchange,
     ctx: &mut Ctx,
     target: &Target,
-    (mut response, checkin): (http::Response<body::Answer>, Option<Checkin>),
+    (mut response, checkin, upload): (http::Response<body::Answer>, Option<Checkin>, Upload),
     tunnel: Tunnel,
 ) -> http::Response<body::Body> {
     let status = response.status();
@@ -458,10 +458,14 @@ fn client_response(
         None => body::Body::Upstream(body::Upstream::new(
             IdleTimeout::new(incoming, target.read_timeout),
             checkin,
+            upload,
         )),
     };
     http::Response::from_parts(parts, body)
 }
+
+/// The request body's [`Progress`], when it could still wait on the client.
+type Upload = Option<Arc<Progress>>;
 
 /// Awaits the upstream's answer while something moves: the request body is
 /// still being sent, or less than `idle` has passed since it last moved.

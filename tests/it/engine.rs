@@ -1592,6 +1592,43 @@ async fn a_client_that_stops_sending_its_body_loses_both_connections_even_after_
     );
 }
 
+/// A request body left open and silent while its answer streams (a gRPC
+/// bidirectional call, a duplex fetch) is not cut by the body's timer: the
+/// answer arrives whole, however long it takes beyond `upstream_read_timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_request_body_does_not_cut_an_answer_that_keeps_streaming() {
+    let up = raw_upstream(|_, s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = s.write_all(b"1\r\nx\r\n");
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+    });
+    let gw = Gateway::start_full(&format!(
+        "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{up}\"\npublic_paths = [\"/\"]\n",
+        config_with_server("upstream_read_timeout = \"1s\"")
+    ));
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(
+        b"POST /stream HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\nten bytes.",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"0\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("{other:?} after {}", String::from_utf8_lossy(&got)),
+        }
+    }
+    let answer = String::from_utf8_lossy(&got);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(answer.matches("\r\nx\r\n").count(), 10, "{answer}");
+}
+
 /// PRX-17: the only protocol a connection is switched to is the WebSocket
 /// the client asked for. An upstream answering a WebSocket upgrade with a
 /// switch to anything else (h2c here) gets the client a 502, never a tunnel
