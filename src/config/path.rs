@@ -416,7 +416,8 @@ mod tests {
         for raw in [
             "//admin;x//%61%2fb%3b/",
             "/a%20b/c%c3%a9;p=1",
-            // Not UTF-8, but no overlong form: Latin-1 `é`, and `%E0%A4%85`.
+            // No overlong form: Latin-1 (`é`, `À_`, `Á`, `ü`), and valid UTF-8
+            // that begins with `E0` or `F0`.
             "/caf%E9",
             "/%C0_propos/%C1/%FCber",
             "/%E0%A4%85/%F0%9F%98%80",
