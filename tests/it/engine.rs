@@ -92,6 +92,44 @@ fn open_gateway(server_extra: &str, up: &Upstream) -> Gateway {
     ))
 }
 
+/// [`open_gateway`] in front of an upstream at `up` (a raw one, say).
+fn open_gateway_at(up: SocketAddr, server_extra: &str) -> Gateway {
+    Gateway::start_full(&format!(
+        "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{up}\"\npublic_paths = [\"/\"]\n",
+        config_with_server(server_extra)
+    ))
+}
+
+/// Starts a POST to `path` announcing 100 000 bytes of body and sending ten:
+/// the client then stays silent. Reads time out after 20 s.
+fn silent_upload(gw: &Gateway, path: &str) -> TcpStream {
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n");
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(b"ten bytes.").unwrap();
+    conn
+}
+
+/// What arrives on `conn` until the gateway closes (or resets) it, and
+/// whether it did so before a read timed out.
+fn read_until_closed(conn: &mut TcpStream) -> (String, bool) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let closed = loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                use std::io::ErrorKind::{TimedOut, WouldBlock};
+                break !matches!(e.kind(), TimedOut | WouldBlock);
+            }
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
 /// A gateway serving TLS with the `localhost` leaf; app `h2` on host
 /// `localhost`, public under `/public/`, in front of `upstream` (a URL).
 fn tls_gateway(upstream: &str) -> Gateway {
@@ -1448,10 +1486,7 @@ async fn next_client_after_one_that_stops_reading(
     request: &'static [u8],
 ) -> (String, Duration, usize) {
     let up = big_answer_upstream();
-    let gw = Gateway::start_full(&format!(
-        "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{up}\"\npublic_paths = [\"/\"]\n",
-        config_with_server("max_connections = 1\nsend_timeout = \"1s\"")
-    ));
+    let gw = open_gateway_at(up, "max_connections = 1\nsend_timeout = \"1s\"");
     let addr = gw.addr;
     tokio::task::spawn_blocking(move || {
         let mut reader = TcpStream::connect(addr).unwrap();
@@ -1532,31 +1567,8 @@ async fn a_client_that_stops_sending_its_body_loses_both_connections_even_after_
         while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
         let _ = closed_tx.send(());
     });
-    let gw = Gateway::start_full(&format!(
-        "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{up}\"\npublic_paths = [\"/\"]\n",
-        config_with_server("upstream_read_timeout = \"1s\"")
-    ));
-    let mut conn = TcpStream::connect(gw.addr).unwrap();
-    conn.write_all(
-        b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\nten bytes.",
-    )
-    .unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    // Read until the gateway closes (or resets) the connection, or 20 s pass.
-    let closed = loop {
-        match conn.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) => {
-                use std::io::ErrorKind::{TimedOut, WouldBlock};
-                break !matches!(e.kind(), TimedOut | WouldBlock);
-            }
-        }
-    };
-    let answer = String::from_utf8_lossy(&got);
+    let gw = open_gateway_at(up, "upstream_read_timeout = \"1s\"");
+    let (answer, closed) = read_until_closed(&mut silent_upload(&gw, "/upload"));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("early"), "{answer}");
     assert!(closed, "the client's connection is still open 20 s on");
@@ -1570,26 +1582,10 @@ async fn a_client_that_stops_sending_its_body_loses_both_connections_even_after_
         let mut buf = [0u8; 1024];
         while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
     });
-    let gw = Gateway::start_full(&format!(
-        "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{quiet}\"\npublic_paths = [\"/\"]\n",
-        config_with_server("upstream_read_timeout = \"1s\"")
-    ));
-    let mut conn = TcpStream::connect(gw.addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    conn.write_all(
-        b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\nten bytes.",
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let read = conn.read_to_string(&mut answer);
+    let gw = open_gateway_at(quiet, "upstream_read_timeout = \"1s\"");
+    let (answer, closed) = read_until_closed(&mut silent_upload(&gw, "/upload"));
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    // Closed, not left open: a read that timed out would say so.
-    use std::io::ErrorKind::{TimedOut, WouldBlock};
-    assert!(
-        !matches!(&read, Err(e) if matches!(e.kind(), TimedOut | WouldBlock)),
-        "not closed: {read:?}"
-    );
+    assert!(closed, "not closed 20 s on: {answer}");
 }
 
 /// A request body left open and silent while its answer streams (a gRPC
@@ -1605,17 +1601,8 @@ async fn a_silent_request_body_does_not_cut_an_answer_that_keeps_streaming() {
         }
         let _ = s.write_all(b"0\r\n\r\n");
     });
-    let gw = Gateway::start_full(&format!(
-        "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{up}\"\npublic_paths = [\"/\"]\n",
-        config_with_server("upstream_read_timeout = \"1s\"")
-    ));
-    let mut conn = TcpStream::connect(gw.addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    conn.write_all(
-        b"POST /stream HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\nten bytes.",
-    )
-    .unwrap();
+    let gw = open_gateway_at(up, "upstream_read_timeout = \"1s\"");
+    let mut conn = silent_upload(&gw, "/stream");
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
     while !got.ends_with(b"0\r\n\r\n") {
@@ -1651,10 +1638,7 @@ async fn prx17_an_upstream_switching_to_another_protocol_than_websocket_gets_a_5
         );
         std::thread::sleep(Duration::from_secs(2));
     });
-    let gw = Gateway::start_full(&format!(
-        "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{up}\"\npublic_paths = [\"/\"]\n",
-        config_with_server("")
-    ));
+    let gw = open_gateway_at(up, "");
     let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
     let answer = |path: &str| {
@@ -1793,10 +1777,7 @@ async fn an_http1_0_upstream_s_answer_reaches_the_client_as_http1_1() {
     let up = raw_upstream(|_, s| {
         let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
     });
-    let gw = Gateway::start_full(&format!(
-        "{}\n[[app]]\nname = \"open\"\nupstream = \"http://{up}\"\npublic_paths = [\"/\"]\n",
-        config_with_server("")
-    ));
+    let gw = open_gateway_at(up, "");
     let (answer, _) = raw_exchange(
         gw.addr,
         b"GET /old HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
