@@ -40,6 +40,7 @@ async fn main() {
         .nth(1)
         .map_or_else(|| PathBuf::from("fuzz/corpus"), PathBuf::from);
     request_heads(&out.join("request_head"));
+    request_streams(&out.join("request_stream"));
     jws_and_jwks(&out.join("jws"), &out.join("jwks")).await;
     cookies(&out.join("cookie_open"));
     configs(&out.join("config_load"));
@@ -53,7 +54,28 @@ async fn main() {
 /// Heads as browsers, curl and smuggling probes send them; the first byte is
 /// how the target cuts the stream into reads.
 fn request_heads(dir: &Path) {
-    let heads: [(&str, &str); 12] = [
+    for (i, (name, head)) in REQUEST_STREAMS.iter().enumerate() {
+        let mut bytes = vec![u8::try_from(i * 5).unwrap()];
+        bytes.extend_from_slice(head.as_bytes());
+        write(dir, name, bytes);
+    }
+}
+
+/// The same streams for the tap-against-hyper target: the first byte is the
+/// read size (low 7 bits) and, in every other seed, the high bit has the
+/// service answer without reading the body.
+fn request_streams(dir: &Path) {
+    for (i, (name, head)) in REQUEST_STREAMS.iter().enumerate() {
+        let control = u8::try_from(i * 3 + 1).unwrap() | if i % 2 == 1 { 0x80 } else { 0 };
+        let mut bytes = vec![control];
+        bytes.extend_from_slice(head.as_bytes());
+        write(dir, name, bytes);
+    }
+}
+
+/// Client byte streams: heads as browsers and curl send them, pipelined
+/// requests with bodies, and smuggling probes.
+const REQUEST_STREAMS: [(&str, &str); 16] = [
         ("browser_get", "GET /wiki/Main_Page?action=view HTTP/1.1\r\nHost: wiki.example\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Language: en-GB,en;q=0.5\r\nCookie: __Host-portcullis=AQIabc; theme=dark\r\nConnection: keep-alive\r\n\r\n"),
         ("curl_bearer", "GET /api/v4/projects/group%2Fproject HTTP/1.1\r\nHost: gitlab.example\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\nAuthorization: Bearer eyJhbGciOiJSUzI1NiJ9.e30.c2ln\r\n\r\n"),
         ("post_form", "POST /_auth/sign_out HTTP/1.1\r\nHost: sso.example\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 11\r\nOrigin: https://sso.example\r\n\r\nrd=%2Fhome%2F"),
@@ -66,13 +88,11 @@ fn request_heads(dir: &Path) {
         ("dot_segments", "GET /public/..%2Fadmin;x/%2e%2e/%5c/%00 HTTP/1.1\r\nHost: a\r\n\r\n"),
         ("folded_bare_cr", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\nX-B: d\re\r\n\r\n"),
         ("forward_auth", "GET /_auth/check HTTP/1.1\r\nHost: gw.example\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: app.example\r\nX-Forwarded-Uri: /private/../x\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"),
-    ];
-    for (i, (name, head)) in heads.iter().enumerate() {
-        let mut bytes = vec![u8::try_from(i * 5).unwrap()];
-        bytes.extend_from_slice(head.as_bytes());
-        write(dir, name, bytes);
-    }
-}
+        ("expect_continue", "PUT /f HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\nabcdGET /n HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("chunked_odd", "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n000A ; a=\"b\"\r\n0123456789\r\n0\r\n\r\nHEAD /n HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("connect", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\nGET /n HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("absolute_form", "GET http://a/x?y HTTP/1.1\r\nHost: a\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\nGET /z#f HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
+];
 
 /// Answers as upstreams send them (nginx, Node, a chunked app with trailers,
 /// informational answers first) and as broken ones do; the first byte is the

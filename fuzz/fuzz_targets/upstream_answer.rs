@@ -93,7 +93,11 @@ async fn exchange(answer: Vec<u8>, read_size: usize, method: Method) {
         if bodiless {
             assert!(data.is_empty(), "a body for a bodiless answer");
         } else if let (true, Some(n)) = (whole, declared) {
-            assert_eq!(data.len() as u64, n, "a body of another length than declared");
+            assert_eq!(
+                data.len() as u64,
+                n,
+                "a body of another length than declared"
+            );
         }
         if body.take_reusable().is_some() {
             assert!(whole, "a connection reused after a failed body");

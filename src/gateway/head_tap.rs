@@ -79,6 +79,8 @@ impl RawHead {
 struct Shared {
     queue: Mutex<VecDeque<RawHead>>,
     stop: AtomicBool,
+    /// A head has begun and is not complete yet.
+    partial: AtomicBool,
 }
 
 /// The service's end of a tap: pops the raw head of each request, in order.
@@ -92,6 +94,13 @@ impl HeadQueue {
     /// has none (it stopped, or it disagrees with hyper: refuse the request).
     pub fn pop(&self) -> Option<RawHead> {
         self.lock().pop_front()
+    }
+
+    /// Whether the bytes read so far end inside a head that has begun: the
+    /// connection's head timeout then runs, even if those bytes came while
+    /// an answer was still being sent.
+    pub fn head_begun(&self) -> bool {
+        self.shared.partial.load(Ordering::Acquire)
     }
 
     /// Tells the tap the connection was upgraded (101, or 2xx to CONNECT): the
@@ -240,6 +249,7 @@ impl HeadTap {
     fn passthrough(&mut self) {
         self.state = State::Passthrough;
         self.buf = BytesMut::new();
+        self.shared.partial.store(false, Ordering::Release);
     }
 
     /// Skips empty lines before a request line, as httparse does.
@@ -265,6 +275,7 @@ impl HeadTap {
                     self.buf.reserve(HEAD_CAPACITY);
                 }
                 self.state = State::Head(HeadScan::default());
+                self.shared.partial.store(true, Ordering::Release);
             }
         }
         skipped
@@ -354,6 +365,7 @@ impl HeadTap {
     }
 
     fn push(&self, head: RawHead) {
+        self.shared.partial.store(false, Ordering::Release);
         self.shared
             .queue
             .lock()
@@ -612,6 +624,28 @@ mod tests {
 
     const GET: &[u8] =
         b"GET /a?b=c HTTP/1.1\r\nHost: wiki.example\r\nUser-Agent: t\r\nCookie: s=1\r\n\r\n";
+
+    #[test]
+    fn a_head_is_begun_from_its_first_byte_until_it_is_complete_and_never_in_a_body() {
+        let (mut tap, queue) = HeadTap::new();
+        assert!(!queue.head_begun());
+        tap.feed(b"\r\n");
+        assert!(!queue.head_begun(), "empty lines before a head are no head");
+        tap.feed(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5");
+        assert!(queue.head_begun());
+        tap.feed(b"\r\n\r\nGET /");
+        assert!(
+            !queue.head_begun(),
+            "those five bytes are the body: {:?}",
+            tap.state
+        );
+        tap.feed(b"GET /next HTTP/1.1\r\n");
+        assert!(queue.head_begun());
+        tap.feed(b"Host: a\r\n\r\n");
+        assert!(!queue.head_begun());
+        tap.feed(b"\x16\x03\x01");
+        assert!(tap.is_passthrough() && !queue.head_begun());
+    }
 
     #[test]
     fn a_head_split_across_reads_at_every_offset_is_captured_whole() {

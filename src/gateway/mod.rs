@@ -432,6 +432,23 @@ fn foreign_websocket(state: &State, req: &http::request::Parts) -> bool {
 /// without a tap (HTTP/2), `Some(None)` when the tap has no head for it.
 type RawHeadSeen<'a> = Option<&'a head_tap::RawHead>;
 
+/// The framing verdict on the raw head a connection's tap copied for a
+/// request. The tap stops only where hyper serves no more requests (garbage,
+/// a framing it refuses or that is answered 400 and closed, an upgrade), and
+/// the fuzz target `request_stream` holds it to hyper's framing; a request it
+/// has no head for means the two disagree on where requests begin, and the
+/// head hyper parsed may not be the one the client sent: 400 and close.
+fn check_tapped(raw: RawHeadSeen<'_>) -> Result<(), FramingError> {
+    match raw {
+        Some(head) => head.check(),
+        None => {
+            // A bug of the tap's (or a hyper that frames otherwise), never the client's.
+            tracing::warn!("the head tap has no head for a request hyper parsed; refused");
+            Err(FramingError::BadFraming("no raw head for this request"))
+        }
+    }
+}
+
 /// Framing checks for HTTP/1: on the raw head as the client sent it (the
 /// connection's tap copies it off the wire, so CL+TE and duplicate
 /// Content-Length, which hyper silently repairs, are still refused), else on
@@ -441,14 +458,7 @@ fn check_head(session: &Exchange, raw: Option<RawHeadSeen<'_>>) -> Result<(), Fr
     let http10 = req.version <= http::Version::HTTP_10;
     if req.version <= http::Version::HTTP_11 {
         return match raw {
-            Some(Some(head)) => head.check(),
-            Some(None) => {
-                // The tap stops only where hyper closes the connection anyway
-                // (garbage, a refused framing) or after an upgrade; should it
-                // ever lose track, the parsed head is still checked.
-                tracing::debug!("no raw head for this request; checking the parsed head");
-                framing::check_parsed_head(req, http10)
-            }
+            Some(raw) => check_tapped(raw),
             None => framing::check_parsed_head(req, http10),
         };
     }
@@ -482,13 +492,14 @@ fn check_head(session: &Exchange, raw: Option<RawHeadSeen<'_>>) -> Result<(), Fr
     }
 }
 
-/// Serves one request: the only entry point of the data path.
+/// Serves one request: the only entry point of the data path. The caller
+/// counts it in flight on `conn` (over HTTP/1 until its answer's body is
+/// handed over, over HTTP/2 until it answers).
 pub async fn serve(
     state: Arc<State>,
     conn: Arc<server::Conn>,
     request: http::Request<Incoming>,
 ) -> Result<http::Response<Body>, Infallible> {
-    let _busy = conn.enter();
     let mut ctx = Ctx::with_buffers(conn.lend_buffers());
     // Trust follows the config of this request, not the one the connection
     // opened under: a reload that removes a proxy reaches its open connections.
@@ -761,6 +772,24 @@ mod tests {
             h.append(*k, http::HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn a_request_the_head_tap_has_no_head_for_is_refused_and_a_tapped_head_is_checked() {
+        let (mut tap, queue) = head_tap::HeadTap::new();
+        tap.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        tap.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n");
+        let clean = queue.pop();
+        let doubled = queue.pop();
+        assert_eq!(check_tapped(clean.as_ref()), Ok(()));
+        assert_eq!(
+            check_tapped(doubled.as_ref()).map_err(FramingError::status),
+            Err(400)
+        );
+        assert_eq!(
+            check_tapped(None),
+            Err(FramingError::BadFraming("no raw head for this request"))
+        );
     }
 
     #[test]

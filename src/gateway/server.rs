@@ -186,16 +186,13 @@ impl Drop for IpSlot {
     }
 }
 
-/// Marks a connection busy while a request is being served.
+/// Marks an HTTP/2 connection busy while one of its requests is being
+/// served (its answer's body is then counted by [`Sending`]).
 pub struct Busy<'a>(&'a Conn);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        let now = self.0.now();
-        self.0.last.store(now, Ordering::SeqCst);
-        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.deadline_now(now.saturating_add(self.0.idle_ms));
-        }
+        self.0.leave();
     }
 }
 
@@ -277,10 +274,40 @@ impl Conn {
 
     /// Counts a request as in flight until the guard drops.
     pub fn enter(&self) -> Busy<'_> {
+        self.arrive();
+        Busy(self)
+    }
+
+    /// A request is in flight: no head is being read for it any more.
+    fn arrive(&self) {
         self.busy.fetch_add(1, Ordering::AcqRel);
         self.served.store(true, Ordering::Release);
         self.head_started.store(NO_HEAD, Ordering::Release);
-        Busy(self)
+    }
+
+    /// A request is over: with none left in flight, the idle timeout runs,
+    /// or the head timeout if part of a head came while it was (a pipelined
+    /// head the client stopped sending half-way).
+    fn leave(&self) {
+        let now = self.now();
+        self.last.store(now, Ordering::SeqCst);
+        if self.busy.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        let head_begun = self
+            .heads
+            .as_ref()
+            .is_some_and(head_tap::HeadQueue::head_begun);
+        if head_begun
+            && self
+                .head_started
+                .compare_exchange(NO_HEAD, now, Ordering::SeqCst, Ordering::Acquire)
+                .is_ok()
+        {
+            self.deadline_now(now.saturating_add(self.head_ms));
+        } else {
+            self.deadline_now(now.saturating_add(self.idle_ms));
+        }
     }
 
     /// Bytes arrived: if no request is in flight, they begin the next head.
@@ -365,13 +392,18 @@ impl Conn {
         }
     }
 
-    /// The next deadline (ms after `born`) and what happens then; over
-    /// HTTP/1, `None` while a request is in flight.
+    /// The next deadline (ms after `born`) and what happens then; while a
+    /// request is in flight, only a stalled answer's.
     fn deadline(&self) -> Option<(u64, Expiry)> {
         let busy = self.busy.load(Ordering::SeqCst) > 0;
         let h2_cut = if self.h2 { self.h2_cut(busy) } else { None };
+        let stalled = self.write_stalled.load(Ordering::SeqCst);
+        let h1_cut = (stalled != NOT_STALLED).then(|| stalled.saturating_add(self.send_ms));
         if busy {
-            return h2_cut.map(|at| (at, Expiry::Stalled));
+            // Over HTTP/1 a request is in flight until its answer's body has
+            // been handed over whole (`Answering`): a client that stops
+            // taking it is cut while it is.
+            return h1_cut.or(h2_cut).map(|at| (at, Expiry::Stalled));
         }
         let started = self.head_started.load(Ordering::SeqCst);
         let due = if started != NO_HEAD {
@@ -383,8 +415,6 @@ impl Conn {
             let last = self.last.load(Ordering::SeqCst);
             (last.saturating_add(self.idle_ms), Expiry::Idle)
         };
-        let stalled = self.write_stalled.load(Ordering::SeqCst);
-        let h1_cut = (stalled != NOT_STALLED).then(|| stalled.saturating_add(self.send_ms));
         let Some(cut) = h1_cut.or(h2_cut) else {
             return Some(due);
         };
@@ -496,6 +526,92 @@ struct Sends {
     since: u64,
     /// When a body last stopped waiting or ended (ms after `born`).
     moved: u64,
+}
+
+/// An answer's body on an HTTP/1 connection, which holds its request in
+/// flight until hyper drops it (its last frame handed over, or the
+/// connection gone). Until then the bytes the client sends are that
+/// request's body (an upload the upstream answers as it reads it) or a
+/// pipelined request waiting its turn, not a head that began: they do not
+/// start `request_header_timeout`, which would cut the answer; and the idle
+/// timeout counts from the answer's end. A client that stops taking the
+/// answer is cut after `send_timeout` all the same (`Conn::deadline`).
+struct Answering {
+    body: super::body::Body,
+    /// `None` only for an answer no request was counted for (see `InFlight`).
+    conn: Option<Arc<Conn>>,
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if let Some(conn) = &self.conn {
+            conn.leave();
+        }
+    }
+}
+
+/// An HTTP/1 request's future: `gateway::serve`'s, boxed where it was made
+/// (hyper moves a request's future more than once, and `serve`'s is about
+/// 4 KiB: wrapping it in an `async` block copied it twice more, about 8 500
+/// instructions a request), and the request counted in flight from when it
+/// is made until its answer's body drops ([`Answering`]), or until this
+/// future does, if it drops unfinished (the client left).
+struct InFlight<F> {
+    served: Pin<Box<F>>,
+    conn: Option<Arc<Conn>>,
+}
+
+impl<F> InFlight<F> {
+    fn new(served: F, conn: &Arc<Conn>) -> Self {
+        conn.arrive();
+        InFlight {
+            served: Box::pin(served),
+            conn: Some(Arc::clone(conn)),
+        }
+    }
+}
+
+impl<F> Future for InFlight<F>
+where
+    F: Future<Output = Result<http::Response<super::body::Body>, std::convert::Infallible>>,
+{
+    type Output = Result<http::Response<Answering>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let response = std::task::ready!(this.served.as_mut().poll(cx))?;
+        // The count passes to the answer's body.
+        let conn = this.conn.take();
+        Poll::Ready(Ok(response.map(|body| Answering { body, conn })))
+    }
+}
+
+impl<F> Drop for InFlight<F> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.leave();
+        }
+    }
+}
+
+impl hyper::body::Body for Answering {
+    type Data = bytes::Bytes;
+    type Error = super::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.body)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::Body::size_hint(&self.body)
+    }
 }
 
 /// An answer's body on an HTTP/2 connection. hyper (1.12) holds each data
@@ -630,6 +746,13 @@ impl Limits {
 }
 
 impl Builders {
+    /// The HTTP/1 settings every client connection is served with (the fuzz
+    /// target `request_stream` serves hyper with them, to hold the head tap
+    /// to what this hyper does).
+    pub fn http1(&self) -> &http1::Builder {
+        &self.h1
+    }
+
     /// The settings every connection shares (the limits of HTTP/2).
     pub fn new() -> Self {
         let mut h1 = http1::Builder::new();
@@ -776,7 +899,9 @@ async fn connection(
                 let conn = conn.clone();
                 let served = super::serve(live.load_full(), conn.clone(), req);
                 Box::pin(async move {
+                    let busy = conn.enter();
                     let response = served.await?;
+                    drop(busy);
                     Ok::<_, std::convert::Infallible>(response.map(|body| Sending::new(body, conn)))
                 })
             })
@@ -813,9 +938,9 @@ async fn serve_h1<I>(
     ));
     let service = {
         let conn = conn.clone();
-        // Boxed: hyper moves the request's future into place more than
-        // once; a box is moved as one pointer (see `gateway::future_size`).
-        service_fn(move |req| Box::pin(super::serve(live.load_full(), conn.clone(), req)))
+        service_fn(move |req| {
+            InFlight::new(super::serve(live.load_full(), conn.clone(), req), &conn)
+        })
     };
     let io = Watched {
         io,

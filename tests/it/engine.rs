@@ -1616,6 +1616,160 @@ async fn a_silent_request_body_does_not_cut_an_answer_that_keeps_streaming() {
     assert_eq!(answer.matches("\r\nx\r\n").count(), 10, "{answer}");
 }
 
+/// An upload that goes on after its answer began (an upstream that streams
+/// back what it reads, as an echo or a transcoder does) is a body, not the
+/// next request's head: its bytes do not start `request_header_timeout`, and
+/// the answer arrives whole however long the upload takes beyond it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_that_goes_on_after_its_answer_began_is_not_cut_by_the_head_timeout() {
+    let up = raw_upstream(|head, s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut seen = head.len() - end;
+        let mut buf = [0u8; 64];
+        while seen < 50 {
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    seen += n;
+                    let _ = s.write_all(format!("{n:x}\r\n").as_bytes());
+                    let _ = s.write_all(&buf[..n]);
+                    let _ = s.write_all(b"\r\n");
+                }
+                _ => return,
+            }
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+    });
+    let gw = open_gateway_at(up, "request_header_timeout = \"1s\"");
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    for piece in 0..10 {
+        // Five bytes every 400 ms: the upload lasts 4 s, four head timeouts.
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(
+            conn.write_all(format!("part{piece}").as_bytes()).is_ok(),
+            "the upload was cut after {piece} pieces: {}",
+            String::from_utf8_lossy(&got)
+        );
+        while !String::from_utf8_lossy(&got).contains(&format!("part{piece}")) {
+            match conn.read(&mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                other => panic!(
+                    "{other:?} after {piece} pieces: {}",
+                    String::from_utf8_lossy(&got)
+                ),
+            }
+        }
+    }
+    while !got.ends_with(b"0\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("{other:?} after {}", String::from_utf8_lossy(&got)),
+        }
+    }
+    let answer = String::from_utf8_lossy(&got);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("part9"), "{answer}");
+}
+
+/// A request pipelined while a long answer streams waits its turn: its head
+/// does not start `request_header_timeout` before that answer is over, so
+/// neither answer is cut.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_pipelined_during_a_long_answer_waits_its_turn_and_both_are_answered() {
+    let up = raw_upstream(|head, s| {
+        if !head.starts_with(b"GET /slow ") {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext");
+            return;
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = s.write_all(b"1\r\nx\r\n");
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+    });
+    let gw = open_gateway_at(up, "request_header_timeout = \"1s\"");
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Sent once the answer is streaming, not while its request is served.
+    while !String::from_utf8_lossy(&got).contains("\r\nx\r\n") {
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("{other:?} after {}", String::from_utf8_lossy(&got)),
+        }
+    }
+    conn.write_all(b"GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    while !got.ends_with(b"next") {
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("{other:?} after {}", String::from_utf8_lossy(&got)),
+        }
+    }
+    let answers = String::from_utf8_lossy(&got);
+    assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
+    assert_eq!(answers.matches("\r\nx\r\n").count(), 10, "{answers}");
+}
+
+/// PRX-19: half a head pipelined while a long answer streams, then silence:
+/// the answer arrives whole, and the connection is closed about
+/// `request_header_timeout` after it, not left open for `idle_timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx19_half_a_head_pipelined_during_an_answer_is_closed_at_the_head_timeout_after_it() {
+    let up = raw_upstream(|_, s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for _ in 0..8 {
+            std::thread::sleep(Duration::from_millis(250));
+            let _ = s.write_all(b"1\r\nx\r\n");
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+    });
+    let gw = open_gateway_at(
+        up,
+        "request_header_timeout = \"1s\"\nidle_timeout = \"60s\"",
+    );
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("\r\nx\r\n") {
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("{other:?} after {}", String::from_utf8_lossy(&got)),
+        }
+    }
+    conn.write_all(b"GET /next HTTP/1.1\r\nHost: loc").unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (rest, closed) = read_until_closed(&mut conn);
+    let answer = String::from_utf8_lossy(&got).into_owned() + &rest;
+    assert!(
+        answer.ends_with("0\r\n\r\n"),
+        "the answer was cut: {answer}"
+    );
+    assert_eq!(answer.matches("\r\nx\r\n").count(), 8, "{answer}");
+    assert!(
+        closed,
+        "still open {:?} after the half head",
+        started.elapsed()
+    );
+}
+
 /// PRX-17: the only protocol a connection is switched to is the WebSocket
 /// the client asked for. An upstream answering a WebSocket upgrade with a
 /// switch to anything else (h2c here) gets the client a 502, never a tunnel
