@@ -186,16 +186,6 @@ impl Drop for IpSlot {
     }
 }
 
-/// Marks an HTTP/2 connection busy while one of its requests is being
-/// served (its answer's body is then counted by [`Sending`]).
-pub struct Busy<'a>(&'a Conn);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.leave();
-    }
-}
-
 /// What the watchdog does when a deadline passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expiry {
@@ -270,12 +260,6 @@ impl Conn {
     /// Keeps a request's buffers for the connection's next request.
     pub fn take_back(&self, buffers: Buffers) {
         *self.lent.lock().unwrap_or_else(|e| e.into_inner()) = buffers;
-    }
-
-    /// Counts a request as in flight until the guard drops.
-    pub fn enter(&self) -> Busy<'_> {
-        self.arrive();
-        Busy(self)
     }
 
     /// A request is in flight: no head is being read for it any more.
@@ -538,55 +522,91 @@ struct Sends {
 /// answer is cut after `send_timeout` all the same (`Conn::deadline`).
 struct Answering {
     body: super::body::Body,
-    /// `None` only for an answer no request was counted for (see `InFlight`).
-    conn: Option<Arc<Conn>>,
+    conn: Arc<Conn>,
 }
 
 impl Drop for Answering {
     fn drop(&mut self) {
-        if let Some(conn) = &self.conn {
-            conn.leave();
-        }
+        self.conn.leave();
     }
 }
 
-/// An HTTP/1 request's future: `gateway::serve`'s, boxed where it was made
-/// (hyper moves a request's future more than once, and `serve`'s is about
-/// 4 KiB: wrapping it in an `async` block copied it twice more, about 8 500
-/// instructions a request), and the request counted in flight from when it
-/// is made until its answer's body drops ([`Answering`]), or until this
-/// future does, if it drops unfinished (the client left).
-struct InFlight<F> {
-    served: Pin<Box<F>>,
-    conn: Option<Arc<Conn>>,
+/// What a served request's answer body becomes on its kind of connection.
+trait Answer {
+    /// The body hyper is handed.
+    type Body;
+    /// `body`, the answer of a request of `conn` counted in flight until now.
+    fn answer(body: super::body::Body, conn: Arc<Conn>) -> Self::Body;
 }
 
-impl<F> InFlight<F> {
+/// HTTP/1: the answer's body keeps the request in flight ([`Answering`]).
+struct Http1;
+
+impl Answer for Http1 {
+    type Body = Answering;
+
+    fn answer(body: super::body::Body, conn: Arc<Conn>) -> Answering {
+        Answering { body, conn }
+    }
+}
+
+/// HTTP/2: the request is over once answered (no head timeout to keep off,
+/// and the connection's other streams go on); its body counts in the
+/// connection's send book ([`Sending`]).
+struct Http2;
+
+impl Answer for Http2 {
+    type Body = Sending;
+
+    fn answer(body: super::body::Body, conn: Arc<Conn>) -> Sending {
+        conn.leave();
+        Sending::new(body, conn)
+    }
+}
+
+/// A request's future: `gateway::serve`'s, boxed where it was made (hyper
+/// moves a request's future more than once, and `serve`'s is about 4 KiB:
+/// wrapping it in an `async` block copied it twice more, about 8 500
+/// instructions a request), with the request counted in flight on its
+/// connection from when it is made until it answers ([`Answer`]), or until
+/// this future drops unfinished (the client left, or reset the stream).
+struct InFlight<F, P> {
+    served: Pin<Box<F>>,
+    conn: Option<Arc<Conn>>,
+    answer: std::marker::PhantomData<fn() -> P>,
+}
+
+impl<F, P> InFlight<F, P> {
     fn new(served: F, conn: &Arc<Conn>) -> Self {
         conn.arrive();
         InFlight {
             served: Box::pin(served),
             conn: Some(Arc::clone(conn)),
+            answer: std::marker::PhantomData,
         }
     }
 }
 
-impl<F> Future for InFlight<F>
+impl<F, P> Future for InFlight<F, P>
 where
     F: Future<Output = Result<http::Response<super::body::Body>, std::convert::Infallible>>,
+    P: Answer,
 {
-    type Output = Result<http::Response<Answering>, std::convert::Infallible>;
+    type Output = Result<http::Response<P::Body>, std::convert::Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let response = std::task::ready!(this.served.as_mut().poll(cx))?;
-        // The count passes to the answer's body.
-        let conn = this.conn.take();
-        Poll::Ready(Ok(response.map(|body| Answering { body, conn })))
+        // `served` panics if polled after it answered, so the count is
+        // always here; it passes to the answer.
+        let Some(conn) = this.conn.take() else {
+            return Poll::Pending;
+        };
+        Poll::Ready(Ok(response.map(|body| P::answer(body, conn))))
     }
 }
 
-impl<F> Drop for InFlight<F> {
+impl<F, P> Drop for InFlight<F, P> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             conn.leave();
@@ -896,14 +916,7 @@ async fn connection(
         let service = {
             let (live, conn) = (live.clone(), conn.clone());
             service_fn(move |req| {
-                let conn = conn.clone();
-                let served = super::serve(live.load_full(), conn.clone(), req);
-                Box::pin(async move {
-                    let busy = conn.enter();
-                    let response = served.await?;
-                    drop(busy);
-                    Ok::<_, std::convert::Infallible>(response.map(|body| Sending::new(body, conn)))
-                })
+                InFlight::<_, Http2>::new(super::serve(live.load_full(), conn.clone(), req), &conn)
             })
         };
         let c = builders.h2.serve_connection(TokioIo::new(stream), service);
@@ -939,7 +952,7 @@ async fn serve_h1<I>(
     let service = {
         let conn = conn.clone();
         service_fn(move |req| {
-            InFlight::new(super::serve(live.load_full(), conn.clone(), req), &conn)
+            InFlight::<_, Http1>::new(super::serve(live.load_full(), conn.clone(), req), &conn)
         })
     };
     let io = Watched {
