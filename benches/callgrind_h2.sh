@@ -32,22 +32,38 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 for tool in valgrind curl openssl python3; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found"
 done
-curl -V | grep -qw HTTP2 || die "this curl has no HTTP/2"
+curl -V 2>/dev/null | grep -w HTTP2 >/dev/null || die "this curl has no HTTP/2"
 
 WORK="$(mktemp -d /tmp/portcullis-callgrind-h2.XXXXXX)"
 NGINX_PID=""
+# The portcullis under valgrind writes its pid here: a run that fails inside
+# `$(...)` exits only its subshell, and cleanup must still stop it.
+PC_PID_FILE="$WORK/portcullis.pid"
 cleanup() {
-    [[ -n "$NGINX_PID" ]] && kill "$NGINX_PID" 2>/dev/null
-    [[ "${KEEP_TMP:-0}" == 1 ]] && echo "callgrind_h2: kept $WORK" >&2 || rm -rf "$WORK"
+    local status=$? pid
+    if [[ -s "$PC_PID_FILE" ]]; then
+        pid="$(cat "$PC_PID_FILE")"
+        kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    fi
+    if [[ -n "$NGINX_PID" ]]; then
+        kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
+    fi
+    if [[ "${KEEP_TMP:-0}" == 1 || $status -ne 0 ]]; then
+        echo "callgrind_h2: kept $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-PORT_U="$(free_port)"
-PORT_T="$(free_port)"
-PORT_A="$(free_port)"
+# Three free ports at once (sockets held together, so they differ).
+read -r PORT_U PORT_T PORT_A < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 -subj /CN=localhost \
@@ -99,16 +115,18 @@ run() {
     (cd "$WORK" && exec env -u PORTCULLIS_CONFIG valgrind --tool=callgrind "--callgrind-out-file=$out" \
         "$BIN" serve --config "$WORK/portcullis.toml" --log-format json) >"$out.log" 2>&1 &
     pid=$!
+    echo "$pid" >"$PC_PID_FILE"
     for ((i = 0; i < 300; i++)); do
         curl -skf --http2 -o /dev/null "https://localhost:$PORT_T/" 2>/dev/null && break
         kill -0 "$pid" 2>/dev/null || die "portcullis exited: $(tail -n 5 "$out.log")"
         sleep 0.2
     done
-    ((i < 300)) || die "portcullis did not answer within 60 s"
+    ((i < 300)) || die "no 200 through portcullis within 60 s (see $out.log and $WORK/upstream/error.log)"
     for ((i = 0; i < count; i++)); do echo "url = \"https://localhost:$PORT_T/\""; done >"$WORK/urls.txt"
     curl -skf --http2 -K "$WORK/urls.txt" >/dev/null || die "a request failed"
     kill -TERM "$pid"
     wait "$pid" || true
+    : >"$PC_PID_FILE"
     awk '$1 == "totals:" { print $2 }' "$out"
 }
 

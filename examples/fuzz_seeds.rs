@@ -61,15 +61,19 @@ fn request_heads(dir: &Path) {
     }
 }
 
-/// The same streams for the tap-against-hyper target: the first byte is the
-/// read size (low 7 bits) and, in every other seed, the high bit has the
-/// service answer without reading the body.
+/// The same streams for the tap-against-hyper target, each twice: read in
+/// pieces of up to 63 bytes (the first byte's low six bits) and a byte at a
+/// time (0x40, where the target checks each head byte for byte); in every
+/// other stream the service answers without reading bodies (0x80).
 fn request_streams(dir: &Path) {
     for (i, (name, head)) in REQUEST_STREAMS.iter().enumerate() {
-        let control = u8::try_from(i * 3 + 1).unwrap() | if i % 2 == 1 { 0x80 } else { 0 };
-        let mut bytes = vec![control];
-        bytes.extend_from_slice(head.as_bytes());
-        write(dir, name, bytes);
+        let unread = if i % 2 == 1 { 0x80 } else { 0 };
+        let pieces = u8::try_from(i * 3 + 1).unwrap() & 0x3f;
+        for (suffix, control) in [("", pieces | unread), ("_bytewise", 0x40 | unread)] {
+            let mut bytes = vec![control];
+            bytes.extend_from_slice(head.as_bytes());
+            write(dir, &format!("{name}{suffix}"), bytes);
+        }
     }
 }
 

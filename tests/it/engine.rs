@@ -1677,6 +1677,62 @@ async fn an_upload_that_goes_on_after_its_answer_began_is_not_cut_by_the_head_ti
     assert!(answer.contains("part9"), "{answer}");
 }
 
+/// An upload that goes on after its answer has ended (an upstream that
+/// answers at once and reads the body after) is a body, not a head: its
+/// bytes start no `request_header_timeout`, and the connection serves the
+/// next request once the body is in.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_that_goes_on_after_its_answer_ended_is_not_cut_by_the_head_timeout() {
+    let up = raw_upstream(|head, s| {
+        if head.starts_with(b"GET /next ") {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext");
+            return;
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut seen = head.len() - end;
+        let mut buf = [0u8; 64];
+        while seen < 50 {
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => seen += n,
+                _ => return,
+            }
+        }
+    });
+    let gw = open_gateway_at(up, "request_header_timeout = \"1s\"");
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(b"POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"ok") {
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("{other:?} after {}", String::from_utf8_lossy(&got)),
+        }
+    }
+    for piece in 0..10 {
+        // Five bytes every 400 ms after the answer: 4 s, four head timeouts.
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(
+            conn.write_all(format!("part{piece}").as_bytes()).is_ok(),
+            "the upload was cut after {piece} pieces"
+        );
+    }
+    conn.write_all(b"GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    while !got.ends_with(b"next") {
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("{other:?} after {}", String::from_utf8_lossy(&got)),
+        }
+    }
+    let answers = String::from_utf8_lossy(&got);
+    assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
+}
+
 /// A request pipelined while a long answer streams waits its turn: its head
 /// does not start `request_header_timeout` before that answer is over, so
 /// neither answer is cut.
