@@ -574,14 +574,14 @@ impl Answer for Http2 {
     }
 }
 
-/// A request's future: `gateway::serve`'s, boxed where it was made (hyper
-/// moves a request's future more than once, and `serve`'s is about 4 KiB:
-/// wrapping it in an `async` block copied it on its way into the box and
-/// again when awaited: about 8 500 instructions an HTTP/1 request, 1 250 to
-/// 1 650 an HTTP/2 one, README "Performance"), with the request counted in
-/// flight on its
-/// connection from when it is made until it answers ([`Answer`]), or until
-/// this future drops unfinished (the client left, or reset the stream).
+/// A request's future: `gateway::serve`'s, boxed where it was made, with the
+/// request counted in flight on its connection from when it is made until
+/// it answers ([`Answer`]), or until this future drops unfinished (the
+/// client left, or reset the stream). hyper moves a request's future more
+/// than once, and `serve`'s is about 4 KiB: wrapping it in an `async` block
+/// to map its answer copied it on its way into the box and again when
+/// awaited (about 8 500 instructions an HTTP/1 request, 1 250 to 1 650 an
+/// HTTP/2 one; README, "Performance").
 struct InFlight<F, P> {
     served: Pin<Box<F>>,
     conn: Option<Arc<Conn>>,
