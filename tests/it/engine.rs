@@ -130,6 +130,18 @@ fn read_until_closed(conn: &mut TcpStream) -> (String, bool) {
     (String::from_utf8_lossy(&got).into_owned(), closed)
 }
 
+/// Reads from `conn` into `got` until `done` holds for what arrived;
+/// panics with what came if the connection ends or a read fails first.
+fn read_until(conn: &mut TcpStream, got: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) {
+    let mut buf = [0u8; 1024];
+    while !done(got) {
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("{other:?} after {}", String::from_utf8_lossy(got)),
+        }
+    }
+}
+
 /// A gateway serving TLS with the `localhost` leaf; app `h2` on host
 /// `localhost`, public under `/public/`, in front of `upstream` (a URL).
 fn tls_gateway(upstream: &str) -> Gateway {
@@ -1647,31 +1659,20 @@ async fn an_upload_that_goes_on_after_its_answer_began_is_not_cut_by_the_head_ti
     conn.write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50\r\n\r\n")
         .unwrap();
     let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
     for piece in 0..10 {
         // Five bytes every 400 ms: the upload lasts 4 s, four head timeouts.
         std::thread::sleep(Duration::from_millis(400));
+        let part = format!("part{piece}");
         assert!(
-            conn.write_all(format!("part{piece}").as_bytes()).is_ok(),
+            conn.write_all(part.as_bytes()).is_ok(),
             "the upload was cut after {piece} pieces: {}",
             String::from_utf8_lossy(&got)
         );
-        while !String::from_utf8_lossy(&got).contains(&format!("part{piece}")) {
-            match conn.read(&mut buf) {
-                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-                other => panic!(
-                    "{other:?} after {piece} pieces: {}",
-                    String::from_utf8_lossy(&got)
-                ),
-            }
-        }
+        read_until(&mut conn, &mut got, |g| {
+            String::from_utf8_lossy(g).contains(&part)
+        });
     }
-    while !got.ends_with(b"0\r\n\r\n") {
-        match conn.read(&mut buf) {
-            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-            other => panic!("{other:?} after {}", String::from_utf8_lossy(&got)),
-        }
-    }
+    read_until(&mut conn, &mut got, |g| g.ends_with(b"0\r\n\r\n"));
     let answer = String::from_utf8_lossy(&got);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("part9"), "{answer}");
@@ -1706,13 +1707,7 @@ async fn an_upload_that_goes_on_after_its_answer_ended_is_not_cut_by_the_head_ti
     conn.write_all(b"POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50\r\n\r\n")
         .unwrap();
     let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !got.ends_with(b"ok") {
-        match conn.read(&mut buf) {
-            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-            other => panic!("{other:?} after {}", String::from_utf8_lossy(&got)),
-        }
-    }
+    read_until(&mut conn, &mut got, |g| g.ends_with(b"ok"));
     for piece in 0..10 {
         // Five bytes every 400 ms after the answer: 4 s, four head timeouts.
         std::thread::sleep(Duration::from_millis(400));
@@ -1723,12 +1718,7 @@ async fn an_upload_that_goes_on_after_its_answer_ended_is_not_cut_by_the_head_ti
     }
     conn.write_all(b"GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
-    while !got.ends_with(b"next") {
-        match conn.read(&mut buf) {
-            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-            other => panic!("{other:?} after {}", String::from_utf8_lossy(&got)),
-        }
-    }
+    read_until(&mut conn, &mut got, |g| g.ends_with(b"next"));
     let answers = String::from_utf8_lossy(&got);
     assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
 }
@@ -1757,22 +1747,13 @@ async fn a_request_pipelined_during_a_long_answer_waits_its_turn_and_both_are_an
     conn.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
     // Sent once the answer is streaming, not while its request is served.
-    while !String::from_utf8_lossy(&got).contains("\r\nx\r\n") {
-        match conn.read(&mut buf) {
-            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-            other => panic!("{other:?} after {}", String::from_utf8_lossy(&got)),
-        }
-    }
+    read_until(&mut conn, &mut got, |g| {
+        String::from_utf8_lossy(g).contains("\r\nx\r\n")
+    });
     conn.write_all(b"GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
-    while !got.ends_with(b"next") {
-        match conn.read(&mut buf) {
-            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-            other => panic!("{other:?} after {}", String::from_utf8_lossy(&got)),
-        }
-    }
+    read_until(&mut conn, &mut got, |g| g.ends_with(b"next"));
     let answers = String::from_utf8_lossy(&got);
     assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
     assert_eq!(answers.matches("\r\nx\r\n").count(), 10, "{answers}");
@@ -1801,13 +1782,9 @@ async fn prx19_half_a_head_pipelined_during_an_answer_is_closed_at_the_head_time
     conn.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !String::from_utf8_lossy(&got).contains("\r\nx\r\n") {
-        match conn.read(&mut buf) {
-            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-            other => panic!("{other:?} after {}", String::from_utf8_lossy(&got)),
-        }
-    }
+    read_until(&mut conn, &mut got, |g| {
+        String::from_utf8_lossy(g).contains("\r\nx\r\n")
+    });
     conn.write_all(b"GET /next HTTP/1.1\r\nHost: loc").unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
