@@ -130,6 +130,17 @@ fn read_until_closed(conn: &mut TcpStream) -> (String, bool) {
     (String::from_utf8_lossy(&got).into_owned(), closed)
 }
 
+/// Answers `200` chunked with `chunks` one-byte chunks (`x`), one every
+/// `every`, then the last chunk: a long answer that keeps streaming.
+fn stream_chunks(s: &mut TcpStream, chunks: usize, every: Duration) {
+    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for _ in 0..chunks {
+        std::thread::sleep(every);
+        let _ = s.write_all(b"1\r\nx\r\n");
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+}
+
 /// Reads from `conn` into `got` until `done` holds for what arrived;
 /// panics with what came if the connection ends or a read fails first.
 fn read_until(conn: &mut TcpStream, got: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) {
@@ -1606,12 +1617,7 @@ async fn a_client_that_stops_sending_its_body_loses_both_connections_even_after_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_request_body_does_not_cut_an_answer_that_keeps_streaming() {
     let up = raw_upstream(|_, s| {
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-        for _ in 0..10 {
-            std::thread::sleep(Duration::from_millis(300));
-            let _ = s.write_all(b"1\r\nx\r\n");
-        }
-        let _ = s.write_all(b"0\r\n\r\n");
+        stream_chunks(s, 10, Duration::from_millis(300));
     });
     let gw = open_gateway_at(up, "upstream_read_timeout = \"1s\"");
     let mut conn = silent_upload(&gw, "/stream");
@@ -1733,12 +1739,7 @@ async fn a_request_pipelined_during_a_long_answer_waits_its_turn_and_both_are_an
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext");
             return;
         }
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-        for _ in 0..10 {
-            std::thread::sleep(Duration::from_millis(300));
-            let _ = s.write_all(b"1\r\nx\r\n");
-        }
-        let _ = s.write_all(b"0\r\n\r\n");
+        stream_chunks(s, 10, Duration::from_millis(300));
     });
     let gw = open_gateway_at(up, "request_header_timeout = \"1s\"");
     let mut conn = TcpStream::connect(gw.addr).unwrap();
@@ -1765,12 +1766,7 @@ async fn a_request_pipelined_during_a_long_answer_waits_its_turn_and_both_are_an
 #[tokio::test(flavor = "multi_thread")]
 async fn prx19_half_a_head_pipelined_during_an_answer_is_closed_at_the_head_timeout_after_it() {
     let up = raw_upstream(|_, s| {
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-        for _ in 0..8 {
-            std::thread::sleep(Duration::from_millis(250));
-            let _ = s.write_all(b"1\r\nx\r\n");
-        }
-        let _ = s.write_all(b"0\r\n\r\n");
+        stream_chunks(s, 8, Duration::from_millis(250));
     });
     let gw = open_gateway_at(
         up,
