@@ -513,3 +513,138 @@ fn join_cookies(headers: &mut http::HeaderMap) {
         headers.insert(header::COOKIE, v);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body::Body as _;
+    use http_body_util::BodyExt as _;
+    use std::time::Instant;
+
+    /// A client's request body that never sends anything.
+    struct Silent;
+
+    impl http_body::Body for Silent {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    /// A client's request body fed frame by frame from a channel.
+    struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl http_body::Body for Fed {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|bytes| bytes.map(|b| Ok(http_body::Frame::data(b))))
+        }
+    }
+
+    /// An answer that never comes.
+    fn never() -> std::future::Pending<()> {
+        std::future::pending()
+    }
+
+    /// How long `answer_within` took to give up on `never`, with `idle`.
+    async fn gave_up_after(idle: Duration, upload: Option<&Progress>, since: Instant) -> Duration {
+        let waited =
+            tokio::time::timeout(Duration::from_secs(10), answer_within(never, idle, upload)).await;
+        assert!(
+            matches!(waited, Ok(Err(_))),
+            "still waiting for the upstream after 10 s"
+        );
+        since.elapsed()
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_does_not_answer_a_request_without_a_body_times_out_after_its_read_timeout(
+    ) {
+        let t = Instant::now();
+        let took = gave_up_after(Duration::from_millis(300), None, t).await;
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(600),
+            "{took:?}"
+        );
+    }
+
+    /// The client's silence while the upstream waits for its body is the
+    /// body's own timer's to answer (408); but once nothing polls the body
+    /// any more (an HTTP/2 upstream that grants no window), that timer never
+    /// runs, and the upstream's read timeout ends the wait after twice its
+    /// length at most.
+    #[tokio::test]
+    async fn an_upstream_that_stops_taking_a_waiting_body_times_out_within_twice_its_read_timeout()
+    {
+        let progress = Arc::new(Progress::new());
+        let t = Instant::now();
+        let mut body = Watched::new(
+            Some(Silent),
+            Some(Arc::clone(&progress)),
+            Duration::from_secs(60),
+        );
+        // Polled once by the upstream: it now waits on the client, and no one polls it again.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(std::pin::Pin::new(&mut body)
+            .poll_frame(&mut cx)
+            .is_pending());
+        assert!(progress.awaiting_client());
+        let took = gave_up_after(Duration::from_millis(300), Some(&progress), t).await;
+        assert!(
+            took >= Duration::from_millis(590) && took < Duration::from_millis(1200),
+            "{took:?}"
+        );
+    }
+
+    /// An upload that keeps moving defers the upstream's read timeout for as
+    /// long as it moves: an upstream that takes a piece of the body every
+    /// 100 ms (the client has sent it all) and answers after four of its
+    /// read timeouts is waited for.
+    #[tokio::test]
+    async fn an_upstream_answer_that_comes_while_the_upstream_keeps_taking_the_upload_is_taken() {
+        let progress = Arc::new(Progress::new());
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        for _ in 0..16 {
+            tx.try_send(Bytes::from_static(b"x")).unwrap();
+        }
+        drop(tx);
+        let mut body = Watched::new(
+            Some(Fed(rx)),
+            Some(Arc::clone(&progress)),
+            Duration::from_secs(60),
+        );
+        // The upstream takes one piece every 100 ms.
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if !matches!(body.frame().await, Some(Ok(_))) {
+                    return;
+                }
+            }
+        });
+        let idle = Duration::from_millis(300);
+        let answer = || async {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            "answered"
+        };
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            answer_within(answer, idle, Some(&progress)),
+        )
+        .await;
+        assert!(matches!(got, Ok(Ok("answered"))), "{got:?}");
+    }
+}
