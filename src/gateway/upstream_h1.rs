@@ -588,7 +588,7 @@ enum Chunk {
     /// After a chunk's data, before its CRLF.
     DataEnd,
     /// After the last chunk, before the trailer section's end.
-    Trailers,
+    Trailers(TrailerGate),
 }
 
 /// The framing of an answer to a request (a HEAD if `head_request`) with
@@ -749,7 +749,7 @@ fn chunk_step(
                     }
                     conn.buf.advance(used);
                     *state = if size == 0 {
-                        Chunk::Trailers
+                        Chunk::Trailers(TrailerGate::default())
                     } else {
                         Chunk::Data(size)
                     };
@@ -784,16 +784,24 @@ fn chunk_step(
             }
             None => fill_or_cut(conn, cx),
         },
-        Chunk::Trailers => trailers_step(conn, cx),
+        Chunk::Trailers(gate) => trailers_step(conn, gate, cx),
     }
 }
 
 /// The trailer section after the last chunk: a trailers frame (empty when
-/// the section was) once it was all read.
+/// the section was) once it was all read. Parsed at once, then again only
+/// once it can be complete ([`TrailerGate`]), as answer heads are.
 fn trailers_step(
     conn: &mut Conn,
+    gate: &mut TrailerGate,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Option<Frame<Bytes>>, ExchangeError>> {
+    if !gate.ready(&conn.buf) {
+        if conn.buf.len() > MAX_TRAILERS {
+            return Poll::Ready(Err(ExchangeError::Chunk("a trailer section too long")));
+        }
+        return fill_or_cut(conn, cx);
+    }
     let mut slots = [httparse::EMPTY_HEADER; 32];
     match httparse::parse_headers(&conn.buf, &mut slots) {
         Ok(httparse::Status::Complete((used, _))) if used > MAX_TRAILERS => {
@@ -827,8 +835,46 @@ fn trailers_step(
         Ok(httparse::Status::Partial) if conn.buf.len() > MAX_TRAILERS => {
             Poll::Ready(Err(ExchangeError::Chunk("a trailer section too long")))
         }
-        Ok(httparse::Status::Partial) => fill_or_cut(conn, cx),
+        Ok(httparse::Status::Partial) => {
+            gate.partial(conn.buf.len());
+            fill_or_cut(conn, cx)
+        }
         Err(_) => Poll::Ready(Err(ExchangeError::Chunk("an invalid trailer section"))),
+    }
+}
+
+/// When a trailer section is parsed: at once, then, if it was not all
+/// there, again only once it can be complete (it starts with its empty
+/// line, or an empty line follows a line feed). Parsing it from the start
+/// at every read would cost an upstream that drips it the square of its
+/// size; each byte is looked at here about once.
+#[derive(Debug, Default)]
+struct TrailerGate {
+    /// How much of the buffer was looked at; 0 before the first parse.
+    seen: usize,
+}
+
+impl TrailerGate {
+    /// Whether the section in `buf` is worth parsing now.
+    fn ready(&mut self, buf: &[u8]) -> bool {
+        if buf.is_empty() {
+            return false;
+        }
+        if self.seen == 0 {
+            return true;
+        }
+        // The empty line may have begun in the two bytes before the new ones.
+        let from = self.seen.saturating_sub(2);
+        let ready = buf.starts_with(b"\r\n")
+            || buf.starts_with(b"\n")
+            || empty_line_in(buf.get(from..).unwrap_or_default());
+        self.seen = buf.len();
+        ready
+    }
+
+    /// A parse of a buffer of `len` bytes found the section not all there.
+    fn partial(&mut self, len: usize) {
+        self.seen = len.max(1);
     }
 }
 
@@ -883,7 +929,7 @@ impl http_body::Body for AnswerBody {
                     }
                 }
                 Framing::Chunked(state, extensions) => {
-                    let trailers = matches!(state, Chunk::Trailers);
+                    let trailers = matches!(state, Chunk::Trailers(_));
                     let step = chunk_step(conn, state, extensions, cx);
                     if trailers {
                         if let Poll::Ready(Ok(Some(_))) = &step {
@@ -1079,6 +1125,56 @@ mod tests {
         // A head ending in bare line feeds is found too.
         assert_eq!(drip(b"HTTP/1.1 204 No Content\nX: 1\n\n"), (Some(204), 2));
         assert_eq!(drip(b"HTTP/1.1 200 OK\r\nX: 1\r\n"), (None, 1));
+    }
+
+    /// Feeds a trailer section one byte at a time to the gate and the
+    /// parser, as `trailers_step` does; returns how many fields it held
+    /// once complete and how many parses it took.
+    fn drip_trailers(bytes: &[u8]) -> (Option<usize>, usize) {
+        let (mut buf, mut gate, mut parses) = (Vec::new(), TrailerGate::default(), 0);
+        for byte in bytes {
+            buf.push(*byte);
+            if gate.ready(&buf) {
+                parses += 1;
+                let mut slots = [httparse::EMPTY_HEADER; 32];
+                match httparse::parse_headers(&buf, &mut slots).unwrap() {
+                    httparse::Status::Complete((_, fields)) => return (Some(fields.len()), parses),
+                    httparse::Status::Partial => gate.partial(buf.len()),
+                }
+            }
+        }
+        (None, parses)
+    }
+
+    #[test]
+    fn a_trailer_section_dripped_a_byte_at_a_time_is_parsed_twice_at_most() {
+        let mut section = b"X-Pad: ".to_vec();
+        section.extend(std::iter::repeat_n(b'a', 15_000));
+        section.extend_from_slice(b"\r\nX-Sum: 11\r\n\r\n");
+        assert_eq!(drip_trailers(&section), (Some(2), 2));
+        assert_eq!(drip_trailers(b"\r\n"), (Some(0), 2));
+        assert_eq!(drip_trailers(b"\n"), (Some(0), 1));
+        assert_eq!(drip_trailers(b"X: 1\n\n"), (Some(1), 2));
+        assert_eq!(drip_trailers(b"X: 1\r\nY: 2\r\n"), (None, 1));
+    }
+
+    #[tokio::test]
+    async fn trailers_dripped_a_byte_at_a_time_reach_the_client_whole() {
+        const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 11\r\nX-Two: 2\r\n\r\n";
+        let head_end = 47;
+        let mut pieces: Vec<&'static [u8]> = vec![&ANSWER[..head_end]];
+        pieces.extend(ANSWER[head_end..].chunks(1));
+        let (addr, _up) = upstream(vec![pieces]).await;
+        let response = get(conn(addr).await, Method::GET).await.unwrap();
+        let collected =
+            tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+                .await
+                .expect("the trailer section was never found complete")
+                .unwrap();
+        let trailers = collected.trailers().cloned().expect("trailers");
+        assert_eq!(trailers["x-sum"], "11");
+        assert_eq!(trailers["x-two"], "2");
+        assert_eq!(&collected.to_bytes()[..], b"ok");
     }
 
     #[tokio::test]
