@@ -364,12 +364,14 @@ impl Conn {
     /// while answers wait for the client to take what they gave, `send_timeout`
     /// after the later of when they began to wait and when an answer last
     /// moved on (a polled body, or one dropped after its last frame). The
-    /// connection as a whole, not each stream: hyper cannot reset one stream
-    /// from outside, and cutting the connection for one stream the client
-    /// paused would end its other streams too (nginx resets just that
-    /// stream). So a client that grants no flow-control window, and answers
-    /// pings and sends requests, is cut; one that keeps any answer moving is
-    /// not, however slowly. Whether or not requests are in flight. And, once
+    /// connection as a whole: cutting it for one stream the client paused
+    /// would end its other streams too. Each paused stream's body is let go
+    /// on its own instead (`Conn::let_go`; hyper cannot reset one stream
+    /// from outside, so the stream ends when hyper polls it again, as nginx
+    /// resets such a stream). So a client that grants no flow-control
+    /// window, and answers pings and sends requests, is cut; one that keeps
+    /// any answer moving is not, however slowly. Whether or not requests are
+    /// in flight. And, once
     /// the connection is asked to close with nothing in flight and every
     /// answer handed over, `send_timeout` after that (what is left is data of
     /// last frames the client has not let through).
@@ -384,6 +386,45 @@ impl Conn {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Lets go of the HTTP/2 answer bodies that have waited on the client
+    /// for `send_timeout` at `now` (their upstream connections close; each
+    /// stream is reset when hyper polls it again); the earliest time
+    /// another one will have (ms after `born`). Entries of bodies that are
+    /// gone are dropped.
+    fn let_go(&self, now: u64) -> Option<u64> {
+        let mut released = Vec::new();
+        let mut next: Option<u64> = None;
+        {
+            let mut sends = self.sends();
+            sends.parked.retain(|entry| {
+                let Some(slot) = entry.upgrade() else {
+                    return false;
+                };
+                let mut parked = lock_parked(&slot);
+                if parked.body.is_some() {
+                    let due = parked.since.saturating_add(self.send_ms);
+                    if due <= now {
+                        released.extend(parked.body.take());
+                    } else {
+                        next = Some(next.map_or(due, |n| n.min(due)));
+                    }
+                }
+                true
+            });
+        }
+        if !released.is_empty() {
+            tracing::debug!(
+                client = %self.client,
+                streams = released.len(),
+                "HTTP/2 answers the client took none of for send_timeout were let go"
+            );
+        }
+        // The bodies drop here, outside the locks (dropping one closes its
+        // upstream connection).
+        drop(released);
+        next
     }
 
     /// The next deadline (ms after `born`) and what happens then; while a
@@ -520,6 +561,29 @@ struct Sends {
     since: u64,
     /// When a body last stopped waiting or ended (ms after `born`).
     moved: u64,
+    /// The bodies that have waited on the client at least once, where the
+    /// watchdog finds those that wait now (`Conn::let_go`); a body's entry
+    /// dies with it.
+    parked: Vec<std::sync::Weak<std::sync::Mutex<Parked>>>,
+}
+
+/// An HTTP/2 answer's body while it waits for the client to take the frame
+/// it gave (hyper does not poll it until the client's window allows), kept
+/// where the watchdog can reach it: once it has waited `send_timeout`, the
+/// watchdog lets it go, and with it the upstream connection it reads from.
+/// The stream itself ends when hyper polls it again (a reset: the client
+/// has not had the whole answer) or with the connection.
+#[derive(Default)]
+struct Parked {
+    body: Option<super::body::Body>,
+    /// Since when it waits (ms after `born`).
+    since: u64,
+}
+
+/// The lock of a parked body, taken as it is if a panic poisoned it (no
+/// change under it can panic half-way).
+fn lock_parked(slot: &std::sync::Mutex<Parked>) -> std::sync::MutexGuard<'_, Parked> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An answer's body on an HTTP/1 connection, which holds its request in
@@ -650,13 +714,18 @@ impl hyper::body::Body for Answering {
 /// frame it polls until the stream has send capacity, which the client's
 /// flow-control window gives, then polls again (or, after the last frame,
 /// drops the body): from when the body gives a data frame until it is
-/// polled again or dropped, it waits on the client, and `Conn::sends`
-/// counts it. A body waiting on its upstream was polled and is not waiting
-/// on the client. What a last frame leaves in HTTP/2's buffers once the
+/// polled again or dropped, it waits on the client, `Conn::sends` counts
+/// it, and it is [`Parked`] where the watchdog can let it go after
+/// `send_timeout`. A body waiting on its upstream was polled and is not
+/// waiting on the client. What a last frame leaves in HTTP/2's buffers once the
 /// body is dropped is not seen here (only the closing rule of `h2_cut`
 /// bounds it).
 struct Sending {
-    body: super::body::Body,
+    /// The body; `None` while it waits on the client (then it is in
+    /// `parked`), and once the watchdog let it go.
+    body: Option<super::body::Body>,
+    /// Where it waits on the client; made the first time it does.
+    parked: Option<Arc<std::sync::Mutex<Parked>>>,
     conn: Arc<Conn>,
     /// It waits on the client.
     waiting: bool,
@@ -667,13 +736,15 @@ impl Sending {
     fn new(body: super::body::Body, conn: Arc<Conn>) -> Self {
         conn.sends().live += 1;
         Sending {
-            body,
+            body: Some(body),
+            parked: None,
             conn,
             waiting: false,
         }
     }
 
-    /// Begins waiting on the client.
+    /// Begins waiting on the client: the body is parked where the watchdog
+    /// can let it go.
     fn wait(&mut self) {
         let now = self.conn.now();
         {
@@ -682,19 +753,45 @@ impl Sending {
                 sends.since = now;
             }
             sends.waiting += 1;
+            let slot = self.parked.get_or_insert_with(|| {
+                let slot = Arc::new(std::sync::Mutex::new(Parked::default()));
+                sends.parked.push(Arc::downgrade(&slot));
+                slot
+            });
+            let mut parked = lock_parked(slot);
+            parked.body = self.body.take();
+            parked.since = now;
         }
         self.waiting = true;
         self.conn
             .deadline_now(now.saturating_add(self.conn.send_ms));
     }
 
-    /// Stops waiting on the client, if it was: the connection moved.
+    /// Stops waiting on the client, if it was: the connection moved. The
+    /// body comes back from where it was parked, unless the watchdog let it
+    /// go meanwhile.
     fn moved(&mut self) {
         if std::mem::take(&mut self.waiting) {
+            if let Some(slot) = &self.parked {
+                self.body = lock_parked(slot).body.take();
+            }
             let now = self.conn.now();
             let mut sends = self.conn.sends();
             sends.waiting = sends.waiting.saturating_sub(1);
             sends.moved = sends.moved.max(now);
+        }
+    }
+
+    /// Whether the body has given its last frame; never for a body the
+    /// watchdog let go (its stream must end in a reset, not look whole).
+    fn ended(&self) -> bool {
+        match (&self.body, &self.parked) {
+            (Some(body), _) => hyper::body::Body::is_end_stream(body),
+            (None, Some(slot)) => lock_parked(slot)
+                .body
+                .as_ref()
+                .is_some_and(hyper::body::Body::is_end_stream),
+            (None, None) => false,
         }
     }
 }
@@ -702,6 +799,7 @@ impl Sending {
 impl Drop for Sending {
     fn drop(&mut self) {
         let now = self.conn.now();
+        let ended = self.ended();
         let last = {
             let mut sends = self.conn.sends();
             if std::mem::take(&mut self.waiting) {
@@ -710,7 +808,7 @@ impl Drop for Sending {
                 // and handed it over (or the client reset the stream then).
                 // A body reset while more was to come, or never polled (no
                 // data), moved nothing.
-                if hyper::body::Body::is_end_stream(&self.body) {
+                if ended {
                     sends.moved = sends.moved.max(now);
                 }
             }
@@ -725,6 +823,12 @@ impl Drop for Sending {
     }
 }
 
+/// The error an HTTP/2 answer's stream ends with once the watchdog let its
+/// body go (hyper resets the stream).
+#[derive(Debug, thiserror::Error)]
+#[error("the client took none of this answer for send_timeout")]
+struct LetGo;
+
 impl hyper::body::Body for Sending {
     type Data = bytes::Bytes;
     type Error = super::body::BoxError;
@@ -734,7 +838,10 @@ impl hyper::body::Body for Sending {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         self.moved();
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(Some(Err(Box::new(LetGo))));
+        };
+        let polled = Pin::new(body).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if frame.is_data() {
                 self.wait();
@@ -744,11 +851,18 @@ impl hyper::body::Body for Sending {
     }
 
     fn is_end_stream(&self) -> bool {
-        hyper::body::Body::is_end_stream(&self.body)
+        self.ended()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        hyper::body::Body::size_hint(&self.body)
+        match (&self.body, &self.parked) {
+            (Some(body), _) => hyper::body::Body::size_hint(body),
+            (None, Some(slot)) => lock_parked(slot)
+                .body
+                .as_ref()
+                .map_or_else(hyper::body::SizeHint::default, hyper::body::Body::size_hint),
+            (None, None) => hyper::body::SizeHint::default(),
+        }
     }
 }
 
@@ -1145,6 +1259,7 @@ async fn watchdog(conn: Arc<Conn>, mut shutdown: watch::Receiver<bool>) {
     loop {
         conn.armed.store(UNARMED, Ordering::SeqCst);
         let now = conn.now();
+        let release = if conn.h2 { conn.let_go(now) } else { None };
         // Once closing, an idle deadline no longer matters (a head one, or
         // an HTTP/2 answer that does not move, still does).
         let next = match conn.deadline() {
@@ -1168,6 +1283,10 @@ async fn watchdog(conn: Arc<Conn>, mut shutdown: watch::Receiver<bool>) {
             Some((at, Expiry::Head | Expiry::Stalled)) => Some(at),
             Some((at, Expiry::Idle)) if !closing => Some(at),
             _ => None,
+        };
+        let next = match (next, release) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         let limit = now.saturating_add(conn.head_ms);
         let at = next.map_or(limit, |at| at.min(limit));

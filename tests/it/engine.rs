@@ -453,6 +453,107 @@ async fn an_http2_stream_paused_by_the_client_does_not_cut_its_moving_neighbours
     assert!(!driven.is_finished(), "the connection was closed");
 }
 
+/// Over HTTP/2, an answer the client has paused for `send_timeout` while
+/// its other answers keep moving is let go, as nginx resets such a stream:
+/// its upstream connection is closed, the client's connection and its
+/// other streams go on, and once the client opens the paused stream's
+/// window again, that stream ends in a reset, never as if it were whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_stream_paused_by_the_client_for_the_send_timeout_lets_its_upstream_go() {
+    const BIG: usize = 64 << 20;
+    let (closed_tx, closed) = mpsc::channel::<()>();
+    let up = raw_upstream(move |head, s| {
+        if !head.starts_with(b"GET /public/big ") {
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nsmall",
+            );
+            return;
+        }
+        // Chunked: with no length to check, only a reset tells the client
+        // that the answer is not whole.
+        let mut chunk = b"10000\r\n".to_vec();
+        chunk.extend(std::iter::repeat_n(b'x', 1 << 16));
+        chunk.extend_from_slice(b"\r\n");
+        let mut out = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for _ in 0..BIG >> 16 {
+            out = out.and_then(|()| s.write_all(&chunk));
+        }
+        if out.and_then(|()| s.write_all(b"0\r\n\r\n")).is_err() {
+            let _ = closed_tx.send(());
+        }
+    });
+    let gw = tls_gateway_with(&format!("http://{up}"), "send_timeout = \"1s\"");
+    let (h2, connection) = h2::client::Builder::new()
+        .initial_connection_window_size(16 << 20)
+        .handshake::<_, bytes::Bytes>(h2_tls(gw.addr).await)
+        .await
+        .unwrap();
+    let driven = tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let port = gw.addr.port();
+    let get = |path: &str| {
+        http::Request::get(format!("https://localhost:{port}/public{path}"))
+            .body(())
+            .unwrap()
+    };
+    let (paused, _) = h2.send_request(get("/big"), true).unwrap();
+    let mut paused = tokio::time::timeout(Duration::from_secs(10), paused)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_body();
+    // Small answers, one every 300 ms for 4 s, each read to its end; the
+    // paused answer's upstream connection must close meanwhile (after them,
+    // with nothing moving, the whole connection would be cut).
+    let paused_at = Instant::now();
+    let mut let_go = None;
+    for _ in 0..13 {
+        if let_go.is_none() && closed.try_recv().is_ok() {
+            let_go = Some(paused_at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut ready = h2.clone().ready().await.expect("the connection was cut");
+        let (resp, _) = ready.send_request(get("/small"), true).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+            .await
+            .unwrap()
+            .expect("the connection was cut");
+        let mut body = resp.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("a small answer was cut");
+            let _ = body.flow_control().release_capacity(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, b"small");
+    }
+    let let_go =
+        let_go.expect("the paused answer's upstream connection is still open 4 s after it paused");
+    assert!(
+        let_go >= Duration::from_millis(900),
+        "let go after {let_go:?}"
+    );
+    assert!(!driven.is_finished(), "the connection was closed");
+    // The client reads the paused answer again: what was handed over before
+    // the pause comes, then the reset.
+    let mut taken = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = paused.data().await {
+            let chunk = chunk?;
+            taken += chunk.len();
+            let _ = paused.flow_control().release_capacity(chunk.len());
+        }
+        Ok::<(), h2::Error>(())
+    })
+    .await
+    .expect("the paused answer neither went on nor ended");
+    assert!(
+        ended.is_err(),
+        "the paused answer ended as if whole after {taken} bytes"
+    );
+    assert!(taken < BIG, "{taken}");
+}
+
 /// The send timeout is not a timeout on the upstream: over HTTP/2, an
 /// answer that waits longer than `send_timeout` for its upstream's next
 /// bytes (a stream of events) is not cut, also once the connection has
