@@ -395,6 +395,9 @@ impl Conn {
     /// gone are dropped.
     fn let_go(&self, now: u64) -> Option<u64> {
         let mut released = Vec::new();
+        // The slots seen, kept until the locks are released: a `Sending`
+        // that drops meanwhile leaves its slot's last reference here.
+        let mut held = Vec::new();
         let mut next: Option<u64> = None;
         {
             let mut sends = self.sends();
@@ -402,15 +405,18 @@ impl Conn {
                 let Some(slot) = entry.upgrade() else {
                     return false;
                 };
-                let mut parked = lock_parked(&slot);
-                if parked.body.is_some() {
-                    let due = parked.since.saturating_add(self.send_ms);
-                    if due <= now {
-                        released.extend(parked.body.take());
-                    } else {
-                        next = Some(next.map_or(due, |n| n.min(due)));
+                {
+                    let mut parked = lock_parked(&slot);
+                    if parked.body.is_some() {
+                        let due = parked.since.saturating_add(self.send_ms);
+                        if due <= now {
+                            released.extend(parked.body.take());
+                        } else {
+                            next = Some(next.map_or(due, |n| n.min(due)));
+                        }
                     }
                 }
+                held.push(slot);
                 true
             });
         }
@@ -421,9 +427,10 @@ impl Conn {
                 "HTTP/2 answers the client took none of for send_timeout were let go"
             );
         }
-        // The bodies drop here, outside the locks (dropping one closes its
-        // upstream connection).
+        // The bodies drop here, outside the locks (dropping one abandons its
+        // upstream request).
         drop(released);
+        drop(held);
         next
     }
 
@@ -561,16 +568,18 @@ struct Sends {
     since: u64,
     /// When a body last stopped waiting or ended (ms after `born`).
     moved: u64,
-    /// The bodies that have waited on the client at least once, where the
-    /// watchdog finds those that wait now (`Conn::let_go`); a body's entry
-    /// dies with it.
+    /// Every live answer body that has given a data frame (each waits on
+    /// the client from then until hyper polls it again), where the watchdog
+    /// finds those that wait now (`Conn::let_go`); a body's entry dies with
+    /// it and is dropped at the watchdog's next pass or the next answer's
+    /// first frame.
     parked: Vec<std::sync::Weak<std::sync::Mutex<Parked>>>,
 }
 
 /// An HTTP/2 answer's body while it waits for the client to take the frame
 /// it gave (hyper does not poll it until the client's window allows), kept
 /// where the watchdog can reach it: once it has waited `send_timeout`, the
-/// watchdog lets it go, and with it the upstream connection it reads from.
+/// watchdog lets it go, and with it the upstream request it reads from.
 /// The stream itself ends when hyper polls it again (a reset: the client
 /// has not had the whole answer) or with the connection.
 #[derive(Default)]
@@ -754,6 +763,12 @@ impl Sending {
             }
             sends.waiting += 1;
             let slot = self.parked.get_or_insert_with(|| {
+                // Every answer that gives data registers once; the entries
+                // of bodies gone are dropped here too, not only when the
+                // watchdog wakes, so the list stays near the live count.
+                if sends.parked.len() >= 2 * sends.live + 8 {
+                    sends.parked.retain(|entry| entry.strong_count() > 0);
+                }
                 let slot = Arc::new(std::sync::Mutex::new(Parked::default()));
                 sends.parked.push(Arc::downgrade(&slot));
                 slot
