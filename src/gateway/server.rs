@@ -568,8 +568,8 @@ struct Sends {
     since: u64,
     /// When a body last stopped waiting or ended (ms after `born`).
     moved: u64,
-    /// Every live answer body that has given a data frame (each waits on
-    /// the client from then until hyper polls it again), where the watchdog
+    /// Every live answer body that has given a data frame with more to come
+    /// (each waits on the client from then until hyper polls it again), where the watchdog
     /// finds those that wait now (`Conn::let_go`); a body's entry dies with
     /// it and is dropped at the watchdog's next pass or the next answer's
     /// first frame.
@@ -724,8 +724,8 @@ impl hyper::body::Body for Answering {
 /// flow-control window gives, then polls again (or, after the last frame,
 /// drops the body): from when the body gives a data frame until it is
 /// polled again or dropped, it waits on the client, `Conn::sends` counts
-/// it, and it is [`Parked`] where the watchdog can let it go after
-/// `send_timeout`. A body waiting on its upstream was polled and is not
+/// it, and, if it has more to give, it is [`Parked`] where the watchdog
+/// can let it go after `send_timeout`. A body waiting on its upstream was polled and is not
 /// waiting on the client. What a last frame leaves in HTTP/2's buffers once the
 /// body is dropped is not seen here (only the closing rule of `h2_cut`
 /// bounds it).
@@ -756,26 +756,35 @@ impl Sending {
     /// can let it go.
     fn wait(&mut self) {
         let now = self.conn.now();
+        // A body that gave its last frame has nothing left to let go of: it
+        // stays here (an answer of one frame, the most common, is never
+        // parked).
+        let more = self
+            .body
+            .as_ref()
+            .is_some_and(|body| !hyper::body::Body::is_end_stream(body));
         {
             let mut sends = self.conn.sends();
             if sends.waiting == 0 {
                 sends.since = now;
             }
             sends.waiting += 1;
-            let slot = self.parked.get_or_insert_with(|| {
-                // Every answer that gives data registers once; the entries
-                // of bodies gone are dropped here too, not only when the
-                // watchdog wakes, so the list stays near the live count.
-                if sends.parked.len() >= 2 * sends.live + 8 {
-                    sends.parked.retain(|entry| entry.strong_count() > 0);
-                }
-                let slot = Arc::new(std::sync::Mutex::new(Parked::default()));
-                sends.parked.push(Arc::downgrade(&slot));
-                slot
-            });
-            let mut parked = lock_parked(slot);
-            parked.body = self.body.take();
-            parked.since = now;
+            if more {
+                let slot = self.parked.get_or_insert_with(|| {
+                    // Each answer registers once; the entries of bodies gone
+                    // are dropped here too, not only when the watchdog
+                    // wakes, so the list stays near the live count.
+                    if sends.parked.len() >= 2 * sends.live + 8 {
+                        sends.parked.retain(|entry| entry.strong_count() > 0);
+                    }
+                    let slot = Arc::new(std::sync::Mutex::new(Parked::default()));
+                    sends.parked.push(Arc::downgrade(&slot));
+                    slot
+                });
+                let mut parked = lock_parked(slot);
+                parked.body = self.body.take();
+                parked.since = now;
+            }
         }
         self.waiting = true;
         self.conn
@@ -787,7 +796,7 @@ impl Sending {
     /// go meanwhile.
     fn moved(&mut self) {
         if std::mem::take(&mut self.waiting) {
-            if let Some(slot) = &self.parked {
+            if let (None, Some(slot)) = (&self.body, &self.parked) {
                 self.body = lock_parked(slot).body.take();
             }
             let now = self.conn.now();
@@ -797,17 +806,12 @@ impl Sending {
         }
     }
 
-    /// Whether the body has given its last frame; never for a body the
-    /// watchdog let go (its stream must end in a reset, not look whole).
+    /// Whether the body has given its last frame. A body is parked only
+    /// while it has more to give (and never ends whole once let go).
     fn ended(&self) -> bool {
-        match (&self.body, &self.parked) {
-            (Some(body), _) => hyper::body::Body::is_end_stream(body),
-            (None, Some(slot)) => lock_parked(slot)
-                .body
-                .as_ref()
-                .is_some_and(hyper::body::Body::is_end_stream),
-            (None, None) => false,
-        }
+        self.body
+            .as_ref()
+            .is_some_and(hyper::body::Body::is_end_stream)
     }
 }
 
