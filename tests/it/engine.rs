@@ -435,20 +435,7 @@ async fn an_http2_stream_paused_by_the_client_does_not_cut_its_moving_neighbours
     // read to its end.
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut ready = h2.clone().ready().await.expect("the connection was cut");
-        let (resp, _) = ready.send_request(get("/small"), true).unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(10), resp)
-            .await
-            .unwrap()
-            .expect("the connection was cut");
-        let mut body = resp.into_body();
-        let mut got = Vec::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.expect("the connection was cut");
-            let _ = body.flow_control().release_capacity(chunk.len());
-            got.extend_from_slice(&chunk);
-        }
-        assert_eq!(got, b"small");
+        assert_eq!(h2_read_whole(&h2, get("/small")).await, b"small");
     }
     assert!(!driven.is_finished(), "the connection was closed");
 }
@@ -512,20 +499,7 @@ async fn an_http2_stream_paused_by_the_client_for_the_send_timeout_lets_its_upst
             let_go = Some(paused_at.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut ready = h2.clone().ready().await.expect("the connection was cut");
-        let (resp, _) = ready.send_request(get("/small"), true).unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(10), resp)
-            .await
-            .unwrap()
-            .expect("the connection was cut");
-        let mut body = resp.into_body();
-        let mut got = Vec::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.expect("a small answer was cut");
-            let _ = body.flow_control().release_capacity(chunk.len());
-            got.extend_from_slice(&chunk);
-        }
-        assert_eq!(got, b"small");
+        assert_eq!(h2_read_whole(&h2, get("/small")).await, b"small");
     }
     let let_go =
         let_go.expect("the paused answer's upstream connection is still open 5 s after it paused");
@@ -552,6 +526,28 @@ async fn an_http2_stream_paused_by_the_client_for_the_send_timeout_lets_its_upst
         "the paused answer ended as if whole after {taken} bytes"
     );
     assert!(taken < BIG, "{taken}");
+}
+
+/// Sends `req` on the HTTP/2 connection `h2` and reads its answer whole,
+/// giving the window back as it goes; panics if the connection was cut.
+async fn h2_read_whole(
+    h2: &h2::client::SendRequest<bytes::Bytes>,
+    req: http::Request<()>,
+) -> Vec<u8> {
+    let mut ready = h2.clone().ready().await.expect("the connection was cut");
+    let (resp, _) = ready.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .unwrap()
+        .expect("the connection was cut");
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("the answer was cut");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    got
 }
 
 /// The send timeout is not a timeout on the upstream: over HTTP/2, an
