@@ -409,22 +409,9 @@ async fn an_http2_client_that_lets_one_byte_through_loses_its_connection_once_id
 async fn an_http2_stream_paused_by_the_client_does_not_cut_its_moving_neighbours() {
     let up = big_answer_upstream();
     let gw = tls_gateway_with(&format!("http://{up}"), "send_timeout = \"3s\"");
-    let tls = h2_tls(gw.addr).await;
-    // As browsers do: a connection window far larger than a stream's, so
-    // one stream's unread data does not stop the others.
-    let (h2, connection) = h2::client::Builder::new()
-        .initial_connection_window_size(16 << 20)
-        .handshake::<_, bytes::Bytes>(tls)
-        .await
-        .unwrap();
-    let driven = tokio::spawn(connection);
-    let mut h2 = h2.ready().await.unwrap();
+    let (mut h2, driven) = h2_wide_window(gw.addr).await;
     let port = gw.addr.port();
-    let get = |path: &str| {
-        http::Request::get(format!("https://localhost:{port}/public{path}"))
-            .body(())
-            .unwrap()
-    };
+    let get = |path: &str| public_get(port, path);
     // A big answer, never read: its window runs out and stays shut.
     let (paused, _) = h2.send_request(get("/big"), true).unwrap();
     let _paused = tokio::time::timeout(Duration::from_secs(10), paused)
@@ -470,19 +457,9 @@ async fn an_http2_stream_paused_by_the_client_for_the_send_timeout_lets_its_upst
         }
     });
     let gw = tls_gateway_with(&format!("http://{up}"), "send_timeout = \"2s\"");
-    let (h2, connection) = h2::client::Builder::new()
-        .initial_connection_window_size(16 << 20)
-        .handshake::<_, bytes::Bytes>(h2_tls(gw.addr).await)
-        .await
-        .unwrap();
-    let driven = tokio::spawn(connection);
-    let mut h2 = h2.ready().await.unwrap();
+    let (mut h2, driven) = h2_wide_window(gw.addr).await;
     let port = gw.addr.port();
-    let get = |path: &str| {
-        http::Request::get(format!("https://localhost:{port}/public{path}"))
-            .body(())
-            .unwrap()
-    };
+    let get = |path: &str| public_get(port, path);
     let (paused, _) = h2.send_request(get("/big"), true).unwrap();
     let mut paused = tokio::time::timeout(Duration::from_secs(10), paused)
         .await
@@ -526,6 +503,31 @@ async fn an_http2_stream_paused_by_the_client_for_the_send_timeout_lets_its_upst
         "the paused answer ended as if whole after {taken} bytes"
     );
     assert!(taken < BIG, "{taken}");
+}
+
+/// An HTTP/2 connection to `addr` with, as browsers give, a connection
+/// window far larger than a stream's (one stream's unread data does not
+/// stop the others), and the task driving it.
+async fn h2_wide_window(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let (h2, connection) = h2::client::Builder::new()
+        .initial_connection_window_size(16 << 20)
+        .handshake::<_, bytes::Bytes>(h2_tls(addr).await)
+        .await
+        .unwrap();
+    let driven = tokio::spawn(connection);
+    (h2.ready().await.unwrap(), driven)
+}
+
+/// A GET of `/public{path}` at the gateway on `port`.
+fn public_get(port: u16, path: &str) -> http::Request<()> {
+    http::Request::get(format!("https://localhost:{port}/public{path}"))
+        .body(())
+        .unwrap()
 }
 
 /// Sends `req` on the HTTP/2 connection `h2` and reads its answer whole,
