@@ -389,8 +389,8 @@ impl Conn {
     }
 
     /// Lets go of the HTTP/2 answer bodies that have waited on the client
-    /// for `send_timeout` at `now` (their upstream connections close; each
-    /// stream is reset when hyper polls it again); the earliest time
+    /// for `send_timeout` at `now` (their upstream requests are abandoned;
+    /// each stream is reset when hyper polls it again); the earliest time
     /// another one will have (ms after `born`). Entries of bodies that are
     /// gone are dropped.
     fn let_go(&self, now: u64) -> Option<u64> {
@@ -568,11 +568,11 @@ struct Sends {
     since: u64,
     /// When a body last stopped waiting or ended (ms after `born`).
     moved: u64,
-    /// Every live answer body that has given a data frame with more to come
-    /// (each waits on the client from then until hyper polls it again), where the watchdog
-    /// finds those that wait now (`Conn::let_go`); a body's entry dies with
-    /// it and is dropped at the watchdog's next pass or the next answer's
-    /// first frame.
+    /// Every live answer body that has given a data frame with more to
+    /// come (each waits on the client from then until hyper polls it
+    /// again), where the watchdog finds those that wait now
+    /// (`Conn::let_go`); a body's entry dies with it and is dropped at the
+    /// watchdog's next pass or when another answer registers.
     parked: Vec<std::sync::Weak<std::sync::Mutex<Parked>>>,
 }
 
@@ -725,15 +725,15 @@ impl hyper::body::Body for Answering {
 /// drops the body): from when the body gives a data frame until it is
 /// polled again or dropped, it waits on the client, `Conn::sends` counts
 /// it, and, if it has more to give, it is [`Parked`] where the watchdog
-/// can let it go after `send_timeout`. A body waiting on its upstream was polled and is not
-/// waiting on the client. What a last frame leaves in HTTP/2's buffers once the
-/// body is dropped is not seen here (only the closing rule of `h2_cut`
-/// bounds it).
+/// can let it go after `send_timeout`. A body waiting on its upstream was
+/// polled and is not waiting on the client. What a last frame leaves in
+/// HTTP/2's buffers once the body is dropped is not seen here (only the
+/// closing rule of `h2_cut` bounds it).
 struct Sending {
     /// The body; `None` while it waits on the client (then it is in
     /// `parked`), and once the watchdog let it go.
     body: Option<super::body::Body>,
-    /// Where it waits on the client; made the first time it does.
+    /// Where it is parked; made the first time it is.
     parked: Option<Arc<std::sync::Mutex<Parked>>>,
     conn: Arc<Conn>,
     /// It waits on the client.
@@ -752,8 +752,8 @@ impl Sending {
         }
     }
 
-    /// Begins waiting on the client: the body is parked where the watchdog
-    /// can let it go.
+    /// Begins waiting on the client; a body with more to give is parked
+    /// where the watchdog can let it go.
     fn wait(&mut self) {
         let now = self.conn.now();
         // A body that gave its last frame has nothing left to let go of: it
