@@ -1841,22 +1841,29 @@ async fn a_request_pipelined_during_a_long_answer_waits_its_turn_and_both_are_an
         stream_chunks(s, 10, Duration::from_millis(300));
     });
     let gw = open_gateway_at(up, "request_header_timeout = \"1s\"");
-    let mut conn = TcpStream::connect(gw.addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    conn.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut got = Vec::new();
+    let (mut conn, mut got) = slow_answer_streaming(gw.addr);
     // Sent once the answer is streaming, not while its request is served.
-    read_until(&mut conn, &mut got, |g| {
-        String::from_utf8_lossy(g).contains("\r\nx\r\n")
-    });
     conn.write_all(b"GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     read_until(&mut conn, &mut got, |g| g.ends_with(b"next"));
     let answers = String::from_utf8_lossy(&got);
     assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
     assert_eq!(answers.matches("\r\nx\r\n").count(), 10, "{answers}");
+}
+
+/// A connection to the gateway at `addr` that asked for `GET /slow`, and
+/// what it has read once the answer's first chunk (`x`) arrived.
+fn slow_answer_streaming(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut conn, &mut got, |g| {
+        String::from_utf8_lossy(g).contains("\r\nx\r\n")
+    });
+    (conn, got)
 }
 
 /// PRX-19: half a head pipelined while a long answer streams, then silence:
@@ -1871,15 +1878,7 @@ async fn prx19_half_a_head_pipelined_during_an_answer_is_closed_at_the_head_time
         up,
         "request_header_timeout = \"1s\"\nidle_timeout = \"60s\"",
     );
-    let mut conn = TcpStream::connect(gw.addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    conn.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut got = Vec::new();
-    read_until(&mut conn, &mut got, |g| {
-        String::from_utf8_lossy(g).contains("\r\nx\r\n")
-    });
+    let (mut conn, got) = slow_answer_streaming(gw.addr);
     conn.write_all(b"GET /next HTTP/1.1\r\nHost: loc").unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
