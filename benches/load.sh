@@ -43,7 +43,9 @@
 # CPU µs/request: utime+stime (+ reaped children) of the proxy's process tree
 # from /proc, read before and after each run, divided by the requests wrk
 # completed. For nginx and Apache that is the master plus its workers; the
-# upstream is never counted. Also reported: the bearer-hit instance's RSS
+# upstream is never counted. "up wake/r": the upstream nginx's voluntary
+# context switches over the run per request; sharing the proxy's core, it
+# costs the proxy's row each time it wakes. Also reported: the bearer-hit instance's RSS
 # before and after RSS_TOKENS distinct ES256 tokens were verified and cached.
 #
 # The script prints the ratios against nginx and Apache and whether they meet
@@ -848,7 +850,7 @@ for row in nginx public session bearer-hit bearer-miss apache-oidc apache-oauth2
     want "$row" && [[ -n "${ROW_URL[$row]:-}" ]] && ORDER+=("$row")
 done
 
-declare -A S_RPS=() S_P50=() S_P99=() S_CPU=() NON2XX=() SOCKERR=()
+declare -A S_RPS=() S_P50=() S_P99=() S_CPU=() S_WAKE=() NON2XX=() SOCKERR=()
 
 # wrk latency ("310.00us", "1.20ms", "2.00s", "1.00m") -> milliseconds.
 to_ms() {
@@ -874,11 +876,9 @@ median() {
     }'
 }
 
-# tree_ticks PID: CPU clock ticks (user + system) of PID and every live
-# descendant, including what their reaped children used (cutime, cstime).
-tree_ticks() {
-    local root="$1" pids p
-    pids="$(ps -e -o pid=,ppid= | awk -v root="$root" '
+# tree_pids PID: PID and every live descendant.
+tree_pids() {
+    ps -e -o pid=,ppid= | awk -v root="$1" '
         { parent[$1] = $2; all[NR] = $1 }
         END {
             print root
@@ -887,11 +887,27 @@ tree_ticks() {
                 while (q != "" && q != 0 && q != root && n < 64) { q = parent[q]; n++ }
                 if (q == root && p != root) print p
             }
-        }')"
-    for p in $pids; do
+        }'
+}
+
+# tree_ticks PID: CPU clock ticks (user + system) of PID and every live
+# descendant, including what their reaped children used (cutime, cstime).
+tree_ticks() {
+    local p
+    for p in $(tree_pids "$1"); do
         # comm may hold spaces and parentheses: cut at the last ") ".
         [[ -r "/proc/$p/stat" ]] && sed 's/.*) //' "/proc/$p/stat" 2>/dev/null
     done | awk '{ t += $12 + $13 + $14 + $15 } END { printf "%d\n", t }'
+}
+
+# tree_wakeups PID: voluntary context switches of every thread of PID and
+# its live descendants: for the upstream, how often it went to sleep and
+# was woken again.
+tree_wakeups() {
+    local p
+    for p in $(tree_pids "$1"); do
+        cat "/proc/$p"/task/*/status 2>/dev/null
+    done | awk '$1 == "voluntary_ctxt_switches:" { t += $2 } END { printf "%d\n", t }'
 }
 
 # run_wrk DURATION URL [extra wrk args...]: prints wrk's output; pinned and bounded.
@@ -912,15 +928,17 @@ row_args() {
 
 # measure_once ROW ROUND: one wrk run; appends req/s, p50, p99 and CPU µs/request.
 measure_once() {
-    local row="$1" r="$2" out rps p50 p99 reqs non2xx sockerr before after cpu
+    local row="$1" r="$2" out rps p50 p99 reqs non2xx sockerr before after cpu woke wakes
     row_args "$row"
     before="$(tree_ticks "${ROW_PID[$row]}")"
+    woke="$(tree_wakeups "$UP_PID")"
     if ! out="$(run_wrk "$DURATION" "${ROW_URL[$row]}" "${WRK_ARGS[@]}" 2>&1)"; then
         log "$row: wrk failed in round $r:"
         printf '%s\n' "$out" >&2
         return 0
     fi
     after="$(tree_ticks "${ROW_PID[$row]}")"
+    wakes="$(($(tree_wakeups "$UP_PID") - woke))"
     rps="$(awk '$1 == "Requests/sec:" { print $2 }' <<<"$out")"
     p50="$(awk '$1 == "50%" { print $2 }' <<<"$out")"
     p99="$(awk '$1 == "99%" { print $2 }' <<<"$out")"
@@ -938,6 +956,7 @@ measure_once() {
     cpu="$(awk -v d="$((after - before))" -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n }')"
     S_RPS[$row]+=" $rps" S_P50[$row]+=" $p50" S_P99[$row]+=" $p99"
     [[ -z "$cpu" ]] || S_CPU[$row]+=" $cpu"
+    [[ "$row" == upstream ]] || S_WAKE[$row]+=" $(awk -v w="$wakes" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.3f", w / n }')"
     log "$row: round $r: $rps req/s, p50 $p50 ms, p99 $p99 ms, proxy CPU ${cpu:-?} µs/request"
 }
 
@@ -961,7 +980,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-declare -A RPS=() P50=() P99=() CPU=()
+declare -A RPS=() P50=() P99=() CPU=() WAKE=()
 for row in "${ORDER[@]}"; do
     # shellcheck disable=SC2086 # the sample lists are space-separated numbers
     {
@@ -969,6 +988,7 @@ for row in "${ORDER[@]}"; do
         P50[$row]="$(median ${S_P50[$row]:-})" || P50[$row]=""
         P99[$row]="$(median ${S_P99[$row]:-})" || P99[$row]=""
         CPU[$row]="$(median ${S_CPU[$row]:-})" || CPU[$row]=""
+        WAKE[$row]="$(median ${S_WAKE[$row]:-})" || WAKE[$row]=""
     }
 done
 
@@ -1011,14 +1031,15 @@ else
 fi
 echo "load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS interleaved round(s)"
 echo "CPU: the proxy process tree's utime+stime over each run / requests (upstream not counted)"
+echo "up wake/r: the upstream's voluntary context switches over each run / requests (how often it slept and was woken)"
 echo
 NX_RPS="${RPS[nginx]:-}" NX_P99="${P99[nginx]:-}" NX_CPU="${CPU[nginx]:-}"
-printf '%-14s %10s %8s %9s %9s %8s %9s %8s\n' "row" "req/s" "vs nginx" "p50(ms)" "p99(ms)" "p99 vs" "CPU us/r" "CPU vs"
+printf '%-14s %10s %8s %9s %9s %8s %9s %8s %9s\n' "row" "req/s" "vs nginx" "p50(ms)" "p99(ms)" "p99 vs" "CPU us/r" "CPU vs" "up wake/r"
 for row in "${ORDER[@]}"; do
-    printf '%-14s %10s %8s %9s %9s %8s %9s %8s\n' "$row" \
+    printf '%-14s %10s %8s %9s %9s %8s %9s %8s %9s\n' "$row" \
         "$(fmt "${RPS[$row]}" 0)" "$(xfmt "$(ratio "${RPS[$row]}" "$NX_RPS")")" \
         "$(fmt "${P50[$row]}" 3)" "$(fmt "${P99[$row]}" 3)" "$(xfmt "$(ratio "${P99[$row]}" "$NX_P99")")" \
-        "$(fmt "${CPU[$row]}" 1)" "$(xfmt "$(ratio "${CPU[$row]}" "$NX_CPU")")"
+        "$(fmt "${CPU[$row]}" 1)" "$(xfmt "$(ratio "${CPU[$row]}" "$NX_CPU")")" "$(fmt "${WAKE[$row]}" 2)"
 done
 for row in "${ORDER[@]}"; do
     if ((${NON2XX[$row]:-0} > 0 || ${SOCKERR[$row]:-0} > 0)); then
