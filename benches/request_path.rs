@@ -77,8 +77,9 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || req.clone(),
             |mut r| {
-                upstream::filter_request_headers(&mut r, black_box(&peer));
-                r
+                let mut set = upstream::Forwarding::default();
+                upstream::filter_request_headers(&mut r, black_box(&peer), &mut set);
+                (r, set)
             },
             criterion::BatchSize::SmallInput,
         )

@@ -53,6 +53,8 @@ pub struct Buffers {
     pub host: String,
     /// Holds the request's canonical path (the forwarded form).
     pub path: String,
+    /// Holds the forwarding fields set for the upstream.
+    pub forwarding: super::upstream::Forwarding,
 }
 
 impl Buffers {
@@ -72,6 +74,8 @@ impl Buffers {
         Buffers {
             host: keep(self.host),
             path: keep(self.path),
+            // Never more than four fields: it does not grow past its first use.
+            forwarding: self.forwarding,
         }
     }
 }
@@ -178,6 +182,7 @@ impl Ctx {
         }
         spare.host.clear();
         spare.path.clear();
+        spare.forwarding.clear();
         spare.trimmed()
     }
 }

@@ -36,6 +36,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::body::{Answer, UpstreamBody};
+use super::upstream::Beside;
 use super::upstream_h1::{self, Conn, Stream};
 
 thread_local! {
@@ -171,14 +172,13 @@ struct Slot {
 /// would cost it a poll of the worker's sockets and no other request gains.
 struct Out<'a> {
     count: &'a AtomicUsize,
-    /// How many of the worker's requests were out when this one came.
-    others: usize,
 }
 
 impl<'a> Out<'a> {
-    fn count(count: &'a AtomicUsize) -> Self {
+    /// Counts a request out, with how many of the worker's were out before it.
+    fn count(count: &'a AtomicUsize) -> (Self, usize) {
         let others = count.fetch_add(1, Ordering::Relaxed);
-        Out { count, others }
+        (Out { count }, others)
     }
 }
 
@@ -393,19 +393,19 @@ impl Shared {
         conn: Conn,
         slot: usize,
         req: &mut http::Request<UpstreamBody>,
-        identity: Identity<'_>,
+        beside: &Beside<'_>,
         reused: bool,
     ) -> Option<Result<(http::Response<Answer>, Option<Checkin>), Error>> {
         origin_form(req);
         with_host(req, &self.dial);
-        let out = Out::count(self.out_of(slot));
-        if out.others > 0 {
+        let (out, others) = Out::count(self.out_of(slot));
+        if others > 0 {
             tokio::task::yield_now().await;
         }
         let mut headers = std::mem::take(req.headers_mut());
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let answered = conn
-            .exchange(req.method(), target, &mut headers, identity)
+            .exchange(req.method(), target, &mut headers, beside)
             .await;
         drop(out);
         // Unanswered, the request may go again: with its fields.
@@ -599,25 +599,25 @@ impl Pool {
     /// can become a tunnel. A request refused by a reused connection before
     /// any of it was sent (the upstream closed it meanwhile) is sent again on
     /// another. The [`Checkin`] returns an HTTP/1.1 connection to the pool.
-    /// `identity` goes with the request's headers, which do not hold its names.
+    /// The fields `beside` go with the request's, whose map does not hold their names.
     pub async fn send(
         &self,
         mut req: http::Request<UpstreamBody>,
         upgrade: bool,
-        identity: Identity<'_>,
+        beside: &Beside<'_>,
     ) -> Result<(http::Response<Answer>, Option<Checkin>), Error> {
         let shared = &self.shared;
         let slot = worker();
         if upgrade {
-            with_identity(&mut req, identity, &mut false);
+            with_beside(&mut req, beside, &mut false);
             return shared.send_upgrade(req).await;
         }
         // A request without a body goes on the gateway's own connections
         // (or on HTTP/2 where the upstream chose it).
         let own = http_body::Body::is_end_stream(req.body());
-        // hyper's client takes `identity` in the map; the gateway's own
-        // connections write it after the map's fields, unless an earlier
-        // try (on HTTP/2) put it in the map.
+        // hyper's client takes the fields `beside` in the map; the gateway's
+        // own connections write them after the map's fields, unless an
+        // earlier try (on HTTP/2) put them in the map.
         let mut in_map = false;
         // After one retry, only a new connection: a request that made a
         // connection fail never walks the whole idle list (RFC 9110 §9.2.2).
@@ -640,7 +640,7 @@ impl Pool {
             };
             let failed = match taken {
                 Taken::Own(conn) => {
-                    let extra = if in_map { &[][..] } else { identity };
+                    let extra = if in_map { &Beside::default() } else { beside };
                     match shared.exchange(conn, slot, &mut req, extra, reused).await {
                         Some(answered) => return answered,
                         None => {
@@ -652,14 +652,14 @@ impl Pool {
                 // Boxed, both: the request's future holds only the
                 // exchange without a body in place.
                 Taken::H1(tx) => {
-                    with_identity(&mut req, identity, &mut in_map);
+                    with_beside(&mut req, beside, &mut in_map);
                     match Box::pin(shared.send_h1(tx, slot, req)).await {
                         Ok(answered) => return Ok(answered),
                         Err(e) => e,
                     }
                 }
                 Taken::H2(tx) => {
-                    for_http2(&mut req, identity, &mut in_map);
+                    for_http2(&mut req, beside, &mut in_map);
                     match Box::pin(shared.send_h2(tx, slot, req, reused)).await {
                         Ok(response) => return Ok((response.map(Answer::Hyper), None)),
                         Err(e) => e,
@@ -676,18 +676,14 @@ impl Pool {
     }
 }
 
-/// Header fields a request carries beside its map, whose names the map
-/// does not hold: the identity headers, rendered once per principal.
-pub type Identity<'a> = &'a [(http::HeaderName, http::HeaderValue)];
-
-/// `req` with the `identity` fields in its map, unless they already are
-/// (`in_map`, which becomes true).
-fn with_identity(req: &mut http::Request<UpstreamBody>, identity: Identity<'_>, in_map: &mut bool) {
+/// `req` with the fields `beside` its map in the map, unless they already
+/// are (`in_map`, which becomes true).
+fn with_beside(req: &mut http::Request<UpstreamBody>, beside: &Beside<'_>, in_map: &mut bool) {
     if std::mem::replace(in_map, true) {
         return;
     }
     let headers = req.headers_mut();
-    for (name, value) in identity {
+    for (name, value) in beside.fields() {
         headers.insert(name.clone(), value.clone());
     }
 }
@@ -704,11 +700,11 @@ static CREDENTIALS: [http::HeaderName; 5] = [
     http::HeaderName::from_static("x-portcullis-assertion"),
 ];
 
-/// `req`'s fields as an HTTP/2 upstream gets them: with the `identity`
-/// fields (see [`with_identity`]), and the credential fields marked never
-/// indexed (h2 then sends them as literals outside the dynamic table).
-fn for_http2(req: &mut http::Request<UpstreamBody>, identity: Identity<'_>, in_map: &mut bool) {
-    with_identity(req, identity, in_map);
+/// `req`'s fields as an HTTP/2 upstream gets them: with the fields
+/// `beside` its map (see [`with_beside`]), and the credential fields marked
+/// never indexed (h2 then sends them as literals outside the dynamic table).
+fn for_http2(req: &mut http::Request<UpstreamBody>, beside: &Beside<'_>, in_map: &mut bool) {
+    with_beside(req, beside, in_map);
     for (name, value) in req.headers_mut().iter_mut() {
         if CREDENTIALS.contains(name) {
             value.set_sensitive(true);
@@ -814,7 +810,11 @@ mod tests {
         ];
         req.headers_mut()
             .append("accept", http::HeaderValue::from_static("*/*"));
-        for_http2(&mut req, &identity, &mut false);
+        let beside = Beside {
+            forwarding: &[],
+            identity: &identity,
+        };
+        for_http2(&mut req, &beside, &mut false);
         let sensitive: Vec<(&str, bool)> = req
             .headers()
             .iter()
@@ -851,7 +851,7 @@ mod tests {
             .header(http::header::HOST, "app.example")
             .body(UpstreamBody::new(None, None, Duration::from_secs(60)))
             .unwrap();
-        let (response, checkin) = pool.send(req, false, &[]).await.unwrap();
+        let (response, checkin) = pool.send(req, false, &Beside::default()).await.unwrap();
         let mut answer = response.into_body();
         let body = (&mut answer).collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"ok");
@@ -943,7 +943,10 @@ mod tests {
     async fn fill_idle(pool: &Pool, n: usize) {
         let mut held = Vec::new();
         for _ in 0..n {
-            let (response, checkin) = pool.send(get(http::Method::GET), false, &[]).await.unwrap();
+            let (response, checkin) = pool
+                .send(get(http::Method::GET), false, &Beside::default())
+                .await
+                .unwrap();
             let mut answer = response.into_body();
             (&mut answer).collect().await.unwrap();
             held.push((checkin.unwrap(), answer));
@@ -963,7 +966,10 @@ mod tests {
 
         // The newest closes at the GET unanswered: it goes once more, on a
         // new connection, which answers; the other idle ones are not tried.
-        let (response, _) = pool.send(get(http::Method::GET), false, &[]).await.unwrap();
+        let (response, _) = pool
+            .send(get(http::Method::GET), false, &Beside::default())
+            .await
+            .unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"ok");
         assert_eq!(conns.load(Ordering::SeqCst), 4);
@@ -971,7 +977,9 @@ mod tests {
 
         // A POST is never sent twice: its failure is the answer.
         let before = reqs.load(Ordering::SeqCst);
-        let failed = pool.send(get(http::Method::POST), false, &[]).await;
+        let failed = pool
+            .send(get(http::Method::POST), false, &Beside::default())
+            .await;
         assert!(matches!(failed, Err(Error::Exchange(_))), "{failed:?}");
         assert_eq!(reqs.load(Ordering::SeqCst), before + 1);
     }
@@ -1027,7 +1035,10 @@ mod tests {
         // and goes back: the closed one is dropped then, not after idle_for.
         tell.send(0).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let (response, checkin) = pool.send(get(http::Method::GET), false, &[]).await.unwrap();
+        let (response, checkin) = pool
+            .send(get(http::Method::GET), false, &Beside::default())
+            .await
+            .unwrap();
         let mut answer = response.into_body();
         assert_eq!(
             &(&mut answer).collect().await.unwrap().to_bytes()[..],
@@ -1086,7 +1097,7 @@ mod tests {
             .header(http::header::HOST, "app.example")
             .body(UpstreamBody::new(None, None, Duration::from_secs(60)))
             .unwrap();
-        let (response, checkin) = pool.send(req, false, &[]).await.unwrap();
+        let (response, checkin) = pool.send(req, false, &Beside::default()).await.unwrap();
         let mut answer = response.into_body();
         let body = (&mut answer).collect().await.unwrap().to_bytes();
         if let Some(checkin) = checkin {

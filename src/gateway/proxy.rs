@@ -137,30 +137,23 @@ pub async fn forward(
     };
     let uri = upstream_uri(head, ctx)?;
     let app = ctx.app.and_then(|i| state.config.apps.get(i));
-    let mut headers = client_headers(state, conn, ex, app, on_upgrade.is_some());
+    // Into the connection's lent buffer: allocated once, not per request.
+    let tunnel = on_upgrade.is_some();
+    let mut headers = client_headers(state, conn, ex, app, tunnel, &mut ctx.spare.forwarding);
     add_identity(state, ctx, app, &mut headers);
 
-    let body = ex.body.take();
-    // Only a body that can fail needs watching (GETs pay nothing).
-    let progress = body
-        .as_ref()
-        .filter(|b| !http_body::Body::is_end_stream(*b))
-        .map(|_| Arc::new(Progress::new()));
-    let mut request = http::Request::new(Watched::new(body, progress.clone(), target.read_timeout));
-    *request.method_mut() = ex.head.method.clone();
-    *request.uri_mut() = uri;
-    *request.version_mut() = http::Version::HTTP_11;
-    *request.headers_mut() = headers;
-
-    let upgrade = on_upgrade.is_some();
+    let (request, progress) = upstream_request(ex, uri, headers, target.read_timeout);
     // Rendered once per principal, kept with it in its cache; client copies
     // of these names went with the client's headers.
     let principal = ctx.principal.clone();
-    let identity = principal
-        .as_deref()
-        .map_or(&[][..], |p| p.upstream_headers());
+    let beside = upstream::Beside {
+        forwarding: ctx.spare.forwarding.fields(),
+        identity: principal
+            .as_deref()
+            .map_or(&[][..], |p| p.upstream_headers()),
+    };
     let sent = answer_within(
-        || target.pool.send(request, upgrade, identity),
+        || target.pool.send(request, tunnel, &beside),
         target.read_timeout,
         progress.as_deref(),
     )
@@ -197,6 +190,28 @@ pub async fn forward(
         tunnel,
     ));
     Ok(())
+}
+
+/// The request the upstream gets: the client's method and body, `uri`,
+/// HTTP/1.1, `headers`; and the body's progress when it can fail (a body
+/// that cannot, as a GET's, pays nothing for watching).
+fn upstream_request(
+    ex: &mut Exchange,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    read_timeout: Duration,
+) -> (http::Request<body::UpstreamBody>, Option<Arc<Progress>>) {
+    let body = ex.body.take();
+    let progress = body
+        .as_ref()
+        .filter(|b| !http_body::Body::is_end_stream(*b))
+        .map(|_| Arc::new(Progress::new()));
+    let mut request = http::Request::new(Watched::new(body, progress.clone(), read_timeout));
+    *request.method_mut() = ex.head.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = http::Version::HTTP_11;
+    *request.headers_mut() = headers;
+    (request, progress)
 }
 
 /// Why an upstream's answer goes no further (a 502), and the access line's
@@ -258,14 +273,16 @@ fn gateway_cookies(state: &State) -> [&str; 2] {
 
 /// The client's request headers as the upstream may see them, moved out of
 /// the request: filtered before the gateway adds its own (PRX-04), the
-/// forwarding headers set, the upgrade kept for a tunnel, the gateway's
-/// cookies and `app`'s claim header names gone.
+/// upgrade kept for a tunnel, the gateway's cookies and `app`'s claim
+/// header names gone; and the forwarding headers, in `forwarding`, which go
+/// beside it.
 fn client_headers(
     state: &State,
     conn: &Conn,
     ex: &mut Exchange,
     app: Option<&App>,
     tunnel: bool,
+    forwarding: &mut upstream::Forwarding,
 ) -> http::HeaderMap {
     let head = &mut ex.head;
     // The request's authority (absolute-form, or HTTP/2's :authority) is
@@ -298,7 +315,7 @@ fn client_headers(
             },
             host: sent_host.as_ref(),
         };
-        upstream::filter_request_headers(&mut headers, &peer);
+        upstream::filter_request_headers(&mut headers, &peer, forwarding);
     }
     if tunnel {
         // WebSocket alone, whatever else the client listed (`h2c, websocket`):

@@ -138,12 +138,16 @@ fn kept_option(token: &str) -> bool {
 /// header, and from an untrusted peer every forwarding header and every
 /// other `X-Forwarded-*` name. Then
 /// `X-Forwarded-For`, `-Proto`, `-Host` and `X-Real-IP` are set from what the
-/// gateway saw. A trusted peer's own values are kept, its `X-Forwarded-For`
-/// extended by its address. Most requests carry none of these names: they
-/// cost one look at each name and the four insertions, no allocation.
-pub fn filter_request_headers(headers: &mut HeaderMap, peer: &Peer<'_>) {
+/// gateway saw, into `set`, to go beside the map. A trusted peer's own values
+/// are kept in the map, its `X-Forwarded-For` extended by its address (and
+/// moved beside it). Most requests carry none of these names: they cost one
+/// look at each name, no allocation.
+pub fn filter_request_headers(headers: &mut HeaderMap, peer: &Peer<'_>, set: &mut Forwarding) {
+    set.clear();
     let (doomed, trusted_forwarding) = doomed_names(headers, peer);
     // A trusted proxy's values survive unless its client nominated them.
+    // Once the doomed names are gone, a forwarding name the map still holds
+    // is one that survived.
     let survives = |headers: &HeaderMap, doomed: &[HeaderName], name: &HeaderName| {
         trusted_forwarding && headers.contains_key(name) && !doomed.contains(name)
     };
@@ -158,28 +162,70 @@ pub fn filter_request_headers(headers: &mut HeaderMap, peer: &Peer<'_>) {
         headers.remove(name);
     }
     let chain = if xff {
-        extended_chain(headers, peer.client)
+        let chain = extended_chain(headers, peer.client);
+        headers.remove(&X_FORWARDED_FOR);
+        chain
     } else {
         peer.client.cloned()
     };
-    let mut set = |name: &HeaderName, value: Option<HeaderValue>| match value {
-        Some(v) => {
-            headers.insert(name.clone(), v);
-        }
-        // Nothing true to say: make sure nothing false is said either.
-        None => {
-            headers.remove(name);
-        }
-    };
-    set(&X_FORWARDED_FOR, chain);
+    // Nothing true to say (no address, no host): nothing is said.
+    if let Some(chain) = chain {
+        set.push(&X_FORWARDED_FOR, chain);
+    }
     if !proto {
-        set(&X_FORWARDED_PROTO, Some(peer.scheme.clone()));
+        set.push(&X_FORWARDED_PROTO, peer.scheme.clone());
     }
-    if !host {
-        set(&X_FORWARDED_HOST, peer.host.cloned());
+    if let Some(sent) = peer.host.filter(|_| !host) {
+        set.push(&X_FORWARDED_HOST, sent.clone());
     }
-    if !real_ip {
-        set(&X_REAL_IP, peer.client.cloned());
+    if let Some(client) = peer.client.filter(|_| !real_ip) {
+        set.push(&X_REAL_IP, client.clone());
+    }
+}
+
+/// The forwarding fields the gateway sets on a request, at most four: they
+/// go to the upstream beside the request's map ([`Beside`]), so a request
+/// that carried none does not grow its map by four (about 1 100
+/// instructions) only for them to be written out of it again. Kept with
+/// the connection between requests, so it is allocated once.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarding {
+    fields: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Forwarding {
+    fn push(&mut self, name: &HeaderName, value: HeaderValue) {
+        self.fields.push((name.clone(), value));
+    }
+
+    /// The fields set, in the order they are written.
+    pub fn fields(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.fields
+    }
+
+    /// Empties it for the next request, its room kept.
+    pub fn clear(&mut self) {
+        self.fields.clear();
+    }
+}
+
+/// Header fields a request carries beside its map, whose names the map does
+/// not hold: the forwarding fields the gateway sets, then the identity
+/// fields (rendered once per principal). The gateway's own HTTP/1.1
+/// exchange writes them after the map's fields; hyper's client gets them
+/// in the map.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Beside<'a> {
+    /// What [`filter_request_headers`] set.
+    pub forwarding: &'a [(HeaderName, HeaderValue)],
+    /// The principal's identity headers.
+    pub identity: &'a [(HeaderName, HeaderValue)],
+}
+
+impl<'a> Beside<'a> {
+    /// Every field, the forwarding ones first.
+    pub fn fields(self) -> impl Iterator<Item = &'a (HeaderName, HeaderValue)> {
+        self.forwarding.iter().chain(self.identity)
     }
 }
 
@@ -567,9 +613,18 @@ mod tests {
         h
     }
 
+    /// The fields the upstream gets: the map's, then those set beside it.
     fn filtered(lines: &[(&str, &str)], peer: &Peer<'_>) -> HeaderMap {
         let mut h = map(lines);
-        filter_request_headers(&mut h, peer);
+        let mut set = Forwarding::default();
+        filter_request_headers(&mut h, peer, &mut set);
+        for (name, value) in set.fields() {
+            assert!(
+                !h.contains_key(name),
+                "{name} both in the map and beside it"
+            );
+            h.append(name.clone(), value.clone());
+        }
         h
     }
 

@@ -25,6 +25,8 @@ use bytes::{Buf as _, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use http_body::{Frame, SizeHint};
+
+use super::upstream::Beside;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -210,8 +212,8 @@ impl Conn {
     }
 
     /// Sends a request without a body (`target` in origin form, `headers`
-    /// as the upstream gets them but for framing, then the `identity`
-    /// fields, whose names `headers` does not hold) and reads its answer's
+    /// as the upstream gets them but for framing, then the fields `beside`
+    /// them, whose names `headers` does not hold) and reads its answer's
     /// head; the body follows as the answer's frames. Once an answer's head
     /// is read, `headers` is emptied and holds the answer's fields: a map
     /// that already grew to a request's size is not made again for its
@@ -221,9 +223,9 @@ impl Conn {
         method: &Method,
         target: &str,
         headers: &mut HeaderMap,
-        identity: &[(HeaderName, HeaderValue)],
+        beside: &Beside<'_>,
     ) -> Result<http::Response<AnswerBody>, Failed> {
-        write_head(&mut self.head, method, target, headers, identity);
+        write_head(&mut self.head, method, target, headers, beside);
         let sent = async {
             self.io.write_all(&self.head).await?;
             self.io.flush().await
@@ -373,7 +375,7 @@ fn write_head(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
-    identity: &[(HeaderName, HeaderValue)],
+    beside: &Beside<'_>,
 ) {
     out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
@@ -393,8 +395,9 @@ fn write_head(
         write_field(out, name, value);
     }
     // Written here rather than inserted into `headers`: inserting grew the
-    // map on every signed-in request (about 1 500 instructions).
-    for (name, value) in identity {
+    // map on every request (about 1 100 instructions for the forwarding
+    // fields, 1 500 more for a signed-in request's identity).
+    for (name, value) in beside.fields() {
         write_field(out, name, value);
     }
     if had_length || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
@@ -1023,11 +1026,13 @@ mod tests {
     }
 
     async fn get(conn: Conn, method: Method) -> Result<http::Response<AnswerBody>, Failed> {
-        conn.exchange(&method, "/p?q=1", &mut host(), &[]).await
+        conn.exchange(&method, "/p?q=1", &mut host(), &Beside::default())
+            .await
     }
 
     #[tokio::test]
-    async fn the_identity_fields_follow_the_request_s_and_the_answer_holds_the_upstream_s_alone() {
+    async fn the_forwarding_and_identity_fields_follow_the_request_s_and_the_answer_holds_the_upstream_s_alone(
+    ) {
         let (addr, up) = upstream(vec![vec![
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-From-Upstream: 1\r\n\r\nok",
         ]])
@@ -1038,9 +1043,17 @@ mod tests {
             HeaderName::from_static("x-forwarded-user"),
             HeaderValue::from_static("ada"),
         )];
+        let forwarding = [(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("https"),
+        )];
+        let beside = Beside {
+            forwarding: &forwarding,
+            identity: &identity,
+        };
         let response = conn(addr)
             .await
-            .exchange(&Method::GET, "/", &mut headers, &identity)
+            .exchange(&Method::GET, "/", &mut headers, &beside)
             .await
             .unwrap();
         // The map the request went out with now holds the answer's fields, and only those.
@@ -1051,7 +1064,7 @@ mod tests {
         let heads = up.await.unwrap();
         assert_eq!(
             heads[0],
-            "GET / HTTP/1.1\r\nhost: app.example\r\nx-from-client: secret\r\nx-forwarded-user: ada\r\n\r\n"
+            "GET / HTTP/1.1\r\nhost: app.example\r\nx-from-client: secret\r\nx-forwarded-proto: https\r\nx-forwarded-user: ada\r\n\r\n"
         );
     }
 
@@ -1556,7 +1569,7 @@ mod tests {
         headers.insert("x-a", HeaderValue::from_static("1"));
         let response = conn(addr)
             .await
-            .exchange(&Method::POST, "/form", &mut headers, &[])
+            .exchange(&Method::POST, "/form", &mut headers, &Beside::default())
             .await
             .unwrap();
         assert!(http_body::Body::is_end_stream(response.body()));
