@@ -448,13 +448,18 @@ fn client_response(
     // The gateway's own version, whatever the upstream spoke (RFC 9110 §2.5):
     // an HTTP/1.0 answer does not make the client's connection HTTP/1.0.
     parts.version = http::Version::HTTP_11;
-    for name in upstream::response_hop_by_hop(&parts.headers, status.as_u16()) {
-        parts.headers.remove(&name);
+    let hop = upstream::response_hop_by_hop(&parts.headers, status.as_u16());
+    for name in &hop.names {
+        parts.headers.remove(name);
     }
     if tunnel_ends.is_none() {
         // hyper frames the response itself; the client's connection is ours.
-        parts.headers.remove(header::CONNECTION);
-        parts.headers.remove(header::TRANSFER_ENCODING);
+        if hop.connection {
+            parts.headers.remove(header::CONNECTION);
+        }
+        if hop.transfer_encoding {
+            parts.headers.remove(header::TRANSFER_ENCODING);
+        }
     }
     // The upstream may not set the gateway's own cookies (PRX-23).
     upstream::drop_gateway_set_cookies(&mut parts.headers, &gateway_cookies(state));

@@ -435,42 +435,69 @@ pub fn only_chunked(headers: &HeaderMap) -> bool {
 
 /// Hop-by-hop fields of an upstream response that must not reach the client
 /// (RFC 9110 §7.6.1): the ones its `Connection` nominates and the standard
-/// ones. `Upgrade` stays on a 101, which needs it.
-pub fn response_hop_by_hop(headers: &HeaderMap, status: u16) -> Vec<HeaderName> {
+/// ones (`names`; `Upgrade` stays on a 101, which needs it); and whether it
+/// has `Connection` and `Transfer-Encoding`, which the gateway replaces with
+/// its own on any answer but a tunnel's.
+pub fn response_hop_by_hop(headers: &HeaderMap, status: u16) -> HopByHop {
     static STANDARD: [HeaderName; 4] = [
         HeaderName::from_static("keep-alive"),
         HeaderName::from_static("proxy-connection"),
         http::header::TE,
         http::header::TRAILER,
     ];
-    // Most answers have none of these: no list is allocated for them. One
-    // pass over the answer's names (a handful) costs less than a hashed
-    // lookup per hop-by-hop name.
+    // One pass over the answer's fields (a handful), values in hand: a
+    // hashed lookup per name, and `Connection` looked up again to be read,
+    // cost more. Most answers have none of these: no list is allocated.
+    let mut hop = HopByHop::default();
     let mut standard: Vec<HeaderName> = Vec::new();
-    let mut connection = false;
-    for name in headers.keys() {
+    for (name, value) in headers {
         if name == http::header::CONNECTION {
-            connection = true;
+            hop.connection = true;
+            nominated_by(value, headers, &mut hop.names);
+        } else if name == http::header::TRANSFER_ENCODING {
+            hop.transfer_encoding = true;
         } else if STANDARD.contains(name) || (status != 101 && name == http::header::UPGRADE) {
-            standard.push(name.clone());
+            // A name's values come one after another: listed once.
+            if standard.last() != Some(name) {
+                standard.push(name.clone());
+            }
         }
     }
-    if !connection {
-        return standard;
+    hop.names.append(&mut standard);
+    hop
+}
+
+/// What [`response_hop_by_hop`] found.
+#[derive(Debug, Default)]
+pub struct HopByHop {
+    /// The fields to remove: nominated ones first, then the standard ones.
+    pub names: Vec<HeaderName>,
+    /// The answer has `Connection`.
+    pub connection: bool,
+    /// The answer has `Transfer-Encoding`.
+    pub transfer_encoding: bool,
+}
+
+/// Adds to `out` the fields of `headers` one `Connection` value nominates.
+fn nominated_by(value: &HeaderValue, headers: &HeaderMap, out: &mut Vec<HeaderName>) {
+    // nginx says `Connection: keep-alive` on every answer: no parse for that.
+    let bytes = value.as_bytes();
+    if bytes.eq_ignore_ascii_case(b"keep-alive") || bytes.eq_ignore_ascii_case(b"close") {
+        return;
     }
-    let mut names: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        // nginx says `Connection: keep-alive` on every answer: no copy for that.
-        .filter(|t| !kept_option(t))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .filter(|n| headers.contains_key(n))
-        .collect();
-    names.append(&mut standard);
-    names
+    let Ok(value) = value.to_str() else {
+        return;
+    };
+    for token in value.split(',').map(str::trim) {
+        if kept_option(token) {
+            continue;
+        }
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            if headers.contains_key(&name) {
+                out.push(name);
+            }
+        }
+    }
 }
 
 /// Removes the gateway's own cookies from `Cookie` so they never reach the
@@ -905,6 +932,7 @@ mod tests {
         ]);
         let names = |status| -> Vec<String> {
             response_hop_by_hop(&h, status)
+                .names
                 .iter()
                 .map(|n| n.to_string())
                 .collect()

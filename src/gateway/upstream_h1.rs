@@ -334,7 +334,7 @@ impl Conn {
         let announced_unsent = bodiless(head_request, head.status)
             && (present.transfer_encoding || present.content_length)
             && announces_body(&headers);
-        let close_asked = present.connection && asks_close(&headers);
+        let close_asked = present.close;
         // Not after a HEAD either: an upstream that answers HEAD like GET may
         // send the body in a later write, where no check before reuse sees
         // it yet; HEAD is rare enough for a new connection each.
@@ -530,14 +530,15 @@ fn parse_head(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Head>, Excha
     }))
 }
 
-/// Which of the fields that frame an answer its head carries, noted while
-/// its map is built: the usual answer (a length, no `Connection`) is then
-/// not looked up in the map again for the ones it lacks.
+/// Which of the fields that frame an answer its head carries, and whether
+/// it asks to close, noted while its map is built: they are then not looked
+/// up in the map again (those it lacks, or `Connection` to be read).
 #[derive(Debug, Default, Clone, Copy)]
 struct Present {
     transfer_encoding: bool,
     content_length: bool,
-    connection: bool,
+    /// A `Connection` line says `close`: the connection is not reused.
+    close: bool,
 }
 
 /// The fields at `places` in `bytes` (a head), their values sharing it, in
@@ -560,9 +561,10 @@ fn fields(
         }
         present.transfer_encoding |= name == TRANSFER_ENCODING;
         present.content_length |= name == CONTENT_LENGTH;
-        present.connection |= name == CONNECTION;
         let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1))
             .map_err(|_| ExchangeError::Field)?;
+        // Read here, value in hand, not looked up in the map again.
+        present.close |= name == CONNECTION && says_close(value.as_bytes());
         map.append(name, value);
     }
     Ok((map, present))
@@ -662,13 +664,11 @@ fn announces_body(headers: &HeaderMap) -> bool {
             .any(|v| v.as_bytes() != b"0")
 }
 
-/// Whether the answer's `Connection` field says `close`.
-fn asks_close(headers: &HeaderMap) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
+/// Whether a `Connection` value says `close`.
+fn says_close(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 /// An answer's body, read from its connection as it is polled.

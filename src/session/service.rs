@@ -122,8 +122,9 @@ pub struct Sessions {
     /// Seals and opens every gateway cookie.
     pub sealer: Sealer,
     store: Arc<dyn UserStore>,
-    /// sid -> the session as this replica knows it.
-    cache: moka::sync::Cache<String, Arc<Cached>>,
+    /// sid -> the session as this replica knows it. Hashed with foldhash:
+    /// a sid comes out of a sealed cookie, never chosen by a client.
+    cache: moka::sync::Cache<String, Arc<Cached>, foldhash::fast::RandomState>,
     /// Session cookie name (with `__Host-` on https, `__Secure-` with a cookie domain).
     pub cookie_name: String,
     /// `session.cookie_domain`: hosts under it share one `Domain` cookie.
@@ -161,7 +162,7 @@ impl Sessions {
             cache: moka::sync::Cache::builder()
                 .max_capacity(CACHE_ENTRIES)
                 .time_to_live(cache_ttl)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             cookie_name: match cookie_domain {
                 Some(_) => cookie::shared_cookie_name(base_name, secure),
                 None => cookie::cookie_name(base_name, secure),

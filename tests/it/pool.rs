@@ -348,3 +348,93 @@ async fn bodies_of_megabytes_pass_whole_both_ways_and_leave_the_connection_reusa
         up.connections()
     );
 }
+
+/// An upstream that answers every request chunked, asks to close, names a
+/// hop-by-hop field, and closes; counts its connections.
+fn closing_chunked_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let mut s = s.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nKeep-Alive: timeout=5\r\n\
+Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            );
+        }
+    });
+    (addr, accepted)
+}
+
+/// Reads one answer of `s` whose body ends with the last chunk; its head and all.
+fn read_chunked_answer(s: &mut std::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !out.ends_with(b"0\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_asks_to_close_leaves_the_client_s_connection_open_and_its_framing_is_the_gateway_s(
+) {
+    let (addr, accepted) = closing_chunked_upstream();
+    let gw = gateway(&format!("http://{addr}"), "");
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for round in 1..=2 {
+        s.write_all(b"GET /a HTTP/1.1\r\nHost: pooled.example\r\n\r\n")
+            .unwrap();
+        let answer = read_chunked_answer(&mut s);
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "round {round}: {answer}"
+        );
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(!head.contains("connection:"), "round {round}: {head}");
+        assert!(!head.contains("keep-alive:"), "round {round}: {head}");
+        assert_eq!(
+            head.matches("transfer-encoding:").count(),
+            1,
+            "round {round}: {head}"
+        );
+        assert!(
+            answer.contains("\r\n5\r\nhello\r\n0\r\n\r\n"),
+            "round {round}: {answer}"
+        );
+    }
+    // The upstream's connection, which it closed, was never reused.
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_upstream_answer_reaches_an_http_1_0_client_unchunked() {
+    let (addr, _) = closing_chunked_upstream();
+    let gw = gateway(&format!("http://{addr}"), "");
+    let (answer, closed) =
+        raw_exchange(gw.addr, b"GET /a HTTP/1.0\r\nHost: pooled.example\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    assert_eq!(body, "hello");
+    assert!(closed, "the HTTP/1.0 client's connection stayed open");
+}
