@@ -906,7 +906,8 @@ tree_ticks() {
 tree_wakeups() {
     local p
     for p in $(tree_pids "$1"); do
-        cat "/proc/$p"/task/*/status 2>/dev/null
+        # A process gone meanwhile counts nothing (and stops nothing).
+        cat "/proc/$p"/task/*/status 2>/dev/null || true
     done | awk '$1 == "voluntary_ctxt_switches:" { t += $2 } END { printf "%d\n", t }'
 }
 

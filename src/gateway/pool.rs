@@ -158,8 +158,9 @@ struct Slot {
     h2: Option<http2::SendRequest<UpstreamBody>>,
 }
 
-/// One request out on the gateway's own connection, counted on its worker
-/// from when it is ready to be written until its answer's head is read.
+/// One request without a body (the gateway's own connections take them, or
+/// an HTTP/2 upstream), counted on its worker from when it is ready to be
+/// sent until its answer's head is read.
 ///
 /// A request that finds others of its worker out waits for the worker's
 /// next turn (`yield_now`: the tasks already woken run, the worker polls for
@@ -170,6 +171,8 @@ struct Slot {
 /// 0.46 a request and the public path went from 0.85× to 0.92× nginx
 /// (README, "Performance"). A request alone is written at once: waiting
 /// would cost it a poll of the worker's sockets and no other request gains.
+/// A request still out on a slow upstream (a long poll) makes each later
+/// one wait a turn: one more poll of the worker's sockets each, bounded.
 struct Out<'a> {
     count: &'a AtomicUsize,
 }
@@ -398,16 +401,11 @@ impl Shared {
     ) -> Option<Result<(http::Response<Answer>, Option<Checkin>), Error>> {
         origin_form(req);
         with_host(req, &self.dial);
-        let (out, others) = Out::count(self.out_of(slot));
-        if others > 0 {
-            tokio::task::yield_now().await;
-        }
         let mut headers = std::mem::take(req.headers_mut());
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let answered = conn
             .exchange(req.method(), target, &mut headers, beside)
             .await;
-        drop(out);
         // Unanswered, the request may go again: with its fields.
         *req.headers_mut() = headers;
         match answered {
@@ -622,6 +620,19 @@ impl Pool {
         // After one retry, only a new connection: a request that made a
         // connection fail never walks the whole idle list (RFC 9110 §9.2.2).
         let mut retried = false;
+        // Counted out until its answer's head is read (or it fails or is
+        // dropped); it waits its turn before an idle connection is taken,
+        // so the one taken was checked as late as it can be and a request
+        // dropped while it waits holds none.
+        let _out = if own {
+            let (out, others) = Out::count(shared.out_of(slot));
+            if others > 0 {
+                tokio::task::yield_now().await;
+            }
+            Some(out)
+        } else {
+            None
+        };
         loop {
             let idle = if retried {
                 None
