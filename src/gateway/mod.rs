@@ -374,6 +374,16 @@ fn decide(
     Decision::Protected
 }
 
+/// Whether a request's `Upgrade` names `websocket`.
+fn asks_websocket(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+}
+
 /// Whether a WebSocket upgrade carried by ambient credentials (the session
 /// cookie) comes from a page of another site (PRX-17, cross-site WebSocket
 /// hijacking): its `Origin` names neither the host the request was sent to
@@ -385,18 +395,12 @@ pub fn foreign_websocket_origin(
     sent_host: Option<&str>,
     is_ours: impl Fn(&str) -> bool,
 ) -> bool {
-    let websocket = headers
-        .get_all(http::header::UPGRADE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case("websocket"));
+    if !asks_websocket(headers) {
+        return false;
+    }
     let Some(origin) = headers.get(http::header::ORIGIN) else {
         return false;
     };
-    if !websocket {
-        return false;
-    }
     let Some(origin) = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()) else {
         // `null` or garbage: an opaque origin is never ours.
         return true;
@@ -417,6 +421,10 @@ pub fn foreign_websocket_origin(
 
 /// [`foreign_websocket_origin`] for this request and this config's hosts.
 fn foreign_websocket(state: &State, req: &http::request::Parts) -> bool {
+    // Most requests are no WebSocket handshake: nothing more is looked up.
+    if !asks_websocket(&req.headers) {
+        return false;
+    }
     let config = &state.config;
     let sent_host = req
         .headers
