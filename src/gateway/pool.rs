@@ -297,6 +297,19 @@ impl Shared {
         }
     }
 
+    /// Counts a request without a body out on worker `slot` and, when
+    /// others of the worker are out, waits for the worker's next turn
+    /// ([`Out`]). Before an idle connection is taken: the one taken is then
+    /// checked as late as it can be, and a request dropped while it waits
+    /// holds none.
+    async fn take_turn(&self, slot: usize) -> Out<'_> {
+        let (out, others) = Out::count(self.out_of(slot));
+        if others > 0 {
+            tokio::task::yield_now().await;
+        }
+        out
+    }
+
     /// Worker `i`'s count of requests out on the gateway's own connections.
     fn out_of(&self, i: usize) -> &AtomicUsize {
         self.out.get(i).unwrap_or(&self.spare_out)
@@ -620,16 +633,9 @@ impl Pool {
         // After one retry, only a new connection: a request that made a
         // connection fail never walks the whole idle list (RFC 9110 §9.2.2).
         let mut retried = false;
-        // Counted out until its answer's head is read (or it fails or is
-        // dropped); it waits its turn before an idle connection is taken,
-        // so the one taken was checked as late as it can be and a request
-        // dropped while it waits holds none.
+        // Out until its answer's head is read, it fails or it is dropped.
         let _out = if own {
-            let (out, others) = Out::count(shared.out_of(slot));
-            if others > 0 {
-                tokio::task::yield_now().await;
-            }
-            Some(out)
+            Some(shared.take_turn(slot).await)
         } else {
             None
         };
@@ -857,16 +863,8 @@ mod tests {
             1,
         )
         .unwrap();
-        let req = http::Request::builder()
-            .uri("/")
-            .header(http::header::HOST, "app.example")
-            .body(UpstreamBody::new(None, None, Duration::from_secs(60)))
-            .unwrap();
-        let (response, checkin) = pool.send(req, false, &Beside::default()).await.unwrap();
-        let mut answer = response.into_body();
-        let body = (&mut answer).collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"ok");
-        checkin.unwrap().put_back(&mut answer);
+        let pool = Arc::new(pool);
+        assert_eq!(&fetch(pool.clone(), "/").await[..], b"ok");
         assert_eq!(pool.shared.lock(0).own.len(), 1, "the connection went back");
 
         // Used just now: a sweep keeps it open.
