@@ -33,7 +33,8 @@ enum Speaks {
 
 /// An upstream counting its connections and recording each request's
 /// version and path; `/big` answers `BIG` bytes of `b'x'`, `/echo` the
-/// request body, `/who` its `X-Forwarded-User` values, anything else "ok <path>".
+/// request body, `/who` its `X-Forwarded-User` values, `/fwd` its
+/// forwarding headers' values, anything else "ok <path>".
 struct Counted {
     addr: std::net::SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -112,6 +113,22 @@ async fn answer(
             .map(|v| v.to_str().unwrap())
             .collect();
         Bytes::from(format!("user {}", users.join(",")))
+    } else if path == "/fwd" {
+        let values = |name: &str| -> String {
+            let all: Vec<&str> = req
+                .headers()
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            all.join(",")
+        };
+        Bytes::from(format!(
+            "for {} proto {} real {}",
+            values("x-forwarded-for"),
+            values("x-forwarded-proto"),
+            values("x-real-ip")
+        ))
     } else if path == "/echo" {
         use http_body_util::BodyExt;
         req.into_body().collect().await.unwrap().to_bytes()
@@ -225,6 +242,42 @@ async fn a_machine_s_identity_reaches_an_http2_upstream_once_with_a_body_or_with
         seen.iter().all(|(v, _, _)| *v == http::Version::HTTP_2),
         "{seen:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_forwarding_headers_reach_an_http2_upstream_once_with_a_body_or_without() {
+    let up = Counted::start(Speaks::Http2Tls).await;
+    let gw = gateway(
+        &format!("https://localhost:{}", up.addr.port()),
+        &format!(
+            "upstream_ca_file = \"{}\"\n",
+            fixture("test-ca.pem").display()
+        ),
+    );
+    let c = client();
+    let want = "for 127.0.0.1 proto http real 127.0.0.1";
+    for i in 0..2 {
+        let r = c
+            .get(gw.url("/fwd"))
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("x-real-ip", "6.6.6.6")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap(), want, "request {i}");
+    }
+    let r = c
+        .post(gw.url("/fwd"))
+        .header("x-forwarded-proto", "https")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), want);
+    assert!(up
+        .seen()
+        .iter()
+        .all(|(v, _, _)| *v == http::Version::HTTP_2));
 }
 
 /// Sends `GET /big` on a raw connection, reads a little of the answer and
