@@ -179,11 +179,8 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 /// `s` escaped for the inside of a JSON string (RFC 8259 §7).
 fn json_escaped(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    // Most values need no escape: one test a byte, one copy.
-    if !bytes
-        .iter()
-        .any(|&b| b < 0x20 || b == 0x7f || b == b'"' || b == b'\\')
-    {
+    // Most values need no escape: one test per eight bytes, one copy.
+    if !any_byte(bytes, json_escapes_any, json_escapes) {
         out.extend_from_slice(bytes);
         return;
     }
@@ -211,14 +208,68 @@ fn json_escaped(out: &mut Vec<u8>, s: &str) {
 
 /// `s` bare when it is visible ASCII without quotes or backslashes, else quoted.
 fn text_value(out: &mut Vec<u8>, s: &str) {
-    let bare = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
-    if bare {
-        out.extend_from_slice(s.as_bytes());
+    let bytes = s.as_bytes();
+    if !bytes.is_empty() && !any_byte(bytes, text_quotes_any, text_quotes) {
+        out.extend_from_slice(bytes);
     } else {
         json_str(out, s);
     }
+}
+
+/// Whether a byte of `bytes` passes `one`, tested eight at a time by
+/// `eight` (which must say whether any of the eight bytes passes `one`):
+/// the access line tests every value it writes, on every request.
+fn any_byte(bytes: &[u8], eight: fn(u64) -> bool, one: fn(u8) -> bool) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            return true;
+        };
+        if eight(u64::from_le_bytes(chunk)) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| one(b))
+}
+
+/// Eight copies of a byte value across a word.
+const fn splat(b: u8) -> u64 {
+    0x0101_0101_0101_0101 * b as u64
+}
+
+/// Whether a byte of `x` is below `n` (`n` ≤ 128; exact, from the "has less"
+/// word trick: a byte's borrow only reaches the next one if it was below `n`).
+const fn has_below(x: u64, n: u8) -> bool {
+    x.wrapping_sub(splat(n)) & !x & splat(0x80) != 0
+}
+
+/// Whether a byte of `x` is `b`.
+const fn has_byte(x: u64, b: u8) -> bool {
+    has_below(x ^ splat(b), 1)
+}
+
+/// A byte a JSON string must escape: a control byte, DEL, `"` or `\`.
+fn json_escapes(b: u8) -> bool {
+    b < 0x20 || b == 0x7f || b == b'"' || b == b'\\'
+}
+
+/// [`json_escapes`] for any of eight bytes.
+fn json_escapes_any(x: u64) -> bool {
+    has_below(x, 0x20) || has_byte(x, 0x7f) || has_byte(x, b'"') || has_byte(x, b'\\')
+}
+
+/// A byte that makes a text value quoted: anything but visible ASCII, `"` and `\`.
+fn text_quotes(b: u8) -> bool {
+    !b.is_ascii_graphic() || b == b'"' || b == b'\\'
+}
+
+/// [`text_quotes`] for any of eight bytes.
+fn text_quotes_any(x: u64) -> bool {
+    x & splat(0x80) != 0
+        || has_below(x, 0x21)
+        || has_byte(x, 0x7f)
+        || has_byte(x, b'"')
+        || has_byte(x, b'\\')
 }
 
 /// Milliseconds with three decimals (microsecond resolution).
@@ -296,13 +347,28 @@ fn digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
 fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            let mut buf = itoa::Buffer::new();
+            // Into 15 bytes on the stack, then one copy.
+            let mut text = [0u8; 15];
+            let mut len = 0;
+            let mut put = |b: u8| {
+                if let Some(slot) = text.get_mut(len) {
+                    *slot = b;
+                    len += 1;
+                }
+            };
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    put(b'.');
                 }
-                out.extend_from_slice(buf.format(octet).as_bytes());
+                if octet >= 100 {
+                    put(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    put(b'0' + octet / 10 % 10);
+                }
+                put(b'0' + octet % 10);
             }
+            out.extend_from_slice(text.get(..len).unwrap_or_default());
         }
         IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
@@ -407,6 +473,51 @@ mod tests {
         let mut out = Vec::new();
         json_str(&mut out, "plain/é/0123456789abcdef");
         assert_eq!(out, "\"plain/é/0123456789abcdef\"".as_bytes());
+    }
+
+    #[test]
+    fn every_byte_is_quoted_or_escaped_as_its_own_rule_says_wherever_it_stands() {
+        // The word-at-a-time tests against the byte rules: every byte value,
+        // at every place of values that take one, two and three words and a
+        // tail, amid every neighbour that could carry a borrow into it.
+        for len in [1, 7, 8, 9, 16, 17, 24] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    for fill in [b'a', 0x00, 0x1f, 0x20, 0x21, 0x7e, 0x80, 0xff] {
+                        let mut value = vec![fill; len];
+                        value[at] = b;
+                        let want_json = value.iter().any(|&c| json_escapes(c));
+                        let want_text = value.iter().any(|&c| text_quotes(c));
+                        assert_eq!(
+                            any_byte(&value, json_escapes_any, json_escapes),
+                            want_json,
+                            "json: {b:#x} at {at} of {len} amid {fill:#x}"
+                        );
+                        assert_eq!(
+                            any_byte(&value, text_quotes_any, text_quotes),
+                            want_text,
+                            "text: {b:#x} at {at} of {len} amid {fill:#x}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_ipv4_client_is_written_as_its_dotted_quad() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "127.0.0.1",
+            "192.168.100.9",
+            "255.255.255.255",
+            "1.20.199.250",
+        ] {
+            let mut out = Vec::new();
+            write_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), ip);
+        }
     }
 
     #[test]

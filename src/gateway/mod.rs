@@ -374,8 +374,8 @@ fn decide(
     Decision::Protected
 }
 
-/// Whether a request's `Upgrade` names `websocket`.
-fn asks_websocket(headers: &http::HeaderMap) -> bool {
+/// Whether a request's `Upgrade` names `websocket` (asks to become a WebSocket).
+pub(crate) fn asks_websocket(headers: &http::HeaderMap) -> bool {
     headers
         .get_all(http::header::UPGRADE)
         .iter()

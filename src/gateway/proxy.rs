@@ -92,16 +92,6 @@ impl Target {
     }
 }
 
-/// Whether a request asks to become a WebSocket.
-fn wants_websocket(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(header::UPGRADE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
-}
-
 /// Whether `e` (or what caused it) is a timeout.
 fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
@@ -129,7 +119,7 @@ pub async fn forward(
         return Ok(());
     };
     let head = &mut ex.head;
-    let websocket = head.version == http::Version::HTTP_11 && wants_websocket(&head.headers);
+    let websocket = head.version == http::Version::HTTP_11 && super::asks_websocket(&head.headers);
     let on_upgrade = if websocket {
         head.extensions.remove::<hyper::upgrade::OnUpgrade>()
     } else {
@@ -169,7 +159,8 @@ pub async fn forward(
         Ok(Err(e)) => return Err(upstream_failed(ex, ctx, &e, progress.as_deref())),
         Ok(Ok(r)) => r,
     };
-    if let Some((why, error)) = refused_answer(&response, on_upgrade.is_some()) {
+    let fields = upstream::answer_fields(response.headers(), response.status().as_u16());
+    if let Some((why, error)) = refused_answer(response.status(), &fields, on_upgrade.is_some()) {
         ctx.span
             .in_scope(|| tracing::warn!(request_id = %ctx.request_id, reason = why, "upstream response refused"));
         ex.close |= on_upgrade.is_some(); // as after a declined upgrade (PRX-16)
@@ -186,7 +177,7 @@ pub async fn forward(
         ex,
         ctx,
         target,
-        (response, checkin, progress),
+        (response, fields, checkin, progress),
         tunnel,
     ));
     Ok(())
@@ -218,23 +209,16 @@ fn upstream_request(
 /// error: a length that could be read two ways (PRX-23), or a switch to
 /// another protocol than the WebSocket the client asked for, which would
 /// carry the client past the gateway (PRX-17).
-fn refused_answer<B>(
-    response: &http::Response<B>,
+fn refused_answer(
+    status: http::StatusCode,
+    fields: &upstream::AnswerFields,
     upgrade_asked: bool,
 ) -> Option<(&'static str, &'static str)> {
-    if let Err(why) = upstream::check_response_framing(response.headers()) {
+    if let Err(why) = fields.framing {
         return Some((why, "InvalidUpstreamFraming"));
     }
-    let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-    let mut upgrades = response.headers().get_all(header::UPGRADE).iter();
-    let websocket = match (upgrades.next(), upgrades.next()) {
-        (Some(only), None) => only
-            .as_bytes()
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"websocket"),
-        _ => false,
-    };
-    if switched && !(upgrade_asked && websocket) {
+    let switched = status == http::StatusCode::SWITCHING_PROTOCOLS;
+    if switched && !(upgrade_asked && fields.websocket) {
         return Some((
             "the upstream switched to a protocol other than the WebSocket asked for",
             "UnexpectedUpgrade",
@@ -411,7 +395,7 @@ fn upstream_failed(
     if e.is_connect() {
         "ConnectError"
     } else if e.is_ambiguous_framing() {
-        // As `check_response_framing` names it for an answer hyper read.
+        // As `refused_answer` names it for an answer hyper read.
         "InvalidUpstreamFraming"
     } else {
         "UpstreamError"
@@ -426,15 +410,21 @@ struct Tunnel {
 }
 
 /// The upstream's response as the client gets it: hop-by-hop fields and
-/// the gateway's cookies removed (PRX-23), a resealed session cookie added;
-/// a 101 to an upgrade becomes a tunnel between the two connections.
+/// the gateway's cookies removed (PRX-23; both found in the one pass of
+/// `fields`), a resealed session cookie added; a 101 to an upgrade becomes
+/// a tunnel between the two connections.
 fn client_response(
     state: &State,
     conn: &Arc<Conn>,
     ex: &Exchange,
     ctx: &mut Ctx,
     target: &Target,
-    (mut response, checkin, upload): (http::Response<body::Answer>, Option<Checkin>, Upload),
+    (mut response, fields, checkin, upload): (
+        http::Response<body::Answer>,
+        upstream::AnswerFields,
+        Option<Checkin>,
+        Upload,
+    ),
     tunnel: Tunnel,
 ) -> http::Response<body::Body> {
     let status = response.status();
@@ -448,7 +438,7 @@ fn client_response(
     // The gateway's own version, whatever the upstream spoke (RFC 9110 §2.5):
     // an HTTP/1.0 answer does not make the client's connection HTTP/1.0.
     parts.version = http::Version::HTTP_11;
-    let hop = upstream::response_hop_by_hop(&parts.headers, status.as_u16());
+    let hop = fields.hop;
     for name in &hop.names {
         parts.headers.remove(name);
     }
@@ -462,7 +452,9 @@ fn client_response(
         }
     }
     // The upstream may not set the gateway's own cookies (PRX-23).
-    upstream::drop_gateway_set_cookies(&mut parts.headers, &gateway_cookies(state));
+    if fields.set_cookie {
+        upstream::drop_gateway_set_cookies(&mut parts.headers, &gateway_cookies(state));
+    }
     if let Some(set) = ctx.reseal.take() {
         if let Ok(v) = HeaderValue::from_str(&set) {
             parts.headers.append(header::SET_COOKIE, v);

@@ -393,29 +393,6 @@ pub fn rewritten_target(uri: &http::Uri, forward: &str) -> Option<String> {
     })
 }
 
-/// Why an upstream response cannot be passed on: its framing could be read
-/// two ways (PRX-23). Answered with 502; the upstream connection is not reused.
-pub fn check_response_framing(headers: &HeaderMap) -> Result<(), &'static str> {
-    // Read in place: every answer passes here, so nothing is collected.
-    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
-    let coded = headers.contains_key(http::header::TRANSFER_ENCODING);
-    if coded && !only_chunked(headers) {
-        return Err("the upstream sent a transfer coding other than chunked");
-    }
-    let Some(first) = lengths.next() else {
-        return Ok(());
-    };
-    if coded {
-        return Err("the upstream sent both Content-Length and Transfer-Encoding");
-    }
-    let first = first.as_bytes();
-    let valid = |v: &[u8]| !v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit);
-    if !valid(first) || lengths.any(|v| v.as_bytes() != first) {
-        return Err("the upstream sent an invalid Content-Length");
-    }
-    Ok(())
-}
-
 /// Whether an answer's `Transfer-Encoding` names `chunked` and nothing else
 /// (over all its lines). Any other coding would reach the client as
 /// content, undecoded and unlabelled, once the field gives way to the
@@ -433,48 +410,137 @@ pub fn only_chunked(headers: &HeaderMap) -> bool {
     )
 }
 
-/// Hop-by-hop fields of an upstream response that must not reach the client
-/// (RFC 9110 §7.6.1): the ones its `Connection` nominates and the standard
-/// ones (`names`; `Upgrade` stays on a 101, which needs it); and whether it
-/// has `Connection` and `Transfer-Encoding`, which the gateway replaces with
-/// its own on any answer but a tunnel's.
-pub fn response_hop_by_hop(headers: &HeaderMap, status: u16) -> HopByHop {
+/// What one pass over an upstream answer's fields finds: the hop-by-hop
+/// fields that must not reach the client, whether its framing could be read
+/// two ways, whether it switches to a WebSocket, and whether it sets a
+/// cookie. Every answer passes here: a hashed lookup per name, and lines
+/// looked up again to be read, cost more than one pass over a handful of
+/// fields with their values in hand.
+pub fn answer_fields(headers: &HeaderMap, status: u16) -> AnswerFields {
     static STANDARD: [HeaderName; 4] = [
         HeaderName::from_static("keep-alive"),
         HeaderName::from_static("proxy-connection"),
         http::header::TE,
         http::header::TRAILER,
     ];
-    // One pass over the answer's fields (a handful), values in hand: a
-    // hashed lookup per name, and `Connection` looked up again to be read,
-    // cost more. Most answers have none of these: no list is allocated.
     let mut hop = HopByHop::default();
+    let mut framing = FramingSeen::default();
+    let mut upgrades = 0usize;
+    let mut websocket = false;
+    let mut set_cookie = false;
+    // Most answers have none of the standard hop-by-hop names: no list is allocated.
     let mut standard: Vec<HeaderName> = Vec::new();
     for (name, value) in headers {
-        if name == http::header::CONNECTION {
+        if name == http::header::CONTENT_LENGTH {
+            framing.length(value.as_bytes());
+        } else if name == http::header::SET_COOKIE {
+            set_cookie = true;
+        } else if name == http::header::CONNECTION {
             hop.connection = true;
             nominated_by(value, headers, &mut hop.names);
         } else if name == http::header::TRANSFER_ENCODING {
             hop.transfer_encoding = true;
-        } else if STANDARD.contains(name) || (status != 101 && name == http::header::UPGRADE) {
-            // A name's values come one after another: listed once.
-            if standard.last() != Some(name) {
+            framing.coding(value.as_bytes());
+        } else if name == http::header::UPGRADE {
+            upgrades += 1;
+            websocket = value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"websocket");
+            // `Upgrade` stays on a 101, which needs it.
+            if status != 101 && standard.last() != Some(name) {
                 standard.push(name.clone());
             }
+        } else if STANDARD.contains(name) && standard.last() != Some(name) {
+            // A name's values come one after another: listed once.
+            standard.push(name.clone());
         }
     }
     hop.names.append(&mut standard);
-    hop
+    AnswerFields {
+        hop,
+        framing: framing.verdict(),
+        websocket: upgrades == 1 && websocket,
+        set_cookie,
+    }
 }
 
-/// What [`response_hop_by_hop`] found.
+/// What [`answer_fields`] found.
+#[derive(Debug)]
+pub struct AnswerFields {
+    /// The hop-by-hop fields.
+    pub hop: HopByHop,
+    /// `Err`, why the answer's length could be read two ways (PRX-23): it
+    /// is answered with 502 and its connection is not reused.
+    pub framing: Result<(), &'static str>,
+    /// One `Upgrade` line, naming `websocket`.
+    pub websocket: bool,
+    /// The answer has `Set-Cookie`.
+    pub set_cookie: bool,
+}
+
+/// An answer's `Content-Length` and `Transfer-Encoding` lines, read one by one.
+#[derive(Debug, Default)]
+struct FramingSeen<'a> {
+    /// The first `Content-Length` value, and whether a later one differs.
+    length: Option<(&'a [u8], bool)>,
+    /// A `Transfer-Encoding` line was seen.
+    coded: bool,
+    /// Its codings over all lines, and whether the first is `chunked`.
+    codings: usize,
+    chunked_first: bool,
+}
+
+impl<'a> FramingSeen<'a> {
+    fn length(&mut self, value: &'a [u8]) {
+        match &mut self.length {
+            None => self.length = Some((value, false)),
+            Some((first, differs)) => *differs |= *first != value,
+        }
+    }
+
+    fn coding(&mut self, value: &[u8]) {
+        self.coded = true;
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if token.is_empty() {
+                continue;
+            }
+            if self.codings == 0 {
+                self.chunked_first = token.eq_ignore_ascii_case(b"chunked");
+            }
+            self.codings += 1;
+        }
+    }
+
+    /// `chunked` alone, or one valid length repeated, or neither.
+    fn verdict(&self) -> Result<(), &'static str> {
+        if self.coded && !(self.codings == 1 && self.chunked_first) {
+            return Err("the upstream sent a transfer coding other than chunked");
+        }
+        let Some((first, differs)) = &self.length else {
+            return Ok(());
+        };
+        if self.coded {
+            return Err("the upstream sent both Content-Length and Transfer-Encoding");
+        }
+        let valid = !first.is_empty() && first.len() <= 18 && first.iter().all(u8::is_ascii_digit);
+        if !valid || *differs {
+            return Err("the upstream sent an invalid Content-Length");
+        }
+        Ok(())
+    }
+}
+
+/// The hop-by-hop fields of an answer (RFC 9110 §7.6.1).
 #[derive(Debug, Default)]
 pub struct HopByHop {
-    /// The fields to remove: nominated ones first, then the standard ones.
+    /// The fields to remove: nominated ones first, then the standard ones
+    /// (`Upgrade` but on a 101).
     pub names: Vec<HeaderName>,
-    /// The answer has `Connection`.
+    /// The answer has `Connection`, which the gateway replaces with its own
+    /// on any answer but a tunnel's.
     pub connection: bool,
-    /// The answer has `Transfer-Encoding`.
+    /// The answer has `Transfer-Encoding`, which the gateway replaces alike.
     pub transfer_encoding: bool,
 }
 
@@ -910,7 +976,10 @@ mod tests {
             ],
             &[("transfer-encoding", "")],
         ] {
-            assert!(check_response_framing(&map(lines)).is_err(), "{lines:?}");
+            assert!(
+                answer_fields(&map(lines), 200).framing.is_err(),
+                "{lines:?}"
+            );
         }
         for lines in [
             &[("content-length", "5")][..],
@@ -919,7 +988,7 @@ mod tests {
             &[("transfer-encoding", " Chunked ")],
             &[],
         ] {
-            assert!(check_response_framing(&map(lines)).is_ok(), "{lines:?}");
+            assert!(answer_fields(&map(lines), 200).framing.is_ok(), "{lines:?}");
         }
         let h = map(&[
             ("connection", "X-Hop, close"),
@@ -931,7 +1000,8 @@ mod tests {
             ("x-kept", "k"),
         ]);
         let names = |status| -> Vec<String> {
-            response_hop_by_hop(&h, status)
+            answer_fields(&h, status)
+                .hop
                 .names
                 .iter()
                 .map(|n| n.to_string())
@@ -942,6 +1012,28 @@ mod tests {
             ["x-hop", "keep-alive", "proxy-connection", "upgrade"]
         );
         assert_eq!(names(101), ["x-hop", "keep-alive", "proxy-connection"]);
+    }
+
+    #[test]
+    fn one_pass_over_an_answer_tells_a_websocket_switch_and_a_set_cookie() {
+        let seen = |lines: &[(&'static str, &'static str)]| {
+            let f = answer_fields(&map(lines), 101);
+            (f.websocket, f.set_cookie)
+        };
+        assert_eq!(seen(&[("upgrade", "websocket")]), (true, false));
+        assert_eq!(seen(&[("upgrade", " WebSocket ")]), (true, false));
+        assert_eq!(seen(&[("upgrade", "h2c")]), (false, false));
+        assert_eq!(seen(&[("upgrade", "websocket, h2c")]), (false, false));
+        assert_eq!(
+            seen(&[("upgrade", "websocket"), ("upgrade", "websocket")]),
+            (false, false)
+        );
+        assert_eq!(
+            seen(&[("upgrade", "h2c"), ("set-cookie", "a=1")]),
+            (false, true)
+        );
+        assert_eq!(seen(&[("x-upgrade", "websocket")]), (false, false));
+        assert_eq!(seen(&[]), (false, false));
     }
 
     #[test]
