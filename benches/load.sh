@@ -38,7 +38,10 @@
 #   pingora-bare   benches/pingora-floor: pingora with nothing in it (floor)
 #   upstream       the upstream itself, no proxy (only when named in ROWS)
 # Rounds are interleaved: round 1 runs every row, then round 2 every row, and
-# so on, so a slow phase of a shared machine hits every row alike.
+# so on, so a slow phase of a shared machine hits every row alike. Besides
+# the ratios of the medians (the targets), each row's req/s and p99 are
+# divided by nginx's of the same round: the median of those ratios and
+# their spread are printed too.
 #
 # CPU µs/request: utime+stime (+ reaped children) of the proxy's process tree
 # from /proc, read before and after each run, divided by the requests wrk
@@ -851,6 +854,8 @@ for row in nginx public session bearer-hit bearer-miss apache-oidc apache-oauth2
 done
 
 declare -A S_RPS=() S_P50=() S_P99=() S_CPU=() S_WAKE=() NON2XX=() SOCKERR=()
+# Each round's req/s and p99 by "row/round", for the ratios within a round.
+declare -A R_RPS=() R_P99=()
 
 # wrk latency ("310.00us", "1.20ms", "2.00s", "1.00m") -> milliseconds.
 to_ms() {
@@ -956,6 +961,7 @@ measure_once() {
     SOCKERR[$row]=$((${SOCKERR[$row]:-0} + ${sockerr:-0}))
     cpu="$(awk -v d="$((after - before))" -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n }')"
     S_RPS[$row]+=" $rps" S_P50[$row]+=" $p50" S_P99[$row]+=" $p99"
+    R_RPS[$row/$r]="$rps" R_P99[$row/$r]="$p99"
     [[ -z "$cpu" ]] || S_CPU[$row]+=" $cpu"
     [[ "$row" == upstream ]] || S_WAKE[$row]+=" $(awk -v w="$wakes" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.3f", w / n }')"
     log "$row: round $r: $rps req/s, p50 $p50 ms, p99 $p99 ms, proxy CPU ${cpu:-?} µs/request"
@@ -1088,6 +1094,35 @@ for floor in hyper-bare pingora-bare; do
     printf '  %-22s req/s %6s   CPU µs/request %6s\n' "$floor / nginx" \
         "$(xfmt "$(ratio "${RPS[$floor]}" "$NX_RPS")")" "$(xfmt "$(ratio "${CPU[$floor]}" "$NX_CPU")")"
 done
+# Each row against nginx in the same round: on a shared machine whose speed
+# drifts from round to round (seen here: nginx 71-85k req/s over five
+# rounds of one run), a round that is slow for nginx is slow for the row
+# beside it too; the spread shows how far one round can be trusted.
+if [[ -n "$NX_RPS" ]]; then
+    echo
+    echo "each round against that round's nginx (median of the rounds' ratios, min-max):"
+    for row in "${ORDER[@]}"; do
+        [[ "$row" != nginx ]] || continue
+        for metric in req/s p99; do
+            list=""
+            for ((r = 1; r <= ROUNDS; r++)); do
+                if [[ "$metric" == req/s ]]; then
+                    a="${R_RPS[$row/$r]:-}" b="${R_RPS[nginx/$r]:-}"
+                else
+                    a="${R_P99[$row/$r]:-}" b="${R_P99[nginx/$r]:-}"
+                fi
+                q="$(ratio "$a" "$b")"
+                [[ -z "$q" ]] || list+=" $q"
+            done
+            [[ -n "$list" ]] || continue
+            # shellcheck disable=SC2086 # a space-separated list of ratios
+            printf '  %-14s %-6s %6s  (%s-%s over %d rounds)\n' "$row" "$metric" \
+                "$(xfmt "$(fmt "$(median $list)" 2)")" \
+                "$(printf '%s\n' $list | sort -g | head -1)" "$(printf '%s\n' $list | sort -g | tail -1)" \
+                "$(wc -w <<<"$list")"
+        done
+    done
+fi
 # What a proxy as fast as nginx, with no authentication, would score against
 # the Apache rows: the upstream shares the proxy's core, so no row goes far
 # past nginx's req/s, and a bearer-hit / Apache target above these ratios

@@ -396,17 +396,19 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// and the first hop that is not one is the client (all trusted: the
 /// leftmost). A hop that is not an address ends the walk at the last good
 /// one: what is left of it could have been written by anyone.
-pub fn client_ip<'a>(
+pub fn client_ip<'a, Lines: DoubleEndedIterator<Item = &'a [u8]>>(
     peer: IpAddr,
     peer_trusted: bool,
-    forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
+    forwarded_for: impl FnOnce() -> Lines,
     is_trusted: impl Fn(IpAddr) -> bool,
 ) -> IpAddr {
+    // The lines are looked up only for a trusted peer: most requests come
+    // straight from their client.
     if !peer_trusted {
         return peer;
     }
     let mut client = peer;
-    for line in forwarded_for.rev() {
+    for line in forwarded_for().rev() {
         for hop in line.rsplit(|b| *b == b',') {
             let Some(ip) = parse_hop(hop) else {
                 return client;
@@ -618,7 +620,12 @@ mod tests {
         let proxies = |ip: IpAddr| ip.to_string().starts_with("10.");
         let peer = ip("10.0.0.2");
         let client = |trusted: bool, lines: &[&str]| {
-            client_ip(peer, trusted, lines.iter().map(|l| l.as_bytes()), proxies)
+            client_ip(
+                peer,
+                trusted,
+                || lines.iter().map(|l| l.as_bytes()),
+                proxies,
+            )
         };
         // An untrusted peer is the client, whatever it claims.
         assert_eq!(client(false, &["203.0.113.9"]), peer);

@@ -530,11 +530,13 @@ pub async fn serve(
     let client_ip = access::client_ip(
         peer.addr.ip(),
         peer.trusted,
-        ex.head
-            .headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .map(http::HeaderValue::as_bytes),
+        || {
+            ex.head
+                .headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .map(http::HeaderValue::as_bytes)
+        },
         |ip| state.config.server.is_trusted_proxy(ip),
     );
     ctx.client_ip = Some(client_ip);

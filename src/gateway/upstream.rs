@@ -571,8 +571,11 @@ fn nominated_by(value: &HeaderValue, headers: &HeaderMap, out: &mut Vec<HeaderNa
 pub fn strip_gateway_cookies(headers: &mut HeaderMap, names: &[&str]) {
     use crate::session::cookie::{stripped, Stripped};
     let mut lines = headers.get_all(http::header::COOKIE).iter();
-    let (Some(line), None) = (lines.next(), lines.next()) else {
-        return strip_cookie_lines(headers, names);
+    let line = match (lines.next(), lines.next()) {
+        // No `Cookie` line (a public path, a machine's request): looked up once.
+        (None, _) => return,
+        (Some(line), None) => line,
+        (Some(_), Some(_)) => return strip_cookie_lines(headers, names),
     };
     // One line, the usual case: read once, and copied only when it changes.
     match stripped(line.as_bytes(), names) {
@@ -591,7 +594,7 @@ pub fn strip_gateway_cookies(headers: &mut HeaderMap, names: &[&str]) {
     }
 }
 
-/// [`strip_gateway_cookies`] for a request with no `Cookie` line or several.
+/// [`strip_gateway_cookies`] for a request with several `Cookie` lines.
 fn strip_cookie_lines(headers: &mut HeaderMap, names: &[&str]) {
     let ours = |v: &HeaderValue| {
         crate::session::cookie::pieces(v.as_bytes())

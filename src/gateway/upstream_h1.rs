@@ -537,6 +537,9 @@ fn parse_head(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Head>, Excha
 struct Present {
     transfer_encoding: bool,
     content_length: bool,
+    /// The length every `Content-Length` line gives, when they are all the
+    /// same digits (at most 18 of them); `None` if any is not (or none is there).
+    length: Option<u64>,
     /// A `Connection` line says `close`: the connection is not reused.
     close: bool,
 }
@@ -551,6 +554,8 @@ fn fields(
     map.clear();
     map.reserve(places.len());
     let mut present = Present::default();
+    // The first `Content-Length` value, and whether a later one differs.
+    let mut length: Option<(&[u8], bool)> = None;
     for &[n0, n1, v0, v1] in places {
         let name = bytes
             .get(n0..n1)
@@ -560,14 +565,32 @@ fn fields(
             return Err(ExchangeError::Field);
         }
         present.transfer_encoding |= name == TRANSFER_ENCODING;
-        present.content_length |= name == CONTENT_LENGTH;
+        if name == CONTENT_LENGTH {
+            present.content_length = true;
+            let this = bytes.get(v0..v1).unwrap_or_default();
+            match &mut length {
+                None => length = Some((this, false)),
+                Some((first, differs)) => *differs |= *first != this,
+            }
+        }
         let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1))
             .map_err(|_| ExchangeError::Field)?;
         // Read here, value in hand, not looked up in the map again.
         present.close |= name == CONNECTION && says_close(value.as_bytes());
         map.append(name, value);
     }
+    present.length = match length {
+        Some((first, false)) => decimal_length(first),
+        _ => None,
+    };
     Ok((map, present))
+}
+
+/// A `Content-Length` value as a number: digits only, at most 18 of them
+/// (so it fits, and hyper's own limit is never reached).
+fn decimal_length(value: &[u8]) -> Option<u64> {
+    let valid = !value.is_empty() && value.len() <= 18 && value.iter().all(u8::is_ascii_digit);
+    valid.then(|| value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// How an answer's body ends (RFC 9112 §6.3).
@@ -628,16 +651,10 @@ fn body_framing(
     if !present.content_length {
         return Ok(Framing::UntilClose);
     }
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
-    let Some(first) = lengths.next() else {
-        return Ok(Framing::UntilClose);
-    };
-    let first = first.as_bytes();
-    let valid = !first.is_empty() && first.len() <= 18 && first.iter().all(u8::is_ascii_digit);
-    if !valid || lengths.any(|v| v.as_bytes() != first) {
+    // Read as the map was built: the same digits on every line, or refused.
+    let Some(length) = present.length else {
         return Err(ExchangeError::AmbiguousLength("an invalid Content-Length"));
-    }
-    let length = first.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    };
     Ok(if length == 0 {
         Framing::Ended
     } else {
@@ -1223,6 +1240,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_length_repeated_frames_the_answer() {
+        let (addr, _up) = upstream(vec![vec![
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX: y\r\nContent-Length: 3\r\n\r\nabcdef"[..],
+        ]])
+        .await;
+        let response = get(conn(addr).await, Method::GET).await.unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"abc");
+    }
+
+    #[tokio::test]
     async fn lengths_that_disagree_or_are_not_numbers_are_refused() {
         for (head, ambiguous) in [
             (
@@ -1230,6 +1258,15 @@ mod tests {
                 true,
             ),
             (b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\nabc", true),
+            // The same number in other digits is another value.
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 03\r\n\r\nabc",
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000000000\r\n\r\nabc",
+                true,
+            ),
             (b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc", true),
             (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
