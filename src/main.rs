@@ -324,7 +324,7 @@ fn init_logging(format: Option<config::LogFormat>) -> Result<(AccessSink, Shared
     let format = format.unwrap_or(config::LogFormat::Text);
     match portcullis::logging::init(format) {
         Ok((writer, guard)) => Ok((
-            AccessSink::Direct { format, writer },
+            AccessSink::direct(format, writer),
             Arc::new(Mutex::new(Some(guard))),
         )),
         Err(e) => {

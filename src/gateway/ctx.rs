@@ -108,6 +108,17 @@ impl RequestId {
         RequestId(id)
     }
 
+    /// The id's twelve base64url bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// An id of the caller's choice, for tests of what shows it.
+    #[cfg(test)]
+    pub const fn of(bytes: [u8; 12]) -> Self {
+        RequestId(bytes)
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         // Always base64url ASCII.

@@ -763,9 +763,9 @@ fn log(
         app,
         status,
         elapsed,
-        outcome: outcome.label(),
+        outcome,
         error,
-        request_id: ctx.request_id.as_str(),
+        request_id: &ctx.request_id,
         user: ctx.principal.as_ref().map_or("-", |p| p.user.as_str()),
         client_ip,
     };

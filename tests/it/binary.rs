@@ -346,3 +346,51 @@ async fn log_format_comes_from_the_flag_else_the_config_or_its_environment_varia
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_log_turns_the_access_lines_off_and_the_other_lines_stay() {
+    let up = Upstream::start("echo").await;
+    let file = config_file(&format!(
+        "{}\n[[app]]\nname = \"echo\"\nupstream = \"{}\"\npublic_paths = [\"/open\"]\n",
+        base_config(),
+        up.url()
+    ));
+    for (filter, lines_wanted) in [("info,portcullis::access=off", false), ("info", true)] {
+        let (child, rx) = spawn_binary(
+            &file.path,
+            &["--log-format", "json"],
+            &[("RUST_LOG", filter)],
+        );
+        let (listen, _) = serving_address(&rx);
+        let c = client();
+        for path in ["/open", "/closed"] {
+            let r = c
+                .get(format!("http://{listen}{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                r.status() == 200 || r.status() == 401,
+                "{path}: {}",
+                r.status()
+            );
+        }
+        let lines = stop(child, rx);
+        let paths: Vec<_> = access_fields(&lines)
+            .iter()
+            .map(|f| f["path"].to_string())
+            .collect();
+        if lines_wanted {
+            assert_eq!(paths, ["\"/open\"", "\"/closed\""], "{filter}");
+        } else {
+            assert!(paths.is_empty(), "{filter}: {paths:?}");
+        }
+        // The gateway's other lines are still written (its shutdown line, say).
+        assert!(
+            lines
+                .iter()
+                .any(|l| !l.contains("portcullis::access") && l.contains("\"INFO\"")),
+            "{filter}: {lines:?}"
+        );
+    }
+}
