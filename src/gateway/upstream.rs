@@ -482,8 +482,7 @@ pub struct AnswerFields {
 /// An answer's `Content-Length` and `Transfer-Encoding` lines, read one by one.
 #[derive(Debug, Default)]
 struct FramingSeen<'a> {
-    /// The first `Content-Length` value, and whether a later one differs.
-    length: Option<(&'a [u8], bool)>,
+    length: Lengths<'a>,
     /// A `Transfer-Encoding` line was seen.
     coded: bool,
     /// Its codings over all lines, and whether the first is `chunked`.
@@ -493,10 +492,7 @@ struct FramingSeen<'a> {
 
 impl<'a> FramingSeen<'a> {
     fn length(&mut self, value: &'a [u8]) {
-        match &mut self.length {
-            None => self.length = Some((value, false)),
-            Some((first, differs)) => *differs |= *first != value,
-        }
+        self.length.see(value);
     }
 
     fn coding(&mut self, value: &[u8]) {
@@ -517,17 +513,48 @@ impl<'a> FramingSeen<'a> {
         if self.coded && !(self.codings == 1 && self.chunked_first) {
             return Err("the upstream sent a transfer coding other than chunked");
         }
-        let Some((first, differs)) = &self.length else {
+        if !self.length.seen() {
             return Ok(());
-        };
+        }
         if self.coded {
             return Err("the upstream sent both Content-Length and Transfer-Encoding");
         }
-        let valid = !first.is_empty() && first.len() <= 18 && first.iter().all(u8::is_ascii_digit);
-        if !valid || *differs {
+        if self.length.length().is_none() {
             return Err("the upstream sent an invalid Content-Length");
         }
         Ok(())
+    }
+}
+
+/// An answer's `Content-Length` lines, read one by one: the first value,
+/// and whether a later one differs from it (as bytes: `3` and `03` differ).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Lengths<'a> {
+    first: Option<&'a [u8]>,
+    differs: bool,
+}
+
+impl<'a> Lengths<'a> {
+    /// Reads one more `Content-Length` value.
+    pub fn see(&mut self, value: &'a [u8]) {
+        match self.first {
+            None => self.first = Some(value),
+            Some(first) => self.differs |= first != value,
+        }
+    }
+
+    /// Whether any line was read.
+    pub fn seen(&self) -> bool {
+        self.first.is_some()
+    }
+
+    /// The length every line gives, when they are all the same digits (at
+    /// most 18 of them: it fits, and hyper's own limit is never reached);
+    /// `None` if any is not, or if there was none.
+    pub fn length(&self) -> Option<u64> {
+        let value = self.first.filter(|_| !self.differs)?;
+        let valid = !value.is_empty() && value.len() <= 18 && value.iter().all(u8::is_ascii_digit);
+        valid.then(|| value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
     }
 }
 

@@ -554,8 +554,7 @@ fn fields(
     map.clear();
     map.reserve(places.len());
     let mut present = Present::default();
-    // The first `Content-Length` value, and whether a later one differs.
-    let mut length: Option<(&[u8], bool)> = None;
+    let mut lengths = crate::gateway::upstream::Lengths::default();
     for &[n0, n1, v0, v1] in places {
         let name = bytes
             .get(n0..n1)
@@ -567,11 +566,7 @@ fn fields(
         present.transfer_encoding |= name == TRANSFER_ENCODING;
         if name == CONTENT_LENGTH {
             present.content_length = true;
-            let this = bytes.get(v0..v1).unwrap_or_default();
-            match &mut length {
-                None => length = Some((this, false)),
-                Some((first, differs)) => *differs |= *first != this,
-            }
+            lengths.see(bytes.get(v0..v1).unwrap_or_default());
         }
         let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1))
             .map_err(|_| ExchangeError::Field)?;
@@ -579,18 +574,8 @@ fn fields(
         present.close |= name == CONNECTION && says_close(value.as_bytes());
         map.append(name, value);
     }
-    present.length = match length {
-        Some((first, false)) => decimal_length(first),
-        _ => None,
-    };
+    present.length = lengths.length();
     Ok((map, present))
-}
-
-/// A `Content-Length` value as a number: digits only, at most 18 of them
-/// (so it fits, and hyper's own limit is never reached).
-fn decimal_length(value: &[u8]) -> Option<u64> {
-    let valid = !value.is_empty() && value.len() <= 18 && value.iter().all(u8::is_ascii_digit);
-    valid.then(|| value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// How an answer's body ends (RFC 9112 §6.3).

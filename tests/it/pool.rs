@@ -151,8 +151,9 @@ fn gateway(upstream: &str, extra: &str) -> Gateway {
     ))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_https_upstream_that_offers_http2_gets_the_requests_over_http2_on_few_connections() {
+/// An `https://` upstream on the test CA speaking HTTP/2 only, and a
+/// gateway in front of it.
+async fn behind_http2_upstream() -> (Counted, Gateway) {
     let up = Counted::start(Speaks::Http2Tls).await;
     let gw = gateway(
         &format!("https://localhost:{}", up.addr.port()),
@@ -161,6 +162,12 @@ async fn an_https_upstream_that_offers_http2_gets_the_requests_over_http2_on_few
             fixture("test-ca.pem").display()
         ),
     );
+    (up, gw)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_upstream_that_offers_http2_gets_the_requests_over_http2_on_few_connections() {
+    let (up, gw) = behind_http2_upstream().await;
     let c = client();
     for i in 0..10 {
         let r = c.get(gw.url(&format!("/seq/{i}"))).send().await.unwrap();
@@ -246,14 +253,7 @@ async fn a_machine_s_identity_reaches_an_http2_upstream_once_with_a_body_or_with
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_forwarding_headers_reach_an_http2_upstream_once_with_a_body_or_without() {
-    let up = Counted::start(Speaks::Http2Tls).await;
-    let gw = gateway(
-        &format!("https://localhost:{}", up.addr.port()),
-        &format!(
-            "upstream_ca_file = \"{}\"\n",
-            fixture("test-ca.pem").display()
-        ),
-    );
+    let (up, gw) = behind_http2_upstream().await;
     let c = client();
     let want = "for 127.0.0.1 proto http real 127.0.0.1";
     for i in 0..2 {
@@ -349,14 +349,7 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_used_and_the_request
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_with_userinfo_never_becomes_the_http2_authority() {
-    let up = Counted::start(Speaks::Http2Tls).await;
-    let gw = gateway(
-        &format!("https://localhost:{}", up.addr.port()),
-        &format!(
-            "upstream_ca_file = \"{}\"\n",
-            fixture("test-ca.pem").display()
-        ),
-    );
+    let (up, gw) = behind_http2_upstream().await;
     let (answer, _) = raw_exchange(
         gw.addr,
         b"GET /who HTTP/1.1\r\nHost: attacker@evil.example\r\nConnection: close\r\n\r\n",
