@@ -12,7 +12,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 
 use super::body::{self, IdleTimeout, Progress, Watched};
-use super::ctx::{Ctx, Outcome};
+use super::ctx::{AnswerTimer, Ctx, Outcome};
 use super::exchange::Exchange;
 use super::framing::FramingError;
 use super::pool::{self, Checkin, Pool};
@@ -146,6 +146,7 @@ pub async fn forward(
         || target.pool.send(request, tunnel, &beside),
         target.read_timeout,
         progress.as_deref(),
+        &mut ctx.spare.answer_timer,
     )
     .await;
     let (response, checkin) = match sent {
@@ -486,30 +487,42 @@ type Upload = Option<Arc<Progress>>;
 /// While the upstream waits for more of the body, the client's silence is
 /// [`Watched`]'s to time (408), not the upstream's (504); for one `idle`
 /// more at most, so that a body no one polls any longer (an HTTP/2
-/// upstream that gives no window) still ends in a 504.
+/// upstream that gives no window) still ends in a 504. `Err` once it gave
+/// up. `timer` is the connection's, set anew for each wait.
 /// The answer's future is made here, in place: made by the caller it would
 /// be held twice in the request's future, which every request copies.
 async fn answer_within<F: std::future::Future>(
     answer: impl FnOnce() -> F,
     idle: Duration,
     upload: Option<&Progress>,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
+    timer: &mut AnswerTimer,
+) -> Result<F::Output, NoAnswer> {
     let mut answer = std::pin::pin!(answer());
     loop {
-        match tokio::time::timeout(idle, answer.as_mut()).await {
-            Ok(out) => return Ok(out),
-            Err(elapsed) => {
-                let moving = upload.is_some_and(|p| {
-                    let since = p.last_frame().elapsed();
-                    since < idle || (p.awaiting_client() && since < idle.saturating_mul(2))
-                });
-                if !moving {
-                    return Err(elapsed);
-                }
+        let mut sleep = timer.arm(idle);
+        let out = std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(out) = answer.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(out));
             }
+            std::future::Future::poll(sleep.as_mut(), cx).map(|()| None)
+        })
+        .await;
+        if let Some(out) = out {
+            return Ok(out);
+        }
+        let moving = upload.is_some_and(|p| {
+            let since = p.last_frame().elapsed();
+            since < idle || (p.awaiting_client() && since < idle.saturating_mul(2))
+        });
+        if !moving {
+            return Err(NoAnswer);
         }
     }
 }
+
+/// The upstream gave no answer within its read timeout.
+#[derive(Debug)]
+struct NoAnswer;
 
 /// HTTP/2 sends each cookie as its own field; an HTTP/1.1 upstream expects
 /// one `Cookie` line (RFC 9113 §8.2.3).
@@ -575,13 +588,61 @@ mod tests {
 
     /// How long `answer_within` took to give up on `never`, with `idle`.
     async fn gave_up_after(idle: Duration, upload: Option<&Progress>, since: Instant) -> Duration {
-        let waited =
-            tokio::time::timeout(Duration::from_secs(10), answer_within(never, idle, upload)).await;
+        let waited = tokio::time::timeout(
+            Duration::from_secs(10),
+            answer_within(never, idle, upload, &mut AnswerTimer::default()),
+        )
+        .await;
         assert!(
             matches!(waited, Ok(Err(_))),
             "still waiting for the upstream after 10 s"
         );
         since.elapsed()
+    }
+
+    #[tokio::test]
+    async fn a_connection_s_next_request_is_timed_from_its_own_start_with_its_own_read_timeout() {
+        let mut timer = AnswerTimer::default();
+        // The first request's upstream answers at once, under a long timeout.
+        let first = answer_within(
+            || std::future::ready("answered"),
+            Duration::from_secs(30),
+            None,
+            &mut timer,
+        )
+        .await;
+        assert!(matches!(first, Ok("answered")), "{first:?}");
+        // Later ones, on the same timer: a shorter read timeout (an app of
+        // another upstream, or a reload) moves the deadline earlier.
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let t = Instant::now();
+            let waited = tokio::time::timeout(
+                Duration::from_secs(10),
+                answer_within(never, Duration::from_millis(300), None, &mut timer),
+            )
+            .await;
+            assert!(matches!(waited, Ok(Err(NoAnswer))), "{waited:?}");
+            let took = t.elapsed();
+            assert!(
+                took >= Duration::from_millis(300) && took < Duration::from_millis(800),
+                "{took:?}"
+            );
+        }
+        // And a longer one after those is not cut at the shorter deadline.
+        let t = Instant::now();
+        let slow = answer_within(
+            || async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                "late"
+            },
+            Duration::from_secs(2),
+            None,
+            &mut timer,
+        )
+        .await;
+        assert!(matches!(slow, Ok("late")), "{slow:?}");
+        assert!(t.elapsed() >= Duration::from_millis(500));
     }
 
     #[tokio::test]
@@ -657,7 +718,7 @@ mod tests {
         };
         let got = tokio::time::timeout(
             Duration::from_secs(10),
-            answer_within(answer, idle, Some(&progress)),
+            answer_within(answer, idle, Some(&progress), &mut AnswerTimer::default()),
         )
         .await;
         assert!(matches!(got, Ok(Ok("answered"))), "{got:?}");
