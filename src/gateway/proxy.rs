@@ -504,7 +504,10 @@ async fn answer_within<F: std::future::Future>(
             if let std::task::Poll::Ready(out) = answer.as_mut().poll(cx) {
                 return std::task::Poll::Ready(Some(out));
             }
-            std::future::Future::poll(sleep.as_mut(), cx).map(|()| None)
+            // Checked even when the answer used up the task's budget, as
+            // `tokio::time::timeout` does: a deadline is never put off.
+            let mut unbudgeted = tokio::task::unconstrained(sleep.as_mut());
+            std::future::Future::poll(std::pin::Pin::new(&mut unbudgeted), cx).map(|()| None)
         })
         .await;
         if let Some(out) = out {
@@ -600,49 +603,76 @@ mod tests {
         since.elapsed()
     }
 
+    /// An answer that comes after `after`.
+    async fn answered_after(after: Duration) -> &'static str {
+        tokio::time::sleep(after).await;
+        "answered"
+    }
+
+    /// How `answer_within` ended on `timer` for an answer that comes after
+    /// `answer` (never if `None`) with the read timeout `idle`, and when.
+    async fn waited(
+        timer: &mut AnswerTimer,
+        answer: Option<Duration>,
+        idle: Duration,
+    ) -> (Result<&'static str, NoAnswer>, Duration) {
+        let t = Instant::now();
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            answer_within(
+                || async move {
+                    match answer {
+                        Some(after) => answered_after(after).await,
+                        None => std::future::pending().await,
+                    }
+                },
+                idle,
+                None,
+                timer,
+            ),
+        )
+        .await;
+        let Ok(got) = got else {
+            panic!("still waiting for the upstream after 10 s");
+        };
+        (got, t.elapsed())
+    }
+
     #[tokio::test]
     async fn a_connection_s_next_request_is_timed_from_its_own_start_with_its_own_read_timeout() {
+        let ms = Duration::from_millis;
         let mut timer = AnswerTimer::default();
-        // The first request's upstream answers at once, under a long timeout.
-        let first = answer_within(
-            || std::future::ready("answered"),
-            Duration::from_secs(30),
-            None,
-            &mut timer,
-        )
-        .await;
-        assert!(matches!(first, Ok("answered")), "{first:?}");
-        // Later ones, on the same timer: a shorter read timeout (an app of
-        // another upstream, or a reload) moves the deadline earlier.
+        // An answer that waits a little, under a long timeout: the timer is
+        // in tokio's wheel from then on.
+        let (got, _) = waited(&mut timer, Some(ms(20)), Duration::from_secs(30)).await;
+        assert!(matches!(got, Ok("answered")), "{got:?}");
+        // A shorter read timeout (an app of another upstream, or a reload)
+        // moves the deadline of the registered timer earlier; the same again
+        // on a timer that has fired.
         for _ in 0..2 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let t = Instant::now();
-            let waited = tokio::time::timeout(
-                Duration::from_secs(10),
-                answer_within(never, Duration::from_millis(300), None, &mut timer),
-            )
-            .await;
-            assert!(matches!(waited, Ok(Err(NoAnswer))), "{waited:?}");
-            let took = t.elapsed();
-            assert!(
-                took >= Duration::from_millis(300) && took < Duration::from_millis(800),
-                "{took:?}"
-            );
+            let (got, took) = waited(&mut timer, None, ms(500)).await;
+            assert!(matches!(got, Err(NoAnswer)), "{got:?}");
+            assert!(took >= ms(500) && took < ms(950), "{took:?}");
         }
-        // And a longer one after those is not cut at the shorter deadline.
-        let t = Instant::now();
-        let slow = answer_within(
-            || async {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                "late"
-            },
-            Duration::from_secs(2),
-            None,
-            &mut timer,
-        )
-        .await;
-        assert!(matches!(slow, Ok("late")), "{slow:?}");
-        assert!(t.elapsed() >= Duration::from_millis(500));
+        // A short wait answered in time leaves its deadline in the wheel; the
+        // next, longer one moves it later (one store) and is not cut when
+        // the old deadline passes.
+        let (got, _) = waited(&mut timer, Some(ms(50)), ms(300)).await;
+        assert!(matches!(got, Ok("answered")), "{got:?}");
+        let (got, took) = waited(&mut timer, Some(ms(600)), Duration::from_secs(2)).await;
+        assert!(matches!(got, Ok("answered")), "{got:?}");
+        assert!(took >= ms(600), "{took:?}");
+        // And that later deadline still holds.
+        let (got, took) = waited(&mut timer, None, ms(500)).await;
+        assert!(matches!(got, Err(NoAnswer)), "{got:?}");
+        assert!(took >= ms(500) && took < ms(950), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_read_timeout_too_long_for_the_clock_waits_without_panicking() {
+        let mut timer = AnswerTimer::default();
+        let (got, _) = waited(&mut timer, Some(Duration::from_millis(20)), Duration::MAX).await;
+        assert!(matches!(got, Ok("answered")), "{got:?}");
     }
 
     #[tokio::test]
