@@ -55,33 +55,6 @@ pub struct Buffers {
     pub path: String,
     /// Holds the forwarding fields set for the upstream.
     pub forwarding: super::upstream::Forwarding,
-    /// Times the wait for the upstream's answer.
-    pub answer_timer: AnswerTimer,
-}
-
-/// The timer a connection's requests await their upstream's answer with, one
-/// after the other. tokio moves a registered timer's deadline later with one
-/// atomic store (its wheel files the timer again only when the old deadline
-/// passes), where a timer made per request was put in and taken out of the
-/// wheel each time: 270 to 530 instructions a request (README, "Performance").
-#[derive(Debug, Default)]
-pub struct AnswerTimer(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
-
-impl AnswerTimer {
-    /// Longest wait timed: about 49 days (a longer `upstream_read_timeout`
-    /// would overflow the clock's arithmetic).
-    const MAX: std::time::Duration = std::time::Duration::from_millis(u32::MAX as u64);
-
-    /// The timer, set to fire `after` from now (at most [`AnswerTimer::MAX`]).
-    pub fn arm(&mut self, after: std::time::Duration) -> std::pin::Pin<&mut tokio::time::Sleep> {
-        let at = tokio::time::Instant::now() + after.min(Self::MAX);
-        if let Some(sleep) = self.0.as_mut() {
-            sleep.as_mut().reset(at);
-        }
-        self.0
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)))
-            .as_mut()
-    }
 }
 
 impl Buffers {
@@ -103,7 +76,6 @@ impl Buffers {
             path: keep(self.path),
             // Never more than four fields: it does not grow past its first use.
             forwarding: self.forwarding,
-            answer_timer: self.answer_timer,
         }
     }
 }

@@ -12,7 +12,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 
 use super::body::{self, IdleTimeout, Progress, Watched};
-use super::ctx::{AnswerTimer, Ctx, Outcome};
+use super::ctx::{Ctx, Outcome};
 use super::exchange::Exchange;
 use super::framing::FramingError;
 use super::pool::{self, Checkin, Pool};
@@ -146,7 +146,6 @@ pub async fn forward(
         || target.pool.send(request, tunnel, &beside),
         target.read_timeout,
         progress.as_deref(),
-        &mut ctx.spare.answer_timer,
     )
     .await;
     let (response, checkin) = match sent {
@@ -487,45 +486,30 @@ type Upload = Option<Arc<Progress>>;
 /// While the upstream waits for more of the body, the client's silence is
 /// [`Watched`]'s to time (408), not the upstream's (504); for one `idle`
 /// more at most, so that a body no one polls any longer (an HTTP/2
-/// upstream that gives no window) still ends in a 504. `Err` once it gave
-/// up. `timer` is the connection's, set anew for each wait.
+/// upstream that gives no window) still ends in a 504.
 /// The answer's future is made here, in place: made by the caller it would
 /// be held twice in the request's future, which every request copies.
 async fn answer_within<F: std::future::Future>(
     answer: impl FnOnce() -> F,
     idle: Duration,
     upload: Option<&Progress>,
-    timer: &mut AnswerTimer,
-) -> Result<F::Output, NoAnswer> {
+) -> Result<F::Output, tokio::time::error::Elapsed> {
     let mut answer = std::pin::pin!(answer());
     loop {
-        let mut sleep = timer.arm(idle);
-        let out = std::future::poll_fn(|cx| {
-            if let std::task::Poll::Ready(out) = answer.as_mut().poll(cx) {
-                return std::task::Poll::Ready(Some(out));
+        match tokio::time::timeout(idle, answer.as_mut()).await {
+            Ok(out) => return Ok(out),
+            Err(elapsed) => {
+                let moving = upload.is_some_and(|p| {
+                    let since = p.last_frame().elapsed();
+                    since < idle || (p.awaiting_client() && since < idle.saturating_mul(2))
+                });
+                if !moving {
+                    return Err(elapsed);
+                }
             }
-            // Checked even when the answer used up the task's budget, as
-            // `tokio::time::timeout` does: a deadline is never put off.
-            let mut unbudgeted = tokio::task::unconstrained(sleep.as_mut());
-            std::future::Future::poll(std::pin::Pin::new(&mut unbudgeted), cx).map(|()| None)
-        })
-        .await;
-        if let Some(out) = out {
-            return Ok(out);
-        }
-        let moving = upload.is_some_and(|p| {
-            let since = p.last_frame().elapsed();
-            since < idle || (p.awaiting_client() && since < idle.saturating_mul(2))
-        });
-        if !moving {
-            return Err(NoAnswer);
         }
     }
 }
-
-/// The upstream gave no answer within its read timeout.
-#[derive(Debug)]
-struct NoAnswer;
 
 /// HTTP/2 sends each cookie as its own field; an HTTP/1.1 upstream expects
 /// one `Cookie` line (RFC 9113 §8.2.3).
@@ -591,88 +575,13 @@ mod tests {
 
     /// How long `answer_within` took to give up on `never`, with `idle`.
     async fn gave_up_after(idle: Duration, upload: Option<&Progress>, since: Instant) -> Duration {
-        let waited = tokio::time::timeout(
-            Duration::from_secs(10),
-            answer_within(never, idle, upload, &mut AnswerTimer::default()),
-        )
-        .await;
+        let waited =
+            tokio::time::timeout(Duration::from_secs(10), answer_within(never, idle, upload)).await;
         assert!(
             matches!(waited, Ok(Err(_))),
             "still waiting for the upstream after 10 s"
         );
         since.elapsed()
-    }
-
-    /// An answer that comes after `after`.
-    async fn answered_after(after: Duration) -> &'static str {
-        tokio::time::sleep(after).await;
-        "answered"
-    }
-
-    /// How `answer_within` ended on `timer` for an answer that comes after
-    /// `answer` (never if `None`) with the read timeout `idle`, and when.
-    async fn waited(
-        timer: &mut AnswerTimer,
-        answer: Option<Duration>,
-        idle: Duration,
-    ) -> (Result<&'static str, NoAnswer>, Duration) {
-        let t = Instant::now();
-        let got = tokio::time::timeout(
-            Duration::from_secs(10),
-            answer_within(
-                || async move {
-                    match answer {
-                        Some(after) => answered_after(after).await,
-                        None => std::future::pending().await,
-                    }
-                },
-                idle,
-                None,
-                timer,
-            ),
-        )
-        .await;
-        let Ok(got) = got else {
-            panic!("still waiting for the upstream after 10 s");
-        };
-        (got, t.elapsed())
-    }
-
-    #[tokio::test]
-    async fn a_connection_s_next_request_is_timed_from_its_own_start_with_its_own_read_timeout() {
-        let ms = Duration::from_millis;
-        let mut timer = AnswerTimer::default();
-        // An answer that waits a little, under a long timeout: the timer is
-        // in tokio's wheel from then on.
-        let (got, _) = waited(&mut timer, Some(ms(20)), Duration::from_secs(30)).await;
-        assert!(matches!(got, Ok("answered")), "{got:?}");
-        // A shorter read timeout (an app of another upstream, or a reload)
-        // moves the deadline of the registered timer earlier; the same again
-        // on a timer that has fired.
-        for _ in 0..2 {
-            let (got, took) = waited(&mut timer, None, ms(500)).await;
-            assert!(matches!(got, Err(NoAnswer)), "{got:?}");
-            assert!(took >= ms(500) && took < ms(950), "{took:?}");
-        }
-        // A short wait answered in time leaves its deadline in the wheel; the
-        // next, longer one moves it later (one store) and is not cut when
-        // the old deadline passes.
-        let (got, _) = waited(&mut timer, Some(ms(50)), ms(300)).await;
-        assert!(matches!(got, Ok("answered")), "{got:?}");
-        let (got, took) = waited(&mut timer, Some(ms(600)), Duration::from_secs(2)).await;
-        assert!(matches!(got, Ok("answered")), "{got:?}");
-        assert!(took >= ms(600), "{took:?}");
-        // And that later deadline still holds.
-        let (got, took) = waited(&mut timer, None, ms(500)).await;
-        assert!(matches!(got, Err(NoAnswer)), "{got:?}");
-        assert!(took >= ms(500) && took < ms(950), "{took:?}");
-    }
-
-    #[tokio::test]
-    async fn a_read_timeout_too_long_for_the_clock_waits_without_panicking() {
-        let mut timer = AnswerTimer::default();
-        let (got, _) = waited(&mut timer, Some(Duration::from_millis(20)), Duration::MAX).await;
-        assert!(matches!(got, Ok("answered")), "{got:?}");
     }
 
     #[tokio::test]
@@ -748,7 +657,7 @@ mod tests {
         };
         let got = tokio::time::timeout(
             Duration::from_secs(10),
-            answer_within(answer, idle, Some(&progress), &mut AnswerTimer::default()),
+            answer_within(answer, idle, Some(&progress)),
         )
         .await;
         assert!(matches!(got, Ok(Ok("answered"))), "{got:?}");

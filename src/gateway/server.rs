@@ -259,12 +259,7 @@ impl Conn {
 
     /// Keeps a request's buffers for the connection's next request.
     pub fn take_back(&self, buffers: Buffers) {
-        let replaced = std::mem::replace(
-            &mut *self.lent.lock().unwrap_or_else(|e| e.into_inner()),
-            buffers,
-        );
-        // Dropped after the lock: dropping a timer takes tokio's timer lock.
-        drop(replaced);
+        *self.lent.lock().unwrap_or_else(|e| e.into_inner()) = buffers;
     }
 
     /// A request is in flight: no head is being read for it any more.
