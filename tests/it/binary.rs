@@ -8,14 +8,19 @@ use std::time::Duration;
 
 use crate::support::{base_config, client, config_file, Upstream};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn serve_logs_one_access_line_per_request_and_drains_on_sigterm() {
-    let up = Upstream::start("echo").await;
-    let file = config_file(&format!(
+/// The base config with one app, `echo` in front of `up`, public under `/open`.
+fn echo_open_config(up: &Upstream) -> crate::support::ConfigFile {
+    config_file(&format!(
         "{}\n[[app]]\nname = \"echo\"\nupstream = \"{}\"\npublic_paths = [\"/open\"]\n",
         base_config(),
         up.url()
-    ));
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_logs_one_access_line_per_request_and_drains_on_sigterm() {
+    let up = Upstream::start("echo").await;
+    let file = echo_open_config(&up);
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["serve", "--log-format", "json", "--config"])
         .arg(&file.path)
@@ -350,11 +355,7 @@ async fn log_format_comes_from_the_flag_else_the_config_or_its_environment_varia
 #[tokio::test(flavor = "multi_thread")]
 async fn rust_log_turns_the_access_lines_off_and_the_other_lines_stay() {
     let up = Upstream::start("echo").await;
-    let file = config_file(&format!(
-        "{}\n[[app]]\nname = \"echo\"\nupstream = \"{}\"\npublic_paths = [\"/open\"]\n",
-        base_config(),
-        up.url()
-    ));
+    let file = echo_open_config(&up);
     for (filter, lines_wanted) in [("info,portcullis::access=off", false), ("info", true)] {
         let (child, rx) = spawn_binary(
             &file.path,
