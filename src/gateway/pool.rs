@@ -19,7 +19,7 @@
 //!
 //! A request on the gateway's own connection is written at once when it is
 //! the worker's only one out to its upstream, and otherwise after the
-//! worker's other ready connections had their turn ([`Out`]).
+//! tasks the worker has already woken ([`Out`]).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -162,17 +162,17 @@ struct Slot {
 /// an HTTP/2 upstream), counted on its worker from when it is ready to be
 /// sent until its answer's head is read.
 ///
-/// A request that finds others of its worker out waits for the worker's
-/// next turn (`yield_now`: the tasks already woken run, the worker polls for
-/// more ready sockets, then it goes on) before it is written. Requests
-/// ready in the same turn then reach the upstream together, which wakes
-/// once for several instead of once for each: with the upstream on the
-/// proxy's core (the bench's `wrk -c32`), its wake-ups fell from 0.82 to
-/// 0.46 a request and the public path went from 0.85× to 0.92× nginx
-/// (README, "Performance"). A request alone is written at once: waiting
-/// would cost it a poll of the worker's sockets and no other request gains.
-/// A request still out on a slow upstream (a long poll) makes each later
-/// one wait a turn: one more poll of the worker's sockets each, bounded.
+/// A request that finds others of its worker out waits behind the tasks the
+/// worker has already woken ([`behind_the_woken`]) before it is written.
+/// Requests that became ready together then reach the upstream together,
+/// which wakes once for several instead of once for each: with the upstream
+/// on the proxy's core (the bench's `wrk -c32`), its wake-ups fell from 0.82
+/// to 0.46 a request and the public path went from 0.85× to 0.92× nginx
+/// when such a request first waited (then with `yield_now`), and from 0.43
+/// to 0.30 with this wait (README, "Performance"). A request alone is
+/// written at once: waiting would gain no other request anything. A request
+/// still out on a slow upstream (a long poll) makes each later one wait
+/// behind the woken tasks once: bounded.
 struct Out<'a> {
     count: &'a AtomicUsize,
 }
@@ -189,6 +189,25 @@ impl Drop for Out<'_> {
     fn drop(&mut self) {
         self.count.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Lets the tasks the worker has already woken run first, once: the task
+/// wakes itself and so goes to the back of the worker's run queue. It
+/// usually runs again before the worker polls its sockets; tokio polls them
+/// anyway after every 61 tasks (its `event_interval`), and what that poll
+/// wakes queues behind it. tokio's `yield_now` always waits for that poll
+/// and runs the tasks it wakes first; measured, that added to the tail
+/// latency and did not batch the writes any better (README, "Performance").
+fn behind_the_woken() -> impl std::future::Future<Output = ()> {
+    let mut waited = false;
+    std::future::poll_fn(move |cx| {
+        if waited {
+            return std::task::Poll::Ready(());
+        }
+        waited = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
 }
 
 /// A new connection before its HTTP handshake.
@@ -298,14 +317,14 @@ impl Shared {
     }
 
     /// Counts a request without a body out on worker `slot` and, when
-    /// others of the worker are out, waits for the worker's next turn
-    /// ([`Out`]). Before an idle connection is taken: the one taken is then
-    /// checked as late as it can be, and a request dropped while it waits
-    /// holds none.
+    /// others of the worker are out, waits behind the tasks the worker has
+    /// already woken ([`Out`]). Before an idle connection is taken: the one
+    /// taken is then checked as late as it can be, and a request dropped
+    /// while it waits holds none.
     async fn take_turn(&self, slot: usize) -> Out<'_> {
         let (out, others) = Out::count(self.out_of(slot));
         if others > 0 {
-            tokio::task::yield_now().await;
+            behind_the_woken().await;
         }
         out
     }
@@ -1128,50 +1147,69 @@ mod tests {
         false
     }
 
+    /// A task, spawned now, that tells whether the upstream has noted `path`
+    /// by the time it runs (it blocks the runtime while it looks).
+    fn looks_for_later(
+        seen: &Arc<Mutex<Vec<String>>>,
+        path: &'static str,
+    ) -> tokio::task::JoinHandle<bool> {
+        let seen = seen.clone();
+        tokio::spawn(async move { noted_while_blocked(&seen, path, Duration::from_millis(500)) })
+    }
+
+    /// Whether the upstream had noted `path` when a task spawned now ran.
+    async fn looks_for(seen: &Arc<Mutex<Vec<String>>>, path: &'static str) -> bool {
+        looks_for_later(seen, path).await.unwrap()
+    }
+
     #[tokio::test]
-    async fn a_request_alone_is_written_at_once_and_one_that_finds_another_out_waits_for_the_next_turn(
-    ) {
+    async fn a_request_that_finds_another_out_waits_behind_the_tasks_already_woken_and_no_longer() {
         let (addr, seen, release) = noting_upstream();
         let pool = Arc::new(Pool::new(dial(addr), 1).unwrap());
         fill_idle(&pool, 4).await;
 
-        // Alone: written in the first poll of its task (the runtime's next
-        // turn would come only after this test's `yield_now`).
+        // Alone: written in the first poll of its task, before a task
+        // woken after it runs.
         let held = tokio::spawn(fetch(pool.clone(), "/hold"));
-        tokio::task::yield_now().await;
         assert!(
-            noted_while_blocked(&seen, "/hold", Duration::from_secs(5)),
+            looks_for(&seen, "/hold").await,
             "a request alone was not written when its task first ran"
         );
 
-        // With /hold out, two more are ready in the same turn: neither is
-        // written in its first poll; both go in the next turn and are
-        // answered while /hold is still out.
+        // With /hold out, /b waits behind a task woken after it (which
+        // blocks the runtime while it looks), and is written before the
+        // worker polls its sockets again: this test's `yield_now` returns
+        // only after that poll.
         let b = tokio::spawn(fetch(pool.clone(), "/b"));
-        let c = tokio::spawn(fetch(pool.clone(), "/c"));
+        let looked = looks_for_later(&seen, "/b");
         tokio::task::yield_now().await;
-        let early = ["/b", "/c"].map(|p| noted_while_blocked(&seen, p, Duration::from_millis(500)));
-        assert_eq!(
-            early,
-            [false, false],
-            "written before the worker's next turn"
+        let written_by_then = noted_while_blocked(&seen, "/b", Duration::from_secs(5));
+        assert!(
+            !looked.await.unwrap(),
+            "written before the task woken after it had run"
+        );
+        assert!(
+            written_by_then,
+            "not written before the worker polled its sockets again"
         );
         assert_eq!(&b.await.unwrap()[..], b"ok");
-        assert_eq!(&c.await.unwrap()[..], b"ok");
 
-        // One dropped while it waits for its turn is not counted out any more.
+        // One dropped while it waits is not counted out any more: the task
+        // woken after it cancels it.
         let dropped = tokio::spawn(fetch(pool.clone(), "/dropped"));
-        tokio::task::yield_now().await;
-        dropped.abort();
+        let cancel = dropped.abort_handle();
+        tokio::spawn(async move { cancel.abort() }).await.unwrap();
         assert!(dropped.await.unwrap_err().is_cancelled());
+        let out = || pool.shared.out_of(0).load(Ordering::Relaxed);
+        assert_eq!(out(), 1, "only /hold is out");
         release.store(true, Ordering::SeqCst);
         assert_eq!(&held.await.unwrap()[..], b"ok");
+        assert_eq!(out(), 0);
 
         // Alone again: at once.
         let last = tokio::spawn(fetch(pool.clone(), "/last"));
-        tokio::task::yield_now().await;
         assert!(
-            noted_while_blocked(&seen, "/last", Duration::from_secs(5)),
+            looks_for(&seen, "/last").await,
             "a request alone waited after the others were answered"
         );
         assert_eq!(&last.await.unwrap()[..], b"ok");
