@@ -1147,19 +1147,22 @@ mod tests {
         false
     }
 
-    /// A task, spawned now, that tells whether the upstream has noted `path`
-    /// by the time it runs (it blocks the runtime while it looks).
+    /// A task, spawned now, that tells whether the upstream notes `path`
+    /// within `wait` of when the task runs (it blocks the runtime while it
+    /// looks, so only what was written before it ran can arrive).
     fn looks_for_later(
         seen: &Arc<Mutex<Vec<String>>>,
         path: &'static str,
+        wait: Duration,
     ) -> tokio::task::JoinHandle<bool> {
         let seen = seen.clone();
-        tokio::spawn(async move { noted_while_blocked(&seen, path, Duration::from_millis(500)) })
+        tokio::spawn(async move { noted_while_blocked(&seen, path, wait) })
     }
 
-    /// Whether the upstream had noted `path` when a task spawned now ran.
+    /// Whether `path` had been written when a task spawned now ran.
     async fn looks_for(seen: &Arc<Mutex<Vec<String>>>, path: &'static str) -> bool {
-        looks_for_later(seen, path).await.unwrap()
+        let looked = looks_for_later(seen, path, Duration::from_secs(5));
+        looked.await.unwrap()
     }
 
     #[tokio::test]
@@ -1181,7 +1184,7 @@ mod tests {
         // worker polls its sockets again: this test's `yield_now` returns
         // only after that poll.
         let b = tokio::spawn(fetch(pool.clone(), "/b"));
-        let looked = looks_for_later(&seen, "/b");
+        let looked = looks_for_later(&seen, "/b", Duration::from_millis(500));
         tokio::task::yield_now().await;
         let written_by_then = noted_while_blocked(&seen, "/b", Duration::from_secs(5));
         assert!(
