@@ -48,7 +48,12 @@
 # completed. For nginx and Apache that is the master plus its workers; the
 # upstream is never counted. "up wake/r": the upstream nginx's voluntary
 # context switches over the run per request; sharing the proxy's core, it
-# costs the proxy's row each time it wakes. Also reported: the bearer-hit instance's RSS
+# costs the proxy's row each time it wakes. "up CPU/r": the upstream's own
+# utime+stime per request. "idle %" and "steal %": how much of the proxies'
+# CPUs' time over the run (/proc/stat) was idle (with iowait) or taken by
+# the hypervisor; with proxy and upstream saturating their core, 1 / req/s
+# is about proxy CPU + upstream CPU + idle + steal + what else ran there.
+# Also reported: the bearer-hit instance's RSS
 # before and after RSS_TOKENS distinct ES256 tokens were verified and cached.
 #
 # The script prints the ratios against nginx and Apache and whether they meet
@@ -853,7 +858,7 @@ for row in nginx public session bearer-hit bearer-miss apache-oidc apache-oauth2
     want "$row" && [[ -n "${ROW_URL[$row]:-}" ]] && ORDER+=("$row")
 done
 
-declare -A S_RPS=() S_P50=() S_P99=() S_CPU=() S_WAKE=() NON2XX=() SOCKERR=()
+declare -A S_RPS=() S_P50=() S_P99=() S_CPU=() S_WAKE=() S_UPCPU=() S_IDLE=() S_STEAL=() NON2XX=() SOCKERR=()
 # Each round's req/s and p99 by "row/round", for the ratios within a round.
 declare -A R_RPS=() R_P99=()
 
@@ -905,6 +910,36 @@ tree_ticks() {
     done | awk '{ t += $12 + $13 + $14 + $15 } END { printf "%d\n", t }'
 }
 
+# cpu_list LIST: the CPUs a taskset list ("0", "0-3", "0,2-3") names, one a line.
+cpu_list() {
+    local part i
+    local -a parts
+    IFS=, read -ra parts <<<"$1"
+    for part in "${parts[@]}"; do
+        if [[ "$part" =~ ^([0-9]+)-([0-9]+)$ ]]; then
+            for ((i = BASH_REMATCH[1]; i <= BASH_REMATCH[2]; i++)); do echo "$i"; done
+        else
+            echo "$part"
+        fi
+    done
+}
+
+# core_ticks: "idle steal total" clock ticks of the proxies' CPUs
+# (PROXY_CPUS; every CPU when not pinned) from /proc/stat. Idle counts
+# iowait; total is user through steal (guest time is already in user).
+core_ticks() {
+    local want
+    if [[ "$PIN" == "1" ]]; then want="$(cpu_list "$PROXY_CPUS" | tr '\n' ' ')"; else want="all"; fi
+    awk -v want=" $want " '
+        $1 ~ /^cpu[0-9]+$/ {
+            n = substr($1, 4)
+            if (want != " all " && index(want, " " n " ") == 0) next
+            idle += $5 + $6; steal += $9
+            for (i = 2; i <= 9; i++) total += $i
+        }
+        END { printf "%d %d %d\n", idle, steal, total }' /proc/stat
+}
+
 # tree_wakeups PID: voluntary context switches of every thread of PID and
 # its live descendants: for the upstream, how often it went to sleep and
 # was woken again.
@@ -935,15 +970,20 @@ row_args() {
 # measure_once ROW ROUND: one wrk run; appends req/s, p50, p99 and CPU µs/request.
 measure_once() {
     local row="$1" r="$2" out rps p50 p99 reqs non2xx sockerr before after cpu woke wakes
+    local up_before up_after core_before core_after
     row_args "$row"
     before="$(tree_ticks "${ROW_PID[$row]}")"
     woke="$(tree_wakeups "$UP_PID")"
+    up_before="$(tree_ticks "$UP_PID")"
+    core_before="$(core_ticks)"
     if ! out="$(run_wrk "$DURATION" "${ROW_URL[$row]}" "${WRK_ARGS[@]}" 2>&1)"; then
         log "$row: wrk failed in round $r:"
         printf '%s\n' "$out" >&2
         return 0
     fi
     after="$(tree_ticks "${ROW_PID[$row]}")"
+    core_after="$(core_ticks)"
+    up_after="$(tree_ticks "$UP_PID")"
     wakes="$(($(tree_wakeups "$UP_PID") - woke))"
     rps="$(awk '$1 == "Requests/sec:" { print $2 }' <<<"$out")"
     p50="$(awk '$1 == "50%" { print $2 }' <<<"$out")"
@@ -964,6 +1004,14 @@ measure_once() {
     R_RPS[$row/$r]="$rps" R_P99[$row/$r]="$p99"
     [[ -z "$cpu" ]] || S_CPU[$row]+=" $cpu"
     [[ "$row" == upstream ]] || S_WAKE[$row]+=" $(awk -v w="$wakes" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.3f", w / n }')"
+    [[ "$row" == upstream ]] || S_UPCPU[$row]+=" $(awk -v d="$((up_after - up_before))" -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n }')"
+    # The proxies' cores, idle and stolen by the hypervisor, as a share of
+    # their time over the run: a row that leaves its core idle is held up
+    # by waiting, not by the CPU it spends.
+    read -r ib sb tb <<<"$core_before"
+    read -r ia sa ta <<<"$core_after"
+    S_IDLE[$row]+=" $(awk -v i="$((ia - ib))" -v t="$((ta - tb))" 'BEGIN { if (t > 0) printf "%.1f", 100 * i / t }')"
+    S_STEAL[$row]+=" $(awk -v s="$((sa - sb))" -v t="$((ta - tb))" 'BEGIN { if (t > 0) printf "%.1f", 100 * s / t }')"
     log "$row: round $r: $rps req/s, p50 $p50 ms, p99 $p99 ms, proxy CPU ${cpu:-?} µs/request"
 }
 
@@ -987,7 +1035,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-declare -A RPS=() P50=() P99=() CPU=() WAKE=()
+declare -A RPS=() P50=() P99=() CPU=() WAKE=() UPCPU=() IDLE=() STEAL=()
 for row in "${ORDER[@]}"; do
     # shellcheck disable=SC2086 # the sample lists are space-separated numbers
     {
@@ -996,6 +1044,9 @@ for row in "${ORDER[@]}"; do
         P99[$row]="$(median ${S_P99[$row]:-})" || P99[$row]=""
         CPU[$row]="$(median ${S_CPU[$row]:-})" || CPU[$row]=""
         WAKE[$row]="$(median ${S_WAKE[$row]:-})" || WAKE[$row]=""
+        UPCPU[$row]="$(median ${S_UPCPU[$row]:-})" || UPCPU[$row]=""
+        IDLE[$row]="$(median ${S_IDLE[$row]:-})" || IDLE[$row]=""
+        STEAL[$row]="$(median ${S_STEAL[$row]:-})" || STEAL[$row]=""
     }
 done
 
@@ -1039,14 +1090,16 @@ fi
 echo "load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS interleaved round(s)"
 echo "CPU: the proxy process tree's utime+stime over each run / requests (upstream not counted)"
 echo "up wake/r: the upstream's voluntary context switches over each run / requests (how often it slept and was woken)"
+echo "up CPU/r: the upstream's utime+stime / requests; idle %, steal %: the proxies' CPUs ($(if [[ "$PIN" == 1 ]]; then echo "$PROXY_CPUS"; else echo all; fi)) idle and stolen over each run, from /proc/stat"
 echo
 NX_RPS="${RPS[nginx]:-}" NX_P99="${P99[nginx]:-}" NX_CPU="${CPU[nginx]:-}"
-printf '%-14s %10s %8s %9s %9s %8s %9s %8s %9s\n' "row" "req/s" "vs nginx" "p50(ms)" "p99(ms)" "p99 vs" "CPU us/r" "CPU vs" "up wake/r"
+printf '%-14s %10s %8s %9s %9s %8s %9s %8s %9s %8s %6s %7s\n' "row" "req/s" "vs nginx" "p50(ms)" "p99(ms)" "p99 vs" "CPU us/r" "CPU vs" "up wake/r" "up CPU/r" "idle %" "steal %"
 for row in "${ORDER[@]}"; do
-    printf '%-14s %10s %8s %9s %9s %8s %9s %8s %9s\n' "$row" \
+    printf '%-14s %10s %8s %9s %9s %8s %9s %8s %9s %8s %6s %7s\n' "$row" \
         "$(fmt "${RPS[$row]}" 0)" "$(xfmt "$(ratio "${RPS[$row]}" "$NX_RPS")")" \
         "$(fmt "${P50[$row]}" 3)" "$(fmt "${P99[$row]}" 3)" "$(xfmt "$(ratio "${P99[$row]}" "$NX_P99")")" \
-        "$(fmt "${CPU[$row]}" 1)" "$(xfmt "$(ratio "${CPU[$row]}" "$NX_CPU")")" "$(fmt "${WAKE[$row]}" 2)"
+        "$(fmt "${CPU[$row]}" 1)" "$(xfmt "$(ratio "${CPU[$row]}" "$NX_CPU")")" "$(fmt "${WAKE[$row]}" 2)" \
+        "$(fmt "${UPCPU[$row]}" 1)" "$(fmt "${IDLE[$row]}" 1)" "$(fmt "${STEAL[$row]}" 1)"
 done
 for row in "${ORDER[@]}"; do
     if ((${NON2XX[$row]:-0} > 0 || ${SOCKERR[$row]:-0} > 0)); then
