@@ -51,8 +51,9 @@
 # costs the proxy's row each time it wakes. "up CPU/r": the upstream's own
 # utime+stime per request. "idle %" and "steal %": how much of the proxies'
 # CPUs' time over the run (/proc/stat) was idle (with iowait) or taken by
-# the hypervisor; with proxy and upstream saturating their core, 1 / req/s
-# is about proxy CPU + upstream CPU + idle + steal + what else ran there.
+# the hypervisor (at 100 ticks a second, one tick of a 5 s run on one core
+# is 0.2 %); on one busy core, 1 / req/s is about proxy CPU + upstream CPU
+# a request, plus the idle and stolen share of 1 / req/s.
 # Also reported: the bearer-hit instance's RSS
 # before and after RSS_TOKENS distinct ES256 tokens were verified and cached.
 #
@@ -970,7 +971,7 @@ row_args() {
 # measure_once ROW ROUND: one wrk run; appends req/s, p50, p99 and CPU µs/request.
 measure_once() {
     local row="$1" r="$2" out rps p50 p99 reqs non2xx sockerr before after cpu woke wakes
-    local up_before up_after core_before core_after
+    local up_before up_after core_before core_after ib sb tb ia sa ta
     row_args "$row"
     before="$(tree_ticks "${ROW_PID[$row]}")"
     woke="$(tree_wakeups "$UP_PID")"
