@@ -116,6 +116,11 @@ impl VerdictCache {
         self.shards.get(usize::from(key[0]) % SHARDS)
     }
 
+    /// Whether this cache keeps verdicts at all (`bearer_cache_entries` > 0).
+    pub fn keeps_any(&self) -> bool {
+        self.per_shard > 0
+    }
+
     /// The principal of a live verdict for `key`; a dead one is dropped.
     pub fn get(&self, key: &VerdictKey, now: u64) -> Option<Arc<Principal>> {
         if self.per_shard == 0 {

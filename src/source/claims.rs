@@ -36,14 +36,21 @@ pub enum MapError {
 /// (`emails.0`); a quoted segment may hold dots (`"kubernetes.io".namespace`).
 /// A path that does not parse finds nothing (config validation refuses it).
 pub fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    parse_path(path)
-        .ok()?
-        .into_iter()
-        .try_fold(v, |cur, seg| match cur {
-            Value::Object(map) => map.get(seg),
-            Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
-        })
+    // One plain segment (`groups`, `email`: most paths) is what `parse_path`
+    // would return whole; read it without building the list.
+    if !path.is_empty() && !path.contains(['.', '"']) {
+        return step(v, path);
+    }
+    parse_path(path).ok()?.into_iter().try_fold(v, step)
+}
+
+/// One segment down: an object's member, an array's element by index.
+fn step<'a>(cur: &'a Value, seg: &str) -> Option<&'a Value> {
+    match cur {
+        Value::Object(map) => map.get(seg),
+        Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    }
 }
 
 /// A scalar as text: strings as they are, numbers and booleans printed.
@@ -163,6 +170,23 @@ mod tests {
         .unwrap();
         assert_eq!(m.email.as_deref(), Some("x@y"));
         assert_eq!(m.groups, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_one_segment_path_reads_what_the_parsed_path_reads() {
+        let object = json!({"groups": ["a"], "0": "zero", "": "empty"});
+        let array = json!(["first", "second"]);
+        for path in ["groups", "0", "1", "missing", "", "\"groups\"", "groups.0"] {
+            for v in [&object, &array, &json!("text")] {
+                let parsed = parse_path(path)
+                    .ok()
+                    .and_then(|segs| segs.into_iter().try_fold(v, step));
+                assert_eq!(lookup(v, path), parsed, "{path} in {v}");
+            }
+        }
+        assert_eq!(lookup(&object, "groups"), Some(&json!(["a"])));
+        assert_eq!(lookup(&array, "1"), Some(&json!("second")));
+        assert_eq!(lookup(&object, ""), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use portcullis::demo::{Endpoint, Faults, Provider, SignAlg};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{client, Gateway, Upstream};
+use crate::support::{base_config, client, Gateway, Upstream};
 
 /// How a [`JwksServer`] sends its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -327,6 +327,65 @@ async fn a_token_signed_by_a_trusted_source_authenticates_and_is_cached() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-auth-request-user"], "ci-job-7");
+}
+
+/// `bearer_cache_entries = 0`: no verdict is kept, every token is verified
+/// on each request, and each still reaches the app as its machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_verdict_cache_every_request_is_verified_and_reaches_the_app_as_its_machine() {
+    let trusted = provider().await;
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start_full(&format!(
+        "{}\n[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        base_config().replace("threads = 1", "threads = 1\nbearer_cache_entries = 0"),
+        trusted.well_known_url(),
+        upstream.url()
+    ));
+    gw.ready().await;
+    let iss = trusted.issuer();
+    let first = trusted.sign(&claims(&iss, |_| {})).unwrap();
+    let second = trusted
+        .sign(&claims(&iss, |c| {
+            c.insert("sub".into(), json!("ci-job-8"));
+            c.insert("groups".into(), json!(["readers"]));
+        }))
+        .unwrap();
+    for token in [&first, &second, &first, &second] {
+        let r = client()
+            .get(gw.url("/deploy"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let seen = upstream.requests();
+    let users: Vec<_> = seen.iter().map(|r| r.header("x-forwarded-user")).collect();
+    assert_eq!(
+        users,
+        [
+            Some("ci-job-7"),
+            Some("ci-job-8"),
+            Some("ci-job-7"),
+            Some("ci-job-8")
+        ]
+    );
+    let groups: Vec<_> = seen
+        .iter()
+        .map(|r| r.header("x-forwarded-groups"))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            Some("deployers"),
+            Some("readers"),
+            Some("deployers"),
+            Some("readers")
+        ]
+    );
+    assert_eq!(seen[2].header("x-forwarded-email"), Some("ci@example.com"));
+    assert_eq!(cached_verdicts(&gw).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
