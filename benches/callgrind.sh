@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per request under valgrind --tool=callgrind: nginx as a plain
 # reverse proxy against portcullis (public path, signed-in session, bearer
-# hit) and the hyper floor, each in front of the same nginx upstream (not
-# under valgrind).
+# hit, bearer miss) and the hyper floor, each in front of the same nginx
+# upstream (not under valgrind).
 # Instruction counts hardly move with machine load, unlike req/s.
 #
 # Usage:
@@ -12,6 +12,11 @@
 #   --requests N     REQUESTS=2000   measured requests, one keep-alive connection, one at a time
 #   --warm N         WARM=200        requests sent first, in both runs (connection, caches, pools)
 #   --targets LIST   TARGETS=nginx,public,session,bearer-hit,hyper-bare
+#                    (bearer-miss on request: 1000 distinct RS256 tokens in
+#                    turn, verdict cache off, so each request checks a
+#                    signature; valgrind's CPU has no MULX/ADX, so aws-lc takes
+#                    its slower RSA code and the signature's share is larger
+#                    than on the real CPU)
 # Environment only:
 #   PORTCULLIS_BIN=PATH  use this binary instead of `cargo build --release --locked`
 #                        (bare_hyper and mint_tokens are then taken from PATH's examples/ dir)
@@ -70,8 +75,8 @@ done
 IFS=, read -ra TARGET_LIST <<<"$TARGETS"
 for t in "${TARGET_LIST[@]}"; do
     case "$t" in
-    nginx | public | session | bearer-hit | hyper-bare) ;;
-    *) die "unknown target '$t' (targets: nginx,public,session,bearer-hit,hyper-bare)" ;;
+    nginx | public | session | bearer-hit | bearer-miss | hyper-bare) ;;
+    *) die "unknown target '$t' (targets: nginx,public,session,bearer-hit,bearer-miss,hyper-bare)" ;;
     esac
 done
 
@@ -204,7 +209,7 @@ done
 
 need_pc=0
 for t in "${TARGET_LIST[@]}"; do
-    [[ "$t" == public || "$t" == session || "$t" == bearer-hit ]] && need_pc=1
+    [[ "$t" == public || "$t" == session || "$t" == bearer-* ]] && need_pc=1
 done
 ONE_TOKEN=""
 if ((need_pc == 1)); then
@@ -212,9 +217,9 @@ if ((need_pc == 1)); then
     secret="${secret//[[:space:]]/}"
     [[ -n "$secret" && "$secret" != *[\"\\]* ]] || die "portcullis keygen printed no usable secret"
     for t in "${TARGET_LIST[@]}"; do
-        [[ "$t" == bearer-hit ]] || continue
+        [[ "$t" == bearer-* && -z "$ONE_TOKEN" ]] || continue
         [[ -x "$MINT_BIN" ]] || die "token minter not found: $MINT_BIN"
-        "$MINT_BIN" "$WORK" 1 0 https://machines.bench.example bench >"$WORK/mint.log" 2>&1 || {
+        "$MINT_BIN" "$WORK" 1000 0 https://machines.bench.example bench >"$WORK/mint.log" 2>&1 || {
             cat "$WORK/mint.log" >&2
             die "mint_tokens failed"
         }
@@ -240,6 +245,7 @@ admin_listen = "127.0.0.1:$PORT_TA"
 public_url = "http://127.0.0.1:$PORT_T"
 threads = 1
 shutdown_timeout = "1s"
+$([[ "$1" != bearer-miss ]] || echo "bearer_cache_entries = 0")
 
 [session]
 secrets = ["$secret"]
@@ -280,7 +286,8 @@ EOF
 # for the listener, sends WARM requests, then either REQUESTS requests or
 # stays idle for IDLE seconds. Prints the seconds the second phase took.
 # HEADER `SIGN-IN` signs in through portcullis --dev's demo provider first
-# (as a browser would, on connections of its own) and sends the session cookie.
+# (as a browser would, on connections of its own) and sends the session cookie;
+# `TOKENS FILE` sends the file's tokens as bearer tokens, one a request, in turn.
 cat >"$WORK/client.py" <<'PY'
 import html.parser, http.client, socket, sys, time, urllib.error, urllib.parse, urllib.request
 port, warm, count, idle, header = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
@@ -334,13 +341,20 @@ def sign_in(base):
     _, h, _ = call(h["Location"], cookie=login_cookie)
     return next(c for c in cookies(h).split("; ") if c.startswith("portcullis="))
 
-headers = {}
+headers, tokens = {}, []
 if header == "SIGN-IN":
     headers["Cookie"] = sign_in(f"http://127.0.0.1:{port}")
+elif header.startswith("TOKENS "):
+    tokens = [t.strip() for t in open(header[len("TOKENS "):]) if t.strip()]
 elif header:
     name, value = header.split(": ", 1)
     headers[name] = value
+sent = 0
 def get():
+    global sent
+    if tokens:
+        headers["Authorization"] = "Bearer " + tokens[sent % len(tokens)]
+    sent += 1
     conn.request("GET", "/", headers=headers)
     r = conn.getresponse()
     r.read()
@@ -390,9 +404,12 @@ run_target() {
     }" >"$dir/nginx.conf"
         "${vg[@]}" "$NGINX" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stderr.log" 2>&1 &
         ;;
-    public | bearer-hit)
+    public | bearer-hit | bearer-miss)
         pc_conf "$t" "$dir/store.db" >"$dir/portcullis.toml"
-        [[ "$t" == public ]] || header="Authorization: Bearer $ONE_TOKEN"
+        case "$t" in
+        bearer-hit) header="Authorization: Bearer $ONE_TOKEN" ;;
+        bearer-miss) header="TOKENS $WORK/tokens-RS256.txt" ;;
+        esac
         (cd "$dir" && exec env "${unset_args[@]}" "${vg[@]}" "$BIN" serve --config "$dir/portcullis.toml" --log-format json) \
             >"$dir/stderr.log" 2>&1 &
         ;;
