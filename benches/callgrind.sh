@@ -216,10 +216,14 @@ if ((need_pc == 1)); then
     secret="$("$BIN" keygen 2>/dev/null | awk 'NF { last = $0 } END { print last }')" || true
     secret="${secret//[[:space:]]/}"
     [[ -n "$secret" && "$secret" != *[\"\\]* ]] || die "portcullis keygen printed no usable secret"
+    tokens=1
+    for t in "${TARGET_LIST[@]}"; do
+        [[ "$t" != bearer-miss ]] || tokens=1000
+    done
     for t in "${TARGET_LIST[@]}"; do
         [[ "$t" == bearer-* && -z "$ONE_TOKEN" ]] || continue
         [[ -x "$MINT_BIN" ]] || die "token minter not found: $MINT_BIN"
-        "$MINT_BIN" "$WORK" 1000 0 https://machines.bench.example bench >"$WORK/mint.log" 2>&1 || {
+        "$MINT_BIN" "$WORK" "$tokens" 0 https://machines.bench.example bench >"$WORK/mint.log" 2>&1 || {
             cat "$WORK/mint.log" >&2
             die "mint_tokens failed"
         }

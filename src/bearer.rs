@@ -288,9 +288,10 @@ impl Bearer {
         Ok((self.shared(principal), exp, signer))
     }
 
-    /// The shared copy of `p` (or `p` itself, now shared). The claims are
-    /// part of the key: two tokens of one machine with other claims (another
-    /// `ref`, say) are two identities to policies and `claim_headers`.
+    /// The shared copy of `p` (or `p` itself, now shared; without a verdict
+    /// cache, `p` unshared). The claims are part of the key: two tokens of
+    /// one machine with other claims (another `ref`, say) are two
+    /// identities to policies and `claim_headers`.
     fn shared(&self, p: Principal) -> Arc<Principal> {
         // Without a verdict cache no principal outlives its request: there
         // is nothing to share, and the key (two serialisations and a

@@ -180,7 +180,7 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Jws<'_>, JwsError> {
 /// and no branch per byte: a token's bytes are random to a branch predictor,
 /// and the loop that stopped at the first bad byte was 95 % of `parse`'s own
 /// time on a bearer miss, about 1 µs a token (README, "Performance"); this
-/// one checks 32 bytes a step.
+/// one the compiler vectorises (32 bytes a step in the x86-64 release build).
 fn base64url_or_dots(token: &[u8]) -> bool {
     token.iter().fold(true, |ok, &b| {
         // `| 0x20` folds A–Z onto a–z and maps no other byte into a–z.

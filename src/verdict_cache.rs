@@ -225,6 +225,14 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_of_zero_entries_keeps_nothing_and_any_other_size_keeps_verdicts() {
+        assert!(!VerdictCache::new(0).keeps_any());
+        for capacity in [1, 56, 100_000, u64::MAX] {
+            assert!(VerdictCache::new(capacity).keeps_any(), "{capacity}");
+        }
+    }
+
+    #[test]
     fn verdicts_are_served_until_their_time_and_bounded() {
         let set = key_set();
         let signer = set.keys[0].clone();

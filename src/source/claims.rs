@@ -176,7 +176,18 @@ mod tests {
     fn a_one_segment_path_reads_what_the_parsed_path_reads() {
         let object = json!({"groups": ["a"], "0": "zero", "": "empty"});
         let array = json!(["first", "second"]);
-        for path in ["groups", "0", "1", "missing", "", "\"groups\"", "groups.0"] {
+        for path in [
+            "groups",
+            "0",
+            "1",
+            "+1",
+            " ",
+            "é",
+            "missing",
+            "",
+            "\"groups\"",
+            "groups.0",
+        ] {
             for v in [&object, &array, &json!("text")] {
                 let parsed = parse_path(path)
                     .ok()

@@ -329,10 +329,10 @@ async fn a_token_signed_by_a_trusted_source_authenticates_and_is_cached() {
     assert_eq!(r.headers()["x-auth-request-user"], "ci-job-7");
 }
 
-/// `bearer_cache_entries = 0`: no verdict is kept, every token is verified
-/// on each request, and each still reaches the app as its machine.
+/// `bearer_cache_entries = 0`: no verdict is kept, and each token still
+/// reaches the app as its own machine, its identity not shared with another's.
 #[tokio::test(flavor = "multi_thread")]
-async fn without_a_verdict_cache_every_request_is_verified_and_reaches_the_app_as_its_machine() {
+async fn without_a_verdict_cache_none_is_kept_and_each_token_reaches_the_app_as_its_machine() {
     let trusted = provider().await;
     let upstream = Upstream::start("api").await;
     let gw = Gateway::start_full(&format!(
