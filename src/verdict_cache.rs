@@ -123,7 +123,7 @@ impl VerdictCache {
 
     /// The principal of a live verdict for `key`; a dead one is dropped.
     pub fn get(&self, key: &VerdictKey, now: u64) -> Option<Arc<Principal>> {
-        if self.per_shard == 0 {
+        if !self.keeps_any() {
             return None;
         }
         // A poisoned shard only means a panic elsewhere mid-insert: treat it as a miss.
@@ -142,7 +142,7 @@ impl VerdictCache {
     pub fn insert(&self, key: VerdictKey, verdict: Verdict, now: u64) {
         // A token accepted within the clock leeway after its `exp` is already
         // dead here: holding it would only evict live verdicts for it.
-        if self.per_shard == 0 || verdict.until <= now {
+        if !self.keeps_any() || verdict.until <= now {
             return;
         }
         let Some(Ok(mut shard)) = self.shard(&key).map(Mutex::lock) else {
