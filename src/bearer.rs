@@ -206,14 +206,14 @@ impl Bearer {
             remember(key);
             return Ok(principal);
         }
-        let (principal, exp, signer) = self.verify_uncached(app, token, now).await?;
+        let (principal, until, signer) = self.verify_uncached(app, token, now).await?;
         remember(key);
         self.cache.insert(
             key,
             Verdict {
                 principal: principal.clone(),
                 key: signer,
-                until: exp.min(now.saturating_add(MAX_VERDICT_SECS)),
+                until: until.min(now.saturating_add(MAX_VERDICT_SECS)),
             },
             now,
         );
@@ -268,7 +268,7 @@ impl Bearer {
             other => other,
         }?;
         let claims = jws.into_claims();
-        let exp = check_times(&claims, now, src.jwt_max_age.map(|d| d.as_secs()))?;
+        let until = check_times(&claims, now, src.jwt_max_age.map(|d| d.as_secs()))?;
         if claims
             .get("events")
             .and_then(|e| e.get(idtoken::BACKCHANNEL_LOGOUT_EVENT))
@@ -285,7 +285,7 @@ impl Bearer {
             // identity is then shared by all its tokens' verdicts.
             principal.claims = no_claims();
         }
-        Ok((self.shared(principal), exp, signer))
+        Ok((self.shared(principal), until, signer))
     }
 
     /// The shared copy of `p` (or `p` itself, now shared; without a verdict
@@ -396,7 +396,9 @@ fn numeric_date(v: &Value) -> Option<u64> {
 
 /// `exp` required, `nbf`/`iat` honoured with 60 s leeway; with `max_age`, `iat`
 /// is required and neither its age nor the remaining lifetime may exceed it
-/// (JWT-18). Returns `exp`.
+/// (JWT-18). Returns how long a verdict may stand: `exp`, or with `max_age`
+/// the moment `iat` grows too old if that comes first (a cached verdict must
+/// not outlive the age limit a fresh check applies).
 pub fn check_times(c: &Value, now: u64, max_age: Option<u64>) -> Result<u64, BearerError> {
     let exp = c
         .get("exp")
@@ -410,6 +412,7 @@ pub fn check_times(c: &Value, now: u64, max_age: Option<u64>) -> Result<u64, Bea
             return Err(BearerError::NotYetValid);
         }
     }
+    let mut until = exp;
     match (c.get("iat"), max_age) {
         (Some(iat), max) => {
             let iat = numeric_date(iat).ok_or(BearerError::IssuedAt)?;
@@ -417,6 +420,10 @@ pub fn check_times(c: &Value, now: u64, max_age: Option<u64>) -> Result<u64, Bea
                 || max.is_some_and(|m| now.saturating_sub(iat) > m)
             {
                 return Err(BearerError::IssuedAt);
+            }
+            if let Some(m) = max {
+                // Accepted while `now - iat <= m`; a verdict stands while `now < until`.
+                until = until.min(iat.saturating_add(m).saturating_add(1));
             }
         }
         (None, Some(_)) => return Err(BearerError::IssuedAt),
@@ -427,7 +434,7 @@ pub fn check_times(c: &Value, now: u64, max_age: Option<u64>) -> Result<u64, Bea
             return Err(BearerError::Expired);
         }
     }
-    Ok(exp)
+    Ok(until)
 }
 
 /// The machine's identity: `sub` (the username claim goes to
@@ -545,6 +552,26 @@ mod tests {
         assert_eq!(
             check_times(&json!({"exp": now + 7200, "iat": now}), now, Some(3600)),
             Err(BearerError::Expired)
+        );
+    }
+
+    #[test]
+    fn jwt18_a_verdict_under_jwt_max_age_stands_only_while_iat_is_young_enough() {
+        let now = 1_700_000_000;
+        let young = json!({"exp": now + 300, "iat": now - 290});
+        // Accepted through iat + 300 (now + 10), refused a second later: the
+        // verdict stands while `now < until`, so until the second after.
+        assert_eq!(check_times(&young, now, Some(300)), Ok(now + 11));
+        assert!(check_times(&young, now + 10, Some(300)).is_ok());
+        assert_eq!(
+            check_times(&young, now + 11, Some(300)),
+            Err(BearerError::IssuedAt)
+        );
+        // Without an age limit, or with `exp` first, `exp` ends it.
+        assert_eq!(check_times(&young, now, None), Ok(now + 300));
+        assert_eq!(
+            check_times(&json!({"exp": now + 5, "iat": now - 290}), now, Some(300)),
+            Ok(now + 5)
         );
     }
 

@@ -247,27 +247,38 @@ fn load_sources(
         config.sources.iter().map(|s| s.slug.as_str()),
         false,
     ));
-    let (sources, report) = io.handle.block_on(Sources::load(
+    let (mut sources, report) = io.handle.block_on(Sources::load(
         config,
         http,
         readiness.clone(),
         io.clock.clone(),
     ))?;
+    // A source the reload left as it was keeps its fetched keys (the
+    // others' changes are no reason to fetch them again) and, when its
+    // provider cannot be reached now, its last good endpoints.
+    let mut kept = Vec::new();
+    if let Some(old) = prev {
+        for s in &config.sources {
+            if !old.config.sources.iter().any(|o| reload::same_source(o, s)) {
+                continue;
+            }
+            if sources.jwks.carry_over(&old.sources.jwks, &s.slug) {
+                tracing::debug!(source = %s.slug, "reload keeps the source's keys");
+            }
+            if sources.carry_over_endpoints(&old.sources, &s.slug) {
+                kept.push(s.slug.as_str());
+            }
+        }
+    }
     for (slug, reason) in &report.pending {
-        tracing::warn!(source = %slug, reason = %reason, "source not ready; discovery will be retried");
+        if kept.contains(&slug.as_str()) {
+            tracing::warn!(source = %slug, reason = %reason, "discovery failed on reload; the source keeps its last good endpoints and discovery will be retried");
+        } else {
+            tracing::warn!(source = %slug, reason = %reason, "source not ready; discovery will be retried");
+        }
     }
     for (slug, key, discovered, configured) in &report.overridden {
         tracing::info!(source = %slug, key, discovered = %discovered, configured = %configured, "a URL set in the config replaces the discovered one");
-    }
-    // A source the reload left as it was keeps its fetched keys
-    // (the others' changes are no reason to fetch them again).
-    if let Some(old) = prev {
-        for s in &config.sources {
-            let unchanged = old.config.sources.iter().any(|o| reload::same_source(o, s));
-            if unchanged && sources.jwks.carry_over(&old.sources.jwks, &s.slug) {
-                tracing::debug!(source = %s.slug, "reload keeps the source's keys");
-            }
-        }
     }
     Ok((Arc::new(sources), readiness))
 }
@@ -336,9 +347,15 @@ pub fn serve(
     access: AccessSink,
     before_exit: Box<dyn FnOnce() + Send>,
 ) -> Result<(), StartError> {
+    let control = control_runtime()?;
+    // Caught before the listeners are bound, while the sources may still take
+    // seconds to load: from then on a SIGHUP is a reload (one that comes
+    // early is applied once serving starts), never SIGHUP's default end of
+    // the process.
+    let hangup = control.block_on(async { reload::hangup_signal() });
     let built = build(config, access, crate::clock::Clock::system())?;
     tracing::info!(listen = %built.bound.listen, admin = ?built.bound.admin, "portcullis is serving");
-    let result = run(built, signalled(), true);
+    let result = run(built, control, signalled(), hangup);
     before_exit();
     result
 }
@@ -489,7 +506,15 @@ pub fn spawn_with_clock(config: Config, clock: crate::clock::Clock) -> Result<Ru
             }
         };
         let _ = tx.send(Ok(built.bound));
-        if let Err(e) = run(built, async move { stop_rx.notified().await }, false) {
+        let outcome = control_runtime().and_then(|control| {
+            run(
+                built,
+                control,
+                async move { stop_rx.notified().await },
+                None,
+            )
+        });
+        if let Err(e) = outcome {
             tracing::error!(error = %e, "the gateway stopped");
         }
     });
@@ -869,6 +894,15 @@ async fn drain(permits: &tokio::sync::Semaphore, max: usize, grace: Duration) {
     }
 }
 
+/// The runtime of the thread that runs the admin listener, the signals and
+/// the drain.
+fn control_runtime() -> Result<tokio::runtime::Runtime, StartError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Io(e.to_string()))
+}
+
 /// Serves until `stop` resolves, then stops accepting, lets every
 /// connection finish its requests (at most `shutdown_timeout`), and returns.
 ///
@@ -881,8 +915,9 @@ async fn drain(permits: &tokio::sync::Semaphore, max: usize, grace: Duration) {
 /// admin listener, the signals and the drain.
 fn run(
     built: Built,
+    control: tokio::runtime::Runtime,
     stop: impl Future<Output = ()> + Send + 'static,
-    hangup: bool,
+    hangup: Option<tokio::signal::unix::Signal>,
 ) -> Result<(), StartError> {
     let Built {
         state,
@@ -902,10 +937,6 @@ fn run(
     drop(first);
     // `shutdown_timeout` as the config current when the stop comes says.
     let at_stop = state.clone();
-    let control = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| StartError::Io(e.to_string()))?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     // Set once the drain is over: workers stop driving their connections.
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
@@ -925,8 +956,8 @@ fn run(
     };
     let workers = spawn_workers(listeners, &shared, &tx, &done_tx)?;
     let outcome = control.block_on(async move {
-        if hangup {
-            reload::on_hangup(reloader);
+        if let Some(hup) = hangup {
+            reload::on_hangup(reloader, hup);
         }
         let admin = admin.map(|a| start_admin(a, rx.clone())).transpose()?;
         stop.await;

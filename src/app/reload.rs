@@ -261,15 +261,25 @@ impl Reloader {
     }
 }
 
-/// Reloads on every SIGHUP, on a thread of its own: discovery and upstream
-/// name lookups never hold a request. Signals that arrive during a reload
-/// are coalesced into one more. Call inside the gateway's runtime.
-pub fn on_hangup(mut reloader: Reloader) {
+/// SIGHUP caught from now on (its default would end the process); `None`,
+/// logged, where no handler can be set. Call inside the runtime that will
+/// run [`on_hangup`]: a signal that arrives before then waits for it.
+pub fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("no SIGHUP handler: reload needs a restart");
-        return;
-    };
+    match signal(SignalKind::hangup()) {
+        Ok(hup) => Some(hup),
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler: reload needs a restart");
+            None
+        }
+    }
+}
+
+/// Reloads on every SIGHUP `hup` reports, on a thread of its own: discovery
+/// and upstream name lookups never hold a request. Signals that arrive
+/// during a reload are coalesced into one more. Call inside the runtime
+/// `hup` was made in.
+pub fn on_hangup(mut reloader: Reloader, mut hup: tokio::signal::unix::Signal) {
     let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
     let spawned = std::thread::Builder::new()
         .name("portcullis-reload".into())

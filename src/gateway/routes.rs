@@ -1427,39 +1427,81 @@ async fn logout_by_token(
 }
 
 /// The original request a forward-auth call is about: from `X-Original-URL`
-/// or `X-Forwarded-Host`/`-Uri` (or `X-Original-URI`, with the check's own
-/// host when no other is named), believed only from trusted proxies, its path
-/// canonicalised as a proxied request's is (PRX-06). `None` path: the caller
-/// did not (or may not) say which path it asks about. `Err`: the path it names
-/// is one the gateway would refuse, or the target is named more than once,
-/// so the answer is a refusal, never "public".
+/// and/or `X-Forwarded-Host`/`-Uri` (or `X-Original-URI`; a path without a
+/// host is on the check's own host), believed only from trusted proxies, its
+/// path canonicalised as a proxied request's is (PRX-06). `None` path: the
+/// caller did not (or may not) say which path it asks about. `Err`: the path
+/// it names is one the gateway would refuse, or two names of the target
+/// differ, or one is sent twice, so the answer is a refusal, never "public".
 fn forwarded_target(
     session: &Exchange,
     ctx: &Ctx,
 ) -> Result<(Option<String>, Option<String>), Rejection> {
-    let req = session.req_header();
-    let trusted = session.peer.trusted;
-    let refuse =
-        |why: &'static str| Rejection::Framing(super::framing::FramingError::AmbiguousPath(why));
-    let decision_path = |raw: &str| {
-        super::framing::check_path(raw)
-            .map(|c| Some(c.decision().to_string()))
-            .map_err(Rejection::Framing)
-    };
-    if !trusted {
+    if !session.peer.trusted {
         return Ok((ctx.host.clone(), None));
     }
+    let Named { hosts, paths } = forwarded_names(&session.req_header().headers)?;
+    if hosts.windows(2).any(|w| w.first() != w.last())
+        || paths.windows(2).any(|w| w.first() != w.last())
+    {
+        return Err(ambiguous(
+            "the forwarded request is named twice, differently (X-Original-URL, X-Forwarded-Uri, X-Original-URI, X-Forwarded-Host)",
+        ));
+    }
+    // A path without a host is about the host the check was sent with:
+    // deciding on `/` instead would pass a path-scoped rule by. A host
+    // without a path asks about its `/`.
+    Ok(match (hosts.into_iter().next(), paths.into_iter().next()) {
+        (None, path) => (ctx.host.clone(), path.flatten()),
+        (Some(host), Some(path)) => (host, path),
+        (Some(host), None) => (host, decision_path("/")?),
+    })
+}
+
+/// A forward-auth target the gateway will not decide on.
+fn ambiguous(why: &'static str) -> Rejection {
+    Rejection::Framing(super::framing::FramingError::AmbiguousPath(why))
+}
+
+/// The path the gateway decides on for a forwarded `raw` path; `Err` for
+/// one it would refuse.
+fn decision_path(raw: &str) -> Result<Option<String>, Rejection> {
+    super::framing::check_path(raw)
+        .map(|c| Some(c.decision().to_string()))
+        .map_err(Rejection::Framing)
+}
+
+/// The hosts and the paths the forwarding names of a check give (as
+/// `routing::request_host` and [`decision_path`] read them), in the order
+/// the names are read.
+struct Named {
+    hosts: Vec<Option<String>>,
+    paths: Vec<Option<String>>,
+}
+
+/// What each forwarding name present says of the target: the hosts
+/// (`X-Original-URL`, `X-Forwarded-Host`) and the paths (`X-Original-URL`,
+/// `X-Forwarded-Uri`, nginx's customary `X-Original-URI`). Several may come
+/// together (Authelia's nginx snippets send `X-Original-URL` beside
+/// `X-Forwarded-Host` and `X-Forwarded-Uri`); the caller believes them only
+/// when they agree.
+fn forwarded_names(headers: &http::HeaderMap) -> Result<Named, Rejection> {
     // A front proxy passes its client's headers on beside its own (nginx's
-    // `auth_request`, Caddy's `forward_auth`): a target named twice, by two
-    // of these names or one name twice, may be the client's choice, so it
-    // is refused rather than one of them believed.
-    let count = |n: &str| req.headers.get_all(n).iter().count();
-    let named = ["x-original-url", "x-forwarded-uri", "x-original-uri"]
+    // `auth_request`, Caddy's `forward_auth`): one name twice may be the
+    // client's copy beside the proxy's, so it is refused rather than one of
+    // them believed.
+    let names = [
+        "x-original-url",
+        "x-forwarded-uri",
+        "x-original-uri",
+        "x-forwarded-host",
+        "x-forwarded-method",
+    ];
+    if names
         .into_iter()
-        .map(count)
-        .sum::<usize>();
-    if named > 1 || count("x-forwarded-host") > 1 || count("x-forwarded-method") > 1 {
-        return Err(refuse(
+        .any(|n| headers.get_all(n).iter().count() > 1)
+    {
+        return Err(ambiguous(
             "the forwarded request is named more than once (X-Original-URL, X-Forwarded-Uri, X-Original-URI, X-Forwarded-Host, X-Forwarded-Method)",
         ));
     }
@@ -1468,45 +1510,45 @@ fn forwarded_target(
     // blank and a host no comma.
     let joined =
         |n: &str, s: &str| s.contains([' ', '\t']) || (n == "x-forwarded-host" && s.contains(','));
-    let header = |n: &str| match req.headers.get(n) {
+    let header = |n: &str| match headers.get(n) {
         None => Ok(None),
         Some(v) => match v.to_str() {
-            Ok(s) if joined(n, s) => Err(refuse(
+            Ok(s) if joined(n, s) => Err(ambiguous(
                 "a forwarded header holds two values joined into one",
             )),
             Ok(s) => Ok(Some(s)),
-            Err(_) => Err(refuse("a forwarded header is not visible ASCII")),
+            Err(_) => Err(ambiguous("a forwarded header is not visible ASCII")),
         },
     };
+    let (mut hosts, mut paths) = (Vec::new(), Vec::new());
     if let Some(u) = header("x-original-url")? {
         // Read as sent: a URL parser would resolve `..` and `%2e` before we could refuse them.
         let uri = u
             .parse::<http::Uri>()
-            .map_err(|_| refuse("X-Original-URL is not a URL"))?;
-        let Some(authority) = uri.authority() else {
-            return Err(refuse("X-Original-URL has no host"));
-        };
-        let host = crate::routing::request_host(Some(authority.as_str()), None)
-            .map_err(|_| refuse("X-Original-URL names no valid host"))?;
-        return Ok((host, decision_path(uri.path())?));
+            .map_err(|_| ambiguous("X-Original-URL is not a URL"))?;
+        match uri.authority() {
+            Some(authority) => hosts.push(
+                crate::routing::request_host(Some(authority.as_str()), None)
+                    .map_err(|_| ambiguous("X-Original-URL names no valid host"))?,
+            ),
+            // A path alone (IIS's spelling) names no host.
+            None if u.starts_with('/') => {}
+            None => return Err(ambiguous("X-Original-URL has no host")),
+        }
+        paths.push(decision_path(uri.path())?);
     }
-    // nginx's customary name for the path is `X-Original-URI`.
-    let uri = match header("x-forwarded-uri")? {
-        Some(u) => Some(u),
-        None => header("x-original-uri")?,
-    };
-    let path_of = |uri: &str| decision_path(uri.split('?').next().unwrap_or_default());
+    for n in ["x-forwarded-uri", "x-original-uri"] {
+        if let Some(u) = header(n)? {
+            paths.push(decision_path(u.split('?').next().unwrap_or_default())?);
+        }
+    }
     if let Some(h) = header("x-forwarded-host")? {
-        let host = crate::routing::request_host(None, Some(h))
-            .map_err(|_| refuse("X-Forwarded-Host is not a valid host"))?;
-        return Ok((host, path_of(uri.unwrap_or("/"))?));
+        hosts.push(
+            crate::routing::request_host(None, Some(h))
+                .map_err(|_| ambiguous("X-Forwarded-Host is not a valid host"))?,
+        );
     }
-    // A path without a host is about the host the check was sent with:
-    // deciding on `/` instead would pass a path-scoped rule by.
-    if let Some(uri) = uri {
-        return Ok((ctx.host.clone(), path_of(uri)?));
-    }
-    Ok((ctx.host.clone(), None))
+    Ok(Named { hosts, paths })
 }
 
 /// `/_auth/check`: forward auth. 200 for a public path of the app asked
@@ -1549,6 +1591,13 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
             return Ok(());
         }
     };
+    // A target no app serves has no access rules, so it admits nobody
+    // (every app states who may access it); proxied, it would be a 404.
+    if let (Some(p), None) = (&principal, target) {
+        let reason = "No app is configured for this address.".to_string();
+        rescue::respond(session, ctx, super::refused_by_policy(p, reason));
+        return Ok(());
+    }
     // The target app's access rules apply to forward auth as to proxying.
     if let (Some(p), Some(app)) = (&principal, target) {
         // The method asked about: believed only from a trusted proxy, like

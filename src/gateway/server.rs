@@ -1123,17 +1123,31 @@ fn refused_by_hyper(state: &State, conn: &Conn, e: &hyper::Error) {
         tracing::debug!(client = %conn.client, error = %e, "connection ended");
         return;
     };
-    state
-        .metrics
-        .observe(None, crate::metrics::Outcome::BadRequest, 0.0);
-    tracing::info!(
-        target: "portcullis::access",
-        client = %conn.client,
+    let outcome = crate::metrics::Outcome::BadRequest;
+    state.metrics.observe(None, outcome, 0.0);
+    tracing::debug!(client = %conn.client, error = %e, "request refused by the HTTP parser");
+    // The same access line as any other request's (DESIGN: user, client IP,
+    // request id), with what an unreadable head cannot say left as `-`; the
+    // client is the peer, as no forwarding header of the head was read.
+    let request_id = super::ctx::RequestId::new();
+    let line = super::access::Line {
+        method: "-",
+        host: "-",
+        path: "-",
+        app: crate::metrics::NO_APP,
         status,
-        outcome = crate::metrics::Outcome::BadRequest.label(),
-        error = %e,
-        "request refused by the HTTP parser"
-    );
+        elapsed: Duration::ZERO,
+        outcome,
+        error: Some(if status == 431 {
+            "request head too large"
+        } else {
+            "malformed request head"
+        }),
+        request_id: &request_id,
+        user: "-",
+        client_ip: conn.client.ip(),
+    };
+    state.access.emit(&line, state.clock.now());
 }
 
 /// A hyper connection that can be asked to finish its requests and close.

@@ -81,6 +81,26 @@ impl Sources {
         out
     }
 
+    /// On a reload that left source `slug` as it was: when its discovery
+    /// document could not be fetched now, it keeps the endpoints `previous`
+    /// resolved (the last good document, DESIGN "Operations") and stays
+    /// ready; the document is retried soon. Returns whether it kept them.
+    pub fn carry_over_endpoints(&mut self, previous: &Sources, slug: &str) -> bool {
+        let (Some(rt), Some(old)) = (self.by_slug.get(slug), previous.get(slug)) else {
+            return false;
+        };
+        let Some(endpoints) = old.endpoints().filter(|_| rt.endpoints().is_none()) else {
+            return false;
+        };
+        let Ok(mut current) = rt.endpoints.write() else {
+            return false;
+        };
+        *current = Some(endpoints);
+        self.readiness.set(slug, true);
+        self.upkeep.first.insert(slug.to_string(), FIRST_BACKOFF);
+        true
+    }
+
     /// Sources whose endpoints come from a discovery document: the ones
     /// [`Self::keep_discovery_fresh`] looks after.
     pub fn discovered(&self) -> Vec<String> {

@@ -68,7 +68,7 @@ before(async () => {
           clientSecret: CLIENT_SECRET,
           upstream: echo.url,
           trustedProxies: ['127.0.0.1/32'],
-        }),
+        }) + STATUS_APP,
       });
     }
     await startNginx(fronts.nginx);
@@ -80,6 +80,17 @@ before(async () => {
 }, { timeout: 60_000 });
 
 after(() => h.stop());
+
+// Another app on its own host, open to everyone: a check about its host is a
+// 200 for any path, so a front proxy must never ask about it for a request
+// it sends to the echo app.
+const STATUS_APP = `
+[[app]]
+name = "status"
+host = "status.example"
+upstream = "http://127.0.0.1:9"
+public_paths = ["/"]
+`;
 
 // A recipe from docs/recipes/ with its example addresses replaced: the README's
 // forward-auth recipes are the files this tier runs. A replacement that no
@@ -113,6 +124,7 @@ http {
 
 ${recipe('nginx-auth-request.conf', [
     ['listen 80;', `listen 127.0.0.1:${f.port};`],
+    ['server_name wiki.corp.example;', 'server_name 127.0.0.1;'],
     ['127.0.0.1:4180', `127.0.0.1:${f.gwPort}`],
     ['127.0.0.1:3000', `127.0.0.1:${echo.port}`],
   ])}
@@ -183,6 +195,14 @@ async function frontProxyFlow(t, name) {
     assert.equal(seen.url, '/public/readme.txt');
     assert.deepEqual(received(seen, 'x-auth-request-user'), []);
     assert.deepEqual(received(seen, 'x-auth-request-groups'), []);
+  });
+
+  await t.test('a client naming another app\'s host in Host gets nothing of this site through', async () => {
+    // The check is about this site's own name, never the client's Host: asked
+    // about status.example (public everywhere), it would let a protected path through.
+    const count = echo.seen.length;
+    const res = await rawGet(`${f.url}${protectedPath}`, { headers: { host: 'status.example', accept: 'application/json' } });
+    assert.equal(echo.seen.length, count, `the upstream was reached (answer ${res.status})`);
   });
 
   await t.test('a client naming a public target beside the one of the proxy gets nothing through', async () => {

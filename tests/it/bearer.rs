@@ -1734,3 +1734,42 @@ async fn a_token_for_one_apps_audience_stays_refused_by_another_app_asked_in_tur
         "only api's requests went upstream"
     );
 }
+
+/// JWT-18 over time: a token verified while its `iat` was young enough is
+/// refused once `iat` is older than `jwt_max_age`, although its `exp` has not
+/// come: the verdict cache does not outlive the age limit a fresh check applies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_admitted_while_young_is_refused_once_its_iat_is_older_than_jwt_max_age() {
+    let s = crate::signin::Setup::start_on_manual_clock(
+        "jwt_max_age = \"5m\"\n",
+        "jwt_sources = [\"demo\"]\njwt_audiences = [\"api\"]\n",
+        |_| {},
+    )
+    .await;
+    let now = s.clock.now_unix();
+    let token = s
+        .provider
+        .sign(&claims(&s.provider.issuer(), |c| {
+            c.insert("iat".into(), json!(now - 290));
+            c.insert("exp".into(), json!(now + 300));
+        }))
+        .unwrap();
+    let call = || {
+        client()
+            .get(s.gw.url("/private"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let r = call().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    s.advance(std::time::Duration::from_secs(5));
+    assert_eq!(call().await.unwrap().status(), 200, "still young enough");
+    s.advance(std::time::Duration::from_secs(10));
+    let r = call().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+}

@@ -395,3 +395,37 @@ async fn rust_log_turns_the_access_lines_off_and_the_other_lines_stay() {
         );
     }
 }
+
+/// A head hyper's own parser refuses (a space inside a field name) gets an
+/// access line like any request's (DESIGN: the user or `-`, the client IP
+/// and a request id), saying the head was malformed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_the_http_parser_refuses_gets_a_whole_access_line() {
+    use std::io::{Read, Write};
+    let up = Upstream::start("echo").await;
+    let file = echo_open_config(&up);
+    let (child, rx) = spawn_binary(&file.path, &["--log-format", "json"], &[]);
+    let (listen, _) = serving_address(&rx);
+    let mut s = std::net::TcpStream::connect(&listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /open HTTP/1.1\r\nHost: x\r\nBad Field: y\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let lines = stop(child, rx);
+    let refused: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.contains("portcullis::access"))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(refused.len(), 1, "{lines:#?}");
+    let f = &refused[0]["fields"];
+    assert_eq!(f["status"], 400, "{f}");
+    assert_eq!(f["outcome"], "bad_request", "{f}");
+    assert_eq!(f["error"], "malformed request head", "{f}");
+    assert_eq!(f["user"], "-", "{f}");
+    assert_eq!(f["client_ip"], "127.0.0.1", "{f}");
+    let id = f["request_id"].as_str().unwrap_or_default();
+    assert_eq!(id.len(), 12, "{f}");
+}

@@ -680,6 +680,58 @@ async fn prx06_forward_auth_canonicalises_the_forwarded_uri_before_deciding() {
     assert!(up.requests().is_empty(), "forward auth proxied a request");
 }
 
+/// Forward auth: a trusted proxy that names the target by several headers
+/// at once (Authelia's nginx snippets send `X-Original-URL` beside
+/// `X-Forwarded-Host` and `X-Forwarded-Uri`) is believed when they agree
+/// (after canonicalisation) and refused when any two differ; a path-only
+/// `X-Original-URL` (IIS's spelling) is a path on the check's own host.
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_auth_believes_a_target_named_by_several_agreeing_headers_and_refuses_two_that_differ(
+) {
+    let (gw, up, provider) = guarded_app("trusted_proxies = [\"127.0.0.1/32\"]\n").await;
+    let guest = format!(
+        "Authorization: Bearer {}\r\n",
+        token_with_groups(&provider, "guest", &["staff"])
+    );
+    let all = |url_path: &str, host: &str, uri: &str| {
+        format!(
+            "X-Original-URL: http://guarded.example{url_path}\r\nX-Forwarded-Host: {host}\r\n\
+             X-Forwarded-Uri: {uri}\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Method: GET\r\n"
+        )
+    };
+    for (forwarded, anonymous, non_admin) in [
+        (all("/admin", "guarded.example", "/admin?x=1"), 401, 403),
+        (all("/wiki", "guarded.example", "/wiki"), 401, 200),
+        (
+            all("/public/x", "guarded.example", "//%70ublic/x"),
+            200,
+            200,
+        ),
+        // Two that differ: the client's copy beside the proxy's.
+        (all("/public/x", "guarded.example", "/admin"), 400, 400),
+        (all("/admin", "guarded.example", "/public/x"), 400, 400),
+        (all("/public/x", "elsewhere.example", "/public/x"), 400, 400),
+        (
+            "X-Forwarded-Uri: /public/x\r\nX-Original-URI: /admin\r\n".into(),
+            400,
+            400,
+        ),
+        ("X-Original-URL: /admin\r\n".into(), 401, 403),
+        ("X-Original-URL: /public/x\r\n".into(), 200, 200),
+        (
+            "X-Original-URL: /public/x\r\nX-Forwarded-Uri: /admin\r\n".into(),
+            400,
+            400,
+        ),
+    ] {
+        let (status, resp) = raw_status(&gw, "/_auth/check", &forwarded);
+        assert_eq!(status, anonymous, "anonymous {forwarded:?}: {resp}");
+        let (status, resp) = raw_status(&gw, "/_auth/check", &format!("{forwarded}{guest}"));
+        assert_eq!(status, non_admin, "non-admin {forwarded:?}: {resp}");
+    }
+    assert!(up.requests().is_empty(), "forward auth proxied a request");
+}
+
 /// PRX-14 in forward auth: a trusted proxy's `X-Forwarded-Host` or
 /// `X-Original-URL` naming a host the gateway would refuse (userinfo) is a
 /// 400, never decided on part of it; the same target well formed is public.

@@ -21,6 +21,12 @@ struct Bin {
 
 impl Bin {
     fn start(config: &Path) -> Bin {
+        let (child, logs) = Bin::spawn(config);
+        Bin::serving(child, logs)
+    }
+
+    /// The binary started on `config`, its log lines on a channel.
+    fn spawn(config: &Path) -> (Child, mpsc::Receiver<String>) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["serve", "--log-format", "json", "--config"])
             .arg(config)
@@ -37,6 +43,11 @@ impl Bin {
                 let _ = tx.send(line);
             }
         });
+        (child, logs)
+    }
+
+    /// Waits (at most 15 s between lines) until the binary says it is serving.
+    fn serving(mut child: Child, logs: mpsc::Receiver<String>) -> Bin {
         while let Ok(line) = logs.recv_timeout(Duration::from_secs(15)) {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             if v["fields"]["message"] == "portcullis is serving" {
@@ -57,12 +68,7 @@ impl Bin {
     }
 
     fn hup(&self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success());
+        hup(&self.child);
     }
 
     fn alive(&mut self) -> bool {
@@ -131,6 +137,15 @@ impl Drop for Bin {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn hup(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
 }
 
 fn app(name: &str, prefix: &str, upstream: &str, public: &str) -> String {
@@ -680,4 +695,110 @@ async fn a_reload_that_changes_one_source_keeps_the_other_sources_keys() {
         ci_before,
         "the unchanged source's keys were fetched again"
     );
+}
+
+/// DESIGN "Operations" (last good kept): a reload that changes one source
+/// while another's provider is down keeps the other's discovered endpoints,
+/// so it stays ready and its machines' tokens still pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_while_a_provider_is_down_keeps_its_source_ready_on_the_last_good_endpoints() {
+    let ci = crate::bearer::provider().await;
+    let corp = crate::bearer::provider().await;
+    let api = Upstream::start("api").await;
+    let config = |ci_name: &str| {
+        format!(
+            "{}[[source]]\nslug = \"ci\"\nname = \"{ci_name}\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\n\
+             [[source]]\nslug = \"corp\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\n\
+             [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\", \"corp\"]\njwt_audiences = [\"api\"]\n\
+             [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+            base_config(),
+            ci.well_known_url(),
+            corp.well_known_url(),
+            api.url()
+        )
+    };
+    let file = config_file(&config("CI"));
+    let bin = Bin::start(&file.path);
+    assert!(
+        jwks_fetches(&corp, 1).await >= 1,
+        "corp's keys were not fetched at start"
+    );
+    let token = corp
+        .sign(&crate::bearer::claims(&corp.issuer(), |_| {}))
+        .unwrap();
+    let call = || {
+        client()
+            .get(format!("http://{}/x", bin.listen))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(call().await.unwrap().status(), 200);
+
+    corp.set_faults(|f| f.down = true);
+    let discovery_before = corp.calls(portcullis::demo::Endpoint::Discovery);
+    std::fs::write(&file.path, config("CI runners")).unwrap();
+    bin.hup();
+    bin.wait_generation(2).await;
+    assert!(
+        corp.calls(portcullis::demo::Endpoint::Discovery) > discovery_before,
+        "the reload did not ask corp's provider again"
+    );
+    let ready = client()
+        .get(format!("http://{}/readyz", bin.admin))
+        .send()
+        .await
+        .unwrap();
+    let status = ready.status();
+    let body = ready.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let r = call().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let logs = bin.logs_containing(&["keeps its last good endpoints"]);
+    assert!(logs.contains("keeps its last good endpoints"), "{logs}");
+}
+
+/// A SIGHUP that comes while the gateway is still starting (its listener
+/// bound, a provider slow to answer discovery) does not end the process
+/// (SIGHUP's default): once serving, it is a reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sighup_during_start_up_is_a_reload_once_serving_never_the_end_of_the_process() {
+    // A provider that holds each connection 2 s, then closes it unanswered.
+    let slow = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let slow_addr = slow.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in slow.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(2));
+                drop(c);
+            });
+        }
+    });
+    let api = Upstream::start("api").await;
+    let port = crate::support::free_port();
+    let config = format!(
+        "{}[[source]]\nslug = \"slow\"\ntype = \"openidconnect\"\n\
+         oidc_well_known_url = \"http://{slow_addr}/.well-known/openid-configuration\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"slow\"]\njwt_audiences = [\"api\"]\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        base_config().replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1
+        ),
+        api.url()
+    );
+    let file = config_file(&config);
+    let (child, logs) = Bin::spawn(&file.path);
+    // The listener is bound before the sources load: once it takes a
+    // connection, the gateway is starting and not serving yet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the listener was never bound");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    hup(&child);
+    let mut bin = Bin::serving(child, logs);
+    assert!(bin.alive());
+    bin.wait_generation(2).await;
+    assert!(bin.alive());
 }

@@ -871,6 +871,43 @@ async fn forward_auth_believes_forwarded_headers_only_from_trusted_proxies() {
     }
 }
 
+/// Forward auth about a target no app serves admits nobody, though the
+/// session is valid on that host: no app there states who may access it
+/// (proxied, the same request is a 404).
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_auth_admits_no_session_to_a_path_no_app_serves() {
+    let mut s = Setup::start_with_apps("", "path_prefix = \"/private\"\n", |_| {}).await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let gw2 = s.replica_trusting_loopback();
+    let check = |path: &'static str| {
+        s.client
+            .get(gw2.url("/_auth/check"))
+            .header("cookie", s.jar.header())
+            .header("x-forwarded-host", "127.0.0.1")
+            .header("x-forwarded-uri", path)
+            .send()
+    };
+    let r = check("/private/x").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-auth-request-user"], "alice");
+    let r = check("/elsewhere").await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("x-auth-request-user").is_none());
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("No app is configured for this address."),
+        "{body}"
+    );
+    let proxied = s
+        .client
+        .get(gw2.url("/elsewhere"))
+        .header("cookie", s.jar.header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 404);
+}
+
 /// `X-Forwarded-Method` names the method a forward-auth check is about only
 /// from a trusted proxy: from anyone else the check is about its own
 /// request, so a method rule cannot be turned by the caller.
