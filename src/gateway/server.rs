@@ -437,7 +437,11 @@ impl Conn {
     /// The next deadline (ms after `born`) and what happens then; while a
     /// request is in flight, only a stalled answer's.
     fn deadline(&self) -> Option<(u64, Expiry)> {
-        let busy = self.busy.load(Ordering::SeqCst) > 0;
+        // An HTTP/2 answer still being sent (a stream of events, a long
+        // download) keeps its connection from being idle, as an HTTP/1
+        // answer does: it is not asked to close under it.
+        let answering = self.h2 && self.sends().live > 0;
+        let busy = self.busy.load(Ordering::SeqCst) > 0 || answering;
         let h2_cut = if self.h2 { self.h2_cut(busy) } else { None };
         let stalled = self.write_stalled.load(Ordering::SeqCst);
         let h1_cut = (stalled != NOT_STALLED).then(|| stalled.saturating_add(self.send_ms));
@@ -835,9 +839,11 @@ impl Drop for Sending {
             sends.live == 0
         };
         if last {
-            // A closing connection's last cut may now come earlier.
+            // The connection is idle from now; a closing connection's last
+            // cut may now come earlier.
+            self.conn.last.store(now, Ordering::SeqCst);
             self.conn
-                .deadline_now(now.saturating_add(self.conn.send_ms));
+                .deadline_now(now.saturating_add(self.conn.send_ms.min(self.conn.idle_ms)));
         }
     }
 }

@@ -554,8 +554,8 @@ async fn h2_read_whole(
 
 /// The send timeout is not a timeout on the upstream: over HTTP/2, an
 /// answer that waits longer than `send_timeout` for its upstream's next
-/// bytes (a stream of events) is not cut, also once the connection has
-/// been idle for `idle_timeout` and asked to close.
+/// bytes (a stream of events) is not cut, nor is its connection idle under
+/// it past `idle_timeout`.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http2_answer_waiting_on_a_quiet_upstream_is_not_cut_by_the_send_timeout() {
     let up = pausing_upstream(Duration::from_millis(3500));
@@ -579,6 +579,35 @@ async fn an_http2_answer_waiting_on_a_quiet_upstream_is_not_cut_by_the_send_time
         "{:?}",
         t.elapsed()
     );
+}
+
+/// An HTTP/2 answer still being sent keeps its connection from being idle:
+/// a stream of events longer than `idle_timeout` is not followed by the
+/// connection being asked to close, so the client's next request goes on
+/// the same connection; once the last answer has ended, the idle timeout
+/// runs from then and closes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_connection_streaming_an_answer_longer_than_idle_timeout_stays_open_for_the_next_request(
+) {
+    let up = pausing_upstream(Duration::from_millis(2500));
+    let gw = tls_gateway_with(&format!("http://{up}"), "idle_timeout = \"1s\"");
+    let port = gw.addr.port();
+    let (h2, driven) = h2_wide_window(gw.addr).await;
+    assert_eq!(
+        h2_read_whole(&h2, public_get(port, "/events")).await,
+        b"first;second;"
+    );
+    // At once, on the same connection: it was never idle for a second.
+    assert_eq!(
+        h2_read_whole(&h2, public_get(port, "/events")).await,
+        b"first;second;"
+    );
+    assert!(
+        !driven.is_finished(),
+        "the connection ended under the answer"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(4), driven).await;
+    assert!(closed.is_ok(), "the idle connection was not closed");
 }
 
 /// An upstream on a plain socket that answers every request with a chunked
