@@ -452,11 +452,13 @@ impl Conn {
             return h1_cut.or(h2_cut).map(|at| (at, Expiry::Stalled));
         }
         let started = self.head_started.load(Ordering::SeqCst);
-        let due = if started != NO_HEAD {
-            (started.saturating_add(self.head_ms), Expiry::Head)
-        } else if !self.served.load(Ordering::SeqCst) {
-            // A new connection's first head must come within the head timeout.
+        let due = if !self.served.load(Ordering::SeqCst) {
+            // A new connection's first head must be whole within the head
+            // timeout of its opening, however late its first byte came
+            // (nginx's `client_header_timeout` alike).
             (self.head_ms, Expiry::Head)
+        } else if started != NO_HEAD {
+            (started.saturating_add(self.head_ms), Expiry::Head)
         } else {
             let last = self.last.load(Ordering::SeqCst);
             (last.saturating_add(self.idle_ms), Expiry::Idle)

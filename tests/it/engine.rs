@@ -1255,6 +1255,46 @@ async fn prx19_a_client_dripping_its_head_is_closed_at_request_header_timeout_wh
     );
 }
 
+/// A connection's first head must be whole `request_header_timeout` after
+/// the connection opened, however late its first byte came: a client that
+/// waits, then drips, is closed when one that dripped at once would be.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx19_a_first_head_begun_late_must_be_whole_within_request_header_timeout_of_connecting() {
+    let up = Upstream::start("limits").await;
+    let gw = open_gateway("request_header_timeout = \"3s\"", &up);
+    let addr = gw.addr;
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_millis(2500));
+        let mut w = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let head = format!(
+                "GET /late HTTP/1.1\r\nHost: localhost\r\nX-Slow: {}",
+                "a".repeat(100)
+            );
+            for b in head.bytes() {
+                if w.write_all(&[b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        time_until_closed(&mut s, started, Duration::from_secs(15))
+    })
+    .await
+    .unwrap();
+    let closed = closed.unwrap_or_else(|| panic!("the late, dripping client was never closed"));
+    assert!(
+        closed >= Duration::from_millis(2800) && closed < Duration::from_millis(4800),
+        "closed {closed:?} after connecting, expected ~3s"
+    );
+    assert!(
+        up.requests().iter().all(|s| s.uri != "/late"),
+        "the dripped request reached the upstream"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn prx19_an_idle_keep_alive_connection_is_closed_at_idle_timeout() {
     let up = Upstream::start("idle").await;
