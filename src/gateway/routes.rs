@@ -1282,7 +1282,15 @@ fn sign_out_same_origin(
             .and_then(|v| v.to_str().ok())
     });
     let sign_in_host = state.config.server.public_url.host_str();
-    crate::same_origin::check(&req.headers, state.scheme, authority, |host| {
+    // The browser's scheme: https also behind a proxy that ends TLS in front
+    // of a plain listener, which an https `public_url` says (its cookies are
+    // then `Secure`: a browser sends them over https only).
+    let scheme = if state.config.server.public_url.scheme() == "https" {
+        "https"
+    } else {
+        state.scheme
+    };
+    crate::same_origin::check(&req.headers, scheme, authority, |host| {
         sign_in_host.is_some_and(|h| h.eq_ignore_ascii_case(host))
             || state.router.route_host(Some(host)).is_some()
     })

@@ -413,3 +413,31 @@ async fn a_session_cookie_on_a_line_with_a_byte_outside_visible_ascii_is_not_rea
         assert_eq!(r.status(), 401);
     }
 }
+
+/// SES-16 behind a proxy that ends TLS (`public_url` https in front of a
+/// plain listener): the browser's origin is https, so a sign-out whose
+/// `Origin` is `https://{Host}` (no `Sec-Fetch-Site`, as older browsers
+/// send) is same-origin, and `http://{Host}` is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn ses16_behind_a_proxy_ending_tls_a_sign_out_from_the_https_origin_is_same_origin() {
+    let up = crate::support::Upstream::start("app").await;
+    let gw = crate::support::Gateway::start_full(&format!(
+        "{}\n[[app]]\nname = \"app\"\nupstream = \"{}\"\npublic_paths = [\"/\"]\n",
+        crate::support::base_config().replace(
+            "public_url = \"http://127.0.0.1:8080\"",
+            "public_url = \"https://127.0.0.1:8080\""
+        ),
+        up.url()
+    ));
+    let post = |origin: String| {
+        crate::support::client()
+            .post(gw.url("/_auth/sign_out?rd=/bye"))
+            .header("accept", "text/html")
+            .header("origin", origin)
+            .send()
+    };
+    let r = post(format!("https://{}", gw.addr)).await.unwrap();
+    assert_eq!(r.status(), 303, "{:?}", r.text().await);
+    let r = post(format!("http://{}", gw.addr)).await.unwrap();
+    assert_eq!(r.status(), 403);
+}
