@@ -121,6 +121,28 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Exit code for a config that cannot be used.
 const EXIT_CONFIG: u8 = 2;
 
+/// The log format of `serve --dev`, which reads no config file: the flag,
+/// else `PORTCULLIS_SERVER__LOG_FORMAT` (DESIGN: the variable sets the
+/// format without a flag), else text.
+fn dev_log_format(flag: Option<config::LogFormat>) -> Result<Option<config::LogFormat>, ExitCode> {
+    const VAR: &str = "PORTCULLIS_SERVER__LOG_FORMAT";
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    let Some(value) = std::env::var_os(VAR) else {
+        return Ok(None);
+    };
+    match value.to_str().map(|v| LogFormat::from_str(v, false)) {
+        Some(Ok(f)) => Ok(Some(f.into())),
+        _ => {
+            eprintln!(
+                "server.log_format: {value:?} is not a log format (\"text\" or \"json\"); set by the environment variable {VAR}"
+            );
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The flag wins over `server.log_format`; with neither, text.
@@ -166,7 +188,7 @@ fn main() -> ExitCode {
             port,
             upstream,
             ..
-        } => match init_logging(flag) {
+        } => match dev_log_format(flag).and_then(init_logging) {
             Ok((access, guard)) => started(portcullis::app::serve_dev(
                 port,
                 upstream,

@@ -429,3 +429,47 @@ async fn a_head_the_http_parser_refuses_gets_a_whole_access_line() {
     let id = f["request_id"].as_str().unwrap_or_default();
     assert_eq!(id.len(), 12, "{f}");
 }
+
+/// `serve --dev` reads no config file, yet `PORTCULLIS_SERVER__LOG_FORMAT`
+/// sets its log format as it does a configured gateway's (DESIGN: without a
+/// flag); the flag still wins, and a value that is no format is refused
+/// naming the variable.
+#[test]
+fn serve_dev_takes_its_log_format_from_the_environment_variable_and_the_flag_wins() {
+    for (args, value, json) in [
+        (&[][..], Some("json"), true),
+        (&["--log-format", "text"][..], Some("json"), false),
+        (&[][..], None, false),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args(args)
+            .args(["serve", "--dev", "--port", "0"])
+            .env_remove("RUST_LOG")
+            .env_remove("PORTCULLIS_SERVER__LOG_FORMAT")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        if let Some(v) = value {
+            cmd.env("PORTCULLIS_SERVER__LOG_FORMAT", v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (_, started_json) = serving_address(&rx);
+        assert_eq!(started_json, json, "{args:?} {value:?}");
+        stop(child, rx);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--dev", "--port", "0"])
+        .env("PORTCULLIS_SERVER__LOG_FORMAT", "yaml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PORTCULLIS_SERVER__LOG_FORMAT"), "{err}");
+    assert!(err.contains("server.log_format"), "{err}");
+}
