@@ -422,6 +422,47 @@ fn vendor_presets_name_the_keys_they_need_and_refuse_weakening_forced_pkce() {
     assert_eq!(msg.matches("source[kc].base_url").count(), 1, "{msg}");
 }
 
+/// A URL set by hand wins over a preset's template (DESIGN), so a preset
+/// whose template needs `base_url` or `tenant` does not ask for it when
+/// every URL that names it is given: a Keycloak realm by its well-known
+/// URL, an Entra ID directory by its own, Mailcow by its three URLs.
+#[test]
+fn a_preset_needs_no_base_url_or_tenant_for_urls_set_by_hand_and_uses_them() {
+    let body = format!(
+        "{}[[source]]\nslug = \"kc\"\ntype = \"keycloak\"\nconsumer_key = \"c\"\nconsumer_secret = \"s\"\n\
+         oidc_well_known_url = \"http://127.0.0.1:9000/realms/r/.well-known/openid-configuration\"\n\
+         [[source]]\nslug = \"ok\"\ntype = \"okta\"\nconsumer_key = \"c\"\nconsumer_secret = \"s\"\n\
+         oidc_well_known_url = \"https://corp.okta.example/oauth2/default/.well-known/openid-configuration\"\n\
+         [[source]]\nslug = \"ms\"\ntype = \"entraid\"\nconsumer_key = \"c\"\nconsumer_secret = \"s\"\n\
+         oidc_well_known_url = \"https://login.microsoftonline.com/contoso.example/v2.0/.well-known/openid-configuration\"\n\
+         [[source]]\nslug = \"mc\"\ntype = \"mailcow\"\nconsumer_key = \"c\"\nconsumer_secret = \"s\"\n\
+         authorization_url = \"https://mail.example/oauth/authorize\"\naccess_token_url = \"https://mail.example/oauth/token\"\n\
+         profile_url = \"https://mail.example/oauth/profile\"\n{APP}",
+        base_config()
+    );
+    let file = config_file(&body);
+    let c =
+        load_with_env(&file.path, Vec::<(String, String)>::new()).unwrap_or_else(|e| panic!("{e}"));
+    let url = |slug: &str| {
+        let s = c.sources.iter().find(|s| s.slug == slug).unwrap();
+        s.oidc_well_known_url
+            .as_ref()
+            .or(s.authorization_url.as_ref())
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        url("kc"),
+        "http://127.0.0.1:9000/realms/r/.well-known/openid-configuration"
+    );
+    assert!(url("ok").starts_with("https://corp.okta.example/oauth2/default/"));
+    assert!(url("ms").contains("/contoso.example/"));
+    assert_eq!(url("mc"), "https://mail.example/oauth/authorize");
+    // Mailcow with only two of its three URLs still needs `base_url` for the third.
+    let msg = problems(&body.replace("profile_url = \"https://mail.example/oauth/profile\"\n", ""));
+    assert!(msg.contains("source[mc].base_url: missing"), "{msg}");
+}
+
 #[test]
 fn jwt23_jwt24_an_app_with_jwt_sources_and_no_audience_is_refused_and_told_what_to_add() {
     let body = format!(

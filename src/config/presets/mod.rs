@@ -350,17 +350,40 @@ impl Preset {
         &self,
         base_url: Option<&str>,
         tenant: Option<&str>,
+        set_by_hand: impl Fn(&str) -> bool,
     ) -> Result<ExpandedUrls, PresetError> {
         let base_url = base_url.or(self.default_base_url);
-        let one = |t: Option<&str>| t.map(|t| expand(t, base_url, tenant)).transpose();
+        // A URL set by hand wins: its template is not filled in, so the
+        // keys only that template needs (`base_url`, `tenant`) are not either.
+        let one = |key: &str, t: Option<&str>| {
+            t.filter(|_| !set_by_hand(key))
+                .map(|t| expand(t, base_url, tenant))
+                .transpose()
+        };
         Ok(ExpandedUrls {
-            oidc_well_known_url: one(self.oidc_well_known_url)?,
-            authorization_url: one(self.authorization_url)?,
-            access_token_url: one(self.access_token_url)?,
-            profile_url: one(self.profile_url)?,
-            oidc_jwks_url: one(self.oidc_jwks_url)?,
-            issuer: one(self.issuer)?,
+            oidc_well_known_url: one("oidc_well_known_url", self.oidc_well_known_url)?,
+            authorization_url: one("authorization_url", self.authorization_url)?,
+            access_token_url: one("access_token_url", self.access_token_url)?,
+            profile_url: one("profile_url", self.profile_url)?,
+            oidc_jwks_url: one("oidc_jwks_url", self.oidc_jwks_url)?,
+            issuer: one("issuer", self.issuer)?,
         })
+    }
+
+    /// Whether a template of a URL not `set_by_hand` names `{placeholder}`
+    /// (`base_url`, `tenant`): only then must the config give it.
+    pub fn needs(&self, placeholder: &str, set_by_hand: impl Fn(&str) -> bool) -> bool {
+        let marker = format!("{{{placeholder}}}");
+        [
+            ("oidc_well_known_url", self.oidc_well_known_url),
+            ("authorization_url", self.authorization_url),
+            ("access_token_url", self.access_token_url),
+            ("profile_url", self.profile_url),
+            ("oidc_jwks_url", self.oidc_jwks_url),
+            ("issuer", self.issuer),
+        ]
+        .into_iter()
+        .any(|(key, t)| !set_by_hand(key) && t.is_some_and(|t| t.contains(&marker)))
     }
 
     /// Lays the preset's claim paths over `claims` (the defaults); the
@@ -448,6 +471,7 @@ mod tests {
                 .urls(
                     Some("https://idp.example/realms/x/"),
                     Some("contoso.onmicrosoft.com"),
+                    |_| false,
                 )
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             for url in [
@@ -523,13 +547,13 @@ mod tests {
     fn a_missing_base_url_or_tenant_errors_naming_the_key() {
         let err = preset(SourceKind::Keycloak)
             .unwrap()
-            .urls(None, None)
+            .urls(None, None, |_| false)
             .unwrap_err();
         assert_eq!(err, PresetError::Missing("base_url"));
         assert!(err.to_string().contains("`base_url`"));
         let err = preset(SourceKind::EntraId)
             .unwrap()
-            .urls(None, None)
+            .urls(None, None, |_| false)
             .unwrap_err();
         assert_eq!(err, PresetError::Missing("tenant"));
         assert!(err.to_string().contains("`tenant`"));
@@ -589,7 +613,7 @@ mod tests {
         assert!(gitlab.requires.is_empty());
         assert_eq!(
             gitlab
-                .urls(None, None)
+                .urls(None, None, |_| false)
                 .unwrap()
                 .oidc_well_known_url
                 .as_deref(),
@@ -597,7 +621,7 @@ mod tests {
         );
         assert_eq!(
             gitlab
-                .urls(Some("https://git.corp.example"), None)
+                .urls(Some("https://git.corp.example"), None, |_| false)
                 .unwrap()
                 .oidc_well_known_url
                 .as_deref(),

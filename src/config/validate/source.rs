@@ -238,22 +238,24 @@ fn urls(
     preset: Option<&'static crate::config::presets::Preset>,
 ) -> (Urls, Option<&'static str>) {
     let mut reported: Option<&'static str> = None;
-    let expanded = match preset.map(|p| p.urls(raw.base_url.as_deref(), raw.tenant.as_deref())) {
-        None => crate::config::presets::ExpandedUrls::default(),
-        Some(Ok(u)) => u,
-        Some(Err(e)) => {
-            let key = match &e {
-                PresetError::Missing(k) | PresetError::Invalid { key: k, .. } => *k,
-                _ => "type",
-            };
-            reported = Some(key);
-            c.fail(
-                at.key(key),
-                format!("{e} (type `{}`)", raw.kind.as_deref().unwrap_or_default()),
-            );
-            crate::config::presets::ExpandedUrls::default()
-        }
-    };
+    let by_hand = |key: &str| set_by_hand(raw, key);
+    let expanded =
+        match preset.map(|p| p.urls(raw.base_url.as_deref(), raw.tenant.as_deref(), by_hand)) {
+            None => crate::config::presets::ExpandedUrls::default(),
+            Some(Ok(u)) => u,
+            Some(Err(e)) => {
+                let key = match &e {
+                    PresetError::Missing(k) | PresetError::Invalid { key: k, .. } => *k,
+                    _ => "type",
+                };
+                reported = Some(key);
+                c.fail(
+                    at.key(key),
+                    format!("{e} (type `{}`)", raw.kind.as_deref().unwrap_or_default()),
+                );
+                crate::config::presets::ExpandedUrls::default()
+            }
+        };
     let mut url = |key: &str, configured: Option<&str>, preset: Option<&str>| {
         c.provider_url(at.key(key), configured.or(preset))
     };
@@ -327,8 +329,22 @@ fn pkce(
     }
 }
 
+/// Whether the config sets the URL (or issuer) `key` of `raw` by hand.
+fn set_by_hand(raw: &RawSource, key: &str) -> bool {
+    match key {
+        "oidc_well_known_url" => raw.oidc_well_known_url.is_some(),
+        "authorization_url" => raw.authorization_url.is_some(),
+        "access_token_url" => raw.access_token_url.is_some(),
+        "profile_url" => raw.profile_url.is_some(),
+        "oidc_jwks_url" => raw.oidc_jwks_url.is_some(),
+        "issuer" => raw.issuer.is_some(),
+        _ => false,
+    }
+}
+
 /// Keys a vendor cannot work without (URL placeholders are checked with the
-/// URLs: `reported`).
+/// URLs: `reported`; one is needed only while a template not replaced by
+/// hand names it).
 fn vendor_keys(
     c: &mut Check<'_>,
     at: &KeyPath,
@@ -339,8 +355,12 @@ fn vendor_keys(
     let Some(p) = preset else { return };
     for key in p.requires {
         let present = match *key {
-            "base_url" => raw.base_url.is_some() || p.default_base_url.is_some(),
-            "tenant" => raw.tenant.is_some(),
+            "base_url" => {
+                raw.base_url.is_some()
+                    || p.default_base_url.is_some()
+                    || !p.needs("base_url", |k| set_by_hand(raw, k))
+            }
+            "tenant" => raw.tenant.is_some() || !p.needs("tenant", |k| set_by_hand(raw, k)),
             "team_id" => raw.team_id.is_some(),
             "key_id" => raw.key_id.is_some(),
             "private_key_file" => raw.private_key_file.is_some(),
