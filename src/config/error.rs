@@ -38,9 +38,17 @@ impl KeyPath {
     }
 
     /// The environment variable that sets this key, e.g. `PORTCULLIS_SOURCE__0__CONSUMER_SECRET`.
+    /// An element of a list of values (`session.secrets[0]`) is set with its
+    /// whole list (`PORTCULLIS_SESSION__SECRETS`): only tables in a list
+    /// (`[[source]]`) are addressed by index.
     pub fn env_var(&self) -> String {
+        let named = self
+            .0
+            .iter()
+            .rposition(|s| matches!(s, Segment::Key(_)))
+            .map_or(0, |i| i + 1);
         let mut out = String::from("PORTCULLIS");
-        for seg in &self.0 {
+        for seg in self.0.iter().take(named) {
             out.push_str(if out.len() == "PORTCULLIS".len() {
                 "_"
             } else {

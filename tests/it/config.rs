@@ -155,6 +155,32 @@ fn a_problem_from_the_environment_names_the_variable() {
     );
 }
 
+/// A bad element of a list of values given from the environment is blamed
+/// on the variable that set the list: it is the one to fix (there is no
+/// variable per element of such a list).
+#[test]
+fn a_bad_list_element_from_the_environment_names_the_list_s_variable() {
+    let msg = problems_with_env(
+        &format!("{}{APP}", base_config()),
+        vec![("PORTCULLIS_SERVER__TRUSTED_PROXIES", "[\"bogus\"]")],
+    );
+    assert!(msg.contains("server.trusted_proxies[0]"), "{msg}");
+    assert!(
+        msg.contains("the value came from PORTCULLIS_SERVER__TRUSTED_PROXIES;"),
+        "{msg}"
+    );
+    assert!(!msg.contains("TRUSTED_PROXIES__0"), "{msg}");
+    // From the file, the same element names the list's variable too.
+    let msg = problems(&format!(
+        "{}{APP}",
+        base_config().replacen("[session]", "trusted_proxies = [\"bogus\"]\n[session]", 1)
+    ));
+    assert!(
+        msg.contains("or PORTCULLIS_SERVER__TRUSTED_PROXIES)"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn env_overrides_nested_keys_and_array_entries() {
     let body = format!(
