@@ -50,6 +50,17 @@ impl Check<'_> {
         }
     }
 
+    /// As [`Self::duration`], for a key where zero means something (no
+    /// cache, no wait).
+    fn duration_or_zero(&mut self, key: KeyPath, raw: Option<&str>, default: Duration) -> Duration {
+        match raw {
+            Some(s) if humantime::parse_duration(s.trim()).is_ok_and(|d| d.is_zero()) => {
+                Duration::ZERO
+            }
+            raw => self.duration(key, raw, default),
+        }
+    }
+
     fn opt_duration(&mut self, key: KeyPath, raw: Option<&str>) -> Option<Duration> {
         let s = raw?;
         match parse_duration(s) {

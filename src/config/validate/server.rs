@@ -37,7 +37,7 @@ pub(super) fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
     if threads == 0 {
         c.fail(at.key("threads"), "must be at least 1");
     }
-    let shutdown_timeout = c.duration(
+    let shutdown_timeout = c.duration_or_zero(
         at.key("shutdown_timeout"),
         raw.shutdown_timeout.as_deref(),
         Duration::from_secs(30),
