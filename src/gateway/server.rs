@@ -838,12 +838,16 @@ impl Drop for Sending {
                 }
             }
             sends.live = sends.live.saturating_sub(1);
+            if sends.live == 0 {
+                // The connection is idle from now: stored before the book
+                // is released, so a watchdog that finds no answer live
+                // never reads the `last` of before this answer.
+                self.conn.last.store(now, Ordering::SeqCst);
+            }
             sends.live == 0
         };
         if last {
-            // The connection is idle from now; a closing connection's last
-            // cut may now come earlier.
-            self.conn.last.store(now, Ordering::SeqCst);
+            // A closing connection's last cut may now come earlier.
             self.conn
                 .deadline_now(now.saturating_add(self.conn.send_ms.min(self.conn.idle_ms)));
         }

@@ -136,6 +136,12 @@ fn spawn_binary(
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
+    let rx = stderr_lines(&mut child);
+    (child, rx)
+}
+
+/// The lines `child` writes to its (piped) stderr, on a channel.
+fn stderr_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel::<String>();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -143,7 +149,7 @@ fn spawn_binary(
             let _ = tx.send(line);
         }
     });
-    (child, rx)
+    rx
 }
 
 /// The address of the start-up line, and whether that line was JSON.
@@ -452,13 +458,7 @@ fn serve_dev_takes_its_log_format_from_the_environment_variable_and_the_flag_win
             cmd.env("PORTCULLIS_SERVER__LOG_FORMAT", v);
         }
         let mut child = cmd.spawn().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let rx = stderr_lines(&mut child);
         let (_, started_json) = serving_address(&rx);
         assert_eq!(started_json, json, "{args:?} {value:?}");
         stop(child, rx);

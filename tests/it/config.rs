@@ -744,19 +744,28 @@ fn an_unknown_log_format_is_refused_naming_key_file_and_environment_variable() {
     );
 }
 
-/// Zero is a value where it means something (`identity_cache_ttl`: no cache;
-/// `shutdown_timeout`: exit at once) and refused where it would mean a
-/// gateway that cannot work (`lifetime`, `request_header_timeout`).
+/// Zero is a value where it means something (`shutdown_timeout`: exit at
+/// once) and refused where it would mean a gateway that cannot work
+/// (`lifetime`; `identity_cache_ttl`, whose cached record a request reads
+/// its access token from).
 #[test]
 fn zero_durations_are_taken_where_they_mean_something_and_refused_elsewhere() {
-    let body = format!("{}{APP}", base_config())
-        .replacen("shutdown_timeout = \"2s\"", "shutdown_timeout = \"0s\"", 1)
-        .replacen("[session]\n", "[session]\nidentity_cache_ttl = \"0s\"\n", 1);
+    let body = format!("{}{APP}", base_config()).replacen(
+        "shutdown_timeout = \"2s\"",
+        "shutdown_timeout = \"0s\"",
+        1,
+    );
     let file = config_file(&body);
     let c =
         load_with_env(&file.path, Vec::<(String, String)>::new()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.server.shutdown_timeout, std::time::Duration::ZERO);
-    assert_eq!(c.session.identity_cache_ttl, std::time::Duration::ZERO);
-    let msg = problems(&body.replace("[session]\n", "[session]\nlifetime = \"0s\"\n"));
+    let msg = problems(&body.replace(
+        "[session]\n",
+        "[session]\nlifetime = \"0s\"\nidentity_cache_ttl = \"0s\"\n",
+    ));
     assert!(msg.contains("session.lifetime: `0s` is zero"), "{msg}");
+    assert!(
+        msg.contains("session.identity_cache_ttl: `0s` is zero"),
+        "{msg}"
+    );
 }

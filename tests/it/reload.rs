@@ -71,6 +71,15 @@ impl Bin {
         hup(&self.child);
     }
 
+    /// GET `path` on the proxy listener with `token` as a bearer credential.
+    async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Result<reqwest::Response> {
+        client()
+            .get(format!("http://{}{path}", self.listen))
+            .bearer_auth(token)
+            .send()
+            .await
+    }
+
     fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
@@ -672,12 +681,7 @@ async fn a_reload_that_changes_one_source_keeps_the_other_sources_keys() {
     let token = ci
         .sign(&crate::bearer::claims(&ci.issuer(), |_| {}))
         .unwrap();
-    let call = || {
-        client()
-            .get(format!("http://{}/x", bin.listen))
-            .bearer_auth(&token)
-            .send()
-    };
+    let call = || bin.get_with_token("/x", &token);
     assert_eq!(call().await.unwrap().status(), 200);
 
     // Only corp changes (its display name): its keys are fetched again, ci's are not.
@@ -726,12 +730,7 @@ async fn a_reload_while_a_provider_is_down_keeps_its_source_ready_on_the_last_go
     let token = corp
         .sign(&crate::bearer::claims(&corp.issuer(), |_| {}))
         .unwrap();
-    let call = || {
-        client()
-            .get(format!("http://{}/x", bin.listen))
-            .bearer_auth(&token)
-            .send()
-    };
+    let call = || bin.get_with_token("/x", &token);
     assert_eq!(call().await.unwrap().status(), 200);
 
     corp.set_faults(|f| f.down = true);

@@ -50,8 +50,7 @@ impl Check<'_> {
         }
     }
 
-    /// As [`Self::duration`], for a key where zero means something (no
-    /// cache, no wait).
+    /// As [`Self::duration`], for a key where zero means something (no wait).
     fn duration_or_zero(&mut self, key: KeyPath, raw: Option<&str>, default: Duration) -> Duration {
         match raw {
             Some(s) if humantime::parse_duration(s.trim()).is_ok_and(|d| d.is_zero()) => {

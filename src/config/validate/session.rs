@@ -55,7 +55,7 @@ pub(super) fn session(c: &mut Check<'_>, mut raw: RawSession) -> Option<Session>
             ),
         );
     }
-    let identity_cache_ttl = c.duration_or_zero(
+    let identity_cache_ttl = c.duration(
         at.key("identity_cache_ttl"),
         raw.identity_cache_ttl.as_deref(),
         Duration::from_secs(30),
