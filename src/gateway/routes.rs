@@ -1285,7 +1285,7 @@ fn sign_out_same_origin(
     // The browser's scheme: https also behind a proxy that ends TLS in front
     // of a plain listener, which an https `public_url` says (its cookies are
     // then `Secure`: a browser sends them over https only).
-    let scheme = if state.config.server.public_url.scheme() == "https" {
+    let scheme = if state.origins.scheme == "https" {
         "https"
     } else {
         state.scheme

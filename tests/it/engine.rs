@@ -1073,6 +1073,20 @@ async fn upstream_connections_are_reused_across_many_requests() {
 // ---------------------------------------------------------------- connection limits
 
 /// Reads until the peer closes (EOF or reset); `None` if still open at `limit`.
+/// Writes `bytes` into `s` one at a time, `every` apart, on a thread of its
+/// own, until they are all out or the connection refuses one.
+fn drip(s: &TcpStream, bytes: Vec<u8>, every: Duration) {
+    let mut w = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for b in bytes {
+            if w.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(every);
+        }
+    });
+}
+
 fn time_until_closed(s: &mut TcpStream, since: Instant, limit: Duration) -> Option<Duration> {
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
@@ -1267,19 +1281,11 @@ async fn prx19_a_first_head_begun_late_must_be_whole_within_request_header_timeo
         let mut s = TcpStream::connect(addr).unwrap();
         let started = Instant::now();
         std::thread::sleep(Duration::from_millis(2500));
-        let mut w = s.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let head = format!(
-                "GET /late HTTP/1.1\r\nHost: localhost\r\nX-Slow: {}",
-                "a".repeat(100)
-            );
-            for b in head.bytes() {
-                if w.write_all(&[b]).is_err() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
+        let head = format!(
+            "GET /late HTTP/1.1\r\nHost: localhost\r\nX-Slow: {}",
+            "a".repeat(100)
+        );
+        drip(&s, head.into_bytes(), Duration::from_millis(100));
         time_until_closed(&mut s, started, Duration::from_secs(15))
     })
     .await
@@ -1362,15 +1368,7 @@ async fn prx19_a_head_begun_long_after_the_last_response_is_cut_at_its_own_deadl
         // watchdog's timer is then armed for 4 s after the connection began).
         s.write_all(b"GET /late HTTP/1.1\r\n").unwrap();
         let since = Instant::now();
-        let mut w = s.try_clone().unwrap();
-        std::thread::spawn(move || {
-            for _ in 0..40 {
-                if w.write_all(b"X").is_err() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(250));
-            }
-        });
+        drip(&s, vec![b'X'; 40], Duration::from_millis(250));
         time_until_closed(&mut s, since, Duration::from_secs(15))
     })
     .await

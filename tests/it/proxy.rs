@@ -718,6 +718,12 @@ async fn forward_auth_believes_a_target_named_by_several_agreeing_headers_and_re
         ),
         ("X-Original-URL: /admin\r\n".into(), 401, 403),
         ("X-Original-URL: /public/x\r\n".into(), 200, 200),
+        // A scheme-relative value names no host: a path on the check's own.
+        (
+            "X-Original-URL: //elsewhere.example/public/x\r\n".into(),
+            401,
+            200,
+        ),
         (
             "X-Original-URL: /public/x\r\nX-Forwarded-Uri: /admin\r\n".into(),
             400,

@@ -355,25 +355,24 @@ impl Preset {
         let base_url = base_url.or(self.default_base_url);
         // A URL set by hand wins: its template is not filled in, so the
         // keys only that template needs (`base_url`, `tenant`) are not either.
-        let one = |key: &str, t: Option<&str>| {
-            t.filter(|_| !set_by_hand(key))
-                .map(|t| expand(t, base_url, tenant))
-                .transpose()
-        };
+        let [well_known, authorization, token, profile, jwks, issuer] =
+            self.templates().map(|(key, t)| {
+                t.filter(|_| !set_by_hand(key))
+                    .map(|t| expand(t, base_url, tenant))
+                    .transpose()
+            });
         Ok(ExpandedUrls {
-            oidc_well_known_url: one("oidc_well_known_url", self.oidc_well_known_url)?,
-            authorization_url: one("authorization_url", self.authorization_url)?,
-            access_token_url: one("access_token_url", self.access_token_url)?,
-            profile_url: one("profile_url", self.profile_url)?,
-            oidc_jwks_url: one("oidc_jwks_url", self.oidc_jwks_url)?,
-            issuer: one("issuer", self.issuer)?,
+            oidc_well_known_url: well_known?,
+            authorization_url: authorization?,
+            access_token_url: token?,
+            profile_url: profile?,
+            oidc_jwks_url: jwks?,
+            issuer: issuer?,
         })
     }
 
-    /// Whether a template of a URL not `set_by_hand` names `{placeholder}`
-    /// (`base_url`, `tenant`): only then must the config give it.
-    pub fn needs(&self, placeholder: &str, set_by_hand: impl Fn(&str) -> bool) -> bool {
-        let marker = format!("{{{placeholder}}}");
+    /// Each URL key (and `issuer`) with the preset's template for it.
+    fn templates(&self) -> [(&'static str, Option<&'static str>); 6] {
         [
             ("oidc_well_known_url", self.oidc_well_known_url),
             ("authorization_url", self.authorization_url),
@@ -382,8 +381,15 @@ impl Preset {
             ("oidc_jwks_url", self.oidc_jwks_url),
             ("issuer", self.issuer),
         ]
-        .into_iter()
-        .any(|(key, t)| !set_by_hand(key) && t.is_some_and(|t| t.contains(&marker)))
+    }
+
+    /// Whether a template of a URL not `set_by_hand` names `{placeholder}`
+    /// (`base_url`, `tenant`): only then must the config give it.
+    pub fn needs(&self, placeholder: &str, set_by_hand: impl Fn(&str) -> bool) -> bool {
+        let marker = format!("{{{placeholder}}}");
+        self.templates()
+            .into_iter()
+            .any(|(key, t)| !set_by_hand(key) && t.is_some_and(|t| t.contains(&marker)))
     }
 
     /// Lays the preset's claim paths over `claims` (the defaults); the
