@@ -69,6 +69,7 @@ fn bench(c: &mut Criterion) {
     let host = http::HeaderValue::from_static("wiki.example");
     let peer = upstream::Peer {
         client: Some(&client),
+        real_ip: Some(&client),
         trusted: false,
         scheme: &upstream::HTTP,
         host: Some(&host),

@@ -255,12 +255,13 @@ impl Bearer {
             .keys_for(&src.slug, endpoints.jwks.as_ref(), jws.kid.as_deref())
             .await
             .map_err(|_| BearerError::KeysUnavailable)?;
-        let signer = match jws.verify(&keys, allowed) {
-            Err(JwsError::UnknownKey) => {
+        let signer = match jws.verify(&keys.set, allowed) {
+            // Keys fetched for this token already are the provider's latest.
+            Err(JwsError::UnknownKey) if !keys.fetched => {
                 let keys = self
                     .sources
                     .jwks
-                    .refetch(&src.slug, endpoints.jwks.as_ref(), Some(&keys))
+                    .refetch(&src.slug, endpoints.jwks.as_ref(), Some(&keys.set))
                     .await
                     .map_err(|_| BearerError::UnknownKey)?;
                 jws.verify(&keys, allowed)

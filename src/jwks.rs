@@ -13,6 +13,32 @@ use crate::config::jwks_freshness::Freshness;
 use crate::jwk::{parse, parse_reusing, InvalidKeySet, KeySet};
 use crate::outbound::{FetchError, Http, MAX_JWKS_BYTES};
 
+/// A key set for one token, and whether it is newer than the set held
+/// when the token came: a token whose key it lacks then names a key the
+/// provider does not publish either, and is refused without a second
+/// fetch (the first one, with no set held, starts no cooldown).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// The keys to verify with.
+    pub set: Arc<KeySet>,
+    /// A fetch made for this token, or one it waited for, brought them.
+    pub fetched: bool,
+}
+
+impl Keys {
+    fn held(set: &Arc<KeySet>) -> Self {
+        Keys {
+            set: set.clone(),
+            fetched: false,
+        }
+    }
+
+    fn after(set: Arc<KeySet>, held: Option<&Arc<KeySet>>) -> Self {
+        let fetched = held.is_none_or(|h| !Arc::ptr_eq(h, &set));
+        Keys { set, fetched }
+    }
+}
+
 /// Why no key set is available.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
@@ -202,11 +228,14 @@ impl JwksCache {
         source: &str,
         url: Option<&Url>,
         kid: Option<&str>,
-    ) -> Result<Arc<KeySet>, JwksError> {
+    ) -> Result<Keys, JwksError> {
         let held = self.current(source);
         match &held {
-            Some(set) if kid.is_none_or(|k| set.has_kid(k)) => Ok(set.clone()),
-            _ => self.refetch(source, url, held.as_ref()).await,
+            Some(set) if kid.is_none_or(|k| set.has_kid(k)) => Ok(Keys::held(set)),
+            _ => {
+                let set = self.refetch(source, url, held.as_ref()).await?;
+                Ok(Keys::after(set, held.as_ref()))
+            }
         }
     }
 
@@ -235,11 +264,14 @@ impl JwksCache {
         source: &str,
         url: Option<&Url>,
         kid: Option<&str>,
-    ) -> Result<Arc<KeySet>, JwksError> {
+    ) -> Result<Keys, JwksError> {
         let held = self.current(source);
         match &held {
-            Some(set) if kid.is_none_or(|k| set.has_kid(k)) => Ok(set.clone()),
-            _ => self.refetch_for_sign_in(source, url, held.as_ref()).await,
+            Some(set) if kid.is_none_or(|k| set.has_kid(k)) => Ok(Keys::held(set)),
+            _ => {
+                let set = self.refetch_for_sign_in(source, url, held.as_ref()).await?;
+                Ok(Keys::after(set, held.as_ref()))
+            }
         }
     }
 

@@ -7,6 +7,7 @@ pub mod body;
 pub mod ctx;
 pub mod exchange;
 pub mod framing;
+pub mod h2_heads;
 pub mod head_tap;
 pub mod keepalive;
 mod marks;

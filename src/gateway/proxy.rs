@@ -129,7 +129,7 @@ pub async fn forward(
     let app = ctx.app.and_then(|i| state.config.apps.get(i));
     // Into the connection's lent buffer: allocated once, not per request.
     let tunnel = on_upgrade.is_some();
-    let mut headers = client_headers(state, conn, ex, app, tunnel, &mut ctx.spare.forwarding);
+    let mut headers = client_headers(state, conn, ex, app, tunnel, ctx);
     add_identity(state, ctx, app, &mut headers);
 
     let (request, progress) = upstream_request(ex, uri, headers, target.read_timeout);
@@ -258,16 +258,17 @@ fn gateway_cookies(state: &State) -> [&str; 2] {
 /// The client's request headers as the upstream may see them, moved out of
 /// the request: filtered before the gateway adds its own (PRX-04), the
 /// upgrade kept for a tunnel, the gateway's cookies and `app`'s claim
-/// header names gone; and the forwarding headers, in `forwarding`, which go
-/// beside it.
+/// header names gone; and the forwarding headers, in `ctx`'s spare list,
+/// which go beside it.
 fn client_headers(
     state: &State,
     conn: &Conn,
     ex: &mut Exchange,
     app: Option<&App>,
     tunnel: bool,
-    forwarding: &mut upstream::Forwarding,
+    ctx: &mut Ctx,
 ) -> http::HeaderMap {
+    let (client_ip, forwarding) = (ctx.client_ip, &mut ctx.spare.forwarding);
     let head = &mut ex.head;
     // The request's authority (absolute-form, or HTTP/2's :authority) is
     // what the app was routed and decided on, so it is the Host the upstream
@@ -289,8 +290,14 @@ fn client_headers(
                 .filter(|v| v.to_str().is_ok())
                 .cloned(),
         };
+        // Behind a trusted proxy the client is another address, rendered
+        // for this request alone; from anyone else it is the connection's.
+        let behind = client_ip
+            .filter(|ip| ex.peer.trusted && *ip != conn.client.ip())
+            .and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok());
         let peer = upstream::Peer {
             client: conn.client_value.as_ref(),
+            real_ip: behind.as_ref().or(conn.client_value.as_ref()),
             trusted: ex.peer.trusted,
             scheme: if state.scheme == "https" {
                 &upstream::HTTPS

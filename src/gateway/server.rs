@@ -34,7 +34,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::ctx::Buffers;
-use super::{framing, head_tap, State};
+use super::{framing, h2_heads, head_tap, State};
 
 /// HTTP/2 streams one connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 200;
@@ -262,11 +262,32 @@ impl Conn {
         *self.lent.lock().unwrap_or_else(|e| e.into_inner()) = buffers;
     }
 
-    /// A request is in flight: no head is being read for it any more.
+    /// A request is in flight: no head is being read for it any more
+    /// (over HTTP/2 the frames say when a head ends: another stream's may
+    /// have begun in the bytes that ended this one's).
     fn arrive(&self) {
         self.busy.fetch_add(1, Ordering::AcqRel);
         self.served.store(true, Ordering::Release);
-        self.head_started.store(NO_HEAD, Ordering::Release);
+        if !self.h2 {
+            self.head_started.store(NO_HEAD, Ordering::Release);
+        }
+    }
+
+    /// Over HTTP/2: a request head is under way (begun, not yet whole), or
+    /// none is any more. The first read that begins one reads the clock.
+    fn h2_head(&self, under_way: bool) {
+        if !under_way {
+            self.head_started.store(NO_HEAD, Ordering::Release);
+            return;
+        }
+        let now = self.now();
+        if self
+            .head_started
+            .compare_exchange(NO_HEAD, now, Ordering::SeqCst, Ordering::Acquire)
+            .is_ok()
+        {
+            self.deadline_now(now.saturating_add(self.head_ms));
+        }
     }
 
     /// A request is over: with none left in flight, the idle timeout runs,
@@ -445,13 +466,20 @@ impl Conn {
         let h2_cut = if self.h2 { self.h2_cut(busy) } else { None };
         let stalled = self.write_stalled.load(Ordering::SeqCst);
         let h1_cut = (stalled != NOT_STALLED).then(|| stalled.saturating_add(self.send_ms));
+        let started = self.head_started.load(Ordering::SeqCst);
         if busy {
             // Over HTTP/1 a request is in flight until its answer's body has
             // been handed over whole (`Answering`): a client that stops
-            // taking it is cut while it is.
-            return h1_cut.or(h2_cut).map(|at| (at, Expiry::Stalled));
+            // taking it is cut while it is. Over HTTP/2 another stream's
+            // head may be under way beside the streams in flight.
+            let cut = h1_cut.or(h2_cut).map(|at| (at, Expiry::Stalled));
+            let head = (self.h2 && started != NO_HEAD)
+                .then(|| (started.saturating_add(self.head_ms), Expiry::Head));
+            return match (head, cut) {
+                (Some(h), Some(c)) => Some(if h.0 <= c.0 { h } else { c }),
+                (h, c) => h.or(c),
+            };
         }
-        let started = self.head_started.load(Ordering::SeqCst);
         let due = if !self.served.load(Ordering::SeqCst) {
             // A new connection's first head must be whole within the head
             // timeout of its opening, however late its first byte came
@@ -479,6 +507,75 @@ impl Conn {
     fn order(&self, bits: u8) {
         self.order.fetch_or(bits, Ordering::AcqRel);
         self.order_waker.wake();
+    }
+}
+
+/// An HTTP/2 client connection's reads, followed frame by frame
+/// (`h2_heads`), so that the head timeout times every request head, not
+/// only the first. Writes pass through: HTTP/2's send timeout watches the
+/// answers (`Sends`), not the socket.
+struct H2Watched<I> {
+    io: I,
+    conn: Arc<Conn>,
+    frames: h2_heads::FrameWatch,
+    /// What the frames said after the last read.
+    under_way: bool,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for H2Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        let read = buf.filled().get(before..).unwrap_or_default();
+        if !read.is_empty() {
+            let this = &mut *self;
+            let under_way = this.frames.feed(read);
+            if under_way != this.under_way {
+                this.under_way = under_way;
+                this.conn.h2_head(under_way);
+            }
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for H2Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -1076,7 +1173,13 @@ async fn connection(
                 InFlight::<_, Http2>::new(super::serve(live.load_full(), conn.clone(), req), &conn)
             })
         };
-        let c = builders.h2.serve_connection(TokioIo::new(stream), service);
+        let io = H2Watched {
+            io: stream,
+            conn: conn.clone(),
+            frames: h2_heads::FrameWatch::default(),
+            under_way: false,
+        };
+        let c = builders.h2.serve_connection(TokioIo::new(io), service);
         drive(std::pin::pin!(c), &state, &conn, shutdown).await;
     } else {
         serve_h1(state, live, peer, slot, stream, &builders, shutdown).await;

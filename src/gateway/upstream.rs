@@ -89,6 +89,10 @@ const FRAMING_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding"
 pub struct Peer<'a> {
     /// The address the request came from.
     pub client: Option<&'a HeaderValue>,
+    /// The client after `trusted_proxies` (the peer itself unless it is a
+    /// trusted proxy): the `X-Real-IP` the gateway sets when a trusted
+    /// proxy sent none, as nginx's realip module would.
+    pub real_ip: Option<&'a HeaderValue>,
     /// Whether that address is in `trusted_proxies`.
     pub trusted: bool,
     /// `http` or `https`, as the client connected.
@@ -178,7 +182,7 @@ pub fn filter_request_headers(headers: &mut HeaderMap, peer: &Peer<'_>, set: &mu
     if let Some(sent) = peer.host.filter(|_| !host) {
         set.push(&X_FORWARDED_HOST, sent.clone());
     }
-    if let Some(client) = peer.client.filter(|_| !real_ip) {
+    if let Some(client) = peer.real_ip.filter(|_| !real_ip) {
         set.push(&X_REAL_IP, client.clone());
     }
 }
@@ -763,6 +767,7 @@ mod tests {
 
     static UNTRUSTED: Peer<'static> = Peer {
         client: Some(&CLIENT),
+        real_ip: Some(&CLIENT),
         trusted: false,
         scheme: &HTTP,
         host: Some(&HOST),
@@ -927,6 +932,7 @@ mod tests {
         // Without a client address or host, nothing false is said either.
         let blind = Peer {
             client: None,
+            real_ip: None,
             host: None,
             ..UNTRUSTED
         };
@@ -934,6 +940,21 @@ mod tests {
         assert!(h.get("x-forwarded-for").is_none());
         assert!(h.get("x-forwarded-host").is_none());
         assert!(h.get("x-real-ip").is_none());
+    }
+
+    #[test]
+    fn a_trusted_proxy_that_sends_no_x_real_ip_gets_its_client_s_address_as_x_real_ip() {
+        static BEHIND: HeaderValue = HeaderValue::from_static("203.0.113.9");
+        let behind_proxy = Peer {
+            real_ip: Some(&BEHIND),
+            ..TRUSTED
+        };
+        let h = filtered(&[("X-Forwarded-For", "203.0.113.9")], &behind_proxy);
+        assert_eq!(values(&h, "x-real-ip"), ["203.0.113.9"]);
+        assert_eq!(values(&h, "x-forwarded-for"), ["203.0.113.9, 10.1.2.3"]);
+        // Its own X-Real-IP, when it sends one, is kept.
+        let h = filtered(&[("X-Real-IP", "198.51.100.4")], &behind_proxy);
+        assert_eq!(values(&h, "x-real-ip"), ["198.51.100.4"]);
     }
 
     #[test]

@@ -776,18 +776,22 @@ impl Sources {
         };
         let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
         let keys = if hmac {
-            Arc::new(crate::jwk::KeySet::default())
+            // The client secret is the key: there is nothing to fetch.
+            crate::jwks::Keys {
+                set: Arc::new(crate::jwk::KeySet::default()),
+                fetched: true,
+            }
         } else {
             self.jwks
                 .keys_for_sign_in(&src.slug, endpoints.jwks.as_ref(), kid.as_deref())
                 .await?
         };
-        match idtoken::validate(raw, &keys, &expect) {
+        match idtoken::validate(raw, &keys.set, &expect) {
             // No key fits a kid-less token: the provider may have rotated; one refetch (OIDC-18).
-            Err(idtoken::IdTokenError::UnknownKey) if !hmac => {
+            Err(idtoken::IdTokenError::UnknownKey) if !keys.fetched => {
                 let keys = self
                     .jwks
-                    .refetch_for_sign_in(&src.slug, endpoints.jwks.as_ref(), Some(&keys))
+                    .refetch_for_sign_in(&src.slug, endpoints.jwks.as_ref(), Some(&keys.set))
                     .await?;
                 Ok(idtoken::validate(raw, &keys, &expect)?)
             }
@@ -966,11 +970,11 @@ impl Sources {
             .jwks
             .keys_for(&src.slug, endpoints.jwks.as_ref(), kid.as_deref())
             .await?;
-        let claims = match idtoken::verify(token, &keys, &algorithms, secret) {
-            Err(idtoken::IdTokenError::UnknownKey) => {
+        let claims = match idtoken::verify(token, &keys.set, &algorithms, secret) {
+            Err(idtoken::IdTokenError::UnknownKey) if !keys.fetched => {
                 let keys = self
                     .jwks
-                    .refetch(&src.slug, endpoints.jwks.as_ref(), Some(&keys))
+                    .refetch(&src.slug, endpoints.jwks.as_ref(), Some(&keys.set))
                     .await?;
                 idtoken::verify(token, &keys, &algorithms, secret)?
             }

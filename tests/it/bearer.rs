@@ -1140,6 +1140,47 @@ async fn jwks05_unreachable_at_start_fails_closed_then_recovers() {
     assert!(eventually(5, async || call().await == 200).await);
 }
 
+/// With no key set held (the endpoint was down at start), a token naming
+/// a key the provider does not publish costs one fetch, not two: the keys
+/// fetched for it are already the provider's latest.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks02_an_unknown_kid_with_no_keys_held_causes_one_fetch() {
+    let a = provider().await;
+    let issuer = "https://ci.example";
+    let server = JwksServer::start(String::new()).await;
+    server.set(503, "starting".into());
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\n\
+         jwks_cooldown = \"100ms\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        server.url(),
+        upstream.url()
+    ));
+    // The start-up fetch and the background's first retry (1 s later) fail;
+    // the next retry is 2 s after that one, so the fetches counted below
+    // are the token's alone.
+    assert!(eventually(5, async || server.hits() >= 2).await);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.set(200, jwks_of(&a).await);
+    let before = server.hits();
+    let good = a.sign(&claims(issuer, |_| {})).unwrap();
+    let (h, rest) = good.split_once('.').unwrap();
+    let mut head: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(h)
+            .unwrap(),
+    )
+    .unwrap();
+    head["kid"] = json!("never-published");
+    let unknown = format!("{}.{rest}", b64(&head));
+    assert_eq!(bearer_status(&gw, &unknown).await, 401);
+    assert_eq!(server.hits(), before + 1, "fetches for one unknown kid");
+    // The keys it fetched serve the provider's real tokens at once.
+    assert_eq!(bearer_status(&gw, &good).await, 200);
+    assert_eq!(server.hits(), before + 1);
+}
+
 /// JWKS-09/14/16: a JWKS endpoint answering an HTML page with 200, or a
 /// redirect, is a failed fetch (counted; the last good keys stay); and one
 /// source's broken endpoint never touches another source's tokens.

@@ -713,6 +713,107 @@ async fn prx22_http2_a_rapid_reset_flood_is_cut_off_and_others_are_still_served(
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
+/// One HTTP/2 frame: length, type, flags, stream, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// PRX-19 over HTTP/2: a head after the first, a `HEADERS` frame and a
+/// `CONTINUATION` frame dripped a byte every 200 ms, is cut at
+/// `request_header_timeout` from its first byte, as an HTTP/1 head is; an
+/// idle timeout far off does not keep it open.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx19_an_http2_head_dripped_after_the_first_request_is_cut_at_request_header_timeout() {
+    let up = Upstream::start("h2").await;
+    let after = h2_head_dripped_after_a_first_request(&up.url()).await;
+    assert!(
+        after >= Duration::from_millis(800) && after < Duration::from_secs(4),
+        "closed {after:?} after the head began, expected about 1 s"
+    );
+    assert_eq!(
+        up.requests().len(),
+        1,
+        "the dripped head reached the upstream"
+    );
+}
+
+/// The same while the first request's answer is still coming (its upstream
+/// pauses 10 s in the middle of it): a stream in flight does not shelter a
+/// head dripped beside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx19_an_http2_head_dripped_beside_a_stream_in_flight_is_cut_at_request_header_timeout() {
+    let up = pausing_upstream(Duration::from_secs(10));
+    let after = h2_head_dripped_after_a_first_request(&format!("http://{up}")).await;
+    assert!(
+        after >= Duration::from_millis(800) && after < Duration::from_secs(4),
+        "closed {after:?} after the head began, expected about 1 s"
+    );
+}
+
+/// Over an HTTP/2 connection to a gateway in front of `upstream`
+/// (`request_header_timeout` 1 s, `idle_timeout` 30 s): a first request
+/// (`GET /public/first`), then, 500 ms later, a head for stream 3 begun
+/// and dripped a byte every 200 ms for 8 s. How long after that head began
+/// the gateway closed the connection.
+async fn h2_head_dripped_after_a_first_request(upstream: &str) -> Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = tls_gateway_with(
+        upstream,
+        "request_header_timeout = \"1s\"\nidle_timeout = \"30s\"",
+    );
+    let (mut rd, mut wr) = tokio::io::split(h2_tls(gw.addr).await);
+    // GET https://localhost:PORT/public/first, whole (HPACK: indexed
+    // :method GET and :scheme https, literal :path and :authority).
+    let authority = format!("localhost:{}", gw.addr.port());
+    let mut block = vec![0x82, 0x87, 0x44, 13];
+    block.extend_from_slice(b"/public/first");
+    block.extend([0x41, authority.len() as u8]);
+    block.extend_from_slice(authority.as_bytes());
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(h2_frame(0x4, 0, 0, &[]));
+    bytes.extend(h2_frame(0x1, 0x4 | 0x1, 1, &block));
+    wr.write_all(&bytes).await.unwrap();
+    let closed = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut got = 0;
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return (Instant::now(), got),
+                Ok(n) => got += n,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The next head, begun; the block goes on in a CONTINUATION frame whose
+    // 40 bytes come one every 200 ms (more frames would meet h2's limit on
+    // CONTINUATION frames, a flood defence, before the timeout).
+    let began = Instant::now();
+    let _ = wr.write_all(&h2_frame(0x1, 0x1, 3, &[0x82])).await;
+    let continuation = h2_frame(0x9, 0x4, 3, &[0x87; 40]);
+    let drip = tokio::spawn(async move {
+        let (header, payload) = continuation.split_at(9);
+        let _ = wr.write_all(header).await;
+        for b in payload {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if wr.write_all(&[*b]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (at, got) = tokio::time::timeout(Duration::from_secs(8), closed)
+        .await
+        .expect("the connection dripping a head was still open after 8 s")
+        .unwrap();
+    drip.abort();
+    // SETTINGS, its ACK and the first answer's HEADERS at least.
+    assert!(got > 30, "only {got} bytes came before the close");
+    at - began
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn prx22_http2_a_settings_flood_does_not_keep_others_from_being_served() {
     use tokio::io::AsyncWriteExt;

@@ -830,6 +830,20 @@ async fn prx05_a_trusted_proxy_keeps_its_forwarding_headers_but_never_gateway_on
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_that_sends_no_x_real_ip_the_upstream_gets_the_client_s_address() {
+    let (gw, up, _provider) = guarded_app("trusted_proxies = [\"127.0.0.1/32\"]\n").await;
+    let (status, resp) = raw_status(&gw, "/public/x", "X-Forwarded-For: 203.0.113.9\r\n");
+    assert_eq!(status, 200, "{resp}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("x-real-ip"), Some("203.0.113.9"));
+    assert_eq!(
+        seen[0].header("x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn prx04_fields_a_client_nominates_go_before_the_gateway_adds_its_own() {
     let (gw, up, provider) = guarded_app("").await;
     let admin = token_with_groups(&provider, "root", &["admins"]);
