@@ -22,6 +22,9 @@ pub struct Keys {
     /// The keys to verify with.
     pub set: Arc<KeySet>,
     /// A fetch made for this token, or one it waited for, brought them.
+    /// (One it waited for may have begun just before the provider published
+    /// the token's key: that token is refused, as one that came a moment
+    /// sooner would have been.)
     pub fetched: bool,
 }
 

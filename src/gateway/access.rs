@@ -439,12 +439,14 @@ pub fn client_ip<'a, Lines: DoubleEndedIterator<Item = &'a [u8]>>(
     client
 }
 
-/// One `X-Forwarded-For` hop: an address, or an address and port.
+/// One `X-Forwarded-For` hop: an address, or an address and port (an
+/// IPv4-mapped IPv6 address as its IPv4 address, as a peer is taken).
 fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
     let hop = std::str::from_utf8(hop).ok()?.trim();
     hop.parse::<IpAddr>()
         .ok()
         .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .map(|ip| ip.to_canonical())
 }
 
 #[cfg(test)]
@@ -663,5 +665,8 @@ mod tests {
         assert_eq!(client(true, &["garbage, 10.0.0.7"]), ip("10.0.0.7"));
         assert_eq!(client(true, &["[2001:db8::1]:443"]), ip("2001:db8::1"));
         assert_eq!(client(true, &["198.51.100.4:5555"]), ip("198.51.100.4"));
+        // An IPv4 client written IPv4-mapped is its IPv4 address, as a peer is.
+        assert_eq!(client(true, &["::ffff:203.0.113.9"]), ip("203.0.113.9"));
+        assert_eq!(client(true, &["::ffff:10.0.0.9"]), ip("10.0.0.9"));
     }
 }

@@ -32,6 +32,21 @@ pub struct FrameWatch {
     /// A header block is open: a `HEADERS` frame came without `END_HEADERS`
     /// and the `CONTINUATION` that ends it has not been read whole.
     in_block: bool,
+    /// The first byte of the frame that may begin a head (the current
+    /// frame, outside a block) came in the bytes being fed now.
+    began_now: bool,
+}
+
+/// Where the client's bytes stand after one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// No request head is under way.
+    None,
+    /// A head is under way that began in these bytes (another may have
+    /// ended in them: its clock is not this one's).
+    Began,
+    /// The head under way began in earlier bytes.
+    Continues,
 }
 
 impl Default for FrameWatch {
@@ -42,14 +57,16 @@ impl Default for FrameWatch {
             have: 0,
             payload_left: 0,
             in_block: false,
+            began_now: false,
         }
     }
 }
 
 impl FrameWatch {
     /// Reads `bytes`, the next the client sent, and says whether a request
-    /// head is under way after them (begun and not yet whole).
-    pub fn feed(&mut self, mut bytes: &[u8]) -> bool {
+    /// head is under way after them (begun and not yet whole), and since when.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Head {
+        self.began_now = false;
         if self.preface_left > 0 {
             let n = bytes.len().min(self.preface_left as usize);
             self.preface_left -= n as u32;
@@ -57,6 +74,9 @@ impl FrameWatch {
         }
         while !bytes.is_empty() {
             if self.have < FRAME_HEADER_LEN {
+                if self.have == 0 && !self.in_block {
+                    self.began_now = true;
+                }
                 let n = bytes.len().min(FRAME_HEADER_LEN - self.have);
                 let (head, rest) = bytes.split_at(n);
                 if let Some(slot) = self.header.get_mut(self.have..self.have + n) {
@@ -80,7 +100,11 @@ impl FrameWatch {
                 self.frame_read();
             }
         }
-        self.under_way()
+        match (self.under_way(), self.began_now) {
+            (false, _) => Head::None,
+            (true, true) => Head::Began,
+            (true, false) => Head::Continues,
+        }
     }
 
     /// The current frame has been read whole: the next begins.
@@ -95,7 +119,7 @@ impl FrameWatch {
     /// Whether a head is under way: a block is open, a `HEADERS` or
     /// `CONTINUATION` frame is half read, or a frame header is half read
     /// and its type has not come yet (it may be a head's).
-    fn under_way(&self) -> bool {
+    pub fn under_way(&self) -> bool {
         if self.in_block {
             return true;
         }
@@ -136,7 +160,7 @@ mod tests {
         let mut bytes = PREFACE.to_vec();
         bytes.extend(settings());
         bytes.extend(frame(HEADERS, END_HEADERS | 0x1, 1, &[0x82, 0x87, 0x84]));
-        assert!(!w.feed(&bytes));
+        assert_eq!(w.feed(&bytes), Head::None);
     }
 
     #[test]
@@ -144,7 +168,7 @@ mod tests {
         let mut w = FrameWatch::default();
         let mut bytes = PREFACE.to_vec();
         bytes.extend(settings());
-        assert!(!w.feed(&bytes));
+        assert_eq!(w.feed(&bytes), Head::None);
         let headers = frame(HEADERS, 0x1, 3, &[0x82, 0x87]);
         let continuation = frame(CONTINUATION, 0, 3, &[0x84]);
         let last = frame(CONTINUATION, END_HEADERS, 3, &[0x84]);
@@ -154,26 +178,30 @@ mod tests {
         // Byte by byte: under way from the first byte until the last one.
         let mut w2 = w.clone();
         for (i, b) in all.iter().enumerate() {
-            let under_way = w2.feed(&[*b]);
-            assert_eq!(under_way, i + 1 < all.len(), "after byte {i}");
+            let expected = match i {
+                0 => Head::Began,
+                i if i + 1 < all.len() => Head::Continues,
+                _ => Head::None,
+            };
+            assert_eq!(w2.feed(&[*b]), expected, "after byte {i}");
         }
         // Frame by frame.
-        assert!(w.feed(&headers));
-        assert!(w.feed(&continuation));
-        assert!(!w.feed(&last));
+        assert_eq!(w.feed(&headers), Head::Began);
+        assert_eq!(w.feed(&continuation), Head::Continues);
+        assert_eq!(w.feed(&last), Head::None);
     }
 
     #[test]
     fn other_frames_are_not_heads_once_their_type_has_come() {
         let mut w = FrameWatch::default();
-        assert!(!w.feed(PREFACE));
+        assert_eq!(w.feed(PREFACE), Head::None);
         let data = frame(0x0, 0, 1, b"a body that drips");
-        assert!(w.feed(&data[..2]), "its type has not come yet");
-        assert!(!w.feed(&data[2..5]));
-        assert!(!w.feed(&data[5..]));
+        assert_eq!(w.feed(&data[..2]), Head::Began, "its type has not come yet");
+        assert_eq!(w.feed(&data[2..5]), Head::None);
+        assert_eq!(w.feed(&data[5..]), Head::None);
         let ping = frame(0x6, 0, 0, &[0; 8]);
-        assert!(!w.feed(&ping[..6]));
-        assert!(!w.feed(&ping[6..]));
+        assert_eq!(w.feed(&ping[..6]), Head::None);
+        assert_eq!(w.feed(&ping[6..]), Head::None);
     }
 
     #[test]
@@ -181,24 +209,45 @@ mod tests {
         let mut w = FrameWatch::default();
         w.feed(PREFACE);
         let headers = frame(HEADERS, END_HEADERS, 1, &[0x82, 0x87, 0x84, 0x41]);
-        assert!(w.feed(&headers[..11]));
-        assert!(!w.feed(&headers[11..]));
+        assert_eq!(w.feed(&headers[..11]), Head::Began);
+        assert_eq!(w.feed(&headers[11..]), Head::None);
     }
 
     #[test]
     fn a_preface_split_across_reads_is_skipped() {
         let mut w = FrameWatch::default();
-        assert!(!w.feed(&PREFACE[..10]));
+        assert_eq!(w.feed(&PREFACE[..10]), Head::None);
         let mut rest = PREFACE[10..].to_vec();
         rest.extend(frame(HEADERS, 0, 1, &[0x82]));
-        assert!(w.feed(&rest));
+        assert_eq!(w.feed(&rest), Head::Began);
     }
 
     #[test]
     fn an_empty_frame_ends_a_block() {
         let mut w = FrameWatch::default();
         w.feed(PREFACE);
-        assert!(w.feed(&frame(HEADERS, 0, 1, &[])));
-        assert!(!w.feed(&frame(CONTINUATION, END_HEADERS, 1, &[])));
+        assert_eq!(w.feed(&frame(HEADERS, 0, 1, &[])), Head::Began);
+        assert_eq!(
+            w.feed(&frame(CONTINUATION, END_HEADERS, 1, &[])),
+            Head::None
+        );
+    }
+
+    #[test]
+    fn a_head_that_begins_in_the_read_that_ends_another_is_a_new_head() {
+        let mut w = FrameWatch::default();
+        w.feed(PREFACE);
+        let first = frame(HEADERS, END_HEADERS, 1, &[0x82, 0x87, 0x84]);
+        let second = frame(HEADERS, END_HEADERS, 3, &[0x82, 0x87, 0x84]);
+        assert_eq!(w.feed(&first[..5]), Head::Began);
+        let mut read = first[5..].to_vec();
+        read.extend_from_slice(&second[..5]);
+        assert_eq!(
+            w.feed(&read),
+            Head::Began,
+            "the second head's clock starts now"
+        );
+        assert_eq!(w.feed(&second[5..7]), Head::Continues);
+        assert_eq!(w.feed(&second[7..]), Head::None);
     }
 }

@@ -294,7 +294,7 @@ fn client_headers(
         // for this request alone; from anyone else it is the connection's.
         let behind = client_ip
             .filter(|ip| ex.peer.trusted && *ip != conn.client.ip())
-            .and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok());
+            .and_then(upstream::ip_value);
         let peer = upstream::Peer {
             client: conn.client_value.as_ref(),
             real_ip: behind.as_ref().or(conn.client_value.as_ref()),

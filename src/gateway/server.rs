@@ -78,7 +78,8 @@ pub struct Conn {
     served: AtomicBool,
     /// When the last request ended, in ms after `born`.
     last: AtomicU64,
-    /// When the first byte of the next head arrived, in ms after `born` (HTTP/1 only).
+    /// When the first byte of the next head arrived, in ms after `born`
+    /// (over HTTP/2, of the head under way beside the streams in flight).
     head_started: AtomicU64,
     /// Since when a write has waited for the client to take bytes, in ms
     /// after `born` (HTTP/1 only; `NOT_STALLED` while writes go through).
@@ -216,7 +217,7 @@ impl Conn {
     ) -> Self {
         let head_ms = ms_up(limits.head_timeout);
         Conn {
-            client_value: http::HeaderValue::from_str(&client.ip().to_string()).ok(),
+            client_value: super::upstream::ip_value(client.ip()),
             client,
             heads,
             busy: AtomicUsize::new(0),
@@ -273,21 +274,19 @@ impl Conn {
         }
     }
 
-    /// Over HTTP/2: a request head is under way (begun, not yet whole), or
-    /// none is any more. The first read that begins one reads the clock.
-    fn h2_head(&self, under_way: bool) {
-        if !under_way {
-            self.head_started.store(NO_HEAD, Ordering::Release);
-            return;
-        }
+    /// Over HTTP/2: a request head began in the bytes just read (and is
+    /// not whole yet); one that ended in them no longer counts. Read only
+    /// by a read that ends in the middle of a head, not by one that brings
+    /// heads whole.
+    fn h2_head_began(&self) {
         let now = self.now();
-        if self
-            .head_started
-            .compare_exchange(NO_HEAD, now, Ordering::SeqCst, Ordering::Acquire)
-            .is_ok()
-        {
-            self.deadline_now(now.saturating_add(self.head_ms));
-        }
+        self.head_started.store(now, Ordering::SeqCst);
+        self.deadline_now(now.saturating_add(self.head_ms));
+    }
+
+    /// Over HTTP/2: the head under way is whole, and no other has begun.
+    fn h2_head_ended(&self) {
+        self.head_started.store(NO_HEAD, Ordering::Release);
     }
 
     /// A request is over: with none left in flight, the idle timeout runs,
@@ -518,8 +517,6 @@ struct H2Watched<I> {
     io: I,
     conn: Arc<Conn>,
     frames: h2_heads::FrameWatch,
-    /// What the frames said after the last read.
-    under_way: bool,
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for H2Watched<I> {
@@ -533,10 +530,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for H2Watched<I> {
         let read = buf.filled().get(before..).unwrap_or_default();
         if !read.is_empty() {
             let this = &mut *self;
-            let under_way = this.frames.feed(read);
-            if under_way != this.under_way {
-                this.under_way = under_way;
-                this.conn.h2_head(under_way);
+            let was = this.frames.under_way();
+            match this.frames.feed(read) {
+                h2_heads::Head::Began => this.conn.h2_head_began(),
+                h2_heads::Head::Continues => {}
+                h2_heads::Head::None if was => this.conn.h2_head_ended(),
+                h2_heads::Head::None => {}
             }
         }
         polled
@@ -1177,7 +1176,6 @@ async fn connection(
             io: stream,
             conn: conn.clone(),
             frames: h2_heads::FrameWatch::default(),
-            under_way: false,
         };
         let c = builders.h2.serve_connection(TokioIo::new(io), service);
         drive(std::pin::pin!(c), &state, &conn, shutdown).await;

@@ -101,6 +101,18 @@ pub struct Peer<'a> {
     pub host: Option<&'a HeaderValue>,
 }
 
+/// An address as a header value (`X-Forwarded-For`, `X-Real-IP`), written
+/// on the stack: the value's own copy is the one allocation.
+pub fn ip_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    // The longest address (`ffff:…:255.255.255.255`) has 45 characters.
+    let mut buf = [0u8; 48];
+    let mut out = std::io::Cursor::new(&mut buf[..]);
+    write!(out, "{ip}").ok()?;
+    let len = usize::try_from(out.position()).ok()?;
+    HeaderValue::from_bytes(buf.get(..len)?).ok()
+}
+
 /// `X-Forwarded-Proto` of a plain listener.
 pub static HTTP: HeaderValue = HeaderValue::from_static("http");
 /// `X-Forwarded-Proto` of a TLS listener.
@@ -182,7 +194,10 @@ pub fn filter_request_headers(headers: &mut HeaderMap, peer: &Peer<'_>, set: &mu
     if let Some(sent) = peer.host.filter(|_| !host) {
         set.push(&X_FORWARDED_HOST, sent.clone());
     }
-    if let Some(client) = peer.real_ip.filter(|_| !real_ip) {
+    // The client a trusted proxy names is believed only from the chain
+    // that goes on to the upstream.
+    let client = if xff { peer.real_ip } else { peer.client };
+    if let Some(client) = client.filter(|_| !real_ip) {
         set.push(&X_REAL_IP, client.clone());
     }
 }
@@ -943,6 +958,19 @@ mod tests {
     }
 
     #[test]
+    fn an_address_is_written_as_a_header_value_whatever_its_length() {
+        for ip in [
+            "10.1.2.3",
+            "2001:db8::7",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        ] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            let v = ip_value(parsed).unwrap();
+            assert_eq!(v.to_str().unwrap(), parsed.to_string());
+        }
+    }
+
+    #[test]
     fn a_trusted_proxy_that_sends_no_x_real_ip_gets_its_client_s_address_as_x_real_ip() {
         static BEHIND: HeaderValue = HeaderValue::from_static("203.0.113.9");
         let behind_proxy = Peer {
@@ -955,6 +983,16 @@ mod tests {
         // Its own X-Real-IP, when it sends one, is kept.
         let h = filtered(&[("X-Real-IP", "198.51.100.4")], &behind_proxy);
         assert_eq!(values(&h, "x-real-ip"), ["198.51.100.4"]);
+        // A chain its client nominated away names nobody.
+        let h = filtered(
+            &[
+                ("X-Forwarded-For", "203.0.113.9"),
+                ("Connection", "X-Forwarded-For"),
+            ],
+            &behind_proxy,
+        );
+        assert_eq!(values(&h, "x-forwarded-for"), ["10.1.2.3"]);
+        assert_eq!(values(&h, "x-real-ip"), ["10.1.2.3"]);
     }
 
     #[test]

@@ -1157,10 +1157,10 @@ async fn jwks02_an_unknown_kid_with_no_keys_held_causes_one_fetch() {
         server.url(),
         upstream.url()
     ));
-    // The start-up fetch and the background's first retry (1 s later) fail;
-    // the next retry is 2 s after that one, so the fetches counted below
+    // The start-up fetch and the background's retries 1, 2 and 4 s later
+    // fail; the next is 4 s after the last, so the fetches counted below
     // are the token's alone.
-    assert!(eventually(5, async || server.hits() >= 2).await);
+    assert!(eventually(10, async || server.hits() >= 4).await);
     tokio::time::sleep(Duration::from_millis(150)).await;
     server.set(200, jwks_of(&a).await);
     let before = server.hits();
