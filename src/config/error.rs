@@ -30,6 +30,17 @@ impl KeyPath {
         KeyPath(v)
     }
 
+    /// Whether `other` is this key or a key inside it (array elements
+    /// compared by index, whatever their labels).
+    pub fn covers(&self, other: &KeyPath) -> bool {
+        self.0.len() <= other.0.len()
+            && self.0.iter().zip(&other.0).all(|pair| match pair {
+                (Segment::Key(a), Segment::Key(b)) => a == b,
+                (Segment::Item(a, _), Segment::Item(b, _)) => a == b,
+                _ => false,
+            })
+    }
+
     /// This path extended by an array element.
     pub fn item(&self, index: usize, label: Option<&str>) -> Self {
         let mut v = self.0.clone();
@@ -92,6 +103,9 @@ pub struct Problem {
     pub message: String,
     /// The environment variable the offending value came from, if it came from one.
     pub from_env: Option<String>,
+    /// The value could not be read at all (an unknown key, a wrong type):
+    /// the checks after it saw the key as not given.
+    pub unreadable: bool,
 }
 
 impl Problem {
@@ -101,6 +115,7 @@ impl Problem {
             key,
             message: message.into(),
             from_env: None,
+            unreadable: false,
         }
     }
 

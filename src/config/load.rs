@@ -76,6 +76,7 @@ pub fn read_merged(
                 key: KeyPath(segments.iter().map(|s| Segment::Key(s.clone())).collect()),
                 message,
                 from_env: Some(name.clone()),
+                unreadable: false,
             }),
         }
     }
@@ -216,7 +217,15 @@ fn parse_env_value(raw: &str, key: &str, existing: Option<&Value>) -> Value {
     }
 }
 
-/// Deserializes one table into its raw struct, turning a serde error into a problem at its key.
+/// The most problems one table reports; past them the rest of it is not read.
+const MAX_PROBLEMS_PER_TABLE: usize = 32;
+
+/// Deserializes one table into its raw struct, turning a serde error into a
+/// problem at its key. serde stops at the first bad key, so that key is
+/// taken out and the table read again, until it reads: every bad key of
+/// the table is reported, and the rest of it is still checked (instead of
+/// the defaults, whose own problems, a missing secret say, would be false).
+/// `None` only when a bad key cannot be taken out (a missing one).
 pub fn table<T: DeserializeOwned + Default>(
     value: Option<&Value>,
     at: &KeyPath,
@@ -225,12 +234,55 @@ pub fn table<T: DeserializeOwned + Default>(
     let Some(value) = value else {
         return Some(T::default());
     };
-    match value.deserialize::<T>() {
-        Ok(t) => Some(t),
-        Err(e) => {
-            problems.push(figment_problem(e, at));
-            None
+    let mut error = match value.deserialize::<T>() {
+        Ok(t) => return Some(t),
+        Err(e) => e,
+    };
+    let mut value = value.clone();
+    for _ in 0..MAX_PROBLEMS_PER_TABLE {
+        let mut problem = figment_problem(error, at);
+        problem.unreadable = true;
+        let removed = problem
+            .key
+            .0
+            .get(at.0.len()..)
+            .is_some_and(|inside| remove_key(&mut value, inside));
+        problems.push(problem);
+        if !removed {
+            return None;
         }
+        error = match value.deserialize::<T>() {
+            Ok(t) => return Some(t),
+            Err(e) => e,
+        };
+    }
+    None
+}
+
+/// Takes the key at `path` (inside `value`) out; whether there was one.
+fn remove_key(value: &mut Value, path: &[Segment]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for step in parents {
+        let next = match (step, at) {
+            (Segment::Key(k), Value::Dict(_, d)) => d.get_mut(k),
+            (Segment::Item(i, _), Value::Array(_, a)) => a.get_mut(*i),
+            _ => None,
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        at = next;
+    }
+    match (last, at) {
+        (Segment::Key(k), Value::Dict(_, d)) => d.remove(k).is_some(),
+        (Segment::Item(i, _), Value::Array(_, a)) if *i < a.len() => {
+            a.remove(*i);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -258,6 +310,10 @@ fn figment_problem(e: figment::Error, at: &KeyPath) -> Problem {
             "missing".to_string()
         }
         Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
+        // serde's words for the one untagged type (`raw::StringOrList`).
+        Kind::Message(m) if m.contains("untagged enum StringOrList") => {
+            "expected a string or a list of strings".to_string()
+        }
         other => other.to_string(),
     };
     Problem::new(key, message)

@@ -23,6 +23,9 @@ pub enum Rejection {
     NoApp,
     /// No such `/_auth` endpoint.
     UnknownAuthEndpoint,
+    /// A JSON endpoint (`/_auth/userinfo`) has no identity to show: 401,
+    /// never a redirect (a browser too gets the JSON or page that says so).
+    NoIdentity,
     /// The path needs a signed-in user or a bearer token; `rd` is where to return.
     Unauthenticated {
         /// The original path and query, to come back to after signing in.
@@ -267,7 +270,9 @@ impl Rejection {
         match self {
             Rejection::Framing(f) => f.status(),
             Rejection::NoApp | Rejection::UnknownAuthEndpoint => 404,
-            Rejection::Unauthenticated { .. } | Rejection::SessionEnded { .. } => 401,
+            Rejection::Unauthenticated { .. }
+            | Rejection::SessionEnded { .. }
+            | Rejection::NoIdentity => 401,
             Rejection::UpstreamFailed => 502,
             Rejection::UpstreamTimeout => 504,
             Rejection::SignIn(r) => r.status(),
@@ -287,7 +292,7 @@ impl Rejection {
             Rejection::Framing(_) => Outcome::BadRequest,
             Rejection::NoApp | Rejection::UnknownAuthEndpoint => Outcome::NotFound,
             Rejection::Unauthenticated { .. } if browser => Outcome::Redirected,
-            Rejection::Unauthenticated { .. } => Outcome::Unauthorized,
+            Rejection::Unauthenticated { .. } | Rejection::NoIdentity => Outcome::Unauthorized,
             Rejection::SessionEnded { .. } if browser => Outcome::Redirected,
             Rejection::SessionEnded { .. } => Outcome::Unauthorized,
             Rejection::UpstreamFailed | Rejection::UpstreamTimeout => Outcome::UpstreamError,
@@ -326,7 +331,7 @@ impl Rejection {
                 "This sign-in address does not exist.".into(),
                 "Go back to the application and start again.",
             ),
-            Rejection::Unauthenticated { .. } => (
+            Rejection::Unauthenticated { .. } | Rejection::NoIdentity => (
                 "Sign-in required",
                 "This resource needs a signed-in user or a bearer token.".into(),
                 "Send an Authorization: Bearer token, or sign in through a browser.",
@@ -610,7 +615,7 @@ fn challenge<'r>(
     ) {
         extra.push(("retry-after", "30".into()));
     }
-    if let Rejection::Unauthenticated { .. } = rejection {
+    if let Rejection::Unauthenticated { .. } | Rejection::NoIdentity = rejection {
         extra.push(("www-authenticate", "Bearer realm=\"portcullis\"".into()));
     }
     let token_error = match rejection {

@@ -1290,9 +1290,11 @@ fn sign_out_same_origin(
     } else {
         state.scheme
     };
+    // An app without `host` serves any host, yet names none: only hosts
+    // the config names are ours (docs/design.md, "Several hosts").
     crate::same_origin::check(&req.headers, scheme, authority, |host| {
         sign_in_host.is_some_and(|h| h.eq_ignore_ascii_case(host))
-            || state.router.route_host(Some(host)).is_some()
+            || state.origins.is_app_host(&host.to_ascii_lowercase())
     })
 }
 
@@ -1405,8 +1407,9 @@ async fn logout_by_token(
         }
     };
     // A logout token is one-time too (its `jti`).
-    if let Some(jti) = &request.jti {
-        if !state.sessions.consume_state(&format!("jti:{slug}:{jti}")) {
+    let used = request.jti.as_ref().map(|jti| format!("jti:{slug}:{jti}"));
+    if let Some(used) = &used {
+        if !state.sessions.consume_state(used) {
             return Ok(Err(LogoutRefusal::Replayed));
         }
     }
@@ -1429,6 +1432,10 @@ async fn logout_by_token(
         }
         Err(e) => {
             ctx.span.in_scope(|| tracing::error!(request_id = %ctx.request_id, error = %e, "store failed during back-channel logout"));
+            // Nothing was revoked: the provider's retry must be heard.
+            if let Some(used) = &used {
+                state.sessions.release_state(used);
+            }
             Ok(Err(LogoutRefusal::StoreUnavailable))
         }
     }
@@ -1771,7 +1778,7 @@ async fn userinfo(
             }
         }
         None => {
-            rescue::respond(session, ctx, Rejection::Unauthenticated { rd: "/".into() });
+            rescue::respond(session, ctx, Rejection::NoIdentity);
             Ok(())
         }
     }

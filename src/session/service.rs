@@ -187,6 +187,12 @@ impl Sessions {
         entry.is_fresh()
     }
 
+    /// Forgets that `state` was used (its use did not happen after all: the
+    /// store failed), so that the sender's retry is not taken for a replay.
+    pub fn release_state(&self, state: &str) {
+        self.used_states.invalidate(state);
+    }
+
     /// The store behind the sessions.
     pub fn store(&self) -> &Arc<dyn UserStore> {
         &self.store

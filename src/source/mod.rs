@@ -932,13 +932,19 @@ impl Sources {
                 oauth1::MAX_RESPONSE_BYTES,
             )
             .await?;
-        if resp.status != 200 {
-            return Err(SourceError::TokenRefused(format!(
+        match resp.status {
+            200 => Ok(resp.body),
+            // RFC 5849 §3.2: a request it will not grant (a used verifier,
+            // a bad signature or nonce) is a 400 or a 401.
+            400 | 401 => Err(SourceError::TokenRefused(format!(
                 "the {step} endpoint answered HTTP {}",
                 resp.status
-            )));
+            ))),
+            // Anything else (a 5xx, a redirect) is the provider failing.
+            status => Err(SourceError::Provider(format!(
+                "the {step} endpoint answered HTTP {status}"
+            ))),
         }
-        Ok(resp.body)
     }
 }
 

@@ -54,6 +54,47 @@ fn unknown_key_inside_a_source_names_the_source() {
     assert!(msg.contains("PORTCULLIS_SOURCE__0__CLIENT_ID"), "{msg}");
 }
 
+/// A key that cannot be read does not hide the rest of its table, and is
+/// not taken for missing: every other problem of the table is reported,
+/// and nothing false (a session secret that is there, a source that is
+/// defined) is.
+#[test]
+fn an_unreadable_key_hides_no_other_problem_of_its_table_and_adds_none() {
+    let body = base_config().replace(
+        "[session]\n",
+        "[session]\nbogus = 1\nlifetime = \"12x\"\nidle_timeout = 12\n",
+    );
+    let msg = problems(&format!(
+        "{body}\n[[source]]\nslug = \"corp\"\ntype = \"oauth2\"\nconsumer_key = \"k\"\n\
+         client_id = \"x\"\nsecrets = 1\n{}",
+        APP.replace("upstream =", "sources = [\"corp\"]\nupstream =")
+    ));
+    assert!(!msg.contains("app[wiki]"), "{msg}");
+    for expected in [
+        "session.bogus: unknown key",
+        "session.lifetime:",
+        "session.idle_timeout: expected",
+        "source[corp].client_id: unknown key",
+        "source[corp].secrets: unknown key",
+    ] {
+        assert!(msg.contains(expected), "{expected} not in:\n{msg}");
+    }
+    assert!(!msg.contains("session.secrets"), "{msg}");
+    assert!(!msg.contains("not a defined source"), "{msg}");
+    assert_eq!(
+        msg.matches("session.idle_timeout").count(),
+        1,
+        "one problem per key:\n{msg}"
+    );
+    // A required key of the wrong type is that, not also missing.
+    let msg = problems(&format!(
+        "{}{APP}",
+        base_config().replace(&format!("secrets = [\"{SECRET}\"]"), "secrets = 12")
+    ));
+    assert!(msg.contains("session.secrets: expected"), "{msg}");
+    assert_eq!(msg.matches("session.secrets").count(), 1, "{msg}");
+}
+
 #[test]
 fn bad_duration_bad_url_and_short_secret_are_reported_together() {
     let body = r#"

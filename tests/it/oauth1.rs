@@ -267,6 +267,16 @@ async fn oauth1_provider_errors_are_refused_with_nothing_written() {
             400,
         ),
         (
+            // A provider failing is a provider error, not a refused verifier.
+            "access token 500",
+            Oauth1Faults {
+                access_token_status: Some(500),
+                ..Oauth1Faults::default()
+            },
+            false,
+            502,
+        ),
+        (
             "no token secret",
             Oauth1Faults {
                 omit_token_secret: true,

@@ -139,6 +139,14 @@ async fn ses16_a_sign_out_post_not_proven_same_origin_is_refused_and_changes_not
             "cross-site beside our Origin",
             vec![("sec-fetch-site", "cross-site"), ("origin", &ours)],
         ),
+        // The app has no `host`: it serves any, but names none as ours.
+        (
+            "Origin and Host of a host no config names",
+            vec![
+                ("host", "other.example"),
+                ("origin", "http://other.example"),
+            ],
+        ),
     ];
     for (what, headers) in cases {
         let r = post_sign_out(&s, &headers).await;

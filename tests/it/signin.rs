@@ -390,6 +390,29 @@ async fn oidc01_full_sign_in_enrolls_and_the_app_sees_identity_headers() {
     assert_eq!(s.users().await, 1);
 }
 
+/// `/_auth/userinfo` is JSON of the current identity: without one it is a
+/// 401 for a browser too, never a redirect to the sign-in page.
+#[tokio::test(flavor = "multi_thread")]
+async fn userinfo_without_an_identity_is_401_for_a_browser_and_an_api_client() {
+    let s = Setup::start().await;
+    for accept in ["text/html,application/xhtml+xml", "application/json", "*/*"] {
+        let r = s
+            .client
+            .get(s.gw.url("/_auth/userinfo"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{accept}");
+        assert!(r.headers().get("location").is_none(), "{accept}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            "Bearer realm=\"portcullis\"",
+            "{accept}"
+        );
+    }
+}
+
 /// Runs one sign-in against a misbehaving provider and checks the refusal.
 async fn refused(faults: impl FnOnce(&mut Faults), status: u16, userinfo_calls: usize) {
     let mut s = Setup::start_with("", faults).await;
@@ -1398,8 +1421,26 @@ async fn backchannel_logout_revokes_the_provider_session_and_refuses_bad_tokens(
     assert_eq!(post(token(&|_| {})).await.status(), 400, "bad signature");
     s.provider.set_faults(|f| f.bad_signature = false);
     assert!(still_in().await);
-    // A valid one revokes the session with that sid; its replay is refused.
+    // A valid one while the store cannot write: 503, and its retry is
+    // not taken for a replay (nothing was revoked).
     let good = token(&|_| {});
+    {
+        use sqlx::ConnectOptions as _;
+        let mut lock =
+            s.db.parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut lock)
+            .await
+            .unwrap();
+        assert_eq!(post(good.clone()).await.status(), 503, "store locked");
+        sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    }
+    assert!(still_in().await);
+    // Then it revokes the session with that sid; its replay is refused.
     assert_eq!(post(good.clone()).await.status(), 200);
     assert!(
         !still_in().await,

@@ -248,13 +248,13 @@ pub fn build(file: &Path, root: &Dict) -> Result<Config, Vec<Problem>> {
     let apps = apps(&mut c, &top.app, &sources);
 
     if !c.problems.is_empty() {
-        return Err(c.problems);
+        return Err(without_echoes(c.problems));
     }
     if let (Some(server), Some(session)) = (&server, &session) {
         check_cookie_domain(&mut c, server, session);
     }
     if !c.problems.is_empty() {
-        return Err(c.problems);
+        return Err(without_echoes(c.problems));
     }
     match (server, session) {
         (Some(server), Some(session)) => Ok(Config {
@@ -268,6 +268,22 @@ pub fn build(file: &Path, root: &Dict) -> Result<Config, Vec<Problem>> {
         // Both return None only after recording a problem, handled above.
         _ => Err(vec![Problem::new(KeyPath::default(), "invalid config")]),
     }
+}
+
+/// `problems` without those about a key that could not be read (or a key
+/// inside it), after the problem that says so: such a key is checked as
+/// if it were not given, and "missing" about it would only repeat that
+/// problem, wrongly.
+fn without_echoes(problems: Vec<Problem>) -> Vec<Problem> {
+    let unreadable: Vec<KeyPath> = problems
+        .iter()
+        .filter(|p| p.unreadable)
+        .map(|p| p.key.clone())
+        .collect();
+    problems
+        .into_iter()
+        .filter(|p| p.unreadable || !unreadable.iter().any(|k| k.covers(&p.key)))
+        .collect()
 }
 
 /// The top-level tables, each unknown key refused.
