@@ -38,13 +38,6 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError::Read {
-        file: path.to_path_buf(),
-        reason: e.to_string(),
-    })
-}
-
 /// Every PEM certificate in `path`; at least one.
 pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(crate::config::pem::read_certificates(path)?)
@@ -55,6 +48,7 @@ impl From<PemError> for TlsError {
         match e {
             PemError::Read { file, reason } => TlsError::Read { file, reason },
             PemError::NoCertificate(file) => TlsError::NoCertificate(file),
+            PemError::NoKey(file) => TlsError::NoKey(file),
         }
     }
 }
@@ -65,12 +59,7 @@ pub fn certified_key(
     key_file: &Path,
 ) -> Result<rustls::sign::CertifiedKey, TlsError> {
     let certs = read_certificates(cert_file)?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut read(key_file)?.as_slice())
-        .map_err(|e| TlsError::Read {
-            file: key_file.to_path_buf(),
-            reason: e.to_string(),
-        })?
-        .ok_or_else(|| TlsError::NoKey(key_file.to_path_buf()))?;
+    let key: PrivateKeyDer<'static> = crate::config::pem::read_private_key(key_file)?;
     rustls::sign::CertifiedKey::from_der(certs, key, &provider())
         .map_err(|e| TlsError::Rustls(e.to_string()))
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Why a certificate file cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +20,9 @@ pub enum PemError {
     /// The file holds no PEM certificate: point the key at a certificate file.
     #[error("{0} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
     NoCertificate(PathBuf),
+    /// The file holds no PEM private key: point the key at the key file.
+    #[error("{0} holds no PEM private key")]
+    NoKey(PathBuf),
 }
 
 /// Every PEM certificate in `path`; at least one.
@@ -36,4 +39,16 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Pe
         return Err(PemError::NoCertificate(path.to_path_buf()));
     }
     Ok(certs)
+}
+
+/// The first PEM private key in `path`.
+pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+    let read_error = |reason: String| PemError::Read {
+        file: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| read_error(e.to_string()))?;
+    rustls_pemfile::private_key(&mut bytes.as_slice())
+        .map_err(|e| read_error(e.to_string()))?
+        .ok_or_else(|| PemError::NoKey(path.to_path_buf()))
 }

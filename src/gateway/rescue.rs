@@ -76,8 +76,12 @@ pub enum Rejection {
     SessionUnavailable,
     /// A body over the limit was sent to a gateway endpoint: 413.
     TooLarge,
-    /// The method is not allowed on this endpoint: 405.
-    MethodNotAllowed,
+    /// The method is not allowed on this endpoint: 405, with the methods
+    /// it allows (`Allow`, RFC 9110 §15.5.6).
+    MethodNotAllowed {
+        /// The value of `Allow`.
+        allow: &'static str,
+    },
     /// A sign-out POST that does not come from one of our origins (SES-16): 403, nothing changed.
     CrossOriginSignOut,
     /// A request that belongs on another of our hosts (a callback off the
@@ -281,7 +285,7 @@ impl Rejection {
             Rejection::InvalidToken { .. } => 401,
             Rejection::InvalidRequest { .. } => 400,
             Rejection::TooLarge => 413,
-            Rejection::MethodNotAllowed => 405,
+            Rejection::MethodNotAllowed { .. } => 405,
             Rejection::CrossOriginSignOut => 403,
             Rejection::WrongHost { .. } => 400,
         }
@@ -303,7 +307,7 @@ impl Rejection {
             },
             Rejection::SourceNotReady => Outcome::AuthEndpoint,
             Rejection::SessionUnavailable => Outcome::Error,
-            Rejection::TooLarge | Rejection::MethodNotAllowed => Outcome::BadRequest,
+            Rejection::TooLarge | Rejection::MethodNotAllowed { .. } => Outcome::BadRequest,
             Rejection::Forbidden { .. } | Rejection::InsufficientScope { .. } => Outcome::Forbidden,
             Rejection::InvalidToken { .. } => Outcome::Unauthorized,
             Rejection::InvalidRequest { .. } => Outcome::BadRequest,
@@ -395,7 +399,7 @@ impl Rejection {
                 "The request body is larger than this endpoint accepts.".into(),
                 "Send a smaller request.",
             ),
-            Rejection::MethodNotAllowed => (
+            Rejection::MethodNotAllowed { .. } => (
                 "Method not allowed",
                 "This address does not accept that method.".into(),
                 "Use GET (or POST where a form is expected).",
@@ -614,6 +618,9 @@ fn challenge<'r>(
             | Rejection::SessionUnavailable
     ) {
         extra.push(("retry-after", "30".into()));
+    }
+    if let Rejection::MethodNotAllowed { allow } = rejection {
+        extra.push(("allow", (*allow).to_string()));
     }
     if let Rejection::Unauthenticated { .. } | Rejection::NoIdentity = rejection {
         extra.push(("www-authenticate", "Bearer realm=\"portcullis\"".into()));

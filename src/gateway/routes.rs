@@ -115,7 +115,8 @@ pub async fn handle(
         || method_is(session, &http::Method::POST)
         || method_is(session, &http::Method::HEAD);
     if !get_or_post {
-        rescue::respond(session, ctx, Rejection::MethodNotAllowed);
+        let allow = "GET, HEAD, POST";
+        rescue::respond(session, ctx, Rejection::MethodNotAllowed { allow });
         return Ok(());
     }
     let host = ctx.host.clone().unwrap_or_default();
@@ -1728,7 +1729,8 @@ fn check_refuses(state: &State, session: &mut Exchange, ctx: &mut Ctx, path: Opt
 /// refetches on an unknown `kid` anyway, so a rotation is seen at once).
 fn jwks(state: &State, session: &mut Exchange, ctx: &mut Ctx) {
     if method_is(session, &http::Method::POST) {
-        rescue::respond(session, ctx, Rejection::MethodNotAllowed);
+        let allow = "GET, HEAD";
+        rescue::respond(session, ctx, Rejection::MethodNotAllowed { allow });
         return;
     }
     let cache = [("cache-control", "public, max-age=300".to_string())];

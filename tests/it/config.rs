@@ -95,6 +95,37 @@ fn an_unreadable_key_hides_no_other_problem_of_its_table_and_adds_none() {
     assert_eq!(msg.matches("session.secrets").count(), 1, "{msg}");
 }
 
+/// The listener's certificate and key are read at load, as the listener
+/// will read them: `check` names the key, file and variable of a file that
+/// is missing, holds no key, or holds a key that is not the certificate's.
+#[test]
+fn tls_files_that_cannot_serve_are_config_errors_naming_their_key() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures");
+    let with_tls = |cert: &str, key: &str| {
+        let tls = format!(
+            "tls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n[session]",
+            fixtures.join(cert).display(),
+            fixtures.join(key).display()
+        );
+        format!("{}{APP}", base_config().replacen("[session]", &tls, 1))
+    };
+    let msg = problems(&with_tls("missing-cert.pem", "localhost-key.pem"));
+    assert!(msg.contains("server.tls.cert_file: cannot read"), "{msg}");
+    assert!(msg.contains("PORTCULLIS_SERVER__TLS__CERT_FILE"), "{msg}");
+    assert!(!msg.contains("key_file"), "{msg}");
+    let msg = problems(&with_tls("localhost-cert.pem", "test-ca.pem"));
+    assert!(msg.contains("server.tls.key_file:"), "{msg}");
+    assert!(msg.contains("holds no PEM private key"), "{msg}");
+    let msg = problems(&with_tls("localhost-cert.pem", "selfsigned-key.pem"));
+    assert!(
+        msg.contains("server.tls.key_file:") && msg.contains("does not go with the certificate"),
+        "{msg}"
+    );
+    // The pair that belongs together loads.
+    let file = crate::support::config_file(&with_tls("localhost-cert.pem", "localhost-key.pem"));
+    portcullis::config::load_with_env(&file.path, Vec::new()).unwrap();
+}
+
 #[test]
 fn bad_duration_bad_url_and_short_secret_are_reported_together() {
     let body = r#"

@@ -413,6 +413,28 @@ async fn userinfo_without_an_identity_is_401_for_a_browser_and_an_api_client() {
     }
 }
 
+/// A method an `/_auth` endpoint does not take is a 405 that says which
+/// it takes (`Allow`, RFC 9110 §15.5.6).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_auth_endpoint_refuses_other_methods_with_405_and_allow() {
+    let s = Setup::start().await;
+    for (method, path, allow) in [
+        ("PUT", "/_auth/sign_in", "GET, HEAD, POST"),
+        ("DELETE", "/_auth/sign_out", "GET, HEAD, POST"),
+        ("POST", "/_auth/jwks.json", "GET, HEAD"),
+    ] {
+        let r = s
+            .client
+            .request(method.parse().unwrap(), s.gw.url(path))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+    }
+}
+
 /// Runs one sign-in against a misbehaving provider and checks the refusal.
 async fn refused(faults: impl FnOnce(&mut Faults), status: u16, userinfo_calls: usize) {
     let mut s = Setup::start_with("", faults).await;

@@ -27,6 +27,9 @@ pub(super) fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         cert_file: c.resolve(&t.cert_file),
         key_file: c.resolve(&t.key_file),
     });
+    if let Some(tls) = &tls {
+        tls_files(c, &at.key("tls"), tls);
+    }
     let public_url = public_url(c, &at, raw.public_url.as_deref(), listen, tls.is_some());
     let trusted_proxies = trusted_proxies(c, &at, raw.trusted_proxies.unwrap_or_default());
     let threads = raw.threads.unwrap_or_else(|| {
@@ -187,4 +190,30 @@ fn trusted_proxies(c: &mut Check<'_>, at: &KeyPath, raw: Vec<String>) -> Vec<IpN
         }
     }
     trusted_proxies
+}
+
+/// `tls.cert_file` and `tls.key_file`, read now: a chain and the key that
+/// goes with it, as the listener will load them (the problem names the
+/// file at fault, not a start-up failure after `check` said "valid").
+fn tls_files(c: &mut Check<'_>, at: &KeyPath, tls: &Tls) {
+    let certs = crate::config::pem::read_certificates(&tls.cert_file)
+        .map_err(|e| c.fail(at.key("cert_file"), e.to_string()))
+        .ok();
+    let key = crate::config::pem::read_private_key(&tls.key_file)
+        .map_err(|e| c.fail(at.key("key_file"), e.to_string()))
+        .ok();
+    let (Some(certs), Some(key)) = (certs, key) else {
+        return;
+    };
+    let provider = rustls::crypto::ring::default_provider();
+    if let Err(e) = rustls::sign::CertifiedKey::from_der(certs, key, &provider) {
+        c.fail(
+            at.key("key_file"),
+            format!(
+                "{} does not go with the certificate in {}: {e}",
+                tls.key_file.display(),
+                tls.cert_file.display()
+            ),
+        );
+    }
 }
