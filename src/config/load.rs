@@ -65,19 +65,39 @@ pub fn read_merged(
         let Some(first) = segments.first() else {
             continue;
         };
-        if segments.len() < 2 || !SECTIONS.contains(&first.as_str()) {
+        // Not config keys: names without `__` (`PORTCULLIS_CONFIG`), unless
+        // they look like a key with one `_` where `__` was meant.
+        if segments.len() < 2 {
+            if let Some(section) = SECTIONS
+                .iter()
+                .find(|s| first.strip_prefix(*s).is_some_and(|r| r.starts_with('_')))
+            {
+                problems.push(env_problem(
+                    &segments,
+                    &name,
+                    format!(
+                        "not a config key: tables and keys are joined by `__` \
+                         (PORTCULLIS_{}__{})",
+                        section.to_ascii_uppercase(),
+                        rest.get(section.len() + 1..).unwrap_or_default()
+                    ),
+                ));
+            }
+            continue;
+        }
+        if !SECTIONS.contains(&first.as_str()) {
+            problems.push(env_problem(
+                &segments,
+                &name,
+                format!("unknown table; expected one of: {}", SECTIONS.join(", ")),
+            ));
             continue;
         }
         match apply_env(&mut root, &segments, &raw) {
             Ok(canonical) => {
                 env_origin.insert(canonical.env_var(), name.clone());
             }
-            Err(message) => problems.push(Problem {
-                key: KeyPath(segments.iter().map(|s| Segment::Key(s.clone())).collect()),
-                message,
-                from_env: Some(name.clone()),
-                unreadable: false,
-            }),
+            Err(message) => problems.push(env_problem(&segments, &name, message)),
         }
     }
     replace_file_secrets(&mut root, &env_origin);
@@ -86,6 +106,16 @@ pub fn read_merged(
         env_origin,
         problems,
     })
+}
+
+/// A problem with the environment variable `name`, at the key its `segments` spell.
+fn env_problem(segments: &[String], name: &str, message: String) -> Problem {
+    Problem {
+        key: KeyPath(segments.iter().map(|s| Segment::Key(s.clone())).collect()),
+        message,
+        from_env: Some(name.to_string()),
+        unreadable: false,
+    }
 }
 
 /// The keys that give session secrets; one place sets them (README "Session secrets").
@@ -242,11 +272,18 @@ pub fn table<T: DeserializeOwned + Default>(
     for _ in 0..MAX_PROBLEMS_PER_TABLE {
         let mut problem = figment_problem(error, at);
         problem.unreadable = true;
-        let removed = problem
-            .key
-            .0
-            .get(at.0.len()..)
-            .is_some_and(|inside| remove_key(&mut value, inside));
+        let inside = problem.key.0.get(at.0.len()..).unwrap_or_default();
+        let removed = match inside.split_last() {
+            // A bad element goes with its whole list: taking it alone out
+            // would move the others' indices under later problems.
+            Some((Segment::Item(..), list)) => remove_key(&mut value, list),
+            // A key that is missing cannot be taken out: its table can (a
+            // `[server.tls]` without `key_file`), unless it is this one.
+            Some((_, parent)) if !parent.is_empty() => {
+                remove_key(&mut value, inside) || remove_key(&mut value, parent)
+            }
+            _ => remove_key(&mut value, inside),
+        };
         problems.push(problem);
         if !removed {
             return None;

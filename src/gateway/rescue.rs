@@ -489,11 +489,16 @@ pub fn refuse_logout(session: &mut Exchange, ctx: &mut Ctx, refusal: LogoutRefus
     }
     let (error, description) = refusal.explain();
     let body = serde_json::json!({"error": error, "error_description": description}).to_string();
+    let allow = [("allow", "POST".to_string())];
+    let extra: &[(&'static str, String)] = match refusal {
+        LogoutRefusal::NotPost => &allow,
+        _ => &[],
+    };
     write(
         session,
         ctx,
         refusal.status(),
-        &[],
+        extra,
         "application/json",
         Bytes::from(body),
     );

@@ -115,7 +115,11 @@ pub async fn handle(
         || method_is(session, &http::Method::POST)
         || method_is(session, &http::Method::HEAD);
     if !get_or_post {
-        let allow = "GET, HEAD, POST";
+        let allow = match route {
+            AuthRoute::BackchannelLogout(_) => "POST",
+            AuthRoute::Jwks => "GET, HEAD",
+            _ => "GET, HEAD, POST",
+        };
         rescue::respond(session, ctx, Rejection::MethodNotAllowed { allow });
         return Ok(());
     }
@@ -1294,8 +1298,14 @@ fn sign_out_same_origin(
     // An app without `host` serves any host, yet names none: only hosts
     // the config names are ours (docs/design.md, "Several hosts").
     crate::same_origin::check(&req.headers, scheme, authority, |host| {
-        sign_in_host.is_some_and(|h| h.eq_ignore_ascii_case(host))
-            || state.origins.is_app_host(&host.to_ascii_lowercase())
+        // `host_str` keeps an IPv6 literal's brackets; `host` has none.
+        sign_in_host.is_some_and(|h| {
+            let h = h
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(h);
+            h.trim_end_matches('.').eq_ignore_ascii_case(host)
+        }) || state.origins.is_app_host(&host.to_ascii_lowercase())
     })
 }
 

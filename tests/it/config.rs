@@ -95,6 +95,46 @@ fn an_unreadable_key_hides_no_other_problem_of_its_table_and_adds_none() {
     assert_eq!(msg.matches("session.secrets").count(), 1, "{msg}");
 }
 
+/// A misspelt table in a variable, or one `_` where `__` was meant, is an
+/// error naming the variable, not a setting silently left out.
+#[test]
+fn a_variable_naming_no_table_or_joined_by_one_underscore_is_an_error() {
+    let msg = problems_with_env(
+        &format!("{}{APP}", base_config()),
+        vec![
+            ("PORTCULLIS_SESION__COOKIE_DOMAIN", "corp.example"),
+            ("PORTCULLIS_SESSION_SECRET", "x"),
+            ("PORTCULLIS_CONFIG", "elsewhere.toml"),
+            ("PORTCULLIS_TEST_POSTGRES_URL", "postgres://x"),
+        ],
+    );
+    assert!(msg.contains("sesion.cookie_domain: unknown table"), "{msg}");
+    assert!(msg.contains("PORTCULLIS_SESION__COOKIE_DOMAIN"), "{msg}");
+    assert!(msg.contains("PORTCULLIS_SESSION__SECRET"), "{msg}");
+    assert!(!msg.contains("CONFIG"), "{msg}");
+    assert!(!msg.contains("POSTGRES"), "{msg}");
+}
+
+/// A bad list element is reported at its index, once, and a table missing
+/// a key it needs (`[server.tls]` without `key_file`) hides no other
+/// problem of its parent table.
+#[test]
+fn a_bad_list_element_and_a_nested_table_missing_a_key_hide_nothing_else() {
+    let msg = problems(&format!(
+        "{}{APP}",
+        base_config().replacen(
+            "[session]",
+            "trusted_proxies = [1, \"bogus\"]\nrequest_header_timeout = \"x\"\n\
+             tls = { cert_file = \"c.pem\" }\n[session]",
+            1
+        )
+    ));
+    assert!(msg.contains("server.trusted_proxies[0]: expected"), "{msg}");
+    assert_eq!(msg.matches("server.trusted_proxies").count(), 1, "{msg}");
+    assert!(msg.contains("server.tls.key_file: missing"), "{msg}");
+    assert!(msg.contains("server.request_header_timeout:"), "{msg}");
+}
+
 /// The listener's certificate and key are read at load, as the listener
 /// will read them: `check` names the key, file and variable of a file that
 /// is missing, holds no key, or holds a key that is not the certificate's.
@@ -118,7 +158,7 @@ fn tls_files_that_cannot_serve_are_config_errors_naming_their_key() {
     assert!(msg.contains("holds no PEM private key"), "{msg}");
     let msg = problems(&with_tls("localhost-cert.pem", "selfsigned-key.pem"));
     assert!(
-        msg.contains("server.tls.key_file:") && msg.contains("does not go with the certificate"),
+        msg.contains("server.tls.key_file:") && msg.contains("cannot serve TLS together"),
         "{msg}"
     );
     // The pair that belongs together loads.

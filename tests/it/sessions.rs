@@ -166,6 +166,38 @@ async fn ses16_a_sign_out_post_not_proven_same_origin_is_refused_and_changes_not
     assert!(!sessions[0].revoked);
 }
 
+/// The sign-in host of an IPv6 `public_url` is its address without the
+/// brackets, as the request's `Host` is read: a sign-out from that origin
+/// (a browser that sends `Origin` only) is same-origin, one from another
+/// origin is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn ses16_a_sign_out_from_an_ipv6_sign_in_host_is_same_origin() {
+    let up = crate::support::Upstream::start("app").await;
+    let config = crate::support::base_config()
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"[::1]:0\"")
+        .replace("http://127.0.0.1:8080", "http://[::1]:8080");
+    let gw = Gateway::start_full(&format!(
+        "{config}\n[[app]]\nname = \"app\"\nupstream = \"{}\"\npublic_paths = [\"/\"]\n",
+        up.url()
+    ));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = format!("http://{}/_auth/sign_out?rd=/bye", gw.addr);
+    let ours = format!("http://{}", gw.addr);
+    for (origin, status) in [(ours.as_str(), 303), ("http://evil.example", 403)] {
+        let r = client
+            .post(&url)
+            .header("origin", origin)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{origin}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ses07_ses16_a_same_origin_sign_out_revokes_the_session_and_clears_its_cookies() {
     let mut s = Setup::start().await;

@@ -422,6 +422,9 @@ async fn an_auth_endpoint_refuses_other_methods_with_405_and_allow() {
         ("PUT", "/_auth/sign_in", "GET, HEAD, POST"),
         ("DELETE", "/_auth/sign_out", "GET, HEAD, POST"),
         ("POST", "/_auth/jwks.json", "GET, HEAD"),
+        ("PUT", "/_auth/jwks.json", "GET, HEAD"),
+        ("GET", "/_auth/backchannel_logout/demo", "POST"),
+        ("PUT", "/_auth/backchannel_logout/demo", "POST"),
     ] {
         let r = s
             .client

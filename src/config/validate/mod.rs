@@ -17,7 +17,7 @@ use std::time::Duration;
 use figment::value::{Dict, Value};
 use url::Url;
 
-use super::error::{KeyPath, Problem};
+use super::error::{KeyPath, Problem, Segment};
 use super::load::table;
 use super::raw::*;
 use crate::config::model::*;
@@ -275,10 +275,14 @@ pub fn build(file: &Path, root: &Dict) -> Result<Config, Vec<Problem>> {
 /// if it were not given, and "missing" about it would only repeat that
 /// problem, wrongly.
 fn without_echoes(problems: Vec<Problem>) -> Vec<Problem> {
+    // A bad list element took its list out with it; a missing key, its table.
     let unreadable: Vec<KeyPath> = problems
         .iter()
         .filter(|p| p.unreadable)
-        .map(|p| p.key.clone())
+        .map(|p| match p.key.0.split_last() {
+            Some((Segment::Item(..), list)) => KeyPath(list.to_vec()),
+            _ => p.key.clone(),
+        })
         .collect();
     problems
         .into_iter()

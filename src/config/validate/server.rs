@@ -210,7 +210,7 @@ fn tls_files(c: &mut Check<'_>, at: &KeyPath, tls: &Tls) {
         c.fail(
             at.key("key_file"),
             format!(
-                "{} does not go with the certificate in {}: {e}",
+                "{} and the certificate in {} cannot serve TLS together: {e}",
                 tls.key_file.display(),
                 tls.cert_file.display()
             ),
