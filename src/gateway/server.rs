@@ -509,86 +509,24 @@ impl Conn {
     }
 }
 
-/// An HTTP/2 client connection's reads, followed frame by frame
-/// (`h2_heads`), so that the head timeout times every request head, not
-/// only the first. Writes pass through: HTTP/2's send timeout watches the
-/// answers (`Sends`), not the socket.
-struct H2Watched<I> {
-    io: I,
-    conn: Arc<Conn>,
-    frames: h2_heads::FrameWatch,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for H2Watched<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        let read = buf.filled().get(before..).unwrap_or_default();
-        if !read.is_empty() {
-            let this = &mut *self;
-            let was = this.frames.under_way();
-            match this.frames.feed(read) {
-                h2_heads::Head::Began => this.conn.h2_head_began(),
-                h2_heads::Head::Continues => {}
-                h2_heads::Head::None if was => this.conn.h2_head_ended(),
-                h2_heads::Head::None => {}
-            }
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for H2Watched<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// A client connection's reads, noticing when a head begins (HTTP/1), so
-/// that the head timeout runs from its first byte and the idle timeout
-/// between requests; and its writes, noticing when the client stops taking
-/// bytes of an answer.
+/// A client connection's reads, noticing when a head begins, so that the
+/// head timeout runs from its first byte and the idle timeout between
+/// requests (over HTTP/2 following the frames, `h2_heads`, so that every
+/// head is timed, not only the first); and over HTTP/1 its writes,
+/// noticing when the client stops taking bytes of an answer (HTTP/2's send
+/// timeout watches the answers, `Sends`, not the socket).
 struct Watched<I> {
     io: I,
     conn: Arc<Conn>,
+    /// The client's frames, over HTTP/2.
+    frames: Option<h2_heads::FrameWatch>,
 }
 
 impl<I> Watched<I> {
     fn wrote(&self, pending: bool) {
+        if self.frames.is_some() {
+            return;
+        }
         if pending {
             self.conn.write_waits();
         } else {
@@ -605,8 +543,20 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
     ) -> std::task::Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.conn.saw_bytes();
+        let read = buf.filled().get(before..).unwrap_or_default();
+        if read.is_empty() {
+            return polled;
+        }
+        let this = &mut *self;
+        let Some(frames) = &mut this.frames else {
+            this.conn.saw_bytes();
+            return polled;
+        };
+        let was = frames.under_way();
+        match frames.feed(read) {
+            h2_heads::Head::Began => this.conn.h2_head_began(),
+            h2_heads::Head::None if was => this.conn.h2_head_ended(),
+            h2_heads::Head::Continues | h2_heads::Head::None => {}
         }
         polled
     }
@@ -1172,10 +1122,10 @@ async fn connection(
                 InFlight::<_, Http2>::new(super::serve(live.load_full(), conn.clone(), req), &conn)
             })
         };
-        let io = H2Watched {
+        let io = Watched {
             io: stream,
             conn: conn.clone(),
-            frames: h2_heads::FrameWatch::default(),
+            frames: Some(h2_heads::FrameWatch::default()),
         };
         let c = builders.h2.serve_connection(TokioIo::new(io), service);
         drive(std::pin::pin!(c), &state, &conn, shutdown).await;
@@ -1216,6 +1166,7 @@ async fn serve_h1<I>(
     let io = Watched {
         io,
         conn: conn.clone(),
+        frames: None,
     };
     let c = builders
         .h1

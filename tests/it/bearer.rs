@@ -1125,13 +1125,7 @@ async fn jwks05_unreachable_at_start_fails_closed_then_recovers() {
     let server = JwksServer::start(String::new()).await;
     server.set(503, "starting".into());
     let upstream = Upstream::start("api").await;
-    let gw = Gateway::start(&format!(
-        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\n\
-         jwks_cache_ttl = \"1s\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
-        server.url(),
-        upstream.url()
-    ));
+    let gw = gateway_on(&server, &upstream, "jwks_cache_ttl = \"1s\"");
     let token = a.sign(&claims(issuer, |_| {})).unwrap();
     let call = async || bearer_status(&gw, &token).await;
     assert_eq!(call().await, 401);
@@ -1150,13 +1144,7 @@ async fn jwks02_an_unknown_kid_with_no_keys_held_causes_one_fetch() {
     let server = JwksServer::start(String::new()).await;
     server.set(503, "starting".into());
     let upstream = Upstream::start("api").await;
-    let gw = Gateway::start(&format!(
-        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"{issuer}\"\noidc_jwks_url = \"{}\"\n\
-         jwks_cooldown = \"100ms\"\n\
-         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
-        server.url(),
-        upstream.url()
-    ));
+    let gw = gateway_on(&server, &upstream, "jwks_cooldown = \"100ms\"");
     // The start-up fetch and the background's retries 1, 2 and 4 s later
     // fail; the next is 4 s after the last, so the fetches counted below
     // are the token's alone.
