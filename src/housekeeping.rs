@@ -17,12 +17,22 @@ pub const INTERVAL: Duration = Duration::from_secs(600);
 /// is finished by the next purges instead of one long run.
 const MAX_BATCHES: u32 = 1000;
 
+/// Beyond `session.idle_timeout`, how long a session must have gone unused
+/// before it is purged: a use is written to the store up to a minute late
+/// (`session::idle::MAX_TOUCH_INTERVAL`), and replicas' clocks differ a little.
+pub const IDLE_MARGIN: Duration = Duration::from_secs(120);
+
+/// The `session.idle_timeout` in force now (a reload may change it).
+pub type IdleTimeout = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
+
 /// The purge job and its metric.
 pub struct Housekeeping {
     store: Arc<dyn UserStore>,
     purged: IntCounterVec,
     /// The wall clock: rows expired before its `now` go.
     clock: crate::clock::Clock,
+    /// Sessions unused longer than this (plus [`IDLE_MARGIN`]) go too.
+    idle_timeout: IdleTimeout,
 }
 
 impl Housekeeping {
@@ -46,7 +56,14 @@ impl Housekeeping {
             store,
             purged,
             clock,
+            idle_timeout: Box::new(|| None),
         })
+    }
+
+    /// Also purges sessions unused for longer than `idle_timeout` says.
+    pub fn with_idle_timeout(mut self, idle_timeout: IdleTimeout) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
     }
 
     /// The metric, for the gateway's registry.
@@ -59,13 +76,28 @@ impl Housekeeping {
     pub async fn purge_once(&self, now: i64, batch: u32) -> Result<u64, StoreError> {
         let mut total = 0;
         for table in Purge::ALL {
-            for _ in 0..MAX_BATCHES {
-                let n = self.store.purge_batch(table, now, batch).await?;
-                self.purged.with_label_values(&[table.table()]).inc_by(n);
-                total += n;
-                if n < u64::from(batch) {
-                    break;
-                }
+            total += self.purge(table, now, batch).await?;
+        }
+        if let Some(timeout) = (self.idle_timeout)() {
+            let unused = timeout.saturating_add(IDLE_MARGIN).as_secs();
+            let unused_since = now.saturating_sub(i64::try_from(unused).unwrap_or(i64::MAX));
+            total += self
+                .purge(Purge::IdleSessions { unused_since }, now, batch)
+                .await?;
+        }
+        Ok(total)
+    }
+
+    /// Batches of `batch` rows of `table` until one deletes fewer (or
+    /// `MAX_BATCHES` ran).
+    async fn purge(&self, table: Purge, now: i64, batch: u32) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for _ in 0..MAX_BATCHES {
+            let n = self.store.purge_batch(table, now, batch).await?;
+            self.purged.with_label_values(&[table.table()]).inc_by(n);
+            total += n;
+            if n < u64::from(batch) {
+                break;
             }
         }
         Ok(total)
@@ -87,5 +119,70 @@ impl Housekeeping {
             }
             tokio::time::sleep(INTERVAL + jitter).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::identity::{Identity, NewSession};
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn identity() -> Identity {
+        Identity {
+            source: "corp".into(),
+            identifier: "1".into(),
+            username: Some("ada".into()),
+            email: None,
+            email_verified: false,
+            name: None,
+            groups: Vec::new(),
+        }
+    }
+
+    fn session(id: &str) -> NewSession {
+        NewSession {
+            id: id.into(),
+            source: "corp".into(),
+            expires_at: NOW + 86_400,
+            oidc_sid: None,
+            id_token: None,
+            claims: None,
+            tokens: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_unused_past_idle_timeout_and_its_margin_is_purged_and_only_then() {
+        let store = crate::identity::store::open("sqlite::memory:")
+            .await
+            .unwrap();
+        let user = store.enroll(&identity(), &session("s"), NOW).await.unwrap();
+        // The idle timeout in force, as a reload would change it (0: none).
+        let timeout = Arc::new(AtomicU64::new(0));
+        let read = timeout.clone();
+        let job = Housekeeping::new(store.clone(), crate::clock::Clock::system())
+            .unwrap()
+            .with_idle_timeout(Box::new(move || {
+                Some(read.load(Ordering::Relaxed))
+                    .filter(|s| *s > 0)
+                    .map(Duration::from_secs)
+            }));
+        let left = || async { store.user_sessions(&user.id).await.unwrap().len() };
+        // No idle timeout: a session unused for a day stays until it expires.
+        assert_eq!(job.purge_once(NOW + 86_000, 500).await.unwrap(), 0);
+        timeout.store(3600, Ordering::Relaxed);
+        let margin = IDLE_MARGIN.as_secs() as i64;
+        // Idle, but a use may not be written yet: kept within the margin.
+        assert_eq!(job.purge_once(NOW + 3600 + margin, 500).await.unwrap(), 0);
+        assert_eq!(left().await, 1);
+        assert_eq!(
+            job.purge_once(NOW + 3600 + margin + 1, 500).await.unwrap(),
+            1
+        );
+        assert_eq!(left().await, 0);
     }
 }

@@ -188,7 +188,13 @@ pub(crate) fn assemble(
         &config.session.secrets,
         config.server.public_url.origin().ascii_serialization(),
     )?;
+    let claim_header_names: std::collections::BTreeSet<String> = config
+        .apps
+        .iter()
+        .flat_map(|a| a.claim_headers.keys().cloned())
+        .collect();
     let state = Arc::new(State {
+        claim_header_names: claim_header_names.into_iter().collect(),
         assertions,
         access: io.access.clone(),
         audit: io.audit.clone(),
@@ -730,9 +736,6 @@ fn build(
         audit = audit.writing_to(writer.clone());
     }
     metrics.register(audit.collector())?;
-    let housekeeping = crate::housekeeping::Housekeeping::new(store.clone(), clock.clone())?;
-    metrics.register(housekeeping.collector())?;
-    background.spawn(housekeeping.run());
     let io = Io {
         handle: background.handle().clone(),
         store: store.clone(),
@@ -755,6 +758,11 @@ fn build(
         readiness: assembled.readiness.clone(),
     }));
     let state = Arc::new(arc_swap::ArcSwap::new(assembled.state));
+    let live = state.clone();
+    let housekeeping = crate::housekeeping::Housekeeping::new(store.clone(), clock.clone())?
+        .with_idle_timeout(Box::new(move || live.load().config.session.idle_timeout));
+    metrics.register(housekeeping.collector())?;
+    background.spawn(housekeeping.run());
     let admin = admin_listener.map(|l| (l, Arc::new(Admin::new(metrics, loaded.clone(), store))));
     let reloader = reload::Reloader::new(
         io,

@@ -115,6 +115,16 @@ pub fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
         changed.push("server.tls");
         new.server.tls = old.server.tls.clone();
     }
+    // An unset public_url follows the listener that actually serves: one
+    // derived from a `listen` or `tls` not applied would send callbacks and
+    // cookies to a port or scheme nobody serves.
+    if new.server.public_url_derived {
+        let origin =
+            crate::config::model::listener_origin(new.server.listen, new.server.tls.is_some());
+        if let Some(url) = origin {
+            new.server.public_url = url;
+        }
+    }
     changed
 }
 
@@ -309,6 +319,17 @@ mod tests {
     const SECRET_B: &str = "Qm9vdHN0cmFwIHNlY3JldCBmb3IgdGVzdHMgb25seSE=";
 
     fn config(listen: &str, secret: &str, cookie: &str, client_secret: &str) -> Config {
+        let public = "public_url = \"http://127.0.0.1:8080\"";
+        config_with(listen, public, secret, cookie, client_secret)
+    }
+
+    fn config_with(
+        listen: &str,
+        public: &str,
+        secret: &str,
+        cookie: &str,
+        client_secret: &str,
+    ) -> Config {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
         std::fs::write(
@@ -316,7 +337,7 @@ mod tests {
             format!(
                 r#"[server]
 listen = "{listen}"
-public_url = "http://127.0.0.1:8080"
+{public}
 [session]
 secrets = ["{secret}"]
 cookie_name = "{cookie}"
@@ -368,5 +389,19 @@ effect = "allow"
         assert_eq!(new.server.listen, old.server.listen);
         assert_eq!(new.session.cookie_name, "pc");
         assert!(keep_restart_only(&old, &mut old.clone()).is_empty());
+    }
+
+    #[test]
+    fn an_unset_public_url_follows_the_listen_that_is_kept() {
+        let old = config_with("127.0.0.1:8080", "", SECRET_A, "pc", "one");
+        let mut new = config_with("127.0.0.1:8181", "", SECRET_A, "pc", "one");
+        assert_eq!(new.server.public_url.as_str(), "http://127.0.0.1:8181/");
+        assert_eq!(keep_restart_only(&old, &mut new), ["server.listen"]);
+        assert_eq!(new.server.public_url.as_str(), "http://127.0.0.1:8080/");
+        // One set by hand is the operator's, whatever the listener.
+        let set = "public_url = \"http://127.0.0.1:9000\"";
+        let mut new = config_with("127.0.0.1:8181", set, SECRET_A, "pc", "one");
+        keep_restart_only(&old, &mut new);
+        assert_eq!(new.server.public_url.as_str(), "http://127.0.0.1:9000/");
     }
 }

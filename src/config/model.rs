@@ -93,6 +93,13 @@ impl Config {
     }
 }
 
+/// The origin `public_url` defaults to: `listen` with `https` when the
+/// listener has TLS, else `http`.
+pub fn listener_origin(listen: SocketAddr, tls: bool) -> Option<Url> {
+    let scheme = if tls { "https" } else { "http" };
+    Url::parse(&format!("{scheme}://{listen}")).ok()
+}
+
 /// `[server]`
 #[derive(Debug, Clone, Serialize)]
 pub struct Server {
@@ -105,6 +112,10 @@ pub struct Server {
     /// The external origin (scheme, host, port).
     #[serde(serialize_with = "ser_origin")]
     pub public_url: Url,
+    /// `public_url` was not set: it is `listen` with the scheme `tls` gives
+    /// (a reload that keeps the running `listen` or `tls` derives it again).
+    #[serde(skip)]
+    pub public_url_derived: bool,
     /// Peers allowed to set `X-Forwarded-*` / `X-Original-URL`.
     #[serde(serialize_with = "ser_display_list")]
     pub trusted_proxies: Vec<IpNet>,

@@ -60,6 +60,9 @@ pub struct State {
     pub sessions: Arc<Sessions>,
     /// Each app's `[[app.policy]]` rules, compiled, in config order.
     pub app_rules: Vec<crate::policy::Rules>,
+    /// Every app's `claim_headers` names (canonical, once each): client
+    /// copies go from every request, whichever app it is for.
+    pub claim_header_names: Vec<String>,
     /// Machine-token verification and its cache.
     pub bearer: Arc<crate::bearer::Bearer>,
     /// Identity assertions: keys derived from the session secrets, and the cache.
@@ -354,12 +357,17 @@ fn decide(
     let host = ctx.host.as_deref();
     if routes::is_auth_path(path) {
         ctx.app = state.router.route_host(host);
-        // The sign-in host answers /_auth/* (callbacks) even when no app is served there.
+        let route = routes::classify(path);
+        // The sign-in host answers /_auth/* (callbacks) even when no app is
+        // served there. Forward auth answers on any host: Traefik (and nginx
+        // without `proxy_set_header Host`) send the check with its own
+        // address as `Host`, and name the request asked about in
+        // `X-Forwarded-Host`; `check` decides on that target.
         let sign_in_host = host.is_some_and(|h| state.origins.is_sign_in_host(h));
-        if ctx.app.is_none() && !sign_in_host {
+        if ctx.app.is_none() && !sign_in_host && route != routes::AuthRoute::Check {
             return Decision::Reject(Rejection::NoApp);
         }
-        return Decision::Auth(routes::classify(path));
+        return Decision::Auth(route);
     }
     let Some(index) = state.router.route(host, path) else {
         return Decision::Reject(Rejection::NoApp);

@@ -129,7 +129,7 @@ pub async fn forward(
     let app = ctx.app.and_then(|i| state.config.apps.get(i));
     // Into the connection's lent buffer: allocated once, not per request.
     let tunnel = on_upgrade.is_some();
-    let mut headers = client_headers(state, conn, ex, app, tunnel, ctx);
+    let mut headers = client_headers(state, conn, ex, tunnel, ctx);
     add_identity(state, ctx, app, &mut headers);
 
     let (request, progress) = upstream_request(ex, uri, headers, target.read_timeout);
@@ -257,14 +257,13 @@ fn gateway_cookies(state: &State) -> [&str; 2] {
 
 /// The client's request headers as the upstream may see them, moved out of
 /// the request: filtered before the gateway adds its own (PRX-04), the
-/// upgrade kept for a tunnel, the gateway's cookies and `app`'s claim
+/// upgrade kept for a tunnel, the gateway's cookies and every app's claim
 /// header names gone; and the forwarding headers, in `ctx`'s spare list,
 /// which go beside it.
 fn client_headers(
     state: &State,
     conn: &Conn,
     ex: &mut Exchange,
-    app: Option<&App>,
     tunnel: bool,
     ctx: &mut Ctx,
 ) -> http::HeaderMap {
@@ -321,10 +320,9 @@ fn client_headers(
         join_cookies(&mut headers);
     }
     upstream::strip_gateway_cookies(&mut headers, &gateway_cookies(state));
-    // Claim header names are the gateway's on every request, public paths too.
-    if let Some(app) = app {
-        upstream::strip_claim_headers(&mut headers, &app.claim_headers);
-    }
+    // Claim header names are the gateway's on every request, public paths
+    // too, and whichever app names them: two apps may share an upstream.
+    upstream::strip_claim_headers(&mut headers, &state.claim_header_names);
     headers
 }
 

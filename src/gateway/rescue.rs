@@ -488,7 +488,12 @@ pub fn refuse_logout(session: &mut Exchange, ctx: &mut Ctx, refusal: LogoutRefus
         ctx.refused = Some(reason);
     }
     let (error, description) = refusal.explain();
-    let body = serde_json::json!({"error": error, "error_description": description}).to_string();
+    let body = serde_json::json!({
+        "error": error,
+        "error_description": description,
+        "request_id": ctx.request_id.as_str(),
+    })
+    .to_string();
     let allow = [("allow", "POST".to_string())];
     let extra: &[(&'static str, String)] = match refusal {
         LogoutRefusal::NotPost => &allow,

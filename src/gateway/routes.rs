@@ -1712,14 +1712,14 @@ fn check_refuses(state: &State, session: &mut Exchange, ctx: &mut Ctx, path: Opt
     });
     let (json, challenge) = match ended {
         Some(Rejection::SessionEnded { description, .. }) => (
-            serde_json::json!({"error": "invalid_token", "error_description": description}),
+            serde_json::json!({"error": "invalid_token", "error_description": description, "request_id": ctx.request_id.as_str()}),
             format!(
                 "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{}\"",
                 rescue::quoted_string(&description)
             ),
         ),
         _ => (
-            serde_json::json!({"error": "unauthorized", "error_description": "no valid session or token"}),
+            serde_json::json!({"error": "unauthorized", "error_description": "no valid session or token", "request_id": ctx.request_id.as_str()}),
             "Bearer realm=\"portcullis\"".to_string(),
         ),
     };

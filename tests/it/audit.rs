@@ -583,12 +583,15 @@ async fn back_channel_logout_and_a_session_the_gateway_ends_write_their_audit_li
                 .send()
                 .await
                 .unwrap()
-                .status()
         }
     };
-    // A token that does not verify: refused, `logout_token_invalid`.
-    assert_eq!(post("not.a.jwt".into()).await, 400);
+    // A token that does not verify: refused, `logout_token_invalid`; the
+    // JSON answer names the request as the audit line does.
+    let answer = post("not.a.jwt".into()).await;
+    assert_eq!(answer.status(), 400);
+    let answer: Value = answer.json().await.unwrap();
     let refused = run.nth("refusal", "logout_token_invalid", 1).await;
+    assert_eq!(answer["request_id"], refused["request_id"], "{answer}");
     assert_eq!(refused["source"], "demo");
     assert_eq!(refused["status"], 400);
     assert_eq!(refused["client_ip"], CLIENT_IP);
@@ -608,14 +611,14 @@ async fn back_channel_logout_and_a_session_the_gateway_ends_write_their_audit_li
     );
     let token = run.demo.sign(&claims).unwrap();
     run.secrets.push(token.clone());
-    assert_eq!(post(token.clone()).await, 200);
+    assert_eq!(post(token.clone()).await.status(), 200);
     let logout = run.nth("backchannel_logout", "none", 1).await;
     assert_eq!(logout["source"], "demo");
     assert_eq!(logout["sessions"], 1);
     assert_eq!(logout["client_ip"], CLIENT_IP);
     assert_eq!(logout["request_id"].as_str().map(str::len), Some(12));
     // The same token again: `logout_token_replayed`.
-    assert_eq!(post(token).await, 400);
+    assert_eq!(post(token).await.status(), 400);
     run.nth("refusal", "logout_token_replayed", 1).await;
 
     // A session whose access token cannot be renewed is ended by the gateway: `revocation`.

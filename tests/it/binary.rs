@@ -266,6 +266,15 @@ effect = "allow"
     assert_eq!(anonymous.status(), 401);
     let shown: serde_json::Value = anonymous.json().await.unwrap();
     let shown_id = shown["request_id"].as_str().unwrap().to_string();
+    // Forward auth's 401 names its request too.
+    let checked = c
+        .get(format!("http://{listen}/_auth/check"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(checked.status(), 401);
+    let checked: serde_json::Value = checked.json().await.unwrap();
+    let check_id = checked["request_id"].as_str().unwrap().to_string();
 
     let access = access_fields(&stop(child, rx));
     let line = |path: &str| {
@@ -285,6 +294,7 @@ effect = "allow"
     assert_eq!(refused["status"], 401);
     assert_eq!(refused["request_id"], shown_id.as_str());
     assert_ne!(refused["request_id"], deploy["request_id"]);
+    assert_eq!(line("/_auth/check")["request_id"], check_id.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -735,7 +735,8 @@ fn claim_headers_refuse_reserved_malformed_and_repeated_names() {
         "{}\n[[app]]\nname = \"wiki\"\nupstream = \"http://127.0.0.1:3000\"\n\
          claim_headers = {{ \"Host\" = \"a\", \"Cookie\" = \"a\", \"authorization\" = \"a\", \"Transfer-Encoding\" = \"a\", \
          \"X-Forwarded-User\" = \"a\", \"X-Auth-Request-Team\" = \"a\", \"X-Portcullis-Assertion\" = \"a\", \
-         \"X_Team\" = \"a\", \"Bad Name\" = \"a\", \"X-Empty\" = \"\", \"X-Team\" = \"org.team\", \"x-team\" = \"org.team\" }}\n\
+         \"X_Team\" = \"a\", \"Bad Name\" = \"a\", \"X-Empty\" = \"\", \"X-Team\" = \"org.team\", \"x-team\" = \"org.team\", \
+         \"X-Ns\" = '\"kubernetes.io.namespace', \"X-Dots\" = \"a..b\" }}\n\
          [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         base_config()
     );
@@ -766,13 +767,25 @@ fn claim_headers_refuse_reserved_malformed_and_repeated_names() {
         "{msg}"
     );
     assert!(msg.contains("`x-team` is given twice"), "{msg}");
+    // A claim path is read as a source's `claims` are: one that does not
+    // parse would never find its claim.
+    assert!(
+        msg.contains(
+            "app[wiki].claim_headers.X-Ns: `\"kubernetes.io.namespace`: a quoted segment has no closing quote"
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("claim_headers.X-Dots: `a..b`: empty segment"),
+        "{msg}"
+    );
     assert!(
         msg.contains("PORTCULLIS_APP__0__CLAIM_HEADERS__HOST"),
         "{msg}"
     );
     // A valid table loads.
     let ok = format!(
-        "{}\n[[app]]\nname = \"wiki\"\nupstream = \"http://127.0.0.1:3000\"\nclaim_headers = {{ \"X-Team\" = \"org.team\" }}\n\
+        "{}\n[[app]]\nname = \"wiki\"\nupstream = \"http://127.0.0.1:3000\"\nclaim_headers = {{ \"X-Team\" = \"org.team\", \"X-Ns\" = '\"kubernetes.io\".namespace' }}\n\
          [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         base_config()
     );

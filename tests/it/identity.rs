@@ -405,4 +405,8 @@ async fn token_claims_feed_app_policies_and_claim_headers() {
     assert_eq!(r.status(), 200);
     let seen = upstream.requests().pop().unwrap();
     assert_eq!(seen.header("x-repo"), None);
+    // `X-Ref` is the deploy app's claim header, not this app's; the two share
+    // an upstream, so a client's copy goes on this app's requests too.
+    assert_eq!(seen.header("x_ref"), None);
+    assert_eq!(seen.header("x-ref"), None);
 }

@@ -519,11 +519,19 @@ pub(crate) fn token_with_groups(
 /// An app where everyone signed in may go anywhere except `/admin`, which only
 /// group `admins` may open, with a public `/public/` (DESIGN "Access rules and paths").
 async fn guarded_app(server_extra: &str) -> (Gateway, Upstream, portcullis::demo::Provider) {
+    guarded_app_with(server_extra, "").await
+}
+
+/// [`guarded_app`] with `app_extra` added to the app's table.
+async fn guarded_app_with(
+    server_extra: &str,
+    app_extra: &str,
+) -> (Gateway, Upstream, portcullis::demo::Provider) {
     let provider = token_provider().await;
     let up = Upstream::start("guarded").await;
     let gw = Gateway::start_full(&format!(
         "{}\n[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\n\
-         [[app]]\nname = \"guarded\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"guarded\"]\n\
+         [[app]]\nname = \"guarded\"\n{app_extra}\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"guarded\"]\n\
          public_paths = [\"/public/\"]\n\
          [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n\
          [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\ngroups = [\"admins\"]\npath_prefix = \"/admin\"\n",
@@ -635,6 +643,60 @@ async fn prx06_hostile_path_spellings_are_decided_on_and_forwarded_as_one_canoni
             }
         }
     }
+}
+
+/// Traefik's `forwardAuth` (and nginx without `proxy_set_header Host`)
+/// sends the check with the gateway's own address as `Host` and names the
+/// request asked about in `X-Forwarded-Host`: the check answers for that
+/// target, though its own `Host` is neither an app host nor the sign-in
+/// host. Other gateway endpoints on such a host stay 404.
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_auth_sent_to_the_gateway_s_own_address_decides_on_the_forwarded_host() {
+    let (gw, up, provider) = guarded_app_with(
+        "trusted_proxies = [\"127.0.0.1/32\"]\n",
+        "host = \"guarded.example\"",
+    )
+    .await;
+    let token = |user: &str, groups: &[&str]| {
+        format!(
+            "Authorization: Bearer {}\r\n",
+            token_with_groups(&provider, user, groups)
+        )
+    };
+    let check = |headers: &str| {
+        let req = format!(
+            "GET /_auth/check HTTP/1.1\r\nHost: portcullis:4180\r\n{headers}Connection: close\r\n\r\n"
+        );
+        let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+        (resp.get(9..12).unwrap().parse::<u16>().unwrap(), resp)
+    };
+    let admin_path = "X-Forwarded-Proto: https\r\nX-Forwarded-Host: guarded.example\r\nX-Forwarded-Uri: /admin\r\n";
+    let (status, resp) = check(admin_path);
+    assert_eq!(status, 401, "{resp}");
+    let (status, resp) = check(&format!("{admin_path}{}", token("guest", &["staff"])));
+    assert_eq!(status, 403, "{resp}");
+    let (status, resp) = check(&format!("{admin_path}{}", token("root", &["admins"])));
+    assert_eq!(status, 200, "{resp}");
+    assert!(
+        resp.to_ascii_lowercase()
+            .contains("x-auth-request-user: root"),
+        "{resp}"
+    );
+    // A target no app serves admits nobody, whatever the check's own host.
+    let (status, resp) = check(&format!(
+        "X-Forwarded-Host: elsewhere.example\r\nX-Forwarded-Uri: /\r\n{}",
+        token("root", &["admins"])
+    ));
+    assert_eq!(status, 401, "{resp}");
+    assert!(
+        resp.contains("no application here accepts bearer tokens"),
+        "{resp}"
+    );
+    // Only the check answers on a host that is no app's and not the sign-in host.
+    let req = "GET /_auth/sign_in HTTP/1.1\r\nHost: portcullis:4180\r\nConnection: close\r\n\r\n";
+    let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+    assert!(up.requests().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -470,6 +470,63 @@ oidc_well_known_url = "{wk}"
     drop(provider);
 }
 
+/// Without `public_url` the gateway's origin is its `listen`: a reload that
+/// changes `listen` (restart-only) keeps the running listener, and sign-in
+/// keeps naming that listener's address as its callback, not the new one
+/// nothing serves yet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_changes_listen_without_public_url_keeps_callbacks_on_the_running_listener() {
+    let (port, other) = (free_port(), free_port());
+    let config = |port: u16| {
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
+threads = 1
+[session]
+secrets = ["{SECRET}"]
+[store]
+url = "sqlite::memory:"
+[[source]]
+slug = "corp"
+type = "openidconnect"
+consumer_key = "gw"
+consumer_secret = "s"
+authorization_url = "https://idp.example/auth"
+access_token_url = "https://idp.example/token"
+profile_url = "https://idp.example/userinfo"
+issuer = "https://idp.example"
+oidc_jwks = '{{"keys":[]}}'
+{}"#,
+            app("wiki", "/", "http://127.0.0.1:9", "")
+        )
+    };
+    let file = config_file(&config(port));
+    let bin = Bin::start(&file.path);
+    let callback = |body: &str| {
+        format!("redirect_uri=http%3A%2F%2F127.0.0.1%3A{body}%2F_auth%2Fcallback%2Fcorp")
+    };
+    let login = || async {
+        let r = client()
+            .get(format!("http://127.0.0.1:{port}/_auth/login/corp"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        r.headers()["location"].to_str().unwrap().to_string()
+    };
+    assert!(login().await.contains(&callback(&port.to_string())));
+
+    std::fs::write(&file.path, config(other)).unwrap();
+    bin.hup();
+    bin.wait_generation(2).await;
+    let logs = bin.logs_containing(&["server.listen"]);
+    assert!(logs.contains("restart"), "{logs}");
+    let to = login().await;
+    assert!(to.contains(&callback(&port.to_string())), "{to}");
+    assert!(!to.contains(&other.to_string()), "{to}");
+}
+
 /// A GET carrying and absorbing the jar's cookies.
 async fn get_with(
     c: &reqwest::Client,

@@ -384,6 +384,11 @@ fn claim_headers(
             c.fail(key, "empty claim path: name a claim, e.g. \"org.team\"");
             continue;
         }
+        // As a source's `claims`: a path that does not parse would find nothing.
+        if let Err(e) = crate::config::claim_path::parse_path(&path) {
+            c.fail(key, format!("`{path}`: {e}"));
+            continue;
+        }
         if out.insert(canonical, path).is_some() {
             c.fail(
                 key,

@@ -71,6 +71,7 @@ pub(super) fn server(c: &mut Check<'_>, raw: RawServer) -> Option<Server> {
         listen: listen?,
         admin_listen,
         public_url: public_url?,
+        public_url_derived: raw.public_url.is_none(),
         trusted_proxies,
         tls,
         threads: threads.max(1),
@@ -120,8 +121,7 @@ fn public_url(
             u
         }
         None => {
-            let scheme = if tls { "https" } else { "http" };
-            let u = listen.and_then(|l| Url::parse(&format!("{scheme}://{l}")).ok());
+            let u = listen.and_then(|l| crate::config::model::listener_origin(l, tls));
             // SES-02 holds for the default too: `listen = "0.0.0.0:8080"` alone
             // would serve cookies without Secure on a public interface.
             if let Some(u) = u

@@ -234,6 +234,13 @@ pub enum Purge {
     /// Handoff codes past `expires_at` (used ones are deleted when traded,
     /// and a purged session takes its codes with it).
     HandoffCodes,
+    /// Sessions whose last recorded use is before `unused_since`: with
+    /// `session.idle_timeout`, ended for good (housekeeping leaves a margin
+    /// for uses not yet written).
+    IdleSessions {
+        /// Unix seconds; `now` is not read.
+        unused_since: i64,
+    },
 }
 
 impl Purge {
@@ -243,7 +250,7 @@ impl Purge {
     /// The table name, as the metric's `table` label.
     pub fn table(self) -> &'static str {
         match self {
-            Purge::Sessions => "sessions",
+            Purge::Sessions | Purge::IdleSessions { .. } => "sessions",
             Purge::HandoffCodes => "handoff_codes",
         }
     }

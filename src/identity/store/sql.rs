@@ -881,10 +881,19 @@ where
                  WHERE expires_at < $1 LIMIT $2{})",
                 DB::SKIP_LOCKED
             ),
+            Purge::IdleSessions { .. } => format!(
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                 WHERE last_used_at < $1 LIMIT $2{})",
+                DB::SKIP_LOCKED
+            ),
+        };
+        let before = match table {
+            Purge::IdleSessions { unused_since } => unused_since,
+            Purge::Sessions | Purge::HandoffCodes => now,
         };
         self.execute(
             sqlx::query::<DB>(AssertSqlSafe(sql))
-                .bind(now)
+                .bind(before)
                 .bind(i64::from(batch)),
         )
         .await
@@ -1173,7 +1182,42 @@ mod tests {
         };
     }
 
+    async fn purge_of_idle_sessions_removes_only_those_unused_since_the_cutoff(
+        store: Arc<dyn UserStore>,
+    ) {
+        let long = |id: &str| NewSession {
+            expires_at: NOW + 86_400,
+            ..session(id, "corp")
+        };
+        let user = store.enroll(&ada(), &long("unused"), NOW).await.unwrap();
+        store
+            .sign_in(&user.id, &ada(), &long("used"), NOW)
+            .await
+            .unwrap();
+        assert!(store.touch_session("used", NOW + 500, 1).await.unwrap());
+        let idle = Purge::IdleSessions {
+            unused_since: NOW + 100,
+        };
+        assert_eq!(idle.table(), "sessions");
+        assert_eq!(store.purge_batch(idle, NOW, 500).await.unwrap(), 1);
+        let left: Vec<String> = store
+            .user_sessions(&user.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(left, ["used"]);
+        assert_eq!(store.purge_batch(idle, NOW, 500).await.unwrap(), 0);
+        // Used exactly at the cutoff: kept.
+        let at = Purge::IdleSessions {
+            unused_since: NOW + 500,
+        };
+        assert_eq!(store.purge_batch(at, NOW, 500).await.unwrap(), 0);
+    }
+
     on_both_backends!(
+        purge_of_idle_sessions_removes_only_those_unused_since_the_cutoff,
         purge_removes_only_expired_and_revoked_sessions_in_bounded_batches,
         enroll_then_user_by_connection_finds_the_user,
         username_collisions_get_deterministic_suffixes,
