@@ -188,13 +188,8 @@ pub(crate) fn assemble(
         &config.session.secrets,
         config.server.public_url.origin().ascii_serialization(),
     )?;
-    let claim_header_names: std::collections::BTreeSet<String> = config
-        .apps
-        .iter()
-        .flat_map(|a| a.claim_headers.keys().cloned())
-        .collect();
     let state = Arc::new(State {
-        claim_header_names: claim_header_names.into_iter().collect(),
+        claim_header_names: claim_header_names(&config),
         assertions,
         access: io.access.clone(),
         audit: io.audit.clone(),
@@ -223,6 +218,16 @@ pub(crate) fn assemble(
         fresh_sources,
         fresh_bearer: kept_bearer.is_none(),
     })
+}
+
+/// Every app's `claim_headers` names, once each.
+fn claim_header_names(config: &Config) -> Vec<String> {
+    let names: std::collections::BTreeSet<&String> = config
+        .apps
+        .iter()
+        .flat_map(|a| a.claim_headers.keys())
+        .collect();
+    names.into_iter().cloned().collect()
 }
 
 /// The sessions of `config`, with an empty cache.
