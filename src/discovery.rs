@@ -187,7 +187,10 @@ pub fn resolve(source: &Source, doc: Option<&Document>) -> Result<Endpoints, Dis
      -> Result<Option<Url>, DiscoveryError> {
         match (configured, discovered) {
             (Some(c), Some(d)) => {
-                if Url::parse(d).map_or(true, |d| d != *c) {
+                // A preset's own choice (Entra ID's Graph profile) is no
+                // operator override to report.
+                let by_hand = !source.preset_urls.contains(&key);
+                if by_hand && Url::parse(d).map_or(true, |d| d != *c) {
                     overridden.push((key, d.clone(), c.to_string()));
                 }
                 Ok(Some(c.clone()))
@@ -267,6 +270,58 @@ mod tests {
             id_token_signing_alg_values_supported: vec!["RS256".into()],
             authorization_response_iss_parameter_supported: false,
         }
+    }
+
+    /// Two Entra ID sources: the preset's Graph profile URL, and one set by hand.
+    fn entraid_sources() -> Vec<Source> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        let source = |slug: &str, extra: &str| {
+            format!(
+                "[[source]]\nslug = \"{slug}\"\ntype = \"entraid\"\ntenant = \"contoso.onmicrosoft.com\"\n\
+                 consumer_key = \"c\"\nconsumer_secret = \"s\"\n{extra}"
+            )
+        };
+        std::fs::write(
+            &file,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:8080\"\n[session]\nsecrets = [\"feeQnjJyhqAI92I28IgVDanqRnYHerVyw+5HfOJDMK8=\"]\n\
+                 [store]\nurl = \"sqlite::memory:\"\n{}{}\
+                 [[app]]\nname = \"wiki\"\nupstream = \"http://127.0.0.1:9\"\nsources = [\"ms\", \"own\"]\n\
+                 [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+                source("ms", ""),
+                source("own", "profile_url = \"https://profile.example/me\"\n"),
+            ),
+        )
+        .unwrap();
+        crate::config::load_with_env(&file, Vec::<(String, String)>::new())
+            .unwrap()
+            .sources
+    }
+
+    #[test]
+    fn a_preset_s_own_url_wins_over_discovery_without_being_reported_as_set_by_hand() {
+        let sources = entraid_sources();
+        let issuer = "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0";
+        let preset = resolve(&sources[0], Some(&doc(issuer))).unwrap();
+        assert!(
+            preset
+                .profile
+                .as_ref()
+                .is_some_and(|u| u.host_str() == Some("graph.microsoft.com")),
+            "{:?}",
+            preset.profile
+        );
+        assert_eq!(preset.overridden, vec![]);
+        let by_hand = resolve(&sources[1], Some(&doc(issuer))).unwrap();
+        assert_eq!(
+            by_hand.overridden,
+            vec![(
+                "profile_url",
+                format!("{issuer}/userinfo"),
+                "https://profile.example/me".to_string()
+            )]
+        );
     }
 
     #[test]

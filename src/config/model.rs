@@ -233,16 +233,40 @@ fn ser_store_url<S: Serializer>(url: &Secret<String>, s: S) -> Result<S::Ok, S::
     s.serialize_str(&redact_url_password(url.expose()))
 }
 
-/// The URL with any password replaced, for printing.
+/// Query parameters of a database URL that hold a secret (sqlx reads the
+/// password from `?password=` too; `sslpassword` unlocks the client key).
+const SECRET_URL_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
+
+/// The URL with any password replaced (in the user part and in the query),
+/// for printing.
 pub fn redact_url_password(raw: &str) -> String {
-    match Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
-            // set_password only fails for URLs that cannot have one, which this has.
-            let _ = u.set_password(Some("redacted"));
-            u.to_string()
-        }
-        _ => raw.to_string(),
+    let Ok(mut u) = Url::parse(raw) else {
+        return raw.to_string();
+    };
+    if u.password().is_some() {
+        // set_password only fails for URLs that cannot have one, which this has.
+        let _ = u.set_password(Some("redacted"));
     }
+    let secret = |k: &str| {
+        SECRET_URL_PARAMETERS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(k))
+    };
+    if u.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "redacted".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 /// The protocol or vendor of a source.
@@ -389,6 +413,10 @@ pub struct Source {
     /// JWKS URL set by hand (wins over discovery).
     #[serde(serialize_with = "ser_opt_display")]
     pub oidc_jwks_url: Option<Url>,
+    /// Keys of the URLs above that the vendor preset gave, not the config:
+    /// they win over discovery too, but nobody set them by hand.
+    #[serde(skip)]
+    pub preset_urls: Vec<&'static str>,
     /// Inline JWKS document.
     pub oidc_jwks: Option<String>,
     /// Scopes requested at sign-in.
@@ -619,5 +647,13 @@ mod tests {
             redact_url_password("postgres://u:pw@db/x"),
             "postgres://u:redacted@db/x"
         );
+        // sqlx reads a password from the query too.
+        assert_eq!(
+            redact_url_password(
+                "postgres://u@db/x?sslmode=require&Password=hunter2&sslpassword=k3y"
+            ),
+            "postgres://u@db/x?sslmode=require&Password=redacted&sslpassword=redacted"
+        );
+        assert_eq!(redact_url_password("sqlite::memory:"), "sqlite::memory:");
     }
 }

@@ -56,7 +56,7 @@ pub enum Refusal {
     #[error("Several users have this {0}; ask an administrator to link your account.")]
     Ambiguous(&'static str),
     /// Enrollment is closed for the source.
-    #[error("New accounts cannot be created through this provider.")]
+    #[error("Enrollment is closed: new accounts cannot be created through this provider.")]
     EnrollClosed,
 }
 

@@ -90,16 +90,39 @@ pub async fn settle(
         trust_email: source.trust_email,
     };
     let outcome = flow::decide(&facts);
-    source_policy_allows(rules, &outcome, identity, claims)?;
+    // The local user the outcome signs in as, where one exists already.
+    let local = match &outcome {
+        Outcome::Authenticate(id) | Outcome::Link(id) => {
+            [connected.as_ref(), link_to, matched_user(&facts)]
+                .into_iter()
+                .flatten()
+                .find(|u| &u.id == id)
+        }
+        Outcome::Enroll(_) | Outcome::Refuse(_) => None,
+    };
+    source_policy_allows(rules, &outcome, identity, local, claims)?;
     write(store, outcome, identity, session, now).await
 }
 
+/// The user a matching mode found, if any.
+fn matched_user<'a>(facts: &Facts<'a>) -> Option<&'a User> {
+    match facts.matched {
+        Match::Found(u) => Some(u),
+        _ => None,
+    }
+}
+
 /// The source's policy for what the outcome would do (`authenticate`,
-/// `link`, `enroll`), asked about the user as the source describes them now.
+/// `link`, `enroll`), asked about the user as the source describes them now,
+/// under their local username where they have one (`local`): `users`
+/// names local users, as access rules do (a rename, or a collision suffix
+/// at enrollment, makes the two differ; the provider's name may be one its
+/// holder chose).
 fn source_policy_allows(
     rules: &Rules,
     outcome: &Outcome,
     identity: &Identity,
+    local: Option<&User>,
     claims: &serde_json::Value,
 ) -> Result<(), SignInError> {
     let action = match outcome {
@@ -108,8 +131,11 @@ fn source_policy_allows(
         Outcome::Enroll(_) => PolicyAction::Enroll,
         Outcome::Refuse(_) => return Ok(()),
     };
-    // The user as the source describes them now: what enrolling would create.
-    let username = identity.username.as_deref().unwrap_or(&identity.identifier);
+    // Without a local user: the name enrolling would start from.
+    let username = local.map_or_else(
+        || identity.username.as_deref().unwrap_or(&identity.identifier),
+        |u| u.username.as_str(),
+    );
     let subject = Subject {
         username,
         email: identity.email.as_deref(),

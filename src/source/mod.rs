@@ -666,7 +666,7 @@ impl Sources {
             && src
                 .scopes
                 .iter()
-                .any(|s| s == vendors::github::MEMBERSHIP_SCOPE)
+                .any(|s| vendors::github::reads_memberships(s))
         {
             let groups = self
                 .github_memberships(src, profile_url, access_token)

@@ -384,7 +384,12 @@ fn invalid_config_exits_with_code_2_and_check_prints_redacted() {
         "{err}"
     );
 
-    let good = config_file(&format!("{}{APP}", base_config()));
+    // A store password in the query is a password too (sqlx reads it there).
+    let store = "url = \"postgres://portcullis@127.0.0.1:9/p?password=hunter2&sslmode=prefer\"";
+    let good = config_file(&format!(
+        "{}{APP}",
+        base_config().replace("url = \"sqlite::memory:\"", store)
+    ));
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["check", "--config"])
         .arg(&good.path)
@@ -399,6 +404,11 @@ fn invalid_config_exits_with_code_2_and_check_prints_redacted() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("<redacted>"), "{text}");
     assert!(!text.contains(SECRET), "the secret was printed:\n{text}");
+    assert!(
+        !text.contains("hunter2"),
+        "the store password was printed:\n{text}"
+    );
+    assert!(text.contains("password=redacted"), "{text}");
 }
 
 #[test]

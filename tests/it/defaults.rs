@@ -167,6 +167,26 @@ fn apps_that_make_no_access_decision_need_no_rule_and_any_access_rule_states_it(
     assert!(msg.contains("app[wiki].policy: missing"), "{msg}");
 }
 
+/// A sign-in has no request path: a source rule with one would never
+/// apply (an allow restricting nobody, a deny refusing nobody).
+#[test]
+fn a_source_rule_with_a_path_prefix_is_a_config_error() {
+    for effect in ["allow", "deny"] {
+        let msg = problems(
+            &format!(
+                "{}{SOURCE}[[source.policy]]\non = [\"enroll\"]\neffect = \"{effect}\"\nemail_domains = [\"corp.example\"]\npath_prefix = \"/\"\n{}",
+                base_config(),
+                app(ALLOW_ALL)
+            ),
+            &[],
+        );
+        assert!(
+            msg.contains("source[corp].policy[0].path_prefix: only access rules ([[app.policy]]) have a path_prefix"),
+            "{effect}: {msg}"
+        );
+    }
+}
+
 #[test]
 fn a_rule_path_prefix_must_be_written_as_requests_are_matched() {
     for (prefix, want) in [

@@ -685,7 +685,9 @@ async fn enrollment_can_be_closed() {
     let mut s = Setup::start_with("enroll = false", |_| {}).await;
     let r = s.sign_in().await;
     assert_eq!(r.status(), 403);
-    assert!(r.text().await.unwrap().contains("cannot be created"));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Enrollment is closed"), "{page}");
+    assert!(page.contains("cannot be created"), "{page}");
     assert_eq!(s.users().await, 0);
 }
 
@@ -1281,6 +1283,28 @@ async fn email_deny_refuses_an_email_an_existing_user_holds_unverified() {
     assert_eq!(r.status(), 403);
     assert!(session_cookies_set(&r).is_empty());
     assert_eq!((s.users().await, s.connections().await), (1, 1));
+}
+
+/// `users` in a source rule names local users, as in access rules: after
+/// `users rename`, the rule on the new name refuses her and the provider's
+/// name (which may be one its holder chose) no longer matches.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_rule_s_users_names_the_local_user_not_the_provider_s_name() {
+    let mut s = Setup::start_with(
+        "[[source.policy]]\non = [\"authenticate\"]\neffect = \"deny\"\nusers = [\"lovelace\"]\nmessage = \"lovelace is suspended\"",
+        |_| {},
+    )
+    .await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let store = portcullis::identity::store::open(&s.db).await.unwrap();
+    let (user, _) = store.list_users().await.unwrap().remove(0);
+    assert_eq!(user.username, "alice");
+    assert!(store.rename_user(&user.id, "lovelace").await.unwrap());
+    s.jar = Jar::default();
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("lovelace is suspended"));
+    assert!(session_cookies_set(&s.sign_in().await).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

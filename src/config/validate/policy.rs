@@ -69,7 +69,16 @@ fn policy(
             }
         });
     if let Some(pp) = p.path_prefix.as_deref() {
-        canonical_prefix(c, at.key("path_prefix"), pp);
+        if actions.iter().any(|(_, a)| *a == PolicyAction::Access) {
+            canonical_prefix(c, at.key("path_prefix"), pp);
+        } else {
+            // A sign-in has no request path: the rule would never apply,
+            // so an allow would not restrict and a deny would not refuse.
+            c.fail(
+                at.key("path_prefix"),
+                "only access rules ([[app.policy]]) have a path_prefix: a sign-in has no request path",
+            );
+        }
     }
     Policy {
         on,

@@ -89,6 +89,7 @@ pub(super) fn source(c: &mut Check<'_>, at: &KeyPath, mut raw: RawSource) -> Opt
         profile_url: urls.profile_url,
         request_token_url: urls.request_token_url,
         oidc_jwks_url: urls.oidc_jwks_url,
+        preset_urls: urls.from_preset,
         oidc_jwks: raw.oidc_jwks,
         scopes,
         pkce,
@@ -219,6 +220,8 @@ fn consumer_secret(c: &mut Check<'_>, at: &KeyPath, raw: &mut RawSource) -> Opti
 
 /// A source's provider URLs and issuer, each as configured else from the preset.
 struct Urls {
+    /// Keys whose URL the vendor preset gave (the config set none).
+    from_preset: Vec<&'static str>,
     oidc_well_known_url: Option<url::Url>,
     authorization_url: Option<url::Url>,
     access_token_url: Option<url::Url>,
@@ -256,10 +259,15 @@ fn urls(
                 crate::config::presets::ExpandedUrls::default()
             }
         };
-    let mut url = |key: &str, configured: Option<&str>, preset: Option<&str>| {
+    let mut from_preset = Vec::new();
+    let mut url = |key: &'static str, configured: Option<&str>, preset: Option<&str>| {
+        if configured.is_none() && preset.is_some() {
+            from_preset.push(key);
+        }
         c.provider_url(at.key(key), configured.or(preset))
     };
-    let urls = Urls {
+    let mut urls = Urls {
+        from_preset: Vec::new(),
         oidc_well_known_url: url(
             "oidc_well_known_url",
             raw.oidc_well_known_url.as_deref(),
@@ -288,6 +296,7 @@ fn urls(
         ),
         issuer: raw.issuer.clone().or(expanded.issuer.clone()),
     };
+    urls.from_preset = from_preset;
     inline_jwks(c, at, raw.oidc_jwks.as_deref());
     if let Some(e) = urls.issuer.as_deref().and_then(issuer_problem) {
         c.fail(at.key("issuer"), e);

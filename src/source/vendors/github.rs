@@ -19,6 +19,12 @@ pub fn emails_url(profile_url: &Url) -> Url {
 
 /// The scope that lets `/user/orgs` and `/user/teams` answer.
 pub const MEMBERSHIP_SCOPE: &str = "read:org";
+
+/// Whether `scope` grants reading memberships: `read:org`, or the wider
+/// `write:org` and `admin:org` that include it (GitHub's scope docs).
+pub fn reads_memberships(scope: &str) -> bool {
+    matches!(scope, MEMBERSHIP_SCOPE | "write:org" | "admin:org")
+}
 /// Entries per page asked for (GitHub's maximum).
 pub const PER_PAGE: u32 = 100;
 /// Pages read per list at most: 1000 organisations or teams; more are cut
@@ -104,6 +110,22 @@ pub fn primary_verified_email(emails: &Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn read_org_and_the_scopes_that_include_it_read_memberships() {
+        for scope in ["read:org", "write:org", "admin:org"] {
+            assert!(reads_memberships(scope), "{scope}");
+        }
+        for scope in [
+            "read:user",
+            "user:email",
+            "org",
+            "READ:ORG",
+            "admin:org_hook",
+        ] {
+            assert!(!reads_memberships(scope), "{scope}");
+        }
+    }
+
     use super::*;
     use serde_json::json;
 
