@@ -117,10 +117,9 @@ pub fn safe_rd_for(raw: Option<&str>, origins: &Origins) -> String {
     let Some(r) = raw else {
         return "/".to_string();
     };
-    if is_safe(r) {
-        return r.to_string();
-    }
-    absolute(r, origins).unwrap_or_else(|| "/".to_string())
+    relative(r)
+        .or_else(|| absolute(r, origins))
+        .unwrap_or_else(|| "/".to_string())
 }
 
 /// `raw` as an absolute URL on one of `origins`, if it is one.
@@ -155,15 +154,22 @@ pub const MAX_RD: usize = 2048;
 /// a relative path, else `/`.
 /// Checked on the raw value and again after percent-decoding (up to three
 /// rounds), so `/%2F%2Fevil.example` or `/%5Cevil.example` cannot pass.
+/// Non-ASCII characters come back percent-encoded (UTF-8): a `Location`
+/// holds visible ASCII only, and a browser sends that path the same way.
 pub fn safe_rd(raw: Option<&str>) -> String {
-    match raw {
-        Some(r) if is_safe(r) => r.to_string(),
-        _ => "/".to_string(),
-    }
+    raw.and_then(relative).unwrap_or_else(|| "/".to_string())
+}
+
+/// `raw` when it is a same-origin relative path, non-ASCII percent-encoded.
+fn relative(raw: &str) -> Option<String> {
+    is_safe(raw)
+        .then(|| percent_encoding::utf8_percent_encode(raw, percent_encoding::CONTROLS).to_string())
 }
 
 fn is_safe(raw: &str) -> bool {
-    if raw.is_empty() || raw.len() > MAX_RD {
+    // Whitespace as written (`/ /evil`, OA2-13) is no path a browser asked
+    // for; one it asked for comes encoded (`%20`), and decoded below.
+    if raw.is_empty() || raw.len() > MAX_RD || raw.chars().any(char::is_whitespace) {
         return false;
     }
     let mut current = raw.to_string();
@@ -214,11 +220,21 @@ mod tests {
             "/x\\y",
             "",
             "javascript:alert(1)",
+            "/ /evil",
+            "/\u{a0}/evil",
+            "/./\\evil",
+            "data:text/html,x",
         ] {
             assert_eq!(safe_rd(Some(bad)), "/", "{bad:?} was kept");
         }
         assert_eq!(safe_rd(None), "/");
         assert_eq!(safe_rd(Some(&format!("/{}", "a".repeat(MAX_RD)))), "/");
+        // Paths a browser could have asked for are kept, as a Location can carry them.
+        assert_eq!(
+            safe_rd(Some("/docs/my%20file?q=a%20b")),
+            "/docs/my%20file?q=a%20b"
+        );
+        assert_eq!(safe_rd(Some("/caf\u{e9}?x=\u{e9}")), "/caf%C3%A9?x=%C3%A9");
     }
 
     fn origins() -> Origins {

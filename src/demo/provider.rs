@@ -183,6 +183,8 @@ pub struct Faults {
     pub omit_iat: bool,
     /// No `exp` in the ID token.
     pub omit_exp: bool,
+    /// No `auth_time` in the ID token.
+    pub omit_auth_time: bool,
     /// Added to the ID token's `exp` (negative = in the past).
     pub exp_offset_secs: i64,
     /// Added to the ID token's `iat`.
@@ -1779,7 +1781,9 @@ fn id_token_claims(
             json!(now.saturating_add(faults.iat_offset_secs)),
         );
     }
-    claims.insert("auth_time".into(), json!(grant.auth_time));
+    if !faults.omit_auth_time {
+        claims.insert("auth_time".into(), json!(grant.auth_time));
+    }
     match (faults.nonce, &grant.nonce) {
         (NonceFault::Echo, Some(nonce)) => {
             claims.insert("nonce".into(), json!(nonce));

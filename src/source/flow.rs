@@ -96,7 +96,16 @@ pub fn start(
     now: u64,
 ) -> Result<Start, FlowError> {
     let mut url = endpoints.authorization.clone().ok_or(FlowError::NotReady)?;
-    let oidc = endpoints.issuer.is_some() && source.scopes.iter().any(|s| s == "openid");
+    // A nonce whenever the callback will demand an ID token (every OIDC
+    // source, whatever its scopes say), and wherever `openid` is asked for
+    // (also inside one entry: `"openid profile"`): OIDC-10 must not hang
+    // on how `scopes` is written.
+    let asks_openid = source
+        .scopes
+        .iter()
+        .flat_map(|s| s.split_whitespace())
+        .any(|s| s == "openid");
+    let oidc = source.is_oidc() || (endpoints.issuer.is_some() && asks_openid);
     let appid = source.preset.is_some_and(|p| p.quirks.appid_authorize);
     let challenge = match source.pkce {
         _ if appid => None,
@@ -220,6 +229,9 @@ pub fn check_callback(
         return Err(FlowError::State);
     }
     match (cb.iss.as_deref(), issuer) {
+        // Sent twice (kept as empty) or empty: ambiguous, also from a
+        // provider whose issuer is not known (OA2-11).
+        (Some(""), None) => return Err(FlowError::Malformed),
         (Some(sent), Some(expected)) if sent != expected => return Err(FlowError::Issuer),
         // A promised `iss` that is missing may be an attacker's response from another provider.
         (None, Some(_)) if iss_required => return Err(FlowError::IssuerMissing),
@@ -344,6 +356,17 @@ mod tests {
         assert_eq!(
             check_callback(&twice, Some(&l), "corp", Some("https://idp"), true, now),
             Err(FlowError::Issuer)
+        );
+        // A plain OAuth 2.0 source knows no issuer: an `iss` sent twice is still refused.
+        let twice = Callback::parse("code=c1&state=st-1&iss=a&iss=b");
+        assert_eq!(
+            check_callback(&twice, Some(&l), "corp", None, false, now),
+            Err(FlowError::Malformed)
+        );
+        let once = Callback::parse("code=c1&state=st-1&iss=a");
+        assert_eq!(
+            check_callback(&once, Some(&l), "corp", None, false, now),
+            Ok("c1".into())
         );
         let both = Callback::parse("code=c1&error=access_denied&state=st-1");
         assert_eq!(

@@ -30,6 +30,9 @@ pub struct Expect<'a> {
     pub now: u64,
     /// Oldest acceptable `iat`, in seconds before now.
     pub max_age_secs: u64,
+    /// The `max_age` the authorization request asked for: `auth_time` must
+    /// then be present and no older (OIDC Core §3.1.3.7 (13), OIDC-31).
+    pub max_auth_age: Option<u64>,
 }
 
 /// Why an ID token is refused. Each ends the sign-in with a refusal page.
@@ -74,6 +77,9 @@ pub enum IdTokenError {
     /// `sub` missing, not a string, empty or over 255 characters.
     #[error("the ID token has no valid subject")]
     Subject,
+    /// `max_age` was asked for, and `auth_time` is missing or older.
+    #[error("the ID token's authentication time is missing or older than max_age")]
+    AuthTime,
 }
 
 impl From<JwsError> for IdTokenError {
@@ -238,6 +244,16 @@ pub fn check_claims(c: &Value, e: &Expect<'_>) -> Result<(), IdTokenError> {
             return Err(IdTokenError::Nonce);
         }
     }
+    if let Some(max_age) = e.max_auth_age {
+        let auth_time = c
+            .get("auth_time")
+            .and_then(Value::as_u64)
+            .ok_or(IdTokenError::AuthTime)?;
+        let too_old = e.now.saturating_sub(auth_time) > max_age.saturating_add(LEEWAY_SECS);
+        if too_old || auth_time > e.now.saturating_add(LEEWAY_SECS) {
+            return Err(IdTokenError::AuthTime);
+        }
+    }
     match c.get("sub").and_then(Value::as_str) {
         Some(s) if !s.is_empty() && s.len() <= 255 => Ok(()),
         _ => Err(IdTokenError::Subject),
@@ -327,6 +343,7 @@ mod tests {
             algorithms: &[Algorithm::RS256, Algorithm::HS256],
             now,
             max_age_secs: 900,
+            max_auth_age: None,
         }
     }
 
@@ -370,6 +387,29 @@ mod tests {
             let c = with(good(now), key, val.clone());
             assert_eq!(check_claims(&c, &e), Err(want), "{key} = {val}");
         }
+        // OIDC-31: with max_age asked for, auth_time must be there and recent enough.
+        let asked = Expect {
+            max_auth_age: Some(600),
+            ..expect(now)
+        };
+        let authed = |at: Option<u64>| match at {
+            Some(t) => with(good(now), "auth_time", json!(t)),
+            None => good(now),
+        };
+        assert_eq!(
+            check_claims(&authed(None), &asked),
+            Err(IdTokenError::AuthTime)
+        );
+        assert_eq!(check_claims(&authed(Some(now - 600)), &asked), Ok(()));
+        assert_eq!(
+            check_claims(&authed(Some(now - 600 - LEEWAY_SECS - 1)), &asked),
+            Err(IdTokenError::AuthTime)
+        );
+        assert_eq!(
+            check_claims(&authed(Some(now + 3600)), &asked),
+            Err(IdTokenError::AuthTime)
+        );
+        assert_eq!(check_claims(&authed(None), &e), Ok(()));
         // Within the leeway: accepted (OIDC-08), and an aud array of only us (OIDC-06).
         assert_eq!(
             check_claims(&with(good(now), "exp", json!(now - 55)), &e),

@@ -433,8 +433,19 @@ impl Sources {
             .get("id_token")
             .and_then(Value::as_str)
             .ok_or_else(|| SourceError::Provider("the token response has no id_token".into()))?;
+        // Every OIDC flow sent a nonce (`flow::start`); a state without one
+        // would let any ID token of this client through (OIDC-10).
+        let nonce = login
+            .nonce
+            .as_deref()
+            .ok_or(SourceError::IdToken(idtoken::IdTokenError::Nonce))?;
+        // max_age asked for at the authorization request: auth_time is checked.
+        let max_auth_age = src
+            .authorize_params
+            .get("max_age")
+            .and_then(|v| v.parse().ok());
         let claims = self
-            .validate_id_token(src, endpoints, raw, login.nonce.as_deref(), now)
+            .validate_id_token(src, endpoints, raw, (Some(nonce), max_auth_age), now)
             .await?;
         Ok((Some(claims), Some(raw.to_string())))
     }
@@ -560,7 +571,7 @@ impl Sources {
         // source never asked for one.
         if let (Some(raw), true) = (body.get("id_token").and_then(Value::as_str), src.is_oidc()) {
             let claims = self
-                .validate_id_token(src, &endpoints, raw, None, now)
+                .validate_id_token(src, &endpoints, raw, (None, None), now)
                 .await?;
             check_same_identity(&claims, signed_in)?;
         }
@@ -759,7 +770,7 @@ impl Sources {
         src: &Source,
         endpoints: &Endpoints,
         raw: &str,
-        nonce: Option<&str>,
+        (nonce, max_auth_age): (Option<&str>, Option<u64>),
         now: u64,
     ) -> Result<Value, SourceError> {
         let issuer = endpoints.issuer.as_deref().ok_or(SourceError::NotReady)?;
@@ -773,6 +784,7 @@ impl Sources {
             algorithms: &algorithms,
             now,
             max_age_secs: ID_TOKEN_MAX_AGE_SECS,
+            max_auth_age,
         };
         let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
         let keys = if hmac {

@@ -547,6 +547,28 @@ fn a_cel_syntax_error_is_a_config_error_naming_the_key() {
     );
 }
 
+/// `authorize_params` cannot send again what the gateway writes itself
+/// (a second `response_type` or `code_challenge_method` a provider may read
+/// either way), `max_age` is seconds and `response_mode` one the callback reads.
+#[test]
+fn authorize_params_refuse_the_gateway_s_own_parameters() {
+    let msg = problems(&format!(
+        "{}[[source]]\nslug = \"corp\"\ntype = \"oauth2\"\nconsumer_key = \"c\"\nconsumer_secret = \"s\"\n\
+         authorization_url = \"https://idp.example/a\"\naccess_token_url = \"https://idp.example/t\"\nprofile_url = \"https://idp.example/p\"\n\
+         authorize_params = {{ response_type = \"code id_token\", code_challenge_method = \"plain\", max_age = \"1h\", response_mode = \"fragment\", prompt = \"login\" }}\n{APP}",
+        base_config()
+    ));
+    for want in [
+        "source[corp].authorize_params.response_type: `response_type` is written by the gateway itself",
+        "source[corp].authorize_params.code_challenge_method: `code_challenge_method` is written by the gateway itself (set pkce)",
+        "source[corp].authorize_params.max_age: `1h` is not a number of seconds",
+        "source[corp].authorize_params.response_mode: `fragment`",
+    ] {
+        assert!(msg.contains(want), "{want}: {msg}");
+    }
+    assert!(!msg.contains("authorize_params.prompt"), "{msg}");
+}
+
 #[test]
 fn vendor_presets_name_the_keys_they_need_and_refuse_weakening_forced_pkce() {
     let msg = problems(&format!(

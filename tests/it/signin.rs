@@ -502,6 +502,46 @@ async fn oidc07_oidc08_oidc10_time_and_nonce_faults_are_refused() {
     refused(|f| f.nonce = NonceFault::Wrong, 401, 0).await;
 }
 
+/// OIDC-10 does not hang on how `scopes` is written: `openid` inside one
+/// entry still sends a nonce and refuses an ID token without it (before,
+/// no nonce was sent nor checked).
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc10_the_nonce_is_checked_however_scopes_are_written() {
+    for scopes in [
+        "[\"openid profile email\"]",
+        "[\"profile\", \"email openid\"]",
+    ] {
+        let mut s = Setup::start_with(&format!("scopes = {scopes}"), |f| {
+            f.nonce = NonceFault::Omit
+        })
+        .await;
+        let start = s.get(&s.gw.url("/_auth/login/demo")).await;
+        let authorize = start.headers()["location"].to_str().unwrap().to_string();
+        assert!(authorize.contains("&nonce="), "{scopes}: {authorize}");
+        let r = s.sign_in().await;
+        assert_eq!(r.status(), 401, "{scopes}");
+        assert!(session_cookies_set(&r).is_empty(), "{scopes}");
+        assert_eq!(s.users().await, 0, "{scopes}");
+    }
+}
+
+/// OIDC-31: with `max_age` in `authorize_params`, an ID token without
+/// `auth_time` is refused; with it (and recent), the sign-in goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc31_max_age_asked_for_needs_an_auth_time() {
+    let max_age = "authorize_params = { max_age = \"600\" }";
+    let mut s = Setup::start_with(max_age, |f| f.omit_auth_time = true).await;
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 401);
+    assert!(session_cookies_set(&r).is_empty());
+    assert_eq!(s.users().await, 0);
+    let mut s = Setup::start_with(max_age, |_| {}).await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    // Without max_age, auth_time is not needed.
+    let mut s = Setup::start_with("", |f| f.omit_auth_time = true).await;
+    assert_eq!(s.sign_in().await.status(), 302);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn oidc20_userinfo_for_another_subject_is_refused() {
     refused(|f| f.userinfo_sub = Some("mallory".into()), 401, 1).await;
@@ -1196,6 +1236,28 @@ impl Setup {
     async fn connections(&self) -> u64 {
         let store = portcullis::identity::store::open(&self.db).await.unwrap();
         store.counts().await.unwrap().connections
+    }
+}
+
+/// OA2-13 and OA2-15: the callback's redirect is a clean same-origin
+/// `Location`: whitespace as written falls back to `/`, a non-ASCII path
+/// is percent-encoded (a header carries visible ASCII only; before, the
+/// 302 went out with no `Location` at all), an encoded space is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn oa2_13_the_callback_lands_on_a_clean_same_origin_location() {
+    let mut s = Setup::start().await;
+    for (rd, want) in [
+        ("/%20/evil", "/"),
+        ("%2F%C3%A9%3Fq%3D%C3%A9", "/%C3%A9?q=%C3%A9"),
+        ("/docs/my%2520file", "/docs/my%20file"),
+    ] {
+        let done = s.flow(&format!("/_auth/login/demo?rd={rd}")).await;
+        assert_eq!(done.status(), 302, "{rd}");
+        assert_eq!(
+            done.headers().get("location").map(|v| v.to_str().unwrap()),
+            Some(want),
+            "{rd}"
+        );
     }
 }
 

@@ -71,7 +71,7 @@ pub(super) fn source(c: &mut Check<'_>, at: &KeyPath, mut raw: RawSource) -> Opt
         .scopes
         .take()
         .unwrap_or_else(|| default_scopes(kind, preset));
-    let authorize_params = authorize_params(raw.authorize_params.take(), preset);
+    let authorize_params = authorize_params(c, at, raw.authorize_params.take(), preset);
     let policies = policies(c, at, &raw.policy, SOURCE_ACTIONS);
     let slug = slug?;
     Some(Source {
@@ -132,10 +132,47 @@ fn default_scopes(
 }
 
 /// The authorization URL's extra parameters: the preset's, then the config's.
+/// Parameters of the authorization request the gateway writes itself: one
+/// sent again by `authorize_params` would be a second, conflicting value
+/// (`response_type=code id_token`, `code_challenge_method=plain`), which a
+/// provider may read either way (OIDC-29, OA2-05).
+const OWN_AUTHORIZE_PARAMS: &[(&str, &str)] = &[
+    ("response_type", "the gateway asks for `code` only"),
+    ("client_id", "set consumer_key"),
+    ("redirect_uri", "the gateway sends its own callback URL"),
+    ("scope", "set scopes"),
+    ("state", "the gateway makes one per sign-in"),
+    ("nonce", "the gateway makes one per sign-in"),
+    ("code_challenge", "set pkce"),
+    ("code_challenge_method", "set pkce"),
+];
+
+/// `authorize_params`: the preset's, then the config's; none the gateway
+/// writes itself, `max_age` a number of seconds (its `auth_time` is then
+/// checked), `response_mode` one whose answer reaches the callback.
 fn authorize_params(
+    c: &mut Check<'_>,
+    at: &KeyPath,
     raw: Option<BTreeMap<String, String>>,
     preset: Option<&'static crate::config::presets::Preset>,
 ) -> BTreeMap<String, String> {
+    let raw = raw.unwrap_or_default();
+    for (k, v) in &raw {
+        let key = at.key("authorize_params").key(k);
+        if let Some((_, instead)) = OWN_AUTHORIZE_PARAMS.iter().find(|(n, _)| n == k) {
+            c.fail(
+                key,
+                format!("`{k}` is written by the gateway itself ({instead})"),
+            );
+        } else if k == "max_age" && v.parse::<u64>().is_err() {
+            c.fail(key, format!("`{v}` is not a number of seconds"));
+        } else if k == "response_mode" && !matches!(v.as_str(), "query" | "form_post") {
+            c.fail(
+                key,
+                format!("`{v}`: the callback reads `query` or `form_post` answers only"),
+            );
+        }
+    }
     let mut params: BTreeMap<String, String> = preset
         .map(|p| {
             p.authorize_params
@@ -144,7 +181,7 @@ fn authorize_params(
                 .collect()
         })
         .unwrap_or_default();
-    params.extend(raw.unwrap_or_default());
+    params.extend(raw);
     params
 }
 
