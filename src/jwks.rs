@@ -99,8 +99,35 @@ impl moka::Expiry<String, Arc<Held>> for StaleAge {
 struct SourceKeys {
     freshness: Freshness,
     /// Held by the one caller that fetches; others wait and then reuse its
-    /// result. Inside: when a request last caused a fetch (for the cooldown).
-    fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// result. Inside: when each kind of caller last caused a fetch.
+    fetching: tokio::sync::Mutex<Cooldowns>,
+}
+
+/// What caused a refetch; each kind has a cooldown of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// A token anyone may send: a bearer token, a back-channel logout token.
+    Request,
+    /// An ID token the provider's token endpoint gave, at sign-in: its `kid`
+    /// is the provider's own, so it may refetch even while requests'
+    /// made-up `kid`s keep their cooldown running (OIDC-18).
+    SignIn,
+}
+
+/// When each kind of caller last caused a fetch (or a fetch failed).
+#[derive(Debug, Default)]
+struct Cooldowns {
+    request: Option<Instant>,
+    sign_in: Option<Instant>,
+}
+
+impl Cooldowns {
+    fn of(&mut self, trigger: Trigger) -> &mut Option<Instant> {
+        match trigger {
+            Trigger::Request => &mut self.request,
+            Trigger::SignIn => &mut self.sign_in,
+        }
+    }
 }
 
 /// Key sets of every source, held in moka until their max stale age.
@@ -160,7 +187,7 @@ impl JwksCache {
                 s.slug.clone(),
                 SourceKeys {
                     freshness: s.jwks_freshness(),
-                    fetching: tokio::sync::Mutex::new(None),
+                    fetching: tokio::sync::Mutex::new(Cooldowns::default()),
                 },
             );
         }
@@ -252,7 +279,10 @@ impl JwksCache {
         url: Option<&Url>,
         seen: Option<&Arc<KeySet>>,
     ) -> Result<Arc<KeySet>, JwksError> {
-        match self.refetch_or_failure(source, url, seen).await {
+        match self
+            .refetch_or_failure(source, url, seen, Trigger::Request)
+            .await
+        {
             Ok(set) | Err((Some(set), _)) => Ok(set),
             Err((None, e)) => Err(e),
         }
@@ -286,7 +316,10 @@ impl JwksCache {
         url: Option<&Url>,
         seen: Option<&Arc<KeySet>>,
     ) -> Result<Arc<KeySet>, JwksError> {
-        match self.refetch_or_failure(source, url, seen).await {
+        match self
+            .refetch_or_failure(source, url, seen, Trigger::SignIn)
+            .await
+        {
             Ok(set) | Err((Some(set), JwksError::CoolingDown)) => Ok(set),
             Err((_, e)) => Err(e),
         }
@@ -299,12 +332,14 @@ impl JwksCache {
         source: &str,
         url: Option<&Url>,
         seen: Option<&Arc<KeySet>>,
+        trigger: Trigger,
     ) -> Result<Arc<KeySet>, (Option<Arc<KeySet>>, JwksError)> {
         let held = self.current(source);
         let (Some(entry), Some(url)) = (self.sources.get(source), url) else {
             return held.ok_or_else(|| (None, JwksError::NoKeys(source.to_string())));
         };
-        let mut last = entry.fetching.lock().await;
+        let mut cooldowns = entry.fetching.lock().await;
+        let last = cooldowns.of(trigger);
         // Another caller fetched while this one waited: use its result.
         let held = self.current(source);
         if let Some(set) = &held {
@@ -340,16 +375,17 @@ impl JwksCache {
             .sources
             .get(source)
             .ok_or_else(|| JwksError::NoKeys(source.to_string()))?;
-        let mut last = entry.fetching.lock().await;
+        let mut cooldowns = entry.fetching.lock().await;
         let started = Instant::now();
         match self.fetch_and_hold(source, entry, url).await {
             Ok((_, cache_control)) => Ok(Refreshed {
                 next: entry.freshness.interval(cache_control.as_deref()),
             }),
             Err(e) => {
-                // Requests that waited on this failed flight do not start another
+                // Callers that waited on this failed flight do not start another
                 // at once: the endpoint just failed (JWKS-06: one timeout, not two).
-                *last = Some(started);
+                cooldowns.request = Some(started);
+                cooldowns.sign_in = Some(started);
                 Err(e)
             }
         }

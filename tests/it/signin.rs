@@ -659,6 +659,45 @@ async fn oidc18_key_rotation_is_accepted_after_one_refetch() {
     assert_eq!(s.provider.calls(Endpoint::Jwks), jwks_before + 1);
 }
 
+/// OIDC-18 against an anonymous client: a back-channel logout token naming
+/// a made-up `kid` (anyone may post one) refetches the keys and starts the
+/// request cooldown; the provider then rotates its key, and the next
+/// sign-in still refetches once and succeeds (before, it was refused with
+/// 401 until the scheduled refresh, up to `jwks_cache_ttl`).
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc18_a_rotation_right_after_made_up_kids_still_signs_in() {
+    use base64::Engine as _;
+    let mut s = Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let before = s.provider.calls(Endpoint::Jwks);
+    for n in 0..2 {
+        let token = format!(
+            "{}.{}.c2ln",
+            b64(json!({"alg": "RS256", "kid": format!("made-up-{n}")})),
+            b64(json!({}))
+        );
+        let r = s
+            .client
+            .post(s.gw.url("/_auth/backchannel_logout/demo"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("logout_token={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+    }
+    // One refetch for the first made-up kid; the second is cooling down.
+    assert_eq!(s.provider.calls(Endpoint::Jwks), before + 1);
+    s.provider.set_faults(|f| f.rotate_signing_key = true);
+    s.jar.0.clear();
+    let r = s.sign_in().await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(s.provider.calls(Endpoint::Jwks), before + 2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn state_missing_mismatched_or_replayed_is_refused() {
     let mut s = Setup::start().await;
