@@ -154,22 +154,23 @@ pub const MAX_RD: usize = 2048;
 /// a relative path, else `/`.
 /// Checked on the raw value and again after percent-decoding (up to three
 /// rounds), so `/%2F%2Fevil.example` or `/%5Cevil.example` cannot pass.
-/// Non-ASCII characters come back percent-encoded (UTF-8): a `Location`
-/// holds visible ASCII only, and a browser sends that path the same way.
+/// Spaces and non-ASCII characters come back percent-encoded (UTF-8): a
+/// `Location` holds visible ASCII only, and a browser sends that path the
+/// same way (a proxy's unencoded `rd=$request_uri` arrives with `+` and
+/// `%20` decoded to spaces).
 pub fn safe_rd(raw: Option<&str>) -> String {
     raw.and_then(relative).unwrap_or_else(|| "/".to_string())
 }
 
-/// `raw` when it is a same-origin relative path, non-ASCII percent-encoded.
+/// `raw` when it is a same-origin relative path, spaces and non-ASCII
+/// percent-encoded.
 fn relative(raw: &str) -> Option<String> {
-    is_safe(raw)
-        .then(|| percent_encoding::utf8_percent_encode(raw, percent_encoding::CONTROLS).to_string())
+    const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ');
+    is_safe(raw).then(|| percent_encoding::utf8_percent_encode(raw, ENCODED).to_string())
 }
 
 fn is_safe(raw: &str) -> bool {
-    // Whitespace as written (`/ /evil`, OA2-13) is no path a browser asked
-    // for; one it asked for comes encoded (`%20`), and decoded below.
-    if raw.is_empty() || raw.len() > MAX_RD || raw.chars().any(char::is_whitespace) {
+    if raw.is_empty() || raw.len() > MAX_RD {
         return false;
     }
     let mut current = raw.to_string();
@@ -190,9 +191,12 @@ fn is_safe(raw: &str) -> bool {
 }
 
 fn is_relative_path(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.first() == Some(&b'/')
-        && !matches!(b.get(1), Some(b'/') | Some(b'\\'))
+    // Whitespace is looked through at the start: `/ /evil` is read as
+    // `//evil` by a parser that drops it (OA2-13).
+    let mut lead = s.chars().filter(|c| !c.is_whitespace());
+    s.starts_with('/')
+        && lead.next() == Some('/')
+        && !matches!(lead.next(), Some('/') | Some('\\'))
         && !s.contains('\\')
         && !s.chars().any(|c| c.is_control())
 }
@@ -232,6 +236,11 @@ mod tests {
         // Paths a browser could have asked for are kept, as a Location can carry them.
         assert_eq!(
             safe_rd(Some("/docs/my%20file?q=a%20b")),
+            "/docs/my%20file?q=a%20b"
+        );
+        // As a form-decoded `rd=$request_uri` brings them: spaces encoded.
+        assert_eq!(
+            safe_rd(Some("/docs/my file?q=a b")),
             "/docs/my%20file?q=a%20b"
         );
         assert_eq!(safe_rd(Some("/caf\u{e9}?x=\u{e9}")), "/caf%C3%A9?x=%C3%A9");

@@ -150,6 +150,19 @@ pub enum ReloadError {
     /// A source, an upstream, a policy or the TLS files cannot be used.
     #[error("{0}")]
     Start(#[from] super::StartError),
+    /// `public_url` is unset and the listener kept running (restart-only
+    /// `listen`/`tls`) makes it plain http off loopback (SES-02).
+    #[error("server.public_url: not set, so it follows the running listener: `{0}` is plain http on a non-loopback address, and session cookies would travel unprotected; set public_url, or restart to apply server.listen / server.tls")]
+    PlainPublicUrl(String),
+}
+
+/// The SES-02 check again on a `public_url` derived anew from the running
+/// listener by [`keep_restart_only`] (validation saw the file's own `listen`
+/// and `tls`).
+pub fn derived_public_url_problem(config: &Config) -> Option<ReloadError> {
+    let url = &config.server.public_url;
+    (config.server.public_url_derived && url.scheme() == "http" && !crate::config::is_loopback(url))
+        .then(|| ReloadError::PlainPublicUrl(url.origin().ascii_serialization()))
 }
 
 impl Reloader {
@@ -222,6 +235,9 @@ impl Reloader {
                 key,
                 "{key} changed: it takes effect only after a restart; the running value is kept"
             );
+        }
+        if let Some(problem) = derived_public_url_problem(&config) {
+            return Err(problem);
         }
         let renewed = match (&config.server.tls, &self.certificate) {
             (Some(t), Some(_)) => Some(
@@ -403,5 +419,32 @@ effect = "allow"
         let mut new = config_with("127.0.0.1:8181", set, SECRET_A, "pc", "one");
         keep_restart_only(&old, &mut new);
         assert_eq!(new.server.public_url.as_str(), "http://127.0.0.1:9000/");
+    }
+
+    /// Behind a TLS-terminating balancer, `listen = "0.0.0.0:8080"` with an
+    /// https `public_url`; a reload that adds `[server.tls]` (restart-only)
+    /// and drops `public_url` would follow the plain listener kept running:
+    /// refused, as validation refuses such a config at start (SES-02).
+    #[test]
+    fn a_derived_public_url_on_the_kept_plain_listener_off_loopback_is_refused() {
+        let set = "public_url = \"https://gw.example\"";
+        let old = config_with("0.0.0.0:8080", set, SECRET_A, "pc", "one");
+        assert!(derived_public_url_problem(&old).is_none());
+        // As loaded from the new file: its own `tls` made the default https.
+        let mut new = old.clone();
+        new.server.public_url = url::Url::parse("https://0.0.0.0:8080").unwrap();
+        new.server.public_url_derived = true;
+        new.server.tls = Some(crate::config::Tls {
+            cert_file: "c.pem".into(),
+            key_file: "k.pem".into(),
+        });
+        assert_eq!(keep_restart_only(&old, &mut new), ["server.tls"]);
+        assert_eq!(new.server.public_url.as_str(), "http://0.0.0.0:8080/");
+        let problem = derived_public_url_problem(&new).unwrap().to_string();
+        assert!(problem.contains("server.public_url"), "{problem}");
+        assert!(
+            problem.contains("`http://0.0.0.0:8080` is plain http"),
+            "{problem}"
+        );
     }
 }

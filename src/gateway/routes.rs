@@ -1687,6 +1687,12 @@ fn check_admits(
         "text/plain; charset=utf-8",
         Bytes::new(),
     );
+    // The access token never to a page's script (SES-17): a browser's fetch
+    // of `/_auth/check` on an app host carries `Sec-Fetch-Mode`, and could
+    // read the answer's headers. A trusted proxy's check may pass its
+    // client's fetch metadata on; a client without any is no browser.
+    let to_script =
+        !session.peer.trusted && session.req_header().headers.contains_key("sec-fetch-mode");
     let app = target.and_then(|i| state.config.apps.get(i));
     if let (Some(app), Some(resp)) = (app, session.response.as_mut()) {
         for (name, value) in super::upstream::claim_headers(&app.claim_headers, &p.claims) {
@@ -1695,6 +1701,7 @@ fn check_admits(
         if let Some(v) = ctx
             .access_token
             .as_deref()
+            .filter(|_| !to_script)
             .and_then(|t| http::HeaderValue::from_str(t).ok())
         {
             resp.headers_mut()

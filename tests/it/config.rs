@@ -768,7 +768,7 @@ fn claim_headers_refuse_reserved_malformed_and_repeated_names() {
          claim_headers = {{ \"Host\" = \"a\", \"Cookie\" = \"a\", \"authorization\" = \"a\", \"Transfer-Encoding\" = \"a\", \
          \"X-Forwarded-User\" = \"a\", \"X-Auth-Request-Team\" = \"a\", \"X-Portcullis-Assertion\" = \"a\", \
          \"X_Team\" = \"a\", \"Bad Name\" = \"a\", \"X-Empty\" = \"\", \"X-Team\" = \"org.team\", \"x-team\" = \"org.team\", \
-         \"X-Ns\" = '\"kubernetes.io.namespace', \"X-Dots\" = \"a..b\" }}\n\
+         \"X-Ns\" = '\"kubernetes.io.namespace', \"X-Dots\" = \"a..b\", \"Origin\" = \"a\", \"Sec-WebSocket-Protocol\" = \"a\" }}\n\
          [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         base_config()
     );
@@ -781,6 +781,8 @@ fn claim_headers_refuse_reserved_malformed_and_repeated_names() {
         "X-Forwarded-User",
         "X-Auth-Request-Team",
         "X-Portcullis-Assertion",
+        "Origin",
+        "Sec-WebSocket-Protocol",
     ] {
         assert!(
             msg.contains(&format!(

@@ -1289,6 +1289,8 @@ async fn oa2_13_the_callback_lands_on_a_clean_same_origin_location() {
         ("/%20/evil", "/"),
         ("%2F%C3%A9%3Fq%3D%C3%A9", "/%C3%A9?q=%C3%A9"),
         ("/docs/my%2520file", "/docs/my%20file"),
+        // nginx's `rd=$request_uri`, unencoded: `+` arrives as a space.
+        ("/search?q=a+b", "/search?q=a%20b"),
     ] {
         let done = s.flow(&format!("/_auth/login/demo?rd={rd}")).await;
         assert_eq!(done.status(), 302, "{rd}");

@@ -86,6 +86,18 @@ async fn the_upstream_gets_a_valid_access_token_and_a_fresh_one_before_it_expire
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-auth-request-access-token"], first.as_str());
+    // A page's script fetching the check (browser fetch metadata, no
+    // trusted proxy in between) is answered without the token (SES-17).
+    let r = crate::support::client()
+        .get(s.gw.url("/_auth/check"))
+        .header("cookie", s.jar.header())
+        .header("sec-fetch-mode", "cors")
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-auth-request-access-token").is_none());
     assert_eq!(s.provider.refreshes(), 0);
     // Past half its lifetime: the next request carries a fresh token.
     s.advance(Duration::from_secs(TTL / 2 + 1));

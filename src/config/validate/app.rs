@@ -326,7 +326,10 @@ fn access_is_stated(
 
 /// Header names `claim_headers` may not use besides the gateway's own and the
 /// forwarding headers (`header_names`): hop-by-hop and framing fields,
-/// `Host`, credentials (all compared lower-case with `_` read as `-`).
+/// `Host`, credentials, and the fields browsers and clients send that apps
+/// read (every app's claim header names are stripped from every request:
+/// one app's `Origin` or `Range` would take it from all the others; all
+/// compared lower-case with `_` read as `-`).
 const RESERVED_CLAIM_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",
@@ -346,7 +349,26 @@ const RESERVED_CLAIM_HEADERS: &[&str] = &[
     "cookie",
     "set-cookie",
     "authorization",
+    "origin",
+    "referer",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "range",
+    "if-range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "cache-control",
+    "pragma",
+    "x-requested-with",
 ];
+
+/// Prefixes of browser-controlled fields (`Sec-Fetch-*`,
+/// `Sec-WebSocket-*`, `Sec-CH-*`) `claim_headers` may not use either.
+const RESERVED_CLAIM_PREFIXES: &[&str] = &["sec-"];
 
 /// `claim_headers = { "X-Team" = "org.team" }`: valid header names that are
 /// not reserved, not given twice (in any case or `_` spelling), and non-empty paths.
@@ -372,11 +394,12 @@ fn claim_headers(
             || header_names::FORWARDING_HEADERS.contains(&canonical.as_str())
             || header_names::GATEWAY_PREFIXES
                 .iter()
+                .chain(RESERVED_CLAIM_PREFIXES)
                 .any(|p| canonical.starts_with(p))
         {
             c.fail(
                 key,
-                format!("`{name}` is reserved (hop-by-hop, Host, Cookie, Authorization, or a header the gateway sets itself); choose another name such as X-Claim-Team"),
+                format!("`{name}` is reserved (hop-by-hop, Host, Cookie, Authorization, a field browsers send such as Origin or Sec-*, or a header the gateway sets itself); choose another name such as X-Claim-Team"),
             );
             continue;
         }

@@ -145,6 +145,15 @@ const OWN_AUTHORIZE_PARAMS: &[(&str, &str)] = &[
     ("nonce", "the gateway makes one per sign-in"),
     ("code_challenge", "set pkce"),
     ("code_challenge_method", "set pkce"),
+    // A request object (RFC 9101) carries its own copies of all of the above.
+    (
+        "request",
+        "a request object would override the gateway's own parameters",
+    ),
+    (
+        "request_uri",
+        "a request object would override the gateway's own parameters",
+    ),
 ];
 
 /// `authorize_params`: the preset's, then the config's; none the gateway

@@ -22,8 +22,11 @@ pub const MEMBERSHIP_SCOPE: &str = "read:org";
 
 /// Whether `scope` grants reading memberships: `read:org`, or the wider
 /// `write:org` and `admin:org` that include it (GitHub's scope docs).
+/// An entry may hold several scopes, space-separated (they are joined so).
 pub fn reads_memberships(scope: &str) -> bool {
-    matches!(scope, MEMBERSHIP_SCOPE | "write:org" | "admin:org")
+    scope
+        .split_whitespace()
+        .any(|s| matches!(s, MEMBERSHIP_SCOPE | "write:org" | "admin:org"))
 }
 /// Entries per page asked for (GitHub's maximum).
 pub const PER_PAGE: u32 = 100;
@@ -112,7 +115,7 @@ pub fn primary_verified_email(emails: &Value) -> Option<String> {
 mod tests {
     #[test]
     fn read_org_and_the_scopes_that_include_it_read_memberships() {
-        for scope in ["read:org", "write:org", "admin:org"] {
+        for scope in ["read:org", "write:org", "admin:org", "read:user read:org"] {
             assert!(reads_memberships(scope), "{scope}");
         }
         for scope in [
