@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use jsonwebtoken::Algorithm;
-use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -63,9 +63,9 @@ pub struct Jws<'a> {
     signature: Vec<u8>,
 }
 
-/// Header members we read; serde refuses any of them written twice (JWT-15).
-/// Unknown members are ignored, `jwk`/`jku`/`x5u`/`x5c` among them: keys come
-/// only from the configured JWKS (JWT-09, JWT-10).
+/// Header members we read, taken from the header once it was read whole as
+/// a [`UniqueObject`]. Unknown members are ignored, `jwk`/`jku`/`x5u`/`x5c`
+/// among them: keys come only from the configured JWKS (JWT-09, JWT-10).
 #[derive(Deserialize)]
 struct Header {
     alg: String,
@@ -73,41 +73,85 @@ struct Header {
     kid: Option<String>,
     #[serde(default)]
     cty: Option<String>,
-    #[serde(default)]
-    crit: Option<IgnoredAny>,
-    #[serde(default)]
-    b64: Option<IgnoredAny>,
-    #[serde(default)]
-    zip: Option<IgnoredAny>,
-    #[serde(default)]
-    enc: Option<IgnoredAny>,
 }
 
-/// A JSON object whose keys are unique; a repeated claim is an error, so the
-/// gateway never reads a different `sub` than the app behind it might (JWT-15).
+/// Header members a verifier must understand to use the token; present at
+/// all (even `null`), the token is refused (JWT-12, JWT-13).
+const UNSUPPORTED_MEMBERS: [&str; 4] = ["crit", "b64", "zip", "enc"];
+
+/// A JSON object whose keys are unique at every depth; a repeated member is
+/// an error, so the gateway never reads a different `sub` (or `org.team`)
+/// than the app behind it might (JWT-15). Every member is read, unknown ones
+/// too: their strings are checked (UTF-8, no lone surrogates, JWT-16) and
+/// their nesting counted (serde_json stops past 128 levels, JWT-17).
 struct UniqueObject(Map<String, Value>);
 
 impl<'de> Deserialize<'de> for UniqueObject {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
-        impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = UniqueObject;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<UniqueObject, A::Error> {
-                let mut map = Map::new();
-                while let Some(key) = access.next_key::<String>()? {
-                    if map.contains_key(&key) {
-                        return Err(de::Error::custom("duplicate member"));
-                    }
-                    let value: Value = access.next_value()?;
-                    map.insert(key, value);
-                }
-                Ok(UniqueObject(map))
-            }
+        match d.deserialize_map(StrictVisitor)? {
+            Strict(Value::Object(map)) => Ok(UniqueObject(map)),
+            _ => Err(de::Error::custom("not a JSON object")),
         }
-        d.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// Any JSON value, read by [`StrictVisitor`].
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+/// Builds a [`Value`], refusing an object that names a member twice.
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Strict, E> {
+        Ok(Strict(Value::Bool(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Strict, E> {
+        serde_json::Number::from_f64(v)
+            .map(|n| Strict(Value::Number(n)))
+            .ok_or_else(|| E::custom("not a finite number"))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v.to_string())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut access: A) -> Result<Strict, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = access.next_element()? {
+            items.push(v);
+        }
+        Ok(Strict(Value::Array(items)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Strict, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            if map.contains_key(&key) {
+                return Err(de::Error::custom("duplicate member"));
+            }
+            let Strict(value) = access.next_value()?;
+            map.insert(key, value);
+        }
+        Ok(Strict(Value::Object(map)))
     }
 }
 
@@ -141,12 +185,15 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Jws<'_>, JwsError> {
     let signing_input = token
         .get(..head.len() + 1 + payload.len())
         .ok_or(JwsError::Format)?;
-    // serde_json refuses invalid UTF-8, lone surrogates, a BOM and nesting past 128 levels (JWT-16, JWT-17).
-    let header: Header = serde_json::from_slice(&b64(head)?).map_err(|_| JwsError::Header)?;
-    if header.crit.is_some() || header.b64.is_some() || header.zip.is_some() || header.enc.is_some()
-    {
+    // serde_json refuses invalid UTF-8, lone surrogates, a BOM and nesting
+    // past 128 levels (JWT-16, JWT-17), in every member read.
+    let UniqueObject(members) =
+        serde_json::from_slice(&b64(head)?).map_err(|_| JwsError::Header)?;
+    if UNSUPPORTED_MEMBERS.iter().any(|m| members.contains_key(*m)) {
         return Err(JwsError::Unsupported);
     }
+    let header: Header =
+        serde_json::from_value(Value::Object(members)).map_err(|_| JwsError::Header)?;
     if header
         .cty
         .as_deref()
@@ -336,6 +383,11 @@ mod tests {
             r#"{"alg":"RS256","cty":"jwt"}"#,
             r#"{"alg":"RS256","zip":"DEF"}"#,
             r#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#,
+            // Present is enough: `null` does not make an extension absent.
+            r#"{"alg":"RS256","crit":null}"#,
+            r#"{"alg":"RS256","b64":null}"#,
+            r#"{"alg":"RS256","zip":null}"#,
+            r#"{"alg":"RS256","enc":null}"#,
         ] {
             let e = parse(&token(head, P), 8192).unwrap_err();
             assert!(
@@ -389,9 +441,15 @@ mod tests {
         assert_eq!(parse(&t, 8192).unwrap_err(), JwsError::Header);
         let t = token(r#"{"alg":"RS256","kid":"a","kid":"b"}"#, P);
         assert_eq!(parse(&t, 8192).unwrap_err(), JwsError::Header);
+        // An unknown member written twice too: an upstream may read either.
+        let t = token(r#"{"alg":"RS256","typ":"a","typ":"b"}"#, P);
+        assert_eq!(parse(&t, 8192).unwrap_err(), JwsError::Header);
         for payload in [
             r#"{"sub":"a","sub":"admin","exp":1}"#,
             r#"{"exp":1,"exp":99999999999}"#,
+            // At any depth: `claim_headers` and policies read nested claims.
+            r#"{"sub":"a","org":{"team":"a","team":"admins"}}"#,
+            r#"{"sub":"a","orgs":[{"team":"a","team":"admins"}]}"#,
         ] {
             let t = token(r#"{"alg":"RS256"}"#, payload);
             assert_eq!(parse(&t, 8192).unwrap_err(), JwsError::Claims, "{payload}");
@@ -418,6 +476,21 @@ mod tests {
                 parse(&t, 1 << 20).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(p)
+            );
+        }
+        // The same in a header member nobody reads.
+        let headers: Vec<Vec<u8>> = vec![
+            b"{\"alg\":\"RS256\",\"typ\":\"\xff\"}".to_vec(),
+            br#"{"alg":"RS256","typ":"\ud800"}"#.to_vec(),
+            format!(r#"{{"alg":"RS256","x":{deep}}}"#).into_bytes(),
+        ];
+        for h in &headers {
+            let t = format!("{}.{}.c2ln", bytes(h), seg(P));
+            assert_eq!(
+                parse(&t, 1 << 20).unwrap_err(),
+                JwsError::Header,
+                "{:?}",
+                String::from_utf8_lossy(h)
             );
         }
         let big = token(

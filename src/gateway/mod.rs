@@ -309,6 +309,35 @@ enum Decision {
     Reject(Rejection),
 }
 
+/// The host the request is routed on (written into `buffer`): its
+/// authority (absolute-form, or HTTP/2's), else its `Host`; and whether the
+/// target is in HTTP/1.1 absolute form (over HTTP/2 every request has an
+/// authority).
+fn read_host(
+    req: &http::request::Parts,
+    buffer: String,
+) -> Result<(Option<String>, bool), FramingError> {
+    let invalid = || FramingError::BadFraming("invalid Host");
+    // A Host that is not visible ASCII is refused, not read as no Host:
+    // the upstream would still get it (PRX-14).
+    let host_header = match req.headers.get(http::header::HOST).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(h)) => Some(h),
+        Some(Err(_)) => return Err(invalid()),
+    };
+    let absolute_form = req.version < http::Version::HTTP_2 && req.uri.authority().is_some();
+    // The target's host decides, but a Host beside it must still be one
+    // (PRX-14: `Host: wiki.example:@evil.com` is refused either way).
+    if absolute_form
+        && host_header.is_some_and(|h| crate::routing::request_host(None, Some(h)).is_err())
+    {
+        return Err(invalid());
+    }
+    let host = request_host_into(req.uri.authority().map(|a| a.as_str()), host_header, buffer)
+        .map_err(|_| invalid())?;
+    Ok((host, absolute_form))
+}
+
 /// The routing decision for a request, from its head alone.
 fn decide(
     state: &State,
@@ -335,24 +364,12 @@ fn decide(
         Err(e) => return Decision::Reject(Rejection::Framing(e)),
     };
     let path = ctx.path.insert(canonical).decision();
-    // A Host that is not visible ASCII is refused, not read as no Host:
-    // the upstream would still get it (PRX-14).
-    let host_header = match req.headers.get(http::header::HOST).map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(h)) => Some(h),
-        Some(Err(_)) => {
-            return Decision::Reject(Rejection::Framing(FramingError::BadFraming("invalid Host")))
+    let absolute_form = match read_host(req, take(&mut ctx.spare.host)) {
+        Ok((host, absolute_form)) => {
+            ctx.host = host;
+            absolute_form
         }
-    };
-    ctx.host = match request_host_into(
-        req.uri.authority().map(|a| a.as_str()),
-        host_header,
-        take(&mut ctx.spare.host),
-    ) {
-        Ok(host) => host,
-        Err(_) => {
-            return Decision::Reject(Rejection::Framing(FramingError::BadFraming("invalid Host")))
-        }
+        Err(e) => return Decision::Reject(Rejection::Framing(e)),
     };
     let host = ctx.host.as_deref();
     if routes::is_auth_path(path) {
@@ -370,6 +387,13 @@ fn decide(
         return Decision::Auth(route);
     }
     let Some(index) = state.router.route(host, path) else {
+        // PRX-15: an absolute-form target naming a host no app serves asks
+        // for a forward proxy, which this is not: 400, not 404.
+        if absolute_form {
+            return Decision::Reject(Rejection::Framing(FramingError::BadFraming(
+                "an absolute-form target names a host no app serves (this is no forward proxy)",
+            )));
+        }
         return Decision::Reject(Rejection::NoApp);
     };
     let Some(app) = state.config.apps.get(index) else {

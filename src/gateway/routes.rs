@@ -1466,7 +1466,18 @@ fn forwarded_target(
     if !session.peer.trusted {
         return Ok((ctx.host.clone(), None));
     }
-    let Named { hosts, paths } = forwarded_names(&session.req_header().headers)?;
+    let Named {
+        hosts,
+        paths,
+        query_token,
+    } = forwarded_names(&session.req_header().headers)?;
+    // JWT-26 for the request asked about: a bearer header beside an
+    // `access_token` in its query is ambiguous (an app may read the other).
+    if query_token && super::bearer_token(session)?.is_some() {
+        return Err(Rejection::InvalidRequest {
+            description: "send exactly one bearer token, in one Authorization header".into(),
+        });
+    }
     if hosts.windows(2).any(|w| w.first() != w.last())
         || paths.windows(2).any(|w| w.first() != w.last())
     {
@@ -1503,6 +1514,8 @@ fn decision_path(raw: &str) -> Result<Option<String>, Rejection> {
 struct Named {
     hosts: Vec<Option<String>>,
     paths: Vec<Option<String>>,
+    /// A forwarded query carries an `access_token` parameter.
+    query_token: bool,
 }
 
 /// What each forwarding name present says of the target: the hosts
@@ -1547,6 +1560,7 @@ fn forwarded_names(headers: &http::HeaderMap) -> Result<Named, Rejection> {
         },
     };
     let (mut hosts, mut paths) = (Vec::new(), Vec::new());
+    let mut query_token = false;
     if let Some(u) = header("x-original-url")? {
         // Read as sent: a URL parser would resolve `..` and `%2e` before we could refuse them.
         let uri = u
@@ -1561,11 +1575,17 @@ fn forwarded_names(headers: &http::HeaderMap) -> Result<Named, Rejection> {
             None if u.starts_with('/') => {}
             None => return Err(ambiguous("X-Original-URL has no host")),
         }
+        query_token |= has_access_token(uri.query());
         paths.push(decision_path(uri.path())?);
     }
     for n in ["x-forwarded-uri", "x-original-uri"] {
         if let Some(u) = header(n)? {
-            paths.push(decision_path(u.split('?').next().unwrap_or_default())?);
+            // A fragment ends the target as it ends a proxied one (the
+            // request line's parser drops it): `/admin#x` is `/admin`.
+            let target = u.split('#').next().unwrap_or_default();
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            query_token |= has_access_token(Some(query));
+            paths.push(decision_path(path)?);
         }
     }
     if let Some(h) = header("x-forwarded-host")? {
@@ -1574,7 +1594,18 @@ fn forwarded_names(headers: &http::HeaderMap) -> Result<Named, Rejection> {
                 .map_err(|_| ambiguous("X-Forwarded-Host is not a valid host"))?,
         );
     }
-    Ok(Named { hosts, paths })
+    Ok(Named {
+        hosts,
+        paths,
+        query_token,
+    })
+}
+
+/// Whether `query` carries an `access_token` parameter (JWT-26).
+fn has_access_token(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
+    })
 }
 
 /// `/_auth/check`: forward auth. 200 for a public path of the app asked

@@ -466,13 +466,18 @@ pub fn visible(line: &[u8]) -> bool {
         == 0
 }
 
-/// `line` as text when it is [`visible`].
-pub fn visible_str(line: &[u8]) -> Option<&str> {
-    if visible(line) {
-        std::str::from_utf8(line).ok()
-    } else {
-        None
-    }
+/// What of a `Cookie` line is read: the whole line when it is [`visible`]
+/// (the usual case: no second pass over it), else each of its `;`-separated
+/// pairs that is (SES-13: a malformed pair, a non-ASCII `note=café` an app
+/// set, is skipped; the pairs beside it still count).
+pub fn readable_parts(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let whole = visible(line);
+    let mut once = whole.then_some(line);
+    let mut parts = (!whole).then(|| pieces(line));
+    std::iter::from_fn(move || match once.take() {
+        Some(line) => Some(line),
+        None => parts.as_mut()?.find(|pair| visible(pair)),
+    })
 }
 
 /// The values of the pairs named `name`, each trimmed, as the `cookie`
@@ -749,9 +754,9 @@ mod tests {
                 );
                 // What `Sessions::read` takes from a remembered value: a
                 // sole pair that is well-formed is the one `find` gives.
-                // Lines reach both as `HeaderValue::to_str` passes them.
-                let sent = || lines.iter().map(|l| l.as_bytes()).filter(|l| visible(l));
-                let found = find(sent().filter_map(visible_str), name);
+                // Lines reach both as `readable_parts` gives them.
+                let sent = || lines.iter().map(|l| l.as_bytes()).flat_map(readable_parts);
+                let found = find(sent().filter_map(|p| std::str::from_utf8(p).ok()), name);
                 let sole = sole_unchecked(sent(), name);
                 let well_formed = sole
                     .and_then(|v| std::str::from_utf8(v).ok())
@@ -1228,6 +1233,15 @@ mod tests {
     }
 
     // SES-13
+    #[test]
+    fn ses_13_a_line_is_read_whole_or_by_its_visible_pairs() {
+        let whole: Vec<&[u8]> = readable_parts(b"a=1; b=2").collect();
+        assert_eq!(whole, [b"a=1; b=2".as_slice()]);
+        let parts: Vec<&[u8]> = readable_parts(b"a=1; n=caf\xe9; b=\xc3\xa9; c=3").collect();
+        assert_eq!(parts, [b"a=1".as_slice(), b" c=3".as_slice()]);
+        assert_eq!(readable_parts(b"\xff").count(), 0);
+    }
+
     #[test]
     fn ses_13_malformed_pairs_are_skipped_without_panicking() {
         let header = "garbage; ;; =x; \"q\"=1; bad\0=1; ü=2; a b=3; \

@@ -203,8 +203,8 @@ impl Sessions {
     /// The flag says the cookie was sealed with an older secret and should be re-sealed.
     /// `cookie_lines` gives the request's `Cookie` lines (as bytes) each
     /// time it is called: once to find a value this worker remembers, again
-    /// to read them with every check when it does not. A line that is not
-    /// visible ASCII is not read (as `HeaderValue::to_str` would refuse it).
+    /// to read them with every check when it does not. A pair that is not
+    /// visible ASCII is skipped, the others on its line still read (SES-13).
     pub fn read<'a, I: Iterator<Item = &'a [u8]>>(
         &self,
         cookie_lines: impl Fn() -> I,
@@ -213,13 +213,13 @@ impl Sessions {
     ) -> Option<(Arc<SessionClaims>, bool)> {
         // A value this worker opened before was found well-formed then: its
         // bytes are not checked again.
-        let lines = || cookie_lines().filter(|l| cookie::visible(l));
+        let lines = || cookie_lines().flat_map(cookie::readable_parts);
         let remembered = cookie::sole_unchecked(lines(), &self.cookie_name)
             .and_then(|value| self.opened.get(value));
         let (c, stale_key) = match remembered {
             Some(hit) => hit,
             None => {
-                let texts = cookie_lines().filter_map(cookie::visible_str);
+                let texts = lines().filter_map(|part| std::str::from_utf8(part).ok());
                 let Lookup::One(value) = cookie::find(texts, &self.cookie_name) else {
                     return None;
                 };

@@ -293,6 +293,28 @@ fn a_bad_list_element_from_the_environment_names_the_list_s_variable() {
     );
 }
 
+/// PRX-05: a trusted-proxy range holding every address would let any
+/// client name its own IP and forward auth's target.
+#[test]
+fn a_trusted_proxy_range_of_every_address_is_refused() {
+    let msg = problems(&format!(
+        "{}{APP}",
+        base_config().replacen(
+            "[session]",
+            "trusted_proxies = [\"10.0.0.0/8\", \"0.0.0.0/0\", \"::/0\"]\n[session]",
+            1
+        )
+    ));
+    for i in [1, 2] {
+        assert!(
+            msg.contains(&format!("server.trusted_proxies[{i}]: `"))
+                && msg.contains("trusts every client"),
+            "{i}: {msg}"
+        );
+    }
+    assert!(!msg.contains("trusted_proxies[0]"), "{msg}");
+}
+
 #[test]
 fn env_overrides_nested_keys_and_array_entries() {
     let body = format!(

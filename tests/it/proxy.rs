@@ -721,6 +721,11 @@ async fn prx06_forward_auth_canonicalises_the_forwarded_uri_before_deciding() {
         (by_uri("/admin%2Fx"), 401, 403),
         (by_url("//admin"), 401, 403),
         (by_url("/%61dmin;x"), 401, 403),
+        // A fragment ends the target, as the request line's parser ends a
+        // proxied one: `/admin#x` is `/admin` (it was `/admin%23x`, no admin path).
+        (by_uri("/admin#x"), 401, 403),
+        (by_uri("/admin#/public/x"), 401, 403),
+        (by_url("/admin#x"), 401, 403),
         (by_uri("/wiki"), 401, 200),
         (by_uri("/public/x"), 200, 200),
         (by_uri("//public/x"), 200, 200),
@@ -739,6 +744,19 @@ async fn prx06_forward_auth_canonicalises_the_forwarded_uri_before_deciding() {
         let (status, resp) = check(&forwarded, &guest);
         assert_eq!(status, non_admin, "non-admin {forwarded:?}: {resp}");
     }
+    // JWT-26 for the request asked about: a bearer header beside an
+    // `access_token` in the forwarded query is ambiguous, 400.
+    for forwarded in [
+        by_uri("/wiki?access_token=junk"),
+        by_uri("/wiki?a=1&access_token=junk#x"),
+        by_url("/wiki?access_token=junk"),
+    ] {
+        let (status, resp) = check(&forwarded, &guest);
+        assert_eq!(status, 400, "{forwarded:?}: {resp}");
+        assert!(resp.contains("invalid_request"), "{resp}");
+    }
+    let (status, resp) = check(&by_uri("/wiki?token=x"), &guest);
+    assert_eq!(status, 200, "{resp}");
     assert!(up.requests().is_empty(), "forward auth proxied a request");
 }
 
@@ -1462,10 +1480,20 @@ async fn prx14_a_host_with_userinfo_or_junk_is_refused_not_routed_on_part_of_it(
         "GET /static/x HTTP/1.1\r\nHost: [wiki.example].evil.com\r\nConnection: close\r\n\r\n",
         "GET /static/x HTTP/1.1\r\nHost: wiki.example,evil.com\r\nConnection: close\r\n\r\n",
         "GET /static/x HTTP/1.1\r\nHost: wiki.example:80:81\r\nConnection: close\r\n\r\n",
+        // Beside an absolute-form target, which decides, a Host must still be one.
+        "GET http://wiki.example/static/x HTTP/1.1\r\nHost: wiki.example:@evil.com\r\nConnection: close\r\n\r\n",
+        // PRX-15: an absolute-form target for a host no app serves asks for a
+        // forward proxy: 400, not the 404 of a Host no app serves.
+        "GET http://evil.example/static/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
     ] {
         let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
         assert!(resp.starts_with("HTTP/1.1 400"), "{req:?}: {resp}");
     }
+    let (resp, _) = raw_exchange(
+        gw.addr,
+        b"GET /static/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
     // Not visible ASCII: refused, not read as a request without a Host.
     let (resp, _) = raw_exchange(
         gw.addr,
