@@ -1802,3 +1802,38 @@ async fn a_token_admitted_while_young_is_refused_once_its_iat_is_older_than_jwt_
         .to_string();
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
 }
+
+/// JWT-03/JWT-04 with a token that verifies: `jwt_algorithms` decides which
+/// algorithms a source's machine tokens may use, whatever key of the
+/// source would verify them (the relabelled-signature cases above fail the
+/// signature anyway, so they cannot tell whether the allow-list holds).
+#[tokio::test(flavor = "multi_thread")]
+async fn jwt03_a_valid_token_in_an_algorithm_the_source_does_not_allow_is_refused() {
+    let trusted = provider().await;
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\njwt_algorithms = [\"ES256\"]\n\
+         [[app]]\nname = \"api\"\nupstream = \"{}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        trusted.well_known_url(),
+        upstream.url()
+    ));
+    gw.ready().await;
+    let call = |token: String| {
+        client()
+            .get(gw.url("/deploy"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+    };
+    let rs256 = trusted.sign(&claims(&trusted.issuer(), |_| {})).unwrap();
+    let r = call(rs256).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    assert!(upstream.requests().is_empty());
+    trusted.set_faults(|f| f.alg = SignAlg::ES256);
+    let es256 = trusted.sign(&claims(&trusted.issuer(), |_| {})).unwrap();
+    assert_eq!(call(es256).await.unwrap().status(), 200);
+    assert_eq!(upstream.requests().len(), 1);
+}
