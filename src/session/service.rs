@@ -213,13 +213,18 @@ impl Sessions {
     ) -> Option<(Arc<SessionClaims>, bool)> {
         // A value this worker opened before was found well-formed then: its
         // bytes are not checked again.
-        let lines = || cookie_lines().flat_map(cookie::readable_parts);
+        // Whole lines that are visible ASCII (every browser's, nearly
+        // always) here; a line with a pair that is not is read pair by pair
+        // below (SES-13), as that pair is malformed.
+        let lines = || cookie_lines().filter(|l| cookie::visible(l));
         let remembered = cookie::sole_unchecked(lines(), &self.cookie_name)
             .and_then(|value| self.opened.get(value));
         let (c, stale_key) = match remembered {
             Some(hit) => hit,
             None => {
-                let texts = lines().filter_map(|part| std::str::from_utf8(part).ok());
+                let texts = cookie_lines()
+                    .flat_map(cookie::readable_parts)
+                    .filter_map(|part| std::str::from_utf8(part).ok());
                 let Lookup::One(value) = cookie::find(texts, &self.cookie_name) else {
                     return None;
                 };
