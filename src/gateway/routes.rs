@@ -1719,11 +1719,12 @@ fn check_admits(
         Bytes::new(),
     );
     // The access token never to a page's script (SES-17): a browser's fetch
-    // of `/_auth/check` on an app host carries `Sec-Fetch-Mode`, and could
+    // of `/_auth/check` on an app host carries `Sec-Fetch-Site`, and could
     // read the answer's headers. A trusted proxy's check may pass its
-    // client's fetch metadata on; a client without any is no browser.
+    // client's fetch metadata on; other clients send none (Node's fetch
+    // sends `Sec-Fetch-Mode` alone, which is why that one does not count).
     let to_script =
-        !session.peer.trusted && session.req_header().headers.contains_key("sec-fetch-mode");
+        !session.peer.trusted && session.req_header().headers.contains_key("sec-fetch-site");
     let app = target.and_then(|i| state.config.apps.get(i));
     if let (Some(app), Some(resp)) = (app, session.response.as_mut()) {
         for (name, value) in super::upstream::claim_headers(&app.claim_headers, &p.claims) {

@@ -98,6 +98,15 @@ async fn the_upstream_gets_a_valid_access_token_and_a_fresh_one_before_it_expire
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("x-auth-request-access-token").is_none());
+    // Node's fetch sends `Sec-Fetch-Mode: cors` alone: no browser, answered.
+    let r = crate::support::client()
+        .get(s.gw.url("/_auth/check"))
+        .header("cookie", s.jar.header())
+        .header("sec-fetch-mode", "cors")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-auth-request-access-token"], first.as_str());
     assert_eq!(s.provider.refreshes(), 0);
     // Past half its lifetime: the next request carries a fresh token.
     s.advance(Duration::from_secs(TTL / 2 + 1));
