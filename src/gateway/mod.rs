@@ -387,9 +387,12 @@ fn decide(
         return Decision::Auth(route);
     }
     let Some(index) = state.router.route(host, path) else {
-        // PRX-15: an absolute-form target naming a host no app serves asks
-        // for a forward proxy, which this is not: 400, not 404.
-        if absolute_form {
+        // PRX-15: an absolute-form target naming a host the config does not
+        // name asks for a forward proxy, which this is not: 400, not 404 (a
+        // path no app of a named host covers stays a 404).
+        let named =
+            host.is_some_and(|h| state.origins.is_app_host(h) || state.origins.is_sign_in_host(h));
+        if absolute_form && !named {
             return Decision::Reject(Rejection::Framing(FramingError::BadFraming(
                 "an absolute-form target names a host no app serves (this is no forward proxy)",
             )));

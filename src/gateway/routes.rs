@@ -1562,6 +1562,7 @@ fn forwarded_names(headers: &http::HeaderMap) -> Result<Named, Rejection> {
     let (mut hosts, mut paths) = (Vec::new(), Vec::new());
     let mut query_token = false;
     if let Some(u) = header("x-original-url")? {
+        no_fragment(u)?;
         // Read as sent: a URL parser would resolve `..` and `%2e` before we could refuse them.
         let uri = u
             .parse::<http::Uri>()
@@ -1580,10 +1581,8 @@ fn forwarded_names(headers: &http::HeaderMap) -> Result<Named, Rejection> {
     }
     for n in ["x-forwarded-uri", "x-original-uri"] {
         if let Some(u) = header(n)? {
-            // A fragment ends the target as it ends a proxied one (the
-            // request line's parser drops it): `/admin#x` is `/admin`.
-            let target = u.split('#').next().unwrap_or_default();
-            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            no_fragment(u)?;
+            let (path, query) = u.split_once('?').unwrap_or((u, ""));
             query_token |= has_access_token(Some(query));
             paths.push(decision_path(path)?);
         }
@@ -1599,6 +1598,16 @@ fn forwarded_names(headers: &http::HeaderMap) -> Result<Named, Rejection> {
         paths,
         query_token,
     })
+}
+
+/// No request target holds a fragment (RFC 9112 §3.2): one after a public
+/// path could hide `/../admin`, or an `access_token`, from forward auth
+/// while an app that keeps it reads it.
+fn no_fragment(target: &str) -> Result<(), Rejection> {
+    match target.contains('#') {
+        true => Err(ambiguous("a forwarded request target holds a fragment (#)")),
+        false => Ok(()),
+    }
 }
 
 /// Whether `query` carries an `access_token` parameter (JWT-26).

@@ -213,11 +213,13 @@ impl Sessions {
     ) -> Option<(Arc<SessionClaims>, bool)> {
         // A value this worker opened before was found well-formed then: its
         // bytes are not checked again.
-        // Whole lines that are visible ASCII (every browser's, nearly
-        // always) here; a line with a pair that is not is read pair by pair
-        // below (SES-13), as that pair is malformed.
-        let lines = || cookie_lines().filter(|l| cookie::visible(l));
-        let remembered = cookie::sole_unchecked(lines(), &self.cookie_name)
+        // Every line visible ASCII (every browser's, nearly always): the
+        // remembered value may decide. Otherwise every line is read pair by
+        // pair below (SES-13), so both ways see the same pairs.
+        let remembered = cookie_lines()
+            .all(cookie::visible)
+            .then(|| cookie::sole_unchecked(cookie_lines(), &self.cookie_name))
+            .flatten()
             .and_then(|value| self.opened.get(value));
         let (c, stale_key) = match remembered {
             Some(hit) => hit,

@@ -188,9 +188,12 @@ fn stop(mut child: std::process::Child, rx: mpsc::Receiver<String>) -> Vec<Strin
         let _ = child.kill();
         panic!("the gateway did not exit within 10 s of SIGTERM");
     }
-    // The reader thread ends at EOF; give it a moment to pass the last lines on.
+    // The reader thread ends at EOF, which ends the channel: waiting up to
+    // 10 s a line costs nothing then, and a loaded machine (seen once: a
+    // release build beside the whole suite) may take more than 2 s to pass
+    // the last lines on.
     let mut lines = Vec::new();
-    while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(10)) {
         lines.push(l);
     }
     lines

@@ -301,11 +301,11 @@ fn a_trusted_proxy_range_of_every_address_is_refused() {
         "{}{APP}",
         base_config().replacen(
             "[session]",
-            "trusted_proxies = [\"10.0.0.0/8\", \"0.0.0.0/0\", \"::/0\"]\n[session]",
+            "trusted_proxies = [\"10.0.0.0/8\", \"0.0.0.0/0\", \"::/0\", \"::ffff:0.0.0.0/96\"]\n[session]",
             1
         )
     ));
-    for i in [1, 2] {
+    for i in [1, 2, 3] {
         assert!(
             msg.contains(&format!("server.trusted_proxies[{i}]: `"))
                 && msg.contains("trusts every client"),
@@ -577,14 +577,15 @@ fn authorize_params_refuse_the_gateway_s_own_parameters() {
     let msg = problems(&format!(
         "{}[[source]]\nslug = \"corp\"\ntype = \"oauth2\"\nconsumer_key = \"c\"\nconsumer_secret = \"s\"\n\
          authorization_url = \"https://idp.example/a\"\naccess_token_url = \"https://idp.example/t\"\nprofile_url = \"https://idp.example/p\"\n\
-         authorize_params = {{ response_type = \"code id_token\", code_challenge_method = \"plain\", max_age = \"1h\", response_mode = \"fragment\", prompt = \"login\" }}\n{APP}",
+         authorize_params = {{ response_type = \"code id_token\", code_challenge_method = \"plain\", max_age = \"1h\", response_mode = \"fragment\", request_uri = \"urn:x\", prompt = \"login\" }}\n{APP}",
         base_config()
     ));
     for want in [
-        "source[corp].authorize_params.response_type: `response_type` is written by the gateway itself",
-        "source[corp].authorize_params.code_challenge_method: `code_challenge_method` is written by the gateway itself (set pkce)",
+        "source[corp].authorize_params.response_type: `response_type` cannot be set here: the gateway writes it itself",
+        "source[corp].authorize_params.code_challenge_method: `code_challenge_method` cannot be set here: the gateway writes it itself: set pkce",
         "source[corp].authorize_params.max_age: `1h` is not a number of seconds",
         "source[corp].authorize_params.response_mode: `fragment`",
+        "source[corp].authorize_params.request_uri: `request_uri` cannot be set here: a request object would override",
     ] {
         assert!(msg.contains(want), "{want}: {msg}");
     }
@@ -790,7 +791,7 @@ fn claim_headers_refuse_reserved_malformed_and_repeated_names() {
          claim_headers = {{ \"Host\" = \"a\", \"Cookie\" = \"a\", \"authorization\" = \"a\", \"Transfer-Encoding\" = \"a\", \
          \"X-Forwarded-User\" = \"a\", \"X-Auth-Request-Team\" = \"a\", \"X-Portcullis-Assertion\" = \"a\", \
          \"X_Team\" = \"a\", \"Bad Name\" = \"a\", \"X-Empty\" = \"\", \"X-Team\" = \"org.team\", \"x-team\" = \"org.team\", \
-         \"X-Ns\" = '\"kubernetes.io.namespace', \"X-Dots\" = \"a..b\", \"Origin\" = \"a\", \"Sec-WebSocket-Protocol\" = \"a\" }}\n\
+         \"X-Ns\" = '\"kubernetes.io.namespace', \"X-Dots\" = \"a..b\", \"Origin\" = \"a\", \"Sec-WebSocket-Protocol\" = \"a\", \"Access-Control-Request-Method\" = \"a\" }}\n\
          [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         base_config()
     );
@@ -805,6 +806,7 @@ fn claim_headers_refuse_reserved_malformed_and_repeated_names() {
         "X-Portcullis-Assertion",
         "Origin",
         "Sec-WebSocket-Protocol",
+        "Access-Control-Request-Method",
     ] {
         assert!(
             msg.contains(&format!(

@@ -355,6 +355,11 @@ const RESERVED_CLAIM_HEADERS: &[&str] = &[
     "accept",
     "accept-encoding",
     "accept-language",
+    "accept-charset",
+    "last-event-id",
+    "priority",
+    "upgrade-insecure-requests",
+    "dnt",
     "range",
     "if-range",
     "if-match",
@@ -367,8 +372,9 @@ const RESERVED_CLAIM_HEADERS: &[&str] = &[
 ];
 
 /// Prefixes of browser-controlled fields (`Sec-Fetch-*`,
-/// `Sec-WebSocket-*`, `Sec-CH-*`) `claim_headers` may not use either.
-const RESERVED_CLAIM_PREFIXES: &[&str] = &["sec-"];
+/// `Sec-WebSocket-*`, `Sec-CH-*`, CORS preflight's
+/// `Access-Control-Request-*`) `claim_headers` may not use either.
+const RESERVED_CLAIM_PREFIXES: &[&str] = &["sec-", "access-control-"];
 
 /// `claim_headers = { "X-Team" = "org.team" }`: valid header names that are
 /// not reserved, not given twice (in any case or `_` spelling), and non-empty paths.

@@ -181,14 +181,15 @@ fn trusted_proxies(c: &mut Check<'_>, at: &KeyPath, raw: Vec<String>) -> Vec<IpN
         let parsed = p
             .parse::<IpNet>()
             .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from));
-        match parsed {
+        match parsed.map(ipv4_as_itself) {
             // PRX-05: every address a trusted proxy would let any client
-            // name its own IP, host and path to forward auth.
+            // name its own IP, host and path to forward auth (judged once
+            // `::ffff:0.0.0.0/96` is read as the `0.0.0.0/0` it is).
             Ok(n) if n.prefix_len() == 0 => c.fail(
                 at.key("trusted_proxies").item(i, None),
                 format!("`{p}` trusts every client to set X-Forwarded-*: name your proxies' own addresses or subnet (e.g. 10.0.0.0/8)"),
             ),
-            Ok(n) => trusted_proxies.push(ipv4_as_itself(n)),
+            Ok(n) => trusted_proxies.push(n),
             Err(_) => c.fail(
                 at.key("trusted_proxies").item(i, None),
                 format!("`{p}` is not an IP address or CIDR range, e.g. 10.0.0.0/8"),

@@ -137,14 +137,26 @@ fn default_scopes(
 /// (`response_type=code id_token`, `code_challenge_method=plain`), which a
 /// provider may read either way (OIDC-29, OA2-05).
 const OWN_AUTHORIZE_PARAMS: &[(&str, &str)] = &[
-    ("response_type", "the gateway asks for `code` only"),
-    ("client_id", "set consumer_key"),
-    ("redirect_uri", "the gateway sends its own callback URL"),
-    ("scope", "set scopes"),
-    ("state", "the gateway makes one per sign-in"),
-    ("nonce", "the gateway makes one per sign-in"),
-    ("code_challenge", "set pkce"),
-    ("code_challenge_method", "set pkce"),
+    (
+        "response_type",
+        "the gateway writes it itself: it asks for `code` only",
+    ),
+    (
+        "client_id",
+        "the gateway writes it itself: set consumer_key",
+    ),
+    (
+        "redirect_uri",
+        "the gateway writes it itself: its own callback URL",
+    ),
+    ("scope", "the gateway writes it itself: set scopes"),
+    ("state", "the gateway writes it itself: one per sign-in"),
+    ("nonce", "the gateway writes it itself: one per sign-in"),
+    ("code_challenge", "the gateway writes it itself: set pkce"),
+    (
+        "code_challenge_method",
+        "the gateway writes it itself: set pkce",
+    ),
     // A request object (RFC 9101) carries its own copies of all of the above.
     (
         "request",
@@ -169,10 +181,7 @@ fn authorize_params(
     for (k, v) in &raw {
         let key = at.key("authorize_params").key(k);
         if let Some((_, instead)) = OWN_AUTHORIZE_PARAMS.iter().find(|(n, _)| n == k) {
-            c.fail(
-                key,
-                format!("`{k}` is written by the gateway itself ({instead})"),
-            );
+            c.fail(key, format!("`{k}` cannot be set here: {instead}"));
         } else if k == "max_age" && v.parse::<u64>().is_err() {
             c.fail(key, format!("`{v}` is not a number of seconds"));
         } else if k == "response_mode" && !matches!(v.as_str(), "query" | "form_post") {
