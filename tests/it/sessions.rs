@@ -485,6 +485,22 @@ async fn a_session_cookie_beside_a_pair_with_a_byte_outside_visible_ascii_is_sti
         200,
         "a non-visible pair is skipped, not counted"
     );
+    // A second, well-formed session pair on another line beside a pair that
+    // is not visible: doubt, no session, whichever way the lines are read
+    // (the worker remembers the first value; it must not decide alone).
+    let r = s
+        .client
+        .get(s.gw.url("/private"))
+        .header("cookie", s.jar.header())
+        .header(
+            "cookie",
+            http::HeaderValue::from_bytes(b"portcullis=other; note=caf\xe9").unwrap(),
+        )
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 /// SES-16 behind a proxy that ends TLS (`public_url` https in front of a
