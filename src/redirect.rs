@@ -17,6 +17,9 @@ pub struct Origins {
     pub sign_in_host: String,
     /// Every `[[app]]` `host`, lower-case.
     pub app_hosts: Vec<String>,
+    /// The sign-in host as a bare name: an IPv6 literal without its
+    /// brackets, no trailing dot (how `same_origin` hands hosts over).
+    sign_in_bare: String,
 }
 
 impl Origins {
@@ -28,15 +31,32 @@ impl Origins {
             .collect();
         app_hosts.sort();
         app_hosts.dedup();
+        let sign_in_host = public_url
+            .host_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        // `host_str` keeps an IPv6 literal's brackets.
+        let sign_in_bare = sign_in_host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&sign_in_host)
+            .trim_end_matches('.')
+            .to_string();
         Origins {
             scheme: public_url.scheme().to_string(),
             port: public_url.port_or_known_default(),
-            sign_in_host: public_url
-                .host_str()
-                .unwrap_or_default()
-                .to_ascii_lowercase(),
+            sign_in_host,
             app_hosts,
+            sign_in_bare,
         }
+    }
+
+    /// Whether bare `host` (any case, no port, no brackets, no trailing
+    /// dot) is the sign-in host or an app host: only hosts the config names
+    /// (an app without `host` serves any host, yet names none).
+    pub fn names_bare_host(&self, host: &str) -> bool {
+        self.sign_in_bare.eq_ignore_ascii_case(host)
+            || self.app_hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
     }
 
     /// Whether `host` (lower-case, no port) is the sign-in host.

@@ -106,19 +106,29 @@ pub(crate) fn bearer_token(session: &Exchange) -> Result<Option<&str>, Rejection
     let mut rest = lines.peekable();
     let token = bearer(first);
     let ambiguous = if rest.peek().is_none() {
-        token.is_some()
-            && req.uri.query().is_some_and(|q| {
-                url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
-            })
+        token.is_some() && has_access_token(req.uri.query())
     } else {
         token.is_some() || rest.any(|v| bearer(v).is_some())
     };
     if ambiguous {
-        return Err(Rejection::InvalidRequest {
-            description: "send exactly one bearer token, in one Authorization header".into(),
-        });
+        return Err(two_bearer_tokens());
     }
     Ok(token)
+}
+
+/// Whether `query` carries an `access_token` parameter (JWT-26: beside a
+/// bearer header, an app may read the other one).
+pub(crate) fn has_access_token(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
+    })
+}
+
+/// The refusal of a request carrying more than one bearer token (JWT-26).
+pub(crate) fn two_bearer_tokens() -> Rejection {
+    Rejection::InvalidRequest {
+        description: "send exactly one bearer token, in one Authorization header".into(),
+    }
 }
 
 /// The principal of the request's bearer token for app `app`; a token decides

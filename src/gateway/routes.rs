@@ -1286,7 +1286,6 @@ fn sign_out_same_origin(
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok())
     });
-    let sign_in_host = state.config.server.public_url.host_str();
     // The browser's scheme: https also behind a proxy that ends TLS in front
     // of a plain listener, which an https `public_url` says (its cookies are
     // then `Secure`: a browser sends them over https only).
@@ -1295,17 +1294,9 @@ fn sign_out_same_origin(
     } else {
         state.scheme
     };
-    // An app without `host` serves any host, yet names none: only hosts
-    // the config names are ours (docs/design.md, "Several hosts").
+    // Only hosts the config names are ours (docs/design.md, "Several hosts").
     crate::same_origin::check(&req.headers, scheme, authority, |host| {
-        // `host_str` keeps an IPv6 literal's brackets; `host` has none.
-        sign_in_host.is_some_and(|h| {
-            let h = h
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(h);
-            h.trim_end_matches('.').eq_ignore_ascii_case(host)
-        }) || state.origins.is_app_host(&host.to_ascii_lowercase())
+        state.origins.names_bare_host(host)
     })
 }
 
@@ -1474,9 +1465,7 @@ fn forwarded_target(
     // JWT-26 for the request asked about: a bearer header beside an
     // `access_token` in its query is ambiguous (an app may read the other).
     if query_token && super::bearer_token(session)?.is_some() {
-        return Err(Rejection::InvalidRequest {
-            description: "send exactly one bearer token, in one Authorization header".into(),
-        });
+        return Err(super::two_bearer_tokens());
     }
     if hosts.windows(2).any(|w| w.first() != w.last())
         || paths.windows(2).any(|w| w.first() != w.last())
@@ -1576,14 +1565,14 @@ fn forwarded_names(headers: &http::HeaderMap) -> Result<Named, Rejection> {
             None if u.starts_with('/') => {}
             None => return Err(ambiguous("X-Original-URL has no host")),
         }
-        query_token |= has_access_token(uri.query());
+        query_token |= super::has_access_token(uri.query());
         paths.push(decision_path(uri.path())?);
     }
     for n in ["x-forwarded-uri", "x-original-uri"] {
         if let Some(u) = header(n)? {
             no_fragment(u)?;
             let (path, query) = u.split_once('?').unwrap_or((u, ""));
-            query_token |= has_access_token(Some(query));
+            query_token |= super::has_access_token(Some(query));
             paths.push(decision_path(path)?);
         }
     }
@@ -1608,13 +1597,6 @@ fn no_fragment(target: &str) -> Result<(), Rejection> {
         true => Err(ambiguous("a forwarded request target holds a fragment (#)")),
         false => Ok(()),
     }
-}
-
-/// Whether `query` carries an `access_token` parameter (JWT-26).
-fn has_access_token(query: Option<&str>) -> bool {
-    query.is_some_and(|q| {
-        url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
-    })
 }
 
 /// `/_auth/check`: forward auth. 200 for a public path of the app asked
