@@ -12,13 +12,114 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
 /// Any error a body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of requests sent upstream: the client's, watched.
-pub type UpstreamBody = Watched<Incoming>;
+pub type UpstreamBody = Watched<ClientBody>;
+
+/// Longest pause between two chunks of a chunked request body while the
+/// gateway reads it ahead; after it, the request goes upstream with what
+/// arrived and the rest follows as it comes.
+pub const READ_AHEAD_PAUSE: Duration = Duration::from_millis(50);
+/// Most bytes of a chunked request body read ahead before it goes upstream.
+pub const READ_AHEAD_BYTES: usize = 64 * 1024;
+
+/// A client's request body on its way upstream.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// As it arrives.
+    Streamed(Incoming),
+    /// Read ahead: these bytes (`None` once sent), then the rest as it
+    /// arrives (`None`: the body ended within them). Boxed: only chunked
+    /// bodies are read ahead, and every request's future holds this body.
+    ReadAhead(Option<Bytes>, Option<Box<Incoming>>),
+}
+
+impl ClientBody {
+    /// `read`, then `rest`; no empty frame.
+    fn ahead(read: bytes::BytesMut, rest: Option<Incoming>) -> Self {
+        let read = (!read.is_empty()).then(|| read.freeze());
+        ClientBody::ReadAhead(read, rest.map(Box::new))
+    }
+}
+
+impl HttpBody for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match this {
+            ClientBody::Streamed(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::ReadAhead(read, rest) => {
+                if let Some(bytes) = read.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                match rest.take() {
+                    Some(b) => {
+                        *this = ClientBody::Streamed(*b);
+                        Pin::new(this).poll_frame(cx)
+                    }
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Streamed(b) => b.is_end_stream(),
+            ClientBody::ReadAhead(read, rest) => {
+                read.is_none() && rest.as_deref().is_none_or(HttpBody::is_end_stream)
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let read = match self {
+            ClientBody::Streamed(b) => return b.size_hint(),
+            ClientBody::ReadAhead(read, _) => read.as_ref().map_or(0, |b| b.len() as u64),
+        };
+        match self {
+            ClientBody::ReadAhead(_, Some(rest)) => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.size_hint().lower().saturating_add(read));
+                hint
+            }
+            _ => SizeHint::with_exact(read),
+        }
+    }
+}
+
+/// Reads a chunked request body ahead, before anything goes upstream: up to
+/// [`READ_AHEAD_BYTES`], for as long as its chunks follow each other within
+/// [`READ_AHEAD_PAUSE`]. A body whose framing breaks within that is refused
+/// with nothing sent (PRX-12: "forwards zero bytes upstream"); one that ends
+/// within it goes upstream whole, with its length. A stream that pauses (a
+/// client waiting for the answer's start) is held for one pause at most.
+pub async fn read_ahead(mut body: Incoming) -> Result<ClientBody, hyper::Error> {
+    let mut read = bytes::BytesMut::new();
+    while read.len() < READ_AHEAD_BYTES {
+        let frame = match tokio::time::timeout(READ_AHEAD_PAUSE, body.frame()).await {
+            Err(_paused) => break,
+            Ok(None) => return Ok(ClientBody::ahead(read, None)),
+            Ok(Some(frame)) => frame?,
+        };
+        match frame.into_data() {
+            Ok(data) => read.extend_from_slice(&data),
+            // Trailer fields end the body here, unsent (see `Watched`).
+            Err(_trailers) => return Ok(ClientBody::ahead(read, None)),
+        }
+    }
+    Ok(ClientBody::ahead(read, Some(body)))
+}
 
 /// The body of every response the gateway sends.
 #[derive(Debug)]
@@ -480,7 +581,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt as _;
 
     /// A body fed frame by frame from a channel.
     struct Fed(tokio::sync::mpsc::Receiver<Bytes>);

@@ -36,6 +36,10 @@ const HEAD_CAPACITY: usize = 4096;
 /// Below this much free room a new head first reclaims (or renews) the buffer.
 const HEAD_MIN_ROOM: usize = 1024;
 
+/// Longest chunk extension (from its `;`) one chunk-size line may carry
+/// (PRX-12: 4 KiB; hyper's own decoder allows 16 KiB over a whole body).
+pub const MAX_CHUNK_EXTENSION: u16 = 4096;
+
 /// hyper refuses a Content-Length above this (`DecodedLength::MAX_LEN`).
 const MAX_BODY_LENGTH: u64 = u64::MAX - 2;
 
@@ -131,9 +135,27 @@ enum State {
     Length(u64),
     /// Inside a chunked body.
     Chunked(Chunk),
+    /// A limit hyper does not hold was broken: hyper gets no byte of the
+    /// stream from there on (see [`Cut`]).
+    Refused(Cut),
     /// Not HTTP requests any more (upgraded, or a head hyper refuses and
     /// closes the connection after): the bytes only pass.
     Passthrough,
+}
+
+/// Where the tap cut the stream hyper reads, and what hyper gets instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// A chunk extension over [`MAX_CHUNK_EXTENSION`]: hyper's next read
+    /// fails, its body decoder reports the error, and the service answers
+    /// 400 and closes.
+    Body,
+    /// A request line over `MAX_REQUEST_LINE` (PRX-20): hyper gets these
+    /// bytes to end the head it has begun (with the cut head handed out too
+    /// large, whose check answers 414 and closes), then every read fails.
+    /// Without this, a line longer than hyper's 60 KiB limit on a whole head
+    /// got hyper's own 431.
+    RequestLine(&'static [u8]),
 }
 
 /// What the tap has learnt of the head being copied, line by line.
@@ -165,8 +187,8 @@ enum Chunk {
     Size(u64),
     /// Blanks after the size.
     SizeBlank(u64),
-    /// A chunk extension, up to CR.
-    Extension(u64),
+    /// A chunk extension, up to CR, and its length so far.
+    Extension(u64, u16),
     /// Expecting the LF that ends the size line.
     SizeLf(u64),
     /// Inside chunk data with this many bytes left.
@@ -213,15 +235,19 @@ impl HeadTap {
         self.state == State::Passthrough
     }
 
-    /// Feeds the next bytes read from the connection.
-    pub fn feed(&mut self, mut input: &[u8]) {
-        if self.state == State::Passthrough {
-            return;
+    /// Feeds the next bytes read from the connection. `Some((at, cut))`: the
+    /// bytes from `at` on break a limit; hyper must not get them (see [`Cut`]).
+    pub fn feed(&mut self, mut input: &[u8]) -> Option<(usize, Cut)> {
+        match self.state {
+            State::Passthrough => return None,
+            State::Refused(cut) => return Some((0, cut)),
+            _ => {}
         }
         if self.shared.stop.load(Ordering::Acquire) {
             self.passthrough();
-            return;
+            return None;
         }
+        let total = input.len();
         while !input.is_empty() {
             // Every step consumes at least one byte or changes the state to
             // one that will, so this loop ends.
@@ -240,9 +266,15 @@ impl HeadTap {
                     usize::try_from(take).unwrap_or(input.len())
                 }
                 State::Chunked(chunk) => self.chunked(chunk, input),
-                State::Passthrough => return,
+                State::Passthrough => return None,
+                State::Refused(cut) => return Some((total - input.len(), cut)),
             };
             input = input.get(used..).unwrap_or_default();
+        }
+        // A cut at the read's last byte.
+        match self.state {
+            State::Refused(cut) => Some((total, cut)),
+            _ => None,
         }
     }
 
@@ -287,7 +319,13 @@ impl HeadTap {
         let mut used = 0;
         loop {
             let rest = input.get(used..).unwrap_or_default();
-            let Some(nl) = memchr::memchr(b'\n', rest) else {
+            let nl = memchr::memchr(b'\n', rest);
+            if !scan.request_line {
+                if let Some(taken) = self.request_line_too_long(&scan, rest, nl) {
+                    return used + taken;
+                }
+            }
+            let Some(nl) = nl else {
                 if !self.copy(rest, &scan) {
                     return input.len();
                 }
@@ -364,6 +402,44 @@ impl HeadTap {
         true
     }
 
+    /// Once the request line being read (its newline at `nl` in `rest`, if
+    /// there) goes over `MAX_REQUEST_LINE` within `rest`: copies it up to that
+    /// byte, hands the head out too large, cuts the stream there
+    /// ([`Cut::RequestLine`]) and returns how much of `rest` it took.
+    fn request_line_too_long(
+        &mut self,
+        scan: &HeadScan,
+        rest: &[u8],
+        nl: Option<usize>,
+    ) -> Option<usize> {
+        let so_far = self.buf.len().saturating_sub(scan.line_start);
+        // The line may hold MAX_REQUEST_LINE bytes before its newline.
+        let room = (MAX_REQUEST_LINE + 1).saturating_sub(so_far);
+        if nl.unwrap_or(rest.len()) < room {
+            return None;
+        }
+        let window = rest.get(..room)?;
+        self.buf.extend_from_slice(window);
+        let line = self.buf.get(scan.line_start..).unwrap_or_default();
+        // hyper has the line up to here: end it as a request line it can
+        // parse, after the target if the method has ended (a second space
+        // would already have been refused).
+        let end: &'static [u8] = if memchr::memchr(b' ', line).is_some() {
+            b" HTTP/1.1\r\n\r\n"
+        } else {
+            b" / HTTP/1.1\r\n\r\n"
+        };
+        let head = RawHead {
+            bytes: self.buf.split().freeze(),
+            http10: false,
+            too_large: true,
+        };
+        self.push(head);
+        self.buf = BytesMut::new();
+        self.state = State::Refused(Cut::RequestLine(end));
+        Some(room)
+    }
+
     fn push(&self, head: RawHead) {
         self.shared.partial.store(false, Ordering::Release);
         self.shared
@@ -392,8 +468,8 @@ impl HeadTap {
         let next = match (chunk, b) {
             (Chunk::Start, _) => hex(b).map(|d| Chunk::Size(u64::from(d))),
             (Chunk::Size(n), b'\t' | b' ') => Some(Chunk::SizeBlank(n)),
-            (Chunk::Size(n) | Chunk::SizeBlank(n), b';') => Some(Chunk::Extension(n)),
-            (Chunk::Size(n) | Chunk::SizeBlank(n) | Chunk::Extension(n), b'\r') => {
+            (Chunk::Size(n) | Chunk::SizeBlank(n), b';') => Some(Chunk::Extension(n, 1)),
+            (Chunk::Size(n) | Chunk::SizeBlank(n) | Chunk::Extension(n, _), b'\r') => {
                 Some(Chunk::SizeLf(n))
             }
             (Chunk::Size(n), _) => hex(b)
@@ -401,8 +477,14 @@ impl HeadTap {
                 .map(Chunk::Size),
             (Chunk::SizeBlank(n), b'\t' | b' ') => Some(Chunk::SizeBlank(n)),
             (Chunk::SizeBlank(_), _) => None,
-            (Chunk::Extension(_), b'\n') => None,
-            (Chunk::Extension(n), _) => Some(Chunk::Extension(n)),
+            (Chunk::Extension(..), b'\n') => None,
+            (Chunk::Extension(n, len), _) if len < MAX_CHUNK_EXTENSION => {
+                Some(Chunk::Extension(n, len + 1))
+            }
+            (Chunk::Extension(..), _) => {
+                self.state = State::Refused(Cut::Body);
+                return 0;
+            }
             (Chunk::SizeLf(0), b'\n') => Some(Chunk::EndCr),
             (Chunk::SizeLf(n), b'\n') => Some(Chunk::Data(n)),
             (Chunk::SizeLf(_), _) => None,
@@ -514,6 +596,9 @@ fn is_tchar(b: u8) -> bool {
 pub struct TapIo<T> {
     inner: T,
     tap: HeadTap,
+    /// Where the tap cut the stream, and how many of the cut's own bytes
+    /// hyper has read since.
+    cut: Option<(Cut, usize)>,
 }
 
 impl<T> TapIo<T> {
@@ -527,7 +612,12 @@ impl<T> TapIo<T> {
 /// returned IO, and pop one [`RawHead`] from the queue per request.
 pub fn tap<T>(io: T) -> (TokioIo<TapIo<T>>, HeadQueue) {
     let (tap, heads) = HeadTap::new();
-    (TokioIo::new(TapIo { inner: io, tap }), heads)
+    let io = TapIo {
+        inner: io,
+        tap,
+        cut: None,
+    };
+    (TokioIo::new(io), heads)
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for TapIo<T> {
@@ -537,13 +627,49 @@ impl<T: AsyncRead + Unpin> AsyncRead for TapIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some((cut, given)) = &mut this.cut {
+            return read_after_cut(*cut, given, buf);
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            this.tap
-                .feed(buf.filled().get(before..).unwrap_or_default());
+            let read = buf.filled().get(before..).unwrap_or_default();
+            if let Some((at, cut)) = this.tap.feed(read) {
+                buf.set_filled(before + at);
+                let (cut, given) = this.cut.insert((cut, 0));
+                // An empty read would be taken for the client's end.
+                if at == 0 {
+                    return read_after_cut(*cut, given, buf);
+                }
+            }
         }
         polled
+    }
+}
+
+/// A read after the tap cut the stream, `given` bytes of the cut's own
+/// given already. A body cut ([`Cut::Body`]) fails it: hyper's body decoder
+/// reports the error and the service answers 400 and closes, as for framing
+/// hyper refuses itself. A head cut gives the rest of its bytes, then nothing
+/// ever again: hyper reads on while the service answers (to see the client
+/// leave), and a failed read there would end the connection before the 414
+/// is written; the answer closes it.
+fn read_after_cut(cut: Cut, given: &mut usize, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    match cut {
+        Cut::Body => Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a limit of the request body was broken",
+        ))),
+        Cut::RequestLine(end) => {
+            let rest = end.get(*given..).unwrap_or_default();
+            if rest.is_empty() {
+                return Poll::Pending;
+            }
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(rest.get(..n).unwrap_or_default());
+            *given += n;
+            Poll::Ready(Ok(()))
+        }
     }
 }
 
@@ -645,6 +771,32 @@ mod tests {
         assert!(!queue.head_begun());
         tap.feed(b"\x16\x03\x01");
         assert!(tap.is_passthrough() && !queue.head_begun());
+    }
+
+    #[test]
+    fn prx12_a_chunk_extension_over_4_kib_is_cut_where_it_goes_over() {
+        let head: &[u8] = b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        // An extension of `len` bytes, its `;` included.
+        let body = |len: usize| format!("3;{}\r\nabc\r\n0\r\n\r\n", "a".repeat(len - 1));
+        let at_limit = [head, body(4096).as_bytes(), GET].concat();
+        let s = seen(&at_limit);
+        assert_eq!(s.bytes(), vec![head, GET]);
+
+        let over = [head, body(4097).as_bytes(), GET].concat();
+        // The byte that makes it 4 097 long: after the head, the size digit
+        // and 4 096 bytes of extension.
+        let cut = head.len() + 1 + 4096;
+        let (mut tap, queue) = HeadTap::new();
+        assert_eq!(tap.feed(&over), Some((cut, Cut::Body)));
+        assert_eq!(tap.feed(GET), Some((0, Cut::Body)));
+        let heads: Vec<RawHead> = std::iter::from_fn(|| queue.pop()).collect();
+        assert_eq!(heads.len(), 1, "no head is read past the refusal");
+
+        let (mut tap, _queue) = HeadTap::new();
+        for (i, b) in over.iter().enumerate().take(cut) {
+            assert_eq!(tap.feed(&[*b]), None, "byte {i}");
+        }
+        assert_eq!(tap.feed(&over[cut..]), Some((0, Cut::Body)));
     }
 
     #[test]
@@ -782,14 +934,52 @@ mod tests {
         let s = feed_cut(line.as_bytes(), &[100, 9000]);
         assert_eq!(s.heads[0].check(), Err(FramingError::UriTooLong));
 
-        // Within the cut, the usual limits answer.
-        let long = format!(
+        // A request line of the most bytes allowed is read as any other.
+        let longest = format!(
             "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
-            "a".repeat(MAX_REQUEST_LINE)
+            "a".repeat(MAX_REQUEST_LINE - "GET / HTTP/1.1\r".len())
         );
-        let s = seen(long.as_bytes());
+        let s = seen(longest.as_bytes());
         assert!(!s.heads[0].too_large());
-        assert_eq!(s.heads[0].check(), Err(FramingError::UriTooLong));
+        assert_eq!(s.heads[0].check(), Ok(()));
+    }
+
+    #[test]
+    fn prx20_a_request_line_over_the_limit_is_cut_where_it_goes_over_and_its_head_ended() {
+        for (line, end) in [
+            // In the target: hyper gets the version and the end of the head.
+            (
+                format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_REQUEST_LINE)),
+                &b" HTTP/1.1\r\n\r\n"[..],
+            ),
+            (
+                format!("GET /{}", "a".repeat(MAX_TAPPED_HEAD)),
+                b" HTTP/1.1\r\n\r\n",
+            ),
+            // In the method: a target too.
+            (
+                format!("{} / HTTP/1.1\r\n", "A".repeat(MAX_REQUEST_LINE + 1)),
+                b" / HTTP/1.1\r\n\r\n",
+            ),
+        ] {
+            let stream = [line.as_bytes(), b"Host: a\r\n\r\n", GET].concat();
+            let (mut tap, queue) = HeadTap::new();
+            let cut = MAX_REQUEST_LINE + 1;
+            assert_eq!(tap.feed(&stream), Some((cut, Cut::RequestLine(end))));
+            assert_eq!(tap.feed(GET), Some((0, Cut::RequestLine(end))));
+            let head = queue.pop().expect("the cut head");
+            assert!(head.too_large() && queue.pop().is_none());
+            assert_eq!(head.bytes(), &stream[..cut]);
+            assert_eq!(head.check(), Err(FramingError::UriTooLong));
+            // Read in pieces, the cut is at the same byte.
+            let (mut tap, _queue) = HeadTap::new();
+            assert_eq!(tap.feed(&stream[..100]), None);
+            assert_eq!(
+                tap.feed(&stream[100..cut]),
+                Some((cut - 100, Cut::RequestLine(end)))
+            );
+            assert_eq!(tap.feed(&stream[cut..]), Some((0, Cut::RequestLine(end))));
+        }
     }
 
     #[test]

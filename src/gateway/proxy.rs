@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 
-use super::body::{self, IdleTimeout, Progress, Watched};
+use super::body::{self, ClientBody, IdleTimeout, Progress, Watched};
 use super::ctx::{Ctx, Outcome};
 use super::exchange::Exchange;
 use super::framing::FramingError;
@@ -127,12 +127,13 @@ pub async fn forward(
     };
     let uri = upstream_uri(head, ctx)?;
     let app = ctx.app.and_then(|i| state.config.apps.get(i));
-    // Into the connection's lent buffer: allocated once, not per request.
     let tunnel = on_upgrade.is_some();
+    let body = client_body(ex, ctx, tunnel).await?;
+    // Into the connection's lent buffer: allocated once, not per request.
     let mut headers = client_headers(state, conn, ex, tunnel, ctx);
     add_identity(state, ctx, app, &mut headers);
 
-    let (request, progress) = upstream_request(ex, uri, headers, target.read_timeout);
+    let (request, progress) = upstream_request(ex, body, uri, headers, target.read_timeout);
     // Rendered once per principal, kept with it in its cache; client copies
     // of these names went with the client's headers.
     let principal = ctx.principal.clone();
@@ -183,16 +184,53 @@ pub async fn forward(
     Ok(())
 }
 
-/// The request the upstream gets: the client's method and body, `uri`,
+/// The client's body as it goes upstream: an HTTP/1.1 chunked one (the only
+/// framing that can break) read ahead (`body::read_ahead`), so that framing
+/// broken early is refused before the upstream is contacted (PRX-12); any
+/// other as it arrives. A tunnel's request is never held back. `Err`: the
+/// framing broke and the client was answered (for the access line).
+async fn client_body(
+    ex: &mut Exchange,
+    ctx: &mut Ctx,
+    tunnel: bool,
+) -> Result<Option<ClientBody>, &'static str> {
+    let Some(body) = ex.body.take() else {
+        return Ok(None);
+    };
+    let chunked = ex.head.version == http::Version::HTTP_11
+        && ex
+            .head
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING);
+    if tunnel || !chunked {
+        return Ok(Some(ClientBody::Streamed(body)));
+    }
+    // Boxed: only chunked bodies pay for the timer in the request's future.
+    match Box::pin(body::read_ahead(body)).await {
+        Ok(body) => Ok(Some(body)),
+        Err(_) => Err(broken_body(ex, ctx)),
+    }
+}
+
+/// Answers a request whose body's chunked framing broke (PRX-12: 400 and
+/// close); returns what failed, for the access line.
+fn broken_body(ex: &mut Exchange, ctx: &mut Ctx) -> &'static str {
+    let refusal = Rejection::Framing(FramingError::BadFraming("invalid request body framing"));
+    rescue::respond(ex, ctx, refusal);
+    ctx.outcome = Some(Outcome::Error);
+    "InvalidChunk"
+}
+
+/// The request the upstream gets: the client's method and `body`, `uri`,
 /// HTTP/1.1, `headers`; and the body's progress when it can fail (a body
 /// that cannot, as a GET's, pays nothing for watching).
 fn upstream_request(
     ex: &mut Exchange,
+    body: Option<ClientBody>,
     uri: http::Uri,
     headers: http::HeaderMap,
     read_timeout: Duration,
 ) -> (http::Request<body::UpstreamBody>, Option<Arc<Progress>>) {
-    let body = ex.body.take();
     let progress = body
         .as_ref()
         .filter(|b| !http_body::Body::is_end_stream(*b))
@@ -384,10 +422,7 @@ fn upstream_failed(
     }
     if upload.is_some_and(|p| p.failed()) {
         // The client's own body framing broke, not the upstream (PRX-12).
-        let refusal = Rejection::Framing(FramingError::BadFraming("invalid request body framing"));
-        rescue::respond(ex, ctx, refusal);
-        ctx.outcome = Some(Outcome::Error);
-        return "InvalidChunk";
+        return broken_body(ex, ctx);
     }
     ctx.span.in_scope(
         || tracing::warn!(request_id = %ctx.request_id, error = %e, error.detail = ?e, "upstream request failed"),

@@ -1856,6 +1856,132 @@ async fn prx24_a_slow_upload_is_not_taken_for_a_silent_upstream() {
     assert_eq!(seen[0].body.len(), 40);
 }
 
+/// An upstream that keeps every byte it is sent, on any connection, and
+/// answers nothing.
+fn listening_upstream() -> (SocketAddr, Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = heard.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = s.read(&mut buf) {
+                    kept.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    (addr, heard)
+}
+
+/// PRX-12 to the letter of 400-CLOSE ("forwards zero bytes upstream"): a
+/// chunked body whose framing breaks, at its first chunk or after good
+/// ones, sent in one piece or in several, is answered 400 and closed before
+/// the upstream hears anything of the request, not even its head.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx12_a_broken_chunked_body_reaches_no_upstream_not_even_its_head() {
+    let (up, heard) = listening_upstream();
+    let gw = open_gateway_at(up, "");
+    let head = "POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
+    // One byte over the 4 KiB a chunk extension may take (hyper takes 16).
+    let long_extension = format!("3;{}\r\nabc\r\n0\r\n\r\n", "a".repeat(4096));
+    for pieces in [
+        vec![head, "zz\r\nabc\r\n0\r\n\r\n"],
+        vec![
+            head,
+            "3\r\nabc\r\n4\r\nwxyz\r\nfffffffffffffffffff1\r\nabc\r\n",
+        ],
+        vec![head, "3\r\nabc\r\n", "3;a\rb\r\nabc\r\n0\r\n\r\n"],
+        vec![head, "3\nabc\n0\n\n"],
+        vec![head, &long_extension],
+    ] {
+        let mut conn = TcpStream::connect(gw.addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        for piece in &pieces {
+            conn.write_all(piece.as_bytes()).unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let body: String = pieces[1..].concat().chars().take(60).collect();
+        let (answer, closed) = read_until_closed(&mut conn);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{body:?}: {answer}");
+        assert!(closed, "{body:?}: the connection stayed open");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let heard = heard.lock().unwrap();
+    assert!(
+        heard.is_empty(),
+        "the upstream heard {:?}",
+        String::from_utf8_lossy(&heard)
+    );
+}
+
+/// A chunked body that arrives whole within the read-ahead goes upstream
+/// whole, framed by its length; one whose client waits for the answer
+/// before sending more is not held for its end (a stream both ways over
+/// HTTP/1.1): the upstream gets the head and the first chunk and answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_body_goes_upstream_whole_when_it_arrives_whole_and_streams_when_it_waits() {
+    let (heads_tx, heads_rx) = mpsc::channel::<String>();
+    let up = raw_upstream(move |head, s| {
+        let mut got = head.to_vec();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains("abc") {
+            match s.read(&mut buf) {
+                Ok(n @ 1..) => got.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+        let _ = heads_tx.send(String::from_utf8_lossy(&got).into_owned());
+        let _ =
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\ngot it");
+    });
+    let gw = open_gateway_at(up, "");
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    let (answer, _) = read_until_closed(&mut conn);
+    assert!(answer.ends_with("got it"), "{answer}");
+    let sent = heads_rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(sent.contains("content-length: 6\r\n"), "{sent}");
+    assert!(!sent.contains("transfer-encoding"), "{sent}");
+    assert!(sent.ends_with("\r\n\r\nabcdef"), "{sent}");
+
+    // The client sends one chunk and waits for the answer before the rest.
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).ends_with("got it") {
+        let n = conn
+            .read(&mut buf)
+            .expect("no answer while the body stayed open");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let sent = heads_rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(sent.contains("transfer-encoding: chunked\r\n"), "{sent}");
+}
+
 /// PRX-19 for request bodies: a client that stops sending its body while
 /// the upstream waits for it loses the request after
 /// `upstream_read_timeout`, also when the upstream answered before reading
