@@ -106,6 +106,8 @@ pub enum Reason {
     IdTokenInvalid,
     /// A source policy refused.
     PolicyDenied,
+    /// An app's access rules refused a signed-in person or a machine (403).
+    AccessDenied,
     /// The source does not enroll new users.
     EnrollClosed,
     /// The user is disabled.
@@ -142,7 +144,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the README's order.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::StateInvalid,
         Reason::StateExpired,
         Reason::ResponseMismatch,
@@ -151,6 +153,7 @@ impl Reason {
         Reason::CodeRefused,
         Reason::IdTokenInvalid,
         Reason::PolicyDenied,
+        Reason::AccessDenied,
         Reason::EnrollClosed,
         Reason::UserDisabled,
         Reason::IdentityTaken,
@@ -180,6 +183,7 @@ impl Reason {
             Reason::CodeRefused => "code_refused",
             Reason::IdTokenInvalid => "id_token_invalid",
             Reason::PolicyDenied => "policy_denied",
+            Reason::AccessDenied => "access_denied",
             Reason::EnrollClosed => "enroll_closed",
             Reason::UserDisabled => "user_disabled",
             Reason::IdentityTaken => "identity_taken",
@@ -303,6 +307,24 @@ impl<'a> Event<'a> {
     }
 }
 
+/// The audit line of an event's `payload`: one JSON object, the event's
+/// facts at its top (DESIGN: "one JSON line each"), with `level` and
+/// `target`; in the JSON log also the `timestamp` and the `fields` object
+/// every other line of that log has, holding the same facts.
+fn line_of(payload: serde_json::Value, format: LogFormat, now: SystemTime) -> String {
+    let serde_json::Value::Object(mut line) = payload else {
+        return payload.to_string();
+    };
+    if format == LogFormat::Json {
+        let timestamp = humantime::format_rfc3339_micros(now).to_string();
+        line.insert("fields".into(), serde_json::Value::Object(line.clone()));
+        line.insert("timestamp".into(), timestamp.into());
+    }
+    line.insert("level".into(), "INFO".into());
+    line.insert("target".into(), "portcullis::audit".into());
+    serde_json::Value::Object(line).to_string()
+}
+
 /// Writes audit lines and counts them. Cheap to clone (the counter is shared).
 #[derive(Debug, Clone)]
 pub struct Audit {
@@ -375,20 +397,18 @@ impl Audit {
             c.inc();
         }
         let now = self.clock.now();
-        if self.format == Some(LogFormat::Text) {
-            let mut payload = event.payload(now);
-            if let (Some(writer), Some(fields)) = (&self.writer, payload.as_object_mut()) {
-                // `RUST_LOG` still decides (`portcullis::audit=off`).
-                if !tracing::enabled!(target: "portcullis::audit", tracing::Level::INFO) {
-                    return;
-                }
-                fields.insert("level".into(), "INFO".into());
-                fields.insert("target".into(), "portcullis::audit".into());
-                let mut line = payload.to_string().into_bytes();
-                line.push(b'\n');
-                writer.write_line(&line);
+        if let (Some(format), Some(writer)) = (self.format, &self.writer) {
+            // `RUST_LOG` still decides (`portcullis::audit=off`).
+            if !tracing::enabled!(target: "portcullis::audit", tracing::Level::INFO) {
                 return;
             }
+            let mut line = line_of(event.payload(now), format, now).into_bytes();
+            line.push(b'\n');
+            writer.write_line(&line);
+            return;
+        }
+        if self.format == Some(LogFormat::Text) {
+            let payload = event.payload(now);
             tracing::info!(target: "portcullis::audit", "{payload}");
             return;
         }

@@ -1,6 +1,6 @@
 //! The `portcullis` command: serve, check, keygen.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -189,17 +189,21 @@ fn main() -> ExitCode {
             upstream,
             ..
         } => match dev_log_format(flag).and_then(init_logging) {
-            Ok((access, guard)) => started(portcullis::app::serve_dev(
-                port,
-                upstream,
-                access,
-                flusher(guard),
-            )),
+            Ok((access, guard)) => started(
+                portcullis::app::serve_dev(port, upstream, access, flusher(guard)),
+                None,
+            ),
             Err(code) => code,
         },
         Command::Serve { config, .. } => match load(config) {
             Ok(c) => match init_logging(flag.or(c.server.log_format)) {
-                Ok((access, guard)) => started(portcullis::app::serve(c, access, flusher(guard))),
+                Ok((access, guard)) => {
+                    let file = c.file.clone();
+                    started(
+                        portcullis::app::serve(c, access, flusher(guard)),
+                        Some(&file),
+                    )
+                }
                 Err(code) => code,
             },
             Err(code) => code,
@@ -230,13 +234,33 @@ fn flusher(guard: SharedGuard) -> Box<dyn FnOnce() + Send> {
     })
 }
 
-/// The exit code of a gateway run.
-fn started(result: Result<(), portcullis::app::StartError>) -> ExitCode {
+/// The exit code of a gateway run from the config `file`. A value of the
+/// config found wrong only as the gateway starts (an upstream that does not
+/// resolve, TLS files, a source's discovery document) is a config error like
+/// those found at load: it names the file and exits with the same code.
+fn started(result: Result<(), portcullis::app::StartError>, file: Option<&Path>) -> ExitCode {
+    use portcullis::app::StartError;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("portcullis: {:#}", anyhow::Error::from(e));
-            ExitCode::FAILURE
+            let of_config = matches!(
+                e,
+                StartError::Resolve { .. }
+                    | StartError::Tls(_)
+                    | StartError::Upstream { .. }
+                    | StartError::Source(_)
+            );
+            let message = format!("{:#}", anyhow::Error::from(e));
+            match file.filter(|_| of_config) {
+                Some(file) => {
+                    eprintln!("portcullis: {}: {message}", file.display());
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                None => {
+                    eprintln!("portcullis: {message}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

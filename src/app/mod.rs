@@ -63,7 +63,7 @@ pub enum StartError {
     #[error("the gateway did not start listening on {0} within 10 s")]
     NotListening(SocketAddr),
     /// A source was refused at load (its discovery document names another issuer): fix the source.
-    #[error("{0}")]
+    #[error(transparent)]
     Source(#[from] LoadError),
     /// The user store could not be opened: check `store.url` and that the database is reachable.
     #[error("store.url: {0}")]

@@ -138,12 +138,7 @@ pub struct Server {
     #[serde(serialize_with = "ser_duration")]
     pub request_header_timeout: Duration,
     /// A keep-alive connection with no request in flight is closed after this.
-    // Printed only when changed: `check` readers take `idle_timeout` for the
-    // session's, which is off by default.
-    #[serde(
-        serialize_with = "ser_duration",
-        skip_serializing_if = "is_default_connection_idle"
-    )]
+    #[serde(serialize_with = "ser_duration")]
     pub idle_timeout: Duration,
     /// A client that takes no byte of an answer for this long is cut off
     /// (nginx's `send_timeout`; also either side of a WebSocket tunnel, and
@@ -173,10 +168,6 @@ pub enum LogFormat {
 
 /// The default of `server.idle_timeout`.
 pub const DEFAULT_CONNECTION_IDLE: Duration = Duration::from_secs(60);
-
-fn is_default_connection_idle(d: &Duration) -> bool {
-    *d == DEFAULT_CONNECTION_IDLE
-}
 
 impl Server {
     /// Whether `ip` may set forwarding headers. An IPv4 peer on a dual-stack

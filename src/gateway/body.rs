@@ -25,8 +25,13 @@ pub type UpstreamBody = Watched<ClientBody>;
 /// gateway reads it ahead; after it, the request goes upstream with what
 /// arrived and the rest follows as it comes.
 pub const READ_AHEAD_PAUSE: Duration = Duration::from_millis(50);
-/// Most bytes of a chunked request body read ahead before it goes upstream.
+/// Most bytes of a chunked request body read ahead before it goes upstream
+/// (checked between chunks: a last chunk may take it past).
 pub const READ_AHEAD_BYTES: usize = 64 * 1024;
+/// Longest a chunked request body is read ahead in all: a client dripping
+/// small chunks just within the pause does not keep the request from its
+/// upstream (and the upstream's own timers) longer.
+pub const READ_AHEAD_TIME: Duration = Duration::from_secs(1);
 
 /// A client's request body on its way upstream.
 #[derive(Debug)]
@@ -99,15 +104,19 @@ impl HttpBody for ClientBody {
 }
 
 /// Reads a chunked request body ahead, before anything goes upstream: up to
-/// [`READ_AHEAD_BYTES`], for as long as its chunks follow each other within
-/// [`READ_AHEAD_PAUSE`]. A body whose framing breaks within that is refused
+/// [`READ_AHEAD_BYTES`] and [`READ_AHEAD_TIME`], for as long as its chunks
+/// follow each other within [`READ_AHEAD_PAUSE`]. A body whose framing breaks within that is refused
 /// with nothing sent (PRX-12: "forwards zero bytes upstream"); one that ends
 /// within it goes upstream whole, with its length. A stream that pauses (a
 /// client waiting for the answer's start) is held for one pause at most.
 pub async fn read_ahead(mut body: Incoming) -> Result<ClientBody, hyper::Error> {
     let mut read = bytes::BytesMut::new();
+    let until = tokio::time::Instant::now() + READ_AHEAD_TIME;
     while read.len() < READ_AHEAD_BYTES {
-        let frame = match tokio::time::timeout(READ_AHEAD_PAUSE, body.frame()).await {
+        let wait = until
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(READ_AHEAD_PAUSE);
+        let frame = match tokio::time::timeout(wait, body.frame()).await {
             Err(_paused) => break,
             Ok(None) => return Ok(ClientBody::ahead(read, None)),
             Ok(Some(frame)) => frame?,

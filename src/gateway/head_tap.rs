@@ -176,6 +176,9 @@ struct HeadScan {
     te: bool,
     /// The last Transfer-Encoding line ends in `chunked` (hyper looks at that one).
     te_chunked: bool,
+    /// An `Upgrade` field, or `CONNECT`: what follows the request may be
+    /// another protocol's bytes.
+    upgrade: bool,
 }
 
 /// Where a chunked body is, mirroring hyper's chunked decoder byte for byte.
@@ -216,6 +219,9 @@ pub struct HeadTap {
     /// reused once the service has dropped the previous head.
     buf: BytesMut,
     shared: Arc<Shared>,
+    /// The last head asked to switch protocols: until it is answered, the
+    /// bytes after it may be a tunnel's, and are never cut.
+    after_upgrade: bool,
 }
 
 impl HeadTap {
@@ -226,6 +232,7 @@ impl HeadTap {
             state: State::Idle,
             buf: BytesMut::new(),
             shared: Arc::clone(&shared),
+            after_upgrade: false,
         };
         (tap, HeadQueue { shared })
     }
@@ -372,6 +379,7 @@ impl HeadTap {
         scan.line_start = self.buf.len();
         if !scan.request_line {
             scan.request_line = true;
+            scan.upgrade = line.starts_with(b"CONNECT ");
             if line.ends_with(b" HTTP/1.1") {
                 scan.http10 = false;
             } else if line.ends_with(b" HTTP/1.0") {
@@ -385,6 +393,7 @@ impl HeadTap {
         }
         if line.is_empty() {
             let next = framing_after(scan);
+            self.after_upgrade = scan.upgrade;
             let head = RawHead {
                 bytes: self.buf.split().freeze(),
                 http10: scan.http10,
@@ -412,6 +421,11 @@ impl HeadTap {
         rest: &[u8],
         nl: Option<usize>,
     ) -> Option<usize> {
+        if self.after_upgrade {
+            // Possibly a tunnel's first bytes: hyper alone decides (a
+            // refused upgrade closes the connection before they are read).
+            return None;
+        }
         let so_far = self.buf.len().saturating_sub(scan.line_start);
         // The line may hold MAX_REQUEST_LINE bytes before its newline.
         let room = (MAX_REQUEST_LINE + 1).saturating_sub(so_far);
@@ -550,6 +564,8 @@ fn read_field(line: &[u8], scan: &mut HeadScan) {
             (Some(n), Some(prev)) if n != prev => scan.cl_refused = true,
             (Some(n), _) => scan.cl = Some(n),
         }
+    } else if name.eq_ignore_ascii_case(b"upgrade") {
+        scan.upgrade = true;
     } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
         scan.te = true;
         // hyper reads the value as visible ASCII and looks at its last coding.
@@ -628,7 +644,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for TapIo<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Some((cut, given)) = &mut this.cut {
-            return read_after_cut(*cut, given, buf);
+            return match read_after_cut(*cut, given, buf) {
+                Some(read) => Poll::Ready(read),
+                None => discard(&mut this.inner, cx, buf),
+            };
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -639,7 +658,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for TapIo<T> {
                 let (cut, given) = this.cut.insert((cut, 0));
                 // An empty read would be taken for the client's end.
                 if at == 0 {
-                    return read_after_cut(*cut, given, buf);
+                    return match read_after_cut(*cut, given, buf) {
+                        Some(read) => Poll::Ready(read),
+                        None => discard(&mut this.inner, cx, buf),
+                    };
                 }
             }
         }
@@ -650,27 +672,49 @@ impl<T: AsyncRead + Unpin> AsyncRead for TapIo<T> {
 /// A read after the tap cut the stream, `given` bytes of the cut's own
 /// given already. A body cut ([`Cut::Body`]) fails it: hyper's body decoder
 /// reports the error and the service answers 400 and closes, as for framing
-/// hyper refuses itself. A head cut gives the rest of its bytes, then nothing
-/// ever again: hyper reads on while the service answers (to see the client
-/// leave), and a failed read there would end the connection before the 414
-/// is written; the answer closes it.
-fn read_after_cut(cut: Cut, given: &mut usize, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+/// hyper refuses itself. A head cut gives the rest of its bytes; once they
+/// are given, `None`: the client's bytes are read and dropped
+/// ([`discard`]).
+fn read_after_cut(cut: Cut, given: &mut usize, buf: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
     match cut {
-        Cut::Body => Poll::Ready(Err(io::Error::new(
+        Cut::Body => Some(Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "a limit of the request body was broken",
         ))),
         Cut::RequestLine(end) => {
             let rest = end.get(*given..).unwrap_or_default();
             if rest.is_empty() {
-                return Poll::Pending;
+                return None;
             }
             let n = rest.len().min(buf.remaining());
             buf.put_slice(rest.get(..n).unwrap_or_default());
             *given += n;
-            Poll::Ready(Ok(()))
+            Some(Ok(()))
         }
     }
+}
+
+/// Reads the client's bytes after a head cut and drops them, so hyper gets
+/// none of them but still sees the client leave (end of stream, an error):
+/// hyper reads on while the service answers the cut head, and a failed read
+/// there would end the connection before the 414 is written; the answer
+/// closes it. Pending only when the socket is, with its waker registered.
+fn discard<T: AsyncRead + Unpin>(
+    inner: &mut T,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    let before = buf.filled().len();
+    // A bounded number of reads a turn: a client that floods the socket
+    // cannot keep the connection's task from answering.
+    for _ in 0..16 {
+        match Pin::new(&mut *inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => buf.set_filled(before),
+            other => return other,
+        }
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for TapIo<T> {

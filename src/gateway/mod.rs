@@ -168,6 +168,27 @@ pub(crate) fn refused_by_policy(p: &Principal, reason: String) -> Rejection {
     }
 }
 
+/// Answers a request an app's access rules refused `p` (403, with the
+/// rule's `reason`), and writes its `refusal` audit line (`access_denied`).
+pub(crate) fn refuse_access(
+    state: &State,
+    session: &mut Exchange,
+    ctx: &mut Ctx,
+    p: &Principal,
+    reason: String,
+) {
+    ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, request_id = %ctx.request_id, "access refused by policy"));
+    state.audit.emit(&crate::audit::Event {
+        reason: Some(crate::audit::Reason::AccessDenied),
+        source: Some(&p.source),
+        user_id: p.user_id.as_deref(),
+        username: Some(&p.user),
+        status: Some(403),
+        ..audit_facts(state, ctx, crate::audit::Kind::Refusal)
+    });
+    rescue::respond(session, ctx, refused_by_policy(p, reason));
+}
+
 impl State {
     /// Whether app `app`'s access rules let `who` make this request; `Err` has the message.
     pub fn access(
@@ -745,8 +766,7 @@ fn admits(
         None => Ok(()),
     };
     if let Err(reason) = allowed {
-        ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, request_id = %ctx.request_id, "access refused by policy"));
-        rescue::respond(session, ctx, refused_by_policy(&p, reason));
+        refuse_access(state, session, ctx, &p, reason);
         return false;
     }
     if p.kind != PrincipalKind::Bearer && foreign_websocket(state, session.req_header()) {

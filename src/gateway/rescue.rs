@@ -662,13 +662,15 @@ fn error_code(status: u16) -> &'static str {
         403 => "forbidden",
         404 => "not_found",
         405 => "method_not_allowed",
+        408 => "request_timeout",
         413 => "too_large",
         500 => "internal_error",
         503 => "unavailable",
         504 => "gateway_timeout",
         414 => "uri_too_long",
         431 => "headers_too_large",
-        _ => "bad_gateway",
+        502 => "bad_gateway",
+        _ => "error",
     }
 }
 
@@ -755,6 +757,22 @@ pub fn page_csp(form_targets: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_error_names_its_status_never_another() {
+        for (status, code) in [
+            (400, "bad_request"),
+            (408, "request_timeout"),
+            (413, "too_large"),
+            (414, "uri_too_long"),
+            (431, "headers_too_large"),
+            (502, "bad_gateway"),
+            (504, "gateway_timeout"),
+            (418, "error"),
+        ] {
+            assert_eq!(error_code(status), code, "{status}");
+        }
+    }
 
     #[test]
     fn sign_in_refusals_carry_the_design_status_and_never_the_detail() {

@@ -1643,7 +1643,7 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
     // (every app states who may access it); proxied, it would be a 404.
     if let (Some(p), None) = (&principal, target) {
         let reason = "No app is configured for this address.".to_string();
-        rescue::respond(session, ctx, super::refused_by_policy(p, reason));
+        super::refuse_access(state, session, ctx, p, reason);
         return Ok(());
     }
     // The target app's access rules apply to forward auth as to proxying.
@@ -1664,7 +1664,7 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
             .to_string();
         let h = host.clone().unwrap_or_default();
         if let Err(reason) = state.access(app, p, path.as_deref().unwrap_or("/"), &method, &h) {
-            rescue::respond(session, ctx, super::refused_by_policy(p, reason));
+            super::refuse_access(state, session, ctx, p, reason);
             return Ok(());
         }
     }

@@ -68,7 +68,13 @@ fn audit_of(line: &str) -> Option<Value> {
         return None;
     }
     Some(match v.get("fields") {
-        Some(fields) => fields.clone(),
+        Some(fields) => {
+            // The JSON log's line has the facts at its top as well.
+            for key in ["event", "reason", "request_id", "user_id", "status"] {
+                assert_eq!(v[key], fields[key], "{key}: {line}");
+            }
+            fields.clone()
+        }
         None => {
             assert_eq!(v["level"], "INFO", "{line}");
             v
@@ -122,7 +128,8 @@ impl Run {
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"{admin}\"\npublic_url = \"{public}\"\nthreads = 1\nshutdown_timeout = \"2s\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
              [session]\nsecrets = [\"{SECRET}\"]\n[store]\nurl = \"{db}\"\n{}{}\
-             [[app]]\nname = \"app\"\nupstream = \"{}\"\npass_access_token = true\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+             [[app]]\nname = \"app\"\nupstream = \"{}\"\npass_access_token = true\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n\
+             [[app.policy]]\non = [\"access\"]\neffect = \"deny\"\npath_prefix = \"/forbidden\"\n",
             source("demo", &demo, demo_extra),
             source("second", &second, second_extra),
             upstream.url()
@@ -441,6 +448,38 @@ async fn enroll_link_sign_out_sign_in_and_refusals_each_write_one_audit_line_wit
     );
     assert_eq!(enroll["client_ip"], access["client_ip"]);
     assert_eq!(run.private().await, 200);
+
+    // The app's access rules refuse a path: `refusal` / `access_denied`,
+    // proxied and asked through forward auth alike.
+    let seen = run.upstream.requests().len();
+    let r = run.get(&run.url("/forbidden/x")).await;
+    assert_eq!(r.status(), 403);
+    let denied = run.nth("refusal", "access_denied", 1).await;
+    assert_request_facts(&denied);
+    assert_eq!(denied["status"], 403, "{denied}");
+    assert_eq!(denied["user_id"], user_id.as_str());
+    assert_eq!(denied["username"], "alice");
+    assert_eq!(run.access_line(&denied["request_id"]).await["status"], 403);
+    let check = run.url("/_auth/check");
+    let host = run.public.trim_start_matches("http://").to_string();
+    let r = run
+        .client
+        .get(check)
+        .header("x-forwarded-for", CLIENT_IP)
+        .header("x-forwarded-host", host)
+        .header("x-forwarded-uri", "/forbidden/y")
+        .header("cookie", run.jar.header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let denied = run.nth("refusal", "access_denied", 2).await;
+    assert_eq!(denied["username"], "alice", "{denied}");
+    assert_eq!(
+        run.upstream.requests().len(),
+        seen,
+        "a refused request reached the app"
+    );
 
     // Linking the second source to the same user: `link`.
     let r = run.flow("/_auth/link/second?rd=/private").await;

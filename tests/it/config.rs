@@ -431,6 +431,15 @@ fn invalid_config_exits_with_code_2_and_check_prints_redacted() {
         "the store password was printed:\n{text}"
     );
     assert!(text.contains("password=redacted"), "{text}");
+    // The resolved config: defaults printed too, the connection limits among them.
+    let server = text.split("[session]").next().unwrap_or_default();
+    for line in [
+        "request_header_timeout = \"10s\"",
+        "idle_timeout = \"1m\"",
+        "max_connections = 10000",
+    ] {
+        assert!(server.contains(line), "{line} not in:\n{server}");
+    }
 }
 
 #[test]
@@ -530,11 +539,27 @@ fn ses02_plain_http_public_url_off_loopback_is_refused() {
         ),
         "{msg}"
     );
-    // https anywhere, and http on loopback, are fine.
+    // Nor is a name that merely looks like loopback.
+    for bad in [
+        "http://localhost.example",
+        "http://evillocalhost",
+        "http://localhost.evil.example",
+    ] {
+        let body = base_config().replace("http://127.0.0.1:8080", bad);
+        let msg = problems(&format!("{body}{APP}"));
+        assert!(
+            msg.contains("is plain http on a non-loopback host"),
+            "{bad}: {msg}"
+        );
+    }
+    // https anywhere, and http on loopback (also a name under `localhost`,
+    // RFC 6761 §6.3, as tests of several hosts use), are fine.
     for ok in [
         "https://wiki.example",
         "http://localhost:8080",
         "http://[::1]:8080",
+        "http://auth.localhost:8080",
+        "http://Wiki.LocalHost.:8080",
     ] {
         let file = config_file(&format!(
             "{}{APP}",
@@ -552,6 +577,17 @@ fn jwks14_provider_urls_must_be_https_off_loopback() {
     ));
     assert!(
         msg.contains("source[ci].oidc_jwks_url: `http://ci.example/jwks` must be https://"),
+        "{msg}"
+    );
+    // A name under `localhost` is loopback for a browser (a plain http
+    // `public_url` may use one), not for the gateway's own calls, which may
+    // resolve it through DNS.
+    let msg = problems(&format!(
+        "{}\n[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\nissuer = \"https://ci.example\"\noidc_jwks_url = \"http://idp.localhost/jwks\"\n{APP}",
+        base_config()
+    ));
+    assert!(
+        msg.contains("source[ci].oidc_jwks_url: `http://idp.localhost/jwks` must be https://"),
         "{msg}"
     );
 }

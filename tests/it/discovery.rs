@@ -87,6 +87,39 @@ fn check(wk: &str, extra: &str) -> (Option<i32>, String, String) {
     )
 }
 
+/// `portcullis serve` on the config `check` reads: its exit code and stderr,
+/// and the config file's path (the gateway is killed if it is still up
+/// after 20 s).
+fn serve(wk: &str) -> (Option<i32>, String, String) {
+    let file = config_file(&format!(
+        "{}\n[[source]]\nslug = \"corp\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{wk}\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"http://127.0.0.1:3000\"\njwt_sources = [\"corp\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        base_config()
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config"])
+        .arg(&file.path)
+        .env_remove("PORTCULLIS_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        file.path.display().to_string(),
+    )
+}
+
 /// OIDC-25 / JWKS-14 at load: a document handing over a plain-http
 /// `jwks_uri` or token endpoint off loopback refuses the source with a
 /// message naming the field; a URL set by hand replaces it and wins.
@@ -114,6 +147,14 @@ async fn oidc25_jwks14_a_document_with_plain_http_urls_is_refused_at_load() {
                 && err.contains("must be https://"),
             "{field}: {err}"
         );
+        // `serve` refuses it as a config error too: the file, the key, exit 2.
+        let (code, err, file) = tokio::task::block_in_place(|| serve(&well_known(&server)));
+        assert_eq!(code, Some(2), "{field}: {err}");
+        assert!(
+            err.contains(&file) && err.contains("source[corp].oidc_well_known_url"),
+            "{field}: {err}"
+        );
+        assert_eq!(err.matches("source[corp]").count(), 1, "said twice: {err}");
     }
     // Set by hand, the operator's URL wins and the discovered one is only reported.
     server.set(200, document(&server, None, "http://keys.example/jwks"));

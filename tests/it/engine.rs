@@ -1982,6 +1982,97 @@ async fn a_chunked_body_goes_upstream_whole_when_it_arrives_whole_and_streams_wh
     assert!(sent.contains("transfer-encoding: chunked\r\n"), "{sent}");
 }
 
+/// A long line after a WebSocket handshake, in the same write, is the
+/// tunnel's first bytes, not a request line to cut at 8 KiB (PRX-20's cut):
+/// the upstream gets every byte as sent and nothing the gateway made up,
+/// and the tunnel ends when the client leaves.
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_after_a_websocket_handshake_reach_the_tunnel_whole_however_long_their_first_line() {
+    let (heard_tx, heard_rx) = mpsc::channel::<Vec<u8>>();
+    let up = raw_upstream(move |head, s| {
+        let _ = s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        );
+        // What came after the head in the same reads, then the rest, until the client leaves.
+        let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut got = head[end..].to_vec();
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        let _ = heard_tx.send(got);
+    });
+    let gw = open_gateway_at(up, "");
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // A padded handshake makes the tap's reads long enough to hold the whole line.
+    let pad = "x".repeat(30 * 1024);
+    let line = vec![b'A'; 20 * 1024];
+    let mut sent = format!(
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Pad: {pad}\r\n\r\n"
+    )
+    .into_bytes();
+    sent.extend_from_slice(&line);
+    conn.write_all(&sent).unwrap();
+    let mut answer = [0u8; 12];
+    conn.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 101");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(conn);
+    let heard = heard_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the tunnel did not end when the client left");
+    assert_eq!(
+        heard.len(),
+        line.len(),
+        "{:?}",
+        String::from_utf8_lossy(&heard[heard.len().saturating_sub(40)..])
+    );
+    assert!(heard.iter().all(|b| *b == b'A'));
+}
+
+/// The read-ahead of a chunked body is bounded in time as well as in
+/// bytes: a client dripping one-byte chunks just within the pause still has
+/// its request at the upstream about a second on, its body streaming after.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dripping_chunked_body_reaches_its_upstream_after_a_second_not_at_its_end() {
+    let (at_tx, at_rx) = mpsc::channel::<Instant>();
+    let up = raw_upstream(move |_, s| {
+        let _ = at_tx.send(Instant::now());
+        let mut buf = [0u8; 1024];
+        while let Ok(n @ 1..) = s.read(&mut buf) {
+            if buf[..n].ends_with(b"0\r\n\r\n") {
+                break;
+            }
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+    });
+    let gw = open_gateway_at(up, "");
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let start = Instant::now();
+    conn.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .unwrap();
+    // 3 s of one-byte chunks, 30 ms apart (the pause is 50 ms).
+    while start.elapsed() < Duration::from_secs(3) {
+        conn.write_all(b"1\r\nx\r\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    conn.write_all(b"0\r\n\r\n").unwrap();
+    let reached = at_rx.recv_timeout(Duration::from_secs(10)).unwrap() - start;
+    assert!(
+        reached < Duration::from_millis(2500),
+        "the upstream was contacted {reached:?} after the request began"
+    );
+    let (answer, _) = read_until_closed(&mut conn);
+    assert!(answer.ends_with("ok"), "{answer}");
+}
+
 /// PRX-19 for request bodies: a client that stops sending its body while
 /// the upstream waits for it loses the request after
 /// `upstream_read_timeout`, also when the upstream answered before reading

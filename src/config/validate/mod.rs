@@ -162,6 +162,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Whether a browser reaches `url` on the loopback interface (where a plain
+/// http `public_url` is acceptable): [`is_loopback`], or a name under
+/// `localhost` (`auth.localhost`: RFC 6761 §6.3 reserves them for loopback,
+/// and browsers and curl resolve them there without asking DNS). Not for
+/// the gateway's own outbound calls: its resolver may ask DNS for them.
+pub fn browser_loopback(url: &Url) -> bool {
+    let under_localhost = url.host_str().is_some_and(|d| {
+        let d = d.strip_suffix('.').unwrap_or(d);
+        let tail = d
+            .len()
+            .checked_sub(".localhost".len())
+            .and_then(|i| d.get(i..));
+        tail.is_some_and(|t| t.eq_ignore_ascii_case(".localhost"))
+    });
+    under_localhost || is_loopback(url)
+}
+
 /// Whether a URL's host is the loopback interface (where plain http is acceptable).
 pub fn is_loopback(url: &Url) -> bool {
     match url.host() {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use url::Url;
 
-use super::is_loopback;
 use super::Check;
+use super::{browser_loopback, is_loopback};
 use crate::config::error::KeyPath;
 use crate::config::model::*;
 use crate::config::raw::*;
@@ -105,7 +105,7 @@ fn public_url(
             let u = c.http_url(at.key("public_url"), Some(s));
             if let Some(u) = &u {
                 // SES-02: without https the session cookie cannot be Secure/__Host-.
-                if u.scheme() == "http" && !is_loopback(u) {
+                if u.scheme() == "http" && !browser_loopback(u) {
                     c.fail(
                         at.key("public_url"),
                         format!("`{s}` is plain http on a non-loopback host: session cookies would travel unprotected; use https:// (terminate TLS here with server.tls or in front)"),
