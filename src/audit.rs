@@ -116,8 +116,6 @@ pub enum Reason {
     IdentityTaken,
     /// Several users share the value the matching mode looks up.
     MatchAmbiguous,
-    /// A link flow finished without the session that started it.
-    LinkSessionGone,
     /// A handoff code that is unknown, used, expired, another browser's, or whose session ended.
     HandoffInvalid,
     /// A callback or handoff arrived on the wrong host.
@@ -144,7 +142,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the README's order.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 24] = [
         Reason::StateInvalid,
         Reason::StateExpired,
         Reason::ResponseMismatch,
@@ -158,7 +156,6 @@ impl Reason {
         Reason::UserDisabled,
         Reason::IdentityTaken,
         Reason::MatchAmbiguous,
-        Reason::LinkSessionGone,
         Reason::HandoffInvalid,
         Reason::WrongHost,
         Reason::SourceNotReady,
@@ -188,7 +185,6 @@ impl Reason {
             Reason::UserDisabled => "user_disabled",
             Reason::IdentityTaken => "identity_taken",
             Reason::MatchAmbiguous => "match_ambiguous",
-            Reason::LinkSessionGone => "link_session_gone",
             Reason::HandoffInvalid => "handoff_invalid",
             Reason::WrongHost => "wrong_host",
             Reason::SourceNotReady => "source_not_ready",

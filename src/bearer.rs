@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::config::App;
 use crate::jwk::Key;
-use crate::jws::{self, JwsError};
+use crate::jws::{self, numeric_date, JwsError};
 use crate::principal::{no_claims, Principal, PrincipalKind};
 use crate::shared_principals::SharedPrincipals;
 use crate::source::claims::lookup;
@@ -20,8 +20,9 @@ use crate::verdict_cache::{Verdict, VerdictCache, VerdictKey};
 /// Largest token accepted, checked before any parsing (docs/security.md).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Why a bearer token is refused; the text goes into RFC 6750's
-/// `error_description` and never contains the token or its claims.
+/// Why a bearer token is refused; the text goes to the log (the client gets
+/// one description for every reason, JWT-29) and never contains the token
+/// or its claims.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BearerError {
     /// Over 8 KiB.
@@ -386,15 +387,6 @@ pub fn allowed_algorithms(configured: &[Algorithm]) -> Vec<Algorithm> {
     }
 }
 
-/// The last second of year 9999: later NumericDates are refused rather than
-/// carried into arithmetic (docs/security.md JWT-19).
-const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
-
-/// A NumericDate we accept: a non-negative integer up to [`MAX_NUMERIC_DATE`].
-fn numeric_date(v: &Value) -> Option<u64> {
-    v.as_u64().filter(|t| *t <= MAX_NUMERIC_DATE)
-}
-
 /// `exp` required, `nbf`/`iat` honoured with 60 s leeway; with `max_age`, `iat`
 /// is required and neither its age nor the remaining lifetime may exceed it
 /// (JWT-18). Returns how long a verdict may stand: `exp`, or with `max_age`
@@ -577,6 +569,19 @@ mod tests {
     }
 
     #[test]
+    fn a_fractional_numeric_date_counts_its_whole_seconds() {
+        // RFC 7519 §2: "can represent non-integer values" (`time.time() + 300`).
+        let now = 1_700_000_000u64;
+        let t = now as f64;
+        let fine = json!({"exp": t + 100.5, "nbf": t - 0.5, "iat": t - 0.25});
+        assert!(check_times(&fine, now, None).is_ok());
+        assert_eq!(
+            check_times(&json!({"exp": t - 3600.5}), now, None),
+            Err(BearerError::Expired)
+        );
+    }
+
+    #[test]
     fn jwt19_odd_numeric_dates_are_refused_without_overflow() {
         let now = 1_700_000_000u64;
         for bad in [
@@ -589,7 +594,9 @@ mod tests {
             json!(i64::MAX),
             json!(u64::MAX),
             json!(null),
-            json!(1700000100.5),
+            json!(-0.5),
+            json!(-0.0),
+            json!(253_402_300_800.5),
         ] {
             assert_eq!(
                 check_times(&json!({ "exp": bad }), now, None),

@@ -42,6 +42,9 @@ impl Keys {
     }
 }
 
+/// Longest a JWKS fetch may take, connecting and reading together.
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Why no key set is available.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
@@ -409,11 +412,15 @@ impl JwksCache {
     ) -> Result<(Arc<KeySet>, Option<String>), JwksError> {
         let previous = self.current(source);
         let result = async {
-            let resp = self
-                .http
-                .source(source)
-                .get(url, None, MAX_JWKS_BYTES)
-                .await?;
+            // Within 5 s in all (JWKS-06), shorter than other provider calls:
+            // a request waiting on an unknown key's refetch is answered then.
+            let client = self.http.source(source);
+            let get = client.get(url, None, MAX_JWKS_BYTES);
+            let resp = tokio::time::timeout(JWKS_FETCH_TIMEOUT, get)
+                .await
+                .map_err(|_| FetchError::Timeout {
+                    url: url.to_string(),
+                })??;
             if resp.status != 200 {
                 return Err(JwksError::Invalid(format!(
                     "{url} answered {}",

@@ -201,7 +201,13 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Jws<'_>, JwsError> {
     {
         return Err(JwsError::Unsupported);
     }
-    if header.kid.as_ref().is_some_and(|k| k.len() > MAX_KID_BYTES) {
+    // Over-long or holding a control character (a NUL, a newline): malformed,
+    // refused before any key lookup or refetch (JWT-11).
+    if header
+        .kid
+        .as_ref()
+        .is_some_and(|k| k.len() > MAX_KID_BYTES || k.chars().any(char::is_control))
+    {
         return Err(JwsError::Header);
     }
     // Exact, case-sensitive names only: "none", "None", "RS256 " are not algorithms (JWT-01, JWT-03).
@@ -299,6 +305,27 @@ impl Jws<'_> {
     }
 }
 
+/// The last second of year 9999: later NumericDates are refused rather than
+/// carried into arithmetic (docs/security.md JWT-19).
+pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// A NumericDate (RFC 7519 §2: seconds, "can represent non-integer values")
+/// as whole seconds: a non-negative number up to [`MAX_NUMERIC_DATE`], a
+/// fraction dropped (`1765432100.5`, as `time.time() + 300` writes it).
+/// Strings, negatives, NaN-like and huge values are `None` (JWT-19).
+pub fn numeric_date(v: &serde_json::Value) -> Option<u64> {
+    if let Some(t) = v.as_u64() {
+        return (t <= MAX_NUMERIC_DATE).then_some(t);
+    }
+    // A float within range: its whole part is exact in an f64 (< 2^53).
+    let t = v
+        .as_f64()
+        .filter(|t| t.is_finite() && *t >= 0.0 && t.is_sign_positive())?;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let whole = t.floor() as u64;
+    (t <= MAX_NUMERIC_DATE as f64).then_some(whole)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,8 +393,13 @@ mod tests {
             let t = token(&format!(r#"{{"alg":"RS256","kid":{kid}}}"#), P);
             assert_eq!(parse(&t, 1 << 20).unwrap_err(), JwsError::Header, "{kid}");
         }
+        // A control character makes it malformed: no lookup, no refetch.
+        for kid in [r#""a\u0000b""#, r#""a\nb""#, r#""\u007f""#] {
+            let t = token(&format!(r#"{{"alg":"RS256","kid":{kid}}}"#), P);
+            assert_eq!(parse(&t, 1 << 20).unwrap_err(), JwsError::Header, "{kid}");
+        }
         // Metacharacters are just an unknown kid: refused later by the key lookup, never used as a path.
-        let t = token(r#"{"alg":"RS256","kid":"../../dev/null\u0000' OR 1=1"}"#, P);
+        let t = token(r#"{"alg":"RS256","kid":"../../dev/null' OR 1=1"}"#, P);
         assert!(parse(&t, 8192).is_ok());
     }
 

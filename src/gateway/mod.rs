@@ -152,11 +152,21 @@ pub async fn authenticate_bearer(
             .bearer
             .verify(index, app, token, state.clock.now_unix())
             .await
-            .map_err(|e| Rejection::InvalidToken {
-                description: e.to_string(),
+            .map_err(|e| {
+                // One description for every reason (JWT-29: no oracle); the
+                // reason goes to the log only.
+                tracing::info!(reason = %e, "bearer token refused");
+                Rejection::InvalidToken {
+                    description: INVALID_TOKEN.into(),
+                }
             }),
     )
 }
+
+/// The `error_description` of every refused bearer token, whatever the
+/// reason: a description that differed per failure would tell a prober
+/// which check its forgery passed (SECURITY JWT-29).
+pub const INVALID_TOKEN: &str = "the access token is not valid";
 
 /// The refusal for a principal an app's policy does not admit: RFC 6750
 /// `insufficient_scope` for a machine, the access-denied page for a person.
@@ -854,7 +864,7 @@ mod tests {
     fn a_request_the_head_tap_has_no_head_for_is_refused_and_a_tapped_head_is_checked() {
         let (mut tap, queue) = head_tap::HeadTap::new();
         tap.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-        tap.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n");
+        tap.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
         let clean = queue.pop();
         let doubled = queue.pop();
         assert_eq!(check_tapped(clean.as_ref()), Ok(()));

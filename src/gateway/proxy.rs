@@ -168,10 +168,7 @@ pub async fn forward(
         rescue::respond(ex, ctx, Rejection::UpstreamFailed);
         return Err(error);
     }
-    let tunnel = Tunnel {
-        requested: websocket,
-        down: on_upgrade,
-    };
+    let tunnel = Tunnel { down: on_upgrade };
     ex.response = Some(client_response(
         state,
         conn,
@@ -442,10 +439,9 @@ fn upstream_failed(
     }
 }
 
-/// A WebSocket upgrade the client asked for, and its side of the
-/// connection when it is one that can become a tunnel.
+/// The client's side of the connection when it asked for a WebSocket
+/// upgrade on one that can become a tunnel.
 struct Tunnel {
-    requested: bool,
     down: Option<hyper::upgrade::OnUpgrade>,
 }
 
@@ -468,6 +464,7 @@ fn client_response(
     tunnel: Tunnel,
 ) -> http::Response<body::Body> {
     let status = response.status();
+    let asked = tunnel.down.is_some();
     let tunnel_ends = match tunnel.down {
         Some(down) if status == http::StatusCode::SWITCHING_PROTOCOLS => {
             Some((down, hyper::upgrade::on(&mut response)))
@@ -500,8 +497,12 @@ fn client_response(
             parts.headers.append(header::SET_COOKIE, v);
         }
     }
-    if tunnel.requested && tunnel_ends.is_none() || ex.close {
-        // A refused upgrade: the bytes after it are never read as requests (PRX-16).
+    // An upgrade the upstream declined (no 101) leaves an HTTP connection:
+    // the bytes after it are read as the next request, checked like any
+    // other (PRX-16); none was tunnelled. Not from a trusted proxy: one in
+    // front that tunnels on the request alone (Varnish's pipe) would pass
+    // the client's own bytes, forwarding fields and all, as its own.
+    if ex.close || (asked && tunnel_ends.is_none() && ex.peer.trusted) {
         parts.headers.insert(header::CONNECTION, CLOSE.clone());
     }
     let body = match tunnel_ends {

@@ -123,8 +123,6 @@ pub enum SignInRefusal {
     /// The directory refused: disabled user, enrollment closed, identity
     /// taken or linked elsewhere (403, the refusal's fixed wording).
     Directory(Refusal),
-    /// A link flow finished without the session that started it (403).
-    LinkSessionGone,
     /// The provider failed: unreachable, an error or garbage instead of an answer (502).
     ProviderFailed,
     /// The provider did not answer within the outbound timeout (504).
@@ -152,9 +150,7 @@ impl SignInRefusal {
             | SignInRefusal::ProviderDenied
             | SignInRefusal::HandoffRefused => 400,
             SignInRefusal::InvalidIdToken => 401,
-            SignInRefusal::Policy(_)
-            | SignInRefusal::Directory(_)
-            | SignInRefusal::LinkSessionGone => 403,
+            SignInRefusal::Policy(_) | SignInRefusal::Directory(_) => 403,
             SignInRefusal::Internal => 500,
             SignInRefusal::ProviderFailed => 502,
             SignInRefusal::StoreUnavailable | SignInRefusal::NotReady => 503,
@@ -182,7 +178,6 @@ impl SignInRefusal {
                 Refusal::LinkedElsewhere(_) | Refusal::Taken(_) => Reason::IdentityTaken,
                 Refusal::Ambiguous(_) => Reason::MatchAmbiguous,
             },
-            SignInRefusal::LinkSessionGone => Reason::LinkSessionGone,
             SignInRefusal::ProviderFailed => Reason::ProviderError,
             SignInRefusal::ProviderTimeout => Reason::ProviderTimeout,
             SignInRefusal::StoreUnavailable => Reason::StoreUnavailable,
@@ -212,9 +207,6 @@ impl SignInRefusal {
                 "The sign-in was cancelled or refused at the provider."
             }
             SignInRefusal::InvalidIdToken => "The provider's proof of your identity is not valid.",
-            SignInRefusal::LinkSessionGone => {
-                "The session that started linking this account has ended; sign in, then link again."
-            }
             SignInRefusal::ProviderFailed => "The provider did not answer properly.",
             SignInRefusal::ProviderTimeout => "The provider did not answer in time.",
             SignInRefusal::StoreUnavailable => "The user directory is unavailable.",
@@ -795,7 +787,6 @@ mod tests {
             ),
             (SignInError::Refused(Refusal::EnrollClosed).into(), 403),
             (SignInError::Policy("Ask the admins".into()).into(), 403),
-            (SignInRefusal::LinkSessionGone, 403),
             (SignInRefusal::Internal, 500),
         ];
         for (refusal, status) in rows {
@@ -943,7 +934,6 @@ mod tests {
                 SignInError::Refused(Refusal::Ambiguous("email")).into(),
                 "match_ambiguous",
             ),
-            (SignInRefusal::LinkSessionGone, "link_session_gone"),
             (SignInRefusal::HandoffRefused, "handoff_invalid"),
         ];
         for (refusal, code) in rows {

@@ -974,15 +974,19 @@ async fn link_target(
             return Err((SignInRefusal::StoreUnavailable, detail.to_string()));
         }
     };
+    // DESIGN step 2 links only while "that session is still the browser's";
+    // otherwise the callback goes on as an ordinary sign-in (step 3).
     let Some(user_id) = user else {
-        let detail = "the session that started the link flow is gone or changed";
-        return Err((SignInRefusal::LinkSessionGone, detail.to_string()));
+        tracing::info!(
+            "the session that started the link flow is gone or changed: an ordinary sign-in"
+        );
+        return Ok(None);
     };
     match state.sessions.store().user(&user_id).await {
         Ok(Some(u)) => Ok(Some(u)),
         Ok(None) => {
-            let detail = "the linking session's user is gone";
-            Err((SignInRefusal::LinkSessionGone, detail.to_string()))
+            tracing::info!("the linking session's user is gone: an ordinary sign-in");
+            Ok(None)
         }
         Err(e) => Err((SignInRefusal::StoreUnavailable, e.to_string())),
     }

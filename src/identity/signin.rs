@@ -62,11 +62,21 @@ pub async fn settle(
         Some((_, None)) => Match::Nobody,
         Some((what, Some(value))) => {
             let lookup = match (what, source.user_matching_mode) {
-                // DESIGN: `email_deny` refuses "if one exists": any user
-                // holding that email, vouched for or not.
+                // DESIGN: `email_deny` refuses "if one exists", `email_link`
+                // links "to the user with that email": any user holding it,
+                // vouched for or not (the incoming source must vouch for
+                // it, `flow::lookup_key`).
                 ("email", UserMatchingMode::EmailDeny) => store.user_by_email(value).await,
-                // `email_link` links only to an email its user was vouched for.
-                ("email", _) => store.user_by_vouched_email(value).await,
+                ("email", _) => match store.user_by_email(value).await {
+                    // Several hold it: the one whose source vouched for it,
+                    // so that a squatter who claimed the address unverified
+                    // cannot lock its owner out of a new source.
+                    Err(StoreError::Ambiguous) => store
+                        .user_by_vouched_email(value)
+                        .await
+                        .and_then(|u| u.map(Some).ok_or(StoreError::Ambiguous)),
+                    other => other,
+                },
                 _ => store.user_by_username(value).await,
             };
             match lookup {

@@ -167,16 +167,13 @@ pub fn check_logout_claims(
     }
     let iat = c
         .get("iat")
-        .and_then(Value::as_u64)
+        .and_then(jws::numeric_date)
         .ok_or(IdTokenError::IssuedAt)?;
     if iat > now.saturating_add(LEEWAY_SECS) || now.saturating_sub(iat) > max_age_secs {
         return Err(IdTokenError::IssuedAt);
     }
     if let Some(exp) = c.get("exp") {
-        if exp
-            .as_u64()
-            .is_none_or(|exp| now > exp.saturating_add(LEEWAY_SECS))
-        {
+        if jws::numeric_date(exp).is_none_or(|exp| now > exp.saturating_add(LEEWAY_SECS)) {
             return Err(IdTokenError::Expired);
         }
     }
@@ -227,14 +224,14 @@ pub fn check_claims(c: &Value, e: &Expect<'_>) -> Result<(), IdTokenError> {
     }
     let exp = c
         .get("exp")
-        .and_then(Value::as_u64)
+        .and_then(jws::numeric_date)
         .ok_or(IdTokenError::Expired)?;
     if e.now > exp.saturating_add(LEEWAY_SECS) {
         return Err(IdTokenError::Expired);
     }
     let iat = c
         .get("iat")
-        .and_then(Value::as_u64)
+        .and_then(jws::numeric_date)
         .ok_or(IdTokenError::IssuedAt)?;
     if iat > e.now.saturating_add(LEEWAY_SECS) || e.now.saturating_sub(iat) > e.max_age_secs {
         return Err(IdTokenError::IssuedAt);
@@ -247,7 +244,7 @@ pub fn check_claims(c: &Value, e: &Expect<'_>) -> Result<(), IdTokenError> {
     if let Some(max_age) = e.max_auth_age {
         let auth_time = c
             .get("auth_time")
-            .and_then(Value::as_u64)
+            .and_then(jws::numeric_date)
             .ok_or(IdTokenError::AuthTime)?;
         let too_old = e.now.saturating_sub(auth_time) > max_age.saturating_add(LEEWAY_SECS);
         if too_old || auth_time > e.now.saturating_add(LEEWAY_SECS) {

@@ -256,6 +256,12 @@ impl Machines {
             challenge.contains("error=\"invalid_token\""),
             "{name}: {challenge}"
         );
+        // JWT-29: the same words whatever failed, so a prober learns nothing
+        // of which check its forgery passed.
+        assert!(
+            challenge.ends_with("error_description=\"the access token is not valid\""),
+            "{name}: {challenge}"
+        );
         let body = r.text().await.unwrap();
         assert!(
             token.len() < 16 || !body.contains(token),
@@ -1478,7 +1484,7 @@ fn gateway_on(server: &JwksServer, upstream: &Upstream, extra: &str) -> Gateway 
 }
 
 /// JWKS-06: a JWKS endpoint that accepts and then drips one byte a second
-/// is cut at the outbound fetch's total timeout (10 s): the request that
+/// is cut at the JWKS fetch's total timeout (5 s): the request that
 /// needed the keys is answered 401 within that bound (plus slack for a
 /// loaded machine), not held for as long as the endpoint keeps dripping.
 #[tokio::test(flavor = "multi_thread")]
@@ -1495,12 +1501,12 @@ async fn jwks06_a_dripping_jwks_endpoint_is_cut_at_the_fetch_timeout() {
         .expect("the request was held past 40 s");
     assert_eq!(status, 401);
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(16), "answered after {took:?}");
+    assert!(took < Duration::from_secs(9), "answered after {took:?}");
     assert_eq!(upstream.requests().len(), 0);
     assert!(metric(&gw, CI_FAILED).await >= 1);
     // No connection was read for much longer than the timeout.
     assert!(
-        server.most_sent() <= 16,
+        server.most_sent() <= 8,
         "{} bytes dripped",
         server.most_sent()
     );

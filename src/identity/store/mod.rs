@@ -132,10 +132,8 @@ pub trait UserStore: Send + Sync {
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
 
     /// The user whose email is this one and vouched for (case-insensitive);
-    /// `Ambiguous` if several. What `email_link` matches: an address nobody
-    /// vouched for must not pull a newcomer into the account that merely
-    /// claims it. (`email_deny` refuses for any holder: DESIGN's "if one
-    /// exists".)
+    /// `Ambiguous` if several. What `email_link` picks when several users
+    /// hold an address: the one whose source vouched for it.
     async fn user_by_vouched_email(&self, email: &str) -> Result<Option<User>, StoreError>;
 
     /// The user with this username (case-insensitive).
