@@ -194,7 +194,12 @@ async fn client_body(
     let Some(body) = ex.body.take() else {
         return Ok(None);
     };
-    let chunked = ex.head.version == http::Version::HTTP_11
+    // Most requests have no body, or one of a known length: decided on the
+    // body alone, without a header lookup.
+    let length_known = http_body::Body::is_end_stream(&body)
+        || http_body::Body::size_hint(&body).exact().is_some();
+    let chunked = !length_known
+        && ex.head.version == http::Version::HTTP_11
         && ex
             .head
             .headers
