@@ -317,13 +317,12 @@ pub fn numeric_date(v: &serde_json::Value) -> Option<u64> {
     if let Some(t) = v.as_u64() {
         return (t <= MAX_NUMERIC_DATE).then_some(t);
     }
-    // A float within range: its whole part is exact in an f64 (< 2^53).
+    // A float within range (`-0.0` is negative here): its whole part is
+    // exact in an f64 (< 2^53), so the cast loses only the fraction.
     let t = v
         .as_f64()
-        .filter(|t| t.is_finite() && *t >= 0.0 && t.is_sign_positive())?;
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let whole = t.floor() as u64;
-    (t <= MAX_NUMERIC_DATE as f64).then_some(whole)
+        .filter(|t| t.is_finite() && t.is_sign_positive())?;
+    (t <= MAX_NUMERIC_DATE as f64).then(|| t.floor() as u64)
 }
 
 #[cfg(test)]

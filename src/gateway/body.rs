@@ -88,17 +88,20 @@ impl HttpBody for ClientBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let read = match self {
+        let (read, rest) = match self {
             ClientBody::Streamed(b) => return b.size_hint(),
-            ClientBody::ReadAhead(read, _) => read.as_ref().map_or(0, |b| b.len() as u64),
+            ClientBody::ReadAhead(read, rest) => {
+                (read.as_ref().map_or(0, |b| b.len() as u64), rest)
+            }
         };
-        match self {
-            ClientBody::ReadAhead(_, Some(rest)) => {
+        match rest {
+            // More to come, of a length not known yet.
+            Some(rest) => {
                 let mut hint = SizeHint::new();
                 hint.set_lower(rest.size_hint().lower().saturating_add(read));
                 hint
             }
-            _ => SizeHint::with_exact(read),
+            None => SizeHint::with_exact(read),
         }
     }
 }
