@@ -237,7 +237,9 @@ fn flusher(guard: SharedGuard) -> Box<dyn FnOnce() + Send> {
 /// The exit code of a gateway run from the config `file`. A value of the
 /// config found wrong only as the gateway starts (an upstream that does not
 /// resolve, TLS files, a source's discovery document) is a config error like
-/// those found at load: it names the file and exits with the same code.
+/// those found at load: it names the key, the file and the variable, and
+/// exits with the same code. A store that cannot be opened names them too
+/// but exits 1: the database may only be down for now.
 fn started(result: Result<(), portcullis::app::StartError>, file: Option<&Path>) -> ExitCode {
     use portcullis::app::StartError;
     match result {
@@ -250,16 +252,23 @@ fn started(result: Result<(), portcullis::app::StartError>, file: Option<&Path>)
                     | StartError::Upstream { .. }
                     | StartError::Source(_)
             );
+            let var = e.env_var();
             let message = format!("{:#}", anyhow::Error::from(e));
-            match file.filter(|_| of_config) {
-                Some(file) => {
-                    eprintln!("portcullis: {}: {message}", file.display());
-                    ExitCode::from(EXIT_CONFIG)
-                }
-                None => {
-                    eprintln!("portcullis: {message}");
-                    ExitCode::FAILURE
-                }
+            // Like a load error: the key (the message starts with it), the
+            // file and the variable that set it.
+            let message = match (file, var) {
+                (Some(file), Some(var)) => format!(
+                    "{}: {message} (set it in {} or {var})",
+                    file.display(),
+                    file.display()
+                ),
+                (Some(file), None) => format!("{}: {message}", file.display()),
+                (None, _) => message,
+            };
+            eprintln!("portcullis: {message}");
+            match file.is_some() && of_config {
+                true => ExitCode::from(EXIT_CONFIG),
+                false => ExitCode::FAILURE,
             }
         }
     }
@@ -321,7 +330,15 @@ fn check(path: &std::path::Path, c: &config::Config) -> ExitCode {
     let report = match portcullis::app::check_sources(c) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("{}: {e}", path.display());
+            let var = e.env_var();
+            match var {
+                Some(var) => eprintln!(
+                    "{}: {e} (set it in {} or {var})",
+                    path.display(),
+                    path.display()
+                ),
+                None => eprintln!("{}: {e}", path.display()),
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };

@@ -81,6 +81,14 @@ impl Origins {
         }
     }
 
+    /// Every origin of ours: the sign-in host's, then each app host's.
+    pub fn all(&self) -> Vec<String> {
+        std::iter::once(&self.sign_in_host)
+            .chain(&self.app_hosts)
+            .map(|h| self.origin_of(h))
+            .collect()
+    }
+
     /// Whether an absolute URL's scheme, host and port are ours.
     fn allows(&self, url: &Url) -> bool {
         let Some(host) = url.host_str() else {

@@ -76,6 +76,35 @@ pub enum StartError {
     Assertion(#[from] crate::assertion::AssertionError),
 }
 
+impl StartError {
+    /// The environment variable that sets the config value this error is
+    /// about (entries addressed by slug or name, as the loader accepts), for
+    /// the message to name beside the file; `None` when no value is at fault.
+    pub fn env_var(&self) -> Option<String> {
+        let entry = |table: &str, name: &str, key: &str| {
+            format!("PORTCULLIS_{table}__{}__{key}", name.to_ascii_uppercase())
+        };
+        match self {
+            StartError::Resolve { app, .. } => Some(entry("APP", app, "UPSTREAM")),
+            StartError::Upstream { app, .. } => Some(format!(
+                "{} or {}",
+                entry("APP", app, "UPSTREAM"),
+                entry("APP", app, "UPSTREAM_CA_FILE")
+            )),
+            StartError::Tls(_) => {
+                Some("PORTCULLIS_SERVER__TLS__CERT_FILE or PORTCULLIS_SERVER__TLS__KEY_FILE".into())
+            }
+            StartError::Source(e) => Some(entry("SOURCE", &e.slug, &e.key.to_ascii_uppercase())),
+            StartError::Store(_) => Some("PORTCULLIS_STORE__URL".into()),
+            StartError::Assertion(_) => Some("PORTCULLIS_SESSION__SECRETS".into()),
+            StartError::Listen { .. }
+            | StartError::Metrics(_)
+            | StartError::NotListening(_)
+            | StartError::Io(_) => None,
+        }
+    }
+}
+
 /// Timeouts for calls to identity providers (docs/security.md: 5 s).
 const PROVIDER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PROVIDER_TOTAL_TIMEOUT: Duration = Duration::from_secs(10);

@@ -178,25 +178,41 @@ pub(crate) fn refused_by_policy(p: &Principal, reason: String) -> Rejection {
     }
 }
 
-/// Answers a request an app's access rules refused `p` (403, with the
-/// rule's `reason`), and writes its `refusal` audit line (`access_denied`).
+/// Where an access refusal is answered: a proxied request gets 403; forward
+/// auth answers 200 or 401 only (docs/design.md, `/_auth/check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AccessAsked {
+    /// A request for the app itself.
+    Proxied,
+    /// `/_auth/check`, asked by the proxy in front.
+    ForwardAuth,
+}
+
+/// Answers a request an app's access rules refused `p` (403 proxied, 401 to
+/// forward auth, with the rule's `reason`), and writes its `refusal` audit
+/// line (`access_denied`).
 pub(crate) fn refuse_access(
     state: &State,
     session: &mut Exchange,
     ctx: &mut Ctx,
     p: &Principal,
     reason: String,
+    asked: AccessAsked,
 ) {
     ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, request_id = %ctx.request_id, "access refused by policy"));
+    let rejection = match asked {
+        AccessAsked::Proxied => refused_by_policy(p, reason),
+        AccessAsked::ForwardAuth => Rejection::CheckDenied { reason },
+    };
     state.audit.emit(&crate::audit::Event {
         reason: Some(crate::audit::Reason::AccessDenied),
         source: Some(&p.source),
         user_id: p.user_id.as_deref(),
         username: Some(&p.user),
-        status: Some(403),
+        status: Some(rejection.status()),
         ..audit_facts(state, ctx, crate::audit::Kind::Refusal)
     });
-    rescue::respond(session, ctx, refused_by_policy(p, reason));
+    rescue::respond(session, ctx, rejection);
 }
 
 impl State {
@@ -776,7 +792,7 @@ fn admits(
         None => Ok(()),
     };
     if let Err(reason) = allowed {
-        refuse_access(state, session, ctx, &p, reason);
+        refuse_access(state, session, ctx, &p, reason, AccessAsked::Proxied);
         return false;
     }
     if p.kind != PrincipalKind::Bearer && foreign_websocket(state, session.req_header()) {
@@ -792,11 +808,14 @@ fn admits(
 /// browser) or 401, back to the original path and query afterwards; a
 /// session that just ended says why and its cookie goes too (OA2-21).
 fn refuse_unauthenticated(state: &State, session: &mut Exchange, ctx: &mut Ctx, host: &str) {
-    let rd = session
-        .req_header()
-        .uri
-        .path_and_query()
-        .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
+    // Back to the path the request was decided on and would be forwarded
+    // as (`//admin` is `/admin`; as written, `rd` would refuse it for `/`).
+    let uri = &session.req_header().uri;
+    let path = ctx.path.as_ref().map_or(uri.path(), |p| p.forward());
+    let rd = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
     match ctx.session_ended.take() {
         Some(ended) => {
             let clear = vec![("set-cookie", state.sessions.clear(host))];

@@ -68,6 +68,13 @@ pub enum Rejection {
         /// The policy's message.
         reason: String,
     },
+    /// Forward auth: the app asked about refuses this principal, or no app
+    /// serves that address: 401, as `/_auth/check` answers 200 or 401 only
+    /// (docs/design.md), with the policy's message and `access_denied`.
+    CheckDenied {
+        /// The policy's message.
+        reason: String,
+    },
     /// The source is not ready yet (discovery pending): 503 with Retry-After.
     SourceNotReady,
     /// A session cookie whose record is not cached here and the store cannot
@@ -262,9 +269,11 @@ impl From<SignInError> for SignInRefusal {
 }
 
 impl Rejection {
-    fn status(&self) -> u16 {
+    /// The HTTP status of this refusal.
+    pub fn status(&self) -> u16 {
         match self {
             Rejection::Framing(f) => f.status(),
+            Rejection::CheckDenied { .. } => 401,
             Rejection::NoApp | Rejection::UnknownAuthEndpoint => 404,
             Rejection::Unauthenticated { .. }
             | Rejection::SessionEnded { .. }
@@ -300,7 +309,9 @@ impl Rejection {
             Rejection::SourceNotReady => Outcome::AuthEndpoint,
             Rejection::SessionUnavailable => Outcome::Error,
             Rejection::TooLarge | Rejection::MethodNotAllowed { .. } => Outcome::BadRequest,
-            Rejection::Forbidden { .. } | Rejection::InsufficientScope { .. } => Outcome::Forbidden,
+            Rejection::Forbidden { .. }
+            | Rejection::InsufficientScope { .. }
+            | Rejection::CheckDenied { .. } => Outcome::Forbidden,
             Rejection::InvalidToken { .. } => Outcome::Unauthorized,
             Rejection::InvalidRequest { .. } => Outcome::BadRequest,
             Rejection::CrossOriginSignOut => Outcome::Forbidden,
@@ -371,7 +382,7 @@ impl Rejection {
                 description.clone(),
                 "Send the token once, in the Authorization header only.",
             ),
-            Rejection::Forbidden { reason } => (
+            Rejection::Forbidden { reason } | Rejection::CheckDenied { reason } => (
                 "Access denied",
                 reason.clone(),
                 "You are signed in, but this application does not allow your account; ask its owner for access.",
@@ -569,7 +580,12 @@ pub fn respond_with(
             Bytes::from(html),
         )
     } else {
-        let code = token_error.map_or_else(|| error_code(status), |(code, _)| code);
+        let code = match (&rejection, token_error) {
+            (_, Some((code, _))) => code,
+            // A 401 that is not "sign in": the person is known and refused.
+            (Rejection::CheckDenied { .. }, None) => "access_denied",
+            (_, None) => error_code(status),
+        };
         let json = serde_json::json!({
             "error": code,
             "error_description": reason,
@@ -624,7 +640,10 @@ fn challenge<'r>(
     if let Rejection::MethodNotAllowed { allow } = rejection {
         extra.push(("allow", (*allow).to_string()));
     }
-    if let Rejection::Unauthenticated { .. } | Rejection::NoIdentity = rejection {
+    if let Rejection::Unauthenticated { .. }
+    | Rejection::NoIdentity
+    | Rejection::CheckDenied { .. } = rejection
+    {
         extra.push(("www-authenticate", "Bearer realm=\"portcullis\"".into()));
     }
     let token_error = match rejection {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::ctx::{Ctx, Outcome};
 use super::exchange::{BodyError, Exchange};
 use super::rescue::{self, LogoutRefusal, Rejection, SignInRefusal};
-use super::{pages, State};
+use super::{pages, AccessAsked, State};
 use crate::audit::{Kind, Reason};
 use crate::config::SourceKind;
 use crate::identity::signin::Settlement;
@@ -216,7 +216,12 @@ async fn link(
 /// host an absolute `rd` names), else that host's most specific app
 /// (several apps may share a host by path prefix).
 fn app_for_rd<'a>(state: &'a State, ctx: &Ctx, rd: &str) -> Option<&'a crate::config::App> {
-    let path_of = |p: &str| p.split(['?', '#']).next().unwrap_or("/").to_string();
+    // Routed as a request to `rd` would be: on its canonical path (PRX-06).
+    let path_of = |p: &str| {
+        let raw = p.split(['?', '#']).next().unwrap_or("/");
+        crate::config::path::canonicalize_into(raw, String::new())
+            .map_or_else(|_| raw.to_string(), |c| c.decision().to_string())
+    };
     let index = match target(rd) {
         Target::Path(p) => state
             .router
@@ -692,6 +697,9 @@ async fn send_to_provider(
         .collect();
         cookie::flows_to_drop(&flows, state.clock.now_unix())
     };
+    let dropped = login_cookies_cleared(state, session, |n| {
+        n != name && stale.iter().any(|s| s == n)
+    });
     let mut headers = vec![
         ("location", start.url.to_string()),
         (
@@ -705,12 +713,7 @@ async fn send_to_provider(
             ),
         ),
     ];
-    for old in stale.iter().filter(|n| **n != name) {
-        headers.push((
-            "set-cookie",
-            cookie::clear_cookie(old, sessions.secure, false),
-        ));
-    }
+    headers.extend(dropped.into_iter().map(|c| ("set-cookie", c)));
     ctx.span
         .in_scope(|| tracing::info!(auth.source = slug, "sign-in started"));
     {
@@ -800,15 +803,7 @@ async fn callback(
     // The login state is one-time: every answer from here clears it
     // (docs/security.md, "Refused sign-in"), with the attributes it was set with.
     let cross_site = posts_back_cross_site(&rt.config);
-    let clear_login: Vec<(&'static str, String)> = name
-        .iter()
-        .map(|n| {
-            (
-                "set-cookie",
-                cookie::clear_cookie(n, state.sessions.secure, cross_site),
-            )
-        })
-        .collect();
+    let clear_login = login_cookies_to_clear(state, session, name.as_deref(), cross_site);
     let now = state.clock.now_unix();
     let answered = if oauth1 {
         oauth1_callback(state, &rt, slug, &params, login, now).await
@@ -843,6 +838,55 @@ async fn callback(
         state, session, ctx, slug, &login, &record.id, note, headers, now,
     )
     .await
+}
+
+/// The `Set-Cookie` lines that end a callback's login state, whatever its
+/// answer: the cookie its `state` names, with the attributes it was set with.
+/// No state names no flow (OA2-01): the answer belongs to none of this
+/// browser's flows, and every one of them is cleared (REJECT-LOGIN). A state
+/// that names no live flow clears only its own name, so a late callback of a
+/// tab whose flow was evicted does not end the others (OA2-23).
+fn login_cookies_to_clear(
+    state: &State,
+    session: &Exchange,
+    name: Option<&str>,
+    cross_site: bool,
+) -> Vec<(&'static str, String)> {
+    let secure = state.sessions.secure;
+    let cleared = match name {
+        Some(n) => vec![cookie::clear_cookie(n, secure, cross_site)],
+        None => login_cookies_cleared(state, session, |_| true),
+    };
+    cleared.into_iter().map(|c| ("set-cookie", c)).collect()
+}
+
+/// `Set-Cookie` lines deleting the login cookies this browser sent that
+/// `which` picks, each with the attributes it was set with (SES-16,
+/// REJECT-LOGIN): `SameSite=None` for a flow whose source posts its answer
+/// back cross-site, as it was set; the default for one that does not open.
+fn login_cookies_cleared(
+    state: &State,
+    session: &Exchange,
+    which: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let sessions = &state.sessions;
+    let sent = session.req_header().headers.get_all(http::header::COOKIE);
+    cookie::login_cookies(
+        sent.iter().filter_map(|v| v.to_str().ok()),
+        &sessions.login_cookie_name,
+    )
+    .into_iter()
+    .filter(|(n, _)| which(n))
+    .map(|(n, v)| {
+        let cross_site = sessions
+            .sealer
+            .open::<LoginState>(n, Purpose::LoginState, v)
+            .ok()
+            .and_then(|o| state.config.source(&o.value.source))
+            .is_some_and(posts_back_cross_site);
+        cookie::clear_cookie(n, sessions.secure, cross_site)
+    })
+    .collect()
 }
 
 /// A callback's parameters: the form of a POST (`form_post`), else the
@@ -1211,7 +1255,7 @@ async fn sign_out(
     if !method_is(session, &http::Method::POST) {
         // A link, an image or a prefetch from anywhere lands here: sign nobody out.
         let html = pages::sign_out(&rd);
-        let csp = rescue::page_csp(&end_session_origins(state));
+        let csp = rescue::page_csp(&sign_out_form_targets(state));
         rescue::write(
             session,
             ctx,
@@ -1267,12 +1311,7 @@ async fn sign_out(
     // Login cookies too: a flow started before signing out must not finish after it.
     let mut headers = vec![("set-cookie", sessions.clear(&host))];
     {
-        let sent = session.req_header().headers.get_all(http::header::COOKIE);
-        let cleared = cookie::clear_login_cookies(
-            sent.iter().filter_map(|v| v.to_str().ok()),
-            &sessions.login_cookie_name,
-            sessions.secure,
-        );
+        let cleared = login_cookies_cleared(state, session, |_| true);
         headers.extend(cleared.into_iter().map(|c| ("set-cookie", c)));
     }
     redirect(session, ctx, location, headers).await
@@ -1335,10 +1374,13 @@ fn provider_logout(state: &State, r: &SessionRecord, rd: &str) -> Option<String>
     Some(url.to_string())
 }
 
-/// The origins of the sources' `end_session_endpoint`s, where the sign-out
-/// form's answer may redirect (browsers check `form-action` on redirects).
-fn end_session_origins(state: &State) -> Vec<String> {
-    let mut origins: Vec<String> = state
+/// Where the sign-out form's answer may lead (browsers check `form-action`
+/// on the redirects after a submission too): an absolute `rd` is the sign-in
+/// host's or an app host's, and the provider's logout sends the browser back
+/// to `public_url`, so every origin of ours (besides the page's own), then
+/// the origins of the sources' `end_session_endpoint`s.
+fn sign_out_form_targets(state: &State) -> Vec<String> {
+    let mut providers: Vec<String> = state
         .config
         .sources
         .iter()
@@ -1347,9 +1389,14 @@ fn end_session_origins(state: &State) -> Vec<String> {
         .filter(|o| o.is_tuple())
         .map(|o| o.ascii_serialization())
         .collect();
-    origins.sort();
-    origins.dedup();
-    origins
+    providers.sort();
+    let mut targets = state.origins.all();
+    for p in providers {
+        if !targets.contains(&p) {
+            targets.push(p);
+        }
+    }
+    targets
 }
 
 /// OIDC Back-Channel Logout 1.0: verify the `logout_token`, then revoke the
@@ -1605,7 +1652,9 @@ fn no_fragment(target: &str) -> Result<(), Rejection> {
 
 /// `/_auth/check`: forward auth. 200 for a public path of the app asked
 /// about, or for a principal that app admits (with its identity headers for
-/// the proxy in front to copy); else a refusal, or 401.
+/// the proxy in front to copy); else 401, also for a principal the app
+/// refuses (forward auth answers 200 or 401), or 400 for a target it
+/// cannot read.
 async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Result<(), BodyError> {
     let (host, path) = match forwarded_target(session, ctx) {
         Ok(target) => target,
@@ -1647,7 +1696,7 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
     // (every app states who may access it); proxied, it would be a 404.
     if let (Some(p), None) = (&principal, target) {
         let reason = "No app is configured for this address.".to_string();
-        super::refuse_access(state, session, ctx, p, reason);
+        super::refuse_access(state, session, ctx, p, reason, AccessAsked::ForwardAuth);
         return Ok(());
     }
     // The target app's access rules apply to forward auth as to proxying.
@@ -1668,7 +1717,7 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
             .to_string();
         let h = host.clone().unwrap_or_default();
         if let Err(reason) = state.access(app, p, path.as_deref().unwrap_or("/"), &method, &h) {
-            super::refuse_access(state, session, ctx, p, reason);
+            super::refuse_access(state, session, ctx, p, reason, AccessAsked::ForwardAuth);
             return Ok(());
         }
     }

@@ -472,9 +472,11 @@ async fn enroll_link_sign_out_sign_in_and_refusals_each_write_one_audit_line_wit
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    // Forward auth answers 200 or 401 (docs/design.md): refused, 401.
+    assert_eq!(r.status(), 401);
     let denied = run.nth("refusal", "access_denied", 2).await;
     assert_eq!(denied["username"], "alice", "{denied}");
+    assert_eq!(denied["status"], 401, "{denied}");
     assert_eq!(
         run.upstream.requests().len(),
         seen,

@@ -991,7 +991,7 @@ async fn token_transport_forwarding_and_policy_refusals() {
     assert!(challenge.contains("Interns may not deploy"), "{challenge}");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "insufficient_scope");
-    // The same refusal through forward auth.
+    // The same refusal through forward auth, which answers 200 or 401.
     let r = client()
         .get(gw.url("/_auth/check"))
         .header("host", "api.test")
@@ -999,7 +999,10 @@ async fn token_transport_forwarding_and_policy_refusals() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "access_denied");
+    assert_eq!(body["error_description"], "Interns may not deploy");
     assert_eq!(upstream.requests().len(), 2);
 }
 

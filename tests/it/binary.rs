@@ -486,3 +486,53 @@ fn serve_dev_takes_its_log_format_from_the_environment_variable_and_the_flag_win
     assert!(err.contains("PORTCULLIS_SERVER__LOG_FORMAT"), "{err}");
     assert!(err.contains("server.log_format"), "{err}");
 }
+
+/// A value found wrong only as `serve` starts names its key, the config file
+/// and the variable that sets it, like a load error: an upstream that does
+/// not resolve is a config error (exit 2); a store that cannot be opened
+/// exits 1 (the database may only be down for now).
+#[test]
+fn start_up_errors_name_the_key_the_file_and_the_variable() {
+    let run = |config: &str| {
+        let file = config_file(config);
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&file.path)
+            .env_remove("PORTCULLIS_CONFIG")
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err, file.path.display().to_string())
+    };
+    let app = |upstream: &str| {
+        format!("\n[[app]]\nname = \"wiki\"\nupstream = \"{upstream}\"\npublic_paths = [\"/\"]\n")
+    };
+    let (code, err, file) = run(&format!(
+        "{}{}",
+        base_config(),
+        app("http://no-such-host.invalid:3000")
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&file)
+            && err.contains("app[wiki].upstream: cannot resolve")
+            && err.contains("PORTCULLIS_APP__WIKI__UPSTREAM"),
+        "{err}"
+    );
+    let missing_dir = std::env::temp_dir().join("portcullis-no-such-dir/sub/users.db");
+    let (code, err, file) = run(&format!(
+        "{}{}",
+        base_config().replace(
+            "sqlite::memory:",
+            &format!("sqlite://{}", missing_dir.display())
+        ),
+        app("http://127.0.0.1:9")
+    ));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&file) && err.contains("store.url:") && err.contains("PORTCULLIS_STORE__URL"),
+        "{err}"
+    );
+}

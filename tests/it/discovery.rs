@@ -144,14 +144,18 @@ async fn oidc25_jwks14_a_document_with_plain_http_urls_is_refused_at_load() {
         assert!(
             err.contains("source[corp].oidc_well_known_url")
                 && err.contains(&format!("the document's `{field}` is refused"))
-                && err.contains("must be https://"),
+                && err.contains("must be https://")
+                && err.contains("PORTCULLIS_SOURCE__CORP__OIDC_WELL_KNOWN_URL"),
             "{field}: {err}"
         );
-        // `serve` refuses it as a config error too: the file, the key, exit 2.
+        // `serve` refuses it as a config error too: the file, the key, the
+        // variable, exit 2.
         let (code, err, file) = tokio::task::block_in_place(|| serve(&well_known(&server)));
         assert_eq!(code, Some(2), "{field}: {err}");
         assert!(
-            err.contains(&file) && err.contains("source[corp].oidc_well_known_url"),
+            err.contains(&file)
+                && err.contains("source[corp].oidc_well_known_url")
+                && err.contains("PORTCULLIS_SOURCE__CORP__OIDC_WELL_KNOWN_URL"),
             "{field}: {err}"
         );
         assert_eq!(err.matches("source[corp]").count(), 1, "said twice: {err}");

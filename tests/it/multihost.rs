@@ -557,6 +557,23 @@ async fn signing_out_on_the_app_host_ends_the_session_on_the_sign_in_host() {
 
     let back = h.url("127.0.0.1", "/bye");
     let q: String = url::form_urlencoded::byte_serialize(back.as_bytes()).collect();
+    // The sign-out page's form may lead to the sign-in host (this `rd`, and
+    // where a provider's logout sends the browser back) and every app host:
+    // browsers apply `form-action` to the redirects after the POST.
+    let page = b
+        .client
+        .get(h.url("localhost", &format!("/_auth/sign_out?rd={q}")))
+        .send()
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains(&format!(
+            "form-action 'self' http://127.0.0.1:{p} http://localhost:{p}",
+            p = h.port
+        )),
+        "{csp}"
+    );
     let r = b
         .client
         .post(h.url("localhost", &format!("/_auth/sign_out?rd={q}")))

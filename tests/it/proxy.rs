@@ -462,6 +462,26 @@ async fn sign_in_page_offers_the_sources_of_the_app_serving_rd() {
         b.contains("Sign in with Second IdP") && !b.contains("First"),
         "{b}"
     );
+    // `rd` is routed as a request to it would be: canonical, `;parameters`
+    // and unreserved escapes read as the path (`%2562` is `%62` once the
+    // query is decoded, `b`).
+    for rd in ["/b;v=1/x", "/%2562/x"] {
+        let b = page(rd).await;
+        assert!(
+            b.contains("Sign in with Second IdP") && !b.contains("First"),
+            "{rd}: {b}"
+        );
+    }
+    // A browser sent to sign in comes back to the canonical path: `//b/x`
+    // is `/b/x` (as `//b/x`, `rd` would be refused for `/`).
+    let r = c
+        .get(gw.url("//b/x?y=1"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/_auth/sign_in?rd=/b/x%3Fy%3D1");
     // An open redirect in rd falls back to /.
     let evil = page("//evil.example").await;
     assert!(
@@ -710,7 +730,9 @@ async fn forward_auth_sent_to_the_gateway_s_own_address_decides_on_the_forwarded
     let (status, resp) = check(admin_path);
     assert_eq!(status, 401, "{resp}");
     let (status, resp) = check(&format!("{admin_path}{}", token("guest", &["staff"])));
-    assert_eq!(status, 403, "{resp}");
+    // Known and refused: forward auth answers 200 or 401 (docs/design.md).
+    assert_eq!(status, 401, "{resp}");
+    assert!(resp.contains("\"error\":\"access_denied\""), "{resp}");
     let (status, resp) = check(&format!("{admin_path}{}", token("root", &["admins"])));
     assert_eq!(status, 200, "{resp}");
     assert!(
@@ -735,6 +757,20 @@ async fn forward_auth_sent_to_the_gateway_s_own_address_decides_on_the_forwarded
     assert!(up.requests().is_empty());
 }
 
+/// A forward-auth answer refusing a known principal: 401, as `/_auth/check`
+/// answers 200 or 401 only (docs/design.md), told apart from "sign in" by
+/// its `access_denied` body.
+const DENIED: u16 = 0;
+
+/// `status`, or [`DENIED`] for a 401 whose body says `access_denied`.
+fn forward_auth_verdict(status: u16, resp: &str) -> u16 {
+    match (status, resp.contains("\"error\":\"access_denied\"")) {
+        (401, true) => DENIED,
+        (_, false) => status,
+        (_, true) => panic!("access_denied with status {status}: {resp}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn prx06_forward_auth_canonicalises_the_forwarded_uri_before_deciding() {
     let (gw, up, provider) = guarded_app("trusted_proxies = [\"127.0.0.1/32\"]\n").await;
@@ -750,13 +786,13 @@ async fn prx06_forward_auth_canonicalises_the_forwarded_uri_before_deciding() {
         |uri: &str| format!("X-Forwarded-Host: guarded.example\r\nX-Forwarded-Uri: {uri}\r\n");
     let by_url = |path: &str| format!("X-Original-URL: http://guarded.example{path}\r\n");
     for (forwarded, anonymous, non_admin) in [
-        (by_uri("/admin"), 401, 403),
-        (by_uri("//admin"), 401, 403),
-        (by_uri("/admin;x?y=1"), 401, 403),
-        (by_uri("/%61dmin"), 401, 403),
-        (by_uri("/admin%2Fx"), 401, 403),
-        (by_url("//admin"), 401, 403),
-        (by_url("/%61dmin;x"), 401, 403),
+        (by_uri("/admin"), 401, DENIED),
+        (by_uri("//admin"), 401, DENIED),
+        (by_uri("/admin;x?y=1"), 401, DENIED),
+        (by_uri("/%61dmin"), 401, DENIED),
+        (by_uri("/admin%2Fx"), 401, DENIED),
+        (by_url("//admin"), 401, DENIED),
+        (by_url("/%61dmin;x"), 401, DENIED),
         // No request target holds a fragment: `/admin#x` was decided as
         // `/admin%23x` (no admin path) while an app reads `/admin`, and one
         // after a public path could hide `/../admin`.
@@ -777,9 +813,11 @@ async fn prx06_forward_auth_canonicalises_the_forwarded_uri_before_deciding() {
         (by_url("/public/x%00"), 400, 400),
     ] {
         let (status, resp) = check(&forwarded, "");
-        assert_eq!(status, anonymous, "anonymous {forwarded:?}: {resp}");
+        let verdict = forward_auth_verdict(status, &resp);
+        assert_eq!(verdict, anonymous, "anonymous {forwarded:?}: {resp}");
         let (status, resp) = check(&forwarded, &guest);
-        assert_eq!(status, non_admin, "non-admin {forwarded:?}: {resp}");
+        let verdict = forward_auth_verdict(status, &resp);
+        assert_eq!(verdict, non_admin, "non-admin {forwarded:?}: {resp}");
     }
     // JWT-26 for the request asked about: a bearer header beside an
     // `access_token` in the forwarded query is ambiguous, 400.
@@ -817,7 +855,7 @@ async fn forward_auth_believes_a_target_named_by_several_agreeing_headers_and_re
         )
     };
     for (forwarded, anonymous, non_admin) in [
-        (all("/admin", "guarded.example", "/admin?x=1"), 401, 403),
+        (all("/admin", "guarded.example", "/admin?x=1"), 401, DENIED),
         (all("/wiki", "guarded.example", "/wiki"), 401, 200),
         (
             all("/public/x", "guarded.example", "//%70ublic/x"),
@@ -833,7 +871,7 @@ async fn forward_auth_believes_a_target_named_by_several_agreeing_headers_and_re
             400,
             400,
         ),
-        ("X-Original-URL: /admin\r\n".into(), 401, 403),
+        ("X-Original-URL: /admin\r\n".into(), 401, DENIED),
         ("X-Original-URL: /public/x\r\n".into(), 200, 200),
         // A scheme-relative value names no host: a path on the check's own.
         (
@@ -848,9 +886,11 @@ async fn forward_auth_believes_a_target_named_by_several_agreeing_headers_and_re
         ),
     ] {
         let (status, resp) = raw_status(&gw, "/_auth/check", &forwarded);
-        assert_eq!(status, anonymous, "anonymous {forwarded:?}: {resp}");
+        let verdict = forward_auth_verdict(status, &resp);
+        assert_eq!(verdict, anonymous, "anonymous {forwarded:?}: {resp}");
         let (status, resp) = raw_status(&gw, "/_auth/check", &format!("{forwarded}{guest}"));
-        assert_eq!(status, non_admin, "non-admin {forwarded:?}: {resp}");
+        let verdict = forward_auth_verdict(status, &resp);
+        assert_eq!(verdict, non_admin, "non-admin {forwarded:?}: {resp}");
     }
     assert!(up.requests().is_empty(), "forward auth proxied a request");
 }

@@ -90,13 +90,15 @@ async fn ses16_a_cross_site_get_shows_a_sign_out_page_and_signs_nobody_out() {
     assert_eq!(r.status(), 200);
     assert!(set_cookies(&r).is_empty(), "{:?}", set_cookies(&r));
     assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
-    // The form may lead to the provider's end_session_endpoint (browsers apply
-    // form-action to the redirect after the POST), and nowhere else.
+    // The form may lead to our own origins (an absolute `rd`, the provider's
+    // way back) and the provider's end_session_endpoint (browsers apply
+    // form-action to the redirects after the POST), and nowhere else.
     let provider = url::Url::parse(&s.provider.issuer()).unwrap();
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
     assert!(
         csp.ends_with(&format!(
-            "form-action 'self' {}",
+            "form-action 'self' {} {}",
+            gateway_origin(&s),
             provider.origin().ascii_serialization()
         )),
         "{csp}"

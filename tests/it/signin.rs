@@ -296,6 +296,76 @@ async fn a_form_post_source_s_login_cookie_travels_with_the_cross_site_callback(
     assert!(authorize.contains("response_mode=form_post"), "{authorize}");
 }
 
+/// Every way a form_post flow's login cookie is deleted carries the
+/// attributes it was set with (`SameSite=None; Secure`), or a browser on
+/// plain http keeps it (a `Secure` cookie is not overwritten by one that is
+/// not): a callback that names no flow, a sixth login evicting it (OA2-23),
+/// and sign-out (SES-16).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_form_post_flow_s_login_cookie_is_deleted_with_the_attributes_it_was_set_with() {
+    let mut s = Setup::start_with(
+        "authorize_params = { response_mode = \"form_post\" }",
+        |_| {},
+    )
+    .await;
+    let deletions = |r: &reqwest::Response| -> Vec<String> {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .filter(|c| c.starts_with("portcullis_login-") && c.contains("Max-Age=0"))
+            .collect()
+    };
+    let cross_site = |c: &String| c.contains("SameSite=None") && c.contains("Secure");
+    for i in 0..5 {
+        let r = s
+            .get(&s.gw.url(&format!("/_auth/login/demo?rd=/{i}")))
+            .await;
+        assert_eq!(r.status(), 302);
+    }
+    let flows = |s: &Setup| -> Vec<String> {
+        s.jar
+            .0
+            .iter()
+            .map(|(n, _)| n.clone())
+            .filter(|n| n.starts_with("portcullis_login-"))
+            .collect()
+    };
+    let oldest = flows(&s)[0].clone();
+    // A callback without `state` names no flow: every one is deleted.
+    let r = s
+        .client
+        .get(s.gw.url("/_auth/callback/demo?code=x"))
+        .header("cookie", s.jar.header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let deleted = deletions(&r);
+    assert_eq!(deleted.len(), 5, "{deleted:?}");
+    assert!(deleted.iter().all(cross_site), "{deleted:?}");
+    // A sixth login evicts the oldest.
+    let r = s.get(&s.gw.url("/_auth/login/demo?rd=/5")).await;
+    assert_eq!(r.status(), 302);
+    let deleted = deletions(&r);
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(deleted[0].starts_with(&format!("{oldest}=")), "{deleted:?}");
+    assert!(cross_site(&deleted[0]), "{deleted:?}");
+    // Sign-out deletes the rest.
+    let r = s
+        .client
+        .post(s.gw.url("/_auth/sign_out?rd=/bye"))
+        .header("sec-fetch-site", "same-origin")
+        .header("cookie", s.jar.header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let deleted = deletions(&r);
+    assert_eq!(deleted.len(), 5, "{deleted:?}");
+    assert!(deleted.iter().all(cross_site), "{deleted:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn oidc01_full_sign_in_enrolls_and_the_app_sees_identity_headers() {
     let mut s = Setup::start().await;
@@ -706,7 +776,38 @@ async fn state_missing_mismatched_or_replayed_is_refused() {
     let back = s.get(&authorize).await;
     let callback = back.headers()["location"].to_str().unwrap().to_string();
     let login_cookie = s.jar.header();
-    // Mismatched state.
+    let flow = s
+        .jar
+        .0
+        .iter()
+        .map(|(n, _)| n.clone())
+        .find(|n| n.starts_with("portcullis_login-"))
+        .unwrap();
+    // No state (OA2-01): refused before any token request, and the browser's
+    // flow cookie cleared with its attributes (REJECT-LOGIN).
+    let stateless = {
+        let mut u = url::Url::parse(&callback).unwrap();
+        let kept: Vec<(String, String)> = u
+            .query_pairs()
+            .filter(|(k, _)| k != "state")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(kept);
+        u.to_string()
+    };
+    let r = s
+        .client
+        .get(&stateless)
+        .header("cookie", &login_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(session_cookies_set(&r).is_empty());
+    assert_eq!(cookies_cleared(&r), vec![flow.clone()], "{:?}", r.headers());
+    // Mismatched state (OA2-02): the cookie that state names is cleared; the
+    // live flow's stays, as a tab whose flow was evicted must not break the
+    // others (OA2-23).
     let forged = regex_replace_state(&callback, "forged");
     let r = s
         .client
@@ -717,6 +818,10 @@ async fn state_missing_mismatched_or_replayed_is_refused() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(session_cookies_set(&r).is_empty());
+    let cleared = cookies_cleared(&r);
+    assert_eq!(cleared.len(), 1, "{cleared:?}");
+    assert!(cleared[0].starts_with("portcullis_login-") && cleared[0] != flow);
+    assert_eq!(s.provider.calls(Endpoint::Token), 0);
     // No login cookie at all (CSRF: the flow was not started in this browser).
     let r = s.client.get(&callback).send().await.unwrap();
     assert_eq!(r.status(), 400);
@@ -740,6 +845,17 @@ async fn state_missing_mismatched_or_replayed_is_refused() {
     assert_eq!(r.status(), 400);
     assert!(session_cookies_set(&r).is_empty());
     assert_eq!(s.users().await, 1);
+}
+
+/// Names of the cookies an answer deletes (`Max-Age=0`).
+fn cookies_cleared(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .filter(|v| v.contains("Max-Age=0"))
+        .filter_map(|v| v.split_once('=').map(|(n, _)| n.to_string()))
+        .collect()
 }
 
 fn regex_replace_state(url: &str, state: &str) -> String {
@@ -1020,7 +1136,7 @@ async fn forward_auth_admits_no_session_to_a_path_no_app_serves() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-auth-request-user"], "alice");
     let r = check("/elsewhere").await.unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 401);
     assert!(r.headers().get("x-auth-request-user").is_none());
     let body = r.text().await.unwrap();
     assert!(
@@ -1068,7 +1184,7 @@ async fn forward_auth_believes_the_forwarded_method_only_from_trusted_proxies() 
 
     // A replica that trusts 127.0.0.1: the forwarded method decides.
     let gw2 = s.replica_trusting_loopback();
-    assert_eq!(check(gw2.url("/_auth/check"), Some("DELETE")).await, 403);
+    assert_eq!(check(gw2.url("/_auth/check"), Some("DELETE")).await, 401);
     assert_eq!(check(gw2.url("/_auth/check"), Some("GET")).await, 200);
 }
 
