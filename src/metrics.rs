@@ -133,7 +133,8 @@ pub enum Outcome {
     Redirected,
     /// Refused with 401.
     Unauthorized,
-    /// Refused with 403.
+    /// Refused by an access rule or a same-origin check: 403 (401 from
+    /// `/_auth/check`, which answers 200 or 401 only).
     Forbidden,
     /// No app for this host and path, or an unknown `/_auth` URL.
     NotFound,

@@ -202,7 +202,10 @@ pub(crate) fn refuse_access(
     ctx.span.in_scope(|| tracing::info!(authz.decision = "deny", user = %p.user, request_id = %ctx.request_id, "access refused by policy"));
     let rejection = match asked {
         AccessAsked::Proxied => refused_by_policy(p, reason),
-        AccessAsked::ForwardAuth => Rejection::CheckDenied { reason },
+        AccessAsked::ForwardAuth => Rejection::CheckDenied {
+            reason,
+            bearer: p.kind == PrincipalKind::Bearer,
+        },
     };
     state.audit.emit(&crate::audit::Event {
         reason: Some(crate::audit::Reason::AccessDenied),

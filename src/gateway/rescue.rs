@@ -70,10 +70,14 @@ pub enum Rejection {
     },
     /// Forward auth: the app asked about refuses this principal, or no app
     /// serves that address: 401, as `/_auth/check` answers 200 or 401 only
-    /// (docs/design.md), with the policy's message and `access_denied`.
+    /// (docs/design.md), with the policy's message and `access_denied`
+    /// (a machine token: `insufficient_scope`, RFC 6750 §3.1, so that its
+    /// client does not take it for an expired token).
     CheckDenied {
         /// The policy's message.
         reason: String,
+        /// The principal is a machine token.
+        bearer: bool,
     },
     /// The source is not ready yet (discovery pending): 503 with Retry-After.
     SourceNotReady,
@@ -238,6 +242,14 @@ impl From<&FlowError> for SignInRefusal {
             | FlowError::State
             | FlowError::Issuer
             | FlowError::IssuerMissing => SignInRefusal::ForeignResponse,
+            // The provider says it failed (RFC 6749 §4.1.2.1): a provider
+            // error, 502 (docs/design.md); any other code refused the
+            // request or the person declined: 400.
+            FlowError::Provider(code)
+                if code == "server_error" || code == "temporarily_unavailable" =>
+            {
+                SignInRefusal::ProviderFailed
+            }
             FlowError::Provider(_) => SignInRefusal::ProviderDenied,
             FlowError::NoCode | FlowError::Malformed => SignInRefusal::Malformed,
         }
@@ -382,7 +394,7 @@ impl Rejection {
                 description.clone(),
                 "Send the token once, in the Authorization header only.",
             ),
-            Rejection::Forbidden { reason } | Rejection::CheckDenied { reason } => (
+            Rejection::Forbidden { reason } | Rejection::CheckDenied { reason, .. } => (
                 "Access denied",
                 reason.clone(),
                 "You are signed in, but this application does not allow your account; ask its owner for access.",
@@ -642,7 +654,7 @@ fn challenge<'r>(
     }
     if let Rejection::Unauthenticated { .. }
     | Rejection::NoIdentity
-    | Rejection::CheckDenied { .. } = rejection
+    | Rejection::CheckDenied { bearer: false, .. } = rejection
     {
         extra.push(("www-authenticate", "Bearer realm=\"portcullis\"".into()));
     }
@@ -650,7 +662,11 @@ fn challenge<'r>(
         Rejection::InvalidToken { description } | Rejection::SessionEnded { description, .. } => {
             Some(("invalid_token", description))
         }
-        Rejection::InsufficientScope { reason } => Some(("insufficient_scope", reason)),
+        Rejection::InsufficientScope { reason }
+        | Rejection::CheckDenied {
+            reason,
+            bearer: true,
+        } => Some(("insufficient_scope", reason)),
         Rejection::InvalidRequest { description } => Some(("invalid_request", description)),
         _ => None,
     };

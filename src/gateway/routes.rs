@@ -448,6 +448,10 @@ async fn sign_in(
         rescue::respond(session, ctx, Rejection::NoApp);
         return Ok(());
     };
+    if let Some(reason) = refused_while_signed_in(state, session, ctx, &rd).await {
+        rescue::respond(session, ctx, Rejection::Forbidden { reason });
+        return Ok(());
+    }
     let offered: Vec<pages::Offer> = app
         .sources
         .iter()
@@ -481,6 +485,32 @@ async fn sign_in(
         );
         Ok(())
     }
+}
+
+/// Why the app serving `rd` on this host refuses the person this browser is
+/// signed in as, if it does: forward auth answers 401 to a refused principal
+/// as to an absent one (docs/design.md), and a proxy in front sends both
+/// here (every recipe maps 401 to this page); signing in again would only
+/// come back refused, so the person is told why instead (403).
+async fn refused_while_signed_in(
+    state: &State,
+    session: &Exchange,
+    ctx: &Ctx,
+    rd: &str,
+) -> Option<String> {
+    let Target::Path(rd) = target(rd) else {
+        return None;
+    };
+    let host = ctx.host.as_deref()?;
+    let raw = rd.split(['?', '#']).next().unwrap_or("/");
+    let path = crate::config::path::canonicalize_into(raw, String::new()).ok()?;
+    let app = state.router.route(Some(host), path.decision())?;
+    let now = state.clock.now_unix();
+    let (_, who) = current_session(state, session, host, now).await.ok()??;
+    if !super::app_takes(state, Some(app), &who) {
+        return None;
+    }
+    state.access(app, &who, path.decision(), "GET", host).err()
 }
 
 /// The session this browser carries on `host`, if it is valid and not

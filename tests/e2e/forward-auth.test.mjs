@@ -68,6 +68,7 @@ before(async () => {
           clientSecret: CLIENT_SECRET,
           upstream: echo.url,
           trustedProxies: ['127.0.0.1/32'],
+          appKeys: RESTRICTED,
         }) + STATUS_APP,
       });
     }
@@ -80,6 +81,15 @@ before(async () => {
 }, { timeout: 60_000 });
 
 after(() => h.stop());
+
+// A rule that refuses everyone under /restricted: /_auth/check answers 401
+// (docs/design.md), which every recipe sends to the sign-in page.
+const RESTRICTED = `[[app.policy]]
+on = ["access"]
+effect = "deny"
+path_prefix = "/restricted"
+message = "Nobody reads the restricted pages"
+`;
 
 // Another app on its own host, open to everyone: a check about its host is a
 // 200 for any path, so a front proxy must never ask about it for a request
@@ -247,6 +257,15 @@ async function frontProxyFlow(t, name) {
     assert.deepEqual(received(seen, 'x-auth-request-email'), ['ada@example.test']);
     assert.deepEqual(groups(seen.headers['x-auth-request-groups']), ['ops', 'staff']);
     assert.deepEqual(received(seen, 'x-auth-request-preferred-username'), ['ada']);
+  });
+
+  await t.test('a signed-in person a rule refuses is told why, not asked to sign in again', async () => {
+    const count = echo.seen.length;
+    const hop = await b.follow(`${f.url}/restricted/page`);
+    assert.equal(hop.status, 403, b.trace());
+    assert.match(hop.body, /Nobody reads the restricted pages/);
+    assert.doesNotMatch(hop.body, /\/_auth\/login\//);
+    assert.equal(echo.seen.length, count, 'nothing reached the upstream');
   });
 
   await t.test('a client-sent X-Auth-Request-User never reaches the echo', async () => {

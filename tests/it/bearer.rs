@@ -1000,8 +1000,19 @@ async fn token_transport_forwarding_and_policy_refusals() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // Still `insufficient_scope` (RFC 6750 §3.1): the token is valid, and
+    // its client must not take the 401 for an expired one.
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\"")
+            && challenge.contains("Interns may not deploy"),
+        "{challenge}"
+    );
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "access_denied");
+    assert_eq!(body["error"], "insufficient_scope");
     assert_eq!(body["error_description"], "Interns may not deploy");
     assert_eq!(upstream.requests().len(), 2);
 }

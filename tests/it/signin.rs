@@ -662,6 +662,29 @@ async fn provider_error_access_denied_is_refused_before_any_token_call() {
     assert_eq!(s.users().await, 0);
 }
 
+/// A provider that answers that it failed (`server_error`,
+/// `temporarily_unavailable`, RFC 6749 §4.1.2.1) is a provider error: 502
+/// (docs/design.md), no token call, nothing written; any other code is the
+/// request refused: 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_that_answers_it_failed_is_a_502_any_other_error_a_400() {
+    for (code, status) in [
+        ("server_error", 502),
+        ("temporarily_unavailable", 502),
+        ("invalid_scope", 400),
+        ("unauthorized_client", 400),
+    ] {
+        let mut s = Setup::start_with("", |f| f.authorize_error = Some(code.into())).await;
+        let r = s.sign_in().await;
+        assert_eq!(r.status(), status, "{code}");
+        assert!(session_cookies_set(&r).is_empty());
+        let body = r.text().await.unwrap();
+        assert!(!body.contains(code), "{code}: {body}");
+        assert_eq!(s.provider.calls(Endpoint::Token), 0);
+        assert_eq!(s.users().await, 0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn oidc13_oidc16_oidc19_valid_variants_are_accepted() {
     for faults in [
@@ -1186,6 +1209,48 @@ async fn forward_auth_believes_the_forwarded_method_only_from_trusted_proxies() 
     let gw2 = s.replica_trusting_loopback();
     assert_eq!(check(gw2.url("/_auth/check"), Some("DELETE")).await, 401);
     assert_eq!(check(gw2.url("/_auth/check"), Some("GET")).await, 200);
+}
+
+/// Forward auth answers 401 to a person the app refuses as to one not
+/// signed in (docs/design.md), and every proxy recipe sends a 401 to the
+/// sign-in page: there a signed-in person the app serving `rd` refuses is
+/// told why (403 with the rule's message), not asked to sign in again; one
+/// it admits, or anyone on a path it admits them to, gets the page as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sign_in_page_tells_a_signed_in_person_the_app_refuses_why() {
+    let mut s = Setup::start_with_apps(
+        "",
+        "[[app.policy]]\non = [\"access\"]\neffect = \"deny\"\npath_prefix = \"/admin\"\nmessage = \"No one administers here\"\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        |_| {},
+    )
+    .await;
+    let page = |s: &Setup, rd: &'static str, cookie: bool| {
+        let mut req = s
+            .client
+            .get(s.gw.url(&format!("/_auth/sign_in?rd={rd}")))
+            .header("accept", "text/html");
+        if cookie {
+            req = req.header("cookie", s.jar.header());
+        }
+        req.send()
+    };
+    // Not signed in: the sign-in page, whatever the path.
+    let r = page(&s, "/admin/x", false).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.sign_in().await.status(), 302);
+    let r = page(&s, "/admin/x", true).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("No one administers here"), "{body}");
+    assert!(!body.contains("/_auth/login/"), "{body}");
+    // The same, with the path spelt otherwise.
+    let r = page(&s, "/%2561dmin;x/y", true).await.unwrap();
+    assert_eq!(r.status(), 403);
+    // A path the app admits them to: the page as usual.
+    let r = page(&s, "/private", true).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("/_auth/login/demo"));
 }
 
 pub(crate) fn users_cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
