@@ -1890,17 +1890,23 @@ async fn userinfo(
     match principal {
         Some(p) => {
             let body = serde_json::to_vec(&*p).unwrap_or_default();
-            {
-                rescue::write(
-                    session,
-                    ctx,
-                    200,
-                    &[],
-                    "application/json",
-                    Bytes::from(body),
-                );
-                Ok(())
-            }
+            // A cookie sealed with a previous secret comes back sealed with
+            // the current one, as on a proxied answer (SES-05).
+            let reseal: Vec<(&'static str, String)> = ctx
+                .reseal
+                .take()
+                .map(|c| ("set-cookie", c))
+                .into_iter()
+                .collect();
+            rescue::write(
+                session,
+                ctx,
+                200,
+                &reseal,
+                "application/json",
+                Bytes::from(body),
+            );
+            Ok(())
         }
         None => {
             rescue::respond(session, ctx, Rejection::NoIdentity);

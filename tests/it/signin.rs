@@ -1002,6 +1002,16 @@ async fn ses05_a_cookie_sealed_with_a_previous_secret_is_accepted_and_resealed()
     assert_eq!(resealed.len(), 1, "no re-sealed cookie");
     let value = resealed[0].split(';').next().unwrap().to_string();
     assert_ne!(value, old);
+    // `/_auth/userinfo` (a page's script asking who is signed in) re-seals it too.
+    let r = s
+        .client
+        .get(gw2.url("/_auth/userinfo"))
+        .header("cookie", &old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(session_cookies_set(&r).len(), 1, "no re-sealed cookie");
     // Only the new secret: the re-sealed cookie works, the old one does not.
     let only_new = rotated.replace(&format!(", \"{SECRET}\""), "").replace(
         &format!("127.0.0.1:{port}"),
