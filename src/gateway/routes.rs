@@ -448,7 +448,9 @@ async fn sign_in(
         rescue::respond(session, ctx, Rejection::NoApp);
         return Ok(());
     };
-    if let Some(reason) = refused_while_signed_in(state, session, ctx, &rd).await {
+    if let Some((reason, who)) = refused_while_signed_in(state, session, ctx, &rd).await {
+        // The access line names who was refused.
+        ctx.principal = Some(who);
         rescue::respond(session, ctx, Rejection::Forbidden { reason });
         return Ok(());
     }
@@ -497,7 +499,7 @@ async fn refused_while_signed_in(
     session: &Exchange,
     ctx: &Ctx,
     rd: &str,
-) -> Option<String> {
+) -> Option<(String, Arc<crate::principal::Principal>)> {
     let Target::Path(rd) = target(rd) else {
         return None;
     };
@@ -510,7 +512,10 @@ async fn refused_while_signed_in(
     if !super::app_takes(state, Some(app), &who) {
         return None;
     }
-    state.access(app, &who, path.decision(), "GET", host).err()
+    let reason = state
+        .access(app, &who, path.decision(), "GET", host)
+        .err()?;
+    Some((reason, who))
 }
 
 /// The session this browser carries on `host`, if it is valid and not
