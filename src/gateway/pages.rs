@@ -102,6 +102,32 @@ pub fn sign_in(app: &str, sources: &[Offer], rd: &str) -> String {
 /// The sign-in page, first saying why the person has to sign in again
 /// (`notice`: a session that ended early), when there is a reason.
 pub fn sign_in_after(app: &str, sources: &[Offer], rd: &str, notice: Option<&str>) -> String {
+    page(
+        &format!("Sign in · {app}"),
+        "Sign in",
+        &sign_in_body(app, sources, rd, notice),
+    )
+}
+
+/// The sign-in page for a browser signed in as `user`, whom the app refuses
+/// where `rd` leads (`reason`, the rule's message): why, then the buttons to
+/// sign in with another account (its session replaces this one), and a link
+/// to sign out.
+pub fn sign_in_refused(app: &str, sources: &[Offer], rd: &str, user: &str, reason: &str) -> String {
+    let notice = format!(
+        "You are signed in as {user}, and {app} does not admit that account here: {reason}"
+    );
+    let rd_q: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    let mut body = sign_in_body(app, sources, rd, Some(&notice));
+    body.push_str(&format!(
+        "<p>Or <a href=\"{}\">sign out</a>.</p>\n",
+        html_escape::encode_double_quoted_attribute(&format!("/_auth/sign_out?rd={rd_q}"))
+    ));
+    page(&format!("Sign in · {app}"), "Sign in", &body)
+}
+
+/// The sign-in page's body: the notice, if any, then one button per source.
+fn sign_in_body(app: &str, sources: &[Offer], rd: &str, notice: Option<&str>) -> String {
     let rd_q: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
     let mut body = String::new();
     if let Some(notice) = notice {
@@ -131,7 +157,7 @@ pub fn sign_in_after(app: &str, sources: &[Offer], rd: &str, notice: Option<&str
         }
         body.push_str("</div>\n");
     }
-    page(&format!("Sign in · {app}"), "Sign in", &body)
+    body
 }
 
 /// The sign-out page: one button that POSTs back to the same URL (with the
@@ -190,6 +216,29 @@ mod tests {
             .expect(&html);
         assert!(notice < html.find("Sign in to continue").unwrap_or(0));
         assert!(!sign_in("Wiki", &offers, "/").contains("class=\"notice\""));
+    }
+
+    #[test]
+    fn a_refused_person_s_sign_in_page_says_why_escaped_and_keeps_the_buttons() {
+        let offers = [Offer {
+            slug: "corp".into(),
+            name: "Corp".into(),
+            kind: SourceKind::OpenIdConnect,
+        }];
+        let html = sign_in_refused("Wiki", &offers, "/a?b=1", "<u>", "R&D only");
+        assert!(
+            html.contains("You are signed in as &lt;u&gt;, and Wiki does not admit that account here: R&amp;D only"),
+            "{html}"
+        );
+        assert!(
+            html.contains("href=\"/_auth/login/corp?rd=%2Fa%3Fb%3D1\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("<a href=\"/_auth/sign_out?rd=%2Fa%3Fb%3D1\">sign out</a>"),
+            "{html}"
+        );
+        assert!(!html.contains("<u>"), "{html}");
     }
 
     #[test]

@@ -448,12 +448,7 @@ async fn sign_in(
         rescue::respond(session, ctx, Rejection::NoApp);
         return Ok(());
     };
-    if let Some((reason, who)) = refused_while_signed_in(state, session, ctx, &rd).await {
-        // The access line names who was refused.
-        ctx.principal = Some(who);
-        rescue::respond(session, ctx, Rejection::Forbidden { reason });
-        return Ok(());
-    }
+    let refused = refused_while_signed_in(state, session, ctx, &rd).await;
     let offered: Vec<pages::Offer> = app
         .sources
         .iter()
@@ -475,37 +470,65 @@ async fn sign_in(
                 .map_or_else(|| "the identity provider".to_string(), |s| s.name.clone());
             reason.wording(&provider)
         });
-    let html = pages::sign_in_after(&app.name, &offered, &rd, notice.as_deref());
-    {
-        rescue::write(
-            session,
-            ctx,
+    let (status, html) = match refused {
+        Some((reason, who)) => {
+            let html = pages::sign_in_refused(&app.name, &offered, &rd, &who.user, &reason);
+            // The access line names who was refused, and says so.
+            ctx.principal = Some(who);
+            ctx.outcome = Some(Outcome::Forbidden);
+            (403, html)
+        }
+        None => (
             200,
-            &[],
-            "text/html; charset=utf-8",
-            Bytes::from(html),
-        );
-        Ok(())
-    }
+            pages::sign_in_after(&app.name, &offered, &rd, notice.as_deref()),
+        ),
+    };
+    rescue::write(
+        session,
+        ctx,
+        status,
+        &[],
+        "text/html; charset=utf-8",
+        Bytes::from(html),
+    );
+    Ok(())
 }
 
 /// Why the app serving `rd` on this host refuses the person this browser is
 /// signed in as, if it does: forward auth answers 401 to a refused principal
 /// as to an absent one (docs/design.md), and a proxy in front sends both
-/// here (every recipe maps 401 to this page); signing in again would only
-/// come back refused, so the person is told why instead (403).
+/// here (every recipe maps 401 to this page); signing in as the same person
+/// again would only come back refused, so the page says why (403) beside
+/// its buttons. Only for a page the browser navigates to (a script's or an
+/// image's request on a sibling site learns nothing from its status), and
+/// never for a public path.
 async fn refused_while_signed_in(
     state: &State,
     session: &Exchange,
     ctx: &Ctx,
     rd: &str,
 ) -> Option<(String, Arc<crate::principal::Principal>)> {
-    let Target::Path(rd) = target(rd) else {
-        return None;
-    };
     let host = ctx.host.as_deref()?;
+    let navigates = session
+        .req_header()
+        .headers
+        .get("sec-fetch-mode")
+        .is_none_or(|m| m.as_bytes() == b"navigate");
+    if !navigates {
+        return None;
+    }
+    // A relative `rd`, or an absolute one on this host (Traefik's recipe
+    // sends the whole URL): the cookie here is this host's.
+    let rd = match target(rd) {
+        Target::Path(p) => p.to_string(),
+        Target::Absolute { host: h, path } if h == host => path,
+        Target::Absolute { .. } => return None,
+    };
     let raw = rd.split(['?', '#']).next().unwrap_or("/");
     let path = crate::config::path::canonicalize_into(raw, String::new()).ok()?;
+    if is_public_path(state, Some(host), Some(path.decision())) {
+        return None;
+    }
     let app = state.router.route(Some(host), path.decision())?;
     let now = state.clock.now_unix();
     let (_, who) = current_session(state, session, host, now).await.ok()??;

@@ -1224,18 +1224,22 @@ async fn forward_auth_believes_the_forwarded_method_only_from_trusted_proxies() 
 /// Forward auth answers 401 to a person the app refuses as to one not
 /// signed in (docs/design.md), and every proxy recipe sends a 401 to the
 /// sign-in page: there a signed-in person the app serving `rd` refuses is
-/// told why (403 with the rule's message), not asked to sign in again; one
-/// it admits, or anyone on a path it admits them to, gets the page as usual.
+/// told why (403, the rule's message, who they are signed in as) beside the
+/// buttons to sign in with another account and a sign-out link; on a path
+/// it admits them to, a public one, or for a request that is not a
+/// navigation (a sibling site's script), the page as usual.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sign_in_page_tells_a_signed_in_person_the_app_refuses_why() {
     let mut s = Setup::start_with_apps(
         "",
         "[[app.policy]]\non = [\"access\"]\neffect = \"deny\"\npath_prefix = \"/admin\"\nmessage = \"No one administers here\"\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"deny\"\npath_prefix = \"/public\"\nmessage = \"No one administers here\"\n\
          [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
         |_| {},
     )
     .await;
-    let page = |s: &Setup, rd: &'static str, cookie: bool| {
+    let origin = s.gw.url("");
+    let page = |s: &Setup, rd: String, cookie: bool, mode: Option<&'static str>| {
         let mut req = s
             .client
             .get(s.gw.url(&format!("/_auth/sign_in?rd={rd}")))
@@ -1243,24 +1247,46 @@ async fn the_sign_in_page_tells_a_signed_in_person_the_app_refuses_why() {
         if cookie {
             req = req.header("cookie", s.jar.header());
         }
+        if let Some(m) = mode {
+            req = req.header("sec-fetch-mode", m);
+        }
         req.send()
     };
+    let usual = |body: &str| body.contains("/_auth/login/demo") && !body.contains("administers");
     // Not signed in: the sign-in page, whatever the path.
-    let r = page(&s, "/admin/x", false).await.unwrap();
+    let r = page(&s, "/admin/x".into(), false, None).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(s.sign_in().await.status(), 302);
-    let r = page(&s, "/admin/x", true).await.unwrap();
-    assert_eq!(r.status(), 403);
-    let body = r.text().await.unwrap();
-    assert!(body.contains("No one administers here"), "{body}");
-    assert!(!body.contains("/_auth/login/"), "{body}");
-    // The same, with the path spelt otherwise.
-    let r = page(&s, "/%2561dmin;x/y", true).await.unwrap();
-    assert_eq!(r.status(), 403);
-    // A path the app admits them to: the page as usual.
-    let r = page(&s, "/private", true).await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("/_auth/login/demo"));
+    for rd in [
+        "/admin/x".to_string(),
+        // Spelt otherwise.
+        "/%2561dmin;x/y".to_string(),
+        // Absolute, on this host (Traefik's recipe sends the whole URL).
+        url::form_urlencoded::byte_serialize(format!("{origin}/admin/x").as_bytes()).collect(),
+    ] {
+        let r = page(&s, rd.clone(), true, Some("navigate")).await.unwrap();
+        assert_eq!(r.status(), 403, "{rd}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("No one administers here")
+                && body.contains("signed in as alice")
+                && body.contains("/_auth/login/demo")
+                && body.contains("href=\"/_auth/sign_out?rd="),
+            "{rd}: {body}"
+        );
+    }
+    // A path it admits them to, a public path, a request no one navigates.
+    for (rd, mode) in [
+        ("/private", None),
+        // Public (`public_paths = ["/public"]`), whatever the rules say.
+        ("/public/x", None),
+        ("/admin/x", Some("no-cors")),
+    ] {
+        let r = page(&s, rd.into(), true, mode).await.unwrap();
+        assert_eq!(r.status(), 200, "{rd} {mode:?}");
+        let body = r.text().await.unwrap();
+        assert!(usual(&body), "{rd}: {body}");
+    }
 }
 
 pub(crate) fn users_cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
