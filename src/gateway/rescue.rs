@@ -384,7 +384,11 @@ impl Rejection {
                 description.clone(),
                 "Send a valid bearer token, or none and sign in through a browser.",
             ),
-            Rejection::InsufficientScope { reason } => (
+            Rejection::InsufficientScope { reason }
+            | Rejection::CheckDenied {
+                reason,
+                bearer: true,
+            } => (
                 "Access denied",
                 reason.clone(),
                 "The token is valid, but this application's policy does not admit it; ask its owner for access.",
@@ -394,7 +398,11 @@ impl Rejection {
                 description.clone(),
                 "Send the token once, in the Authorization header only.",
             ),
-            Rejection::Forbidden { reason } | Rejection::CheckDenied { reason, .. } => (
+            Rejection::Forbidden { reason }
+            | Rejection::CheckDenied {
+                reason,
+                bearer: false,
+            } => (
                 "Access denied",
                 reason.clone(),
                 "You are signed in, but this application does not allow your account; ask its owner for access.",

@@ -1014,6 +1014,13 @@ async fn token_transport_forwarding_and_policy_refusals() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "insufficient_scope");
     assert_eq!(body["error_description"], "Interns may not deploy");
+    assert!(
+        body["hint"]
+            .as_str()
+            .unwrap()
+            .starts_with("The token is valid"),
+        "{body}"
+    );
     assert_eq!(upstream.requests().len(), 2);
 }
 
