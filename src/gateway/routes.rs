@@ -212,15 +212,23 @@ async fn link(
     login(state, session, ctx, slug, Some(claims.sid.clone())).await
 }
 
+/// The path part of a relative `rd` (its query and fragment cut off),
+/// canonical as a request's path is: what routing and access rules see.
+fn rd_path(rd: &str) -> Result<crate::config::path::CanonicalPath, crate::config::path::PathError> {
+    let raw = rd.split(['?', '#']).next().unwrap_or("/");
+    crate::config::path::canonicalize_into(raw, String::new())
+}
+
 /// The app a sign-in is for: the one serving `rd` (on this host, or on the
 /// host an absolute `rd` names), else that host's most specific app
 /// (several apps may share a host by path prefix).
 fn app_for_rd<'a>(state: &'a State, ctx: &Ctx, rd: &str) -> Option<&'a crate::config::App> {
     // Routed as a request to `rd` would be: on its canonical path (PRX-06).
     let path_of = |p: &str| {
-        let raw = p.split(['?', '#']).next().unwrap_or("/");
-        crate::config::path::canonicalize_into(raw, String::new())
-            .map_or_else(|_| raw.to_string(), |c| c.decision().to_string())
+        rd_path(p).map_or_else(
+            |_| p.split(['?', '#']).next().unwrap_or("/").to_string(),
+            |c| c.decision().to_string(),
+        )
     };
     let index = match target(rd) {
         Target::Path(p) => state
@@ -524,8 +532,7 @@ async fn refused_while_signed_in(
         Target::Absolute { host: h, path } if h == host => path,
         Target::Absolute { .. } => return None,
     };
-    let raw = rd.split(['?', '#']).next().unwrap_or("/");
-    let path = crate::config::path::canonicalize_into(raw, String::new()).ok()?;
+    let path = rd_path(&rd).ok()?;
     if is_public_path(state, Some(host), Some(path.decision())) {
         return None;
     }

@@ -808,37 +808,16 @@ async fn state_missing_mismatched_or_replayed_is_refused() {
         .unwrap();
     // No state (OA2-01): refused before any token request, and the browser's
     // flow cookie cleared with its attributes (REJECT-LOGIN).
-    let stateless = {
-        let mut u = url::Url::parse(&callback).unwrap();
-        let kept: Vec<(String, String)> = u
-            .query_pairs()
-            .filter(|(k, _)| k != "state")
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        u.query_pairs_mut().clear().extend_pairs(kept);
-        u.to_string()
-    };
-    let r = s
-        .client
-        .get(&stateless)
-        .header("cookie", &login_cookie)
-        .send()
-        .await
-        .unwrap();
+    // The callback, as this browser (its login cookie) opens it.
+    let open = |url: String| s.client.get(url).header("cookie", &login_cookie).send();
+    let r = open(with_state(&callback, None)).await.unwrap();
     assert_eq!(r.status(), 400);
     assert!(session_cookies_set(&r).is_empty());
     assert_eq!(cookies_cleared(&r), vec![flow.clone()], "{:?}", r.headers());
     // Mismatched state (OA2-02): the cookie that state names is cleared; the
     // live flow's stays, as a tab whose flow was evicted must not break the
     // others (OA2-23).
-    let forged = regex_replace_state(&callback, "forged");
-    let r = s
-        .client
-        .get(&forged)
-        .header("cookie", &login_cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = open(with_state(&callback, Some("forged"))).await.unwrap();
     assert_eq!(r.status(), 400);
     assert!(session_cookies_set(&r).is_empty());
     let cleared = cookies_cleared(&r);
@@ -849,22 +828,10 @@ async fn state_missing_mismatched_or_replayed_is_refused() {
     let r = s.client.get(&callback).send().await.unwrap();
     assert_eq!(r.status(), 400);
     // The real one succeeds once...
-    let r = s
-        .client
-        .get(&callback)
-        .header("cookie", &login_cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = open(callback.clone()).await.unwrap();
     assert_eq!(r.status(), 302);
     // ...and its replay with the same cookie is refused (OIDC-11).
-    let r = s
-        .client
-        .get(&callback)
-        .header("cookie", &login_cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = open(callback.clone()).await.unwrap();
     assert_eq!(r.status(), 400);
     assert!(session_cookies_set(&r).is_empty());
     assert_eq!(s.users().await, 1);
@@ -881,17 +848,15 @@ fn cookies_cleared(resp: &reqwest::Response) -> Vec<String> {
         .collect()
 }
 
-fn regex_replace_state(url: &str, state: &str) -> String {
+/// `url` with its `state` parameter replaced by `state`, or removed (`None`).
+fn with_state(url: &str, state: Option<&str>) -> String {
     let mut u = url::Url::parse(url).unwrap();
     let pairs: Vec<(String, String)> = u
         .query_pairs()
-        .map(|(k, v)| {
-            let v = if k == "state" {
-                state.to_string()
-            } else {
-                v.into_owned()
-            };
-            (k.into_owned(), v)
+        .filter_map(|(k, v)| match (k.as_ref(), state) {
+            ("state", None) => None,
+            ("state", Some(st)) => Some((k.into_owned(), st.to_string())),
+            _ => Some((k.into_owned(), v.into_owned())),
         })
         .collect();
     u.query_pairs_mut().clear().extend_pairs(pairs);
