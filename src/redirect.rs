@@ -36,12 +36,7 @@ impl Origins {
             .unwrap_or_default()
             .to_ascii_lowercase();
         // `host_str` keeps an IPv6 literal's brackets.
-        let sign_in_bare = sign_in_host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(&sign_in_host)
-            .trim_end_matches('.')
-            .to_string();
+        let sign_in_bare = bare(&sign_in_host).to_string();
         Origins {
             scheme: public_url.scheme().to_string(),
             port: public_url.port_or_known_default(),
@@ -59,9 +54,11 @@ impl Origins {
             || self.app_hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
     }
 
-    /// Whether `host` (lower-case, no port) is the sign-in host.
+    /// Whether `host` (lower-case, no port) is the sign-in host, written as
+    /// a request's host is (an IPv6 literal bare, no trailing dot) or as a
+    /// URL writes it (brackets, the dot kept).
     pub fn is_sign_in_host(&self, host: &str) -> bool {
-        self.sign_in_host == host
+        self.sign_in_host == host || self.sign_in_bare == bare(host)
     }
 
     /// Whether `host` (lower-case, no port) is named by an `[[app]]`.
@@ -101,6 +98,15 @@ impl Origins {
             && url.password().is_none()
             && (self.is_sign_in_host(&host) || self.is_app_host(&host))
     }
+}
+
+/// `host` as a request names it: an IPv6 literal without its brackets, no
+/// trailing dot.
+fn bare(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .trim_end_matches('.')
 }
 
 /// Where a kept `rd` leads: a path on the current host, or an absolute URL on one of ours.
@@ -332,6 +338,21 @@ mod tests {
         );
         let http = Origins::new(&Url::parse("http://127.0.0.1:8080").unwrap(), []);
         assert_eq!(http.origin_of("localhost"), "http://localhost:8080");
+    }
+
+    /// A sign-in host written as an IPv6 literal or with a trailing dot is
+    /// still recognised in a request, which names it bare: else its login
+    /// would redirect to itself and its callback would be refused.
+    #[test]
+    fn an_ipv6_or_dotted_sign_in_host_is_recognised_as_a_request_names_it() {
+        let v6 = Origins::new(&Url::parse("http://[::1]:8080").unwrap(), []);
+        assert!(v6.is_sign_in_host("::1"));
+        assert!(v6.is_sign_in_host("[::1]"));
+        assert!(!v6.is_sign_in_host("::2"));
+        let dotted = Origins::new(&Url::parse("http://Wiki.LocalHost.:8080").unwrap(), []);
+        assert!(dotted.is_sign_in_host("wiki.localhost"));
+        assert!(dotted.is_sign_in_host("wiki.localhost."));
+        assert!(!dotted.is_sign_in_host("localhost"));
     }
 
     #[test]

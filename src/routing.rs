@@ -41,9 +41,14 @@ impl Router {
     /// The app that owns `/_auth/*` on `host`: the most specific app of that
     /// host, whatever its path prefix.
     pub fn route_host(&self, host: Option<&str>) -> Option<usize> {
+        self.on_host(host).next()
+    }
+
+    /// Every app serving `host`, most specific first.
+    pub fn on_host<'a>(&'a self, host: Option<&'a str>) -> impl Iterator<Item = usize> + 'a {
         self.order
             .iter()
-            .find(|(_, h, _)| host_matches(h.as_deref(), host))
+            .filter(move |(_, h, _)| host_matches(h.as_deref(), host))
             .map(|(i, _, _)| *i)
     }
 }

@@ -38,8 +38,10 @@ pub enum StartError {
         reason: String,
     },
     /// A listen address is taken or not allowed: pick another `server.listen`/`server.admin_listen`.
-    #[error("cannot listen on {addr}: {reason}")]
+    #[error("{key}: cannot listen on {addr}: {reason}")]
     Listen {
+        /// The key that names the address: `server.listen` or `server.admin_listen`.
+        key: &'static str,
         /// The address.
         addr: SocketAddr,
         /// OS message.
@@ -97,10 +99,12 @@ impl StartError {
             StartError::Source(e) => Some(entry("SOURCE", &e.slug, &e.key.to_ascii_uppercase())),
             StartError::Store(_) => Some("PORTCULLIS_STORE__URL".into()),
             StartError::Assertion(_) => Some("PORTCULLIS_SESSION__SECRETS".into()),
-            StartError::Listen { .. }
-            | StartError::Metrics(_)
-            | StartError::NotListening(_)
-            | StartError::Io(_) => None,
+            StartError::Listen { key, .. } => Some(if *key == ADMIN_LISTEN {
+                "PORTCULLIS_SERVER__ADMIN_LISTEN".into()
+            } else {
+                "PORTCULLIS_SERVER__LISTEN".into()
+            }),
+            StartError::Metrics(_) | StartError::NotListening(_) | StartError::Io(_) => None,
         }
     }
 }
@@ -581,18 +585,25 @@ fn concrete(addr: SocketAddr) -> Result<SocketAddr, StartError> {
         return Ok(addr);
     }
     let l = TcpListener::bind(addr).map_err(|e| StartError::Listen {
+        key: LISTEN,
         addr,
         reason: e.to_string(),
     })?;
     l.local_addr().map_err(|e| StartError::Listen {
+        key: LISTEN,
         addr,
         reason: e.to_string(),
     })
 }
 
-/// Binds a listener for the runtime to take over.
-fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+/// The keys naming the two listen addresses, for errors.
+const LISTEN: &str = "server.listen";
+const ADMIN_LISTEN: &str = "server.admin_listen";
+
+/// Binds the admin listener for the runtime to take over.
+fn bind_admin(addr: SocketAddr) -> Result<TcpListener, StartError> {
     let fail = |e: std::io::Error| StartError::Listen {
+        key: ADMIN_LISTEN,
         addr,
         reason: e.to_string(),
     };
@@ -608,6 +619,7 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 /// the address is first bound without it, and that must succeed.
 fn bind_first(addr: SocketAddr) -> Result<TcpListener, StartError> {
     let fail = |e: std::io::Error| StartError::Listen {
+        key: LISTEN,
         addr,
         reason: e.to_string(),
     };
@@ -626,6 +638,7 @@ fn bind_first(addr: SocketAddr) -> Result<TcpListener, StartError> {
 /// A further `SO_REUSEPORT` socket on the (concrete) proxy address.
 fn bind_shared(addr: SocketAddr) -> Result<TcpListener, StartError> {
     let fail = |e: std::io::Error| StartError::Listen {
+        key: LISTEN,
         addr,
         reason: e.to_string(),
     };
@@ -704,17 +717,18 @@ struct Built {
 /// says where they listen (port 0 becomes the port given).
 fn listeners(config: &Config) -> Result<(TcpListener, Option<TcpListener>, Bound), StartError> {
     let listener = bind_first(config.server.listen)?;
-    let admin_listener = config.server.admin_listen.map(bind).transpose()?;
-    let local = |l: &TcpListener, addr: SocketAddr| {
+    let admin_listener = config.server.admin_listen.map(bind_admin).transpose()?;
+    let local = |l: &TcpListener, addr: SocketAddr, key: &'static str| {
         l.local_addr().map_err(|e| StartError::Listen {
+            key,
             addr,
             reason: e.to_string(),
         })
     };
     let bound = Bound {
-        listen: local(&listener, config.server.listen)?,
+        listen: local(&listener, config.server.listen, LISTEN)?,
         admin: match (&admin_listener, config.server.admin_listen) {
-            (Some(l), Some(a)) => Some(local(l, a)?),
+            (Some(l), Some(a)) => Some(local(l, a, ADMIN_LISTEN)?),
             _ => None,
         },
     };

@@ -53,13 +53,29 @@ pub fn load_with_env(
     }
     for p in &mut problems {
         if p.from_env.is_none() {
-            p.from_env = merged.env_origin.get(&p.key.env_var()).cloned();
+            p.from_env = setting_variable(&merged.env_origin, &p.key.env_var());
         }
     }
     Err(ConfigError::Invalid {
         file: file.to_path_buf(),
         problems,
     })
+}
+
+/// The variable that set `var`'s value: `var` itself, or the nearest variable
+/// above it that set a whole table or list (`PORTCULLIS_SERVER__TLS='{…}'`
+/// sets `PORTCULLIS_SERVER__TLS__CERT_FILE`).
+fn setting_variable(
+    env_origin: &std::collections::BTreeMap<String, String>,
+    var: &str,
+) -> Option<String> {
+    let mut key = var;
+    loop {
+        if let Some(name) = env_origin.get(key) {
+            return Some(name.clone());
+        }
+        key = key.get(..key.rfind("__")?)?;
+    }
 }
 
 /// The resolved config as TOML, secrets redacted, for `portcullis check`.

@@ -189,8 +189,10 @@ fn trim(v: &[u8]) -> &[u8] {
     v.get(start..end).unwrap_or_default()
 }
 
-/// Most options one request's `Connection` may name (pingora refuses more).
-pub const MAX_CONNECTION_OPTIONS: usize = 9;
+/// Most options one request's `Connection` may name: a bound on the work a
+/// request makes, high enough for a client that nominates every header the
+/// gateway manages (PRX-04) beside `close` and `keep-alive`.
+pub const MAX_CONNECTION_OPTIONS: usize = 32;
 
 /// Fields a client may not nominate as hop-by-hop: without them the upstream
 /// would read the request differently. (Nominated forwarding fields are
@@ -398,10 +400,24 @@ mod tests {
             "Content-Length",
             "transfer-encoding",
             "\"Host\"",
-            "a, b, c, d, e, f, g, h, i, j",
         ] {
             assert!(conn(v).is_err(), "{v} was accepted");
         }
+        let options = |n: usize| {
+            (0..n)
+                .map(|i| format!("x-o{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        assert!(conn(&options(MAX_CONNECTION_OPTIONS + 1)).is_err());
+        // Every managed header nominated at once, beside the usual options.
+        let managed = "close, keep-alive, X-Forwarded-User, X-Forwarded-Email, \
+            X-Forwarded-Groups, X-Forwarded-Preferred-Username, \
+            X-Forwarded-Access-Token, X-Auth-Request-User, X-Auth-Request-Email, \
+            X-Portcullis-Assertion, Authorization, X-Forwarded-For, \
+            X-Forwarded-Proto, X-Forwarded-Host, X-Real-IP, Forwarded";
+        assert!(conn(managed).is_ok(), "{managed} was refused");
+        assert!(conn(&options(MAX_CONNECTION_OPTIONS)).is_ok());
         for v in [
             "close",
             "keep-alive, Upgrade",

@@ -96,7 +96,10 @@ pub(crate) fn bearer_token(session: &Exchange) -> Result<Option<&str>, Rejection
                 .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer"));
             return (named && b.get(6).is_some_and(|&c| !tchar(c))).then_some("");
         };
-        let (scheme, token) = value.split_once([' ', '\t'])?;
+        // `Bearer` alone (HTTP/1 trims the blank after it) names the scheme
+        // with an empty token: a bad bearer credential, never none at all,
+        // so a session cookie beside it does not decide (PRX-29).
+        let (scheme, token) = value.split_once([' ', '\t']).unwrap_or((value, ""));
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     }
     let mut lines = req.headers.get_all(http::header::AUTHORIZATION).iter();
@@ -161,6 +164,41 @@ pub async fn authenticate_bearer(
                 }
             }),
     )
+}
+
+/// The bearer check of `/_auth/userinfo`, which belongs to no app's paths:
+/// the token is verified for each app of `host` that takes bearer tokens,
+/// most specific first, and the first that accepts it answers. `None`
+/// without a bearer token.
+pub async fn authenticate_bearer_on_host(
+    state: &State,
+    session: &Exchange,
+    host: Option<&str>,
+) -> Option<Result<Arc<Principal>, Rejection>> {
+    let token = match bearer_token(session) {
+        Ok(t) => t?,
+        Err(refusal) => return Some(Err(refusal)),
+    };
+    let now = state.clock.now_unix();
+    let mut description = "no application here accepts bearer tokens";
+    for index in state.router.on_host(host) {
+        let Some(app) = state.config.apps.get(index) else {
+            continue;
+        };
+        if app.jwt_sources.is_empty() {
+            continue;
+        }
+        match state.bearer.verify(index, app, token, now).await {
+            Ok(p) => return Some(Ok(p)),
+            Err(e) => {
+                tracing::info!(reason = %e, app = %app.name, "bearer token refused");
+                description = INVALID_TOKEN;
+            }
+        }
+    }
+    Some(Err(Rejection::InvalidToken {
+        description: description.into(),
+    }))
 }
 
 /// The `error_description` of every refused bearer token, whatever the

@@ -133,7 +133,20 @@ pub async fn handle(
                 "login"
             };
             let rd = rd_param(state, session);
-            let (location, headers) = to_sign_in_host(state, session, &host, kind, slug, &rd);
+            let (mut location, headers) = to_sign_in_host(state, session, &host, kind, slug, &rd);
+            if kind == "link" {
+                match link_started_here(state, session, &host).await {
+                    Ok(Some(tag)) => {
+                        location.push_str("&session=");
+                        location.push_str(&tag);
+                    }
+                    Ok(None) => {}
+                    Err(refusal) => {
+                        rescue::respond(session, ctx, refusal);
+                        return Ok(());
+                    }
+                }
+            }
             return redirect(session, ctx, location, headers).await;
         }
     }
@@ -187,8 +200,32 @@ async fn answer(
     }
 }
 
+/// A link asked for on app host `host`: the tag of the session signed in
+/// here, which the sign-in host must hold to link (`None` where the session
+/// cookie is shared with the sign-in host: it is the same cookie there).
+/// Refused when no session is signed in here.
+async fn link_started_here(
+    state: &State,
+    session: &Exchange,
+    host: &str,
+) -> Result<Option<String>, Rejection> {
+    if state.sessions.shares_cookie(host) {
+        return Ok(None);
+    }
+    match current_session(state, session, host, state.clock.now_unix()).await {
+        Ok(Some((claims, _))) => Ok(Some(handoff::session_tag(&claims.sid))),
+        Ok(None) => Err(Rejection::Unauthenticated {
+            rd: rd_param(state, session),
+        }),
+        Err(_) => Err(Rejection::SessionUnavailable),
+    }
+}
+
 /// `/_auth/link/{slug}`: a login flow bound to this very session (its id
-/// goes into the login state); only for a browser signed in on `host`.
+/// goes into the login state); only for a browser signed in on `host`. A
+/// link begun on an app host names its session (`session=`): the sign-in
+/// host's own must be that one, else a session of someone else there (a
+/// second sign-in in another tab, a planted cookie) would get the identity.
 async fn link(
     state: &Arc<State>,
     session: &mut Exchange,
@@ -209,6 +246,15 @@ async fn link(
         rescue::respond(session, ctx, Rejection::Unauthenticated { rd });
         return Ok(());
     };
+    let started_by = query_param(session, "session");
+    if started_by.is_some_and(|tag| tag != handoff::session_tag(&claims.sid)) {
+        let refusal = Rejection::WrongHost {
+            reason: "This link was started by another session than the one signed in here.".into(),
+            fix: "Sign in again on the app you started from, then link once more.".into(),
+        };
+        rescue::respond(session, ctx, refusal);
+        return Ok(());
+    }
     login(state, session, ctx, slug, Some(claims.sid.clone())).await
 }
 
@@ -279,12 +325,15 @@ fn to_sign_in_host(
             Vec::new(),
         );
     }
-    let rd = match target(rd) {
-        Target::Path(path) => format!("{}{path}", origins.origin_of(host)),
-        Target::Absolute { .. } => rd.to_string(),
+    let (rd, elsewhere) = match target(rd) {
+        Target::Path(path) => (format!("{}{path}", origins.origin_of(host)), false),
+        Target::Absolute { host: rd_host, .. } => (rd.to_string(), rd_host != host),
     };
-    if state.sessions.shares_cookie(host) {
+    if elsewhere || state.sessions.shares_cookie(host) {
         // The shared cookie reaches this host: no handoff, nothing to bind.
+        // An `rd` on another host is handed back there through that host's
+        // own login, which binds the handoff to its own cookie: a binding
+        // made here could never be shown there.
         return (
             format!("{sign_in}/_auth/{kind}/{slug}?rd={}", encode(&rd)),
             Vec::new(),
@@ -1908,7 +1957,8 @@ async fn userinfo(
     ctx: &mut Ctx,
 ) -> Result<(), BodyError> {
     let host = ctx.host.clone().unwrap_or_default();
-    let principal = match super::authenticate_bearer(state, session, ctx.app).await {
+    let bearer = super::authenticate_bearer_on_host(state, session, ctx.host.as_deref()).await;
+    let principal = match bearer {
         Some(Ok(p)) => Some(p),
         Some(Err(refusal)) => {
             rescue::respond(session, ctx, refusal);

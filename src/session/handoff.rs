@@ -49,6 +49,17 @@ pub fn binding_of(nonce: &str) -> String {
     code_key(nonce)
 }
 
+/// What a link started on an app host tells the sign-in host of the session
+/// that started it: SHA-256 of the session id under its own label,
+/// base64url (the id itself never leaves its cookie). The sign-in host
+/// links only for the session with this tag (DESIGN "Sign-in outcomes" 2).
+pub fn session_tag(sid: &str) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&SHA256);
+    ctx.update(b"portcullis link session\0");
+    ctx.update(sid.as_bytes());
+    URL_SAFE_NO_PAD.encode(ctx.finish().as_ref())
+}
+
 /// Whether `s` looks like a nonce, binding or code we made (base64url of 32 bytes).
 pub fn well_formed(s: &str) -> bool {
     s.len() == 43

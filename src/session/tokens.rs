@@ -15,6 +15,10 @@ pub const MAX_SEALED_BYTES: usize = 64 * 1024;
 /// Refresh once the remaining lifetime is under this (or half the lifetime, if less).
 pub const REFRESH_MARGIN_SECS: i64 = 30;
 
+/// The lifetime assumed for a refreshable access token whose token response
+/// gave no `expires_in` (OA2-16): short, as Keycloak's default.
+pub const DEFAULT_LIFETIME_SECS: i64 = 300;
+
 /// The tokens of one session.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionTokens {
@@ -45,25 +49,36 @@ fn secs(now: u64) -> i64 {
 impl SessionTokens {
     /// The tokens of a token endpoint answer received at `now`.
     pub fn issued(set: &TokenSet, now: u64) -> SessionTokens {
-        let now = secs(now);
-        SessionTokens {
-            access_token: set.access_token.clone(),
-            refresh_token: set.refresh_token.clone(),
-            issued_at: now,
-            expires_at: set
-                .expires_in
-                .map(|e| now.saturating_add(i64::try_from(e).unwrap_or(i64::MAX))),
-        }
+        SessionTokens::with_refresh_token(set, set.refresh_token.clone(), now)
     }
 
     /// After a refresh: the new tokens; the old refresh token stays where the
     /// provider did not rotate it (RFC 6749 §6 lets it keep the old one).
     pub fn refreshed(&self, set: &TokenSet, now: u64) -> SessionTokens {
-        let mut next = SessionTokens::issued(set, now);
-        if next.refresh_token.is_none() {
-            next.refresh_token = self.refresh_token.clone();
+        let refresh = set
+            .refresh_token
+            .clone()
+            .or_else(|| self.refresh_token.clone());
+        SessionTokens::with_refresh_token(set, refresh, now)
+    }
+
+    /// `set`'s access token with `refresh_token`. Without `expires_in`, a
+    /// token that can be refreshed is given [`DEFAULT_LIFETIME_SECS`]
+    /// (OA2-16: a conservative default, not "never expires"); one that cannot
+    /// is passed as it is (a GitHub OAuth app's token has no lifetime at all,
+    /// and ending its session would gain nothing).
+    fn with_refresh_token(set: &TokenSet, refresh_token: Option<String>, now: u64) -> Self {
+        let now = secs(now);
+        let lifetime = match set.expires_in {
+            Some(e) => Some(i64::try_from(e).unwrap_or(i64::MAX)),
+            None => refresh_token.is_some().then_some(DEFAULT_LIFETIME_SECS),
+        };
+        SessionTokens {
+            access_token: set.access_token.clone(),
+            refresh_token,
+            issued_at: now,
+            expires_at: lifetime.map(|l| now.saturating_add(l)),
         }
-        next
     }
 
     /// Whether the access token's remaining lifetime at `now` is under
@@ -122,10 +137,23 @@ mod tests {
         assert!(t.refresh_due(1006));
         assert!(!t.expired(1009));
         assert!(t.expired(1010));
-        // No lifetime given: never due, never expired.
+        // No lifetime given and no refresh token: nothing to renew it with,
+        // never due, never expired.
         let t = SessionTokens::issued(&set("a", None, None), 1000);
         assert!(!t.refresh_due(u64::MAX / 2));
         assert!(!t.expired(u64::MAX / 2));
+    }
+
+    #[test]
+    fn oa2_16_a_refreshable_token_without_expires_in_is_renewed_after_five_minutes() {
+        let t = SessionTokens::issued(&set("a", Some("r"), None), 1000);
+        assert!(!t.refresh_due(1000 + 300 - 30));
+        assert!(t.refresh_due(1000 + 300 - 29));
+        // A refresh that again says nothing of the lifetime, and keeps the
+        // old refresh token: the same default from the refresh on.
+        let next = t.refreshed(&set("b", None, None), 1280);
+        assert_eq!(next.refresh_token.as_deref(), Some("r"));
+        assert_eq!(next.expires_at, Some(1280 + 300));
     }
 
     #[test]

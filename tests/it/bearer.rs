@@ -335,6 +335,47 @@ async fn a_token_signed_by_a_trusted_source_authenticates_and_is_cached() {
     assert_eq!(r.headers()["x-auth-request-user"], "ci-job-7");
 }
 
+/// `/_auth/userinfo` lies under no app's path: on a host shared by several
+/// apps, a token is answered for by whichever of them takes it, not by the
+/// most specific app of the host (here `docs`, which takes no tokens).
+#[tokio::test(flavor = "multi_thread")]
+async fn userinfo_answers_a_token_taken_by_any_app_of_the_host() {
+    let trusted = provider().await;
+    let upstream = Upstream::start("api").await;
+    let gw = Gateway::start(&format!(
+        "[[source]]\nslug = \"ci\"\ntype = \"openidconnect\"\noidc_well_known_url = \"{}\"\n\
+         [[app]]\nname = \"api\"\nupstream = \"{up}\"\njwt_sources = [\"ci\"]\njwt_audiences = [\"api\"]\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n\
+         [[app]]\nname = \"docs\"\npath_prefix = \"/docs\"\nupstream = \"{up}\"\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        trusted.well_known_url(),
+        up = upstream.url()
+    ));
+    gw.ready().await;
+    let userinfo = |token: String| {
+        client()
+            .get(gw.url("/_auth/userinfo"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+    };
+    let token = trusted.sign(&claims(&trusted.issuer(), |_| {})).unwrap();
+    let r = userinfo(token).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let info: Value = r.json().await.unwrap();
+    assert_eq!(info["user"], "ci-job-7");
+    assert_eq!(info["kind"], "bearer");
+    // A token no app of the host takes is still refused as RFC 6750 says.
+    let foreign = trusted
+        .sign(&claims(&trusted.issuer(), |c| {
+            c.insert("aud".into(), json!(["docs"]));
+        }))
+        .unwrap();
+    let r = userinfo(foreign).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("error=\"invalid_token\""));
+}
+
 /// `bearer_cache_entries = 0`: no verdict is kept, and each token still
 /// reaches the app as its own machine, its identity not shared with another's.
 #[tokio::test(flavor = "multi_thread")]

@@ -535,4 +535,26 @@ fn start_up_errors_name_the_key_the_file_and_the_variable() {
         err.contains(&file) && err.contains("store.url:") && err.contains("PORTCULLIS_STORE__URL"),
         "{err}"
     );
+    // A listen address that is taken names which of the two keys it is.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    for (key, var) in [
+        ("listen", "PORTCULLIS_SERVER__LISTEN"),
+        ("admin_listen", "PORTCULLIS_SERVER__ADMIN_LISTEN"),
+    ] {
+        let config = base_config().replacen(
+            &format!("\n{key} = \"127.0.0.1:0\""),
+            &format!("\n{key} = \"{addr}\""),
+            1,
+        );
+        assert!(config.contains(&addr.to_string()), "{config}");
+        let (code, err, file) = run(&format!("{config}{}", app("http://127.0.0.1:9")));
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains(&file)
+                && err.contains(&format!("server.{key}: cannot listen on {addr}"))
+                && err.contains(var),
+            "{err}"
+        );
+    }
 }

@@ -293,6 +293,37 @@ fn a_bad_list_element_from_the_environment_names_the_list_s_variable() {
     );
 }
 
+/// A variable that sets a whole table (or a list of tables) is the one to
+/// fix when a key inside it is wrong: the error names it, not a variable
+/// nobody set.
+#[test]
+fn a_bad_key_inside_a_table_from_the_environment_names_the_table_s_variable() {
+    let msg = problems_with_env(
+        &format!("{}{APP}", base_config()),
+        vec![(
+            "PORTCULLIS_SERVER__TLS",
+            "{cert_file=\"/nonexistent/c.pem\", key_file=\"/nonexistent/k.pem\"}",
+        )],
+    );
+    assert!(msg.contains("server.tls.cert_file"), "{msg}");
+    assert!(
+        msg.contains("the value came from PORTCULLIS_SERVER__TLS;"),
+        "{msg}"
+    );
+    let msg = problems_with_env(
+        &format!("{}{APP}", base_config()),
+        vec![(
+            "PORTCULLIS_APP__0__POLICY",
+            "[{on=[\"access\"], effect=\"alow\"}]",
+        )],
+    );
+    assert!(msg.contains("policy[0].effect"), "{msg}");
+    assert!(
+        msg.contains("the value came from PORTCULLIS_APP__0__POLICY;"),
+        "{msg}"
+    );
+}
+
 /// PRX-05: a trusted-proxy range holding every address would let any
 /// client name its own IP and forward auth's target.
 #[test]

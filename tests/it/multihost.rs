@@ -165,6 +165,16 @@ impl Hosts {
     /// `public_host` serves as the sign-in host, the wiki app is on
     /// `app_host`, and `session_extra` ends `[session]`.
     async fn start(public_host: &str, app_host: &str, session_extra: &str) -> Hosts {
+        Hosts::start_with(public_host, app_host, session_extra, "").await
+    }
+
+    /// As [`Hosts::start`], with `more_apps` (TOML) after the others.
+    async fn start_with(
+        public_host: &str,
+        app_host: &str,
+        session_extra: &str,
+        more_apps: &str,
+    ) -> Hosts {
         let port = free_port();
         let public = format!("http://{public_host}:{port}");
         let cfg =
@@ -221,6 +231,7 @@ upstream = "{wiki}"
 [[app.policy]]
 on = ["access"]
 effect = "allow"
+{more_apps}
 "#,
             well_known = provider.well_known_url(),
             main = main.url(),
@@ -518,6 +529,84 @@ async fn a_login_on_the_sign_in_host_for_an_app_host_binds_its_handoff_there_fir
         "{visited:?}"
     );
     assert_eq!(h.provider.calls(Endpoint::Authorize), 1);
+}
+
+/// A login started on one app host for a page on another app host lands on
+/// that page, signed in there: the handoff is bound on the host it goes to,
+/// never to a cookie of the host the login began on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_on_one_app_host_for_a_page_on_another_lands_there_signed_in() {
+    let docs = Upstream::start("docs").await;
+    let more = format!(
+        "[[app]]\nname = \"docs\"\nhost = \"wiki.localhost\"\nupstream = \"{}\"\n\
+         [[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
+        docs.url()
+    );
+    let h = Hosts::start_with("127.0.0.1", "localhost", "", &more).await;
+    let mut b = h.browser();
+    let rd: String =
+        url::form_urlencoded::byte_serialize(h.url("wiki.localhost", "/page?x=1").as_bytes())
+            .collect();
+    let (visited, r) = b
+        .follow(&h.url("localhost", &format!("/_auth/login/demo?rd={rd}")))
+        .await;
+    assert_eq!(r.status(), 200, "{visited:?}");
+    assert_eq!(
+        visited.last().unwrap(),
+        &h.url("wiki.localhost", "/page?x=1"),
+        "{visited:?}"
+    );
+    assert_eq!(r.text().await.unwrap(), "hello from docs");
+    assert!(b.cookie("wiki.localhost", "portcullis").is_some());
+    assert_eq!(h.provider.calls(Endpoint::Authorize), 1);
+}
+
+/// A link begun on an app host is for the session signed in there: when the
+/// sign-in host holds another person's session (signed in there in another
+/// tab), the link is refused, not bound to that other session.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_begun_on_an_app_host_is_refused_for_another_session_on_the_sign_in_host() {
+    let h = Hosts::start("127.0.0.1", "localhost", "").await;
+    let mut b = h.browser();
+    let url = h.handoff_url(&mut b, "localhost").await;
+    assert_eq!(b.get(&url).await.status(), 302);
+    // Signed in as alice on both hosts: the link goes on to the provider.
+    let r = b.get(&h.url("localhost", "/_auth/link/demo")).await;
+    assert_eq!(r.status(), 302);
+    let to_sign_in = location(&r);
+    assert!(to_sign_in.contains("&session="), "{to_sign_in}");
+    let r = b.get(&to_sign_in).await;
+    assert_eq!(r.status(), 302);
+    assert!(
+        location(&r).starts_with(&h.provider.issuer()),
+        "{}",
+        location(&r)
+    );
+    // Bob signs in on the sign-in host in another tab: its cookie is his now.
+    h.provider
+        .set_faults(|f| f.auto_approve_as = Some("bob".into()));
+    let (_, r) = b
+        .follow(&h.url("127.0.0.1", "/_auth/login/demo?rd=/private"))
+        .await;
+    assert_eq!(r.status(), 200);
+    let authorizations = h.provider.calls(Endpoint::Authorize);
+    // Alice's link from the app host is not bound to Bob's session.
+    let r = b.get(&h.url("localhost", "/_auth/link/demo")).await;
+    let r = b.get(&location(&r)).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("another session"));
+    assert_eq!(h.provider.calls(Endpoint::Authorize), authorizations);
+    // Without a session on the app host, a link there is sent to sign in.
+    let mut fresh = h.browser();
+    let r = fresh
+        .get(&h.url("localhost", "/_auth/link/demo?rd=/x"))
+        .await;
+    assert_eq!(r.status(), 302);
+    assert!(
+        location(&r).starts_with("/_auth/sign_in?rd="),
+        "{}",
+        location(&r)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1546,15 +1546,23 @@ async fn prx29_a_valid_session_never_rescues_an_invalid_bearer_token() {
     // A tab after the scheme too: an upstream splitting on any blank would
     // read that token, so the gateway reads it as one and checks it.
     // And a byte no ASCII client sends (a no-break space, which an upstream
-    // reading Latin-1 splits at): still a bearer credential, refused.
-    for sep in [" ", "\t", "\u{a0}"] {
+    // reading Latin-1 splits at): still a bearer credential, refused. The
+    // scheme with no token at all (blank or not) is a bad token too.
+    let values = [
+        "Bearer not.a.token",
+        "Bearer\tnot.a.token",
+        "Bearer\u{a0}not.a.token",
+        "Bearer",
+        "bearer ",
+    ];
+    for value in values {
         for accept in ["", "Accept: text/html\r\n"] {
             let (status, resp) = with_session(
                 &s,
                 "/private",
-                &format!("{accept}Authorization: Bearer{sep}not.a.token\r\n"),
+                &format!("{accept}Authorization: {value}\r\n"),
             );
-            assert_eq!(status, 401, "{sep:?} {accept:?}: {resp}");
+            assert_eq!(status, 401, "{value:?} {accept:?}: {resp}");
             assert!(resp.contains("error=\"invalid_token\""), "{resp}");
         }
     }
