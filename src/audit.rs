@@ -120,6 +120,8 @@ pub enum Reason {
     HandoffInvalid,
     /// A callback or handoff arrived on the wrong host.
     WrongHost,
+    /// A link begun on an app host reached a sign-in host signed in as another session.
+    LinkSessionMismatch,
     /// The source is not ready (discovery pending).
     SourceNotReady,
     /// The provider failed: unreachable, an error or garbage instead of an answer.
@@ -142,7 +144,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the README's order.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::StateInvalid,
         Reason::StateExpired,
         Reason::ResponseMismatch,
@@ -158,6 +160,7 @@ impl Reason {
         Reason::MatchAmbiguous,
         Reason::HandoffInvalid,
         Reason::WrongHost,
+        Reason::LinkSessionMismatch,
         Reason::SourceNotReady,
         Reason::ProviderError,
         Reason::ProviderTimeout,
@@ -187,6 +190,7 @@ impl Reason {
             Reason::MatchAmbiguous => "match_ambiguous",
             Reason::HandoffInvalid => "handoff_invalid",
             Reason::WrongHost => "wrong_host",
+            Reason::LinkSessionMismatch => "link_session_mismatch",
             Reason::SourceNotReady => "source_not_ready",
             Reason::ProviderError => "provider_error",
             Reason::ProviderTimeout => "provider_timeout",

@@ -358,6 +358,14 @@ pub fn needs_claims(app: &App) -> bool {
     !app.claim_headers.is_empty() || app.policies.iter().any(|p| p.expression.is_some())
 }
 
+/// Whether `token`'s `aud`, read before any check, names one of `app`'s
+/// audiences: a filter that spares a signature check for an app that would
+/// refuse the token anyway (`/_auth/userinfo` asks every app of a host).
+pub fn addressed_to(app: &App, token: &str) -> bool {
+    jws::parse(token, MAX_TOKEN_BYTES)
+        .is_ok_and(|j| audience_allowed(&Value::Object(j.claims), &app.jwt_audiences))
+}
+
 /// Whether `aud` (a string or an array) names one of the app's audiences.
 /// Never optional: no audience configured admits nothing (JWT-23, JWT-24);
 /// the config refuses an app with `jwt_sources` and no `jwt_audiences`.

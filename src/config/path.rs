@@ -27,6 +27,12 @@ impl CanonicalPath {
         self.decision.as_deref().unwrap_or(&self.forward)
     }
 
+    /// Whether decisions see the forward path itself: no `;parameters`,
+    /// `%2F` or `%3B` in it.
+    pub fn is_plain(&self) -> bool {
+        self.decision.is_none()
+    }
+
     /// The forward path's buffer, for [`canonicalize_into`] to write the
     /// next path into.
     pub fn into_buffer(self) -> String {

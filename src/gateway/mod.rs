@@ -167,9 +167,10 @@ pub async fn authenticate_bearer(
 }
 
 /// The bearer check of `/_auth/userinfo`, which belongs to no app's paths:
-/// the token is verified for each app of `host` that takes bearer tokens,
-/// most specific first, and the first that accepts it answers. `None`
-/// without a bearer token.
+/// the token is verified for each app of `host` that takes bearer tokens
+/// and is named in its `aud` (unverified, so that the others cost no
+/// signature check), most specific first; the first that accepts it
+/// answers. `None` without a bearer token.
 pub async fn authenticate_bearer_on_host(
     state: &State,
     session: &Exchange,
@@ -188,12 +189,13 @@ pub async fn authenticate_bearer_on_host(
         if app.jwt_sources.is_empty() {
             continue;
         }
+        description = INVALID_TOKEN;
+        if !crate::bearer::addressed_to(app, token) {
+            continue;
+        }
         match state.bearer.verify(index, app, token, now).await {
             Ok(p) => return Some(Ok(p)),
-            Err(e) => {
-                tracing::info!(reason = %e, app = %app.name, "bearer token refused");
-                description = INVALID_TOKEN;
-            }
+            Err(e) => tracing::info!(reason = %e, app = %app.name, "bearer token refused"),
         }
     }
     Some(Err(Rejection::InvalidToken {
@@ -243,6 +245,7 @@ pub(crate) fn refuse_access(
         AccessAsked::ForwardAuth => Rejection::CheckDenied {
             reason,
             bearer: p.kind == PrincipalKind::Bearer,
+            sign_in: routes::check_sign_in(state, session, |rd| Rejection::Unauthenticated { rd }),
         },
     };
     state.audit.emit(&crate::audit::Event {
@@ -461,6 +464,7 @@ fn decide(
         Ok(c) => c,
         Err(e) => return Decision::Reject(Rejection::Framing(e)),
     };
+    let plain = canonical.is_plain();
     let path = ctx.path.insert(canonical).decision();
     let absolute_form = match read_host(req, take(&mut ctx.spare.host)) {
         Ok((host, absolute_form)) => {
@@ -472,7 +476,15 @@ fn decide(
     let host = ctx.host.as_deref();
     if routes::is_auth_path(path) {
         ctx.app = state.router.route_host(host);
-        let route = routes::classify(path);
+        // An endpoint is named exactly: `/_auth/check;x` (or `%3B`, `%2F`)
+        // is under `/_auth/`, never an app's, but names no endpoint, so a
+        // proxy in front that keeps browsers off `/_auth/check` is not
+        // bypassed by a spelling it passes on (SES-17).
+        let route = if plain {
+            routes::classify(path)
+        } else {
+            routes::AuthRoute::Unknown
+        };
         // The sign-in host answers /_auth/* (callbacks) even when no app is
         // served there. Forward auth answers on any host: Traefik (and nginx
         // without `proxy_set_header Host`) send the check with its own

@@ -78,6 +78,9 @@ pub enum Rejection {
         reason: String,
         /// The principal is a machine token.
         bearer: bool,
+        /// For a browser behind a front proxy: the sign-in page to send it
+        /// to (`X-Auth-Request-Redirect`), whose refusal says why.
+        sign_in: Option<String>,
     },
     /// The source is not ready yet (discovery pending): 503 with Retry-After.
     SourceNotReady,
@@ -388,6 +391,7 @@ impl Rejection {
             | Rejection::CheckDenied {
                 reason,
                 bearer: true,
+                ..
             } => (
                 "Access denied",
                 reason.clone(),
@@ -402,6 +406,7 @@ impl Rejection {
             | Rejection::CheckDenied {
                 reason,
                 bearer: false,
+                ..
             } => (
                 "Access denied",
                 reason.clone(),
@@ -623,11 +628,16 @@ pub fn respond_with(
     }
 }
 
+/// The header of a forward-auth 401 that names, for a browser behind a
+/// front proxy, the sign-in URL to send it to, its `rd` encoded (a proxy
+/// that pastes `$request_uri` into a query cuts it at the first `&`).
+pub const CHECK_REDIRECT: &str = "x-auth-request-redirect";
+
 /// Where a browser is sent instead of a page: to sign in, for a request that
 /// needs a user (only an anonymous browser is redirected; a token error
 /// never is) or whose session just ended (with fixed codes only: the
 /// sign-in page turns them back into words).
-fn sign_in_redirect(rejection: &Rejection) -> Option<String> {
+pub(crate) fn sign_in_redirect(rejection: &Rejection) -> Option<String> {
     match rejection {
         Rejection::Unauthenticated { rd } => Some(format!(
             "/_auth/sign_in?rd={}",
@@ -660,6 +670,12 @@ fn challenge<'r>(
     if let Rejection::MethodNotAllowed { allow } = rejection {
         extra.push(("allow", (*allow).to_string()));
     }
+    if let Rejection::CheckDenied {
+        sign_in: Some(url), ..
+    } = rejection
+    {
+        extra.push((CHECK_REDIRECT, url.clone()));
+    }
     if let Rejection::Unauthenticated { .. }
     | Rejection::NoIdentity
     | Rejection::CheckDenied { bearer: false, .. } = rejection
@@ -674,6 +690,7 @@ fn challenge<'r>(
         | Rejection::CheckDenied {
             reason,
             bearer: true,
+            ..
         } => Some(("insufficient_scope", reason)),
         Rejection::InvalidRequest { description } => Some(("invalid_request", description)),
         _ => None,

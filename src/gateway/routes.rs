@@ -209,7 +209,9 @@ async fn link_started_here(
     session: &Exchange,
     host: &str,
 ) -> Result<Option<String>, Rejection> {
-    if state.sessions.shares_cookie(host) {
+    // On a host no app names no session is ever set (its logins land on
+    // the sign-in host): nothing to bind to.
+    if state.sessions.shares_cookie(host) || !state.origins.is_app_host(host) {
         return Ok(None);
     }
     match current_session(state, session, host, state.clock.now_unix()).await {
@@ -224,8 +226,10 @@ async fn link_started_here(
 /// `/_auth/link/{slug}`: a login flow bound to this very session (its id
 /// goes into the login state); only for a browser signed in on `host`. A
 /// link begun on an app host names its session (`session=`): the sign-in
-/// host's own must be that one, else a session of someone else there (a
-/// second sign-in in another tab, a planted cookie) would get the identity.
+/// host's own must be that one, else the session of whoever signed in
+/// there since (another tab, another person at this browser) would get the
+/// identity. (A link opened on the sign-in host itself carries no tag: it
+/// binds to that host's session, as DESIGN's step 2 says.)
 async fn link(
     state: &Arc<State>,
     session: &mut Exchange,
@@ -248,6 +252,7 @@ async fn link(
     };
     let started_by = query_param(session, "session");
     if started_by.is_some_and(|tag| tag != handoff::session_tag(&claims.sid)) {
+        ctx.refused = Some(Reason::LinkSessionMismatch);
         let refusal = Rejection::WrongHost {
             reason: "This link was started by another session than the one signed in here.".into(),
             fix: "Sign in again on the app you started from, then link once more.".into(),
@@ -1837,7 +1842,7 @@ async fn check(state: &Arc<State>, session: &mut Exchange, ctx: &mut Ctx) -> Res
     }
     match principal {
         Some(p) => check_admits(state, session, ctx, &p, target),
-        None => check_refuses(state, session, ctx, path),
+        None => check_refuses(state, session, ctx),
     }
     Ok(())
 }
@@ -1902,11 +1907,13 @@ fn check_admits(
 
 /// Forward auth's 401 (the proxy in front decides what a browser sees); a
 /// session just ended says why, RFC 6750 style.
-fn check_refuses(state: &State, session: &mut Exchange, ctx: &mut Ctx, path: Option<String>) {
-    let ended = ctx.session_ended.take().map(|e| {
-        let rd = path.unwrap_or_else(|| "/".to_string());
-        super::session_ended(state, rd, e)
+fn check_refuses(state: &State, session: &mut Exchange, ctx: &mut Ctx) {
+    let ended = ctx.session_ended.take();
+    let sign_in = check_sign_in(state, session, |rd| match ended.clone() {
+        Some(e) => super::session_ended(state, rd, e),
+        None => Rejection::Unauthenticated { rd },
     });
+    let ended = ended.map(|e| super::session_ended(state, String::new(), e));
     let (json, challenge) = match ended {
         Some(Rejection::SessionEnded { description, .. }) => (
             serde_json::json!({"error": "invalid_token", "error_description": description, "request_id": ctx.request_id.as_str()}),
@@ -1920,7 +1927,8 @@ fn check_refuses(state: &State, session: &mut Exchange, ctx: &mut Ctx, path: Opt
             "Bearer realm=\"portcullis\"".to_string(),
         ),
     };
-    let headers = [("www-authenticate", challenge)];
+    let mut headers = vec![("www-authenticate", challenge)];
+    headers.extend(sign_in.map(|url| (rescue::CHECK_REDIRECT, url)));
     ctx.outcome = Some(Outcome::Unauthorized);
     rescue::write(
         session,
@@ -1930,6 +1938,39 @@ fn check_refuses(state: &State, session: &mut Exchange, ctx: &mut Ctx, path: Opt
         "application/json",
         Bytes::from(json.to_string()),
     );
+}
+
+/// For a forward-auth 401 about a browser's request (asked by a trusted
+/// proxy, `Accept: text/html`, no bearer token: what proxying would
+/// redirect), the sign-in URL `refusal` (given the target's path and query
+/// as `rd`) sends it to; `None` otherwise (an API client keeps the 401).
+pub(crate) fn check_sign_in(
+    state: &State,
+    session: &Exchange,
+    refusal: impl FnOnce(String) -> Rejection,
+) -> Option<String> {
+    let browser = session.peer.trusted
+        && rescue::wants_html(session)
+        && matches!(super::bearer_token(session), Ok(None));
+    if !browser {
+        return None;
+    }
+    let headers = &session.req_header().headers;
+    let named = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    // The target as the browser sent it, query included (already checked
+    // by `forwarded_target`): a relative one is kept, anything else is `/`.
+    let raw: Option<String> = named("x-forwarded-uri")
+        .or_else(|| named("x-original-uri"))
+        .map(str::to_string)
+        .or_else(|| {
+            let url = named("x-original-url")?.parse::<http::Uri>().ok()?;
+            url.path_and_query().map(|pq| pq.as_str().to_string())
+        });
+    let rd = match raw {
+        Some(r) if r.starts_with('/') => safe_rd_for(Some(&r), &state.origins),
+        _ => "/".to_string(),
+    };
+    rescue::sign_in_redirect(&refusal(rd))
 }
 
 /// `GET /_auth/jwks.json`: public, cacheable for a few minutes (a verifier

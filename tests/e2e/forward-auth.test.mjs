@@ -180,7 +180,9 @@ async function frontProxyFlow(t, name) {
   const f = fronts[name];
   const b = new Browserish();
   if (process.env.E2E_TRACE === '1') t.after(() => console.log(b.trace()));
-  const protectedPath = '/app/page?x=1';
+  // Two query parameters: `rd` must come back whole (a recipe pasting the
+  // request URI into a query unencoded would cut it at the `&`).
+  const protectedPath = '/app/page?x=1&y=2';
   let signInUrl;
   let sessionCookie;
 
@@ -194,6 +196,29 @@ async function frontProxyFlow(t, name) {
     assert.equal(loc.searchParams.get('rd'), protectedPath);
     assert.equal(echo.seen.length, count, 'nothing reached the upstream');
     signInUrl = hop.next;
+  });
+
+  await t.test('an API client and a bearer token get the 401 and its challenge, never a redirect', async () => {
+    const count = echo.seen.length;
+    for (const headers of [
+      { accept: 'application/json' },
+      { accept: 'text/html', authorization: 'Bearer not.a.token' },
+    ]) {
+      const res = await get(`${f.url}${protectedPath}`, { headers });
+      assert.equal(res.status, 401, JSON.stringify(headers));
+      assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer realm="portcullis"/, JSON.stringify(headers));
+    }
+    const bad = await get(`${f.url}${protectedPath}`, { headers: { accept: 'text/html', authorization: 'Bearer not.a.token' } });
+    assert.match(bad.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+    assert.equal(echo.seen.length, count, 'nothing reached the upstream');
+  });
+
+  await t.test('the forward-auth answer is not served to a browser, however spelled', async () => {
+    for (const p of ['/_auth/check', '/_auth/check;x', '/_auth/check%3Bx']) {
+      const res = await get(`${f.url}${p}`, { headers: { accept: 'text/html' } });
+      assert.equal(res.status, 404, p);
+      assert.equal(res.headers.get('x-auth-request-user'), null, p);
+    }
   });
 
   await t.test('a public path passes without identity (portcullis reads the forwarded URI); spoofed headers are dropped', async () => {

@@ -596,6 +596,16 @@ async fn a_link_begun_on_an_app_host_is_refused_for_another_session_on_the_sign_
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("another session"));
     assert_eq!(h.provider.calls(Endpoint::Authorize), authorizations);
+    // On a host no app names (served by the host-less app) no session is
+    // ever set: a link there goes on to the sign-in host, unbound.
+    let r = b.get(&h.url("other.localhost", "/_auth/link/demo")).await;
+    assert_eq!(r.status(), 302);
+    let to_sign_in = location(&r);
+    assert!(
+        to_sign_in.starts_with(&h.url("127.0.0.1", "/_auth/link/demo?"))
+            && !to_sign_in.contains("session="),
+        "{to_sign_in}"
+    );
     // Without a session on the app host, a link there is sent to sign in.
     let mut fresh = h.browser();
     let r = fresh

@@ -1573,6 +1573,38 @@ async fn prx29_a_valid_session_never_rescues_an_invalid_bearer_token() {
     );
 }
 
+/// SES-17: an endpoint under `/_auth/` is named exactly. `/_auth/check;x`
+/// (which a proxy blocking `/_auth/check` to browsers passes on) names no
+/// endpoint: 404, no identity answered, nothing proxied.
+#[tokio::test(flavor = "multi_thread")]
+async fn ses17_an_auth_endpoint_spelled_with_parameters_names_no_endpoint() {
+    let mut s = crate::signin::Setup::start().await;
+    assert_eq!(s.sign_in().await.status(), 302);
+    let (status, resp) = with_session(&s, "/_auth/check", "");
+    assert_eq!(status, 200, "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("x-auth-request-user:"),
+        "{resp}"
+    );
+    let before = s.upstream.requests().len();
+    for target in [
+        "/_auth/check;x",
+        "/_auth/check%3Bx",
+        "/_auth/check;",
+        "/_auth;x/check",
+        "/_auth/userinfo;x",
+        "/_auth%2Fcheck",
+    ] {
+        let (status, resp) = with_session(&s, target, "");
+        assert_eq!(status, 404, "{target}: {resp}");
+        assert!(
+            !resp.to_ascii_lowercase().contains("x-auth-request-user"),
+            "{target}: {resp}"
+        );
+    }
+    assert_eq!(s.upstream.requests().len(), before);
+}
+
 /// PRX-14: a host an upstream could read as another (userinfo before the
 /// host, a bracket or comma trick) is refused with 400, never routed on one
 /// part of it while the upstream gets the whole.

@@ -1001,6 +1001,60 @@ async fn ses05_a_cookie_sealed_with_a_previous_secret_is_accepted_and_resealed()
     assert_eq!(r.status(), 401);
 }
 
+/// A forward-auth 401 about a browser's request names the sign-in URL for
+/// the proxy in front to send it to, the target's query whole in `rd`; an
+/// API client's or a bearer token's 401 names none (it is answered as it
+/// is, never redirected).
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_auth_names_a_browser_s_sign_in_url_with_its_whole_target() {
+    let s = Setup::start().await;
+    let gw = s.replica_trusting_loopback();
+    let ask = |headers: Vec<(&'static str, &'static str)>| {
+        let c = s.client.clone();
+        let url = gw.url("/_auth/check");
+        async move {
+            let mut req = c
+                .get(url)
+                .header("x-forwarded-host", "127.0.0.1")
+                .header("x-forwarded-uri", "/private/page?a=1&b=x%2Fy");
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            req.send().await.unwrap()
+        }
+    };
+    let r = ask(vec![("accept", "text/html")]).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["x-auth-request-redirect"],
+        "/_auth/sign_in?rd=/private/page%3Fa%3D1%26b%3Dx%252Fy"
+    );
+    for headers in [
+        vec![("accept", "application/json")],
+        vec![
+            ("accept", "text/html"),
+            ("authorization", "Bearer not.a.token"),
+        ],
+    ] {
+        let r = ask(headers.clone()).await;
+        assert_eq!(r.status(), 401, "{headers:?}");
+        assert!(
+            r.headers().get("x-auth-request-redirect").is_none(),
+            "{headers:?}"
+        );
+    }
+    // From a peer not trusted, there is no target to send anyone back to.
+    let r = s
+        .client
+        .get(s.gw.url("/_auth/check"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("x-auth-request-redirect").is_none());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn forward_auth_believes_forwarded_headers_only_from_trusted_proxies() {
     let mut s = Setup::start().await;
