@@ -476,11 +476,11 @@ fn decide(
     let host = ctx.host.as_deref();
     if routes::is_auth_path(path) {
         ctx.app = state.router.route_host(host);
-        // An endpoint is named exactly: `/_auth/check;x` (or `%3B`, `%2F`)
-        // is under `/_auth/`, never an app's, but names no endpoint, so a
-        // proxy in front that keeps browsers off `/_auth/check` is not
-        // bypassed by a spelling it passes on (SES-17).
-        let route = if plain {
+        // An endpoint is named exactly, as sent: `/_auth/check;x` (or `%3B`,
+        // `%2F`, `//`, `%63`) is under `/_auth/`, never an app's, but names
+        // no endpoint, so a proxy in front that keeps browsers off
+        // `/_auth/check` is not bypassed by a spelling it passes on (SES-17).
+        let route = if plain && path == req.uri.path() {
             routes::classify(path)
         } else {
             routes::AuthRoute::Unknown

@@ -1594,6 +1594,8 @@ async fn ses17_an_auth_endpoint_spelled_with_parameters_names_no_endpoint() {
         "/_auth;x/check",
         "/_auth/userinfo;x",
         "/_auth%2Fcheck",
+        "/_auth//check",
+        "/_auth/%63heck",
     ] {
         let (status, resp) = with_session(&s, target, "");
         assert_eq!(status, 404, "{target}: {resp}");
