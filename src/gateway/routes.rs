@@ -1579,11 +1579,9 @@ async fn logout_by_token(
         }
     };
     // A logout token is one-time too (its `jti`).
-    let used = request.jti.as_ref().map(|jti| format!("jti:{slug}:{jti}"));
-    if let Some(used) = &used {
-        if !state.sessions.consume_state(used) {
-            return Ok(Err(LogoutRefusal::Replayed));
-        }
+    let used = format!("jti:{slug}:{}", request.jti);
+    if !state.sessions.consume_state(&used) {
+        return Ok(Err(LogoutRefusal::Replayed));
     }
     let store = state.sessions.store();
     match store
@@ -1605,9 +1603,7 @@ async fn logout_by_token(
         Err(e) => {
             ctx.span.in_scope(|| tracing::error!(request_id = %ctx.request_id, error = %e, "store failed during back-channel logout"));
             // Nothing was revoked: the provider's retry must be heard.
-            if let Some(used) = &used {
-                state.sessions.release_state(used);
-            }
+            state.sessions.release_state(&used);
             Ok(Err(LogoutRefusal::StoreUnavailable))
         }
     }

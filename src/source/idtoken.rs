@@ -142,8 +142,8 @@ pub struct LogoutRequest {
     pub sid: Option<String>,
     /// The subject.
     pub sub: Option<String>,
-    /// The token id, to refuse replays.
-    pub jti: Option<String>,
+    /// The token id (required), to refuse replays.
+    pub jti: String,
 }
 
 /// Checks a verified logout token's claims (Back-Channel Logout 1.0 §2.6).
@@ -195,11 +195,10 @@ pub fn check_logout_claims(
     if sid.is_none() && sub.is_none() {
         return Err(IdTokenError::Subject);
     }
-    Ok(LogoutRequest {
-        sid,
-        sub,
-        jti: text("jti"),
-    })
+    // Back-Channel Logout §2.4: `jti` is required; without it a token could
+    // not be told from its replay.
+    let jti = text("jti").ok_or(IdTokenError::Malformed)?;
+    Ok(LogoutRequest { sid, sub, jti })
 }
 
 /// The claim checks of OIDC Core §3.1.3.7 steps 2–5 and 9–11, and §2 for `sub`.
@@ -274,7 +273,7 @@ mod tests {
             LogoutRequest {
                 sid: Some("s1".into()),
                 sub: None,
-                jti: Some("j1".into())
+                jti: "j1".into()
             }
         );
         let mut cases: Vec<(&str, Value)> = vec![];

@@ -1845,6 +1845,18 @@ async fn backchannel_logout_revokes_the_provider_session_and_refuses_bad_tokens(
             }),
         ),
         (
+            "no jti",
+            token(&|c| {
+                c.remove("jti");
+            }),
+        ),
+        (
+            "a jti that is no string",
+            token(&|c| {
+                c.insert("jti".into(), json!(7));
+            }),
+        ),
+        (
             "wrong aud",
             token(&|c| {
                 c.insert("aud".into(), json!("other"));
