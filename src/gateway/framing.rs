@@ -105,6 +105,21 @@ pub fn check_raw_head(raw: &[u8], http10: bool) -> Result<(), FramingError> {
     if te > 1 {
         return Err(FramingError::BadFraming("more than one Transfer-Encoding"));
     }
+    // PRX-11: an HTTP/1.0 body without Content-Length runs to the close.
+    // Read as no body (RFC 9112 §6.3), its bytes would wait unread while an
+    // empty request went upstream: refused. RFC 1945 §8.3 requires the
+    // length on every HTTP/1.0 POST.
+    if http10 && cl == 0 && te == 0 {
+        let method = request_line
+            .split(|b| *b == b' ')
+            .next()
+            .unwrap_or_default();
+        if [&b"POST"[..], b"PUT", b"PATCH"].contains(&method) {
+            return Err(FramingError::BadFraming(
+                "an HTTP/1.0 request body without Content-Length",
+            ));
+        }
+    }
     if te == 1 && (http10 || !te_value.eq_ignore_ascii_case(b"chunked")) {
         return Err(FramingError::BadFraming(
             "Transfer-Encoding other than a single chunked",
@@ -349,6 +364,22 @@ mod tests {
         assert!(check_raw_head(&head("Transfer-Encoding: chunked\r\n"), false).is_ok());
         // PRX-11: HTTP/1.0 cannot use Transfer-Encoding.
         assert!(check_raw_head(&head("Transfer-Encoding: chunked\r\n"), true).is_err());
+    }
+
+    #[test]
+    fn prx11_an_http10_body_without_content_length_is_refused() {
+        for method in ["POST", "PUT", "PATCH"] {
+            let h = format!("{method} /x HTTP/1.0\r\nHost: a\r\n\r\n");
+            assert!(check_raw_head(h.as_bytes(), true).is_err(), "{method}");
+            let h = format!("{method} /x HTTP/1.0\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
+            assert!(
+                check_raw_head(h.as_bytes(), true).is_ok(),
+                "{method} with a length"
+            );
+        }
+        assert!(check_raw_head(b"GET /x HTTP/1.0\r\n\r\n", true).is_ok());
+        // HTTP/1.1 has no close-delimited request body: no length, no body.
+        assert!(check_raw_head(b"POST /x HTTP/1.1\r\nHost: a\r\n\r\n", false).is_ok());
     }
 
     #[test]

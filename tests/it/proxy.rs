@@ -186,6 +186,33 @@ async fn prx08_content_length_with_transfer_encoding_is_refused_and_closed() {
     assert!(wiki.requests().is_empty(), "bytes reached the upstream");
 }
 
+/// PRX-11: HTTP/1.0 has no chunked body, and a body without a length runs
+/// to the close: both are refused and closed, nothing forwarded.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx11_http10_chunked_or_unmeasured_bodies_are_refused_and_closed() {
+    let (gw, wiki, _api, _other) = two_apps().await;
+    for req in [
+        "POST /static/x HTTP/1.0\r\nHost: wiki.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "POST /static/x HTTP/1.0\r\nHost: wiki.example\r\n\r\nhello",
+        "PUT /static/x HTTP/1.0\r\nHost: wiki.example\r\n\r\nGET /static/smuggled HTTP/1.1\r\nHost: wiki.example\r\n\r\n",
+    ] {
+        let (resp, closed) = raw_exchange(gw.addr, req.as_bytes());
+        assert!(resp.starts_with("HTTP/1.1 400") || resp.starts_with("HTTP/1.0 400"), "{req:?}: {resp}");
+        assert!(closed, "{req:?}: connection left open");
+        assert!(wiki.requests().is_empty(), "{req:?}: bytes reached the upstream");
+    }
+    // With its length, an HTTP/1.0 body is served.
+    let (resp, _) = raw_exchange(
+        gw.addr,
+        b"POST /static/x HTTP/1.0\r\nHost: wiki.example\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert!(
+        resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
+        "{resp}"
+    );
+    assert_eq!(wiki.requests().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn prx09_differing_content_lengths_are_refused_and_identical_ones_collapse() {
     let (gw, wiki, _api, _other) = two_apps().await;
