@@ -44,6 +44,18 @@ impl FramingError {
     }
 }
 
+/// Whether the method of `request_line` sends a body (PRX-11: an HTTP/1.0
+/// body without Content-Length runs to the close; read as no body, RFC 9112
+/// §6.3, its bytes would wait unread while an empty request went upstream.
+/// RFC 1945 §8.3 requires the length on every HTTP/1.0 POST).
+fn sends_a_body(request_line: &[u8]) -> bool {
+    let method = request_line
+        .split(|b| *b == b' ')
+        .next()
+        .unwrap_or_default();
+    [&b"POST"[..], b"PUT", b"PATCH"].contains(&method)
+}
+
 /// Checks the raw HTTP/1.x header block (request line, fields, without body).
 pub fn check_raw_head(raw: &[u8], http10: bool) -> Result<(), FramingError> {
     let mut lines = Lines(Some(raw));
@@ -105,20 +117,10 @@ pub fn check_raw_head(raw: &[u8], http10: bool) -> Result<(), FramingError> {
     if te > 1 {
         return Err(FramingError::BadFraming("more than one Transfer-Encoding"));
     }
-    // PRX-11: an HTTP/1.0 body without Content-Length runs to the close.
-    // Read as no body (RFC 9112 §6.3), its bytes would wait unread while an
-    // empty request went upstream: refused. RFC 1945 §8.3 requires the
-    // length on every HTTP/1.0 POST.
-    if http10 && cl == 0 && te == 0 {
-        let method = request_line
-            .split(|b| *b == b' ')
-            .next()
-            .unwrap_or_default();
-        if [&b"POST"[..], b"PUT", b"PATCH"].contains(&method) {
-            return Err(FramingError::BadFraming(
-                "an HTTP/1.0 request body without Content-Length",
-            ));
-        }
+    if http10 && cl == 0 && te == 0 && sends_a_body(request_line) {
+        return Err(FramingError::BadFraming(
+            "an HTTP/1.0 request body without Content-Length",
+        ));
     }
     if te == 1 && (http10 || !te_value.eq_ignore_ascii_case(b"chunked")) {
         return Err(FramingError::BadFraming(

@@ -646,14 +646,13 @@ fn check_head(session: &Exchange, raw: Option<RawHeadSeen<'_>>) -> Result<(), Fr
     }
 }
 
-/// Serves one request: the only entry point of the data path. The caller
-/// counts it in flight on `conn` (over HTTP/1 until its answer's body is
-/// handed over, over HTTP/2 until it answers).
-pub async fn serve(
-    state: Arc<State>,
-    conn: Arc<server::Conn>,
+/// A request's exchange and context, its span and its client's address
+/// (after `trusted_proxies`), before anything is decided.
+fn begin(
+    state: &State,
+    conn: &server::Conn,
     request: http::Request<Incoming>,
-) -> Result<http::Response<Body>, Infallible> {
+) -> (Exchange, Ctx, std::net::IpAddr) {
     let mut ctx = Ctx::with_buffers(conn.lend_buffers());
     // Trust follows the config of this request, not the one the connection
     // opened under: a reload that removes a proxy reaches its open connections.
@@ -661,7 +660,7 @@ pub async fn serve(
         addr: conn.client,
         trusted: state.config.server.is_trusted_proxy(conn.client.ip()),
     };
-    let mut ex = Exchange::new(request, peer);
+    let ex = Exchange::new(request, peer);
     // At debug, off by default: a span costs every request its creation and
     // records while nobody reads it. The access line and the warnings of a
     // request carry its request id instead (README, "Performance").
@@ -686,16 +685,39 @@ pub async fn serve(
         |ip| state.config.server.is_trusted_proxy(ip),
     );
     ctx.client_ip = Some(client_ip);
+    (ex, ctx, client_ip)
+}
+
+/// Serves one request: the only entry point of the data path. The caller
+/// counts it in flight on `conn` (over HTTP/1 until its answer's body is
+/// handed over, over HTTP/2 until it answers).
+pub async fn serve(
+    state: Arc<State>,
+    conn: Arc<server::Conn>,
+    request: http::Request<Incoming>,
+) -> Result<http::Response<Body>, Infallible> {
+    let (ex, ctx, client_ip) = begin(&state, &conn, request);
     let raw = conn.heads.as_ref().map(|h| h.pop());
+    // A client that leaves mid-request drops this future (and with it the
+    // upstream request, PRX-24): the guard writes its access line then.
+    let mut pending = Unanswered {
+        state: &state,
+        ex,
+        ctx,
+        client_ip,
+        answered: false,
+    };
     let error = handle(
         &state,
         &conn,
-        &mut ex,
-        &mut ctx,
+        &mut pending.ex,
+        &mut pending.ctx,
         raw.as_ref().map(Option::as_ref),
     )
     .await
     .err();
+    pending.answered = true;
+    let ex = &mut pending.ex;
     let response = match ex.response.take() {
         Some(r) => r,
         None => {
@@ -707,14 +729,44 @@ pub async fn serve(
     };
     log(
         &state,
-        &ex,
-        &ctx,
+        &pending.ex,
+        &pending.ctx,
         response.status().as_u16(),
         error,
         client_ip,
     );
-    conn.take_back(ctx.take_buffers());
+    conn.take_back(pending.ctx.take_buffers());
     Ok(response)
+}
+
+/// A request being handled; dropped before it is answered (the client left
+/// and hyper dropped its future), it still writes its one access line:
+/// status 499, as nginx logs a client that closed first.
+struct Unanswered<'a> {
+    state: &'a State,
+    ex: Exchange,
+    ctx: Ctx,
+    client_ip: std::net::IpAddr,
+    answered: bool,
+}
+
+/// The status of the access line of a request whose client left before the answer (nginx's).
+const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            let (ex, ctx) = (&self.ex, &self.ctx);
+            log(
+                self.state,
+                ex,
+                ctx,
+                CLIENT_CLOSED,
+                Some("ClientClosed"),
+                self.client_ip,
+            );
+        }
+    }
 }
 
 /// The phases of one request; `Err` names what failed, for the access line.

@@ -1416,6 +1416,24 @@ async fn prx24_an_upstream_that_never_answers_gets_504_and_a_client_that_leaves_
         1,
         "the upstream request outlived its client"
     );
+    // Still one access line (and count) for it: status 499, outcome error.
+    let counted = r#"portcullis_requests_total{app="open",outcome="error"} 1"#;
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = client()
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(counted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(text.contains(counted), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
