@@ -755,17 +755,27 @@ const CLIENT_CLOSED: u16 = 499;
 
 impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
-        if !self.answered {
-            let (ex, ctx) = (&self.ex, &self.ctx);
-            log(
-                self.state,
-                ex,
-                ctx,
-                CLIENT_CLOSED,
-                Some("ClientClosed"),
-                self.client_ip,
-            );
+        if self.answered {
+            return;
         }
+        // Unwinding from a bug is not the client's doing.
+        let (status, error) = if std::thread::panicking() {
+            (500, "Panic")
+        } else {
+            (CLIENT_CLOSED, "ClientClosed")
+        };
+        // The host is out of `ctx` while authentication runs (`handle`):
+        // the request's own names it then.
+        if self.ctx.host.is_none() {
+            let req = self.ex.req_header();
+            let named = req.uri.host().map(str::to_string).or_else(|| {
+                let host = req.headers.get(http::header::HOST)?.to_str().ok()?;
+                Some(host.to_string())
+            });
+            self.ctx.host = named;
+        }
+        let (ex, ctx) = (&self.ex, &self.ctx);
+        log(self.state, ex, ctx, status, Some(error), self.client_ip);
     }
 }
 

@@ -291,6 +291,10 @@ mod tests {
         with("no events", &|v| {
             v.as_object_mut().unwrap().remove("events");
         });
+        with("no jti", &|v| {
+            v.as_object_mut().unwrap().remove("jti");
+        });
+        with("empty jti", &|v| v["jti"] = json!(""));
         with("other event", &|v| {
             v["events"] = json!({"http://example/other": {}})
         });

@@ -193,24 +193,26 @@ async fn prx11_http10_chunked_or_unmeasured_bodies_are_refused_and_closed() {
     let (gw, wiki, _api, _other) = two_apps().await;
     for req in [
         "POST /static/x HTTP/1.0\r\nHost: wiki.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-        "POST /static/x HTTP/1.0\r\nHost: wiki.example\r\n\r\nhello",
-        "PUT /static/x HTTP/1.0\r\nHost: wiki.example\r\n\r\nGET /static/smuggled HTTP/1.1\r\nHost: wiki.example\r\n\r\n",
+        "POST /static/x HTTP/1.0\r\nHost: wiki.example\r\nConnection: keep-alive\r\n\r\nhello",
+        "PUT /static/x HTTP/1.0\r\nHost: wiki.example\r\nConnection: keep-alive\r\n\r\nGET /static/smuggled HTTP/1.1\r\nHost: wiki.example\r\n\r\n",
     ] {
         let (resp, closed) = raw_exchange(gw.addr, req.as_bytes());
         assert!(resp.starts_with("HTTP/1.1 400") || resp.starts_with("HTTP/1.0 400"), "{req:?}: {resp}");
         assert!(closed, "{req:?}: connection left open");
         assert!(wiki.requests().is_empty(), "{req:?}: bytes reached the upstream");
     }
-    // With its length, an HTTP/1.0 body is served.
-    let (resp, _) = raw_exchange(
-        gw.addr,
-        b"POST /static/x HTTP/1.0\r\nHost: wiki.example\r\nContent-Length: 5\r\n\r\nhello",
-    );
-    assert!(
-        resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
-        "{resp}"
-    );
-    assert_eq!(wiki.requests().len(), 1);
+    // With its length (0 too), an HTTP/1.0 body is served.
+    for req in [
+        "POST /static/x HTTP/1.0\r\nHost: wiki.example\r\nContent-Length: 5\r\n\r\nhello",
+        "POST /static/x HTTP/1.0\r\nHost: wiki.example\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        let (resp, _) = raw_exchange(gw.addr, req.as_bytes());
+        assert!(
+            resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
+            "{resp}"
+        );
+    }
+    assert_eq!(wiki.requests().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1417,7 +1419,7 @@ async fn prx24_an_upstream_that_never_answers_gets_504_and_a_client_that_leaves_
         "the upstream request outlived its client"
     );
     // Still one access line (and count) for it: status 499, outcome error.
-    let counted = r#"portcullis_requests_total{app="open",outcome="error"} 1"#;
+    let counted = "portcullis_requests_total{app=\"open\",outcome=\"error\"} 1\n";
     let mut text = String::new();
     for _ in 0..100 {
         text = client()
