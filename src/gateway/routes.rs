@@ -1282,9 +1282,7 @@ async fn code_callback(
     )
     .map_err(flow_refused)?;
     let login = login.ok_or_else(|| flow_refused(FlowError::NoLoginState))?;
-    if !state.sessions.consume_state(&login.state) {
-        return Err(flow_refused(FlowError::NoLoginState));
-    }
+    use_login_state(state, &login, now).await?;
     // Apple's form_post carries the person's name once, as `user`.
     let user_field = url::form_urlencoded::parse(params.as_bytes())
         .find(|(k, _)| k == "user")
@@ -1296,6 +1294,23 @@ async fn code_callback(
         .await
         .map_err(source_refused)?;
     Ok((login, proven))
+}
+
+/// Spends `login`'s state, once across every replica (OA2-03, OA1-04): a
+/// replay is refused as a flow this browser did not start.
+async fn use_login_state(state: &State, login: &LoginState, now: u64) -> Result<(), Refused> {
+    match state
+        .sessions
+        .use_once(&format!("state:{}", login.state), now)
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(flow_refused(FlowError::NoLoginState)),
+        Err(StoreUnavailable) => Err((
+            SignInRefusal::StoreUnavailable,
+            "the store could not record the login state's use".to_string(),
+        )),
+    }
 }
 
 /// An OAuth 1.0a callback: this browser's login state must name the source
@@ -1324,9 +1339,7 @@ async fn oauth1_callback(
     })?;
     cb.check_token(&pending.token)
         .map_err(|e| (SignInRefusal::ForeignResponse, e.to_string()))?;
-    if !state.sessions.consume_state(&login.state) {
-        return Err(no_state());
-    }
+    use_login_state(state, &login, now).await?;
     let proven = state
         .sources
         .finish_oauth1(rt, &pending, &cb.verifier)
@@ -1580,8 +1593,10 @@ async fn logout_by_token(
     };
     // A logout token is one-time too (its `jti`).
     let used = format!("jti:{slug}:{}", request.jti);
-    if !state.sessions.consume_state(&used) {
-        return Ok(Err(LogoutRefusal::Replayed));
+    match state.sessions.use_once(&used, state.clock.now_unix()).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(Err(LogoutRefusal::Replayed)),
+        Err(StoreUnavailable) => return Ok(Err(LogoutRefusal::StoreUnavailable)),
     }
     let store = state.sessions.store();
     match store
@@ -1603,7 +1618,7 @@ async fn logout_by_token(
         Err(e) => {
             ctx.span.in_scope(|| tracing::error!(request_id = %ctx.request_id, error = %e, "store failed during back-channel logout"));
             // Nothing was revoked: the provider's retry must be heard.
-            state.sessions.release_state(&used);
+            state.sessions.forget_use(&used).await;
             Ok(Err(LogoutRefusal::StoreUnavailable))
         }
     }

@@ -12,7 +12,7 @@ use crate::principal::Principal;
 use crate::session::cookie::{self, Lookup, Purpose, Sealer};
 use crate::session::ended::{EndReason, SessionEnded};
 use crate::session::tokens::SessionTokens;
-use crate::session::{idle, SessionClaims};
+use crate::session::{handoff, idle, SessionClaims};
 use crate::source::{SourceError, Sources, TokenSet};
 
 /// The store could not be asked about a session this replica has not
@@ -181,16 +181,42 @@ impl Sessions {
         }
     }
 
-    /// Marks a login `state` as consumed; `false` when it already was (a replay).
-    pub fn consume_state(&self, state: &str) -> bool {
-        let entry = self.used_states.entry(state.to_string()).or_insert(());
-        entry.is_fresh()
+    /// Marks `key` (a login state, a logout token's id, each under its own
+    /// label) used on every replica: `Ok(false)` when it already was (a
+    /// replay). This replica's memory answers a replay it saw itself without
+    /// asking the store; the store answers across replicas (and keeps the
+    /// value by its hash, until it could no longer be presented).
+    pub async fn use_once(&self, key: &str, now: u64) -> Result<bool, StoreUnavailable> {
+        let entry = self.used_states.entry(key.to_string()).or_insert(());
+        if !entry.is_fresh() {
+            return Ok(false);
+        }
+        let until = now.saturating_add(crate::config::defaults::USED_ONCE_SECS);
+        let (until, now) = (
+            i64::try_from(until).unwrap_or(i64::MAX),
+            i64::try_from(now).unwrap_or(i64::MAX),
+        );
+        match self
+            .store
+            .use_once(&handoff::code_key(key), until, now)
+            .await
+        {
+            Ok(first) => Ok(first),
+            Err(e) => {
+                tracing::warn!(error = %e, "the store could not record a one-time value's use");
+                self.used_states.invalidate(key);
+                Err(StoreUnavailable)
+            }
+        }
     }
 
-    /// Forgets that `state` was used (its use did not happen after all: the
+    /// Forgets that `key` was used (its use did not happen after all: the
     /// store failed), so that the sender's retry is not taken for a replay.
-    pub fn release_state(&self, state: &str) {
-        self.used_states.invalidate(state);
+    pub async fn forget_use(&self, key: &str) {
+        self.used_states.invalidate(key);
+        if let Err(e) = self.store.forget_use(&handoff::code_key(key)).await {
+            tracing::warn!(error = %e, "the store could not forget a one-time value's use");
+        }
     }
 
     /// The store behind the sessions.

@@ -835,6 +835,14 @@ async fn state_missing_mismatched_or_replayed_is_refused() {
     assert_eq!(r.status(), 400);
     assert!(session_cookies_set(&r).is_empty());
     assert_eq!(s.users().await, 1);
+    // On another replica of the same store too, before any token request:
+    // the state was spent in the store (OA2-03).
+    let other = s.replica_trusting_loopback();
+    let replayed = callback.replace(&s.gw.addr.to_string(), &other.addr.to_string());
+    let r = open(replayed).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(session_cookies_set(&r).is_empty());
+    assert_eq!(s.provider.calls(Endpoint::Token), 1);
 }
 
 /// Names of the cookies an answer deletes (`Max-Age=0`).
@@ -1908,7 +1916,18 @@ async fn backchannel_logout_revokes_the_provider_session_and_refuses_bad_tokens(
         !still_in().await,
         "the session survived the back-channel logout"
     );
-    assert_eq!(post(good).await.status(), 400);
+    assert_eq!(post(good.clone()).await.status(), 400);
+    // On another replica of the same store too: a `jti` is spent everywhere.
+    let other = s.replica_trusting_loopback();
+    let r = s
+        .client
+        .post(other.url("/_auth/backchannel_logout/demo"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("logout_token={good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a replay on another replica was accepted");
 }
 
 /// A client that waits past the gateway's 10 s outbound timeout.

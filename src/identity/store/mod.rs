@@ -215,6 +215,16 @@ pub trait UserStore: Send + Sync {
     /// across every replica, expired or not (the caller checks expiry and host).
     async fn take_handoff(&self, code_key: &str) -> Result<Option<HandoffRecord>, StoreError>;
 
+    /// Records `key_hash` as used until `expires_at`: `true` the first time
+    /// across every replica (or once an earlier use has expired at `now`),
+    /// `false` for a replay.
+    async fn use_once(&self, key_hash: &str, expires_at: i64, now: i64)
+        -> Result<bool, StoreError>;
+
+    /// Forgets a use of `key_hash` that did not happen after all (the store
+    /// failed later), so that the sender's retry is not taken for a replay.
+    async fn forget_use(&self, key_hash: &str) -> Result<(), StoreError>;
+
     /// Deletes at most `batch` rows of `table` that are of no use at `now`
     /// (see [`Purge`]); returns how many. Safe to run on several replicas at once.
     async fn purge_batch(&self, table: Purge, now: i64, batch: u32) -> Result<u64, StoreError>;
@@ -232,6 +242,8 @@ pub enum Purge {
     /// Handoff codes past `expires_at` (used ones are deleted when traded,
     /// and a purged session takes its codes with it).
     HandoffCodes,
+    /// Used login states and logout token ids past `expires_at`.
+    UsedOnce,
     /// Sessions whose last recorded use is before `unused_since`: with
     /// `session.idle_timeout`, ended for good (housekeeping leaves a margin
     /// for uses not yet written).
@@ -243,13 +255,14 @@ pub enum Purge {
 
 impl Purge {
     /// Every purged table.
-    pub const ALL: [Purge; 2] = [Purge::Sessions, Purge::HandoffCodes];
+    pub const ALL: [Purge; 3] = [Purge::Sessions, Purge::HandoffCodes, Purge::UsedOnce];
 
     /// The table name, as the metric's `table` label.
     pub fn table(self) -> &'static str {
         match self {
             Purge::Sessions | Purge::IdleSessions { .. } => "sessions",
             Purge::HandoffCodes => "handoff_codes",
+            Purge::UsedOnce => "used_once",
         }
     }
 }

@@ -886,10 +886,15 @@ where
                  WHERE last_used_at < $1 LIMIT $2{})",
                 DB::SKIP_LOCKED
             ),
+            Purge::UsedOnce => format!(
+                "DELETE FROM used_once WHERE key_hash IN (SELECT key_hash FROM used_once \
+                 WHERE expires_at < $1 LIMIT $2{})",
+                DB::SKIP_LOCKED
+            ),
         };
         let before = match table {
             Purge::IdleSessions { unused_since } => unused_since,
-            Purge::Sessions | Purge::HandoffCodes => now,
+            Purge::Sessions | Purge::HandoffCodes | Purge::UsedOnce => now,
         };
         self.execute(
             sqlx::query::<DB>(AssertSqlSafe(sql))
@@ -928,6 +933,36 @@ where
             .bind(handoff.expires_at),
         )
         .await?;
+        Ok(())
+    }
+
+    async fn use_once(
+        &self,
+        key_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        // One statement: of two replicas using one value at once, the
+        // primary key lets one insert; the other's conflict updates nothing
+        // while the earlier use is live.
+        let written = self
+            .execute(
+                sqlx::query(
+                    "INSERT INTO used_once (key_hash, expires_at) VALUES ($1, $2) \
+                     ON CONFLICT (key_hash) DO UPDATE SET expires_at = excluded.expires_at \
+                     WHERE used_once.expires_at < $3",
+                )
+                .bind(key_hash)
+                .bind(expires_at)
+                .bind(now),
+            )
+            .await?;
+        Ok(written == 1)
+    }
+
+    async fn forget_use(&self, key_hash: &str) -> Result<(), StoreError> {
+        self.execute(sqlx::query("DELETE FROM used_once WHERE key_hash = $1").bind(key_hash))
+            .await?;
         Ok(())
     }
 
@@ -1236,7 +1271,31 @@ mod tests {
         a_token_refresh_lease_has_one_holder_and_the_new_tokens_free_it,
         purge_removes_only_expired_handoff_codes,
         only_a_vouched_email_is_found_for_email_matching,
+        a_value_is_used_once_until_it_expires_and_a_forgotten_use_is_free_again,
     );
+
+    async fn a_value_is_used_once_until_it_expires_and_a_forgotten_use_is_free_again(
+        store: Arc<dyn UserStore>,
+    ) {
+        assert!(store.use_once("k1", NOW + 100, NOW).await.unwrap());
+        assert!(!store.use_once("k1", NOW + 100, NOW).await.unwrap());
+        assert!(!store.use_once("k1", NOW + 200, NOW + 100).await.unwrap());
+        // Past its expiry it is a new use (the purge may not have run yet).
+        assert!(store.use_once("k1", NOW + 300, NOW + 101).await.unwrap());
+        assert!(store.use_once("k2", NOW + 100, NOW).await.unwrap());
+        store.forget_use("k2").await.unwrap();
+        assert!(store.use_once("k2", NOW + 100, NOW).await.unwrap());
+        // The purge removes only the expired (k2 and k3, not k1).
+        assert!(store.use_once("k3", NOW + 10, NOW).await.unwrap());
+        assert_eq!(
+            store
+                .purge_batch(Purge::UsedOnce, NOW + 150, 500)
+                .await
+                .unwrap(),
+            2
+        );
+        assert!(!store.use_once("k1", NOW + 300, NOW + 150).await.unwrap());
+    }
 
     async fn only_a_vouched_email_is_found_for_email_matching(store: Arc<dyn UserStore>) {
         // Mallory claims victim@example.com through a source that does not vouch for it.
