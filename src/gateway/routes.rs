@@ -1301,7 +1301,7 @@ async fn code_callback(
 async fn use_login_state(state: &State, login: &LoginState, now: u64) -> Result<(), Refused> {
     match state
         .sessions
-        .use_once(&format!("state:{}", login.state), now)
+        .use_once(&format!("state:{}:{}", login.source, login.state), now)
         .await
     {
         Ok(true) => Ok(()),
@@ -1591,19 +1591,13 @@ async fn logout_by_token(
             return Ok(Err(LogoutRefusal::InvalidToken));
         }
     };
-    // A logout token is one-time too (its `jti`).
+    // A logout token is one-time too (its `jti`): spent together with the
+    // revocation, in one transaction, so a failure leaves the retry heard.
     let used = format!("jti:{slug}:{}", request.jti);
-    match state.sessions.use_once(&used, state.clock.now_unix()).await {
-        Ok(true) => {}
-        Ok(false) => return Ok(Err(LogoutRefusal::Replayed)),
-        Err(StoreUnavailable) => return Ok(Err(LogoutRefusal::StoreUnavailable)),
-    }
-    let store = state.sessions.store();
-    match store
-        .revoke_sessions_by_oidc(slug, request.sid.as_deref(), request.sub.as_deref())
-        .await
-    {
-        Ok(n) => {
+    let (sid, sub) = (request.sid.as_deref(), request.sub.as_deref());
+    let now = state.clock.now_unix();
+    match state.sessions.logout_once(&used, slug, sid, sub, now).await {
+        Ok(Some(n)) => {
             state.sessions.forget_all();
             ctx.span.in_scope(|| {
                 tracing::info!(auth.source = slug, revoked = n, "back-channel logout")
@@ -1615,10 +1609,9 @@ async fn logout_by_token(
             });
             Ok(Ok(()))
         }
-        Err(e) => {
-            ctx.span.in_scope(|| tracing::error!(request_id = %ctx.request_id, error = %e, "store failed during back-channel logout"));
-            // Nothing was revoked: the provider's retry must be heard.
-            state.sessions.forget_use(&used).await;
+        Ok(None) => Ok(Err(LogoutRefusal::Replayed)),
+        Err(StoreUnavailable) => {
+            ctx.span.in_scope(|| tracing::error!(request_id = %ctx.request_id, "store failed during back-channel logout"));
             Ok(Err(LogoutRefusal::StoreUnavailable))
         }
     }

@@ -22,6 +22,15 @@ use crate::source::{SourceError, Sources, TokenSet};
 #[error("the session store is unavailable")]
 pub struct StoreUnavailable;
 
+/// `now` and the time until which a one-time value is kept, for the store.
+fn once_window(now: u64) -> (i64, i64) {
+    let until = now.saturating_add(crate::config::defaults::USED_ONCE_SECS);
+    (
+        i64::try_from(until).unwrap_or(i64::MAX),
+        i64::try_from(now).unwrap_or(i64::MAX),
+    )
+}
+
 /// Most sessions held in one replica's cache.
 pub const CACHE_ENTRIES: u64 = 100_000;
 
@@ -136,8 +145,8 @@ pub struct Sessions {
     lifetime: Duration,
     /// `session.idle_timeout`: a session unused this long ends.
     idle_timeout: Option<Duration>,
-    /// `state` values already consumed on this replica, so a replayed callback
-    /// (same login cookie, same state) is refused even before the provider sees the code.
+    /// One-time values (login states, logout token ids) this replica has
+    /// recorded in the store: their replays here are refused without it.
     used_states: moka::sync::Cache<String, ()>,
     /// Session cookies each worker already opened with these keys.
     opened: super::opened::Memo,
@@ -181,41 +190,63 @@ impl Sessions {
         }
     }
 
-    /// Marks `key` (a login state, a logout token's id, each under its own
-    /// label) used on every replica: `Ok(false)` when it already was (a
-    /// replay). This replica's memory answers a replay it saw itself without
-    /// asking the store; the store answers across replicas (and keeps the
-    /// value by its hash, until it could no longer be presented).
+    /// Marks `key` (a login state, under its own label) used on every
+    /// replica: `Ok(false)` when it already was (a replay). This replica
+    /// remembers the uses it recorded and answers their replays without the
+    /// store; the store answers across replicas (keeping the value by its
+    /// hash until it could no longer be presented). Remembered only once
+    /// recorded, so a failed or abandoned write leaves the sender free to retry.
     pub async fn use_once(&self, key: &str, now: u64) -> Result<bool, StoreUnavailable> {
-        let entry = self.used_states.entry(key.to_string()).or_insert(());
-        if !entry.is_fresh() {
+        if self.used_states.contains_key(key) {
             return Ok(false);
         }
-        let until = now.saturating_add(crate::config::defaults::USED_ONCE_SECS);
-        let (until, now) = (
-            i64::try_from(until).unwrap_or(i64::MAX),
-            i64::try_from(now).unwrap_or(i64::MAX),
-        );
+        let (until, now) = once_window(now);
         match self
             .store
             .use_once(&handoff::code_key(key), until, now)
             .await
         {
-            Ok(first) => Ok(first),
+            Ok(first) => {
+                self.used_states.insert(key.to_string(), ());
+                Ok(first)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "the store could not record a one-time value's use");
-                self.used_states.invalidate(key);
                 Err(StoreUnavailable)
             }
         }
     }
 
-    /// Forgets that `key` was used (its use did not happen after all: the
-    /// store failed), so that the sender's retry is not taken for a replay.
-    pub async fn forget_use(&self, key: &str) {
-        self.used_states.invalidate(key);
-        if let Err(e) = self.store.forget_use(&handoff::code_key(key)).await {
-            tracing::warn!(error = %e, "the store could not forget a one-time value's use");
+    /// A back-channel logout for the token id `key` (labelled with its
+    /// source): spends it and revokes the sessions of `sid`/`sub` in one
+    /// store transaction. `Ok(None)` for a replay; a failure writes neither,
+    /// so the provider's retry is heard.
+    pub async fn logout_once(
+        &self,
+        key: &str,
+        source: &str,
+        sid: Option<&str>,
+        sub: Option<&str>,
+        now: u64,
+    ) -> Result<Option<u64>, StoreUnavailable> {
+        if self.used_states.contains_key(key) {
+            return Ok(None);
+        }
+        let (until, now) = once_window(now);
+        let hash = handoff::code_key(key);
+        match self
+            .store
+            .logout_once(&hash, until, now, source, sid, sub)
+            .await
+        {
+            Ok(done) => {
+                self.used_states.insert(key.to_string(), ());
+                Ok(done)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the store failed during a back-channel logout");
+                Err(StoreUnavailable)
+            }
         }
     }
 

@@ -838,6 +838,7 @@ async fn state_missing_mismatched_or_replayed_is_refused() {
     // On another replica of the same store too, before any token request:
     // the state was spent in the store (OA2-03).
     let other = s.replica_trusting_loopback();
+    other.ready().await;
     let replayed = callback.replace(&s.gw.addr.to_string(), &other.addr.to_string());
     let r = open(replayed).await.unwrap();
     assert_eq!(r.status(), 400);
@@ -1908,6 +1909,20 @@ async fn backchannel_logout_revokes_the_provider_session_and_refuses_bad_tokens(
             .unwrap();
         assert_eq!(post(good.clone()).await.status(), 503, "store locked");
         sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+        // A revocation that fails after the token id was written: neither
+        // stays, so the retry is heard (not taken for a replay).
+        sqlx::query(
+            "CREATE TRIGGER no_revoke BEFORE UPDATE ON sessions \
+             BEGIN SELECT RAISE(ABORT, 'no revocation now'); END",
+        )
+        .execute(&mut lock)
+        .await
+        .unwrap();
+        assert_eq!(post(good.clone()).await.status(), 503, "revocation failed");
+        sqlx::query("DROP TRIGGER no_revoke")
+            .execute(&mut lock)
+            .await
+            .unwrap();
     }
     assert!(still_in().await);
     // Then it revokes the session with that sid; its replay is refused.
@@ -1919,6 +1934,7 @@ async fn backchannel_logout_revokes_the_provider_session_and_refuses_bad_tokens(
     assert_eq!(post(good.clone()).await.status(), 400);
     // On another replica of the same store too: a `jti` is spent everywhere.
     let other = s.replica_trusting_loopback();
+    other.ready().await;
     let r = s
         .client
         .post(other.url("/_auth/backchannel_logout/demo"))
@@ -1928,6 +1944,8 @@ async fn backchannel_logout_revokes_the_provider_session_and_refuses_bad_tokens(
         .await
         .unwrap();
     assert_eq!(r.status(), 400, "a replay on another replica was accepted");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error_description"], "logout token replayed");
 }
 
 /// A client that waits past the gateway's 10 s outbound timeout.

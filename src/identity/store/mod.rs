@@ -221,9 +221,20 @@ pub trait UserStore: Send + Sync {
     async fn use_once(&self, key_hash: &str, expires_at: i64, now: i64)
         -> Result<bool, StoreError>;
 
-    /// Forgets a use of `key_hash` that did not happen after all (the store
-    /// failed later), so that the sender's retry is not taken for a replay.
-    async fn forget_use(&self, key_hash: &str) -> Result<(), StoreError>;
+    /// A back-channel logout, once: in one transaction, spends `key_hash`
+    /// (the logout token's id) as [`UserStore::use_once`] does and revokes
+    /// the sessions [`UserStore::revoke_sessions_by_oidc`] would. `None`
+    /// for a replay (nothing written); a failure writes neither, so the
+    /// provider's retry is heard.
+    async fn logout_once(
+        &self,
+        key_hash: &str,
+        expires_at: i64,
+        now: i64,
+        source: &str,
+        oidc_sid: Option<&str>,
+        user_identifier: Option<&str>,
+    ) -> Result<Option<u64>, StoreError>;
 
     /// Deletes at most `batch` rows of `table` that are of no use at `now`
     /// (see [`Purge`]); returns how many. Safe to run on several replicas at once.

@@ -33,6 +33,12 @@ const SQLITE_MAX_CONNECTIONS: u32 = 8;
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 /// Username candidates tried in one enroll before giving up with `Conflict`.
 const USERNAME_ATTEMPTS: usize = 16;
+/// Revokes the live sessions of source `$1` with provider session `$2`
+/// and/or of the user connected as `$3` (a NULL matches all).
+const REVOKE_BY_OIDC: &str = "UPDATE sessions SET revoked = TRUE WHERE source = $1 AND revoked = FALSE \
+     AND ($2 IS NULL OR oidc_sid = $2) \
+     AND ($3 IS NULL OR user_id IN (SELECT user_id FROM connections WHERE source = $1 AND identifier = $3))";
+
 /// Group rows per `INSERT` (far below either dialect's bind-parameter limit).
 const GROUPS_PER_INSERT: usize = 200;
 
@@ -452,6 +458,29 @@ where
             .ok_or(StoreError::NotFound)
     }
 
+    /// Spends `key_hash` until `expires_at`: `true` the first time (or once
+    /// an earlier use has expired at `now`). One statement: of two replicas
+    /// spending one value at once, the primary key lets one insert; the
+    /// other's conflict updates nothing while the earlier use is live.
+    async fn spend_once(
+        conn: &mut DB::Connection,
+        key_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query::<DB>(
+            "INSERT INTO used_once (key_hash, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (key_hash) DO UPDATE SET expires_at = excluded.expires_at \
+             WHERE used_once.expires_at < $3",
+        )
+        .bind(key_hash)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
     /// Runs one `UPDATE`/`DELETE` on a pooled connection; returns rows changed.
     async fn execute(
         &self,
@@ -729,14 +758,10 @@ where
             return Ok(0);
         }
         self.execute(
-            sqlx::query(
-                "UPDATE sessions SET revoked = TRUE WHERE source = $1 AND revoked = FALSE \
-                 AND ($2 IS NULL OR oidc_sid = $2) \
-                 AND ($3 IS NULL OR user_id IN (SELECT user_id FROM connections WHERE source = $1 AND identifier = $3))",
-            )
-            .bind(source)
-            .bind(oidc_sid)
-            .bind(user_identifier),
+            sqlx::query(REVOKE_BY_OIDC)
+                .bind(source)
+                .bind(oidc_sid)
+                .bind(user_identifier),
         )
         .await
     }
@@ -942,28 +967,36 @@ where
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        // One statement: of two replicas using one value at once, the
-        // primary key lets one insert; the other's conflict updates nothing
-        // while the earlier use is live.
-        let written = self
-            .execute(
-                sqlx::query(
-                    "INSERT INTO used_once (key_hash, expires_at) VALUES ($1, $2) \
-                     ON CONFLICT (key_hash) DO UPDATE SET expires_at = excluded.expires_at \
-                     WHERE used_once.expires_at < $3",
-                )
-                .bind(key_hash)
-                .bind(expires_at)
-                .bind(now),
-            )
-            .await?;
-        Ok(written == 1)
+        let mut conn = self.pool.acquire().await?;
+        Self::spend_once(&mut conn, key_hash, expires_at, now).await
     }
 
-    async fn forget_use(&self, key_hash: &str) -> Result<(), StoreError> {
-        self.execute(sqlx::query("DELETE FROM used_once WHERE key_hash = $1").bind(key_hash))
-            .await?;
-        Ok(())
+    async fn logout_once(
+        &self,
+        key_hash: &str,
+        expires_at: i64,
+        now: i64,
+        source: &str,
+        oidc_sid: Option<&str>,
+        user_identifier: Option<&str>,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        if !Self::spend_once(&mut tx, key_hash, expires_at, now).await? {
+            return Ok(None);
+        }
+        let revoked = if oidc_sid.is_none() && user_identifier.is_none() {
+            0
+        } else {
+            let done = sqlx::query::<DB>(REVOKE_BY_OIDC)
+                .bind(source)
+                .bind(oidc_sid)
+                .bind(user_identifier)
+                .execute(&mut *tx)
+                .await?;
+            DB::rows_affected(&done)
+        };
+        tx.commit().await?;
+        Ok(Some(revoked))
     }
 
     async fn take_handoff(&self, code_key: &str) -> Result<Option<HandoffRecord>, StoreError> {
@@ -1282,8 +1315,6 @@ mod tests {
         assert!(!store.use_once("k1", NOW + 200, NOW + 100).await.unwrap());
         // Past its expiry it is a new use (the purge may not have run yet).
         assert!(store.use_once("k1", NOW + 300, NOW + 101).await.unwrap());
-        assert!(store.use_once("k2", NOW + 100, NOW).await.unwrap());
-        store.forget_use("k2").await.unwrap();
         assert!(store.use_once("k2", NOW + 100, NOW).await.unwrap());
         // The purge removes only the expired (k2 and k3, not k1).
         assert!(store.use_once("k3", NOW + 10, NOW).await.unwrap());
