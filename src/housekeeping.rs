@@ -114,7 +114,7 @@ impl Housekeeping {
             let now = i64::try_from(self.clock.now_unix()).unwrap_or(i64::MAX);
             match self.purge_once(now, BATCH).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "purged expired and revoked sessions"),
+                Ok(n) => tracing::info!(rows = n, "purged expired and revoked rows"),
                 Err(e) => tracing::warn!(error = %e, "store purge failed; retried later"),
             }
             tokio::time::sleep(INTERVAL + jitter).await;
