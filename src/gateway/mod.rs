@@ -647,12 +647,12 @@ fn check_head(session: &Exchange, raw: Option<RawHeadSeen<'_>>) -> Result<(), Fr
 }
 
 /// A request's exchange and context, its span and its client's address
-/// (after `trusted_proxies`), before anything is decided.
-fn begin(
-    state: &State,
+/// (after `trusted_proxies`), before anything is decided: unanswered.
+fn begin<'a>(
+    state: &'a State,
     conn: &server::Conn,
     request: http::Request<Incoming>,
-) -> (Exchange, Ctx, std::net::IpAddr) {
+) -> Unanswered<'a> {
     let mut ctx = Ctx::with_buffers(conn.lend_buffers());
     // Trust follows the config of this request, not the one the connection
     // opened under: a reload that removes a proxy reaches its open connections.
@@ -685,7 +685,13 @@ fn begin(
         |ip| state.config.server.is_trusted_proxy(ip),
     );
     ctx.client_ip = Some(client_ip);
-    (ex, ctx, client_ip)
+    Unanswered {
+        state,
+        ex,
+        ctx,
+        client_ip,
+        answered: false,
+    }
 }
 
 /// Serves one request: the only entry point of the data path. The caller
@@ -696,17 +702,11 @@ pub async fn serve(
     conn: Arc<server::Conn>,
     request: http::Request<Incoming>,
 ) -> Result<http::Response<Body>, Infallible> {
-    let (ex, ctx, client_ip) = begin(&state, &conn, request);
-    let raw = conn.heads.as_ref().map(|h| h.pop());
     // A client that leaves mid-request drops this future (and with it the
     // upstream request, PRX-24): the guard writes its access line then.
-    let mut pending = Unanswered {
-        state: &state,
-        ex,
-        ctx,
-        client_ip,
-        answered: false,
-    };
+    let mut pending = begin(&state, &conn, request);
+    let client_ip = pending.client_ip;
+    let raw = conn.heads.as_ref().map(|h| h.pop());
     let error = handle(
         &state,
         &conn,
