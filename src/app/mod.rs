@@ -584,16 +584,17 @@ fn concrete(addr: SocketAddr) -> Result<SocketAddr, StartError> {
     if addr.port() != 0 {
         return Ok(addr);
     }
-    let l = TcpListener::bind(addr).map_err(|e| StartError::Listen {
-        key: LISTEN,
+    let l = TcpListener::bind(addr).map_err(|e| listen_error(LISTEN, addr, &e))?;
+    l.local_addr().map_err(|e| listen_error(LISTEN, addr, &e))
+}
+
+/// Why `addr`, named by `key`, could not be listened on.
+fn listen_error(key: &'static str, addr: SocketAddr, e: &std::io::Error) -> StartError {
+    StartError::Listen {
+        key,
         addr,
         reason: e.to_string(),
-    })?;
-    l.local_addr().map_err(|e| StartError::Listen {
-        key: LISTEN,
-        addr,
-        reason: e.to_string(),
-    })
+    }
 }
 
 /// The keys naming the two listen addresses, for errors.
@@ -602,11 +603,7 @@ const ADMIN_LISTEN: &str = "server.admin_listen";
 
 /// Binds the admin listener for the runtime to take over.
 fn bind_admin(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    let fail = |e: std::io::Error| StartError::Listen {
-        key: ADMIN_LISTEN,
-        addr,
-        reason: e.to_string(),
-    };
+    let fail = |e: std::io::Error| listen_error(ADMIN_LISTEN, addr, &e);
     let l = TcpListener::bind(addr).map_err(fail)?;
     l.set_nonblocking(true).map_err(fail)?;
     Ok(l)
@@ -618,11 +615,7 @@ fn bind_admin(addr: SocketAddr) -> Result<TcpListener, StartError> {
 /// second portcullis included) is still an error, as without the option:
 /// the address is first bound without it, and that must succeed.
 fn bind_first(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    let fail = |e: std::io::Error| StartError::Listen {
-        key: LISTEN,
-        addr,
-        reason: e.to_string(),
-    };
+    let fail = |e: std::io::Error| listen_error(LISTEN, addr, &e);
     let probe = socket(addr).map_err(fail)?;
     probe.bind(&addr.into()).map_err(fail)?;
     // Port 0 became a concrete port: the workers' sockets join that one.
@@ -637,11 +630,7 @@ fn bind_first(addr: SocketAddr) -> Result<TcpListener, StartError> {
 
 /// A further `SO_REUSEPORT` socket on the (concrete) proxy address.
 fn bind_shared(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    let fail = |e: std::io::Error| StartError::Listen {
-        key: LISTEN,
-        addr,
-        reason: e.to_string(),
-    };
+    let fail = |e: std::io::Error| listen_error(LISTEN, addr, &e);
     let socket = socket(addr).map_err(fail)?;
     socket.set_reuse_port(true).map_err(fail)?;
     socket.set_nonblocking(true).map_err(fail)?;
@@ -719,11 +708,7 @@ fn listeners(config: &Config) -> Result<(TcpListener, Option<TcpListener>, Bound
     let listener = bind_first(config.server.listen)?;
     let admin_listener = config.server.admin_listen.map(bind_admin).transpose()?;
     let local = |l: &TcpListener, addr: SocketAddr, key: &'static str| {
-        l.local_addr().map_err(|e| StartError::Listen {
-            key,
-            addr,
-            reason: e.to_string(),
-        })
+        l.local_addr().map_err(|e| listen_error(key, addr, &e))
     };
     let bound = Bound {
         listen: local(&listener, config.server.listen, LISTEN)?,

@@ -6,7 +6,8 @@
 pub const BEARER_CACHE_ENTRIES: u64 = 100_000;
 
 /// How long a sign-in may take (docs/security.md: 10 minutes): the login-state
-/// cookie's lifetime and how long the replay guard remembers a state.
+/// cookie's lifetime (the replay guard keeps a used state for
+/// [`USED_ONCE_SECS`], longer).
 pub const LOGIN_STATE_SECS: u64 = 600;
 
 /// How old an ID token's (or a logout token's) `iat` may be when it arrives.

@@ -147,7 +147,7 @@ pub async fn authenticate_bearer(
     };
     let Some((index, app)) = app.and_then(|i| state.config.apps.get(i).map(|a| (i, a))) else {
         return Some(Err(Rejection::InvalidToken {
-            description: "no application here accepts bearer tokens".into(),
+            description: NO_BEARER_APP.into(),
         }));
     };
     Some(
@@ -181,7 +181,7 @@ pub async fn authenticate_bearer_on_host(
         Err(refusal) => return Some(Err(refusal)),
     };
     let now = state.clock.now_unix();
-    let mut description = "no application here accepts bearer tokens";
+    let mut description = NO_BEARER_APP;
     for index in state.router.on_host(host) {
         let Some(app) = state.config.apps.get(index) else {
             continue;
@@ -202,6 +202,9 @@ pub async fn authenticate_bearer_on_host(
         description: description.into(),
     }))
 }
+
+/// The `error_description` of a bearer token sent where no app takes one.
+const NO_BEARER_APP: &str = "no application here accepts bearer tokens";
 
 /// The `error_description` of every refused bearer token, whatever the
 /// reason: a description that differed per failure would tell a prober
@@ -767,12 +770,9 @@ impl Drop for Unanswered<'_> {
         // The host is out of `ctx` while authentication runs (`handle`):
         // the request's own names it then.
         if self.ctx.host.is_none() {
-            let req = self.ex.req_header();
-            let named = req.uri.host().map(str::to_string).or_else(|| {
-                let host = req.headers.get(http::header::HOST)?.to_str().ok()?;
-                Some(host.to_string())
-            });
-            self.ctx.host = named;
+            self.ctx.host = read_host(self.ex.req_header(), String::new())
+                .ok()
+                .and_then(|(host, _)| host);
         }
         let (ex, ctx) = (&self.ex, &self.ctx);
         log(self.state, ex, ctx, status, Some(error), self.client_ip);

@@ -306,8 +306,10 @@ fn handoff_cookie_name(state: &State) -> String {
 /// `rd` is made absolute on `host` (so the browser is handed back there) and
 /// the handoff is bound to this browser: a nonce cookie on `host` (kept if
 /// one is there, so logins in several tabs share it), its hash sent along as
-/// `handoff`. On a host no app names (served by a host-less app) an
-/// absolute `rd` would not be accepted: the person lands on the sign-in host.
+/// `handoff`; an absolute `rd` on another host is bound there instead (the
+/// sign-in host sends the browser through that host's own login). On a host
+/// no app names (served by a host-less app) an absolute `rd` would not be
+/// accepted: the person lands on the sign-in host.
 fn to_sign_in_host(
     state: &State,
     session: &Exchange,

@@ -22,7 +22,7 @@ use crate::source::{SourceError, Sources, TokenSet};
 #[error("the session store is unavailable")]
 pub struct StoreUnavailable;
 
-/// `now` and the time until which a one-time value is kept, for the store.
+/// The time until which a one-time value is kept, and `now`, for the store.
 fn once_window(now: u64) -> (i64, i64) {
     let until = now.saturating_add(crate::config::defaults::USED_ONCE_SECS);
     (
@@ -197,24 +197,10 @@ impl Sessions {
     /// hash until it could no longer be presented). Remembered only once
     /// recorded, so a failed or abandoned write leaves the sender free to retry.
     pub async fn use_once(&self, key: &str, now: u64) -> Result<bool, StoreUnavailable> {
-        if self.used_states.contains_key(key) {
-            return Ok(false);
-        }
-        let (until, now) = once_window(now);
-        match self
-            .store
-            .use_once(&handoff::code_key(key), until, now)
-            .await
-        {
-            Ok(first) => {
-                self.used_states.insert(key.to_string(), ());
-                Ok(first)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the store could not record a one-time value's use");
-                Err(StoreUnavailable)
-            }
-        }
+        self.spend(key, false, now, |hash, until, now| async move {
+            self.store.use_once(&hash, until, now).await
+        })
+        .await
     }
 
     /// A back-channel logout for the token id `key` (labelled with its
@@ -229,22 +215,39 @@ impl Sessions {
         sub: Option<&str>,
         now: u64,
     ) -> Result<Option<u64>, StoreUnavailable> {
+        self.spend(key, None, now, |hash, until, now| async move {
+            self.store
+                .logout_once(&hash, until, now, source, sid, sub)
+                .await
+        })
+        .await
+    }
+
+    /// Spends one-time value `key` through `write` (given its hash, the
+    /// time until which it is kept, and `now`), or answers `replayed` for a
+    /// use this replica recorded itself. Remembered only once written.
+    async fn spend<T, F, Fut>(
+        &self,
+        key: &str,
+        replayed: T,
+        now: u64,
+        write: F,
+    ) -> Result<T, StoreUnavailable>
+    where
+        F: FnOnce(String, i64, i64) -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::identity::store::StoreError>>,
+    {
         if self.used_states.contains_key(key) {
-            return Ok(None);
+            return Ok(replayed);
         }
         let (until, now) = once_window(now);
-        let hash = handoff::code_key(key);
-        match self
-            .store
-            .logout_once(&hash, until, now, source, sid, sub)
-            .await
-        {
+        match write(handoff::code_key(key), until, now).await {
             Ok(done) => {
                 self.used_states.insert(key.to_string(), ());
                 Ok(done)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "the store failed during a back-channel logout");
+                tracing::warn!(error = %e, "the store could not record a one-time value's use");
                 Err(StoreUnavailable)
             }
         }

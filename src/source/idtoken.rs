@@ -313,7 +313,7 @@ mod tests {
 
     /// A used `jti` is remembered for `USED_ONCE_SECS`: the most lenient
     /// logout token (its `iat` a leeway ahead) must be refused by its age
-    /// by then, or a replay after the replica forgot it would be accepted.
+    /// by then, or a replay after the store forgot it would be accepted.
     #[test]
     fn a_logout_token_is_refused_by_its_age_before_its_jti_is_forgotten() {
         use crate::config::defaults::USED_ONCE_SECS;

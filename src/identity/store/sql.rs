@@ -1304,10 +1304,10 @@ mod tests {
         a_token_refresh_lease_has_one_holder_and_the_new_tokens_free_it,
         purge_removes_only_expired_handoff_codes,
         only_a_vouched_email_is_found_for_email_matching,
-        a_value_is_used_once_until_it_expires_and_a_forgotten_use_is_free_again,
+        a_value_is_used_once_until_it_expires_and_free_again_once_purged,
     );
 
-    async fn a_value_is_used_once_until_it_expires_and_a_forgotten_use_is_free_again(
+    async fn a_value_is_used_once_until_it_expires_and_free_again_once_purged(
         store: Arc<dyn UserStore>,
     ) {
         assert!(store.use_once("k1", NOW + 100, NOW).await.unwrap());
@@ -1326,6 +1326,8 @@ mod tests {
             2
         );
         assert!(!store.use_once("k1", NOW + 300, NOW + 150).await.unwrap());
+        // A purged value is free again.
+        assert!(store.use_once("k2", NOW + 300, NOW + 150).await.unwrap());
     }
 
     async fn only_a_vouched_email_is_found_for_email_matching(store: Arc<dyn UserStore>) {
@@ -1923,6 +1925,25 @@ mod tests {
             1
         );
         assert!(revoked("s5").await);
+        // Through `logout_once`: the token id is spent with the revocation,
+        // once; a replay writes nothing.
+        store
+            .sign_in(&user.id, &ada(), &session("s6", "corp"), NOW + 5)
+            .await
+            .unwrap();
+        let logout = |jti: &'static str, sid: Option<&'static str>| {
+            let store = store.clone();
+            async move {
+                store
+                    .logout_once(jti, NOW + 900, NOW, "corp", sid, None)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(logout("jti-1", Some("op-s6")).await, Some(1));
+        assert!(revoked("s6").await);
+        assert_eq!(logout("jti-1", Some("op-s6")).await, None);
+        assert_eq!(logout("jti-2", None).await, Some(0));
     }
 
     async fn concurrent_enroll_of_one_identity_creates_one_user(store: Arc<dyn UserStore>) {
