@@ -853,14 +853,7 @@ fn high_s_twin(token: &str) -> String {
 
 /// The `bearer_cache_entries` gauge.
 async fn cached_verdicts(gw: &Gateway) -> u64 {
-    let text = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics().await;
     text.lines()
         .find(|l| l.starts_with("portcullis_bearer_cache_entries "))
         .and_then(|l| l.rsplit(' ').next())

@@ -1422,14 +1422,7 @@ async fn prx24_an_upstream_that_never_answers_gets_504_and_a_client_that_leaves_
     let counted = "portcullis_requests_total{app=\"open\",outcome=\"error\"} 1\n";
     let mut text = String::new();
     for _ in 0..100 {
-        text = client()
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text = gw.metrics().await;
         if text.contains(counted) {
             break;
         }

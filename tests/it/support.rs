@@ -278,6 +278,18 @@ impl Gateway {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Waits (up to 10 s) until `/readyz` says every source is ready: on a
     /// loaded machine discovery can miss its first try and be retried.
     pub async fn ready(&self) {
