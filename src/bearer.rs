@@ -358,12 +358,13 @@ pub fn needs_claims(app: &App) -> bool {
     !app.claim_headers.is_empty() || app.policies.iter().any(|p| p.expression.is_some())
 }
 
-/// Whether `token`'s `aud`, read before any check, names one of `app`'s
-/// audiences: a filter that spares a signature check for an app that would
+/// `token`'s claims read before any check (`None`: not a JWS), for
+/// [`audience_allowed`] to spare a signature check for an app that would
 /// refuse the token anyway (`/_auth/userinfo` asks every app of a host).
-pub fn addressed_to(app: &App, token: &str) -> bool {
+pub fn unverified_claims(token: &str) -> Option<Value> {
     jws::parse(token, MAX_TOKEN_BYTES)
-        .is_ok_and(|j| audience_allowed(&Value::Object(j.claims), &app.jwt_audiences))
+        .ok()
+        .map(|j| Value::Object(j.claims))
 }
 
 /// Whether `aud` (a string or an array) names one of the app's audiences.

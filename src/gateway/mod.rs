@@ -150,20 +150,28 @@ pub async fn authenticate_bearer(
             description: NO_BEARER_APP.into(),
         }));
     };
-    Some(
-        state
-            .bearer
-            .verify(index, app, token, state.clock.now_unix())
-            .await
-            .map_err(|e| {
-                // One description for every reason (JWT-29: no oracle); the
-                // reason goes to the log only.
-                tracing::info!(reason = %e, "bearer token refused");
-                Rejection::InvalidToken {
-                    description: INVALID_TOKEN.into(),
-                }
-            }),
-    )
+    let verified = verify_logged(state, index, app, token, state.clock.now_unix()).await;
+    Some(verified.ok_or_else(|| Rejection::InvalidToken {
+        description: INVALID_TOKEN.into(),
+    }))
+}
+
+/// `token` verified for app `index`; a refusal's reason goes to the log
+/// only (JWT-29: one description for every reason, no oracle).
+async fn verify_logged(
+    state: &State,
+    index: usize,
+    app: &crate::config::App,
+    token: &str,
+    now: u64,
+) -> Option<Arc<Principal>> {
+    match state.bearer.verify(index, app, token, now).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::info!(reason = %e, app = %app.name, "bearer token refused");
+            None
+        }
+    }
 }
 
 /// The bearer check of `/_auth/userinfo`, which belongs to no app's paths:
@@ -181,6 +189,7 @@ pub async fn authenticate_bearer_on_host(
         Err(refusal) => return Some(Err(refusal)),
     };
     let now = state.clock.now_unix();
+    let claims = crate::bearer::unverified_claims(token);
     let mut description = NO_BEARER_APP;
     for index in state.router.on_host(host) {
         let Some(app) = state.config.apps.get(index) else {
@@ -190,12 +199,14 @@ pub async fn authenticate_bearer_on_host(
             continue;
         }
         description = INVALID_TOKEN;
-        if !crate::bearer::addressed_to(app, token) {
+        let addressed = claims
+            .as_ref()
+            .is_some_and(|c| crate::bearer::audience_allowed(c, &app.jwt_audiences));
+        if !addressed {
             continue;
         }
-        match state.bearer.verify(index, app, token, now).await {
-            Ok(p) => return Some(Ok(p)),
-            Err(e) => tracing::info!(reason = %e, app = %app.name, "bearer token refused"),
+        if let Some(p) = verify_logged(state, index, app, token, now).await {
+            return Some(Ok(p));
         }
     }
     Some(Err(Rejection::InvalidToken {

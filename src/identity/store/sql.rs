@@ -481,6 +481,27 @@ where
         Ok(DB::rows_affected(&done) == 1)
     }
 
+    /// Revokes the live sessions of `source` with the provider's `oidc_sid`
+    /// and/or of the user connected as `user_identifier`; returns how many.
+    async fn revoke_by_oidc(
+        conn: &mut DB::Connection,
+        source: &str,
+        oidc_sid: Option<&str>,
+        user_identifier: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        // A logout token names at least one of them; never revoke a whole source.
+        if oidc_sid.is_none() && user_identifier.is_none() {
+            return Ok(0);
+        }
+        let done = sqlx::query::<DB>(REVOKE_BY_OIDC)
+            .bind(source)
+            .bind(oidc_sid)
+            .bind(user_identifier)
+            .execute(&mut *conn)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
     /// Runs one `UPDATE`/`DELETE` on a pooled connection; returns rows changed.
     async fn execute(
         &self,
@@ -753,17 +774,8 @@ where
         oidc_sid: Option<&str>,
         user_identifier: Option<&str>,
     ) -> Result<u64, StoreError> {
-        // A logout token names at least one of them; never revoke a whole source.
-        if oidc_sid.is_none() && user_identifier.is_none() {
-            return Ok(0);
-        }
-        self.execute(
-            sqlx::query(REVOKE_BY_OIDC)
-                .bind(source)
-                .bind(oidc_sid)
-                .bind(user_identifier),
-        )
-        .await
+        let mut conn = self.pool.acquire().await?;
+        Self::revoke_by_oidc(&mut conn, source, oidc_sid, user_identifier).await
     }
 
     async fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<bool, StoreError> {
@@ -984,17 +996,7 @@ where
         if !Self::spend_once(&mut tx, key_hash, expires_at, now).await? {
             return Ok(None);
         }
-        let revoked = if oidc_sid.is_none() && user_identifier.is_none() {
-            0
-        } else {
-            let done = sqlx::query::<DB>(REVOKE_BY_OIDC)
-                .bind(source)
-                .bind(oidc_sid)
-                .bind(user_identifier)
-                .execute(&mut *tx)
-                .await?;
-            DB::rows_affected(&done)
-        };
+        let revoked = Self::revoke_by_oidc(&mut tx, source, oidc_sid, user_identifier).await?;
         tx.commit().await?;
         Ok(Some(revoked))
     }
