@@ -228,11 +228,16 @@ fn is_relative_path(s: &str) -> bool {
     // Whitespace is looked through at the start: `/ /evil` is read as
     // `//evil` by a parser that drops it (OA2-13).
     let mut lead = s.chars().filter(|c| !c.is_whitespace());
+    // A backslash or a control character is refused anywhere in the path (a
+    // browser reads `\` as `/` there), and looked through in the query and
+    // fragment, where no parser gives it a meaning: `/search?q=C%3A%5Cdir`
+    // comes back to its page.
+    let path = s.split(['?', '#']).next().unwrap_or_default();
     s.starts_with('/')
         && lead.next() == Some('/')
         && !matches!(lead.next(), Some('/') | Some('\\'))
-        && !s.contains('\\')
-        && !s.chars().any(|c| c.is_control())
+        && !path.contains('\\')
+        && !path.chars().any(|c| c.is_control())
 }
 
 #[cfg(test)]
@@ -278,6 +283,15 @@ mod tests {
             "/docs/my%20file?q=a%20b"
         );
         assert_eq!(safe_rd(Some("/caf\u{e9}?x=\u{e9}")), "/caf%C3%A9?x=%C3%A9");
+        // A backslash or control character in the query or fragment means
+        // nothing to a URL parser: the page is kept; in the path it is not.
+        for kept in ["/search?q=C%3A%5Cdir", "/x?a%0Ab#c%5Cd", "/x?q=a\\b"] {
+            assert_eq!(safe_rd(Some(kept)), kept);
+        }
+        assert_eq!(safe_rd(Some("/x?a\nb")), "/x?a%0Ab");
+        for bad in ["/x%5Cy?q", "/x%0A?q", "/%3F/\\evil", "/%5C?x"] {
+            assert_eq!(safe_rd(Some(bad)), "/", "{bad:?} was kept");
+        }
     }
 
     fn origins() -> Origins {

@@ -13,6 +13,12 @@ pub const EXAMPLE_SECRETS: &[&str] = &[
     // …and the keys of the sealed cookies under fuzz/corpus/cookie_open/.
     "cG9ydGN1bGxpcyBmdXp6IHNlY3JldCwgY3VycmVudCE=",
     "cG9ydGN1bGxpcyBmdXp6IHNlY3JldCwgcmV0aXJlZCE=",
+    // docs/recipes/kubernetes.yaml's placeholder: URL-safe base64 of 33 bytes,
+    // so a manifest applied unedited would otherwise start with it.
+    "REPLACE-with-the-output-of-portcullis-keygen",
+    // A PKCE verifier of examples/fuzz_seeds.rs: not meant as a secret, but
+    // published and long enough to be one.
+    "dmVyaWZpZXItdmVyaWZpZXItdmVyaWZpZXItdmVyaWZpZXI",
 ];
 
 /// Whether `secret` (decoded bytes) is one of the published example secrets,

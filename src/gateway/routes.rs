@@ -950,13 +950,11 @@ async fn callback(
         Ok(s) => s,
         Err(e) => return refuse(session, ctx, SignInRefusal::Internal, &e, clear_login).await,
     };
-    ctx.span
-        .in_scope(|| tracing::info!(auth.source = slug, user = %user.username, "signed in"));
-    audit_sign_in(state, ctx, slug, &login, &user, settlement);
     let mut headers = clear_login;
     headers.push(("set-cookie", set));
+    let signed = (&user, settlement, note);
     send_back_signed_in(
-        state, session, ctx, slug, &login, &record.id, note, headers, now,
+        state, session, ctx, slug, &login, &record.id, signed, headers, now,
     )
     .await
 }
@@ -1186,9 +1184,12 @@ fn audit_sign_in(
 
 /// Sends a browser the sign-in host now holds session `sid` for to where
 /// it started. The sign-in host has its cookie now; another app host gets
-/// its own by a handoff. An enrollment that needs explaining logs `note`:
-/// the callback's answer is always an immediate redirect (SECURITY.md
-/// OA2-15). `headers` set the session cookie; a refusal here sets none.
+/// its own by a handoff. Only then is the sign-in logged and audited: a
+/// handoff the store could not keep is a refusal, and its session is
+/// revoked again (best effort: the store just failed). An enrollment that
+/// needs explaining logs its note: the callback's answer is always an
+/// immediate redirect (SECURITY.md OA2-15). `headers` set the session
+/// cookie; a refusal here sets none.
 #[allow(clippy::too_many_arguments)]
 async fn send_back_signed_in(
     state: &State,
@@ -1197,7 +1198,7 @@ async fn send_back_signed_in(
     slug: &str,
     login: &LoginState,
     sid: &str,
-    note: Option<&'static str>,
+    (user, settlement, note): (&User, Settlement, Option<&'static str>),
     headers: Vec<(&'static str, String)>,
     now: u64,
 ) -> Result<(), BodyError> {
@@ -1205,6 +1206,8 @@ async fn send_back_signed_in(
     let location = match handed.await {
         Ok(l) => l,
         Err((refusal, detail)) => {
+            // A failure is logged by `revoke`; the refusal stands either way.
+            let _revoked = state.sessions.revoke(sid).await;
             // Every refusal sets no session: only the login cookie's clearing goes.
             let session_cookie = format!("{}=", state.sessions.cookie_name);
             let clearing = headers
@@ -1214,6 +1217,9 @@ async fn send_back_signed_in(
             return refuse(session, ctx, refusal, &detail, clearing).await;
         }
     };
+    ctx.span
+        .in_scope(|| tracing::info!(auth.source = slug, user = %user.username, "signed in"));
+    audit_sign_in(state, ctx, slug, login, user, settlement);
     if let Some(note) = note {
         ctx.span
             .in_scope(|| tracing::info!(auth.source = slug, note, "enrolled"));

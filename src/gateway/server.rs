@@ -237,7 +237,7 @@ impl Conn {
             head_ms,
             idle_ms: ms_up(limits.idle),
             send_ms: ms_up(limits.send),
-            born: Instant::now(),
+            born: limits.opened,
             _slot: slot,
         }
     }
@@ -950,12 +950,15 @@ pub struct Builders {
 }
 
 /// A connection's timeouts: from the config current when it was accepted
-/// (a reload changes them for the connections that follow).
+/// (a reload changes them for the connections that follow), and when that
+/// was: its first head is due `head_timeout` after it, a TLS handshake
+/// included (DESIGN: the whole head within it, however slowly bytes drip).
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     head_timeout: Duration,
     idle: Duration,
     send: Duration,
+    opened: Instant,
 }
 
 impl Limits {
@@ -964,6 +967,7 @@ impl Limits {
             head_timeout: server.request_header_timeout,
             idle: server.idle_timeout,
             send: server.send_timeout,
+            opened: Instant::now(),
         }
     }
 }
@@ -1103,7 +1107,7 @@ async fn connection(
     let peer = SocketAddr::new(addr.ip().to_canonical(), addr.port());
     let limits = Limits::of(&state.config.server);
     let Some(acceptor) = tls else {
-        return serve_h1(state, live, peer, slot, tcp, &builders, shutdown).await;
+        return serve_h1(state, live, (peer, slot, limits), tcp, &builders, shutdown).await;
     };
     // hyper has no handshake timeout: the head timeout bounds it too.
     let stream = match tokio::time::timeout(limits.head_timeout, acceptor.accept(tcp)).await {
@@ -1130,7 +1134,8 @@ async fn connection(
         let c = builders.h2.serve_connection(TokioIo::new(io), service);
         drive(std::pin::pin!(c), &state, &conn, shutdown).await;
     } else {
-        serve_h1(state, live, peer, slot, stream, &builders, shutdown).await;
+        let accepted = (peer, slot, limits);
+        serve_h1(state, live, accepted, stream, &builders, shutdown).await;
     }
 }
 
@@ -1138,8 +1143,7 @@ async fn connection(
 async fn serve_h1<I>(
     state: Arc<State>,
     live: Arc<ArcSwap<State>>,
-    peer: SocketAddr,
-    slot: Slot,
+    (peer, slot, limits): (SocketAddr, Slot, Limits),
     io: I,
     builders: &Builders,
     shutdown: watch::Receiver<bool>,
@@ -1150,13 +1154,7 @@ async fn serve_h1<I>(
     // (hyper repairs CL+TE and duplicate Content-Length before the service sees them).
     let (io, heads) = head_tap::tap(io);
     let io = io.into_inner();
-    let conn = Arc::new(Conn::new(
-        peer,
-        slot,
-        Some(heads),
-        Limits::of(&state.config.server),
-        false,
-    ));
+    let conn = Arc::new(Conn::new(peer, slot, Some(heads), limits, false));
     let service = {
         let conn = conn.clone();
         service_fn(move |req| {

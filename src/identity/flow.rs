@@ -121,20 +121,21 @@ pub fn decide(f: &Facts<'_>) -> Outcome {
             f.mode,
             UserMatchingMode::EmailDeny | UserMatchingMode::UsernameDeny
         );
+        // `email_link` links "only where the source says `email_verified`":
+        // an unvouched email proves nothing about who owns the account, so
+        // it finds nobody, however many users hold it.
+        let unvouched =
+            f.mode == UserMatchingMode::EmailLink && !(f.identity.email_verified || f.trust_email);
         match (&f.matched, deny) {
+            (Match::Found(_) | Match::Ambiguous, false) if unvouched => {
+                note = Some("Your email address is not verified by the provider, so it was not used to find your existing account.");
+            }
             (Match::Ambiguous, _) => return Outcome::Refuse(Refusal::Ambiguous(what)),
             (Match::Found(_), true) => return Outcome::Refuse(Refusal::Taken(what)),
-            (Match::Found(user), false) => {
-                let verified = f.identity.email_verified || f.trust_email;
-                if f.mode == UserMatchingMode::EmailLink && !verified {
-                    // An unverified email proves nothing about who owns the account.
-                    note = Some("Your email address is not verified by the provider, so it was not used to find your existing account.");
-                } else if user.disabled {
-                    return Outcome::Refuse(Refusal::Disabled);
-                } else {
-                    return Outcome::Link(user.id.clone());
-                }
+            (Match::Found(user), false) if user.disabled => {
+                return Outcome::Refuse(Refusal::Disabled)
             }
+            (Match::Found(user), false) => return Outcome::Link(user.id.clone()),
             (Match::Nobody | Match::NotLooked, _) => {}
         }
     }
@@ -211,6 +212,8 @@ mod tests {
             ("email_link without an email enrolls", Facts { mode: EmailLink, matched: Match::Nobody, ..base(&id_bare) }, Outcome::Enroll(None)),
             ("username_deny without a username enrolls", Facts { mode: UsernameDeny, matched: Match::Nobody, ..base(&id_bare) }, Outcome::Enroll(None)),
             ("ambiguous email", Facts { mode: EmailLink, matched: Match::Ambiguous, ..base(&id_full) }, Outcome::Refuse(Refusal::Ambiguous("email"))),
+            ("email_link does not look an unverified email up among several holders", Facts { mode: EmailLink, matched: Match::Ambiguous, ..base(&id_unverified) }, Outcome::Enroll(Some("Your email address is not verified by the provider, so it was not used to find your existing account."))),
+            ("email_link with an unverified email enrolls even where the match is disabled", Facts { mode: EmailLink, matched: Match::Found(&carol_disabled), ..base(&id_unverified) }, Outcome::Enroll(Some("Your email address is not verified by the provider, so it was not used to find your existing account."))),
             ("link to a disabled match", Facts { mode: UsernameLink, matched: Match::Found(&carol_disabled), ..base(&id_full) }, Outcome::Refuse(Refusal::Disabled)),
             ("enroll = false", Facts { enroll: false, ..base(&id_full) }, Outcome::Refuse(Refusal::EnrollClosed)),
             ("link flow of a disabled user", Facts { link_to: Some(&carol_disabled), ..base(&id_full) }, Outcome::Refuse(Refusal::Disabled)),

@@ -275,6 +275,15 @@ async fn tls_to(
     addr: SocketAddr,
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_to_after(addr, alpn, Duration::ZERO).await
+}
+
+/// [`tls_to`], its handshake begun `delay` after the TCP connection opened.
+async fn tls_to_after(
+    addr: SocketAddr,
+    alpn: &[u8],
+    delay: Duration,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -290,6 +299,7 @@ async fn tls_to(
     .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(delay).await;
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(
             rustls::pki_types::ServerName::try_from("localhost").unwrap(),
@@ -1411,6 +1421,48 @@ async fn prx19_a_first_head_begun_late_must_be_whole_within_request_header_timeo
     );
     assert!(
         up.requests().iter().all(|s| s.uri != "/late"),
+        "the dripped request reached the upstream"
+    );
+}
+
+/// Over TLS the handshake counts toward the first head's time: a client
+/// that waits before its handshake, then drips its head, is closed
+/// `request_header_timeout` after connecting, not that long after the
+/// handshake.
+#[tokio::test(flavor = "multi_thread")]
+async fn prx19_a_tls_handshake_begun_late_leaves_the_first_head_only_the_rest_of_request_header_timeout(
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let up = Upstream::start("limits").await;
+    let gw = tls_gateway_with(&up.url(), "request_header_timeout = \"3s\"");
+    let started = Instant::now();
+    let mut tls = tls_to_after(gw.addr, b"http/1.1", Duration::from_millis(2000)).await;
+    let head = format!(
+        "GET /public/late HTTP/1.1\r\nHost: localhost\r\nX-Slow: {}",
+        "a".repeat(200)
+    );
+    let mut closed = None;
+    for byte in head.bytes() {
+        if tls.write_all(&[byte]).await.is_err() || tls.flush().await.is_err() {
+            closed = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(100), tls.read(&mut buf)).await {
+            Err(_) => {}
+            Ok(_) => {
+                closed = Some(started.elapsed());
+                break;
+            }
+        }
+    }
+    let closed = closed.unwrap_or_else(|| panic!("the late, dripping client was never closed"));
+    assert!(
+        closed >= Duration::from_millis(2800) && closed < Duration::from_millis(4500),
+        "closed {closed:?} after connecting, expected ~3s"
+    );
+    assert!(
+        up.requests().iter().all(|s| s.uri != "/public/late"),
         "the dripped request reached the upstream"
     );
 }

@@ -619,6 +619,42 @@ async fn a_link_begun_on_an_app_host_is_refused_for_another_session_on_the_sign_
     );
 }
 
+/// The store refuses the handoff code after the sign-in was committed (a
+/// trigger in the real SQLite file fails that one insert): the callback is
+/// the 503 page with no session cookie, and the session it made is revoked
+/// again, so nothing signed in remains of the refused sign-in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handoff_the_store_cannot_keep_is_a_503_page_and_revokes_its_session() {
+    use sqlx::Connection as _;
+    let h = Hosts::start("127.0.0.1", "localhost", "").await;
+    let mut db = sqlx::SqliteConnection::connect(&h.db).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_handoff BEFORE INSERT ON handoff_codes \
+         BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let mut b = h.browser();
+    let r = b
+        .get(&h.url("localhost", "/_auth/login/demo?rd=%2Fprivate"))
+        .await;
+    let r = b.get(&location(&r)).await;
+    let to_provider = location(&r);
+    let r = b.get(&to_provider).await;
+    let callback = location(&r);
+    assert!(callback.starts_with(&h.url("127.0.0.1", "/_auth/callback/demo?")));
+    let r = b.get(&callback).await;
+    assert_eq!(r.status(), 503);
+    assert!(b.cookie("127.0.0.1", "portcullis").is_none());
+    assert!(r.text().await.unwrap().contains("Request id"));
+    let store = h.store().await;
+    let (user, _) = store.list_users().await.unwrap().remove(0);
+    let sessions = store.user_sessions(&user.id).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert!(sessions[0].revoked, "the refused sign-in's session is live");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_rd_to_a_host_that_is_no_app_host_lands_on_slash() {
     let h = Hosts::start("127.0.0.1", "localhost", "").await;

@@ -1617,6 +1617,44 @@ async fn email_link_with_an_unverified_email_enrolls_and_still_redirects_at_once
     assert_eq!((s.users().await, s.connections().await), (2, 2));
 }
 
+/// `email_link` does not look up an email its source does not vouch for,
+/// however many users hold it: bob enrolls with the note rather than being
+/// refused as "several users have this email".
+#[tokio::test(flavor = "multi_thread")]
+async fn email_link_with_an_unverified_email_held_by_several_users_enrolls() {
+    let (mut s, second) = two_sources_with("", "user_matching_mode = \"email_link\"").await;
+    s.provider
+        .set_faults(|f| f.auto_approve_as = Some("bob".into()));
+    second.set_faults(|f| f.auto_approve_as = Some("bob".into()));
+    assert_eq!(s.flow("/_auth/login/first").await.status(), 302);
+    // A second holder of bob's address, unvouched as his own.
+    let store = portcullis::identity::store::open(&s.db).await.unwrap();
+    let other = portcullis::identity::Identity {
+        source: "first".into(),
+        identifier: "robert".into(),
+        username: Some("robert".into()),
+        email: Some("bob@example.com".into()),
+        email_verified: false,
+        name: None,
+        groups: Vec::new(),
+    };
+    let session = portcullis::identity::NewSession {
+        id: "other-session".into(),
+        source: "first".into(),
+        expires_at: i64::MAX / 2,
+        oidc_sid: None,
+        id_token: None,
+        claims: None,
+        tokens: None,
+    };
+    store.enroll(&other, &session, 0).await.unwrap();
+    s.jar.0.clear();
+    let r = s.flow("/_auth/login/second?rd=/private").await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(r.headers()["location"], "/private");
+    assert_eq!((s.users().await, s.connections().await), (3, 3));
+}
+
 /// DESIGN: `email_link` links "to the user with that email" when the source
 /// signing in vouches for it: also to a user whose own source never did
 /// (README: the pre-account takeover this allows, and how to avoid it).
