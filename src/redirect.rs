@@ -159,8 +159,14 @@ pub fn safe_rd_for(raw: Option<&str>, origins: &Origins) -> String {
 /// `raw` as an absolute URL on one of `origins`, if it is one.
 fn absolute(raw: &str, origins: &Origins) -> Option<String> {
     // The URL parser drops tabs, newlines and surrounding spaces and reads
-    // `\` as `/`: refuse them rather than let it repair a hostile value.
-    if raw.len() > MAX_RD || raw.chars().any(|c| c.is_control() || c == ' ' || c == '\\') {
+    // `\` as `/` before the query: refuse them rather than let it repair a
+    // hostile value (a `\` in the query it keeps as it is, as a relative
+    // `rd` keeps it).
+    let before_query = raw.split(['?', '#']).next().unwrap_or_default();
+    if raw.len() > MAX_RD
+        || raw.chars().any(|c| c.is_control() || c == ' ')
+        || before_query.contains('\\')
+    {
         return None;
     }
     let lower = raw.get(..8).unwrap_or(raw).to_ascii_lowercase();
@@ -207,9 +213,13 @@ fn is_safe(raw: &str) -> bool {
     if raw.is_empty() || raw.len() > MAX_RD {
         return false;
     }
-    let mut current = raw.to_string();
+    // The path ends at the raw value's first `?` or `#`: a `%3F` or `%23`
+    // is part of the path for the browser and for the gateway, so the
+    // boundary is never moved by decoding.
+    let raw_path = raw.split(['?', '#']).next().unwrap_or_default();
+    let (mut current, mut path) = (raw.to_string(), raw_path.to_string());
     for _ in 0..3 {
-        if !is_relative_path(&current) {
+        if !is_relative_path(&current, &path) {
             return false;
         }
         let decoded = percent_encoding::percent_decode_str(&current)
@@ -218,13 +228,18 @@ fn is_safe(raw: &str) -> bool {
         if decoded == current {
             return true;
         }
+        path = percent_encoding::percent_decode_str(&path)
+            .decode_utf8_lossy()
+            .into_owned();
         current = decoded;
     }
     // Still changing after three rounds: nested encoding has no honest use here.
     false
 }
 
-fn is_relative_path(s: &str) -> bool {
+/// Whether `s` (one decoding round of an `rd`) is a same-origin path,
+/// `path` being the same round of its path part.
+fn is_relative_path(s: &str, path: &str) -> bool {
     // Whitespace is looked through at the start: `/ /evil` is read as
     // `//evil` by a parser that drops it (OA2-13).
     let mut lead = s.chars().filter(|c| !c.is_whitespace());
@@ -232,7 +247,6 @@ fn is_relative_path(s: &str) -> bool {
     // browser reads `\` as `/` there), and looked through in the query and
     // fragment, where no parser gives it a meaning: `/search?q=C%3A%5Cdir`
     // comes back to its page.
-    let path = s.split(['?', '#']).next().unwrap_or_default();
     s.starts_with('/')
         && lead.next() == Some('/')
         && !matches!(lead.next(), Some('/') | Some('\\'))
@@ -289,7 +303,19 @@ mod tests {
             assert_eq!(safe_rd(Some(kept)), kept);
         }
         assert_eq!(safe_rd(Some("/x?a\nb")), "/x?a%0Ab");
-        for bad in ["/x%5Cy?q", "/x%0A?q", "/%3F/\\evil", "/%5C?x"] {
+        // A `%3F` or `%23` is part of the path: decoding never moves the
+        // path's end to hide what follows it.
+        for bad in [
+            "/x%5Cy?q",
+            "/x%0A?q",
+            "/%3F/\\evil",
+            "/%5C?x",
+            "/x%3F%0D%0ASet-Cookie:x",
+            "/a%3F%5C..%5Cb",
+            "/%3F/%5C%5Cevil",
+            "/%253F%250D%250A",
+            "/a%23%5Cb",
+        ] {
             assert_eq!(safe_rd(Some(bad)), "/", "{bad:?} was kept");
         }
     }
@@ -332,6 +358,18 @@ mod tests {
             assert_eq!(safe_rd_for(Some(bad), &o), "/", "{bad:?} was kept");
         }
         assert_eq!(safe_rd_for(Some("/x?y"), &o), "/x?y");
+        // A `\` in the query is kept, as in a relative `rd` (a login begun on
+        // an app host sends its `rd` on as an absolute URL).
+        assert_eq!(
+            safe_rd_for(Some("https://wiki.corp.example/x?q=a\\b"), &o),
+            "https://wiki.corp.example/x?q=a\\b"
+        );
+        for bad in [
+            "https://wiki.corp.example/x\\y?q",
+            "https://wiki.corp.example\\@evil.example/?q",
+        ] {
+            assert_eq!(safe_rd_for(Some(bad), &o), "/", "{bad:?} was kept");
+        }
         assert_eq!(safe_rd_for(Some("//evil.example"), &o), "/");
     }
 

@@ -1184,8 +1184,9 @@ fn audit_sign_in(
 
 /// Sends a browser the sign-in host now holds session `sid` for to where
 /// it started. The sign-in host has its cookie now; another app host gets
-/// its own by a handoff. Only then is the sign-in logged and audited: a
-/// handoff the store could not keep is a refusal, and its session is
+/// its own by a handoff. What the sign-in wrote to the directory (an
+/// enrollment, a link) is audited first, as it stands whatever follows; a
+/// handoff the store could not keep is a refusal, and the session is
 /// revoked again (best effort: the store just failed). An enrollment that
 /// needs explaining logs its note: the callback's answer is always an
 /// immediate redirect (SECURITY.md OA2-15). `headers` set the session
@@ -1202,6 +1203,7 @@ async fn send_back_signed_in(
     headers: Vec<(&'static str, String)>,
     now: u64,
 ) -> Result<(), BodyError> {
+    audit_sign_in(state, ctx, slug, login, user, settlement);
     let handed = hand_back(state, sid, &login.rd, login.handoff.as_deref(), slug, now);
     let location = match handed.await {
         Ok(l) => l,
@@ -1219,7 +1221,6 @@ async fn send_back_signed_in(
     };
     ctx.span
         .in_scope(|| tracing::info!(auth.source = slug, user = %user.username, "signed in"));
-    audit_sign_in(state, ctx, slug, login, user, settlement);
     if let Some(note) = note {
         ctx.span
             .in_scope(|| tracing::info!(auth.source = slug, note, "enrolled"));
