@@ -431,8 +431,11 @@ pub fn check_times(c: &Value, now: u64, max_age: Option<u64>) -> Result<u64, Bea
         (None, Some(_)) => return Err(BearerError::IssuedAt),
         (None, None) => {}
     }
+    // JWT-18: "remaining lifetime > configured max → reject", no leeway:
+    // the leeway forgives a clock behind the issuer's at the edges of a
+    // token's validity, not a lifetime longer than the operator allows.
     if let Some(m) = max_age {
-        if exp.saturating_sub(now) > m.saturating_add(LEEWAY_SECS) {
+        if exp.saturating_sub(now) > m {
             return Err(BearerError::Expired);
         }
     }
@@ -555,6 +558,12 @@ mod tests {
             check_times(&json!({"exp": now + 7200, "iat": now}), now, Some(3600)),
             Err(BearerError::Expired)
         );
+        // One second over the max is over it: no leeway on the lifetime.
+        assert_eq!(
+            check_times(&json!({"exp": now + 3601, "iat": now}), now, Some(3600)),
+            Err(BearerError::Expired)
+        );
+        assert!(check_times(&json!({"exp": now + 3600, "iat": now}), now, Some(3600)).is_ok());
     }
 
     #[test]

@@ -192,6 +192,10 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Jws<'_>, JwsError> {
     if UNSUPPORTED_MEMBERS.iter().any(|m| members.contains_key(*m)) {
         return Err(JwsError::Unsupported);
     }
+    // `"kid": null` is no string either (JWT-11): refused, never read as no `kid`.
+    if members.get("kid").is_some_and(Value::is_null) {
+        return Err(JwsError::Header);
+    }
     let header: Header =
         serde_json::from_value(Value::Object(members)).map_err(|_| JwsError::Header)?;
     if header
@@ -388,6 +392,7 @@ mod tests {
             "42".into(),
             "[\"a\"]".into(),
             "{}".into(),
+            "null".into(),
         ] {
             let t = token(&format!(r#"{{"alg":"RS256","kid":{kid}}}"#), P);
             assert_eq!(parse(&t, 1 << 20).unwrap_err(), JwsError::Header, "{kid}");

@@ -1281,6 +1281,12 @@ async fn code_callback(
     let endpoints = rt.endpoints();
     let issuer = endpoints.as_ref().and_then(|e| e.issuer.clone());
     let iss_required = endpoints.as_ref().is_some_and(|e| e.iss_in_response);
+    // A source whose issuer is not known cannot compare an `iss`; one that
+    // names another source's issuer is refused as a mix-up (OA2-09).
+    let foreign = |iss: &str| state.sources.is_issuer_of_another(slug, iss);
+    if issuer.is_none() && cb.iss.as_deref().is_some_and(foreign) {
+        return Err(flow_refused(FlowError::Issuer));
+    }
     let code = flow::check_callback(
         cb,
         login.as_ref(),

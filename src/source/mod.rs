@@ -333,6 +333,18 @@ impl Sources {
         self.by_slug.get(slug).cloned()
     }
 
+    /// Whether `iss` is the issuer of a configured source other than
+    /// `slug`: on a callback of a source whose own issuer is not known, the
+    /// evidence of a mix-up (SECURITY.md OA2-09).
+    pub fn is_issuer_of_another(&self, slug: &str, iss: &str) -> bool {
+        self.by_slug.iter().any(|(other, rt)| {
+            other != slug
+                && rt
+                    .endpoints()
+                    .is_some_and(|e| e.issuer.as_deref() == Some(iss))
+        })
+    }
+
     /// Finishes a sign-in: exchanges the code, validates the ID token (no
     /// further call after an invalid one), fetches the profile, maps it.
     pub async fn finish(

@@ -1457,6 +1457,20 @@ async fn two_sources(second_extra: &str) -> (Setup, Provider) {
 
 /// As [`two_sources`], with `first_extra` ending the first source's table.
 async fn two_sources_with(first_extra: &str, second_extra: &str) -> (Setup, Provider) {
+    two_sources_where(first_extra, |second| {
+        format!(
+            "type = \"openidconnect\"\noidc_well_known_url = \"{}\"\n{second_extra}",
+            second.well_known_url()
+        )
+    })
+    .await
+}
+
+/// As [`two_sources_with`], the second source's type and URLs written by `second`.
+async fn two_sources_where(
+    first_extra: &str,
+    second_rest: impl Fn(&Provider) -> String,
+) -> (Setup, Provider) {
     let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
     let mut providers = Vec::new();
@@ -1474,20 +1488,22 @@ async fn two_sources_with(first_extra: &str, second_extra: &str) -> (Setup, Prov
     let upstream = Upstream::start("app").await;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/portcullis.db", dir.path().display());
-    let source = |slug: &str, p: &Provider, extra: &str| {
+    let source = |slug: &str, p: &Provider, rest: &str| {
         let c = &p.config().clients[0];
         format!(
-            "[[source]]\nslug = \"{slug}\"\ntype = \"openidconnect\"\nconsumer_key = \"{}\"\nconsumer_secret = \"{}\"\noidc_well_known_url = \"{}\"\n{extra}\n",
-            c.client_id,
-            c.client_secret,
-            p.well_known_url()
+            "[[source]]\nslug = \"{slug}\"\nconsumer_key = \"{}\"\nconsumer_secret = \"{}\"\n{rest}\n",
+            c.client_id, c.client_secret,
         )
     };
+    let first_rest = format!(
+        "type = \"openidconnect\"\noidc_well_known_url = \"{}\"\n{first_extra}",
+        first.well_known_url()
+    );
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"{public}\"\nthreads = 1\nshutdown_timeout = \"2s\"\n\
          [session]\nsecrets = [\"{SECRET}\"]\n[store]\nurl = \"{db}\"\n{}{}[[app]]\nname = \"app\"\nupstream = \"{}\"\n[[app.policy]]\non = [\"access\"]\neffect = \"allow\"\n",
-        source("first", &first, first_extra),
-        source("second", &second, second_extra),
+        source("first", &first, &first_rest),
+        source("second", &second, &second_rest(&second)),
         upstream.url()
     );
     let gw = Gateway::start_full(&config);
@@ -2398,6 +2414,34 @@ async fn oa2_07_oa2_10_oa2_11_foreign_iss_and_ambiguous_responses_are_400_withou
     assert!(!page.contains("access_denied"), "{page}");
     assert_eq!(s.provider.calls(Endpoint::Token), 0);
     assert_eq!(s.users().await, 0);
+}
+
+/// OA2-09: a plain OAuth 2.0 source knows no issuer to compare an `iss`
+/// with, but one naming another configured source's issuer is a mix-up:
+/// refused (400) before any token call; without it the sign-in goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn oa2_09_an_oauth2_callback_carrying_another_source_s_iss_is_refused() {
+    let (mut s, second) = two_sources_where("", |p| {
+        let i = p.issuer();
+        format!(
+            "type = \"oauth2\"\nauthorization_url = \"{i}/authorize\"\n\
+             access_token_url = \"{i}/token\"\nprofile_url = \"{i}/userinfo\"\n\
+             scopes = [\"openid\", \"email\", \"profile\"]"
+        )
+    })
+    .await;
+    let callback = s.reach_callback("/_auth/login/second").await;
+    let saved = s.jar.clone();
+    let r = s
+        .get(&with_param(&callback, "iss", Some(&s.provider.issuer())))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(session_cookies_set(&r).is_empty());
+    assert_eq!(second.calls(Endpoint::Token), 0);
+    s.jar = saved;
+    let r = s.get(&callback).await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(second.calls(Endpoint::Token), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
