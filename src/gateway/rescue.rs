@@ -263,6 +263,7 @@ impl From<&SourceError> for SignInRefusal {
     fn from(e: &SourceError) -> Self {
         match e {
             SourceError::IdToken(_)
+            | SourceError::Userinfo(_)
             | SourceError::SubjectMismatch
             | SourceError::NotTheSession(_) => SignInRefusal::InvalidIdToken,
             SourceError::TokenRefused(_) => SignInRefusal::CodeRefused,

@@ -637,7 +637,7 @@ async fn login(
     slug: &str,
     link: Option<String>,
 ) -> Result<(), BodyError> {
-    let rd = rd_param(state, session);
+    let rd = login_rd(state, session);
     // Sent by an app host's login: the hash of that browser's handoff nonce.
     let binding = query_param(session, "handoff").filter(|b| handoff::well_formed(b));
     let app = app_for_rd(state, ctx, &rd);
@@ -646,6 +646,17 @@ async fn login(
         rescue::respond(session, ctx, Rejection::UnknownAuthEndpoint);
         return Ok(());
     };
+    if foreign_initiation(session, &rt) {
+        let detail = "a third-party-initiated login named another issuer";
+        return refuse(
+            session,
+            ctx,
+            SignInRefusal::ForeignResponse,
+            &detail,
+            Vec::new(),
+        )
+        .await;
+    }
     if link.is_none() && matches!(target(&rd), Target::Absolute { .. }) {
         let signed_in = already_signed_in(state, session, ctx, app, &rd, binding.as_deref(), slug);
         match signed_in.await {
@@ -696,6 +707,23 @@ async fn login(
     start.state.handoff = binding;
     let cross_site = posts_back_cross_site(&rt.config);
     send_to_provider(state, session, ctx, slug, start, cross_site).await
+}
+
+/// The `rd` of a login: its `rd`, else the `target_link_uri` of a
+/// third-party-initiated login (OIDC Core §4), under the same rules (OA2-13).
+fn login_rd(state: &State, session: &Exchange) -> String {
+    let raw = query_param(session, "rd").or_else(|| query_param(session, "target_link_uri"));
+    safe_rd_for(raw.as_deref(), &state.origins)
+}
+
+/// A third-party-initiated login (OIDC Core §4) names its issuer in `iss`:
+/// one that is not this source's is refused before anything is fetched
+/// (SECURITY.md OIDC-34); a source whose issuer is not known knows none.
+fn foreign_initiation(session: &Exchange, rt: &crate::source::Runtime) -> bool {
+    query_param(session, "iss").is_some_and(|iss| {
+        rt.endpoints()
+            .is_none_or(|e| e.issuer.as_deref() != Some(iss.as_str()))
+    })
 }
 
 /// Whether the source's callback is a cross-site form POST (Apple, or any

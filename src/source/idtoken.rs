@@ -132,6 +132,26 @@ pub fn verify(
     Ok(jws.into_claims())
 }
 
+/// Checks the claims of a signed userinfo answer (OIDC Core §5.3.2): it
+/// "SHOULD contain" `iss` and `aud`; where present, `iss` must be the
+/// provider's and `aud` must be or include this client (SECURITY.md
+/// OIDC-21). No `exp` is looked for: a userinfo answer need not carry one.
+pub fn check_userinfo(c: &Value, issuer: &str, client_id: &str) -> Result<(), IdTokenError> {
+    if c.get("iss").is_some_and(|i| i.as_str() != Some(issuer)) {
+        return Err(IdTokenError::Issuer);
+    }
+    let aud_ok = match c.get("aud") {
+        None => true,
+        Some(Value::String(a)) => a == client_id,
+        Some(Value::Array(items)) => items.iter().any(|a| a.as_str() == Some(client_id)),
+        Some(_) => false,
+    };
+    if !aud_ok {
+        return Err(IdTokenError::Audience);
+    }
+    Ok(())
+}
+
 /// The `events` member a logout token must carry (Back-Channel Logout 1.0 §2.4).
 pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 

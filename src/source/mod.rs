@@ -42,6 +42,10 @@ pub enum SourceError {
     /// The ID token failed validation: nothing from it is used (401).
     #[error("{0}")]
     IdToken(#[from] idtoken::IdTokenError),
+    /// A signed userinfo answer failed validation (OIDC-21, 401); the text
+    /// names the check as the ID token's would.
+    #[error("the signed userinfo answer is invalid: {0}")]
+    Userinfo(idtoken::IdTokenError),
     /// The profile's `sub` differs from the ID token's (OIDC-20).
     #[error("the provider's profile is for another subject than its ID token")]
     SubjectMismatch,
@@ -484,7 +488,12 @@ impl Sources {
                 } else {
                     TokenIn::Bearer(access_token)
                 };
-                self.vendor_get(src, url, how).await?
+                let resp = self.vendor_fetch(src, url, how).await?;
+                if src.is_oidc() && resp.status == 200 && is_jwt(resp.content_type.as_deref()) {
+                    self.signed_userinfo(src, endpoints, &resp.body).await?
+                } else {
+                    vendor_answer(quirks, url, resp)?
+                }
             }
             _ => Value::Object(Default::default()),
         };
@@ -598,9 +607,47 @@ impl Sources {
         url: &Url,
         how: TokenIn<'_>,
     ) -> Result<Value, SourceError> {
-        let headers = src.preset.map_or(&[][..], |p| p.profile_headers);
         let quirks = src.preset.map_or(presets::Quirks::NONE, |p| p.quirks);
-        let resp = match how {
+        let resp = self.vendor_fetch(src, url, how).await?;
+        vendor_answer(quirks, url, resp)
+    }
+
+    /// A signed userinfo answer (`application/jwt`, OIDC Core §5.3.2): its
+    /// claims once its signature verifies with the provider's keys (an
+    /// asymmetric algorithm the key allows; never `none`) and its `iss` and
+    /// `aud`, where present, are the provider's and this client's (OIDC-21).
+    async fn signed_userinfo(
+        &self,
+        src: &Source,
+        endpoints: &Endpoints,
+        body: &[u8],
+    ) -> Result<Value, SourceError> {
+        let issuer = endpoints.issuer.as_deref().ok_or(SourceError::NotReady)?;
+        let raw = std::str::from_utf8(body)
+            .map(str::trim)
+            .map_err(|_| SourceError::Userinfo(idtoken::IdTokenError::Malformed))?;
+        let (_, kid) = idtoken::peek(raw).map_err(SourceError::Userinfo)?;
+        let keys = self
+            .jwks
+            .keys_for_sign_in(&src.slug, endpoints.jwks.as_ref(), kid.as_deref())
+            .await?;
+        let algorithms = id_token_algorithms(&[]);
+        let claims =
+            idtoken::verify(raw, &keys.set, &algorithms, None).map_err(SourceError::Userinfo)?;
+        let client_id = src.consumer_key.as_deref().unwrap_or_default();
+        idtoken::check_userinfo(&claims, issuer, client_id).map_err(SourceError::Userinfo)?;
+        Ok(claims)
+    }
+
+    /// A vendor API call (a profile, a list), read whole.
+    async fn vendor_fetch(
+        &self,
+        src: &Source,
+        url: &Url,
+        how: TokenIn<'_>,
+    ) -> Result<crate::outbound::Fetched, SourceError> {
+        let headers = src.preset.map_or(&[][..], |p| p.profile_headers);
+        Ok(match how {
             TokenIn::Query(access_token) => {
                 let with_token = vendors::mailcow::profile_url_with_token(url, access_token);
                 self.http
@@ -620,17 +667,7 @@ impl Sources {
                     .get_with(url, Some(access_token), headers, MAX_RESPONSE_BYTES)
                     .await?
             }
-        };
-        match (resp.status, resp.json()) {
-            (200, Some(v @ (Value::Object(_) | Value::Array(_)))) => {
-                vendor_api_error(quirks, &v)?;
-                Ok(v)
-            }
-            (status, _) => Err(SourceError::Provider(format!(
-                "{} answered {status}",
-                url.path()
-            ))),
-        }
+        })
     }
 
     /// One page of a paged vendor list (a JSON array) and its `Link` header.
@@ -1036,6 +1073,32 @@ pub fn id_token_algorithms(listed: &[String]) -> Vec<Algorithm> {
     } else {
         parsed
     }
+}
+
+/// The answer of a vendor API call: a JSON object or array with a 200,
+/// unless the vendor's own error shape says it failed.
+fn vendor_answer(
+    quirks: presets::Quirks,
+    url: &Url,
+    resp: crate::outbound::Fetched,
+) -> Result<Value, SourceError> {
+    match (resp.status, resp.json()) {
+        (200, Some(v @ (Value::Object(_) | Value::Array(_)))) => {
+            vendor_api_error(quirks, &v)?;
+            Ok(v)
+        }
+        (status, _) => Err(SourceError::Provider(format!(
+            "{} answered {status}",
+            url.path()
+        ))),
+    }
+}
+
+/// Whether a `Content-Type` is `application/jwt` (parameters and case aside).
+fn is_jwt(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/jwt"))
 }
 
 /// How a vendor API call carries the access token.

@@ -617,31 +617,114 @@ async fn oidc20_userinfo_for_another_subject_is_refused() {
     refused(|f| f.userinfo_sub = Some("mallory".into()), 401, 1).await;
 }
 
-/// OIDC-21: signed userinfo (`application/jwt`) is not supported, so a
-/// provider answering userinfo with a JWT — however well signed — ends the
-/// sign-in (502, no session, nothing stored): its claims are never read unverified.
+/// OIDC-21: a signed userinfo answer (`application/jwt`) is read once it
+/// verifies with the provider's keys and names the provider as `iss` and
+/// this client in `aud`; a bad signature, `alg: none`, another issuer or
+/// another audience ends the sign-in (401, no session, nothing stored).
 #[tokio::test(flavor = "multi_thread")]
-async fn oidc21_a_signed_userinfo_response_is_refused() {
+async fn oidc21_a_signed_userinfo_answer_is_verified_and_only_then_read() {
+    use base64::Engine as _;
+    let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
     let userinfo = crate::bearer::JwksServer::start(String::new()).await;
     userinfo.content_type("application/jwt");
     let mut s = Setup::start_with(&format!("profile_url = \"{}\"", userinfo.url()), |_| {}).await;
-    let signed = s
-        .provider
-        .sign(&crate::bearer::claims(&s.provider.issuer(), |c| {
+    let issuer = s.provider.issuer();
+    let answer = |change: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        crate::bearer::claims(&issuer, |c| {
             c.insert("sub".into(), json!("alice"));
             c.insert("aud".into(), json!("portcullis-demo"));
-        }))
-        .unwrap();
-    userinfo.set(200, signed);
+            c.insert("email".into(), json!("alice@example.com"));
+            c.insert("email_verified".into(), json!(true));
+            change(c);
+        })
+    };
+    let good = s.provider.sign(&answer(&|_| {})).unwrap();
+    let (head, rest) = good.split_once('.').unwrap();
+    let (payload, _) = rest.split_once('.').unwrap();
+    let cases = [
+        (
+            "bad signature",
+            format!("{head}.{payload}.{}", b64("forged")),
+        ),
+        (
+            "alg none",
+            format!("{}.{payload}.", b64(r#"{"alg":"none"}"#)),
+        ),
+        (
+            "another issuer",
+            s.provider
+                .sign(&answer(&|c| {
+                    c.insert("iss".into(), json!("https://evil.example"));
+                }))
+                .unwrap(),
+        ),
+        (
+            "another audience",
+            s.provider
+                .sign(&answer(&|c| {
+                    c.insert("aud".into(), json!("someone-else"));
+                }))
+                .unwrap(),
+        ),
+    ];
+    for (name, body) in cases {
+        userinfo.set(200, body);
+        s.jar = Jar::default();
+        let r = s.sign_in().await;
+        assert_eq!(r.status(), 401, "{name}");
+        assert!(session_cookies_set(&r).is_empty(), "{name}");
+        assert_eq!(s.users().await, 0, "{name}");
+    }
+    userinfo.set(200, good);
+    s.jar = Jar::default();
     let r = s.sign_in().await;
-    assert_eq!(r.status(), 502);
-    assert!(session_cookies_set(&r).is_empty());
-    assert_eq!(s.users().await, 0);
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(s.users().await, 1);
+    assert_eq!(s.userinfo().await["email"], "alice@example.com");
     assert_eq!(
         userinfo.hits(),
-        1,
+        5,
         "the userinfo endpoint was not the one asked"
     );
+}
+
+/// OIDC-34: a third-party-initiated login (OIDC Core §4) at the source's
+/// login URL: an `iss` that is not the source's is a 400 and nothing is
+/// fetched from it; the source's own `iss` starts the flow, and its
+/// `target_link_uri` is where the person lands, under the `rd` rules.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc34_a_third_party_initiated_login_is_refused_for_another_issuer() {
+    let evil = crate::bearer::JwksServer::start(String::new()).await;
+    let mut s = Setup::start().await;
+    let enc = |v: &str| -> String { url::form_urlencoded::byte_serialize(v.as_bytes()).collect() };
+    let r = s
+        .get(&s.gw.url(&format!(
+            "/_auth/login/demo?iss={}&target_link_uri={}",
+            enc(&evil.url()),
+            enc(&evil.url())
+        )))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    assert_eq!(evil.hits(), 0);
+    assert_eq!(s.provider.calls(Endpoint::Authorize), 0);
+    let issuer = enc(&s.provider.issuer());
+    let r = s
+        .flow(&format!(
+            "/_auth/login/demo?iss={issuer}&target_link_uri=%2Fprivate%3Fx%3D1"
+        ))
+        .await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(r.headers()["location"], "/private?x=1");
+    s.jar = Jar::default();
+    let off = enc("https://evil.example/x");
+    let r = s
+        .flow(&format!(
+            "/_auth/login/demo?iss={issuer}&target_link_uri={off}"
+        ))
+        .await;
+    assert_eq!(r.headers()["location"], "/");
+    assert_eq!(evil.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
