@@ -431,11 +431,16 @@ pub fn check_times(c: &Value, now: u64, max_age: Option<u64>) -> Result<u64, Bea
         (None, Some(_)) => return Err(BearerError::IssuedAt),
         (None, None) => {}
     }
-    // JWT-18: "remaining lifetime > configured max → reject", no leeway:
-    // the leeway forgives a clock behind the issuer's at the edges of a
-    // token's validity, not a lifetime longer than the operator allows.
+    // JWT-18: "remaining lifetime > configured max → reject", no leeway
+    // added to the max. Counted from `iat` when that is ahead of our clock
+    // (within the leeway, checked above): a token whose whole life is the
+    // max, from an issuer whose clock runs a little ahead, is not refused.
     if let Some(m) = max_age {
-        if exp.saturating_sub(now) > m {
+        let from = c
+            .get("iat")
+            .and_then(numeric_date)
+            .map_or(now, |iat| iat.max(now));
+        if exp.saturating_sub(from) > m {
             return Err(BearerError::Expired);
         }
     }
@@ -564,6 +569,14 @@ mod tests {
             Err(BearerError::Expired)
         );
         assert!(check_times(&json!({"exp": now + 3600, "iat": now}), now, Some(3600)).is_ok());
+        // An issuer's clock 30 s ahead: its whole-max token is not refused,
+        // one longer than the max from its own `iat` is.
+        let ahead = now + 30;
+        assert!(check_times(&json!({"exp": ahead + 3600, "iat": ahead}), now, Some(3600)).is_ok());
+        assert_eq!(
+            check_times(&json!({"exp": ahead + 3601, "iat": ahead}), now, Some(3600)),
+            Err(BearerError::Expired)
+        );
     }
 
     #[test]

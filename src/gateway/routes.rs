@@ -132,7 +132,17 @@ pub async fn handle(
             } else {
                 "login"
             };
-            let rd = rd_param(state, session);
+            // A third party's initiation is judged here too (OIDC-34).
+            if state
+                .sources
+                .get(slug)
+                .is_some_and(|rt| foreign_initiation(session, &rt))
+            {
+                let detail = "a third-party-initiated login named another issuer";
+                let refusal = SignInRefusal::ForeignResponse;
+                return refuse(session, ctx, refusal, &detail, Vec::new()).await;
+            }
+            let rd = login_rd(state, session);
             let (mut location, headers) = to_sign_in_host(state, session, &host, kind, slug, &rd);
             if kind == "link" {
                 match link_started_here(state, session, &host).await {

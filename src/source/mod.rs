@@ -338,15 +338,18 @@ impl Sources {
     }
 
     /// Whether `iss` is the issuer of a configured source other than
-    /// `slug`: on a callback of a source whose own issuer is not known, the
-    /// evidence of a mix-up (SECURITY.md OA2-09).
+    /// `slug` at another provider: on a callback of a source whose own
+    /// issuer is not known, the evidence of a mix-up (SECURITY.md OA2-09).
     pub fn is_issuer_of_another(&self, slug: &str, iss: &str) -> bool {
-        self.by_slug.iter().any(|(other, rt)| {
-            other != slug
-                && rt
-                    .endpoints()
-                    .is_some_and(|e| e.issuer.as_deref() == Some(iss))
-        })
+        let endpoints = |rt: &Arc<Runtime>| rt.endpoints();
+        let mine = self.by_slug.get(slug).and_then(endpoints);
+        let others: Vec<Arc<Endpoints>> = self
+            .by_slug
+            .iter()
+            .filter(|(other, _)| *other != slug)
+            .filter_map(|(_, rt)| endpoints(rt))
+            .collect();
+        names_another_provider(mine.as_deref(), &others, iss)
     }
 
     /// Finishes a sign-in: exchanges the code, validates the ID token (no
@@ -1094,6 +1097,17 @@ fn vendor_answer(
     }
 }
 
+/// Whether `iss` is the issuer of one of `others` whose authorization
+/// endpoint is on another origin than `mine`'s: the same provider set up
+/// twice (an OpenID source and a plain OAuth 2.0 one on one realm, which
+/// sends its `iss` to both) is no mix-up.
+fn names_another_provider(mine: Option<&Endpoints>, others: &[Arc<Endpoints>], iss: &str) -> bool {
+    let origin = |e: Option<&Endpoints>| e.and_then(|e| e.authorization.as_ref()).map(Url::origin);
+    others
+        .iter()
+        .any(|other| other.issuer.as_deref() == Some(iss) && origin(Some(other)) != origin(mine))
+}
+
 /// Whether a `Content-Type` is `application/jwt` (parameters and case aside).
 fn is_jwt(content_type: Option<&str>) -> bool {
     content_type
@@ -1209,6 +1223,44 @@ pub fn registration_urls(public_url: &Url, slug: &str) -> [(&'static str, String
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn at(authorize: &str, issuer: Option<&str>) -> Endpoints {
+        Endpoints {
+            authorization: Some(Url::parse(authorize).unwrap()),
+            token: None,
+            profile: None,
+            jwks: None,
+            issuer: issuer.map(str::to_string),
+            end_session: None,
+            id_token_algs: Vec::new(),
+            iss_in_response: false,
+            overridden: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn oa2_09_another_provider_s_iss_is_a_mix_up_the_same_provider_s_is_not() {
+        let gh = at("https://github.example/login/oauth/authorize", None);
+        let corp = Arc::new(at("https://idp.example/auth", Some("https://idp.example")));
+        let others = [corp];
+        assert!(names_another_provider(
+            Some(&gh),
+            &others,
+            "https://idp.example"
+        ));
+        assert!(!names_another_provider(
+            Some(&gh),
+            &others,
+            "https://else.example"
+        ));
+        // The same realm set up twice: an OpenID source and a plain OAuth 2.0 one.
+        let same_realm = at("https://idp.example/auth?kc=1", None);
+        assert!(!names_another_provider(
+            Some(&same_realm),
+            &others,
+            "https://idp.example"
+        ));
+    }
 
     #[test]
     fn oidc32_a_refreshed_id_token_must_name_the_sessions_subject_and_issuer() {

@@ -655,6 +655,38 @@ async fn a_handoff_the_store_cannot_keep_is_a_503_page_and_revokes_its_session()
     assert!(sessions[0].revoked, "the refused sign-in's session is live");
 }
 
+/// OIDC-34 on an app host: a third party's login there naming another
+/// issuer is a 400 before the browser is sent anywhere; with the source's
+/// own issuer, its `target_link_uri` goes on as the `rd` back to this host.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_third_party_login_on_an_app_host_is_judged_there() {
+    let h = Hosts::start("127.0.0.1", "localhost", "").await;
+    let mut b = h.browser();
+    let r = b
+        .get(&h.url(
+            "localhost",
+            "/_auth/login/demo?iss=https%3A%2F%2Fevil.example&target_link_uri=%2Fx",
+        ))
+        .await;
+    assert_eq!(r.status(), 400);
+    let issuer: String =
+        url::form_urlencoded::byte_serialize(h.provider.issuer().as_bytes()).collect();
+    let r = b
+        .get(&h.url(
+            "localhost",
+            &format!("/_auth/login/demo?iss={issuer}&target_link_uri=%2Fx"),
+        ))
+        .await;
+    assert_eq!(r.status(), 302);
+    let back: String =
+        url::form_urlencoded::byte_serialize(h.url("localhost", "/x").as_bytes()).collect();
+    assert!(
+        location(&r).contains(&format!("rd={back}&")),
+        "{}",
+        location(&r)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_rd_to_a_host_that_is_no_app_host_lands_on_slash() {
     let h = Hosts::start("127.0.0.1", "localhost", "").await;
