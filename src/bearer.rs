@@ -415,9 +415,11 @@ pub fn check_times(c: &Value, now: u64, max_age: Option<u64>) -> Result<u64, Bea
         }
     }
     let mut until = exp;
+    let mut issued = None;
     match (c.get("iat"), max_age) {
         (Some(iat), max) => {
             let iat = numeric_date(iat).ok_or(BearerError::IssuedAt)?;
+            issued = Some(iat);
             if iat > now.saturating_add(LEEWAY_SECS)
                 || max.is_some_and(|m| now.saturating_sub(iat) > m)
             {
@@ -436,10 +438,7 @@ pub fn check_times(c: &Value, now: u64, max_age: Option<u64>) -> Result<u64, Bea
     // (within the leeway, checked above): a token whose whole life is the
     // max, from an issuer whose clock runs a little ahead, is not refused.
     if let Some(m) = max_age {
-        let from = c
-            .get("iat")
-            .and_then(numeric_date)
-            .map_or(now, |iat| iat.max(now));
+        let from = issued.map_or(now, |iat| iat.max(now));
         if exp.saturating_sub(from) > m {
             return Err(BearerError::Expired);
         }

@@ -122,6 +122,9 @@ pub enum SignInRefusal {
     /// The response belongs to another flow or provider: `state`, `iss`, or
     /// the source does not match, or a promised `iss` is missing (400).
     ForeignResponse,
+    /// A third-party-initiated login names another issuer than the
+    /// source's (OIDC Core §4, SECURITY.md OIDC-34; 400).
+    ForeignInitiation,
     /// The response is malformed: no code, repeated parameters (400).
     Malformed,
     /// The token endpoint refused the code: replayed, injected, expired (400).
@@ -159,6 +162,7 @@ impl SignInRefusal {
             SignInRefusal::NotStarted
             | SignInRefusal::Expired
             | SignInRefusal::ForeignResponse
+            | SignInRefusal::ForeignInitiation
             | SignInRefusal::Malformed
             | SignInRefusal::CodeRefused
             | SignInRefusal::ProviderDenied
@@ -180,7 +184,9 @@ impl SignInRefusal {
         match self {
             SignInRefusal::NotStarted => Reason::StateInvalid,
             SignInRefusal::Expired => Reason::StateExpired,
-            SignInRefusal::ForeignResponse => Reason::ResponseMismatch,
+            SignInRefusal::ForeignResponse | SignInRefusal::ForeignInitiation => {
+                Reason::ResponseMismatch
+            }
             SignInRefusal::Malformed => Reason::ResponseMalformed,
             SignInRefusal::CodeRefused => Reason::CodeRefused,
             SignInRefusal::ProviderDenied => Reason::ProviderDenied,
@@ -212,6 +218,9 @@ impl SignInRefusal {
             SignInRefusal::Expired => "This sign-in took too long.",
             SignInRefusal::ForeignResponse => {
                 "The sign-in response does not belong to this sign-in."
+            }
+            SignInRefusal::ForeignInitiation => {
+                "This sign-in was started for another provider than this one."
             }
             SignInRefusal::Malformed => "The sign-in response is malformed.",
             SignInRefusal::CodeRefused => {
@@ -835,6 +844,7 @@ mod tests {
             ((&FlowError::State).into(), 400),
             ((&FlowError::Issuer).into(), 400),
             ((&FlowError::IssuerMissing).into(), 400),
+            (SignInRefusal::ForeignInitiation, 400),
             ((&FlowError::Malformed).into(), 400),
             ((&FlowError::Provider(leaky.into())).into(), 400),
             ((&SourceError::TokenRefused(leaky.into())).into(), 400),

@@ -138,9 +138,7 @@ pub async fn handle(
                 .get(slug)
                 .is_some_and(|rt| foreign_initiation(session, &rt))
             {
-                let detail = "a third-party-initiated login named another issuer";
-                let refusal = SignInRefusal::ForeignResponse;
-                return refuse(session, ctx, refusal, &detail, Vec::new()).await;
+                return refuse_foreign_initiation(session, ctx).await;
             }
             let rd = login_rd(state, session);
             let (mut location, headers) = to_sign_in_host(state, session, &host, kind, slug, &rd);
@@ -657,15 +655,7 @@ async fn login(
         return Ok(());
     };
     if foreign_initiation(session, &rt) {
-        let detail = "a third-party-initiated login named another issuer";
-        return refuse(
-            session,
-            ctx,
-            SignInRefusal::ForeignResponse,
-            &detail,
-            Vec::new(),
-        )
-        .await;
+        return refuse_foreign_initiation(session, ctx).await;
     }
     if link.is_none() && matches!(target(&rd), Target::Absolute { .. }) {
         let signed_in = already_signed_in(state, session, ctx, app, &rd, binding.as_deref(), slug);
@@ -729,11 +719,19 @@ fn login_rd(state: &State, session: &Exchange) -> String {
 /// A third-party-initiated login (OIDC Core §4) names its issuer in `iss`:
 /// one that is not this source's is refused before anything is fetched
 /// (SECURITY.md OIDC-34); a source whose issuer is not known knows none.
+/// A source not ready yet judges nothing: the login answers 503 first.
 fn foreign_initiation(session: &Exchange, rt: &crate::source::Runtime) -> bool {
-    query_param(session, "iss").is_some_and(|iss| {
-        rt.endpoints()
-            .is_none_or(|e| e.issuer.as_deref() != Some(iss.as_str()))
-    })
+    let Some(endpoints) = rt.endpoints() else {
+        return false;
+    };
+    query_param(session, "iss").is_some_and(|iss| endpoints.issuer.as_deref() != Some(&*iss))
+}
+
+/// The 400 page for a third-party-initiated login naming another issuer.
+async fn refuse_foreign_initiation(session: &mut Exchange, ctx: &mut Ctx) -> Result<(), BodyError> {
+    let detail = "a third-party-initiated login named another issuer";
+    let refusal = SignInRefusal::ForeignInitiation;
+    refuse(session, ctx, refusal, &detail, Vec::new()).await
 }
 
 /// Whether the source's callback is a cross-site form POST (Apple, or any
@@ -990,7 +988,11 @@ async fn callback(
     };
     let mut headers = clear_login;
     headers.push(("set-cookie", set));
-    let signed = (&user, settlement, note);
+    let signed = SignedInAs {
+        user: &user,
+        settlement,
+        note,
+    };
     send_back_signed_in(
         state, session, ctx, slug, &login, &record.id, signed, headers, now,
     )
@@ -1220,15 +1222,23 @@ fn audit_sign_in(
     });
 }
 
+/// Who a settled sign-in signed in, what it did to the directory, and the
+/// note of an enrollment that needs explaining.
+struct SignedInAs<'a> {
+    user: &'a User,
+    settlement: Settlement,
+    note: Option<&'static str>,
+}
+
 /// Sends a browser the sign-in host now holds session `sid` for to where
 /// it started. The sign-in host has its cookie now; another app host gets
-/// its own by a handoff. What the sign-in wrote to the directory (an
-/// enrollment, a link) is audited first, as it stands whatever follows; a
-/// handoff the store could not keep is a refusal, and the session is
-/// revoked again (best effort: the store just failed). An enrollment that
-/// needs explaining logs its note: the callback's answer is always an
-/// immediate redirect (SECURITY.md OA2-15). `headers` set the session
-/// cookie; a refusal here sets none.
+/// its own by a handoff. Audited once the browser is sent on; a handoff the
+/// store could not keep is a refusal, the session is revoked again (best
+/// effort: the store just failed), and only what the sign-in wrote to the
+/// directory (an enrollment, a link), which stands, is audited beside it.
+/// An enrollment that needs explaining logs its note: the callback's answer
+/// is always an immediate redirect (SECURITY.md OA2-15). `headers` set the
+/// session cookie; a refusal here sets none.
 #[allow(clippy::too_many_arguments)]
 async fn send_back_signed_in(
     state: &State,
@@ -1237,15 +1247,22 @@ async fn send_back_signed_in(
     slug: &str,
     login: &LoginState,
     sid: &str,
-    (user, settlement, note): (&User, Settlement, Option<&'static str>),
+    signed: SignedInAs<'_>,
     headers: Vec<(&'static str, String)>,
     now: u64,
 ) -> Result<(), BodyError> {
-    audit_sign_in(state, ctx, slug, login, user, settlement);
+    let SignedInAs {
+        user,
+        settlement,
+        note,
+    } = signed;
     let handed = hand_back(state, sid, &login.rd, login.handoff.as_deref(), slug, now);
     let location = match handed.await {
         Ok(l) => l,
         Err((refusal, detail)) => {
+            if settlement != Settlement::Authenticated {
+                audit_sign_in(state, ctx, slug, login, user, settlement);
+            }
             // A failure is logged by `revoke`; the refusal stands either way.
             let _revoked = state.sessions.revoke(sid).await;
             // Every refusal sets no session: only the login cookie's clearing goes.
@@ -1257,6 +1274,7 @@ async fn send_back_signed_in(
             return refuse(session, ctx, refusal, &detail, clearing).await;
         }
     };
+    audit_sign_in(state, ctx, slug, login, user, settlement);
     ctx.span
         .in_scope(|| tracing::info!(auth.source = slug, user = %user.username, "signed in"));
     if let Some(note) = note {

@@ -961,6 +961,14 @@ struct Limits {
     opened: Instant,
 }
 
+/// A connection as it was accepted: its client, its slot of
+/// `max_connections`, and the limits (and the instant) it opened with.
+struct Accepted {
+    peer: SocketAddr,
+    slot: Slot,
+    limits: Limits,
+}
+
 impl Limits {
     fn of(server: &crate::config::Server) -> Self {
         Limits {
@@ -1107,7 +1115,8 @@ async fn connection(
     let peer = SocketAddr::new(addr.ip().to_canonical(), addr.port());
     let limits = Limits::of(&state.config.server);
     let Some(acceptor) = tls else {
-        return serve_h1(state, live, (peer, slot, limits), tcp, &builders, shutdown).await;
+        let accepted = Accepted { peer, slot, limits };
+        return serve_h1(state, live, accepted, tcp, &builders, shutdown).await;
     };
     // hyper has no handshake timeout: the head timeout bounds it too.
     let stream = match tokio::time::timeout(limits.head_timeout, acceptor.accept(tcp)).await {
@@ -1134,7 +1143,7 @@ async fn connection(
         let c = builders.h2.serve_connection(TokioIo::new(io), service);
         drive(std::pin::pin!(c), &state, &conn, shutdown).await;
     } else {
-        let accepted = (peer, slot, limits);
+        let accepted = Accepted { peer, slot, limits };
         serve_h1(state, live, accepted, stream, &builders, shutdown).await;
     }
 }
@@ -1143,7 +1152,7 @@ async fn connection(
 async fn serve_h1<I>(
     state: Arc<State>,
     live: Arc<ArcSwap<State>>,
-    (peer, slot, limits): (SocketAddr, Slot, Limits),
+    accepted: Accepted,
     io: I,
     builders: &Builders,
     shutdown: watch::Receiver<bool>,
@@ -1154,6 +1163,7 @@ async fn serve_h1<I>(
     // (hyper repairs CL+TE and duplicate Content-Length before the service sees them).
     let (io, heads) = head_tap::tap(io);
     let io = io.into_inner();
+    let Accepted { peer, slot, limits } = accepted;
     let conn = Arc::new(Conn::new(peer, slot, Some(heads), limits, false));
     let service = {
         let conn = conn.clone();

@@ -65,7 +65,7 @@ pub async fn settle(
                 // DESIGN: `email_deny` refuses "if one exists", `email_link`
                 // links "to the user with that email": any user holding it,
                 // vouched for or not (the incoming source must vouch for
-                // it, `flow::lookup_key`).
+                // it: `flow::decide` does not use a match of an unvouched one).
                 ("email", UserMatchingMode::EmailDeny) => store.user_by_email(value).await,
                 ("email", _) => match store.user_by_email(value).await {
                     // Several hold it: the one whose source vouched for it,

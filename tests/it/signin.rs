@@ -706,6 +706,8 @@ async fn oidc34_a_third_party_initiated_login_is_refused_for_another_issuer() {
         .await;
     assert_eq!(r.status(), 400);
     assert!(r.headers().get("location").is_none());
+    let page = r.text().await.unwrap();
+    assert!(page.contains("started for another provider"), "{page}");
     assert_eq!(evil.hits(), 0);
     assert_eq!(s.provider.calls(Endpoint::Authorize), 0);
     let issuer = enc(&s.provider.issuer());
@@ -1716,8 +1718,37 @@ async fn email_link_with_an_unverified_email_enrolls_and_still_redirects_at_once
     assert_eq!((s.users().await, s.connections().await), (2, 2));
 }
 
-/// `email_link` does not look up an email its source does not vouch for,
-/// however many users hold it: bob enrolls with the note rather than being
+/// Enrolls `name` through `first` straight into the store at `db`, holding
+/// `email` unvouched (with a session of its own).
+async fn enroll_unvouched(db: &str, name: &str, email: &str) {
+    let store = portcullis::identity::store::open(db).await.unwrap();
+    let who = portcullis::identity::Identity {
+        source: "first".into(),
+        identifier: name.into(),
+        username: Some(name.into()),
+        email: Some(email.into()),
+        email_verified: false,
+        name: None,
+        groups: Vec::new(),
+    };
+    let session = portcullis::identity::NewSession {
+        id: format!("{name}-session"),
+        source: "first".into(),
+        expires_at: i64::MAX / 2,
+        oidc_sid: None,
+        id_token: None,
+        claims: None,
+        tokens: None,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    store.enroll(&who, &session, now).await.unwrap();
+}
+
+/// `email_link` does not use a match of an email its source does not vouch
+/// for, however many users hold it: bob enrolls with the note rather than being
 /// refused as "several users have this email".
 #[tokio::test(flavor = "multi_thread")]
 async fn email_link_with_an_unverified_email_held_by_several_users_enrolls() {
@@ -1727,26 +1758,7 @@ async fn email_link_with_an_unverified_email_held_by_several_users_enrolls() {
     second.set_faults(|f| f.auto_approve_as = Some("bob".into()));
     assert_eq!(s.flow("/_auth/login/first").await.status(), 302);
     // A second holder of bob's address, unvouched as his own.
-    let store = portcullis::identity::store::open(&s.db).await.unwrap();
-    let other = portcullis::identity::Identity {
-        source: "first".into(),
-        identifier: "robert".into(),
-        username: Some("robert".into()),
-        email: Some("bob@example.com".into()),
-        email_verified: false,
-        name: None,
-        groups: Vec::new(),
-    };
-    let session = portcullis::identity::NewSession {
-        id: "other-session".into(),
-        source: "first".into(),
-        expires_at: i64::MAX / 2,
-        oidc_sid: None,
-        id_token: None,
-        claims: None,
-        tokens: None,
-    };
-    store.enroll(&other, &session, 0).await.unwrap();
+    enroll_unvouched(&s.db, "robert", "bob@example.com").await;
     s.jar.0.clear();
     let r = s.flow("/_auth/login/second?rd=/private").await;
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
@@ -1783,30 +1795,7 @@ async fn email_link_prefers_the_holder_whose_email_was_vouched_for_over_a_squatt
     let (mut s, _second) = two_sources_with("", "user_matching_mode = \"email_link\"").await;
     assert_eq!(s.flow("/_auth/login/first").await.status(), 302);
     // A squatter, enrolled through `first` with alice's address unvouched.
-    let store = portcullis::identity::store::open(&s.db).await.unwrap();
-    let squatter = portcullis::identity::Identity {
-        source: "first".into(),
-        identifier: "mallory".into(),
-        username: Some("mallory".into()),
-        email: Some("ALICE@example.com".into()),
-        email_verified: false,
-        name: None,
-        groups: Vec::new(),
-    };
-    let session = portcullis::identity::NewSession {
-        id: "squatter-session".into(),
-        source: "first".into(),
-        expires_at: i64::MAX / 2,
-        oidc_sid: None,
-        id_token: None,
-        claims: None,
-        tokens: None,
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    store.enroll(&squatter, &session, now).await.unwrap();
+    enroll_unvouched(&s.db, "mallory", "ALICE@example.com").await;
     assert_eq!(s.users().await, 2);
     // alice through `second` links to alice, not to nobody and not refused.
     s.jar.0.clear();
