@@ -990,6 +990,14 @@ async fn provider_down_at_start_then_recovers() {
     let r = s.get(&s.gw.url("/_auth/login/demo")).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
+    // A third party's login naming the source's issuer is not judged
+    // foreign while the source's issuer is not known yet (OIDC-34): 503 too.
+    let issuer: String =
+        url::form_urlencoded::byte_serialize(s.provider.issuer().as_bytes()).collect();
+    let r = s
+        .get(&s.gw.url(&format!("/_auth/login/demo?iss={issuer}")))
+        .await;
+    assert_eq!(r.status(), 503);
     s.provider.set_faults(|f| f.down = false);
     let mut ready = false;
     // Discovery retries back off 1 s, 2 s, 4 s…: allow up to 20 s on a loaded machine.
